@@ -1,0 +1,36 @@
+"""sdtheory: the theory of self-distillation for linear probing, in JAX.
+
+Dtype policy: importing ``sdtheory`` enables JAX's float64 mode
+(``jax_enable_x64``), because the theorems are statements about exact
+arithmetic and several of them compare numbers like ``(a/b)^(r+1)`` against
+``Delta/(1 + Delta)`` that float32 cannot resolve. Set the environment
+variable ``SDTHEORY_X64=0`` before importing to keep JAX's default.
+"""
+
+import os as _os
+
+import jax as _jax
+
+if _os.environ.get("SDTHEORY_X64", "1") != "0":
+    _jax.config.update("jax_enable_x64", True)
+
+__version__ = "0.1.0"
+
+from .spectral import Spectrum, apply_spectral, feature_spectrum, gram_spectrum, spectrum  # noqa: E402
+from .closed_form import (  # noqa: E402
+    kernel_ridge_sd,
+    predictions,
+    sd_mixed_outputs,
+    sd_outputs,
+    sd_outputs_spectral,
+    sd_test_outputs,
+)
+from .block import (  # noqa: E402
+    BlockSpectrum,
+    balanced_block_eigenvalues,
+    block_classes,
+    block_factors,
+    block_gram,
+    block_outputs,
+    block_spectrum,
+)

@@ -1,0 +1,260 @@
+r"""Linearised closed form of multi-round self-distillation (label averaging).
+
+Model (THEORY.md section 1-2, docs/closed_form.md): ``N`` instances, ``K``
+classes, Gram ``G`` (``N x N``), targets ``T`` (``N x K``, probability rows),
+objective ``(1/N) sum_i CE(t_i, softmax(W x_i)) + (lam/2) ||W||_F^2``.
+Round 0 (the teacher) fits the given targets, round ``r >= 1`` fits the
+training outputs of round ``r - 1``. Linearising the softmax at zero logits
+gives, with ``S = G (G + K N lam I)^{-1}``,
+
+.. math::  P_r - 1/K = S^{r+1} (T - 1/K).
+
+In the eigenbasis ``G = U diag(s) U^T`` each round multiplies the component of
+the centred labels along eigenvector ``u_m`` by ``q_m = s_m / (s_m + K N lam)``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _validation as V
+from .spectral import Spectrum, apply_spectral, apply_spectral_to, spectrum
+
+RoundsLike = Union[int, Sequence[int], np.ndarray]
+
+
+# --------------------------------------------------------------------------
+# Pure, jit-able kernels on a precomputed spectrum.
+# --------------------------------------------------------------------------
+
+
+def shrink_factors(eigvals: jax.Array, ridge: jax.Array) -> jax.Array:
+    """Per-round multiplier ``q = s / (s + ridge)`` (``ridge = K N lam`` for CE)."""
+    return eigvals / (eigvals + ridge)
+
+
+@jax.jit
+def sd_outputs_spectral(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> jax.Array:
+    """Closed-form outputs ``(R, N, K)`` from a precomputed :class:`Spectrum`.
+
+    No validation: use :func:`sd_outputs` at the public boundary. Vmaps over
+    ``targets``, ``lam`` and ``rounds``.
+    """
+    n, k = targets.shape
+    ridge = k * n * lam
+    centred = targets - 1.0 / k
+    exps = (jnp.asarray(rounds) + 1).astype(spec.eigvals.dtype)
+
+    def fn(s):
+        return shrink_factors(s, ridge)[None, :] ** exps[:, None]
+
+    return 1.0 / k + apply_spectral(spec, fn, centred)
+
+
+@jax.jit
+def sd_mixed_outputs_spectral(
+    spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array, xi: jax.Array
+) -> jax.Array:
+    r"""Closed form for mixed targets ``T_r = xi P_{r-1} + (1 - xi) T`` (``T_0 = T``).
+
+    Per eigen-direction with ``q = s/(s + K N lam)`` the centred targets are
+    multiplied by ``m_r = (1 - xi) q (1 - (xi q)^r)/(1 - xi q) + xi^r q^{r+1}``,
+    the solution of ``m_0 = q``, ``m_r = q ((1 - xi) + xi m_{r-1})``.
+    """
+    n, k = targets.shape
+    ridge = k * n * lam
+    r = jnp.asarray(rounds).astype(spec.eigvals.dtype)[:, None]
+
+    def fn(s):
+        q = shrink_factors(s, ridge)[None, :]
+        xq = xi * q
+        # (1 - (xq)^r) / (1 - xq) written as a finite geometric sum that is
+        # safe when xq -> 1 (q < 1 always, so this is only roundoff care).
+        geo = jnp.where(jnp.abs(1.0 - xq) > 1e-12, (1.0 - xq**r) / (1.0 - xq), r)
+        return (1.0 - xi) * q * geo + xi**r * q ** (r + 1.0)
+
+    return 1.0 / k + apply_spectral(spec, fn, targets - 1.0 / k)
+
+
+@jax.jit
+def sd_test_outputs_spectral(
+    spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array, cross: jax.Array
+) -> jax.Array:
+    r"""Linearised outputs of round ``r`` on new points, ``(R, N_test, K)``.
+
+    The round-``r`` weights are ``W_r = (T_r - P_r)^T X / (N lam)`` so a new
+    point gets logits ``G_{test} (T_r - P_r) / (N lam)`` and linearised output
+    ``1/K + G_{test} (T_r - P_r) / (K N lam)``. In the eigenbasis
+    ``T_r - P_r`` has multiplier ``q^r - q^{r+1} = q^r K N lam / (s + K N lam)``,
+    so the output is ``1/K + cross diag(q^r / (s + K N lam)) U^T (T - 1/K)``
+    with ``cross = G_{test,train} U``.
+    """
+    n, k = targets.shape
+    ridge = k * n * lam
+    exps = jnp.asarray(rounds).astype(spec.eigvals.dtype)
+
+    def fn(s):
+        return shrink_factors(s, ridge)[None, :] ** exps[:, None] / (s + ridge)[None, :]
+
+    return 1.0 / k + apply_spectral_to(spec, fn, targets - 1.0 / k, cross)
+
+
+@jax.jit
+def kernel_ridge_sd_spectral(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> jax.Array:
+    """Kernel-ridge (squared-loss) SD: ``f_r = (G (G + N lam I)^{-1})^{r+1} y``. Exact."""
+    n = targets.shape[0]
+    exps = (jnp.asarray(rounds) + 1).astype(spec.eigvals.dtype)
+
+    def fn(s):
+        return shrink_factors(s, n * lam)[None, :] ** exps[:, None]
+
+    return apply_spectral(spec, fn, targets)
+
+
+# --------------------------------------------------------------------------
+# Validating public API.
+# --------------------------------------------------------------------------
+
+
+def _prepare(targets, lam, rounds, gram, features, *, probability_targets=True):
+    V.one_of_gram_features(gram, features)
+    if probability_targets:
+        n, _ = V.check_targets(targets)
+    else:
+        shape = np.shape(targets)
+        if len(shape) not in (1, 2):
+            raise ValueError(f"targets must be (N,) or (N, K), got shape {tuple(shape)}")
+        V.check_finite(targets, "targets")
+        n = shape[0]
+    V.check_lam(lam)
+    rounds = V.check_rounds(rounds)
+    if gram is not None:
+        V.check_same_n(np.shape(gram)[0] if len(np.shape(gram)) == 2 else -1, n, "targets", "gram")
+    else:
+        if len(np.shape(features)) != 2:
+            raise ValueError(f"features must be a 2-D (N, d) array, got shape {tuple(np.shape(features))}")
+        V.check_same_n(np.shape(features)[0], n, "targets", "features")
+    spec = spectrum(gram=gram, features=features)
+    return spec, jnp.asarray(targets, dtype=float), jnp.asarray(lam, dtype=float), jnp.asarray(rounds)
+
+
+def sd_outputs(
+    targets: Any,
+    lam: Any,
+    rounds: RoundsLike,
+    *,
+    gram: Any = None,
+    features: Any = None,
+) -> jax.Array:
+    r"""Linearised softmax outputs of self-distillation rounds on the training set.
+
+    Args:
+      targets: ``(N, K)`` probability rows (one-hot for hard labels), the
+        teacher's targets.
+      lam: L2 weight of ``(1/N) sum CE + (lam/2)||W||^2``; ``> 0``. Works under
+        ``jax.vmap`` over ``lam``.
+      rounds: an int or 1-D sequence of round indices; 0 is the teacher.
+      gram: ``(N, N)`` symmetric PSD Gram. Exactly one of ``gram``/``features``.
+      features: ``(N, d)`` features; the Gram ``X X^T`` is never formed.
+
+    Returns:
+      ``(R, N, K)`` array ``P_r = 1/K + S^{r+1} (T - 1/K)``,
+      ``S = G (G + K N lam I)^{-1}``. Rows sum to 1. (Entries can leave
+      ``[0, 1]`` for very small ``lam``: that is the linearisation, see docs.)
+
+    Raises:
+      ValueError / TypeError naming the problem for invalid inputs.
+    """
+    spec, t, lam, r = _prepare(targets, lam, rounds, gram, features)
+    return sd_outputs_spectral(spec, t, lam, r)
+
+
+def sd_mixed_outputs(
+    targets: Any,
+    lam: Any,
+    rounds: RoundsLike,
+    xi: float,
+    *,
+    gram: Any = None,
+    features: Any = None,
+) -> jax.Array:
+    """Closed form for SD with mixed targets ``T_r = xi P_{r-1} + (1 - xi) T``.
+
+    ``xi = 1`` is plain SD (:func:`sd_outputs`), ``xi = 0`` refits the labels
+    every round. ``xi`` must lie in ``[0, 1]``.
+    """
+    if not V.is_tracer(xi):
+        xi_arr = np.asarray(xi, dtype=float)
+        if not np.all(np.isfinite(xi_arr)) or np.any(xi_arr < 0) or np.any(xi_arr > 1):
+            raise ValueError(f"xi (distillation weight) must lie in [0, 1], got {xi!r}")
+    spec, t, lam, r = _prepare(targets, lam, rounds, gram, features)
+    return sd_mixed_outputs_spectral(spec, t, lam, r, jnp.asarray(xi, dtype=float))
+
+
+def sd_test_outputs(
+    targets: Any,
+    lam: Any,
+    rounds: RoundsLike,
+    *,
+    features: Any = None,
+    test_features: Any = None,
+    gram: Any = None,
+    test_gram: Any = None,
+) -> jax.Array:
+    """Linearised outputs of each round on new points, ``(R, N_test, K)``.
+
+    Pass either ``features`` (``(N, d)``) with ``test_features``
+    (``(N_test, d)``), or ``gram`` (``(N, N)``) with ``test_gram`` (the
+    test-train Gram, ``(N_test, N)``).
+    """
+    if features is not None:
+        if test_features is None or test_gram is not None:
+            raise ValueError("with features= pass test_features= (and not test_gram=)")
+        V.check_features(test_features, "test_features")
+        if np.shape(test_features)[1] != np.shape(features)[1]:
+            raise ValueError(
+                f"test_features has dimension {np.shape(test_features)[1]} but features has {np.shape(features)[1]}"
+            )
+    elif gram is not None:
+        if test_gram is None or test_features is not None:
+            raise ValueError("with gram= pass test_gram= (N_test, N) (and not test_features=)")
+        if len(np.shape(test_gram)) != 2 or np.shape(test_gram)[1] != np.shape(gram)[0]:
+            raise ValueError(
+                f"test_gram must be (N_test, N) with N = {np.shape(gram)[0]}, got shape {tuple(np.shape(test_gram))}"
+            )
+        V.check_finite(test_gram, "test_gram")
+    spec, t, lam, r = _prepare(targets, lam, rounds, gram, features)
+    if features is not None:
+        x = jnp.asarray(features, dtype=float)
+        cross = jnp.asarray(test_features, dtype=float) @ (x.T @ spec.eigvecs)
+    else:
+        cross = jnp.asarray(test_gram, dtype=float) @ spec.eigvecs
+    return sd_test_outputs_spectral(spec, t, lam, r, cross)
+
+
+def kernel_ridge_sd(
+    targets: Any,
+    lam: Any,
+    rounds: RoundsLike,
+    *,
+    gram: Any = None,
+    features: Any = None,
+) -> jax.Array:
+    """Squared-loss (kernel ridge) self-distillation, exact (Mobahi et al. 2020).
+
+    Each round minimises ``(1/N) sum_i ||f(x_i) - t_i||^2 / 2 + (lam/2)||W||^2``
+    (so ridge ``N lam``) on the previous round's fitted values. Targets may be
+    any real ``(N,)`` or ``(N, K)`` array. Returns ``(R, N[, K])``.
+    """
+    spec, t, lam, r = _prepare(targets, lam, rounds, gram, features, probability_targets=False)
+    return kernel_ridge_sd_spectral(spec, t, lam, r)
+
+
+def predictions(outputs: jax.Array) -> jax.Array:
+    """Predicted class (argmax over the last axis; ties go to the lowest index)."""
+    return jnp.argmax(outputs, axis=-1)

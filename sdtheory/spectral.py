@@ -1,0 +1,138 @@
+"""The spectrum of the training Gram matrix and functions of it.
+
+Every closed form in this package is a *function of the Gram matrix* applied
+to a label matrix: ``f(G) Y = U diag(f(s)) U^T Y + f(0) (I - U U^T) Y``. We
+compute the eigenpairs once (``eigh`` of the Gram, or a thin SVD of the
+features so that the ``N x N`` Gram is never formed) and evaluate any ``f`` in
+the eigenbasis, in ``O(N M K)`` for ``M`` retained eigenpairs.
+
+Conventions: ``features`` is ``(N, d)`` (one row per instance), ``gram`` is
+``(N, N)``, label/target matrices are ``(N, K)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from . import _validation as V
+
+
+class Spectrum(NamedTuple):
+    """Eigenpairs of ``G = X X^T`` (or of a given Gram).
+
+    Attributes:
+      eigvals: ``(M,)`` non-negative eigenvalues ``s`` (roundoff negatives set to 0
+        after the PSD check).
+      eigvecs: ``(N, M)`` orthonormal eigenvectors ``U``. ``M = N`` for a Gram,
+        ``M = min(N, d)`` for features; the orthogonal complement of ``U``
+        belongs to the eigenvalue 0.
+    """
+
+    eigvals: jax.Array
+    eigvecs: jax.Array
+
+    @property
+    def num_instances(self) -> int:
+        return self.eigvecs.shape[0]
+
+    @property
+    def complete(self) -> bool:
+        """True when ``U`` spans all of ``R^N`` (no implicit null space)."""
+        return self.eigvecs.shape[1] == self.eigvecs.shape[0]
+
+
+@jax.jit
+def _eigh_spectrum(gram: jax.Array) -> Spectrum:
+    gram = 0.5 * (gram + gram.T)
+    s, u = jnp.linalg.eigh(gram)
+    return Spectrum(s, u)
+
+
+@jax.jit
+def _svd_spectrum(features: jax.Array) -> Spectrum:
+    # X = U Sigma V^T (thin): G = X X^T = U Sigma^2 U^T. Costs O(N d min(N, d)).
+    u, sig, _ = jnp.linalg.svd(features, full_matrices=False)
+    return Spectrum(sig**2, u)
+
+
+def _clean(spec: Spectrum) -> Spectrum:
+    return Spectrum(jnp.maximum(spec.eigvals, 0.0), spec.eigvecs)
+
+
+def gram_spectrum(gram: Any, *, validate: bool = True) -> Spectrum:
+    """Spectrum of a symmetric PSD Gram matrix via ``eigh``.
+
+    Raises ``ValueError`` for a non-square, non-finite, non-symmetric or
+    non-PSD matrix (PSD within ``1e-8 * N * max(1, ||G||)``).
+    """
+    if validate:
+        V.check_gram(gram)
+    spec = _eigh_spectrum(jnp.asarray(gram, dtype=float))
+    if validate:
+        V.check_psd_eigenvalues(spec.eigvals)
+    return _clean(spec)
+
+
+def feature_spectrum(features: Any, *, validate: bool = True) -> Spectrum:
+    """Spectrum of ``G = X X^T`` from ``(N, d)`` features by a thin SVD.
+
+    Never forms ``G``. Correct for ``d < N`` (``M = d`` eigenpairs; the rest
+    of ``R^N`` is the zero eigenspace), ``d >= N`` and rank-deficient ``X``.
+    """
+    if validate:
+        V.check_features(features)
+    return _clean(_svd_spectrum(jnp.asarray(features, dtype=float)))
+
+
+def spectrum(*, gram: Any = None, features: Any = None, validate: bool = True) -> Spectrum:
+    """Spectrum from exactly one of ``gram=`` ``(N, N)`` or ``features=`` ``(N, d)``."""
+    V.one_of_gram_features(gram, features)
+    if gram is not None:
+        return gram_spectrum(gram, validate=validate)
+    return feature_spectrum(features, validate=validate)
+
+
+def apply_spectral(
+    spec: Spectrum,
+    fn: Callable[[jax.Array], jax.Array],
+    y: jax.Array,
+) -> jax.Array:
+    """Apply ``f(G)`` to ``y`` (``(N,)`` or ``(N, K)``) through the eigenbasis.
+
+    ``fn`` maps eigenvalues ``(M,)`` to multipliers. It may return a batch of
+    multipliers with leading axes ``(..., M)``; the result then has shape
+    ``(..., N[, K])``. The zero eigenspace not covered by ``U`` gets ``fn(0)``.
+    Pure and jit-able (``fn`` is applied to traced arrays).
+    """
+    u, s = spec.eigvecs, spec.eigvals
+    vec = y.ndim == 1
+    y2 = y[:, None] if vec else y
+    coef = u.T @ y2  # (M, K)
+    mult = fn(s)  # (..., M)
+    out = jnp.einsum("nm,...m,mk->...nk", u, mult, coef)
+    if u.shape[1] < u.shape[0]:
+        f0 = fn(jnp.zeros((1,), dtype=s.dtype))[..., 0]  # (...)
+        resid = y2 - u @ coef
+        out = out + f0[..., None, None] * resid
+    return out[..., 0] if vec else out
+
+
+def apply_spectral_to(
+    spec: Spectrum,
+    fn: Callable[[jax.Array], jax.Array],
+    y: jax.Array,
+    cross: jax.Array,
+) -> jax.Array:
+    """Evaluate ``cross @ U diag(fn(s)) U^T y``, ``cross`` being ``G_test,train U``.
+
+    ``cross`` is ``(N_test, M)``. Used for predictions on new points, whose
+    cross-Gram annihilates the training null space when it comes from
+    features (or from any Gram consistent with the training one).
+    """
+    coef = spec.eigvecs.T @ (y[:, None] if y.ndim == 1 else y)
+    mult = fn(spec.eigvals)
+    out = jnp.einsum("tm,...m,mk->...tk", cross, mult, coef)
+    return out[..., 0] if y.ndim == 1 else out
