@@ -33,4 +33,5 @@ from .block import (  # noqa: E402
     block_gram,
     block_outputs,
     block_spectrum,
+    sample_block_features,
 )

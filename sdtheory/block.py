@@ -22,6 +22,7 @@ targets may be anything (noisy one-hot labels, soft labels).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, NamedTuple, Sequence
 
 import jax
@@ -184,3 +185,34 @@ def block_factors(n: int, num_classes: int, c: float, d: float, lam: float) -> t
     s_w, s_b, s_g = balanced_block_eigenvalues(n, num_classes, c, d)
     ridge = num_classes * (n * num_classes) * lam
     return tuple(s / (s + ridge) for s in (s_w, s_b, s_g))
+
+
+def sample_block_features(key: jax.Array, classes: Any, c: float, d: float, dim: int, *, num_classes: int | None = None) -> jax.Array:
+    r"""Gaussian-mixture features whose *expected* Gram is the block Gram.
+
+    ``x_i = sqrt(d) g + sqrt(c - d) m_{k_i} + sqrt(1 - c) z_i`` with ``g``,
+    ``m_k``, ``z_i`` i.i.d. ``N(0, I_dim / dim)``, so
+    ``E <x_i, x_j> = 1[i = j] (1 - c) + 1[k_i = k_j] (c - d) + d``. The
+    empirical Gram fluctuates around the block Gram by ``O(1/sqrt(dim))``:
+    this is the "feature noise" of the Monte Carlo simulations.
+    Requires ``0 <= d <= c <= 1``. Returns ``(N, dim)``.
+    """
+    _check_cd(c, d)
+    if not V.is_tracer(c) and not V.is_tracer(d) and not (0.0 <= float(d) <= float(c) <= 1.0):
+        raise ValueError(f"sample_block_features needs 0 <= d <= c <= 1, got c = {c}, d = {d}")
+    dim = V.check_int(dim, "dim", minimum=1)
+    classes = jnp.asarray(classes)
+    if classes.ndim != 1:
+        raise ValueError(f"classes must be 1-D, got shape {classes.shape}")
+    k = int(num_classes) if num_classes is not None else int(np.asarray(classes).max()) + 1
+    return _sample_block_features(key, classes, c, d, dim, k)
+
+
+@partial(jax.jit, static_argnums=(4, 5))
+def _sample_block_features(key, classes, c, d, dim, k):
+    kg, km, kz = jax.random.split(key, 3)
+    scale = 1.0 / jnp.sqrt(dim)
+    g = jax.random.normal(kg, (dim,)) * scale
+    m = jax.random.normal(km, (k, dim)) * scale
+    z = jax.random.normal(kz, (classes.shape[0], dim)) * scale
+    return jnp.sqrt(d) * g[None, :] + jnp.sqrt(c - d) * m[classes] + jnp.sqrt(1.0 - c) * z
