@@ -1,0 +1,127 @@
+"""The block model: analytic spectrum and O(NK) outputs vs. the general eigh path."""
+
+import jax
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import sdtheory as sd
+
+
+def block_gram_numpy(classes, c, d):
+    same = classes[:, None] == classes[None, :]
+    g = np.where(same, c, d).astype(float)
+    np.fill_diagonal(g, 1.0)
+    return g
+
+
+@st.composite
+def block_problems(draw):
+    k = draw(st.integers(2, 5))
+    sizes = draw(st.lists(st.integers(1, 9), min_size=k, max_size=k))
+    c = draw(st.floats(0.05, 0.95))
+    d = draw(st.floats(0.0, 1.0)) * c * 0.99
+    log_lam = draw(st.floats(-5, 0))
+    seed = draw(st.integers(0, 2**31 - 1))
+    return np.array(sizes), c, d, 10.0**log_lam, seed
+
+
+@given(block_problems())
+def test_block_outputs_equal_general_path(problem):
+    sizes, c, d, lam, seed = problem
+    rng = np.random.default_rng(seed)
+    classes = rng.permutation(np.repeat(np.arange(sizes.size), sizes))  # any order
+    k = sizes.size
+    noisy = np.where(rng.random(classes.size) < 0.4, rng.integers(0, k, classes.size), classes)
+    y = np.eye(k)[noisy]
+    rounds = [0, 1, 4, 9]
+    fast = np.asarray(sd.block_outputs(y, classes, c, d, lam, rounds))
+    general = np.asarray(sd.sd_outputs(y, lam, rounds, gram=block_gram_numpy(classes, c, d)))
+    np.testing.assert_allclose(fast, general, atol=1e-10)
+    # with 0 <= d < c the linearised block outputs are probability vectors
+    assert fast.min() >= -1e-12 and fast.max() <= 1 + 1e-12
+    np.testing.assert_allclose(fast.sum(-1), 1.0, atol=1e-12)
+
+
+@given(block_problems())
+def test_block_spectrum_matches_eigh(problem):
+    sizes, c, d, _, _ = problem
+    classes = np.repeat(np.arange(sizes.size), sizes)
+    bs = sd.block_spectrum(sizes, c, d)
+    analytic = np.concatenate([np.full(sizes.sum() - sizes.size, 1 - c), np.asarray(bs.class_eigvals)])
+    ref = np.linalg.eigvalsh(block_gram_numpy(classes, c, d))
+    np.testing.assert_allclose(np.sort(analytic), ref, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(sd.block_gram(classes, c, d)), block_gram_numpy(classes, c, d))
+
+
+def test_balanced_eigenvalues_and_factors():
+    n, k, c, d, lam = 7, 4, 0.5, 0.2, 1e-3
+    s_w, s_b, s_g = sd.balanced_block_eigenvalues(n, k, c, d)
+    ev = np.linalg.eigvalsh(block_gram_numpy(np.repeat(np.arange(k), n), c, d))
+    vals, counts = np.unique(np.round(ev, 9), return_counts=True)
+    assert dict(zip(vals.tolist(), counts.tolist())) == {
+        round(s_w, 9): n * k - k,
+        round(s_b, 9): k - 1,
+        round(s_g, 9): 1,
+    }
+    a, b, g = sd.block_factors(n, k, c, d, lam)
+    ridge = k * n * k * lam
+    np.testing.assert_allclose([a, b, g], ev[[0, -2, -1]] / (ev[[0, -2, -1]] + ridge))
+
+
+def test_score_decomposition_of_theory_section_3():
+    # P_r(i) - 1/K = a^e (e_y - 1/K) + (b^e - a^e)(f_k - 1/K) + (g^e - b^e)(f - 1/K)
+    n, k, c, d, lam = 6, 3, 0.45, 0.1, 2e-3
+    rng = np.random.default_rng(0)
+    classes = np.repeat(np.arange(k), n)
+    given_labels = np.where(rng.random(n * k) < 0.3, rng.integers(0, k, n * k), classes)
+    y = np.eye(k)[given_labels]
+    a, b, g = sd.block_factors(n, k, c, d, lam)
+    f_k = np.stack([y[classes == j].mean(0) for j in range(k)])
+    f = y.mean(0)
+    for r in [0, 2, 5]:
+        e = r + 1
+        expected = 1 / k + a**e * (y - 1 / k) + (b**e - a**e) * (f_k[classes] - 1 / k) + (g**e - b**e) * (f - 1 / k)
+        got = np.asarray(sd.sd_outputs(y, lam, r, gram=block_gram_numpy(classes, c, d)))[0]
+        np.testing.assert_allclose(got, expected, atol=1e-12)
+
+
+def test_sampled_features_have_block_expected_gram():
+    classes = sd.block_classes([30, 30, 30])
+    x = np.asarray(sd.sample_block_features(jax.random.PRNGKey(1), classes, 0.5, 0.2, 4000))
+    g = x @ x.T
+    same = classes[:, None] == classes[None, :]
+    off = ~np.eye(90, dtype=bool)
+    # O(1/sqrt(dim)) fluctuations around 1, c and d (sd ~ 0.016-0.022 per entry)
+    assert abs(np.diag(g).mean() - 1.0) < 0.01
+    assert abs(g[same & off].mean() - 0.5) < 0.03
+    assert abs(g[~same].mean() - 0.2) < 0.03
+    again = np.asarray(sd.sample_block_features(jax.random.PRNGKey(1), classes, 0.5, 0.2, 4000))
+    np.testing.assert_array_equal(x, again)
+
+
+@pytest.mark.parametrize("c,d", [(1.2, 0.1), (0.3, -0.5), (0.5, np.nan)])
+def test_rejects_non_psd_block(c, d):
+    with pytest.raises(ValueError, match="PSD|finite"):
+        sd.block_spectrum([4, 4, 4], c, d)
+    with pytest.raises(ValueError, match="PSD|finite"):
+        sd.block_gram(np.repeat(np.arange(3), 4), c, d)
+
+
+def test_block_bad_input():
+    y = np.eye(3)[np.array([0, 1, 2, 0])]
+    with pytest.raises(ValueError, match="at least one instance"):
+        sd.block_outputs(y, np.array([0, 1, 1, 0]), 0.4, 0.1, 0.1, 1)
+    with pytest.raises(ValueError, match="classes"):
+        sd.block_outputs(y, np.array([0, 1, 2]), 0.4, 0.1, 0.1, 1)
+    with pytest.raises(ValueError, match=r"\[0, 2\]"):
+        sd.block_outputs(y, np.array([0, 1, 3, 0]), 0.4, 0.1, 0.1, 1)
+    with pytest.raises(ValueError, match="lam"):
+        sd.block_outputs(y, np.array([0, 1, 2, 0]), 0.4, 0.1, -1.0, 1)
+    with pytest.raises(ValueError, match="class_sizes"):
+        sd.block_spectrum([5], 0.4, 0.1)
+    with pytest.raises(ValueError, match=">= 1"):
+        sd.block_spectrum([5, 0], 0.4, 0.1)
+    with pytest.raises(ValueError, match="0 <= d <= c <= 1"):
+        sd.sample_block_features(jax.random.PRNGKey(0), np.array([0, 1]), 0.1, 0.4, 10)
