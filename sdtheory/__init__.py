@@ -23,6 +23,7 @@ from .closed_form import (  # noqa: E402
     sd_mixed_outputs,
     sd_outputs,
     sd_outputs_spectral,
+    sd_predictions_spectral,
     sd_test_outputs,
 )
 from .block import (  # noqa: E402

@@ -57,6 +57,27 @@ def sd_outputs_spectral(spec: Spectrum, targets: jax.Array, lam: jax.Array, roun
 
 
 @jax.jit
+def sd_predictions_spectral(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> jax.Array:
+    """Predicted classes ``(R, N)`` of the closed-form rounds, in ``O(N K)`` memory.
+
+    Same numbers as ``argmax(sd_outputs_spectral(...), -1)`` but the rounds are
+    evaluated one at a time (``lax.map``), so the ``(R, N, K)`` outputs are never
+    held at once: use it at large ``N K R``. Only the eigen-directions matter
+    (the null space has factor 0 for every round).
+    """
+    n, k = targets.shape
+    ridge = k * n * lam
+    u = spec.eigvecs
+    coef = u.T @ (targets - 1.0 / k)
+    q = shrink_factors(spec.eigvals, ridge)
+
+    def one(r):
+        return jnp.argmax(u @ (q[:, None] ** (r + 1.0) * coef), axis=-1)
+
+    return jax.lax.map(one, jnp.asarray(rounds).astype(q.dtype))
+
+
+@jax.jit
 def sd_mixed_outputs_spectral(
     spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array, xi: jax.Array
 ) -> jax.Array:

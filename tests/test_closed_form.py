@@ -111,6 +111,15 @@ def test_relabelling_classes_permutes_columns():
     np.testing.assert_allclose(relab, base[:, :, sigma], atol=1e-12)
 
 
+def test_memory_light_predictions_equal_argmax_of_outputs():
+    x, y = random_problem(12, 40, 8, 5)
+    spec = sd.feature_spectrum(x)
+    rounds = jnp.arange(7)
+    direct = linearised_rounds_direct(x @ x.T, y, 0.01, 7)
+    preds = np.asarray(sd.sd_predictions_spectral(spec, jnp.asarray(y), 0.01, rounds))
+    np.testing.assert_array_equal(preds, direct.argmax(-1))
+
+
 def test_vmap_over_lam_equals_separate_calls():
     x, y = random_problem(7, 15, 4, 3)
     lams = jnp.array([1e-3, 1e-2, 0.3])
