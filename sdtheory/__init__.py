@@ -36,3 +36,4 @@ from .block import (  # noqa: E402
     block_spectrum,
     sample_block_features,
 )
+from .exact import ExactResult, exact_outputs, exact_outputs_spectral, exact_predict  # noqa: E402

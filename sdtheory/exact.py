@@ -1,0 +1,527 @@
+r"""The exact (nonlinear softmax) solution of every self-distillation round.
+
+Model (THEORY.md section 1, docs/exact_solver.md). ``N`` instances with Gram
+``G`` (``N x N``, or features ``X`` with ``G = X X^T``), targets ``T``
+(``N x K``), logits ``z_i = W x_i`` and the objective
+
+.. math:: L(W) = \frac1N \sum_i \ell(t_i, W x_i) + \frac{\lambda}{2} \|W\|_F^2
+
+with ``ell`` = cross-entropy (``loss="ce"``, convex, unique minimiser) or the
+generalised cross-entropy (``loss="gce"``, not convex: a stationary point is
+returned). Round 0 fits the given targets, round ``r`` fits the training
+outputs of round ``r - 1``.
+
+Coordinates. With ``G = U diag(s) U^T`` every instance gets the feature row
+``phi_i = sqrt(s) * U[i]`` (``M`` coordinates, ``Phi = U diag(sqrt s)``,
+``Phi Phi^T = G``), and ``W`` acts through ``V`` (``M x K``), logits
+``Z = Phi V``. Directions with ``s = 0`` have a zero column of ``Phi``: their
+coordinate of ``V`` has gradient ``lam V`` and stays at zero; nothing is
+divided by ``s``. From features the solver may use ``Phi = X R`` with ``R``
+the eigenvectors of ``X^T X`` (weight space in a rotated orthonormal basis).
+
+Stationarity: ``V = -Phi^T g / (N lam)`` with ``g = d ell / d z`` row-wise, so
+the logits are ``G A`` with dual coefficients ``A = -g / (N lam)`` (``N x K``);
+for CE ``A = (T - P) / (N lam)`` and the outputs solve the fixed point
+``P = softmax((T - P) G / (N lam))``. The solver stops when the *fixed-point
+residual* ``max |softmax(Z) - softmax(G A(Z))|`` is ``<= tol``.
+
+Algorithm (measured against L-BFGS in docs/exact_solver.md): truncated
+Newton (Newton-CG). Each outer step solves ``H d = -grad`` by conjugate
+gradients with Hessian-vector products ``Phi^T J_g(Z)[Phi d] / N + lam d``
+and a Jacobi preconditioner (the exact Hessian diagonal, one matmul), then an
+Armijo backtracking line search along ``d`` that costs no matmul (``Phi d`` is
+computed once). Negative curvature (possible for GCE) stops CG early.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _validation as V
+from .losses import get_loss
+from .spectral import Spectrum, spectrum
+
+#: Default stopping tolerance on the fixed-point residual (float64).
+DEFAULT_TOL = 1e-9
+#: Default budget of outer (Newton) iterations per round.
+DEFAULT_MAX_ITER = 1000
+#: Default budget of conjugate-gradient iterations per Newton step.
+DEFAULT_MAX_CG = 200
+
+
+class ExactResult(NamedTuple):
+    """Exact outputs of ``R`` chained rounds (a pytree; vmaps add leading axes).
+
+    Attributes:
+      outputs: ``(R, N, K)`` softmax outputs on the training instances.
+      residuals: ``(R,)`` fixed-point residual ``max |P - softmax(G A)|`` with
+        ``A = -(1/(N lam)) d loss/d logits`` evaluated at ``P``; for CE this is
+        ``max |P - softmax((T - P) G / (N lam))|``.
+      grad_norms: ``(R,)`` max-abs gradient of the objective with respect to
+        the weights in the orthonormal coordinates ``V`` (for features: ``W``
+        rotated by an orthogonal matrix, so the 2-norm equals ``||dL/dW||``).
+      iterations: ``(R,)`` Newton (outer) iterations used.
+      converged: ``(R,)`` whether the residual reached ``tol``.
+      coef: ``(R, N, K)`` dual coefficients ``A_r``: logits on any point ``x``
+        are ``G(x, train) @ A_r``.
+    """
+
+    outputs: jax.Array
+    residuals: jax.Array
+    grad_norms: jax.Array
+    iterations: jax.Array
+    converged: jax.Array
+    coef: jax.Array
+
+
+# --------------------------------------------------------------------------
+# Core: one round, feature matrix Phi (N, M) with Phi Phi^T = G.
+# --------------------------------------------------------------------------
+
+
+def _vdot(a, b):
+    return jnp.sum(a * b)
+
+
+class _State(NamedTuple):
+    v: jax.Array  # (M, K) weights
+    z: jax.Array  # (N, K) logits Phi v
+    w: jax.Array  # (M, K) Phi^T g / N
+    res: jax.Array  # fixed-point residual
+    it: jax.Array
+
+
+def _evaluate(phi, t, lam, v, loss, q):
+    """Logits, data gradient ``Phi^T g / N`` and fixed-point residual at ``v``."""
+    n = phi.shape[0]
+    z = phi @ v
+    g = loss.grad(t, z, q)
+    w = phi.T @ g / n
+    # logits implied by stationarity: G A = -Phi Phi^T g / (N lam) = -Phi w / lam
+    za = -(phi @ w) / lam
+    res = jnp.max(jnp.abs(jax.nn.softmax(z, axis=-1) - jax.nn.softmax(za, axis=-1)))
+    return z, w, res
+
+
+def _objective_along(t, lam, z, zd, v, d, alpha, loss, q):
+    data = jnp.mean(loss.value(t, z + alpha * zd, q))
+    vv = v + alpha * d
+    return data + 0.5 * lam * _vdot(vv, vv)
+
+
+def _hessian_diag(phi2, t, z, lam, loss, q):
+    """Exact diagonal of the Hessian in ``v``: ``sum_i phi_im^2 J_g(z_i)_kk / N + lam``."""
+    n, k = z.shape
+    gfun = lambda zz: loss.grad(t, zz, q)  # noqa: E731
+
+    def col(e):
+        return jax.jvp(gfun, (z,), (jnp.broadcast_to(e, z.shape),))[1] @ e
+
+    jdiag = jax.vmap(col, out_axes=1)(jnp.eye(k, dtype=z.dtype))  # (N, K)
+    diag = phi2.T @ jdiag / n + lam
+    return jnp.maximum(diag, lam)
+
+
+def _newton_cg_round(phi, phi2, t, lam, v0, *, loss, q, tol, max_iter, max_cg):
+    n = phi.shape[0]
+    gfun = lambda zz: loss.grad(t, zz, q)  # noqa: E731
+
+    z0, w0, res0 = _evaluate(phi, t, lam, v0, loss, q)
+    init = _State(v0, z0, w0, res0, jnp.zeros((), jnp.int32))
+
+    def cond(s):
+        return (s.res > tol) & (s.it < max_iter)
+
+    def body(s):
+        grad = s.w + lam * s.v
+        gnorm = jnp.sqrt(_vdot(grad, grad))
+        diag = _hessian_diag(phi2, t, s.z, lam, loss, q)
+
+        def hvp(d):
+            zd = phi @ d
+            jd = jax.jvp(gfun, (s.z,), (zd,))[1]
+            return phi.T @ jd / n + lam * d
+
+        # Preconditioned CG on H x = -grad, forcing term eta = min(0.5, sqrt(|grad|)).
+        b = -grad
+        eta = jnp.minimum(0.5, jnp.sqrt(gnorm))
+        r0 = b
+        zc0 = r0 / diag
+        cg0 = (jnp.zeros_like(b), r0, zc0, zc0, _vdot(r0, zc0), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+
+        def cg_cond(c):
+            return (~c[6]) & (c[5] < max_cg)
+
+        def cg_body(c):
+            x, r, zc, p, rz, k, _ = c
+            hp = hvp(p)
+            php = _vdot(p, hp)
+            neg = php <= 0
+            alpha = rz / jnp.where(neg, 1.0, php)
+            x_new = jnp.where(neg, jnp.where(k == 0, zc0, x), x + alpha * p)
+            r_new = r - alpha * hp
+            small = jnp.sqrt(_vdot(r_new, r_new)) <= eta * gnorm
+            zc_new = r_new / diag
+            rz_new = _vdot(r_new, zc_new)
+            p_new = zc_new + (rz_new / jnp.where(rz == 0, 1.0, rz)) * p
+            return (x_new, r_new, zc_new, p_new, rz_new, k + 1, neg | small)
+
+        d = jax.lax.while_loop(cg_cond, cg_body, cg0)[0]
+
+        # Armijo backtracking along d; Phi d computed once, each trial is O(N K).
+        zd = phi @ d
+        f0 = _objective_along(t, lam, s.z, zd, s.v, d, 0.0, loss, q)
+        slope = _vdot(grad, d)
+        slack = 1e-14 * (1.0 + jnp.abs(f0))
+
+        def ls_cond(c):
+            a, j = c
+            fa = _objective_along(t, lam, s.z, zd, s.v, d, a, loss, q)
+            ok = fa <= f0 + 1e-4 * a * slope + slack
+            return (~ok) & (j < 60)
+
+        alpha, _ = jax.lax.while_loop(ls_cond, lambda c: (0.5 * c[0], c[1] + 1), (jnp.ones((), z0.dtype), 0))
+        v_new = s.v + alpha * d
+        z, w, res = _evaluate(phi, t, lam, v_new, loss, q)
+        return _State(v_new, z, w, res, s.it + 1)
+
+    return jax.lax.while_loop(cond, body, init)
+
+
+def _optax_lbfgs_round(phi, phi2, t, lam, v0, *, loss, q, tol, max_iter, max_cg):
+    """Preconditioned optax L-BFGS (zoom line search); kept for the comparison."""
+    import optax
+
+    del max_cg
+    n, k = phi.shape[0], t.shape[1]
+    scale = jnp.sqrt(jnp.sum(phi2, axis=0) / (k * n) + lam)[:, None]  # sqrt(s/(KN) + lam)
+
+    def f(u):
+        v = u / scale
+        return jnp.mean(loss.value(t, phi @ v, q)) + 0.5 * lam * _vdot(v, v)
+
+    opt = optax.lbfgs()
+    vg = optax.value_and_grad_from_state(f)
+    u0 = v0 * scale
+    z0, w0, res0 = _evaluate(phi, t, lam, v0, loss, q)
+
+    def cond(c):
+        return (c[3] > tol) & (c[2] < max_iter)
+
+    def body(c):
+        u, st, it, _ = c
+        val, g = vg(u, state=st)
+        upd, st = opt.update(g, st, u, value=val, grad=g, value_fn=f)
+        u = optax.apply_updates(u, upd)
+        res = _evaluate(phi, t, lam, u / scale, loss, q)[2]
+        return (u, st, it + 1, res)
+
+    u, _, it, _ = jax.lax.while_loop(cond, body, (u0, opt.init(u0), jnp.zeros((), jnp.int32), res0))
+    v = u / scale
+    z, w, res = _evaluate(phi, t, lam, v, loss, q)
+    return _State(v, z, w, res, it)
+
+
+def _line_search(t, lam, z, zd, v, d, slope0, loss, q, max_ls):
+    """Safeguarded 1-D Newton/bisection for phi'(alpha) = 0 along ``d``.
+
+    ``phi(alpha) = mean loss(t, z + alpha zd) + lam/2 |v + alpha d|^2``; each
+    trial costs O(N K^2) (no matmul). Stops when ``|phi'| <= 0.1 |phi'(0)|``
+    (a strong Wolfe point) or after ``max_ls`` trials; the returned step
+    always has ``phi'(alpha) < 0`` on its left bracket, so it is a descent step
+    for convex losses; a step that increases the objective is replaced by the
+    left bracket.
+    """
+    n = z.shape[0]
+    gfun = lambda zz: loss.grad(t, zz, q)  # noqa: E731
+    dd = _vdot(d, d)
+    vd = _vdot(v, d)
+
+    def dphi(a):
+        za = z + a * zd
+        g, jg = jax.jvp(gfun, (za,), (zd,))
+        return _vdot(g, zd) / n + lam * (vd + a * dd), _vdot(jg, zd) / n + lam * dd
+
+    def cond(c):
+        a, lo, hi, der, j = c
+        return (jnp.abs(der) > 0.1 * jnp.abs(slope0)) & (j < max_ls)
+
+    def body(c):
+        a, lo, hi, der, j = c
+        # der is phi'(a): update the bracket
+        lo = jnp.where(der < 0, a, lo)
+        hi = jnp.where(der > 0, a, hi)
+        d1, d2 = dphi(a)
+        newton = a - d1 / jnp.where(d2 > 0, d2, 1.0)
+        fallback = jnp.where(jnp.isfinite(hi), 0.5 * (lo + hi), 2.0 * jnp.maximum(lo, a))
+        ok = (d2 > 0) & (newton > lo) & (newton < hi) & jnp.isfinite(newton)
+        a_new = jnp.where(ok, newton, fallback)
+        der_new = dphi(a_new)[0]
+        return (a_new, lo, hi, der_new, j + 1)
+
+    one = jnp.ones((), z.dtype)
+    der1 = dphi(one)[0]
+    a, lo, hi, der, _ = jax.lax.while_loop(
+        cond, body, (one, jnp.zeros((), z.dtype), jnp.full((), jnp.inf, z.dtype), der1, 0))
+    f0 = _objective_along(t, lam, z, zd, v, d, 0.0, loss, q)
+    fa = _objective_along(t, lam, z, zd, v, d, a, loss, q)
+    return jnp.where(fa <= f0 + 1e-14 * (1.0 + jnp.abs(f0)), a, jnp.where(lo > 0, lo, 0.0))
+
+
+def _lbfgs_round(phi, phi2, t, lam, v0, *, loss, q, tol, max_iter, max_cg, memory=10, max_ls=20):
+    """L-BFGS in preconditioned coordinates ``u = v * sqrt(s/(K N) + lam)``.
+
+    Per iteration: ``Phi d`` for the line search, ``Phi^T g`` for the gradient
+    and ``Phi (Phi^T g)`` for the residual -- three ``N x M x K`` products.
+    Curvature pairs with ``s^T y <= 0`` (possible for GCE) are skipped.
+    """
+    del max_cg
+    n, k = phi.shape[0], t.shape[1]
+    m_dim = phi.shape[1]
+    scale = jnp.sqrt(jnp.sum(phi2, axis=0) / (k * n) + lam)[:, None]
+    dtype = phi.dtype
+
+    z0, w0, res0 = _evaluate(phi, t, lam, v0, loss, q)
+    gu0 = (w0 + lam * v0) / scale
+    S0 = jnp.zeros((memory, m_dim, k), dtype)
+    Y0 = jnp.zeros((memory, m_dim, k), dtype)
+    rho0 = jnp.zeros((memory,), dtype)
+
+    def direction(gu, S, Y, rho, count, gamma):
+        # two-loop recursion over the stored pairs, newest first
+        idx = (count - 1 - jnp.arange(memory)) % memory
+        valid = jnp.arange(memory) < jnp.minimum(count, memory)
+
+        def first(qv, i):
+            j, ok = idx[i], valid[i]
+            a = jnp.where(ok, rho[j] * _vdot(S[j], qv), 0.0)
+            return qv - a * Y[j], a
+
+        qv, alphas = jax.lax.scan(first, gu, jnp.arange(memory))
+        r = gamma * qv
+
+        def second(r, i):
+            j, ok = idx[i], valid[i]
+            b = rho[j] * _vdot(Y[j], r)
+            return r + jnp.where(ok, alphas[i] - b, 0.0) * S[j], None
+
+        r, _ = jax.lax.scan(second, r, jnp.arange(memory)[::-1])
+        return -r
+
+    def cond(c):
+        return (c[4] > tol) & (c[5] < max_iter)
+
+    def body(c):
+        v, z, gu, w, res, it, S, Y, rho, count, gamma = c
+        du = direction(gu, S, Y, rho, count, gamma)
+        slope = _vdot(gu, du)
+        bad = ~(slope < 0)
+        du = jnp.where(bad, -gu, du)
+        slope = jnp.where(bad, -_vdot(gu, gu), slope)
+        d = du / scale
+        zd = phi @ d
+        alpha = _line_search(t, lam, z, zd, v, d, slope, loss, q, max_ls)
+        v_new = v + alpha * d
+        z_new = z + alpha * zd
+        g = loss.grad(t, z_new, q)
+        w_new = phi.T @ g / n
+        gu_new = (w_new + lam * v_new) / scale
+        za = -(phi @ w_new) / lam
+        res_new = jnp.max(jnp.abs(jax.nn.softmax(z_new, axis=-1) - jax.nn.softmax(za, axis=-1)))
+        s_vec = alpha * du
+        y_vec = gu_new - gu
+        sy = _vdot(s_vec, y_vec)
+        keep = sy > 1e-300
+        slot = count % memory
+        S = jnp.where(keep, S.at[slot].set(s_vec), S)
+        Y = jnp.where(keep, Y.at[slot].set(y_vec), Y)
+        rho = jnp.where(keep, rho.at[slot].set(1.0 / jnp.where(keep, sy, 1.0)), rho)
+        gamma = jnp.where(keep, sy / _vdot(y_vec, y_vec), gamma)
+        count = count + keep.astype(count.dtype)
+        return (v_new, z_new, gu_new, w_new, res_new, it + 1, S, Y, rho, count, gamma)
+
+    init = (v0, z0, gu0, w0, res0, jnp.zeros((), jnp.int32), S0, Y0, rho0, jnp.zeros((), jnp.int32),
+            jnp.ones((), dtype))
+    v, _, _, _, _, it = jax.lax.while_loop(cond, body, init)[:6]
+    # re-evaluate at v exactly (no drift from the running logits)
+    z, w, res = _evaluate(phi, t, lam, v, loss, q)
+    return _State(v, z, w, res, it)
+
+
+_METHODS = {"lbfgs": _lbfgs_round, "newton-cg": _newton_cg_round, "optax-lbfgs": _optax_lbfgs_round}
+
+
+@partial(jax.jit, static_argnames=("num_rounds", "loss", "q", "tol", "max_iter", "max_cg", "method"))
+def _exact_phi(phi, targets, lam, num_rounds, *, loss="ce", q=0.7, tol=DEFAULT_TOL,
+               max_iter=DEFAULT_MAX_ITER, max_cg=DEFAULT_MAX_CG, method="lbfgs"):
+    lossfn = get_loss(loss)
+    solve = _METHODS[method]
+    n = phi.shape[0]
+    dtype = phi.dtype
+    targets = targets.astype(dtype)
+    lam = jnp.asarray(lam, dtype)
+    phi2 = phi * phi
+    v0 = jnp.zeros((phi.shape[1], targets.shape[1]), dtype)
+
+    def one_round(carry, _):
+        t, v = carry
+        s = solve(phi, phi2, t, lam, v, loss=lossfn, q=q, tol=tol, max_iter=max_iter, max_cg=max_cg)
+        p = jax.nn.softmax(s.z, axis=-1)
+        coef = -lossfn.grad(t, s.z, q) / (n * lam)
+        grad = s.w + lam * s.v
+        out = (p, s.res, jnp.max(jnp.abs(grad)), s.it, s.res <= tol, coef)
+        return (p, s.v), out
+
+    _, outs = jax.lax.scan(one_round, (targets, v0), None, length=num_rounds)
+    return ExactResult(*outs)
+
+
+def spectral_features(spec: Spectrum) -> jax.Array:
+    """``Phi = U diag(sqrt(s))`` (``(N, M)``, ``Phi Phi^T = G``); zero columns for ``s = 0``."""
+    return spec.eigvecs * jnp.sqrt(jnp.maximum(spec.eigvals, 0.0))[None, :]
+
+
+def exact_outputs_spectral(spec: Spectrum, targets: jax.Array, lam: jax.Array, num_rounds: int, *,
+                           loss: str = "ce", q: float = 0.7, tol: float = DEFAULT_TOL,
+                           max_iter: int = DEFAULT_MAX_ITER, max_cg: int = DEFAULT_MAX_CG,
+                           method: str = "lbfgs") -> ExactResult:
+    """Exact outputs of ``num_rounds`` chained rounds from a precomputed spectrum.
+
+    Jitted, no validation (use :func:`exact_outputs` at the public boundary).
+    Works under ``jax.vmap`` over ``targets`` and ``lam`` (and ``spec``);
+    ``num_rounds``, ``loss``, ``q``, ``tol``, ``max_iter``, ``max_cg`` and
+    ``method`` are static. Unconverged rounds are reported by
+    ``converged=False``; this function never raises.
+    """
+    return _exact_phi(spectral_features(spec), targets, lam, num_rounds, loss=loss, q=float(q),
+                      tol=float(tol), max_iter=int(max_iter), max_cg=int(max_cg), method=method)
+
+
+def _check_options(loss, q, tol, max_iter, on_failure, method):
+    lossfn = get_loss(loss)
+    del lossfn
+    if loss == "gce":
+        if V.is_tracer(q) or not isinstance(q, (int, float, np.floating, np.integer)) or isinstance(q, bool):
+            raise TypeError(f"q must be a Python float (static), got {q!r}")
+        if not (0.0 < float(q) <= 1.0):
+            raise ValueError(f"q (GCE exponent) must lie in (0, 1], got {q!r}")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating)) or not (float(tol) > 0) \
+            or not np.isfinite(tol):
+        raise ValueError(f"tol must be a positive finite float, got {tol!r}")
+    V.check_int(max_iter, "max_iter", minimum=1)
+    if on_failure not in ("raise", "flag"):
+        raise ValueError(f"on_failure must be 'raise' or 'flag', got {on_failure!r}")
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {sorted(_METHODS)}, got {method!r}")
+
+
+def _prepare_features(features):
+    """``Phi = X R`` with ``R`` the eigenvectors of ``X^T X`` (weight space, ``d < N``)."""
+    x = jnp.asarray(features, dtype=float)
+    _, r = jnp.linalg.eigh(x.T @ x)
+    return x @ r
+
+
+def exact_outputs(targets: Any, lam: Any, num_rounds: int, *, gram: Any = None, features: Any = None,
+                  loss: str = "ce", q: float = 0.7, tol: float = DEFAULT_TOL,
+                  max_iter: int = DEFAULT_MAX_ITER, on_failure: str = "raise",
+                  method: str = "lbfgs") -> ExactResult:
+    r"""Exact softmax outputs of ``num_rounds`` chained self-distillation rounds.
+
+    Round 0 minimises ``(1/N) sum_i loss(t_i, W x_i) + (lam/2) ||W||_F^2`` on
+    ``targets``; round ``r`` on the training outputs of round ``r - 1``
+    (warm-started from round ``r - 1``'s weights).
+
+    Args:
+      targets: ``(N, K)`` probability rows (one-hot labels, soft labels or
+        ``(1/2, 1/2)`` top-2 candidate targets for ``loss="gce"``).
+      lam: L2 weight, ``> 0`` (scalar; use :func:`exact_outputs_spectral`
+        under ``jax.vmap`` for grids).
+      num_rounds: number of rounds ``R >= 1``.
+      gram: ``(N, N)`` symmetric PSD Gram (representer/eigenbasis form), or
+      features: ``(N, d)`` features (weight space when ``d < N``).
+      loss: ``"ce"`` (cross-entropy) or ``"gce"`` (generalised CE, parameter
+        ``q`` in ``(0, 1]``, not convex) -- see :mod:`sdtheory.losses`.
+      tol: stopping tolerance on the fixed-point residual (default 1e-9).
+      max_iter: Newton iterations per round.
+      on_failure: ``"raise"`` (RuntimeError if a round misses ``tol``) or
+        ``"flag"`` (return with ``converged=False``).
+      method: ``"newton-cg"`` (default) or ``"lbfgs"`` (optax, preconditioned).
+
+    Returns:
+      :class:`ExactResult` with leading axis ``R``.
+    """
+    V.one_of_gram_features(gram, features)
+    n, _ = V.check_targets(targets)
+    V.check_lam(lam)
+    if np.ndim(lam) != 0:
+        raise ValueError(f"lam must be a scalar here (got shape {np.shape(lam)}); vmap exact_outputs_spectral for grids")
+    num_rounds = V.check_int(num_rounds, "num_rounds", minimum=1)
+    _check_options(loss, q, tol, max_iter, on_failure, method)
+    if gram is not None:
+        V.check_same_n(np.shape(gram)[0] if len(np.shape(gram)) == 2 else -1, n, "targets", "gram")
+    else:
+        if len(np.shape(features)) != 2:
+            raise ValueError(f"features must be a 2-D (N, d) array, got shape {tuple(np.shape(features))}")
+        V.check_same_n(np.shape(features)[0], n, "targets", "features")
+    t = jnp.asarray(targets, dtype=float)
+    lam_a = jnp.asarray(lam, dtype=float)
+    if features is not None and np.shape(features)[1] < n:
+        V.check_features(features)
+        phi = _prepare_features(features)
+    else:
+        phi = spectral_features(spectrum(gram=gram, features=features))
+    res = _exact_phi(phi, t, lam_a, num_rounds, loss=loss, q=float(q), tol=float(tol),
+                     max_iter=int(max_iter), max_cg=DEFAULT_MAX_CG, method=method)
+    if on_failure == "raise" and not V.is_tracer(res.converged) and not bool(np.all(np.asarray(res.converged))):
+        bad = np.flatnonzero(~np.asarray(res.converged)).tolist()
+        raise RuntimeError(
+            f"exact solver did not reach tol={tol:g} in round(s) {bad} within max_iter={max_iter}: "
+            f"residuals {np.asarray(res.residuals)[bad].tolist()}. Raise max_iter or tol, or pass "
+            f"on_failure='flag' to get the unconverged result with converged=False."
+        )
+    return res
+
+
+def exact_predict(result_or_coef: Any, *, test_gram: Any = None, test_features: Any = None,
+                  features: Any = None) -> jax.Array:
+    """Softmax outputs ``(R, N_test, K)`` of every round on new points.
+
+    Logits are ``G(test, train) @ A_r`` with the dual coefficients ``A_r``
+    (``result.coef``). Pass ``test_gram`` (``(N_test, N)``) or
+    ``test_features`` (``(N_test, d)``) together with the training
+    ``features`` (``(N, d)``); then ``G(test, train) = X_test X^T`` is never
+    formed (``X_test (X^T A_r)``).
+    """
+    coef = result_or_coef.coef if isinstance(result_or_coef, ExactResult) else result_or_coef
+    cshape = np.shape(coef)
+    if len(cshape) not in (2, 3):
+        raise ValueError(f"coef must be (N, K) or (R, N, K), got shape {tuple(cshape)}")
+    V.check_finite(coef, "coef")
+    coef = jnp.asarray(coef, dtype=float)
+    n = cshape[-2]
+    if test_gram is not None:
+        if test_features is not None or features is not None:
+            raise ValueError("pass either test_gram=, or test_features= with features=, not both")
+        if len(np.shape(test_gram)) != 2 or np.shape(test_gram)[1] != n:
+            raise ValueError(f"test_gram must be (N_test, N) with N = {n}, got shape {tuple(np.shape(test_gram))}")
+        V.check_finite(test_gram, "test_gram")
+        logits = jnp.einsum("tn,...nk->...tk", jnp.asarray(test_gram, dtype=float), coef)
+    else:
+        if test_features is None or features is None:
+            raise ValueError("pass test_gram= (N_test, N), or test_features= (N_test, d) with features= (N, d)")
+        V.check_features(features)
+        V.check_features(test_features, "test_features")
+        V.check_same_n(n, np.shape(features)[0], "features", "coef")
+        if np.shape(test_features)[1] != np.shape(features)[1]:
+            raise ValueError(
+                f"test_features has dimension {np.shape(test_features)[1]} but features has {np.shape(features)[1]}")
+        x = jnp.asarray(features, dtype=float)
+        w = jnp.einsum("nd,...nk->...dk", x, coef)
+        logits = jnp.einsum("td,...dk->...tk", jnp.asarray(test_features, dtype=float), w)
+    return jax.nn.softmax(logits, axis=-1)

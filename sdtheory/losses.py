@@ -1,0 +1,79 @@
+r"""Per-instance training losses of the softmax student, as functions of logits.
+
+Each loss is a pair of pure functions of a target row ``t`` (``(K,)``, a
+probability vector or candidate-label weights) and a logit row ``z``
+(``(K,)``), broadcast over leading axes:
+
+* ``value(t, z, q)`` -> loss per instance (shape of the leading axes);
+* ``grad(t, z, q)``  -> ``d loss / d z``, same shape as ``z``.
+
+The exact solver (:mod:`sdtheory.exact`) only needs these two functions, so a
+new objective is added by writing them and registering them in
+:data:`LOSSES`; the solver itself is not copied.
+
+Available losses:
+
+``"ce"`` cross-entropy with probability targets,
+    :math:`\ell(t, z) = -\sum_l t_l \log \mathrm{softmax}(z)_l`,
+    gradient :math:`p - t`. Convex in ``z``.
+
+``"gce"`` generalised cross-entropy (Zhang & Sabuncu 2018) applied to every
+    candidate label and weighted by the target,
+    :math:`\ell(t, z) = \sum_l t_l (1 - p_l^q) / q`,
+    gradient :math:`-(t \odot p^q) + (t \cdot p^q)\, p`.
+    With a ``(1/2, 1/2)`` top-2 target this is the PLL student's loss of the
+    SelfPLL reference code (``util.partial_loss``: the mean over both
+    candidate labels of ``(1 - p_l^q)/q``). **Not convex** in ``z``; as
+    ``q -> 0`` it tends to ``"ce"`` for one-hot targets.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class Loss(NamedTuple):
+    """A per-instance loss and its logit gradient (pure functions)."""
+
+    value: Callable[[jax.Array, jax.Array, float], jax.Array]
+    grad: Callable[[jax.Array, jax.Array, float], jax.Array]
+    convex: bool
+
+
+def _ce_value(t, z, q):
+    del q
+    return -jnp.sum(t * jax.nn.log_softmax(z, axis=-1), axis=-1)
+
+
+def _ce_grad(t, z, q):
+    del q
+    return jax.nn.softmax(z, axis=-1) - t
+
+
+def _gce_value(t, z, q):
+    pq = jnp.exp(q * jax.nn.log_softmax(z, axis=-1))
+    return jnp.sum(t * (1.0 - pq), axis=-1) / q
+
+
+def _gce_grad(t, z, q):
+    logp = jax.nn.log_softmax(z, axis=-1)
+    p = jnp.exp(logp)
+    tpq = t * jnp.exp(q * logp)
+    return -tpq + jnp.sum(tpq, axis=-1, keepdims=True) * p
+
+
+#: Registered losses by name.
+LOSSES: Dict[str, Loss] = {
+    "ce": Loss(_ce_value, _ce_grad, True),
+    "gce": Loss(_gce_value, _gce_grad, False),
+}
+
+
+def get_loss(name: str) -> Loss:
+    """Look up a registered loss; raises ``ValueError`` for an unknown name."""
+    if not isinstance(name, str) or name not in LOSSES:
+        raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {name!r}")
+    return LOSSES[name]

@@ -1,0 +1,260 @@
+"""The exact softmax solver against independent computations.
+
+Independent paths used here: the primal objective in the weights ``W``
+written out plainly and differentiated with ``jax.grad``; plain full-batch
+gradient descent with optax on ``W``; the closed form (large ``lam``);
+the solver called round by round; explicit Python loops instead of vmap.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import sdtheory as sd
+
+
+def problem(seed, n, d, k, soft=False):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)) / np.sqrt(d)
+    if soft:
+        t = rng.dirichlet(np.ones(k), size=n)
+    else:
+        t = np.eye(k)[rng.integers(0, k, n)]
+    return x, t
+
+
+def primal(w, x, t, lam, loss="ce", q=0.7):
+    """(1/N) sum_i loss(t_i, W x_i) + lam/2 |W|^2, W of shape (K, d), written plainly."""
+    logits = x @ w.T
+    logp = logits - jax.scipy.special.logsumexp(logits, axis=1, keepdims=True)
+    if loss == "ce":
+        per = -jnp.sum(t * logp, axis=1)
+    else:
+        per = jnp.sum(t * (1.0 - jnp.exp(logp) ** q), axis=1) / q
+    return jnp.mean(per) + 0.5 * lam * jnp.sum(w**2)
+
+
+def weights_from_coef(coef, x):
+    """W_r = A_r^T X: the representer weights for every round, (R, K, d)."""
+    return np.einsum("rnk,nd->rkd", np.asarray(coef), x)
+
+
+def softmax_np(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.integers(3, 30),
+    d=st.integers(1, 40),
+    k=st.integers(2, 5),
+    log_lam=st.floats(-5, 1),
+    soft=st.booleans(),
+)
+def test_stationary_in_weight_space(seed, n, d, k, log_lam, soft):
+    x, t = problem(seed, n, d, k, soft)
+    lam = 10.0**log_lam
+    res = sd.exact_outputs(t, lam, 3, gram=x @ x.T)
+    assert np.all(np.asarray(res.converged))
+    assert np.all(np.asarray(res.residuals) <= 1e-9)
+    ws = weights_from_coef(res.coef, x)
+    targets = [t] + [np.asarray(res.outputs[r]) for r in range(2)]
+    grad_fn = jax.grad(primal)
+    for r in range(3):
+        g = np.asarray(grad_fn(jnp.asarray(ws[r]), x, targets[r], lam))
+        # gradient = X^T (softmax(X W^T) - P) / N, bounded by residual * |X|
+        assert np.max(np.abs(g)) <= 1e-8 * max(1.0, np.abs(x).max() ** 2 * d)
+        # the returned outputs are the softmax of the returned weights
+        np.testing.assert_allclose(softmax_np(x @ ws[r].T), np.asarray(res.outputs[r]), atol=2e-9)
+
+
+def test_gce_stationary_point_top2_targets():
+    x, _ = problem(3, 40, 8, 4)
+    rng = np.random.default_rng(0)
+    t = np.zeros((40, 4))
+    for i in range(40):
+        t[i, rng.choice(4, 2, replace=False)] = 0.5
+    lam = 1e-3
+    res = sd.exact_outputs(t, lam, 2, features=x, loss="gce", q=0.7)
+    assert np.all(np.asarray(res.converged))
+    ws = weights_from_coef(res.coef, x)
+    g = np.asarray(jax.grad(primal)(jnp.asarray(ws[0]), x, t, lam, "gce", 0.7))
+    assert np.max(np.abs(g)) <= 1e-8
+    g1 = np.asarray(jax.grad(primal)(jnp.asarray(ws[1]), x, np.asarray(res.outputs[0]), lam, "gce", 0.7))
+    assert np.max(np.abs(g1)) <= 1e-8
+    # GCE differs from CE on the same targets (the loss switch is not a no-op)
+    ce = sd.exact_outputs(t, lam, 1, features=x)
+    assert np.max(np.abs(np.asarray(ce.outputs[0]) - np.asarray(res.outputs[0]))) > 1e-3
+
+
+def test_plain_gradient_descent_reaches_same_outputs():
+    n, d, k, lam = 15, 4, 3, 0.05
+    x, t = problem(11, n, d, k)
+    lip = np.linalg.eigvalsh(x.T @ x).max() / n + lam  # softmax Hessian <= 1/2 < 1
+    opt = optax.sgd(1.0 / lip)
+    loss = lambda w: primal(w, x, t, lam)  # noqa: E731
+
+    def step(carry, _):
+        w, s = carry
+        g = jax.grad(loss)(w)
+        u, s = opt.update(g, s)
+        return (optax.apply_updates(w, u), s), None
+
+    w0 = jnp.zeros((k, d))
+    (w, _), _ = jax.lax.scan(step, (w0, opt.init(w0)), None, length=20000)
+    p_gd = softmax_np(x @ np.asarray(w).T)
+    res = sd.exact_outputs(t, lam, 1, gram=x @ x.T)
+    np.testing.assert_allclose(np.asarray(res.outputs[0]), p_gd, atol=1e-8)
+    # predictions on new points: exact_predict vs softmax(W_gd x_new)
+    xt = np.random.default_rng(5).normal(size=(7, d)) / np.sqrt(d)
+    want = softmax_np(xt @ np.asarray(w).T)
+    via_feat = np.asarray(sd.exact_predict(res, test_features=xt, features=x))[0]
+    via_gram = np.asarray(sd.exact_predict(res.coef, test_gram=xt @ x.T))[0]
+    np.testing.assert_allclose(via_feat, want, atol=1e-8)
+    np.testing.assert_allclose(via_gram, want, atol=1e-8)
+
+
+def test_large_lam_approaches_closed_form():
+    x, t = problem(2, 30, 6, 4)
+    g = x @ x.T
+    gaps = []
+    for lam in [0.1, 1.0, 10.0, 100.0]:
+        ex = np.asarray(sd.exact_outputs(t, lam, 3, gram=g).outputs)
+        cf = np.asarray(sd.sd_outputs(t, lam, [0, 1, 2], gram=g))
+        gaps.append(np.max(np.abs(ex - cf)))
+    assert all(b < a for a, b in zip(gaps, gaps[1:])), gaps
+    assert gaps[-1] < 1e-5
+    # and the gap is genuinely nonzero at moderate lam (the solver is not the linearisation)
+    assert gaps[0] > 1e-4
+
+
+def test_chained_rounds_equal_round_by_round():
+    x, t = problem(7, 40, 10, 3)
+    g = x @ x.T
+    lam = 1e-3
+    chained = sd.exact_outputs(t, lam, 4, gram=g)
+    cur = t
+    for r in range(4):
+        one = sd.exact_outputs(cur, lam, 1, gram=g)
+        np.testing.assert_allclose(np.asarray(one.outputs[0]), np.asarray(chained.outputs[r]), atol=1e-7)
+        cur = np.asarray(one.outputs[0])
+
+
+def test_vmap_over_lam_and_targets():
+    x, _ = problem(4, 25, 6, 3)
+    spec = sd.spectrum(features=x)
+    rng = np.random.default_rng(1)
+    ts = jnp.asarray(np.eye(3)[rng.integers(0, 3, (4, 25))])
+    lams = jnp.asarray([1e-4, 1e-2, 1.0])
+    f = lambda t, lam: sd.exact_outputs_spectral(spec, t, lam, 2)  # noqa: E731
+    batched = jax.vmap(jax.vmap(f, in_axes=(None, 0)), in_axes=(0, None))(ts, lams)
+    assert batched.outputs.shape == (4, 3, 2, 25, 3)
+    assert np.all(np.asarray(batched.converged))
+    for i in range(4):
+        for j in range(3):
+            single = sd.exact_outputs(np.asarray(ts[i]), float(lams[j]), 2, features=x)
+            np.testing.assert_allclose(np.asarray(batched.outputs[i, j]), np.asarray(single.outputs), atol=1e-8)
+            np.testing.assert_allclose(np.asarray(batched.coef[i, j]), np.asarray(single.coef), atol=1e-6)
+
+
+@pytest.mark.parametrize("d", [5, 60])
+def test_feature_path_equals_gram_path(d):
+    x, t = problem(9, 40, d, 4, soft=True)
+    lam = 1e-4
+    a = sd.exact_outputs(t, lam, 3, features=x)
+    b = sd.exact_outputs(t, lam, 3, gram=x @ x.T)
+    np.testing.assert_allclose(np.asarray(a.outputs), np.asarray(b.outputs), atol=1e-8)
+
+
+def test_zero_eigenvalues_rank_deficient_gram():
+    x, t = problem(5, 50, 3, 4)  # rank 3 Gram: 47 zero eigenvalues
+    res = sd.exact_outputs(t, 1e-5, 2, gram=x @ x.T)
+    assert np.all(np.isfinite(np.asarray(res.outputs)))
+    assert np.all(np.asarray(res.converged))
+    # outputs depend on the data only through the 3-d feature space: equal to the feature path
+    np.testing.assert_allclose(np.asarray(res.outputs), np.asarray(sd.exact_outputs(t, 1e-5, 2, features=x).outputs),
+                               atol=1e-7)
+
+
+def test_reference_like_block_problem_small_lam():
+    classes = np.repeat(np.arange(4), 60)
+    x = np.asarray(sd.sample_block_features(jax.random.PRNGKey(0), classes, 0.4, 0.1, 100))
+    rng = np.random.default_rng(0)
+    y = np.where(rng.random(240) < 0.5, (classes + rng.integers(1, 4, 240)) % 4, classes)
+    t = np.eye(4)[y]
+    for lam in [1e-6, 1e-5]:
+        res = sd.exact_outputs(t, lam, 3, gram=x @ x.T)
+        assert np.all(np.asarray(res.residuals) <= 1e-9)
+        p = np.asarray(res.outputs)
+        g = x @ x.T
+        # residual recomputed independently from the returned outputs
+        targets = np.concatenate([t[None], p[:-1]])
+        direct = softmax_np(np.einsum("nm,rmk->rnk", g, targets - p) / (240 * lam))
+        assert np.max(np.abs(direct - p)) <= 1e-9
+
+
+def test_methods_agree():
+    x, t = problem(8, 30, 12, 3)
+    a = sd.exact_outputs(t, 1e-3, 2, features=x, method="lbfgs")
+    b = sd.exact_outputs(t, 1e-3, 2, features=x, method="newton-cg")
+    np.testing.assert_allclose(np.asarray(a.outputs), np.asarray(b.outputs), atol=1e-8)
+
+
+def test_bad_input():
+    x, t = problem(1, 10, 3, 3)
+    g = x @ x.T
+    with pytest.raises(ValueError, match="lam"):
+        sd.exact_outputs(t, 0.0, 1, gram=g)
+    with pytest.raises(ValueError, match="lam"):
+        sd.exact_outputs(t, -1.0, 1, gram=g)
+    with pytest.raises(ValueError, match="sum to 1"):
+        sd.exact_outputs(t * 2, 1.0, 1, gram=g)
+    with pytest.raises(ValueError, match="exactly one"):
+        sd.exact_outputs(t, 1.0, 1, gram=g, features=x)
+    with pytest.raises(ValueError, match="exactly one"):
+        sd.exact_outputs(t, 1.0, 1)
+    with pytest.raises(ValueError, match="instances"):
+        sd.exact_outputs(t[:5], 1.0, 1, gram=g)
+    with pytest.raises(ValueError, match="instances"):
+        sd.exact_outputs(t[:5], 1.0, 1, features=x)
+    with pytest.raises(ValueError, match="symmetric"):
+        sd.exact_outputs(t, 1.0, 1, gram=g + np.triu(np.ones_like(g), 1))
+    with pytest.raises(ValueError, match="positive semi-definite"):
+        sd.exact_outputs(t, 1.0, 1, gram=g - 5 * np.eye(10))
+    with pytest.raises(ValueError, match="non-finite"):
+        sd.exact_outputs(t, 1.0, 1, features=np.where(x > 0.5, np.nan, x))
+    with pytest.raises(ValueError, match="num_rounds"):
+        sd.exact_outputs(t, 1.0, 0, gram=g)
+    with pytest.raises(TypeError, match="num_rounds"):
+        sd.exact_outputs(t, 1.0, 2.0, gram=g)
+    with pytest.raises(ValueError, match="loss"):
+        sd.exact_outputs(t, 1.0, 1, gram=g, loss="mse")
+    with pytest.raises(ValueError, match="q"):
+        sd.exact_outputs(t, 1.0, 1, gram=g, loss="gce", q=0.0)
+    with pytest.raises(ValueError, match="on_failure"):
+        sd.exact_outputs(t, 1.0, 1, gram=g, on_failure="ignore")
+    with pytest.raises(ValueError, match="tol"):
+        sd.exact_outputs(t, 1.0, 1, gram=g, tol=-1.0)
+    with pytest.raises(ValueError, match="method"):
+        sd.exact_outputs(t, 1.0, 1, gram=g, method="adam")
+    with pytest.raises(ValueError, match="test_gram"):
+        sd.exact_predict(np.zeros((2, 10, 3)), test_gram=np.zeros((4, 9)))
+    with pytest.raises(ValueError, match="dimension"):
+        sd.exact_predict(np.zeros((2, 10, 3)), test_features=np.zeros((4, 2)), features=x)
+
+
+def test_unconverged_raises_or_flags():
+    x, t = problem(2, 40, 10, 4)
+    g = x @ x.T
+    with pytest.raises(RuntimeError, match="did not reach tol"):
+        sd.exact_outputs(t, 1e-5, 2, gram=g, max_iter=1)
+    res = sd.exact_outputs(t, 1e-5, 2, gram=g, max_iter=1, on_failure="flag")
+    assert not np.any(np.asarray(res.converged))
+    assert np.all(np.asarray(res.residuals) > 1e-9)
+    assert np.all(np.asarray(res.iterations) == 1)
