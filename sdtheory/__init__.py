@@ -37,3 +37,13 @@ from .block import (  # noqa: E402
     sample_block_features,
 )
 from .exact import ExactResult, exact_outputs, exact_outputs_spectral, exact_predict  # noqa: E402
+from .noise import (  # noqa: E402
+    condition_threshold,
+    confusable_clusters,
+    corruption_matrix,
+    empirical_fractions,
+    exact_counts,
+    max_eta,
+    sample_labels,
+    validate_corruption_matrix,
+)

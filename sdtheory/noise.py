@@ -1,0 +1,492 @@
+r"""Label noise: corruption matrices, sampling noisy labels, empirical fractions.
+
+A corruption matrix ``C`` is ``K x K`` and row-stochastic:
+``C[k, l] = P(given label l | true class k)`` (THEORY.md section 4,
+docs/theorems.md). Families:
+
+* ``"symmetric"``: ``C = (1 - eta) I + eta/(K - 1) (11^T - I)``;
+* ``"asymmetric"`` (SelfPLL's ``asym``): diagonal ``1 - eta``, ``eta/K`` on
+  every off-diagonal entry, plus an extra ``eta/K`` on ``(k, (k + 1) mod K)``
+  (so that entry is ``2 eta / K``);
+* ``"pair"``: ``k -> (k + 1) mod K`` with probability ``eta``;
+* ``"cc"`` (confusable classes): classes are grouped into clusters; a label
+  moves with total probability ``eta``, uniformly to the *other* classes of
+  its cluster. A class alone in its cluster has nowhere to move and keeps its
+  label (row ``e_k``); this is our convention (SelfPLL divides by zero there).
+
+For every family the matrix is a valid row-stochastic matrix exactly for
+``0 <= eta <= 1`` (the diagonal ``1 - eta`` turns negative above 1), so the
+maximum ``eta`` is 1 for every kind; :func:`max_eta` returns it.
+:func:`condition_threshold` gives the (different) largest ``eta`` for which
+the corruption condition ``C_kk > C_kl`` still holds.
+
+All array functions have a pure ``jnp`` core (names ending in ``_core``) that
+does no validation and works under ``jax.jit`` and ``jax.vmap`` (over
+``eta``, keys, matrices).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _validation as V
+
+KINDS = ("symmetric", "asymmetric", "pair", "cc")
+_ALIASES = {"sym": "symmetric", "asym": "asymmetric", "pairflip": "pair", "pair_flip": "pair"}
+
+# --------------------------------------------------------------------------
+# Corruption matrices
+# --------------------------------------------------------------------------
+
+
+def _canonical_kind(kind: Any) -> str:
+    if not isinstance(kind, str):
+        raise TypeError(f"kind must be a string, one of {KINDS}, got {kind!r}")
+    k = _ALIASES.get(kind.lower(), kind.lower())
+    if k not in KINDS:
+        raise ValueError(f"unknown corruption kind {kind!r}; known kinds: {KINDS} (aliases: {sorted(_ALIASES)})")
+    return k
+
+
+def max_eta(kind: str, num_classes: int, *, clusters: Any = None) -> float:
+    """Largest ``eta`` for which ``corruption_matrix(kind, ...)`` is row-stochastic.
+
+    It is 1 for every kind: each row puts ``1 - eta`` on the diagonal and
+    ``eta`` in total on the off-diagonal entries, so the row always sums to 1
+    and the diagonal becomes negative (invalid probability) for ``eta > 1``.
+    """
+    _canonical_kind(kind)
+    V.check_int(num_classes, "num_classes", minimum=2)
+    return 1.0
+
+
+def condition_threshold(kind: str, num_classes: int, *, clusters: Any = None) -> float:
+    """Supremum of the ``eta`` values at which ``C`` satisfies the corruption condition.
+
+    The condition ``C_kk > C_kl`` (all ``l != k``) holds exactly for
+    ``eta < condition_threshold``:
+
+    * symmetric: ``1 - eta > eta/(K-1)``  <=>  ``eta < (K-1)/K``;
+    * asymmetric: ``1 - eta > 2 eta/K``  <=>  ``eta < K/(K+2)``;
+    * pair: ``1 - eta > eta``  <=>  ``eta < 1/2``;
+    * cc: ``1 - eta > eta/(m-1)`` for the smallest cluster size ``m >= 2``
+      <=>  ``eta < (m-1)/m`` (1 if every cluster is a singleton).
+    """
+    kind = _canonical_kind(kind)
+    k = V.check_int(num_classes, "num_classes", minimum=2)
+    if kind == "symmetric":
+        return (k - 1) / k
+    if kind == "asymmetric":
+        return k / (k + 2)
+    if kind == "pair":
+        return 0.5
+    ids = check_clusters(clusters, k)
+    sizes = np.bincount(ids)
+    sizes = sizes[sizes >= 2]
+    if sizes.size == 0:
+        return 1.0
+    m = int(sizes.min())
+    return (m - 1) / m
+
+
+def check_clusters(clusters: Any, num_classes: int) -> np.ndarray:
+    """Normalise ``clusters`` to a ``(K,)`` int array of cluster ids ``0..M-1``.
+
+    Accepts either a length-``K`` sequence of cluster ids (one per class) or a
+    sequence of groups (lists of class indices) that must partition
+    ``{0, ..., K-1}``: every class exactly once.
+    """
+    if clusters is None:
+        raise ValueError("kind 'cc' needs clusters= (a partition of the classes into groups of confusable classes)")
+    if V.is_tracer(clusters):
+        raise TypeError("clusters must be concrete (a Python/NumPy partition), not a traced value")
+    k = num_classes
+    # Form 1: a flat array of K cluster ids.
+    try:
+        arr = np.asarray(clusters)
+        flat = arr.dtype != object and arr.ndim == 1
+    except ValueError:  # ragged groups
+        flat = False
+    if flat and arr.size == k and np.issubdtype(arr.dtype, np.integer) and not isinstance(clusters[0], (list, tuple, np.ndarray)):
+        if np.any(arr < 0):
+            raise ValueError(f"cluster ids must be >= 0, got {arr.tolist()}")
+        _, ids = np.unique(arr, return_inverse=True)
+        return ids.astype(np.int64)
+    # Form 2: a sequence of groups.
+    try:
+        groups = [list(np.asarray(g).ravel()) for g in clusters]
+    except TypeError as exc:
+        raise TypeError(f"clusters must be K cluster ids or a sequence of class groups, got {clusters!r}") from exc
+    ids = -np.ones(k, dtype=np.int64)
+    for gi, g in enumerate(groups):
+        if len(g) == 0:
+            raise ValueError(f"clusters must not contain an empty group (group {gi})")
+        for c in g:
+            if isinstance(c, (bool, np.bool_)) or not isinstance(c, (int, np.integer)):
+                raise TypeError(f"clusters group {gi} contains a non-integer class {c!r}")
+            c = int(c)
+            if c < 0 or c >= k:
+                raise ValueError(f"clusters group {gi} contains class {c}, outside [0, {k - 1}]")
+            if ids[c] != -1:
+                raise ValueError(
+                    f"clusters do not partition the classes: class {c} appears in groups {ids[c]} and {gi}"
+                )
+            ids[c] = gi
+    missing = np.flatnonzero(ids < 0)
+    if missing.size:
+        raise ValueError(
+            f"clusters do not partition the classes: classes {missing.tolist()} are in no group "
+            f"(K = {k}; pass K cluster ids or groups covering 0..{k - 1})"
+        )
+    return ids
+
+
+def corruption_matrix_core(kind: str, num_classes: int, eta: jax.Array, cluster_ids: Optional[jax.Array] = None) -> jax.Array:
+    """Pure core of :func:`corruption_matrix` (no validation; ``kind``/``num_classes`` static).
+
+    ``eta`` may be traced (vmap over ``eta``); ``cluster_ids`` is a ``(K,)``
+    int array for kind ``"cc"``.
+    """
+    k = num_classes
+    eta = jnp.asarray(eta, dtype=float)
+    eye = jnp.eye(k)
+    if kind == "symmetric":
+        return (1.0 - eta) * eye + eta / (k - 1) * (1.0 - eye)
+    if kind == "asymmetric":
+        nxt = jnp.roll(eye, 1, axis=1)  # nxt[k, (k+1) % K] = 1
+        return (1.0 - eta) * eye + eta / k * (1.0 - eye) + eta / k * nxt
+    if kind == "pair":
+        nxt = jnp.roll(eye, 1, axis=1)
+        return (1.0 - eta) * eye + eta * nxt
+    if kind == "cc":
+        ids = jnp.asarray(cluster_ids)
+        same = (ids[:, None] == ids[None, :]).astype(float)
+        others = same - eye  # same cluster, other class
+        m = others.sum(axis=1, keepdims=True)
+        moved = jnp.where(m > 0, eta * others / jnp.maximum(m, 1.0), 0.0)
+        stay = jnp.where(m[:, 0] > 0, 1.0 - eta, 1.0)
+        return stay[:, None] * eye + moved
+    raise ValueError(f"unknown corruption kind {kind!r}")
+
+
+def _check_eta(eta: Any, kind: str) -> None:
+    if V.is_tracer(eta):
+        return
+    arr = V._as_numpy(eta, "eta")
+    if arr.ndim != 0:
+        raise ValueError(f"eta must be a scalar (use jax.vmap for a grid of rates), got shape {arr.shape}")
+    if not np.isfinite(arr):
+        raise ValueError(f"eta (noise rate) must be finite, got {eta!r}")
+    if arr < 0:
+        raise ValueError(f"eta (noise rate) must lie in [0, 1], got {float(arr)}")
+    if arr > 1:
+        raise ValueError(
+            f"eta = {float(arr)} exceeds the maximum 1 for kind {kind!r}: the diagonal 1 - eta of the "
+            "corruption matrix would be negative, so it would not be a row-stochastic matrix"
+        )
+
+
+def corruption_matrix(kind: str, num_classes: int, eta: Any, *, clusters: Any = None) -> jax.Array:
+    """The ``(K, K)`` corruption matrix ``C[k, l] = P(given l | true k)`` of a noise family.
+
+    Args:
+      kind: ``"symmetric"``, ``"asymmetric"`` (SelfPLL's ``asym``), ``"pair"``
+        or ``"cc"`` (aliases ``"sym"``, ``"asym"``). See the module docstring.
+      num_classes: ``K >= 2``.
+      eta: noise rate in ``[0, 1]`` (probability that a label is moved). May
+        be a JAX tracer (``jax.vmap`` over ``eta``); then its value is not
+        checked.
+      clusters: for ``"cc"`` only: ``K`` cluster ids (one per class) or a
+        sequence of groups partitioning ``0..K-1``.
+
+    Raises:
+      ValueError for an unknown kind, ``eta`` outside ``[0, 1]`` (1 is the
+      maximum of every kind, see :func:`max_eta`), clusters that do not
+      partition the classes or clusters given for another kind.
+    """
+    kind = _canonical_kind(kind)
+    k = V.check_int(num_classes, "num_classes", minimum=2)
+    _check_eta(eta, kind)
+    ids = None
+    if kind == "cc":
+        ids = jnp.asarray(check_clusters(clusters, k))
+    elif clusters is not None:
+        raise ValueError(f"clusters= is only used by kind 'cc', not {kind!r}")
+    return corruption_matrix_core(kind, k, eta, ids)
+
+
+def validate_corruption_matrix(C: Any, *, atol: float = 1e-8) -> np.ndarray:
+    """Check a user corruption matrix; returns it as a float NumPy array.
+
+    Requirements: square ``(K, K)`` with ``K >= 2``, finite, non-negative,
+    each row summing to 1 within ``atol``.
+    """
+    if V.is_tracer(C):
+        shape = np.shape(C)
+        if len(shape) != 2 or shape[0] != shape[1] or shape[0] < 2:
+            raise ValueError(f"corruption matrix must be square (K, K) with K >= 2, got shape {tuple(shape)}")
+        return C
+    arr = V._as_numpy(C, "corruption matrix").astype(float)
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
+        raise ValueError(f"corruption matrix must be square (K, K), got shape {arr.shape}")
+    if arr.shape[0] < 2:
+        raise ValueError(f"corruption matrix must have K >= 2 classes, got K = {arr.shape[0]}")
+    V.check_finite(arr, "corruption matrix")
+    if np.any(arr < 0):
+        i, j = np.argwhere(arr < 0)[0]
+        raise ValueError(f"corruption matrix has a negative entry C[{i}, {j}] = {arr[i, j]:.6g}")
+    sums = arr.sum(axis=1)
+    bad = np.abs(sums - 1.0) > atol
+    if np.any(bad):
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"corruption matrix is not row-stochastic: row {i} sums to {sums[i]:.12g}, not 1")
+    return arr
+
+
+# --------------------------------------------------------------------------
+# Confusable clusters
+# --------------------------------------------------------------------------
+
+
+def _complete_linkage(dist: np.ndarray, num_clusters: Optional[int], threshold_ratio: float) -> np.ndarray:
+    """Agglomerative complete-linkage clustering on a ``(K, K)`` distance matrix.
+
+    Merges the two closest clusters (complete linkage: the largest pairwise
+    distance) until ``num_clusters`` remain, or (``num_clusters=None``) until
+    the next merge height exceeds ``threshold_ratio`` times the height of the
+    final merge. Ties merge the pair with the smallest indices first.
+    """
+    k = dist.shape[0]
+    members = [[i] for i in range(k)]
+    heights = []
+    merges = []
+    d = dist.astype(float).copy()
+    np.fill_diagonal(d, np.inf)
+    active = list(range(k))
+    # Full dendrogram, then cut.
+    while len(active) > 1:
+        sub = d[np.ix_(active, active)]
+        flat = int(np.argmin(sub))
+        ia, ib = divmod(flat, len(active))
+        a, b = active[min(ia, ib)], active[max(ia, ib)]
+        h = float(d[a, b])
+        merges.append((a, b))
+        heights.append(h)
+        # Complete linkage update: merged cluster keeps index a.
+        d[a, :] = np.maximum(d[a, :], d[b, :])
+        d[:, a] = d[a, :]
+        d[a, a] = np.inf
+        d[b, :] = np.inf
+        d[:, b] = np.inf
+        active.remove(b)
+    heights = np.asarray(heights)
+    if num_clusters is not None:
+        n_merges = k - num_clusters
+    else:
+        cut = threshold_ratio * (heights.max() if heights.size else 0.0)
+        n_merges = int(np.sum(heights <= cut))
+    parent = list(range(k))
+
+    def find(x):
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for a, b in merges[:n_merges]:
+        parent[find(b)] = find(a)
+    roots = [find(i) for i in range(k)]
+    _, ids = np.unique(roots, return_inverse=True)
+    return ids.astype(np.int64)
+
+
+def confusable_clusters(
+    class_means_or_features: Any,
+    labels: Any = None,
+    num_clusters: Optional[int] = None,
+    *,
+    threshold_ratio: float = 0.8,
+) -> np.ndarray:
+    """Group classes whose features are similar (candidates for ``"cc"`` noise).
+
+    Class similarity is the mean cosine similarity between (L2-normalised)
+    instances of two classes, i.e. the inner product of the classes' mean
+    normalised features; distance ``1 - similarity``. Classes are grouped by
+    complete-linkage agglomerative clustering, either into exactly
+    ``num_clusters`` groups or, when ``num_clusters`` is None, by cutting the
+    dendrogram at ``threshold_ratio`` (default 0.8) times its largest merge
+    height. (SelfPLL also uses complete linkage on ``1 - mean correlation``
+    with a cut at 0.8 of the largest height; it passes the distance matrix to
+    SciPy as observations, which we do not replicate.)
+
+    Args:
+      class_means_or_features: ``(K, d)`` class means (``labels=None``) or
+        ``(N, d)`` instance features with ``labels`` ``(N,)`` in ``[0, K)``.
+      labels: true labels of the instances, or None.
+      num_clusters: number of clusters in ``[1, K]``, or None for the cut rule.
+
+    Returns:
+      ``(K,)`` int array of cluster ids ``0..M-1`` (pass as ``clusters=``).
+    """
+    x = np.asarray(class_means_or_features, dtype=float)
+    V.check_features(x, "class_means_or_features")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    if np.any(norms == 0):
+        raise ValueError("class_means_or_features has an all-zero row; cosine similarity is undefined")
+    xn = x / norms
+    if labels is not None:
+        lab = np.asarray(labels)
+        V.check_same_n(x.shape[0], lab.shape[0] if lab.ndim == 1 else -1, "labels", "features")
+        k = int(lab.max()) + 1 if lab.size else 0
+        lab = V.check_labels(lab, max(k, 1), "labels")
+        counts = np.bincount(lab, minlength=k)
+        if np.any(counts == 0):
+            raise ValueError(f"every class 0..{k - 1} needs at least one instance; empty: {np.flatnonzero(counts == 0).tolist()}")
+        means = np.zeros((k, x.shape[1]))
+        np.add.at(means, lab, xn)
+        means /= counts[:, None]
+        sim = means @ means.T
+    else:
+        sim = xn @ xn.T
+    k = sim.shape[0]
+    if k < 2:
+        raise ValueError(f"need K >= 2 classes, got {k}")
+    if num_clusters is not None:
+        num_clusters = V.check_int(num_clusters, "num_clusters", minimum=1)
+        if num_clusters > k:
+            raise ValueError(f"num_clusters must be <= K = {k}, got {num_clusters}")
+    else:
+        if not (0.0 <= float(threshold_ratio) <= 1.0):
+            raise ValueError(f"threshold_ratio must lie in [0, 1], got {threshold_ratio}")
+    return _complete_linkage(1.0 - sim, num_clusters, float(threshold_ratio))
+
+
+# --------------------------------------------------------------------------
+# Sampling
+# --------------------------------------------------------------------------
+
+
+def _largest_remainder_counts(sizes: jax.Array, C: jax.Array) -> jax.Array:
+    """``(K, K)`` integer counts ``m[k, l]`` with row sums ``sizes[k]``, closest to ``sizes[k] C[k, l]``.
+
+    Largest-remainder (Hamilton) rounding: take ``floor(n_k C_kl)`` and give the
+    ``n_k - sum_l floor`` leftover units to the entries with the largest
+    fractional parts, ties to the lower label index. Products within ``1e-9``
+    of an integer are snapped to it first, so exactly representable
+    fractions are reproduced exactly despite floating point.
+    """
+    k = C.shape[0]
+    x = sizes[:, None] * C
+    near = jnp.round(x)
+    x = jnp.where(jnp.abs(x - near) <= 1e-9 * jnp.maximum(1.0, sizes[:, None]), near, x)
+    base = jnp.floor(x)
+    frac = x - base
+    left = sizes - base.sum(axis=1)  # (K,) leftover units, integer-valued
+    order = jnp.argsort(-frac, axis=1, stable=True)  # largest fraction first, ties low index
+    rank = jnp.argsort(order, axis=1)  # rank of each entry in that order
+    extra = (rank < left[:, None]).astype(x.dtype)
+    return (base + extra).astype(jnp.int32)
+
+
+def exact_counts(true_labels: Any, C: Any) -> np.ndarray:
+    """The per-class label counts ``m[k, l]`` that ``sample_labels(..., exact=True)`` realises."""
+    C = validate_corruption_matrix(C)
+    lab = V.check_labels(true_labels, C.shape[0], "true_labels")
+    sizes = jnp.asarray(np.bincount(lab, minlength=C.shape[0]), dtype=float)
+    return np.asarray(_largest_remainder_counts(sizes, jnp.asarray(C)))
+
+
+@jax.jit
+def sample_labels_iid_core(key: jax.Array, true_labels: jax.Array, C: jax.Array) -> jax.Array:
+    """Independent draws ``given_i ~ C[true_i, :]`` by inverse CDF (no validation)."""
+    u = jax.random.uniform(key, true_labels.shape, dtype=C.dtype)
+    cum = jnp.cumsum(C, axis=1)[true_labels, :-1]  # (N, K-1)
+    return jnp.sum(u[:, None] >= cum, axis=1).astype(jnp.int32)
+
+
+@jax.jit
+def sample_labels_exact_core(key: jax.Array, true_labels: jax.Array, C: jax.Array) -> jax.Array:
+    """Exact-count sampling (no validation).
+
+    In each class ``k`` exactly ``m[k, l]`` instances (largest-remainder
+    rounding of ``n_k C[k, l]``) get label ``l``; which instances get which
+    label is a uniformly random assignment: instances are put in a random
+    order within their class and the first ``m[k, 0]`` get label 0, the next
+    ``m[k, 1]`` label 1, and so on.
+    """
+    k = C.shape[0]
+    n = true_labels.shape[0]
+    sizes = jnp.bincount(true_labels, length=k).astype(C.dtype)
+    counts = _largest_remainder_counts(sizes, C)  # (K, K)
+    u = jax.random.uniform(key, (n,), dtype=C.dtype)
+    # Sort by (class, u): position within class is the random rank.
+    order = jnp.lexsort((u, true_labels))
+    pos = jnp.empty((n,), dtype=jnp.int32).at[order].set(jnp.arange(n, dtype=jnp.int32))
+    starts = jnp.concatenate([jnp.zeros((1,), jnp.int32), jnp.cumsum(sizes.astype(jnp.int32))[:-1]])
+    rank = pos - starts[true_labels]
+    cum = jnp.cumsum(counts, axis=1)[true_labels, :-1]  # (N, K-1)
+    return jnp.sum(rank[:, None] >= cum, axis=1).astype(jnp.int32)
+
+
+def sample_labels(key: jax.Array, true_labels: Any, C: Any, *, exact: bool = False) -> jax.Array:
+    """Noisy labels ``(N,)`` drawn from the corruption matrix ``C``.
+
+    Args:
+      key: a ``jax.random`` key. Same key, same labels.
+      true_labels: ``(N,)`` ints in ``[0, K)``.
+      C: ``(K, K)`` row-stochastic corruption matrix (validated unless traced).
+      exact: False: i.i.d., ``given_i ~ Categorical(C[true_i])``. True: in
+        every class ``k`` exactly ``m[k, l]`` instances get label ``l``, where
+        ``m`` is the largest-remainder rounding of ``n_k C[k, l]`` (equal to
+        it whenever ``n_k C[k, l]`` is an integer; row sums are ``n_k``);
+        the instances receiving each label are chosen uniformly at random.
+
+    Works under ``jax.vmap`` over ``key`` and ``C`` (use the ``_core``
+    functions inside ``jit`` to skip validation).
+    """
+    if not isinstance(exact, (bool, np.bool_)):
+        raise TypeError(f"exact must be a bool, got {exact!r}")
+    C = validate_corruption_matrix(C)
+    k = np.shape(C)[0]
+    lab = V.check_labels(true_labels, k, "true_labels")
+    lab = jnp.asarray(lab, dtype=jnp.int32)
+    C = jnp.asarray(C, dtype=float)
+    if exact:
+        return sample_labels_exact_core(key, lab, C)
+    return sample_labels_iid_core(key, lab, C)
+
+
+@partial(jax.jit, static_argnums=(2,))
+def empirical_fractions_core(true_labels: jax.Array, given_labels: jax.Array, num_classes: int) -> jax.Array:
+    """``f[k, l]`` = fraction of class-``k`` instances whose given label is ``l`` (no validation).
+
+    An empty class gets an all-zero row (the public function raises instead).
+    """
+    k = num_classes
+    idx = true_labels * k + given_labels
+    counts = jnp.bincount(idx, length=k * k).reshape(k, k).astype(float)
+    sizes = counts.sum(axis=1, keepdims=True)
+    return counts / jnp.maximum(sizes, 1.0)
+
+
+def empirical_fractions(true_labels: Any, given_labels: Any, num_classes: int) -> jax.Array:
+    """Empirical corruption fractions ``f_k(l)`` as a ``(K, K)`` row-stochastic matrix.
+
+    ``f[k, l]`` = (number of instances of true class ``k`` with given label
+    ``l``) / ``n_k``. Every class must have at least one instance.
+    """
+    k = V.check_int(num_classes, "num_classes", minimum=2)
+    t = V.check_labels(true_labels, k, "true_labels")
+    g = V.check_labels(given_labels, k, "given_labels")
+    V.check_same_n(np.shape(t)[0], np.shape(g)[0], "given_labels", "true_labels")
+    if not V.is_tracer(t):
+        sizes = np.bincount(np.asarray(t), minlength=k)
+        if np.any(sizes == 0):
+            raise ValueError(
+                f"empirical fractions need every class to have an instance; empty classes: {np.flatnonzero(sizes == 0).tolist()}"
+            )
+    return empirical_fractions_core(jnp.asarray(t), jnp.asarray(g), k)
