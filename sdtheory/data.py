@@ -1,0 +1,484 @@
+r"""Real data: user feature files, the bundled handwritten digits, feature maps.
+
+Everything here returns NumPy ``float64`` / ``int64`` arrays (data loading is
+not part of the jitted math). Randomness (the train/test split, the random
+feature map) goes through explicit ``jax.random`` keys: same key, same data.
+
+Feature files (:func:`load_features`, written by :func:`save_features`)
+-----------------------------------------------------------------------
+``.npz`` (recommended)
+    one archive with the arrays ``features`` ``(N, d)`` (any real numeric
+    dtype) and ``labels`` ``(N,)`` (an integer dtype, values ``0 .. K-1``),
+    and optionally ``test_features`` ``(M, d)`` with ``test_labels`` ``(M,)``
+    (both or neither). Other members are ignored.
+``.npy`` (paired files)
+    ``stem.npy`` holds the features ``(N, d)``; the labels are in the sibling
+    file ``stem.labels.npy`` ``(N,)``. An optional held-out split lives in
+    ``stem.test.npy`` and ``stem.test.labels.npy`` (both or neither).
+
+Files are read with ``allow_pickle=False``: object arrays are refused. The
+number of classes ``K`` is ``max(label) + 1`` over both splits unless given;
+when it is inferred, every class ``0 .. K-1`` must occur in the training
+labels (otherwise the labels are not contiguous -- pass ``num_classes=``).
+Every problem (missing or corrupt file, wrong dtype or shape, NaN/inf, labels
+out of range or of the wrong length, test dimension mismatch) raises
+``FileNotFoundError`` / ``ValueError`` / ``TypeError`` whose message starts
+with the offending file name.
+
+Feature maps (:func:`make_features`)
+------------------------------------
+1. ``"standardized"``: raw inputs, each column shifted and scaled by the
+   *training* mean and standard deviation (columns that are constant on the
+   training set, such as the always-blank border pixels of the digits, are
+   only centred and so become 0).
+2. ``"relu"``: standardised inputs ``z`` pushed through a fixed random ReLU
+   layer ``max(0, z W + b)``, ``W ~ N(0, 1/d)`` ``(d, D)``, ``b ~ N(0, 1)``,
+   drawn from an explicit key (random features of an arc-cosine-type kernel).
+
+Then, as in the theory (THEORY.md section 3: ``<x_i, x_i> = 1``), optionally
+*centred* (subtract the training mean of the mapped features, applied to the
+test points as well) and *row-normalised* to unit Euclidean norm, so the Gram
+has unit diagonal and off-diagonal entries are cosine similarities. Centring
+removes the common all-positive component that makes every pair of ReLU
+features correlated (the ``d`` of the block model), leaving the class
+structure (``c - d``) to carry the correlation.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+from typing import Any, NamedTuple, Optional, Tuple
+
+import jax
+import numpy as np
+
+from . import _validation as V
+
+__all__ = [
+    "Dataset",
+    "BlockStatistics",
+    "load_features",
+    "save_features",
+    "load_digits",
+    "stratified_split",
+    "stratified_subset",
+    "standardize",
+    "random_relu_features",
+    "normalize_rows",
+    "make_features",
+    "block_statistics",
+    "FEATURE_MAPS",
+]
+
+#: Feature maps known to :func:`make_features`.
+FEATURE_MAPS = ("standardized", "relu")
+
+
+class Dataset(NamedTuple):
+    """A labelled data set: training split and optional held-out split.
+
+    Attributes:
+      features: ``(N, d)`` float64.
+      labels: ``(N,)`` int64, values in ``[0, num_classes)``.
+      num_classes: ``K >= 2``.
+      test_features: ``(M, d)`` float64 or ``None``.
+      test_labels: ``(M,)`` int64 or ``None``.
+      name: a short name (file stem or data set name).
+    """
+
+    features: np.ndarray
+    labels: np.ndarray
+    num_classes: int
+    test_features: Optional[np.ndarray]
+    test_labels: Optional[np.ndarray]
+    name: str
+
+
+# --------------------------------------------------------------------------
+# Validation of loaded arrays (messages prefixed with the file name)
+# --------------------------------------------------------------------------
+
+
+def _fail(src: str, exc: Exception) -> Exception:
+    return type(exc)(f"{src}: {exc}")
+
+
+def _check_feature_array(arr: Any, src: str, what: str) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.dtype.names is not None:
+        raise TypeError(f"{src}: {what} is a structured array (fields {arr.dtype.names}); "
+                        f"expected a plain numeric (N, d) array")
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"{src}: {what} must have a real numeric dtype (int or float), got {arr.dtype}")
+    try:
+        V.check_features(arr, what)
+    except (ValueError, TypeError) as exc:
+        raise _fail(src, exc) from None
+    return arr.astype(np.float64)
+
+
+def _check_label_array(arr: Any, src: str, what: str, n: int, n_what: str) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.ndim != 1:
+        raise ValueError(f"{src}: {what} must be a 1-D (N,) array of integer labels, got shape {arr.shape}")
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{src}: {what} must have an integer dtype, got {arr.dtype} "
+                        f"(cast to int before saving if the values are whole numbers)")
+    if arr.shape[0] != n:
+        raise ValueError(f"{src}: {what} has {arr.shape[0]} entries but {n_what} has {n} rows")
+    if arr.size and arr.min() < 0:
+        raise ValueError(f"{src}: {what} must be >= 0, got minimum {arr.min()}")
+    return arr.astype(np.int64)
+
+
+def _validate(features, labels, test_features, test_labels, num_classes, src, name) -> Dataset:
+    x = _check_feature_array(features, src, "features")
+    y = _check_label_array(labels, src, "labels", x.shape[0], "features")
+    xt = yt = None
+    if (test_features is None) != (test_labels is None):
+        have, miss = ("test_features", "test_labels") if test_labels is None else ("test_labels", "test_features")
+        raise ValueError(f"{src}: has {have} but no {miss}; give both or neither")
+    if test_features is not None:
+        xt = _check_feature_array(test_features, src, "test_features")
+        if xt.shape[1] != x.shape[1]:
+            raise ValueError(f"{src}: test_features has dimension {xt.shape[1]} but features has {x.shape[1]}")
+        yt = _check_label_array(test_labels, src, "test_labels", xt.shape[0], "test_features")
+    top = int(max(y.max(), yt.max() if yt is not None and yt.size else 0)) + 1
+    if num_classes is None:
+        k = top
+        missing = np.setdiff1d(np.arange(k), y)
+        if missing.size:
+            raise ValueError(f"{src}: classes {missing.tolist()} never occur in the training labels "
+                             f"(labels must be 0..K-1; re-index them or pass num_classes=)")
+    else:
+        k = V.check_int(num_classes, "num_classes", minimum=2)
+        for arr, what in ((y, "labels"), (yt, "test_labels")):
+            if arr is not None and arr.size and arr.max() >= k:
+                raise ValueError(f"{src}: {what} must lie in [0, {k - 1}] for num_classes={k}; "
+                                 f"got a label {arr.max()}")
+    if k < 2:
+        raise ValueError(f"{src}: need at least K = 2 classes, the labels only contain class 0")
+    return Dataset(x, y, k, xt, yt, name)
+
+
+def _check_magic(path: Path, magic: bytes, kind: str) -> None:
+    with open(path, "rb") as fh:
+        head = fh.read(len(magic))
+    if head != magic:
+        raise ValueError(f"{path}: not a {kind} file (wrong header: corrupt, or a different format "
+                         f"saved under this name)")
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
+    _check_magic(path, b"\x93NUMPY", ".npy")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise TypeError(f"{path}: holds an object (pickled) array; only numeric arrays are accepted") from None
+        raise ValueError(f"{path}: not a readable .npy file (truncated or corrupt?): {exc}") from None
+    except Exception as exc:  # EOFError, OSError, UnpicklingError...
+        raise ValueError(f"{path}: not a readable .npy file (truncated or corrupt?): {exc}") from None
+
+
+def load_features(path: str | os.PathLike, *, num_classes: Optional[int] = None,
+                  name: Optional[str] = None) -> Dataset:
+    """Load and validate user features and labels (``.npz`` or paired ``.npy``).
+
+    See the module docstring for the file conventions. ``name`` defaults to
+    the file stem. Returns a :class:`Dataset`.
+
+    Raises:
+      FileNotFoundError: the file (or a required sibling ``.labels.npy``) is
+        missing.
+      ValueError / TypeError: corrupt/truncated file, missing member, wrong
+        dtype or shape, NaN/inf, labels out of range or not matching the
+        number of rows, test dimension mismatch. Messages start with the file.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".npz", ".npy"):
+        raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .npz or .npy (see sdtheory.data)")
+    if name is None:
+        name = path.name[: -len(path.suffix)]
+    if suffix == ".npz":
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: file not found")
+        _check_magic(path, b"PK", ".npz (zip)")
+        arrays = {}
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                members = list(z.files)
+                for key in ("features", "labels", "test_features", "test_labels"):
+                    if key in members:
+                        arrays[key] = z[key]
+        except ValueError as exc:
+            if "allow_pickle" in str(exc):
+                raise TypeError(f"{path}: holds an object (pickled) array; only numeric arrays are accepted") from None
+            raise ValueError(f"{path}: not a readable .npz archive (truncated or corrupt?): {exc}") from None
+        except (zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
+            raise ValueError(f"{path}: not a readable .npz archive (truncated or corrupt?): {exc}") from None
+        for key in ("features", "labels"):
+            if key not in arrays:
+                raise ValueError(f"{path}: missing array {key!r} (members: {members}); "
+                                 f"expected 'features' (N, d) and 'labels' (N,)")
+        return _validate(arrays["features"], arrays["labels"], arrays.get("test_features"),
+                         arrays.get("test_labels"), num_classes, str(path), name)
+    stem = path.with_suffix("")
+    lab_path = stem.with_name(stem.name + ".labels.npy")
+    x = _read_npy(path)
+    if not lab_path.is_file():
+        raise FileNotFoundError(f"{path}: labels file {lab_path.name} not found next to it "
+                                f"(paired .npy convention: stem.npy + stem.labels.npy)")
+    y = _read_npy(lab_path)
+    tx_path = stem.with_name(stem.name + ".test.npy")
+    ty_path = stem.with_name(stem.name + ".test.labels.npy")
+    tx = _read_npy(tx_path) if tx_path.is_file() else None
+    ty = _read_npy(ty_path) if ty_path.is_file() else None
+    if (tx is None) != (ty is None):
+        have, miss = (tx_path, ty_path) if ty is None else (ty_path, tx_path)
+        raise FileNotFoundError(f"{path}: found {have.name} but not {miss.name}; give both or neither")
+    return _validate(x, y, tx, ty, num_classes, str(path), name)
+
+
+def save_features(path: str | os.PathLike, features: Any, labels: Any, *, test_features: Any = None,
+                  test_labels: Any = None, num_classes: Optional[int] = None) -> Path:
+    """Validate and write a ``.npz`` feature file that :func:`load_features` reads back.
+
+    Written atomically (temp file + ``os.replace``). Returns the path.
+    """
+    from .io import write_npz
+
+    path = Path(path)
+    if path.suffix.lower() != ".npz":
+        raise ValueError(f"{path}: save_features writes .npz files; give a path ending in .npz")
+    ds = _validate(features, labels, test_features, test_labels, num_classes, str(path), path.stem)
+    arrays = {"features": ds.features, "labels": ds.labels}
+    if ds.test_features is not None:
+        arrays["test_features"] = ds.test_features
+        arrays["test_labels"] = ds.test_labels
+    return write_npz(path, arrays)
+
+
+# --------------------------------------------------------------------------
+# Splits
+# --------------------------------------------------------------------------
+
+
+def _key(key: Any, what: str) -> jax.Array:
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        raise TypeError(f"{what} needs a jax.random key, got the int {key}; use jax.random.key({key})")
+    return key
+
+
+def _shuffle(key: jax.Array, n: int) -> np.ndarray:
+    """A random permutation of ``range(n)`` from ``key`` (argsort of uniforms)."""
+    return np.argsort(np.asarray(jax.random.uniform(key, (n,), dtype=np.float64)), kind="stable")
+
+
+def stratified_split(key: jax.Array, labels: Any, test_fraction: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Deterministic stratified split: ``(train_idx, test_idx)``, both sorted.
+
+    Class ``k`` with ``n_k`` instances sends ``round(test_fraction * n_k)``
+    of them (clipped to ``[1, n_k - 1]``) to the test side: the first ones
+    of class ``k`` in one random permutation of all instances drawn from ``key``.
+    """
+    key = _key(key, "stratified_split")
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"labels must be a 1-D integer array, got dtype {y.dtype} and shape {y.shape}")
+    tf = float(test_fraction)
+    if not (0.0 < tf < 1.0):
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
+    order = _shuffle(key, y.size)
+    train, test = [], []
+    for k in np.unique(y):
+        idx = order[y[order] == k]  # class k in random order
+        if idx.size < 2:
+            raise ValueError(f"class {int(k)} has {idx.size} instance(s); a stratified split needs >= 2")
+        m = int(min(max(round(tf * idx.size), 1), idx.size - 1))
+        test.append(idx[:m])
+        train.append(idx[m:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def stratified_subset(key: jax.Array, labels: Any, per_class: int) -> np.ndarray:
+    """Sorted indices of ``min(per_class, n_k)`` random instances of every class."""
+    key = _key(key, "stratified_subset")
+    per_class = V.check_int(per_class, "per_class", minimum=1)
+    y = np.asarray(labels)
+    order = _shuffle(key, y.size)
+    out = [order[y[order] == k][:per_class] for k in np.unique(y)]
+    return np.sort(np.concatenate(out))
+
+
+def load_digits(*, key: Optional[jax.Array] = None, seed: int = 0, test_fraction: float = 0.25) -> Dataset:
+    """The handwritten digits bundled with scikit-learn (1797 x 64, 10 classes).
+
+    No download: the data ship inside scikit-learn (``pip install
+    sdtheory[data]``). Raw pixel intensities (0..16) as float64; a stratified
+    train/test split (:func:`stratified_split`) from ``key`` (default
+    ``jax.random.key(seed)``). Apply a feature map with :func:`make_features`.
+    """
+    try:
+        from sklearn.datasets import load_digits as _sk_load_digits
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("load_digits needs scikit-learn: pip install 'sdtheory[data]' "
+                          "(or pip install scikit-learn)") from exc
+    if key is None:
+        key = jax.random.key(V.check_int(seed, "seed", minimum=0))
+    x, y = _sk_load_digits(return_X_y=True)
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    tr, te = stratified_split(key, y, test_fraction)
+    return Dataset(x[tr], y[tr], 10, x[te], y[te], "digits")
+
+
+# --------------------------------------------------------------------------
+# Feature maps
+# --------------------------------------------------------------------------
+
+
+def _check_pair(train, test, name="features"):
+    x = np.asarray(train)
+    V.check_features(x, name)
+    x = x.astype(np.float64)
+    xt = None
+    if test is not None:
+        xt = np.asarray(test)
+        V.check_features(xt, "test_" + name)
+        if xt.shape[1] != x.shape[1]:
+            raise ValueError(f"test_{name} has dimension {xt.shape[1]} but {name} has {x.shape[1]}")
+        xt = xt.astype(np.float64)
+    return x, xt
+
+
+def standardize(train: Any, test: Any = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Columns shifted/scaled by the training mean and (population) std.
+
+    Columns with zero training std are only centred. Returns ``(train, test)``
+    (``test`` is ``None`` if not given).
+    """
+    x, xt = _check_pair(train, test)
+    mu = x.mean(axis=0)
+    sd = x.std(axis=0)
+    scale = np.where(sd > 0, sd, 1.0)
+    return (x - mu) / scale, (None if xt is None else (xt - mu) / scale)
+
+
+def random_relu_features(key: jax.Array, train: Any, num_features: int, test: Any = None
+                         ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """``max(0, x W + b)`` with ``W ~ N(0, 1/d)`` ``(d, D)``, ``b ~ N(0, 1)``, from ``key``.
+
+    The same key gives the same ``W, b`` and so the same features.
+    """
+    key = _key(key, "random_relu_features")
+    x, xt = _check_pair(train, test)
+    dim = V.check_int(num_features, "num_features", minimum=1)
+    kw, kb = jax.random.split(key)
+    w = np.asarray(jax.random.normal(kw, (x.shape[1], dim), dtype=np.float64)) / np.sqrt(x.shape[1])
+    b = np.asarray(jax.random.normal(kb, (dim,), dtype=np.float64))
+    return np.maximum(x @ w + b, 0.0), (None if xt is None else np.maximum(xt @ w + b, 0.0))
+
+
+def normalize_rows(train: Any, test: Any = None, *, center: bool = False
+                   ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Optionally subtract the training mean, then scale every row to unit norm.
+
+    A row that is zero (after centring) cannot be normalised: ``ValueError``.
+    """
+    x, xt = _check_pair(train, test)
+    if center:
+        mu = x.mean(axis=0)
+        x = x - mu
+        xt = None if xt is None else xt - mu
+
+    def unit(a, what):
+        norms = np.linalg.norm(a, axis=1)
+        tiny = norms <= 1e-12 * max(1.0, float(norms.max()) if norms.size else 1.0)
+        if np.any(tiny):
+            raise ValueError(f"{what} row {int(np.flatnonzero(tiny)[0])} is zero"
+                             f"{' after centring' if center else ''}; it cannot be normalised to unit norm")
+        return a / norms[:, None]
+
+    return unit(x, "features"), (None if xt is None else unit(xt, "test_features"))
+
+
+def make_features(kind: str, train: Any, test: Any = None, *, key: Optional[jax.Array] = None,
+                  num_features: int = 1024, center: bool = True, normalize: bool = True
+                  ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Apply a feature map and the theory's normalisation (see the module docstring).
+
+    Args:
+      kind: ``"standardized"`` or ``"relu"`` (random ReLU features of the
+        standardised inputs; needs ``key``).
+      train, test: ``(N, d)`` / ``(M, d)`` raw inputs (``test`` optional).
+      key: ``jax.random`` key for ``"relu"``.
+      num_features: ``D`` for ``"relu"``.
+      center: subtract the training mean of the mapped features first.
+      normalize: scale rows to unit norm (the theory's ``<x_i, x_i> = 1``).
+
+    Returns:
+      ``(train_features, test_features)``.
+    """
+    if kind not in FEATURE_MAPS:
+        raise ValueError(f"unknown feature map {kind!r}; choose one of {FEATURE_MAPS}")
+    x, xt = standardize(train, test)
+    if kind == "relu":
+        if key is None:
+            raise ValueError("feature map 'relu' needs an explicit key= (jax.random.key(...))")
+        x, xt = random_relu_features(key, x, num_features, xt)
+    if normalize:
+        return normalize_rows(x, xt, center=center)
+    if center:
+        mu = x.mean(axis=0)
+        return x - mu, (None if xt is None else xt - mu)
+    return x, xt
+
+
+# --------------------------------------------------------------------------
+# Diagnostics: how block-like is a real Gram?
+# --------------------------------------------------------------------------
+
+
+class BlockStatistics(NamedTuple):
+    """Mean feature correlations by class pair, computed without forming the Gram.
+
+    Attributes:
+      class_means: ``(K, K)``: entry ``(k, l)`` is the mean of ``<x_i, x_j>``
+        over ``i`` in class ``k``, ``j`` in class ``l`` (``i != j`` on the
+        diagonal).
+      c: mean of the diagonal of ``class_means`` (within-class correlation).
+      d: mean of the off-diagonal entries (between-class correlation).
+      class_sizes: ``(K,)``.
+    """
+
+    class_means: np.ndarray
+    c: float
+    d: float
+    class_sizes: np.ndarray
+
+
+def block_statistics(features: Any, labels: Any, num_classes: int) -> BlockStatistics:
+    """The block model's ``c`` and ``d`` fitted to real features (class-pair means of ``<x_i, x_j>``)."""
+    x = np.asarray(features, dtype=np.float64)
+    V.check_features(x)
+    k = V.check_int(num_classes, "num_classes", minimum=2)
+    y = V.check_labels(labels, k)
+    V.check_same_n(x.shape[0], y.shape[0], "labels", "features")
+    onehot = np.eye(k)[y]
+    sizes = onehot.sum(axis=0)
+    if np.any(sizes < 2):
+        raise ValueError(f"every class needs >= 2 instances, got class sizes {sizes.astype(int).tolist()}")
+    sums = onehot.T @ x  # (K, d) class sums
+    totals = sums @ sums.T  # sum over i in k, j in l of <x_i, x_j>
+    self_sq = onehot.T @ np.einsum("nd,nd->n", x, x)
+    pairs = np.outer(sizes, sizes) - np.diag(sizes)
+    totals = totals - np.diag(self_sq)
+    means = totals / pairs
+    off = ~np.eye(k, dtype=bool)
+    return BlockStatistics(means, float(np.mean(np.diag(means))), float(np.mean(means[off])), sizes.astype(np.int64))
