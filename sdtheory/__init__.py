@@ -47,3 +47,5 @@ from .noise import (  # noqa: E402
     sample_labels,
     validate_corruption_matrix,
 )
+
+from . import data  # noqa: E402  (real data: loaders, splits, feature maps; sklearn imported lazily)
