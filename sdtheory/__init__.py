@@ -49,3 +49,15 @@ from .noise import (  # noqa: E402
 )
 
 from . import data  # noqa: E402  (real data: loaders, splits, feature maps; sklearn imported lazily)
+from .theorems import (  # noqa: E402
+    PLLPrediction,
+    RoundWindow,
+    all_correct_at,
+    all_correct_rounds,
+    corruption_condition,
+    margin,
+    max_rounds,
+    min_rounds,
+    pll_accuracy_prediction,
+    pll_condition,
+)
