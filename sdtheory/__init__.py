@@ -61,3 +61,6 @@ from .theorems import (  # noqa: E402
     pll_accuracy_prediction,
     pll_condition,
 )
+from .refine import PLLResult, pll_student, pll_student_block, pll_student_block_model, pll_student_spectral, top2_targets  # noqa: E402
+from .smoothing import beta_smoothing, confidence, predictive_diversity, uniform_smoothing  # noqa: E402
+from .metrics import SplitAccuracy, accuracy, heldout_accuracy, split_accuracy  # noqa: E402

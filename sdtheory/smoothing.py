@@ -1,0 +1,126 @@
+r"""Label smoothing and instance-specific smoothing (Zhang & Sabuncu 2020; THEORY.md section 6).
+
+* :func:`uniform_smoothing`: ``T = (1 - eps) Y + eps / K``. In the linearised
+  model ``P - 1/K = (1 - eps) S (Y - 1/K)``: the same argmax as the unsmoothed
+  teacher, so uniform smoothing cannot correct a label.
+* :func:`beta_smoothing`: Zhang & Sabuncu's Beta smoothing: rank instances by
+  the model's probability of their labelled class, draw one ``Beta(beta, 1)``
+  value per instance, sort the draws, give the smallest to the least confident
+  instance; target = draw on the labelled class, ``(1 - draw)/(K - 1)`` on
+  each other class.
+* :func:`predictive_diversity` and :func:`confidence`: how spread the
+  non-argmax probabilities of a prediction are, and its top probability.
+
+Mixed-target SD (``T_r = xi P_{r-1} + (1 - xi) Y``) is
+:func:`sdtheory.sd_mixed_outputs`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _validation as V
+
+
+def _check_unit(x: Any, name: str) -> None:
+    if V.is_tracer(x):
+        return
+    arr = V._as_numpy(x, name)
+    if arr.ndim != 0 or not np.isfinite(arr) or arr < 0 or arr > 1:
+        raise ValueError(f"{name} must be a scalar in [0, 1], got {x!r}")
+
+
+def uniform_smoothing_core(targets: jax.Array, eps: jax.Array) -> jax.Array:
+    """``(1 - eps) T + eps / K`` (no validation)."""
+    k = targets.shape[-1]
+    return (1.0 - eps) * targets + eps / k
+
+
+def uniform_smoothing(targets: Any, eps: Any) -> jax.Array:
+    """Uniform label smoothing ``(1 - eps) T + eps/K`` of ``(N, K)`` probability targets, ``eps in [0, 1]``."""
+    V.check_targets(targets)
+    _check_unit(eps, "eps")
+    return uniform_smoothing_core(jnp.asarray(targets, dtype=float), jnp.asarray(eps, dtype=float))
+
+
+def beta_smoothing_core(key: jax.Array, label_probs: jax.Array, labels: jax.Array, num_classes: int, beta: jax.Array) -> jax.Array:
+    """Rank-matched Beta smoothing (no validation); ``label_probs`` is ``(N,)``.
+
+    Instances are ranked by ``label_probs`` ascending (ties by index); the
+    ``N`` draws from ``Beta(beta, 1)`` are sorted ascending and the ``j``-th
+    smallest goes to the ``j``-th least confident instance.
+    """
+    n = labels.shape[0]
+    draws = jnp.sort(jax.random.beta(key, beta, 1.0, (n,), dtype=label_probs.dtype))
+    order = jnp.argsort(label_probs, stable=True)
+    v = jnp.empty_like(draws).at[order].set(draws)
+    onehot = jax.nn.one_hot(labels, num_classes, dtype=label_probs.dtype)
+    return onehot * v[:, None] + (1.0 - onehot) * ((1.0 - v) / (num_classes - 1))[:, None]
+
+
+def beta_smoothing(key: jax.Array, label_probs: Any, labels: Any, num_classes: int, beta: Any) -> jax.Array:
+    """Zhang & Sabuncu's Beta smoothing targets ``(N, K)``.
+
+    Args:
+      key: ``jax.random`` key.
+      label_probs: ``(N,)`` the current model's probability of each
+        instance's labelled class, or ``(N, K)`` its probabilities (the
+        labelled entry is taken).
+      labels: ``(N,)`` given labels in ``[0, K)``.
+      num_classes: ``K >= 2``.
+      beta: ``> 0``, the first Beta parameter (``Beta(beta, 1)`` has mean
+        ``beta / (beta + 1)``).
+    """
+    k = V.check_int(num_classes, "num_classes", minimum=2)
+    lab = V.check_labels(labels, k, "labels")
+    V.check_positive_scalar(beta, "beta", allow_array=False)
+    p = jnp.asarray(label_probs, dtype=float)
+    shape = np.shape(label_probs)
+    if len(shape) == 2:
+        if shape != (np.shape(lab)[0], k):
+            raise ValueError(f"label_probs of shape {shape} must be (N, K) = {(np.shape(lab)[0], k)} or (N,)")
+        p = jnp.take_along_axis(p, jnp.asarray(lab)[:, None], axis=1)[:, 0]
+    elif len(shape) == 1:
+        V.check_same_n(np.shape(lab)[0], shape[0], "label_probs", "labels")
+    else:
+        raise ValueError(f"label_probs must be (N,) or (N, K), got shape {shape}")
+    V.check_finite(label_probs, "label_probs")
+    return beta_smoothing_core(key, p, jnp.asarray(lab), k, jnp.asarray(beta, dtype=float))
+
+
+def predictive_diversity_core(outputs: jax.Array, normalize: bool = False) -> jax.Array:
+    """Entropy of the renormalised non-top probabilities (no validation).
+
+    Convention: a row whose non-top mass is 0 (a one-hot prediction) has
+    diversity 0. ``normalize=True`` divides by ``log(K - 1)`` (``[0, 1]``;
+    for ``K = 2`` the diversity is always 0).
+    """
+    k = outputs.shape[-1]
+    top = jax.nn.one_hot(jnp.argmax(outputs, axis=-1), k, dtype=bool)
+    rest = jnp.where(top, 0.0, outputs)
+    mass = rest.sum(axis=-1, keepdims=True)
+    r = jnp.where(mass > 0, rest / jnp.where(mass > 0, mass, 1.0), 0.0)
+    ent = 0.0 - jnp.sum(jnp.where(r > 0, r * jnp.log(jnp.where(r > 0, r, 1.0)), 0.0), axis=-1)
+    if normalize:
+        ent = ent / np.log(k - 1) if k > 2 else jnp.zeros_like(ent)
+    return ent
+
+
+def predictive_diversity(outputs: Any, *, normalize: bool = False) -> jax.Array:
+    """Per-row entropy ``(N,)`` of the non-argmax probabilities, renormalised to sum to 1.
+
+    ``outputs`` are ``(N, K)`` probability rows (validated). A one-hot row
+    has diversity 0 by convention. See :func:`predictive_diversity_core`.
+    """
+    V.check_targets(outputs, "outputs")
+    return predictive_diversity_core(jnp.asarray(outputs, dtype=float), bool(normalize))
+
+
+def confidence(outputs: Any) -> jax.Array:
+    """Top probability ``max_l p_l`` per row, ``(N,)``, of ``(N, K)`` probability rows."""
+    V.check_targets(outputs, "outputs")
+    return jnp.max(jnp.asarray(outputs, dtype=float), axis=-1)
