@@ -590,3 +590,139 @@ def first_all_correct(all_correct: Any, rounds: Any) -> np.ndarray:
         raise ValueError(f"all_correct has {a.shape[-1]} rounds but rounds has {r.shape[0]}")
     hit = a.any(axis=-1)
     return np.where(hit, r[np.argmax(a, axis=-1)], -1)
+
+
+# --------------------------------------------------------------------------
+# Reductions over seeds (host-side NumPy): the phase-diagram table and the
+# theory-vs-simulation agreement.
+# --------------------------------------------------------------------------
+
+#: Columns of :func:`phase_table`, in order.
+TABLE_COLUMNS = (
+    "eta", "round", "method", "num_seeds", "mean_accuracy", "std_accuracy", "min_accuracy",
+    "mean_clean_accuracy", "mean_noisy_accuracy", "frac_all_correct", "majority_all_correct",
+    "theory_all_correct", "theory_rstar", "frac_theory_empirical_all_correct",
+    "theory_pll_accuracy", "mean_theory_empirical_pll_accuracy", "agree",
+    "frac_converged", "max_residual",
+)
+
+
+def _pooled(num, den):
+    """Sum of ``num`` over seeds / sum of ``den``; ``None`` where the denominator is 0."""
+    n = np.sum(num, axis=1)
+    d = np.sum(den, axis=1)
+    return [None if dd == 0 else float(nn) / float(dd) for nn, dd in zip(n.ravel(), d.ravel())]
+
+
+def phase_table(result: SimResult) -> dict:
+    """One row per (eta, round, method), as columns (see :data:`TABLE_COLUMNS` and docs/simulation.md).
+
+    SD methods have a row for every round; PLL methods one row (round 1,
+    the student after one round). ``theory_all_correct`` is the population
+    theorem's prediction for that cell (SD: every instance correct at that
+    round; PLL: predicted student accuracy 1), ``agree`` compares it with the
+    majority outcome over seeds (``frac_all_correct > 1/2``).
+    """
+    th = result.theory
+    cols: dict = {name: [] for name in TABLE_COLUMNS}
+    e_count = result.etas.size
+    for m, st in result.methods.items():
+        acc = result.accuracy(m)  # (E, S, R')
+        n_clean = result.num_instances - result.num_noisy
+        for j, r in enumerate(st.rounds):
+            a = acc[:, :, j]
+            frac_all = st.all_correct[:, :, j].mean(axis=1)
+            majority = frac_all > 0.5
+            if m.startswith("sd_"):
+                pred = th.population_all_correct[:, j]
+                pred_emp = th.empirical_all_correct[:, :, j].mean(axis=1)
+                rstar = th.population_rstar
+            else:
+                pred = th.population_pll_accuracy >= 1.0
+                pred_emp = (th.empirical_pll_accuracy >= 1.0).mean(axis=1)
+                rstar = np.full(e_count, -1)
+            clean = _pooled(st.num_correct_clean[:, :, j], n_clean)
+            noisy = _pooled(st.num_correct_noisy[:, :, j], result.num_noisy)
+            for i in range(e_count):
+                cols["eta"].append(float(result.etas[i]))
+                cols["round"].append(int(r))
+                cols["method"].append(m)
+                cols["num_seeds"].append(int(a.shape[1]))
+                cols["mean_accuracy"].append(float(a[i].mean()))
+                cols["std_accuracy"].append(float(a[i].std()))
+                cols["min_accuracy"].append(float(a[i].min()))
+                cols["mean_clean_accuracy"].append(clean[i])
+                cols["mean_noisy_accuracy"].append(noisy[i])
+                cols["frac_all_correct"].append(float(frac_all[i]))
+                cols["majority_all_correct"].append(bool(majority[i]))
+                cols["theory_all_correct"].append(bool(pred[i]))
+                cols["theory_rstar"].append(int(rstar[i]) if m.startswith("sd_") else None)
+                cols["frac_theory_empirical_all_correct"].append(float(pred_emp[i]))
+                cols["theory_pll_accuracy"].append(None if m.startswith("sd_") else float(th.population_pll_accuracy[i]))
+                cols["mean_theory_empirical_pll_accuracy"].append(
+                    None if m.startswith("sd_") else float(th.empirical_pll_accuracy[i].mean()))
+                cols["agree"].append(bool(pred[i] == majority[i]))
+                cols["frac_converged"].append(float(st.converged[i, :, j].mean()))
+                cols["max_residual"].append(float(st.residual[i, :, j].max()))
+    return cols
+
+
+def _offsets(predicted: np.ndarray, observed: np.ndarray) -> dict:
+    """Histogram of ``observed - predicted`` first all-correct rounds, and the mismatch counts."""
+    both = (predicted >= 0) & (observed >= 0)
+    diff = (observed - predicted)[both]
+    vals, counts = np.unique(diff, return_counts=True)
+    return {
+        "histogram": {str(int(v)): int(c) for v, c in zip(vals, counts)},
+        "num_compared": int(both.sum()),
+        "exact_match_fraction": float(np.mean(diff == 0)) if diff.size else None,
+        "mean_offset": float(diff.mean()) if diff.size else None,
+        "predicted_but_never_observed": int(np.sum((predicted >= 0) & (observed < 0))),
+        "observed_but_predicted_never": int(np.sum((predicted < 0) & (observed >= 0))),
+        "neither": int(np.sum((predicted < 0) & (observed < 0))),
+    }
+
+
+def agreement(result: SimResult) -> dict:
+    """Theory vs simulation, per method (JSON-able dict; see docs/simulation.md).
+
+    For SD methods: the fraction of (eta, round) cells where the population
+    prediction equals the majority outcome over seeds, the fraction of
+    (eta, seed, round) cells where the empirical prediction equals the
+    outcome, and the distribution of the offset between the observed and
+    predicted first all-correct round (population ``r*`` and each seed's
+    empirical ``r*``; only rounds inside the simulated range can be
+    observed, so predictions beyond it count as "predicted but never
+    observed"). For PLL methods: the same two agreement fractions for
+    "student accuracy is 1".
+    """
+    th = result.theory
+    out = {}
+    for m, st in result.methods.items():
+        majority = st.all_correct.mean(axis=1) > 0.5  # (E, R')
+        if m.startswith("sd_"):
+            pred_pop, pred_emp = th.population_all_correct, th.empirical_all_correct
+            obs_first = first_all_correct(st.all_correct, st.rounds)  # (E, S)
+            r_max = int(st.rounds[-1])
+            clip = lambda r: np.where(r > r_max, -1, r)  # noqa: E731  beyond the simulated rounds
+            entry = {
+                "cells_population_vs_majority": float(np.mean(pred_pop == majority)),
+                "cells_empirical_vs_outcome": float(np.mean(pred_emp == st.all_correct)),
+                "first_round_offset_vs_population": _offsets(
+                    clip(np.broadcast_to(th.population_rstar[:, None], obs_first.shape)), obs_first),
+                "first_round_offset_vs_empirical": _offsets(clip(th.empirical_rstar), obs_first),
+                "predicted_beyond_simulated_rounds_population": int(np.sum(th.population_rstar > r_max)),
+            }
+        else:
+            pred_pop = (th.population_pll_accuracy >= 1.0)[:, None]
+            pred_emp = (th.empirical_pll_accuracy >= 1.0)[..., None]
+            entry = {
+                "cells_population_vs_majority": float(np.mean(pred_pop == majority)),
+                "cells_empirical_vs_outcome": float(np.mean(pred_emp == st.all_correct)),
+                "mean_abs_accuracy_error_empirical": float(np.mean(np.abs(
+                    result.accuracy(m)[..., 0] - th.empirical_pll_accuracy))),
+            }
+        entry["all_converged"] = bool(np.all(st.converged))
+        entry["max_residual"] = float(np.max(st.residual))
+        out[m] = entry
+    return out
