@@ -146,6 +146,7 @@ def check_clusters(clusters: Any, num_classes: int) -> np.ndarray:
     return ids
 
 
+@partial(jax.jit, static_argnums=(0, 1))
 def corruption_matrix_core(kind: str, num_classes: int, eta: jax.Array, cluster_ids: Optional[jax.Array] = None) -> jax.Array:
     """Pure core of :func:`corruption_matrix` (no validation; ``kind``/``num_classes`` static).
 
@@ -370,6 +371,7 @@ def confusable_clusters(
 # --------------------------------------------------------------------------
 
 
+@jax.jit
 def _largest_remainder_counts(sizes: jax.Array, C: jax.Array) -> jax.Array:
     """``(K, K)`` integer counts ``m[k, l]`` with row sums ``sizes[k]``, closest to ``sizes[k] C[k, l]``.
 
