@@ -52,6 +52,8 @@ DEFAULT_TOL = 1e-9
 DEFAULT_MAX_ITER = 1000
 #: Default budget of conjugate-gradient iterations per Newton step.
 DEFAULT_MAX_CG = 200
+#: L-BFGS memory (number of stored curvature pairs).
+MEMORY = 10
 
 
 class ExactResult(NamedTuple):
@@ -127,7 +129,7 @@ def _hessian_diag(phi2, t, z, lam, loss, q):
     return jnp.maximum(diag, lam)
 
 
-def _newton_cg_round(phi, phi2, t, lam, v0, *, loss, q, tol, max_iter, max_cg):
+def _newton_cg_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg):
     n = phi.shape[0]
     gfun = lambda zz: loss.grad(t, zz, q)  # noqa: E731
 
@@ -177,7 +179,7 @@ def _newton_cg_round(phi, phi2, t, lam, v0, *, loss, q, tol, max_iter, max_cg):
         zd = phi @ d
         f0 = _objective_along(t, lam, s.z, zd, s.v, d, 0.0, loss, q)
         slope = _vdot(grad, d)
-        slack = 1e-14 * (1.0 + jnp.abs(f0))
+        slack = 100 * jnp.finfo(z0.dtype).eps * (1.0 + jnp.abs(f0))
 
         def ls_cond(c):
             a, j = c
@@ -190,10 +192,10 @@ def _newton_cg_round(phi, phi2, t, lam, v0, *, loss, q, tol, max_iter, max_cg):
         z, w, res = _evaluate(phi, t, lam, v_new, loss, q)
         return _State(v_new, z, w, res, s.it + 1)
 
-    return jax.lax.while_loop(cond, body, init)
+    return jax.lax.while_loop(cond, body, init), mem
 
 
-def _optax_lbfgs_round(phi, phi2, t, lam, v0, *, loss, q, tol, max_iter, max_cg):
+def _optax_lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg):
     """Preconditioned optax L-BFGS (zoom line search); kept for the comparison."""
     import optax
 
@@ -224,7 +226,7 @@ def _optax_lbfgs_round(phi, phi2, t, lam, v0, *, loss, q, tol, max_iter, max_cg)
     u, _, it, _ = jax.lax.while_loop(cond, body, (u0, opt.init(u0), jnp.zeros((), jnp.int32), res0))
     v = u / scale
     z, w, res = _evaluate(phi, t, lam, v, loss, q)
-    return _State(v, z, w, res, it)
+    return _State(v, z, w, res, it), mem
 
 
 def _line_search(t, lam, z, zd, v, d, slope0, loss, q, max_ls):
@@ -270,87 +272,101 @@ def _line_search(t, lam, z, zd, v, d, slope0, loss, q, max_ls):
         cond, body, (one, jnp.zeros((), z.dtype), jnp.full((), jnp.inf, z.dtype), der1, 0))
     f0 = _objective_along(t, lam, z, zd, v, d, 0.0, loss, q)
     fa = _objective_along(t, lam, z, zd, v, d, a, loss, q)
-    return jnp.where(fa <= f0 + 1e-14 * (1.0 + jnp.abs(f0)), a, jnp.where(lo > 0, lo, 0.0))
+    slack = 100 * jnp.finfo(z.dtype).eps * (1.0 + jnp.abs(f0))
+    return jnp.where(fa <= f0 + slack, a, jnp.where(lo > 0, lo, 0.0))
 
 
-def _lbfgs_round(phi, phi2, t, lam, v0, *, loss, q, tol, max_iter, max_cg, memory=10, max_ls=20):
-    """L-BFGS in preconditioned coordinates ``u = v * sqrt(s/(K N) + lam)``.
+def _two_loop(gu, S, Y, rho, count, gamma, memory):
+    """L-BFGS two-loop recursion over the stored pairs (newest first); returns ``-H g``."""
+    idx = (count - 1 - jnp.arange(memory)) % memory
+    valid = jnp.arange(memory) < jnp.minimum(count, memory)
 
-    Per iteration: ``Phi d`` for the line search, ``Phi^T g`` for the gradient
-    and ``Phi (Phi^T g)`` for the residual -- three ``N x M x K`` products.
-    Curvature pairs with ``s^T y <= 0`` (possible for GCE) are skipped.
+    def first(qv, i):
+        j, ok = idx[i], valid[i]
+        a = jnp.where(ok, rho[j] * _vdot(S[j], qv), 0.0)
+        return qv - a * Y[j], a
+
+    qv, alphas = jax.lax.scan(first, gu, jnp.arange(memory))
+    r = gamma * qv
+
+    def second(r, i):
+        j, ok = idx[i], valid[i]
+        b = rho[j] * _vdot(Y[j], r)
+        return r + jnp.where(ok, alphas[i] - b, 0.0) * S[j], None
+
+    r, _ = jax.lax.scan(second, r, jnp.arange(memory)[::-1])
+    return -r
+
+
+def _init_memory(m_dim, k, dtype, memory=MEMORY):
+    """Empty L-BFGS memory ``(S, Y, rho, count, gamma)``."""
+    return (jnp.zeros((memory, m_dim, k), dtype), jnp.zeros((memory, m_dim, k), dtype),
+            jnp.zeros((memory,), dtype), jnp.zeros((), jnp.int32), jnp.ones((), dtype))
+
+
+def _lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, max_ls=20):
+    """L-BFGS in preconditioned coordinates ``u = v * sqrt(h)``, ``h = s/(K N) + lam``.
+
+    Two passes over ``Phi`` per iteration (the products are memory-bound at
+    small ``K``): ``Phi^T g`` for the gradient, and one product
+    ``Phi [w | d]`` that gives both the residual of the current point and
+    ``Phi d`` for the next line search. Curvature pairs with ``s^T y <= 0``
+    (possible for GCE) are skipped.
     """
     del max_cg
     n, k = phi.shape[0], t.shape[1]
     m_dim = phi.shape[1]
-    scale = jnp.sqrt(jnp.sum(phi2, axis=0) / (k * n) + lam)[:, None]
     dtype = phi.dtype
+    memory = mem[0].shape[0]
+    scale = jnp.sqrt(jnp.sum(phi2, axis=0) / (k * n) + lam)[:, None]  # sqrt(s/(KN) + lam)
 
-    z0, w0, res0 = _evaluate(phi, t, lam, v0, loss, q)
+    def residual_and_zd(z, w, d):
+        both = phi @ jnp.concatenate([w, d], axis=1)
+        za = -both[:, :k] / lam
+        res = jnp.max(jnp.abs(jax.nn.softmax(z, axis=-1) - jax.nn.softmax(za, axis=-1)))
+        return res, both[:, k:]
+
+    z0 = phi @ v0
+    w0 = phi.T @ loss.grad(t, z0, q) / n
     gu0 = (w0 + lam * v0) / scale
-    S0 = jnp.zeros((memory, m_dim, k), dtype)
-    Y0 = jnp.zeros((memory, m_dim, k), dtype)
-    rho0 = jnp.zeros((memory,), dtype)
-
-    def direction(gu, S, Y, rho, count, gamma):
-        # two-loop recursion over the stored pairs, newest first
-        idx = (count - 1 - jnp.arange(memory)) % memory
-        valid = jnp.arange(memory) < jnp.minimum(count, memory)
-
-        def first(qv, i):
-            j, ok = idx[i], valid[i]
-            a = jnp.where(ok, rho[j] * _vdot(S[j], qv), 0.0)
-            return qv - a * Y[j], a
-
-        qv, alphas = jax.lax.scan(first, gu, jnp.arange(memory))
-        r = gamma * qv
-
-        def second(r, i):
-            j, ok = idx[i], valid[i]
-            b = rho[j] * _vdot(Y[j], r)
-            return r + jnp.where(ok, alphas[i] - b, 0.0) * S[j], None
-
-        r, _ = jax.lax.scan(second, r, jnp.arange(memory)[::-1])
-        return -r
+    du0 = _two_loop(gu0, *mem, memory)
+    du0 = jnp.where(_vdot(gu0, du0) < 0, du0, -gu0)
+    res0, zd0 = residual_and_zd(z0, w0, du0 / scale)
 
     def cond(c):
-        return (c[4] > tol) & (c[5] < max_iter)
+        return (c[5] > tol) & (c[6] < max_iter)
 
     def body(c):
-        v, z, gu, w, res, it, S, Y, rho, count, gamma = c
-        du = direction(gu, S, Y, rho, count, gamma)
-        slope = _vdot(gu, du)
-        bad = ~(slope < 0)
-        du = jnp.where(bad, -gu, du)
-        slope = jnp.where(bad, -_vdot(gu, gu), slope)
+        v, z, w, gu, du, res, it, zd, S, Y, rho, count, gamma = c
         d = du / scale
-        zd = phi @ d
+        slope = _vdot(gu, du)
         alpha = _line_search(t, lam, z, zd, v, d, slope, loss, q, max_ls)
         v_new = v + alpha * d
         z_new = z + alpha * zd
-        g = loss.grad(t, z_new, q)
-        w_new = phi.T @ g / n
+        w_new = phi.T @ loss.grad(t, z_new, q) / n
         gu_new = (w_new + lam * v_new) / scale
-        za = -(phi @ w_new) / lam
-        res_new = jnp.max(jnp.abs(jax.nn.softmax(z_new, axis=-1) - jax.nn.softmax(za, axis=-1)))
         s_vec = alpha * du
         y_vec = gu_new - gu
         sy = _vdot(s_vec, y_vec)
-        keep = sy > 1e-300
+        keep = sy > jnp.finfo(dtype).tiny
         slot = count % memory
         S = jnp.where(keep, S.at[slot].set(s_vec), S)
         Y = jnp.where(keep, Y.at[slot].set(y_vec), Y)
         rho = jnp.where(keep, rho.at[slot].set(1.0 / jnp.where(keep, sy, 1.0)), rho)
         gamma = jnp.where(keep, sy / _vdot(y_vec, y_vec), gamma)
         count = count + keep.astype(count.dtype)
-        return (v_new, z_new, gu_new, w_new, res_new, it + 1, S, Y, rho, count, gamma)
+        du_new = _two_loop(gu_new, S, Y, rho, count, gamma, memory)
+        bad = ~(_vdot(gu_new, du_new) < 0)
+        du_new = jnp.where(bad, -gu_new, du_new)
+        res_new, zd_new = residual_and_zd(z_new, w_new, du_new / scale)
+        return (v_new, z_new, w_new, gu_new, du_new, res_new, it + 1, zd_new, S, Y, rho, count, gamma)
 
-    init = (v0, z0, gu0, w0, res0, jnp.zeros((), jnp.int32), S0, Y0, rho0, jnp.zeros((), jnp.int32),
-            jnp.ones((), dtype))
-    v, _, _, _, _, it = jax.lax.while_loop(cond, body, init)[:6]
-    # re-evaluate at v exactly (no drift from the running logits)
-    z, w, res = _evaluate(phi, t, lam, v, loss, q)
-    return _State(v, z, w, res, it)
+    init = (v0, z0, w0, gu0, du0, res0, jnp.zeros((), jnp.int32), zd0) + tuple(mem)
+    out = jax.lax.while_loop(cond, body, init)
+    v, z, w, _, _, res, it = out[:7]
+    # (P, A, residual) are evaluated at the running logits z, so they are
+    # mutually consistent; z equals Phi v up to accumulated roundoff.
+    return _State(v, z, w, res, it), out[8:]
 
 
 _METHODS = {"lbfgs": _lbfgs_round, "newton-cg": _newton_cg_round, "optax-lbfgs": _optax_lbfgs_round}
@@ -368,9 +384,13 @@ def _exact_phi(phi, targets, lam, num_rounds, *, loss="ce", q=0.7, tol=DEFAULT_T
     phi2 = phi * phi
     v0 = jnp.zeros((phi.shape[1], targets.shape[1]), dtype)
 
+    mem0 = _init_memory(phi.shape[1], targets.shape[1], dtype)
+
     def one_round(carry, _):
         t, v = carry
-        s = solve(phi, phi2, t, lam, v, loss=lossfn, q=q, tol=tol, max_iter=max_iter, max_cg=max_cg)
+        # A fresh L-BFGS memory each round: carrying the previous round's pairs
+        # was measured to cost more iterations (docs/exact_solver.md).
+        s, _ = solve(phi, phi2, t, lam, v, mem0, loss=lossfn, q=q, tol=tol, max_iter=max_iter, max_cg=max_cg)
         p = jax.nn.softmax(s.z, axis=-1)
         coef = -lossfn.grad(t, s.z, q) / (n * lam)
         grad = s.w + lam * s.v

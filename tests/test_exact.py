@@ -49,15 +49,17 @@ def softmax_np(z):
     return e / e.sum(axis=-1, keepdims=True)
 
 
+# (N, K) come from a small set so that the jitted solver compiles only a few
+# times; the Gram path's shapes do not depend on d, which varies freely.
 @given(
     seed=st.integers(0, 2**31 - 1),
-    n=st.integers(3, 30),
+    nk=st.sampled_from([(12, 3), (25, 2), (25, 4)]),
     d=st.integers(1, 40),
-    k=st.integers(2, 5),
-    log_lam=st.floats(-5, 1),
+    log_lam=st.floats(-6, 1),
     soft=st.booleans(),
 )
-def test_stationary_in_weight_space(seed, n, d, k, log_lam, soft):
+def test_stationary_in_weight_space(seed, nk, d, log_lam, soft):
+    n, k = nk
     x, t = problem(seed, n, d, k, soft)
     lam = 10.0**log_lam
     res = sd.exact_outputs(t, lam, 3, gram=x @ x.T)
