@@ -27,6 +27,8 @@ with the offending file name.
 
 Feature maps (:func:`make_features`)
 ------------------------------------
+0. ``"identity"``: the features as given (for user features such as network
+   embeddings, which are already a representation).
 1. ``"standardized"``: raw inputs, each column shifted and scaled by the
    *training* mean and standard deviation (columns that are constant on the
    training set, such as the always-blank border pixels of the digits, are
@@ -73,7 +75,7 @@ __all__ = [
 ]
 
 #: Feature maps known to :func:`make_features`.
-FEATURE_MAPS = ("standardized", "relu")
+FEATURE_MAPS = ("standardized", "relu", "identity")
 
 
 class Dataset(NamedTuple):
@@ -414,8 +416,8 @@ def make_features(kind: str, train: Any, test: Any = None, *, key: Optional[jax.
     """Apply a feature map and the theory's normalisation (see the module docstring).
 
     Args:
-      kind: ``"standardized"`` or ``"relu"`` (random ReLU features of the
-        standardised inputs; needs ``key``).
+      kind: ``"identity"`` (as given), ``"standardized"`` or ``"relu"``
+        (random ReLU features of the standardised inputs; needs ``key``).
       train, test: ``(N, d)`` / ``(M, d)`` raw inputs (``test`` optional).
       key: ``jax.random`` key for ``"relu"``.
       num_features: ``D`` for ``"relu"``.
@@ -427,7 +429,10 @@ def make_features(kind: str, train: Any, test: Any = None, *, key: Optional[jax.
     """
     if kind not in FEATURE_MAPS:
         raise ValueError(f"unknown feature map {kind!r}; choose one of {FEATURE_MAPS}")
-    x, xt = standardize(train, test)
+    if kind == "identity":
+        x, xt = _check_pair(train, test)
+    else:
+        x, xt = standardize(train, test)
     if kind == "relu":
         if key is None:
             raise ValueError("feature map 'relu' needs an explicit key= (jax.random.key(...))")

@@ -1,0 +1,220 @@
+"""End-to-end tests of simulations/real_data.py on tiny subsets.
+
+The numbers the script reports are checked against independent computations:
+the exact teacher and PLL student by SciPy's L-BFGS on the primal objective,
+the closed form by a direct linear solve, accuracies with NumPy.
+"""
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import sdtheory as sd
+from sdtheory import data as D
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("real_data", ROOT / "simulations" / "real_data.py")
+real_data = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(real_data)
+
+QUICK = ["--quick", "--feature-maps", "standardized", "--kinds", "symmetric", "--rates", "0.0", "0.6",
+         "--seeds", "1", "--rounds", "2"]
+
+
+def _read_csv(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rd")
+    res = real_data.main(QUICK + ["--out", str(out)])
+    return out, res
+
+
+def test_end_to_end_files_and_rows(quick_run):
+    out, res = quick_run
+    for name in ("real_data.csv", "real_data.csv.meta.json", "summary.md", "real_data.json",
+                 "accuracy_standardized.png", "accuracy_standardized.pdf", "diversity_standardized.png",
+                 "spectrum.png"):
+        assert (out / name).is_file(), name
+    rows = _read_csv(out / "real_data.csv")
+    # per cell: exact SD r0..2 (3) + PLL CE/GCE (2) + closed form r0..2 (3) + CF PLL (1) + block r0..2 (3)
+    assert len(rows) == 2 * 12
+    assert {r["rate"] for r in rows} == {"0.0", "0.6"}
+    exact = [r for r in rows if r["solver"] == "exact"]
+    assert all(r["converged"] == "true" for r in exact)
+    assert max(float(r["residual"]) for r in exact) <= 1e-9
+    for r in rows:
+        # overall accuracy is the count-weighted mean of the clean / corrupted accuracies
+        rate = float(r["realised_rate"])
+        want = (1 - rate) * float(r["train_acc_clean"]) + rate * float(r["train_acc_corrupted"])
+        assert abs(float(r["train_acc"]) - want) < 1e-12
+        if r["solver"] == "exact":
+            assert 1 / 10 <= float(r["confidence"]) <= 1 and 0 <= float(r["diversity"]) <= 1
+    clean = [r for r in rows if r["rate"] == "0.0"]
+    assert all(float(r["realised_rate"]) == 0.0 for r in clean)
+    meta = json.loads((out / "real_data.json").read_text())
+    assert meta["metadata"]["parameters"]["quick"] is True
+    assert "git_revision" in meta["metadata"] and "package_version" in meta["metadata"]
+    fmeta = meta["feature_maps"]["standardized"]
+    n = 200
+    # the default lam rule: K N lam = 1 - c
+    assert abs(fmeta["lam"] * 10 * n - (1 - fmeta["c"])) < 1e-12
+    md = (out / "summary.md").read_text()
+    assert "| symmetric | 0.6 |" in md
+
+
+def test_same_seed_same_results_and_seed_matters(quick_run, tmp_path):
+    out, _ = quick_run
+    real_data.main(QUICK + ["--out", str(tmp_path / "a"), "--no-figures"])
+    assert (tmp_path / "a" / "real_data.csv").read_bytes() == (out / "real_data.csv").read_bytes()
+    real_data.main(QUICK + ["--out", str(tmp_path / "b"), "--no-figures", "--seed", "1"])
+    assert (tmp_path / "b" / "real_data.csv").read_bytes() != (out / "real_data.csv").read_bytes()
+
+
+# --------------------------------------------------------------------------
+# run_cell against independent solvers
+# --------------------------------------------------------------------------
+
+
+def _primal_softmax(x, t, lam, loss="ce", q=0.7):
+    """Minimise (1/N) sum loss + lam/2 ||W||^2 with SciPy L-BFGS; return W (d, K)."""
+    from scipy.optimize import minimize
+
+    n, d = x.shape
+    k = t.shape[1]
+
+    def f(w):
+        w = w.reshape(d, k)
+        z = x @ w
+        z = z - z.max(1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(1, keepdims=True)
+        if loss == "ce":
+            val = -np.sum(t * np.log(p)) / n
+            gz = (p - t) / n
+        else:  # GCE on each candidate: sum_l t_l (1 - p_l^q)/q
+            val = np.sum(t * (1 - p ** q) / q) / n
+            dp = -t * p ** (q - 1) / n  # d val / d p
+            gz = p * (dp - np.sum(dp * p, 1, keepdims=True))
+        val += lam / 2 * np.sum(w ** 2)
+        g = x.T @ gz + lam * w
+        return val, g.ravel()
+
+    r = minimize(f, np.zeros(d * k), jac=True, method="L-BFGS-B", options={"gtol": 1e-12, "ftol": 1e-15,
+                                                                          "maxiter": 20000})
+    return r.x.reshape(d, k)
+
+
+def _softmax(z):
+    z = z - z.max(1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(1, keepdims=True)
+
+
+def _quick_data():
+    """The digits subset of ``--quick`` (same shapes as the quick run: compiled code is reused)."""
+    args = real_data._resolve(real_data.build_parser().parse_args(QUICK))
+    ds = real_data.load_dataset(args)
+    x, xt = D.make_features("standardized", ds.features, ds.test_features)
+    return ds, x, xt
+
+
+def test_run_cell_against_independent_solvers():
+    rng = np.random.default_rng(0)
+    ds, x, xt = _quick_data()
+    k, n = 10, x.shape[0]
+    true, test_true = ds.labels, ds.test_labels
+    given = true.copy()
+    flip = rng.choice(n, 80, replace=False)
+    given[flip] = (true[flip] + 1 + rng.integers(0, k - 1, 80)) % k
+    bst = D.block_statistics(x, true, k)
+    lam = real_data.lam_rule(bst.c, n, k)
+    rows = real_data.run_cell(x, xt, true, test_true, given, k, lam, 2, 0.7, bst)
+    get = {(r["solver"], r["method"], r["round"]): r for r in rows}
+    clean = given == true
+
+    def check(row, p_train, p_test):
+        pred = p_train.argmax(1)
+        assert row["train_acc"] == pytest.approx(np.mean(pred == true), abs=1e-12)
+        assert row["train_acc_clean"] == pytest.approx(np.mean(pred[clean] == true[clean]), abs=1e-12)
+        assert row["train_acc_corrupted"] == pytest.approx(np.mean(pred[~clean] == true[~clean]), abs=1e-12)
+        if p_test is not None:
+            assert row["test_acc"] == pytest.approx(np.mean(p_test.argmax(1) == test_true), abs=1e-12)
+
+    # exact SD chain by primal L-BFGS
+    t = np.eye(k)[given]
+    teacher = None
+    for r in range(3):
+        w = _primal_softmax(x, t, lam)
+        p, pt = _softmax(x @ w), _softmax(xt @ w)
+        if r == 0:
+            teacher = p
+        row = get[("exact", "sd", r)]
+        check(row, p, pt)
+        assert row["confidence"] == pytest.approx(np.mean(p.max(1)), abs=1e-6)
+        t = p
+    # PLL students from the teacher's top-2
+    top2 = np.argsort(-teacher, axis=1)[:, :2]
+    t2 = np.zeros((n, k))
+    np.put_along_axis(t2, top2, 0.5, axis=1)
+    for loss in ("ce", "gce"):
+        w = _primal_softmax(x, t2, lam, loss=loss)
+        check(get[("exact", f"pll_{loss}", 1)], _softmax(x @ w), _softmax(xt @ w))
+    # closed form by a direct solve: P - 1/K = G (G + K N lam)^{-1} (T - 1/K)
+    g = x @ x.T
+    gt = xt @ x.T
+    t = np.eye(k)[given] - 1 / k
+    for r in range(3):
+        coef = np.linalg.solve(g + k * n * lam * np.eye(n), t)
+        check(get[("closed_form", "sd", r)], 1 / k + g @ coef, 1 / k + gt @ coef)
+        t = g @ coef
+
+
+def test_lam_rule_halves_own_label_in_block_model():
+    k, n_per, c, dd = 4, 30, 0.5, 0.1
+    classes = sd.block_classes([n_per] * k)
+    x = np.asarray(sd.sample_block_features(jax.random.key(0), classes, c, dd, 400))
+    bst = D.block_statistics(x, classes, k)
+    # sampled features have the block Gram exactly in expectation; check the fit is close
+    assert abs(bst.c - c) < 0.08 and abs(bst.d - dd) < 0.08
+    lam = real_data.lam_rule(c, k * n_per, k)
+    a, b, _ = sd.block_factors(n_per, k, c, dd, lam)
+    assert a == pytest.approx(0.5, rel=1e-12)
+    assert b > 0.95
+    with pytest.raises(ValueError, match="c = 1.0"):
+        real_data.lam_rule(1.0, 10, 2)
+
+
+def test_user_features_file_and_bad_file(tmp_path):
+    ds, _, _ = _quick_data()
+    p = D.save_features(tmp_path / "emb.npz", ds.features, ds.labels, test_features=ds.test_features,
+                        test_labels=ds.test_labels)
+    res = real_data.main(["--features", str(p), "--feature-maps", "standardized", "--kinds", "symmetric",
+                          "--rates", "0.3", "--seeds", "1", "--rounds", "2", "--out", str(tmp_path / "o"),
+                          "--no-figures"])
+    rows = res["rows"]
+    assert {r["feature_map"] for r in rows} == {"standardized"}
+    assert all(r["converged"] for r in rows)
+    assert res["summary"]["dataset"].startswith("emb, N = 200 train / 80 held-out")
+    x, y = ds.features, ds.labels
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, features=x, labels=y[:-1])
+    with pytest.raises(ValueError, match="bad.npz: labels has 199 entries but features has 200 rows"):
+        real_data.main(["--features", str(bad), "--out", str(tmp_path / "o2")])
+
+
+def test_help_and_bad_flags(capsys):
+    with pytest.raises(SystemExit) as e:
+        real_data.main(["--help"])
+    assert e.value.code == 0
+    assert "--features" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        real_data.main(["--rates", "1.5"])
