@@ -26,15 +26,18 @@ of the grid is a pair (noise rate ``eta``, seed ``s``):
    * ``"pll_closed"`` / ``"pll_exact"``: the PLL student after one round: the
      teacher's (round 0) top-2 classes become ``(1/2, 1/2)`` targets
      (:func:`sdtheory.refine.top2_targets`) and one student is fit on them
-     (closed form / exact solver; the exact student uses ``pll_loss``).
+     (the closed form as in :func:`sdtheory.refine.pll_student_block`; the
+     exact solver on the top-2 of the exact teacher, with loss ``pll_loss``).
 
 5. the theory for the cell: the population corruption condition, margin
    ``Delta`` and first all-correct round ``r*`` from ``C``, and the empirical
    ones from the cell's label fractions ``f_k(l)``
    (:mod:`sdtheory.theorems`).
 
-An instance counts as correct when the output of its *true* class is strictly
-larger than every other output (a tie is an error, as in the theorems).
+An instance counts as correct when the output of its *true* class is larger
+than every other output by more than ``tie_tol`` (a tie is an error, as in
+the theorems); the PLL teacher's top-2 is taken with the same tolerance
+(ties to the lower class index), so results do not depend on roundoff.
 
 Everything per cell is one pure function; the grid is flattened (eta-major),
 cut into chunks to bound memory, and each chunk is one ``jax.jit`` of
@@ -113,6 +116,14 @@ class SimConfig(NamedTuple):
       pll_loss, pll_q: loss of the exact PLL student (``"ce"`` or ``"gce"``)
         and the GCE exponent.
       clusters: for ``noise="cc"``: the cluster id of every class (tuple).
+      tie_tol: outputs closer than this count as tied: an instance is
+        correct only if its true class beats every other class by more than
+        ``tie_tol``, and the teacher's top-2 for the PLL student is taken on
+        outputs rounded to multiples of ``tie_tol`` (ties go to the lower
+        class index, as in the theorems). Without it, classes that are tied
+        in exact arithmetic (e.g. every wrong class at ``eta = 0``) would be
+        ordered by floating-point roundoff, which differs between devices
+        and batch sizes.
     """
 
     num_classes: int
@@ -131,6 +142,7 @@ class SimConfig(NamedTuple):
     pll_loss: str = "ce"
     pll_q: float = 0.7
     clusters: Optional[tuple] = None
+    tie_tol: float = 1e-10
 
 
 class MethodStats(NamedTuple):
@@ -247,6 +259,7 @@ def make_config(
     pll_loss: str = "ce",
     pll_q: float = 0.7,
     clusters: Any = None,
+    tie_tol: float = 1e-10,
 ) -> SimConfig:
     """Validated :class:`SimConfig`. Raises ``ValueError``/``TypeError`` naming the bad field."""
     k = V.check_int(num_classes, "num_classes", minimum=2)
@@ -289,8 +302,11 @@ def make_config(
     block_spectrum([n] * k, float(c), float(d))  # PSD check with a clear message
     if not isinstance(exact_labels, (bool, np.bool_)):
         raise TypeError(f"exact_labels must be a bool, got {exact_labels!r}")
+    if isinstance(tie_tol, bool) or not isinstance(tie_tol, (int, float)) or not (0.0 <= tie_tol < 0.1):
+        raise ValueError(f"tie_tol must be a float in [0, 0.1), got {tie_tol!r}")
     return SimConfig(k, n, float(c), float(d), float(lam), r, noise, methods, dim, bool(exact_labels),
-                     float(exact_tol), int(exact_max_iter), exact_method, pll_loss, float(pll_q), clusters)
+                     float(exact_tol), int(exact_max_iter), exact_method, pll_loss, float(pll_q), clusters,
+                     float(tie_tol))
 
 
 # --------------------------------------------------------------------------
@@ -315,17 +331,7 @@ from .theorems import (  # noqa: E402
     pll_prediction_core,
 )
 
-# TEMPORARY adapter: used only while sdtheory/refine.py is not in the tree;
-# replaced by the package's own top2_targets as soon as it lands.
-try:
-    from .refine import top2_targets  # noqa: E402
-except ImportError:  # pragma: no cover - TEMPORARY
-    def top2_targets(outputs):
-        k = outputs.shape[-1]
-        first = jnp.argmax(outputs, axis=-1)
-        m1 = jax.nn.one_hot(first, k, dtype=bool)
-        second = jnp.argmax(jnp.where(m1, -jnp.inf, outputs), axis=-1)
-        return 0.5 * (m1 | jax.nn.one_hot(second, k, dtype=bool)).astype(outputs.dtype)
+from .refine import top2_core  # noqa: E402
 
 
 # --------------------------------------------------------------------------
@@ -343,17 +349,24 @@ class _Shared(NamedTuple):
     cluster_ids: Any  # (K,) cluster ids for noise "cc", else None
 
 
-def _strict_correct(outputs: jax.Array, classes: jax.Array) -> jax.Array:
-    """``outputs[..., i, true_i] > max_{l != true_i} outputs[..., i, l]`` (ties are errors)."""
+def _strict_correct(outputs: jax.Array, classes: jax.Array, tie_tol) -> jax.Array:
+    """``outputs[..., i, true_i] > max_{l != true_i} outputs[..., i, l] + tie_tol`` (ties are errors)."""
     k = outputs.shape[-1]
     onehot = jax.nn.one_hot(classes, k, dtype=bool)
     true_out = jnp.sum(jnp.where(onehot, outputs, 0.0), axis=-1)
     other = jnp.max(jnp.where(onehot, -jnp.inf, outputs), axis=-1)
-    return true_out > other
+    return true_out > other + tie_tol
 
 
-def _stats(outputs, classes, clean, converged, residual):
-    correct = _strict_correct(outputs, classes)  # (R, N)
+def _tie_safe_top2(outputs: jax.Array, tie_tol) -> jax.Array:
+    """Top-2 targets of outputs rounded to multiples of ``tie_tol`` (exact ties -> lower index)."""
+    if tie_tol > 0:
+        outputs = jnp.round(outputs / tie_tol)
+    return top2_core(outputs)
+
+
+def _stats(outputs, classes, clean, converged, residual, tie_tol):
+    correct = _strict_correct(outputs, classes, tie_tol)  # (R, N)
     n = classes.shape[0]
     num = jnp.sum(correct, axis=-1)
     return (
@@ -392,12 +405,14 @@ def simulate_cell(config: SimConfig, shared: _Shared, eta: jax.Array, key: jax.A
 
         def closed(targets, rr):
             return block_outputs_spectral(shared.bspec, classes, targets, lam, rr)
+
     else:
         x = sample_block_features(feature_key, classes, config.c, config.d, config.dim, num_classes=k)
         spec = feature_spectrum(x, validate=False)
 
         def closed(targets, rr):
             return sd_outputs_spectral(spec, targets, lam, rr)
+
 
     def exact(targets, rounds_n, loss="ce"):
         return exact_outputs_spectral(spec, targets, lam, rounds_n, loss=loss, q=config.pll_q,
@@ -406,23 +421,23 @@ def simulate_cell(config: SimConfig, shared: _Shared, eta: jax.Array, key: jax.A
     out: dict = {}
     ones_r = jnp.ones((r,), bool)
     zeros_r = jnp.zeros((r,), lam.dtype)
-    sd_closed = None
-    if "sd_closed" in config.methods or "pll_closed" in config.methods:
-        sd_closed = closed(y, rounds)  # (R, N, K)
+    tt = config.tie_tol
+    zero = jnp.zeros((1,), rounds.dtype)
     if "sd_closed" in config.methods:
-        out["sd_closed"] = _stats(sd_closed, classes, clean, ones_r, zeros_r)
+        out["sd_closed"] = _stats(closed(y, rounds), classes, clean, ones_r, zeros_r, tt)
     if "pll_closed" in config.methods:
-        student = closed(top2_targets(sd_closed[0]), jnp.zeros((1,), rounds.dtype))
-        out["pll_closed"] = _stats(student, classes, clean, ones_r[:1], zeros_r[:1])
+        # the PLL pipeline of sdtheory.refine.pll_student_block/_spectral, with a tie-safe top-2
+        student = closed(_tie_safe_top2(closed(y, zero)[0], tt), zero)
+        out["pll_closed"] = _stats(student, classes, clean, ones_r[:1], zeros_r[:1], tt)
     if "sd_exact" in config.methods or "pll_exact" in config.methods:
         teacher_rounds = r if "sd_exact" in config.methods else 1
         res = exact(y, teacher_rounds)
         if "sd_exact" in config.methods:
-            out["sd_exact"] = _stats(res.outputs, classes, clean, res.converged, res.residuals)
+            out["sd_exact"] = _stats(res.outputs, classes, clean, res.converged, res.residuals, tt)
         if "pll_exact" in config.methods:
-            st = exact(top2_targets(res.outputs[0]), 1, loss=config.pll_loss)
+            st = exact(_tie_safe_top2(res.outputs[0], tt), 1, loss=config.pll_loss)
             out["pll_exact"] = _stats(st.outputs, classes, clean, st.converged & res.converged[:1],
-                                      jnp.maximum(st.residuals, res.residuals[:1]))
+                                      jnp.maximum(st.residuals, res.residuals[:1]), tt)
 
     # theory (population: C; empirical: this cell's fractions)
     a, b, g = shared.factors[0], shared.factors[1], shared.factors[2]
