@@ -372,7 +372,7 @@ def _lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, 
 _METHODS = {"lbfgs": _lbfgs_round, "newton-cg": _newton_cg_round, "optax-lbfgs": _optax_lbfgs_round}
 
 
-@partial(jax.jit, static_argnames=("num_rounds", "loss", "q", "tol", "max_iter", "max_cg", "method"))
+@partial(jax.jit, static_argnames=("num_rounds", "loss", "max_cg", "method"))
 def _exact_phi(phi, targets, lam, num_rounds, *, loss="ce", q=0.7, tol=DEFAULT_TOL,
                max_iter=DEFAULT_MAX_ITER, max_cg=DEFAULT_MAX_CG, method="lbfgs"):
     lossfn = get_loss(loss)
@@ -413,13 +413,14 @@ def exact_outputs_spectral(spec: Spectrum, targets: jax.Array, lam: jax.Array, n
     """Exact outputs of ``num_rounds`` chained rounds from a precomputed spectrum.
 
     Jitted, no validation (use :func:`exact_outputs` at the public boundary).
-    Works under ``jax.vmap`` over ``targets`` and ``lam`` (and ``spec``);
-    ``num_rounds``, ``loss``, ``q``, ``tol``, ``max_iter``, ``max_cg`` and
-    ``method`` are static. Unconverged rounds are reported by
-    ``converged=False``; this function never raises.
+    Works under ``jax.vmap`` over ``targets`` and ``lam`` (and ``spec``, ``q``,
+    ``tol``); ``num_rounds``, ``loss``, ``max_cg`` and ``method`` are static
+    (``q``, ``tol`` and ``max_iter`` are traced, so changing them does not
+    recompile). Unconverged rounds are reported by ``converged=False``;
+    this function never raises.
     """
-    return _exact_phi(spectral_features(spec), targets, lam, num_rounds, loss=loss, q=float(q),
-                      tol=float(tol), max_iter=int(max_iter), max_cg=int(max_cg), method=method)
+    return _exact_phi(spectral_features(spec), targets, lam, num_rounds, loss=loss, q=q,
+                      tol=tol, max_iter=max_iter, max_cg=int(max_cg), method=method)
 
 
 def _check_options(loss, q, tol, max_iter, on_failure, method):
@@ -427,7 +428,7 @@ def _check_options(loss, q, tol, max_iter, on_failure, method):
     del lossfn
     if loss == "gce":
         if V.is_tracer(q) or not isinstance(q, (int, float, np.floating, np.integer)) or isinstance(q, bool):
-            raise TypeError(f"q must be a Python float (static), got {q!r}")
+            raise TypeError(f"q must be a real number, got {q!r}")
         if not (0.0 < float(q) <= 1.0):
             raise ValueError(f"q (GCE exponent) must lie in (0, 1], got {q!r}")
     if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating)) or not (float(tol) > 0) \
@@ -440,11 +441,15 @@ def _check_options(loss, q, tol, max_iter, on_failure, method):
         raise ValueError(f"method must be one of {sorted(_METHODS)}, got {method!r}")
 
 
-def _prepare_features(features):
+def _prepare_features(x):
     """``Phi = X R`` with ``R`` the eigenvectors of ``X^T X`` (weight space, ``d < N``)."""
-    x = jnp.asarray(features, dtype=float)
-    _, r = jnp.linalg.eigh(x.T @ x)
+    _, r = _eigh(x.T @ x)
     return x @ r
+
+
+@jax.jit
+def _eigh(a):
+    return jnp.linalg.eigh(a)
 
 
 def exact_outputs(targets: Any, lam: Any, num_rounds: int, *, gram: Any = None, features: Any = None,
@@ -491,11 +496,15 @@ def exact_outputs(targets: Any, lam: Any, num_rounds: int, *, gram: Any = None, 
         V.check_same_n(np.shape(features)[0], n, "targets", "features")
     t = jnp.asarray(targets, dtype=float)
     lam_a = jnp.asarray(lam, dtype=float)
-    if features is not None and np.shape(features)[1] < n:
+    if features is not None:
         V.check_features(features)
-        phi = _prepare_features(features)
+        x = jnp.asarray(features, dtype=float)
+        if np.shape(features)[1] < n:
+            phi = _prepare_features(x)  # weight space: eigh of the d x d matrix X^T X
+        else:  # d >= N: eigh of the N x N Gram (measured faster than a thin SVD here)
+            phi = spectral_features(spectrum(gram=x @ x.T, validate=False))
     else:
-        phi = spectral_features(spectrum(gram=gram, features=features))
+        phi = spectral_features(spectrum(gram=gram))
     res = _exact_phi(phi, t, lam_a, num_rounds, loss=loss, q=float(q), tol=float(tol),
                      max_iter=int(max_iter), max_cg=DEFAULT_MAX_CG, method=method)
     if on_failure == "raise" and not V.is_tracer(res.converged) and not bool(np.all(np.asarray(res.converged))):

@@ -77,13 +77,13 @@ def test_stationary_in_weight_space(seed, nk, d, log_lam, soft):
 
 
 def test_gce_stationary_point_top2_targets():
-    x, _ = problem(3, 40, 8, 4)
+    x, _ = problem(3, 25, 8, 4)
     rng = np.random.default_rng(0)
-    t = np.zeros((40, 4))
-    for i in range(40):
+    t = np.zeros((25, 4))
+    for i in range(25):
         t[i, rng.choice(4, 2, replace=False)] = 0.5
     lam = 1e-3
-    res = sd.exact_outputs(t, lam, 2, features=x, loss="gce", q=0.7)
+    res = sd.exact_outputs(t, lam, 3, gram=x @ x.T, loss="gce", q=0.7)
     assert np.all(np.asarray(res.converged))
     ws = weights_from_coef(res.coef, x)
     g = np.asarray(jax.grad(primal)(jnp.asarray(ws[0]), x, t, lam, "gce", 0.7))
@@ -91,12 +91,12 @@ def test_gce_stationary_point_top2_targets():
     g1 = np.asarray(jax.grad(primal)(jnp.asarray(ws[1]), x, np.asarray(res.outputs[0]), lam, "gce", 0.7))
     assert np.max(np.abs(g1)) <= 1e-8
     # GCE differs from CE on the same targets (the loss switch is not a no-op)
-    ce = sd.exact_outputs(t, lam, 1, features=x)
+    ce = sd.exact_outputs(t, lam, 3, gram=x @ x.T)
     assert np.max(np.abs(np.asarray(ce.outputs[0]) - np.asarray(res.outputs[0]))) > 1e-3
 
 
 def test_plain_gradient_descent_reaches_same_outputs():
-    n, d, k, lam = 15, 4, 3, 0.05
+    n, d, k, lam = 12, 4, 3, 0.05
     x, t = problem(11, n, d, k)
     lip = np.linalg.eigvalsh(x.T @ x).max() / n + lam  # softmax Hessian <= 1/2 < 1
     opt = optax.sgd(1.0 / lip)
@@ -111,7 +111,7 @@ def test_plain_gradient_descent_reaches_same_outputs():
     w0 = jnp.zeros((k, d))
     (w, _), _ = jax.lax.scan(step, (w0, opt.init(w0)), None, length=20000)
     p_gd = softmax_np(x @ np.asarray(w).T)
-    res = sd.exact_outputs(t, lam, 1, gram=x @ x.T)
+    res = sd.exact_outputs(t, lam, 3, gram=x @ x.T)
     np.testing.assert_allclose(np.asarray(res.outputs[0]), p_gd, atol=1e-8)
     # predictions on new points: exact_predict vs softmax(W_gd x_new)
     xt = np.random.default_rng(5).normal(size=(7, d)) / np.sqrt(d)
@@ -123,7 +123,7 @@ def test_plain_gradient_descent_reaches_same_outputs():
 
 
 def test_large_lam_approaches_closed_form():
-    x, t = problem(2, 30, 6, 4)
+    x, t = problem(2, 25, 6, 4)
     g = x @ x.T
     gaps = []
     for lam in [0.1, 1.0, 10.0, 100.0]:
@@ -137,37 +137,37 @@ def test_large_lam_approaches_closed_form():
 
 
 def test_chained_rounds_equal_round_by_round():
-    x, t = problem(7, 40, 10, 3)
+    x, t = problem(7, 25, 10, 4)
     g = x @ x.T
     lam = 1e-3
-    chained = sd.exact_outputs(t, lam, 4, gram=g)
+    chained = sd.exact_outputs(t, lam, 3, gram=g)
     cur = t
-    for r in range(4):
+    for r in range(3):
         one = sd.exact_outputs(cur, lam, 1, gram=g)
         np.testing.assert_allclose(np.asarray(one.outputs[0]), np.asarray(chained.outputs[r]), atol=1e-7)
         cur = np.asarray(one.outputs[0])
 
 
 def test_vmap_over_lam_and_targets():
-    x, _ = problem(4, 25, 6, 3)
-    spec = sd.spectrum(features=x)
+    x, _ = problem(4, 25, 6, 4)
+    spec = sd.spectrum(gram=x @ x.T)
     rng = np.random.default_rng(1)
-    ts = jnp.asarray(np.eye(3)[rng.integers(0, 3, (4, 25))])
+    ts = jnp.asarray(np.eye(4)[rng.integers(0, 4, (4, 25))])
     lams = jnp.asarray([1e-4, 1e-2, 1.0])
-    f = lambda t, lam: sd.exact_outputs_spectral(spec, t, lam, 2)  # noqa: E731
+    f = lambda t, lam: sd.exact_outputs_spectral(spec, t, lam, 3)  # noqa: E731
     batched = jax.vmap(jax.vmap(f, in_axes=(None, 0)), in_axes=(0, None))(ts, lams)
-    assert batched.outputs.shape == (4, 3, 2, 25, 3)
+    assert batched.outputs.shape == (4, 3, 3, 25, 4)
     assert np.all(np.asarray(batched.converged))
     for i in range(4):
         for j in range(3):
-            single = sd.exact_outputs(np.asarray(ts[i]), float(lams[j]), 2, features=x)
+            single = sd.exact_outputs(np.asarray(ts[i]), float(lams[j]), 3, gram=x @ x.T)
             np.testing.assert_allclose(np.asarray(batched.outputs[i, j]), np.asarray(single.outputs), atol=1e-8)
             np.testing.assert_allclose(np.asarray(batched.coef[i, j]), np.asarray(single.coef), atol=1e-6)
 
 
 @pytest.mark.parametrize("d", [5, 60])
 def test_feature_path_equals_gram_path(d):
-    x, t = problem(9, 40, d, 4, soft=True)
+    x, t = problem(9, 25, d, 4, soft=True)
     lam = 1e-4
     a = sd.exact_outputs(t, lam, 3, features=x)
     b = sd.exact_outputs(t, lam, 3, gram=x @ x.T)
@@ -175,20 +175,20 @@ def test_feature_path_equals_gram_path(d):
 
 
 def test_zero_eigenvalues_rank_deficient_gram():
-    x, t = problem(5, 50, 3, 4)  # rank 3 Gram: 47 zero eigenvalues
-    res = sd.exact_outputs(t, 1e-5, 2, gram=x @ x.T)
+    x, t = problem(5, 25, 5, 4)  # rank 5 Gram: 20 zero eigenvalues
+    res = sd.exact_outputs(t, 1e-5, 3, gram=x @ x.T)
     assert np.all(np.isfinite(np.asarray(res.outputs)))
     assert np.all(np.asarray(res.converged))
     # outputs depend on the data only through the 3-d feature space: equal to the feature path
-    np.testing.assert_allclose(np.asarray(res.outputs), np.asarray(sd.exact_outputs(t, 1e-5, 2, features=x).outputs),
+    np.testing.assert_allclose(np.asarray(res.outputs), np.asarray(sd.exact_outputs(t, 1e-5, 3, features=x).outputs),
                                atol=1e-7)
 
 
 def test_reference_like_block_problem_small_lam():
-    classes = np.repeat(np.arange(4), 60)
-    x = np.asarray(sd.sample_block_features(jax.random.PRNGKey(0), classes, 0.4, 0.1, 100))
+    classes = np.repeat(np.arange(4), 30)
+    x = np.asarray(sd.sample_block_features(jax.random.PRNGKey(0), classes, 0.4, 0.1, 120))
     rng = np.random.default_rng(0)
-    y = np.where(rng.random(240) < 0.5, (classes + rng.integers(1, 4, 240)) % 4, classes)
+    y = np.where(rng.random(120) < 0.5, (classes + rng.integers(1, 4, 120)) % 4, classes)
     t = np.eye(4)[y]
     for lam in [1e-6, 1e-5]:
         res = sd.exact_outputs(t, lam, 3, gram=x @ x.T)
@@ -197,14 +197,14 @@ def test_reference_like_block_problem_small_lam():
         g = x @ x.T
         # residual recomputed independently from the returned outputs
         targets = np.concatenate([t[None], p[:-1]])
-        direct = softmax_np(np.einsum("nm,rmk->rnk", g, targets - p) / (240 * lam))
+        direct = softmax_np(np.einsum("nm,rmk->rnk", g, targets - p) / (120 * lam))
         assert np.max(np.abs(direct - p)) <= 1e-9
 
 
 def test_methods_agree():
-    x, t = problem(8, 30, 12, 3)
-    a = sd.exact_outputs(t, 1e-3, 2, features=x, method="lbfgs")
-    b = sd.exact_outputs(t, 1e-3, 2, features=x, method="newton-cg")
+    x, t = problem(8, 25, 12, 4)
+    a = sd.exact_outputs(t, 1e-3, 3, gram=x @ x.T, method="lbfgs")
+    b = sd.exact_outputs(t, 1e-3, 3, gram=x @ x.T, method="newton-cg")
     np.testing.assert_allclose(np.asarray(a.outputs), np.asarray(b.outputs), atol=1e-8)
 
 
@@ -252,11 +252,11 @@ def test_bad_input():
 
 
 def test_unconverged_raises_or_flags():
-    x, t = problem(2, 40, 10, 4)
+    x, t = problem(2, 25, 10, 4)
     g = x @ x.T
     with pytest.raises(RuntimeError, match="did not reach tol"):
-        sd.exact_outputs(t, 1e-5, 2, gram=g, max_iter=1)
-    res = sd.exact_outputs(t, 1e-5, 2, gram=g, max_iter=1, on_failure="flag")
+        sd.exact_outputs(t, 1e-5, 3, gram=g, max_iter=1)
+    res = sd.exact_outputs(t, 1e-5, 3, gram=g, max_iter=1, on_failure="flag")
     assert not np.any(np.asarray(res.converged))
     assert np.all(np.asarray(res.residuals) > 1e-9)
     assert np.all(np.asarray(res.iterations) == 1)
