@@ -35,6 +35,7 @@ that takes ``(fractions, a, b[, g])`` and vmaps over fractions and factors
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -75,6 +76,7 @@ def _offdiag(k):
     return ~jnp.eye(k, dtype=bool)
 
 
+@jax.jit
 def corruption_condition_core(fractions: jax.Array) -> jax.Array:
     """``f_k(k) > f_k(l)`` for every ``k`` and ``l != k`` (jnp bool)."""
     f = jnp.asarray(fractions)
@@ -82,6 +84,7 @@ def corruption_condition_core(fractions: jax.Array) -> jax.Array:
     return jnp.all(jnp.where(_offdiag(f.shape[0]), diag > f, True))
 
 
+@jax.jit
 def margin_core(fractions: jax.Array) -> jax.Array:
     """``Delta = min_{k, l != k, f_k(l) > 0} (f_k(k) - f_k(l))``; ``+inf`` when no label is corrupted."""
     f = jnp.asarray(fractions)
@@ -94,6 +97,7 @@ def _pow(log_base, e):
     return jnp.exp(e * log_base)
 
 
+@jax.jit
 def min_rounds_core(fractions: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
     r"""First all-correct round ``r*`` with equal global frequencies (no validation).
 
@@ -147,6 +151,7 @@ def _constraint_terms(fractions):
     return D, F, nu, mask
 
 
+@jax.jit
 def all_correct_rounds_core(fractions: jax.Array, a: jax.Array, b: jax.Array, g: jax.Array) -> RoundWindow:
     """Exact window of all-correct rounds from the score formula (no validation).
 
@@ -203,6 +208,7 @@ def all_correct_rounds_core(fractions: jax.Array, a: jax.Array, b: jax.Array, g:
     return RoundWindow(first.astype(jnp.int64), last.astype(jnp.int64))
 
 
+@jax.jit
 def all_correct_at_core(fractions: jax.Array, a: jax.Array, b: jax.Array, g: jax.Array, rounds: jax.Array) -> jax.Array:
     """Whether every training instance is correct at each of ``rounds`` (direct score evaluation).
 
@@ -258,6 +264,7 @@ def _type_scores(targets_kyl, f_types, a, b, g, e):
     return ae * targets_kyl + (be - ae) * tbar_k[:, None, :] + (ge - be) * tbar[None, None, :]
 
 
+@partial(jax.jit, static_argnames=("rounds",))
 def pll_prediction_core(fractions: jax.Array, a, b, g, rounds: int = 1) -> PLLPrediction:
     """PLL student prediction from the fractions (no validation; ``rounds`` static).
 
@@ -286,6 +293,7 @@ def pll_prediction_core(fractions: jax.Array, a, b, g, rounds: int = 1) -> PLLPr
     return PLLPrediction(jnp.stack(accs), jnp.stack(corrects), teacher_top2, h)
 
 
+@jax.jit
 def pll_condition_core(fractions: jax.Array, a, b, g) -> jax.Array:
     """Corruption condition and ``h_k(l) < 1`` for all ``l != k`` (no validation)."""
     f = jnp.asarray(fractions)
