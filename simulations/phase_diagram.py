@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pll-loss", choices=("ce", "gce"), default="ce",
                    help="loss of the exact PLL student: ce (theory) or gce (SelfPLL's generalised CE)")
     g.add_argument("--pll-q", type=_float_in(0.0, 1.0, lo_open=True), default=0.7, help="GCE exponent q")
+    g.add_argument("--tie-tol", type=_float_in(0.0, 0.1, hi_open=True), default=1e-10,
+                   help="outputs closer than this are tied: a tie with the true class counts as an error and "
+                        "top-2 ties go to the lower class index (makes results independent of roundoff)")
     g = p.add_argument_group("run")
     g.add_argument("--out", default=DEFAULT_OUT, help="output directory")
     g.add_argument("--chunk-size", type=_int_at_least(1), default=None,
@@ -188,6 +191,7 @@ def main(argv=None) -> int:
             num_rounds=args.rounds, noise=args.noise, methods=methods, dim=args.dim,
             exact_labels=args.exact_labels, exact_tol=args.tol, exact_max_iter=args.max_iter,
             exact_method=args.exact_method, pll_loss=args.pll_loss, pll_q=args.pll_q, clusters=args.clusters,
+            tie_tol=args.tie_tol,
         )
     except (ValueError, TypeError) as exc:
         parser.error(str(exc))
