@@ -1,0 +1,136 @@
+"""Top-2 targets and the PLL student, against NumPy sorting, direct linear solves and fixed-point checks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import sdtheory
+from sdtheory import refine
+
+
+def _top2_numpy(P):
+    order = np.argsort(-P, axis=-1, kind="stable")  # stable: lower index first among ties
+    m = np.zeros_like(P, dtype=float)
+    np.put_along_axis(m, order[:, :2], 0.5, axis=-1)
+    return m
+
+
+@given(st.integers(0, 10**6), st.sampled_from([(7, 2), (9, 4)]))
+def test_top2_matches_stable_sort_with_ties(seed, shape):
+    rng = np.random.default_rng(seed)
+    P = rng.integers(0, 3, size=shape).astype(float)  # many ties
+    np.testing.assert_array_equal(np.asarray(sdtheory.top2_targets(P)), _top2_numpy(P))
+
+
+def test_top2_tie_rule_documented_example():
+    P = np.array([[0.2, 0.4, 0.4], [0.5, 0.25, 0.25], [1 / 3, 1 / 3, 1 / 3]])
+    np.testing.assert_array_equal(
+        np.asarray(sdtheory.top2_targets(P)), [[0, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0.5, 0]]
+    )
+
+
+def _direct_round(G, T, lam):
+    """Linearised CE fit by a direct solve: P = 1/K + G (G + K N lam I)^{-1} (T - 1/K)."""
+    n, k = T.shape
+    return 1.0 / k + G @ np.linalg.solve(G + k * n * lam * np.eye(n), T - 1.0 / k)
+
+
+def _problem(seed, n=30, k=3, dim=6):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, dim)) / np.sqrt(dim)
+    y = rng.integers(0, k, n)
+    return X, X @ X.T, np.eye(k)[y]
+
+
+@given(seed=st.integers(0, 10**6), loglam=st.floats(-3, 0))
+def test_pll_student_closed_form_matches_direct_solves(seed, loglam):
+    X, G, Y = _problem(seed)
+    lam = 10.0**loglam
+    res = sdtheory.pll_student(Y, lam, gram=G, rounds=2)
+    teacher = _direct_round(G, Y, lam)
+    t1 = _top2_numpy(teacher)
+    s1 = _direct_round(G, t1, lam)
+    t2 = _top2_numpy(s1)
+    s2 = _direct_round(G, t2, lam)
+    np.testing.assert_allclose(res.teacher, teacher, atol=1e-10)
+    np.testing.assert_array_equal(res.targets[0], t1)
+    np.testing.assert_allclose(res.outputs[0], s1, atol=1e-10)
+    np.testing.assert_array_equal(res.targets[1], t2)
+    np.testing.assert_allclose(res.outputs[1], s2, atol=1e-10)
+    feat = sdtheory.pll_student(Y, lam, features=X, rounds=2)
+    np.testing.assert_allclose(feat.outputs, res.outputs, atol=1e-9)
+
+
+def test_pll_block_path_matches_gram_path():
+    k, n, c, d, lam = 3, 12, 0.5, 0.1, 3e-3
+    true = np.repeat(np.arange(k), n)
+    counts = np.array([[7, 3, 2], [1, 9, 2], [3, 4, 5]])  # distinct per row: no top-2 ties
+    given_ = np.concatenate([np.repeat(np.arange(k), counts[i]) for i in range(k)])
+    Y = np.eye(k)[given_]
+    res_b = sdtheory.pll_student_block_model(Y, true, c, d, lam, rounds=2)
+    res_g = sdtheory.pll_student(Y, lam, gram=sdtheory.block_gram(true, c, d), rounds=2)
+    np.testing.assert_allclose(res_b.outputs, res_g.outputs, atol=1e-10)
+    np.testing.assert_array_equal(res_b.targets, res_g.targets)
+
+
+def test_pll_spectral_core_vmaps_over_lam():
+    X, G, Y = _problem(1)
+    spec = sdtheory.spectrum(gram=G)
+    lams = jnp.array([1e-3, 1e-2, 1e-1])
+    out = jax.vmap(lambda l: refine.pll_student_spectral(spec, jnp.asarray(Y), l, 1).outputs)(lams)
+    for i, l in enumerate(np.asarray(lams)):
+        np.testing.assert_allclose(out[i, 0], _direct_round(G, _top2_numpy(_direct_round(G, Y, l)), l), atol=1e-10)
+
+
+def _stationarity_residual(P, T, G, lam, loss, q=0.7):
+    """max | centred log P - ( -(1/(N lam)) G grad_z ) |: the exact first-order condition.
+
+    At the optimum W = -(1/(N lam)) sum_i g_i x_i^T, so logits Z = -(1/(N lam)) G g with
+    g = d loss/d z (rows summing to 0); log P equals Z up to a per-row constant.
+    """
+    n = P.shape[0]
+    if loss == "ce":
+        g = P - T
+    else:
+        pq = P**q
+        g = -(T * pq) + (T * pq).sum(1, keepdims=True) * P
+    Z = -(G @ g) / (n * lam)
+    L = np.log(P)
+    L = L - L.mean(1, keepdims=True)
+    Z = Z - Z.mean(1, keepdims=True)
+    return np.abs(L - Z).max()
+
+
+@pytest.mark.parametrize("loss", ["ce", "gce"])
+def test_pll_student_exact_satisfies_first_order_conditions(loss):
+    X, G, Y = _problem(3, n=24, k=3, dim=5)
+    lam = 1e-2
+    res = sdtheory.pll_student(Y, lam, features=X, method="exact", loss=loss, q=0.7)
+    assert bool(np.all(res.converged))
+    teacher = np.asarray(res.teacher)
+    assert _stationarity_residual(teacher, Y, G, lam, "ce") < 1e-7
+    np.testing.assert_array_equal(res.targets[0], _top2_numpy(teacher))
+    assert _stationarity_residual(np.asarray(res.outputs[0]), np.asarray(res.targets[0]), G, lam, loss) < 1e-7
+
+
+def test_refine_bad_input():
+    Y = np.eye(3)[[0, 1, 2, 0]]
+    G = np.eye(4)
+    with pytest.raises(ValueError, match="method='exact'"):
+        sdtheory.pll_student(Y, 1e-2, gram=G, loss="gce")
+    with pytest.raises(ValueError, match="method"):
+        sdtheory.pll_student(Y, 1e-2, gram=G, method="adam")
+    with pytest.raises(ValueError, match="rounds"):
+        sdtheory.pll_student(Y, 1e-2, gram=G, rounds=0)
+    with pytest.raises(ValueError, match="exactly one"):
+        sdtheory.pll_student(Y, 1e-2)
+    with pytest.raises(ValueError, match="instances"):
+        sdtheory.pll_student(Y, 1e-2, gram=np.eye(5))
+    with pytest.raises(ValueError, match="lam"):
+        sdtheory.pll_student(Y, 0.0, gram=G)
+    with pytest.raises(ValueError, match="K >= 2"):
+        sdtheory.top2_targets(np.ones((3, 1)))
+    with pytest.raises(ValueError, match="non-finite"):
+        sdtheory.top2_targets(np.array([[np.nan, 1.0]]))
