@@ -41,6 +41,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -49,6 +50,7 @@ import sdtheory as sd
 from sdtheory import data as D
 from sdtheory import io as sio
 from sdtheory import metrics, refine, smoothing
+from sdtheory.exact import exact_outputs_spectral
 
 DEFAULT_RATES = (0.0, 0.1, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_KINDS = ("symmetric", "asymmetric", "cc")
@@ -173,14 +175,38 @@ def _metrics(outputs, test_outputs, true, given, test_true, probs: bool) -> list
     return rows
 
 
-def run_cell(x, xt, true, test_true, given, k, lam, rounds, q, bstats) -> list:
+class Prepared(NamedTuple):
+    """Training/held-out features with their spectrum, computed once per feature map."""
+
+    x: np.ndarray
+    xt: np.ndarray
+    spec: sd.Spectrum  # thin SVD of x: eigenpairs of G = x x^T
+    cross: jax.Array  # G(test, train) U = xt x^T U, for held-out closed-form outputs
+
+
+def prepare(x, xt) -> Prepared:
+    """One spectrum per feature map serves every noise draw, round, loss and solver."""
+    spec = sd.feature_spectrum(x)
+    cross = jax.numpy.asarray(xt) @ (jax.numpy.asarray(x).T @ spec.eigvecs)
+    return Prepared(np.asarray(x), np.asarray(xt), spec, cross)
+
+
+def _exact(prep: Prepared, t, lam, num_rounds, loss="ce", q=0.7):
+    """Exact rounds from the precomputed spectrum; inputs were validated when prepared."""
+    return exact_outputs_spectral(prep.spec, jax.numpy.asarray(t, dtype=float), jax.numpy.asarray(lam),
+                                  num_rounds, loss=loss, q=q)
+
+
+def run_cell(prep: Prepared, true, test_true, given, k, lam, rounds, q, bstats) -> list:
     """All methods for one noisy label vector; returns rows without the cell keys."""
+    x, xt = prep.x, prep.xt
     t = np.eye(k)[given]
     out = []
     rr = np.arange(rounds + 1)
+    lam_a = jax.numpy.asarray(lam)
 
     # exact SD, rounds 0..R
-    res = sd.exact_outputs(t, lam, rounds + 1, features=x, on_failure="flag")
+    res = _exact(prep, t, lam, rounds + 1)
     test_out = sd.exact_predict(res, test_features=xt, features=x)
     for r, m in enumerate(_metrics(res.outputs, test_out, true, given, test_true, True)):
         out.append(dict(solver="exact", method="sd", round=r, residual=float(res.residuals[r]),
@@ -189,20 +215,20 @@ def run_cell(x, xt, true, test_true, given, k, lam, rounds, q, bstats) -> list:
     # exact PLL students from the exact teacher's top-2
     t2 = np.asarray(refine.top2_targets(res.outputs[0]))
     for loss in ("ce", "gce"):
-        pr = sd.exact_outputs(t2, lam, 1, features=x, loss=loss, q=q, on_failure="flag")
+        pr = _exact(prep, t2, lam, 1, loss=loss, q=q)
         pt = sd.exact_predict(pr, test_features=xt, features=x)
         m = _metrics(pr.outputs, pt, true, given, test_true, True)[0]
         out.append(dict(solver="exact", method=f"pll_{loss}", round=1, residual=float(pr.residuals[0]),
                         converged=bool(pr.converged[0]), **m))
 
     # closed form from the empirical Gram (linearised), SD and PLL
-    cf = sd.sd_outputs(t, lam, rr, features=x)
-    cft = sd.sd_test_outputs(t, lam, rr, features=x, test_features=xt)
+    cf = sd.sd_outputs_spectral(prep.spec, jax.numpy.asarray(t, dtype=float), lam_a, rr)
+    cft = sd.closed_form.sd_test_outputs_spectral(prep.spec, jax.numpy.asarray(t, dtype=float), lam_a, rr, prep.cross)
     for r, m in enumerate(_metrics(cf, cft, true, given, test_true, False)):
         out.append(dict(solver="closed_form", method="sd", round=r, residual=float("nan"), converged=True, **m))
-    t2c = np.asarray(refine.top2_targets(cf[0]))
-    pc = sd.sd_outputs(t2c, lam, [0], features=x)
-    pct = sd.sd_test_outputs(t2c, lam, [0], features=x, test_features=xt)
+    t2c = refine.top2_targets(cf[0])
+    pc = sd.sd_outputs_spectral(prep.spec, t2c, lam_a, np.zeros(1, dtype=int))
+    pct = sd.closed_form.sd_test_outputs_spectral(prep.spec, t2c, lam_a, np.zeros(1, dtype=int), prep.cross)
     m = _metrics(pc, pct, true, given, test_true, False)[0]
     out.append(dict(solver="closed_form", method="pll_ce", round=1, residual=float("nan"), converged=True, **m))
 
@@ -310,10 +336,11 @@ def accuracy_figure(agg, args, fmap):
             ax.grid(alpha=0.3)
             if j == 0:
                 ax.set_ylabel("accuracy (%)")
-    axes[0, 1].legend(fontsize=7, loc="lower left", ncol=2)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.suptitle(f"Self-distillation on {args._dataset_name} ({fmap} features), mean +- std over {args.seeds} seeds",
                  fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06 if len(kinds) > 1 else 0.12, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8, frameon=False)
     return fig
 
 
@@ -388,7 +415,7 @@ def main(argv=None) -> dict:
                                 num_features=args.relu_dim, center=not args.no_center)
         bstats = D.block_statistics(x, true, k)
         lam = float(args.lam) if args.lam is not None else lam_rule(bstats.c, n, k)
-        eig = np.sort(np.linalg.svd(x, compute_uv=False) ** 2)[::-1]
+        eig = np.sort(np.linalg.svd(x, compute_uv=False) ** 2)[::-1]  # for the report (NumPy, independent)
         bspec = sd.block_spectrum(bstats.class_sizes, bstats.c, bstats.d)
         block_eig = np.sort(np.concatenate([np.asarray(bspec.class_eigvals),
                                             np.full(n - k, float(bspec.within))]))[::-1]
@@ -414,6 +441,7 @@ def main(argv=None) -> dict:
         if "cc" in args.kinds:
             clusters = sd.confusable_clusters(x, true)
             meta_by_map[fmap]["cc_clusters"] = clusters
+        prep = prepare(x, xt)
         t0 = time.time()
         for ki, kind in enumerate(args.kinds):
             for ri, rate in enumerate(args.rates):
@@ -423,7 +451,7 @@ def main(argv=None) -> dict:
                         jax.random.fold_in(master, 100 + fi), ki), ri), s)
                     given = np.asarray(sd.sample_labels(key, true, C)).astype(np.int64)
                     realised = float(np.mean(given != true))
-                    for row in run_cell(x, xt, true, ds.test_labels, given, k, lam, args.rounds, args.q, bstats):
+                    for row in run_cell(prep, true, ds.test_labels, given, k, lam, args.rounds, args.q, bstats):
                         rows.append(dict(feature_map=fmap, kind=kind, rate=float(rate), seed=s,
                                          realised_rate=realised, lam=lam, **row))
                     done += 1

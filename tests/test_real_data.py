@@ -137,7 +137,7 @@ def test_run_cell_against_independent_solvers():
     given[flip] = (true[flip] + 1 + rng.integers(0, k - 1, 80)) % k
     bst = D.block_statistics(x, true, k)
     lam = real_data.lam_rule(bst.c, n, k)
-    rows = real_data.run_cell(x, xt, true, test_true, given, k, lam, 2, 0.7, bst)
+    rows = real_data.run_cell(real_data.prepare(x, xt), true, test_true, given, k, lam, 2, 0.7, bst)
     get = {(r["solver"], r["method"], r["round"]): r for r in rows}
     clean = given == true
 
