@@ -86,7 +86,7 @@ def phase_diagram_figure(
     if acc.shape != (etas.size, rounds.size):
         raise ValueError(f"sd_accuracy must be (E, R) = {(etas.size, rounds.size)}, got {acc.shape}")
 
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12.5, 5.4), gridspec_kw={"width_ratios": [1.25, 1.0]})
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12.5, 6.0), gridspec_kw={"width_ratios": [1.25, 1.0]})
     vmin = 0.0 if num_classes is None else min(1.0 / num_classes, float(np.nanmin(acc)))
     mesh = ax.pcolormesh(_edges(etas), _edges(rounds), acc.T, cmap="viridis", vmin=vmin, vmax=1.0,
                          shading="flat", rasterized=True)
@@ -113,7 +113,7 @@ def phase_diagram_figure(
     ax.set_title(f"(a) {heat_label}: accuracy over (noise, round)", fontsize=11)
     if rounds.size <= 21:
         ax.set_yticks(rounds)
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, frameon=False, ncol=1)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8.5, frameon=False, ncol=1)
 
     styles = dict(curve_styles or {})
     for label, y in dict(curves).items():
@@ -128,11 +128,9 @@ def phase_diagram_figure(
     ax2.set_ylabel("mean training accuracy (true labels)")
     ax2.set_title("(b) PLL student after ONE round vs self-distillation", fontsize=11)
     ax2.grid(alpha=0.3)
-    ax2.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, frameon=False, ncol=1)
+    ax2.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8.5, frameon=False, ncol=2)
 
     if title:
-        fig.suptitle(title, fontsize=11)
-        fig.tight_layout(rect=(0, 0, 1, 0.95 if "\n" not in title else 0.92))
-    else:
-        fig.tight_layout()
+        fig.suptitle(title, fontsize=11, y=0.98)
+    fig.subplots_adjust(left=0.06, right=0.985, top=0.86 if title else 0.94, bottom=0.3, wspace=0.22)
     return fig
