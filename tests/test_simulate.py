@@ -276,7 +276,8 @@ def test_sharded_equals_single_device(tmp_path):
     for name, ref in here_flat.items():
         for which in ("sharded", "single"):
             got = np.asarray(data[which][name])
-            if "residual" in name:  # floating-point solver residuals: same to roundoff
-                np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-15, err_msg=f"{which}:{name}")
+            if "residual" in name:  # solver residuals: below tol everywhere, equal up to roundoff (~1e-12)
+                assert np.all(got <= 1e-10)
+                np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-11, err_msg=f"{which}:{name}")
             else:
                 np.testing.assert_array_equal(got, ref, err_msg=f"{which}:{name}")
