@@ -43,7 +43,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validation as V
-from .block import block_factors
 from .noise import validate_corruption_matrix
 
 #: Sentinel for "no upper end": the window of all-correct rounds never closes.
@@ -325,7 +324,17 @@ def _factors(fractions, c, d, lam, per_class):
             f"the theorems need 0 <= d < c < 1 (distinct within/between-class correlations, "
             f"a positive within-class eigenvalue 1 - c), got c = {c}, d = {d}"
         )
-    a, b, g = block_factors(per_class, k, float(c), float(d), lam)
+    # Same numbers as block_factors(per_class, k, c, d, lam) (tested); the three
+    # eigenvalues (all > 0 for 0 <= d < c < 1) are plain Python floats of the concrete
+    # c, d, and only the shrink step touches lam, so the public functions also work
+    # under jax.jit (block_factors itself runs a jitted eigh and a concrete PSD check).
+    V.check_lam(lam)
+    c, d = float(c), float(d)
+    s_w = 1.0 - c
+    s_b = s_w + per_class * (c - d)
+    s_vals = (s_w, s_b, s_b + per_class * k * d)
+    ridge = k * (per_class * k) * jnp.asarray(lam, dtype=float)
+    a, b, g = (s / (s + ridge) for s in s_vals)
     return a, b, g
 
 

@@ -299,6 +299,10 @@ def test_cores_vmap_over_fractions_and_lam():
             assert int(grid[i, j]) == sdtheory.min_rounds(C, c=c, d=d, lam=float(lams[j]), per_class=n)
             w = sdtheory.all_correct_rounds(C, c=c, d=d, lam=float(lams[j]), per_class=n)
             assert (int(win.first[i, j]), int(win.last[i, j])) == (w.first, w.last)
+    # Under jax.jit too, and with the same factors as sdtheory.block_factors.
+    jitted = jax.jit(jax.vmap(lambda l: sdtheory.min_rounds(Cs[3], c=c, d=d, lam=l, per_class=n)))(lams)
+    np.testing.assert_array_equal(jitted, grid[3])
+    np.testing.assert_allclose(T._factors(Cs[3], c, d, 1e-3, n), sdtheory.block_factors(n, k, c, d, 1e-3), rtol=1e-15)
     # Jitted cores straight on the block factors.
     a, b, g = sdtheory.block_factors(n, k, c, d, 1e-3)
     out = jax.jit(jax.vmap(T.min_rounds_core, in_axes=(0, None, None)))(Cs, a, b)
