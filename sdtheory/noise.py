@@ -28,7 +28,7 @@ does no validation and works under ``jax.jit`` and ``jax.vmap`` (over
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
