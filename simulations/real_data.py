@@ -162,8 +162,9 @@ def _metrics(outputs, test_outputs, true, given, test_true, probs: bool) -> list
         split = metrics.split_accuracy(outputs[r], true, given)
         row = {
             "train_acc": float(split.overall),
-            "train_acc_clean": float(split.clean),
-            "train_acc_corrupted": float(split.corrupted),
+            # an empty group gets NaN here (metrics' vacuous 1.0 would read as "recovered everything")
+            "train_acc_clean": float(split.clean) if int(split.n_clean) else float("nan"),
+            "train_acc_corrupted": float(split.corrupted) if int(split.n_corrupted) else float("nan"),
             "test_acc": float(metrics.accuracy(test_outputs[r], test_true)),
             "confidence": float("nan"),
             "diversity": float("nan"),
@@ -237,8 +238,10 @@ def run_cell(prep: Prepared, true, test_true, given, k, lam, rounds, q, bstats) 
     for r in range(rounds + 1):
         split = metrics.split_accuracy(bo[r], true, given)
         out.append(dict(solver="block", method="sd", round=r, residual=float("nan"), converged=True,
-                        train_acc=float(split.overall), train_acc_clean=float(split.clean),
-                        train_acc_corrupted=float(split.corrupted), test_acc=float("nan"),
+                        train_acc=float(split.overall),
+                        train_acc_clean=float(split.clean) if int(split.n_clean) else float("nan"),
+                        train_acc_corrupted=float(split.corrupted) if int(split.n_corrupted) else float("nan"),
+                        test_acc=float("nan"),
                         confidence=float("nan"), diversity=float("nan")))
     return out
 
