@@ -404,3 +404,26 @@ def test_theorem_bad_input():
         sdtheory.margin(np.ones((2, 3)) / 3)
     with pytest.raises(ValueError, match="rounds"):
         sdtheory.pll_accuracy_prediction(f, c=0.5, d=0.1, lam=1e-3, per_class=5, rounds=0)
+
+
+@given(data=st.data(), shape=st.sampled_from(SHAPES), **params)
+def test_multi_round_pll_prediction_matches_eigh_pipeline(data, shape, c, dfrac, loglam):
+    """Iterated refinement (3 student rounds): type-level prediction = eigh pipeline, round by round."""
+    k, n = shape
+    counts = data.draw(distinct_counts(k, n))
+    d, lam = c * dfrac, 10.0**loglam
+    true, given_ = _labels(counts)
+    f = sdtheory.empirical_fractions(true, given_, k)
+    G = sdtheory.block_gram(true, c, d)
+    prev = np.asarray(sdtheory.sd_outputs(np.eye(k)[given_], lam, [0], gram=G))[0]
+    accs = []
+    for _ in range(3):
+        t2, srt = _top2_numpy(prev)
+        assume((srt[:, 1] - srt[:, 2]).min() > TIE)
+        prev = np.asarray(sdtheory.sd_outputs(t2, lam, [0], gram=G))[0]
+        pt = prev[np.arange(true.size), true]
+        margin_ = pt - np.where(np.eye(k, dtype=bool)[true], -np.inf, prev).max(-1)
+        assume(np.all(np.abs(margin_) > TIE))
+        accs.append(np.mean(margin_ > 0))
+    pred = sdtheory.pll_accuracy_prediction(f, c=c, d=d, lam=lam, per_class=n, rounds=3)
+    np.testing.assert_allclose(np.asarray(pred.accuracy), accs, atol=1e-12)
