@@ -351,10 +351,16 @@ class _Shared(NamedTuple):
 
 def _strict_correct(outputs: jax.Array, classes: jax.Array, tie_tol) -> jax.Array:
     """``outputs[..., i, true_i] > max_{l != true_i} outputs[..., i, l] + tie_tol`` (ties are errors)."""
+    # Unrolled over the K classes: elementwise ops on (..., N) arrays fuse into one
+    # loop, ~10x faster on CPU than one-hot masks reduced over a minor axis of size K.
     k = outputs.shape[-1]
-    onehot = jax.nn.one_hot(classes, k, dtype=bool)
-    true_out = jnp.sum(jnp.where(onehot, outputs, 0.0), axis=-1)
-    other = jnp.max(jnp.where(onehot, -jnp.inf, outputs), axis=-1)
+    true_out = jnp.zeros(outputs.shape[:-1], outputs.dtype)
+    other = jnp.full(outputs.shape[:-1], -jnp.inf, outputs.dtype)
+    for l in range(k):
+        col = outputs[..., l]
+        is_l = classes == l
+        true_out = jnp.where(is_l, col, true_out)
+        other = jnp.where(is_l, other, jnp.maximum(other, col))
     return true_out > other + tie_tol
 
 
