@@ -21,7 +21,13 @@ to sum 1; random uniform start; budget 100,000 steps per round. We run
 and project the time of its budget (3 rounds x 100,000 steps).
 
 Absolute times on a shared 2-core machine are noise; the ratio is the number
-to read. Writes ``benchmarks/results/exact_solver.json``.
+to read. On a loaded machine the multi-threaded ``eigh`` degrades badly
+(measured 7-9 s instead of 1 s under load 7 on 2 cores); there, run
+single-threaded for stable numbers::
+
+    XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
+        python benchmarks/exact_solver.py
+ Writes ``benchmarks/results/exact_solver.json``.
 """
 
 from __future__ import annotations
@@ -166,6 +172,7 @@ def main(argv=None):
         "ratio_of_medians": median_ratio,
         "raw_seconds": {"ours": times, "reference_steps_run": ref_times, "spectrum_only": eig_times},
         "load_average_1min_at_end": os_load,
+        "env": {k: os.environ.get(k) for k in ("XLA_FLAGS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
     }
     print(f"{'':28s}{'ours':>14s}{'reference':>16s}")
     print(f"{'time (s)':28s}{ours_total:14.3f}{ref_projected:16.1f}  (ref projected: {per_step*1e3:.2f} ms/step x "
