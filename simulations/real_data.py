@@ -12,8 +12,11 @@ For every feature map, noise kind, noise rate and seed:
    student), and the block model fitted to the features (c, d from
    ``sdtheory.data.block_statistics``, ``sdtheory.block_outputs``);
 4. record training-label recovery (accuracy against the true labels, on all,
-   clean and corrupted instances), held-out accuracy, and the confidence and
-   predictive diversity (``sdtheory.smoothing``) of every round's outputs.
+   clean and corrupted instances), held-out accuracy, the confidence and
+   predictive diversity (``sdtheory.smoothing``) of every round's outputs, and
+   for the closed form and the block model the fraction of training instances
+   whose prediction agrees with the exact solution of the same round
+   (``agree_exact``; for the closed-form PLL student: with the exact CE one).
 
 lam rule (default, documented in docs/real_data.md): fit the block model to
 the training features (``c`` = mean within-class cosine similarity) and set
@@ -57,7 +60,7 @@ DEFAULT_KINDS = ("symmetric", "asymmetric", "cc")
 METRIC_COLUMNS = ("train_acc", "train_acc_clean", "train_acc_corrupted", "test_acc",
                   "confidence", "diversity")
 FIELDNAMES = ("feature_map", "kind", "rate", "seed", "realised_rate", "lam", "solver", "method", "round",
-              *METRIC_COLUMNS, "residual", "converged")
+              *METRIC_COLUMNS, "agree_exact", "residual", "converged")
 
 
 # --------------------------------------------------------------------------
@@ -208,36 +211,49 @@ def run_cell(prep: Prepared, true, test_true, given, k, lam, rounds, q, bstats) 
 
     # exact SD, rounds 0..R
     res = _exact(prep, t, lam, rounds + 1)
+    exact_pred = np.asarray(res.outputs).argmax(-1)  # (R+1, N): reference for the agreement columns
+
+    def agree(outputs, r):
+        """Fraction of training instances whose argmax equals the exact round-r argmax."""
+        return float(np.mean(np.asarray(outputs).argmax(-1) == exact_pred[r]))
+
     test_out = sd.exact_predict(res, test_features=xt, features=x)
     for r, m in enumerate(_metrics(res.outputs, test_out, true, given, test_true, True)):
-        out.append(dict(solver="exact", method="sd", round=r, residual=float(res.residuals[r]),
+        out.append(dict(solver="exact", method="sd", round=r, agree_exact=float("nan"), residual=float(res.residuals[r]),
                         converged=bool(res.converged[r]), **m))
 
     # exact PLL students from the exact teacher's top-2
     t2 = np.asarray(refine.top2_targets(res.outputs[0]))
+    pll_pred = {}
     for loss in ("ce", "gce"):
         pr = _exact(prep, t2, lam, 1, loss=loss, q=q)
+        pll_pred[loss] = np.asarray(pr.outputs[0]).argmax(-1)
         pt = sd.exact_predict(pr, test_features=xt, features=x)
         m = _metrics(pr.outputs, pt, true, given, test_true, True)[0]
-        out.append(dict(solver="exact", method=f"pll_{loss}", round=1, residual=float(pr.residuals[0]),
+        out.append(dict(solver="exact", method=f"pll_{loss}", round=1, agree_exact=float("nan"),
+                        residual=float(pr.residuals[0]),
                         converged=bool(pr.converged[0]), **m))
 
     # closed form from the empirical Gram (linearised), SD and PLL
     cf = sd.sd_outputs_spectral(prep.spec, jax.numpy.asarray(t, dtype=float), lam_a, rr)
     cft = sd.closed_form.sd_test_outputs_spectral(prep.spec, jax.numpy.asarray(t, dtype=float), lam_a, rr, prep.cross)
     for r, m in enumerate(_metrics(cf, cft, true, given, test_true, False)):
-        out.append(dict(solver="closed_form", method="sd", round=r, residual=float("nan"), converged=True, **m))
+        out.append(dict(solver="closed_form", method="sd", round=r, agree_exact=agree(cf[r], r),
+                        residual=float("nan"), converged=True, **m))
     t2c = refine.top2_targets(cf[0])
     pc = sd.sd_outputs_spectral(prep.spec, t2c, lam_a, np.zeros(1, dtype=int))
     pct = sd.closed_form.sd_test_outputs_spectral(prep.spec, t2c, lam_a, np.zeros(1, dtype=int), prep.cross)
     m = _metrics(pc, pct, true, given, test_true, False)[0]
-    out.append(dict(solver="closed_form", method="pll_ce", round=1, residual=float("nan"), converged=True, **m))
+    out.append(dict(solver="closed_form", method="pll_ce", round=1,
+                    agree_exact=float(np.mean(np.asarray(pc[0]).argmax(-1) == pll_pred["ce"])), residual=float("nan"),
+                    converged=True, **m))
 
     # block model fitted to the features (c, d); training instances only
     bo = np.asarray(sd.block_outputs(t, true, bstats.c, bstats.d, lam, rr))
     for r in range(rounds + 1):
         split = metrics.split_accuracy(bo[r], true, given)
-        out.append(dict(solver="block", method="sd", round=r, residual=float("nan"), converged=True,
+        out.append(dict(solver="block", method="sd", round=r, agree_exact=agree(bo[r], r),
+                        residual=float("nan"), converged=True,
                         train_acc=float(split.overall),
                         train_acc_clean=float(split.clean) if int(split.n_clean) else float("nan"),
                         train_acc_corrupted=float(split.corrupted) if int(split.n_corrupted) else float("nan"),
@@ -260,7 +276,7 @@ def aggregate(rows: list) -> dict:
     agg = {}
     for key, rs in groups.items():
         agg[key] = {}
-        for m in METRIC_COLUMNS + ("realised_rate",):
+        for m in METRIC_COLUMNS + ("agree_exact", "realised_rate"):
             v = np.array([r[m] for r in rs], dtype=float)
             v = v[np.isfinite(v)]
             agg[key][m] = (float(v.mean()) if v.size else float("nan"),
@@ -303,6 +319,20 @@ def markdown_summary(agg, args, meta_by_map) -> str:
                             cells.append(f"{100 * v[0]:.1f} ({100 * v[1]:.1f})")
                     lines.append(f"| {kind} | {rate:g} | " + " | ".join(cells) + " |")
             lines.append("")
+        R = args.rounds
+        use = [("closed_form", "sd", 0, "CF teacher"), ("closed_form", "sd", R, f"CF SD r{R}"),
+               ("closed_form", "pll_ce", 1, "CF PLL vs exact PLL-CE"), ("block", "sd", 0, "block teacher"),
+               ("block", "sd", R, f"block SD r{R}")]
+        lines += ["### Agreement with the exact solution (same round, training-set argmax)", "",
+                  "| kind | eta | " + " | ".join(c[3] for c in use) + " |", "|---|---|" + "---|" * len(use)]
+        for kind in args.kinds:
+            for rate in args.rates:
+                cells = []
+                for solver, method, r, _ in use:
+                    v = agg.get((fmap, kind, rate, solver, method, r), {}).get("agree_exact")
+                    cells.append("-" if v is None or not np.isfinite(v[0]) else f"{100 * v[0]:.1f} ({100 * v[1]:.1f})")
+                lines.append(f"| {kind} | {rate:g} | " + " | ".join(cells) + " |")
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 

@@ -156,15 +156,24 @@ def test_run_cell_against_independent_solvers():
     # exact SD chain by primal L-BFGS
     t = np.eye(k)[given]
     teacher = None
+    ex_pred = []
     for r in range(3):
         w = _primal_softmax(x, t, lam)
         p, pt = _softmax(x @ w), _softmax(xt @ w)
+        ex_pred.append(p.argmax(1))
         if r == 0:
             teacher = p
         row = get[("exact", "sd", r)]
         check(row, p, pt)
         assert row["confidence"] == pytest.approx(np.mean(p.max(1)), abs=1e-6)
         t = p
+    # the closed form's agreement with the exact argmax, round by round, recomputed independently
+    g = x @ x.T
+    tc = np.eye(k)[given] - 1 / k
+    for r in range(3):
+        tc = g @ np.linalg.solve(g + k * n * lam * np.eye(n), tc)
+        assert get[("closed_form", "sd", r)]["agree_exact"] == pytest.approx(np.mean(tc.argmax(1) == ex_pred[r]),
+                                                                             abs=1e-12)
     # PLL students from the teacher's top-2
     top2 = np.argsort(-teacher, axis=1)[:, :2]
     t2 = np.zeros((n, k))
