@@ -109,8 +109,12 @@ def _resolve(args) -> argparse.Namespace:
     for r in args.rates:
         if not (0.0 <= r <= 1.0):
             raise SystemExit(f"--rates must lie in [0, 1], got {r}")
-    if args.lam is not None and not (args.lam > 0):
-        raise SystemExit("--lam must be > 0")
+    if args.lam is not None and not (0 < args.lam < float("inf")):
+        raise SystemExit("--lam must be a finite number > 0")
+    if not (0 < args.q <= 1):
+        raise SystemExit(f"--q (GCE exponent) must lie in (0, 1], got {args.q}")
+    if args.relu_dim < 1:
+        raise SystemExit("--relu-dim must be >= 1")
     if args.feature_maps is None:
         args.feature_maps = ["identity"] if args.features is not None else ["standardized", "relu"]
     if args.quick:

@@ -229,5 +229,6 @@ def test_help_and_bad_flags(capsys):
         real_data.main(["--help"])
     assert e.value.code == 0
     assert "--features" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        real_data.main(["--rates", "1.5"])
+    for bad in (["--rates", "1.5"], ["--q", "0"], ["--lam", "-1"], ["--rounds", "0"], ["--relu-dim", "0"]):
+        with pytest.raises(SystemExit):
+            real_data.main(bad)
