@@ -37,7 +37,7 @@ are kept for comparison.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -23,7 +23,6 @@ small (about a minute on 2 cores).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
