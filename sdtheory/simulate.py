@@ -188,7 +188,8 @@ class TheoryStats(NamedTuple):
         round by the score formula with the global term
         (:func:`sdtheory.theorems.all_correct_at_core`).
       *_pll_accuracy: predicted training accuracy of the PLL student after
-        one round (:func:`sdtheory.theorems.pll_prediction_core`).
+        one round (:func:`sdtheory.theorems.pll_prediction_core`), rounded to
+        12 decimals (its last bits otherwise depend on the batch layout).
       *_pll_condition: the PLL one-round condition.
     """
 
@@ -600,6 +601,10 @@ def _assemble(config: SimConfig, etas: np.ndarray, num_seeds: int, flat: dict) -
     names = ("condition", "margin", "rstar", "all_correct", "pll_accuracy", "pll_condition")
     pop = [grid(flat[f"pop_{n}"])[:, 0] for n in names]  # identical over seeds
     emp = [grid(flat[f"emp_{n}"]) for n in names]
+    # The predicted PLL accuracy is a sum of fractions: its last bits depend on
+    # the batch shape (chunk size, devices). Round it to 12 decimals so that
+    # tables and "accuracy == 1" decisions do not change with the layout.
+    pop[4], emp[4] = np.round(pop[4], 12), np.round(emp[4], 12)
     theory = TheoryStats(*pop, *emp)
     n_total = config.num_classes * config.per_class
     return SimResult(etas, rounds, n_total, grid(flat["num_noisy"]), methods, theory)
