@@ -64,3 +64,5 @@ from .theorems import (  # noqa: E402
 from .refine import PLLResult, pll_student, pll_student_block, pll_student_block_model, pll_student_spectral, top2_targets  # noqa: E402
 from .smoothing import beta_smoothing, confidence, predictive_diversity, uniform_smoothing  # noqa: E402
 from .metrics import SplitAccuracy, accuracy, heldout_accuracy, split_accuracy  # noqa: E402
+from . import io, plots, simulate  # noqa: E402
+from .simulate import METHODS, SimConfig, SimResult, make_config, run_grid  # noqa: E402
