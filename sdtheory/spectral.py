@@ -58,6 +58,31 @@ def _svd_spectrum(features: jax.Array) -> Spectrum:
     return Spectrum(sig**2, u)
 
 
+#: Relative cut-off below which the "gram" route treats an eigenvalue of
+#: ``X^T X`` as zero (its left singular vector cannot be recovered as
+#: ``X v / sqrt(s)`` to useful accuracy).
+GRAM_ROUTE_CUTOFF = 1e-10
+
+
+@jax.jit
+def _small_gram_spectrum(features: jax.Array) -> Spectrum:
+    # d < N: X^T X = V diag(s) V^T (d x d) and U = X V diag(s)^{-1/2}; O(N d^2)
+    # in two matrix products and a d x d eigh (several times faster than a
+    # thin SVD on CPU). Directions with s <= cutoff * max(s) get a zero column
+    # and s = 0, i.e. they join the null space of G.
+    s, v = jnp.linalg.eigh(features.T @ features)
+    s = jnp.maximum(s, 0.0)
+    keep = s > GRAM_ROUTE_CUTOFF * jnp.max(s)
+    inv_sqrt = jnp.where(keep, 1.0 / jnp.sqrt(jnp.where(keep, s, 1.0)), 0.0)
+    return Spectrum(jnp.where(keep, s, 0.0), (features @ v) * inv_sqrt)
+
+
+@jax.jit
+def _large_gram_spectrum(features: jax.Array) -> Spectrum:
+    # d >= N: the N x N Gram is no larger than X itself; eigh it directly.
+    return _eigh_spectrum(features @ features.T)
+
+
 def _clean(spec: Spectrum) -> Spectrum:
     return Spectrum(jnp.maximum(spec.eigvals, 0.0), spec.eigvecs)
 
@@ -76,15 +101,32 @@ def gram_spectrum(gram: Any, *, validate: bool = True) -> Spectrum:
     return _clean(spec)
 
 
-def feature_spectrum(features: Any, *, validate: bool = True) -> Spectrum:
-    """Spectrum of ``G = X X^T`` from ``(N, d)`` features by a thin SVD.
+def feature_spectrum(features: Any, *, method: str = "auto", validate: bool = True) -> Spectrum:
+    """Spectrum of ``G = X X^T`` from ``(N, d)`` features, never forming ``G`` when ``d < N``.
 
-    Never forms ``G``. Correct for ``d < N`` (``M = d`` eigenpairs; the rest
-    of ``R^N`` is the zero eigenspace), ``d >= N`` and rank-deficient ``X``.
+    Methods:
+      ``"auto"`` (default): for ``d < N`` the eigendecomposition of the
+        ``d x d`` matrix ``X^T X`` with ``U = X V diag(s)^{-1/2}`` (``M = d``
+        eigenpairs; the rest of ``R^N`` is the zero eigenspace; eigenvalues
+        below ``GRAM_ROUTE_CUTOFF * max(s)`` are set to 0); for ``d >= N``
+        ``eigh`` of the ``N x N`` Gram, which is then no larger than ``X``.
+        Squaring ``X`` costs accuracy only in directions with tiny ``s``,
+        where every self-distillation multiplier ``s/(s + K N lam)`` is tiny
+        too: the error on SD outputs is ``O(eps * max(s) / (K N lam))``.
+      ``"svd"``: a thin SVD (backward stable for any function of ``G``,
+        several times slower on CPU).
+    Correct for ``d < N``, ``d >= N`` and rank-deficient ``X``.
     """
+    if method not in ("auto", "svd"):
+        raise ValueError(f"method must be 'auto' or 'svd', got {method!r}")
     if validate:
         V.check_features(features)
-    return _clean(_svd_spectrum(jnp.asarray(features, dtype=float)))
+    x = jnp.asarray(features, dtype=float)
+    if method == "svd":
+        return _clean(_svd_spectrum(x))
+    if x.shape[1] < x.shape[0]:
+        return _small_gram_spectrum(x)
+    return _clean(_large_gram_spectrum(x))
 
 
 def spectrum(*, gram: Any = None, features: Any = None, validate: bool = True) -> Spectrum:

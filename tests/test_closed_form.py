@@ -82,17 +82,34 @@ def test_feature_path_equals_gram_path_including_rank_deficient(n, d):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-10)
 
 
-def test_feature_spectrum_matches_numpy_eigh():
+@pytest.mark.parametrize("method", ["auto", "svd"])
+@pytest.mark.parametrize("n,d", [(30, 7), (7, 30)])
+def test_feature_spectrum_matches_numpy_eigh(method, n, d):
     rng = np.random.default_rng(3)
-    x = rng.normal(size=(30, 7))
-    spec = sd.feature_spectrum(x)
-    assert spec.eigvecs.shape == (30, 7)
-    ref = np.sort(np.linalg.eigvalsh(x @ x.T))[-7:]
+    x = rng.normal(size=(n, d))
+    spec = sd.feature_spectrum(x, method=method)
+    m = min(n, d)
+    assert spec.eigvecs.shape == (n, m)
+    ref = np.sort(np.linalg.eigvalsh(x @ x.T))[-m:]
     np.testing.assert_allclose(np.sort(np.asarray(spec.eigvals)), ref, rtol=1e-10)
-    # eigenvectors: G u = s u, computed without forming G inside the package
+    # eigenvectors: G u = s u and U^T U = I, checked against a Gram formed here
     g = x @ x.T
     u, s = np.asarray(spec.eigvecs), np.asarray(spec.eigvals)
     np.testing.assert_allclose(g @ u, u * s, atol=1e-9)
+    np.testing.assert_allclose(u.T @ u, np.eye(m), atol=1e-10)
+
+
+def test_feature_spectrum_methods_agree_on_rank_deficient_features():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(25, 3)) @ rng.normal(size=(3, 9))  # rank 3, d = 9
+    y = np.eye(3)[rng.integers(0, 3, 25)]
+    direct = linearised_rounds_direct(x @ x.T, y, 1e-3, 4)
+    for method in ("auto", "svd"):
+        spec = sd.feature_spectrum(x, method=method)
+        got = np.asarray(sd.sd_outputs_spectral(spec, jnp.asarray(y), 1e-3, jnp.arange(4)))
+        np.testing.assert_allclose(got, direct, atol=1e-9)
+    with pytest.raises(ValueError, match="method"):
+        sd.feature_spectrum(x, method="qr")
 
 
 def test_permuting_instances_permutes_outputs():
