@@ -44,7 +44,11 @@ _ALIASES = {"sym": "symmetric", "asym": "asymmetric", "pairflip": "pair", "pair_
 # --------------------------------------------------------------------------
 
 
-def _canonical_kind(kind: Any) -> str:
+def canonical_kind(kind: Any) -> str:
+    """The canonical name of a corruption family (``"sym"`` -> ``"symmetric"``, ...).
+
+    Raises ``TypeError`` for a non-string and ``ValueError`` for an unknown kind.
+    """
     if not isinstance(kind, str):
         raise TypeError(f"kind must be a string, one of {KINDS}, got {kind!r}")
     k = _ALIASES.get(kind.lower(), kind.lower())
@@ -60,7 +64,7 @@ def max_eta(kind: str, num_classes: int, *, clusters: Any = None) -> float:
     ``eta`` in total on the off-diagonal entries, so the row always sums to 1
     and the diagonal becomes negative (invalid probability) for ``eta > 1``.
     """
-    _canonical_kind(kind)
+    canonical_kind(kind)
     V.check_int(num_classes, "num_classes", minimum=2)
     return 1.0
 
@@ -77,7 +81,7 @@ def condition_threshold(kind: str, num_classes: int, *, clusters: Any = None) ->
     * cc: ``1 - eta > eta/(m-1)`` for the smallest cluster size ``m >= 2``
       <=>  ``eta < (m-1)/m`` (1 if every cluster is a singleton).
     """
-    kind = _canonical_kind(kind)
+    kind = canonical_kind(kind)
     k = V.check_int(num_classes, "num_classes", minimum=2)
     if kind == "symmetric":
         return (k - 1) / k
@@ -210,7 +214,7 @@ def corruption_matrix(kind: str, num_classes: int, eta: Any, *, clusters: Any = 
       maximum of every kind, see :func:`max_eta`), clusters that do not
       partition the classes or clusters given for another kind.
     """
-    kind = _canonical_kind(kind)
+    kind = canonical_kind(kind)
     k = V.check_int(num_classes, "num_classes", minimum=2)
     _check_eta(eta, kind)
     ids = None

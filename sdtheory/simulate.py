@@ -285,7 +285,7 @@ def make_config(
     methods = tuple(m for m in METHODS if m in methods)
     if dim is not None:
         dim = V.check_int(dim, "dim", minimum=1)
-    noise = _canonical_kind(noise)
+    noise = canonical_kind(noise)
     if noise == "cc":
         clusters = tuple(int(i) for i in check_clusters(clusters, k))
     elif clusters is not None:
@@ -315,7 +315,7 @@ def make_config(
 # --------------------------------------------------------------------------
 
 from .noise import (  # noqa: E402
-    _canonical_kind,
+    canonical_kind,
     check_clusters,
     corruption_matrix,
     corruption_matrix_core,

@@ -150,11 +150,13 @@ def parse_args(argv=None):
         parser.error(f"argument --eta-max: must be >= --eta-min (got {args.eta_max:g} < {args.eta_min:g})")
     if args.eta_steps == 1 and args.eta_max != args.eta_min:
         parser.error("argument --eta-steps: must be >= 2 when --eta-min != --eta-max")
-    from sdtheory.noise import KINDS, _ALIASES
+    from sdtheory.noise import KINDS, canonical_kind
 
-    if args.noise.lower() not in KINDS and args.noise.lower() not in _ALIASES:
+    try:
+        kind = canonical_kind(args.noise)
+    except ValueError:
         parser.error(f"argument --noise: unknown family {args.noise!r}; choose from {', '.join(KINDS)}")
-    is_cc = _ALIASES.get(args.noise.lower(), args.noise.lower()) == "cc"
+    is_cc = kind == "cc"
     if is_cc and args.clusters is None:
         parser.error("argument --clusters: required with --noise cc (e.g. --clusters 0,0,1,1)")
     if not is_cc and args.clusters is not None:
