@@ -209,6 +209,34 @@ def check_same_n(n_expected: int, n_got: int, what: str, against: str) -> None:
         raise ValueError(f"{what} has {n_got} instances but {against} has {n_expected}")
 
 
+def check_problem(targets: Any, lam: Any, gram: Any, features: Any, *, probability_targets: bool = True) -> int:
+    """The checks every training problem shares; returns ``N``.
+
+    Exactly one of ``gram``/``features``; targets ``(N, K)`` probability rows
+    (or, with ``probability_targets=False``, any finite ``(N,)``/``(N, K)``
+    array); a valid ``lam``; and as many rows in the matrix as in the targets.
+    The matrix's own contents (symmetry, PSD, finiteness) are checked where
+    its spectrum is computed.
+    """
+    one_of_gram_features(gram, features)
+    if probability_targets:
+        n, _ = check_targets(targets)
+    else:
+        shape = np.shape(targets)
+        if len(shape) not in (1, 2):
+            raise ValueError(f"targets must be (N,) or (N, K), got shape {tuple(shape)}")
+        check_finite(targets, "targets")
+        n = shape[0]
+    check_lam(lam)
+    matrix, what = (gram, "gram") if gram is not None else (features, "features")
+    shape = np.shape(matrix)
+    if len(shape) != 2:
+        expected = "a square (N, N) matrix" if gram is not None else "a 2-D (N, d) array"
+        raise ValueError(f"{what} must be {expected}, got shape {tuple(shape)}")
+    check_same_n(shape[0], n, "targets", what)
+    return n
+
+
 def check_sizes(sizes: Sequence[int], name: str = "class_sizes") -> np.ndarray:
     arr = np.asarray(sizes)
     if arr.ndim != 1:

@@ -143,23 +143,8 @@ def kernel_ridge_sd_spectral(spec: Spectrum, targets: jax.Array, lam: jax.Array,
 
 
 def _prepare(targets, lam, rounds, gram, features, *, probability_targets=True):
-    V.one_of_gram_features(gram, features)
-    if probability_targets:
-        n, _ = V.check_targets(targets)
-    else:
-        shape = np.shape(targets)
-        if len(shape) not in (1, 2):
-            raise ValueError(f"targets must be (N,) or (N, K), got shape {tuple(shape)}")
-        V.check_finite(targets, "targets")
-        n = shape[0]
-    V.check_lam(lam)
+    V.check_problem(targets, lam, gram, features, probability_targets=probability_targets)
     rounds = V.check_rounds(rounds)
-    if gram is not None:
-        V.check_same_n(np.shape(gram)[0] if len(np.shape(gram)) == 2 else -1, n, "targets", "gram")
-    else:
-        if len(np.shape(features)) != 2:
-            raise ValueError(f"features must be a 2-D (N, d) array, got shape {tuple(np.shape(features))}")
-        V.check_same_n(np.shape(features)[0], n, "targets", "features")
     spec = spectrum(gram=gram, features=features)
     return spec, jnp.asarray(targets, dtype=float), jnp.asarray(lam, dtype=float), jnp.asarray(rounds)
 

@@ -493,19 +493,11 @@ def exact_outputs(targets: Any, lam: Any, num_rounds: int, *, gram: Any = None, 
     Returns:
       :class:`ExactResult` with leading axis ``R``.
     """
-    V.one_of_gram_features(gram, features)
-    n, _ = V.check_targets(targets)
-    V.check_lam(lam)
+    n = V.check_problem(targets, lam, gram, features)
     if np.ndim(lam) != 0:
         raise ValueError(f"lam must be a scalar here (got shape {np.shape(lam)}); vmap exact_outputs_spectral for grids")
     num_rounds = V.check_int(num_rounds, "num_rounds", minimum=1)
     _check_options(loss, q, tol, max_iter, on_failure, method)
-    if gram is not None:
-        V.check_same_n(np.shape(gram)[0] if len(np.shape(gram)) == 2 else -1, n, "targets", "gram")
-    else:
-        if len(np.shape(features)) != 2:
-            raise ValueError(f"features must be a 2-D (N, d) array, got shape {tuple(np.shape(features))}")
-        V.check_same_n(np.shape(features)[0], n, "targets", "features")
     t = jnp.asarray(targets, dtype=float)
     lam_a = jnp.asarray(lam, dtype=float)
     if features is not None:

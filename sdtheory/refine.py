@@ -154,15 +154,7 @@ def pll_student(
         raise ValueError("the closed form is the linearised cross-entropy student; use method='exact' for loss='gce'")
     if exact_kwargs and method != "exact":
         raise TypeError(f"unexpected keyword arguments for the closed form: {sorted(exact_kwargs)}")
-    V.one_of_gram_features(gram, features)
-    n, _ = V.check_targets(targets)
-    V.check_lam(lam)
-    if gram is not None:
-        V.check_same_n(np.shape(gram)[0] if len(np.shape(gram)) == 2 else -1, n, "targets", "gram")
-    else:
-        if len(np.shape(features)) != 2:
-            raise ValueError(f"features must be a 2-D (N, d) array, got shape {tuple(np.shape(features))}")
-        V.check_same_n(np.shape(features)[0], n, "targets", "features")
+    V.check_problem(targets, lam, gram, features)
     t = jnp.asarray(targets, dtype=float)
     if method == "closed_form":
         spec = spectrum(gram=gram, features=features)
