@@ -53,7 +53,7 @@ def sd_outputs_spectral(spec: Spectrum, targets: jax.Array, lam: jax.Array, roun
     def fn(s):
         return shrink_factors(s, ridge)[None, :] ** exps[:, None]
 
-    return 1.0 / k + apply_spectral(spec, fn, centred)
+    return 1.0 / k + apply_spectral(spec, fn, centred, vanishes_at_zero=True)
 
 
 @jax.jit
@@ -99,7 +99,7 @@ def sd_mixed_outputs_spectral(
         geo = jnp.where(jnp.abs(1.0 - xq) > 1e-12, (1.0 - xq**r) / (1.0 - xq), r)
         return (1.0 - xi) * q * geo + xi**r * q ** (r + 1.0)
 
-    return 1.0 / k + apply_spectral(spec, fn, targets - 1.0 / k)
+    return 1.0 / k + apply_spectral(spec, fn, targets - 1.0 / k, vanishes_at_zero=True)
 
 
 @jax.jit
@@ -134,7 +134,7 @@ def kernel_ridge_sd_spectral(spec: Spectrum, targets: jax.Array, lam: jax.Array,
     def fn(s):
         return shrink_factors(s, n * lam)[None, :] ** exps[:, None]
 
-    return apply_spectral(spec, fn, targets)
+    return apply_spectral(spec, fn, targets, vanishes_at_zero=True)
 
 
 # --------------------------------------------------------------------------

@@ -263,3 +263,17 @@ def test_rejects_bad_matrices(small):
         sd.sd_mixed_outputs(y, 0.1, 1, 1.5, features=x)
     with pytest.raises(ValueError, match="test_features"):
         sd.sd_test_outputs(y, 0.1, 1, features=x, test_features=np.ones((2, 4)))
+
+
+@pytest.mark.parametrize("n,d", [(20, 4), (6, 12)])
+def test_apply_spectral_general_function_including_null_space(n, d):
+    # f(G) = (G + I)^{-1} has f(0) = 1: the null space of G (d < N) must be kept.
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(n, d))
+    y = rng.normal(size=(n, 3))
+    spec = sd.feature_spectrum(x)
+    got = np.asarray(sd.apply_spectral(spec, lambda s: 1.0 / (s + 1.0), jnp.asarray(y)))
+    np.testing.assert_allclose(got, np.linalg.solve(x @ x.T + np.eye(n), y), atol=1e-10)
+    # a batch of functions at once, and a vector right-hand side
+    both = np.asarray(sd.apply_spectral(spec, lambda s: jnp.stack([1.0 / (s + 1.0), s]), jnp.asarray(y[:, 0])))
+    np.testing.assert_allclose(both[1], x @ (x.T @ y[:, 0]), atol=1e-10)
