@@ -1,32 +1,17 @@
 """sdtheory: the theory of self-distillation for linear probing, in JAX.
 
-Dtype policy: importing ``sdtheory`` enables JAX's float64 mode
-(``jax_enable_x64``), because the theorems are statements about exact
-arithmetic and several of them compare numbers like ``(a/b)^(r+1)`` against
-``Delta/(1 + Delta)`` that float32 cannot resolve. Set the environment
-variable ``SDTHEORY_X64=0`` before importing to keep JAX's default.
+Importing the package changes nothing global: JAX's configuration, the
+matplotlib backend and the file system are left alone. Public functions
+compute in float64 inside a scoped ``jax.enable_x64(True)`` and return NumPy
+arrays; the pure ``*_core`` kernels compute in the dtype of their inputs
+(docs/glossary.md, "float64 policy").
 """
 
-import os as _os
+__version__ = "0.2.0"
 
-import jax as _jax
-
-if _os.environ.get("SDTHEORY_X64", "1") != "0":
-    _jax.config.update("jax_enable_x64", True)
-
-__version__ = "0.1.0"
-
-from .spectral import Spectrum, apply_spectral, feature_spectrum, gram_spectrum, spectrum  # noqa: E402
-from .closed_form import (  # noqa: E402
-    kernel_ridge_sd,
-    predictions,
-    sd_mixed_outputs,
-    sd_outputs,
-    sd_outputs_spectral,
-    sd_predictions_spectral,
-    sd_test_outputs,
-)
-from .block import (  # noqa: E402
+from .spectral import Spectrum, apply_spectral, feature_spectrum, gram_spectrum, spectrum
+from .closed_form import kernel_ridge_sd, predictions, sd_mixed_outputs, sd_outputs, sd_test_outputs
+from .block import (
     BlockSpectrum,
     balanced_block_eigenvalues,
     block_classes,
@@ -36,8 +21,10 @@ from .block import (  # noqa: E402
     block_spectrum,
     sample_block_features,
 )
-from .exact import ExactResult, exact_outputs, exact_outputs_spectral, exact_predict  # noqa: E402
-from .noise import (  # noqa: E402
+from .losses import LOSSES
+from .exact import SOLVERS, ExactResult, exact_outputs, exact_predict
+from .predictor import MODELS, Predictor, predictor
+from .noise import (
     condition_threshold,
     confusable_clusters,
     corruption_matrix,
@@ -47,9 +34,9 @@ from .noise import (  # noqa: E402
     sample_labels,
     validate_corruption_matrix,
 )
-
-from . import data  # noqa: E402  (real data: loaders, splits, feature maps; sklearn imported lazily)
-from .theorems import (  # noqa: E402
+from .noise import KINDS as NOISE_KINDS
+from .metrics import TIE_TOL, SplitAccuracy, accuracy, correct, first_all_correct, heldout_accuracy, split_accuracy
+from .theorems import (
     PLLPrediction,
     RoundWindow,
     all_correct_at,
@@ -61,8 +48,32 @@ from .theorems import (  # noqa: E402
     pll_accuracy_prediction,
     pll_condition,
 )
-from .refine import PLLResult, pll_student, pll_student_block, pll_student_block_model, pll_student_spectral, top2_targets  # noqa: E402
-from .smoothing import beta_smoothing, confidence, predictive_diversity, uniform_smoothing  # noqa: E402
-from .metrics import SplitAccuracy, accuracy, heldout_accuracy, split_accuracy  # noqa: E402
-from . import io, plots, simulate  # noqa: E402
-from .simulate import METHODS, SimConfig, SimResult, make_config, run_grid  # noqa: E402
+from .refine import PLLResult, pll_student, pll_student_block_model, top2_targets
+from .smoothing import beta_smoothing, confidence, predictive_diversity, uniform_smoothing
+from . import data, experiments, io, montecarlo, plots
+from .montecarlo import METHODS, SimConfig, SimResult, make_config, run_grid
+
+__all__ = [
+    # spectra and the closed form
+    "Spectrum", "apply_spectral", "feature_spectrum", "gram_spectrum", "spectrum",
+    "kernel_ridge_sd", "predictions", "sd_mixed_outputs", "sd_outputs", "sd_test_outputs",
+    # the predictor and the exact solver
+    "MODELS", "Predictor", "predictor", "LOSSES", "SOLVERS", "ExactResult", "exact_outputs", "exact_predict",
+    # the block model
+    "BlockSpectrum", "balanced_block_eigenvalues", "block_classes", "block_factors", "block_gram",
+    "block_outputs", "block_spectrum", "sample_block_features",
+    # label noise
+    "NOISE_KINDS", "condition_threshold", "confusable_clusters", "corruption_matrix", "empirical_fractions",
+    "exact_counts", "max_eta", "sample_labels", "validate_corruption_matrix",
+    # correctness and accuracy
+    "TIE_TOL", "SplitAccuracy", "accuracy", "correct", "first_all_correct", "heldout_accuracy", "split_accuracy",
+    # theorems
+    "PLLPrediction", "RoundWindow", "all_correct_at", "all_correct_rounds", "corruption_condition", "margin",
+    "max_rounds", "min_rounds", "pll_accuracy_prediction", "pll_condition",
+    # PLL and smoothing
+    "PLLResult", "pll_student", "pll_student_block_model", "top2_targets",
+    "beta_smoothing", "confidence", "predictive_diversity", "uniform_smoothing",
+    # Monte Carlo and experiments
+    "METHODS", "SimConfig", "SimResult", "make_config", "run_grid",
+    "data", "experiments", "io", "montecarlo", "plots",
+]

@@ -248,3 +248,48 @@ def check_sizes(sizes: Sequence[int], name: str = "class_sizes") -> np.ndarray:
     if np.any(arr < 1):
         raise ValueError(f"{name} must all be >= 1, got {arr.tolist()}")
     return arr.astype(np.int64)
+
+
+def resolve_rounds(rounds: Any, num_rounds: Any) -> np.ndarray:
+    """Round indices from exactly one of ``rounds`` (indices, 0 = teacher) or ``num_rounds`` (a count).
+
+    ``num_rounds = R`` means rounds ``0..R-1``. Returns a 1-D int64 array.
+    """
+    if (rounds is None) == (num_rounds is None):
+        raise ValueError("pass exactly one of rounds= (round indices, 0 = teacher) or num_rounds= (a count R: "
+                         "rounds 0..R-1)")
+    if rounds is not None:
+        return check_rounds(rounds)
+    return np.arange(check_int(num_rounds, "num_rounds", minimum=1), dtype=np.int64)
+
+
+def check_cd(c: Any, d: Any) -> tuple:
+    """The block model's correlations: finite real scalars with ``0 <= d < c < 1``.
+
+    The one domain every block-model function uses (Gram, spectrum, outputs,
+    feature sampler, theorems, Monte Carlo engine): ``c`` is the correlation
+    of two instances of the same class, ``d`` of two different classes. In it
+    the block Gram is positive definite (its eigenvalues ``1 - c`` and those
+    of the class-level matrix are all positive) and the three balanced
+    eigenvalues are distinct. Traced values are not inspected. Returns
+    ``(c, d)`` (floats when concrete).
+    """
+    out = []
+    for name, v in (("c", c), ("d", d)):
+        if is_tracer(v):
+            out.append(v)
+            continue
+        if isinstance(v, (bool, np.bool_)):
+            raise TypeError(f"{name} must be a real number, got a bool")
+        arr = _as_numpy(v, name)
+        if arr.ndim != 0:
+            raise ValueError(f"{name} must be a scalar, got shape {arr.shape}")
+        if not np.isfinite(arr):
+            raise ValueError(f"{name} must be finite, got {v!r}")
+        out.append(float(arr))
+    c, d = out
+    if not is_tracer(c) and not is_tracer(d) and not (0.0 <= d < c < 1.0):
+        raise ValueError(
+            f"the block model needs 0 <= d < c < 1 (d: correlation across classes, c: within a class), "
+            f"got c = {c:g}, d = {d:g}")
+    return c, d

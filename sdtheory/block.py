@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validation as V
+from ._x64 import float64
 from .closed_form import RoundsLike, shrink_factors
 
 
@@ -56,15 +57,6 @@ def block_classes(class_sizes: Sequence[int]) -> np.ndarray:
     return np.repeat(np.arange(sizes.size), sizes)
 
 
-def _check_cd(c: Any, d: Any) -> None:
-    for name, v in (("c", c), ("d", d)):
-        if V.is_tracer(v):
-            return
-        arr = np.asarray(v, dtype=float)
-        if arr.ndim != 0 or not np.isfinite(arr):
-            raise ValueError(f"{name} must be a finite scalar, got {v!r}")
-
-
 def _class_matrix(sizes: jax.Array, c, d) -> jax.Array:
     sq = jnp.sqrt(sizes)
     return jnp.diag(1.0 - c + (c - d) * sizes) + d * jnp.outer(sq, sq)
@@ -85,37 +77,32 @@ def _sizes_from_classes(classes: Any, num_classes: int) -> np.ndarray:
     return sizes
 
 
-def block_spectrum(class_sizes: Sequence[int], c: float, d: float) -> BlockSpectrum:
+@float64
+def block_spectrum(class_sizes: Sequence[int], *, c: float, d: float) -> BlockSpectrum:
     """Analytic spectrum of the block Gram for classes of the given sizes.
 
-    Raises ``ValueError`` when ``(c, d)`` make the block Gram indefinite:
-    ``c > 1`` (with a class of size >= 2) or a negative class-level eigenvalue.
+    ``(c, d)`` must satisfy the block model's domain ``0 <= d < c < 1``
+    (:func:`sdtheory._validation.check_cd`), where the Gram is positive
+    definite.
     """
+    return _block_spectrum_checked(class_sizes, c, d)
+
+
+def _block_spectrum_checked(class_sizes, c, d) -> BlockSpectrum:
     sizes = V.check_sizes(class_sizes)
-    _check_cd(c, d)
-    spec = _block_spectrum(jnp.asarray(sizes, dtype=float), float(c), float(d))
-    tol = 1e-10 * max(1.0, float(np.max(np.abs(spec.class_eigvals))))
-    if np.any(sizes >= 2) and float(c) > 1.0 + 1e-12:
-        raise ValueError(f"block Gram with c = {c} > 1 is not PSD (within-class eigenvalue 1 - c < 0)")
-    if float(np.min(spec.class_eigvals)) < -tol:
-        raise ValueError(
-            f"block Gram with c = {c}, d = {d} is not PSD: class-level eigenvalue "
-            f"{float(np.min(spec.class_eigvals)):.3g} < 0 (need roughly -(1 - c + n(c - d))/N <= d <= c <= 1)"
-        )
-    return spec
+    c, d = V.check_cd(c, d)
+    return _block_spectrum(jnp.asarray(sizes, dtype=float), c, d)
 
 
-def block_gram(classes: Any, c: float, d: float, *, num_classes: int | None = None) -> jax.Array:
-    """The ``(N, N)`` block Gram for true classes ``classes`` (any order).
-
-    Validates that ``(c, d)`` give a PSD matrix (see :func:`block_spectrum`).
-    """
+@float64
+def block_gram(classes: Any, *, c: float, d: float, num_classes: int | None = None) -> jax.Array:
+    """The ``(N, N)`` block Gram for true classes ``classes`` (any order); ``0 <= d < c < 1``."""
     classes_arr = np.asarray(classes)
     k = int(num_classes) if num_classes is not None else int(classes_arr.max()) + 1 if classes_arr.size else 0
     if k < 2:
         raise ValueError(f"the block model needs K >= 2 classes, got {k}")
-    sizes = _sizes_from_classes(classes_arr, k)
-    block_spectrum(sizes, c, d)  # PSD check
+    _sizes_from_classes(classes_arr, k)
+    c, d = V.check_cd(c, d)
     same = classes_arr[:, None] == classes_arr[None, :]
     g = np.where(same, float(c), float(d))
     np.fill_diagonal(g, 1.0)
@@ -123,7 +110,7 @@ def block_gram(classes: Any, c: float, d: float, *, num_classes: int | None = No
 
 
 @jax.jit
-def block_outputs_spectral(
+def block_outputs_core(
     bspec: BlockSpectrum, classes: jax.Array, targets: jax.Array, lam: jax.Array, rounds: jax.Array
 ) -> jax.Array:
     """O(N K + K^3) closed-form outputs ``(R, N, K)`` in the block model (no validation)."""
@@ -142,52 +129,65 @@ def block_outputs_spectral(
     return 1.0 / k + a_e[:, None, None] * resid[None] + new_means[:, classes, :]
 
 
+@float64
 def block_outputs(
     targets: Any,
     classes: Any,
+    *,
     c: float,
     d: float,
     lam: Any,
-    rounds: RoundsLike,
+    rounds: RoundsLike | None = None,
+    num_rounds: int | None = None,
 ) -> jax.Array:
     """Closed-form SD outputs ``(R, N, K)`` for the block Gram, in ``O(N K)`` per round.
 
-    Agrees with ``sd_outputs(targets, lam, rounds, gram=block_gram(classes, c, d))``
+    Agrees with ``sd_outputs(targets, lam=lam, rounds=rounds, gram=block_gram(classes, c=c, d=d))``
     without forming the Gram. ``classes`` are the true classes (block
-    membership) in ``[0, K)``; every class must be non-empty.
+    membership) in ``[0, K)``; every class must be non-empty. Pass exactly one
+    of ``rounds`` (indices, 0 = teacher) or ``num_rounds`` (rounds ``0..R-1``).
     """
     n, k = V.check_targets(targets)
     classes = np.asarray(classes)
     V.check_same_n(n, int(np.shape(classes)[0]) if classes.ndim == 1 else -1, "classes", "targets")
     sizes = _sizes_from_classes(classes, k)
     V.check_lam(lam)
-    r = V.check_rounds(rounds)
-    bspec = block_spectrum(sizes, c, d)
-    return block_outputs_spectral(
+    r = V.resolve_rounds(rounds, num_rounds)
+    bspec = _block_spectrum_checked(sizes, c, d)
+    return block_outputs_core(
         bspec, jnp.asarray(classes), jnp.asarray(targets, dtype=float), jnp.asarray(lam, dtype=float), jnp.asarray(r)
     )
 
 
-def balanced_block_eigenvalues(n: int, num_classes: int, c: float, d: float) -> tuple:
-    """``(s_w, s_b, s_g)`` of the balanced block Gram, ``n`` instances per class."""
-    n = V.check_int(n, "n (per-class size)", minimum=1)
+def balanced_block_eigenvalues(*, per_class: int, num_classes: int, c: float, d: float) -> tuple:
+    """``(s_w, s_b, s_g)`` of the balanced block Gram, ``per_class`` instances per class (Python floats)."""
+    n = V.check_int(per_class, "per_class", minimum=1)
     k = V.check_int(num_classes, "num_classes", minimum=2)
-    block_spectrum([n] * k, c, d)  # validates PSD
+    c, d = V.check_cd(c, d)
     s_w = 1.0 - c
-    s_b = 1.0 - c + n * (c - d)
+    s_b = s_w + n * (c - d)
     s_g = s_b + n * k * d
     return s_w, s_b, s_g
 
 
-def block_factors(n: int, num_classes: int, c: float, d: float, lam: float) -> tuple:
-    """Per-round shrink factors ``(a, b, g) = s / (s + K N lam)`` of the balanced block model."""
+def block_factors(*, per_class: int, num_classes: int, c: float, d: float, lam: Any) -> tuple:
+    """Per-round shrink factors ``(a, b, g) = s / (s + K N lam)`` of the balanced block model.
+
+    The one place the factors are computed (the theorems and the Monte Carlo
+    engine call it). ``c`` and ``d`` must be concrete; ``lam`` may be a
+    traced value (then the factors are traced too), so the theorems work under
+    ``jax.jit``/``jax.vmap`` over ``lam``. With concrete inputs the factors
+    are Python floats.
+    """
     V.check_lam(lam)
-    s_w, s_b, s_g = balanced_block_eigenvalues(n, num_classes, c, d)
-    ridge = num_classes * (n * num_classes) * lam
-    return tuple(s / (s + ridge) for s in (s_w, s_b, s_g))
+    s_vals = balanced_block_eigenvalues(per_class=per_class, num_classes=num_classes, c=c, d=d)
+    ridge = num_classes * (per_class * num_classes) * lam
+    return tuple(s / (s + ridge) for s in s_vals)
 
 
-def sample_block_features(key: jax.Array, classes: Any, c: float, d: float, dim: int, *, num_classes: int | None = None) -> jax.Array:
+@float64
+def sample_block_features(key: jax.Array, classes: Any, *, c: float, d: float, dim: int,
+                          num_classes: int | None = None) -> jax.Array:
     r"""Gaussian-mixture features whose *expected* Gram is the block Gram.
 
     ``x_i = sqrt(d) g + sqrt(c - d) m_{k_i} + sqrt(1 - c) z_i`` with ``g``,
@@ -195,21 +195,20 @@ def sample_block_features(key: jax.Array, classes: Any, c: float, d: float, dim:
     ``E <x_i, x_j> = 1[i = j] (1 - c) + 1[k_i = k_j] (c - d) + d``. The
     empirical Gram fluctuates around the block Gram by ``O(1/sqrt(dim))``:
     this is the "feature noise" of the Monte Carlo simulations.
-    Requires ``0 <= d <= c <= 1``. Returns ``(N, dim)``.
+    Requires ``0 <= d < c < 1``. Returns ``(N, dim)``.
     """
-    _check_cd(c, d)
-    if not V.is_tracer(c) and not V.is_tracer(d) and not (0.0 <= float(d) <= float(c) <= 1.0):
-        raise ValueError(f"sample_block_features needs 0 <= d <= c <= 1, got c = {c}, d = {d}")
+    c, d = V.check_cd(c, d)
     dim = V.check_int(dim, "dim", minimum=1)
     classes = jnp.asarray(classes)
     if classes.ndim != 1:
         raise ValueError(f"classes must be 1-D, got shape {classes.shape}")
     k = int(num_classes) if num_classes is not None else int(np.asarray(classes).max()) + 1
-    return _sample_block_features(key, classes, c, d, dim, k)
+    return sample_block_features_core(key, classes, c, d, dim, k)
 
 
 @partial(jax.jit, static_argnums=(4, 5))
-def _sample_block_features(key, classes, c, d, dim, k):
+def sample_block_features_core(key, classes, c, d, dim, k):
+    """Kernel of :func:`sample_block_features` (no validation; ``c``, ``d`` may be traced)."""
     kg, km, kz = jax.random.split(key, 3)
     scale = 1.0 / jnp.sqrt(dim)
     g = jax.random.normal(kg, (dim,)) * scale

@@ -1,6 +1,6 @@
 r"""Linearised closed form of multi-round self-distillation (label averaging).
 
-Model (THEORY.md section 1-2, docs/closed_form.md): ``N`` instances, ``K``
+Model (docs/theory.md sections 1-2, docs/closed_form.md): ``N`` instances, ``K``
 classes, Gram ``G`` (``N x N``), targets ``T`` (``N x K``, probability rows),
 objective ``(1/N) sum_i CE(t_i, softmax(W x_i)) + (lam/2) ||W||_F^2``.
 Round 0 (the teacher) fits the given targets, round ``r >= 1`` fits the
@@ -15,7 +15,6 @@ the centred labels along eigenvector ``u_m`` by ``q_m = s_m / (s_m + K N lam)``.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, Optional, Sequence, Union
 
 import jax
@@ -23,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validation as V
-from .spectral import Spectrum, apply_spectral, apply_spectral_to, spectrum
+from ._x64 import float64
+from .spectral import Spectrum, _spectrum as spectrum, apply_spectral, apply_spectral_to
 
 RoundsLike = Union[int, Sequence[int], np.ndarray]
 
@@ -39,11 +39,12 @@ def shrink_factors(eigvals: jax.Array, ridge: jax.Array) -> jax.Array:
 
 
 @jax.jit
-def sd_outputs_spectral(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> jax.Array:
+def sd_outputs_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> jax.Array:
     """Closed-form outputs ``(R, N, K)`` from a precomputed :class:`Spectrum`.
 
-    No validation: use :func:`sd_outputs` at the public boundary. Vmaps over
-    ``targets``, ``lam`` and ``rounds``.
+    No validation: use :func:`sd_outputs` or :func:`sdtheory.predictor` at the
+    public boundary. Vmaps over ``targets`` and ``lam``; ``rounds`` is an
+    array of round indices (a batch of them is one call).
     """
     n, k = targets.shape
     ridge = k * n * lam
@@ -57,10 +58,10 @@ def sd_outputs_spectral(spec: Spectrum, targets: jax.Array, lam: jax.Array, roun
 
 
 @jax.jit
-def sd_predictions_spectral(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> jax.Array:
+def sd_predictions_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> jax.Array:
     """Predicted classes ``(R, N)`` of the closed-form rounds, in ``O(N K)`` memory.
 
-    Same numbers as ``argmax(sd_outputs_spectral(...), -1)`` but the rounds are
+    Same numbers as ``argmax(sd_outputs_core(...), -1)`` but the rounds are
     evaluated one at a time (``lax.map``), so the ``(R, N, K)`` outputs are never
     held at once: use it at large ``N K R``. Only the eigen-directions matter
     (the null space has factor 0 for every round).
@@ -78,7 +79,7 @@ def sd_predictions_spectral(spec: Spectrum, targets: jax.Array, lam: jax.Array, 
 
 
 @jax.jit
-def sd_mixed_outputs_spectral(
+def sd_mixed_outputs_core(
     spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array, xi: jax.Array
 ) -> jax.Array:
     r"""Closed form for mixed targets ``T_r = xi P_{r-1} + (1 - xi) T`` (``T_0 = T``).
@@ -103,7 +104,7 @@ def sd_mixed_outputs_spectral(
 
 
 @jax.jit
-def sd_test_outputs_spectral(
+def sd_test_outputs_core(
     spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array, cross: jax.Array
 ) -> jax.Array:
     r"""Linearised outputs of round ``r`` on new points, ``(R, N_test, K)``.
@@ -126,7 +127,7 @@ def sd_test_outputs_spectral(
 
 
 @jax.jit
-def kernel_ridge_sd_spectral(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> jax.Array:
+def kernel_ridge_sd_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> jax.Array:
     """Kernel-ridge (squared-loss) SD: ``f_r = (G (G + N lam I)^{-1})^{r+1} y``. Exact."""
     n = targets.shape[0]
     exps = (jnp.asarray(rounds) + 1).astype(spec.eigvals.dtype)
@@ -138,22 +139,24 @@ def kernel_ridge_sd_spectral(spec: Spectrum, targets: jax.Array, lam: jax.Array,
 
 
 # --------------------------------------------------------------------------
-# Validating public API.
+# Validating public API (thin wrappers over the predictor where one exists).
 # --------------------------------------------------------------------------
 
 
-def _prepare(targets, lam, rounds, gram, features, *, probability_targets=True):
+def _prepare(targets, lam, rounds, num_rounds, gram, features, *, probability_targets=True):
     V.check_problem(targets, lam, gram, features, probability_targets=probability_targets)
-    rounds = V.check_rounds(rounds)
+    r = V.resolve_rounds(rounds, num_rounds)
     spec = spectrum(gram=gram, features=features)
-    return spec, jnp.asarray(targets, dtype=float), jnp.asarray(lam, dtype=float), jnp.asarray(rounds)
+    return spec, jnp.asarray(targets, dtype=float), jnp.asarray(lam, dtype=float), jnp.asarray(r)
 
 
+@float64
 def sd_outputs(
     targets: Any,
-    lam: Any,
-    rounds: RoundsLike,
     *,
+    lam: Any,
+    rounds: RoundsLike | None = None,
+    num_rounds: int | None = None,
     gram: Any = None,
     features: Any = None,
 ) -> jax.Array:
@@ -164,7 +167,8 @@ def sd_outputs(
         teacher's targets.
       lam: L2 weight of ``(1/N) sum CE + (lam/2)||W||^2``; ``> 0``. Works under
         ``jax.vmap`` over ``lam``.
-      rounds: an int or 1-D sequence of round indices; 0 is the teacher.
+      rounds: an int or 1-D sequence of round indices; 0 is the teacher. Or
+      num_rounds: a count ``R``: rounds ``0..R-1``. Exactly one of the two.
       gram: ``(N, N)`` symmetric PSD Gram. Exactly one of ``gram``/``features``.
       features: ``(N, d)`` features; the Gram ``X X^T`` is never formed.
 
@@ -172,20 +176,24 @@ def sd_outputs(
       ``(R, N, K)`` array ``P_r = 1/K + S^{r+1} (T - 1/K)``,
       ``S = G (G + K N lam I)^{-1}``. Rows sum to 1. (Entries can leave
       ``[0, 1]`` for very small ``lam``: that is the linearisation, see docs.)
+      To evaluate many rounds, lam-free test sets or predictions from one
+      spectrum, build a :func:`sdtheory.predictor` once.
 
     Raises:
       ValueError / TypeError naming the problem for invalid inputs.
     """
-    spec, t, lam, r = _prepare(targets, lam, rounds, gram, features)
-    return sd_outputs_spectral(spec, t, lam, r)
+    spec, t, lam, r = _prepare(targets, lam, rounds, num_rounds, gram, features)
+    return sd_outputs_core(spec, t, lam, r)
 
 
+@float64
 def sd_mixed_outputs(
     targets: Any,
-    lam: Any,
-    rounds: RoundsLike,
-    xi: float,
     *,
+    lam: Any,
+    xi: Any,
+    rounds: RoundsLike | None = None,
+    num_rounds: int | None = None,
     gram: Any = None,
     features: Any = None,
 ) -> jax.Array:
@@ -198,15 +206,17 @@ def sd_mixed_outputs(
         xi_arr = np.asarray(xi, dtype=float)
         if not np.all(np.isfinite(xi_arr)) or np.any(xi_arr < 0) or np.any(xi_arr > 1):
             raise ValueError(f"xi (distillation weight) must lie in [0, 1], got {xi!r}")
-    spec, t, lam, r = _prepare(targets, lam, rounds, gram, features)
-    return sd_mixed_outputs_spectral(spec, t, lam, r, jnp.asarray(xi, dtype=float))
+    spec, t, lam, r = _prepare(targets, lam, rounds, num_rounds, gram, features)
+    return sd_mixed_outputs_core(spec, t, lam, r, jnp.asarray(xi, dtype=float))
 
 
+@float64
 def sd_test_outputs(
     targets: Any,
-    lam: Any,
-    rounds: RoundsLike,
     *,
+    lam: Any,
+    rounds: RoundsLike | None = None,
+    num_rounds: int | None = None,
     features: Any = None,
     test_features: Any = None,
     gram: Any = None,
@@ -216,38 +226,26 @@ def sd_test_outputs(
 
     Pass either ``features`` (``(N, d)``) with ``test_features``
     (``(N_test, d)``), or ``gram`` (``(N, N)``) with ``test_gram`` (the
-    test-train Gram, ``(N_test, N)``).
+    test-train Gram, ``(N_test, N)``). Equivalent to
+    ``predictor(targets, lam=lam, ...).test_outputs(rounds=..., ...)``.
     """
-    if features is not None:
-        if test_features is None or test_gram is not None:
-            raise ValueError("with features= pass test_features= (and not test_gram=)")
-        V.check_features(test_features, "test_features")
-        if np.shape(test_features)[1] != np.shape(features)[1]:
-            raise ValueError(
-                f"test_features has dimension {np.shape(test_features)[1]} but features has {np.shape(features)[1]}"
-            )
-    elif gram is not None:
-        if test_gram is None or test_features is not None:
-            raise ValueError("with gram= pass test_gram= (N_test, N) (and not test_features=)")
-        if len(np.shape(test_gram)) != 2 or np.shape(test_gram)[1] != np.shape(gram)[0]:
-            raise ValueError(
-                f"test_gram must be (N_test, N) with N = {np.shape(gram)[0]}, got shape {tuple(np.shape(test_gram))}"
-            )
-        V.check_finite(test_gram, "test_gram")
-    spec, t, lam, r = _prepare(targets, lam, rounds, gram, features)
-    if features is not None:
-        x = jnp.asarray(features, dtype=float)
-        cross = jnp.asarray(test_features, dtype=float) @ (x.T @ spec.eigvecs)
-    else:
-        cross = jnp.asarray(test_gram, dtype=float) @ spec.eigvecs
-    return sd_test_outputs_spectral(spec, t, lam, r, cross)
+    from .predictor import predictor
+
+    if features is not None and test_gram is not None:
+        raise ValueError("with features= pass test_features= (and not test_gram=)")
+    if gram is not None and test_features is not None:
+        raise ValueError("with gram= pass test_gram= (N_test, N) (and not test_features=)")
+    p = predictor(targets, lam=lam, gram=gram, features=features)
+    return p.test_outputs(rounds=rounds, num_rounds=num_rounds, test_features=test_features, test_gram=test_gram)
 
 
+@float64
 def kernel_ridge_sd(
     targets: Any,
-    lam: Any,
-    rounds: RoundsLike,
     *,
+    lam: Any,
+    rounds: RoundsLike | None = None,
+    num_rounds: int | None = None,
     gram: Any = None,
     features: Any = None,
 ) -> jax.Array:
@@ -257,10 +255,19 @@ def kernel_ridge_sd(
     (so ridge ``N lam``) on the previous round's fitted values. Targets may be
     any real ``(N,)`` or ``(N, K)`` array. Returns ``(R, N[, K])``.
     """
-    spec, t, lam, r = _prepare(targets, lam, rounds, gram, features, probability_targets=False)
-    return kernel_ridge_sd_spectral(spec, t, lam, r)
+    spec, t, lam, r = _prepare(targets, lam, rounds, num_rounds, gram, features, probability_targets=False)
+    return kernel_ridge_sd_core(spec, t, lam, r)
 
 
-def predictions(outputs: jax.Array) -> jax.Array:
-    """Predicted class (argmax over the last axis; ties go to the lowest index)."""
-    return jnp.argmax(outputs, axis=-1)
+@float64
+def predictions(outputs: Any) -> jax.Array:
+    """Argmax class of outputs ``(..., K)`` (ties to the lowest index).
+
+    A prediction, not a score: whether an instance is *correct* is decided by
+    :func:`sdtheory.correct`, for which a tie is a failure.
+    """
+    arr = np.asarray(outputs)
+    if arr.ndim < 1 or arr.shape[-1] < 1:
+        raise ValueError(f"outputs must have a class axis, got shape {arr.shape}")
+    V.check_finite(arr, "outputs")
+    return jnp.argmax(jnp.asarray(arr), axis=-1)

@@ -37,7 +37,7 @@ Feature maps (:func:`make_features`)
    layer ``max(0, z W + b)``, ``W ~ N(0, 1/d)`` ``(d, D)``, ``b ~ N(0, 1)``,
    drawn from an explicit key (random features of an arc-cosine-type kernel).
 
-Then, as in the theory (THEORY.md section 3: ``<x_i, x_i> = 1``), optionally
+Then, as in the theory (docs/theory.md section 3: ``<x_i, x_i> = 1``), optionally
 *centred* (subtract the training mean of the mapped features, applied to the
 test points as well) and *row-normalised* to unit Euclidean norm, so the Gram
 has unit diagonal and off-diagonal entries are cosine similarities. Centring
@@ -57,6 +57,7 @@ import jax
 import numpy as np
 
 from . import _validation as V
+from ._x64 import float64
 
 __all__ = [
     "Dataset",
@@ -187,6 +188,7 @@ def _read_npy(path: Path) -> np.ndarray:
         raise ValueError(f"{path}: not a readable .npy file (truncated or corrupt?): {exc}") from None
 
 
+@float64
 def load_features(path: str | os.PathLike, *, num_classes: Optional[int] = None,
                   name: Optional[str] = None) -> Dataset:
     """Load and validate user features and labels (``.npz`` or paired ``.npy``).
@@ -282,6 +284,7 @@ def _shuffle(key: jax.Array, n: int) -> np.ndarray:
     return np.argsort(np.asarray(jax.random.uniform(key, (n,), dtype=np.float64)), kind="stable")
 
 
+@float64
 def stratified_split(key: jax.Array, labels: Any, test_fraction: float) -> Tuple[np.ndarray, np.ndarray]:
     """Deterministic stratified split: ``(train_idx, test_idx)``, both sorted.
 
@@ -308,6 +311,7 @@ def stratified_split(key: jax.Array, labels: Any, test_fraction: float) -> Tuple
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
+@float64
 def stratified_subset(key: jax.Array, labels: Any, per_class: int) -> np.ndarray:
     """Sorted indices of ``min(per_class, n_k)`` random instances of every class."""
     key = _key(key, "stratified_subset")
@@ -318,6 +322,7 @@ def stratified_subset(key: jax.Array, labels: Any, per_class: int) -> np.ndarray
     return np.sort(np.concatenate(out))
 
 
+@float64
 def load_digits(*, key: Optional[jax.Array] = None, seed: int = 0, test_fraction: float = 0.25) -> Dataset:
     """The handwritten digits bundled with scikit-learn (1797 x 64, 10 classes).
 
@@ -359,6 +364,7 @@ def _check_pair(train, test, name="features"):
     return x, xt
 
 
+@float64
 def standardize(train: Any, test: Any = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Columns shifted/scaled by the training mean and (population) std.
 
@@ -372,6 +378,7 @@ def standardize(train: Any, test: Any = None) -> Tuple[np.ndarray, Optional[np.n
     return (x - mu) / scale, (None if xt is None else (xt - mu) / scale)
 
 
+@float64
 def random_relu_features(key: jax.Array, train: Any, num_features: int, test: Any = None
                          ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """``max(0, x W + b)`` with ``W ~ N(0, 1/d)`` ``(d, D)``, ``b ~ N(0, 1)``, from ``key``.
@@ -387,6 +394,7 @@ def random_relu_features(key: jax.Array, train: Any, num_features: int, test: An
     return np.maximum(x @ w + b, 0.0), (None if xt is None else np.maximum(xt @ w + b, 0.0))
 
 
+@float64
 def normalize_rows(train: Any, test: Any = None, *, center: bool = False
                    ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Optionally subtract the training mean, then scale every row to unit norm.
@@ -410,6 +418,7 @@ def normalize_rows(train: Any, test: Any = None, *, center: bool = False
     return unit(x, "features"), (None if xt is None else unit(xt, "test_features"))
 
 
+@float64
 def make_features(kind: str, train: Any, test: Any = None, *, key: Optional[jax.Array] = None,
                   num_features: int = 1024, center: bool = True, normalize: bool = True
                   ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
@@ -468,6 +477,7 @@ class BlockStatistics(NamedTuple):
     class_sizes: np.ndarray
 
 
+@float64
 def block_statistics(features: Any, labels: Any, num_classes: int) -> BlockStatistics:
     """The block model's ``c`` and ``d`` fitted to real features (class-pair means of ``<x_i, x_j>``)."""
     x = np.asarray(features, dtype=np.float64)

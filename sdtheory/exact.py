@@ -1,6 +1,6 @@
 r"""The exact (nonlinear softmax) solution of every self-distillation round.
 
-Model (THEORY.md section 1, docs/exact_solver.md). ``N`` instances with Gram
+Model (docs/theory.md section 1, docs/exact_solver.md). ``N`` instances with Gram
 ``G`` (``N x N``, or features ``X`` with ``G = X X^T``), targets ``T``
 (``N x K``), logits ``z_i = W x_i`` and the objective
 
@@ -30,7 +30,7 @@ L-BFGS in the coordinates preconditioned by the zero-logit Hessian diagonal
 ``s/(K N) + lam``, with a line search along ``d`` that needs no product with
 ``Phi`` beyond ``Phi d`` (each trial is O(N K^2)) and two passes over ``Phi``
 per iteration (the residual product is fused with ``Phi d``). Truncated
-Newton (``method="newton-cg"``) and optax's L-BFGS (``method="optax-lbfgs"``)
+Newton (``solver="newton-cg"``) and optax's L-BFGS (``solver="optax-lbfgs"``)
 are kept for comparison.
 """
 
@@ -44,8 +44,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validation as V
+from ._x64 import float64
 from .losses import get_loss
-from .spectral import Spectrum, spectrum
+from .spectral import Spectrum, _spectrum as spectrum
 
 #: Default stopping tolerance on the fixed-point residual (float64).
 DEFAULT_TOL = 1e-9
@@ -380,14 +381,15 @@ def _lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, 
     return _State(v, z, w, res, it), out[8:]
 
 
-_METHODS = {"lbfgs": _lbfgs_round, "newton-cg": _newton_cg_round, "optax-lbfgs": _optax_lbfgs_round}
+#: The exact solvers by name (one round each; the registry the CLIs offer as choices).
+SOLVERS = {"lbfgs": _lbfgs_round, "newton-cg": _newton_cg_round, "optax-lbfgs": _optax_lbfgs_round}
 
 
-@partial(jax.jit, static_argnames=("num_rounds", "loss", "max_cg", "method"))
-def _exact_phi(phi, targets, lam, num_rounds, *, loss="ce", q=0.7, tol=DEFAULT_TOL,
-               max_iter=DEFAULT_MAX_ITER, max_cg=DEFAULT_MAX_CG, method="lbfgs"):
+@partial(jax.jit, static_argnames=("num_rounds", "loss", "max_cg", "solver"))
+def exact_phi_core(phi, targets, lam, num_rounds, *, loss="ce", q=0.7, tol=DEFAULT_TOL,
+               max_iter=DEFAULT_MAX_ITER, max_cg=DEFAULT_MAX_CG, solver="lbfgs"):
     lossfn = get_loss(loss)
-    solve = _METHODS[method]
+    solve = SOLVERS[solver]
     n = phi.shape[0]
     dtype = phi.dtype
     targets = targets.astype(dtype)
@@ -417,24 +419,27 @@ def spectral_features(spec: Spectrum) -> jax.Array:
     return spec.eigvecs * jnp.sqrt(jnp.maximum(spec.eigvals, 0.0))[None, :]
 
 
-def exact_outputs_spectral(spec: Spectrum, targets: jax.Array, lam: jax.Array, num_rounds: int, *,
-                           loss: str = "ce", q: float = 0.7, tol: float = DEFAULT_TOL,
-                           max_iter: int = DEFAULT_MAX_ITER, max_cg: int = DEFAULT_MAX_CG,
-                           method: str = "lbfgs") -> ExactResult:
-    """Exact outputs of ``num_rounds`` chained rounds from a precomputed spectrum.
+def exact_outputs_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, num_rounds: int, *,
+                       loss: str = "ce", q: float = 0.7, tol: float = DEFAULT_TOL,
+                       max_iter: int = DEFAULT_MAX_ITER, max_cg: int = DEFAULT_MAX_CG,
+                       solver: str = "lbfgs") -> ExactResult:
+    """Exact outputs of rounds ``0..num_rounds-1`` from a precomputed spectrum.
 
-    Jitted, no validation (use :func:`exact_outputs` at the public boundary).
-    Works under ``jax.vmap`` over ``targets`` and ``lam`` (and ``spec``, ``q``,
-    ``tol``); ``num_rounds``, ``loss``, ``max_cg`` and ``method`` are static
-    (``q``, ``tol`` and ``max_iter`` are traced, so changing them does not
-    recompile). Unconverged rounds are reported by ``converged=False``;
-    this function never raises.
+    Jitted, no validation (use :func:`exact_outputs` or
+    :func:`sdtheory.predictor` at the public boundary). Works under
+    ``jax.vmap`` over ``targets`` and ``lam`` (and ``spec``, ``q``, ``tol``);
+    ``num_rounds``, ``loss``, ``max_cg`` and ``solver`` are static (``q``,
+    ``tol`` and ``max_iter`` are traced, so changing them does not
+    recompile). Unconverged rounds are reported by ``converged=False``; this
+    function never raises. The rounds are a chain, so this kernel takes a
+    count, not round indices.
     """
-    return _exact_phi(spectral_features(spec), targets, lam, num_rounds, loss=loss, q=q,
-                      tol=tol, max_iter=max_iter, max_cg=int(max_cg), method=method)
+    return exact_phi_core(spectral_features(spec), targets, lam, num_rounds, loss=loss, q=q,
+                          tol=tol, max_iter=max_iter, max_cg=int(max_cg), solver=solver)
 
 
-def _check_options(loss, q, tol, max_iter, on_failure, method):
+def check_options(loss, q, tol, max_iter, on_failure, solver):
+    """Validate the exact solver's options (loss, GCE ``q``, ``tol``, ``max_iter``, ``on_failure``, ``solver``)."""
     lossfn = get_loss(loss)
     del lossfn
     if loss == "gce":
@@ -448,8 +453,8 @@ def _check_options(loss, q, tol, max_iter, on_failure, method):
     V.check_int(max_iter, "max_iter", minimum=1)
     if on_failure not in ("raise", "flag"):
         raise ValueError(f"on_failure must be 'raise' or 'flag', got {on_failure!r}")
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {sorted(_METHODS)}, got {method!r}")
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
 
 
 def _prepare_features(x):
@@ -463,64 +468,79 @@ def _eigh(a):
     return jnp.linalg.eigh(a)
 
 
-def exact_outputs(targets: Any, lam: Any, num_rounds: int, *, gram: Any = None, features: Any = None,
-                  loss: str = "ce", q: float = 0.7, tol: float = DEFAULT_TOL,
+def solver_features(*, gram: Any = None, features: Any = None, spec: Spectrum | None = None) -> jax.Array:
+    """The solver's coordinates ``Phi`` (``Phi Phi^T = G``), computed once per training set.
+
+    From features with ``d < N``: ``Phi = X R`` (weight space, ``R`` the
+    eigenvectors of ``X^T X``); with ``d >= N`` or a Gram: ``U diag(sqrt s)``
+    (eigh of the ``N x N`` Gram, measured faster than a thin SVD here). Inputs
+    are assumed validated.
+    """
+    if spec is not None:
+        return spectral_features(spec)
+    if features is not None:
+        x = jnp.asarray(features, dtype=float)
+        if x.shape[1] < x.shape[0]:
+            return _prepare_features(x)
+        return spectral_features(spectrum(gram=x @ x.T, validate=False))
+    return spectral_features(spectrum(gram=gram))
+
+
+def raise_unconverged(res: ExactResult, tol: float, max_iter: int, rounds: Any = None) -> None:
+    """``RuntimeError`` naming the rounds that missed ``tol`` (concrete results only)."""
+    if V.is_tracer(res.converged) or bool(np.all(np.asarray(res.converged))):
+        return
+    bad_pos = np.flatnonzero(~np.asarray(res.converged))
+    bad = bad_pos.tolist() if rounds is None else np.asarray(rounds)[bad_pos].tolist()
+    raise RuntimeError(
+        f"exact solver did not reach tol={tol:g} in round(s) {bad} within max_iter={max_iter}: "
+        f"residuals {np.asarray(res.residuals)[bad_pos].tolist()}. Raise max_iter or tol, or pass "
+        f"on_failure='flag' to get the unconverged result with converged=False."
+    )
+
+
+@float64
+def exact_outputs(targets: Any, *, lam: Any, rounds: Any = None, num_rounds: Any = None, gram: Any = None,
+                  features: Any = None, loss: str = "ce", q: float = 0.7, tol: float = DEFAULT_TOL,
                   max_iter: int = DEFAULT_MAX_ITER, on_failure: str = "raise",
-                  method: str = "lbfgs") -> ExactResult:
-    r"""Exact softmax outputs of ``num_rounds`` chained self-distillation rounds.
+                  solver: str = "lbfgs") -> ExactResult:
+    r"""Exact softmax outputs of chained self-distillation rounds.
 
     Round 0 minimises ``(1/N) sum_i loss(t_i, W x_i) + (lam/2) ||W||_F^2`` on
     ``targets``; round ``r`` on the training outputs of round ``r - 1``
-    (warm-started from round ``r - 1``'s weights).
+    (warm-started from round ``r - 1``'s weights). A thin wrapper over
+    :func:`sdtheory.predictor` with ``model="exact"``.
 
     Args:
       targets: ``(N, K)`` probability rows (one-hot labels, soft labels or
         ``(1/2, 1/2)`` top-2 candidate targets for ``loss="gce"``).
-      lam: L2 weight, ``> 0`` (scalar; use :func:`exact_outputs_spectral`
-        under ``jax.vmap`` for grids).
-      num_rounds: number of rounds ``R >= 1``.
+      lam: L2 weight, ``> 0`` (scalar; vmap :func:`exact_outputs_core` for grids).
+      rounds: round indices to return (0 = teacher; the chain is solved up to
+        the largest), or
+      num_rounds: a count ``R``: rounds ``0..R-1``. Exactly one of the two.
       gram: ``(N, N)`` symmetric PSD Gram (representer/eigenbasis form), or
       features: ``(N, d)`` features (weight space when ``d < N``).
-      loss: ``"ce"`` (cross-entropy) or ``"gce"`` (generalised CE, parameter
-        ``q`` in ``(0, 1]``, not convex) -- see :mod:`sdtheory.losses`.
+      loss: a name from :data:`sdtheory.LOSSES` (``"ce"`` or ``"gce"`` with
+        parameter ``q`` in ``(0, 1]``, not convex).
       tol: stopping tolerance on the fixed-point residual (default 1e-9).
-      max_iter: outer iterations per round (default 1000; lam = 1e-6 at N = 2000 needs ~140).
+      max_iter: outer iterations per round (default 1000).
       on_failure: ``"raise"`` (RuntimeError if a round misses ``tol``) or
         ``"flag"`` (return with ``converged=False``).
-      method: ``"lbfgs"`` (default), ``"newton-cg"`` or ``"optax-lbfgs"``
-        (kept for the comparison in docs/exact_solver.md).
+      solver: a name from :data:`SOLVERS` (``"lbfgs"``, the default,
+        ``"newton-cg"`` or ``"optax-lbfgs"``).
 
     Returns:
-      :class:`ExactResult` with leading axis ``R``.
+      :class:`ExactResult` with leading axis ``R`` (one entry per requested round).
     """
-    n = V.check_problem(targets, lam, gram, features)
-    if np.ndim(lam) != 0:
-        raise ValueError(f"lam must be a scalar here (got shape {np.shape(lam)}); vmap exact_outputs_spectral for grids")
-    num_rounds = V.check_int(num_rounds, "num_rounds", minimum=1)
-    _check_options(loss, q, tol, max_iter, on_failure, method)
-    t = jnp.asarray(targets, dtype=float)
-    lam_a = jnp.asarray(lam, dtype=float)
-    if features is not None:
-        V.check_features(features)
-        x = jnp.asarray(features, dtype=float)
-        if np.shape(features)[1] < n:
-            phi = _prepare_features(x)  # weight space: eigh of the d x d matrix X^T X
-        else:  # d >= N: eigh of the N x N Gram (measured faster than a thin SVD here)
-            phi = spectral_features(spectrum(gram=x @ x.T, validate=False))
-    else:
-        phi = spectral_features(spectrum(gram=gram))
-    res = _exact_phi(phi, t, lam_a, num_rounds, loss=loss, q=float(q), tol=float(tol),
-                     max_iter=int(max_iter), max_cg=DEFAULT_MAX_CG, method=method)
-    if on_failure == "raise" and not V.is_tracer(res.converged) and not bool(np.all(np.asarray(res.converged))):
-        bad = np.flatnonzero(~np.asarray(res.converged)).tolist()
-        raise RuntimeError(
-            f"exact solver did not reach tol={tol:g} in round(s) {bad} within max_iter={max_iter}: "
-            f"residuals {np.asarray(res.residuals)[bad].tolist()}. Raise max_iter or tol, or pass "
-            f"on_failure='flag' to get the unconverged result with converged=False."
-        )
-    return res
+    from .predictor import predictor
+
+    r = V.resolve_rounds(rounds, num_rounds)
+    p = predictor(targets, lam=lam, gram=gram, features=features, model="exact", num_rounds=int(r.max()) + 1,
+                  loss=loss, q=q, tol=tol, max_iter=max_iter, on_failure=on_failure, solver=solver)
+    return p.exact_result(rounds=r)
 
 
+@float64
 def exact_predict(result_or_coef: Any, *, test_gram: Any = None, test_features: Any = None,
                   features: Any = None) -> jax.Array:
     """Softmax outputs ``(R, N_test, K)`` of every round on new points.

@@ -36,6 +36,7 @@ import numpy as np
 __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
+    "progress_printer",
     "git_revision",
     "provenance",
     "to_jsonable",
@@ -324,3 +325,17 @@ def write_figure(fig: Any, path: str | os.PathLike, *, metadata: Optional[Mappin
     buf = _io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=dpi, metadata=meta, bbox_inches="tight")
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def progress_printer(prefix: str, stream: Any = None):
+    """A progress callback ``(done, total, seconds)`` that prints one line per call on ``stream`` (stderr).
+
+    For scripts: the library never prints, it calls the callback it is given.
+    """
+    import sys
+
+    def report(done: int, total: int, seconds: float) -> None:
+        print(f"[{prefix}] {done}/{total} ({100.0 * done / max(total, 1):5.1f}%) {seconds:7.1f} s",
+              file=stream if stream is not None else sys.stderr, flush=True)
+
+    return report

@@ -1,7 +1,7 @@
 r"""Label noise: corruption matrices, sampling noisy labels, empirical fractions.
 
 A corruption matrix ``C`` is ``K x K`` and row-stochastic:
-``C[k, l] = P(given label l | true class k)`` (THEORY.md section 4,
+``C[k, l] = P(given label l | true class k)`` (docs/theory.md section 4,
 docs/theorems.md). Families:
 
 * ``"symmetric"``: ``C = (1 - eta) I + eta/(K - 1) (11^T - I)``;
@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validation as V
+from ._x64 import float64
 
 KINDS = ("symmetric", "asymmetric", "pair", "cc")
 _ALIASES = {"sym": "symmetric", "asym": "asymmetric", "pairflip": "pair", "pair_flip": "pair"}
@@ -57,6 +58,7 @@ def canonical_kind(kind: Any) -> str:
     return k
 
 
+@float64
 def max_eta(kind: str, num_classes: int, *, clusters: Any = None) -> float:
     """Largest ``eta`` for which ``corruption_matrix(kind, ...)`` is row-stochastic.
 
@@ -69,6 +71,7 @@ def max_eta(kind: str, num_classes: int, *, clusters: Any = None) -> float:
     return 1.0
 
 
+@float64
 def condition_threshold(kind: str, num_classes: int, *, clusters: Any = None) -> float:
     """Supremum of the ``eta`` values at which ``C`` satisfies the corruption condition.
 
@@ -196,6 +199,7 @@ def _check_eta(eta: Any, kind: str) -> None:
         )
 
 
+@float64
 def corruption_matrix(kind: str, num_classes: int, eta: Any, *, clusters: Any = None) -> jax.Array:
     """The ``(K, K)`` corruption matrix ``C[k, l] = P(given l | true k)`` of a noise family.
 
@@ -225,6 +229,7 @@ def corruption_matrix(kind: str, num_classes: int, eta: Any, *, clusters: Any = 
     return corruption_matrix_core(kind, k, eta, ids)
 
 
+@float64
 def validate_corruption_matrix(C: Any, *, atol: float = 1e-8) -> np.ndarray:
     """Check a user corruption matrix; returns it as a float NumPy array.
 
@@ -309,6 +314,7 @@ def _complete_linkage(dist: np.ndarray, num_clusters: Optional[int], threshold_r
     return ids.astype(np.int64)
 
 
+@float64
 def confusable_clusters(
     class_means_or_features: Any,
     labels: Any = None,
@@ -398,6 +404,7 @@ def _largest_remainder_counts(sizes: jax.Array, C: jax.Array) -> jax.Array:
     return (base + extra).astype(jnp.int32)
 
 
+@float64
 def exact_counts(true_labels: Any, C: Any) -> np.ndarray:
     """The per-class label counts ``m[k, l]`` that ``sample_labels(..., exact=True)`` realises."""
     C = validate_corruption_matrix(C)
@@ -438,6 +445,7 @@ def sample_labels_exact_core(key: jax.Array, true_labels: jax.Array, C: jax.Arra
     return jnp.sum(rank[:, None] >= cum, axis=1).astype(jnp.int32)
 
 
+@float64
 def sample_labels(key: jax.Array, true_labels: Any, C: Any, *, exact: bool = False) -> jax.Array:
     """Noisy labels ``(N,)`` drawn from the corruption matrix ``C``.
 
@@ -479,6 +487,7 @@ def empirical_fractions_core(true_labels: jax.Array, given_labels: jax.Array, nu
     return counts / jnp.maximum(sizes, 1.0)
 
 
+@float64
 def empirical_fractions(true_labels: Any, given_labels: Any, num_classes: int) -> jax.Array:
     """Empirical corruption fractions ``f_k(l)`` as a ``(K, K)`` row-stochastic matrix.
 

@@ -13,6 +13,17 @@ import numpy as np
 __all__ = ["phase_diagram_figure"]
 
 
+def new_figure(**kwargs):
+    """A :class:`matplotlib.figure.Figure` not registered with pyplot: no backend, no global state.
+
+    Save it with :func:`sdtheory.io.write_figure`; it is freed when no longer
+    referenced (no ``plt.close`` needed).
+    """
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
+
+
 def _edges(x: np.ndarray) -> np.ndarray:
     """Cell edges for centres ``x`` (midpoints, end cells mirrored)."""
     x = np.asarray(x, dtype=float)
@@ -72,10 +83,6 @@ def phase_diagram_figure(
       threshold: noise rate where the population corruption condition stops holding.
       curves: label -> ``(E,)`` accuracy for the right panel.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     from matplotlib import patheffects as pe
 
     stroke = [pe.Stroke(linewidth=3.6, foreground="black"), pe.Normal()]
@@ -86,7 +93,8 @@ def phase_diagram_figure(
     if acc.shape != (etas.size, rounds.size):
         raise ValueError(f"sd_accuracy must be (E, R) = {(etas.size, rounds.size)}, got {acc.shape}")
 
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12.5, 6.0), gridspec_kw={"width_ratios": [1.25, 1.0]})
+    fig = new_figure(figsize=(12.5, 6.0))
+    ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.25, 1.0]})
     vmin = 0.0 if num_classes is None else min(1.0 / num_classes, float(np.nanmin(acc)))
     mesh = ax.pcolormesh(_edges(etas), _edges(rounds), acc.T, cmap="viridis", vmin=vmin, vmax=1.0,
                          shading="flat", rasterized=True)

@@ -1,36 +1,52 @@
-r"""Partial-label refinement: top-2 targets and the PLL student (THEORY.md section 5).
+r"""Partial-label refinement: the one top-2 rule and the one PLL pipeline.
 
-The PLL student of Jeong & Chung: fit the teacher (round 0) on the given
-targets; from its training outputs take every instance's two most probable
-classes and make the target ``1/2`` on each (a partial label: "one of these
-two"); fit one student of the same form on these targets. With
-``rounds = R > 1`` the refinement is iterated: student ``j`` is fit on the
-top-2 targets of student ``j - 1``'s outputs.
+The PLL student of Jeong & Chung (docs/theory.md section 5): fit the teacher
+(round 0) on the given targets; from its training outputs take every
+instance's two highest classes and make the target ``1/2`` on each (a partial
+label: "one of these two"); fit one student of the same form on these
+targets. With ``num_rounds = R > 1`` the refinement is iterated: student
+``j`` is fit on the top-2 targets of student ``j - 1``'s outputs.
 
-Two solvers:
+**The top-2 rule** (:func:`top2_mask_core`, used by the public
+:func:`top2_targets`, every PLL pipeline, the Monte Carlo engine and the
+theorems' type-level prediction): scores are rounded to multiples of
+``tie_tol`` (default :data:`sdtheory.TIE_TOL`), so values that differ only by
+roundoff are tied; the first class is the highest, the second the highest of
+the rest, ties going to the **lower class index**.
 
-* ``method="closed_form"``: the linearised CE model (each fit is
-  ``P = 1/K + S (T - 1/K)``, ``S = G (G + K N lam I)^{-1}``), the model the
-  theorems are about; ``loss`` must be ``"ce"``.
-* ``method="exact"``: the exact softmax solution of every fit
-  (:func:`sdtheory.exact.exact_outputs`). The teacher always uses CE; the
-  students use ``loss="ce"`` (CE with the ``(1/2, 1/2)`` target, the theory)
-  or ``loss="gce"`` (SelfPLL's generalised CE on each candidate, ``q``).
+**The pipeline** (:func:`pll_rounds_core`) takes the one-round fit as a
+parameter: any function ``fit(targets) -> Fit`` (outputs, converged,
+residual). :func:`closed_fit`, :func:`block_fit` and :func:`exact_fit` build
+the fits of the linearised closed form, the block model and the exact solver
+(CE or GCE); the public :func:`pll_student` and :func:`pll_student_block_model`
+and the Monte Carlo engine all run the same pipeline.
 """
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import _validation as V
-from .block import BlockSpectrum, block_outputs_spectral, block_spectrum, _sizes_from_classes
-from .closed_form import sd_outputs_spectral
-from .spectral import Spectrum, spectrum
+from ._x64 import float64
+from .block import BlockSpectrum, _block_spectrum_checked, _sizes_from_classes, block_outputs_core
+from .closed_form import sd_outputs_core
+from .metrics import TIE_TOL, _check_tie_tol
+from .spectral import Spectrum
+
+__all__ = ["Fit", "PLLResult", "block_fit", "closed_fit", "exact_fit", "pll_rounds_core", "pll_student",
+           "pll_student_block_model", "top2_mask_core", "top2_targets", "top2_targets_core"]
+
+
+class Fit(NamedTuple):
+    """One fitted round: ``outputs`` ``(N, K)``, ``converged`` and ``residual`` scalars."""
+
+    outputs: jax.Array
+    converged: jax.Array
+    residual: jax.Array
 
 
 class PLLResult(NamedTuple):
@@ -40,38 +56,49 @@ class PLLResult(NamedTuple):
       teacher: ``(N, K)`` teacher outputs (round 0 on the given targets).
       targets: ``(R, N, K)`` refined top-2 targets of each student round.
       outputs: ``(R, N, K)`` outputs of student rounds ``1..R``.
-      converged: for ``method="exact"``, ``(R + 1,)`` solver convergence flags
-        (teacher first); all True for the closed form.
+      converged: ``(R + 1,)`` solver convergence flags, teacher first
+        (always True for the closed form).
+      residuals: ``(R + 1,)`` exact solver fixed-point residuals, teacher
+        first (0 for the closed form).
     """
 
     teacher: jax.Array
     targets: jax.Array
     outputs: jax.Array
     converged: jax.Array
+    residuals: jax.Array
 
 
-def top2_core(outputs: jax.Array) -> jax.Array:
-    """Top-2 targets (no validation): ``1/2`` on the two largest entries of each row.
+# --------------------------------------------------------------------------
+# The top-2 rule
+# --------------------------------------------------------------------------
 
-    Ties are broken toward the **lower class index**: the first class is
-    ``argmax`` (first maximal index), the second is the ``argmax`` of the row
-    with the first class removed (again the first maximal index).
-    Works on any leading batch axes.
-    """
-    k = outputs.shape[-1]
-    first = jnp.argmax(outputs, axis=-1)
+
+def top2_mask_core(scores: jax.Array, tie_tol: Any = TIE_TOL) -> jax.Array:
+    """``(..., K)`` bool mask of the two highest scores (the rule in the module docstring; no validation)."""
+    k = scores.shape[-1]
+    if not (isinstance(tie_tol, (int, float)) and tie_tol == 0):
+        tol = jnp.asarray(tie_tol, scores.dtype)
+        scores = jnp.where(tol > 0, jnp.round(scores / jnp.where(tol > 0, tol, 1.0)), scores)
+    first = jnp.argmax(scores, axis=-1)
     m1 = jax.nn.one_hot(first, k, dtype=bool)
-    second = jnp.argmax(jnp.where(m1, -jnp.inf, outputs), axis=-1)
-    m2 = jax.nn.one_hot(second, k, dtype=bool)
-    return (m1 | m2).astype(outputs.dtype) / 2.0
+    second = jnp.argmax(jnp.where(m1, -jnp.inf, scores), axis=-1)
+    return m1 | jax.nn.one_hot(second, k, dtype=bool)
 
 
-def top2_targets(outputs: Any) -> jax.Array:
+def top2_targets_core(scores: jax.Array, tie_tol: Any = TIE_TOL) -> jax.Array:
+    """Top-2 targets: ``1/2`` on each of the two highest classes (no validation)."""
+    return top2_mask_core(scores, tie_tol).astype(scores.dtype) / 2.0
+
+
+@float64
+def top2_targets(outputs: Any, *, tie_tol: float = TIE_TOL) -> jax.Array:
     """``(N, K)`` partial-label targets with ``1/2`` on each of the two highest classes.
 
     ``outputs`` is ``(N, K)`` (any real scores: probabilities, linearised
-    outputs or logits; only the order matters), ``K >= 2``, finite. Ties go
-    to the lower class index (see :func:`top2_core`).
+    outputs or logits; only the order matters), ``K >= 2``, finite. Values
+    within ``tie_tol`` (rounded to its multiples) are tied; ties go to the
+    lower class index.
     """
     shape = np.shape(outputs)
     if len(shape) != 2:
@@ -79,55 +106,74 @@ def top2_targets(outputs: Any) -> jax.Array:
     if shape[1] < 2:
         raise ValueError(f"outputs must have K >= 2 classes, got K = {shape[1]}")
     V.check_finite(outputs, "outputs")
-    return top2_core(jnp.asarray(outputs, dtype=float))
+    return top2_targets_core(jnp.asarray(outputs, dtype=float), _check_tie_tol(tie_tol))
 
 
-@partial(jax.jit, static_argnames=("rounds",))
-def pll_student_spectral(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: int = 1) -> PLLResult:
-    """Closed-form (linearised CE) PLL pipeline on a precomputed spectrum (no validation).
+# --------------------------------------------------------------------------
+# One-round fits and the pipeline
+# --------------------------------------------------------------------------
 
-    Vmaps over ``targets`` and ``lam``.
+
+def _closed(outputs):
+    return Fit(outputs, jnp.ones((), bool), jnp.zeros((), outputs.dtype))
+
+
+def closed_fit(spec: Spectrum, lam: Any) -> Callable[[jax.Array], Fit]:
+    """One round of the linearised closed form on a spectrum (pure; use inside jit/vmap)."""
+    zero = jnp.zeros((1,), jnp.int32)
+    return lambda t: _closed(sd_outputs_core(spec, t, lam, zero)[0])
+
+
+def block_fit(bspec: BlockSpectrum, classes: jax.Array, lam: Any) -> Callable[[jax.Array], Fit]:
+    """One round of the linearised closed form on the block Gram, ``O(N K)`` (pure)."""
+    zero = jnp.zeros((1,), jnp.int32)
+    return lambda t: _closed(block_outputs_core(bspec, classes, t, lam, zero)[0])
+
+
+def exact_fit(phi: jax.Array, lam: Any, *, loss: str = "ce", q: Any = 0.7, **options: Any) -> Callable[[jax.Array], Fit]:
+    """One exact round (CE or GCE) in the solver coordinates ``phi`` (pure; ``options``: tol, max_iter, solver)."""
+    from .exact import exact_phi_core
+
+    def fit(t):
+        res = exact_phi_core(phi, t, lam, 1, loss=loss, q=q, **options)
+        return Fit(res.outputs[0], res.converged[0], res.residuals[0])
+
+    return fit
+
+
+def pll_rounds_core(fit_student: Callable[[jax.Array], Fit], teacher: Fit, num_rounds: int,
+                    tie_tol: Any = TIE_TOL) -> PLLResult:
+    """The PLL pipeline after the teacher: ``num_rounds`` refinements (pure; ``num_rounds`` static).
+
+    Student ``j`` is ``fit_student(top2_targets_core(previous outputs))``,
+    the previous outputs being the teacher's for ``j = 1``.
     """
-    zero = jnp.zeros((1,), dtype=jnp.int32)
-    teacher = sd_outputs_spectral(spec, targets, lam, zero)[0]
-    prev = teacher
-    ts, outs = [], []
-    for _ in range(rounds):
-        t = top2_core(prev)
-        prev = sd_outputs_spectral(spec, t, lam, zero)[0]
+    prev = teacher.outputs
+    ts, outs, conv, res = [], [], [teacher.converged], [teacher.residual]
+    for _ in range(num_rounds):
+        t = top2_targets_core(prev, tie_tol)
+        f = fit_student(t)
+        prev = f.outputs
         ts.append(t)
-        outs.append(prev)
-    return PLLResult(teacher, jnp.stack(ts), jnp.stack(outs), jnp.ones((rounds + 1,), dtype=bool))
+        outs.append(f.outputs)
+        conv.append(f.converged)
+        res.append(f.residual)
+    return PLLResult(teacher.outputs, jnp.stack(ts), jnp.stack(outs), jnp.stack(conv), jnp.stack(res))
 
 
-@partial(jax.jit, static_argnames=("rounds",))
-def pll_student_block(
-    bspec: BlockSpectrum, classes: jax.Array, targets: jax.Array, lam: jax.Array, rounds: int = 1
-) -> PLLResult:
-    """Closed-form PLL pipeline in the block model, ``O(N K)`` per fit (no validation)."""
-    zero = jnp.zeros((1,), dtype=jnp.int32)
-    teacher = block_outputs_spectral(bspec, classes, targets, lam, zero)[0]
-    prev = teacher
-    ts, outs = [], []
-    for _ in range(rounds):
-        t = top2_core(prev)
-        prev = block_outputs_spectral(bspec, classes, t, lam, zero)[0]
-        ts.append(t)
-        outs.append(prev)
-    return PLLResult(teacher, jnp.stack(ts), jnp.stack(outs), jnp.ones((rounds + 1,), dtype=bool))
-
-
+@float64
 def pll_student(
     targets: Any,
-    lam: Any,
     *,
+    lam: Any,
     gram: Any = None,
     features: Any = None,
-    method: str = "closed_form",
+    model: str = "closed",
     loss: str = "ce",
     q: float = 0.7,
-    rounds: int = 1,
-    **exact_kwargs: Any,
+    num_rounds: int = 1,
+    tie_tol: float = TIE_TOL,
+    **exact_options: Any,
 ) -> PLLResult:
     """The PLL student: teacher on ``targets``, top-2 refined targets, student round(s).
 
@@ -135,53 +181,66 @@ def pll_student(
       targets: ``(N, K)`` teacher targets (one-hot given labels).
       lam: L2 weight ``> 0``.
       gram / features: exactly one of ``(N, N)`` Gram or ``(N, d)`` features.
-      method: ``"closed_form"`` (linearised CE) or ``"exact"``.
-      loss: student loss, ``"ce"`` or ``"gce"`` (exact only).
+      model: ``"closed"`` (linearised CE, the theorems' model) or ``"exact"``.
+      loss: student loss from :data:`sdtheory.LOSSES` (``"gce"``: exact only);
+        the teacher always uses CE.
       q: GCE parameter in ``(0, 1]``.
-      rounds: number of student rounds ``R >= 1`` (iterated refinement).
-      exact_kwargs: passed to :func:`sdtheory.exact.exact_outputs` (``tol``,
-        ``on_failure``, ...).
+      num_rounds: number of student rounds ``R >= 1`` (iterated refinement).
+      tie_tol: the top-2 tie tolerance.
+      exact_options: ``tol``, ``max_iter``, ``on_failure``, ``solver`` of the
+        exact solver.
 
     Returns:
       :class:`PLLResult`.
     """
-    rounds = V.check_int(rounds, "rounds", minimum=1)
-    if method not in ("closed_form", "exact"):
-        raise ValueError(f"method must be 'closed_form' or 'exact', got {method!r}")
-    if loss not in ("ce", "gce"):
-        raise ValueError(f"loss must be 'ce' or 'gce', got {loss!r}")
-    if method == "closed_form" and loss != "ce":
-        raise ValueError("the closed form is the linearised cross-entropy student; use method='exact' for loss='gce'")
-    if exact_kwargs and method != "exact":
-        raise TypeError(f"unexpected keyword arguments for the closed form: {sorted(exact_kwargs)}")
+    from .exact import check_options, raise_unconverged, solver_features
+    from .losses import get_loss
+    from .predictor import MODELS
+
+    num_rounds = V.check_int(num_rounds, "num_rounds", minimum=1)
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    get_loss(loss)
+    if model == "closed" and loss != "ce":
+        raise ValueError("the closed form is the linearised cross-entropy student; use model='exact' for loss='gce'")
+    if exact_options and model != "exact":
+        raise TypeError(f"unexpected keyword arguments for the closed form: {sorted(exact_options)}")
+    tie_tol = _check_tie_tol(tie_tol)
     V.check_problem(targets, lam, gram, features)
     t = jnp.asarray(targets, dtype=float)
-    if method == "closed_form":
-        spec = spectrum(gram=gram, features=features)
-        return pll_student_spectral(spec, t, jnp.asarray(lam, dtype=float), rounds)
-    from .exact import exact_outputs
+    lam_a = jnp.asarray(lam, dtype=float)
+    if model == "closed":
+        from .spectral import _spectrum as spectrum
 
-    teach = exact_outputs(t, lam, 1, gram=gram, features=features, loss="ce", **exact_kwargs)
-    prev = teach.outputs[0]
-    conv = [jnp.all(teach.converged)]
-    ts, outs = [], []
-    for _ in range(rounds):
-        tt = top2_core(prev)
-        res = exact_outputs(tt, lam, 1, gram=gram, features=features, loss=loss, q=q, **exact_kwargs)
-        prev = res.outputs[0]
-        ts.append(tt)
-        outs.append(prev)
-        conv.append(jnp.all(res.converged))
-    return PLLResult(teach.outputs[0], jnp.stack(ts), jnp.stack(outs), jnp.stack(conv))
+        fit = closed_fit(spectrum(gram=gram, features=features), lam_a)
+        return pll_rounds_core(fit, fit(t), num_rounds, tie_tol)
+    opts = dict(tol=1e-9, max_iter=1000, on_failure="raise", solver="lbfgs")
+    unknown = sorted(set(exact_options) - set(opts))
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments for the exact solver: {unknown}")
+    opts.update(exact_options)
+    check_options(loss, q, opts["tol"], opts["max_iter"], opts["on_failure"], opts["solver"])
+    if features is not None:
+        V.check_features(features)
+    phi = solver_features(gram=gram, features=features)
+    solve = dict(tol=float(opts["tol"]), max_iter=int(opts["max_iter"]), solver=opts["solver"])
+    result = pll_rounds_core(exact_fit(phi, lam_a, loss=loss, q=float(q), **solve),
+                             exact_fit(phi, lam_a, loss="ce", q=float(q), **solve)(t), num_rounds, tie_tol)
+    if opts["on_failure"] == "raise":
+        raise_unconverged(result, opts["tol"], opts["max_iter"])
+    return result
 
 
-def pll_student_block_model(targets: Any, classes: Any, c: float, d: float, lam: Any, *, rounds: int = 1) -> PLLResult:
-    """Closed-form PLL pipeline on the block Gram of ``classes`` without forming it."""
-    rounds = V.check_int(rounds, "rounds", minimum=1)
+@float64
+def pll_student_block_model(targets: Any, classes: Any, *, c: float, d: float, lam: Any, num_rounds: int = 1,
+                            tie_tol: float = TIE_TOL) -> PLLResult:
+    """Closed-form PLL pipeline on the block Gram of ``classes`` without forming it (``O(N K)`` per fit)."""
+    num_rounds = V.check_int(num_rounds, "num_rounds", minimum=1)
     n, k = V.check_targets(targets)
     classes = np.asarray(classes)
     V.check_same_n(n, int(classes.shape[0]) if classes.ndim == 1 else -1, "classes", "targets")
     sizes = _sizes_from_classes(classes, k)
     V.check_lam(lam)
-    bspec = block_spectrum(sizes, c, d)
-    return pll_student_block(bspec, jnp.asarray(classes), jnp.asarray(targets, dtype=float), jnp.asarray(lam, dtype=float), rounds)
+    bspec = _block_spectrum_checked(sizes, c, d)
+    fit = block_fit(bspec, jnp.asarray(classes), jnp.asarray(lam, dtype=float))
+    return pll_rounds_core(fit, fit(jnp.asarray(targets, dtype=float)), num_rounds, _check_tie_tol(tie_tol))

@@ -1,4 +1,4 @@
-r"""Label smoothing and instance-specific smoothing (Zhang & Sabuncu 2020; THEORY.md section 6).
+r"""Label smoothing and instance-specific smoothing (Zhang & Sabuncu 2020; docs/theory.md section 6).
 
 * :func:`uniform_smoothing`: ``T = (1 - eps) Y + eps / K``. In the linearised
   model ``P - 1/K = (1 - eps) S (Y - 1/K)``: the same argmax as the unsmoothed
@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validation as V
+from ._x64 import float64
 
 
 def _check_unit(x: Any, name: str) -> None:
@@ -40,6 +41,7 @@ def uniform_smoothing_core(targets: jax.Array, eps: jax.Array) -> jax.Array:
     return (1.0 - eps) * targets + eps / k
 
 
+@float64
 def uniform_smoothing(targets: Any, eps: Any) -> jax.Array:
     """Uniform label smoothing ``(1 - eps) T + eps/K`` of ``(N, K)`` probability targets, ``eps in [0, 1]``."""
     V.check_targets(targets)
@@ -62,6 +64,7 @@ def beta_smoothing_core(key: jax.Array, label_probs: jax.Array, labels: jax.Arra
     return onehot * v[:, None] + (1.0 - onehot) * ((1.0 - v) / (num_classes - 1))[:, None]
 
 
+@float64
 def beta_smoothing(key: jax.Array, label_probs: Any, labels: Any, num_classes: int, beta: Any) -> jax.Array:
     """Zhang & Sabuncu's Beta smoothing targets ``(N, K)``.
 
@@ -110,6 +113,7 @@ def predictive_diversity_core(outputs: jax.Array, normalize: bool = False) -> ja
     return ent
 
 
+@float64
 def predictive_diversity(outputs: Any, *, normalize: bool = False) -> jax.Array:
     """Per-row entropy ``(N,)`` of the non-argmax probabilities, renormalised to sum to 1.
 
@@ -120,6 +124,7 @@ def predictive_diversity(outputs: Any, *, normalize: bool = False) -> jax.Array:
     return predictive_diversity_core(jnp.asarray(outputs, dtype=float), bool(normalize))
 
 
+@float64
 def confidence(outputs: Any) -> jax.Array:
     """Top probability ``max_l p_l`` per row, ``(N,)``, of ``(N, K)`` probability rows."""
     V.check_targets(outputs, "outputs")

@@ -2,8 +2,9 @@
 
 Every closed form in this package is a *function of the Gram matrix* applied
 to a label matrix: ``f(G) Y = U diag(f(s)) U^T Y + f(0) (I - U U^T) Y``. We
-compute the eigenpairs once (``eigh`` of the Gram, or a thin SVD of the
-features so that the ``N x N`` Gram is never formed) and evaluate any ``f`` in
+compute the eigenpairs once (``eigh`` of the Gram; from features, ``eigh`` of
+the ``d x d`` matrix ``X^T X`` when ``d < N`` so that the ``N x N`` Gram is
+never formed, or a thin SVD on request) and evaluate any ``f`` in
 the eigenbasis, in ``O(N M K)`` for ``M`` retained eigenpairs.
 
 Conventions: ``features`` is ``(N, d)`` (one row per instance), ``gram`` is
@@ -18,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from . import _validation as V
+from ._x64 import float64
 
 
 class Spectrum(NamedTuple):
@@ -87,7 +89,7 @@ def _clean(spec: Spectrum) -> Spectrum:
     return Spectrum(jnp.maximum(spec.eigvals, 0.0), spec.eigvecs)
 
 
-def gram_spectrum(gram: Any, *, validate: bool = True) -> Spectrum:
+def _gram_spectrum(gram: Any, *, validate: bool = True) -> Spectrum:
     """Spectrum of a symmetric PSD Gram matrix via ``eigh``.
 
     Raises ``ValueError`` for a non-square, non-finite, non-symmetric or
@@ -101,7 +103,7 @@ def gram_spectrum(gram: Any, *, validate: bool = True) -> Spectrum:
     return _clean(spec)
 
 
-def feature_spectrum(features: Any, *, method: str = "auto", validate: bool = True) -> Spectrum:
+def _feature_spectrum(features: Any, *, method: str = "auto", validate: bool = True) -> Spectrum:
     """Spectrum of ``G = X X^T`` from ``(N, d)`` features, never forming ``G`` when ``d < N``.
 
     Methods:
@@ -129,12 +131,19 @@ def feature_spectrum(features: Any, *, method: str = "auto", validate: bool = Tr
     return _clean(_large_gram_spectrum(x))
 
 
-def spectrum(*, gram: Any = None, features: Any = None, validate: bool = True) -> Spectrum:
-    """Spectrum from exactly one of ``gram=`` ``(N, N)`` or ``features=`` ``(N, d)``."""
+def _spectrum(*, gram: Any = None, features: Any = None, validate: bool = True) -> Spectrum:
+    """Spectrum from exactly one of ``gram=`` ``(N, N)`` or ``features=`` ``(N, d)`` (device arrays)."""
     V.one_of_gram_features(gram, features)
     if gram is not None:
-        return gram_spectrum(gram, validate=validate)
-    return feature_spectrum(features, validate=validate)
+        return _gram_spectrum(gram, validate=validate)
+    return _feature_spectrum(features, validate=validate)
+
+
+# Public, float64 wrappers (results as NumPy arrays; the package itself calls the
+# underscored versions, which keep the spectrum on the device).
+gram_spectrum = float64(_gram_spectrum)
+feature_spectrum = float64(_feature_spectrum)
+spectrum = float64(_spectrum)
 
 
 def apply_spectral(

@@ -1,7 +1,7 @@
 r"""The corruption condition, the margin, the minimum round and the PLL condition.
 
 Everything here is a statement about the **linearised, balanced block model**
-(THEORY.md sections 3-5, docs/theorems.md): ``K`` classes of ``n`` instances
+(docs/theory.md sections 3-5, docs/theorems.md): ``K`` classes of ``n`` instances
 (``per_class``), block Gram with within-class correlation ``c`` and
 between-class correlation ``d`` (``0 <= d < c < 1``), L2 weight ``lam``, and
 per-round shrink factors ``a < b <= g`` of the three eigenspaces
@@ -43,7 +43,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validation as V
+from ._x64 import float64
+from .block import block_factors
+from .metrics import TIE_TOL, correct_core
 from .noise import validate_corruption_matrix
+from .refine import top2_mask_core
 
 #: Sentinel for "no upper end": the window of all-correct rounds never closes.
 UNBOUNDED = int(np.iinfo(np.int64).max)
@@ -224,15 +228,6 @@ def all_correct_at_core(fractions: jax.Array, a: jax.Array, b: jax.Array, g: jax
     return jnp.all(jnp.where(mask, hv > 0, True), axis=(-2, -1))
 
 
-def _top2_mask(scores):
-    """``(..., K)`` bool mask of the two largest entries; ties go to the lower index."""
-    k = scores.shape[-1]
-    first = jnp.argmax(scores, axis=-1)
-    m1 = jax.nn.one_hot(first, k, dtype=bool)
-    second = jnp.argmax(jnp.where(m1, -jnp.inf, scores), axis=-1)
-    return m1 | jax.nn.one_hot(second, k, dtype=bool)
-
-
 class PLLPrediction(NamedTuple):
     """Type-level prediction of the PLL student in the linearised balanced block model.
 
@@ -263,32 +258,33 @@ def _type_scores(targets_kyl, f_types, a, b, g, e):
     return ae * targets_kyl + (be - ae) * tbar_k[:, None, :] + (ge - be) * tbar[None, None, :]
 
 
-@partial(jax.jit, static_argnames=("rounds",))
-def pll_prediction_core(fractions: jax.Array, a, b, g, rounds: int = 1) -> PLLPrediction:
-    """PLL student prediction from the fractions (no validation; ``rounds`` static).
+@partial(jax.jit, static_argnames=("num_rounds",))
+def pll_prediction_core(fractions: jax.Array, a, b, g, num_rounds: int = 1, tie_tol=TIE_TOL) -> PLLPrediction:
+    """PLL student prediction from the fractions (no validation; ``num_rounds`` static).
 
     Teacher: round 0 on the one-hot given labels. Each student round ``j``
-    takes the top-2 classes of the previous round's outputs (ties to the
-    lower index), puts ``1/2`` on each and fits one round (``e = 1``).
+    takes the top-2 classes of the previous round's outputs (the package's
+    one top-2 rule, :func:`sdtheory.refine.top2_mask_core`), puts ``1/2`` on
+    each and fits one round (``e = 1``); a type is correct by the package's
+    one rule (:func:`sdtheory.metrics.correct_core`, ties are failures).
     """
     f = jnp.asarray(fractions)
     k = f.shape[0]
     eye = jnp.eye(k, dtype=f.dtype)
     t = jnp.broadcast_to(eye[None, :, :], (k, k, k))  # type (k, y) has one-hot target e_y
     scores = _type_scores(t, f, a, b, g, 1.0)
-    teacher_top2 = _top2_mask(scores)
+    teacher_top2 = top2_mask_core(scores, tie_tol)
+    true_class = jnp.arange(k)[:, None]  # type (k, y) has true class k
     h = jnp.einsum("ky,kyl->kl", f, teacher_top2.astype(f.dtype))
     accs, corrects = [], []
     mask = teacher_top2
-    for _ in range(rounds):
+    for _ in range(num_rounds):
         t = mask.astype(f.dtype) / 2.0
         scores = _type_scores(t, f, a, b, g, 1.0)
-        true_score = jnp.einsum("kyl,kl->ky", scores, eye)
-        others = jnp.where(eye[:, None, :] > 0, -jnp.inf, scores)
-        correct = true_score > jnp.max(others, axis=-1)
+        correct = correct_core(scores, true_class, tie_tol)
         corrects.append(correct)
         accs.append(jnp.sum(jnp.where(correct, f, 0.0)) / k)
-        mask = _top2_mask(scores)
+        mask = top2_mask_core(scores, tie_tol)
     return PLLPrediction(jnp.stack(accs), jnp.stack(corrects), teacher_top2, h)
 
 
@@ -312,32 +308,16 @@ def _check_fractions(fractions):
 
 
 def _factors(fractions, c, d, lam, per_class):
-    k = int(np.shape(fractions)[0])
-    per_class = V.check_int(per_class, "per_class", minimum=1)
+    """``(a, b, g)`` from :func:`sdtheory.block.block_factors` (``lam`` may be traced; ``c``, ``d`` concrete)."""
     for name, v in (("c", c), ("d", d)):
         if V.is_tracer(v):
             raise TypeError(f"{name} must be a concrete float (vmap over lam and fractions, not {name})")
-        if not np.isfinite(float(v)):
-            raise ValueError(f"{name} must be finite, got {v!r}")
-    if not (0.0 <= float(d) < float(c) < 1.0):
-        raise ValueError(
-            f"the theorems need 0 <= d < c < 1 (distinct within/between-class correlations, "
-            f"a positive within-class eigenvalue 1 - c), got c = {c}, d = {d}"
-        )
-    # Same numbers as block_factors(per_class, k, c, d, lam) (tested); the three
-    # eigenvalues (all > 0 for 0 <= d < c < 1) are plain Python floats of the concrete
-    # c, d, and only the shrink step touches lam, so the public functions also work
-    # under jax.jit (block_factors itself runs a jitted eigh and a concrete PSD check).
-    V.check_lam(lam)
-    c, d = float(c), float(d)
-    s_w = 1.0 - c
-    s_b = s_w + per_class * (c - d)
-    s_vals = (s_w, s_b, s_b + per_class * k * d)
-    ridge = k * (per_class * k) * jnp.asarray(lam, dtype=float)
-    a, b, g = (s / (s + ridge) for s in s_vals)
-    return a, b, g
+    k = int(np.shape(fractions)[0])
+    a, b, g = block_factors(per_class=per_class, num_classes=k, c=c, d=d, lam=lam)
+    return tuple(jnp.asarray(x, dtype=float) for x in (a, b, g))
 
 
+@float64
 def corruption_condition(fractions: Any) -> bool:
     """The label-corruption condition ``f_k(k) > f_k(l)`` for all ``k``, ``l != k``.
 
@@ -349,6 +329,7 @@ def corruption_condition(fractions: Any) -> bool:
     return bool(corruption_condition_core(_check_fractions(fractions)))
 
 
+@float64
 def margin(fractions: Any) -> float:
     """``Delta = min over k and labels l != k occurring in class k of f_k(k) - f_k(l)``.
 
@@ -359,6 +340,7 @@ def margin(fractions: Any) -> float:
     return float(margin_core(_check_fractions(fractions)))
 
 
+@float64
 def min_rounds(fractions: Any, *, c: float, d: float, lam: Any, per_class: int):
     r"""First round ``r*`` (0 = teacher) at which every training instance is correct.
 
@@ -380,6 +362,7 @@ def min_rounds(fractions: Any, *, c: float, d: float, lam: Any, per_class: int):
     return out if V.is_tracer(out) else int(out)
 
 
+@float64
 def all_correct_rounds(fractions: Any, *, c: float, d: float, lam: Any, per_class: int) -> RoundWindow:
     r"""Exact window ``first <= r <= last`` of all-correct rounds (global term included).
 
@@ -394,7 +377,7 @@ def all_correct_rounds(fractions: Any, *, c: float, d: float, lam: Any, per_clas
     occurs in class ``k`` (else 0, or -1 if class ``k`` is clean). Each
     ``h`` is increasing and then (if ``F < 0``) decreasing in ``e``, so the
     window is an interval. ``F < 0`` for some constraint closes it: that is
-    the upper end ``r_max`` of THEORY.md.
+    the upper end ``r_max`` of the window (docs/theory.md section 4).
 
     Returns ``RoundWindow(first, last)`` of ints; ``(-1, -1)`` if empty,
     ``last = UNBOUNDED`` if it never closes.
@@ -407,6 +390,7 @@ def all_correct_rounds(fractions: Any, *, c: float, d: float, lam: Any, per_clas
     return RoundWindow(int(w.first), int(w.last))
 
 
+@float64
 def max_rounds(fractions: Any, *, c: float, d: float, lam: Any, per_class: int):
     """Upper end ``r_max`` of the all-correct window (``all_correct_rounds(...).last``).
 
@@ -417,6 +401,7 @@ def max_rounds(fractions: Any, *, c: float, d: float, lam: Any, per_class: int):
     return all_correct_rounds(fractions, c=c, d=d, lam=lam, per_class=per_class).last
 
 
+@float64
 def all_correct_at(fractions: Any, rounds: Any, *, c: float, d: float, lam: Any, per_class: int) -> np.ndarray:
     """Bool per round: is every training instance correct there (score formula, global term included)?"""
     f = _check_fractions(fractions)
@@ -425,6 +410,7 @@ def all_correct_at(fractions: Any, rounds: Any, *, c: float, d: float, lam: Any,
     return all_correct_at_core(f, a, b, g, jnp.asarray(r))
 
 
+@float64
 def pll_condition(fractions: Any, *, c: float, d: float, lam: Any, per_class: int) -> bool:
     r"""PLL one-round condition: the corruption condition and ``h_k(l) < 1`` for all ``l != k``.
 
@@ -442,18 +428,20 @@ def pll_condition(fractions: Any, *, c: float, d: float, lam: Any, per_class: in
     return bool(pll_condition_core(f, a, b, g))
 
 
+@float64
 def pll_accuracy_prediction(
-    fractions: Any, *, c: float, d: float, lam: Any, per_class: int, rounds: int = 1
+    fractions: Any, *, c: float, d: float, lam: Any, per_class: int, num_rounds: int = 1, tie_tol: float = TIE_TOL
 ) -> PLLPrediction:
     """Training accuracy of the (multi-round) PLL student in the linearised balanced block model.
 
     Exact for the model (global term included) at the level of instance
     types (true ``k``, given ``y``): all instances of a type have identical
-    scores. Teacher top-2 ties go to the lower index (as in
-    :func:`sdtheory.refine.top2_targets`); the student counts as correct only
-    when its true class wins strictly. See :class:`PLLPrediction`.
+    scores. Teacher top-2 by the package's one rule (:func:`sdtheory.refine.top2_targets`);
+    the student counts as correct by the one tie-aware rule (:func:`sdtheory.correct`). See :class:`PLLPrediction`.
     """
+    from .metrics import _check_tie_tol
+
     f = _check_fractions(fractions)
-    rounds = V.check_int(rounds, "rounds", minimum=1)
+    num_rounds = V.check_int(num_rounds, "num_rounds", minimum=1)
     a, b, g = _factors(f, c, d, lam, per_class)
-    return pll_prediction_core(f, a, b, g, rounds)
+    return pll_prediction_core(f, a, b, g, num_rounds, _check_tie_tol(tie_tol))

@@ -3,7 +3,8 @@
 
 For every label-noise rate eta on a grid and every seed, draw noisy labels for
 a class-wise block model (K balanced classes, feature correlation c within a
-class and d across), run multi-round self-distillation (rounds 0..R-1) and the
+class and d across), run multi-round self-distillation (rounds 0..R-1, R =
+--num-rounds) and the
 PLL student (one round on the teacher's top-2 classes), score the training
 predictions against the true classes, and compare with the theorems: the
 corruption condition and the first all-correct round r*(eta).
@@ -26,6 +27,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from sdtheory import LOSSES, MODELS, NOISE_KINDS, SOLVERS
+from sdtheory import io as sio
+from sdtheory import montecarlo as mc
+from sdtheory.noise import canonical_kind, condition_threshold
+from sdtheory.plots import phase_diagram_figure
 
 DEFAULT_OUT = os.path.join("results", "phase_diagram")
 
@@ -67,6 +74,13 @@ def _float_in(lo, hi, *, lo_open=False, hi_open=False):
     return parse
 
 
+def _noise_kind(text):
+    try:
+        return canonical_kind(text)
+    except ValueError:
+        return text  # argparse then reports it against the choices
+
+
 def _clusters(text):
     try:
         ids = [int(t) for t in text.split(",")]
@@ -104,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="if given, sample Gaussian-mixture features of this dimension whose expected Gram is "
                         "the block Gram (feature noise); default: use the block Gram itself")
     g = p.add_argument_group("noise grid")
-    g.add_argument("--noise", default="symmetric",
-                   help="label-noise family: symmetric, asymmetric (asym), pair, cc (needs --clusters)")
+    g.add_argument("--noise", default="symmetric", type=_noise_kind, choices=NOISE_KINDS,
+                   help="label-noise family (aliases: sym, asym, pairflip); cc needs --clusters")
     g.add_argument("--clusters", type=_clusters, default=None,
                    help="for --noise cc: cluster id of every class, comma-separated (e.g. 0,0,1,1)")
     g.add_argument("--eta-min", type=_float_in(0.0, 1.0), default=0.0, help="smallest noise rate")
@@ -114,20 +128,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--exact-labels", action="store_true",
                    help="give exactly round(n C_kl) instances of class k the label l (default: i.i.d. labels)")
     g = p.add_argument_group("rounds and seeds")
-    g.add_argument("--rounds", type=_int_at_least(1), default=16,
+    g.add_argument("--num-rounds", type=_int_at_least(1), default=16,
                    help="number of SD rounds R: rounds 0..R-1 (0 is the teacher)")
     g.add_argument("--seeds", type=_int_at_least(1), default=16, help="Monte Carlo repetitions per noise rate")
     g.add_argument("--seed", type=_int_at_least(0), default=0, help="PRNG seed (same seed, same files)")
     g = p.add_argument_group("solver")
-    g.add_argument("--solver", choices=("exact", "closed"), default="exact",
+    g.add_argument("--model", choices=MODELS, default="exact",
                    help="exact: exact softmax solver for SD and PLL (the closed form is run alongside, "
                         "it is cheap); closed: only the linearised closed form")
     g.add_argument("--tol", type=_float_in(0.0, 1.0, lo_open=True), default=1e-9,
                    help="exact solver: tolerance on the fixed-point residual")
     g.add_argument("--max-iter", type=_int_at_least(1), default=1000, help="exact solver: iterations per round")
-    g.add_argument("--exact-method", choices=("newton-cg", "lbfgs", "optax-lbfgs"), default="newton-cg",
+    g.add_argument("--solver", choices=sorted(SOLVERS), default="newton-cg",
                    help="exact solver algorithm (newton-cg measured fastest under vmap)")
-    g.add_argument("--pll-loss", choices=("ce", "gce"), default="ce",
+    g.add_argument("--pll-loss", choices=sorted(LOSSES), default="ce",
                    help="loss of the exact PLL student: ce (theory) or gce (SelfPLL's generalised CE)")
     g.add_argument("--pll-q", type=_float_in(0.0, 1.0, lo_open=True), default=0.7, help="GCE exponent q")
     g.add_argument("--tie-tol", type=_float_in(0.0, 0.1, hi_open=True), default=1e-10,
@@ -150,13 +164,7 @@ def parse_args(argv=None):
         parser.error(f"argument --eta-max: must be >= --eta-min (got {args.eta_max:g} < {args.eta_min:g})")
     if args.eta_steps == 1 and args.eta_max != args.eta_min:
         parser.error("argument --eta-steps: must be >= 2 when --eta-min != --eta-max")
-    from sdtheory.noise import KINDS, canonical_kind
-
-    try:
-        kind = canonical_kind(args.noise)
-    except ValueError:
-        parser.error(f"argument --noise: unknown family {args.noise!r}; choose from {', '.join(KINDS)}")
-    is_cc = kind == "cc"
+    is_cc = args.noise == "cc"
     if is_cc and args.clusters is None:
         parser.error("argument --clusters: required with --noise cc (e.g. --clusters 0,0,1,1)")
     if not is_cc and args.clusters is not None:
@@ -171,58 +179,41 @@ def parse_args(argv=None):
 # --------------------------------------------------------------------------
 
 
-def _rstar_mean(rstar_emp: np.ndarray) -> np.ndarray:
-    """Mean empirical r* over the seeds where it exists; NaN where most seeds have none."""
-    ok = rstar_emp >= 0
-    with np.errstate(invalid="ignore"):
-        m = np.where(ok, rstar_emp, 0).sum(axis=1) / np.maximum(ok.sum(axis=1), 1)
-    return np.where(ok.mean(axis=1) > 0.5, m, np.nan)
-
-
 def main(argv=None) -> int:
     parser, args = parse_args(argv)
     t_start = time.perf_counter()
 
-    import sdtheory  # noqa: F401  (float64)
-    from sdtheory import io as sio
-    from sdtheory import simulate as sim
-    from sdtheory.noise import condition_threshold
-    from sdtheory.plots import phase_diagram_figure
-
-    methods = ("sd_closed", "pll_closed") + (("sd_exact", "pll_exact") if args.solver == "exact" else ())
+    methods = ("sd_closed", "pll_closed") + (("sd_exact", "pll_exact") if args.model == "exact" else ())
     try:
-        config = sim.make_config(
+        config = mc.make_config(
             num_classes=args.classes, per_class=args.per_class, c=args.c, d=args.d, lam=args.lam,
-            num_rounds=args.rounds, noise=args.noise, methods=methods, dim=args.dim,
+            num_rounds=args.num_rounds, noise=args.noise, methods=methods, dim=args.dim,
             exact_labels=args.exact_labels, exact_tol=args.tol, exact_max_iter=args.max_iter,
-            exact_method=args.exact_method, pll_loss=args.pll_loss, pll_q=args.pll_q, clusters=args.clusters,
+            exact_solver=args.solver, pll_loss=args.pll_loss, pll_q=args.pll_q, clusters=args.clusters,
             tie_tol=args.tie_tol,
         )
     except (ValueError, TypeError) as exc:
         parser.error(str(exc))
     etas = np.linspace(args.eta_min, args.eta_max, args.eta_steps)
-    sd_m, pll_m = ("sd_exact", "pll_exact") if args.solver == "exact" else ("sd_closed", "pll_closed")
+    sd_m, pll_m = ("sd_exact", "pll_exact") if args.model == "exact" else ("sd_closed", "pll_closed")
 
     if not args.quiet:
         print(f"phase_diagram: {etas.size} noise rates x {args.seeds} seeds = {etas.size * args.seeds} cells, "
-              f"rounds 0..{args.rounds - 1}, methods {', '.join(config.methods)}", file=sys.stderr, flush=True)
+              f"rounds 0..{args.num_rounds - 1}, methods {', '.join(config.methods)}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
-    result = sim.run_grid(config, etas, num_seeds=args.seeds, seed=args.seed, chunk_size=args.chunk_size,
-                          progress=not args.quiet)
+    result = mc.run_grid(config, etas, num_seeds=args.seeds, seed=args.seed, chunk_size=args.chunk_size,
+                         progress=None if args.quiet else sio.progress_printer("phase_diagram"))
     t_sim = time.perf_counter() - t0
 
-    table = sim.phase_table(result)
-    agree = sim.agreement(result)
+    table = mc.phase_table(result)
+    agree = mc.agreement(result)
     threshold = condition_threshold(config.noise, config.num_classes, clusters=config.clusters)
     th = result.theory
-    observed = sim.first_all_correct(result.methods[sd_m].all_correct, result.rounds).astype(float)
-    observed = np.where(observed >= 0, observed, np.nan)
-    mostly = np.mean(np.isfinite(observed), axis=1) > 0.5
-    obs_median = np.full(etas.size, np.nan)
-    obs_median[mostly] = np.nanmedian(observed[mostly], axis=1)
+    obs_median = mc.median_first_all_correct(result, sd_m)
+    rstar_mean = mc.mean_empirical_rstar(result)
 
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in config._asdict().items()}
-    params.update(etas=etas, num_seeds=args.seeds, prng_seed=args.seed, solver=args.solver,
+    params.update(etas=etas, num_seeds=args.seeds, prng_seed=args.seed, model=args.model,
                   chunk_size=args.chunk_size)
     meta = {"script": "simulations/phase_diagram.py", "parameters": params, **sio.provenance()}
     out = Path(args.out)
@@ -231,20 +222,14 @@ def main(argv=None) -> int:
     sio.write_csv(out / "phase_diagram.csv", table)
 
     # figure
-    solver_name = "exact softmax solver" if args.solver == "exact" else "linearised closed form"
+    solver_name = "exact softmax solver" if args.model == "exact" else "linearised closed form"
     feat = "block Gram" if args.dim is None else f"Gaussian-mixture features, dim {args.dim}"
     title = (f"Self-distillation phase diagram: theory vs Monte Carlo ({solver_name}; {feat})\n"
              f"K = {config.num_classes} classes, n = {config.per_class} per class, c = {config.c:g}, "
              f"d = {config.d:g}, $\\lambda$ = {config.lam:g}, {config.noise} label noise, "
              f"{args.seeds} seeds per noise rate, PRNG seed {args.seed}")
     sd_acc = result.accuracy(sd_m).mean(axis=1)  # (E, R)
-    curves = {
-        f"PLL student after 1 round ({pll_m.split('_')[1]})": result.accuracy(pll_m)[..., 0].mean(axis=1),
-        "SD after 1 round (r = 1)": sd_acc[:, 1] if sd_acc.shape[1] > 1 else sd_acc[:, 0],
-        f"SD, best round in 0..{args.rounds - 1}": sd_acc.max(axis=1),
-        "teacher (r = 0)": sd_acc[:, 0],
-        "theory: PLL after 1 round (mean empirical prediction)": th.empirical_pll_accuracy.mean(axis=1),
-    }
+    curves = mc.accuracy_curves(result, sd_m, pll_m)
     styles = {
         list(curves)[0]: dict(color="#d62728", lw=2.4),
         list(curves)[1]: dict(color="#1f77b4", lw=3.2, alpha=0.55),
@@ -254,18 +239,15 @@ def main(argv=None) -> int:
     }
     fig = phase_diagram_figure(
         etas, result.rounds, sd_acc, rstar_population=th.population_rstar,
-        rstar_empirical_mean=_rstar_mean(th.empirical_rstar), observed_first=obs_median,
+        rstar_empirical_mean=rstar_mean, observed_first=obs_median,
         threshold=threshold if threshold <= etas.max() + 1e-12 else None, curves=curves, curve_styles=styles,
-        title=title, heat_label=f"multi-round SD, {'exact' if args.solver == 'exact' else 'closed form'}",
+        title=title, heat_label=f"multi-round SD, {'exact' if args.model == 'exact' else 'closed form'}",
         num_classes=config.num_classes,
     )
     fig_meta = {"parameters": params, "package_version": meta["package_version"],
                 "git_revision": meta["git_revision"]}
     sio.write_figure(fig, out / "phase_diagram.png", metadata=fig_meta, dpi=150)
     sio.write_figure(fig, out / "phase_diagram.pdf", metadata=fig_meta)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
 
     # summary
     summary = {
@@ -279,7 +261,7 @@ def main(argv=None) -> int:
         "theory": {
             "population_rstar": th.population_rstar,
             "population_condition": th.population_condition,
-            "mean_empirical_rstar": _rstar_mean(th.empirical_rstar),
+            "mean_empirical_rstar": rstar_mean,
             "population_pll_accuracy": th.population_pll_accuracy,
         },
         "outputs": ["phase_diagram.png", "phase_diagram.pdf", "phase_diagram.csv", "summary.json"],

@@ -1,0 +1,155 @@
+"""Monte Carlo configuration: static shapes and options vs traced model parameters.
+
+:class:`SimConfig` holds everything that fixes the *shapes and the program*
+(number of classes, per-class count, rounds, methods, noise family, feature
+dimension, solver options): it is a static argument of the compiled cell, so a
+new config compiles a new program. The model parameters ``lam``, ``c`` and
+``d`` are *traced*: the config carries their default values, and
+:func:`sdtheory.montecarlo.run_grid` sweeps any of them (``lams=``, ``cs=``,
+``ds=``) with the same compiled program.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple, Optional, Sequence
+
+import numpy as np
+
+from .. import _validation as V
+from ..exact import SOLVERS
+from ..losses import LOSSES
+from ..metrics import _check_tie_tol
+from ..noise import canonical_kind, check_clusters
+
+__all__ = ["METHODS", "SimConfig", "make_config"]
+
+#: Methods the engine knows, in output order.
+METHODS = ("sd_closed", "sd_exact", "pll_closed", "pll_exact")
+EXACT_METHODS = ("sd_exact", "pll_exact")
+
+
+class SimConfig(NamedTuple):
+    """Static description of a simulation (hashable; build it with :func:`make_config`).
+
+    Attributes:
+      num_classes: ``K >= 2``.
+      per_class: ``n`` instances per class (``N = K n``).
+      c, d: default within-class and across-class feature correlation of the
+        block model (``0 <= d < c < 1``); traced, sweepable.
+      lam: default L2 weight ``> 0``; traced, sweepable.
+      num_rounds: SD rounds ``0..num_rounds-1`` (round 0 is the teacher).
+      noise: corruption family (a name from :data:`sdtheory.NOISE_KINDS`).
+      methods: subset of :data:`METHODS`.
+      dim: ``None`` for the block Gram itself, else the feature dimension of
+        the sampled Gaussian-mixture features.
+      exact_labels: draw labels with exactly ``round(n C_kl)`` per type
+        (``sample_labels(..., exact=True)``) instead of i.i.d.
+      exact_tol, exact_max_iter, exact_solver: exact-solver options
+        (``exact_solver`` from :data:`sdtheory.SOLVERS`).
+      pll_loss, pll_q: loss of the exact PLL student (from
+        :data:`sdtheory.LOSSES`) and the GCE exponent.
+      clusters: for ``noise="cc"``: the cluster id of every class (tuple).
+      tie_tol: the package's tie tolerance (:data:`sdtheory.TIE_TOL`): an
+        instance is correct only if its true class beats every other class by
+        more than ``tie_tol`` (:func:`sdtheory.correct`), and the top-2 rule
+        of the PLL student treats values within it as tied.
+    """
+
+    num_classes: int
+    per_class: int
+    c: float
+    d: float
+    lam: float
+    num_rounds: int
+    noise: str = "symmetric"
+    methods: tuple = ("sd_closed", "pll_closed")
+    dim: Optional[int] = None
+    exact_labels: bool = False
+    exact_tol: float = 1e-9
+    exact_max_iter: int = 1000
+    exact_solver: str = "newton-cg"
+    pll_loss: str = "ce"
+    pll_q: float = 0.7
+    clusters: Optional[tuple] = None
+    tie_tol: float = 1e-10
+
+    @property
+    def num_instances(self) -> int:
+        return self.num_classes * self.per_class
+
+    @property
+    def has_exact(self) -> bool:
+        return any(m in self.methods for m in EXACT_METHODS)
+
+
+def make_config(
+    *,
+    num_classes: int = 4,
+    per_class: int = 100,
+    c: float = 0.4,
+    d: float = 0.1,
+    lam: float = 1e-4,
+    num_rounds: int = 16,
+    noise: str = "symmetric",
+    methods: Sequence[str] = ("sd_closed", "pll_closed"),
+    dim: Optional[int] = None,
+    exact_labels: bool = False,
+    exact_tol: float = 1e-9,
+    exact_max_iter: int = 1000,
+    exact_solver: str = "newton-cg",
+    pll_loss: str = "ce",
+    pll_q: float = 0.7,
+    clusters: Any = None,
+    tie_tol: float = 1e-10,
+) -> SimConfig:
+    """Validated :class:`SimConfig`. Raises ``ValueError``/``TypeError`` naming the bad field."""
+    k = V.check_int(num_classes, "num_classes", minimum=2)
+    n = V.check_int(per_class, "per_class", minimum=1)
+    c, d = V.check_cd(c, d)
+    lam = check_lam_values(lam, "lam")[0] if np.ndim(lam) == 0 else _scalar_error("lam", lam)
+    r = V.check_int(num_rounds, "num_rounds", minimum=1)
+    methods = tuple(methods)
+    if not methods:
+        raise ValueError(f"methods must name at least one of {METHODS}")
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"unknown method(s) {bad}; choose from {METHODS}")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"methods must not repeat, got {methods}")
+    methods = tuple(m for m in METHODS if m in methods)
+    if dim is not None:
+        dim = V.check_int(dim, "dim", minimum=1)
+    noise = canonical_kind(noise)
+    if noise == "cc":
+        clusters = tuple(int(i) for i in check_clusters(clusters, k))
+    elif clusters is not None:
+        raise ValueError(f"clusters are only used by noise 'cc', not {noise!r}")
+    if not (isinstance(exact_tol, (float, int)) and not isinstance(exact_tol, bool) and exact_tol > 0
+            and math.isfinite(exact_tol)):
+        raise ValueError(f"exact_tol must be a positive finite float, got {exact_tol!r}")
+    V.check_int(exact_max_iter, "exact_max_iter", minimum=1)
+    if exact_solver not in SOLVERS:
+        raise ValueError(f"exact_solver must be one of {sorted(SOLVERS)}, got {exact_solver!r}")
+    if pll_loss not in LOSSES:
+        raise ValueError(f"pll_loss must be one of {sorted(LOSSES)}, got {pll_loss!r}")
+    if not (0.0 < float(pll_q) <= 1.0):
+        raise ValueError(f"pll_q (GCE exponent) must lie in (0, 1], got {pll_q!r}")
+    if not isinstance(exact_labels, (bool, np.bool_)):
+        raise TypeError(f"exact_labels must be a bool, got {exact_labels!r}")
+    tie_tol = _check_tie_tol(tie_tol)
+    return SimConfig(k, n, c, d, lam, r, noise, methods, dim, bool(exact_labels), float(exact_tol),
+                     int(exact_max_iter), exact_solver, pll_loss, float(pll_q), clusters, tie_tol)
+
+
+def _scalar_error(name, v):
+    raise ValueError(f"{name} must be a scalar, got shape {np.shape(v)}; sweep it with run_grid({name}s=...)")
+
+
+def check_lam_values(values: Any, name: str = "lams") -> list:
+    """A non-empty 1-D list of L2 weights, each finite and ``> 0``."""
+    arr = np.atleast_1d(np.asarray(values, dtype=float))
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a scalar or a non-empty 1-D sequence, got shape {np.shape(values)}")
+    V.check_positive_scalar(arr, name)
+    return [float(v) for v in arr]

@@ -1,0 +1,193 @@
+"""The grid: cells chunked, vmapped, sharded over devices; sweeps over lam, c and d.
+
+:func:`run_grid` lays the cells out as ``(c, d) points x [lam x eta x seed]``.
+Each (c, d) point is one host-side precomputation (:func:`make_point`); its
+cells are flattened lam-major, then eta, then seed, cut into equal chunks to
+bound memory, and every chunk is one call of the same compiled program
+(:func:`cell_chunk`: ``jax.jit`` of ``jax.vmap`` of the cell), whatever the
+values of ``lam``, ``c``, ``d`` and ``eta``, which are traced. With several
+devices the cell axis of every chunk is sharded over a 1-D
+:class:`jax.sharding.Mesh`; the results do not depend on the number of
+devices, on the chunk size, or on which other values a sweep contains: a
+slice of a sweep equals a separate run with that value.
+
+Nothing here prints: progress goes to an optional callback
+``progress(done, total, seconds)``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from functools import partial
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from .. import _validation as V
+from .._x64 import float64
+from .cell import Point, Shared, make_point, make_shared, simulate_cell
+from .config import SimConfig, check_lam_values
+from .report import SimResult, assemble
+
+__all__ = ["cell_chunk", "run_grid", "seed_keys"]
+
+
+def _mesh(devices: Optional[Sequence[Any]]) -> Mesh:
+    devs = list(jax.devices()) if devices is None else list(devices)
+    if not devs:
+        raise ValueError("devices must contain at least one device")
+    return Mesh(np.asarray(devs), ("cells",))
+
+
+@partial(jax.jit, static_argnums=(0,))
+def cell_chunk(config: SimConfig, shared: Shared, point: Point, etas: jax.Array, keys: jax.Array,
+               cell_idx: jax.Array) -> dict:
+    """Cells ``cell_idx`` (flat indices into ``lams x etas x keys``) of one point in one vmapped call.
+
+    Pure and jitted; when ``cell_idx`` is sharded over devices the whole
+    computation is partitioned along the cell axis.
+    """
+    num_seeds, num_etas = keys.shape[0], etas.shape[0]
+    lam_idx = cell_idx // (num_etas * num_seeds)
+    eta = etas[(cell_idx // num_seeds) % num_etas]
+    key = keys[cell_idx % num_seeds]
+    return jax.vmap(lambda li, e, k: simulate_cell(config, shared, point, li, e, k))(lam_idx, eta, key)
+
+
+def seed_keys(seed: int, num_seeds: int) -> jax.Array:
+    """The ``num_seeds`` per-seed keys derived from the PRNG seed (``split(PRNGKey(seed))``)."""
+    return jax.random.split(jax.random.PRNGKey(seed), num_seeds)
+
+
+def _check_etas(etas: Any) -> np.ndarray:
+    arr = np.asarray(etas, dtype=float)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"etas must be a non-empty 1-D array of noise rates, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0) or np.any(arr > 1):
+        raise ValueError(f"noise rates eta must lie in [0, 1], got {arr.tolist()}")
+    return arr
+
+
+def _sweep(values: Any, default: float, name: str) -> tuple:
+    """(values as a list, swept?)."""
+    if values is None:
+        return [default], False
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be finite, got {arr.tolist()}")
+    return [float(v) for v in arr], True
+
+
+def _gather(x: jax.Array) -> np.ndarray:
+    if jax.process_count() > 1:  # pragma: no cover - multi-host only
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+
+@float64
+def run_grid(
+    config: SimConfig,
+    etas: Any,
+    *,
+    lams: Any = None,
+    cs: Any = None,
+    ds: Any = None,
+    num_seeds: int,
+    seed: int = 0,
+    chunk_size: Optional[int] = None,
+    devices: Optional[Sequence[Any]] = None,
+    progress: Optional[Callable[[int, int, float], None]] = None,
+) -> SimResult:
+    """Run every method of ``config`` on the grid ``[lams x cs x ds x] etas x range(num_seeds)``.
+
+    Args:
+      config: from :func:`make_config`; its ``lam``, ``c`` and ``d`` are the
+        values used for an axis that is not swept.
+      etas: ``(E,)`` noise rates in ``[0, 1]``.
+      lams, cs, ds: optional 1-D sequences of values to sweep (every
+        combination with ``0 <= d < c < 1`` must hold); each given axis
+        appears in the results, in the order ``lam, c, d``, before ``eta``.
+      num_seeds: ``S >= 1`` Monte Carlo repetitions per cell; seed ``s``
+        uses key ``split(PRNGKey(seed), S)[s]`` for every eta and every
+        parameter value (common random numbers).
+      seed: the PRNG seed.
+      chunk_size: at most this many cells per compiled call (default 64 with
+        an exact method, else 4096); the cells of a point are cut into equal
+        chunks, each a multiple of the number of devices (the last one padded
+        by repeating its final cell).
+      devices: devices to shard over (default: all, ``jax.devices()``).
+      progress: optional callable ``(done, total, seconds)`` called after
+        every chunk.
+
+    Returns:
+      :class:`SimResult` whose arrays have shape ``(*sweep, E, S, ...)``.
+    """
+    if not isinstance(config, SimConfig):
+        raise TypeError("config must be a SimConfig (use make_config)")
+    etas_np = _check_etas(etas)
+    num_seeds = V.check_int(num_seeds, "num_seeds", minimum=1)
+    seed = V.check_int(seed, "seed", minimum=0)
+    lam_list, lam_swept = (check_lam_values(lams), True) if lams is not None else ([config.lam], False)
+    c_list, c_swept = _sweep(cs, config.c, "cs")
+    d_list, d_swept = _sweep(ds, config.d, "ds")
+    for c, d in itertools.product(c_list, d_list):
+        V.check_cd(c, d)
+    if progress is not None and not callable(progress):
+        raise TypeError("progress must be a callable (done, total, seconds) or None")
+    mesh = _mesh(devices)
+    ndev = mesh.devices.size
+    if chunk_size is None:
+        chunk_size = 64 if config.has_exact else 4096
+    chunk_size = V.check_int(chunk_size, "chunk_size", minimum=1)
+    per_point = len(lam_list) * etas_np.size * num_seeds
+    chunk_size = min(chunk_size, per_point)
+    num_chunks = -(-per_point // chunk_size)
+    chunk_size = -(-per_point // num_chunks)  # balance the chunks: little padding in the last one
+    chunk_size = -(-chunk_size // ndev) * ndev
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    cell_sharding = NamedSharding(mesh, PartitionSpec("cells"))
+    shared = jax.device_put(make_shared(config), replicated)
+    etas_dev = jax.device_put(jnp.asarray(etas_np), replicated)
+    keys = jax.device_put(seed_keys(seed, num_seeds), replicated)
+
+    # lam, c and d are traced: a config differing only in them reuses the compiled program
+    static = config._replace(lam=None, c=None, d=None)
+    points = list(itertools.product(c_list, d_list))
+    total = per_point * len(points)
+    done = 0
+    t0 = time.perf_counter()
+    per_point_results = []
+    for c, d in points:
+        point = jax.device_put(make_point(config, c, d, lam_list), replicated)
+        pieces = []
+        for start in range(0, per_point, chunk_size):
+            idx = np.arange(start, start + chunk_size)
+            valid = int(np.sum(idx < per_point))
+            idx = np.minimum(idx, per_point - 1)  # pad the last chunk by repeating the last cell
+            idx_dev = jax.make_array_from_callback(idx.shape, cell_sharding, lambda sl, idx=idx: idx[sl])
+            out = cell_chunk(static, shared, point, etas_dev, keys, idx_dev)
+            pieces.append(jax.tree_util.tree_map(lambda a, v=valid: _gather(a)[:v], out))
+            done += valid
+            if progress is not None:
+                progress(done, total, time.perf_counter() - t0)
+        per_point_results.append(jax.tree_util.tree_map(lambda *a: np.concatenate(a, axis=0), *pieces))
+    # (points, lams * E * S, ...) -> (C, D, L, E, S, ...) -> (L, C, D, E, S, ...)
+    flat = jax.tree_util.tree_map(lambda *a: np.stack(a, axis=0), *per_point_results)
+    shape = (len(c_list), len(d_list), len(lam_list), etas_np.size, num_seeds)
+
+    def arrange(a):
+        a = a.reshape(shape + a.shape[2:])
+        return np.moveaxis(a, 2, 0)
+
+    grid = jax.tree_util.tree_map(arrange, flat)
+    sweep = {"lam": (lam_list, lam_swept), "c": (c_list, c_swept), "d": (d_list, d_swept)}
+    return assemble(config, etas_np, num_seeds, grid, sweep)

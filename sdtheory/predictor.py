@@ -1,0 +1,238 @@
+r"""Fit once, evaluate many: the predictor of self-distillation rounds.
+
+In the style of Neural Tangents' ``predict`` functions: the expensive part of
+a training set (its spectrum, or the exact solution of a chain of rounds) is
+computed once by :func:`predictor`; the returned :class:`Predictor` then
+evaluates training outputs for any rounds, outputs on any number of new point
+sets, predictions, and (exact model) dual coefficients and primal weights,
+without recomputing it.
+
+Two models:
+
+* ``model="closed"``: the linearised closed form
+  ``P_r = 1/K + S^{r+1} (T - 1/K)``, ``S = G (G + K N lam I)^{-1}``, for any
+  round (docs/closed_form.md). Only the spectrum is stored.
+* ``model="exact"``: the exact softmax solution of rounds ``0..num_rounds-1``
+  (docs/exact_solver.md), solved at construction; the dual coefficients
+  ``A_r`` give logits ``G(x, train) A_r`` on any point.
+
+Every method validates its input and returns NumPy float64 arrays (the
+float64 policy of :mod:`sdtheory._x64`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _validation as V
+from ._x64 import float64
+from .closed_form import sd_outputs_core, sd_test_outputs_core
+from .exact import (DEFAULT_MAX_ITER, DEFAULT_MAX_CG, DEFAULT_TOL, ExactResult, check_options, exact_phi_core,
+                    raise_unconverged, solver_features)
+from .spectral import Spectrum, _spectrum
+
+__all__ = ["MODELS", "Predictor", "predictor"]
+
+#: The models a predictor can fit.
+MODELS = ("closed", "exact")
+
+
+class Predictor:
+    """A fitted training set; build it with :func:`predictor`.
+
+    Attributes:
+      model: ``"closed"`` or ``"exact"``.
+      lam: the L2 weight.
+      num_instances, num_classes: ``N`` and ``K``.
+      num_rounds: exact model: the rounds fitted (``0..num_rounds-1``);
+        ``None`` for the closed form (any round).
+      spectrum: the :class:`Spectrum` of the training Gram (closed model), or
+        ``None``.
+    """
+
+    def __init__(self, *, model, targets, lam, spec, features, num_rounds, result, tie_note=None):
+        self.model = model
+        self._targets = targets
+        self.lam = lam
+        self.spectrum = spec
+        self._features = features  # (N, d) device array or None
+        self.num_rounds = num_rounds
+        self._result = result  # ExactResult over rounds 0..num_rounds-1 (exact model)
+        self.num_instances, self.num_classes = targets.shape
+        self._proj = None  # X^T U (closed model, from features): test cross-Gram in O(N_test d M)
+        if model == "closed" and features is not None:
+            self._proj = features.T @ spec.eigvecs
+        self._weights = None
+        if model == "exact" and features is not None:
+            self._weights = jnp.einsum("nd,rnk->rkd", features, result.coef)  # (R, K, d)
+
+    def __repr__(self) -> str:
+        rounds = "any round" if self.num_rounds is None else f"rounds 0..{self.num_rounds - 1}"
+        return (f"Predictor(model={self.model!r}, N={self.num_instances}, K={self.num_classes}, "
+                f"lam={float(self.lam):g}, {rounds})")
+
+    # ---------------------------------------------------------------- rounds
+    def _rounds(self, rounds, num_rounds) -> np.ndarray:
+        r = V.resolve_rounds(rounds, num_rounds)
+        if self.num_rounds is not None and int(r.max()) >= self.num_rounds:
+            raise ValueError(f"rounds {r.tolist()} go beyond the fitted rounds 0..{self.num_rounds - 1}; build the "
+                             f"exact predictor with num_rounds >= {int(r.max()) + 1}")
+        return r
+
+    # ---------------------------------------------------------------- outputs
+    @float64
+    def train_outputs(self, *, rounds: Any = None, num_rounds: Any = None) -> np.ndarray:
+        """Outputs ``(R, N, K)`` on the training instances for round indices ``rounds`` (or ``0..num_rounds-1``)."""
+        r = self._rounds(rounds, num_rounds)
+        if self.model == "closed":
+            return sd_outputs_core(self.spectrum, self._targets, self.lam, jnp.asarray(r))
+        return self._result.outputs[r]
+
+    def _cross(self, test_features, test_gram):
+        """Validated test inputs: ``("features", X_test)`` or ``("gram", G_test)``."""
+        n = self.num_instances
+        if (test_features is None) == (test_gram is None):
+            raise ValueError("pass exactly one of test_features= (N_test, d) or test_gram= (N_test, N)")
+        if test_features is not None:
+            if self._features is None:
+                raise ValueError("test_features= needs a predictor fitted on features=; pass test_gram= (the "
+                                 "test-train Gram) instead")
+            V.check_features(test_features, "test_features")
+            d = self._features.shape[1]
+            if np.shape(test_features)[1] != d:
+                raise ValueError(f"test_features has dimension {np.shape(test_features)[1]} but features has {d}")
+            return "features", jnp.asarray(test_features, dtype=float)
+        if len(np.shape(test_gram)) != 2 or np.shape(test_gram)[1] != n:
+            raise ValueError(f"test_gram must be (N_test, N) with N = {n}, got shape {tuple(np.shape(test_gram))}")
+        V.check_finite(test_gram, "test_gram")
+        return "gram", jnp.asarray(test_gram, dtype=float)
+
+    @float64
+    def test_outputs(self, *, rounds: Any = None, num_rounds: Any = None, test_features: Any = None,
+                     test_gram: Any = None) -> np.ndarray:
+        """Outputs ``(R, N_test, K)`` on new points: ``test_features`` ``(N_test, d)`` or ``test_gram`` ``(N_test, N)``.
+
+        Closed model: the linearised output ``1/K + G_test (T_r - P_r)/(K N lam)``
+        of the round-``r`` weights. Exact model: ``softmax(G_test A_r)``.
+        """
+        r = self._rounds(rounds, num_rounds)
+        kind, x = self._cross(test_features, test_gram)
+        if self.model == "closed":
+            cross = x @ self._proj if kind == "features" else x @ self.spectrum.eigvecs
+            return sd_test_outputs_core(self.spectrum, self._targets, self.lam, jnp.asarray(r), cross)
+        if kind == "features":
+            logits = jnp.einsum("td,rkd->rtk", x, self._weights[r])
+        else:
+            logits = jnp.einsum("tn,rnk->rtk", x, self._result.coef[r])
+        return jax.nn.softmax(logits, axis=-1)
+
+    @float64
+    def predictions(self, *, rounds: Any = None, num_rounds: Any = None, test_features: Any = None,
+                    test_gram: Any = None) -> np.ndarray:
+        """Argmax classes ``(R, N)`` on the training set, or ``(R, N_test)`` when test points are given.
+
+        A prediction, not a score: use :func:`sdtheory.correct` (ties are
+        failures) to decide whether an instance is classified correctly.
+        """
+        if test_features is None and test_gram is None:
+            out = self.train_outputs(rounds=rounds, num_rounds=num_rounds)
+        else:
+            out = self.test_outputs(rounds=rounds, num_rounds=num_rounds, test_features=test_features,
+                                    test_gram=test_gram)
+        return np.argmax(out, axis=-1)
+
+    # ---------------------------------------------------------------- exact only
+    def _need_exact(self, what):
+        if self.model != "exact":
+            raise ValueError(f"{what} is defined for the exact model; build the predictor with model='exact'")
+
+    @float64
+    def exact_result(self, *, rounds: Any = None, num_rounds: Any = None) -> ExactResult:
+        """The :class:`ExactResult` (outputs, residuals, iterations, ...) of the requested rounds."""
+        self._need_exact("exact_result")
+        r = self._rounds(rounds, num_rounds)
+        return jax.tree_util.tree_map(lambda a: a[r], self._result)
+
+    @float64
+    def coef(self, *, rounds: Any = None, num_rounds: Any = None) -> np.ndarray:
+        """Dual coefficients ``A_r`` ``(R, N, K)``: logits on a point ``x`` are ``G(x, train) @ A_r``."""
+        self._need_exact("coef")
+        return self._result.coef[self._rounds(rounds, num_rounds)]
+
+    @float64
+    def weights(self, *, rounds: Any = None, num_rounds: Any = None) -> np.ndarray:
+        """Primal weights ``W_r = A_r^T X`` ``(R, K, d)`` (logits ``W_r x``); needs ``features=``."""
+        self._need_exact("weights")
+        if self._weights is None:
+            raise ValueError("weights need the training features: build the predictor with features=")
+        return self._weights[self._rounds(rounds, num_rounds)]
+
+
+@float64
+def predictor(targets: Any, *, lam: Any, features: Any = None, gram: Any = None, spectrum: Optional[Spectrum] = None,
+              model: str = "closed", num_rounds: Optional[int] = None, loss: str = "ce", q: float = 0.7,
+              tol: float = DEFAULT_TOL, max_iter: int = DEFAULT_MAX_ITER, on_failure: str = "raise",
+              solver: str = "lbfgs") -> Predictor:
+    """Fit a training set once; evaluate rounds, test sets and predictions many times.
+
+    Args:
+      targets: ``(N, K)`` probability rows (the teacher's targets).
+      lam: L2 weight ``> 0`` (scalar).
+      features / gram / spectrum: exactly one of ``(N, d)`` features,
+        ``(N, N)`` Gram, or a precomputed :class:`Spectrum` of the Gram.
+      model: ``"closed"`` (linearised closed form, any round) or ``"exact"``
+        (exact softmax solution of rounds ``0..num_rounds-1``).
+      num_rounds: exact model: how many chained rounds to solve (default 1).
+      loss, q, tol, max_iter, on_failure, solver: exact model options (see
+        :func:`sdtheory.exact_outputs`); the closed form is the linearised
+        cross-entropy model (``loss="ce"``).
+
+    Returns:
+      :class:`Predictor`. Its spectrum (closed) or fit (exact) stays on the
+      device and is reused by every call.
+    """
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    sources = [name for name, v in (("features", features), ("gram", gram), ("spectrum", spectrum)) if v is not None]
+    if len(sources) != 1:
+        raise ValueError("pass exactly one of features= (N, d), gram= (N, N) or spectrum= (a Spectrum)")
+    if spectrum is not None:
+        if not isinstance(spectrum, Spectrum):
+            raise TypeError(f"spectrum must be a sdtheory.Spectrum, got {type(spectrum).__name__}")
+        n, _ = V.check_targets(targets)
+        V.check_lam(lam)
+        V.check_same_n(spectrum.eigvecs.shape[0], n, "targets", "spectrum")
+        spec = Spectrum(jnp.asarray(spectrum.eigvals, dtype=float), jnp.asarray(spectrum.eigvecs, dtype=float))
+    else:
+        V.check_problem(targets, lam, gram, features)
+        spec = None
+    if np.ndim(lam) != 0:
+        raise ValueError(f"lam must be a scalar, got shape {np.shape(lam)}; build one predictor per lam, or vmap "
+                         "the *_core kernels over lam")
+    t = jnp.asarray(targets, dtype=float)
+    lam_a = jnp.asarray(lam, dtype=float)
+    x = None
+    if features is not None:
+        V.check_features(features)
+        x = jnp.asarray(features, dtype=float)
+    if model == "closed":
+        if num_rounds is not None:
+            raise ValueError("num_rounds is for model='exact'; the closed form evaluates any round")
+        if loss != "ce":
+            raise ValueError("the closed form is the linearised cross-entropy model; use model='exact' for "
+                             f"loss={loss!r}")
+        if spec is None:
+            spec = _spectrum(gram=gram, features=features)
+        return Predictor(model="closed", targets=t, lam=lam_a, spec=spec, features=x, num_rounds=None, result=None)
+    num_rounds = V.check_int(1 if num_rounds is None else num_rounds, "num_rounds", minimum=1)
+    check_options(loss, q, tol, max_iter, on_failure, solver)
+    phi = solver_features(gram=gram, features=features, spec=spec)
+    res = exact_phi_core(phi, t, lam_a, num_rounds, loss=loss, q=float(q), tol=float(tol), max_iter=int(max_iter),
+                         max_cg=DEFAULT_MAX_CG, solver=solver)
+    if on_failure == "raise":
+        raise_unconverged(res, tol, max_iter)
+    return Predictor(model="exact", targets=t, lam=lam_a, spec=spec, features=x, num_rounds=num_rounds, result=res)
