@@ -57,16 +57,16 @@ def run_case(path: str, n: int, d: int, k: int, rounds: int, seed: int = 0) -> d
         g = x @ x.T
         make_spec = lambda: sd.gram_spectrum(g)  # noqa: E731
     spec, _ = _timed(make_spec)  # compile + warm
-    out, _ = _timed(lambda: sd.sd_outputs_spectral(spec, yj, lamj, r))
+    out, _ = _timed(lambda: sd.closed_form.sd_outputs_core(spec, yj, lamj, r))
     del out
     spec, t_spec = _timed(make_spec)
-    out, t_out = _timed(lambda: sd.sd_outputs_spectral(spec, yj, lamj, r))
+    out, t_out = _timed(lambda: sd.closed_form.sd_outputs_core(spec, yj, lamj, r))
     res.update(spectrum_s=t_spec, outputs_s=t_out)
     if path == "features" and hasattr(sd, "top2_targets"):
         # PLL student: refine the teacher's top-2 classes, then one student round.
         def pll():
             t2 = sd.top2_targets(out[0])
-            return sd.sd_outputs_spectral(spec, t2, lamj, jnp.arange(1))
+            return sd.closed_form.sd_outputs_core(spec, t2, lamj, jnp.arange(1))
 
         _timed(pll)
         _, t_pll = _timed(pll)

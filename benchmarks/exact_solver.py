@@ -51,7 +51,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def reference_problem(dim: int, seed: int):
     k, n_per, c, d, eta = 4, 500, 0.4, 0.1, 0.5
     classes = np.repeat(np.arange(k), n_per)
-    x = sd.sample_block_features(jax.random.PRNGKey(seed), classes, c, d, dim)
+    x = sd.sample_block_features(jax.random.PRNGKey(seed), classes, c=c, d=d, dim=dim)
     rng = np.random.default_rng(seed)
     flip = rng.random(classes.size) < eta  # symmetric noise: uniform over the other K-1 classes
     y = np.where(flip, (classes + rng.integers(1, k, classes.size)) % k, classes)
@@ -117,7 +117,7 @@ def main(argv=None):
     def ours():
         # the public, validating entry point: spectrum (eigh of the N x N Gram when
         # dim >= N, of the dim x dim X^T X otherwise) + all rounds
-        return sd.exact_outputs(t, lam, args.rounds, features=x, on_failure="flag")
+        return sd.exact_outputs(t, lam=lam, num_rounds=args.rounds, features=x, on_failure="flag")
 
     run, p0 = reference_adam(gj, tj, lamj, args.ref_steps, jax.random.PRNGKey(args.seed))
     jax.block_until_ready(ours())  # compile

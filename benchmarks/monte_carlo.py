@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 import sdtheory as sd
-from sdtheory import simulate as sim
+from sdtheory import montecarlo as sim
 from sdtheory.exact import exact_outputs
 from sdtheory.noise import corruption_matrix, sample_labels
 from sdtheory.refine import top2_targets
@@ -31,7 +31,7 @@ def _loop(config, etas, num_seeds, seed, exact):
     """Plain Python loop over cells with the public per-cell functions."""
     k, n = config.num_classes, config.per_class
     classes = sd.block_classes([n] * k)
-    gram = sd.block_gram(classes, config.c, config.d) if exact else None
+    gram = sd.block_gram(classes, c=config.c, d=config.d) if exact else None
     keys = sim.seed_keys(seed, num_seeds)
     out = []
     for eta in etas:
@@ -40,16 +40,16 @@ def _loop(config, etas, num_seeds, seed, exact):
             lk, _ = jax.random.split(keys[s])
             y = np.eye(k)[np.asarray(sample_labels(lk, classes, C))]
             if exact:
-                res = exact_outputs(y, config.lam, config.num_rounds, gram=gram, tol=config.exact_tol,
-                                    method=config.exact_method, on_failure="flag")
-                st = exact_outputs(np.asarray(top2_targets(res.outputs[0])), config.lam, 1, gram=gram,
-                                   tol=config.exact_tol, method=config.exact_method, on_failure="flag")
+                res = exact_outputs(y, lam=config.lam, num_rounds=config.num_rounds, gram=gram, tol=config.exact_tol,
+                                    solver=config.exact_method, on_failure="flag")
+                st = exact_outputs(np.asarray(top2_targets(res.outputs[0])), lam=config.lam, num_rounds=1, gram=gram,
+                                   tol=config.exact_tol, solver=config.exact_method, on_failure="flag")
                 acc = (np.asarray(res.outputs).argmax(-1) == classes).mean(-1)
                 acc_pll = (np.asarray(st.outputs).argmax(-1) == classes).mean(-1)
             else:
-                p = sd.block_outputs(y, classes, config.c, config.d, config.lam, range(config.num_rounds))
+                p = sd.block_outputs(y, classes, c=config.c, d=config.d, lam=config.lam, rounds=range(config.num_rounds))
                 t2 = top2_targets(np.asarray(p[0]))
-                st = sd.block_outputs(np.asarray(t2), classes, config.c, config.d, config.lam, [0])
+                st = sd.block_outputs(np.asarray(t2), classes, c=config.c, d=config.d, lam=config.lam, rounds=[0])
                 acc = (np.asarray(p).argmax(-1) == classes).mean(-1)
                 acc_pll = (np.asarray(st).argmax(-1) == classes).mean(-1)
             out.append((acc, acc_pll))

@@ -4,8 +4,8 @@ Everything here returns NumPy ``float64`` / ``int64`` arrays (data loading is
 not part of the jitted math). Randomness (the train/test split, the random
 feature map) goes through explicit ``jax.random`` keys: same key, same data.
 
-Feature files (:func:`load_features`, written by :func:`save_features`)
------------------------------------------------------------------------
+Feature files (:func:`load_features`, written by :func:`sdtheory.io.save_features`)
+-----------------------------------------------------------------------------------
 ``.npz`` (recommended)
     one archive with the arrays ``features`` ``(N, d)`` (any real numeric
     dtype) and ``labels`` ``(N,)`` (an integer dtype, values ``0 .. K-1``),
@@ -63,7 +63,6 @@ __all__ = [
     "Dataset",
     "BlockStatistics",
     "load_features",
-    "save_features",
     "load_digits",
     "stratified_split",
     "stratified_subset",
@@ -247,25 +246,6 @@ def load_features(path: str | os.PathLike, *, num_classes: Optional[int] = None,
         have, miss = (tx_path, ty_path) if ty is None else (ty_path, tx_path)
         raise FileNotFoundError(f"{path}: found {have.name} but not {miss.name}; give both or neither")
     return _validate(x, y, tx, ty, num_classes, str(path), name)
-
-
-def save_features(path: str | os.PathLike, features: Any, labels: Any, *, test_features: Any = None,
-                  test_labels: Any = None, num_classes: Optional[int] = None) -> Path:
-    """Validate and write a ``.npz`` feature file that :func:`load_features` reads back.
-
-    Written atomically (temp file + ``os.replace``). Returns the path.
-    """
-    from .io import write_npz
-
-    path = Path(path)
-    if path.suffix.lower() != ".npz":
-        raise ValueError(f"{path}: save_features writes .npz files; give a path ending in .npz")
-    ds = _validate(features, labels, test_features, test_labels, num_classes, str(path), path.stem)
-    arrays = {"features": ds.features, "labels": ds.labels}
-    if ds.test_features is not None:
-        arrays["test_features"] = ds.test_features
-        arrays["test_labels"] = ds.test_labels
-    return write_npz(path, arrays)
 
 
 # --------------------------------------------------------------------------

@@ -1,8 +1,74 @@
-"""Experiment protocols (pure: no I/O, no printing): the real-data protocol, the lam rule, aggregation."""
+r"""Experiment protocols (pure: no I/O, no printing): the real-data protocol, the lam rule, aggregation.
+
+The real-data protocol (docs/real_data.md, the SelfPLL experiments on real
+features). For every feature map, noise kind, noise rate and seed:
+
+1. corrupt the training labels with the corruption matrix of the kind
+   (:mod:`sdtheory.noise`; ``"cc"`` groups confusable classes by feature
+   similarity);
+2. fit the teacher and SD rounds ``1..R-1`` with the exact softmax + CE + L2
+   solver, and the PLL student (top-2 targets of the exact teacher, one
+   round, CE and GCE) through the package's one PLL pipeline
+   (:func:`sdtheory.refine.pll_rounds_core`);
+3. alongside, the linearised closed form from the empirical Gram (SD rounds
+   and the closed-form PLL student) and the closed form of the block model
+   fitted to the features (``c``, ``d`` from
+   :func:`sdtheory.data.block_statistics`);
+4. score every round against the true labels with the one correctness rule
+   (:func:`sdtheory.split_accuracy`, :func:`sdtheory.accuracy`: ties are
+   failures), and record the confidence and predictive diversity of the exact
+   outputs and, for the closed form and the block model, the fraction of
+   training instances whose argmax agrees with the exact solution of the same
+   round (``agree_exact``).
+
+The expensive parts of a feature map are computed once
+(:func:`prepare_feature_map`): the spectrum of the Gram (every closed-form
+predictor is built from it), the exact solver's coordinates ``phi``, the
+test-train Gram for held-out outputs, and the spectrum of the fitted block
+Gram. A cell (:func:`run_cell`) then costs the exact fits and a few products.
+
+Progress is reported through an optional callback ``progress(done, total,
+seconds)`` (e.g. :func:`sdtheory.io.progress_printer`); files are written by
+the caller (``simulations/real_data.py``) with :mod:`sdtheory.io`.
+"""
 
 from __future__ import annotations
 
-__all__ = ["lam_rule"]
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _validation as V
+from ._x64 import float64
+from .data import BlockStatistics, Dataset, block_statistics, make_features, stratified_split, stratified_subset
+from .exact import (DEFAULT_MAX_CG, DEFAULT_MAX_ITER, DEFAULT_TOL, ExactResult, check_options, exact_phi_core,
+                    exact_predict, solver_features)
+from .metrics import TIE_TOL, accuracy, split_accuracy
+from .noise import confusable_clusters, corruption_matrix, sample_labels
+from .predictor import predictor
+from .refine import Fit, closed_fit, pll_rounds_core
+from .smoothing import confidence, predictive_diversity
+from .spectral import Spectrum, feature_spectrum, gram_spectrum
+
+__all__ = [
+    "FIELDNAMES", "METRIC_COLUMNS", "FeatureMap", "ProtocolResult", "aggregate", "feature_map_report", "lam_rule",
+    "markdown_summary",
+    "prepare_dataset", "prepare_feature_map", "run_cell", "run_protocol", "score_rounds", "solver_report",
+    "split_key",
+]
+
+#: Metric columns of a result row (one row per feature map, kind, rate, seed, solver, method, round).
+METRIC_COLUMNS = ("train_acc", "train_acc_clean", "train_acc_corrupted", "test_acc", "confidence", "diversity")
+#: Every column of a result row, in CSV order.
+FIELDNAMES = ("feature_map", "kind", "rate", "seed", "realised_rate", "lam", "solver", "method", "round",
+              *METRIC_COLUMNS, "agree_exact", "residual", "converged")
+
+#: Exact-solver options of the protocol (the package defaults; L-BFGS).
+EXACT_OPTIONS = dict(tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, max_cg=DEFAULT_MAX_CG, solver="lbfgs")
 
 
 def lam_rule(c: float, num_instances: int, num_classes: int) -> float:
@@ -16,3 +82,482 @@ def lam_rule(c: float, num_instances: int, num_classes: int) -> float:
     if not (c < 1.0):
         raise ValueError(f"within-class similarity c = {c} >= 1: the block rule K N lam = 1 - c needs c < 1")
     return (1.0 - c) / (num_classes * num_instances)
+
+
+# --------------------------------------------------------------------------
+# Data set and feature map, prepared once
+# --------------------------------------------------------------------------
+
+
+def split_key(seed: int) -> jax.Array:
+    """The key of the train/test split for master seed ``seed``: ``fold_in(key(seed), 1)``.
+
+    Pass it to :func:`sdtheory.data.load_digits` so that the bundled digits and
+    a user file without a held-out split are split by the same key.
+    """
+    return jax.random.fold_in(jax.random.key(seed), 1)
+
+
+def prepare_dataset(ds: Dataset, *, seed: int = 0, test_fraction: float = 0.25,
+                    subset: Optional[tuple] = None) -> Dataset:
+    """The protocol's data set: a held-out split and an optional stratified subset.
+
+    Without a held-out split in ``ds``, a stratified split with
+    ``test_fraction`` is drawn from :func:`split_key`. ``subset=(n_train,
+    n_test)`` keeps that many random instances of every class on each side
+    (keys ``fold_in(key(seed), 2)`` and ``3``) and appends ``"-quick"`` to the
+    name.
+    """
+    master = jax.random.key(seed)
+    if ds.test_features is None:
+        tr, te = stratified_split(split_key(seed), ds.labels, test_fraction)
+        ds = Dataset(ds.features[tr], ds.labels[tr], ds.num_classes, ds.features[te], ds.labels[te], ds.name)
+    if subset is not None:
+        n_train, n_test = subset
+        tr = stratified_subset(jax.random.fold_in(master, 2), ds.labels, n_train)
+        te = stratified_subset(jax.random.fold_in(master, 3), ds.test_labels, n_test)
+        ds = Dataset(ds.features[tr], ds.labels[tr], ds.num_classes, ds.test_features[te], ds.test_labels[te],
+                     ds.name + "-quick")
+    return ds
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureMap:
+    """One feature map of a data set, with everything a cell reuses (build it with :func:`prepare_feature_map`).
+
+    Not a pytree: its arrays stay on the device in float64.
+
+    Attributes:
+      name: the feature map's name.
+      features, test_features: ``(N, d)`` / ``(M, d)``.
+      labels: ``(N,)`` true training labels; num_classes: ``K``.
+      lam: the L2 weight; lam_rule: ``"K N lam = 1 - c"`` or ``"given"``.
+      stats: the fitted block statistics (``c``, ``d``, class-pair means).
+      spectrum: spectrum of the Gram ``X X^T`` (closed-form predictors).
+      phi: the exact solver's coordinates (``phi phi^T = X X^T``).
+      test_gram: ``(M, N)`` test-train Gram (held-out closed-form outputs).
+      block_spectrum: spectrum of the fitted block Gram
+        ``(1 - c) I + (c - d) B + d 1 1^T`` (blocks = true classes).
+      block_class_eigvals: ``(K,)`` its class-level eigenvalues (on
+        class-constant vectors), descending.
+    """
+
+    name: str
+    features: jax.Array
+    test_features: jax.Array
+    labels: np.ndarray
+    num_classes: int
+    lam: float
+    lam_rule: str
+    stats: BlockStatistics
+    spectrum: Spectrum
+    phi: jax.Array
+    test_gram: jax.Array
+    block_spectrum: Spectrum
+    block_class_eigvals: np.ndarray
+
+
+def _fitted_block_gram(labels: np.ndarray, c: float, d: float) -> np.ndarray:
+    """The block Gram with the *fitted* ``c``, ``d`` (which may be slightly negative for centred features)."""
+    same = labels[:, None] == labels[None, :]
+    g = np.where(same, c, d)
+    np.fill_diagonal(g, 1.0)
+    return g
+
+
+@float64
+def prepare_feature_map(features: Any, test_features: Any, labels: Any, num_classes: int, *,
+                        lam: Optional[float] = None, name: str = "features") -> FeatureMap:
+    """Compute once what every cell of a feature map reuses (spectra, solver coordinates, lam).
+
+    Args:
+      features, test_features: ``(N, d)`` training and ``(M, d)`` held-out
+        features (already mapped and normalised, :func:`sdtheory.data.make_features`).
+      labels: ``(N,)`` true training labels in ``0..K-1``.
+      num_classes: ``K``.
+      lam: the L2 weight; default :func:`lam_rule` on the fitted ``c``.
+      name: the feature map's name.
+
+    The fitted block model uses ``c`` and ``d`` as measured
+    (:func:`sdtheory.data.block_statistics`); centred features give a
+    slightly negative ``d``, outside the theory's ``0 <= d`` but still a
+    positive definite Gram, so its spectrum is computed from the ``N x N``
+    block Gram (``O(N^2)`` memory, once per feature map).
+    """
+    V.check_features(features)
+    V.check_features(test_features, "test_features")
+    k = V.check_int(num_classes, "num_classes", minimum=2)
+    y = V.check_labels(labels, k)
+    n = y.shape[0]
+    V.check_same_n(np.shape(features)[0], n, "labels", "features")
+    if np.shape(test_features)[1] != np.shape(features)[1]:
+        raise ValueError(f"test_features has dimension {np.shape(test_features)[1]} but features has "
+                         f"{np.shape(features)[1]}")
+    stats = block_statistics(features, y, k)
+    if lam is None:
+        lam, rule = lam_rule(stats.c, n, k), "K N lam = 1 - c"
+    else:
+        V.check_lam(lam)
+        lam, rule = float(lam), "given"
+    x = jnp.asarray(features, dtype=float)
+    xt = jnp.asarray(test_features, dtype=float)
+    spec = feature_spectrum(x)
+    gb = _fitted_block_gram(y, stats.c, stats.d)
+    bspec = gram_spectrum(gb)
+    e = np.eye(k)[y] / np.sqrt(stats.class_sizes)  # orthonormal class indicators: the class-constant subspace
+    class_eigvals = np.sort(np.linalg.eigvalsh(e.T @ gb @ e))[::-1]
+    return FeatureMap(
+        name=name, features=x, test_features=xt, labels=y, num_classes=k, lam=lam, lam_rule=rule, stats=stats,
+        spectrum=Spectrum(jnp.asarray(spec.eigvals), jnp.asarray(spec.eigvecs)),
+        phi=solver_features(features=x), test_gram=xt @ x.T,
+        block_spectrum=Spectrum(jnp.asarray(bspec.eigvals), jnp.asarray(bspec.eigvecs)),
+        block_class_eigvals=class_eigvals,
+    )
+
+
+def _descending(eigvals) -> np.ndarray:
+    return np.sort(np.maximum(np.asarray(eigvals, dtype=float), 0.0))[::-1]
+
+
+def feature_map_report(fm: FeatureMap) -> tuple:
+    """``(summary, curves)`` of a feature map: a JSON-able summary and the spectra for :func:`sdtheory.plots.spectrum_figure`.
+
+    ``summary`` holds the dimension, lam, the fitted ``c``, ``d`` and
+    class-pair similarities, and spectrum statistics (rank, top eigenvalues,
+    share of the trace in the top ``K - 1`` eigenvalues of the empirical and
+    of the fitted block Gram, eigenvalues above the ridge ``K N lam``).
+    """
+    k = fm.num_classes
+    n = fm.labels.shape[0]
+    eig = _descending(fm.spectrum.eigvals)
+    block_eig = _descending(fm.block_spectrum.eigvals)
+    top = fm.block_class_eigvals
+    ridge = k * n * fm.lam
+    nonzero = eig > 1e-10 * eig[0]
+    summary = {
+        "dim": int(fm.features.shape[1]), "lam": fm.lam, "lam_rule": fm.lam_rule,
+        "c": fm.stats.c, "d": fm.stats.d, "class_means": fm.stats.class_means,
+        "spectrum": {
+            "rank": int(np.sum(nonzero)),
+            "top_eigvals": eig[: 2 * k],
+            "median_nonzero": float(np.median(eig[nonzero])),
+            "trace_fraction_top_K_minus_1": float(eig[: k - 1].sum() / eig.sum()),
+            "block_trace_fraction_top_K_minus_1": float(top[: k - 1].sum() / block_eig.sum()),
+            "block_s_w": 1.0 - fm.stats.c,
+            "block_class_eigvals": top,
+            "eigvals_above_ridge": int(np.sum(eig > ridge)),
+        },
+    }
+    curves = dict(eigvals=eig, block_eigvals=block_eig, c=fm.stats.c, d=fm.stats.d, ridge=ridge, num_classes=k,
+                  n=n, dim=int(fm.features.shape[1]))
+    return summary, curves
+
+
+# --------------------------------------------------------------------------
+# Scoring and one cell
+# --------------------------------------------------------------------------
+
+
+@float64
+def score_rounds(outputs: Any, true_labels: Any, given_labels: Any, *, test_outputs: Any = None,
+                 test_labels: Any = None, probabilities: bool = False) -> list:
+    """Per-round metric dicts (:data:`METRIC_COLUMNS`) for outputs ``(R, N, K)``.
+
+    Accuracies use the package's one correctness rule with the default
+    :data:`sdtheory.TIE_TOL` (a tie between the true class and another class
+    is a failure): ``train_acc`` and its clean / corrupted split
+    (:func:`sdtheory.split_accuracy`; an empty group is NaN) against
+    ``true_labels``, with ``given_labels`` defining the groups; ``test_acc``
+    on ``test_outputs`` ``(R, M, K)`` against ``test_labels`` (NaN without
+    them). With ``probabilities=True`` the outputs are probability rows and
+    the mean confidence and normalised predictive diversity are recorded
+    (NaN otherwise).
+    """
+    out = np.asarray(outputs, dtype=float)
+    if out.ndim != 3:
+        raise ValueError(f"outputs must be (R, N, K), got shape {out.shape}")
+    split = split_accuracy(out, true_labels, given_labels, tie_tol=TIE_TOL)
+    test = None
+    if test_outputs is not None:
+        test = np.asarray(accuracy(test_outputs, test_labels, tie_tol=TIE_TOL))
+    rows = []
+    for r in range(out.shape[0]):
+        row = {
+            "train_acc": float(split.overall[r]),
+            "train_acc_clean": float(split.clean[r]),
+            "train_acc_corrupted": float(split.corrupted[r]),
+            "test_acc": float(test[r]) if test is not None else float("nan"),
+            "confidence": float("nan"),
+            "diversity": float("nan"),
+        }
+        if probabilities:
+            row["confidence"] = float(np.mean(confidence(out[r])))
+            row["diversity"] = float(np.mean(predictive_diversity(out[r], normalize=True)))
+        rows.append(row)
+    return rows
+
+
+def _exact_student(phi, lam, loss, q, kept: list) -> Callable[[jax.Array], Fit]:
+    """The one-round exact fit of :func:`sdtheory.refine.exact_fit`, keeping its :class:`ExactResult`.
+
+    The kept result carries the dual coefficients that give held-out outputs.
+    """
+
+    def fit(t):
+        res = exact_phi_core(phi, t, lam, 1, loss=loss, q=q, **EXACT_OPTIONS)
+        kept.append(res)
+        return Fit(res.outputs[0], res.converged[0], res.residuals[0])
+
+    return fit
+
+
+@float64
+def run_cell(fm: FeatureMap, given_labels: Any, test_labels: Any, *, num_rounds: int, q: float = 0.7) -> list:
+    """All methods for one noisy label vector; rows without the cell keys (feature map, kind, rate, seed).
+
+    Methods (``solver``, ``method``, ``round``): exact SD rounds
+    ``0..num_rounds-1``; exact PLL students ``pll_ce`` and ``pll_gce``
+    (exponent ``q``) from the exact teacher's top 2 (round 1); closed-form SD
+    rounds and the closed-form PLL student; the fitted block model's SD
+    rounds (training set only). ``residual`` / ``converged`` report the exact
+    solver; ``agree_exact`` compares training argmaxes with the exact fit of
+    the same round (the closed-form PLL student with the exact CE student).
+    """
+    num_rounds = V.check_int(num_rounds, "num_rounds", minimum=1)
+    check_options("gce", q, DEFAULT_TOL, DEFAULT_MAX_ITER, "flag", "lbfgs")
+    k = fm.num_classes
+    true = fm.labels
+    given = V.check_labels(given_labels, k, "given_labels")
+    V.check_same_n(true.shape[0], given.shape[0], "given_labels", "labels")
+    test_true = V.check_labels(test_labels, k, "test_labels")
+    V.check_same_n(fm.test_features.shape[0], test_true.shape[0], "test_labels", "test_features")
+    t = jnp.asarray(np.eye(k)[given])
+    lam = jnp.asarray(fm.lam, dtype=float)
+    q = float(q)
+    x, xt = fm.features, fm.test_features
+
+    def score(outputs, test_outputs, probabilities):
+        return score_rounds(outputs, true, given, test_outputs=test_outputs, test_labels=test_true,
+                            probabilities=probabilities)
+
+    out = []
+    # exact SD, rounds 0..R-1, in the solver coordinates computed once per feature map
+    res: ExactResult = exact_phi_core(fm.phi, t, lam, num_rounds, loss="ce", q=q, **EXACT_OPTIONS)
+    exact_pred = np.asarray(res.outputs).argmax(-1)  # (R, N): reference for the agreement columns
+
+    def agree(outputs, reference):
+        """Fraction of training instances whose argmax equals ``reference``."""
+        return float(np.mean(np.asarray(outputs).argmax(-1) == reference))
+
+    test_out = exact_predict(res, test_features=xt, features=x)
+    for r, m in enumerate(score(res.outputs, test_out, True)):
+        out.append(dict(solver="exact", method="sd", round=r, agree_exact=float("nan"),
+                        residual=float(res.residuals[r]), converged=bool(res.converged[r]), **m))
+
+    # exact PLL students (CE, GCE) from the exact teacher's top 2: the one PLL pipeline
+    teacher = Fit(res.outputs[0], res.converged[0], res.residuals[0])
+    pll_pred = {}
+    for loss in ("ce", "gce"):
+        kept: list = []
+        pll = pll_rounds_core(_exact_student(fm.phi, lam, loss, q, kept), teacher, 1, TIE_TOL)
+        pll_pred[loss] = np.asarray(pll.outputs[0]).argmax(-1)
+        pt = exact_predict(kept[0], test_features=xt, features=x)
+        m = score(pll.outputs, pt, True)[0]
+        out.append(dict(solver="exact", method=f"pll_{loss}", round=1, agree_exact=float("nan"),
+                        residual=float(pll.residuals[1]), converged=bool(pll.converged[1]), **m))
+
+    # closed form from the empirical Gram (linearised): one predictor per label vector, from the spectrum
+    cf_model = predictor(t, lam=fm.lam, spectrum=fm.spectrum)
+    cf = cf_model.train_outputs(num_rounds=num_rounds)
+    cft = cf_model.test_outputs(num_rounds=num_rounds, test_gram=fm.test_gram)
+    for r, m in enumerate(score(cf, cft, False)):
+        out.append(dict(solver="closed_form", method="sd", round=r, agree_exact=agree(cf[r], exact_pred[r]),
+                        residual=float("nan"), converged=True, **m))
+    fit = closed_fit(fm.spectrum, lam)
+    pc = pll_rounds_core(fit, fit(t), 1, TIE_TOL)
+    pct = predictor(pc.targets[0], lam=fm.lam, spectrum=fm.spectrum).test_outputs(rounds=0, test_gram=fm.test_gram)
+    m = score(pc.outputs, pct, False)[0]
+    out.append(dict(solver="closed_form", method="pll_ce", round=1, agree_exact=agree(pc.outputs[0], pll_pred["ce"]),
+                    residual=float("nan"), converged=True, **m))
+
+    # block model fitted to the features (c, d); training instances only
+    bo = predictor(t, lam=fm.lam, spectrum=fm.block_spectrum).train_outputs(num_rounds=num_rounds)
+    for r, m in enumerate(score(bo, None, False)):
+        out.append(dict(solver="block", method="sd", round=r, agree_exact=agree(bo[r], exact_pred[r]),
+                        residual=float("nan"), converged=True, **m))
+    return out
+
+
+# --------------------------------------------------------------------------
+# The whole protocol
+# --------------------------------------------------------------------------
+
+
+class ProtocolResult(NamedTuple):
+    """Result of :func:`run_protocol`.
+
+    Attributes:
+      rows: one dict per (feature map, kind, rate, seed, solver, method,
+        round), keys :data:`FIELDNAMES`.
+      dataset: a one-line description of the data set.
+      feature_maps: feature map -> summary (:func:`feature_map_report`, plus
+        the ``cc`` clusters when cc noise ran).
+      spectra: feature map -> spectra for :func:`sdtheory.plots.spectrum_figure`.
+      timings: feature map -> seconds spent on its cells.
+    """
+
+    rows: list
+    dataset: str
+    feature_maps: dict
+    spectra: dict
+    timings: dict
+
+
+@float64
+def run_protocol(ds: Dataset, *, feature_maps: Sequence[str], kinds: Sequence[str], rates: Sequence[float],
+                 num_seeds: int, num_rounds: int, lam: Optional[float] = None, q: float = 0.7, seed: int = 0,
+                 relu_dim: int = 512, center: bool = True,
+                 progress: Optional[Callable[[int, int, float], None]] = None) -> ProtocolResult:
+    """The real-data protocol over feature maps x kinds x rates x seeds (module docstring).
+
+    ``ds`` needs a held-out split (:func:`prepare_dataset`). Keys derive from
+    ``jax.random.key(seed)``: feature map ``i`` (random ReLU weights) from
+    ``fold_in(master, 10 + i)``, the labels of (map ``i``, kind ``j``, rate
+    ``l``, seed ``s``) from ``fold_in`` of ``100 + i``, ``j``, ``l``, ``s``.
+    ``lam`` defaults to :func:`lam_rule` per feature map. ``progress(done,
+    total, seconds)`` is called after every cell.
+    """
+    if ds.test_features is None:
+        raise ValueError("the data set needs a held-out split; see prepare_dataset")
+    num_seeds = V.check_int(num_seeds, "num_seeds", minimum=1)
+    num_rounds = V.check_int(num_rounds, "num_rounds", minimum=1)
+    relu_dim = V.check_int(relu_dim, "relu_dim", minimum=1)
+    if lam is not None:
+        V.check_lam(lam)
+    check_options("gce", q, DEFAULT_TOL, DEFAULT_MAX_ITER, "flag", "lbfgs")
+    master = jax.random.key(seed)
+    k = ds.num_classes
+    true = ds.labels
+    rows: list = []
+    summaries, spectra, timings = {}, {}, {}
+    total = len(feature_maps) * len(kinds) * len(rates) * num_seeds
+    done = 0
+    t_start = time.perf_counter()
+    for fi, name in enumerate(feature_maps):
+        x, xt = make_features(name, ds.features, ds.test_features, key=jax.random.fold_in(master, 10 + fi),
+                              num_features=relu_dim, center=center)
+        fm = prepare_feature_map(x, xt, true, k, lam=lam, name=name)
+        summaries[name], spectra[name] = feature_map_report(fm)
+        clusters = None
+        if "cc" in kinds:
+            clusters = confusable_clusters(x, true)
+            summaries[name]["cc_clusters"] = clusters
+        t0 = time.perf_counter()
+        for ki, kind in enumerate(kinds):
+            for ri, rate in enumerate(rates):
+                C = corruption_matrix(kind, k, rate, clusters=clusters if kind == "cc" else None)
+                for s in range(num_seeds):
+                    key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(
+                        jax.random.fold_in(master, 100 + fi), ki), ri), s)
+                    given = np.asarray(sample_labels(key, true, C)).astype(np.int64)
+                    realised = float(np.mean(given != true))
+                    for row in run_cell(fm, given, ds.test_labels, num_rounds=num_rounds, q=q):
+                        rows.append(dict(feature_map=name, kind=kind, rate=float(rate), seed=s,
+                                         realised_rate=realised, lam=fm.lam, **row))
+                    done += 1
+                    if progress is not None:
+                        progress(done, total, time.perf_counter() - t_start)
+        timings[name] = time.perf_counter() - t0
+    dataset = f"{ds.name}, N = {true.size} train / {ds.test_labels.size} held-out, K = {k}"
+    return ProtocolResult(rows, dataset, summaries, spectra, timings)
+
+
+# --------------------------------------------------------------------------
+# Aggregation and the summary table
+# --------------------------------------------------------------------------
+
+
+def aggregate(rows: Sequence[Mapping]) -> dict:
+    """``(feature_map, kind, rate, solver, method, round) -> {metric: (mean, std, n)}`` over seeds.
+
+    Non-finite values (an empty clean/corrupted group, a metric a method does
+    not have) are left out of the mean; ``n`` counts the values used.
+    """
+    groups: dict = {}
+    for row in rows:
+        key = (row["feature_map"], row["kind"], row["rate"], row["solver"], row["method"], row["round"])
+        groups.setdefault(key, []).append(row)
+    agg = {}
+    for key, rs in groups.items():
+        agg[key] = {}
+        for m in METRIC_COLUMNS + ("agree_exact", "realised_rate"):
+            v = np.array([r[m] for r in rs], dtype=float)
+            v = v[np.isfinite(v)]
+            agg[key][m] = (float(v.mean()) if v.size else float("nan"),
+                           float(v.std()) if v.size else float("nan"), int(v.size))
+    return agg
+
+
+def solver_report(rows: Sequence[Mapping]) -> dict:
+    """Exact-solver health over all rows: number of exact rows, unconverged ones, largest residual."""
+    exact = [r for r in rows if r["solver"] == "exact"]
+    return {
+        "exact_rows": len(exact),
+        "exact_unconverged": sum(not r["converged"] for r in exact),
+        "max_exact_residual": max((r["residual"] for r in exact), default=float("nan")),
+    }
+
+
+def _table_columns(num_rounds: int) -> list:
+    last = num_rounds - 1
+    cols = [("exact", "sd", r, f"SD r{r}" if r else "teacher") for r in range(num_rounds)]
+    cols += [("exact", "pll_ce", 1, "PLL-CE"), ("exact", "pll_gce", 1, "PLL-GCE"),
+             ("closed_form", "sd", 0, "CF teacher"), ("closed_form", "sd", last, f"CF SD r{last}"),
+             ("closed_form", "pll_ce", 1, "CF PLL"), ("block", "sd", last, f"block SD r{last}")]
+    return cols
+
+
+def _cell_text(v) -> str:
+    if v is None or not np.isfinite(v[0]):
+        return "-"
+    return f"{100 * v[0]:.1f} ({100 * v[1]:.1f})"
+
+
+def markdown_summary(agg: Mapping, *, dataset: str, feature_maps: Mapping[str, Mapping], kinds: Sequence[str],
+                     rates: Sequence[float], num_rounds: int, num_seeds: int) -> str:
+    """The markdown tables of ``summary.md`` (mean (std) over seeds, in %), as a string.
+
+    ``agg`` from :func:`aggregate`; ``feature_maps``: name -> summary
+    (:attr:`ProtocolResult.feature_maps`), in table order.
+    """
+    lines = ["# Real data: self-distillation and the PLL student", "",
+             f"Data: {dataset}. Mean (std) over {num_seeds} seed(s), in %. "
+             "Exact = nonlinear softmax CE solver; CF = linearised closed form from the empirical Gram; "
+             "block = closed form of the block model with c, d fitted to the features (training set only).", ""]
+    cols = _table_columns(num_rounds)
+    last = num_rounds - 1
+    for fmap, info in feature_maps.items():
+        lines += [f"## Feature map `{fmap}` (d = {info['dim']}, lam = {info['lam']:.3g}, "
+                  f"c = {info['c']:.3f}, d_between = {info['d']:.3f})", ""]
+        for metric, title in (("train_acc", "Training-label recovery (train accuracy vs true labels)"),
+                              ("train_acc_corrupted", "Recovery on corrupted training instances"),
+                              ("test_acc", "Held-out accuracy")):
+            use = [c for c in cols if not (metric == "test_acc" and c[0] == "block")]
+            lines += [f"### {title}", "", "| kind | eta | " + " | ".join(c[3] for c in use) + " |",
+                      "|---|---|" + "---|" * len(use)]
+            for kind in kinds:
+                for rate in rates:
+                    cells = [_cell_text(agg.get((fmap, kind, rate, s, m, r), {}).get(metric)) for s, m, r, _ in use]
+                    lines.append(f"| {kind} | {rate:g} | " + " | ".join(cells) + " |")
+            lines.append("")
+        use = [("closed_form", "sd", 0, "CF teacher"), ("closed_form", "sd", last, f"CF SD r{last}"),
+               ("closed_form", "pll_ce", 1, "CF PLL vs exact PLL-CE"), ("block", "sd", 0, "block teacher"),
+               ("block", "sd", last, f"block SD r{last}")]
+        lines += ["### Agreement with the exact solution (same round, training-set argmax)", "",
+                  "| kind | eta | " + " | ".join(c[3] for c in use) + " |", "|---|---|" + "---|" * len(use)]
+        for kind in kinds:
+            for rate in rates:
+                cells = [_cell_text(agg.get((fmap, kind, rate, s, m, r), {}).get("agree_exact")) for s, m, r, _ in use]
+                lines.append(f"| {kind} | {rate:g} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines) + "\n"

@@ -39,6 +39,7 @@ __all__ = [
     "progress_printer",
     "git_revision",
     "provenance",
+    "save_features",
     "to_jsonable",
     "write_csv",
     "write_figure",
@@ -339,3 +340,24 @@ def progress_printer(prefix: str, stream: Any = None):
               file=stream if stream is not None else sys.stderr, flush=True)
 
     return report
+
+
+def save_features(path: str | os.PathLike, features: Any, labels: Any, *, test_features: Any = None,
+                  test_labels: Any = None, num_classes: Optional[int] = None) -> Path:
+    """Validate and write a ``.npz`` feature file that :func:`sdtheory.data.load_features` reads back.
+
+    The arrays go through the same checks as a loaded file (messages start
+    with ``path``); nothing is written if they fail. Written atomically
+    (:func:`write_npz`). Returns the path.
+    """
+    from .data import _validate
+
+    path = Path(path)
+    if path.suffix.lower() != ".npz":
+        raise ValueError(f"{path}: save_features writes .npz files; give a path ending in .npz")
+    ds = _validate(features, labels, test_features, test_labels, num_classes, str(path), path.stem)
+    arrays = {"features": ds.features, "labels": ds.labels}
+    if ds.test_features is not None:
+        arrays["test_features"] = ds.test_features
+        arrays["test_labels"] = ds.test_labels
+    return write_npz(path, arrays)

@@ -1,4 +1,4 @@
-"""Figures for the Monte Carlo results (matplotlib; no math here).
+"""Figures for the Monte Carlo and real-data results (matplotlib; no math here).
 
 Functions take plain arrays already reduced by the caller and return a
 :class:`matplotlib.figure.Figure`; save them with :func:`sdtheory.io.write_figure`.
@@ -10,7 +10,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["phase_diagram_figure"]
+__all__ = ["accuracy_figure", "diversity_figure", "linearization_gap_figure", "phase_diagram_figure",
+           "spectrum_figure"]
 
 
 def new_figure(**kwargs):
@@ -141,4 +142,169 @@ def phase_diagram_figure(
     if title:
         fig.suptitle(title, fontsize=11, y=0.98)
     fig.subplots_adjust(left=0.06, right=0.985, top=0.86 if title else 0.94, bottom=0.3, wspace=0.22)
+    return fig
+
+
+def linearization_gap_figure(
+    lams: np.ndarray,
+    labels: Sequence[str],
+    *,
+    gap_first: np.ndarray,
+    gap_max: np.ndarray,
+    agreement_min: np.ndarray,
+    decided_min: np.ndarray,
+    first_exact: np.ndarray,
+    first_closed: np.ndarray,
+    num_rounds: int,
+    title: Optional[str] = None,
+):
+    """Closed form vs exact softmax outputs against ``lam``, one line per parameter point (simulations/linearization_gap.py).
+
+    Args:
+      lams: ``(L,)`` L2 weights (log x axis).
+      labels: ``P`` legend labels, one per parameter point (e.g. ``"c=0.4, d=0.1"``).
+      gap_first: ``(P, L)`` max abs output gap at round 0.
+      gap_max: ``(P, L)`` max abs output gap over all rounds.
+      agreement_min: ``(P, L)`` smallest argmax agreement over rounds.
+      decided_min: ``(P, L)`` one minus the largest near-tie fraction over rounds.
+      first_exact, first_closed: ``(P, L)`` first all-correct round of the
+        exact solver and the closed form (``-1``: none).
+      num_rounds: ``R`` (rounds ``0..R-1``), for the title of the last panel.
+      title: optional figure title.
+    """
+    lams = np.asarray(lams, dtype=float)
+    fig = new_figure(figsize=(13, 3.8))
+    axes = fig.subplots(1, 3)
+    for p, label in enumerate(labels):
+        line, = axes[0].loglog(lams, np.asarray(gap_first[p], dtype=float), "o-", label=f"{label} (round 0)")
+        color = line.get_color()
+        axes[0].loglog(lams, np.asarray(gap_max[p], dtype=float), "s--", color=color, alpha=0.6,
+                       label=f"{label} (max over rounds)")
+        axes[1].semilogx(lams, np.asarray(agreement_min[p], dtype=float), "o-", color=color, label=label)
+        axes[1].semilogx(lams, np.asarray(decided_min[p], dtype=float), ":", color=color,
+                         label=f"{label}: 1 - near-tie fraction")
+        axes[2].semilogx(lams, np.asarray(first_exact[p]), "o-", color=color, label=f"{label} exact")
+        axes[2].semilogx(lams, np.asarray(first_closed[p]), "x:", color=color, label=f"{label} closed form")
+    axes[0].set(xlabel="lam", ylabel="max |P_exact - P_closed|", title="output gap")
+    axes[1].set(xlabel="lam", ylabel="argmax agreement (min over rounds)", title="prediction agreement")
+    axes[2].set(xlabel="lam", ylabel="first all-correct round (-1: none)",
+                title=f"first 100% round (rounds 0..{int(num_rounds) - 1})")
+    for ax in axes:
+        ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------
+# Real data (simulations/real_data.py): figures of sdtheory.experiments results
+# --------------------------------------------------------------------------
+
+
+def _metric_series(agg, fmap, kind, rates, solver, method, r, metric):
+    """Mean and std over seeds of ``metric`` against the noise rate (NaN where missing)."""
+    vals = [agg.get((fmap, kind, rate, solver, method, r), {}).get(metric, (np.nan, np.nan, 0)) for rate in rates]
+    return np.array([v[0] for v in vals], dtype=float), np.array([v[1] for v in vals], dtype=float)
+
+
+def accuracy_figure(agg: Mapping, *, feature_map: str, kinds: Sequence[str], rates: Sequence[float],
+                    num_rounds: int, q: float, num_seeds: int, dataset_name: str):
+    """Accuracy against the noise rate, one row of panels per noise kind (the papers' main figure).
+
+    Left: training-label recovery; right: held-out accuracy. Exact SD rounds
+    ``0..num_rounds-1`` and PLL students (solid, mean +- std band), the closed
+    form's last round and PLL student (dashed) and the fitted block model's
+    last round (dotted, training only). ``agg`` from
+    :func:`sdtheory.experiments.aggregate`.
+    """
+    from matplotlib import colormaps
+
+    blues = colormaps["Blues"]
+    rates_a = np.asarray(rates, dtype=float)
+    last = num_rounds - 1
+    series = [("exact", "sd", 0, "teacher", "k", "-", "o")]
+    series += [("exact", "sd", r, f"SD r{r}", blues(0.35 + 0.65 * r / last), "-", "o") for r in range(1, num_rounds)]
+    series += [("exact", "pll_ce", 1, "PLL-CE", "tab:red", "-", "s"),
+               ("exact", "pll_gce", 1, "PLL-GCE (q=%g)" % q, "tab:orange", "-", "^"),
+               ("closed_form", "sd", last, f"closed form SD r{last}", "tab:blue", "--", None),
+               ("closed_form", "pll_ce", 1, "closed form PLL", "tab:red", "--", None),
+               ("block", "sd", last, f"fitted block SD r{last}", "tab:gray", ":", None)]
+    fig = new_figure(figsize=(10, 3.1 * len(kinds)))
+    axes = fig.subplots(len(kinds), 2, squeeze=False, sharey=True)
+    for i, kind in enumerate(kinds):
+        for j, (metric, title) in enumerate((("train_acc", "training-label recovery"),
+                                             ("test_acc", "held-out accuracy"))):
+            ax = axes[i, j]
+            for solver, method, r, label, color, ls, marker in series:
+                if metric == "test_acc" and solver == "block":
+                    continue
+                mu, sdv = _metric_series(agg, feature_map, kind, rates, solver, method, r, metric)
+                ax.plot(rates_a, 100 * mu, ls=ls, color=color, marker=marker, ms=3.5, lw=1.3, label=label)
+                if ls == "-":
+                    ax.fill_between(rates_a, 100 * (mu - sdv), 100 * (mu + sdv), color=color, alpha=0.12, lw=0)
+            ax.set_title(f"{kind} noise: {title}", fontsize=10)
+            ax.set_xlabel("noise rate eta")
+            ax.grid(alpha=0.3)
+            if j == 0:
+                ax.set_ylabel("accuracy (%)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.suptitle(f"Self-distillation on {dataset_name} ({feature_map} features), mean +- std over {num_seeds} seeds",
+                 fontsize=11)
+    fig.tight_layout(rect=(0, 0.06 if len(kinds) > 1 else 0.12, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8, frameon=False)
+    return fig
+
+
+def diversity_figure(agg: Mapping, *, feature_map: str, kind: str, rates: Sequence[float], num_rounds: int):
+    """Mean confidence and predictive diversity of the exact SD rounds ``0..num_rounds-1``, one line per noise rate."""
+    from matplotlib import colormaps
+
+    viridis = colormaps["viridis"]
+    fig = new_figure(figsize=(9, 3.3))
+    axes = fig.subplots(1, 2)
+    rr = np.arange(num_rounds)
+    for i, rate in enumerate(rates):
+        color = viridis(i / max(1, len(rates) - 1))
+        for ax, metric in zip(axes, ("confidence", "diversity")):
+            mu = [agg.get((feature_map, kind, rate, "exact", "sd", r), {}).get(metric, (np.nan,))[0] for r in rr]
+            ax.plot(rr, mu, marker="o", ms=3, color=color, label=f"eta={rate:g}")
+    axes[0].set_ylabel("mean max probability (confidence)")
+    axes[1].set_ylabel("mean predictive diversity")
+    for ax in axes:
+        ax.set_xlabel("SD round (0 = teacher)")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.suptitle(f"Confidence and predictive diversity of each round ({kind} noise, {feature_map} features)",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def spectrum_figure(spectra: Mapping[str, Mapping]):
+    """Eigenvalues of the empirical Gram and of the fitted block Gram, one panel per feature map.
+
+    ``spectra``: feature map -> dict with ``eigvals`` and ``block_eigvals``
+    (descending), ``c``, ``d``, ``ridge`` (``K N lam``), ``num_classes``,
+    ``n``, ``dim`` (:attr:`sdtheory.experiments.ProtocolResult.spectra`).
+    """
+    fig = new_figure(figsize=(4.6 * len(spectra), 3.4))
+    axes = fig.subplots(1, len(spectra), squeeze=False)
+    for ax, (fmap, info) in zip(axes[0], spectra.items()):
+        s = np.asarray(info["eigvals"], dtype=float)
+        b = np.asarray(info["block_eigvals"], dtype=float)
+        ax.semilogy(np.arange(1, s.size + 1), np.maximum(s, 1e-8), color="tab:blue", lw=1.5, label="empirical Gram")
+        ax.semilogy(np.arange(1, b.size + 1), np.maximum(b, 1e-8), color="tab:gray", ls="--", lw=1.5,
+                    label=f"fitted block model (c={info['c']:.2f}, d={info['d']:.2f})")
+        ax.axhline(info["ridge"], color="tab:red", lw=1, ls=":", label="K N lam")
+        ax.axvline(info["num_classes"], color="k", lw=0.6, alpha=0.5)
+        ax.set_xscale("log")
+        ax.set_xlabel("eigenvalue index")
+        ax.set_ylabel("eigenvalue")
+        ax.set_title(f"{fmap}: N={info['n']}, d={info['dim']}", fontsize=10)
+        ax.set_ylim(1e-4, None)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
     return fig

@@ -1,191 +1,256 @@
+#!/usr/bin/env python
 """When can the linearised closed form be trusted? Closed form vs exact softmax outputs.
 
-For the class-wise block model (K classes, n per class, within-class correlation
-c, between-class d; exact block Gram by default, Gaussian-mixture features with
-``--dim``) and symmetric label noise ``eta``, compares over a log-spaced grid
-of ``lam`` and rounds 0..R-1:
+For the class-wise block model (K classes, n per class, within-class
+correlation c, between-class d; the exact block Gram by default,
+Gaussian-mixture features with ``--dim``) and symmetric label noise ``eta``,
+runs the Monte Carlo engine (:func:`sdtheory.montecarlo.run_grid`, methods
+``sd_closed`` and ``sd_exact``) over a log-spaced grid of ``lam`` for every
+(c, d) pair, and reports per (c, d, lam, seed, round) of rounds 0..R-1:
 
-* ``sdtheory.sd_outputs_spectral`` (linearised softmax, closed form) and
-* ``sdtheory.exact_outputs_spectral`` (exact CE minimiser of every round,
-  residual <= tol, vmapped over lam),
+* the linearisation gap: max abs difference of the training outputs, the
+  argmax agreement rate and the near-tie fraction (instances whose
+  closed-form top-2 margin is below twice their output gap);
+* both training accuracies against the true classes (ties are failures);
+* per (c, d, lam, seed) the first round at which every training instance is
+  classified correctly by each method (-1 if none within R rounds);
+* the exact solver's residual and whether it converged.
 
-reporting per (c, d, lam, round) the max abs difference of the outputs, the
-argmax agreement rate, both training accuracies (against the true classes),
-and per (c, d, lam) the first round at which every training instance is
-classified correctly by each (-1 if none within R rounds).
+Seed s of ``--seeds`` uses the key ``jax.random.split(PRNGKey(--seed),
+--seeds)[s]`` (split into a label key and a feature key), the same for every
+(c, d) and lam. Non-converged exact solves are counted in params.json and
+reported on stderr; their rows are kept (``exact_converged`` false).
 
 Writes into ``--out`` (default results/linearization_gap/): ``gap.csv`` (+
 ``gap.csv.meta.json``), ``params.json`` and ``gap.png``/``gap.pdf``, each
-atomically with the package version and git revision. The default run is
-small (about a minute on 2 cores).
+atomically with the package version and git revision. The printed table has
+one line per (c, d, lam), worst case over seeds.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
+from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import sdtheory
+from sdtheory import io as sio
+from sdtheory import montecarlo as mc
+from sdtheory.plots import linearization_gap_figure
 
-import sdtheory as sd  # noqa: E402
+DEFAULT_OUT = os.path.join("results", "linearization_gap")
+DEFAULT_CD = "0.4,0.1;0.6,0.1;0.3,0.2"
+METHODS = ("sd_closed", "sd_exact")
 
 
-def parse_cd(text):
+# --------------------------------------------------------------------------
+# Argument parsing (validated types: argparse names the flag in its error)
+# --------------------------------------------------------------------------
+
+
+def _int_at_least(lo):
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
+        return v
+
+    return parse
+
+
+def _float_in(lo, hi, *, lo_open=False, hi_open=False):
+    def parse(text):
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+        if (v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi):
+            raise argparse.ArgumentTypeError(
+                f"must lie in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}, got {v:g}")
+        return v
+
+    return parse
+
+
+def _cd_pairs(text):
+    """``"c,d;c,d;..."`` -> list of (c, d), each with ``0 <= d < c < 1``."""
     pairs = []
     for item in text.split(";"):
-        c, d = (float(v) for v in item.split(","))
+        parts = item.split(",")
+        try:
+            c, d = (float(v) for v in parts)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'expected pairs "c,d;c,d;...", got {item!r} in {text!r}') from None
+        if not (math.isfinite(c) and math.isfinite(d) and 0.0 <= d < c < 1.0):
+            raise argparse.ArgumentTypeError(f"pair {item!r}: need 0 <= d < c < 1")
         pairs.append((c, d))
+    if len(set(pairs)) != len(pairs):
+        raise argparse.ArgumentTypeError(f"(c, d) pairs must not repeat, got {text!r}")
     return pairs
 
 
-def first_all_correct(acc):
-    hit = np.flatnonzero(acc >= 1.0)
-    return int(hit[0]) if hit.size else -1
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="linearization_gap.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("model")
+    g.add_argument("--classes", type=_int_at_least(2), default=4, help="number of classes K (default 4)")
+    g.add_argument("--per-class", type=_int_at_least(1), default=50,
+                   help="training instances per class n, N = K n (default 50)")
+    g.add_argument("--cd", type=_cd_pairs, default=_cd_pairs(DEFAULT_CD),
+                   help=f'(c, d) pairs "c,d;c,d;...", each 0 <= d < c < 1 (default "{DEFAULT_CD}")')
+    g.add_argument("--eta", type=_float_in(0.0, 1.0), default=0.4, help="symmetric label-noise rate (default 0.4)")
+    g.add_argument("--lam-min", type=_float_in(0.0, math.inf, lo_open=True, hi_open=True), default=1e-6,
+                   help="smallest L2 weight lam (> 0, default 1e-6)")
+    g.add_argument("--lam-max", type=_float_in(0.0, math.inf, lo_open=True, hi_open=True), default=10.0,
+                   help="largest L2 weight lam (>= --lam-min, default 10)")
+    g.add_argument("--num-lam", type=_int_at_least(1), default=15, help="lam values, log-spaced (default 15)")
+    g.add_argument("--num-rounds", type=_int_at_least(1), default=8,
+                   help="number of SD rounds R: rounds 0..R-1, 0 is the teacher (default 8)")
+    g.add_argument("--dim", type=_int_at_least(0), default=0,
+                   help="feature dimension of Gaussian-mixture features; 0 = the exact block Gram (default)")
+    g = p.add_argument_group("exact solver")
+    g.add_argument("--tol", type=_float_in(0.0, 1.0, lo_open=True), default=1e-9,
+                   help="tolerance on the fixed-point residual (default 1e-9)")
+    g.add_argument("--max-iter", type=_int_at_least(1), default=2000, help="iterations per round (default 2000)")
+    g.add_argument("--solver", choices=sorted(sdtheory.SOLVERS), default="lbfgs", help="algorithm (default lbfgs)")
+    g = p.add_argument_group("seeds and output")
+    g.add_argument("--seeds", type=_int_at_least(1), default=1, help="Monte Carlo draws per cell (default 1)")
+    g.add_argument("--seed", type=_int_at_least(0), default=0, help="PRNG seed (default 0)")
+    g.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
+    return p
 
 
-def run(args):
-    k, n = args.k, args.n_per_class
-    classes = np.repeat(np.arange(k), n)
+def parse_args(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.lam_max < args.lam_min:
+        parser.error(f"argument --lam-max: must be >= --lam-min (got {args.lam_max:g} < {args.lam_min:g})")
+    if args.num_lam == 1 and args.lam_max != args.lam_min:
+        parser.error("argument --num-lam: must be >= 2 when --lam-min != --lam-max")
+    if args.num_lam > 1 and args.lam_max == args.lam_min:
+        parser.error("argument --num-lam: must be 1 when --lam-min == --lam-max")
+    return parser, args
+
+
+# --------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------
+
+
+def _config(parser, args, c, d, lam):
+    try:
+        return mc.make_config(num_classes=args.classes, per_class=args.per_class, c=c, d=d, lam=lam,
+                              num_rounds=args.num_rounds, noise="symmetric", methods=METHODS,
+                              dim=args.dim or None, exact_tol=args.tol, exact_max_iter=args.max_iter,
+                              exact_solver=args.solver)
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+
+
+def main(argv=None) -> int:
+    parser, args = parse_args(argv)
+    t_start = time.perf_counter()
     lams = np.logspace(np.log10(args.lam_min), np.log10(args.lam_max), args.num_lam)
-    rng = np.random.default_rng(args.seed)
-    flip = rng.random(classes.size) < args.eta  # symmetric noise, sampled once for all (c, d)
-    noisy = np.where(flip, (classes + rng.integers(1, k, classes.size)) % k, classes)
-    targets = jnp.asarray(np.eye(k)[noisy])
-    rounds = jnp.arange(args.rounds)
+    configs = [_config(parser, args, c, d, float(lams[0])) for c, d in args.cd]
+    progress = sio.progress_printer("linearization_gap")
 
-    exact_fn = jax.jit(jax.vmap(
-        lambda spec, lam: sd.exact_outputs_spectral(spec, targets, lam, args.rounds, tol=args.tol,
-                                                    max_iter=args.max_iter),
-        in_axes=(None, 0)))
-    closed_fn = jax.vmap(lambda spec, lam: sd.sd_outputs_spectral(spec, targets, lam, rounds), in_axes=(None, 0))
-
-    rows, per_cd = [], []
-    for ci, (c, d) in enumerate(args.cd):
-        if args.dim > 0:
-            x = sd.sample_block_features(jax.random.PRNGKey(args.seed + 1 + ci), classes, c, d, args.dim)
-            spec = sd.spectrum(features=x)
-        else:
-            spec = sd.spectrum(gram=sd.block_gram(classes, c, d))
+    columns = {name: [] for name in (
+        "c", "d", "lam", "seed", "round", "max_abs_diff", "argmax_agreement", "near_tie_frac", "train_acc_exact",
+        "train_acc_closed", "first_all_correct_exact", "first_all_correct_closed", "exact_residual",
+        "exact_converged")}
+    panels = {name: [] for name in ("gap_first", "gap_max", "agreement_min", "decided_min", "first_exact",
+                                    "first_closed")}
+    tie_max = []
+    unconverged = {}
+    for (c, d), config in zip(args.cd, configs):
         t0 = time.perf_counter()
-        ex = exact_fn(spec, jnp.asarray(lams))
-        jax.block_until_ready(ex)
-        cf = np.asarray(closed_fn(spec, jnp.asarray(lams)))
-        print(f"(c, d) = ({c}, {d}): exact solves for {lams.size} lam x {args.rounds} rounds in "
-              f"{time.perf_counter() - t0:.1f}s", file=sys.stderr)
-        eo = np.asarray(ex.outputs)  # (L, R, N, K)
-        converged = np.asarray(ex.converged)
-        if not converged.all():
-            bad = [(float(lams[i]), int(r)) for i, r in zip(*np.nonzero(~converged))]
-            raise RuntimeError(f"exact solver did not converge for (lam, round) {bad[:5]} ...")
-        gap = np.abs(eo - cf).max(axis=(2, 3))
-        agree = (eo.argmax(-1) == cf.argmax(-1)).mean(-1)
-        acc_ex = (eo.argmax(-1) == classes).mean(-1)
-        acc_cf = (cf.argmax(-1) == classes).mean(-1)
-        res = np.asarray(ex.residuals)
-        # near ties: the closed form's top-2 margin is below twice the output gap
-        # of that instance, so the linearisation cannot decide its argmax.
-        srt = np.sort(cf, axis=-1)
-        margin = srt[..., -1] - srt[..., -2]
-        near_tie = (margin < 2 * np.abs(eo - cf).max(-1)).mean(-1)
-        for i, lam in enumerate(lams):
-            fe, fc = first_all_correct(acc_ex[i]), first_all_correct(acc_cf[i])
-            for r in range(args.rounds):
-                rows.append({
-                    "c": c, "d": d, "lam": float(lam), "round": r, "max_abs_diff": float(gap[i, r]),
-                    "argmax_agreement": float(agree[i, r]), "near_tie_frac": float(near_tie[i, r]), "train_acc_exact": float(acc_ex[i, r]),
-                    "train_acc_closed": float(acc_cf[i, r]), "first_all_correct_exact": fe,
-                    "first_all_correct_closed": fc, "exact_residual": float(res[i, r]),
-                    "exact_iterations": int(np.asarray(ex.iterations)[i, r]),
-                })
-        per_cd.append(dict(c=c, d=d, gap=gap, agree=agree, near_tie=near_tie, acc_ex=acc_ex, acc_cf=acc_cf))
-    return lams, rows, per_cd
+        res = mc.run_grid(config, [args.eta], lams=lams, num_seeds=args.seeds, seed=args.seed, progress=progress)
+        print(f"(c, d) = ({c:g}, {d:g}): {lams.size} lam x {args.seeds} seed(s) x {args.num_rounds} rounds in "
+              f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+        # (L, E=1, S, R) -> (L, S, R)
+        gap = [a[:, 0] for a in res.gap]
+        acc = {m: res.accuracy(m)[:, 0] for m in METHODS}
+        all_ok = {m: res.methods[m].all_correct[:, 0] for m in METHODS}
+        first = {m: mc.first_all_correct(all_ok[m], res.rounds) for m in METHODS}  # (L, S)
+        exact = res.methods["sd_exact"]
+        residual, converged = exact.residual[:, 0], exact.converged[:, 0]
+        bad = int(np.sum(~converged))
+        unconverged[f"{c:g},{d:g}"] = bad
+        if bad:
+            print(f"warning: (c, d) = ({c:g}, {d:g}): the exact solver ({args.solver}) did not reach tol "
+                  f"{args.tol:g} in {args.max_iter} iterations in {bad} of {converged.size} (lam, seed, round) "
+                  f"solves; their rows have exact_converged = false", file=sys.stderr, flush=True)
 
+        # one row per (lam, seed, round), lam-major
+        li, si, ri = (ix.ravel() for ix in np.indices(converged.shape))
+        columns["c"] += [c] * li.size
+        columns["d"] += [d] * li.size
+        columns["lam"] += lams[li].tolist()
+        columns["seed"] += si.tolist()
+        columns["round"] += res.rounds[ri].tolist()
+        for name, arr in zip(("max_abs_diff", "argmax_agreement", "near_tie_frac"), gap):
+            columns[name] += arr.ravel().tolist()
+        columns["train_acc_exact"] += acc["sd_exact"].ravel().tolist()
+        columns["train_acc_closed"] += acc["sd_closed"].ravel().tolist()
+        columns["first_all_correct_exact"] += first["sd_exact"][li, si].tolist()
+        columns["first_all_correct_closed"] += first["sd_closed"][li, si].tolist()
+        columns["exact_residual"] += residual.ravel().tolist()
+        columns["exact_converged"] += converged.ravel().tolist()
 
-def plot(lams, per_cd, args):
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for item in per_cd:
-        label = f"c={item['c']}, d={item['d']}"
-        line, = axes[0].loglog(lams, item["gap"][:, 0], "o-", label=label + " (round 0)")
-        axes[0].loglog(lams, item["gap"].max(axis=1), "s--", color=line.get_color(), alpha=0.6,
-                       label=label + f" (max over rounds)")
-        axes[1].semilogx(lams, item["agree"].min(axis=1), "o-", color=line.get_color(), label=label)
-        axes[1].semilogx(lams, 1.0 - item["near_tie"].max(axis=1), ":", color=line.get_color(),
-                         label=label + ": 1 - near-tie fraction")
-        fe = [first_all_correct(a) for a in item["acc_ex"]]
-        fc = [first_all_correct(a) for a in item["acc_cf"]]
-        axes[2].semilogx(lams, fe, "o-", color=line.get_color(), label=label + " exact")
-        axes[2].semilogx(lams, fc, "x:", color=line.get_color(), label=label + " closed form")
-    axes[0].set(xlabel="lam", ylabel="max |P_exact - P_closed|", title="output gap")
-    axes[1].set(xlabel="lam", ylabel="argmax agreement (min over rounds)", title="prediction agreement")
-    axes[2].set(xlabel="lam", ylabel="first all-correct round (-1: none)",
-                title=f"first 100% round (R={args.rounds})")
-    for ax in axes:
-        ax.legend(fontsize=6)
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"block model K={args.k}, n={args.n_per_class}/class, symmetric noise eta={args.eta}"
-                 + (f", features dim={args.dim}" if args.dim else ", exact block Gram"), fontsize=9)
-    fig.tight_layout()
-    return fig
+        # figure and table: per lam, worst case over seeds (and rounds)
+        panels["gap_first"].append(gap[0][..., 0].max(axis=1))
+        panels["gap_max"].append(gap[0].max(axis=(1, 2)))
+        panels["agreement_min"].append(gap[1].min(axis=(1, 2)))
+        tie_max.append(gap[2].max(axis=(1, 2)))
+        panels["decided_min"].append(1.0 - tie_max[-1])
+        for m, key in (("sd_exact", "first_exact"), ("sd_closed", "first_closed")):
+            panels[key].append(mc.first_all_correct(all_ok[m].all(axis=1), res.rounds))  # every seed all-correct
+    panels = {k: np.stack(v) for k, v in panels.items()}  # (P, L)
 
+    num_bad = int(sum(unconverged.values()))
+    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in configs[0]._asdict().items()
+              if k not in ("c", "d", "lam")}
+    params.update(cd=[list(p) for p in args.cd], eta=args.eta, lams=lams, num_seeds=args.seeds, prng_seed=args.seed,
+                  seed_rule="seed s uses jax.random.split(jax.random.PRNGKey(prng_seed), num_seeds)[s], split into "
+                            "(label key, feature key); the same keys for every (c, d) and lam",
+                  exact_unconverged_solves=num_bad, exact_unconverged_by_cd=unconverged,
+                  seconds=round(time.perf_counter() - t_start, 3))
+    meta = {"script": "simulations/linearization_gap.py", "parameters": params, **sio.provenance()}
+    out = Path(args.out)
+    sio.write_csv(out / "gap.csv", columns, metadata=meta)
+    sio.write_json(out / "params.json", {"parameters": params}, metadata=sio.provenance())
+    title = (f"block model K={args.classes}, n={args.per_class}/class, symmetric noise eta={args.eta:g}, "
+             + (f"features dim={args.dim}" if args.dim else "exact block Gram")
+             + (f"; worst case over {args.seeds} seeds" if args.seeds > 1 else ""))
+    fig = linearization_gap_figure(lams, [f"c={c:g}, d={d:g}" for c, d in args.cd], num_rounds=args.num_rounds,
+                                   title=title, **panels)
+    fig_meta = {"parameters": params, "package_version": meta["package_version"], "git_revision": meta["git_revision"]}
+    sio.write_figure(fig, out / "gap.png", metadata=fig_meta)
+    sio.write_figure(fig, out / "gap.pdf", metadata=fig_meta)
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--k", type=int, default=4, help="classes (default 4)")
-    ap.add_argument("--n-per-class", type=int, default=50, help="instances per class (default 50)")
-    ap.add_argument("--cd", type=parse_cd, default=parse_cd("0.4,0.1;0.6,0.1;0.3,0.2"),
-                    help='(c, d) pairs as "c,d;c,d;..." (default "0.4,0.1;0.6,0.1;0.3,0.2")')
-    ap.add_argument("--eta", type=float, default=0.4, help="symmetric noise rate (default 0.4)")
-    ap.add_argument("--lam-min", type=float, default=1e-6)
-    ap.add_argument("--lam-max", type=float, default=10.0)
-    ap.add_argument("--num-lam", type=int, default=15)
-    ap.add_argument("--rounds", type=int, default=8, help="rounds 0..R-1 (default 8)")
-    ap.add_argument("--dim", type=int, default=0, help="feature dimension; 0 = exact block Gram (default)")
-    ap.add_argument("--tol", type=float, default=1e-9)
-    ap.add_argument("--max-iter", type=int, default=2000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=os.path.join("results", "linearization_gap"))
-    args = ap.parse_args(argv)
-    if not 0.0 <= args.eta <= 1.0:
-        ap.error("--eta must lie in [0, 1]")
-
-    t0 = time.perf_counter()
-    lams, rows, per_cd = run(args)
-    params = {k: v for k, v in vars(args).items() if k != "out"}
-    params["lams"] = lams.tolist()
-    params["seconds"] = time.perf_counter() - t0
-    fig = plot(lams, per_cd, args)
-    write_all(args.out, rows, params, fig)
     print(f"{'c':>5s}{'d':>5s}{'lam':>10s}{'gap r0':>10s}{'gap max':>10s}{'agree min':>10s}{'tie max':>10s}"
           f"{'1st ok ex':>10s}{'1st ok cf':>10s}")
-    for row in rows:
-        if row["round"] == 0:
-            r_all = [x for x in rows if x["c"] == row["c"] and x["d"] == row["d"] and x["lam"] == row["lam"]]
-            print(f"{row['c']:5.2f}{row['d']:5.2f}{row['lam']:10.1e}{row['max_abs_diff']:10.2e}"
-                  f"{max(x['max_abs_diff'] for x in r_all):10.2e}"
-                  f"{min(x['argmax_agreement'] for x in r_all):10.3f}{max(x['near_tie_frac'] for x in r_all):10.3f}"
-                  f"{row['first_all_correct_exact']:10d}"
-                  f"{row['first_all_correct_closed']:10d}")
-    print("wrote", args.out, file=sys.stderr)
-
-
-def write_all(out, rows, params, fig):
-    from sdtheory import io as sdio
-
-    meta = dict(sdio.provenance(), parameters=params)
-    fields = list(rows[0].keys())
-    sdio.write_csv(os.path.join(out, "gap.csv"), rows=rows, fieldnames=fields, metadata=meta)
-    sdio.write_json(os.path.join(out, "params.json"), {"parameters": params}, metadata=sdio.provenance())
-    sdio.write_figure(fig, os.path.join(out, "gap.png"), metadata=meta)
-    sdio.write_figure(fig, os.path.join(out, "gap.pdf"), metadata=meta)
+    for p, (c, d) in enumerate(args.cd):
+        for i, lam in enumerate(lams):
+            print(f"{c:5.2f}{d:5.2f}{lam:10.1e}{panels['gap_first'][p, i]:10.2e}{panels['gap_max'][p, i]:10.2e}"
+                  f"{panels['agreement_min'][p, i]:10.3f}{tie_max[p][i]:10.3f}"
+                  f"{int(panels['first_exact'][p, i]):10d}{int(panels['first_closed'][p, i]):10d}")
+    if num_bad:
+        print(f"warning: {num_bad} exact solve(s) did not converge (see exact_converged in gap.csv)", file=sys.stderr)
+    print(f"linearization_gap: wrote {out}/gap.{{csv,png,pdf}} and params.json in "
+          f"{time.perf_counter() - t_start:.1f} s", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,4 +1,8 @@
-"""Test configuration: float64 and hypothesis profiles.
+"""Test configuration: float64 for the tests' own JAX code, and hypothesis profiles.
+
+The package itself leaves JAX's configuration alone (its public functions run
+in a scoped float64 context); the tests turn float64 on for their own
+reference computations.
 
 ``SDTHEORY_HYPOTHESIS_PROFILE=thorough`` runs many more examples; the default
 ``ci`` profile keeps the suite fast on 2 cores.
@@ -6,8 +10,10 @@
 
 import os
 
-import sdtheory  # noqa: F401  (enables float64)
+import jax
 from hypothesis import HealthCheck, settings
+
+jax.config.update("jax_enable_x64", True)
 
 settings.register_profile(
     "ci",

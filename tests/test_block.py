@@ -36,8 +36,8 @@ def test_block_outputs_equal_general_path(problem):
     noisy = np.where(rng.random(classes.size) < 0.4, rng.integers(0, k, classes.size), classes)
     y = np.eye(k)[noisy]
     rounds = [0, 1, 4, 9]
-    fast = np.asarray(sd.block_outputs(y, classes, c, d, lam, rounds))
-    general = np.asarray(sd.sd_outputs(y, lam, rounds, gram=block_gram_numpy(classes, c, d)))
+    fast = np.asarray(sd.block_outputs(y, classes, c=c, d=d, lam=lam, rounds=rounds))
+    general = np.asarray(sd.sd_outputs(y, lam=lam, rounds=rounds, gram=block_gram_numpy(classes, c, d)))
     np.testing.assert_allclose(fast, general, atol=1e-10)
     # with 0 <= d < c the linearised block outputs are probability vectors
     assert fast.min() >= -1e-12 and fast.max() <= 1 + 1e-12
@@ -48,16 +48,16 @@ def test_block_outputs_equal_general_path(problem):
 def test_block_spectrum_matches_eigh(problem):
     sizes, c, d, _, _ = problem
     classes = np.repeat(np.arange(sizes.size), sizes)
-    bs = sd.block_spectrum(sizes, c, d)
+    bs = sd.block_spectrum(sizes, c=c, d=d)
     analytic = np.concatenate([np.full(sizes.sum() - sizes.size, 1 - c), np.asarray(bs.class_eigvals)])
     ref = np.linalg.eigvalsh(block_gram_numpy(classes, c, d))
     np.testing.assert_allclose(np.sort(analytic), ref, atol=1e-10)
-    np.testing.assert_allclose(np.asarray(sd.block_gram(classes, c, d)), block_gram_numpy(classes, c, d))
+    np.testing.assert_allclose(np.asarray(sd.block_gram(classes, c=c, d=d)), block_gram_numpy(classes, c, d))
 
 
 def test_balanced_eigenvalues_and_factors():
     n, k, c, d, lam = 7, 4, 0.5, 0.2, 1e-3
-    s_w, s_b, s_g = sd.balanced_block_eigenvalues(n, k, c, d)
+    s_w, s_b, s_g = sd.balanced_block_eigenvalues(per_class=n, num_classes=k, c=c, d=d)
     ev = np.linalg.eigvalsh(block_gram_numpy(np.repeat(np.arange(k), n), c, d))
     vals, counts = np.unique(np.round(ev, 9), return_counts=True)
     assert dict(zip(vals.tolist(), counts.tolist())) == {
@@ -65,7 +65,7 @@ def test_balanced_eigenvalues_and_factors():
         round(s_b, 9): k - 1,
         round(s_g, 9): 1,
     }
-    a, b, g = sd.block_factors(n, k, c, d, lam)
+    a, b, g = sd.block_factors(per_class=n, num_classes=k, c=c, d=d, lam=lam)
     ridge = k * n * k * lam
     np.testing.assert_allclose([a, b, g], ev[[0, -2, -1]] / (ev[[0, -2, -1]] + ridge))
 
@@ -77,19 +77,19 @@ def test_score_decomposition_of_theory_section_3():
     classes = np.repeat(np.arange(k), n)
     given_labels = np.where(rng.random(n * k) < 0.3, rng.integers(0, k, n * k), classes)
     y = np.eye(k)[given_labels]
-    a, b, g = sd.block_factors(n, k, c, d, lam)
+    a, b, g = sd.block_factors(per_class=n, num_classes=k, c=c, d=d, lam=lam)
     f_k = np.stack([y[classes == j].mean(0) for j in range(k)])
     f = y.mean(0)
     for r in [0, 2, 5]:
         e = r + 1
         expected = 1 / k + a**e * (y - 1 / k) + (b**e - a**e) * (f_k[classes] - 1 / k) + (g**e - b**e) * (f - 1 / k)
-        got = np.asarray(sd.sd_outputs(y, lam, r, gram=block_gram_numpy(classes, c, d)))[0]
+        got = np.asarray(sd.sd_outputs(y, lam=lam, rounds=r, gram=block_gram_numpy(classes, c, d)))[0]
         np.testing.assert_allclose(got, expected, atol=1e-12)
 
 
 def test_sampled_features_have_block_expected_gram():
     classes = sd.block_classes([30, 30, 30])
-    x = np.asarray(sd.sample_block_features(jax.random.PRNGKey(1), classes, 0.5, 0.2, 4000))
+    x = np.asarray(sd.sample_block_features(jax.random.PRNGKey(1), classes, c=0.5, d=0.2, dim=4000))
     g = x @ x.T
     same = classes[:, None] == classes[None, :]
     off = ~np.eye(90, dtype=bool)
@@ -97,31 +97,45 @@ def test_sampled_features_have_block_expected_gram():
     assert abs(np.diag(g).mean() - 1.0) < 0.01
     assert abs(g[same & off].mean() - 0.5) < 0.03
     assert abs(g[~same].mean() - 0.2) < 0.03
-    again = np.asarray(sd.sample_block_features(jax.random.PRNGKey(1), classes, 0.5, 0.2, 4000))
+    again = np.asarray(sd.sample_block_features(jax.random.PRNGKey(1), classes, c=0.5, d=0.2, dim=4000))
     np.testing.assert_array_equal(x, again)
 
 
-@pytest.mark.parametrize("c,d", [(1.2, 0.1), (0.3, -0.5), (0.5, np.nan)])
-def test_rejects_non_psd_block(c, d):
-    with pytest.raises(ValueError, match="PSD|finite"):
-        sd.block_spectrum([4, 4, 4], c, d)
-    with pytest.raises(ValueError, match="PSD|finite"):
-        sd.block_gram(np.repeat(np.arange(3), 4), c, d)
+@pytest.mark.parametrize("c,d", [(1.2, 0.1), (0.3, -0.5), (0.5, np.nan), (0.3, 0.3), (0.2, 0.4)])
+def test_one_cd_domain_everywhere(c, d):
+    """One c/d rule (0 <= d < c < 1, finite) for every block-model entry point."""
+    match = r"0 <= d < c < 1|finite"
+    classes = np.repeat(np.arange(3), 4)
+    y = np.eye(3)[classes]
+    calls = [
+        lambda: sd.block_spectrum([4, 4, 4], c=c, d=d),
+        lambda: sd.block_gram(classes, c=c, d=d),
+        lambda: sd.block_outputs(y, classes, c=c, d=d, lam=0.1, rounds=0),
+        lambda: sd.sample_block_features(jax.random.PRNGKey(0), classes, c=c, d=d, dim=5),
+        lambda: sd.block_factors(per_class=4, num_classes=3, c=c, d=d, lam=0.1),
+        lambda: sd.min_rounds(np.eye(3), c=c, d=d, lam=0.1, per_class=4),
+        lambda: sd.pll_student_block_model(y, classes, c=c, d=d, lam=0.1),
+        lambda: sd.make_config(c=c, d=d),
+        lambda: sd.run_grid(sd.make_config(num_classes=3, per_class=4), [0.1], cs=[c], ds=[d], num_seeds=1),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match=match):
+            call()
 
 
 def test_block_bad_input():
     y = np.eye(3)[np.array([0, 1, 2, 0])]
     with pytest.raises(ValueError, match="at least one instance"):
-        sd.block_outputs(y, np.array([0, 1, 1, 0]), 0.4, 0.1, 0.1, 1)
+        sd.block_outputs(y, np.array([0, 1, 1, 0]), c=0.4, d=0.1, lam=0.1, rounds=1)
     with pytest.raises(ValueError, match="classes"):
-        sd.block_outputs(y, np.array([0, 1, 2]), 0.4, 0.1, 0.1, 1)
+        sd.block_outputs(y, np.array([0, 1, 2]), c=0.4, d=0.1, lam=0.1, rounds=1)
     with pytest.raises(ValueError, match=r"\[0, 2\]"):
-        sd.block_outputs(y, np.array([0, 1, 3, 0]), 0.4, 0.1, 0.1, 1)
+        sd.block_outputs(y, np.array([0, 1, 3, 0]), c=0.4, d=0.1, lam=0.1, rounds=1)
     with pytest.raises(ValueError, match="lam"):
-        sd.block_outputs(y, np.array([0, 1, 2, 0]), 0.4, 0.1, -1.0, 1)
+        sd.block_outputs(y, np.array([0, 1, 2, 0]), c=0.4, d=0.1, lam=-1.0, rounds=1)
     with pytest.raises(ValueError, match="class_sizes"):
-        sd.block_spectrum([5], 0.4, 0.1)
+        sd.block_spectrum([5], c=0.4, d=0.1)
     with pytest.raises(ValueError, match=">= 1"):
-        sd.block_spectrum([5, 0], 0.4, 0.1)
-    with pytest.raises(ValueError, match="0 <= d <= c <= 1"):
-        sd.sample_block_features(jax.random.PRNGKey(0), np.array([0, 1]), 0.1, 0.4, 10)
+        sd.block_spectrum([5, 0], c=0.4, d=0.1)
+    with pytest.raises(ValueError, match="0 <= d < c < 1"):
+        sd.sample_block_features(jax.random.PRNGKey(0), np.array([0, 1]), c=0.1, d=0.4, dim=10)

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import sdtheory  # noqa: F401  (float64)
 from sdtheory import data as D
+from sdtheory import io as sio
 
 
 def _toy(n=30, d=5, k=3, seed=0):
@@ -28,7 +29,7 @@ def _toy(n=30, d=5, k=3, seed=0):
 def test_npz_round_trip_with_test_split(tmp_path):
     x, y = _toy()
     xt, yt = _toy(n=9, seed=1)
-    p = D.save_features(tmp_path / "f.npz", x, y, test_features=xt, test_labels=yt)
+    p = sio.save_features(tmp_path / "f.npz", x, y, test_features=xt, test_labels=yt)
     ds = D.load_features(p)
     np.testing.assert_array_equal(ds.features, x)
     np.testing.assert_array_equal(ds.labels, y)
@@ -202,10 +203,11 @@ def test_test_split_problems(tmp_path):
 def test_save_rejects_bad_input(tmp_path):
     x, y = _toy()
     with pytest.raises(ValueError, match="labels has 29 entries"):
-        D.save_features(tmp_path / "s.npz", x, y[:-1])
+        sio.save_features(tmp_path / "s.npz", x, y[:-1])
     with pytest.raises(ValueError, match=".npz"):
-        D.save_features(tmp_path / "s.npy", x, y)
+        sio.save_features(tmp_path / "s.npy", x, y)
     assert not (tmp_path / "s.npz").exists()
+    assert not hasattr(D, "save_features")  # sdtheory.data reads; writers live in sdtheory.io
 
 
 # --------------------------------------------------------------------------

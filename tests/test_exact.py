@@ -62,7 +62,7 @@ def test_stationary_in_weight_space(seed, nk, d, log_lam, soft):
     n, k = nk
     x, t = problem(seed, n, d, k, soft)
     lam = 10.0**log_lam
-    res = sd.exact_outputs(t, lam, 3, gram=x @ x.T)
+    res = sd.exact_outputs(t, lam=lam, num_rounds=3, gram=x @ x.T)
     assert np.all(np.asarray(res.converged))
     assert np.all(np.asarray(res.residuals) <= 1e-9)
     ws = weights_from_coef(res.coef, x)
@@ -83,7 +83,7 @@ def test_gce_stationary_point_top2_targets():
     for i in range(25):
         t[i, rng.choice(4, 2, replace=False)] = 0.5
     lam = 1e-3
-    res = sd.exact_outputs(t, lam, 3, gram=x @ x.T, loss="gce", q=0.7)
+    res = sd.exact_outputs(t, lam=lam, num_rounds=3, gram=x @ x.T, loss="gce", q=0.7)
     assert np.all(np.asarray(res.converged))
     ws = weights_from_coef(res.coef, x)
     g = np.asarray(jax.grad(primal)(jnp.asarray(ws[0]), x, t, lam, "gce", 0.7))
@@ -91,7 +91,7 @@ def test_gce_stationary_point_top2_targets():
     g1 = np.asarray(jax.grad(primal)(jnp.asarray(ws[1]), x, np.asarray(res.outputs[0]), lam, "gce", 0.7))
     assert np.max(np.abs(g1)) <= 1e-8
     # GCE differs from CE on the same targets (the loss switch is not a no-op)
-    ce = sd.exact_outputs(t, lam, 3, gram=x @ x.T)
+    ce = sd.exact_outputs(t, lam=lam, num_rounds=3, gram=x @ x.T)
     assert np.max(np.abs(np.asarray(ce.outputs[0]) - np.asarray(res.outputs[0]))) > 1e-3
 
 
@@ -111,7 +111,7 @@ def test_plain_gradient_descent_reaches_same_outputs():
     w0 = jnp.zeros((k, d))
     (w, _), _ = jax.lax.scan(step, (w0, opt.init(w0)), None, length=20000)
     p_gd = softmax_np(x @ np.asarray(w).T)
-    res = sd.exact_outputs(t, lam, 3, gram=x @ x.T)
+    res = sd.exact_outputs(t, lam=lam, num_rounds=3, gram=x @ x.T)
     np.testing.assert_allclose(np.asarray(res.outputs[0]), p_gd, atol=1e-8)
     # predictions on new points: exact_predict vs softmax(W_gd x_new)
     xt = np.random.default_rng(5).normal(size=(7, d)) / np.sqrt(d)
@@ -127,8 +127,8 @@ def test_large_lam_approaches_closed_form():
     g = x @ x.T
     gaps = []
     for lam in [0.1, 1.0, 10.0, 100.0]:
-        ex = np.asarray(sd.exact_outputs(t, lam, 3, gram=g).outputs)
-        cf = np.asarray(sd.sd_outputs(t, lam, [0, 1, 2], gram=g))
+        ex = np.asarray(sd.exact_outputs(t, lam=lam, num_rounds=3, gram=g).outputs)
+        cf = np.asarray(sd.sd_outputs(t, lam=lam, rounds=[0, 1, 2], gram=g))
         gaps.append(np.max(np.abs(ex - cf)))
     assert all(b < a for a, b in zip(gaps, gaps[1:])), gaps
     assert gaps[-1] < 1e-5
@@ -140,10 +140,10 @@ def test_chained_rounds_equal_round_by_round():
     x, t = problem(7, 25, 10, 4)
     g = x @ x.T
     lam = 1e-3
-    chained = sd.exact_outputs(t, lam, 3, gram=g)
+    chained = sd.exact_outputs(t, lam=lam, num_rounds=3, gram=g)
     cur = t
     for r in range(3):
-        one = sd.exact_outputs(cur, lam, 1, gram=g)
+        one = sd.exact_outputs(cur, lam=lam, num_rounds=1, gram=g)
         np.testing.assert_allclose(np.asarray(one.outputs[0]), np.asarray(chained.outputs[r]), atol=1e-7)
         cur = np.asarray(one.outputs[0])
 
@@ -154,13 +154,13 @@ def test_vmap_over_lam_and_targets():
     rng = np.random.default_rng(1)
     ts = jnp.asarray(np.eye(4)[rng.integers(0, 4, (4, 25))])
     lams = jnp.asarray([1e-4, 1e-2, 1.0])
-    f = lambda t, lam: sd.exact_outputs_spectral(spec, t, lam, 3)  # noqa: E731
+    f = lambda t, lam: sd.exact.exact_outputs_core(spec, t, lam, 3)  # noqa: E731
     batched = jax.vmap(jax.vmap(f, in_axes=(None, 0)), in_axes=(0, None))(ts, lams)
     assert batched.outputs.shape == (4, 3, 3, 25, 4)
     assert np.all(np.asarray(batched.converged))
     for i in range(4):
         for j in range(3):
-            single = sd.exact_outputs(np.asarray(ts[i]), float(lams[j]), 3, gram=x @ x.T)
+            single = sd.exact_outputs(np.asarray(ts[i]), lam=float(lams[j]), num_rounds=3, gram=x @ x.T)
             np.testing.assert_allclose(np.asarray(batched.outputs[i, j]), np.asarray(single.outputs), atol=1e-8)
             np.testing.assert_allclose(np.asarray(batched.coef[i, j]), np.asarray(single.coef), atol=1e-6)
 
@@ -169,29 +169,29 @@ def test_vmap_over_lam_and_targets():
 def test_feature_path_equals_gram_path(d):
     x, t = problem(9, 25, d, 4, soft=True)
     lam = 1e-4
-    a = sd.exact_outputs(t, lam, 3, features=x)
-    b = sd.exact_outputs(t, lam, 3, gram=x @ x.T)
+    a = sd.exact_outputs(t, lam=lam, num_rounds=3, features=x)
+    b = sd.exact_outputs(t, lam=lam, num_rounds=3, gram=x @ x.T)
     np.testing.assert_allclose(np.asarray(a.outputs), np.asarray(b.outputs), atol=1e-8)
 
 
 def test_zero_eigenvalues_rank_deficient_gram():
     x, t = problem(5, 25, 5, 4)  # rank 5 Gram: 20 zero eigenvalues
-    res = sd.exact_outputs(t, 1e-5, 3, gram=x @ x.T)
+    res = sd.exact_outputs(t, lam=1e-5, num_rounds=3, gram=x @ x.T)
     assert np.all(np.isfinite(np.asarray(res.outputs)))
     assert np.all(np.asarray(res.converged))
     # outputs depend on the data only through the 3-d feature space: equal to the feature path
-    np.testing.assert_allclose(np.asarray(res.outputs), np.asarray(sd.exact_outputs(t, 1e-5, 3, features=x).outputs),
+    np.testing.assert_allclose(np.asarray(res.outputs), np.asarray(sd.exact_outputs(t, lam=1e-5, num_rounds=3, features=x).outputs),
                                atol=1e-7)
 
 
 def test_reference_like_block_problem_small_lam():
     classes = np.repeat(np.arange(4), 30)
-    x = np.asarray(sd.sample_block_features(jax.random.PRNGKey(0), classes, 0.4, 0.1, 120))
+    x = np.asarray(sd.sample_block_features(jax.random.PRNGKey(0), classes, c=0.4, d=0.1, dim=120))
     rng = np.random.default_rng(0)
     y = np.where(rng.random(120) < 0.5, (classes + rng.integers(1, 4, 120)) % 4, classes)
     t = np.eye(4)[y]
     for lam in [1e-6, 1e-5]:
-        res = sd.exact_outputs(t, lam, 3, gram=x @ x.T)
+        res = sd.exact_outputs(t, lam=lam, num_rounds=3, gram=x @ x.T)
         assert np.all(np.asarray(res.residuals) <= 1e-9)
         p = np.asarray(res.outputs)
         g = x @ x.T
@@ -203,8 +203,8 @@ def test_reference_like_block_problem_small_lam():
 
 def test_methods_agree():
     x, t = problem(8, 25, 12, 4)
-    a = sd.exact_outputs(t, 1e-3, 3, gram=x @ x.T, method="lbfgs")
-    b = sd.exact_outputs(t, 1e-3, 3, gram=x @ x.T, method="newton-cg")
+    a = sd.exact_outputs(t, lam=1e-3, num_rounds=3, gram=x @ x.T, solver="lbfgs")
+    b = sd.exact_outputs(t, lam=1e-3, num_rounds=3, gram=x @ x.T, solver="newton-cg")
     np.testing.assert_allclose(np.asarray(a.outputs), np.asarray(b.outputs), atol=1e-8)
 
 
@@ -212,39 +212,41 @@ def test_bad_input():
     x, t = problem(1, 10, 3, 3)
     g = x @ x.T
     with pytest.raises(ValueError, match="lam"):
-        sd.exact_outputs(t, 0.0, 1, gram=g)
+        sd.exact_outputs(t, lam=0.0, num_rounds=1, gram=g)
     with pytest.raises(ValueError, match="lam"):
-        sd.exact_outputs(t, -1.0, 1, gram=g)
+        sd.exact_outputs(t, lam=-1.0, num_rounds=1, gram=g)
     with pytest.raises(ValueError, match="sum to 1"):
-        sd.exact_outputs(t * 2, 1.0, 1, gram=g)
+        sd.exact_outputs(t * 2, lam=1.0, num_rounds=1, gram=g)
     with pytest.raises(ValueError, match="exactly one"):
-        sd.exact_outputs(t, 1.0, 1, gram=g, features=x)
+        sd.exact_outputs(t, lam=1.0, num_rounds=1, gram=g, features=x)
     with pytest.raises(ValueError, match="exactly one"):
-        sd.exact_outputs(t, 1.0, 1)
+        sd.exact_outputs(t, lam=1.0, num_rounds=1)
     with pytest.raises(ValueError, match="instances"):
-        sd.exact_outputs(t[:5], 1.0, 1, gram=g)
+        sd.exact_outputs(t[:5], lam=1.0, num_rounds=1, gram=g)
     with pytest.raises(ValueError, match="instances"):
-        sd.exact_outputs(t[:5], 1.0, 1, features=x)
+        sd.exact_outputs(t[:5], lam=1.0, num_rounds=1, features=x)
     with pytest.raises(ValueError, match="symmetric"):
-        sd.exact_outputs(t, 1.0, 1, gram=g + np.triu(np.ones_like(g), 1))
+        sd.exact_outputs(t, lam=1.0, num_rounds=1, gram=g + np.triu(np.ones_like(g), 1))
     with pytest.raises(ValueError, match="positive semi-definite"):
-        sd.exact_outputs(t, 1.0, 1, gram=g - 5 * np.eye(10))
+        sd.exact_outputs(t, lam=1.0, num_rounds=1, gram=g - 5 * np.eye(10))
     with pytest.raises(ValueError, match="non-finite"):
-        sd.exact_outputs(t, 1.0, 1, features=np.where(x > 0.5, np.nan, x))
+        sd.exact_outputs(t, lam=1.0, num_rounds=1, features=np.where(x > 0.5, np.nan, x))
     with pytest.raises(ValueError, match="num_rounds"):
-        sd.exact_outputs(t, 1.0, 0, gram=g)
+        sd.exact_outputs(t, lam=1.0, num_rounds=0, gram=g)
     with pytest.raises(TypeError, match="num_rounds"):
-        sd.exact_outputs(t, 1.0, 2.0, gram=g)
+        sd.exact_outputs(t, lam=1.0, num_rounds=2.0, gram=g)
     with pytest.raises(ValueError, match="loss"):
-        sd.exact_outputs(t, 1.0, 1, gram=g, loss="mse")
+        sd.exact_outputs(t, lam=1.0, num_rounds=1, gram=g, loss="mse")
     with pytest.raises(ValueError, match="q"):
-        sd.exact_outputs(t, 1.0, 1, gram=g, loss="gce", q=0.0)
+        sd.exact_outputs(t, lam=1.0, num_rounds=1, gram=g, loss="gce", q=0.0)
     with pytest.raises(ValueError, match="on_failure"):
-        sd.exact_outputs(t, 1.0, 1, gram=g, on_failure="ignore")
+        sd.exact_outputs(t, lam=1.0, num_rounds=1, gram=g, on_failure="ignore")
     with pytest.raises(ValueError, match="tol"):
-        sd.exact_outputs(t, 1.0, 1, gram=g, tol=-1.0)
-    with pytest.raises(ValueError, match="method"):
-        sd.exact_outputs(t, 1.0, 1, gram=g, method="adam")
+        sd.exact_outputs(t, lam=1.0, num_rounds=1, gram=g, tol=-1.0)
+    with pytest.raises(ValueError, match="solver"):
+        sd.exact_outputs(t, lam=1.0, num_rounds=1, gram=g, solver="adam")
+    with pytest.raises(ValueError, match="exactly one of rounds"):
+        sd.exact_outputs(t, lam=1.0, num_rounds=1, rounds=[0], gram=g)
     with pytest.raises(ValueError, match="test_gram"):
         sd.exact_predict(np.zeros((2, 10, 3)), test_gram=np.zeros((4, 9)))
     with pytest.raises(ValueError, match="dimension"):
@@ -255,8 +257,8 @@ def test_unconverged_raises_or_flags():
     x, t = problem(2, 25, 10, 4)
     g = x @ x.T
     with pytest.raises(RuntimeError, match="did not reach tol"):
-        sd.exact_outputs(t, 1e-5, 3, gram=g, max_iter=1)
-    res = sd.exact_outputs(t, 1e-5, 3, gram=g, max_iter=1, on_failure="flag")
+        sd.exact_outputs(t, lam=1e-5, num_rounds=3, gram=g, max_iter=1)
+    res = sd.exact_outputs(t, lam=1e-5, num_rounds=3, gram=g, max_iter=1, on_failure="flag")
     assert not np.any(np.asarray(res.converged))
     assert np.all(np.asarray(res.residuals) > 1e-9)
     assert np.all(np.asarray(res.iterations) == 1)

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "simulations" / "phase_diagram.py"
 
 TINY = ["--classes", "3", "--per-class", "6", "--c", "0.45", "--d", "0.1", "--lam", "2e-3",
-        "--eta-steps", "4", "--eta-max", "0.6", "--rounds", "4", "--seeds", "3", "--quiet"]
+        "--eta-steps", "4", "--eta-max", "0.6", "--num-rounds", "4", "--seeds", "3", "--quiet"]
 
 
 def _load():
@@ -49,9 +49,9 @@ def closed_runs(tmp_path_factory, script):
     a = tmp_path_factory.mktemp("a")
     b = tmp_path_factory.mktemp("b")
     c = tmp_path_factory.mktemp("c")
-    assert script.main(TINY + ["--solver", "closed", "--out", str(a)]) == 0
-    assert script.main(TINY + ["--solver", "closed", "--out", str(b)]) == 0
-    assert script.main(TINY + ["--solver", "closed", "--out", str(c), "--seed", "1"]) == 0
+    assert script.main(TINY + ["--model", "closed", "--out", str(a)]) == 0
+    assert script.main(TINY + ["--model", "closed", "--out", str(b)]) == 0
+    assert script.main(TINY + ["--model", "closed", "--out", str(c), "--seed", "1"]) == 0
     return a, b, c
 
 
@@ -154,11 +154,11 @@ def test_exact_solver_end_to_end_subprocess(tmp_path):
         (["--eta-max", "1.2"], "--eta-max"),
         (["--eta-min", "0.5", "--eta-max", "0.2"], "--eta-max"),
         (["--seeds", "0"], "--seeds"),
-        (["--rounds", "two"], "--rounds"),
+        (["--num-rounds", "two"], "--num-rounds"),
         (["--noise", "gaussian"], "--noise"),
         (["--noise", "cc"], "--clusters"),
         (["--noise", "cc", "--clusters", "0,1"], "--clusters"),
-        (["--solver", "adam"], "--solver"),
+        (["--solver", "adam"], "--solver"), (["--model", "linear"], "--model"),
         (["--per-class", "-3"], "--per-class"),
     ],
 )
@@ -177,11 +177,11 @@ def test_help_explains_every_flag(script, capsys):
     assert exc.value.code == 0
     text = capsys.readouterr().out
     for flag in ("--classes", "--per-class", "--c", "--d", "--lam", "--noise", "--eta-min", "--eta-max",
-                 "--eta-steps", "--rounds", "--seeds", "--seed", "--solver", "--dim", "--out", "--tie-tol"):
+                 "--eta-steps", "--num-rounds", "--seeds", "--seed", "--model", "--solver", "--dim", "--out", "--tie-tol"):
         assert flag in text, flag
 
 
 def test_csv_does_not_depend_on_chunking(closed_runs, script, tmp_path):
     """Same cells in other batch shapes (as on other devices) give the same bytes."""
-    assert script.main(TINY + ["--solver", "closed", "--chunk-size", "5", "--out", str(tmp_path)]) == 0
+    assert script.main(TINY + ["--model", "closed", "--chunk-size", "5", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "phase_diagram.csv").read_bytes() == (closed_runs[0] / "phase_diagram.csv").read_bytes()

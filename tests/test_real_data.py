@@ -1,8 +1,9 @@
-"""End-to-end tests of simulations/real_data.py on tiny subsets.
+"""End-to-end tests of simulations/real_data.py and the protocol in sdtheory.experiments on tiny subsets.
 
 The numbers the script reports are checked against independent computations:
 the exact teacher and PLL student by SciPy's L-BFGS on the primal objective,
-the closed form by a direct linear solve, accuracies with NumPy.
+the closed form and the fitted block model by a direct linear solve,
+accuracies with NumPy.
 """
 
 import csv
@@ -16,6 +17,8 @@ import pytest
 
 import sdtheory as sd
 from sdtheory import data as D
+from sdtheory import experiments as E
+from sdtheory import io as sio
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("real_data", ROOT / "simulations" / "real_data.py")
@@ -23,7 +26,7 @@ real_data = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(real_data)
 
 QUICK = ["--quick", "--feature-maps", "standardized", "--kinds", "symmetric", "--rates", "0.0", "0.6",
-         "--seeds", "1", "--rounds", "2"]
+         "--seeds", "1", "--num-rounds", "3"]
 
 
 def _read_csv(path):
@@ -125,8 +128,7 @@ def _softmax(z):
 
 def _quick_data():
     """The digits subset of ``--quick`` (same shapes as the quick run: compiled code is reused)."""
-    args = real_data._resolve(real_data.build_parser().parse_args(QUICK))
-    ds = real_data.load_dataset(args)
+    ds = real_data.load_dataset(real_data.parse_args(QUICK))
     x, xt = D.make_features("standardized", ds.features, ds.test_features)
     return ds, x, xt
 
@@ -140,8 +142,10 @@ def test_run_cell_against_independent_solvers():
     flip = rng.choice(n, 80, replace=False)
     given[flip] = (true[flip] + 1 + rng.integers(0, k - 1, 80)) % k
     bst = D.block_statistics(x, true, k)
-    lam = real_data.lam_rule(bst.c, n, k)
-    rows = real_data.run_cell(real_data.prepare(x, xt), true, test_true, given, k, lam, 2, 0.7, bst)
+    lam = E.lam_rule(bst.c, n, k)
+    fm = E.prepare_feature_map(x, xt, true, k)
+    assert fm.lam == lam  # the default lam is the block rule
+    rows = E.run_cell(fm, given, test_true, num_rounds=3, q=0.7)
     get = {(r["solver"], r["method"], r["round"]): r for r in rows}
     clean = given == true
 
@@ -185,33 +189,52 @@ def test_run_cell_against_independent_solvers():
     g = x @ x.T
     gt = xt @ x.T
     t = np.eye(k)[given] - 1 / k
+    cf_teacher = None
     for r in range(3):
         coef = np.linalg.solve(g + k * n * lam * np.eye(n), t)
         check(get[("closed_form", "sd", r)], 1 / k + g @ coef, 1 / k + gt @ coef)
+        if r == 0:
+            cf_teacher = 1 / k + g @ coef
         t = g @ coef
+    # closed-form PLL student: top 2 of the closed-form teacher, one direct solve
+    top2 = np.argsort(-cf_teacher, axis=1, kind="stable")[:, :2]
+    t2 = np.zeros((n, k))
+    np.put_along_axis(t2, top2, 0.5, axis=1)
+    coef = np.linalg.solve(g + k * n * lam * np.eye(n), t2 - 1 / k)
+    check(get[("closed_form", "pll_ce", 1)], 1 / k + g @ coef, 1 / k + gt @ coef)
+    # fitted block model: the block Gram with the measured c, d (blocks = true classes), direct solve
+    gb = np.where(true[:, None] == true[None, :], bst.c, bst.d)
+    np.fill_diagonal(gb, 1.0)
+    t = np.eye(k)[given] - 1 / k
+    for r in range(3):
+        t = gb @ np.linalg.solve(gb + k * n * lam * np.eye(n), t)
+        row = get[("block", "sd", r)]
+        check(row, 1 / k + t, None)
+        assert np.isnan(row["test_acc"])
+        assert row["agree_exact"] == pytest.approx(np.mean(t.argmax(1) == ex_pred[r]), abs=1e-12)
 
 
 def test_lam_rule_halves_own_label_in_block_model():
     k, n_per, c, dd = 4, 30, 0.5, 0.1
     classes = sd.block_classes([n_per] * k)
-    x = np.asarray(sd.sample_block_features(jax.random.key(0), classes, c, dd, 400))
+    x = np.asarray(sd.sample_block_features(jax.random.key(0), classes, c=c, d=dd, dim=400))
     bst = D.block_statistics(x, classes, k)
     # sampled features have the block Gram exactly in expectation; check the fit is close
     assert abs(bst.c - c) < 0.08 and abs(bst.d - dd) < 0.08
-    lam = real_data.lam_rule(c, k * n_per, k)
-    a, b, _ = sd.block_factors(n_per, k, c, dd, lam)
+    lam = E.lam_rule(c, k * n_per, k)
+    a, b, _ = sd.block_factors(per_class=n_per, num_classes=k, c=c, d=dd, lam=lam)
     assert a == pytest.approx(0.5, rel=1e-12)
     assert b > 0.95
     with pytest.raises(ValueError, match="c = 1.0"):
-        real_data.lam_rule(1.0, 10, 2)
+        E.lam_rule(1.0, 10, 2)
 
 
 def test_user_features_file_and_bad_file(tmp_path):
     ds, _, _ = _quick_data()
-    p = D.save_features(tmp_path / "emb.npz", ds.features, ds.labels, test_features=ds.test_features,
+    p = sio.save_features(tmp_path / "emb.npz", ds.features, ds.labels, test_features=ds.test_features,
                         test_labels=ds.test_labels)
     res = real_data.main(["--features", str(p), "--feature-maps", "standardized", "--kinds", "symmetric",
-                          "--rates", "0.3", "--seeds", "1", "--rounds", "2", "--out", str(tmp_path / "o"),
+                          "--rates", "0.3", "--seeds", "1", "--num-rounds", "3", "--out", str(tmp_path / "o"),
                           "--no-figures"])
     rows = res["rows"]
     assert {r["feature_map"] for r in rows} == {"standardized"}
@@ -229,6 +252,24 @@ def test_help_and_bad_flags(capsys):
         real_data.main(["--help"])
     assert e.value.code == 0
     assert "--features" in capsys.readouterr().out
-    for bad in (["--rates", "1.5"], ["--q", "0"], ["--lam", "-1"], ["--rounds", "0"], ["--relu-dim", "0"]):
-        with pytest.raises(SystemExit):
+    for bad in (["--rates", "1.5"], ["--q", "0"], ["--lam", "-1"], ["--num-rounds", "1"], ["--relu-dim", "0"],
+                ["--seeds", "0"], ["--test-fraction", "1"], ["--kinds", "uniform"]):
+        with pytest.raises(SystemExit) as e:
             real_data.main(bad)
+        assert e.value.code == 2
+        assert f"argument {bad[0]}" in capsys.readouterr().err  # the error names the flag
+    # --rounds (rounds 0..R) was replaced by --num-rounds (rounds 0..R-1)
+    with pytest.raises(SystemExit):
+        real_data.main(["--rounds", "4"])
+    assert real_data.parse_args([]).num_rounds == 5  # the default run still covers rounds 0..4
+
+
+def test_tie_with_true_class_is_incorrect():
+    """The real-data scoring uses the package's one rule: a tie between the true class and another fails."""
+    row = E.score_rounds([[[0.5, 0.5, 0.0]]], [0], [0], test_outputs=[[[0.5, 0.5, 0.0]]], test_labels=[0],
+                         probabilities=True)[0]
+    assert row["train_acc"] == 0.0 and row["train_acc_clean"] == 0.0 and row["test_acc"] == 0.0
+    assert np.isnan(row["train_acc_corrupted"])  # no corrupted instance: NaN, not a vacuous 1
+    # a margin above TIE_TOL is correct (here the given label 1 was corrupted)
+    row = E.score_rounds([[[0.5 + 1e-6, 0.5 - 1e-6, 0.0]]], [0], [1])[0]
+    assert row["train_acc"] == 1.0 and row["train_acc_corrupted"] == 1.0 and np.isnan(row["train_acc_clean"])

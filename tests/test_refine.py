@@ -48,7 +48,7 @@ def _problem(seed, n=30, k=3, dim=6):
 def test_pll_student_closed_form_matches_direct_solves(seed, loglam):
     X, G, Y = _problem(seed)
     lam = 10.0**loglam
-    res = sdtheory.pll_student(Y, lam, gram=G, rounds=2)
+    res = sdtheory.pll_student(Y, lam=lam, gram=G, num_rounds=2)
     teacher = _direct_round(G, Y, lam)
     t1 = _top2_numpy(teacher)
     s1 = _direct_round(G, t1, lam)
@@ -59,7 +59,7 @@ def test_pll_student_closed_form_matches_direct_solves(seed, loglam):
     np.testing.assert_allclose(res.outputs[0], s1, atol=1e-10)
     np.testing.assert_array_equal(res.targets[1], t2)
     np.testing.assert_allclose(res.outputs[1], s2, atol=1e-10)
-    feat = sdtheory.pll_student(Y, lam, features=X, rounds=2)
+    feat = sdtheory.pll_student(Y, lam=lam, features=X, num_rounds=2)
     np.testing.assert_allclose(feat.outputs, res.outputs, atol=1e-9)
 
 
@@ -69,17 +69,22 @@ def test_pll_block_path_matches_gram_path():
     counts = np.array([[7, 3, 2], [1, 9, 2], [3, 4, 5]])  # distinct per row: no top-2 ties
     given_ = np.concatenate([np.repeat(np.arange(k), counts[i]) for i in range(k)])
     Y = np.eye(k)[given_]
-    res_b = sdtheory.pll_student_block_model(Y, true, c, d, lam, rounds=2)
-    res_g = sdtheory.pll_student(Y, lam, gram=sdtheory.block_gram(true, c, d), rounds=2)
+    res_b = sdtheory.pll_student_block_model(Y, true, c=c, d=d, lam=lam, num_rounds=2)
+    res_g = sdtheory.pll_student(Y, lam=lam, gram=sdtheory.block_gram(true, c=c, d=d), num_rounds=2)
     np.testing.assert_allclose(res_b.outputs, res_g.outputs, atol=1e-10)
     np.testing.assert_array_equal(res_b.targets, res_g.targets)
 
 
-def test_pll_spectral_core_vmaps_over_lam():
+def test_pll_pipeline_core_vmaps_over_lam():
     X, G, Y = _problem(1)
     spec = sdtheory.spectrum(gram=G)
+
+    def pipeline(lam):
+        fit = refine.closed_fit(spec, lam)
+        return refine.pll_rounds_core(fit, fit(jnp.asarray(Y)), 1).outputs
+
     lams = jnp.array([1e-3, 1e-2, 1e-1])
-    out = jax.vmap(lambda l: refine.pll_student_spectral(spec, jnp.asarray(Y), l, 1).outputs)(lams)
+    out = jax.vmap(pipeline)(lams)
     for i, l in enumerate(np.asarray(lams)):
         np.testing.assert_allclose(out[i, 0], _direct_round(G, _top2_numpy(_direct_round(G, Y, l)), l), atol=1e-10)
 
@@ -107,7 +112,7 @@ def _stationarity_residual(P, T, G, lam, loss, q=0.7):
 def test_pll_student_exact_satisfies_first_order_conditions(loss):
     X, G, Y = _problem(3, n=24, k=3, dim=5)
     lam = 1e-2
-    res = sdtheory.pll_student(Y, lam, features=X, method="exact", loss=loss, q=0.7)
+    res = sdtheory.pll_student(Y, lam=lam, features=X, model="exact", loss=loss, q=0.7)
     assert bool(np.all(res.converged))
     teacher = np.asarray(res.teacher)
     assert _stationarity_residual(teacher, Y, G, lam, "ce") < 1e-7
@@ -118,18 +123,18 @@ def test_pll_student_exact_satisfies_first_order_conditions(loss):
 def test_refine_bad_input():
     Y = np.eye(3)[[0, 1, 2, 0]]
     G = np.eye(4)
-    with pytest.raises(ValueError, match="method='exact'"):
-        sdtheory.pll_student(Y, 1e-2, gram=G, loss="gce")
-    with pytest.raises(ValueError, match="method"):
-        sdtheory.pll_student(Y, 1e-2, gram=G, method="adam")
+    with pytest.raises(ValueError, match="model='exact'"):
+        sdtheory.pll_student(Y, lam=1e-2, gram=G, loss="gce")
+    with pytest.raises(ValueError, match="model"):
+        sdtheory.pll_student(Y, lam=1e-2, gram=G, model="adam")
     with pytest.raises(ValueError, match="rounds"):
-        sdtheory.pll_student(Y, 1e-2, gram=G, rounds=0)
+        sdtheory.pll_student(Y, lam=1e-2, gram=G, num_rounds=0)
     with pytest.raises(ValueError, match="exactly one"):
-        sdtheory.pll_student(Y, 1e-2)
+        sdtheory.pll_student(Y, lam=1e-2)
     with pytest.raises(ValueError, match="instances"):
-        sdtheory.pll_student(Y, 1e-2, gram=np.eye(5))
+        sdtheory.pll_student(Y, lam=1e-2, gram=np.eye(5))
     with pytest.raises(ValueError, match="lam"):
-        sdtheory.pll_student(Y, 0.0, gram=G)
+        sdtheory.pll_student(Y, lam=0.0, gram=G)
     with pytest.raises(ValueError, match="K >= 2"):
         sdtheory.top2_targets(np.ones((3, 1)))
     with pytest.raises(ValueError, match="non-finite"):

@@ -45,7 +45,7 @@ def test_uniform_smoothing_never_changes_linearised_argmax(seed, eps, loglam):
     assume(np.min(srt[..., -1] - srt[..., -2]) > 1e-9)
     np.testing.assert_array_equal(P.argmax(-1), Ps.argmax(-1))
     # And the library's closed form agrees with the direct solves on smoothed targets.
-    np.testing.assert_allclose(sdtheory.sd_outputs(Ts, lam, np.arange(6), gram=G), Ps, atol=1e-10)
+    np.testing.assert_allclose(sdtheory.sd_outputs(Ts, lam=lam, rounds=np.arange(6), gram=G), Ps, atol=1e-10)
 
 
 @given(seed=st.integers(0, 10**6), xi=st.floats(0.0, 1.0), loglam=st.floats(-3, 0))
@@ -58,7 +58,7 @@ def test_mixed_target_closed_form_equals_iterated_recursion(seed, xi, loglam):
         p = _fit(G, t, lam)
         out.append(p)
         t = xi * p + (1 - xi) * Y
-    got = sdtheory.sd_mixed_outputs(Y, lam, np.arange(7), xi, gram=G)
+    got = sdtheory.sd_mixed_outputs(Y, lam=lam, rounds=np.arange(7), xi=xi, gram=G)
     np.testing.assert_allclose(got, np.array(out), atol=1e-10)
 
 
@@ -147,17 +147,18 @@ def test_accuracy_and_split_accuracy_match_loops(seed):
         nc, nx = clean.sum(), (~clean).sum()
         assert int(s.n_clean) == nc and int(s.n_corrupted) == nx
         assert int(s.clean_correct[r]) == (ok & clean).sum() and int(s.corrupted_correct[r]) == (ok & ~clean).sum()
-        assert float(s.clean[r]) == pytest.approx((ok & clean).sum() / nc if nc else 1.0, abs=1e-15)
-        assert float(s.corrupted[r]) == pytest.approx((ok & ~clean).sum() / nx if nx else 1.0, abs=1e-15)
+        assert float(s.clean[r]) == pytest.approx((ok & clean).sum() / nc if nc else np.nan, abs=1e-15, nan_ok=True)
+        assert float(s.corrupted[r]) == pytest.approx((ok & ~clean).sum() / nx if nx else np.nan, abs=1e-15, nan_ok=True)
         assert float(s.overall[r]) == pytest.approx(ok.mean(), abs=1e-15)
     np.testing.assert_array_equal(sdtheory.split_accuracy(out, true, given_).clean_correct, s.clean_correct)
 
 
 def test_split_accuracy_empty_group_convention():
+    """An empty group has accuracy NaN (not a vacuous 1.0); its count says why."""
     true = np.array([0, 1, 2])
     s = sdtheory.split_accuracy(np.array([0, 1, 0]), true, true)  # no corrupted label
-    assert int(s.n_corrupted) == 0 and float(s.corrupted) == 1.0 and float(s.clean) == pytest.approx(2 / 3)
-    assert not np.isnan(float(s.corrupted))
+    assert int(s.n_corrupted) == 0 and np.isnan(float(s.corrupted)) and float(s.clean) == pytest.approx(2 / 3)
+    assert int(s.corrupted_correct) == 0
 
 
 def test_metrics_bad_input():
@@ -180,5 +181,5 @@ def test_heldout_accuracy_matches_direct_linearised_weights():
     Ts = np.concatenate([Y[None], P[:-1]])
     # Linearised test outputs 1/K + G_test (T_r - P_r) / (K N lam).
     expected = [((1.0 / K + (Xt @ X.T) @ (Ts[r] - P[r]) / (K * N * lam)).argmax(1) == yt).mean() for r in range(4)]
-    got = sdtheory.heldout_accuracy(Y, lam, np.arange(4), yt, features=X, test_features=Xt)
+    got = sdtheory.heldout_accuracy(Y, yt, lam=lam, rounds=np.arange(4), features=X, test_features=Xt)
     np.testing.assert_allclose(got, expected, atol=1e-15)

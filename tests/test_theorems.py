@@ -94,8 +94,8 @@ def _labels(counts):
 
 def _eigh_margins(given_, true, c, d, lam, k):
     """(R,) min over instances of P(true) - max_{l != true} P(l) on the eigh path."""
-    G = sdtheory.block_gram(true, c, d)
-    P = np.asarray(sdtheory.sd_outputs(np.eye(k)[given_], lam, ROUNDS, gram=G))
+    G = sdtheory.block_gram(true, c=c, d=d)
+    P = np.asarray(sdtheory.sd_outputs(np.eye(k)[given_], lam=lam, rounds=ROUNDS, gram=G))
     pt = np.take_along_axis(P, true[None, :, None], axis=2)[..., 0]
     other = np.where(np.eye(k, dtype=bool)[true][None], -np.inf, P).max(-1)
     return (pt - other).min(axis=1)
@@ -302,9 +302,9 @@ def test_cores_vmap_over_fractions_and_lam():
     # Under jax.jit too, and with the same factors as sdtheory.block_factors.
     jitted = jax.jit(jax.vmap(lambda l: sdtheory.min_rounds(Cs[3], c=c, d=d, lam=l, per_class=n)))(lams)
     np.testing.assert_array_equal(jitted, grid[3])
-    np.testing.assert_allclose(T._factors(Cs[3], c, d, 1e-3, n), sdtheory.block_factors(n, k, c, d, 1e-3), rtol=1e-15)
+    np.testing.assert_allclose(T._factors(Cs[3], c, d, 1e-3, n), sdtheory.block_factors(per_class=n, num_classes=k, c=c, d=d, lam=1e-3), rtol=1e-15)
     # Jitted cores straight on the block factors.
-    a, b, g = sdtheory.block_factors(n, k, c, d, 1e-3)
+    a, b, g = sdtheory.block_factors(per_class=n, num_classes=k, c=c, d=d, lam=1e-3)
     out = jax.jit(jax.vmap(T.min_rounds_core, in_axes=(0, None, None)))(Cs, a, b)
     np.testing.assert_array_equal(out, grid[:, 0])
 
@@ -323,11 +323,11 @@ def _top2_numpy(P):
 
 
 def _eigh_pll(given_, true, c, d, lam, k):
-    G = sdtheory.block_gram(true, c, d)
-    teacher = np.asarray(sdtheory.sd_outputs(np.eye(k)[given_], lam, [0], gram=G))[0]
+    G = sdtheory.block_gram(true, c=c, d=d)
+    teacher = np.asarray(sdtheory.sd_outputs(np.eye(k)[given_], lam=lam, rounds=[0], gram=G))[0]
     t2, srt = _top2_numpy(teacher)
     gap23 = (srt[:, 1] - srt[:, 2]).min()
-    student = np.asarray(sdtheory.sd_outputs(t2, lam, [0], gram=G))[0]
+    student = np.asarray(sdtheory.sd_outputs(t2, lam=lam, rounds=[0], gram=G))[0]
     pt = student[np.arange(true.size), true]
     other = np.where(np.eye(k, dtype=bool)[true], -np.inf, student).max(-1)
     return pt - other, gap23
@@ -373,10 +373,10 @@ def test_pll_fails_for_pure_pair_flips(k, n):
     f = sdtheory.empirical_fractions(true, given_, k)
     assert sdtheory.corruption_condition(f)  # SD itself can still correct them
     assert not sdtheory.pll_condition(f, c=c, d=d, lam=lam, per_class=n)
-    G = sdtheory.block_gram(true, c, d)
-    teacher = np.asarray(sdtheory.sd_outputs(np.eye(k)[given_], lam, [0], gram=G))[0]
+    G = sdtheory.block_gram(true, c=c, d=d)
+    teacher = np.asarray(sdtheory.sd_outputs(np.eye(k)[given_], lam=lam, rounds=[0], gram=G))[0]
     t2, _ = _top2_numpy(teacher)
-    student = np.asarray(sdtheory.sd_outputs(t2, lam, [0], gram=G))[0]
+    student = np.asarray(sdtheory.sd_outputs(t2, lam=lam, rounds=[0], gram=G))[0]
     i = np.arange(true.size)
     # A tie up to rounding: the student cannot prefer the true class.
     np.testing.assert_allclose(student[i, true], student[i, (true + 1) % k], atol=1e-12)
@@ -403,7 +403,7 @@ def test_theorem_bad_input():
     with pytest.raises(ValueError, match="square"):
         sdtheory.margin(np.ones((2, 3)) / 3)
     with pytest.raises(ValueError, match="rounds"):
-        sdtheory.pll_accuracy_prediction(f, c=0.5, d=0.1, lam=1e-3, per_class=5, rounds=0)
+        sdtheory.pll_accuracy_prediction(f, c=0.5, d=0.1, lam=1e-3, per_class=5, num_rounds=0)
 
 
 @given(data=st.data(), shape=st.sampled_from(SHAPES), **params)
@@ -414,16 +414,16 @@ def test_multi_round_pll_prediction_matches_eigh_pipeline(data, shape, c, dfrac,
     d, lam = c * dfrac, 10.0**loglam
     true, given_ = _labels(counts)
     f = sdtheory.empirical_fractions(true, given_, k)
-    G = sdtheory.block_gram(true, c, d)
-    prev = np.asarray(sdtheory.sd_outputs(np.eye(k)[given_], lam, [0], gram=G))[0]
+    G = sdtheory.block_gram(true, c=c, d=d)
+    prev = np.asarray(sdtheory.sd_outputs(np.eye(k)[given_], lam=lam, rounds=[0], gram=G))[0]
     accs = []
     for _ in range(3):
         t2, srt = _top2_numpy(prev)
         assume((srt[:, 1] - srt[:, 2]).min() > TIE)
-        prev = np.asarray(sdtheory.sd_outputs(t2, lam, [0], gram=G))[0]
+        prev = np.asarray(sdtheory.sd_outputs(t2, lam=lam, rounds=[0], gram=G))[0]
         pt = prev[np.arange(true.size), true]
         margin_ = pt - np.where(np.eye(k, dtype=bool)[true], -np.inf, prev).max(-1)
         assume(np.all(np.abs(margin_) > TIE))
         accs.append(np.mean(margin_ > 0))
-    pred = sdtheory.pll_accuracy_prediction(f, c=c, d=d, lam=lam, per_class=n, rounds=3)
+    pred = sdtheory.pll_accuracy_prediction(f, c=c, d=d, lam=lam, per_class=n, num_rounds=3)
     np.testing.assert_allclose(np.asarray(pred.accuracy), accs, atol=1e-12)

@@ -12,7 +12,7 @@ Split by role (docs/simulation.md):
   (:func:`phase_table`, :func:`agreement`).
 """
 
-from .cell import Point, Shared, make_point, make_shared, simulate_cell
+from .cell import Point, Shared, make_point, make_shared, point_spectra, simulate_cell
 from .config import EXACT_METHODS, METHODS, SimConfig, make_config
 from .grid import cell_chunk, run_grid, seed_keys
 from .report import (TABLE_COLUMNS, GapStats, MethodStats, SimResult, TheoryStats, accuracy_curves, agreement,
@@ -21,4 +21,4 @@ from ..metrics import first_all_correct
 
 __all__ = ["EXACT_METHODS", "METHODS", "TABLE_COLUMNS", "GapStats", "MethodStats", "Point", "Shared", "SimConfig",
            "SimResult", "TheoryStats", "accuracy_curves", "agreement", "cell_chunk", "first_all_correct", "make_config", "make_point",
-           "make_shared", "mean_empirical_rstar", "median_first_all_correct", "phase_table", "run_grid", "seed_keys", "simulate_cell"]
+           "make_shared", "mean_empirical_rstar", "point_spectra", "median_first_all_correct", "phase_table", "run_grid", "seed_keys", "simulate_cell"]

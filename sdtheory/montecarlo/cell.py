@@ -1,10 +1,12 @@
 r"""One Monte Carlo cell: a pure function of (static config, parameter point, eta, seed key).
 
 A *parameter point* (:class:`Point`) holds the traced model parameters
-``(lam, c, d)`` and what depends only on them, computed once per point on the
-host (:func:`make_point`): the block spectrum, the full spectrum of the block
-Gram when an exact method runs on it, and the balanced shrink factors
-``(a, b, g)``. A *cell* is one (point, eta, seed):
+``(lam, c, d)`` and what depends only on them, computed on the host
+(:func:`make_point`; the spectra once per ``(c, d)``, reused for every lam):
+the block spectrum, the full spectrum of the block Gram when an exact method
+runs on it, and the balanced shrink factors ``(a, b, g)``. Every point has
+the same shapes, so every point runs the same compiled program. A *cell* is
+one (point, eta, seed):
 
 1. the corruption matrix ``C = corruption_matrix(noise, K, eta)``;
 2. the given labels ``y ~ C[true class]`` drawn with the seed's label key (the
@@ -47,7 +49,7 @@ from ..theorems import (all_correct_at_core, corruption_condition_core, margin_c
                         pll_condition_core, pll_prediction_core)
 from .config import SimConfig
 
-__all__ = ["Point", "Shared", "make_point", "make_shared", "simulate_cell"]
+__all__ = ["Point", "Shared", "make_point", "make_shared", "point_spectra", "simulate_cell"]
 
 
 class Shared(NamedTuple):
@@ -58,20 +60,19 @@ class Shared(NamedTuple):
 
 
 class Point(NamedTuple):
-    """One (c, d) point and its lam values: traced parameters and what depends only on them.
+    """One (lam, c, d) point: traced parameters and what depends only on them.
 
     Attributes:
-      c, d: scalars.
-      lams: ``(L,)`` the L2 weights of the run (cells pick one by index).
-      factors: ``(L, 3)`` balanced shrink factors ``(a, b, g)`` per lam.
+      lam, c, d: scalars.
+      factors: ``(3,)`` balanced shrink factors ``(a, b, g)``.
       bspec: :class:`BlockSpectrum` of the block Gram at ``(c, d)``.
       spec: full :class:`Spectrum` of the block Gram (exact methods on the
         block Gram), else ``None``.
     """
 
+    lam: jax.Array
     c: jax.Array
     d: jax.Array
-    lams: jax.Array
     factors: jax.Array
     bspec: BlockSpectrum
     spec: Any
@@ -83,17 +84,27 @@ def make_shared(config: SimConfig) -> Shared:
     return Shared(jnp.asarray(classes, dtype=jnp.int32), ids)
 
 
-def make_point(config: SimConfig, c: float, d: float, lams) -> Point:
-    """Host-side precomputation for one (c, d) and the run's lam values (validated by the caller)."""
+def make_point(config: SimConfig, lam: float, c: float, d: float, spectra: Any = None) -> Point:
+    """Host-side precomputation for one (lam, c, d) (validated by the caller).
+
+    ``spectra`` is :func:`point_spectra` of ``(c, d)`` when the caller has it
+    (a sweep over lam reuses it); otherwise it is computed here.
+    """
+    bspec, spec = point_spectra(config, c, d) if spectra is None else spectra
+    factors = block_factors(per_class=config.per_class, num_classes=config.num_classes, c=c, d=d, lam=lam)
+    return Point(jnp.asarray(lam, dtype=float), jnp.asarray(c, dtype=float), jnp.asarray(d, dtype=float),
+                 jnp.asarray(factors), bspec, spec)
+
+
+def point_spectra(config: SimConfig, c: float, d: float) -> tuple:
+    """``(BlockSpectrum, full Spectrum or None)`` of the block Gram at ``(c, d)``."""
     sizes = [config.per_class] * config.num_classes
     bspec = _block_spectrum(jnp.asarray(sizes, dtype=float), c, d)
     spec = None
     if config.dim is None and config.has_exact:
         classes = block_classes(sizes)
         spec = gram_spectrum(block_gram(classes, c=c, d=d, num_classes=config.num_classes))
-    factors = [block_factors(per_class=config.per_class, num_classes=config.num_classes, c=c, d=d, lam=lam)
-               for lam in lams]
-    return Point(jnp.asarray(c), jnp.asarray(d), jnp.asarray(lams, dtype=float), jnp.asarray(factors), bspec, spec)
+    return bspec, spec
 
 
 def _stats(outputs, classes, clean, converged, residual, tie_tol):
@@ -118,9 +129,8 @@ def _gap(closed, exact, classes, tie_tol):
     return jnp.max(diff, axis=(-2, -1)), agree, near
 
 
-def simulate_cell(config: SimConfig, shared: Shared, point: Point, lam_idx: jax.Array, eta: jax.Array,
-                  key: jax.Array) -> dict:
-    """Everything for one (point, lam, eta, seed) cell; pure and jit/vmap-able (no validation).
+def simulate_cell(config: SimConfig, shared: Shared, point: Point, eta: jax.Array, key: jax.Array) -> dict:
+    """Everything for one (point, eta, seed) cell; pure and jit/vmap-able (no validation).
 
     Returns a dict of arrays: per method a 6-tuple of ``(R_m,)`` arrays
     (num_correct, num_correct_clean, num_correct_noisy, all_correct,
@@ -130,7 +140,7 @@ def simulate_cell(config: SimConfig, shared: Shared, point: Point, lam_idx: jax.
     k = config.num_classes
     r = config.num_rounds
     classes = shared.classes
-    lam = point.lams[lam_idx]
+    lam = point.lam
     rounds = jnp.arange(r)
     label_key, feature_key = jax.random.split(key)
 
@@ -184,8 +194,7 @@ def simulate_cell(config: SimConfig, shared: Shared, point: Point, lam_idx: jax.
                                       jnp.maximum(pll.residuals[1:], pll.residuals[:1]), tt)
 
     # theory (population: C; empirical: this cell's fractions)
-    fac = point.factors[lam_idx]
-    a, b, g = fac[0], fac[1], fac[2]
+    a, b, g = point.factors[0], point.factors[1], point.factors[2]
     out["num_noisy"] = jnp.sum(~clean)
     for tag, f in (("pop", C), ("emp", frac)):
         out[f"{tag}_condition"] = corruption_condition_core(f)

@@ -1,15 +1,17 @@
 """The grid: cells chunked, vmapped, sharded over devices; sweeps over lam, c and d.
 
-:func:`run_grid` lays the cells out as ``(c, d) points x [lam x eta x seed]``.
-Each (c, d) point is one host-side precomputation (:func:`make_point`); its
-cells are flattened lam-major, then eta, then seed, cut into equal chunks to
+:func:`run_grid` lays the cells out as ``(lam, c, d) points x eta x seed``.
+Each point is one host-side precomputation (:func:`make_point`; spectra once
+per ``(c, d)``); its cells are flattened eta-major, cut into equal chunks to
 bound memory, and every chunk is one call of the same compiled program
 (:func:`cell_chunk`: ``jax.jit`` of ``jax.vmap`` of the cell), whatever the
-values of ``lam``, ``c``, ``d`` and ``eta``, which are traced. With several
-devices the cell axis of every chunk is sharded over a 1-D
-:class:`jax.sharding.Mesh`; the results do not depend on the number of
-devices, on the chunk size, or on which other values a sweep contains: a
-slice of a sweep equals a separate run with that value.
+values of ``lam``, ``c``, ``d`` and ``eta``, which are traced. Every point is
+laid out exactly as a separate run with its values would be (same chunks,
+same program, same inputs), so a slice of a sweep equals that run bit for
+bit, exact-solver residuals included. With several devices the cell axis of
+every chunk is sharded over a 1-D :class:`jax.sharding.Mesh`; the counts do
+not depend on the number of devices or on the chunk size (solver residuals
+agree to roundoff).
 
 Nothing here prints: progress goes to an optional callback
 ``progress(done, total, seconds)``.
@@ -29,7 +31,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .. import _validation as V
 from .._x64 import float64
-from .cell import Point, Shared, make_point, make_shared, simulate_cell
+from .cell import Point, Shared, make_point, make_shared, point_spectra, simulate_cell
 from .config import SimConfig, check_lam_values
 from .report import SimResult, assemble
 
@@ -46,16 +48,15 @@ def _mesh(devices: Optional[Sequence[Any]]) -> Mesh:
 @partial(jax.jit, static_argnums=(0,))
 def cell_chunk(config: SimConfig, shared: Shared, point: Point, etas: jax.Array, keys: jax.Array,
                cell_idx: jax.Array) -> dict:
-    """Cells ``cell_idx`` (flat indices into ``lams x etas x keys``) of one point in one vmapped call.
+    """Cells ``cell_idx`` (flat, eta-major indices into ``etas x keys``) of one point in one vmapped call.
 
     Pure and jitted; when ``cell_idx`` is sharded over devices the whole
     computation is partitioned along the cell axis.
     """
-    num_seeds, num_etas = keys.shape[0], etas.shape[0]
-    lam_idx = cell_idx // (num_etas * num_seeds)
-    eta = etas[(cell_idx // num_seeds) % num_etas]
+    num_seeds = keys.shape[0]
+    eta = etas[cell_idx // num_seeds]
     key = keys[cell_idx % num_seeds]
-    return jax.vmap(lambda li, e, k: simulate_cell(config, shared, point, li, e, k))(lam_idx, eta, key)
+    return jax.vmap(lambda e, k: simulate_cell(config, shared, point, e, k))(eta, key)
 
 
 def seed_keys(seed: int, num_seeds: int) -> jax.Array:
@@ -120,7 +121,7 @@ def run_grid(
         parameter value (common random numbers).
       seed: the PRNG seed.
       chunk_size: at most this many cells per compiled call (default 64 with
-        an exact method, else 4096); the cells of a point are cut into equal
+        an exact method, else 4096); the ``E x S`` cells of a point are cut into equal
         chunks, each a multiple of the number of devices (the last one padded
         by repeating its final cell).
       devices: devices to shard over (default: all, ``jax.devices()``).
@@ -147,7 +148,7 @@ def run_grid(
     if chunk_size is None:
         chunk_size = 64 if config.has_exact else 4096
     chunk_size = V.check_int(chunk_size, "chunk_size", minimum=1)
-    per_point = len(lam_list) * etas_np.size * num_seeds
+    per_point = etas_np.size * num_seeds
     chunk_size = min(chunk_size, per_point)
     num_chunks = -(-per_point // chunk_size)
     chunk_size = -(-per_point // num_chunks)  # balance the chunks: little padding in the last one
@@ -161,13 +162,14 @@ def run_grid(
 
     # lam, c and d are traced: a config differing only in them reuses the compiled program
     static = config._replace(lam=None, c=None, d=None)
-    points = list(itertools.product(c_list, d_list))
+    spectra = {(c, d): point_spectra(config, c, d) for c, d in itertools.product(c_list, d_list)}
+    points = list(itertools.product(lam_list, c_list, d_list))
     total = per_point * len(points)
     done = 0
     t0 = time.perf_counter()
     per_point_results = []
-    for c, d in points:
-        point = jax.device_put(make_point(config, c, d, lam_list), replicated)
+    for lam, c, d in points:
+        point = jax.device_put(make_point(config, lam, c, d, spectra[c, d]), replicated)
         pieces = []
         for start in range(0, per_point, chunk_size):
             idx = np.arange(start, start + chunk_size)
@@ -180,14 +182,9 @@ def run_grid(
             if progress is not None:
                 progress(done, total, time.perf_counter() - t0)
         per_point_results.append(jax.tree_util.tree_map(lambda *a: np.concatenate(a, axis=0), *pieces))
-    # (points, lams * E * S, ...) -> (C, D, L, E, S, ...) -> (L, C, D, E, S, ...)
+    # (points, E * S, ...) -> (L, C, D, E, S, ...)
     flat = jax.tree_util.tree_map(lambda *a: np.stack(a, axis=0), *per_point_results)
-    shape = (len(c_list), len(d_list), len(lam_list), etas_np.size, num_seeds)
-
-    def arrange(a):
-        a = a.reshape(shape + a.shape[2:])
-        return np.moveaxis(a, 2, 0)
-
-    grid = jax.tree_util.tree_map(arrange, flat)
+    shape = (len(lam_list), len(c_list), len(d_list), etas_np.size, num_seeds)
+    grid = jax.tree_util.tree_map(lambda a: a.reshape(shape + a.shape[2:]), flat)
     sweep = {"lam": (lam_list, lam_swept), "c": (c_list, c_swept), "d": (d_list, d_swept)}
     return assemble(config, etas_np, num_seeds, grid, sweep)

@@ -1,0 +1,88 @@
+"""End-to-end tests of simulations/linearization_gap.py on a tiny problem (seconds)."""
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import sdtheory as sd
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "simulations" / "linearization_gap.py"
+
+K, PER_CLASS, R, ETA, SEED, SEEDS = 3, 6, 3, 0.4, 3, 2
+C, D = 0.4, 0.1
+TINY = ["--classes", str(K), "--per-class", str(PER_CLASS), "--num-lam", "3", "--num-rounds", str(R),
+        "--cd", f"{C},{D}", "--eta", str(ETA), "--tol", "1e-10", "--seeds", str(SEEDS), "--seed", str(SEED)]
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("linearization_gap_script", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def script():
+    return _load()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, script):
+    out = tmp_path_factory.mktemp("gap")
+    assert script.main(TINY + ["--out", str(out)]) == 0
+    with open(out / "gap.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return out, rows
+
+
+def test_outputs_exist(run):
+    out, rows = run
+    for name in ("gap.csv", "gap.csv.meta.json", "params.json", "gap.png", "gap.pdf"):
+        assert (out / name).is_file(), name
+    assert len(rows) == 3 * SEEDS * R  # one row per (lam, seed, round)
+    assert {int(r["seed"]) for r in rows} == set(range(SEEDS))
+    assert {int(r["round"]) for r in rows} == set(range(R))
+    assert "exact_iterations" not in rows[0]
+    params = json.loads((out / "params.json").read_text())["parameters"]
+    assert params["exact_unconverged_solves"] == 0
+    assert all(r["exact_converged"] == "true" for r in rows)
+
+
+def test_gap_matches_independent_computation(run):
+    _, rows = run
+    s, r = 1, R - 1
+    lam = sorted({float(x["lam"]) for x in rows})[1]
+    row = next(x for x in rows if float(x["lam"]) == lam and int(x["seed"]) == s and int(x["round"]) == r)
+
+    classes = sd.block_classes([PER_CLASS] * K)
+    key = jax.random.split(jax.random.PRNGKey(SEED), SEEDS)[s]
+    label_key, _ = jax.random.split(key)
+    labels = sd.sample_labels(label_key, classes, sd.corruption_matrix("symmetric", K, ETA))
+    y = np.eye(K)[np.asarray(labels)]
+    gram = sd.block_gram(classes, c=C, d=D)
+    exact = np.asarray(sd.exact_outputs(y, lam=lam, num_rounds=R, gram=gram, tol=1e-10).outputs)
+    closed = np.asarray(sd.sd_outputs(y, lam=lam, num_rounds=R, gram=gram))
+    assert abs(float(row["max_abs_diff"]) - np.abs(exact[r] - closed[r]).max()) < 1e-8
+    acc = lambda p: float(np.asarray(sd.accuracy(p, classes)))  # noqa: E731
+    assert float(row["train_acc_exact"]) == pytest.approx(acc(exact[r]))
+    assert float(row["train_acc_closed"]) == pytest.approx(acc(closed[r]))
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--eta", "1.5"], "--eta"),
+    (["--cd", "0.1,0.4"], "--cd"),
+    (["--lam-min", "1", "--lam-max", "0.1"], "--lam-max"),
+    (["--num-rounds", "0"], "--num-rounds"),
+    (["--solver", "nope"], "--solver"),
+])
+def test_bad_flag_names_the_flag(script, capsys, argv, flag):
+    with pytest.raises(SystemExit) as exc:
+        script.main(argv + ["--out", "/nonexistent/never-written"])
+    assert exc.value.code == 2
+    assert flag in capsys.readouterr().err
