@@ -56,7 +56,11 @@ def cell_chunk(config: SimConfig, shared: Shared, point: Point, etas: jax.Array,
     num_seeds = keys.shape[0]
     eta = etas[cell_idx // num_seeds]
     key = keys[cell_idx % num_seeds]
-    return jax.vmap(lambda e, k: simulate_cell(config, shared, point, e, k))(eta, key)
+    # lam enters every cell as a batched value, like eta: the program then computes each cell's
+    # numbers exactly as a per-cell constant would (measured: same bits as a compile-time lam),
+    # where an unbatched traced scalar lets XLA reassociate products with it.
+    lam = jnp.broadcast_to(point.lam, cell_idx.shape)
+    return jax.vmap(lambda l, e, k: simulate_cell(config, shared, point._replace(lam=l), e, k))(lam, eta, key)
 
 
 def seed_keys(seed: int, num_seeds: int) -> jax.Array:
