@@ -21,6 +21,8 @@ from typing import Callable, TypeVar
 import jax
 import numpy as np
 
+__all__ = ["float64", "to_host"]
+
 F = TypeVar("F", bound=Callable)
 
 

@@ -33,6 +33,8 @@ from . import _validation as V
 from ._x64 import float64
 from .closed_form import RoundsLike, shrink_factors
 
+__all__ = ["BlockSpectrum", "balanced_block_eigenvalues", "block_classes", "block_factors", "block_gram", "block_outputs", "block_outputs_core", "block_spectrum", "sample_block_features", "sample_block_features_core"]
+
 
 class BlockSpectrum(NamedTuple):
     """Spectrum of the block Gram in its natural bases.

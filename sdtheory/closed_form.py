@@ -15,7 +15,7 @@ the centred labels along eigenvector ``u_m`` by ``q_m = s_m / (s_m + K N lam)``.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +24,8 @@ import numpy as np
 from . import _validation as V
 from ._x64 import float64
 from .spectral import Spectrum, _spectrum as spectrum, apply_spectral, apply_spectral_to
+
+__all__ = ["RoundsLike", "kernel_ridge_sd", "kernel_ridge_sd_core", "predictions", "sd_mixed_outputs", "sd_mixed_outputs_core", "sd_outputs", "sd_outputs_core", "sd_predictions_core", "sd_test_outputs", "sd_test_outputs_core", "shrink_factors"]
 
 RoundsLike = Union[int, Sequence[int], np.ndarray]
 

@@ -48,6 +48,8 @@ from ._x64 import float64
 from .losses import get_loss
 from .spectral import Spectrum, _spectrum as spectrum
 
+__all__ = ["DEFAULT_MAX_CG", "DEFAULT_MAX_ITER", "DEFAULT_TOL", "SOLVERS", "ExactResult", "check_options", "exact_outputs", "exact_outputs_core", "exact_phi_core", "exact_predict", "raise_unconverged", "solver_features", "spectral_features"]
+
 #: Default stopping tolerance on the fixed-point residual (float64).
 DEFAULT_TOL = 1e-9
 #: Default budget of outer (L-BFGS or Newton) iterations per round.
@@ -318,7 +320,6 @@ def _lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, 
     """
     del max_cg
     n, k = phi.shape[0], t.shape[1]
-    m_dim = phi.shape[1]
     dtype = phi.dtype
     memory = mem[0].shape[0]
     scale = jnp.sqrt(jnp.sum(phi2, axis=0) / (k * n) + lam)[:, None]  # sqrt(s/(KN) + lam)

@@ -34,6 +34,8 @@ from typing import Callable, Dict, NamedTuple
 import jax
 import jax.numpy as jnp
 
+__all__ = ["LOSSES", "Loss", "get_loss"]
+
 
 class Loss(NamedTuple):
     """A per-instance loss and its logit gradient (pure functions)."""

@@ -37,6 +37,8 @@ import numpy as np
 from . import _validation as V
 from ._x64 import float64
 
+__all__ = ["KINDS", "canonical_kind", "check_clusters", "condition_threshold", "confusable_clusters", "corruption_matrix", "corruption_matrix_core", "empirical_fractions", "empirical_fractions_core", "exact_counts", "max_eta", "sample_labels", "sample_labels_exact_core", "sample_labels_iid_core", "validate_corruption_matrix"]
+
 KINDS = ("symmetric", "asymmetric", "pair", "cc")
 _ALIASES = {"sym": "symmetric", "asym": "asymmetric", "pairflip": "pair", "pair_flip": "pair"}
 
@@ -272,7 +274,6 @@ def _complete_linkage(dist: np.ndarray, num_clusters: Optional[int], threshold_r
     final merge. Ties merge the pair with the smallest indices first.
     """
     k = dist.shape[0]
-    members = [[i] for i in range(k)]
     heights = []
     merges = []
     d = dist.astype(float).copy()
@@ -391,7 +392,6 @@ def _largest_remainder_counts(sizes: jax.Array, C: jax.Array) -> jax.Array:
     of an integer are snapped to it first, so exactly representable
     fractions are reproduced exactly despite floating point.
     """
-    k = C.shape[0]
     x = sizes[:, None] * C
     near = jnp.round(x)
     x = jnp.where(jnp.abs(x - near) <= 1e-9 * jnp.maximum(1.0, sizes[:, None]), near, x)

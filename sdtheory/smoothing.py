@@ -26,6 +26,8 @@ import numpy as np
 from . import _validation as V
 from ._x64 import float64
 
+__all__ = ["beta_smoothing", "beta_smoothing_core", "confidence", "predictive_diversity", "predictive_diversity_core", "uniform_smoothing", "uniform_smoothing_core"]
+
 
 def _check_unit(x: Any, name: str) -> None:
     if V.is_tracer(x):

@@ -13,13 +13,15 @@ Conventions: ``features`` is ``(N, d)`` (one row per instance), ``gram`` is
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from . import _validation as V
 from ._x64 import float64
+
+__all__ = ["GRAM_ROUTE_CUTOFF", "Spectrum", "apply_spectral", "apply_spectral_to", "feature_spectrum", "gram_spectrum", "spectrum"]
 
 
 class Spectrum(NamedTuple):

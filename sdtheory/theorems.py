@@ -49,6 +49,8 @@ from .metrics import TIE_TOL, correct_core
 from .noise import validate_corruption_matrix
 from .refine import top2_mask_core
 
+__all__ = ["UNBOUNDED", "GLOBAL_TOL", "PLLPrediction", "RoundWindow", "all_correct_at", "all_correct_at_core", "all_correct_rounds", "all_correct_rounds_core", "corruption_condition", "corruption_condition_core", "margin", "margin_core", "max_rounds", "min_rounds", "min_rounds_core", "pll_accuracy_prediction", "pll_condition", "pll_condition_core", "pll_prediction_core"]
+
 #: Sentinel for "no upper end": the window of all-correct rounds never closes.
 UNBOUNDED = int(np.iinfo(np.int64).max)
 #: Largest exponent ``e = r + 1`` searched; windows reaching it count as unbounded.

@@ -10,7 +10,7 @@ theory-vs-simulation agreement.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
