@@ -40,6 +40,7 @@ import numpy as np
 
 import sdtheory
 from sdtheory import io as sio
+from sdtheory.cli import cd_pairs, float_in, int_at_least
 from sdtheory import montecarlo as mc
 from sdtheory.plots import linearization_gap_figure
 
@@ -53,79 +54,33 @@ METHODS = ("sd_closed", "sd_exact")
 # --------------------------------------------------------------------------
 
 
-def _int_at_least(lo):
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
-        return v
-
-    return parse
-
-
-def _float_in(lo, hi, *, lo_open=False, hi_open=False):
-    def parse(text):
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(v):
-            raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
-        if (v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi):
-            raise argparse.ArgumentTypeError(
-                f"must lie in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}, got {v:g}")
-        return v
-
-    return parse
-
-
-def _cd_pairs(text):
-    """``"c,d;c,d;..."`` -> list of (c, d), each with ``0 <= d < c < 1``."""
-    pairs = []
-    for item in text.split(";"):
-        parts = item.split(",")
-        try:
-            c, d = (float(v) for v in parts)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f'expected pairs "c,d;c,d;...", got {item!r} in {text!r}') from None
-        if not (math.isfinite(c) and math.isfinite(d) and 0.0 <= d < c < 1.0):
-            raise argparse.ArgumentTypeError(f"pair {item!r}: need 0 <= d < c < 1")
-        pairs.append((c, d))
-    if len(set(pairs)) != len(pairs):
-        raise argparse.ArgumentTypeError(f"(c, d) pairs must not repeat, got {text!r}")
-    return pairs
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="linearization_gap.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("model")
-    g.add_argument("--classes", type=_int_at_least(2), default=4, help="number of classes K (default 4)")
-    g.add_argument("--per-class", type=_int_at_least(1), default=50,
+    g.add_argument("--classes", type=int_at_least(2), default=4, help="number of classes K (default 4)")
+    g.add_argument("--per-class", type=int_at_least(1), default=50,
                    help="training instances per class n, N = K n (default 50)")
-    g.add_argument("--cd", type=_cd_pairs, default=_cd_pairs(DEFAULT_CD),
+    g.add_argument("--cd", type=cd_pairs, default=cd_pairs(DEFAULT_CD),
                    help=f'(c, d) pairs "c,d;c,d;...", each 0 <= d < c < 1 (default "{DEFAULT_CD}")')
-    g.add_argument("--eta", type=_float_in(0.0, 1.0), default=0.4, help="symmetric label-noise rate (default 0.4)")
-    g.add_argument("--lam-min", type=_float_in(0.0, math.inf, lo_open=True, hi_open=True), default=1e-6,
+    g.add_argument("--eta", type=float_in(0.0, 1.0), default=0.4, help="symmetric label-noise rate (default 0.4)")
+    g.add_argument("--lam-min", type=float_in(0.0, math.inf, lo_open=True, hi_open=True), default=1e-6,
                    help="smallest L2 weight lam (> 0, default 1e-6)")
-    g.add_argument("--lam-max", type=_float_in(0.0, math.inf, lo_open=True, hi_open=True), default=10.0,
+    g.add_argument("--lam-max", type=float_in(0.0, math.inf, lo_open=True, hi_open=True), default=10.0,
                    help="largest L2 weight lam (>= --lam-min, default 10)")
-    g.add_argument("--num-lam", type=_int_at_least(1), default=15, help="lam values, log-spaced (default 15)")
-    g.add_argument("--num-rounds", type=_int_at_least(1), default=8,
+    g.add_argument("--num-lam", type=int_at_least(1), default=15, help="lam values, log-spaced (default 15)")
+    g.add_argument("--num-rounds", type=int_at_least(1), default=8,
                    help="number of SD rounds R: rounds 0..R-1, 0 is the teacher (default 8)")
-    g.add_argument("--dim", type=_int_at_least(0), default=0,
+    g.add_argument("--dim", type=int_at_least(0), default=0,
                    help="feature dimension of Gaussian-mixture features; 0 = the exact block Gram (default)")
     g = p.add_argument_group("exact solver")
-    g.add_argument("--tol", type=_float_in(0.0, 1.0, lo_open=True), default=1e-9,
+    g.add_argument("--tol", type=float_in(0.0, 1.0, lo_open=True), default=1e-9,
                    help="tolerance on the fixed-point residual (default 1e-9)")
-    g.add_argument("--max-iter", type=_int_at_least(1), default=2000, help="iterations per round (default 2000)")
+    g.add_argument("--max-iter", type=int_at_least(1), default=2000, help="iterations per round (default 2000)")
     g.add_argument("--solver", choices=sorted(sdtheory.SOLVERS), default="lbfgs", help="algorithm (default lbfgs)")
     g = p.add_argument_group("seeds and output")
-    g.add_argument("--seeds", type=_int_at_least(1), default=1, help="Monte Carlo draws per cell (default 1)")
-    g.add_argument("--seed", type=_int_at_least(0), default=0, help="PRNG seed (default 0)")
+    g.add_argument("--seeds", type=int_at_least(1), default=1, help="Monte Carlo draws per cell (default 1)")
+    g.add_argument("--seed", type=int_at_least(0), default=0, help="PRNG seed (default 0)")
     g.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
     return p
 

@@ -30,8 +30,9 @@ import numpy as np
 
 from sdtheory import LOSSES, MODELS, NOISE_KINDS, SOLVERS
 from sdtheory import io as sio
+from sdtheory.cli import float_in, int_at_least, noise_kind
 from sdtheory import montecarlo as mc
-from sdtheory.noise import canonical_kind, condition_threshold
+from sdtheory.noise import condition_threshold
 from sdtheory.plots import phase_diagram_figure
 
 DEFAULT_OUT = os.path.join("results", "phase_diagram")
@@ -40,45 +41,6 @@ DEFAULT_OUT = os.path.join("results", "phase_diagram")
 # --------------------------------------------------------------------------
 # Argument parsing (validated types: argparse names the flag in its error)
 # --------------------------------------------------------------------------
-
-
-def _int_at_least(lo):
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
-        return v
-
-    return parse
-
-
-def _float_in(lo, hi, *, lo_open=False, hi_open=False):
-    def parse(text):
-        try:
-            v = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(v):
-            raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
-        bad_lo = v <= lo if lo_open else v < lo
-        bad_hi = v >= hi if hi_open else v > hi
-        if bad_lo or bad_hi:
-            lb = "(" if lo_open else "["
-            rb = ")" if hi_open else "]"
-            raise argparse.ArgumentTypeError(f"must lie in {lb}{lo:g}, {hi:g}{rb}, got {v:g}")
-        return v
-
-    return parse
-
-
-def _noise_kind(text):
-    try:
-        return canonical_kind(text)
-    except ValueError:
-        return text  # argparse then reports it against the choices
 
 
 def _clusters(text):
@@ -103,53 +65,53 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("model")
-    g.add_argument("--classes", type=_int_at_least(2), default=4, help="number of classes K")
-    g.add_argument("--per-class", type=_int_at_least(1), default=70,
+    g.add_argument("--classes", type=int_at_least(2), default=4, help="number of classes K")
+    g.add_argument("--per-class", type=int_at_least(1), default=70,
                    help="training instances per class n (N = K n). The default 70 keeps the default run (exact "
                         "solver, 656 cells x 16 rounds) under 2 minutes on 2 CPU cores; the exact solver's cost "
                         "grows like N^2, and --per-class 100 takes about twice as long")
-    g.add_argument("--c", type=_float_in(0.0, 1.0, hi_open=True), default=0.4,
+    g.add_argument("--c", type=float_in(0.0, 1.0, hi_open=True), default=0.4,
                    help="feature correlation between two instances of the same class (0 <= d < c < 1)")
-    g.add_argument("--d", type=_float_in(0.0, 1.0, hi_open=True), default=0.1,
+    g.add_argument("--d", type=float_in(0.0, 1.0, hi_open=True), default=0.1,
                    help="feature correlation between instances of different classes")
-    g.add_argument("--lam", type=_float_in(0.0, math.inf, lo_open=True, hi_open=True), default=1e-4,
+    g.add_argument("--lam", type=float_in(0.0, math.inf, lo_open=True, hi_open=True), default=1e-4,
                    help="L2 weight lam of (1/N) sum CE + (lam/2)||W||^2 (> 0)")
-    g.add_argument("--dim", type=_int_at_least(1), default=None,
+    g.add_argument("--dim", type=int_at_least(1), default=None,
                    help="if given, sample Gaussian-mixture features of this dimension whose expected Gram is "
                         "the block Gram (feature noise); default: use the block Gram itself")
     g = p.add_argument_group("noise grid")
-    g.add_argument("--noise", default="symmetric", type=_noise_kind, choices=NOISE_KINDS,
+    g.add_argument("--noise", default="symmetric", type=noise_kind, choices=NOISE_KINDS,
                    help="label-noise family (aliases: sym, asym, pairflip); cc needs --clusters")
     g.add_argument("--clusters", type=_clusters, default=None,
                    help="for --noise cc: cluster id of every class, comma-separated (e.g. 0,0,1,1)")
-    g.add_argument("--eta-min", type=_float_in(0.0, 1.0), default=0.0, help="smallest noise rate")
-    g.add_argument("--eta-max", type=_float_in(0.0, 1.0), default=0.8, help="largest noise rate")
-    g.add_argument("--eta-steps", type=_int_at_least(1), default=41, help="number of noise rates (evenly spaced)")
+    g.add_argument("--eta-min", type=float_in(0.0, 1.0), default=0.0, help="smallest noise rate")
+    g.add_argument("--eta-max", type=float_in(0.0, 1.0), default=0.8, help="largest noise rate")
+    g.add_argument("--eta-steps", type=int_at_least(1), default=41, help="number of noise rates (evenly spaced)")
     g.add_argument("--exact-labels", action="store_true",
                    help="give exactly round(n C_kl) instances of class k the label l (default: i.i.d. labels)")
     g = p.add_argument_group("rounds and seeds")
-    g.add_argument("--num-rounds", type=_int_at_least(1), default=16,
+    g.add_argument("--num-rounds", type=int_at_least(1), default=16,
                    help="number of SD rounds R: rounds 0..R-1 (0 is the teacher)")
-    g.add_argument("--seeds", type=_int_at_least(1), default=16, help="Monte Carlo repetitions per noise rate")
-    g.add_argument("--seed", type=_int_at_least(0), default=0, help="PRNG seed (same seed, same files)")
+    g.add_argument("--seeds", type=int_at_least(1), default=16, help="Monte Carlo repetitions per noise rate")
+    g.add_argument("--seed", type=int_at_least(0), default=0, help="PRNG seed (same seed, same files)")
     g = p.add_argument_group("solver")
     g.add_argument("--model", choices=MODELS, default="exact",
                    help="exact: exact softmax solver for SD and PLL (the closed form is run alongside, "
                         "it is cheap); closed: only the linearised closed form")
-    g.add_argument("--tol", type=_float_in(0.0, 1.0, lo_open=True), default=1e-9,
+    g.add_argument("--tol", type=float_in(0.0, 1.0, lo_open=True), default=1e-9,
                    help="exact solver: tolerance on the fixed-point residual")
-    g.add_argument("--max-iter", type=_int_at_least(1), default=1000, help="exact solver: iterations per round")
+    g.add_argument("--max-iter", type=int_at_least(1), default=1000, help="exact solver: iterations per round")
     g.add_argument("--solver", choices=sorted(SOLVERS), default="newton-cg",
                    help="exact solver algorithm (newton-cg measured fastest under vmap)")
     g.add_argument("--pll-loss", choices=sorted(LOSSES), default="ce",
                    help="loss of the exact PLL student: ce (theory) or gce (SelfPLL's generalised CE)")
-    g.add_argument("--pll-q", type=_float_in(0.0, 1.0, lo_open=True), default=0.7, help="GCE exponent q")
-    g.add_argument("--tie-tol", type=_float_in(0.0, 0.1, hi_open=True), default=1e-10,
+    g.add_argument("--pll-q", type=float_in(0.0, 1.0, lo_open=True), default=0.7, help="GCE exponent q")
+    g.add_argument("--tie-tol", type=float_in(0.0, 0.1, hi_open=True), default=1e-10,
                    help="outputs closer than this are tied: a tie with the true class counts as an error and "
                         "top-2 ties go to the lower class index (makes results independent of roundoff)")
     g = p.add_argument_group("run")
     g.add_argument("--out", default=DEFAULT_OUT, help="output directory")
-    g.add_argument("--chunk-size", type=_int_at_least(1), default=None,
+    g.add_argument("--chunk-size", type=int_at_least(1), default=None,
                    help="grid cells per jitted call (default 64 with the exact solver, else 4096)")
     g.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return p

@@ -1,0 +1,75 @@
+"""Argument types shared by the command-line scripts in ``simulations/``.
+
+Each factory returns an ``argparse`` ``type=`` callable that raises
+``argparse.ArgumentTypeError`` with a message; argparse then names the flag
+in its error and exits with status 2. No math and no I/O here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+__all__ = ["cd_pairs", "float_in", "int_at_least", "noise_kind"]
+
+
+def int_at_least(lo: int):
+    """An integer ``>= lo``."""
+
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
+        return v
+
+    return parse
+
+
+def float_in(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False):
+    """A finite float in ``[lo, hi]`` (``lo_open``/``hi_open`` exclude the ends)."""
+
+    def parse(text):
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+        if (v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi):
+            lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
+            raise argparse.ArgumentTypeError(f"must lie in {lb}{lo:g}, {hi:g}{rb}, got {v:g}")
+        return v
+
+    return parse
+
+
+def noise_kind(text: str) -> str:
+    """A noise family name or alias, canonicalised (use with ``choices=sdtheory.NOISE_KINDS``)."""
+    from .noise import canonical_kind
+
+    try:
+        return canonical_kind(text)
+    except (ValueError, TypeError):
+        return text  # argparse then reports it against the choices
+
+
+def cd_pairs(text: str) -> list:
+    """``"c,d;c,d;..."`` -> a list of distinct ``(c, d)`` pairs, each in the block model's one domain."""
+    from ._validation import check_cd
+
+    pairs = []
+    for item in text.split(";"):
+        try:
+            c, d = (float(v) for v in item.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'expected pairs "c,d;c,d;...", got {item!r} in {text!r}') from None
+        try:
+            pairs.append(check_cd(c, d))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"pair {item!r}: {exc}") from None
+    if len(set(pairs)) != len(pairs):
+        raise argparse.ArgumentTypeError(f"(c, d) pairs must not repeat, got {text!r}")
+    return pairs
