@@ -263,16 +263,26 @@ def resolve_rounds(rounds: Any, num_rounds: Any) -> np.ndarray:
     return np.arange(check_int(num_rounds, "num_rounds", minimum=1), dtype=np.int64)
 
 
-def check_cd(c: Any, d: Any) -> tuple:
-    """The block model's correlations: finite real scalars with ``0 <= d < c < 1``.
+def check_cd(c: Any, d: Any, *, class_sizes: Any = None) -> tuple:
+    """The block model's correlations: the one domain every block-model function checks.
 
-    The one domain every block-model function uses (Gram, spectrum, outputs,
-    feature sampler, theorems, Monte Carlo engine): ``c`` is the correlation
-    of two instances of the same class, ``d`` of two different classes. In it
-    the block Gram is positive definite (its eigenvalues ``1 - c`` and those
-    of the class-level matrix are all positive) and the three balanced
-    eigenvalues are distinct. Traced values are not inspected. Returns
-    ``(c, d)`` (floats when concrete).
+    ``c`` is the correlation of two instances of the same class, ``d`` of two
+    different classes; both finite real scalars with ``d < c < 1``, and
+
+    * ``d >= 0`` (so ``0 <= d < c < 1``) for the balanced model of the
+      theorems, the Monte Carlo engine and the Gaussian-mixture sampler
+      (``class_sizes=None``): there the three eigenvalues
+      ``1 - c < s_b <= s_g`` are positive and ordered;
+    * with ``class_sizes`` (the block Gram itself: :func:`sdtheory.block_gram`,
+      :func:`sdtheory.block_spectrum`, :func:`sdtheory.block_outputs`),
+      ``d`` may be negative as long as the Gram stays positive definite. Its
+      class-level matrix ``D + d sqrt(n) sqrt(n)^T`` with
+      ``D = diag(1 - c + (c - d) n_k) > 0`` is positive definite iff
+      ``1 + d sum_k n_k / (1 - c + (c - d) n_k) > 0`` (determinant lemma),
+      which holds for every ``d >= 0``. Fitted block models of centred
+      features have a slightly negative ``d``.
+
+    Traced values are not inspected. Returns ``(c, d)`` (floats when concrete).
     """
     out = []
     for name, v in (("c", c), ("d", d)):
@@ -288,8 +298,21 @@ def check_cd(c: Any, d: Any) -> tuple:
             raise ValueError(f"{name} must be finite, got {v!r}")
         out.append(float(arr))
     c, d = out
-    if not is_tracer(c) and not is_tracer(d) and not (0.0 <= d < c < 1.0):
-        raise ValueError(
-            f"the block model needs 0 <= d < c < 1 (d: correlation across classes, c: within a class), "
-            f"got c = {c:g}, d = {d:g}")
+    if is_tracer(c) or is_tracer(d):
+        return c, d
+    if class_sizes is None or d >= 0:
+        if not (0.0 <= d < c < 1.0):
+            raise ValueError(
+                f"the block model needs 0 <= d < c < 1 (d: correlation across classes, c: within a class), "
+                f"got c = {c:g}, d = {d:g}")
+        return c, d
+    if not (d < c < 1.0):
+        raise ValueError(f"the block model needs d < c < 1 (and 0 <= d < c < 1 for the theorems), got c = {c:g}, "
+                         f"d = {d:g}")
+    n = np.asarray(class_sizes, dtype=float)
+    det = 1.0 + d * float(np.sum(n / (1.0 - c + (c - d) * n)))
+    if not det > 0:
+        raise ValueError(f"the block Gram with c = {c:g}, d = {d:g} is not positive definite for class sizes "
+                         f"{n.astype(int).tolist()} (needs 1 + d sum_k n_k / (1 - c + (c - d) n_k) > 0, got {det:.3g}; "
+                         "0 <= d < c < 1 always works)")
     return c, d

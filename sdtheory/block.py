@@ -83,28 +83,29 @@ def _sizes_from_classes(classes: Any, num_classes: int) -> np.ndarray:
 def block_spectrum(class_sizes: Sequence[int], *, c: float, d: float) -> BlockSpectrum:
     """Analytic spectrum of the block Gram for classes of the given sizes.
 
-    ``(c, d)`` must satisfy the block model's domain ``0 <= d < c < 1``
-    (:func:`sdtheory._validation.check_cd`), where the Gram is positive
-    definite.
+    ``(c, d)`` must lie in the block model's domain
+    (:func:`sdtheory._validation.check_cd`): ``d < c < 1`` with a positive
+    definite Gram (every ``0 <= d < c < 1``; a slightly negative ``d``, as
+    fitted to centred features, when the classes allow it).
     """
     return _block_spectrum_checked(class_sizes, c, d)
 
 
 def _block_spectrum_checked(class_sizes, c, d) -> BlockSpectrum:
     sizes = V.check_sizes(class_sizes)
-    c, d = V.check_cd(c, d)
+    c, d = V.check_cd(c, d, class_sizes=sizes)
     return _block_spectrum(jnp.asarray(sizes, dtype=float), c, d)
 
 
 @float64
 def block_gram(classes: Any, *, c: float, d: float, num_classes: int | None = None) -> jax.Array:
-    """The ``(N, N)`` block Gram for true classes ``classes`` (any order); ``0 <= d < c < 1``."""
+    """The ``(N, N)`` block Gram for true classes ``classes`` (any order); ``(c, d)`` as in :func:`block_spectrum`."""
     classes_arr = np.asarray(classes)
     k = int(num_classes) if num_classes is not None else int(classes_arr.max()) + 1 if classes_arr.size else 0
     if k < 2:
         raise ValueError(f"the block model needs K >= 2 classes, got {k}")
-    _sizes_from_classes(classes_arr, k)
-    c, d = V.check_cd(c, d)
+    sizes = _sizes_from_classes(classes_arr, k)
+    c, d = V.check_cd(c, d, class_sizes=sizes)
     same = classes_arr[:, None] == classes_arr[None, :]
     g = np.where(same, float(c), float(d))
     np.fill_diagonal(g, 1.0)

@@ -52,7 +52,8 @@ from .noise import confusable_clusters, corruption_matrix, sample_labels
 from .predictor import predictor
 from .refine import Fit, closed_fit, pll_rounds_core
 from .smoothing import confidence, predictive_diversity
-from .spectral import Spectrum, feature_spectrum, gram_spectrum
+from .block import BlockSpectrum, _block_spectrum_checked, block_outputs_core
+from .spectral import Spectrum, _feature_spectrum
 
 __all__ = [
     "FIELDNAMES", "METRIC_COLUMNS", "FeatureMap", "ProtocolResult", "aggregate", "feature_map_report", "lam_rule",
@@ -133,13 +134,12 @@ class FeatureMap:
       labels: ``(N,)`` true training labels; num_classes: ``K``.
       lam: the L2 weight; lam_rule: ``"K N lam = 1 - c"`` or ``"given"``.
       stats: the fitted block statistics (``c``, ``d``, class-pair means).
-      spectrum: spectrum of the Gram ``X X^T`` (closed-form predictors).
+      spectrum: spectrum of the Gram ``X X^T``: every closed-form predictor
+        of the map is built from it (``predictor(..., spectrum=, features=)``).
       phi: the exact solver's coordinates (``phi phi^T = X X^T``).
-      test_gram: ``(M, N)`` test-train Gram (held-out closed-form outputs).
-      block_spectrum: spectrum of the fitted block Gram
-        ``(1 - c) I + (c - d) B + d 1 1^T`` (blocks = true classes).
-      block_class_eigvals: ``(K,)`` its class-level eigenvalues (on
-        class-constant vectors), descending.
+      block_spectrum: analytic :class:`sdtheory.BlockSpectrum` of the fitted
+        block Gram ``(1 - c) I + (c - d) B + d 1 1^T`` (blocks = true
+        classes; ``O(N K)`` outputs through :func:`sdtheory.block.block_outputs_core`).
     """
 
     name: str
@@ -152,17 +152,7 @@ class FeatureMap:
     stats: BlockStatistics
     spectrum: Spectrum
     phi: jax.Array
-    test_gram: jax.Array
-    block_spectrum: Spectrum
-    block_class_eigvals: np.ndarray
-
-
-def _fitted_block_gram(labels: np.ndarray, c: float, d: float) -> np.ndarray:
-    """The block Gram with the *fitted* ``c``, ``d`` (which may be slightly negative for centred features)."""
-    same = labels[:, None] == labels[None, :]
-    g = np.where(same, c, d)
-    np.fill_diagonal(g, 1.0)
-    return g
+    block_spectrum: BlockSpectrum
 
 
 @float64
@@ -180,9 +170,10 @@ def prepare_feature_map(features: Any, test_features: Any, labels: Any, num_clas
 
     The fitted block model uses ``c`` and ``d`` as measured
     (:func:`sdtheory.data.block_statistics`); centred features give a
-    slightly negative ``d``, outside the theory's ``0 <= d`` but still a
-    positive definite Gram, so its spectrum is computed from the ``N x N``
-    block Gram (``O(N^2)`` memory, once per feature map).
+    slightly negative ``d``, outside the theorems' ``0 <= d`` but inside the
+    block Gram's domain while it stays positive definite
+    (:func:`sdtheory._validation.check_cd`), so its analytic spectrum and
+    ``O(N K)`` outputs apply.
     """
     V.check_features(features)
     V.check_features(test_features, "test_features")
@@ -201,18 +192,11 @@ def prepare_feature_map(features: Any, test_features: Any, labels: Any, num_clas
         lam, rule = float(lam), "given"
     x = jnp.asarray(features, dtype=float)
     xt = jnp.asarray(test_features, dtype=float)
-    spec = feature_spectrum(x)
-    gb = _fitted_block_gram(y, stats.c, stats.d)
-    bspec = gram_spectrum(gb)
-    e = np.eye(k)[y] / np.sqrt(stats.class_sizes)  # orthonormal class indicators: the class-constant subspace
-    class_eigvals = np.sort(np.linalg.eigvalsh(e.T @ gb @ e))[::-1]
+    spec = _feature_spectrum(x)
+    bspec = _block_spectrum_checked(stats.class_sizes, stats.c, stats.d)
     return FeatureMap(
         name=name, features=x, test_features=xt, labels=y, num_classes=k, lam=lam, lam_rule=rule, stats=stats,
-        spectrum=Spectrum(jnp.asarray(spec.eigvals), jnp.asarray(spec.eigvecs)),
-        phi=solver_features(features=x), test_gram=xt @ x.T,
-        block_spectrum=Spectrum(jnp.asarray(bspec.eigvals), jnp.asarray(bspec.eigvecs)),
-        block_class_eigvals=class_eigvals,
-    )
+        spectrum=spec, phi=solver_features(features=x), block_spectrum=bspec)
 
 
 def _descending(eigvals) -> np.ndarray:
@@ -230,8 +214,8 @@ def feature_map_report(fm: FeatureMap) -> tuple:
     k = fm.num_classes
     n = fm.labels.shape[0]
     eig = _descending(fm.spectrum.eigvals)
-    block_eig = _descending(fm.block_spectrum.eigvals)
-    top = fm.block_class_eigvals
+    top = _descending(fm.block_spectrum.class_eigvals)
+    block_eig = _descending(np.concatenate([top, np.full(n - k, float(fm.block_spectrum.within))]))
     ridge = k * n * fm.lam
     nonzero = eig > 1e-10 * eig[0]
     summary = {
@@ -366,22 +350,23 @@ def run_cell(fm: FeatureMap, given_labels: Any, test_labels: Any, *, num_rounds:
         out.append(dict(solver="exact", method=f"pll_{loss}", round=1, agree_exact=float("nan"),
                         residual=float(pll.residuals[1]), converged=bool(pll.converged[1]), **m))
 
-    # closed form from the empirical Gram (linearised): one predictor per label vector, from the spectrum
-    cf_model = predictor(t, lam=fm.lam, spectrum=fm.spectrum)
+    # closed form from the empirical Gram (linearised): one predictor per label vector, from the map's spectrum
+    cf_model = predictor(t, lam=fm.lam, spectrum=fm.spectrum, features=x)
     cf = cf_model.train_outputs(num_rounds=num_rounds)
-    cft = cf_model.test_outputs(num_rounds=num_rounds, test_gram=fm.test_gram)
+    cft = cf_model.test_outputs(num_rounds=num_rounds, test_features=xt)
     for r, m in enumerate(score(cf, cft, False)):
         out.append(dict(solver="closed_form", method="sd", round=r, agree_exact=agree(cf[r], exact_pred[r]),
                         residual=float("nan"), converged=True, **m))
     fit = closed_fit(fm.spectrum, lam)
     pc = pll_rounds_core(fit, fit(t), 1, TIE_TOL)
-    pct = predictor(pc.targets[0], lam=fm.lam, spectrum=fm.spectrum).test_outputs(rounds=0, test_gram=fm.test_gram)
+    pct = predictor(pc.targets[0], lam=fm.lam, spectrum=fm.spectrum, features=x).test_outputs(rounds=0,
+                                                                                              test_features=xt)
     m = score(pc.outputs, pct, False)[0]
     out.append(dict(solver="closed_form", method="pll_ce", round=1, agree_exact=agree(pc.outputs[0], pll_pred["ce"]),
                     residual=float("nan"), converged=True, **m))
 
     # block model fitted to the features (c, d); training instances only
-    bo = predictor(t, lam=fm.lam, spectrum=fm.block_spectrum).train_outputs(num_rounds=num_rounds)
+    bo = block_outputs_core(fm.block_spectrum, jnp.asarray(true), t, lam, jnp.arange(num_rounds))
     for r, m in enumerate(score(bo, None, False)):
         out.append(dict(solver="block", method="sd", round=r, agree_exact=agree(bo[r], exact_pred[r]),
                         residual=float("nan"), converged=True, **m))

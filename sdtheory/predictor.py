@@ -183,7 +183,10 @@ def predictor(targets: Any, *, lam: Any, features: Any = None, gram: Any = None,
       targets: ``(N, K)`` probability rows (the teacher's targets).
       lam: L2 weight ``> 0`` (scalar).
       features / gram / spectrum: exactly one of ``(N, d)`` features,
-        ``(N, N)`` Gram, or a precomputed :class:`Spectrum` of the Gram.
+        ``(N, N)`` Gram, or a precomputed :class:`Spectrum` of the Gram; a
+        spectrum may come with the ``features`` it was computed from (then
+        nothing is factorised again, and test features and primal weights
+        work). One spectrum serves any number of label vectors.
       model: ``"closed"`` (linearised closed form, any round) or ``"exact"``
         (exact softmax solution of rounds ``0..num_rounds-1``).
       num_rounds: exact model: how many chained rounds to solve (default 1).
@@ -197,15 +200,19 @@ def predictor(targets: Any, *, lam: Any, features: Any = None, gram: Any = None,
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
-    sources = [name for name, v in (("features", features), ("gram", gram), ("spectrum", spectrum)) if v is not None]
-    if len(sources) != 1:
-        raise ValueError("pass exactly one of features= (N, d), gram= (N, N) or spectrum= (a Spectrum)")
+    if spectrum is not None and gram is not None:
+        raise ValueError("pass spectrum= alone or with the features= it was computed from, not with gram=")
+    if spectrum is None and (features is None) == (gram is None):
+        raise ValueError("pass exactly one of features= (N, d), gram= (N, N) or spectrum= (a Spectrum, optionally "
+                         "with the features= it was computed from)")
     if spectrum is not None:
         if not isinstance(spectrum, Spectrum):
             raise TypeError(f"spectrum must be a sdtheory.Spectrum, got {type(spectrum).__name__}")
         n, _ = V.check_targets(targets)
         V.check_lam(lam)
         V.check_same_n(spectrum.eigvecs.shape[0], n, "targets", "spectrum")
+        if features is not None:
+            V.check_same_n(spectrum.eigvecs.shape[0], V.check_features(features)[0], "features", "spectrum")
         spec = Spectrum(jnp.asarray(spectrum.eigvals, dtype=float), jnp.asarray(spectrum.eigvecs, dtype=float))
     else:
         V.check_problem(targets, lam, gram, features)
@@ -230,6 +237,7 @@ def predictor(targets: Any, *, lam: Any, features: Any = None, gram: Any = None,
         return Predictor(model="closed", targets=t, lam=lam_a, spec=spec, features=x, num_rounds=None, result=None)
     num_rounds = V.check_int(1 if num_rounds is None else num_rounds, "num_rounds", minimum=1)
     check_options(loss, q, tol, max_iter, on_failure, solver)
+    # from a given spectrum the solver's coordinates are U diag(sqrt s): nothing is factorised again
     phi = solver_features(gram=gram, features=features, spec=spec)
     res = exact_phi_core(phi, t, lam_a, num_rounds, loss=loss, q=float(q), tol=float(tol), max_iter=int(max_iter),
                          max_cg=DEFAULT_MAX_CG, solver=solver)

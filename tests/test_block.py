@@ -103,8 +103,8 @@ def test_sampled_features_have_block_expected_gram():
 
 @pytest.mark.parametrize("c,d", [(1.2, 0.1), (0.3, -0.5), (0.5, np.nan), (0.3, 0.3), (0.2, 0.4)])
 def test_one_cd_domain_everywhere(c, d):
-    """One c/d rule (0 <= d < c < 1, finite) for every block-model entry point."""
-    match = r"0 <= d < c < 1|finite"
+    """One c/d rule (sdtheory._validation.check_cd) for every block-model entry point."""
+    match = r"0 <= d < c < 1|d < c < 1|finite|positive definite"
     classes = np.repeat(np.arange(3), 4)
     y = np.eye(3)[classes]
     calls = [
@@ -139,3 +139,26 @@ def test_block_bad_input():
         sd.block_spectrum([5, 0], c=0.4, d=0.1)
     with pytest.raises(ValueError, match="0 <= d < c < 1"):
         sd.sample_block_features(jax.random.PRNGKey(0), np.array([0, 1]), c=0.1, d=0.4, dim=10)
+
+
+def test_negative_d_allowed_exactly_while_the_block_gram_is_positive_definite():
+    """Centred features fit a slightly negative d: allowed for the block Gram iff it stays PD."""
+    sizes = np.array([3, 5, 4])
+    classes = np.repeat(np.arange(3), sizes)
+    c = 0.3
+    # the boundary from the determinant lemma: 1 + d sum n_k / (1 - c + (c - d) n_k) = 0
+    from scipy.optimize import brentq
+
+    edge = brentq(lambda d: 1 + d * np.sum(sizes / (1 - c + (c - d) * sizes)), -0.5, 0.0)
+    inside, outside = edge * 0.99, edge * 1.01
+    g = sd.block_gram(classes, c=c, d=inside)
+    assert np.linalg.eigvalsh(g).min() > 0  # independent check: the Gram is positive definite
+    y = np.eye(3)[np.random.default_rng(0).integers(0, 3, classes.size)]
+    np.testing.assert_allclose(sd.block_outputs(y, classes, c=c, d=inside, lam=1e-2, rounds=[0, 2]),
+                               sd.sd_outputs(y, lam=1e-2, rounds=[0, 2], gram=g), atol=1e-10)
+    assert np.linalg.eigvalsh(block_gram_numpy(classes, c, outside)).min() < 0
+    with pytest.raises(ValueError, match="positive definite"):
+        sd.block_gram(classes, c=c, d=outside)
+    # the theorems and the sampler keep 0 <= d
+    with pytest.raises(ValueError, match="0 <= d < c < 1"):
+        sd.min_rounds(np.eye(3), c=c, d=inside, lam=0.1, per_class=4)
