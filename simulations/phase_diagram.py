@@ -30,6 +30,7 @@ import numpy as np
 
 from sdtheory import LOSSES, MODELS, NOISE_KINDS, SOLVERS
 from sdtheory import io as sio
+from sdtheory._validation import check_cd
 from sdtheory.cli import float_in, int_at_least, noise_kind
 from sdtheory import montecarlo as mc
 from sdtheory.noise import condition_threshold
@@ -120,8 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.d < args.c:
-        parser.error(f"argument --d: must be smaller than --c (got c = {args.c:g}, d = {args.d:g})")
+    try:
+        check_cd(args.c, args.d)  # the library's one c/d rule
+    except ValueError as exc:
+        parser.error(f"argument --d: must satisfy the block model with --c: {exc}")
     if args.eta_max < args.eta_min:
         parser.error(f"argument --eta-max: must be >= --eta-min (got {args.eta_max:g} < {args.eta_min:g})")
     if args.eta_steps == 1 and args.eta_max != args.eta_min:
@@ -154,8 +157,8 @@ def main(argv=None) -> int:
             exact_solver=args.solver, pll_loss=args.pll_loss, pll_q=args.pll_q, clusters=args.clusters,
             tie_tol=args.tie_tol,
         )
-    except (ValueError, TypeError) as exc:
-        parser.error(str(exc))
+    except (ValueError, TypeError) as exc:  # the library's one check names the field (c/d, clusters, ...)
+        parser.error(f"invalid model: {exc}")
     etas = np.linspace(args.eta_min, args.eta_max, args.eta_steps)
     sd_m, pll_m = ("sd_exact", "pll_exact") if args.model == "exact" else ("sd_closed", "pll_closed")
 
