@@ -47,6 +47,7 @@ from ._x64 import float64
 from .data import BlockStatistics, Dataset, block_statistics, make_features, stratified_split, stratified_subset
 from .exact import (DEFAULT_MAX_CG, DEFAULT_MAX_ITER, DEFAULT_TOL, ExactResult, check_options, exact_phi_core,
                     exact_predict, solver_features)
+from .losses import LOSSES
 from .metrics import TIE_TOL, accuracy, split_accuracy
 from .noise import confusable_clusters, corruption_matrix, sample_labels
 from .predictor import predictor
@@ -341,7 +342,7 @@ def run_cell(fm: FeatureMap, given_labels: Any, test_labels: Any, *, num_rounds:
     # exact PLL students (CE, GCE) from the exact teacher's top 2: the one PLL pipeline
     teacher = Fit(res.outputs[0], res.converged[0], res.residuals[0])
     pll_pred = {}
-    for loss in ("ce", "gce"):
+    for loss in LOSSES:  # every registered student loss (ce: the theory; gce: SelfPLL)
         kept: list = []
         pll = pll_rounds_core(_exact_student(fm.phi, lam, loss, q, kept), teacher, 1, TIE_TOL)
         pll_pred[loss] = np.asarray(pll.outputs[0]).argmax(-1)

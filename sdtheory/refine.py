@@ -214,7 +214,9 @@ def pll_student(
 
         fit = closed_fit(spectrum(gram=gram, features=features), lam_a)
         return pll_rounds_core(fit, fit(t), num_rounds, tie_tol)
-    opts = dict(tol=1e-9, max_iter=1000, on_failure="raise", solver="lbfgs")
+    from .exact import DEFAULT_MAX_ITER, DEFAULT_TOL
+
+    opts = dict(tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, on_failure="raise", solver="lbfgs")
     unknown = sorted(set(exact_options) - set(opts))
     if unknown:
         raise TypeError(f"unexpected keyword arguments for the exact solver: {unknown}")

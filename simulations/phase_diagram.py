@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sdtheory import LOSSES, MODELS, NOISE_KINDS, SOLVERS
+from sdtheory import LOSSES, MODELS, NOISE_KINDS, SOLVERS, TIE_TOL
+from sdtheory.exact import DEFAULT_MAX_ITER, DEFAULT_TOL
 from sdtheory import io as sio
 from sdtheory._validation import check_cd
 from sdtheory.cli import float_in, int_at_least, noise_kind
@@ -99,15 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", choices=MODELS, default="exact",
                    help="exact: exact softmax solver for SD and PLL (the closed form is run alongside, "
                         "it is cheap); closed: only the linearised closed form")
-    g.add_argument("--tol", type=float_in(0.0, 1.0, lo_open=True), default=1e-9,
+    g.add_argument("--tol", type=float_in(0.0, 1.0, lo_open=True), default=DEFAULT_TOL,
                    help="exact solver: tolerance on the fixed-point residual")
-    g.add_argument("--max-iter", type=int_at_least(1), default=1000, help="exact solver: iterations per round")
+    g.add_argument("--max-iter", type=int_at_least(1), default=DEFAULT_MAX_ITER, help="exact solver: iterations per round")
     g.add_argument("--solver", choices=sorted(SOLVERS), default="newton-cg",
                    help="exact solver algorithm (newton-cg measured fastest under vmap)")
     g.add_argument("--pll-loss", choices=sorted(LOSSES), default="ce",
                    help="loss of the exact PLL student: ce (theory) or gce (SelfPLL's generalised CE)")
     g.add_argument("--pll-q", type=float_in(0.0, 1.0, lo_open=True), default=0.7, help="GCE exponent q")
-    g.add_argument("--tie-tol", type=float_in(0.0, 0.1, hi_open=True), default=1e-10,
+    g.add_argument("--tie-tol", type=float_in(0.0, 0.1, hi_open=True), default=TIE_TOL,
                    help="outputs closer than this are tied: a tie with the true class counts as an error and "
                         "top-2 ties go to the lower class index (makes results independent of roundoff)")
     g = p.add_argument_group("run")

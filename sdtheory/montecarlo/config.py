@@ -17,9 +17,9 @@ from typing import Any, NamedTuple, Optional, Sequence
 import numpy as np
 
 from .. import _validation as V
-from ..exact import SOLVERS
+from ..exact import DEFAULT_MAX_ITER, DEFAULT_TOL, SOLVERS
 from ..losses import LOSSES
-from ..metrics import _check_tie_tol
+from ..metrics import TIE_TOL, _check_tie_tol
 from ..noise import canonical_kind, check_clusters
 
 __all__ = ["METHODS", "SimConfig", "make_config"]
@@ -66,13 +66,13 @@ class SimConfig(NamedTuple):
     methods: tuple = ("sd_closed", "pll_closed")
     dim: Optional[int] = None
     exact_labels: bool = False
-    exact_tol: float = 1e-9
-    exact_max_iter: int = 1000
+    exact_tol: float = DEFAULT_TOL
+    exact_max_iter: int = DEFAULT_MAX_ITER
     exact_solver: str = "newton-cg"
     pll_loss: str = "ce"
     pll_q: float = 0.7
     clusters: Optional[tuple] = None
-    tie_tol: float = 1e-10
+    tie_tol: float = TIE_TOL
 
     @property
     def num_instances(self) -> int:
@@ -95,13 +95,13 @@ def make_config(
     methods: Sequence[str] = ("sd_closed", "pll_closed"),
     dim: Optional[int] = None,
     exact_labels: bool = False,
-    exact_tol: float = 1e-9,
-    exact_max_iter: int = 1000,
+    exact_tol: float = DEFAULT_TOL,
+    exact_max_iter: int = DEFAULT_MAX_ITER,
     exact_solver: str = "newton-cg",
     pll_loss: str = "ce",
     pll_q: float = 0.7,
     clusters: Any = None,
-    tie_tol: float = 1e-10,
+    tie_tol: float = TIE_TOL,
 ) -> SimConfig:
     """Validated :class:`SimConfig`. Raises ``ValueError``/``TypeError`` naming the bad field."""
     k = V.check_int(num_classes, "num_classes", minimum=2)
