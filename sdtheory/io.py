@@ -135,7 +135,8 @@ def provenance() -> dict:
         "jax_version": jax.__version__,
         "numpy_version": np.__version__,
         "python_version": platform.python_version(),
-        "x64": bool(jax.config.jax_enable_x64),
+        # the package's results are float64 whatever the caller's JAX mode (scoped jax.enable_x64)
+        "dtype_policy": "float64 (scoped jax.enable_x64 in every public function)",
     }
 
 
