@@ -208,8 +208,8 @@ def test_window_search_agrees_with_direct_evaluation_over_long_ranges(data, shap
         np.testing.assert_array_equal(np.flatnonzero(ok), np.arange(w.first, hi + 1))
 
 
-def test_min_rounds_population_example_from_theory_notes():
-    """THEORY.md: K = 6, n = 100, c = .4, d = .1, lam = 1e-4: SD rounds grow with eta, PLL needs one.
+def test_min_rounds_population_worked_example():
+    """Worked example (docs/theory.md, section 7): K = 6, n = 100, c = .4, d = .1, lam = 1e-4: SD rounds grow with eta, PLL needs one.
 
     Population (C) values from the floor formula evaluated by hand in Python floats.
     """
