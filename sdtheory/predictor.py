@@ -54,7 +54,7 @@ class Predictor:
         ``None``.
     """
 
-    def __init__(self, *, model, targets, lam, spec, features, num_rounds, result, tie_note=None):
+    def __init__(self, *, model, targets, lam, spec, features, num_rounds, result):
         self.model = model
         self._targets = targets
         self.lam = lam

@@ -77,9 +77,8 @@ class PLLResult(NamedTuple):
 def top2_mask_core(scores: jax.Array, tie_tol: Any = TIE_TOL) -> jax.Array:
     """``(..., K)`` bool mask of the two highest scores (the rule in the module docstring; no validation)."""
     k = scores.shape[-1]
-    if not (isinstance(tie_tol, (int, float)) and tie_tol == 0):
-        tol = jnp.asarray(tie_tol, scores.dtype)
-        scores = jnp.where(tol > 0, jnp.round(scores / jnp.where(tol > 0, tol, 1.0)), scores)
+    tol = jnp.asarray(tie_tol, scores.dtype)
+    scores = jnp.where(tol > 0, jnp.round(scores / jnp.where(tol > 0, tol, 1.0)), scores)
     first = jnp.argmax(scores, axis=-1)
     m1 = jax.nn.one_hot(first, k, dtype=bool)
     second = jnp.argmax(jnp.where(m1, -jnp.inf, scores), axis=-1)
