@@ -37,6 +37,9 @@ from .noise import (
 from .noise import KINDS as NOISE_KINDS
 from .metrics import TIE_TOL, SplitAccuracy, accuracy, correct, first_all_correct, heldout_accuracy, split_accuracy
 from .theorems import (
+    BEYOND_RANGE,
+    MAX_ROUND,
+    LogFactors,
     PLLPrediction,
     RoundWindow,
     all_correct_at,
@@ -47,6 +50,7 @@ from .theorems import (
     min_rounds,
     pll_accuracy_prediction,
     pll_condition,
+    log_block_factors,
 )
 from .refine import PLLResult, pll_student, pll_student_block_model, top2_targets
 from .smoothing import beta_smoothing, confidence, predictive_diversity, uniform_smoothing
@@ -68,6 +72,7 @@ __all__ = [
     # correctness and accuracy
     "TIE_TOL", "SplitAccuracy", "accuracy", "correct", "first_all_correct", "heldout_accuracy", "split_accuracy",
     # theorems
+    "BEYOND_RANGE", "MAX_ROUND", "LogFactors", "log_block_factors",
     "PLLPrediction", "RoundWindow", "all_correct_at", "all_correct_rounds", "corruption_condition", "margin",
     "max_rounds", "min_rounds", "pll_accuracy_prediction", "pll_condition",
     # PLL and smoothing

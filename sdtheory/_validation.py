@@ -1,11 +1,18 @@
 """Input validation shared by every public function.
 
-Checks run at the public boundary, outside ``jit``, on concrete values. When a
-value is a JAX tracer (the caller wrapped a public function in ``jax.vmap`` or
-``jax.jit``) its *value* cannot be inspected; then only static properties
-(shape, dtype) are checked and the value checks are skipped. Callers who
-transform public functions are expected to validate their grids themselves,
-e.g. with :func:`check_lam` on the whole array of ``lam`` values.
+Checks run at the public boundary, outside ``jit``, on concrete values.
+Validating public functions refuse traced inputs: :func:`sdtheory._x64.float64`
+raises a ``TypeError`` naming the argument and the ``*_core`` kernel to
+transform instead, so a value check is never skipped silently. The few public
+functions designed to run under ``jax.vmap``/``jax.jit`` (the noise and theorem
+functions, over ``eta`` or ``lam``) reach these helpers with tracers; then only
+static properties (shape, dtype) are checked.
+
+Numeric arrays are real (integer or floating, never bool, string or object)
+and rectangular; scalars such as ``lam`` are single real numbers (a bool is not
+a number here). Round indices and counts are bounded (:data:`MAX_ROUND`,
+:data:`MAX_NUM_ROUNDS`) and checked as Python integers, before any conversion
+to a fixed-width NumPy integer could wrap them.
 """
 
 from __future__ import annotations
@@ -20,6 +27,21 @@ import numpy as np
 DEFAULT_RTOL = 1e-8
 #: Absolute tolerance on row sums of probability targets.
 PROB_ATOL = 1e-6
+#: Largest round index. The closed form evaluates ``q**(r + 1)`` in floating
+#: point (and the kernels take the indices as a device integer array), so round
+#: indices are bounded well inside both; beyond it every shrink factor
+#: ``q < 1`` has long reached its limit anyway.
+MAX_ROUND = 2**31 - 1
+#: Largest round count ``num_rounds``. A count materialises every round
+#: ``0..R-1``: the exact solver solves them one after another (a chain), the
+#: closed form returns ``R`` output arrays. Far rounds of the closed form are
+#: reached with ``rounds=`` (indices up to :data:`MAX_ROUND`) instead.
+MAX_NUM_ROUNDS = 10**5
+#: Why counts are bounded (appended to the error message).
+NUM_ROUNDS_WHY = ("a count materialises every round 0..R-1: the exact solver solves them one after another "
+                  "and the closed form returns R output arrays; pass rounds= with the indices you need")
+#: Why round indices are bounded (appended to the error message).
+ROUND_WHY = "the closed form evaluates q**(r + 1) in floating point"
 
 
 def is_tracer(x: Any) -> bool:
@@ -28,17 +50,31 @@ def is_tracer(x: Any) -> bool:
 
 
 def _as_numpy(x: Any, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(x)
-    except Exception as exc:  # pragma: no cover - exotic inputs
-        raise TypeError(f"{name} must be array-like, got {type(x).__name__}") from exc
+    """A concrete real array: rectangular, integer or floating (not bool, string, object or complex)."""
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"{name} must be a numeric array, got the string {x!r}")
+    arr = as_array(x, name)
     if arr.dtype == object:
-        raise TypeError(f"{name} must be a numeric array, got an object array")
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
+        raise TypeError(f"{name} must be a numeric array, got an object array (mixed or non-numeric entries, or "
+                        "integers too large for int64)")
+    if arr.dtype == np.bool_:
+        raise TypeError(f"{name} must be real numbers, got a bool array (cast it, e.g. x.astype(float), if you mean "
+                        "0/1)")
     if np.iscomplexobj(arr):
         raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
     return arr
+
+
+def shape_of(x: Any, name: str) -> tuple:
+    """The shape of a real array ``x``: a ragged, bool, string or object input is reported against ``name``.
+
+    Tracers: their static shape.
+    """
+    if is_tracer(x):
+        return tuple(np.shape(x))
+    return tuple(_as_numpy(x, name).shape)
 
 
 def check_finite(x: Any, name: str) -> None:
@@ -52,15 +88,17 @@ def check_finite(x: Any, name: str) -> None:
 
 
 def check_ndim(x: Any, ndim: int, name: str) -> None:
-    shape = np.shape(x)
+    shape = shape_of(x, name)
     if len(shape) != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(shape)}")
 
 
 def check_positive_scalar(x: Any, name: str, *, allow_array: bool = True) -> None:
-    """``x`` must be finite and > 0 (elementwise when an array is allowed)."""
+    """``x`` must be finite and > 0 (elementwise when an array is allowed); not a bool."""
     if is_tracer(x):
         return
+    if isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a real number, got a bool ({x!r})")
     arr = _as_numpy(x, name)
     if not allow_array and arr.ndim != 0:
         raise ValueError(f"{name} must be a scalar, got shape {arr.shape}")
@@ -70,44 +108,110 @@ def check_positive_scalar(x: Any, name: str, *, allow_array: bool = True) -> Non
         raise ValueError(f"{name} must be > 0, got {x!r}")
 
 
-def check_lam(lam: Any) -> None:
-    """The L2 weight: finite and strictly positive (scalar or array of values)."""
-    check_positive_scalar(lam, "lam")
+def check_lam(lam: Any, name: str = "lam") -> Any:
+    """The L2 weight: one finite real number ``> 0`` (not a bool, not an array of values).
+
+    Returns it as a Python float. A traced ``lam`` (the theorems vmap over it)
+    is checked for being a scalar only and returned as it is.
+    """
+    grid = (f"{name} must be a scalar (one L2 weight), got shape {{shape}}: an array of {name} values would "
+            f"broadcast against the eigenvalues. For a grid of {name}, jax.vmap a *_core kernel over it (e.g. "
+            f"sdtheory.closed_form.sd_outputs_core, sdtheory.exact.exact_outputs_core), call once per value, or "
+            f"sweep it with sdtheory.montecarlo.run_grid(lams=...)")
+    if is_tracer(lam):
+        if np.ndim(lam) != 0:
+            raise ValueError(grid.format(shape=tuple(np.shape(lam))))
+        return lam
+    if isinstance(lam, (bool, np.bool_)):
+        raise TypeError(f"{name} (the L2 weight) must be a real number > 0, got a bool ({lam!r})")
+    arr = _as_numpy(lam, name)
+    if arr.ndim != 0:
+        raise ValueError(grid.format(shape=arr.shape))
+    v = float(arr)
+    if not np.isfinite(v):
+        raise ValueError(f"{name} (the L2 weight) must be finite, got {v}")
+    if not v > 0:
+        raise ValueError(f"{name} (the L2 weight) must be > 0, got {v:g}")
+    return v
 
 
-def check_rounds(rounds: Any) -> np.ndarray:
-    """Round indices: an int or 1-D sequence of non-negative ints (0 = teacher).
+def _round_value(v: Any, name: str) -> int:
+    """One round index as a Python int (any size: checked before any fixed-width conversion)."""
+    if isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name} must be integers (round indices, 0 = teacher), got a bool ({v!r})")
+    if is_tracer(v):
+        raise TypeError(f"{name} must be concrete Python/NumPy integers, not a traced value")
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    if isinstance(v, (np.ndarray, jax.Array)) and np.ndim(v) == 0:
+        dt = np.dtype(v.dtype)
+        if dt == np.bool_:
+            raise TypeError(f"{name} must be integers (round indices, 0 = teacher), got a bool array")
+        if np.issubdtype(dt, np.integer):
+            return int(v)
+    if isinstance(v, (list, tuple, np.ndarray, jax.Array, range)):
+        raise ValueError(f"{name} must be an int or a 1-D sequence of ints, got a nested sequence")
+    if isinstance(v, (numbers.Real, np.floating)) or (isinstance(v, (np.ndarray, jax.Array))
+                                                     and np.issubdtype(np.dtype(v.dtype), np.floating)):
+        raise TypeError(f"{name} must be integers (round indices, 0 = teacher), got the float {v!r}")
+    raise TypeError(f"{name} must be integers (round indices, 0 = teacher), got {v!r} ({type(v).__name__})")
 
-    Returns a 1-D ``int`` NumPy array. ``bool`` is rejected on purpose.
+
+def check_rounds(rounds: Any, *, name: str = "rounds", maximum: int = MAX_ROUND, why: str = ROUND_WHY) -> np.ndarray:
+    """Round indices: an int or 1-D sequence of ints in ``[0, maximum]`` (0 = teacher).
+
+    Returns a 1-D ``int64`` NumPy array. ``bool`` (alone or as an element) is
+    rejected on purpose. Python integers of any size are compared with the
+    bound before they are converted, so nothing wraps.
     """
     if is_tracer(rounds):
-        raise TypeError("rounds must be concrete Python/NumPy integers, not a traced value")
+        raise TypeError(f"{name} must be concrete Python/NumPy integers, not a traced value")
     if isinstance(rounds, (bool, np.bool_)):
-        raise TypeError("rounds must be an int or a 1-D sequence of ints, got a bool")
-    arr = np.asarray(rounds)
-    if arr.dtype == object or arr.dtype == np.bool_:
-        raise TypeError(f"rounds must be integers, got {rounds!r}")
-    if arr.ndim > 1:
-        raise ValueError(f"rounds must be an int or a 1-D sequence, got shape {arr.shape}")
-    arr = np.atleast_1d(arr)
-    if arr.size == 0:
-        raise ValueError("rounds must contain at least one round index")
-    if not np.issubdtype(arr.dtype, np.integer):
-        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-            raise TypeError(f"rounds must be integers, got floats {arr.tolist()}")
-        raise TypeError(f"rounds must be integers, got {rounds!r}")
-    if np.any(arr < 0):
-        raise ValueError(f"rounds must be >= 0 (round 0 is the teacher), got {arr.tolist()}")
-    return arr.astype(np.int64)
+        raise TypeError(f"{name} must be an int or a 1-D sequence of ints, got a bool")
+    if isinstance(rounds, (str, bytes)):
+        raise TypeError(f"{name} must be an int or a 1-D sequence of ints, got the string {rounds!r}")
+    if isinstance(rounds, range):
+        values = [rounds[0], rounds[-1]] if len(rounds) else []
+        arr = None
+    elif isinstance(rounds, (np.ndarray, jax.Array)) and np.ndim(rounds) >= 1:
+        if np.ndim(rounds) > 1:
+            raise ValueError(f"{name} must be an int or a 1-D sequence, got shape {tuple(np.shape(rounds))}")
+        dt = np.dtype(rounds.dtype)
+        if dt == np.bool_ or not np.issubdtype(dt, np.integer):
+            kind = "bools" if dt == np.bool_ else f"dtype {dt}"
+            raise TypeError(f"{name} must be integers (round indices, 0 = teacher), got {kind}")
+        arr = np.asarray(rounds)
+        values = [int(arr.min()), int(arr.max())] if arr.size else []
+    elif isinstance(rounds, (list, tuple)):
+        values = [_round_value(v, name) for v in rounds]
+        arr = None
+    else:
+        values = [_round_value(rounds, name)]
+        arr = None
+    if not values:
+        raise ValueError(f"{name} must contain at least one round index")
+    lo, hi = min(values), max(values)
+    if lo < 0:
+        raise ValueError(f"{name} must be >= 0 (round 0 is the teacher), got {lo}")
+    if hi > maximum:
+        raise ValueError(f"{name} must be <= {maximum} ({why}), got {hi}")
+    if isinstance(rounds, range):
+        return np.arange(rounds.start, rounds.stop, rounds.step, dtype=np.int64)
+    if arr is not None:
+        return arr.astype(np.int64)
+    return np.asarray(values, dtype=np.int64)
 
 
-def check_int(x: Any, name: str, *, minimum: Optional[int] = None) -> int:
-    """A Python/NumPy integer (not bool), optionally bounded below."""
+def check_int(x: Any, name: str, *, minimum: Optional[int] = None, maximum: Optional[int] = None,
+              why: Optional[str] = None) -> int:
+    """A Python/NumPy integer (not bool), optionally bounded (``why`` explains the upper bound)."""
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Integral, np.integer)):
         raise TypeError(f"{name} must be an int, got {x!r} ({type(x).__name__})")
     x = int(x)
     if minimum is not None and x < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {x}")
+    if maximum is not None and x > maximum:
+        raise ValueError(f"{name} must be <= {maximum}" + (f" ({why})" if why else "") + f", got {x}")
     return x
 
 
@@ -116,7 +220,8 @@ def check_targets(targets: Any, name: str = "targets", *, atol: float = PROB_ATO
 
     Returns ``(N, K)``. Value checks are skipped for tracers.
     """
-    shape = np.shape(targets)
+    arr = None if is_tracer(targets) else _as_numpy(targets, name)
+    shape = np.shape(targets) if arr is None else arr.shape
     if len(shape) != 2:
         raise ValueError(f"{name} must be a 2-D (N, K) array of probability rows, got shape {tuple(shape)}")
     n, k = shape
@@ -124,9 +229,8 @@ def check_targets(targets: Any, name: str = "targets", *, atol: float = PROB_ATO
         raise ValueError(f"{name} must have K >= 2 classes (columns), got K = {k}")
     if n < 1:
         raise ValueError(f"{name} must have at least one row (instance)")
-    if is_tracer(targets):
+    if arr is None:
         return n, k
-    arr = _as_numpy(targets, name)
     check_finite(arr, name)
     if np.any(arr < -atol):
         i = int(np.argwhere(arr < -atol)[0, 0])
@@ -147,7 +251,9 @@ def check_labels(labels: Any, num_classes: int, name: str = "labels") -> np.ndar
         if len(np.shape(labels)) != 1:
             raise ValueError(f"{name} must be 1-D, got shape {np.shape(labels)}")
         return labels
-    arr = np.asarray(labels)
+    if isinstance(labels, (bool, np.bool_, str, bytes)):
+        raise TypeError(f"{name} must be a 1-D array of integer labels, got {labels!r}")
+    arr = as_array(labels, name)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array of integer labels, got shape {arr.shape}")
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
@@ -161,42 +267,61 @@ def check_labels(labels: Any, num_classes: int, name: str = "labels") -> np.ndar
 
 
 def check_gram(gram: Any, name: str = "gram", *, rtol: float = DEFAULT_RTOL) -> None:
-    """Square, finite and symmetric within ``rtol * max|G|`` (PSD is checked on the spectrum)."""
-    shape = np.shape(gram)
+    """Square, non-empty, finite and symmetric within ``10 rtol max|G|`` (PSD is checked on the spectrum).
+
+    The tolerance is relative to the matrix's own scale ``max|G|``, with no
+    absolute floor: a Gram of entries ``1e-300`` is judged like one of
+    entries ``1`` (the closed form depends on ``G / lam`` only).
+    """
+    arr = None if is_tracer(gram) else _as_numpy(gram, name)
+    shape = np.shape(gram) if arr is None else arr.shape
     if len(shape) != 2 or shape[0] != shape[1]:
         raise ValueError(f"{name} must be a square (N, N) matrix, got shape {tuple(shape)}")
-    if is_tracer(gram):
+    if shape[0] < 1:
+        raise ValueError(f"{name} must be non-empty, got shape {tuple(shape)}")
+    if arr is None:
         return
-    arr = _as_numpy(gram, name)
     check_finite(arr, name)
-    scale = max(1.0, float(np.max(np.abs(arr)))) if arr.size else 1.0
-    asym = float(np.max(np.abs(arr - arr.T))) if arr.size else 0.0
-    if asym > rtol * scale * 10:
-        raise ValueError(f"{name} is not symmetric: max |G - G^T| = {asym:.3g}")
+    scale = float(np.max(np.abs(arr)))
+    if scale == 0.0:
+        return
+    unit = arr / scale  # relative, and no overflow in the difference
+    asym = float(np.max(np.abs(unit - unit.T)))
+    if asym > 10 * rtol:
+        raise ValueError(f"{name} is not symmetric: max |G - G^T| / max |G| = {asym:.3g} > {10 * rtol:g} "
+                         f"(max |G| = {scale:.3g})")
 
 
-def check_psd_eigenvalues(eigvals: Any, name: str = "gram", *, rtol: float = 1e-8) -> None:
-    """Reject a spectrum with an eigenvalue below ``-rtol * max(1, max eigenvalue) * N``."""
+def check_psd_eigenvalues(eigvals: Any, name: str = "gram", *, rtol: float = 1e-8, unit: float = 1.0) -> None:
+    """Reject a spectrum with an eigenvalue below ``-rtol * N * max|eigenvalue|`` (relative; no absolute floor).
+
+    ``unit``: the eigenvalues are those of ``G / unit`` (the message reports them in the units of ``G``).
+    """
     if is_tracer(eigvals):
         return
     s = np.asarray(eigvals)
     if s.size == 0:
         return
-    tol = rtol * max(1.0, float(np.max(np.abs(s)))) * max(1, s.size)
-    if float(np.min(s)) < -tol:
+    scale = float(np.max(np.abs(s)))
+    low = float(np.min(s))
+    if low < 0 and -low > rtol * scale * max(1, s.size):
         raise ValueError(
-            f"{name} is not positive semi-definite: smallest eigenvalue {float(np.min(s)):.3g} < -{tol:.2g}"
+            f"{name} is not positive semi-definite: smallest eigenvalue {low * unit:.3g} is below -{rtol:g} N "
+            f"max|eigenvalue| (N = {s.size}, largest eigenvalue magnitude {scale * unit:.3g})"
         )
 
 
 def check_features(features: Any, name: str = "features") -> tuple:
-    shape = np.shape(features)
+    """A finite real ``(N, d)`` array with ``N, d >= 1``; returns its shape."""
+    arr = None if is_tracer(features) else _as_numpy(features, name)
+    shape = np.shape(features) if arr is None else arr.shape
     if len(shape) != 2:
         raise ValueError(f"{name} must be a 2-D (N, d) array, got shape {tuple(shape)}")
     if shape[0] < 1 or shape[1] < 1:
         raise ValueError(f"{name} must be non-empty, got shape {tuple(shape)}")
-    check_finite(features, name)
-    return shape
+    if arr is not None:
+        check_finite(arr, name)
+    return tuple(shape)
 
 
 def one_of_gram_features(gram: Any, features: Any) -> None:
@@ -222,14 +347,14 @@ def check_problem(targets: Any, lam: Any, gram: Any, features: Any, *, probabili
     if probability_targets:
         n, _ = check_targets(targets)
     else:
-        shape = np.shape(targets)
-        if len(shape) not in (1, 2):
-            raise ValueError(f"targets must be (N,) or (N, K), got shape {tuple(shape)}")
-        check_finite(targets, "targets")
-        n = shape[0]
+        arr = _as_numpy(targets, "targets")
+        if arr.ndim not in (1, 2) or arr.shape[0] < 1 or (arr.ndim == 2 and arr.shape[1] < 1):
+            raise ValueError(f"targets must be a non-empty (N,) or (N, K) array, got shape {arr.shape}")
+        check_finite(arr, "targets")
+        n = arr.shape[0]
     check_lam(lam)
     matrix, what = (gram, "gram") if gram is not None else (features, "features")
-    shape = np.shape(matrix)
+    shape = shape_of(matrix, what)
     if len(shape) != 2:
         expected = "a square (N, N) matrix" if gram is not None else "a 2-D (N, d) array"
         raise ValueError(f"{what} must be {expected}, got shape {tuple(shape)}")
@@ -250,17 +375,26 @@ def check_sizes(sizes: Sequence[int], name: str = "class_sizes") -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def resolve_rounds(rounds: Any, num_rounds: Any) -> np.ndarray:
+def check_num_rounds(num_rounds: Any, name: str = "num_rounds") -> int:
+    """A round count ``R`` in ``[1, MAX_NUM_ROUNDS]`` (rounds ``0..R-1``)."""
+    return check_int(num_rounds, name, minimum=1, maximum=MAX_NUM_ROUNDS, why=NUM_ROUNDS_WHY)
+
+
+def resolve_rounds(rounds: Any, num_rounds: Any, *, maximum: int = MAX_ROUND, why: str = ROUND_WHY) -> np.ndarray:
     """Round indices from exactly one of ``rounds`` (indices, 0 = teacher) or ``num_rounds`` (a count).
 
-    ``num_rounds = R`` means rounds ``0..R-1``. Returns a 1-D int64 array.
+    ``num_rounds = R`` means rounds ``0..R-1`` (``R <= MAX_NUM_ROUNDS``);
+    indices are at most ``maximum`` (``why`` says why). Returns a 1-D int64 array.
     """
     if (rounds is None) == (num_rounds is None):
         raise ValueError("pass exactly one of rounds= (round indices, 0 = teacher) or num_rounds= (a count R: "
                          "rounds 0..R-1)")
     if rounds is not None:
-        return check_rounds(rounds)
-    return np.arange(check_int(num_rounds, "num_rounds", minimum=1), dtype=np.int64)
+        return check_rounds(rounds, maximum=maximum, why=why)
+    r = check_num_rounds(num_rounds)
+    if r - 1 > maximum:
+        raise ValueError(f"num_rounds must be <= {maximum + 1} ({why}), got {r}")
+    return np.arange(r, dtype=np.int64)
 
 
 def check_cd(c: Any, d: Any, *, class_sizes: Any = None) -> tuple:
@@ -316,3 +450,122 @@ def check_cd(c: Any, d: Any, *, class_sizes: Any = None) -> tuple:
                          f"{n.astype(int).tolist()} (needs 1 + d sum_k n_k / (1 - c + (c - d) n_k) > 0, got {det:.3g}; "
                          "0 <= d < c < 1 always works)")
     return c, d
+
+
+# --------------------------------------------------------------------------
+# Appended helpers (issue 12): numbers only (no bools or strings), arrays
+# that are not ragged, PRNG keys, bounded counts, short lists in messages.
+# --------------------------------------------------------------------------
+
+#: Largest count (classes, instances per class, dimensions, seeds, chunk size): labels and
+#: indices are int32 on the device.
+MAX_COUNT = 2**31 - 1
+#: Largest PRNG seed (``jax.random.PRNGKey`` takes an int64).
+MAX_SEED = 2**63 - 1
+
+
+def short_list(values: Any, limit: int = 8) -> str:
+    """``values`` for an error message: all of them, or the first ``limit`` and how many there are."""
+    arr = np.asarray(values).ravel()
+    if arr.size <= limit:
+        return str(arr.tolist())
+    return f"[{', '.join(str(v) for v in arr[:limit].tolist())}, ...] ({arr.size} in all)"
+
+
+def as_array(x: Any, name: str) -> np.ndarray:
+    """``np.asarray(x)``, with a ragged or malformed sequence reported against ``name``."""
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError, OverflowError):
+        raise ValueError(f"{name} must be a rectangular array (a ragged or malformed sequence was given: "
+                         f"rows of different lengths?)") from None
+
+
+def check_real_array(x: Any, name: str) -> np.ndarray:
+    """A concrete array of real numbers (integer or floating dtype; not bool, string, object or complex)."""
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"{name} must be numbers, got the string {x!r}")
+    arr = as_array(x, name)
+    if arr.dtype == np.bool_:
+        raise TypeError(f"{name} must be real numbers, got a bool array (cast it if you mean 0/1)")
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"{name} must be real numbers (int or float), got dtype {arr.dtype}")
+    return arr
+
+
+def check_real(x: Any, name: str, *, minimum: Optional[float] = None, maximum: Optional[float] = None) -> float:
+    """A finite real scalar (Python/NumPy int or float, or a 0-d real array; not bool or str), optionally bounded.
+
+    Returns it as a Python float.
+    """
+    if isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a real number, got a bool ({x!r})")
+    arr = check_real_array(x, name)
+    if arr.ndim != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {arr.shape}")
+    v = float(arr)
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if minimum is not None and v < minimum:
+        raise ValueError(f"{name} must be >= {minimum:g}, got {v:g}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"{name} must be <= {maximum:g}, got {v:g}")
+    return v
+
+
+def check_size(x: Any, name: str, *, minimum: int = 1, maximum: int = MAX_COUNT) -> int:
+    """An int (not bool) in ``[minimum, maximum]`` (default ``maximum``: :data:`MAX_COUNT`)."""
+    n = check_int(x, name, minimum=minimum)
+    if n > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {n}")
+    return n
+
+
+def check_bool(x: Any, name: str) -> bool:
+    """``True`` or ``False`` (Python or NumPy bool); anything else is a ``TypeError``."""
+    if not isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool (True or False), got {x!r}")
+    return bool(x)
+
+
+_RAW_KEY_SHAPE: list = []
+
+
+def _raw_key_shape() -> tuple:
+    if not _RAW_KEY_SHAPE:
+        _RAW_KEY_SHAPE.append(tuple(jax.eval_shape(lambda: jax.random.PRNGKey(0)).shape))
+    return _RAW_KEY_SHAPE[0]
+
+
+def check_key(key: Any, name: str = "key") -> Any:
+    """One ``jax.random`` key: a typed key (``jax.random.key(seed)``) or a raw ``uint32`` key
+    (``jax.random.PRNGKey(seed)``). Tracers are checked by dtype and shape. Returns ``key``."""
+    usage = "jax.random.key(seed) or jax.random.PRNGKey(seed)"
+    dtype = getattr(key, "dtype", None)
+    if dtype is None or isinstance(key, (bool, np.bool_, numbers.Number, str, bytes)):
+        hint = ""
+        if isinstance(key, numbers.Integral) and not isinstance(key, (bool, np.bool_)):
+            hint = f"; use jax.random.key({key})"
+        raise TypeError(f"{name} must be a jax.random key ({usage}), got {type(key).__name__} {key!r}{hint}")
+    shape = tuple(np.shape(key))
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        if shape != ():
+            raise ValueError(f"{name} must be a single jax.random key, got a batch of keys of shape {shape}")
+        return key
+    if np.dtype(dtype) == np.uint32 and shape == _raw_key_shape():
+        return key
+    raise TypeError(f"{name} must be a jax.random key ({usage}): a typed key, or raw key data of dtype uint32 "
+                    f"and shape {_raw_key_shape()}; got dtype {dtype} and shape {shape}")
+
+
+def check_labels_for(labels: Any, num_classes: int, name: str, source: str) -> Any:
+    """:func:`check_labels`, a ragged sequence reported against ``name`` and range errors saying where ``K``
+    comes from (``source``, e.g. ``"num_classes = 3"``), so a mismatch names both arguments."""
+    if not is_tracer(labels) and not isinstance(labels, (bool, np.bool_, str, bytes)):
+        labels = as_array(labels, name)
+    try:
+        return check_labels(labels, num_classes, name)
+    except ValueError as exc:
+        raise ValueError(f"{exc} ({source})") from None

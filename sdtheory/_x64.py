@@ -1,4 +1,4 @@
-"""The float64 policy: scoped, never global.
+"""The float64 policy (scoped, never global) and the concrete-input rule of the public boundary.
 
 Importing :mod:`sdtheory` leaves JAX's global configuration alone. Every
 public, validating function is decorated with :func:`float64`, which runs its
@@ -6,35 +6,133 @@ body inside ``jax.enable_x64(True)``: its inputs are converted to float64, its
 jitted kernels are traced and cached in float64 mode, and its array results
 come back as NumPy arrays (float64 stays float64 whatever the caller's JAX
 mode; a float64 *JAX* array would break ``jnp`` operations of a caller running
-in JAX's default 32-bit mode). Called inside a transformation (``jax.vmap``,
-``jax.jit``) the traced results are returned as they are. The pure kernels (``*_core``) compute in the dtype of their inputs;
-call them inside ``with jax.enable_x64(True):`` to get float64 (the theorems
-compare quantities like ``(a/b)^(r+1)`` with ``Delta/(1 + Delta)`` that
-float32 cannot resolve).
+in JAX's default 32-bit mode). The pure kernels (``*_core``) compute in the
+dtype of their inputs; call them inside ``with jax.enable_x64(True):`` to get
+float64 (the theorems compare quantities like ``(a/b)^(r+1)`` with
+``Delta/(1 + Delta)`` that float32 cannot resolve).
+
+**Concrete inputs only.** A validating function checks values (``lam > 0``,
+rows summing to 1, convergence of the exact solver), which a JAX tracer does
+not have. So :func:`float64` refuses to run such a function on a traced
+argument (inside ``jax.vmap``, ``jax.grad``, ...) or inside ``jax.jit``: it
+raises a ``TypeError`` naming the argument and the ``*_core`` kernel to
+transform instead, rather than skipping the checks. Functions written to run
+under transformations opt in with ``@float64(traceable=True)``; the
+public functions of :mod:`sdtheory.noise` and :mod:`sdtheory.theorems` (vmapped
+over ``eta`` and ``lam``) are traceable.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable, TypeVar
+import inspect
+import sys
+from typing import Any, Callable, Optional, TypeVar
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["float64", "to_host"]
+__all__ = ["TRACEABLE_MODULES", "float64", "to_host"]
 
 F = TypeVar("F", bound=Callable)
 
+#: Modules whose public functions are designed to run under ``jax.vmap``/``jax.jit`` (over ``eta``, ``lam``,
+#: keys) and check what a tracer allows themselves; there :func:`float64` lets tracers through. (Interim: the
+#: same as marking each of their functions ``@float64(traceable=True)``.)
+TRACEABLE_MODULES = frozenset({"sdtheory.noise", "sdtheory.theorems"})
 
-def float64(fn: F) -> F:
-    """Run ``fn`` inside ``jax.enable_x64(True)`` (a scoped, thread-local setting)."""
+
+def float64(fn: Optional[F] = None, *, kernel: Optional[str] = None, traceable: Optional[bool] = None):
+    """Run ``fn`` inside ``jax.enable_x64(True)`` (a scoped, thread-local setting); NumPy results.
+
+    Use as ``@float64`` or ``@float64(kernel=..., traceable=...)``.
+
+    Args:
+      kernel: the pure kernel to transform instead (named in the error for a
+        traced argument); default ``<module>.<name>_core`` when the module
+        has one, else the module's ``*_core`` kernels.
+      traceable: let traced arguments through (the function checks what it
+        can of a tracer itself). Default: ``True`` for the functions of
+        :data:`TRACEABLE_MODULES`, ``False`` for every other function.
+    """
+    if fn is None:
+        return functools.partial(float64, kernel=kernel, traceable=traceable)
+    allow = traceable if traceable is not None else fn.__module__ in TRACEABLE_MODULES
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        if not allow:
+            _refuse_traced(fn, kernel, args, kwargs)
         with jax.enable_x64(True):
             return to_host(fn(*args, **kwargs))
 
     return wrapper  # type: ignore[return-value]
+
+
+def _public_name(fn: Callable) -> str:
+    """``sdtheory.<name>`` when the package exports it (``sdtheory.Predictor.train_outputs``), else the full path."""
+    name = fn.__qualname__.lstrip("_")
+    package = sys.modules.get("sdtheory")
+    if fn.__module__.startswith("sdtheory.") and package is not None and hasattr(package, name.split(".")[0]):
+        return f"sdtheory.{name}"
+    return f"{fn.__module__}.{name}"
+
+
+def _kernel_hint(fn: Callable, kernel: Optional[str]) -> str:
+    if kernel is not None:
+        return kernel
+    module = sys.modules.get(fn.__module__)
+    core = fn.__name__.lstrip("_") + "_core"
+    if module is not None and hasattr(module, core):
+        return f"{fn.__module__}.{core}"
+    return f"the pure *_core kernels of {fn.__module__}"
+
+
+def _has_tracer(x: Any) -> bool:
+    if isinstance(x, jax.core.Tracer):
+        return True
+    if isinstance(x, (np.ndarray, jax.Array, str, bytes, int, float, complex, bool, type(None))):
+        return False
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
+
+
+def _tracing() -> bool:
+    """True inside ``jax.jit`` (a transformation that stages out even operations on constants)."""
+    try:
+        from jax._src import core as _core
+
+        if _core.trace_state_clean():
+            return False
+    except Exception:  # pragma: no cover - private API moved: fall back to the probe alone
+        pass
+    return isinstance(jnp.zeros(()), jax.core.Tracer)
+
+
+def _refuse_traced(fn: Callable, kernel: Optional[str], args: tuple, kwargs: dict) -> None:
+    """``TypeError`` for a traced argument or a call inside ``jax.jit`` (concrete values are needed)."""
+    traced = [i for i, a in enumerate(args) if _has_tracer(a)]
+    traced_kw = [k for k, v in kwargs.items() if _has_tracer(v)]
+    if not traced and not traced_kw and not _tracing():
+        return
+    hint = _kernel_hint(fn, kernel)
+    name = _public_name(fn)
+    if traced or traced_kw:
+        if traced_kw:
+            arg = traced_kw[0]
+        else:
+            try:
+                params = [p for p in inspect.signature(fn).parameters.values()
+                          if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+                arg = params[traced[0]].name if traced[0] < len(params) else f"argument {traced[0]}"
+            except (TypeError, ValueError):  # pragma: no cover
+                arg = f"argument {traced[0]}"
+        raise TypeError(f"{arg} is a traced value (inside jax.jit/vmap/grad): {name} validates its input and "
+                        f"needs concrete values; transform {hint} instead (no validation: check the values "
+                        "yourself)")
+    raise TypeError(f"{name} was called inside jax.jit: it validates its input and needs concrete values (its "
+                    f"checks and errors cannot run on traced results); call it outside jit, or jit {hint} "
+                    "instead (no validation: check the values yourself)")
 
 
 def to_host(tree):
@@ -42,7 +140,8 @@ def to_host(tree):
 
     Only pytree leaves are converted: objects that are not pytrees (such as a
     :class:`sdtheory.Predictor`, which keeps its spectrum on the device) pass
-    through unchanged.
+    through unchanged. Tracers come back only from traceable functions
+    (:func:`float64`).
     """
     leaves = jax.tree_util.tree_leaves(tree)
     if any(isinstance(x, jax.core.Tracer) for x in leaves):

@@ -53,9 +53,65 @@ class BlockSpectrum(NamedTuple):
     sizes: jax.Array
 
 
+def _check_class_sizes(class_sizes: Any) -> np.ndarray:
+    """``K >= 2`` class sizes ``>= 1`` whose total ``N`` is at most :data:`sdtheory._validation.MAX_COUNT`."""
+    if V.is_tracer(class_sizes):
+        raise TypeError("class_sizes must be concrete integers, not a traced value")
+    sizes = V.check_sizes(V.as_array(class_sizes, "class_sizes"))
+    total = int(np.sum(sizes.astype(object)))  # Python ints: no int64 wrap-around
+    if total > V.MAX_COUNT:
+        raise ValueError(f"class_sizes must add up to at most {V.MAX_COUNT} instances, got {total}")
+    return sizes
+
+
+def _check_num_classes(num_classes: Any) -> int:
+    return V.check_size(num_classes, "num_classes", minimum=2)
+
+
+_TARGET_K = "K (the columns of targets)"
+
+
+def _check_classes(classes: Any, num_classes: Any, *, n: int | None = None, require_all: bool = True,
+                   source: str = "num_classes"):
+    """Block membership: 1-D integer classes in ``[0, K)``; returns ``(classes, K)``.
+
+    ``K`` is ``num_classes`` when given, else ``max(classes) + 1``. ``n``: the
+    number of instances the classes must have (rows of the targets).
+    ``require_all``: every class must have an instance (a class-level block
+    of the Gram is then never empty); checked before anything of size ``K``
+    is allocated.
+    """
+    arr = V.as_array(classes, "classes")
+    if arr.ndim != 1:
+        raise ValueError(f"classes must be a 1-D (N,) array of integer classes, got shape {arr.shape}")
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"classes must have an integer dtype, got {arr.dtype}")
+    if n is not None and arr.shape[0] != n:
+        raise ValueError(f"classes has {arr.shape[0]} instances but targets has {n}")
+    if num_classes is None:
+        if arr.size == 0:
+            raise ValueError("classes must not be empty (the block model needs K >= 2 classes)")
+        arr = V.check_labels(arr, V.MAX_COUNT, "classes")
+        k = int(arr.max()) + 1
+        if k < 2:
+            raise ValueError(f"classes must contain K >= 2 classes, got only class 0 (K = max(classes) + 1 = {k})")
+    else:
+        k = _check_num_classes(num_classes) if source == "num_classes" else num_classes
+        arr = V.check_labels_for(arr, k, "classes", f"{source} = {k}")
+    if require_all:
+        if k > arr.size:
+            raise ValueError(f"classes must give every class 0..{k - 1} at least one instance in the block model, "
+                             f"but there are {source} = {k} classes and only {arr.size} instances")
+        empty = np.flatnonzero(np.bincount(arr, minlength=k) < 1)
+        if empty.size:
+            raise ValueError(f"every class must have at least one instance in the block model; classes has none "
+                             f"of {V.short_list(empty)} ({source} = {k})")
+    return arr, k
+
+
 def block_classes(class_sizes: Sequence[int]) -> np.ndarray:
     """Contiguous true-class vector ``[0]*n_0 + [1]*n_1 + ...`` for given sizes."""
-    sizes = V.check_sizes(class_sizes)
+    sizes = _check_class_sizes(class_sizes)
     return np.repeat(np.arange(sizes.size), sizes)
 
 
@@ -70,13 +126,10 @@ def _block_spectrum(sizes: jax.Array, c, d) -> BlockSpectrum:
     return BlockSpectrum(jnp.asarray(1.0 - c, dtype=sizes.dtype), mu, e, sizes)
 
 
-def _sizes_from_classes(classes: Any, num_classes: int) -> np.ndarray:
-    classes = V.check_labels(classes, num_classes, "classes")
-    sizes = np.bincount(classes, minlength=num_classes)
-    if np.any(sizes < 1):
-        empty = np.flatnonzero(sizes < 1).tolist()
-        raise ValueError(f"every class must have at least one instance in the block model; empty: {empty}")
-    return sizes
+def _sizes_from_classes(classes: Any, num_classes: int, source: str = "K (the columns of targets)") -> np.ndarray:
+    """Class sizes ``(K,)`` of 1-D integer ``classes`` in ``[0, K)``, every class non-empty."""
+    classes, k = _check_classes(classes, num_classes, source=source)
+    return np.bincount(classes, minlength=k)
 
 
 @float64
@@ -92,19 +145,20 @@ def block_spectrum(class_sizes: Sequence[int], *, c: float, d: float) -> BlockSp
 
 
 def _block_spectrum_checked(class_sizes, c, d) -> BlockSpectrum:
-    sizes = V.check_sizes(class_sizes)
+    sizes = _check_class_sizes(class_sizes)
     c, d = V.check_cd(c, d, class_sizes=sizes)
     return _block_spectrum(jnp.asarray(sizes, dtype=float), c, d)
 
 
 @float64
 def block_gram(classes: Any, *, c: float, d: float, num_classes: int | None = None) -> jax.Array:
-    """The ``(N, N)`` block Gram for true classes ``classes`` (any order); ``(c, d)`` as in :func:`block_spectrum`."""
-    classes_arr = np.asarray(classes)
-    k = int(num_classes) if num_classes is not None else int(classes_arr.max()) + 1 if classes_arr.size else 0
-    if k < 2:
-        raise ValueError(f"the block model needs K >= 2 classes, got {k}")
-    sizes = _sizes_from_classes(classes_arr, k)
+    """The ``(N, N)`` block Gram for true classes ``classes`` (any order); ``(c, d)`` as in :func:`block_spectrum`.
+
+    ``num_classes`` (default ``max(classes) + 1``): ``K >= 2``; every class
+    must have an instance.
+    """
+    classes_arr, k = _check_classes(classes, num_classes)
+    sizes = np.bincount(classes_arr, minlength=k)
     c, d = V.check_cd(c, d, class_sizes=sizes)
     same = classes_arr[:, None] == classes_arr[None, :]
     g = np.where(same, float(c), float(d))
@@ -151,9 +205,8 @@ def block_outputs(
     of ``rounds`` (indices, 0 = teacher) or ``num_rounds`` (rounds ``0..R-1``).
     """
     n, k = V.check_targets(targets)
-    classes = np.asarray(classes)
-    V.check_same_n(n, int(np.shape(classes)[0]) if classes.ndim == 1 else -1, "classes", "targets")
-    sizes = _sizes_from_classes(classes, k)
+    classes, _ = _check_classes(classes, k, n=n, source=_TARGET_K)
+    sizes = np.bincount(classes, minlength=k)
     V.check_lam(lam)
     r = V.resolve_rounds(rounds, num_rounds)
     bspec = _block_spectrum_checked(sizes, c, d)
@@ -164,8 +217,11 @@ def block_outputs(
 
 def balanced_block_eigenvalues(*, per_class: int, num_classes: int, c: float, d: float) -> tuple:
     """``(s_w, s_b, s_g)`` of the balanced block Gram, ``per_class`` instances per class (Python floats)."""
-    n = V.check_int(per_class, "per_class", minimum=1)
-    k = V.check_int(num_classes, "num_classes", minimum=2)
+    n = V.check_size(per_class, "per_class", minimum=1)
+    k = _check_num_classes(num_classes)
+    if n * k > V.MAX_COUNT:
+        raise ValueError(f"per_class * num_classes (the number of instances N) must be at most {V.MAX_COUNT}, "
+                         f"got {n} * {k}")
     c, d = V.check_cd(c, d)
     s_w = 1.0 - c
     s_b = s_w + n * (c - d)
@@ -200,13 +256,18 @@ def sample_block_features(key: jax.Array, classes: Any, *, c: float, d: float, d
     this is the "feature noise" of the Monte Carlo simulations.
     Requires ``0 <= d < c < 1``. Returns ``(N, dim)``.
     """
+    V.check_key(key, "key")
     c, d = V.check_cd(c, d)
-    dim = V.check_int(dim, "dim", minimum=1)
-    classes = jnp.asarray(classes)
-    if classes.ndim != 1:
-        raise ValueError(f"classes must be 1-D, got shape {classes.shape}")
-    k = int(num_classes) if num_classes is not None else int(np.asarray(classes).max()) + 1
-    return sample_block_features_core(key, classes, c, d, dim, k)
+    dim = V.check_size(dim, "dim", minimum=1)
+    if V.is_tracer(classes):
+        if np.ndim(classes) != 1 or not jnp.issubdtype(classes.dtype, jnp.integer):
+            raise TypeError(f"classes must be 1-D integers, got a traced {classes.dtype} of shape {np.shape(classes)}")
+        if num_classes is None:
+            raise TypeError("pass num_classes= when classes is a traced value")
+        k = _check_num_classes(num_classes)
+    else:
+        classes, k = _check_classes(classes, num_classes, require_all=False)
+    return sample_block_features_core(key, jnp.asarray(classes), c, d, dim, k)
 
 
 @partial(jax.jit, static_argnums=(4, 5))

@@ -2,15 +2,41 @@
 
 Each factory returns an ``argparse`` ``type=`` callable that raises
 ``argparse.ArgumentTypeError`` with a message; argparse then names the flag
-in its error and exits with status 2. No math and no I/O here.
+in its error and exits with status 2. :func:`run_main` is the scripts' entry
+point (Ctrl-C -> one line on stderr, exit status 130). No math and no files
+here.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 
-__all__ = ["cd_pairs", "float_in", "int_at_least", "noise_kind"]
+__all__ = ["EXIT_INTERRUPTED", "cd_pairs", "float_in", "int_at_least", "noise_kind", "run_main"]
+
+#: Exit status of a script stopped by Ctrl-C (128 + SIGINT, the shell's convention).
+EXIT_INTERRUPTED = 130
+
+
+def run_main(main, prog: str, argv=None) -> int:
+    """Call a script's ``main(argv)`` and turn Ctrl-C into a one-line message and exit status 130.
+
+    ``main`` may raise ``KeyboardInterrupt`` with a message (what was kept,
+    how to resume); it is printed as ``<prog>: <message>`` on stderr, without
+    a traceback. A return value that is not an int (e.g. a result dict) means
+    success, 0. Argument errors keep argparse's ``SystemExit(2)``.
+    """
+    try:
+        rc = main(argv)
+    except KeyboardInterrupt as exc:
+        msg = " ".join(str(exc).split()) or "interrupted"
+        try:
+            print(f"{prog}: {msg}", file=sys.stderr, flush=True)
+        except (OSError, ValueError):  # stderr closed: the exit status still tells
+            pass
+        return EXIT_INTERRUPTED
+    return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
 
 
 def int_at_least(lo: int):

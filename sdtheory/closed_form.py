@@ -11,6 +11,13 @@ gives, with ``S = G (G + K N lam I)^{-1}``,
 
 In the eigenbasis ``G = U diag(s) U^T`` each round multiplies the component of
 the centred labels along eigenvector ``u_m`` by ``q_m = s_m / (s_m + K N lam)``.
+
+The public functions validate their input (``lam`` one real number ``> 0``;
+round indices ``0..2^31 - 1``, counts up to ``10^5``; concrete values only:
+for grids and transformations use the ``*_core`` kernels) and compute at unit
+scale (``G / root^2`` and ``lam / root^2`` for a power of two ``root``,
+:func:`sdtheory.spectral._unit_problem`), so any representable features or
+Gram work.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import numpy as np
 
 from . import _validation as V
 from ._x64 import float64
-from .spectral import Spectrum, _spectrum as spectrum, apply_spectral, apply_spectral_to
+from .spectral import Spectrum, _unit_lam, _unit_problem, apply_spectral, apply_spectral_to
 
 __all__ = ["RoundsLike", "kernel_ridge_sd", "kernel_ridge_sd_core", "predictions", "sd_mixed_outputs", "sd_mixed_outputs_core", "sd_outputs", "sd_outputs_core", "sd_predictions_core", "sd_test_outputs", "sd_test_outputs_core", "shrink_factors"]
 
@@ -146,10 +153,12 @@ def kernel_ridge_sd_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, rou
 
 
 def _prepare(targets, lam, rounds, num_rounds, gram, features, *, probability_targets=True):
+    """Validated ``(unit-scale spectrum, targets, lam / root^2, rounds)``; the outputs depend on ``G / lam`` only."""
     V.check_problem(targets, lam, gram, features, probability_targets=probability_targets)
     r = V.resolve_rounds(rounds, num_rounds)
-    spec = spectrum(gram=gram, features=features)
-    return spec, jnp.asarray(targets, dtype=float), jnp.asarray(lam, dtype=float), jnp.asarray(r)
+    unit = _unit_problem(gram=gram, features=features)
+    lam_u = _unit_lam(lam, unit.root, "gram" if gram is not None else "features")
+    return unit.spec, jnp.asarray(targets, dtype=float), lam_u, jnp.asarray(r)
 
 
 @float64
@@ -167,10 +176,13 @@ def sd_outputs(
     Args:
       targets: ``(N, K)`` probability rows (one-hot for hard labels), the
         teacher's targets.
-      lam: L2 weight of ``(1/N) sum CE + (lam/2)||W||^2``; ``> 0``. Works under
-        ``jax.vmap`` over ``lam``.
-      rounds: an int or 1-D sequence of round indices; 0 is the teacher. Or
-      num_rounds: a count ``R``: rounds ``0..R-1``. Exactly one of the two.
+      lam: L2 weight of ``(1/N) sum CE + (lam/2)||W||^2``; one real number
+        ``> 0``. For a grid of ``lam`` (``jax.vmap``/``jax.jit``), transform
+        :func:`sd_outputs_core` on a precomputed spectrum: this function
+        refuses traced values.
+      rounds: an int or 1-D sequence of round indices in ``0..2^31 - 1``
+        (``q^(r+1)`` is evaluated in floating point); 0 is the teacher. Or
+      num_rounds: a count ``R <= 10^5``: rounds ``0..R-1``. Exactly one of the two.
       gram: ``(N, N)`` symmetric PSD Gram. Exactly one of ``gram``/``features``.
       features: ``(N, d)`` features; the Gram ``X X^T`` is never formed.
 
@@ -202,14 +214,19 @@ def sd_mixed_outputs(
     """Closed form for SD with mixed targets ``T_r = xi P_{r-1} + (1 - xi) T``.
 
     ``xi = 1`` is plain SD (:func:`sd_outputs`), ``xi = 0`` refits the labels
-    every round. ``xi`` must lie in ``[0, 1]``.
+    every round. ``xi`` is one real number in ``[0, 1]`` (for a grid, vmap
+    :func:`sd_mixed_outputs_core`).
     """
-    if not V.is_tracer(xi):
-        xi_arr = np.asarray(xi, dtype=float)
-        if not np.all(np.isfinite(xi_arr)) or np.any(xi_arr < 0) or np.any(xi_arr > 1):
-            raise ValueError(f"xi (distillation weight) must lie in [0, 1], got {xi!r}")
+    if isinstance(xi, (bool, np.bool_)):
+        raise TypeError(f"xi (distillation weight) must be a real number in [0, 1], got a bool ({xi!r})")
+    xi_arr = V._as_numpy(xi, "xi")
+    if xi_arr.ndim != 0:
+        raise ValueError(f"xi (distillation weight) must be a scalar in [0, 1], got shape {xi_arr.shape}; for a grid "
+                         "of xi, jax.vmap sdtheory.closed_form.sd_mixed_outputs_core")
+    if not (np.isfinite(xi_arr) and 0.0 <= float(xi_arr) <= 1.0):
+        raise ValueError(f"xi (distillation weight) must lie in [0, 1], got {float(xi_arr)}")
     spec, t, lam, r = _prepare(targets, lam, rounds, num_rounds, gram, features)
-    return sd_mixed_outputs_core(spec, t, lam, r, jnp.asarray(xi, dtype=float))
+    return sd_mixed_outputs_core(spec, t, lam, r, jnp.asarray(float(xi_arr), dtype=float))
 
 
 @float64
@@ -261,15 +278,16 @@ def kernel_ridge_sd(
     return kernel_ridge_sd_core(spec, t, lam, r)
 
 
-@float64
+@float64(kernel="jax.numpy.argmax(outputs, axis=-1)")
 def predictions(outputs: Any) -> jax.Array:
     """Argmax class of outputs ``(..., K)`` (ties to the lowest index).
 
-    A prediction, not a score: whether an instance is *correct* is decided by
+    ``outputs`` is a finite real array with a class axis (``K >= 1``). A
+    prediction, not a score: whether an instance is *correct* is decided by
     :func:`sdtheory.correct`, for which a tie is a failure.
     """
-    arr = np.asarray(outputs)
+    arr = V._as_numpy(outputs, "outputs")
     if arr.ndim < 1 or arr.shape[-1] < 1:
-        raise ValueError(f"outputs must have a class axis, got shape {arr.shape}")
+        raise ValueError(f"outputs must be a (..., K) array with a class axis of size K >= 1, got shape {arr.shape}")
     V.check_finite(arr, "outputs")
     return jnp.argmax(jnp.asarray(arr), axis=-1)

@@ -108,7 +108,10 @@ def _fail(src: str, exc: Exception) -> Exception:
 
 
 def _check_feature_array(arr: Any, src: str, what: str) -> np.ndarray:
-    arr = np.asarray(arr)
+    try:
+        arr = V.as_array(arr, what)
+    except ValueError as exc:
+        raise _fail(src, exc) from None
     if arr.dtype.names is not None:
         raise TypeError(f"{src}: {what} is a structured array (fields {arr.dtype.names}); "
                         f"expected a plain numeric (N, d) array")
@@ -122,7 +125,10 @@ def _check_feature_array(arr: Any, src: str, what: str) -> np.ndarray:
 
 
 def _check_label_array(arr: Any, src: str, what: str, n: int, n_what: str) -> np.ndarray:
-    arr = np.asarray(arr)
+    try:
+        arr = V.as_array(arr, what)
+    except ValueError as exc:
+        raise _fail(src, exc) from None
     if arr.ndim != 1:
         raise ValueError(f"{src}: {what} must be a 1-D (N,) array of integer labels, got shape {arr.shape}")
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
@@ -150,12 +156,19 @@ def _validate(features, labels, test_features, test_labels, num_classes, src, na
     top = int(max(y.max(), yt.max() if yt is not None and yt.size else 0)) + 1
     if num_classes is None:
         k = top
+        if k > y.size:
+            raise ValueError(f"{src}: labels go up to {k - 1} but there are only {y.size} training labels, so some "
+                             f"classes never occur in them (labels must be 0..K-1; re-index them or pass "
+                             f"num_classes=)")
         missing = np.setdiff1d(np.arange(k), y)
         if missing.size:
-            raise ValueError(f"{src}: classes {missing.tolist()} never occur in the training labels "
+            raise ValueError(f"{src}: classes {V.short_list(missing)} never occur in the training labels "
                              f"(labels must be 0..K-1; re-index them or pass num_classes=)")
     else:
-        k = V.check_int(num_classes, "num_classes", minimum=2)
+        try:
+            k = V.check_size(num_classes, "num_classes", minimum=2)
+        except (ValueError, TypeError) as exc:
+            raise _fail(src, exc) from None
         for arr, what in ((y, "labels"), (yt, "test_labels")):
             if arr is not None and arr.size and arr.max() >= k:
                 raise ValueError(f"{src}: {what} must lie in [0, {k - 1}] for num_classes={k}; "
@@ -202,6 +215,13 @@ def load_features(path: str | os.PathLike, *, num_classes: Optional[int] = None,
         dtype or shape, NaN/inf, labels out of range or not matching the
         number of rows, test dimension mismatch. Messages start with the file.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike (a .npz or .npy file), got {type(path).__name__} "
+                        f"{path!r}")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str or None, got {type(name).__name__} {name!r}")
+    if not os.fspath(path):
+        raise ValueError("path must name a .npz or .npy file, got an empty path")
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".npz", ".npy"):
@@ -254,9 +274,35 @@ def load_features(path: str | os.PathLike, *, num_classes: Optional[int] = None,
 
 
 def _key(key: Any, what: str) -> jax.Array:
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        raise TypeError(f"{what} needs a jax.random key, got the int {key}; use jax.random.key({key})")
-    return key
+    """``key`` validated as one ``jax.random`` key (``what``: the function, for the message)."""
+    try:
+        return V.check_key(key, "key")
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{what}: {exc}") from None
+
+
+def _split_labels(labels: Any) -> np.ndarray:
+    """Non-empty 1-D integer labels ``>= 0`` (the splits stratify by them)."""
+    y = V.as_array(labels, "labels")
+    if y.ndim != 1 or y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"labels must be a 1-D integer array, got dtype {y.dtype} and shape {y.shape}")
+    if y.size == 0:
+        raise ValueError("labels must not be empty")
+    if y.min() < 0:
+        raise ValueError(f"labels must be >= 0 (classes 0..K-1), got minimum {y.min()}")
+    return y
+
+
+def _pow2_scale(a: np.ndarray, axis: int) -> np.ndarray:
+    """Powers of two near the largest ``|a|`` along ``axis`` (kept; 1 where that is 0).
+
+    Dividing by them is exact, so scaled statistics of ordinary data have the
+    same bits as unscaled ones, and data near the overflow or underflow
+    threshold (``1e200``, ``1e-170``) is brought to order 1 first.
+    """
+    peak = np.max(np.abs(a), axis=axis, keepdims=True) if a.size else np.ones([1] * a.ndim)
+    _, exponent = np.frexp(peak)  # peak = m 2^exponent, 1/2 <= m < 1; 2^(exponent - 1) never overflows
+    return np.where(peak > 0, np.ldexp(1.0, exponent - 1), 1.0)
 
 
 def _shuffle(key: jax.Array, n: int) -> np.ndarray:
@@ -273,10 +319,8 @@ def stratified_split(key: jax.Array, labels: Any, test_fraction: float) -> Tuple
     of class ``k`` in one random permutation of all instances drawn from ``key``.
     """
     key = _key(key, "stratified_split")
-    y = np.asarray(labels)
-    if y.ndim != 1 or y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
-        raise TypeError(f"labels must be a 1-D integer array, got dtype {y.dtype} and shape {y.shape}")
-    tf = float(test_fraction)
+    y = _split_labels(labels)
+    tf = V.check_real(test_fraction, "test_fraction")
     if not (0.0 < tf < 1.0):
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
     order = _shuffle(key, y.size)
@@ -284,7 +328,7 @@ def stratified_split(key: jax.Array, labels: Any, test_fraction: float) -> Tuple
     for k in np.unique(y):
         idx = order[y[order] == k]  # class k in random order
         if idx.size < 2:
-            raise ValueError(f"class {int(k)} has {idx.size} instance(s); a stratified split needs >= 2")
+            raise ValueError(f"labels: class {int(k)} has {idx.size} instance(s); a stratified split needs >= 2")
         m = int(min(max(round(tf * idx.size), 1), idx.size - 1))
         test.append(idx[:m])
         train.append(idx[m:])
@@ -295,8 +339,8 @@ def stratified_split(key: jax.Array, labels: Any, test_fraction: float) -> Tuple
 def stratified_subset(key: jax.Array, labels: Any, per_class: int) -> np.ndarray:
     """Sorted indices of ``min(per_class, n_k)`` random instances of every class."""
     key = _key(key, "stratified_subset")
-    per_class = V.check_int(per_class, "per_class", minimum=1)
-    y = np.asarray(labels)
+    per_class = V.check_size(per_class, "per_class", minimum=1)
+    y = _split_labels(labels)
     order = _shuffle(key, y.size)
     out = [order[y[order] == k][:per_class] for k in np.unique(y)]
     return np.sort(np.concatenate(out))
@@ -317,7 +361,9 @@ def load_digits(*, key: Optional[jax.Array] = None, seed: int = 0, test_fraction
         raise ImportError("load_digits needs scikit-learn: pip install 'sdtheory[data]' "
                           "(or pip install scikit-learn)") from exc
     if key is None:
-        key = jax.random.key(V.check_int(seed, "seed", minimum=0))
+        key = jax.random.key(V.check_size(seed, "seed", minimum=0, maximum=V.MAX_SEED))
+    else:
+        key = _key(key, "load_digits")
     x, y = _sk_load_digits(return_X_y=True)
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
@@ -330,16 +376,16 @@ def load_digits(*, key: Optional[jax.Array] = None, seed: int = 0, test_fraction
 # --------------------------------------------------------------------------
 
 
-def _check_pair(train, test, name="features"):
-    x = np.asarray(train)
-    V.check_features(x, name)
+def _check_pair(train, test):
+    x = V.check_real_array(train, "train")
+    V.check_features(x, "train")
     x = x.astype(np.float64)
     xt = None
     if test is not None:
-        xt = np.asarray(test)
-        V.check_features(xt, "test_" + name)
+        xt = V.check_real_array(test, "test")
+        V.check_features(xt, "test")
         if xt.shape[1] != x.shape[1]:
-            raise ValueError(f"test_{name} has dimension {xt.shape[1]} but {name} has {x.shape[1]}")
+            raise ValueError(f"test has dimension {xt.shape[1]} but train has {x.shape[1]}")
         xt = xt.astype(np.float64)
     return x, xt
 
@@ -349,13 +395,23 @@ def standardize(train: Any, test: Any = None) -> Tuple[np.ndarray, Optional[np.n
     """Columns shifted/scaled by the training mean and (population) std.
 
     Columns with zero training std are only centred. Returns ``(train, test)``
-    (``test`` is ``None`` if not given).
+    (``test`` is ``None`` if not given). Scale-safe: each column is first
+    divided by a power of two near its largest training ``|value|`` (exact,
+    so ordinary data gives the same bits), so columns of order ``1e200`` or
+    ``1e-170`` are standardised like any other.
     """
     x, xt = _check_pair(train, test)
-    mu = x.mean(axis=0)
-    sd = x.std(axis=0)
-    scale = np.where(sd > 0, sd, 1.0)
-    return (x - mu) / scale, (None if xt is None else (xt - mu) / scale)
+    p = _pow2_scale(x, axis=0)
+    xs = x / p
+    mu = xs.mean(axis=0)
+    sd = xs.std(axis=0)
+    varies = sd > 0
+    scale = np.where(varies, sd, 1.0)
+
+    def apply(a):  # constant columns are only centred, in their own units
+        return np.where(varies, (a / p - mu) / scale, a - mu * p[0])
+
+    return apply(x), (None if xt is None else apply(xt))
 
 
 @float64
@@ -367,7 +423,7 @@ def random_relu_features(key: jax.Array, train: Any, num_features: int, test: An
     """
     key = _key(key, "random_relu_features")
     x, xt = _check_pair(train, test)
-    dim = V.check_int(num_features, "num_features", minimum=1)
+    dim = V.check_size(num_features, "num_features", minimum=1)
     kw, kb = jax.random.split(key)
     w = np.asarray(jax.random.normal(kw, (x.shape[1], dim), dtype=np.float64)) / np.sqrt(x.shape[1])
     b = np.asarray(jax.random.normal(kb, (dim,), dtype=np.float64))
@@ -379,23 +435,44 @@ def normalize_rows(train: Any, test: Any = None, *, center: bool = False
                    ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Optionally subtract the training mean, then scale every row to unit norm.
 
-    A row that is zero (after centring) cannot be normalised: ``ValueError``.
+    A row that is zero cannot be normalised: ``ValueError``. Without
+    centring that means exactly zero (a row of norm ``1e-13`` is normalised
+    like any other). After centring, a row whose norm is at most ``1e-12``
+    times the largest training row norm *before* centring is zero up to the
+    roundoff of the subtraction, and is refused too. Scale-safe: rows are
+    divided by a power of two near their largest ``|entry|`` before the norm
+    is taken (exact, so ordinary rows give the same bits as ``x / ||x||``).
     """
+    center = V.check_bool(center, "center")
     x, xt = _check_pair(train, test)
+
+    def scaled(a):
+        """``a`` with rows divided by powers of two, their norms, and the log of the true norms."""
+        p = _pow2_scale(a, axis=1)
+        a = a / p
+        n = np.linalg.norm(a, axis=1)
+        with np.errstate(divide="ignore"):
+            return a, n, np.log(n) + np.log(p[:, 0])
+
+    floor = -np.inf  # log of the largest norm that counts as zero
     if center:
-        mu = x.mean(axis=0)
+        floor = np.log(1e-12) + float(np.max(scaled(x)[2]))
+        mu = _column_mean(x)
         x = x - mu
         xt = None if xt is None else xt - mu
 
-    def unit(a, what):
-        norms = np.linalg.norm(a, axis=1)
-        tiny = norms <= 1e-12 * max(1.0, float(norms.max()) if norms.size else 1.0)
+    def unit(a, norms, log_norms, what):
+        tiny = (norms == 0) | (log_norms <= floor)
         if np.any(tiny):
-            raise ValueError(f"{what} row {int(np.flatnonzero(tiny)[0])} is zero"
-                             f"{' after centring' if center else ''}; it cannot be normalised to unit norm")
+            i = int(np.flatnonzero(tiny)[0])
+            if not center:
+                raise ValueError(f"{what} row {i} is zero; it cannot be normalised to unit norm")
+            raise ValueError(f"{what} row {i} is zero after centring, up to roundoff (norm "
+                             f"{np.exp(log_norms[i]):.3g}, at most 1e-12 times the largest train row norm before "
+                             f"centring, {np.exp(floor) * 1e12:.3g}); it cannot be normalised to unit norm")
         return a / norms[:, None]
 
-    return unit(x, "features"), (None if xt is None else unit(xt, "test_features"))
+    return unit(*scaled(x), "train"), (None if xt is None else unit(*scaled(xt), "test"))
 
 
 @float64
@@ -416,8 +493,13 @@ def make_features(kind: str, train: Any, test: Any = None, *, key: Optional[jax.
     Returns:
       ``(train_features, test_features)``.
     """
-    if kind not in FEATURE_MAPS:
-        raise ValueError(f"unknown feature map {kind!r}; choose one of {FEATURE_MAPS}")
+    if not isinstance(kind, str) or kind not in FEATURE_MAPS:
+        raise ValueError(f"unknown feature map kind={kind!r}; choose one of {FEATURE_MAPS}")
+    if key is not None:
+        _key(key, "make_features")
+    V.check_size(num_features, "num_features", minimum=1)
+    center = V.check_bool(center, "center")
+    normalize = V.check_bool(normalize, "normalize")
     if kind == "identity":
         x, xt = _check_pair(train, test)
     else:
@@ -429,9 +511,15 @@ def make_features(kind: str, train: Any, test: Any = None, *, key: Optional[jax.
     if normalize:
         return normalize_rows(x, xt, center=center)
     if center:
-        mu = x.mean(axis=0)
+        mu = _column_mean(x)
         return x - mu, (None if xt is None else xt - mu)
     return x, xt
+
+
+def _column_mean(x: np.ndarray) -> np.ndarray:
+    """Training column means, scale-safe (same bits as ``x.mean(0)`` for ordinary data)."""
+    p = _pow2_scale(x, axis=0)
+    return (x / p).mean(axis=0) * p[0]
 
 
 # --------------------------------------------------------------------------
@@ -460,12 +548,16 @@ class BlockStatistics(NamedTuple):
 @float64
 def block_statistics(features: Any, labels: Any, num_classes: int) -> BlockStatistics:
     """The block model's ``c`` and ``d`` fitted to real features (class-pair means of ``<x_i, x_j>``)."""
-    x = np.asarray(features, dtype=np.float64)
+    x = V.check_real_array(features, "features")
     V.check_features(x)
-    k = V.check_int(num_classes, "num_classes", minimum=2)
-    y = V.check_labels(labels, k)
+    x = x.astype(np.float64)
+    k = V.check_size(num_classes, "num_classes", minimum=2)
+    y = V.check_labels_for(labels, k, "labels", f"num_classes = {k}")
     V.check_same_n(x.shape[0], y.shape[0], "labels", "features")
-    onehot = np.eye(k)[y]
+    if 2 * k > y.size:
+        raise ValueError(f"every class needs >= 2 instances, but num_classes = {k} and labels has only {y.size}")
+    onehot = np.zeros((y.size, k))
+    onehot[np.arange(y.size), y] = 1.0
     sizes = onehot.sum(axis=0)
     if np.any(sizes < 2):
         raise ValueError(f"every class needs >= 2 instances, got class sizes {sizes.astype(int).tolist()}")

@@ -439,22 +439,40 @@ def exact_outputs_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, num_r
                           tol=tol, max_iter=max_iter, max_cg=int(max_cg), solver=solver)
 
 
+def _check_number(x, name, what):
+    """One real number (Python/NumPy int or float, 0-d array; not bool, str, array of values); a Python float."""
+    if V.is_tracer(x):
+        raise TypeError(f"{name} is a traced value: the validating functions need a concrete number; vmap "
+                        "sdtheory.exact.exact_outputs_core instead")
+    if isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name} ({what}) must be a real number, got a bool ({x!r})")
+    arr = V._as_numpy(x, name)
+    if arr.ndim != 0:
+        raise ValueError(f"{name} ({what}) must be a scalar, got shape {arr.shape}; for a grid of {name}, vmap "
+                         "sdtheory.exact.exact_outputs_core")
+    return float(arr)
+
+
 def check_options(loss, q, tol, max_iter, on_failure, solver):
-    """Validate the exact solver's options (loss, GCE ``q``, ``tol``, ``max_iter``, ``on_failure``, ``solver``)."""
+    """Validate the exact solver's options (loss, GCE ``q``, ``tol``, ``max_iter``, ``on_failure``, ``solver``).
+
+    ``q`` and ``tol`` are single real numbers (not bools); ``q`` in ``(0, 1]``
+    (checked for ``loss="gce"``, the loss that uses it), ``tol`` finite and
+    ``> 0``; ``max_iter`` an int in ``[1, 2^31 - 1]`` (the iteration counters
+    are int32).
+    """
     lossfn = get_loss(loss)
     del lossfn
-    if loss == "gce":
-        if V.is_tracer(q) or not isinstance(q, (int, float, np.floating, np.integer)) or isinstance(q, bool):
-            raise TypeError(f"q must be a real number, got {q!r}")
-        if not (0.0 < float(q) <= 1.0):
-            raise ValueError(f"q (GCE exponent) must lie in (0, 1], got {q!r}")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating)) or not (float(tol) > 0) \
-            or not np.isfinite(tol):
+    qv = _check_number(q, "q", "GCE exponent")
+    if loss == "gce" and not (0.0 < qv <= 1.0):
+        raise ValueError(f"q (GCE exponent) must lie in (0, 1], got {q!r}")
+    tv = _check_number(tol, "tol", "stopping tolerance on the fixed-point residual")
+    if not (tv > 0 and np.isfinite(tv)):
         raise ValueError(f"tol must be a positive finite float, got {tol!r}")
-    V.check_int(max_iter, "max_iter", minimum=1)
-    if on_failure not in ("raise", "flag"):
+    V.check_int(max_iter, "max_iter", minimum=1, maximum=2**31 - 1, why="the iteration counters are int32")
+    if not isinstance(on_failure, str) or on_failure not in ("raise", "flag"):
         raise ValueError(f"on_failure must be 'raise' or 'flag', got {on_failure!r}")
-    if solver not in SOLVERS:
+    if not isinstance(solver, str) or solver not in SOLVERS:
         raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
 
 
@@ -515,10 +533,14 @@ def exact_outputs(targets: Any, *, lam: Any, rounds: Any = None, num_rounds: Any
     Args:
       targets: ``(N, K)`` probability rows (one-hot labels, soft labels or
         ``(1/2, 1/2)`` top-2 candidate targets for ``loss="gce"``).
-      lam: L2 weight, ``> 0`` (scalar; vmap :func:`exact_outputs_core` for grids).
+      lam: L2 weight, one real number ``> 0`` (vmap :func:`exact_outputs_core`
+        for grids; traced values are refused, also under ``jax.jit``, where
+        ``on_failure="raise"`` could not raise).
       rounds: round indices to return (0 = teacher; the chain is solved up to
-        the largest), or
-      num_rounds: a count ``R``: rounds ``0..R-1``. Exactly one of the two.
+        the largest, so at most ``10^5 - 1``), or
+      num_rounds: a count ``R <= 10^5``: rounds ``0..R-1``. Exactly one of the two.
+        The rounds are a chain solved one after another: the bound keeps a
+        mistyped count from running for days.
       gram: ``(N, N)`` symmetric PSD Gram (representer/eigenbasis form), or
       features: ``(N, d)`` features (weight space when ``d < N``).
       loss: a name from :data:`sdtheory.LOSSES` (``"ce"`` or ``"gce"`` with
@@ -535,13 +557,14 @@ def exact_outputs(targets: Any, *, lam: Any, rounds: Any = None, num_rounds: Any
     """
     from .predictor import predictor
 
-    r = V.resolve_rounds(rounds, num_rounds)
+    r = V.resolve_rounds(rounds, num_rounds, maximum=V.MAX_NUM_ROUNDS - 1,
+                         why="the exact solver solves the chain of rounds 0..max(rounds) one after another")
     p = predictor(targets, lam=lam, gram=gram, features=features, model="exact", num_rounds=int(r.max()) + 1,
                   loss=loss, q=q, tol=tol, max_iter=max_iter, on_failure=on_failure, solver=solver)
     return p.exact_result(rounds=r)
 
 
-@float64
+@float64(kernel="jax.nn.softmax(jnp.einsum('tn,rnk->rtk', test_gram, coef))")
 def exact_predict(result_or_coef: Any, *, test_gram: Any = None, test_features: Any = None,
                   features: Any = None) -> jax.Array:
     """Softmax outputs ``(R, N_test, K)`` of every round on new points.
@@ -553,28 +576,31 @@ def exact_predict(result_or_coef: Any, *, test_gram: Any = None, test_features: 
     formed (``X_test (X^T A_r)``).
     """
     coef = result_or_coef.coef if isinstance(result_or_coef, ExactResult) else result_or_coef
-    cshape = np.shape(coef)
-    if len(cshape) not in (2, 3):
-        raise ValueError(f"coef must be (N, K) or (R, N, K), got shape {tuple(cshape)}")
-    V.check_finite(coef, "coef")
+    coef = V._as_numpy(coef, "result_or_coef")
+    cshape = coef.shape
+    if len(cshape) not in (2, 3) or 0 in cshape:
+        raise ValueError(f"result_or_coef must be a non-empty (N, K) or (R, N, K) array of dual coefficients (or an "
+                         f"ExactResult), got shape {tuple(cshape)}")
+    V.check_finite(coef, "result_or_coef")
     coef = jnp.asarray(coef, dtype=float)
     n = cshape[-2]
     if test_gram is not None:
         if test_features is not None or features is not None:
             raise ValueError("pass either test_gram=, or test_features= with features=, not both")
-        if len(np.shape(test_gram)) != 2 or np.shape(test_gram)[1] != n:
-            raise ValueError(f"test_gram must be (N_test, N) with N = {n}, got shape {tuple(np.shape(test_gram))}")
+        gshape = V.shape_of(test_gram, "test_gram")
+        if len(gshape) != 2 or gshape[1] != n or gshape[0] < 1:
+            raise ValueError(f"test_gram must be (N_test, N) with N_test >= 1 and N = {n} (the instances of "
+                             f"result_or_coef), got shape {gshape}")
         V.check_finite(test_gram, "test_gram")
         logits = jnp.einsum("tn,...nk->...tk", jnp.asarray(test_gram, dtype=float), coef)
     else:
         if test_features is None or features is None:
             raise ValueError("pass test_gram= (N_test, N), or test_features= (N_test, d) with features= (N, d)")
-        V.check_features(features)
-        V.check_features(test_features, "test_features")
-        V.check_same_n(n, np.shape(features)[0], "features", "coef")
-        if np.shape(test_features)[1] != np.shape(features)[1]:
-            raise ValueError(
-                f"test_features has dimension {np.shape(test_features)[1]} but features has {np.shape(features)[1]}")
+        fshape = V.check_features(features)
+        tshape = V.check_features(test_features, "test_features")
+        V.check_same_n(n, fshape[0], "features", "result_or_coef")
+        if tshape[1] != fshape[1]:
+            raise ValueError(f"test_features has dimension {tshape[1]} but features has {fshape[1]}")
         x = jnp.asarray(features, dtype=float)
         w = jnp.einsum("nd,...nk->...dk", x, coef)
         logits = jnp.einsum("td,...dk->...tk", jnp.asarray(test_features, dtype=float), w)

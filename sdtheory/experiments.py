@@ -28,8 +28,10 @@ test-train Gram for held-out outputs, and the spectrum of the fitted block
 Gram. A cell (:func:`run_cell`) then costs the exact fits and a few products.
 
 Progress is reported through an optional callback ``progress(done, total,
-seconds)`` (e.g. :func:`sdtheory.io.progress_printer`); files are written by
-the caller (``simulations/real_data.py``) with :mod:`sdtheory.io`.
+seconds)`` (e.g. :func:`sdtheory.io.progress_printer`), every finished cell
+through ``on_cell(key, rows)``, and ``completed=`` skips cells already done
+(resuming an interrupted run); files are written by the caller
+(``simulations/real_data.py``) with :mod:`sdtheory.io`.
 """
 
 from __future__ import annotations
@@ -403,7 +405,9 @@ class ProtocolResult(NamedTuple):
 def run_protocol(ds: Dataset, *, feature_maps: Sequence[str], kinds: Sequence[str], rates: Sequence[float],
                  num_seeds: int, num_rounds: int, lam: Optional[float] = None, q: float = 0.7, seed: int = 0,
                  relu_dim: int = 512, center: bool = True,
-                 progress: Optional[Callable[[int, int, float], None]] = None) -> ProtocolResult:
+                 progress: Optional[Callable[[int, int, float], None]] = None,
+                 completed: Optional[Mapping[tuple, Sequence[Mapping]]] = None,
+                 on_cell: Optional[Callable[[tuple, list], None]] = None) -> ProtocolResult:
     """The real-data protocol over feature maps x kinds x rates x seeds (module docstring).
 
     ``ds`` needs a held-out split (:func:`prepare_dataset`). Keys derive from
@@ -411,7 +415,17 @@ def run_protocol(ds: Dataset, *, feature_maps: Sequence[str], kinds: Sequence[st
     ``fold_in(master, 10 + i)``, the labels of (map ``i``, kind ``j``, rate
     ``l``, seed ``s``) from ``fold_in`` of ``100 + i``, ``j``, ``l``, ``s``.
     ``lam`` defaults to :func:`lam_rule` per feature map. ``progress(done,
-    total, seconds)`` is called after every cell.
+    total, seconds)`` is called after every computed cell.
+
+    Resuming: a cell is identified by its key ``(feature_map, kind, rate,
+    seed)`` (``rate`` a float, ``seed`` the seed index). ``on_cell(key,
+    rows)`` is called after every computed cell, before ``progress``, with
+    its result rows (keys :data:`FIELDNAMES`). ``completed`` maps keys of
+    cells already done (by a call with the same arguments) to those rows;
+    they are used as they are instead of being recomputed, so the result is
+    the same as an uninterrupted run's. The per-feature-map preparation
+    (spectra, summaries) is always recomputed; it is deterministic. Nothing
+    here touches files: the caller persists what ``on_cell`` receives.
     """
     if ds.test_features is None:
         raise ValueError("the data set needs a held-out split; see prepare_dataset")
@@ -421,6 +435,9 @@ def run_protocol(ds: Dataset, *, feature_maps: Sequence[str], kinds: Sequence[st
     if lam is not None:
         V.check_lam(lam)
     check_options("gce", q, DEFAULT_TOL, DEFAULT_MAX_ITER, "flag", "lbfgs")
+    if on_cell is not None and not callable(on_cell):
+        raise TypeError("on_cell must be a callable (key, rows) or None")
+    completed = _check_completed_cells(completed, feature_maps, kinds, rates, num_seeds)
     master = jax.random.key(seed)
     k = ds.num_classes
     true = ds.labels
@@ -443,19 +460,49 @@ def run_protocol(ds: Dataset, *, feature_maps: Sequence[str], kinds: Sequence[st
             for ri, rate in enumerate(rates):
                 C = corruption_matrix(kind, k, rate, clusters=clusters if kind == "cc" else None)
                 for s in range(num_seeds):
+                    cell = (name, kind, float(rate), s)
+                    done += 1
+                    if cell in completed:
+                        rows.extend(dict(r) for r in completed[cell])
+                        continue
                     key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(
                         jax.random.fold_in(master, 100 + fi), ki), ri), s)
                     given = np.asarray(sample_labels(key, true, C)).astype(np.int64)
                     realised = float(np.mean(given != true))
-                    for row in run_cell(fm, given, ds.test_labels, num_rounds=num_rounds, q=q):
-                        rows.append(dict(feature_map=name, kind=kind, rate=float(rate), seed=s,
-                                         realised_rate=realised, lam=fm.lam, **row))
-                    done += 1
+                    cell_rows = [dict(feature_map=name, kind=kind, rate=float(rate), seed=s, realised_rate=realised,
+                                      lam=fm.lam, **row)
+                                 for row in run_cell(fm, given, ds.test_labels, num_rounds=num_rounds, q=q)]
+                    rows.extend(cell_rows)
+                    if on_cell is not None:
+                        on_cell(cell, [dict(r) for r in cell_rows])
                     if progress is not None:
                         progress(done, total, time.perf_counter() - t_start)
         timings[name] = time.perf_counter() - t0
     dataset = f"{ds.name}, N = {true.size} train / {ds.test_labels.size} held-out, K = {k}"
     return ProtocolResult(rows, dataset, summaries, spectra, timings)
+
+
+def _check_completed_cells(completed: Any, feature_maps, kinds, rates, num_seeds: int) -> dict:
+    """``completed`` as ``{(feature_map, kind, float rate, seed): rows}``; every key must be a cell of the grid."""
+    if completed is None:
+        return {}
+    if not isinstance(completed, Mapping):
+        raise TypeError(f"completed must be a mapping cell key -> rows, got {type(completed).__name__}")
+    cells = {(f, kd, float(r), s) for f in feature_maps for kd in kinds for r in rates for s in range(num_seeds)}
+    out = {}
+    for key, rows in completed.items():
+        try:
+            f, kd, r, s = key
+            cell = (f, kd, float(r), int(s))
+        except (TypeError, ValueError):
+            raise ValueError(f"completed keys must be (feature_map, kind, rate, seed), got {key!r}") from None
+        if cell not in cells:
+            raise ValueError(f"completed has the cell {key!r}, which is not in this protocol's grid")
+        rows = list(rows)
+        if not rows or any(set(FIELDNAMES) - set(row) for row in rows):
+            raise ValueError(f"completed[{key!r}] must be the cell's rows, each with the keys {FIELDNAMES}")
+        out[cell] = rows
+    return out
 
 
 # --------------------------------------------------------------------------

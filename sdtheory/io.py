@@ -15,32 +15,56 @@ Only scripts write files; the library's math returns arrays. Every writer
   when ``metadata=`` is given (so the CSV itself stays a plain table that any
   reader loads); PNG files carry it as text chunks and PDF files in their
   ``Subject``/``Keywords`` fields.
+
+A run's outputs are one unit: :func:`run_directory` stages them next to the
+output directory and replaces it as a whole, with a ``manifest.json`` (every
+file's SHA-256 and the parameters) written last; :func:`check_output_dir`
+checks the location before anything is computed. Checkpoints for ``--resume``
+(:func:`write_checkpoint`, :func:`read_checkpoint`) live in the output
+directory's work area (:func:`work_directory`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fnmatch
+import hashlib
 import io as _io
 import json
 import math
 import os
 import platform
+import re
+import shutil
 import subprocess
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
 __all__ = [
+    "MANIFEST",
+    "OutputDirError",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_output_dir",
+    "columns_to_rows",
+    "fingerprint",
     "progress_printer",
     "git_revision",
     "provenance",
+    "read_checkpoint",
+    "rows_to_columns",
+    "run_directory",
     "save_features",
     "to_jsonable",
+    "verify_manifest",
+    "work_directory",
+    "write_checkpoint",
     "write_csv",
     "write_figure",
     "write_json",
@@ -241,8 +265,9 @@ def write_csv(
                 for n in names]
         lengths = {len(c) for c in cols}
         if len(lengths) != 1:
-            raise ValueError(f"all columns must have the same length, got {dict(zip(names, map(len, cols)))}")
-        body = list(zip(*cols))
+            lens = dict(zip(names, map(len, cols), strict=True))
+            raise ValueError(f"all columns must have the same length, got {lens}")
+        body = list(zip(*cols, strict=True))
     else:
         if fieldnames is None:
             raise ValueError("rows= needs fieldnames=")
@@ -362,3 +387,346 @@ def save_features(path: str | os.PathLike, features: Any, labels: Any, *, test_f
         arrays["test_features"] = ds.test_features
         arrays["test_labels"] = ds.test_labels
     return write_npz(path, arrays)
+
+
+# --------------------------------------------------------------------------
+# Run directories: a run's outputs are one unit (complete or absent)
+# --------------------------------------------------------------------------
+
+#: Name of the manifest every run directory ends with (written last).
+MANIFEST = "manifest.json"
+
+
+class OutputDirError(ValueError):
+    """The output directory cannot take a run's outputs (a file, not writable, holds foreign files)."""
+
+
+def _resolve(path: str | os.PathLike) -> Path:
+    text = os.fspath(path)
+    if not str(text).strip():
+        raise OutputDirError("the output directory must not be empty")
+    target = Path(text).expanduser().resolve()
+    if target.parent == target or not target.name:
+        raise OutputDirError(f"{target} is a file system root; give a directory below it")
+    return target
+
+
+def _probe_writable(directory: Path, what: str) -> None:
+    """Create and remove a directory in ``directory`` (a real test: permission bits lie for root, ro mounts)."""
+    try:
+        probe = tempfile.mkdtemp(prefix=".sdtheory-probe-", dir=directory)
+        os.rmdir(probe)
+    except OSError as exc:
+        raise OutputDirError(f"{what} {directory} is not writable ({exc.strerror or exc})") from None
+
+
+def _manifest_files(directory: Path) -> set:
+    try:
+        data = json.loads((directory / MANIFEST).read_text())
+        return set(data.get("files", {}))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return set()
+
+
+def check_output_dir(path: str | os.PathLike, *, outputs: Sequence[str] = ()) -> Path:
+    """Check that ``path`` can receive a run's outputs, before anything is computed; return it resolved.
+
+    The outputs replace the directory as a whole (:func:`run_directory`), so
+    ``path`` must be absent, empty, or a previous run's directory: every entry
+    is listed in its :data:`MANIFEST` or matches one of the ``outputs`` glob
+    patterns (the script's output names, for directories written before
+    manifests existed). The nearest existing ancestor must be a writable
+    directory (the new set is staged next to ``path``), and an existing
+    ``path`` must be a writable directory. Nothing is created.
+
+    Raises :class:`OutputDirError` (a ``ValueError``) with a message naming
+    the problem.
+    """
+    target = _resolve(path)
+    if target.exists() and not target.is_dir():
+        raise OutputDirError(f"{target} exists and is not a directory")
+    ancestor = target.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputDirError(f"{ancestor} is not a directory, so {target} cannot be created")
+    _probe_writable(ancestor, "directory")
+    for sibling in (work_directory(target),):
+        if sibling.exists() and not sibling.is_dir():
+            raise OutputDirError(f"{sibling} (the work area of {target.name}) exists and is not a directory")
+    if target.is_dir():
+        _probe_writable(target, "output directory")
+        listed = _manifest_files(target) | {MANIFEST}
+        patterns = tuple(outputs) + (".*.tmp",)  # .*.tmp: a half-written file of an older, non-atomic-set run
+        foreign = sorted(e.name for e in target.iterdir()
+                         if e.name not in listed and not any(fnmatch.fnmatchcase(e.name, pat) for pat in patterns))
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise OutputDirError(f"{target} holds entries that are not outputs of this script ({shown}); a run "
+                                 "replaces the whole directory, so give a new or empty directory")
+    return target
+
+
+def work_directory(path: str | os.PathLike) -> Path:
+    """The work area of an output directory: ``<path>.work`` next to it (checkpoints for ``--resume``).
+
+    It survives an interrupted run and is removed when a run's outputs are
+    committed (:func:`run_directory`).
+    """
+    target = Path(path).expanduser().resolve()
+    return target.with_name(target.name + ".work")
+
+
+def _sibling(target: Path, kind: str, pid: int) -> Path:
+    return target.with_name(f"{target.name}.{kind}-{pid}")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _recover(target: Path) -> None:
+    """Finish or undo what a killed run left next to ``target`` (``<name>.tmp-<pid>``, ``<name>.old-<pid>``).
+
+    A staging directory with a manifest is complete: if ``target`` is missing
+    (the run died between its two renames) it is moved into place; otherwise
+    the set aside previous directory is moved back. Then the dead run's
+    leftovers are removed. Directories of live processes are left alone.
+    """
+    if not target.parent.is_dir():
+        return
+    pattern = re.compile(re.escape(target.name) + r"\.(tmp|old)-(\d+)")
+    dead = {"tmp": [], "old": []}
+    for entry in target.parent.iterdir():
+        m = pattern.fullmatch(entry.name)
+        if m and entry.is_dir() and not _pid_alive(int(m.group(2))):
+            dead[m.group(1)].append(entry)
+    if not target.exists():
+        complete = [d for d in dead["tmp"] if (d / MANIFEST).is_file()]
+        if complete:
+            os.rename(complete[0], target)
+            dead["tmp"].remove(complete[0])
+        elif dead["old"]:
+            os.rename(dead["old"][0], target)
+            dead["old"].pop(0)
+    for d in dead["tmp"] + dead["old"]:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Block SIGINT/SIGTERM for the few renames of a commit (delivered right after)."""
+    import signal
+    import threading
+
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_manifest(directory: Path, *, script: str, parameters: Optional[Mapping]) -> Path:
+    files = {}
+    for f in sorted(p for p in directory.rglob("*") if p.is_file()):
+        name = f.relative_to(directory).as_posix()
+        if name == MANIFEST:
+            continue
+        files[name] = {"sha256": _sha256(f), "bytes": f.stat().st_size}
+    return write_json(directory / MANIFEST, {"script": script, "parameters": parameters, "files": files},
+                      metadata=provenance())
+
+
+def verify_manifest(path: str | os.PathLike) -> dict:
+    """Check a run directory against its manifest; return the manifest.
+
+    Raises ``ValueError`` naming the first file that is missing, unlisted or
+    whose SHA-256 differs.
+    """
+    directory = Path(path)
+    manifest = json.loads((directory / MANIFEST).read_text())
+    files = manifest["files"]
+    present = {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()} - {MANIFEST}
+    for name in sorted(present - set(files)):
+        raise ValueError(f"{directory}: {name} is not listed in {MANIFEST}")
+    for name, entry in files.items():
+        f = directory / name
+        if not f.is_file():
+            raise ValueError(f"{directory}: {name} is listed in {MANIFEST} but missing")
+        if _sha256(f) != entry["sha256"]:
+            raise ValueError(f"{directory}: {name} does not match its SHA-256 in {MANIFEST}")
+    return manifest
+
+
+@contextlib.contextmanager
+def run_directory(path: str | os.PathLike, *, script: str, parameters: Optional[Mapping] = None,
+                  outputs: Sequence[str] = ()) -> Iterator[Path]:
+    """Write a run's outputs as one unit: yields a fresh staging directory, then replaces ``path`` with it.
+
+    ``with run_directory(out, script=..., parameters=...) as stage:`` write
+    every file into ``stage`` (``<out>.tmp-<pid>``, next to ``out``). When the
+    block ends normally, :data:`MANIFEST` is written last into ``stage``
+    (every file with its size and SHA-256, the ``parameters``, provenance);
+    then the previous ``out`` is renamed aside, ``stage`` renamed into its
+    place, and the previous directory and the work area
+    (:func:`work_directory`) removed. If the block raises (an error,
+    ``KeyboardInterrupt``), ``stage`` is removed and ``out`` is untouched. So
+    ``out`` always holds one complete set, the previous or the new one, never
+    a mix. A run killed outright (``SIGKILL``, power loss) leaves its staging
+    directory behind; the next run into ``out`` removes it (and, if the kill
+    fell between the two renames, finishes the commit).
+
+    ``path`` is checked with :func:`check_output_dir` (``outputs`` as there).
+    """
+    target = check_output_dir(path, outputs=outputs)
+    _recover(target)
+    stage = _sibling(target, "tmp", os.getpid())
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    try:
+        yield stage
+        _write_manifest(stage, script=script, parameters=parameters)
+        _fsync_dir(stage)
+        old = _sibling(target, "old", os.getpid())
+        with _signals_deferred():
+            had_old = target.exists()
+            if had_old:
+                os.rename(target, old)
+            try:
+                os.rename(stage, target)
+            except BaseException:
+                if had_old:
+                    os.rename(old, target)
+                raise
+            _fsync_dir(target.parent)
+            if had_old:
+                shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(work_directory(target), ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+# --------------------------------------------------------------------------
+# Checkpoints (--resume): completed pieces of a run with the parameters they belong to
+# --------------------------------------------------------------------------
+
+
+def _canonical(parameters: Mapping) -> dict:
+    return json.loads(json.dumps(to_jsonable(parameters), allow_nan=False, sort_keys=True))
+
+
+def _short(v: Any) -> str:
+    text = json.dumps(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list:
+    """``(dotted key, a value, b value)`` for every leaf where two JSON-like dicts differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _differences(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [(prefix.rstrip("."), a, b)]
+
+
+def write_checkpoint(path: str | os.PathLike, entries: Mapping[str, Mapping[str, Any]], *,
+                     parameters: Mapping) -> Path:
+    """Write completed pieces of a run (``key -> {name: array}``) and their parameters to one ``.npz``, atomically.
+
+    Arrays are stored as written (dtype and bits), so they read back exactly
+    (:func:`read_checkpoint`).
+    """
+    arrays = {}
+    for key, piece in entries.items():
+        key = str(key)
+        if "/" in key:
+            raise ValueError(f"checkpoint keys must not contain '/', got {key!r}")
+        for name, arr in piece.items():
+            arrays[f"{key}/{name}"] = arr
+    return write_npz(path, arrays, metadata={"parameters": _canonical(parameters), "keys": [str(k) for k in entries]})
+
+
+def read_checkpoint(path: str | os.PathLike, *, parameters: Mapping) -> Optional[dict]:
+    """The pieces of the checkpoint at ``path`` (``key -> {name: array}``), or ``None`` if there is none.
+
+    Raises ``ValueError`` when the file is unreadable or was written with
+    other ``parameters`` (the message names the differing ones).
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["__metadata__"]))
+            arrays = {k: z[k] for k in z.files if k != "__metadata__"}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a readable checkpoint ({exc}); delete it to start over") from None
+    have, want = meta.get("parameters", {}), _canonical(parameters)
+    if have != want:
+        diff = [f"{k}: {_short(a)} in the checkpoint, {_short(b)} now" for k, a, b in _differences(have, want)]
+        raise ValueError(f"the checkpoint {path} was written with other parameters ({'; '.join(diff)}); rerun "
+                         "without --resume to start over, or with the checkpoint's parameters")
+    entries: dict = {str(k): {} for k in meta.get("keys", [])}
+    for name, arr in arrays.items():
+        key, _, member = name.partition("/")
+        entries.setdefault(key, {})[member] = arr
+    return entries
+
+
+def rows_to_columns(rows: Sequence[Mapping[str, Any]], fieldnames: Sequence[str]) -> dict:
+    """Rows (dicts of str/int/float/bool) -> ``{name: 1-D array}`` for :func:`write_checkpoint`."""
+    return {name: np.asarray([row[name] for row in rows]) for name in fieldnames}
+
+
+def columns_to_rows(columns: Mapping[str, Any], fieldnames: Sequence[str]) -> list:
+    """Inverse of :func:`rows_to_columns`: Python ``str``/``int``/``float``/``bool`` values, bit for bit."""
+    cols = [np.asarray(columns[name]).tolist() for name in fieldnames]
+    return [dict(zip(fieldnames, values, strict=True)) for values in zip(*cols, strict=True)]
+
+
+def fingerprint(*arrays: Any) -> str:
+    """SHA-256 of arrays (dtype, shape and bytes): identifies input data in checkpoint parameters."""
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is None:
+            h.update(b"none;")
+            continue
+        arr = np.ascontiguousarray(np.asarray(a))
+        h.update(f"{arr.dtype.str}{arr.shape};".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()

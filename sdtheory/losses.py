@@ -34,7 +34,9 @@ from typing import Callable, Dict, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["LOSSES", "Loss", "get_loss"]
+from . import _validation as V
+
+__all__ = ["LOSSES", "Loss", "check_q", "get_loss"]
 
 
 class Loss(NamedTuple):
@@ -74,8 +76,21 @@ LOSSES: Dict[str, Loss] = {
 }
 
 
-def get_loss(name: str) -> Loss:
-    """Look up a registered loss; raises ``ValueError`` for an unknown name."""
-    if not isinstance(name, str) or name not in LOSSES:
-        raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {name!r}")
+def get_loss(name: str, arg: str = "loss") -> Loss:
+    """Look up a registered loss; ``TypeError`` for a non-string, ``ValueError`` for an unknown name.
+
+    ``arg`` is what the messages call the argument (``"pll_loss"`` in the Monte Carlo config).
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"{arg} must be a string, one of {sorted(LOSSES)}, got {type(name).__name__} {name!r}")
+    if name not in LOSSES:
+        raise ValueError(f"{arg} must be one of {sorted(LOSSES)}, got {name!r}")
     return LOSSES[name]
+
+
+def check_q(q, name: str = "q") -> float:
+    """The GCE exponent: a real number (not bool or str) in ``(0, 1]``; returns it as a float."""
+    v = V.check_real(q, name)
+    if not 0.0 < v <= 1.0:
+        raise ValueError(f"{name} (GCE exponent) must lie in (0, 1], got {q!r}")
+    return v

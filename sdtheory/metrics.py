@@ -89,27 +89,47 @@ def accuracy_core(outputs_or_predictions: jax.Array, true_labels: jax.Array, tie
 
 
 def _check_tie_tol(tie_tol: Any) -> float:
-    if isinstance(tie_tol, bool) or not isinstance(tie_tol, (int, float, np.floating, np.integer)) \
-            or not np.isfinite(tie_tol) or not (0.0 <= float(tie_tol) < 0.1):
+    """One real number in ``[0, 0.1)`` (not a bool, not an array); a Python float."""
+    if isinstance(tie_tol, (bool, np.bool_)):
+        raise TypeError(f"tie_tol must be a float in [0, 0.1), got a bool ({tie_tol!r})")
+    if V.is_tracer(tie_tol):
+        raise TypeError("tie_tol must be a concrete float in [0, 0.1), not a traced value")
+    arr = V._as_numpy(tie_tol, "tie_tol")
+    if arr.ndim != 0 or not np.isfinite(arr) or not (0.0 <= float(arr) < 0.1):
         raise ValueError(f"tie_tol must be a float in [0, 0.1), got {tie_tol!r}")
-    return float(tie_tol)
+    return float(arr)
 
 
 def _check_scored(x: Any, true_labels: Any, name: str, labels_name: str):
-    """Validate outputs ``(..., N, K)`` or integer predictions ``(..., N)`` against labels ``(N,)``."""
-    arr = jnp.asarray(x)
-    floating = jnp.issubdtype(arr.dtype, jnp.floating)
-    shape = np.shape(x)
+    """Validate outputs ``(..., N, K)`` or integer predictions ``(..., N)`` against labels ``(N,)`` (``N >= 1``)."""
+    host = V._as_numpy(x, name)  # real numbers: not bool, string, object or ragged
+    shape = host.shape
+    if host.ndim == 0:
+        raise ValueError(f"{name} must be float (..., N, K) outputs or integer (..., N) predictions, got a scalar")
+    floating = np.issubdtype(host.dtype, np.floating)
+    if floating and len(shape) >= 2 and shape[-1] < 2:
+        raise ValueError(f"{name}: float outputs must be (..., N, K) with K >= 2 classes, got shape {tuple(shape)}")
     k = shape[-1] if floating and len(shape) >= 2 else np.iinfo(np.int64).max
-    t = V.check_labels(true_labels, k, labels_name)
+    try:
+        t = V.check_labels(true_labels, k, labels_name)
+    except ValueError as exc:
+        if floating and len(shape) >= 2 and "must lie in" in str(exc):
+            raise ValueError(f"{exc} (K = {k}: the class axis of {name})") from None
+        raise
     n = np.shape(t)[0]
+    if n == 0:
+        raise ValueError(f"{labels_name} is empty: an accuracy needs at least one instance")
     if floating:
         if len(shape) < 2 or shape[-2] != n:
-            raise ValueError(f"{name}: float outputs must be (..., N, K) with N = {n}, got shape {tuple(shape)}")
-        V.check_finite(x, name)
-        arr = arr.astype(float)
+            raise ValueError(f"{name}: float outputs must be (..., N, K) with N = {n} (the length of {labels_name}), "
+                             f"got shape {tuple(shape)}")
+        V.check_finite(host, name)
+        arr = jnp.asarray(host, dtype=float)
     elif len(shape) < 1 or shape[-1] != n:
-        raise ValueError(f"{name}: integer predictions must be (..., N) with N = {n}, got shape {tuple(shape)}")
+        raise ValueError(f"{name}: integer predictions must be (..., N) with N = {n} (the length of {labels_name}), "
+                         f"got shape {tuple(shape)}")
+    else:
+        arr = jnp.asarray(host)
     return arr, jnp.asarray(t)
 
 
@@ -120,7 +140,7 @@ def correct(outputs: Any, true_labels: Any, *, tie_tol: float = TIE_TOL) -> jax.
     See the module docstring for the rule; ``tie_tol`` in ``[0, 0.1)``.
     """
     tie_tol = _check_tie_tol(tie_tol)
-    if not jnp.issubdtype(jnp.asarray(outputs).dtype, jnp.floating):
+    if not np.issubdtype(V._as_numpy(outputs, "outputs").dtype, np.floating):
         raise TypeError("outputs must be floating (..., N, K) scores; integer predictions carry no tie information")
     x, t = _check_scored(outputs, true_labels, "outputs", "true_labels")
     return correct_core(x, t, tie_tol)
@@ -198,9 +218,19 @@ def heldout_accuracy(targets: Any, test_labels: Any, *, lam: Any, rounds: Any, f
 
 
 def first_all_correct(all_correct: Any, rounds: Any) -> np.ndarray:
-    """First round (value from ``rounds``) whose ``all_correct`` is true along the last axis; ``-1`` if none."""
-    a = np.asarray(all_correct, dtype=bool)
-    r = np.asarray(rounds)
+    """First round (value from ``rounds``) whose ``all_correct`` is true along the last axis; ``-1`` if none.
+
+    ``all_correct``: bools ``(..., R)`` (or 0/1 numbers); ``rounds``: ``R`` round indices.
+    """
+    if isinstance(all_correct, (str, bytes)):
+        raise TypeError(f"all_correct must be an array of bools, got the string {all_correct!r}")
+    a = V.as_array(all_correct, "all_correct")
+    if a.dtype != np.bool_:
+        a = V._as_numpy(a, "all_correct")
+        if not np.all((a == 0) | (a == 1)):
+            raise ValueError("all_correct must be bools (or 0/1), got other values")
+        a = a.astype(bool)
+    r = V.check_rounds(rounds)
     if a.ndim < 1 or r.ndim != 1 or a.shape[-1] != r.shape[0]:
         raise ValueError(f"all_correct has {a.shape[-1] if a.ndim else 0} rounds but rounds has shape {r.shape}")
     hit = a.any(axis=-1)

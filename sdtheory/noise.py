@@ -36,6 +36,7 @@ import numpy as np
 
 from . import _validation as V
 from ._x64 import float64
+from .data import _pow2_scale
 
 __all__ = ["KINDS", "canonical_kind", "check_clusters", "condition_threshold", "confusable_clusters", "corruption_matrix", "corruption_matrix_core", "empirical_fractions", "empirical_fractions_core", "exact_counts", "max_eta", "sample_labels", "sample_labels_exact_core", "sample_labels_iid_core", "validate_corruption_matrix"]
 
@@ -47,17 +48,39 @@ _ALIASES = {"sym": "symmetric", "asym": "asymmetric", "pairflip": "pair", "pair_
 # --------------------------------------------------------------------------
 
 
-def canonical_kind(kind: Any) -> str:
+def canonical_kind(kind: Any, name: str = "kind") -> str:
     """The canonical name of a corruption family (``"sym"`` -> ``"symmetric"``, ...).
 
-    Raises ``TypeError`` for a non-string and ``ValueError`` for an unknown kind.
+    Raises ``TypeError`` for a non-string and ``ValueError`` for an unknown kind;
+    the messages call the argument ``name`` (``"noise"`` in the Monte Carlo config).
     """
     if not isinstance(kind, str):
-        raise TypeError(f"kind must be a string, one of {KINDS}, got {kind!r}")
+        raise TypeError(f"{name} must be a string, one of {KINDS}, got {kind!r}")
     k = _ALIASES.get(kind.lower(), kind.lower())
     if k not in KINDS:
-        raise ValueError(f"unknown corruption kind {kind!r}; known kinds: {KINDS} (aliases: {sorted(_ALIASES)})")
+        raise ValueError(f"unknown corruption kind {kind!r} for {name}; known kinds: {KINDS} "
+                         f"(aliases: {sorted(_ALIASES)})")
     return k
+
+
+def _check_num_classes(num_classes: Any) -> int:
+    return V.check_size(num_classes, "num_classes", minimum=2)
+
+
+def _labels(labels: Any, num_classes: int, name: str, source: Optional[str] = None):
+    """Integer labels in ``[0, num_classes)``; ``source`` says where ``K`` comes from (default: ``num_classes``)."""
+    return V.check_labels_for(labels, num_classes, name, source or f"num_classes = {num_classes}")
+
+
+def _clusters_for(kind: str, clusters: Any, k: int, *, required: bool = True):
+    """Cluster ids for kind ``"cc"`` (validated), ``None`` otherwise; clusters given for another kind are refused."""
+    if kind == "cc":
+        if clusters is None and not required:
+            return None
+        return check_clusters(clusters, k)
+    if clusters is not None:
+        raise ValueError(f"clusters= is only used by kind 'cc', not {kind!r}")
+    return None
 
 
 @float64
@@ -67,9 +90,13 @@ def max_eta(kind: str, num_classes: int, *, clusters: Any = None) -> float:
     It is 1 for every kind: each row puts ``1 - eta`` on the diagonal and
     ``eta`` in total on the off-diagonal entries, so the row always sums to 1
     and the diagonal becomes negative (invalid probability) for ``eta > 1``.
+    ``clusters`` (kind ``"cc"`` only) is validated when given, though the
+    maximum does not depend on it; for another kind it is refused, as in
+    :func:`corruption_matrix`.
     """
-    canonical_kind(kind)
-    V.check_int(num_classes, "num_classes", minimum=2)
+    kind = canonical_kind(kind)
+    k = _check_num_classes(num_classes)
+    _clusters_for(kind, clusters, k, required=False)  # validated when given; refused for other kinds
     return 1.0
 
 
@@ -85,16 +112,18 @@ def condition_threshold(kind: str, num_classes: int, *, clusters: Any = None) ->
     * pair: ``1 - eta > eta``  <=>  ``eta < 1/2``;
     * cc: ``1 - eta > eta/(m-1)`` for the smallest cluster size ``m >= 2``
       <=>  ``eta < (m-1)/m`` (1 if every cluster is a singleton).
+
+    ``clusters`` is required for ``"cc"`` and refused for the other kinds.
     """
     kind = canonical_kind(kind)
-    k = V.check_int(num_classes, "num_classes", minimum=2)
+    k = _check_num_classes(num_classes)
+    ids = _clusters_for(kind, clusters, k)
     if kind == "symmetric":
         return (k - 1) / k
     if kind == "asymmetric":
         return k / (k + 2)
     if kind == "pair":
         return 0.5
-    ids = check_clusters(clusters, k)
     sizes = np.bincount(ids)
     sizes = sizes[sizes >= 2]
     if sizes.size == 0:
@@ -115,22 +144,40 @@ def check_clusters(clusters: Any, num_classes: int) -> np.ndarray:
     if V.is_tracer(clusters):
         raise TypeError("clusters must be concrete (a Python/NumPy partition), not a traced value")
     k = num_classes
-    # Form 1: a flat array of K cluster ids.
+    if isinstance(clusters, (str, bytes, dict)):
+        raise TypeError(f"clusters must be K integer cluster ids or a sequence of groups of class indices, "
+                        f"got {type(clusters).__name__} {clusters!r}")
     try:
         arr = np.asarray(clusters)
-        flat = arr.dtype != object and arr.ndim == 1
-    except ValueError:  # ragged groups
-        flat = False
-    if flat and arr.size == k and np.issubdtype(arr.dtype, np.integer) and not isinstance(clusters[0], (list, tuple, np.ndarray)):
+    except (ValueError, TypeError, OverflowError):  # ragged: groups of different sizes
+        arr = None
+    flat = arr is not None and arr.ndim == 1 and (
+        arr.dtype != object or not any(isinstance(g, (list, tuple, np.ndarray, range)) for g in arr))
+    # Form 1: a flat array of K cluster ids.
+    if flat:
+        if arr.size == 0:
+            raise ValueError(f"clusters must not be empty: pass K = {k} cluster ids or groups covering 0..{k - 1}")
+        if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+            raise TypeError(f"clusters must be integer cluster ids (one per class, int64), got dtype {arr.dtype}: "
+                            f"{V.short_list(arr)}")
+        if arr.size != k:
+            raise ValueError(f"clusters has {arr.size} cluster ids but there are num_classes = K = {k} classes; pass "
+                             f"one id per class, or a list of groups (lists of class indices) covering 0..{k - 1}")
         if np.any(arr < 0):
-            raise ValueError(f"cluster ids must be >= 0, got {arr.tolist()}")
+            raise ValueError(f"clusters ids must be >= 0, got {V.short_list(arr)}")
         _, ids = np.unique(arr, return_inverse=True)
-        return ids.astype(np.int64)
+        return ids.reshape(-1).astype(np.int64)
     # Form 2: a sequence of groups.
     try:
-        groups = [list(np.asarray(g).ravel()) for g in clusters]
-    except TypeError as exc:
-        raise TypeError(f"clusters must be K cluster ids or a sequence of class groups, got {clusters!r}") from exc
+        items = list(clusters)
+    except TypeError:
+        raise TypeError(f"clusters must be K cluster ids or a sequence of class groups, got "
+                        f"{type(clusters).__name__} {clusters!r}") from None
+    groups = []
+    for gi, g in enumerate(items):
+        if isinstance(g, (str, bytes)):
+            raise TypeError(f"clusters group {gi} must be a list of class indices, got {g!r}")
+        groups.append(list(V.as_array(g, f"clusters group {gi}").ravel()))
     ids = -np.ones(k, dtype=np.int64)
     for gi, g in enumerate(groups):
         if len(g) == 0:
@@ -140,7 +187,7 @@ def check_clusters(clusters: Any, num_classes: int) -> np.ndarray:
                 raise TypeError(f"clusters group {gi} contains a non-integer class {c!r}")
             c = int(c)
             if c < 0 or c >= k:
-                raise ValueError(f"clusters group {gi} contains class {c}, outside [0, {k - 1}]")
+                raise ValueError(f"clusters group {gi} contains class {c}, outside [0, {k - 1}] (num_classes = {k})")
             if ids[c] != -1:
                 raise ValueError(
                     f"clusters do not partition the classes: class {c} appears in groups {ids[c]} and {gi}"
@@ -149,8 +196,8 @@ def check_clusters(clusters: Any, num_classes: int) -> np.ndarray:
     missing = np.flatnonzero(ids < 0)
     if missing.size:
         raise ValueError(
-            f"clusters do not partition the classes: classes {missing.tolist()} are in no group "
-            f"(K = {k}; pass K cluster ids or groups covering 0..{k - 1})"
+            f"clusters do not partition the classes: classes {V.short_list(missing)} are in no group "
+            f"(num_classes = K = {k}; pass K cluster ids or groups covering 0..{k - 1})"
         )
     return ids
 
@@ -186,8 +233,13 @@ def corruption_matrix_core(kind: str, num_classes: int, eta: jax.Array, cluster_
 
 def _check_eta(eta: Any, kind: str) -> None:
     if V.is_tracer(eta):
+        if np.ndim(eta) != 0:
+            raise ValueError(f"eta must be a scalar (vmap over a grid of rates), got a traced value of shape "
+                             f"{np.shape(eta)}")
         return
-    arr = V._as_numpy(eta, "eta")
+    if isinstance(eta, (bool, np.bool_)):
+        raise TypeError(f"eta (noise rate) must be a real number in [0, 1], got a bool ({eta!r})")
+    arr = V.check_real_array(eta, "eta")
     if arr.ndim != 0:
         raise ValueError(f"eta must be a scalar (use jax.vmap for a grid of rates), got shape {arr.shape}")
     if not np.isfinite(arr):
@@ -221,42 +273,44 @@ def corruption_matrix(kind: str, num_classes: int, eta: Any, *, clusters: Any = 
       partition the classes or clusters given for another kind.
     """
     kind = canonical_kind(kind)
-    k = V.check_int(num_classes, "num_classes", minimum=2)
+    k = _check_num_classes(num_classes)
     _check_eta(eta, kind)
-    ids = None
-    if kind == "cc":
-        ids = jnp.asarray(check_clusters(clusters, k))
-    elif clusters is not None:
-        raise ValueError(f"clusters= is only used by kind 'cc', not {kind!r}")
-    return corruption_matrix_core(kind, k, eta, ids)
+    ids = _clusters_for(kind, clusters, k)
+    return corruption_matrix_core(kind, k, eta, None if ids is None else jnp.asarray(ids))
 
 
 @float64
-def validate_corruption_matrix(C: Any, *, atol: float = 1e-8) -> np.ndarray:
+def validate_corruption_matrix(C: Any, *, atol: float = 1e-8, name: str = "C") -> np.ndarray:
     """Check a user corruption matrix; returns it as a float NumPy array.
 
-    Requirements: square ``(K, K)`` with ``K >= 2``, finite, non-negative,
-    each row summing to 1 within ``atol``.
+    Requirements: square ``(K, K)`` with ``K >= 2``, real (not bool), finite,
+    non-negative, each row summing to 1 within ``atol`` (a finite number
+    ``>= 0``). ``name`` is what the error messages call the matrix (the
+    theorems pass ``"fractions"``).
     """
+    atol = V.check_real(atol, "atol", minimum=0.0)
+    what = f"{name} (corruption matrix)"
     if V.is_tracer(C):
         shape = np.shape(C)
         if len(shape) != 2 or shape[0] != shape[1] or shape[0] < 2:
-            raise ValueError(f"corruption matrix must be square (K, K) with K >= 2, got shape {tuple(shape)}")
+            raise ValueError(f"{what} must be square (K, K) with K >= 2, got shape {tuple(shape)}")
         return C
-    arr = V._as_numpy(C, "corruption matrix").astype(float)
+    arr = V.check_real_array(C, name)
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
-        raise ValueError(f"corruption matrix must be square (K, K), got shape {arr.shape}")
+        raise ValueError(f"{what} must be square (K, K), got shape {arr.shape}")
     if arr.shape[0] < 2:
-        raise ValueError(f"corruption matrix must have K >= 2 classes, got K = {arr.shape[0]}")
-    V.check_finite(arr, "corruption matrix")
+        raise ValueError(f"{what} must have K >= 2 classes, got K = {arr.shape[0]}")
+    arr = arr.astype(float)
+    V.check_finite(arr, name)
     if np.any(arr < 0):
         i, j = np.argwhere(arr < 0)[0]
-        raise ValueError(f"corruption matrix has a negative entry C[{i}, {j}] = {arr[i, j]:.6g}")
+        raise ValueError(f"{what} has a negative entry {name}[{i}, {j}] = {arr[i, j]:.6g}")
     sums = arr.sum(axis=1)
     bad = np.abs(sums - 1.0) > atol
     if np.any(bad):
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"corruption matrix is not row-stochastic: row {i} sums to {sums[i]:.12g}, not 1")
+        raise ValueError(f"{what} is not row-stochastic: row {i} sums to {sums[i]:.17g}, not 1 "
+                         f"(within atol = {atol:g})")
     return arr
 
 
@@ -344,20 +398,32 @@ def confusable_clusters(
     Returns:
       ``(K,)`` int array of cluster ids ``0..M-1`` (pass as ``clusters=``).
     """
-    x = np.asarray(class_means_or_features, dtype=float)
-    V.check_features(x, "class_means_or_features")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    name = "class_means_or_features"
+    x = V.check_real_array(class_means_or_features, name)
+    V.check_features(x, name)
+    x = x.astype(float)
+    # unit rows, scale-safe: each row is first divided by a power of two near its largest |entry|
+    # (exact, so ordinary rows give the same bits as x / ||x||)
+    xs = x / _pow2_scale(x, axis=1)
+    norms = np.linalg.norm(xs, axis=1, keepdims=True)
     if np.any(norms == 0):
-        raise ValueError("class_means_or_features has an all-zero row; cosine similarity is undefined")
-    xn = x / norms
+        raise ValueError(f"{name} has an all-zero row (row {int(np.flatnonzero(norms[:, 0] == 0)[0])}); "
+                         "cosine similarity is undefined")
+    xn = xs / norms
     if labels is not None:
-        lab = np.asarray(labels)
-        V.check_same_n(x.shape[0], lab.shape[0] if lab.ndim == 1 else -1, "labels", "features")
-        k = int(lab.max()) + 1 if lab.size else 0
-        lab = V.check_labels(lab, max(k, 1), "labels")
+        lab = V.as_array(labels, "labels")
+        if lab.ndim != 1:
+            raise ValueError(f"labels must be a 1-D (N,) array of integer labels, got shape {lab.shape}")
+        V.check_same_n(x.shape[0], lab.shape[0], "labels", name)
+        lab = V.check_labels(lab, V.MAX_COUNT, "labels")
+        k = int(lab.max()) + 1
+        if k > lab.size:
+            raise ValueError(f"labels must use every class 0..K-1 (K = max label + 1 = {k}), but there are only "
+                             f"{lab.size} instances")
         counts = np.bincount(lab, minlength=k)
         if np.any(counts == 0):
-            raise ValueError(f"every class 0..{k - 1} needs at least one instance; empty: {np.flatnonzero(counts == 0).tolist()}")
+            raise ValueError(f"labels must use every class 0..{k - 1} at least once; empty: "
+                             f"{V.short_list(np.flatnonzero(counts == 0))}")
         means = np.zeros((k, x.shape[1]))
         np.add.at(means, lab, xn)
         means /= counts[:, None]
@@ -366,15 +432,14 @@ def confusable_clusters(
         sim = xn @ xn.T
     k = sim.shape[0]
     if k < 2:
-        raise ValueError(f"need K >= 2 classes, got {k}")
+        what = "labels" if labels is not None else f"{name} (one row per class)"
+        raise ValueError(f"{what} must describe K >= 2 classes, got {k}")
+    threshold_ratio = V.check_real(threshold_ratio, "threshold_ratio", minimum=0.0, maximum=1.0)
     if num_clusters is not None:
         num_clusters = V.check_int(num_clusters, "num_clusters", minimum=1)
         if num_clusters > k:
             raise ValueError(f"num_clusters must be <= K = {k}, got {num_clusters}")
-    else:
-        if not (0.0 <= float(threshold_ratio) <= 1.0):
-            raise ValueError(f"threshold_ratio must lie in [0, 1], got {threshold_ratio}")
-    return _complete_linkage(1.0 - sim, num_clusters, float(threshold_ratio))
+    return _complete_linkage(1.0 - sim, num_clusters, threshold_ratio)
 
 
 # --------------------------------------------------------------------------
@@ -408,7 +473,7 @@ def _largest_remainder_counts(sizes: jax.Array, C: jax.Array) -> jax.Array:
 def exact_counts(true_labels: Any, C: Any) -> np.ndarray:
     """The per-class label counts ``m[k, l]`` that ``sample_labels(..., exact=True)`` realises."""
     C = validate_corruption_matrix(C)
-    lab = V.check_labels(true_labels, C.shape[0], "true_labels")
+    lab = _labels(true_labels, C.shape[0], "true_labels", f"K = {C.shape[0]}, the size of C")
     sizes = jnp.asarray(np.bincount(lab, minlength=C.shape[0]), dtype=float)
     return np.asarray(_largest_remainder_counts(sizes, jnp.asarray(C)))
 
@@ -462,11 +527,11 @@ def sample_labels(key: jax.Array, true_labels: Any, C: Any, *, exact: bool = Fal
     Works under ``jax.vmap`` over ``key`` and ``C`` (use the ``_core``
     functions inside ``jit`` to skip validation).
     """
-    if not isinstance(exact, (bool, np.bool_)):
-        raise TypeError(f"exact must be a bool, got {exact!r}")
+    exact = V.check_bool(exact, "exact")
+    V.check_key(key, "key")
     C = validate_corruption_matrix(C)
     k = np.shape(C)[0]
-    lab = V.check_labels(true_labels, k, "true_labels")
+    lab = _labels(true_labels, k, "true_labels", f"K = {k}, the size of C")
     lab = jnp.asarray(lab, dtype=jnp.int32)
     C = jnp.asarray(C, dtype=float)
     if exact:
@@ -494,14 +559,18 @@ def empirical_fractions(true_labels: Any, given_labels: Any, num_classes: int) -
     ``f[k, l]`` = (number of instances of true class ``k`` with given label
     ``l``) / ``n_k``. Every class must have at least one instance.
     """
-    k = V.check_int(num_classes, "num_classes", minimum=2)
-    t = V.check_labels(true_labels, k, "true_labels")
-    g = V.check_labels(given_labels, k, "given_labels")
+    k = _check_num_classes(num_classes)
+    t = _labels(true_labels, k, "true_labels")
+    g = _labels(given_labels, k, "given_labels")
     V.check_same_n(np.shape(t)[0], np.shape(g)[0], "given_labels", "true_labels")
     if not V.is_tracer(t):
+        if np.shape(t)[0] < k:
+            raise ValueError(f"true_labels must contain every class 0..{k - 1} (empirical fractions divide by the "
+                             f"class sizes), but num_classes = {k} exceeds the {np.shape(t)[0]} instances")
         sizes = np.bincount(np.asarray(t), minlength=k)
         if np.any(sizes == 0):
             raise ValueError(
-                f"empirical fractions need every class to have an instance; empty classes: {np.flatnonzero(sizes == 0).tolist()}"
+                f"true_labels must contain every class 0..{k - 1} of num_classes = {k} (empirical fractions "
+                f"divide by the class sizes); empty classes: {V.short_list(np.flatnonzero(sizes == 0))}"
             )
     return empirical_fractions_core(jnp.asarray(t), jnp.asarray(g), k)

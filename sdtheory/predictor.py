@@ -17,7 +17,16 @@ Two models:
   ``A_r`` give logits ``G(x, train) A_r`` on any point.
 
 Every method validates its input and returns NumPy float64 arrays (the
-float64 policy of :mod:`sdtheory._x64`).
+float64 policy of :mod:`sdtheory._x64`; traced inputs are refused: transform
+the ``*_core`` kernels instead).
+
+**Scale.** Both models depend on ``G / lam`` only. The predictor stores the
+training set at unit scale (``X / root`` or ``G / root^2`` and
+``lam / root^2``, ``root`` a power of two: exact arithmetic, see
+:mod:`sdtheory.spectral`), scales test inputs the same way, and returns dual
+coefficients, weights and the spectrum in the caller's units. Features of
+size ``1e160`` or ``1e-160`` therefore give the same outputs as features of
+size 1.
 """
 
 from __future__ import annotations
@@ -33,12 +42,14 @@ from ._x64 import float64
 from .closed_form import sd_outputs_core, sd_test_outputs_core
 from .exact import (DEFAULT_MAX_ITER, DEFAULT_MAX_CG, DEFAULT_TOL, ExactResult, check_options, exact_phi_core,
                     raise_unconverged, solver_features)
-from .spectral import Spectrum, _spectrum
+from .spectral import Spectrum, _scale_down, _unit_lam, _unit_problem
 
 __all__ = ["MODELS", "Predictor", "predictor"]
 
 #: The models a predictor can fit.
 MODELS = ("closed", "exact")
+
+_KERNELS = "sdtheory.closed_form.sd_outputs_core (model='closed') or sdtheory.exact.exact_outputs_core (model='exact')"
 
 
 class Predictor:
@@ -46,34 +57,63 @@ class Predictor:
 
     Attributes:
       model: ``"closed"`` or ``"exact"``.
-      lam: the L2 weight.
+      lam: the L2 weight (a Python float).
       num_instances, num_classes: ``N`` and ``K``.
       num_rounds: exact model: the rounds fitted (``0..num_rounds-1``);
         ``None`` for the closed form (any round).
-      spectrum: the :class:`Spectrum` of the training Gram (closed model), or
-        ``None``.
+      spectrum: the :class:`Spectrum` of the training Gram (closed model, or
+        when one was given), or ``None``.
     """
 
-    def __init__(self, *, model, targets, lam, spec, features, num_rounds, result):
+    def __init__(self, *, model, targets, lam, spec, features, num_rounds, result, root=1.0, lam_unit=None):
+        # spec, features, result and lam_unit are at unit scale (G / root^2, X / root, lam / root^2)
         self.model = model
         self._targets = targets
-        self.lam = lam
-        self.spectrum = spec
-        self._features = features  # (N, d) device array or None
+        self.lam = float(lam)
+        self._lam = jnp.asarray(self.lam if lam_unit is None else lam_unit, dtype=float)
+        self._root = float(root)
+        self._spec = spec
+        self._features = features  # (N, d) device array at unit scale, or None
         self.num_rounds = num_rounds
-        self._result = result  # ExactResult over rounds 0..num_rounds-1 (exact model)
+        self._result = result  # ExactResult over rounds 0..num_rounds-1 (exact model), unit scale
         self.num_instances, self.num_classes = targets.shape
         self._proj = None  # X^T U (closed model, from features): test cross-Gram in O(N_test d M)
         if model == "closed" and features is not None:
             self._proj = features.T @ spec.eigvecs
         self._weights = None
         if model == "exact" and features is not None:
-            self._weights = jnp.einsum("nd,rnk->rkd", features, result.coef)  # (R, K, d)
+            self._weights = jnp.einsum("nd,rnk->rkd", features, result.coef)  # (R, K, d), unit scale
+
+    @property
+    def spectrum(self) -> Optional[Spectrum]:
+        """The :class:`Spectrum` of the training Gram in the caller's units (``ValueError`` if it overflows)."""
+        if self._spec is None:
+            return None
+        with np.errstate(over="ignore", under="ignore"):  # on the host: no flush of subnormal results to zero
+            s = np.asarray(self._spec.eigvals) * self._root * self._root
+        if not np.all(np.isfinite(s)):
+            raise ValueError("the eigenvalues of this training Gram overflow float64; the predictor works at unit "
+                             "scale (G / lam only) and does not need them")
+        return Spectrum(s, self._spec.eigvecs)
 
     def __repr__(self) -> str:
         rounds = "any round" if self.num_rounds is None else f"rounds 0..{self.num_rounds - 1}"
         return (f"Predictor(model={self.model!r}, N={self.num_instances}, K={self.num_classes}, "
-                f"lam={float(self.lam):g}, {rounds})")
+                f"lam={self.lam:g}, {rounds})")
+
+    def _to_caller(self, x, power: float, what: str):
+        """``x * root^power`` (exact; on the host, where subnormal results are kept), which must be finite."""
+        if self._root == 1.0 or power == 0:
+            return x
+        out = np.asarray(x)
+        with np.errstate(over="ignore", under="ignore"):
+            for _ in range(int(abs(power))):
+                out = out * self._root if power > 0 else out / self._root
+        if not np.all(np.isfinite(out)):
+            raise ValueError(f"the {what} of this fit overflow float64 in the units of the given features/Gram "
+                             f"(scale 2^{2 * np.log2(self._root):.0f}); the outputs do not (they depend on G / lam "
+                             "only): rescale the features/Gram or lam to get them")
+        return out
 
     # ---------------------------------------------------------------- rounds
     def _rounds(self, rounds, num_rounds) -> np.ndarray:
@@ -84,16 +124,16 @@ class Predictor:
         return r
 
     # ---------------------------------------------------------------- outputs
-    @float64
+    @float64(kernel=_KERNELS)
     def train_outputs(self, *, rounds: Any = None, num_rounds: Any = None) -> np.ndarray:
         """Outputs ``(R, N, K)`` on the training instances for round indices ``rounds`` (or ``0..num_rounds-1``)."""
         r = self._rounds(rounds, num_rounds)
         if self.model == "closed":
-            return sd_outputs_core(self.spectrum, self._targets, self.lam, jnp.asarray(r))
+            return sd_outputs_core(self._spec, self._targets, self._lam, jnp.asarray(r))
         return self._result.outputs[r]
 
     def _cross(self, test_features, test_gram):
-        """Validated test inputs: ``("features", X_test)`` or ``("gram", G_test)``."""
+        """Validated test inputs at the training set's unit scale: ``("features", X_test)`` or ``("gram", G_test)``."""
         n = self.num_instances
         if (test_features is None) == (test_gram is None):
             raise ValueError("pass exactly one of test_features= (N_test, d) or test_gram= (N_test, N)")
@@ -101,17 +141,25 @@ class Predictor:
             if self._features is None:
                 raise ValueError("test_features= needs a predictor fitted on features=; pass test_gram= (the "
                                  "test-train Gram) instead")
-            V.check_features(test_features, "test_features")
+            shape = V.check_features(test_features, "test_features")
             d = self._features.shape[1]
-            if np.shape(test_features)[1] != d:
-                raise ValueError(f"test_features has dimension {np.shape(test_features)[1]} but features has {d}")
-            return "features", jnp.asarray(test_features, dtype=float)
-        if len(np.shape(test_gram)) != 2 or np.shape(test_gram)[1] != n:
-            raise ValueError(f"test_gram must be (N_test, N) with N = {n}, got shape {tuple(np.shape(test_gram))}")
-        V.check_finite(test_gram, "test_gram")
-        return "gram", jnp.asarray(test_gram, dtype=float)
+            if shape[1] != d:
+                raise ValueError(f"test_features has dimension {shape[1]} but features has {d}")
+            x = _scale_down(test_features, self._root, 1)
+            what = "test_features"
+        else:
+            shape = V.shape_of(test_gram, "test_gram")
+            if len(shape) != 2 or shape[1] != n or shape[0] < 1:
+                raise ValueError(f"test_gram must be (N_test, N) with N = {n} and N_test >= 1, got shape {shape}")
+            V.check_finite(test_gram, "test_gram")
+            x = _scale_down(test_gram, self._root, 2)
+            what = "test_gram"
+        if not bool(jnp.all(jnp.isfinite(x))):
+            raise ValueError(f"{what} is too large for the scale of the training set (it overflows float64 at the "
+                             f"training set's unit scale 2^{np.log2(self._root):.0f}); rescale both together")
+        return ("features" if test_features is not None else "gram"), x
 
-    @float64
+    @float64(kernel=_KERNELS)
     def test_outputs(self, *, rounds: Any = None, num_rounds: Any = None, test_features: Any = None,
                      test_gram: Any = None) -> np.ndarray:
         """Outputs ``(R, N_test, K)`` on new points: ``test_features`` ``(N_test, d)`` or ``test_gram`` ``(N_test, N)``.
@@ -122,15 +170,15 @@ class Predictor:
         r = self._rounds(rounds, num_rounds)
         kind, x = self._cross(test_features, test_gram)
         if self.model == "closed":
-            cross = x @ self._proj if kind == "features" else x @ self.spectrum.eigvecs
-            return sd_test_outputs_core(self.spectrum, self._targets, self.lam, jnp.asarray(r), cross)
+            cross = x @ self._proj if kind == "features" else x @ self._spec.eigvecs
+            return sd_test_outputs_core(self._spec, self._targets, self._lam, jnp.asarray(r), cross)
         if kind == "features":
             logits = jnp.einsum("td,rkd->rtk", x, self._weights[r])
         else:
             logits = jnp.einsum("tn,rnk->rtk", x, self._result.coef[r])
         return jax.nn.softmax(logits, axis=-1)
 
-    @float64
+    @float64(kernel=_KERNELS)
     def predictions(self, *, rounds: Any = None, num_rounds: Any = None, test_features: Any = None,
                     test_gram: Any = None) -> np.ndarray:
         """Argmax classes ``(R, N)`` on the training set, or ``(R, N_test)`` when test points are given.
@@ -150,29 +198,32 @@ class Predictor:
         if self.model != "exact":
             raise ValueError(f"{what} is defined for the exact model; build the predictor with model='exact'")
 
-    @float64
+    @float64(kernel="sdtheory.exact.exact_outputs_core")
     def exact_result(self, *, rounds: Any = None, num_rounds: Any = None) -> ExactResult:
         """The :class:`ExactResult` (outputs, residuals, iterations, ...) of the requested rounds."""
         self._need_exact("exact_result")
         r = self._rounds(rounds, num_rounds)
-        return jax.tree_util.tree_map(lambda a: a[r], self._result)
+        res = jax.tree_util.tree_map(lambda a: a[r], self._result)
+        # dual coefficients scale as 1/root^2, the gradient in the weights as root (module docstring)
+        return res._replace(grad_norms=self._to_caller(res.grad_norms, 1, "gradient norms"),
+                            coef=self._to_caller(res.coef, -2, "dual coefficients"))
 
-    @float64
+    @float64(kernel="sdtheory.exact.exact_outputs_core")
     def coef(self, *, rounds: Any = None, num_rounds: Any = None) -> np.ndarray:
         """Dual coefficients ``A_r`` ``(R, N, K)``: logits on a point ``x`` are ``G(x, train) @ A_r``."""
         self._need_exact("coef")
-        return self._result.coef[self._rounds(rounds, num_rounds)]
+        return self._to_caller(self._result.coef[self._rounds(rounds, num_rounds)], -2, "dual coefficients")
 
-    @float64
+    @float64(kernel="sdtheory.exact.exact_outputs_core")
     def weights(self, *, rounds: Any = None, num_rounds: Any = None) -> np.ndarray:
         """Primal weights ``W_r = A_r^T X`` ``(R, K, d)`` (logits ``W_r x``); needs ``features=``."""
         self._need_exact("weights")
         if self._weights is None:
             raise ValueError("weights need the training features: build the predictor with features=")
-        return self._weights[self._rounds(rounds, num_rounds)]
+        return self._to_caller(self._weights[self._rounds(rounds, num_rounds)], -1, "primal weights")
 
 
-@float64
+@float64(kernel=_KERNELS)
 def predictor(targets: Any, *, lam: Any, features: Any = None, gram: Any = None, spectrum: Optional[Spectrum] = None,
               model: str = "closed", num_rounds: Optional[int] = None, loss: str = "ce", q: float = 0.7,
               tol: float = DEFAULT_TOL, max_iter: int = DEFAULT_MAX_ITER, on_failure: str = "raise",
@@ -181,7 +232,8 @@ def predictor(targets: Any, *, lam: Any, features: Any = None, gram: Any = None,
 
     Args:
       targets: ``(N, K)`` probability rows (the teacher's targets).
-      lam: L2 weight ``> 0`` (scalar).
+      lam: L2 weight, one real number ``> 0`` (for a grid, vmap the
+        ``*_core`` kernels; traced values are refused).
       features / gram / spectrum: exactly one of ``(N, d)`` features,
         ``(N, N)`` Gram, or a precomputed :class:`Spectrum` of the Gram; a
         spectrum may come with the ``features`` it was computed from (then
@@ -189,7 +241,8 @@ def predictor(targets: Any, *, lam: Any, features: Any = None, gram: Any = None,
         work). One spectrum serves any number of label vectors.
       model: ``"closed"`` (linearised closed form, any round) or ``"exact"``
         (exact softmax solution of rounds ``0..num_rounds-1``).
-      num_rounds: exact model: how many chained rounds to solve (default 1).
+      num_rounds: exact model: how many chained rounds to solve (default 1,
+        at most ``10^5``: they are solved one after another).
       loss, q, tol, max_iter, on_failure, solver: exact model options (see
         :func:`sdtheory.exact_outputs`); the closed form is the linearised
         cross-entropy model (``loss="ce"``).
@@ -210,37 +263,45 @@ def predictor(targets: Any, *, lam: Any, features: Any = None, gram: Any = None,
             raise TypeError(f"spectrum must be a sdtheory.Spectrum, got {type(spectrum).__name__}")
         n, _ = V.check_targets(targets)
         V.check_lam(lam)
-        V.check_same_n(spectrum.eigvecs.shape[0], n, "targets", "spectrum")
+        _check_spectrum(spectrum)
+        V.check_same_n(np.shape(spectrum.eigvecs)[0], n, "targets", "spectrum")
         if features is not None:
-            V.check_same_n(spectrum.eigvecs.shape[0], V.check_features(features)[0], "features", "spectrum")
-        spec = Spectrum(jnp.asarray(spectrum.eigvals, dtype=float), jnp.asarray(spectrum.eigvecs, dtype=float))
+            V.check_same_n(np.shape(spectrum.eigvecs)[0], V.check_features(features)[0], "features", "spectrum")
     else:
         V.check_problem(targets, lam, gram, features)
-        spec = None
-    if np.ndim(lam) != 0:
-        raise ValueError(f"lam must be a scalar, got shape {np.shape(lam)}; build one predictor per lam, or vmap "
-                         "the *_core kernels over lam")
-    t = jnp.asarray(targets, dtype=float)
-    lam_a = jnp.asarray(lam, dtype=float)
-    x = None
-    if features is not None:
-        V.check_features(features)
-        x = jnp.asarray(features, dtype=float)
     if model == "closed":
         if num_rounds is not None:
             raise ValueError("num_rounds is for model='exact'; the closed form evaluates any round")
         if loss != "ce":
             raise ValueError("the closed form is the linearised cross-entropy model; use model='exact' for "
                              f"loss={loss!r}")
-        if spec is None:
-            spec = _spectrum(gram=gram, features=features)
-        return Predictor(model="closed", targets=t, lam=lam_a, spec=spec, features=x, num_rounds=None, result=None)
-    num_rounds = V.check_int(1 if num_rounds is None else num_rounds, "num_rounds", minimum=1)
-    check_options(loss, q, tol, max_iter, on_failure, solver)
+    else:
+        num_rounds = V.check_num_rounds(1 if num_rounds is None else num_rounds)
+        check_options(loss, q, tol, max_iter, on_failure, solver)
+    # unit scale: G / root^2 and lam / root^2 (root a power of two; the outputs depend on G / lam only)
+    unit = _unit_problem(gram=gram, features=features, spectrum=spectrum,
+                         need_spectrum=model == "closed" or spectrum is not None)
+    what = "spectrum" if spectrum is not None else ("gram" if gram is not None else "features")
+    lam_u = _unit_lam(lam, unit.root, what)
+    t = jnp.asarray(targets, dtype=float)
+    common = dict(targets=t, lam=float(lam), spec=unit.spec, features=unit.features, root=unit.root, lam_unit=lam_u)
+    if model == "closed":
+        return Predictor(model="closed", num_rounds=None, result=None, **common)
     # from a given spectrum the solver's coordinates are U diag(sqrt s): nothing is factorised again
-    phi = solver_features(gram=gram, features=features, spec=spec)
-    res = exact_phi_core(phi, t, lam_a, num_rounds, loss=loss, q=float(q), tol=float(tol), max_iter=int(max_iter),
+    phi = solver_features(gram=unit.gram, features=unit.features, spec=unit.spec)
+    res = exact_phi_core(phi, t, lam_u, num_rounds, loss=loss, q=float(q), tol=float(tol), max_iter=int(max_iter),
                          max_cg=DEFAULT_MAX_CG, solver=solver)
     if on_failure == "raise":
         raise_unconverged(res, tol, max_iter)
-    return Predictor(model="exact", targets=t, lam=lam_a, spec=spec, features=x, num_rounds=num_rounds, result=res)
+    return Predictor(model="exact", num_rounds=num_rounds, result=res, **common)
+
+
+def _check_spectrum(spec: Spectrum) -> None:
+    """A given spectrum: ``(M,)`` finite eigenvalues ``>= 0`` (roundoff negatives allowed), ``(N, M)`` eigenvectors."""
+    s = V._as_numpy(spec.eigvals, "spectrum.eigvals")
+    u = V._as_numpy(spec.eigvecs, "spectrum.eigvecs")
+    if s.ndim != 1 or u.ndim != 2 or u.shape[1] != s.shape[0] or u.shape[0] < 1:
+        raise ValueError(f"spectrum must hold eigvals (M,) and eigvecs (N, M), got shapes {s.shape} and {u.shape}")
+    V.check_finite(s, "spectrum.eigvals")
+    V.check_finite(u, "spectrum.eigvecs")
+    V.check_psd_eigenvalues(s, "spectrum")

@@ -28,7 +28,6 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from . import _validation as V
 from ._x64 import float64
@@ -99,13 +98,13 @@ def top2_targets(outputs: Any, *, tie_tol: float = TIE_TOL) -> jax.Array:
     within ``tie_tol`` (rounded to its multiples) are tied; ties go to the
     lower class index.
     """
-    shape = np.shape(outputs)
-    if len(shape) != 2:
-        raise ValueError(f"outputs must be a 2-D (N, K) array, got shape {tuple(shape)}")
-    if shape[1] < 2:
-        raise ValueError(f"outputs must have K >= 2 classes, got K = {shape[1]}")
-    V.check_finite(outputs, "outputs")
-    return top2_targets_core(jnp.asarray(outputs, dtype=float), _check_tie_tol(tie_tol))
+    arr = V._as_numpy(outputs, "outputs")
+    if arr.ndim != 2 or arr.shape[0] < 1:
+        raise ValueError(f"outputs must be a non-empty 2-D (N, K) array, got shape {arr.shape}")
+    if arr.shape[1] < 2:
+        raise ValueError(f"outputs must have K >= 2 classes, got K = {arr.shape[1]}")
+    V.check_finite(arr, "outputs")
+    return top2_targets_core(jnp.asarray(arr, dtype=float), _check_tie_tol(tie_tol))
 
 
 # --------------------------------------------------------------------------
@@ -160,7 +159,7 @@ def pll_rounds_core(fit_student: Callable[[jax.Array], Fit], teacher: Fit, num_r
     return PLLResult(teacher.outputs, jnp.stack(ts), jnp.stack(outs), jnp.stack(conv), jnp.stack(res))
 
 
-@float64
+@float64(kernel="sdtheory.refine.pll_rounds_core with sdtheory.refine.closed_fit / exact_fit")
 def pll_student(
     targets: Any,
     *,
@@ -178,13 +177,14 @@ def pll_student(
 
     Args:
       targets: ``(N, K)`` teacher targets (one-hot given labels).
-      lam: L2 weight ``> 0``.
+      lam: L2 weight, one real number ``> 0``.
       gram / features: exactly one of ``(N, N)`` Gram or ``(N, d)`` features.
       model: ``"closed"`` (linearised CE, the theorems' model) or ``"exact"``.
       loss: student loss from :data:`sdtheory.LOSSES` (``"gce"``: exact only);
         the teacher always uses CE.
       q: GCE parameter in ``(0, 1]``.
-      num_rounds: number of student rounds ``R >= 1`` (iterated refinement).
+      num_rounds: number of student rounds ``1 <= R <= 10^5`` (iterated
+        refinement, one round after another).
       tie_tol: the top-2 tie tolerance.
       exact_options: ``tol``, ``max_iter``, ``on_failure``, ``solver`` of the
         exact solver.
@@ -196,7 +196,7 @@ def pll_student(
     from .losses import get_loss
     from .predictor import MODELS
 
-    num_rounds = V.check_int(num_rounds, "num_rounds", minimum=1)
+    num_rounds = V.check_num_rounds(num_rounds)
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     get_loss(loss)
@@ -207,11 +207,13 @@ def pll_student(
     tie_tol = _check_tie_tol(tie_tol)
     V.check_problem(targets, lam, gram, features)
     t = jnp.asarray(targets, dtype=float)
-    lam_a = jnp.asarray(lam, dtype=float)
-    if model == "closed":
-        from .spectral import _spectrum as spectrum
+    # unit scale (G / root^2, lam / root^2): the outputs depend on G / lam only
+    from .spectral import _unit_lam, _unit_problem
 
-        fit = closed_fit(spectrum(gram=gram, features=features), lam_a)
+    unit = _unit_problem(gram=gram, features=features, need_spectrum=model == "closed")
+    lam_a = _unit_lam(lam, unit.root, "gram" if gram is not None else "features")
+    if model == "closed":
+        fit = closed_fit(unit.spec, lam_a)
         return pll_rounds_core(fit, fit(t), num_rounds, tie_tol)
     from .exact import DEFAULT_MAX_ITER, DEFAULT_TOL
 
@@ -221,9 +223,7 @@ def pll_student(
         raise TypeError(f"unexpected keyword arguments for the exact solver: {unknown}")
     opts.update(exact_options)
     check_options(loss, q, opts["tol"], opts["max_iter"], opts["on_failure"], opts["solver"])
-    if features is not None:
-        V.check_features(features)
-    phi = solver_features(gram=gram, features=features)
+    phi = solver_features(gram=unit.gram, features=unit.features)
     solve = dict(tol=float(opts["tol"]), max_iter=int(opts["max_iter"]), solver=opts["solver"])
     result = pll_rounds_core(exact_fit(phi, lam_a, loss=loss, q=float(q), **solve),
                              exact_fit(phi, lam_a, loss="ce", q=float(q), **solve)(t), num_rounds, tie_tol)
@@ -232,16 +232,16 @@ def pll_student(
     return result
 
 
-@float64
+@float64(kernel="sdtheory.refine.pll_rounds_core with sdtheory.refine.block_fit")
 def pll_student_block_model(targets: Any, classes: Any, *, c: float, d: float, lam: Any, num_rounds: int = 1,
                             tie_tol: float = TIE_TOL) -> PLLResult:
     """Closed-form PLL pipeline on the block Gram of ``classes`` without forming it (``O(N K)`` per fit)."""
-    num_rounds = V.check_int(num_rounds, "num_rounds", minimum=1)
+    num_rounds = V.check_num_rounds(num_rounds)
     n, k = V.check_targets(targets)
-    classes = np.asarray(classes)
+    classes = V.as_array(classes, "classes")
     V.check_same_n(n, int(classes.shape[0]) if classes.ndim == 1 else -1, "classes", "targets")
     sizes = _sizes_from_classes(classes, k)
-    V.check_lam(lam)
+    lam = V.check_lam(lam)
     bspec = _block_spectrum_checked(sizes, c, d)
     fit = block_fit(bspec, jnp.asarray(classes), jnp.asarray(lam, dtype=float))
     return pll_rounds_core(fit, fit(jnp.asarray(targets, dtype=float)), num_rounds, _check_tie_tol(tie_tol))

@@ -31,10 +31,17 @@ __all__ = ["beta_smoothing", "beta_smoothing_core", "confidence", "predictive_di
 
 def _check_unit(x: Any, name: str) -> None:
     if V.is_tracer(x):
+        if np.ndim(x) != 0:
+            raise ValueError(f"{name} must be a scalar in [0, 1], got a traced value of shape {np.shape(x)}")
         return
-    arr = V._as_numpy(x, name)
-    if arr.ndim != 0 or not np.isfinite(arr) or arr < 0 or arr > 1:
-        raise ValueError(f"{name} must be a scalar in [0, 1], got {x!r}")
+    V.check_real(x, name, minimum=0.0, maximum=1.0)
+
+
+def _check_probability_rows(x: Any, name: str) -> None:
+    """``(N, K)`` probability rows of real numbers (bool, string and ragged input refused by name)."""
+    if not V.is_tracer(x):
+        x = V.check_real_array(x, name)
+    V.check_targets(x, name)
 
 
 def uniform_smoothing_core(targets: jax.Array, eps: jax.Array) -> jax.Array:
@@ -46,7 +53,7 @@ def uniform_smoothing_core(targets: jax.Array, eps: jax.Array) -> jax.Array:
 @float64
 def uniform_smoothing(targets: Any, eps: Any) -> jax.Array:
     """Uniform label smoothing ``(1 - eps) T + eps/K`` of ``(N, K)`` probability targets, ``eps in [0, 1]``."""
-    V.check_targets(targets)
+    _check_probability_rows(targets, "targets")
     _check_unit(eps, "eps")
     return uniform_smoothing_core(jnp.asarray(targets, dtype=float), jnp.asarray(eps, dtype=float))
 
@@ -80,9 +87,16 @@ def beta_smoothing(key: jax.Array, label_probs: Any, labels: Any, num_classes: i
       beta: ``> 0``, the first Beta parameter (``Beta(beta, 1)`` has mean
         ``beta / (beta + 1)``).
     """
-    k = V.check_int(num_classes, "num_classes", minimum=2)
-    lab = V.check_labels(labels, k, "labels")
-    V.check_positive_scalar(beta, "beta", allow_array=False)
+    V.check_key(key, "key")
+    k = V.check_size(num_classes, "num_classes", minimum=2)
+    lab = V.check_labels_for(labels, k, "labels", f"num_classes = {k}")
+    if V.is_tracer(beta):
+        if np.ndim(beta) != 0:
+            raise ValueError(f"beta must be a scalar > 0, got a traced value of shape {np.shape(beta)}")
+    elif not V.check_real(beta, "beta") > 0:
+        raise ValueError(f"beta must be > 0, got {beta!r}")
+    if not V.is_tracer(label_probs):
+        label_probs = V.check_real_array(label_probs, "label_probs")
     p = jnp.asarray(label_probs, dtype=float)
     shape = np.shape(label_probs)
     if len(shape) == 2:
@@ -122,12 +136,13 @@ def predictive_diversity(outputs: Any, *, normalize: bool = False) -> jax.Array:
     ``outputs`` are ``(N, K)`` probability rows (validated). A one-hot row
     has diversity 0 by convention. See :func:`predictive_diversity_core`.
     """
-    V.check_targets(outputs, "outputs")
-    return predictive_diversity_core(jnp.asarray(outputs, dtype=float), bool(normalize))
+    _check_probability_rows(outputs, "outputs")
+    normalize = V.check_bool(normalize, "normalize")
+    return predictive_diversity_core(jnp.asarray(outputs, dtype=float), normalize)
 
 
 @float64
 def confidence(outputs: Any) -> jax.Array:
     """Top probability ``max_l p_l`` per row, ``(N,)``, of ``(N, K)`` probability rows."""
-    V.check_targets(outputs, "outputs")
+    _check_probability_rows(outputs, "outputs")
     return jnp.max(jnp.asarray(outputs, dtype=float), axis=-1)

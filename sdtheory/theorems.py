@@ -29,12 +29,25 @@ symmetric / asymmetric / pair / cc noise with exact counts), as the papers do;
 :func:`all_correct_rounds` is exact without that assumption.
 
 Each public function validates and calls a pure ``jnp`` core (``*_core``)
-that takes ``(fractions, a, b[, g])`` and vmaps over fractions and factors
-(i.e. over ``eta``, seeds and ``lam``).
+that takes ``(fractions, logs)``, ``logs`` the :class:`LogFactors`
+``(log b, log(a/b), log(g/b))`` of :func:`log_block_factors`, and vmaps over
+fractions and log-factors (i.e. over ``eta``, seeds and ``lam``).
+
+Numerics (docs/theorems.md, "Numerics"). Everything is computed in log space
+from the eigenvalues ``s_w, s_b, s_g`` and the ridge ``K N lam``:
+``log b = -log1p(K N lam / s_b)``, and the ratios ``log(a/b)``, ``log(g/b)``
+directly (no difference of two logs), never from factors rounded to floats
+near 1 (small ``lam``: ``r*`` grows like ``1/lam``) or underflowing to 0
+(large ``lam``). Any finite scalar ``lam > 0`` is accepted. Round indices
+are resolved exactly up to :data:`MAX_ROUND` ``= 2**40 - 1``. A first
+all-correct round beyond it makes the public functions raise ``ValueError``
+naming ``lam`` (the cores return the sentinel :data:`BEYOND_RANGE`
+``= 2**40``); a window that closes beyond it has ``last = BEYOND_RANGE``.
 """
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -44,18 +57,42 @@ import numpy as np
 
 from . import _validation as V
 from ._x64 import float64
-from .block import block_factors
+from .block import balanced_block_eigenvalues
 from .metrics import TIE_TOL, correct_core
 from .noise import validate_corruption_matrix
 from .refine import top2_mask_core
 
-__all__ = ["UNBOUNDED", "GLOBAL_TOL", "PLLPrediction", "RoundWindow", "all_correct_at", "all_correct_at_core", "all_correct_rounds", "all_correct_rounds_core", "corruption_condition", "corruption_condition_core", "margin", "margin_core", "max_rounds", "min_rounds", "min_rounds_core", "pll_accuracy_prediction", "pll_condition", "pll_condition_core", "pll_prediction_core"]
+__all__ = ["BEYOND_RANGE", "MAX_ROUND", "PLL_MAX_CLASSES", "PLL_MAX_ROUNDS", "PLL_MEMORY_LIMIT", "UNBOUNDED",
+           "GLOBAL_TOL", "LogFactors", "log_block_factors", "PLLPrediction", "RoundWindow", "all_correct_at",
+           "all_correct_at_core", "all_correct_rounds", "all_correct_rounds_core", "corruption_condition",
+           "corruption_condition_core", "margin", "margin_core", "max_rounds", "min_rounds", "min_rounds_core",
+           "pll_accuracy_prediction", "pll_condition", "pll_condition_core", "pll_prediction_core"]
 
 #: Sentinel for "no upper end": the window of all-correct rounds never closes.
 UNBOUNDED = int(np.iinfo(np.int64).max)
-#: Largest exponent ``e = r + 1`` searched; windows reaching it count as unbounded.
+#: Largest exponent ``e = r + 1`` searched (rounds ``0..MAX_ROUND``).
 _EMAX = 2**40
+#: Largest round index the searches (``min_rounds``, ``all_correct_rounds``) resolve.
+#: Within it the answer is exact up to float64 roundoff of the boundary
+#: itself: a relative error of ~1e-15 in ``e log(b/a)``, below 1e-3 rounds.
+MAX_ROUND = _EMAX - 1
+#: Sentinel "beyond the searched range": a round ``> MAX_ROUND``. The kernels
+#: return it for ``r*`` / a window's ``first`` (where the public functions
+#: raise ``ValueError`` naming ``lam``) and for the ``last`` round of a window
+#: that closes after ``MAX_ROUND`` (returned by the public functions too).
+BEYOND_RANGE = _EMAX
 _SEARCH_STEPS = 44
+#: Refuse PLL type-level predictions needing more memory than this (bytes):
+#: the kernels hold ``(K, K, K)`` arrays, about ``24 K**3`` bytes (two float64
+#: temporaries and the bool top-2 sets, measured from XLA's memory analysis),
+#: so ``K <= PLL_MAX_CLASSES = 447``.
+PLL_MEMORY_LIMIT = 2 * 2**30
+_PLL_BYTES_PER_ENTRY = 24
+#: Largest ``K`` with ``24 K**3 <= PLL_MEMORY_LIMIT`` (447).
+PLL_MAX_CLASSES = next(k for k in range(2, 10**4) if _PLL_BYTES_PER_ENTRY * (k + 1) ** 3 > PLL_MEMORY_LIMIT)
+#: Most PLL student rounds ``pll_accuracy_prediction`` takes: the rounds are
+#: unrolled in the compiled program (100 rounds: ~3 s to compile).
+PLL_MAX_ROUNDS = 100
 #: Global-frequency differences below this are treated as 0 (float roundoff of
 #: the column means of a doubly stochastic matrix).
 GLOBAL_TOL = 1e-12
@@ -70,6 +107,26 @@ class RoundWindow(NamedTuple):
 
     first: Any
     last: Any
+
+
+class LogFactors(NamedTuple):
+    """Logs of the balanced block model's per-round shrink factors: the argument of every ``*_core``.
+
+    Attributes:
+      log_b: ``log b``, ``b = s_b/(s_b + K N lam)`` (the class factor).
+      log_rho: ``log(a/b) <= 0`` (own label vs class average; ``0`` only when
+        ``lam`` is so small that ``K N lam / s`` underflows).
+      log_gamma: ``log(g/b) >= 0`` (global average vs class average).
+
+    Built by :func:`log_block_factors`, each from the eigenvalues and the
+    ridge without cancellation (then ``a = exp(log_b + log_rho)``,
+    ``g = exp(log_b + log_gamma)``). A pytree: ``jax.vmap`` maps over its
+    fields (e.g. a grid of ``lam``).
+    """
+
+    log_b: Any
+    log_rho: Any
+    log_gamma: Any
 
 
 # --------------------------------------------------------------------------
@@ -98,37 +155,37 @@ def margin_core(fractions: jax.Array) -> jax.Array:
     return jnp.min(jnp.where(occurs, diff, jnp.inf))
 
 
-def _pow(log_base, e):
-    return jnp.exp(e * log_base)
-
-
 @jax.jit
-def min_rounds_core(fractions: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+def min_rounds_core(fractions: jax.Array, logs: LogFactors) -> jax.Array:
     r"""First all-correct round ``r*`` with equal global frequencies (no validation).
 
+    ``logs``: the :class:`LogFactors` of :func:`log_block_factors` (only
+    ``log_rho = log(a/b)`` is used).
     ``r* = floor(log((1 + Delta)/Delta) / log(b/a))`` computed, then corrected
     by evaluating the defining inequality ``Delta - (1 + Delta) (a/b)^e > 0``
-    at the neighbouring exponents so that floating-point error in the floor
-    cannot move it off the first round where the inequality holds. ``-1`` if
-    the corruption condition fails, ``0`` if no label is corrupted.
+    (``(a/b)^e = exp(e log_rho)``) at the neighbouring exponents so that
+    floating-point error in the floor cannot move it off the first round
+    where the inequality holds. ``-1`` if the corruption condition fails,
+    ``0`` if no label is corrupted, :data:`BEYOND_RANGE` if ``r* > MAX_ROUND``.
     """
     f = jnp.asarray(fractions)
     delta = margin_core(f)
     cond = corruption_condition_core(f)
     noisy = jnp.isfinite(delta)
     dsafe = jnp.where(noisy & cond, delta, 1.0)
-    lr = jnp.log(a) - jnp.log(b)  # log(a/b) < 0
+    lr = logs.log_rho  # log(a/b) < 0 (0 only when lam underflows the log-factors)
 
     def ok(r):  # all noisy instances correct at round r (e = r + 1)
-        return dsafe - (1.0 + dsafe) * _pow(lr, r + 1.0) > 0
+        return dsafe - (1.0 + dsafe) * jnp.exp((r + 1.0) * lr) > 0
 
-    est = jnp.floor(jnp.log1p(1.0 / dsafe) / (-lr))
-    r = jnp.clip(est, 0.0, float(_EMAX))
+    est = jnp.floor(jnp.log1p(1.0 / dsafe) / (-lr))  # +inf when lr == 0
+    r = jnp.clip(jnp.nan_to_num(est, nan=float(_EMAX), posinf=float(_EMAX)), 0.0, float(MAX_ROUND))
     for _ in range(2):
         r = jnp.where(ok(r), r, r + 1.0)
     for _ in range(2):
         r = jnp.where((r >= 1) & ok(r - 1.0), r - 1.0, r)
-    r = r.astype(jnp.int64)
+    # not reached by round MAX_ROUND (the estimate is within 1 of the truth there)
+    r = jnp.where(ok(r) & (r <= MAX_ROUND), r, float(BEYOND_RANGE)).astype(jnp.int64)
     return jnp.where(~cond, -1, jnp.where(noisy, r, 0))
 
 
@@ -156,78 +213,107 @@ def _constraint_terms(fractions):
     return D, F, nu, mask
 
 
-@jax.jit
-def all_correct_rounds_core(fractions: jax.Array, a: jax.Array, b: jax.Array, g: jax.Array) -> RoundWindow:
-    """Exact window of all-correct rounds from the score formula (no validation).
+def _h_of(fractions, logs):
+    """Per-pair constraint ``h(e)`` (see :func:`_constraint_terms`) from the :class:`LogFactors`.
 
-    Each constraint ``h(e) > 0`` (see :func:`_constraint_terms`) is
-    increasing-then-decreasing in ``e`` (unimodal), so its set of integer
-    ``e`` is an interval; it is found by locating the peak (analytically) and
-    two integer bisections. The window is the intersection over constraints.
-    Returns int64 ``RoundWindow(first, last)`` (``-1, -1`` if empty;
-    ``last = UNBOUNDED`` if it never closes).
+    ``log rho <= 0``, ``log gamma >= 0``; ``rho^e - 1`` and
+    ``gamma^e - 1`` are ``expm1`` of ``e`` times them, so nothing is formed as
+    a float close to 1 and nothing overflows into a NaN (``gamma^e`` may be
+    ``inf``, multiplied by a nonzero ``F`` only). Returns
+    ``(D, F, nu, mask, lr, lgam, h)``.
     """
     D, F, nu, mask = _constraint_terms(fractions)
-    lr = jnp.log(a) - jnp.log(b)  # log rho < 0
-    lg = jnp.log(g) - jnp.log(b)  # log gamma >= 0
-    F = jnp.where(lg > 0, F, 0.0)
+    lr = logs.log_rho  # log rho <= 0
+    lgam = logs.log_gamma  # log gamma >= 0
+    F = jnp.where(lgam > 0, F, 0.0)
 
     def h(e):
-        e = e.astype(D.dtype)
-        glob = jnp.where(F == 0, 0.0, F * jnp.expm1(e * lg))
+        glob = jnp.where(F == 0, 0.0, F * jnp.expm1(e * lgam))
         return -D * jnp.expm1(e * lr) + glob - nu * jnp.exp(e * lr)
 
+    return D, F, nu, mask, lr, lgam, h
+
+
+@jax.jit
+def all_correct_rounds_core(fractions: jax.Array, logs: LogFactors) -> RoundWindow:
+    """Exact window of all-correct rounds from the score formula (no validation).
+
+    ``logs``: the :class:`LogFactors` of :func:`log_block_factors`. Each
+    constraint ``h(e) > 0`` (see :func:`_constraint_terms`) is
+    increasing-then-decreasing in ``e`` (unimodal), so its set of integer
+    ``e`` is an interval; it is found by locating the peak (analytically) and
+    two integer bisections over ``1 <= e <= 2**40`` (rounds ``0..MAX_ROUND``).
+    The window is the intersection over constraints. Returns int64
+    ``RoundWindow(first, last)``: ``(-1, -1)`` if empty; ``last = UNBOUNDED``
+    if it never closes (no constraint with ``F < 0``); ``first`` or ``last``
+    ``= BEYOND_RANGE`` when that end lies beyond ``MAX_ROUND`` (with
+    ``first = BEYOND_RANGE``, ``last`` is ``UNBOUNDED`` or ``BEYOND_RANGE``:
+    whether a window opening beyond the range is empty is not decided).
+    """
+    D, F, nu, mask, lr, lgam, h = _h_of(fractions, logs)
+
+    def hi_(e):  # h at integer exponents
+        return h(e.astype(D.dtype))
+
     emax = jnp.int64(_EMAX)
-    up = D + nu  # coefficient of -rho^e
-    safe_num = jnp.where((F < 0) & (up > 0), up * (-lr) / jnp.where(F < 0, -F * lg, 1.0), 1.0)
-    e_peak = jnp.where(F < 0, jnp.where(up > 0, jnp.log(safe_num) / (lg - lr), 1.0), float(_EMAX))
-    e_peak = jnp.clip(jnp.nan_to_num(e_peak, nan=1.0, posinf=float(_EMAX), neginf=1.0), 1.0, float(_EMAX))
-    p_lo = jnp.floor(e_peak).astype(jnp.int64)
+    beyond_e = emax + 1  # an end beyond the searched exponents
+    never_e = jnp.int64(2**62)  # the window never closes
+    up = D + nu  # >= 0, coefficient of -rho^e
+    closes = F < 0  # h -> -inf: this pair's interval is bounded
+    ratio = jnp.where(closes & (up > 0), up * (-lr) / jnp.where(closes, -F * lgam, 1.0), 1.0)
+    # real maximiser of h over e > 0: <= 1 when h only decreases; +inf when it never decreases
+    e_peak = jnp.where(closes, jnp.log(ratio) / jnp.where(closes, lgam - lr, 1.0), jnp.inf)
+    e_peak = jnp.nan_to_num(e_peak, nan=1.0, posinf=jnp.inf, neginf=1.0)
+    peak_beyond = e_peak > float(_EMAX)
+    p_lo = jnp.floor(jnp.clip(e_peak, 1.0, float(_EMAX))).astype(jnp.int64)
     p_hi = jnp.minimum(p_lo + 1, emax)
-    p = jnp.where(h(p_hi) > h(p_lo), p_hi, p_lo)
+    p = jnp.where(hi_(p_hi) > hi_(p_lo), p_hi, p_lo)  # best integer exponent in [1, 2**40]
+    feasible = hi_(p) > 0
+    # sup of h over all e: h(e_peak) (F < 0), +inf (F > 0), lim = D (F == 0)
+    sup_pos = jnp.where(closes, jnp.where(jnp.isfinite(e_peak), h(e_peak) > 0, D > 0), (F > 0) | (D > 0))
+    starts_beyond = ~feasible & peak_beyond & sup_pos
 
     def lo_step(_, s):  # smallest e in [lo, hi] with h(e) > 0, h increasing there
         lo, hi = s
         mid = (lo + hi) // 2
-        good = h(mid) > 0
+        good = hi_(mid) > 0
         return jnp.where(lo < hi, jnp.where(good, lo, mid + 1), lo), jnp.where(lo < hi, jnp.where(good, mid, hi), hi)
 
     def hi_step(_, s):  # largest e in [lo, hi] with h(e) > 0, h decreasing there
         lo, hi = s
         mid = (lo + hi + 1) // 2
-        good = h(mid) > 0
+        good = hi_(mid) > 0
         return jnp.where(lo < hi, jnp.where(good, mid, lo), lo), jnp.where(lo < hi, jnp.where(good, hi, mid - 1), hi)
 
     ones = jnp.ones_like(p)
     e_lo, _ = jax.lax.fori_loop(0, _SEARCH_STEPS, lo_step, (ones, p))
     _, e_hi = jax.lax.fori_loop(0, _SEARCH_STEPS, hi_step, (p, jnp.full_like(p, emax)))
-    feasible = h(p) > 0
-    e_lo = jnp.where(mask, e_lo, 1)
-    e_hi = jnp.where(mask, e_hi, emax)
-    all_feasible = jnp.all(jnp.where(mask, feasible, True))
-    first_e = jnp.max(e_lo)
-    last_e = jnp.min(e_hi)
-    nonempty = all_feasible & (first_e <= last_e)
-    first = jnp.where(nonempty, first_e - 1, -1)
-    last = jnp.where(nonempty, jnp.where(last_e >= emax, UNBOUNDED, last_e - 1), -1)
+    e_lo = jnp.where(feasible, e_lo, beyond_e)
+    e_hi = jnp.where(closes, jnp.where(peak_beyond | (hi_(jnp.full_like(p, emax)) > 0), beyond_e, e_hi), never_e)
+    ok_pair = jnp.all(jnp.where(mask, feasible | starts_beyond, True))
+    first_e = jnp.max(jnp.where(mask, e_lo, 1))
+    last_e = jnp.min(jnp.where(mask, e_hi, never_e))
+    nonempty = ok_pair & (first_e <= last_e)
+    first = jnp.where(first_e > emax, BEYOND_RANGE, first_e - 1)
+    last = jnp.where(last_e == never_e, UNBOUNDED, jnp.where(last_e > emax, BEYOND_RANGE, last_e - 1))
+    first = jnp.where(nonempty, first, -1)
+    last = jnp.where(nonempty, last, -1)
     return RoundWindow(first.astype(jnp.int64), last.astype(jnp.int64))
 
 
 @jax.jit
-def all_correct_at_core(fractions: jax.Array, a: jax.Array, b: jax.Array, g: jax.Array, rounds: jax.Array) -> jax.Array:
+def all_correct_at_core(fractions: jax.Array, logs: LogFactors, rounds: jax.Array) -> jax.Array:
     """Whether every training instance is correct at each of ``rounds`` (direct score evaluation).
 
-    Evaluates the binding constraints at each round; no unimodality is used.
-    Shape ``rounds.shape``.
+    ``logs``: the :class:`LogFactors` of :func:`log_block_factors`. Evaluates
+    the binding constraints at each round, in float64 at ``e = r + 1`` (exact
+    for ``r < 2**53``; larger round indices are rounded to the nearest
+    float64, a relative change below ``1.2e-16``); no unimodality is used,
+    any non-negative int64 round works. Shape ``rounds.shape``.
     """
-    D, F, nu, mask = _constraint_terms(fractions)
-    lr = jnp.log(a) - jnp.log(b)
-    lg = jnp.log(g) - jnp.log(b)
-    F = jnp.where(lg > 0, F, 0.0)
-    e = (jnp.asarray(rounds) + 1.0)[..., None, None]
-    glob = jnp.where(F == 0, 0.0, F * jnp.expm1(e * lg))
-    hv = -D * jnp.expm1(e * lr) + glob - nu * jnp.exp(e * lr)
-    return jnp.all(jnp.where(mask, hv > 0, True), axis=(-2, -1))
+    D, F, nu, mask, lr, lgam, h = _h_of(fractions, logs)
+    e = (jnp.asarray(rounds).astype(D.dtype) + 1.0)[..., None, None]
+    return jnp.all(jnp.where(mask, h(e) > 0, True), axis=(-2, -1))
 
 
 class PLLPrediction(NamedTuple):
@@ -248,33 +334,40 @@ class PLLPrediction(NamedTuple):
     h: jax.Array
 
 
-def _type_scores(targets_kyl, f_types, a, b, g, e):
-    """Linearised scores ``(K, K, K)`` of every type ``(k, y)`` for type-level targets.
+def _type_scores(targets_kyl, f_types, a, b, g):
+    """Linearised one-round (``e = 1``) scores ``(K, K, K)`` of every type ``(k, y)`` for type-level targets.
 
     ``targets_kyl[k, y]`` is the target row of the instances of type
-    ``(k, y)``; ``f_types[k, y]`` their fraction in class ``k``.
+    ``(k, y)``; ``f_types[k, y]`` their fraction in class ``k``. The scores
+    are ``O(1)`` combinations of the factors; no cancellation to guard.
     """
     tbar_k = jnp.einsum("ky,kyl->kl", f_types, targets_kyl)
     tbar = jnp.mean(tbar_k, axis=0)
-    ae, be, ge = a**e, b**e, g**e
-    return ae * targets_kyl + (be - ae) * tbar_k[:, None, :] + (ge - be) * tbar[None, None, :]
+    return a * targets_kyl + (b - a) * tbar_k[:, None, :] + (g - b) * tbar[None, None, :]
 
 
 @partial(jax.jit, static_argnames=("num_rounds",))
-def pll_prediction_core(fractions: jax.Array, a, b, g, num_rounds: int = 1, tie_tol=TIE_TOL) -> PLLPrediction:
+def pll_prediction_core(fractions: jax.Array, logs: LogFactors, num_rounds: int = 1,
+                        tie_tol=TIE_TOL) -> PLLPrediction:
     """PLL student prediction from the fractions (no validation; ``num_rounds`` static).
 
-    Teacher: round 0 on the one-hot given labels. Each student round ``j``
-    takes the top-2 classes of the previous round's outputs (the package's
-    one top-2 rule, :func:`sdtheory.refine.top2_mask_core`), puts ``1/2`` on
-    each and fits one round (``e = 1``); a type is correct by the package's
-    one rule (:func:`sdtheory.metrics.correct_core`, ties are failures).
+    ``logs``: the :class:`LogFactors` of :func:`log_block_factors`; the
+    one-round factors are ``b = exp(log_b)``, ``a = exp(log_b + log_rho)``,
+    ``g = exp(log_b + log_gamma)``. Teacher: round 0 on the one-hot
+    given labels. Each student round ``j`` takes the top-2 classes of the
+    previous round's outputs (the package's one top-2 rule,
+    :func:`sdtheory.refine.top2_mask_core`), puts ``1/2`` on each and fits one
+    round (``e = 1``); a type is correct by the package's one rule
+    (:func:`sdtheory.metrics.correct_core`, ties are failures). Holds
+    ``(K, K, K)`` arrays, about ``24 K**3`` bytes (:data:`PLL_MEMORY_LIMIT`).
     """
     f = jnp.asarray(fractions)
     k = f.shape[0]
+    a, b, g = (jnp.exp(logs.log_b + logs.log_rho), jnp.exp(logs.log_b),
+               jnp.exp(logs.log_b + logs.log_gamma))
     eye = jnp.eye(k, dtype=f.dtype)
     t = jnp.broadcast_to(eye[None, :, :], (k, k, k))  # type (k, y) has one-hot target e_y
-    scores = _type_scores(t, f, a, b, g, 1.0)
+    scores = _type_scores(t, f, a, b, g)
     teacher_top2 = top2_mask_core(scores, tie_tol)
     true_class = jnp.arange(k)[:, None]  # type (k, y) has true class k
     h = jnp.einsum("ky,kyl->kl", f, teacher_top2.astype(f.dtype))
@@ -282,7 +375,7 @@ def pll_prediction_core(fractions: jax.Array, a, b, g, num_rounds: int = 1, tie_
     mask = teacher_top2
     for _ in range(num_rounds):
         t = mask.astype(f.dtype) / 2.0
-        scores = _type_scores(t, f, a, b, g, 1.0)
+        scores = _type_scores(t, f, a, b, g)
         correct = correct_core(scores, true_class, tie_tol)
         corrects.append(correct)
         accs.append(jnp.sum(jnp.where(correct, f, 0.0)) / k)
@@ -291,10 +384,11 @@ def pll_prediction_core(fractions: jax.Array, a, b, g, num_rounds: int = 1, tie_
 
 
 @jax.jit
-def pll_condition_core(fractions: jax.Array, a, b, g) -> jax.Array:
-    """Corruption condition and ``h_k(l) < 1`` for all ``l != k`` (no validation)."""
+def pll_condition_core(fractions: jax.Array, logs: LogFactors) -> jax.Array:
+    """Corruption condition and ``h_k(l) < 1`` for all ``l != k`` (no validation; ``logs`` as in
+    :func:`pll_prediction_core`)."""
     f = jnp.asarray(fractions)
-    pred = pll_prediction_core(f, a, b, g, 1)
+    pred = pll_prediction_core(f, logs, 1)
     hk = jnp.where(_offdiag(f.shape[0]), pred.h, 0.0)
     return corruption_condition_core(f) & jnp.all(hk < 1.0)
 
@@ -305,18 +399,98 @@ def pll_condition_core(fractions: jax.Array, a, b, g) -> jax.Array:
 
 
 def _check_fractions(fractions):
-    f = validate_corruption_matrix(fractions)
+    f = validate_corruption_matrix(fractions, name="fractions")
     return jnp.asarray(f, dtype=float)
 
 
-def _factors(fractions, c, d, lam, per_class):
-    """``(a, b, g)`` from :func:`sdtheory.block.block_factors` (``lam`` may be traced; ``c``, ``d`` concrete)."""
+def _check_scalar_lam(lam):
+    """``lam``: one finite positive L2 weight (a scalar tracer under ``jax.vmap`` is fine)."""
+    shape = np.shape(lam)
+    if shape != ():
+        raise ValueError(
+            f"lam must be a scalar (one L2 weight), got shape {tuple(shape)}; for a grid of lam values use "
+            "jax.vmap over the function, or the *_core kernels with log_block_factors")
+    V.check_lam(lam)
+
+
+def _log_factors_xp(xp, s_w, s_b, s_g, d_bw, d_gb, kn, lam):
+    """:class:`LogFactors` from the eigenvalues ``s_w < s_b <= s_g``, their differences ``d_bw = s_b - s_w
+    = n (c - d) > 0`` and ``d_gb = s_g - s_b = N d >= 0`` (given, not recomputed: they may be tiny next to
+    the eigenvalues), ``kn = K N`` and ``lam``, with ``xp`` NumPy (concrete) or ``jax.numpy`` (traced).
+
+    With ``R = K N lam`` (it may overflow to inf; ``s / R`` then is 0):
+
+    * ``log b = -log1p(R/s_b)``; when ``R/s_b`` overflows, ``-softplus(t)``
+      with ``t = log(R/s_b)`` formed from ``log lam``;
+    * ``a/b = 1 - x``, ``x = (d_bw/s_b) / (1 + s_w/R)`` in ``[0, 1)``:
+      ``log1p(-x)``, or for ``x > 1/2`` (``a/b < 1/2``, large ``R``)
+      ``log(s_w/s_b) + log1p(d_bw/(s_w + R))``;
+    * ``g/b = 1 + y``, ``y = (d_gb/s_b) / (1 + s_g/R) >= 0``: ``log1p(y)``.
+
+    Each is accurate to a few ulps relative for every finite ``lam > 0``.
+    """
+    R = kn * lam
+    xb = R / s_b
+    t = math.log(kn) - math.log(s_b) + xp.log(lam)
+    log_b = xp.where(xp.isfinite(xb), -xp.log1p(xb), -(t + xp.log1p(xp.exp(-t))))
+    x = (d_bw / s_b) / (1.0 + s_w / R)
+    log_rho = xp.where(x <= 0.5, xp.log1p(-x), math.log(s_w / s_b) + xp.log1p(d_bw / (s_w + R)))
+    log_gamma = xp.log1p((d_gb / s_b) / (1.0 + s_g / R))
+    return LogFactors(log_b, log_rho, log_gamma)
+
+
+@float64
+def log_block_factors(*, per_class: int, num_classes: int, c: float, d: float, lam: Any) -> LogFactors:
+    r"""Logs of the balanced block model's shrink factors: :class:`LogFactors` ``(log b, log(a/b), log(g/b))``.
+
+    ``(a, b, g) = s/(s + K N lam)`` for the eigenvalues ``(s_w, s_b, s_g)``
+    of :func:`sdtheory.block.balanced_block_eigenvalues`, ``N = K per_class``
+    (:func:`sdtheory.block_factors` gives the factors themselves). These are
+    the argument of the theorem kernels (``*_core``). Accurate to a few ulps
+    for every finite ``lam > 0``: at small ``lam`` the factors are floats
+    close to 1, and ``log a - log b`` formed from them (or from their logs)
+    loses most digits, while ``r*`` grows like ``1/lam``; at
+    ``lam >= ~1e305`` the factors underflow to 0 (``K N lam`` itself may
+    overflow) while these logs stay finite. ``c``, ``d`` must be concrete,
+    ``lam`` a scalar; a traced ``lam`` gives traced fields, concrete input
+    Python floats.
+    """
     for name, v in (("c", c), ("d", d)):
         if V.is_tracer(v):
             raise TypeError(f"{name} must be a concrete float (vmap over lam and fractions, not {name})")
+    _check_scalar_lam(lam)
+    s_w, s_b, s_g = balanced_block_eigenvalues(per_class=per_class, num_classes=num_classes, c=c, d=d)
+    n, k = int(per_class), int(num_classes)
+    c, d = float(c), float(d)
+    args = (s_w, s_b, s_g, n * (c - d), n * k * d, k * k * n)
+    if V.is_tracer(lam):
+        return _log_factors_xp(jnp, *args, lam)
+    with np.errstate(all="ignore"):
+        out = _log_factors_xp(np, *args, np.float64(lam))
+    return LogFactors(*(float(v) for v in out))
+
+
+def _log_factors(fractions, c, d, lam, per_class):
+    """:class:`LogFactors` as float arrays for the kernels (``lam`` may be traced; ``c``, ``d`` concrete)."""
     k = int(np.shape(fractions)[0])
-    a, b, g = block_factors(per_class=per_class, num_classes=k, c=c, d=d, lam=lam)
-    return tuple(jnp.asarray(x, dtype=float) for x in (a, b, g))
+    logs = log_block_factors(per_class=per_class, num_classes=k, c=c, d=d, lam=lam)
+    return LogFactors(*(jnp.asarray(x, dtype=float) for x in logs))
+
+
+def _beyond(what: str, lam: Any) -> ValueError:
+    return ValueError(
+        f"{what} lies beyond round MAX_ROUND = 2**40 - 1, the range the theorem functions resolve, at "
+        f"lam = {float(lam):.6g} (the rounds needed grow like 1/lam as lam -> 0); increase lam, or use the *_core "
+        f"kernels, which return the sentinel BEYOND_RANGE = 2**40 there")
+
+
+def _check_pll_size(fractions):
+    k = int(np.shape(fractions)[0])
+    if k > PLL_MAX_CLASSES:
+        raise ValueError(
+            f"fractions has K = {k} classes: the type-level PLL prediction holds (K, K, K) arrays, about "
+            f"{_PLL_BYTES_PER_ENTRY * k**3 / 2**30:.3g} GiB, above PLL_MEMORY_LIMIT = {PLL_MEMORY_LIMIT / 2**30:g} "
+            f"GiB; it supports K <= {PLL_MAX_CLASSES}")
 
 
 @float64
@@ -354,14 +528,22 @@ def min_rounds(fractions: Any, *, c: float, d: float, lam: Any, per_class: int):
     are, so ``r* = floor(log((1 + Delta)/Delta) / log(b/a))``.
 
     Returns an ``int``: ``-1`` if the corruption condition fails (never all
-    correct), ``0`` if no label is corrupted. Under ``jax.vmap`` over ``lam``
-    or ``fractions`` it returns a traced int array. Use
+    correct), ``0`` if no label is corrupted. Any finite ``lam > 0`` (a
+    scalar) works: the factors are handled in log space
+    (:func:`log_block_factors`). ``r*`` grows like ``1/lam``; if it exceeds
+    :data:`MAX_ROUND` ``= 2**40 - 1`` (``lam`` below ~1e-15 for typical
+    ``c``, ``d``, ``n``) a ``ValueError`` naming ``lam`` is raised. Under
+    ``jax.vmap`` over ``lam`` or ``fractions`` it returns a traced int array
+    (with :data:`BEYOND_RANGE` there instead of raising). Use
     :func:`all_correct_rounds` when the global frequencies differ.
     """
     f = _check_fractions(fractions)
-    a, b, _ = _factors(f, c, d, lam, per_class)
-    out = min_rounds_core(f, a, b)
-    return out if V.is_tracer(out) else int(out)
+    out = min_rounds_core(f, _log_factors(f, c, d, lam, per_class))
+    if V.is_tracer(out):
+        return out
+    if int(out) == BEYOND_RANGE:
+        raise _beyond("the first all-correct round r*", lam)
+    return int(out)
 
 
 @float64
@@ -382,14 +564,23 @@ def all_correct_rounds(fractions: Any, *, c: float, d: float, lam: Any, per_clas
     the upper end ``r_max`` of the window (docs/theory.md section 4).
 
     Returns ``RoundWindow(first, last)`` of ints; ``(-1, -1)`` if empty,
-    ``last = UNBOUNDED`` if it never closes.
+    ``last = UNBOUNDED`` if it never closes. Rounds are resolved up to
+    :data:`MAX_ROUND` ``= 2**40 - 1``: ``last = BEYOND_RANGE`` ``= 2**40``
+    when the window closes, but after ``MAX_ROUND`` (every round
+    ``first..MAX_ROUND`` is all correct; e.g. tiny global differences or a
+    tiny ``d``); when it opens beyond ``MAX_ROUND`` a ``ValueError`` naming
+    ``lam`` is raised (under ``jax.vmap`` the traced ``first`` holds
+    ``BEYOND_RANGE`` instead; see :func:`all_correct_rounds_core`).
+    :func:`all_correct_at` answers for any given rounds.
     """
     f = _check_fractions(fractions)
-    a, b, g = _factors(f, c, d, lam, per_class)
-    w = all_correct_rounds_core(f, a, b, g)
+    w = all_correct_rounds_core(f, _log_factors(f, c, d, lam, per_class))
     if V.is_tracer(w.first):
         return w
-    return RoundWindow(int(w.first), int(w.last))
+    first, last = int(w.first), int(w.last)
+    if first == BEYOND_RANGE:
+        raise _beyond("the first all-correct round", lam)
+    return RoundWindow(first, last)
 
 
 @float64
@@ -398,18 +589,27 @@ def max_rounds(fractions: Any, *, c: float, d: float, lam: Any, per_class: int):
 
     ``UNBOUNDED`` when every global difference ``f(k) - f(l)`` that matters
     is ``>= 0`` (e.g. equal global frequencies); ``-1`` when no round is all
-    correct.
+    correct; :data:`BEYOND_RANGE` ``= 2**40`` when the window closes after
+    :data:`MAX_ROUND`. Raises ``ValueError`` naming ``lam`` when the window
+    opens beyond ``MAX_ROUND`` (as :func:`all_correct_rounds`).
     """
     return all_correct_rounds(fractions, c=c, d=d, lam=lam, per_class=per_class).last
 
 
 @float64
 def all_correct_at(fractions: Any, rounds: Any, *, c: float, d: float, lam: Any, per_class: int) -> np.ndarray:
-    """Bool per round: is every training instance correct there (score formula, global term included)?"""
+    """Bool per round: is every training instance correct there (score formula, global term included)?
+
+    ``rounds``: any non-negative round indices up to the int64 maximum
+    ``2**63 - 1``. Each round is evaluated directly in float64 at
+    ``e = r + 1`` from the log-factors, so the answer is exact except within
+    a relative ~1e-15 of a crossing of the constraints (as everywhere in
+    float64); indices above ``2**53`` are rounded to the nearest float64
+    (adjacent rounds there are evaluated at the same ``e``).
+    """
     f = _check_fractions(fractions)
-    r = V.check_rounds(rounds)
-    a, b, g = _factors(f, c, d, lam, per_class)
-    return all_correct_at_core(f, a, b, g, jnp.asarray(r))
+    r = V.check_rounds(rounds, maximum=UNBOUNDED, why="round indices are int64")
+    return all_correct_at_core(f, _log_factors(f, c, d, lam, per_class), jnp.asarray(r, dtype=jnp.int64))
 
 
 @float64
@@ -423,11 +623,13 @@ def pll_condition(fractions: Any, *, c: float, d: float, lam: Any, per_class: in
     class term ``(b - a)(1 - h_k(l))/2`` breaks the tie toward ``k`` iff
     ``h_k(l) < 1``. Exact when the global term vanishes (``d = 0``, then
     ``g = b``); otherwise the global term of the refined targets can move
-    the answer, and :func:`pll_accuracy_prediction` is exact.
+    the answer, and :func:`pll_accuracy_prediction` is exact. ``K`` is
+    bounded by :data:`PLL_MEMORY_LIMIT` (``K <= 447``), as
+    :func:`pll_accuracy_prediction`.
     """
     f = _check_fractions(fractions)
-    a, b, g = _factors(f, c, d, lam, per_class)
-    return bool(pll_condition_core(f, a, b, g))
+    _check_pll_size(f)
+    return bool(pll_condition_core(f, _log_factors(f, c, d, lam, per_class)))
 
 
 @float64
@@ -440,10 +642,16 @@ def pll_accuracy_prediction(
     types (true ``k``, given ``y``): all instances of a type have identical
     scores. Teacher top-2 by the package's one rule (:func:`sdtheory.refine.top2_targets`);
     the student counts as correct by the one tie-aware rule (:func:`sdtheory.correct`). See :class:`PLLPrediction`.
+
+    The type-level arrays are ``(K, K, K)``, about ``24 K**3`` bytes: ``K``
+    above 447 (more than :data:`PLL_MEMORY_LIMIT` = 2 GiB) is refused with a
+    ``ValueError`` naming ``fractions``. ``num_rounds`` is at most
+    :data:`PLL_MAX_ROUNDS` ``= 100`` (the rounds are unrolled when compiled).
     """
     from .metrics import _check_tie_tol
 
     f = _check_fractions(fractions)
-    num_rounds = V.check_int(num_rounds, "num_rounds", minimum=1)
-    a, b, g = _factors(f, c, d, lam, per_class)
-    return pll_prediction_core(f, a, b, g, num_rounds, _check_tie_tol(tie_tol))
+    _check_pll_size(f)
+    num_rounds = V.check_int(num_rounds, "num_rounds", minimum=1, maximum=PLL_MAX_ROUNDS,
+                             why="the student rounds are unrolled in the compiled program")
+    return pll_prediction_core(f, _log_factors(f, c, d, lam, per_class), num_rounds, _check_tie_tol(tie_tol))

@@ -22,9 +22,13 @@ Seed s of ``--seeds`` uses the key ``jax.random.split(PRNGKey(--seed),
 reported on stderr; their rows are kept (``exact_converged`` false).
 
 Writes into ``--out`` (default results/linearization_gap/): ``gap.csv`` (+
-``gap.csv.meta.json``), ``params.json`` and ``gap.png``/``gap.pdf``, each
-atomically with the package version and git revision. The printed table has
-one line per (c, d, lam), worst case over seeds.
+``gap.csv.meta.json``), ``params.json`` (parameters and the ``timing`` field,
+the only one that changes between runs with the same flags) and
+``gap.png``/``gap.pdf``, each with the package version and git revision, and
+``manifest.json`` (every file's SHA-256). The set is written as one unit: it
+is staged next to ``--out`` and replaces the previous set only when complete
+(Ctrl-C: exit status 130, ``--out`` unchanged; bad flags: status 2). The
+printed table has one line per (c, d, lam), worst case over seeds.
 """
 
 from __future__ import annotations
@@ -40,13 +44,16 @@ import numpy as np
 
 import sdtheory
 from sdtheory import io as sio
-from sdtheory.cli import cd_pairs, float_in, int_at_least
+from sdtheory.cli import cd_pairs, float_in, int_at_least, run_main
 from sdtheory import montecarlo as mc
 from sdtheory.plots import linearization_gap_figure
 
 DEFAULT_OUT = os.path.join("results", "linearization_gap")
 DEFAULT_CD = "0.4,0.1;0.6,0.1;0.3,0.2"
 METHODS = ("sd_closed", "sd_exact")
+SCRIPT = "simulations/linearization_gap.py"
+#: What a previous run leaves in --out (a run replaces the directory as a whole).
+OUTPUTS = ("gap.csv", "gap.csv.meta.json", "params.json", "gap.png", "gap.pdf")
 
 
 # --------------------------------------------------------------------------
@@ -115,6 +122,19 @@ def _config(parser, args, c, d, lam):
 def main(argv=None) -> int:
     parser, args = parse_args(argv)
     t_start = time.perf_counter()
+    try:
+        out = sio.check_output_dir(args.out, outputs=OUTPUTS)  # before any computation
+    except sio.OutputDirError as exc:
+        parser.error(f"argument --out: {exc}")
+    try:
+        return _run(parser, args, out, t_start)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"interrupted; {out} was not changed") from None
+    except sio.OutputDirError as exc:  # the directory changed while computing
+        parser.error(f"argument --out: {exc}")
+
+
+def _run(parser, args, out: Path, t_start: float) -> int:
     lams = np.logspace(np.log10(args.lam_min), np.log10(args.lam_max), args.num_lam)
     configs = [_config(parser, args, c, d, float(lams[0])) for c, d in args.cd]
     progress = sio.progress_printer("linearization_gap")
@@ -127,7 +147,7 @@ def main(argv=None) -> int:
                                     "first_closed")}
     tie_max = []
     unconverged = {}
-    for (c, d), config in zip(args.cd, configs):
+    for (c, d), config in zip(args.cd, configs, strict=True):
         t0 = time.perf_counter()
         res = mc.run_grid(config, [args.eta], lams=lams, num_seeds=args.seeds, seed=args.seed, progress=progress)
         print(f"(c, d) = ({c:g}, {d:g}): {lams.size} lam x {args.seeds} seed(s) x {args.num_rounds} rounds in "
@@ -153,7 +173,7 @@ def main(argv=None) -> int:
         columns["lam"] += lams[li].tolist()
         columns["seed"] += si.tolist()
         columns["round"] += res.rounds[ri].tolist()
-        for name, arr in zip(("max_abs_diff", "argmax_agreement", "near_tie_frac"), gap):
+        for name, arr in zip(("max_abs_diff", "argmax_agreement", "near_tie_frac"), gap, strict=True):
             columns[name] += arr.ravel().tolist()
         columns["train_acc_exact"] += acc["sd_exact"].ravel().tolist()
         columns["train_acc_closed"] += acc["sd_closed"].ravel().tolist()
@@ -178,20 +198,22 @@ def main(argv=None) -> int:
     params.update(cd=[list(p) for p in args.cd], eta=args.eta, lams=lams, num_seeds=args.seeds, prng_seed=args.seed,
                   seed_rule="seed s uses jax.random.split(jax.random.PRNGKey(prng_seed), num_seeds)[s], split into "
                             "(label key, feature key); the same keys for every (c, d) and lam",
-                  exact_unconverged_solves=num_bad, exact_unconverged_by_cd=unconverged,
-                  seconds=round(time.perf_counter() - t_start, 3))
-    meta = {"script": "simulations/linearization_gap.py", "parameters": params, **sio.provenance()}
-    out = Path(args.out)
-    sio.write_csv(out / "gap.csv", columns, metadata=meta)
-    sio.write_json(out / "params.json", {"parameters": params}, metadata=sio.provenance())
+                  exact_unconverged_solves=num_bad, exact_unconverged_by_cd=unconverged)
+    meta = {"script": SCRIPT, "parameters": params, **sio.provenance()}
     title = (f"block model K={args.classes}, n={args.per_class}/class, symmetric noise eta={args.eta:g}, "
              + (f"features dim={args.dim}" if args.dim else "exact block Gram")
              + (f"; worst case over {args.seeds} seeds" if args.seeds > 1 else ""))
     fig = linearization_gap_figure(lams, [f"c={c:g}, d={d:g}" for c, d in args.cd], num_rounds=args.num_rounds,
                                    title=title, **panels)
     fig_meta = {"parameters": params, "package_version": meta["package_version"], "git_revision": meta["git_revision"]}
-    sio.write_figure(fig, out / "gap.png", metadata=fig_meta)
-    sio.write_figure(fig, out / "gap.pdf", metadata=fig_meta)
+    with sio.run_directory(out, script=SCRIPT, parameters=params, outputs=OUTPUTS) as stage:
+        sio.write_csv(stage / "gap.csv", columns, metadata=meta)
+        sio.write_figure(fig, stage / "gap.png", metadata=fig_meta)
+        sio.write_figure(fig, stage / "gap.pdf", metadata=fig_meta)
+        # "timing" is the one field that differs between two runs with the same parameters (docs/simulation.md)
+        sio.write_json(stage / "params.json", {"parameters": params,
+                                               "timing": {"total_seconds": round(time.perf_counter() - t_start, 3)}},
+                       metadata=sio.provenance())
 
     print(f"{'c':>5s}{'d':>5s}{'lam':>10s}{'gap r0':>10s}{'gap max':>10s}{'agree min':>10s}{'tie max':>10s}"
           f"{'1st ok ex':>10s}{'1st ok cf':>10s}")
@@ -202,10 +224,10 @@ def main(argv=None) -> int:
                   f"{int(panels['first_exact'][p, i]):10d}{int(panels['first_closed'][p, i]):10d}")
     if num_bad:
         print(f"warning: {num_bad} exact solve(s) did not converge (see exact_converged in gap.csv)", file=sys.stderr)
-    print(f"linearization_gap: wrote {out}/gap.{{csv,png,pdf}} and params.json in "
+    print(f"linearization_gap: wrote {out}/gap.{{csv,png,pdf}}, params.json and {sio.MANIFEST} in "
           f"{time.perf_counter() - t_start:.1f} s", file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, "linearization_gap.py"))

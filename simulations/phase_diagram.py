@@ -9,10 +9,15 @@ PLL student (one round on the teacher's top-2 classes), score the training
 predictions against the true classes, and compare with the theorems: the
 corruption condition and the first all-correct round r*(eta).
 
-Writes into --out (default results/phase_diagram/):
+Writes into --out (default results/phase_diagram/), as one unit (the whole set
+is staged next to --out and replaces the previous one; an interrupted run
+changes nothing):
   phase_diagram.png / .pdf  the figure (heat map + PLL panel)
   phase_diagram.csv         one row per (eta, round, method)
-  summary.json              parameters, seeds, provenance, agreement
+  summary.json              parameters, seeds, provenance, agreement, timing
+  manifest.json             every file with its SHA-256, and the parameters
+Finished chunks are checkpointed in <out>.work/; --resume continues an
+interrupted run from them. Ctrl-C exits with status 130, bad flags with 2.
 
 Column meanings: docs/simulation.md. Run with --help for every flag.
 """
@@ -32,12 +37,17 @@ from sdtheory import LOSSES, MODELS, NOISE_KINDS, SOLVERS, TIE_TOL
 from sdtheory.exact import DEFAULT_MAX_ITER, DEFAULT_TOL
 from sdtheory import io as sio
 from sdtheory._validation import check_cd
-from sdtheory.cli import float_in, int_at_least, noise_kind
+from sdtheory.cli import float_in, int_at_least, noise_kind, run_main
 from sdtheory import montecarlo as mc
 from sdtheory.noise import condition_threshold
 from sdtheory.plots import phase_diagram_figure
 
 DEFAULT_OUT = os.path.join("results", "phase_diagram")
+SCRIPT = "simulations/phase_diagram.py"
+#: What a previous run leaves in --out (a run replaces the directory as a whole).
+OUTPUTS = ("phase_diagram.png", "phase_diagram.pdf", "phase_diagram.csv", "phase_diagram.csv.meta.json",
+           "summary.json")
+CHECKPOINT = "phase_diagram.checkpoint.npz"
 
 
 # --------------------------------------------------------------------------
@@ -102,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "it is cheap); closed: only the linearised closed form")
     g.add_argument("--tol", type=float_in(0.0, 1.0, lo_open=True), default=DEFAULT_TOL,
                    help="exact solver: tolerance on the fixed-point residual")
-    g.add_argument("--max-iter", type=int_at_least(1), default=DEFAULT_MAX_ITER, help="exact solver: iterations per round")
+    g.add_argument("--max-iter", type=int_at_least(1), default=DEFAULT_MAX_ITER,
+                   help="exact solver: iterations per round")
     g.add_argument("--solver", choices=sorted(SOLVERS), default="newton-cg",
                    help="exact solver algorithm (newton-cg measured fastest under vmap)")
     g.add_argument("--pll-loss", choices=sorted(LOSSES), default="ce",
@@ -112,7 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="outputs closer than this are tied: a tie with the true class counts as an error and "
                         "top-2 ties go to the lower class index (makes results independent of roundoff)")
     g = p.add_argument_group("run")
-    g.add_argument("--out", default=DEFAULT_OUT, help="output directory")
+    g.add_argument("--out", default=DEFAULT_OUT,
+                   help="output directory; a run replaces its previous outputs as a unit (new, empty or a "
+                        "previous run's directory)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: reuse the finished chunks kept in <out>.work/ (refused if "
+                        "they were computed with other parameters); the files are the same as an uninterrupted "
+                        "run's")
     g.add_argument("--chunk-size", type=int_at_least(1), default=None,
                    help="grid cells per jitted call (default 64 with the exact solver, else 4096)")
     g.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -145,9 +162,19 @@ def parse_args(argv=None):
 # --------------------------------------------------------------------------
 
 
+def _checkpoint_note(args, checkpoint: Path) -> None:
+    if checkpoint.exists() and not args.resume and not args.quiet:
+        print(f"phase_diagram: starting over; the checkpoint {checkpoint} of an interrupted run will be replaced "
+              "(pass --resume to continue it instead)", file=sys.stderr, flush=True)
+
+
 def main(argv=None) -> int:
     parser, args = parse_args(argv)
     t_start = time.perf_counter()
+    try:
+        out = sio.check_output_dir(args.out, outputs=OUTPUTS)  # before any computation
+    except sio.OutputDirError as exc:
+        parser.error(f"argument --out: {exc}")
 
     methods = ("sd_closed", "pll_closed") + (("sd_exact", "pll_exact") if args.model == "exact" else ())
     try:
@@ -162,15 +189,68 @@ def main(argv=None) -> int:
         parser.error(f"invalid model: {exc}")
     etas = np.linspace(args.eta_min, args.eta_max, args.eta_steps)
     sd_m, pll_m = ("sd_exact", "pll_exact") if args.model == "exact" else ("sd_closed", "pll_closed")
+    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in config._asdict().items()}
+    params.update(etas=etas, num_seeds=args.seeds, prng_seed=args.seed, model=args.model,
+                  chunk_size=args.chunk_size)
+    meta = {"script": SCRIPT, "parameters": params, **sio.provenance()}
+
+    # --resume: finished chunks of an interrupted run with the same parameters (and devices, code revision)
+    checkpoint = sio.work_directory(out) / CHECKPOINT
+    ckpt_params = {"parameters": params, "devices": _devices(), "package_version": meta["package_version"],
+                   "git_revision": meta["git_revision"]}
+    saved: dict = {}
+    if args.resume:
+        try:
+            saved = sio.read_checkpoint(checkpoint, parameters=ckpt_params) or {}
+        except ValueError as exc:
+            parser.error(f"argument --resume: {exc}")
+        if not args.quiet:
+            print(f"phase_diagram: resuming: {len(saved)} finished chunk(s) in {checkpoint}" if saved else
+                  f"phase_diagram: --resume: no checkpoint in {checkpoint}, starting from the beginning",
+                  file=sys.stderr, flush=True)
+    else:
+        _checkpoint_note(args, checkpoint)
+    resumed = len(saved)
+
+    def keep(start, chunk):
+        saved[str(start)] = chunk
+        sio.write_checkpoint(checkpoint, saved, parameters=ckpt_params)
+
+    try:
+        if not args.quiet:
+            print(f"phase_diagram: {etas.size} noise rates x {args.seeds} seeds = {etas.size * args.seeds} cells, "
+                  f"rounds 0..{args.num_rounds - 1}, methods {', '.join(config.methods)}", file=sys.stderr,
+                  flush=True)
+        t0 = time.perf_counter()
+        result = mc.run_grid(config, etas, num_seeds=args.seeds, seed=args.seed, chunk_size=args.chunk_size,
+                             progress=None if args.quiet else sio.progress_printer("phase_diagram"),
+                             completed={int(k): v for k, v in saved.items()}, on_chunk=keep)
+        t_sim = time.perf_counter() - t0
+        written = _write_outputs(out, args, config, etas, result, sd_m, pll_m, params, meta,
+                                 timing={"simulation_seconds": round(t_sim, 3), "resumed_chunks": resumed,
+                                         "devices": _devices()}, t_start=t_start)
+    except KeyboardInterrupt:
+        if saved and not checkpoint.exists():  # Ctrl-C held back during the commit, delivered right after it
+            raise KeyboardInterrupt(f"interrupted after the outputs in {out} were complete") from None
+        kept = (f"{len(saved)} finished chunk(s) are kept in {checkpoint}: rerun with --resume to continue"
+                if saved else "nothing was kept")
+        raise KeyboardInterrupt(f"interrupted; {out} was not changed; {kept}") from None
+    except sio.OutputDirError as exc:  # the directory changed while computing
+        parser.error(f"argument --out: {exc}")
 
     if not args.quiet:
-        print(f"phase_diagram: {etas.size} noise rates x {args.seeds} seeds = {etas.size * args.seeds} cells, "
-              f"rounds 0..{args.num_rounds - 1}, methods {', '.join(config.methods)}", file=sys.stderr, flush=True)
-    t0 = time.perf_counter()
-    result = mc.run_grid(config, etas, num_seeds=args.seeds, seed=args.seed, chunk_size=args.chunk_size,
-                         progress=None if args.quiet else sio.progress_printer("phase_diagram"))
-    t_sim = time.perf_counter() - t0
+        a = written[sd_m]
+        off = a["first_round_offset_vs_population"]
+        print(f"phase_diagram: wrote {out}/phase_diagram.{{png,pdf,csv}}, summary.json and {sio.MANIFEST} "
+              f"in {time.perf_counter() - t_start:.1f} s", file=sys.stderr)
+        print(f"  {sd_m}: population theory agrees with the majority outcome in "
+              f"{100 * a['cells_population_vs_majority']:.1f}% of (eta, round) cells; first all-correct "
+              f"round offsets (observed - predicted): {off['histogram']}", file=sys.stderr)
+    return 0
 
+
+def _write_outputs(out, args, config, etas, result, sd_m, pll_m, params, meta, *, timing, t_start) -> dict:
+    """Reduce the result and write every output as one unit into ``out``; return the agreement."""
     table = mc.phase_table(result)
     agree = mc.agreement(result)
     threshold = condition_threshold(config.noise, config.num_classes, clusters=config.clusters)
@@ -178,16 +258,6 @@ def main(argv=None) -> int:
     obs_median = mc.median_first_all_correct(result, sd_m)
     rstar_mean = mc.mean_empirical_rstar(result)
 
-    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in config._asdict().items()}
-    params.update(etas=etas, num_seeds=args.seeds, prng_seed=args.seed, model=args.model,
-                  chunk_size=args.chunk_size)
-    meta = {"script": "simulations/phase_diagram.py", "parameters": params, **sio.provenance()}
-    out = Path(args.out)
-
-    # CSV
-    sio.write_csv(out / "phase_diagram.csv", table)
-
-    # figure
     solver_name = "exact softmax solver" if args.model == "exact" else "linearised closed form"
     feat = "block Gram" if args.dim is None else f"Gaussian-mixture features, dim {args.dim}"
     title = (f"Self-distillation phase diagram: theory vs Monte Carlo ({solver_name}; {feat})\n"
@@ -212,10 +282,6 @@ def main(argv=None) -> int:
     )
     fig_meta = {"parameters": params, "package_version": meta["package_version"],
                 "git_revision": meta["git_revision"]}
-    sio.write_figure(fig, out / "phase_diagram.png", metadata=fig_meta, dpi=150)
-    sio.write_figure(fig, out / "phase_diagram.pdf", metadata=fig_meta)
-
-    # summary
     summary = {
         "seeds": {"prng_seed": args.seed, "num_seeds": args.seeds,
                   "rule": "seed s uses jax.random.split(jax.random.PRNGKey(prng_seed), num_seeds)[s], split "
@@ -230,21 +296,16 @@ def main(argv=None) -> int:
             "mean_empirical_rstar": rstar_mean,
             "population_pll_accuracy": th.population_pll_accuracy,
         },
-        "outputs": ["phase_diagram.png", "phase_diagram.pdf", "phase_diagram.csv", "summary.json"],
-        "timing": {"simulation_seconds": round(t_sim, 3), "total_seconds": round(time.perf_counter() - t_start, 3),
-                   "devices": _devices()},
+        "outputs": ["phase_diagram.png", "phase_diagram.pdf", "phase_diagram.csv", "summary.json", sio.MANIFEST],
     }
-    sio.write_json(out / "summary.json", summary, metadata=meta)
-
-    if not args.quiet:
-        a = agree[sd_m]
-        off = a["first_round_offset_vs_population"]
-        print(f"phase_diagram: wrote {out}/phase_diagram.{{png,pdf,csv}} and summary.json "
-              f"in {time.perf_counter() - t_start:.1f} s", file=sys.stderr)
-        print(f"  {sd_m}: population theory agrees with the majority outcome in "
-              f"{100 * a['cells_population_vs_majority']:.1f}% of (eta, round) cells; first all-correct "
-              f"round offsets (observed - predicted): {off['histogram']}", file=sys.stderr)
-    return 0
+    with sio.run_directory(out, script=SCRIPT, parameters=params, outputs=OUTPUTS) as stage:
+        sio.write_csv(stage / "phase_diagram.csv", table)
+        sio.write_figure(fig, stage / "phase_diagram.png", metadata=fig_meta, dpi=150)
+        sio.write_figure(fig, stage / "phase_diagram.pdf", metadata=fig_meta)
+        # "timing" is the one field that differs between two runs with the same parameters (docs/simulation.md)
+        summary["timing"] = {**timing, "total_seconds": round(time.perf_counter() - t_start, 3)}
+        sio.write_json(stage / "summary.json", summary, metadata=meta)
+    return agree
 
 
 def _devices():
@@ -254,4 +315,4 @@ def _devices():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, "phase_diagram.py"))

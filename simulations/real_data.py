@@ -12,9 +12,12 @@ docs/real_data.md describes the protocol and the results.
 Outputs (``--out``, default results/real_data/): ``real_data.csv`` (one row
 per feature map, kind, rate, seed, solver, method, round), ``summary.md``
 (mean +- std over seeds), ``real_data.json`` (parameters, lam, fitted block
-statistics, spectra summaries, timings, provenance), figures
-``accuracy_<map>.png/.pdf``, ``diversity_<map>.png`` and ``spectrum.png``.
-All files are written atomically.
+statistics, spectra summaries, provenance, and the ``timing`` field), figures
+``accuracy_<map>.png/.pdf``, ``diversity_<map>.png`` and ``spectrum.png``,
+and ``manifest.json`` (every file's SHA-256, the parameters). The set is
+written as one unit (staged next to ``--out``, then swapped in); finished
+cells are checkpointed in ``<out>.work/`` and ``--resume`` continues an
+interrupted run. Ctrl-C exits with status 130, bad flags or input with 2.
 
 Run ``python simulations/real_data.py --help`` for the flags;
 ``--quick`` runs a tiny subset in seconds.
@@ -33,7 +36,13 @@ from sdtheory import data as D
 from sdtheory import experiments as E
 from sdtheory import io as sio
 from sdtheory import plots
+from sdtheory.cli import float_in, int_at_least, run_main
 
+SCRIPT = "simulations/real_data.py"
+#: What a previous run leaves in --out (a run replaces the directory as a whole).
+OUTPUTS = ("real_data.csv", "real_data.csv.meta.json", "summary.md", "real_data.json", "accuracy_*.png",
+           "accuracy_*.pdf", "diversity_*.png", "spectrum.png")
+CHECKPOINT = "real_data.checkpoint.npz"
 DEFAULT_RATES = (0.0, 0.1, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_KINDS = ("symmetric", "asymmetric", "cc")
 
@@ -43,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="real_data.py",
         description="Self-distillation and the PLL student on real features: exact solver vs closed form "
                     "vs fitted block model, under symmetric / asymmetric / cc label noise.",
-        epilog="The protocol and the lam rule: docs/real_data.md.",
+        epilog="The protocol and the lam rule: docs/real_data.md. Exit status: 0 done, 2 bad flags or input "
+               "file, 130 interrupted (Ctrl-C).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     src = p.add_mutually_exclusive_group()
     src.add_argument("--dataset", choices=("digits",), default="digits",
@@ -53,47 +63,39 @@ def build_parser() -> argparse.ArgumentParser:
                           "or stem.npy + stem.labels.npy (see sdtheory.data)")
     p.add_argument("--feature-maps", nargs="+", choices=D.FEATURE_MAPS, default=None,
                    help="feature maps to run (default: standardized relu for digits, identity for --features)")
-    p.add_argument("--relu-dim", type=int, default=512, help="number of random ReLU features")
+    p.add_argument("--relu-dim", type=int_at_least(1), default=512, help="number of random ReLU features")
     p.add_argument("--no-center", action="store_true", help="do not centre features before unit-normalising rows")
-    p.add_argument("--test-fraction", type=float, default=0.25,
-                   help="held-out fraction for the digits split (or for --features without a test split)")
+    p.add_argument("--test-fraction", type=float_in(0.0, 1.0, lo_open=True, hi_open=True), default=0.25,
+                   help="held-out fraction for the digits split (or for --features without a test split), in (0, 1)")
     p.add_argument("--kinds", nargs="+", default=list(DEFAULT_KINDS), choices=NOISE_KINDS,
                    help="label-noise kinds")
-    p.add_argument("--rates", nargs="+", type=float, default=list(DEFAULT_RATES), help="noise rates eta")
-    p.add_argument("--num-rounds", type=int, default=5,
-                   help="number of SD rounds R: rounds 0..R-1 (0 is the teacher), R >= 2")
-    p.add_argument("--seeds", type=int, default=3, help="number of noise seeds")
-    p.add_argument("--lam", type=float, default=None,
-                   help="L2 weight; default: the block rule K N lam = 1 - c (sdtheory.experiments.lam_rule)")
-    p.add_argument("--q", type=float, default=0.7, help="GCE exponent of the PLL student")
-    p.add_argument("--seed", type=int, default=0, help="master seed (split, random features, noise)")
-    p.add_argument("--out", type=Path, default=Path("results/real_data"), help="output directory")
+    p.add_argument("--rates", nargs="+", type=float_in(0.0, 1.0), default=list(DEFAULT_RATES),
+                   help="noise rates eta, each in [0, 1]")
+    p.add_argument("--num-rounds", type=int_at_least(2), default=5,
+                   help="number of SD rounds R: rounds 0..R-1 (0 is the teacher), R >= 2 (the teacher and at "
+                        "least one student)")
+    p.add_argument("--seeds", type=int_at_least(1), default=3, help="number of noise seeds")
+    p.add_argument("--lam", type=float_in(0.0, math.inf, lo_open=True, hi_open=True), default=None,
+                   help="L2 weight (> 0); default: the block rule K N lam = 1 - c (sdtheory.experiments.lam_rule)")
+    p.add_argument("--q", type=float_in(0.0, 1.0, lo_open=True), default=0.7,
+                   help="GCE exponent of the PLL student, in (0, 1]")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="master seed (split, random features, noise)")
+    p.add_argument("--out", type=Path, default=Path("results/real_data"),
+                   help="output directory; a run replaces its previous outputs as a unit (new, empty or a "
+                        "previous run's directory)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: reuse the finished cells kept in <out>.work/ (refused if "
+                        "they were computed with other parameters or data)")
     p.add_argument("--quick", action="store_true",
                    help="tiny subset (20 train / 8 test per class, 2 rates, 2 seeds, rounds 0..2, relu-dim 64)")
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
     return p
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None, parser=None) -> argparse.Namespace:
     """Parsed and checked flags; ``--quick`` applied. Errors exit through ``parser.error`` naming the flag."""
-    parser = build_parser()
+    parser = parser or build_parser()
     args = parser.parse_args(argv)
-    if args.num_rounds < 2:
-        parser.error(f"argument --num-rounds: must be >= 2 (the teacher and at least one student), "
-                     f"got {args.num_rounds}")
-    if args.seeds < 1:
-        parser.error(f"argument --seeds: must be >= 1, got {args.seeds}")
-    for r in args.rates:
-        if not (0.0 <= r <= 1.0):
-            parser.error(f"argument --rates: must lie in [0, 1], got {r:g}")
-    if args.lam is not None and not (0 < args.lam < math.inf):
-        parser.error(f"argument --lam: must be a finite number > 0, got {args.lam:g}")
-    if not (0 < args.q <= 1):
-        parser.error(f"argument --q: the GCE exponent must lie in (0, 1], got {args.q:g}")
-    if args.relu_dim < 1:
-        parser.error(f"argument --relu-dim: must be >= 1, got {args.relu_dim}")
-    if not (0 < args.test_fraction < 1):
-        parser.error(f"argument --test-fraction: must lie in (0, 1), got {args.test_fraction:g}")
     if args.feature_maps is None:
         args.feature_maps = ["identity"] if args.features is not None else ["standardized", "relu"]
     if args.quick:
@@ -115,47 +117,98 @@ def load_dataset(args) -> D.Dataset:
                              subset=(20, 8) if args.quick else None)
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    t_start = time.time()
-    ds = load_dataset(args)
-    result = E.run_protocol(ds, feature_maps=args.feature_maps, kinds=args.kinds, rates=args.rates,
-                            num_seeds=args.seeds, num_rounds=args.num_rounds, lam=args.lam, q=args.q,
-                            seed=args.seed, relu_dim=args.relu_dim, center=not args.no_center,
-                            progress=sio.progress_printer("real_data"))
-    rows = result.rows
-    agg = E.aggregate(rows)
+def _parameters(args) -> dict:
+    """The run's parameters as recorded in every file: the flags, without where the files go (--out) or
+    how the run was started (--resume)."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("out", "resume")}
 
-    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    metadata = {"script": "simulations/real_data.py", "parameters": params, **sio.provenance()}
-    out = Path(args.out)
-    sio.write_csv(out / "real_data.csv", rows=rows, fieldnames=E.FIELDNAMES, metadata=metadata)
-    sio.atomic_write_text(out / "summary.md", E.markdown_summary(
-        agg, dataset=result.dataset, feature_maps=result.feature_maps, kinds=args.kinds, rates=args.rates,
-        num_rounds=args.num_rounds, num_seeds=args.seeds))
-    summary = {
-        "dataset": result.dataset,
-        "feature_maps": result.feature_maps,
-        "timings_seconds": result.timings,
-        "total_seconds": time.time() - t_start,
-        **E.solver_report(rows),
-    }
-    sio.write_json(out / "real_data.json", summary, metadata=metadata)
-    if not args.no_figures:
-        for fmap in args.feature_maps:
-            fig = plots.accuracy_figure(agg, feature_map=fmap, kinds=args.kinds, rates=args.rates,
-                                        num_rounds=args.num_rounds, q=args.q, num_seeds=args.seeds,
-                                        dataset_name=ds.name)
-            sio.write_figure(fig, out / f"accuracy_{fmap}.png", metadata=metadata)
-            sio.write_figure(fig, out / f"accuracy_{fmap}.pdf", metadata=metadata)
-            fig = plots.diversity_figure(agg, feature_map=fmap, kind=args.kinds[0], rates=args.rates,
-                                         num_rounds=args.num_rounds)
-            sio.write_figure(fig, out / f"diversity_{fmap}.png", metadata=metadata)
-        sio.write_figure(plots.spectrum_figure(result.spectra), out / "spectrum.png", metadata=metadata)
-    print(f"wrote {out}/ ({len(rows)} rows, {summary['total_seconds']:.0f}s, "
+
+def main(argv=None) -> dict:
+    parser = build_parser()
+    args = parse_args(argv, parser)
+    t_start = time.perf_counter()
+    try:
+        out = sio.check_output_dir(args.out, outputs=OUTPUTS)  # before any computation
+    except sio.OutputDirError as exc:
+        parser.error(f"argument --out: {exc}")
+    try:
+        ds = load_dataset(args)
+    except (OSError, ValueError, TypeError) as exc:  # the loader's message names the file and the problem
+        parser.error(f"argument {'--features' if args.features is not None else '--dataset'}: {exc}")
+    except ImportError as exc:
+        parser.error(f"argument --dataset: {exc}")
+
+    params = _parameters(args)
+    metadata = {"script": SCRIPT, "parameters": params, **sio.provenance()}
+    checkpoint = sio.work_directory(out) / CHECKPOINT
+    ckpt_params = {"parameters": {k: v for k, v in params.items() if k != "no_figures"},
+                   "data_sha256": sio.fingerprint(ds.features, ds.labels, ds.test_features, ds.test_labels),
+                   "package_version": metadata["package_version"], "git_revision": metadata["git_revision"]}
+    saved: dict = {}  # checkpoint entry name -> the cell's rows as columns
+    if args.resume:
+        try:
+            saved = sio.read_checkpoint(checkpoint, parameters=ckpt_params) or {}
+        except ValueError as exc:
+            parser.error(f"argument --resume: {exc}")
+        print(f"real_data: resuming: {len(saved)} finished cell(s) in {checkpoint}" if saved else
+              f"real_data: --resume: no checkpoint in {checkpoint}, starting from the beginning", file=sys.stderr)
+    elif checkpoint.exists():
+        print(f"real_data: starting over; the checkpoint {checkpoint} of an interrupted run will be replaced "
+              "(pass --resume to continue it instead)", file=sys.stderr)
+    completed = {}
+    for columns in saved.values():
+        rows = sio.columns_to_rows(columns, E.FIELDNAMES)
+        completed[(rows[0]["feature_map"], rows[0]["kind"], rows[0]["rate"], rows[0]["seed"])] = rows
+    resumed = len(completed)
+
+    def keep(cell, rows):
+        saved[f"cell{len(saved)}"] = sio.rows_to_columns(rows, E.FIELDNAMES)
+        sio.write_checkpoint(checkpoint, saved, parameters=ckpt_params)
+
+    try:
+        result = E.run_protocol(ds, feature_maps=args.feature_maps, kinds=args.kinds, rates=args.rates,
+                                num_seeds=args.seeds, num_rounds=args.num_rounds, lam=args.lam, q=args.q,
+                                seed=args.seed, relu_dim=args.relu_dim, center=not args.no_center,
+                                progress=sio.progress_printer("real_data"), completed=completed, on_cell=keep)
+        rows = result.rows
+        agg = E.aggregate(rows)
+        summary = {
+            "dataset": result.dataset,
+            "feature_maps": result.feature_maps,
+            **E.solver_report(rows),
+        }
+        with sio.run_directory(out, script=SCRIPT, parameters=params, outputs=OUTPUTS) as stage:
+            sio.write_csv(stage / "real_data.csv", rows=rows, fieldnames=E.FIELDNAMES, metadata=metadata)
+            sio.atomic_write_text(stage / "summary.md", E.markdown_summary(
+                agg, dataset=result.dataset, feature_maps=result.feature_maps, kinds=args.kinds, rates=args.rates,
+                num_rounds=args.num_rounds, num_seeds=args.seeds))
+            if not args.no_figures:
+                for fmap in args.feature_maps:
+                    fig = plots.accuracy_figure(agg, feature_map=fmap, kinds=args.kinds, rates=args.rates,
+                                                num_rounds=args.num_rounds, q=args.q, num_seeds=args.seeds,
+                                                dataset_name=ds.name)
+                    sio.write_figure(fig, stage / f"accuracy_{fmap}.png", metadata=metadata)
+                    sio.write_figure(fig, stage / f"accuracy_{fmap}.pdf", metadata=metadata)
+                    fig = plots.diversity_figure(agg, feature_map=fmap, kind=args.kinds[0], rates=args.rates,
+                                                 num_rounds=args.num_rounds)
+                    sio.write_figure(fig, stage / f"diversity_{fmap}.png", metadata=metadata)
+                sio.write_figure(plots.spectrum_figure(result.spectra), stage / "spectrum.png", metadata=metadata)
+            # "timing" is the one field that differs between two runs with the same parameters (docs/real_data.md)
+            summary["timing"] = {"feature_map_seconds": result.timings, "resumed_cells": resumed,
+                                 "total_seconds": round(time.perf_counter() - t_start, 3)}
+            sio.write_json(stage / "real_data.json", summary, metadata=metadata)
+    except KeyboardInterrupt:
+        if saved and not checkpoint.exists():  # Ctrl-C held back during the commit, delivered right after it
+            raise KeyboardInterrupt(f"interrupted after the outputs in {out} were complete") from None
+        kept = (f"{len(saved)} finished cell(s) are kept in {checkpoint}: rerun with --resume to continue"
+                if saved else "nothing was kept")
+        raise KeyboardInterrupt(f"interrupted; {out} was not changed; {kept}") from None
+    except sio.OutputDirError as exc:  # the directory changed while computing
+        parser.error(f"argument --out: {exc}")
+    print(f"wrote {out}/ ({len(rows)} rows, {summary['timing']['total_seconds']:.0f}s, "
           f"{summary['exact_unconverged']} unconverged exact fits)", file=sys.stderr)
     return {"rows": rows, "aggregate": agg, "summary": summary}
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main, "real_data.py"))

@@ -162,3 +162,57 @@ def test_negative_d_allowed_exactly_while_the_block_gram_is_positive_definite():
     # the theorems and the sampler keep 0 <= d
     with pytest.raises(ValueError, match="0 <= d < c < 1"):
         sd.min_rounds(np.eye(3), c=c, d=inside, lam=0.1, per_class=4)
+
+
+# --------------------------------------------------------------------------
+# Issue 12: opaque errors and silent accepts
+# --------------------------------------------------------------------------
+
+
+def test_block_numbers_only():
+    classes = sd.block_classes([3, 3, 3])
+    with pytest.raises(TypeError, match="^c "):
+        sd.block_gram(classes, c="abc", d=0.1)  # was "could not convert string to float"
+    with pytest.raises(TypeError, match="^c "):
+        sd.block_gram(classes, c="0.4", d=0.1)  # was accepted
+    with pytest.raises(TypeError, match="num_classes must be an int"):
+        sd.block_gram(classes, c=0.4, d=0.1, num_classes=3.7)  # was truncated to 3
+    with pytest.raises(TypeError, match="d "):
+        sd.block_spectrum([3, 3], c=0.4, d=True)
+
+
+def test_block_classes_checked_before_allocating():
+    with pytest.raises(ValueError, match="classes must be a 1-D"):
+        sd.block_outputs(np.eye(3)[[0, 1, 2]], np.array([[0, 1, 2]]), c=0.4, d=0.1, lam=0.1, rounds=0)
+    with pytest.raises(ValueError, match="classes must be a rectangular array"):
+        sd.block_gram([[0, 1], [1]], c=0.4, d=0.1)
+    with pytest.raises(ValueError, match="classes must not be empty"):
+        sd.block_gram(np.array([], dtype=int), c=0.4, d=0.1)
+    with pytest.raises(ValueError, match="only 3 instances"):
+        sd.block_gram(np.array([0, 1, 2**30]), c=0.4, d=0.1)  # no bincount of length 2**30
+    with pytest.raises(ValueError, match=r"classes must lie in \[0, 1\].*num_classes = 2"):
+        sd.block_gram(np.array([0, 1, 2]), c=0.4, d=0.1, num_classes=2)
+    with pytest.raises(ValueError, match=r"K \(the columns of targets\) = 3"):
+        sd.block_outputs(np.eye(3)[[0, 1, 2]], np.array([0, 1, 3]), c=0.4, d=0.1, lam=0.1, rounds=0)
+    with pytest.raises(ValueError, match="class_sizes must be a rectangular array"):
+        sd.block_classes([[2, 2], [2]])
+    with pytest.raises(ValueError, match="class_sizes must add up to at most"):
+        sd.block_classes([2**40, 2])
+
+
+def test_sample_block_features_checks_classes_and_num_classes():
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match=r"classes must lie in \[0, 1\]"):
+        sd.sample_block_features(key, np.array([0, 5]), c=0.4, d=0.1, dim=3, num_classes=2)  # was accepted
+    with pytest.raises(TypeError, match="num_classes must be an int"):
+        sd.sample_block_features(key, np.array([0, 1]), c=0.4, d=0.1, dim=3, num_classes=3.5)  # was accepted
+    with pytest.raises(ValueError, match="classes must not be empty"):
+        sd.sample_block_features(key, np.array([], dtype=int), c=0.4, d=0.1, dim=3)
+    with pytest.raises(TypeError, match="key must be a jax.random key"):
+        sd.sample_block_features(0, np.array([0, 1]), c=0.4, d=0.1, dim=3)
+    with pytest.raises(ValueError, match="dim must be <="):
+        sd.sample_block_features(key, np.array([0, 1]), c=0.4, d=0.1, dim=2**40)
+    # an empty class is fine for the sampler (its mean is drawn anyway), and the same key gives the same features
+    x = sd.sample_block_features(key, np.array([0, 0, 2]), c=0.4, d=0.1, dim=3, num_classes=3)
+    np.testing.assert_array_equal(x, sd.sample_block_features(key, np.array([0, 0, 2]), c=0.4, d=0.1, dim=3,
+                                                              num_classes=3))

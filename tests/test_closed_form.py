@@ -138,13 +138,19 @@ def test_memory_light_predictions_equal_argmax_of_outputs():
 
 
 def test_vmap_over_lam_equals_separate_calls():
+    # grids of lam go through the kernel (the validating public function refuses tracers)
     x, y = random_problem(7, 15, 4, 3)
     lams = jnp.array([1e-3, 1e-2, 0.3])
-    batched = jax.vmap(lambda lam: sd.sd_outputs(y, lam=lam, rounds=[0, 3], features=x))(lams)
+    spec = sd.feature_spectrum(x)
+    with jax.enable_x64(True):
+        batched = jax.vmap(lambda lam: sd.closed_form.sd_outputs_core(spec, jnp.asarray(y), lam,
+                                                                      jnp.asarray([0, 3])))(lams)
     for i, lam in enumerate(np.asarray(lams)):
         np.testing.assert_allclose(
             np.asarray(batched[i]), linearised_rounds_direct(x @ x.T, y, float(lam), 4)[[0, 3]], atol=1e-11
         )
+        np.testing.assert_allclose(np.asarray(batched[i]), sd.sd_outputs(y, lam=float(lam), rounds=[0, 3], features=x),
+                                   atol=1e-13)
 
 
 def test_test_point_outputs_match_explicit_weights():
@@ -277,3 +283,334 @@ def test_apply_spectral_general_function_including_null_space(n, d):
     # a batch of functions at once, and a vector right-hand side
     both = np.asarray(sd.apply_spectral(spec, lambda s: jnp.stack([1.0 / (s + 1.0), s]), jnp.asarray(y[:, 0])))
     np.testing.assert_allclose(both[1], x @ (x.T @ y[:, 0]), atol=1e-10)
+
+
+# ----------------------------------------------------------------- issue 12: the numeric validation layer
+
+
+T2 = np.array([[1.0, 0.0], [0.3, 0.7]])
+G2 = np.array([[1.0, 0.5], [0.5, 1.0]])
+
+
+@pytest.mark.parametrize("lam", [np.array([1e-2, 1e-1]), np.array([1e-2, 1e-1, 1.0]), [0.1], np.ones((1, 1))])
+def test_lam_array_is_rejected_not_broadcast(lam):
+    # an array of lam with as many entries as eigenvalues used to broadcast against them silently
+    with pytest.raises(ValueError, match="lam must be a scalar.*vmap"):
+        sd.sd_outputs(T2, lam=lam, rounds=[0], gram=G2)
+    with pytest.raises(ValueError, match="lam must be a scalar"):
+        sd.kernel_ridge_sd(T2, lam=lam, rounds=[0], gram=G2)
+    with pytest.raises(ValueError, match="lam must be a scalar"):
+        sd.sd_test_outputs(T2, lam=lam, rounds=[0], gram=G2, test_gram=G2)
+    with pytest.raises(ValueError, match="lam must be a scalar"):
+        sd.predictor(T2, lam=lam, gram=G2)
+    # a 0-d array is one number and works
+    np.testing.assert_allclose(sd.sd_outputs(T2, lam=np.array(0.1), rounds=[0], gram=G2),
+                               linearised_rounds_direct(G2, T2, 0.1, 1), atol=1e-14)
+
+
+@pytest.mark.parametrize("xi", [np.array([0.1, 0.2]), [0.5], True, "0.5"])
+def test_xi_must_be_one_number(xi):
+    with pytest.raises((ValueError, TypeError), match="xi"):
+        sd.sd_mixed_outputs(T2, lam=0.1, xi=xi, rounds=[0], gram=G2)
+
+
+@pytest.mark.parametrize("lam", [True, False, np.bool_(True), "0.1", 1j])
+def test_lam_bool_string_complex_rejected(lam):
+    with pytest.raises(TypeError, match="lam"):
+        sd.sd_outputs(T2, lam=lam, rounds=[0], gram=G2)
+
+
+@pytest.mark.parametrize("rounds", [2**31, [0, 2**63], 2**63, [2**70], np.array([2**63], dtype=np.uint64),
+                                    np.array([2**31], dtype=np.int64)])
+def test_huge_round_indices_are_rejected_not_wrapped(rounds):
+    # 2**63 used to wrap to a negative int64 and give inf/NaN outputs
+    with pytest.raises(ValueError, match=r"rounds must be <= 2147483647 \(the closed form evaluates q\*\*\(r \+ 1\)"):
+        sd.sd_outputs(T2, lam=0.1, rounds=rounds, gram=G2)
+
+
+def test_largest_round_index_is_accepted_and_correct():
+    r = 2**31 - 1
+    out = sd.sd_outputs(T2, lam=1e-3, rounds=[r], gram=G2)
+    # independent: q^(r+1) in the eigenbasis by NumPy (the S matrix power would take 2^31 products)
+    s, u = np.linalg.eigh(G2)
+    q = s / (s + 2 * 2 * 1e-3)
+    want = 0.5 + u @ np.diag(q ** (r + 1.0)) @ u.T @ (T2 - 0.5)
+    np.testing.assert_allclose(out[0], want, atol=1e-12)
+
+
+@pytest.mark.parametrize("num_rounds", [10**5 + 1, 2**31, 2**64])
+def test_huge_num_rounds_rejected(num_rounds):
+    with pytest.raises(ValueError, match=r"num_rounds must be <= 100000 \(a count materialises"):
+        sd.sd_outputs(T2, lam=0.1, num_rounds=num_rounds, gram=G2)
+
+
+@pytest.mark.parametrize("rounds", [[0, True], [np.bool_(False)], np.array([0, 1], dtype=bool), [0, 1.0], [[0], [1]],
+                                    [[0, 1]], "0", np.array([0.0, 1.0])])
+def test_bool_float_nested_round_elements_rejected(rounds):
+    with pytest.raises((TypeError, ValueError), match="rounds"):
+        sd.sd_outputs(T2, lam=0.1, rounds=rounds, gram=G2)
+
+
+def test_rounds_accept_ints_of_any_integer_type():
+    want = linearised_rounds_direct(G2, T2, 0.1, 4)[[0, 3]]
+    for rounds in ([0, 3], (0, 3), np.array([0, 3], dtype=np.uint8), [np.int32(0), np.uint64(3)], range(0, 4, 3),
+                   jnp.asarray([0, 3])):
+        np.testing.assert_allclose(sd.sd_outputs(T2, lam=0.1, rounds=rounds, gram=G2), want, atol=1e-14)
+    np.testing.assert_allclose(sd.sd_outputs(T2, lam=0.1, rounds=np.int64(3), gram=G2)[0], want[1], atol=1e-14)
+
+
+@pytest.mark.parametrize("scale", [1e308 / 2, 1e200, 1e-160, 1e-300, 1e-310])
+def test_gram_of_any_scale_gives_the_outputs_of_g_over_lam(scale):
+    # the closed form depends on G / lam only: computed at unit scale, no overflow (G G^T, symmetrisation) or underflow
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6, 3))
+    g = x @ x.T
+    g = g / np.abs(g).max()
+    t = np.eye(3)[rng.integers(0, 3, 6)]
+    want = linearised_rounds_direct(g, t, 1e-2, 4)  # NumPy solve at scale 1
+    lam = 1e-2 * scale
+    got = sd.sd_outputs(t, lam=lam, num_rounds=4, gram=g * scale)
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, want, atol=1e-9)
+    mixed = sd.sd_mixed_outputs(t, lam=lam, xi=1.0, num_rounds=4, gram=g * scale)
+    np.testing.assert_allclose(mixed, want, atol=1e-9)
+    krr = sd.kernel_ridge_sd(t, lam=lam, num_rounds=2, gram=g * scale)
+    np.testing.assert_allclose(krr, sd.kernel_ridge_sd(t, lam=1e-2, num_rounds=2, gram=g), atol=1e-9)
+
+
+def test_fuzz_example_huge_gram_and_lam():
+    got = sd.sd_outputs(T2, lam=1e304, rounds=[0], gram=G2 * 1e308)
+    # G / lam = 1e4 G2: lam 1e-4 at scale 1 (NumPy solve)
+    np.testing.assert_allclose(got[0], linearised_rounds_direct(G2, T2, 1e-4, 1)[0], atol=1e-12)
+
+
+@pytest.mark.parametrize("exponent", [500, 300, -300, -530])
+def test_features_of_any_scale_give_the_outputs_of_g_over_lam(exponent):
+    # features 2^e and lam 2^(2e) lam0 pose the problem of (features, lam0): same outputs (G / lam only). At 2^500 the
+    # entries of X^T X overflow, at 2^-530 they underflow (and XLA on CPU flushes subnormals to zero)
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(12, 3))
+    xt = rng.normal(size=(4, 3))
+    t = np.eye(3)[rng.integers(0, 3, 12)]
+    lam0 = 2.0**-8
+    scale, lam = np.ldexp(1.0, exponent), np.ldexp(lam0, 2 * exponent)
+    for feats in (x, np.concatenate([x, x], 1), x[:2]):  # the d < N route (X^T X) and the d >= N route (X X^T)
+        tt = t[: feats.shape[0]]
+        want = linearised_rounds_direct(feats @ feats.T, tt, lam0, 3)  # NumPy solve at scale 1
+        got = sd.sd_outputs(tt, lam=lam, num_rounds=3, features=feats * scale)
+        np.testing.assert_allclose(got, want, atol=1e-10)
+    # test points scale with the training features (and through the Gram route with the Gram)
+    test_want = sd.sd_test_outputs(t, lam=lam0, num_rounds=3, features=x, test_features=xt)
+    test_got = sd.sd_test_outputs(t, lam=lam, num_rounds=3, features=x * scale, test_features=xt * scale)
+    np.testing.assert_allclose(test_got, test_want, atol=1e-10)
+    if abs(exponent) < 500:  # the Gram itself is representable
+        via_gram = sd.sd_test_outputs(t, lam=lam, num_rounds=3, gram=(x * scale) @ (x * scale).T,
+                                      test_gram=(xt * scale) @ (x * scale).T)
+        np.testing.assert_allclose(via_gram, test_want, atol=1e-10)
+
+
+def test_fuzz_example_huge_features():
+    # X = 1e160 I: G = 1e320 I overflows (used to give NaN). With lam = 1e300, G / lam = 1e20 I:
+    # s / (s + K N lam) = 1 / (1 + 4e-20) = 1 in float64, so every round returns the targets
+    x = np.eye(2) * 1e160
+    got = sd.sd_outputs(T2, lam=1e300, rounds=[0, 5], features=x)
+    np.testing.assert_allclose(got, np.stack([T2, T2]), atol=1e-15)
+    p = sd.predictor(T2, lam=1e300, features=x)
+    # a test point x_1 + x_2 / 2: 1/K + G_test (T_0 - P_0) / (K N lam) with G_test / (K N lam) = [1, 1/2] 1e20 / 4
+    # and T_0 - P_0 = (T - 1/K) K N lam / (s + K N lam) = 4e-20 (T - 1/K) (to a relative 4e-20)
+    xt = np.array([[1.0, 0.5]]) * 1e160
+    want = 0.5 + np.array([[1.0, 0.5]]) @ (T2 - 0.5)
+    np.testing.assert_allclose(p.test_outputs(rounds=[0], test_features=xt)[0], want, atol=1e-15)
+    with pytest.raises(ValueError, match="overflow"):
+        p.spectrum  # noqa: B018  (the eigenvalues themselves are not representable)
+    # lam = 1e-2: lam / max|G| = 1e-322 is not a normal number: a clear error naming lam (used to be NaN)
+    with pytest.raises(ValueError, match="lam = 0.01 is out of range for this features.*lam is 0 in effect"):
+        sd.sd_outputs(T2, lam=1e-2, rounds=[0], features=x)
+
+
+def test_spectrum_functions_raise_when_eigenvalues_are_not_representable():
+    # feature_spectrum used to return zeros (the Gram overflowed)
+    with pytest.raises(ValueError, match="features is too large.*overflow"):
+        sd.feature_spectrum(np.eye(2) * 1e160)
+    with pytest.raises(ValueError, match="features is too small.*underflow"):
+        sd.feature_spectrum(np.eye(2) * 1e-170)
+    # representable: the eigenvalues themselves, against NumPy at scale 1
+    s = sd.gram_spectrum(G2 * 1e308 / 2).eigvals
+    np.testing.assert_allclose(np.sort(s) / (1e308 / 2), np.linalg.eigvalsh(G2), rtol=1e-14)
+    s = sd.feature_spectrum(np.diag([3.0, 4.0]) * 1e150).eigvals
+    np.testing.assert_allclose(np.sort(s), [9e300, 16e300], rtol=1e-14)
+
+
+def test_lam_out_of_range_for_the_scale_is_rejected():
+    # lam / max|G| not representable: a clear error naming lam instead of NaN
+    with pytest.raises(ValueError, match="lam = .* out of range"):
+        sd.sd_outputs(T2, lam=1e-300, rounds=[0], gram=G2 * 1e300)
+    with pytest.raises(ValueError, match="lam = .* out of range"):
+        sd.sd_outputs(T2, lam=1e300, rounds=[0], gram=G2 * 1e-300)
+
+
+def test_symmetry_and_psd_tolerances_are_relative():
+    # an eigenvalue -1e-10 next to 3e-10 used to be clipped (absolute floor of 1 in the tolerance)
+    with pytest.raises(ValueError, match="positive semi-definite: smallest eigenvalue -1e-10"):
+        sd.gram_spectrum(1e-10 * np.array([[1.0, 2.0], [2.0, 1.0]]))
+    with pytest.raises(ValueError, match="positive semi-definite"):
+        sd.sd_outputs(T2, lam=1e-12, rounds=[0], gram=1e-10 * np.array([[1.0, 2.0], [2.0, 1.0]]))
+    # a 1e-300-scale non-symmetric Gram used to pass
+    with pytest.raises(ValueError, match="not symmetric"):
+        sd.gram_spectrum(1e-300 * np.array([[1.0, 2.0], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="not symmetric"):
+        sd.sd_outputs(T2, lam=1e-302, rounds=[0], gram=1e-300 * np.array([[1.0, 2.0], [0.0, 1.0]]))
+    # roundoff-level asymmetry and negative eigenvalues stay accepted at any scale
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 3))
+    for scale in (1e-300, 1.0, 1e300):
+        g = (x * np.sqrt(scale)) @ (x * np.sqrt(scale)).T
+        g[0, 1] *= 1 + 1e-12
+        s = sd.gram_spectrum(g).eigvals
+        np.testing.assert_allclose(np.sort(s)[-3:] / scale, np.linalg.eigvalsh(x @ x.T)[-3:], rtol=1e-9)
+
+
+@pytest.mark.parametrize("bad,exc,match", [
+    ([[0.2, np.nan, 0.1]], ValueError, "non-finite"),
+    ([[0.2, np.inf, 0.1]], ValueError, "non-finite"),
+    ("abc", TypeError, "outputs must be a numeric array"),
+    (1.0, ValueError, "class axis"),
+    ([[0.2, 0.5], [0.1]], ValueError, "rectangular"),
+    ([[True, False]], TypeError, "bool"),
+    (np.zeros((2, 0)), ValueError, "class axis"),
+])
+def test_predictions_rejects_bad_outputs(bad, exc, match):
+    with pytest.raises(exc, match=match):
+        sd.predictions(bad)
+
+
+def test_predictions_valid_input():
+    np.testing.assert_array_equal(sd.predictions([[0.2, 0.5, 0.1], [0.4, 0.4, 0.2]]), np.argmax(
+        [[0.2, 0.5, 0.1], [0.4, 0.4, 0.2]], -1))
+
+
+def test_ragged_bool_and_string_matrices_rejected_clearly():
+    with pytest.raises(ValueError, match="targets must be a rectangular array"):
+        sd.sd_outputs([[1, 0], [1]], lam=0.1, rounds=[0], gram=G2)
+    with pytest.raises(ValueError, match="gram must be a rectangular array"):
+        sd.sd_outputs(T2, lam=0.1, rounds=[0], gram=[[1, 0], [1]])
+    with pytest.raises(ValueError, match="features must be a rectangular array"):
+        sd.sd_outputs(T2, lam=0.1, rounds=[0], features=[[1, 0], [1]])
+    with pytest.raises(TypeError, match="gram must be real numbers, got a bool array"):
+        sd.sd_outputs(T2, lam=0.1, rounds=[0], gram=[[True, False], [False, True]])
+    with pytest.raises(TypeError, match="features must be real numbers, got a bool array"):
+        sd.sd_outputs(T2, lam=0.1, rounds=[0], features=np.eye(2, dtype=bool))
+    with pytest.raises(TypeError, match="targets must be real numbers, got a bool array"):
+        sd.sd_outputs(np.eye(2, dtype=bool), lam=0.1, rounds=[0], gram=G2)
+    with pytest.raises(TypeError, match="gram must be a numeric array, got the string"):
+        sd.sd_outputs(T2, lam=0.1, rounds=[0], gram="eye")
+    with pytest.raises(ValueError, match="test_gram must be a rectangular array"):
+        sd.sd_test_outputs(T2, lam=0.1, rounds=[0], gram=G2, test_gram=[[1, 0], [1]])
+
+
+def test_one_dimensional_features_in_sd_test_outputs():
+    x = np.array([[1.0, 0.2], [0.3, 1.0]])
+    with pytest.raises(ValueError, match="test_features must be a 2-D"):
+        sd.sd_test_outputs(T2, lam=0.1, rounds=[0], features=x, test_features=np.ones(2))
+    with pytest.raises(ValueError, match="test_features must be a 2-D"):
+        sd.sd_test_outputs(T2, lam=0.1, rounds=[0], features=x, test_features=1.0)
+    with pytest.raises(ValueError, match="features must be a 2-D"):
+        sd.sd_test_outputs(T2, lam=0.1, rounds=[0], features=np.ones(2), test_features=np.ones((1, 2)))
+    with pytest.raises(ValueError, match="test_gram must be"):
+        sd.sd_test_outputs(T2, lam=0.1, rounds=[0], gram=G2, test_gram=np.ones(2))
+
+
+def test_traced_inputs_are_refused_with_the_kernel_to_use():
+    # under vmap a negative lam used to return garbage (the value checks were skipped)
+    with pytest.raises(TypeError, match=r"lam is a traced value .*sdtheory.sd_outputs .*"
+                                        r"sdtheory.closed_form.sd_outputs_core"):
+        jax.vmap(lambda lam: sd.sd_outputs(T2, lam=lam, rounds=[0], gram=G2))(jnp.array([-1.0, 0.1]))
+    with pytest.raises(TypeError, match="gram is a traced value"):
+        jax.vmap(lambda g: sd.sd_outputs(T2, lam=0.1, rounds=[0], gram=g))(jnp.stack([G2, G2]))
+    with pytest.raises(TypeError, match="targets is a traced value"):
+        jax.jit(lambda t: sd.sd_outputs(t, lam=0.1, rounds=[0], gram=G2))(T2)
+    with pytest.raises(TypeError, match="xi is a traced value.*sd_mixed_outputs_core"):
+        jax.vmap(lambda xi: sd.sd_mixed_outputs(T2, lam=0.1, xi=xi, rounds=[0], gram=G2))(jnp.array([0.1, 0.2]))
+    with pytest.raises(TypeError, match="gram is a traced value.*eigh"):
+        jax.jit(sd.gram_spectrum)(G2)
+    with pytest.raises(TypeError, match="outputs is a traced value"):
+        jax.jit(sd.predictions)(T2)
+    # called inside jit with concrete (closed-over) values: refused as well
+    with pytest.raises(TypeError, match="sdtheory.sd_outputs was called inside jax.jit"):
+        jax.jit(lambda a: sd.sd_outputs(T2, lam=0.1, rounds=[0], gram=G2) * a)(1.0)
+    # inside vmap, a call on concrete values is concrete and works
+    out = jax.vmap(lambda a: a * sd.sd_outputs(T2, lam=0.1, rounds=[0], gram=G2)[0, 0, 0])(jnp.ones(2))
+    np.testing.assert_allclose(out, linearised_rounds_direct(G2, T2, 0.1, 1)[0, 0, 0], atol=1e-14)
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: sd.accuracy(np.zeros((0, 3)), np.zeros(0, int)), ValueError, "true_labels is empty"),
+    (lambda: sd.accuracy(np.zeros(0, int), np.zeros(0, int)), ValueError, "true_labels is empty"),
+    (lambda: sd.split_accuracy(np.zeros((0, 3)), np.zeros(0, int), np.zeros(0, int)), ValueError, "empty"),
+    (lambda: sd.accuracy("abc", [0]), TypeError, "outputs_or_predictions must be a numeric array"),
+    (lambda: sd.accuracy(1.0, [0]), ValueError, "got a scalar"),
+    (lambda: sd.accuracy(np.array(1), [0]), ValueError, "got a scalar"),
+    (lambda: sd.accuracy([[True, False]], [0]), TypeError, "bool"),
+    (lambda: sd.accuracy([[0.2, 0.8], [0.1]], [0, 1]), ValueError, "rectangular"),
+    (lambda: sd.accuracy([[0.2, np.nan]], [0]), ValueError, "non-finite"),
+    (lambda: sd.accuracy([[0.2, 0.8]], "0"), TypeError, "true_labels"),
+    (lambda: sd.accuracy([[0.2, 0.8]], [0], tie_tol=True), TypeError, "tie_tol"),
+    (lambda: sd.accuracy([[0.2, 0.8]], [0], tie_tol=np.array([0.0, 0.1])), ValueError, "tie_tol"),
+    (lambda: sd.correct("abc", [0]), TypeError, "outputs must be a numeric array"),
+    (lambda: sd.correct([[1, 0]], [0]), TypeError, "integer predictions carry no tie information"),
+])
+def test_metrics_reject_bad_input_clearly(call, exc, match):
+    # the accuracy of an empty set used to be NaN; strings and scalars gave errors from inside JAX
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_metrics_valid_input_unchanged():
+    out = np.array([[0.5, 0.5, 0.0], [0.2, 0.5, 0.3]])
+    assert float(sd.accuracy(out, [0, 1])) == 0.5
+    assert float(sd.accuracy(np.array([0, 1]), [0, 1])) == 1.0
+    assert float(sd.accuracy(out, [0, 1], tie_tol=np.float64(0.0))) == 0.5
+    np.testing.assert_array_equal(sd.correct(out, np.array([0, 1])), [False, True])
+    assert sd.accuracy(np.zeros((0, 2, 3)), [0, 1]).shape == (0,)  # an empty batch of valid sets is not an error
+
+
+def test_apply_spectral_checks_its_arguments():
+    x = np.random.default_rng(0).normal(size=(6, 3))
+    spec = sd.feature_spectrum(x)
+    with pytest.raises(TypeError, match="fn must be a function"):
+        sd.apply_spectral(spec, "abc", np.ones(6))
+    with pytest.raises(TypeError, match="y must be a numeric array"):
+        sd.apply_spectral(spec, lambda s: s, "abc")
+    with pytest.raises(ValueError, match="y must be .* N = 6"):
+        sd.apply_spectral(spec, lambda s: s, np.ones(5))
+    with pytest.raises(ValueError, match="spec.eigvals contains 1 non-finite"):
+        sd.apply_spectral(spec._replace(eigvals=np.array([np.nan, 1.0, 2.0])), lambda s: s, np.ones(6))
+    with pytest.raises(ValueError, match="spec must hold eigvals"):
+        sd.apply_spectral(spec._replace(eigvals=np.ones(4)), lambda s: s, np.ones(6))
+    with pytest.raises(TypeError, match="spec must be a sdtheory.Spectrum"):
+        sd.apply_spectral(5, lambda s: s, np.ones(6))
+    with pytest.raises(ValueError, match="fn must map the eigenvalues"):
+        sd.apply_spectral(spec, lambda s: s[:2], np.ones(6))
+    # f(0) = 1/0 on the null space (d < N) used to give NaN outputs
+    with pytest.raises(ValueError, match="fn returned non-finite multipliers"):
+        sd.apply_spectral(spec, lambda s: 1.0 / s, np.ones(6))
+    with pytest.raises(TypeError, match="validate must be True or False"):
+        sd.gram_spectrum(np.eye(2), validate=np.array([True, False]))
+    with pytest.raises(ValueError, match="method must be"):
+        sd.feature_spectrum(x, method=["svd"])
+
+
+def test_metric_messages_name_both_arguments_of_a_mismatch():
+    with pytest.raises(ValueError, match=r"true_labels must lie in \[0, 1\].*class axis of outputs_or_predictions"):
+        sd.accuracy(np.full((3, 2), 0.5), [0, 1, 2])
+    with pytest.raises(ValueError, match="K >= 2"):
+        sd.accuracy(np.full((3, 1), 0.5), [0, 0, 0])
+    with pytest.raises(ValueError, match="outputs_or_predictions.*N = 3 \\(the length of true_labels\\)"):
+        sd.accuracy(np.full((2, 3), 0.5), [0, 1, 2])
+    with pytest.raises(ValueError, match="all_correct must be a rectangular"):
+        sd.first_all_correct([[0, 1], [2]], [0, 1])
+    with pytest.raises(TypeError, match="rounds must be an int or a 1-D sequence of ints, got the string"):
+        sd.first_all_correct([[True, False]], "01")
+    with pytest.raises(ValueError, match="all_correct must be bools"):
+        sd.first_all_correct([[0, 2]], [0, 1])
+    np.testing.assert_array_equal(sd.first_all_correct(np.array([[False, True], [False, False]]), [3, 7]), [7, -1])

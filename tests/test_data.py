@@ -383,3 +383,100 @@ def test_block_statistics_against_gram():
     np.testing.assert_array_equal(bs.class_sizes, [7, 8, 10])
     off = [bs.class_means[k, l] for k in range(3) for l in range(3) if k != l]
     np.testing.assert_allclose(bs.d, np.mean(off), rtol=1e-12)
+
+
+# --------------------------------------------------------------------------
+# Issue 12: opaque errors, silent accepts, scale safety
+# --------------------------------------------------------------------------
+
+
+def test_standardize_is_scale_safe():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(20, 3))
+    xt = rng.normal(size=(4, 3))
+    s, st_ = D.standardize(x, xt)
+    for scale in (1e200, 1e-170, 1e-300):  # was zeros at 1e200 and unscaled values at 1e-170
+        s2, st2 = D.standardize(x * scale, xt * scale)
+        np.testing.assert_allclose(s2, s, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(st2, st_, rtol=1e-9, atol=1e-12)
+    # mixed column scales, one column constant: only centred, in its own units
+    y = np.column_stack([x[:, 0] * 1e200, x[:, 1] * 1e-170, np.full(20, 3e-200)])
+    out, _ = D.standardize(y)
+    np.testing.assert_allclose(out[:, :2], s[:, :2], rtol=1e-9)
+    assert np.all(out[:, 2] == 0)
+
+
+def test_normalize_rows_small_rows_and_scale():
+    u, _ = D.normalize_rows(np.array([[1e-13, 0.0], [0.0, 3e-13]]))  # was "row 0 is zero"
+    np.testing.assert_array_equal(u, np.eye(2))
+    big, _ = D.normalize_rows(np.array([[1e200, 1e200], [1e-200, 3e-200]]))
+    np.testing.assert_allclose(big, [[2**-0.5, 2**-0.5], [0.1**0.5, 0.9**0.5]], rtol=1e-14)
+    with pytest.raises(ValueError, match="row 1 is zero after centring, up to roundoff"):
+        D.normalize_rows(np.array([[1.0, 2.0], [2.0, 3.0], [3.0, 4.0]]) + [[0.0, 0.0], [1e-15, 0.0], [0.0, 0.0]],
+                         center=True)
+    with pytest.raises(TypeError, match="center"):
+        D.normalize_rows(np.eye(2), center="no")  # was truthy
+    with pytest.raises(TypeError, match="train"):
+        D.normalize_rows(np.eye(2, dtype=bool))
+
+
+def test_split_labels_checked():
+    key = jax.random.key(0)
+    with pytest.raises(TypeError, match="labels must be a 1-D integer array"):
+        D.stratified_subset(key, np.array([0.0, 1.0, np.nan, 1.0]), 1)  # was: NaN silently dropped
+    with pytest.raises(ValueError, match="labels must not be empty"):
+        D.stratified_subset(key, np.array([], dtype=int), 1)  # was "need at least one array to concatenate"
+    with pytest.raises(ValueError, match="labels must not be empty"):
+        D.stratified_split(key, np.array([], dtype=int), 0.5)
+    with pytest.raises(ValueError, match="labels must be >= 0"):
+        D.stratified_split(key, np.array([-1, -1, 0, 0]), 0.5)
+    with pytest.raises(ValueError, match="labels must be a rectangular array"):
+        D.stratified_subset(key, [[0, 1], [1]], 1)
+    with pytest.raises(TypeError, match="test_fraction"):
+        D.stratified_split(key, np.array([0, 0, 1, 1]), "0.5")  # was float("0.5")
+    with pytest.raises(TypeError, match="key must be a jax.random key"):
+        D.stratified_split(np.zeros(2), np.array([0, 0, 1, 1]), 0.5)
+    with pytest.raises(ValueError, match="seed must be <="):
+        D.load_digits(seed=2**64)
+
+
+def test_loader_arguments_named(tmp_path):
+    x, y = _toy()
+    p = _save(tmp_path, features=x, labels=y)
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike"):
+        D.load_features(5)
+    with pytest.raises(ValueError, match="path must name"):
+        D.load_features("")
+    with pytest.raises(TypeError, match="name must be a str"):
+        D.load_features(p, name=5)
+    with pytest.raises(TypeError, match="bad.npz: num_classes"):
+        D.load_features(p, num_classes=3.0)
+    with pytest.raises(ValueError, match="features must be a rectangular array"):
+        sio.save_features(tmp_path / "s.npz", [[0.0, 1.0], [2.0]], np.array([0, 1]))
+
+
+def test_missing_classes_message_is_short(tmp_path):
+    x, y = _toy(n=40)
+    y[-1] = 10**6  # classes 3..999999 never occur
+    p = _save(tmp_path, features=x, labels=y)
+    with pytest.raises(ValueError, match="never occur") as info:
+        D.load_features(p)
+    assert len(str(info.value)) < 400
+
+
+def test_feature_map_arguments_named():
+    x = np.random.default_rng(0).normal(size=(6, 3))
+    with pytest.raises(ValueError, match="kind"):
+        D.make_features(["relu"], x)
+    with pytest.raises(TypeError, match="normalize"):
+        D.make_features("identity", x, normalize=1)
+    with pytest.raises(TypeError, match="key must be a jax.random key"):
+        D.make_features("relu", x, key=0)
+    with pytest.raises(TypeError, match="num_features"):
+        D.random_relu_features(jax.random.key(0), x, 2.5)
+    with pytest.raises(TypeError, match="train"):
+        D.standardize(np.array([["a", "b"]]))
+    with pytest.raises(ValueError, match="num_classes = 1000000"):
+        D.block_statistics(x, np.array([0, 0, 1, 1, 2, 2]), 10**6)  # no (K, K) identity of 10**6 rows
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 1\].*num_classes = 2"):
+        D.block_statistics(x, np.array([0, 0, 1, 1, 2, 2]), 2)

@@ -185,6 +185,69 @@ def test_predictor_bad_input():
         closed.coef(rounds=[0])
 
 
+def test_predictor_refuses_traced_values_and_bad_numbers():
+    x, xt, y = _problem(4, n=12)
+    with pytest.raises(TypeError, match="lam is a traced value.*sd_outputs_core"):
+        jax.vmap(lambda lam: sd.predictor(y, lam=lam, features=x).train_outputs(rounds=0))(jnp.array([-1.0, 0.1]))
+    p = sd.predictor(y, lam=0.1, features=x)
+    with pytest.raises(TypeError, match=r"rounds is a traced value .*sdtheory.Predictor.train_outputs"):
+        jax.vmap(lambda r: p.train_outputs(rounds=r))(jnp.arange(3))
+    with pytest.raises(TypeError, match="test_features is a traced value"):
+        jax.jit(lambda xx: p.test_outputs(rounds=[0], test_features=xx))(xt)
+    with pytest.raises(TypeError, match="sdtheory.Predictor.predictions was called inside jax.jit"):
+        jax.jit(lambda a: p.predictions(rounds=[0]) * a)(1)
+    with pytest.raises(ValueError, match="lam must be a scalar"):
+        sd.predictor(y, lam=[0.1] * 12, features=x)
+    with pytest.raises(TypeError, match="lam"):
+        sd.predictor(y, lam=True, features=x)
+    with pytest.raises(ValueError, match="rounds must be <= 2147483647"):
+        p.train_outputs(rounds=[2**63])
+    with pytest.raises(TypeError, match="rounds must be integers"):
+        p.test_outputs(rounds=[0, True], test_features=xt)
+    with pytest.raises(ValueError, match="test_features must be a 2-D"):
+        p.test_outputs(rounds=[0], test_features=xt[0])
+    with pytest.raises(TypeError, match="test_gram must be real numbers, got a bool"):
+        sd.predictor(y, lam=0.1, gram=x @ x.T).test_outputs(rounds=[0], test_gram=np.ones((2, 12), dtype=bool))
+    bad = sd.Spectrum(np.full(7, np.nan), np.zeros((12, 7)))
+    with pytest.raises(ValueError, match="spectrum.eigvals contains"):
+        sd.predictor(y, lam=0.1, spectrum=bad)
+    with pytest.raises(ValueError, match="spectrum must hold eigvals"):
+        sd.predictor(y, lam=0.1, spectrum=sd.Spectrum(np.ones(3), np.zeros((12, 7))))
+
+
+def test_predictor_methods_return_numpy_and_scale_free_results():
+    x, xt, y = _problem(5, n=20)
+    lam0, e = 2.0**-6, 300
+    p = sd.predictor(y, lam=lam0, features=x)
+    big = sd.predictor(y, lam=np.ldexp(lam0, 2 * e), features=np.ldexp(x, e))
+    for out in (big.train_outputs(rounds=[0, 2]), big.test_outputs(rounds=[1], test_features=np.ldexp(xt, e)),
+                big.predictions(num_rounds=2)):
+        assert isinstance(out, np.ndarray)
+    np.testing.assert_array_equal(big.train_outputs(rounds=[0, 2]), p.train_outputs(rounds=[0, 2]))
+    np.testing.assert_allclose(big.test_outputs(rounds=[1], test_features=np.ldexp(xt, e)),
+                               p.test_outputs(rounds=[1], test_features=xt), atol=1e-13)
+    np.testing.assert_allclose(big.test_outputs(rounds=[1], test_gram=np.ldexp(xt @ x.T, 2 * e)),
+                               p.test_outputs(rounds=[1], test_features=xt), atol=1e-12)
+    # the spectrum attribute is in the caller's units: eigenvalues of the Gram, against NumPy
+    np.testing.assert_allclose(np.sort(np.asarray(big.spectrum.eigvals)) / np.ldexp(1.0, 2 * e),
+                               np.linalg.eigvalsh(x.T @ x), rtol=1e-12)
+    assert big.lam == np.ldexp(lam0, 2 * e) and isinstance(big.lam, float)
+    # against an independent solve at scale 1, round 2
+    g = x @ x.T
+    s = g @ np.linalg.inv(g + 3 * 20 * lam0 * np.eye(20))
+    np.testing.assert_allclose(big.train_outputs(rounds=2)[0], 1 / 3 + np.linalg.matrix_power(s, 3) @ (y - 1 / 3),
+                               atol=1e-10)
+    # a spectrum given in the caller's units works at any scale too
+    q = sd.predictor(y, lam=np.ldexp(lam0, 2 * e), spectrum=big.spectrum, features=np.ldexp(x, e))
+    np.testing.assert_allclose(q.train_outputs(rounds=[0, 2]), p.train_outputs(rounds=[0, 2]), atol=1e-13)
+    np.testing.assert_allclose(q.test_outputs(rounds=[1], test_features=np.ldexp(xt, e)),
+                               p.test_outputs(rounds=[1], test_features=xt), atol=1e-12)
+    # a test set too large for the training set's scale (1e300 against 2^-600): a clear error, not NaN
+    small = sd.predictor(y, lam=np.ldexp(lam0, -2 * e), gram=np.ldexp(x @ x.T, -2 * e))
+    with pytest.raises(ValueError, match="test_gram is too large for the scale of the training set"):
+        small.test_outputs(rounds=[0], test_gram=np.full((1, 20), 1e300))
+
+
 # --------------------------------------------------------------------------
 # One tie rule
 # --------------------------------------------------------------------------

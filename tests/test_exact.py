@@ -262,3 +262,135 @@ def test_unconverged_raises_or_flags():
     assert not np.any(np.asarray(res.converged))
     assert np.all(np.asarray(res.residuals) > 1e-9)
     assert np.all(np.asarray(res.iterations) == 1)
+
+
+# --------------------------------------------------------------------------
+# Issue 12: the numeric validation layer
+# --------------------------------------------------------------------------
+
+
+def test_lam_q_tol_max_iter_must_be_single_numbers():
+    x, t = problem(1, 10, 3, 3)
+    g = x @ x.T
+    with pytest.raises(ValueError, match="lam must be a scalar.*exact_outputs_core"):
+        sd.exact_outputs(t, lam=np.full(10, 0.1), num_rounds=1, gram=g)
+    for bad in (True, np.bool_(True)):
+        with pytest.raises(TypeError, match="lam"):
+            sd.exact_outputs(t, lam=bad, num_rounds=1, gram=g)
+        with pytest.raises(TypeError, match="tol"):
+            sd.exact_outputs(t, lam=0.1, num_rounds=1, gram=g, tol=bad)
+        with pytest.raises(TypeError, match="q"):
+            sd.exact_outputs(t, lam=0.1, num_rounds=1, gram=g, loss="gce", q=bad)
+    with pytest.raises(ValueError, match="tol .* must be a scalar"):
+        sd.exact_outputs(t, lam=0.1, num_rounds=1, gram=g, tol=np.array([1e-9, 1e-8]))
+    with pytest.raises(ValueError, match="q .* must be a scalar"):
+        sd.exact_outputs(t, lam=0.1, num_rounds=1, gram=g, loss="gce", q=[0.5, 0.7])
+    with pytest.raises(TypeError, match="q"):
+        sd.exact_outputs(t, lam=0.1, num_rounds=1, gram=g, q="0.7")
+    with pytest.raises(ValueError, match="max_iter must be <= 2147483647"):
+        sd.exact_outputs(t, lam=0.1, num_rounds=1, gram=g, max_iter=2**63)
+    # 0-d arrays are single numbers and give the same result as floats
+    a = sd.exact_outputs(t, lam=np.array(0.1), num_rounds=1, gram=g, tol=np.float64(1e-10))
+    b = sd.exact_outputs(t, lam=0.1, num_rounds=1, gram=g, tol=1e-10)
+    np.testing.assert_array_equal(a.outputs, b.outputs)
+
+
+@pytest.mark.parametrize("kwargs", [dict(num_rounds=2**31), dict(num_rounds=10**5 + 1), dict(rounds=[10**5]),
+                                    dict(rounds=[0, 2**63]), dict(num_rounds=2**64)])
+def test_huge_round_counts_are_rejected_before_solving(kwargs):
+    # num_rounds = 2**31 used to hang (a chain of 2**31 solves); 2**63 used to wrap
+    x, t = problem(1, 10, 3, 3)
+    name = "num_rounds" if "num_rounds" in kwargs else "rounds"
+    with pytest.raises(ValueError, match=rf"{name} must be <= \d+ \(.*(chain|one after another)"):
+        sd.exact_outputs(t, lam=0.1, gram=x @ x.T, **kwargs)
+    with pytest.raises(ValueError, match="num_rounds must be <= 100000"):
+        sd.predictor(t, lam=0.1, gram=x @ x.T, model="exact", num_rounds=2**31)
+
+
+def test_traced_inputs_and_jit_are_refused():
+    x, t = problem(2, 25, 10, 4)
+    g = x @ x.T
+    # under jit, on_failure="raise" used to return the unconverged result without raising
+    with pytest.raises(TypeError, match="sdtheory.exact_outputs was called inside jax.jit.*exact_outputs_core"):
+        jax.jit(lambda a: sd.exact_outputs(t, lam=1e-5, num_rounds=1, gram=g, max_iter=1).outputs * a)(1.0)
+    with pytest.raises(TypeError, match="lam is a traced value.*sdtheory.exact.exact_outputs_core"):
+        jax.jit(lambda lam: sd.exact_outputs(t, lam=lam, num_rounds=1, gram=g, max_iter=1).outputs)(1e-5)
+    # under vmap a negative lam used to give garbage: refused
+    with pytest.raises(TypeError, match="lam is a traced value"):
+        jax.vmap(lambda lam: sd.exact_outputs(t, lam=lam, num_rounds=1, gram=g).outputs)(jnp.array([-1.0, 1.0]))
+    with pytest.raises(TypeError, match="test_gram is a traced value"):
+        jax.jit(lambda tg: sd.exact_predict(np.zeros((1, 25, 4)), test_gram=tg))(np.zeros((3, 25)))
+    # the concrete call still raises
+    with pytest.raises(RuntimeError, match="did not reach tol"):
+        sd.exact_outputs(t, lam=1e-5, num_rounds=1, gram=g, max_iter=1)
+
+
+@pytest.mark.parametrize("exponent", [400, -400])
+def test_exact_solution_of_any_scale_depends_on_g_over_lam(exponent):
+    # features 2^e X and lam 2^(2e) lam0 pose the problem of (X, lam0) at another scale: at 2^400 the Gram has entries
+    # 2^800 and the dual coefficients 2^-800; at 2^-400 the converse. Outputs, residuals, iterations are the same;
+    # coef scale as 2^(-2e), weights as 2^(-e), gradient norms in the weights as 2^e (exact: powers of two)
+    x, t = problem(4, 25, 6, 4)
+    xt = np.random.default_rng(1).normal(size=(5, 6))
+    lam0 = 2.0**-7
+    scale, lam = np.ldexp(1.0, exponent), np.ldexp(lam0, 2 * exponent)
+    base = sd.predictor(t, lam=lam0, features=x, model="exact", num_rounds=2, tol=1e-11)
+    big = sd.predictor(t, lam=lam, features=x * scale, model="exact", num_rounds=2, tol=1e-11)
+    rb, rs = base.exact_result(num_rounds=2), big.exact_result(num_rounds=2)
+    np.testing.assert_array_equal(rs.outputs, rb.outputs)
+    np.testing.assert_array_equal(rs.iterations, rb.iterations)
+    np.testing.assert_array_equal(rs.coef, np.ldexp(rb.coef, -2 * exponent))
+    np.testing.assert_array_equal(rs.grad_norms, np.ldexp(rb.grad_norms, exponent))
+    np.testing.assert_array_equal(big.weights(rounds=[1]), np.ldexp(base.weights(rounds=[1]), -exponent))
+    np.testing.assert_allclose(big.test_outputs(rounds=[0, 1], test_features=xt * scale),
+                               base.test_outputs(rounds=[0, 1], test_features=xt), atol=1e-15)
+    # independent check at the big scale: stationarity A = (T - P) / (N lam) in NumPy, and the fixed point
+    # P = softmax(G A) with G A formed as (X 2^e)(X 2^e)^T A  (finite: 2^800 * 2^-800)
+    p0 = np.asarray(rs.outputs[0])
+    np.testing.assert_allclose(np.asarray(rs.coef[0]), (t - p0) / (25 * lam), rtol=1e-6, atol=0)
+    xs = x * scale
+    logits = xs @ (xs.T @ np.asarray(rs.coef[0]))
+    np.testing.assert_allclose(softmax_np(logits), p0, atol=1e-9)
+    # through exact_outputs and the Gram route as well (when the Gram is representable)
+    ex = sd.exact_outputs(t, lam=lam, num_rounds=2, features=x * scale, tol=1e-11)
+    np.testing.assert_array_equal(ex.outputs, rs.outputs)
+    if exponent < 0:
+        via_gram = sd.exact_outputs(t, lam=lam, num_rounds=2, gram=xs @ xs.T, tol=1e-11)
+        np.testing.assert_allclose(via_gram.outputs, rs.outputs, atol=1e-9)
+
+
+def test_exact_lam_out_of_range_for_the_scale():
+    x, t = problem(1, 10, 3, 3)
+    with pytest.raises(ValueError, match="lam = .* out of range"):
+        sd.exact_outputs(t, lam=1e-300, num_rounds=1, features=x * 1e150)
+    with pytest.raises(ValueError, match="lam = .* out of range"):
+        sd.exact_outputs(t, lam=1e300, num_rounds=1, features=x * 1e-10)
+
+
+def test_exact_predict_and_gram_bad_input_is_clear():
+    x, t = problem(1, 10, 3, 3)
+    g = x @ x.T
+    with pytest.raises(ValueError, match="coef must be a rectangular array"):
+        sd.exact_predict([[[0.0, 1.0]], [[1.0]]], test_gram=np.zeros((2, 1)))
+    with pytest.raises(TypeError, match="coef must be real numbers, got a bool"):
+        sd.exact_predict(np.zeros((10, 3), dtype=bool), test_gram=np.zeros((2, 10)))
+    with pytest.raises(ValueError, match="test_features must be a 2-D"):
+        sd.exact_predict(np.zeros((10, 3)), test_features=np.zeros(3), features=x)
+    with pytest.raises(ValueError, match="test_gram must be a rectangular array"):
+        sd.exact_predict(np.zeros((10, 3)), test_gram=[[0.0] * 10, [0.0]])
+    with pytest.raises(TypeError, match="gram must be real numbers, got a bool"):
+        sd.exact_outputs(t, lam=0.1, num_rounds=1, gram=g > 0)
+    with pytest.raises(ValueError, match="targets must be a rectangular"):
+        sd.exact_outputs([[1.0, 0.0], [1.0]], lam=0.1, num_rounds=1, gram=np.eye(2))
+    with pytest.raises(TypeError, match="rounds must be integers.*bool"):
+        sd.exact_outputs(t, lam=0.1, rounds=[0, True], gram=g)
+
+
+def test_solver_names_and_coefficient_messages():
+    x, t = problem(1, 10, 3, 3)
+    with pytest.raises(ValueError, match="solver must be one of"):
+        sd.exact_outputs(t, lam=0.1, num_rounds=1, gram=x @ x.T, solver=["lbfgs"])
+    with pytest.raises(ValueError, match="on_failure must be"):
+        sd.exact_outputs(t, lam=0.1, num_rounds=1, gram=x @ x.T, on_failure=["raise"])
+    with pytest.raises(ValueError, match=r"test_gram must be .*N = 10 \(the instances of result_or_coef\)"):
+        sd.exact_predict(np.zeros((1, 10, 3)), test_gram=np.zeros((2, 6)))

@@ -147,3 +147,169 @@ def test_atomic_write_type_errors(tmp_path):
         sio.atomic_write_bytes(tmp_path / "x", "text")
     with pytest.raises(TypeError, match="str"):
         sio.atomic_write_text(tmp_path / "x", b"bytes")
+
+
+# --------------------------------------------------------------------------
+# Run directories (outputs as one unit, manifest), output checks, checkpoints
+# --------------------------------------------------------------------------
+
+
+def _write_set(stage, tag):
+    sio.write_csv(stage / "t.csv", {"v": [1, 2, tag]})
+    sio.write_json(stage / "s.json", {"tag": tag})
+
+
+def _siblings(out):
+    return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(out.name + "."))
+
+
+def test_run_directory_complete_run_manifest_hashes_match(tmp_path):
+    import hashlib
+
+    out = tmp_path / "res"
+    with sio.run_directory(out, script="test", parameters={"seed": 1}) as stage:
+        assert stage != out and stage.parent == out.parent and not out.exists()
+        _write_set(stage, 1)
+    manifest = sio.verify_manifest(out)
+    assert manifest["script"] == "test" and manifest["parameters"] == {"seed": 1}
+    assert sorted(manifest["files"]) == ["s.json", "t.csv"]
+    for name, entry in manifest["files"].items():
+        data = (out / name).read_bytes()
+        assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    assert "git_revision" in manifest["metadata"]
+    assert _siblings(out) == []  # no staging or set-aside directory left
+    (out / "t.csv").write_text("tampered\n")
+    with pytest.raises(ValueError, match="t.csv does not match"):
+        sio.verify_manifest(out)
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
+def test_run_directory_interrupted_rerun_keeps_previous_set(tmp_path, exc):
+    out = tmp_path / "res"
+    with sio.run_directory(out, script="test", parameters={"seed": 1}) as stage:
+        _write_set(stage, 1)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(exc):
+        with sio.run_directory(out, script="test", parameters={"seed": 2}) as stage:
+            sio.write_csv(stage / "t.csv", {"v": [9]})  # half of the new set, then the run dies
+            raise exc("simulated")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    sio.verify_manifest(out)
+    assert _siblings(out) == []
+    # a complete rerun replaces the set as a whole (a file the new run does not write disappears)
+    with sio.run_directory(out, script="test", parameters={"seed": 3}) as stage:
+        sio.write_json(stage / "s.json", {"tag": 3})
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "s.json"]
+    assert sio.verify_manifest(out)["parameters"] == {"seed": 3}
+
+
+def test_run_directory_finishes_a_commit_killed_between_renames(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    out = tmp_path / "res"
+    with sio.run_directory(out, script="test") as stage:
+        _write_set(stage, 1)
+    # a run killed after moving the old set aside, before moving its complete new set in
+    os.rename(out, tmp_path / f"res.old-{dead}")
+    with sio.run_directory(tmp_path / "new", script="test") as stage:
+        _write_set(stage, 2)
+    os.rename(tmp_path / "new", tmp_path / f"res.tmp-{dead}")
+    with sio.run_directory(out, script="test", parameters={"seed": 9}) as stage:
+        _write_set(stage, 3)
+    assert json.loads((out / "s.json").read_text()) == {"tag": 3}
+    assert _siblings(out) == []
+
+
+def test_check_output_dir_errors(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(sio.OutputDirError, match="exists and is not a directory"):
+        sio.check_output_dir(f)
+    with pytest.raises(sio.OutputDirError, match="is not a directory"):
+        sio.check_output_dir(f / "sub" / "out")
+    with pytest.raises(sio.OutputDirError, match="root"):
+        sio.check_output_dir("/")
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    (foreign / "phase_diagram.csv").write_text("old")
+    with pytest.raises(sio.OutputDirError, match=r"not outputs of this script \(thesis.tex\)"):
+        sio.check_output_dir(foreign, outputs=("phase_diagram.*",))
+    (foreign / "thesis.tex").unlink()
+    assert sio.check_output_dir(foreign, outputs=("phase_diagram.*",)) == foreign.resolve()  # an older run's set
+    assert sio.check_output_dir(tmp_path / "a" / "b") == (tmp_path / "a" / "b").resolve()
+    assert not (tmp_path / "a").exists()  # checking creates nothing
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "mine"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permission bits")
+def test_check_output_dir_unwritable(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        with pytest.raises(sio.OutputDirError, match="not writable"):
+            sio.check_output_dir(ro / "out")
+        with pytest.raises(sio.OutputDirError, match="not writable"):
+            sio.check_output_dir(ro)
+    finally:
+        ro.chmod(0o755)
+
+
+def test_checkpoint_round_trip_and_parameter_mismatch(tmp_path):
+    path = sio.work_directory(tmp_path / "out") / "c.npz"
+    assert path.parent.name == "out.work"
+    params = {"seed": 1, "etas": np.array([0.0, 0.1])}
+    assert sio.read_checkpoint(path, parameters=params) is None
+    entries = {"0": {"a.0": np.array([1.5, np.nan]), "b": np.array([True, False])}, "4": {"a.0": np.arange(3)}}
+    sio.write_checkpoint(path, entries, parameters=params)
+    back = sio.read_checkpoint(path, parameters={"etas": [0.0, 0.1], "seed": 1})  # JSON-equal parameters
+    assert sorted(back) == ["0", "4"]
+    for k in entries:
+        for name, arr in entries[k].items():
+            assert back[k][name].dtype == arr.dtype
+            np.testing.assert_array_equal(back[k][name], arr)
+    with pytest.raises(ValueError, match=r"other parameters \(seed: 1 in the checkpoint, 2 now\)"):
+        sio.read_checkpoint(path, parameters={"seed": 2, "etas": [0.0, 0.1]})
+    path.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        sio.read_checkpoint(path, parameters=params)
+
+
+def test_rows_columns_round_trip_is_exact():
+    rows = [{"s": "exact", "i": 3, "f": 0.1 + 0.2, "n": float("nan"), "b": True},
+            {"s": "closed_form", "i": -1, "f": 1e-300, "n": 2.0, "b": False}]
+    names = ["s", "i", "f", "n", "b"]
+    back = sio.columns_to_rows(sio.rows_to_columns(rows, names), names)
+    for r, q in zip(rows, back, strict=True):
+        for k in names:
+            assert type(q[k]) is type(r[k]), k
+            assert repr(q[k]) == repr(r[k]), k
+
+
+def test_run_main_turns_ctrl_c_into_exit_130(capsys):
+    from sdtheory.cli import run_main
+
+    def interrupted(argv):
+        raise KeyboardInterrupt("interrupted; results/x was not changed")
+
+    assert run_main(interrupted, "prog.py") == 130
+    err = capsys.readouterr().err
+    assert err == "prog.py: interrupted; results/x was not changed\n"
+    assert run_main(lambda argv: {"rows": []}, "prog.py") == 0
+    assert run_main(lambda argv: 3, "prog.py") == 3
+
+
+def test_check_output_dir_unwritable_simulated(tmp_path, monkeypatch):
+    """The same check as above, also where the tests run as root: the write probe fails."""
+    import tempfile
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", denied)
+    with pytest.raises(sio.OutputDirError, match="is not writable .Permission denied."):
+        sio.check_output_dir(tmp_path / "out")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import sdtheory as sd
+from sdtheory import io as sio
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "simulations" / "linearization_gap.py"
@@ -79,10 +80,72 @@ def test_gap_matches_independent_computation(run):
     (["--cd", "0.1,0.4"], "--cd"),
     (["--lam-min", "1", "--lam-max", "0.1"], "--lam-max"),
     (["--num-rounds", "0"], "--num-rounds"),
+    (["--num-rounds", "-1"], "--num-rounds"),
     (["--solver", "nope"], "--solver"),
+    (["--classes", "1"], "--classes"),
+    (["--num-lam", "0"], "--num-lam"),
+    (["--num-lam", "1"], "--num-lam"),  # one lam needs --lam-min == --lam-max
+    (["--lam-min", "0"], "--lam-min"),
+    (["--lam-min", "nan"], "--lam-min"),
+    (["--lam-max", "inf"], "--lam-max"),
+    (["--tol", "0"], "--tol"),
+    (["--max-iter", "0"], "--max-iter"),
+    (["--seed", "-1"], "--seed"),
+    (["--seeds", "0"], "--seeds"),
+    (["--dim", "-1"], "--dim"),
+    (["--per-class", "0"], "--per-class"),
 ])
 def test_bad_flag_names_the_flag(script, capsys, argv, flag):
     with pytest.raises(SystemExit) as exc:
         script.main(argv + ["--out", "/nonexistent/never-written"])
     assert exc.value.code == 2
-    assert flag in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and "Traceback" not in err, err
+    assert not Path("/nonexistent/never-written").exists()
+
+
+def test_out_that_is_a_file_is_an_error_before_computing(script, capsys, tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("the simulation ran before --out was checked")
+
+    monkeypatch.setattr(script.mc, "run_grid", boom)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    for out in (blocker, blocker / "sub"):
+        with pytest.raises(SystemExit) as exc:
+            script.main(TINY + ["--out", str(out)])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert "argument --out: " in err and "Traceback" not in err, err
+
+
+def test_same_seed_same_files_whatever_the_out_path(run, script, tmp_path):
+    """No elapsed time or path in the CSV, its sidecar or the figures; the one timing field is params.json's."""
+    out, _ = run
+    other = tmp_path / "elsewhere"
+    assert script.main(TINY + ["--out", str(other)]) == 0
+    manifest = sio.verify_manifest(other)
+    assert set(manifest["files"]) == {"gap.csv", "gap.csv.meta.json", "params.json", "gap.png", "gap.pdf"}
+    for name in ("gap.csv", "gap.csv.meta.json", "gap.png", "gap.pdf"):
+        assert (out / name).read_bytes() == (other / name).read_bytes(), name
+    a, b = (json.loads((d / "params.json").read_text()) for d in (out, other))
+    assert set(a.pop("timing")) == {"total_seconds"} and "seconds" not in a["parameters"]
+    b.pop("timing")
+    assert a == b
+    assert "seconds" not in (out / "gap.csv.meta.json").read_text()
+
+
+def test_ctrl_c_leaves_out_unchanged(script, tmp_path, monkeypatch):
+    """KeyboardInterrupt during the simulation: a one-line message for the entry point, --out untouched."""
+    out = tmp_path / "out"
+
+    def printer(prefix, stream=None):
+        def report(done, total, seconds):
+            raise KeyboardInterrupt
+
+        return report
+
+    monkeypatch.setattr(script.sio, "progress_printer", printer)
+    with pytest.raises(KeyboardInterrupt, match=f"interrupted; {out} was not changed"):
+        script.main(TINY + ["--out", str(out)])
+    assert list(tmp_path.iterdir()) == []

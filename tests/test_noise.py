@@ -324,3 +324,114 @@ def test_confusable_clusters_bad_input():
         sdtheory.confusable_clusters(np.zeros((3, 2)), num_clusters=2)
     with pytest.raises(ValueError, match="empty"):
         sdtheory.confusable_clusters(np.eye(3), np.array([0, 0, 2]), num_clusters=2)
+
+
+# --------------------------------------------------------------------------
+# Issue 12: opaque errors and silent accepts
+# --------------------------------------------------------------------------
+
+
+def test_eta_bool_and_string_are_refused_by_name():
+    with pytest.raises(TypeError, match="eta.*bool"):
+        sdtheory.corruption_matrix("symmetric", 3, True)
+    with pytest.raises(TypeError, match="eta"):
+        sdtheory.corruption_matrix("symmetric", 3, "0.1")
+    with pytest.raises(ValueError, match="num_classes must be <="):
+        sdtheory.corruption_matrix("symmetric", 2**64, 0.1)  # was an OverflowError inside jnp.eye
+
+
+@pytest.mark.parametrize("key", [0, 1.5, "key", np.zeros(2), np.zeros(3, np.uint32), [0, 0], None])
+def test_sample_labels_bad_key_is_named(key):
+    C = sdtheory.corruption_matrix("symmetric", 3, 0.2)
+    with pytest.raises(TypeError, match="key must be a jax.random key"):
+        sdtheory.sample_labels(key, np.array([0, 1, 2]), C)
+
+
+def test_sample_labels_key_batch_and_raw_key():
+    C = sdtheory.corruption_matrix("symmetric", 3, 0.2)
+    with pytest.raises(ValueError, match="single jax.random key"):
+        sdtheory.sample_labels(jax.random.split(jax.random.key(0), 2), np.array([0, 1, 2]), C)
+    raw = sdtheory.sample_labels(jax.random.PRNGKey(3), np.array([0, 1, 2]), C)
+    typed = sdtheory.sample_labels(jax.random.wrap_key_data(jax.random.PRNGKey(3)), np.array([0, 1, 2]), C)
+    np.testing.assert_array_equal(raw, typed)
+
+
+def test_validate_corruption_matrix_checks_atol_and_dtype():
+    C = np.eye(2)
+    with pytest.raises(ValueError, match="atol must be >= 0"):
+        sdtheory.validate_corruption_matrix(C, atol=-1)  # was "row 0 sums to 1, not 1"
+    with pytest.raises(ValueError, match="atol must be finite"):
+        sdtheory.validate_corruption_matrix(2 * C, atol=float("nan"))  # was accepted
+    with pytest.raises(TypeError, match="atol"):
+        sdtheory.validate_corruption_matrix(C, atol=True)
+    with pytest.raises(TypeError, match="C must be real numbers.*bool"):
+        sdtheory.validate_corruption_matrix(C.astype(bool))
+    with pytest.raises(ValueError, match="C .corruption matrix. is not row-stochastic: row 0 sums to 1.0000001"):
+        sdtheory.validate_corruption_matrix(np.array([[1.0000001, 0.0], [0.0, 1.0]]), atol=0.0)
+    with pytest.raises(ValueError, match="fractions"):
+        sdtheory.validate_corruption_matrix(np.ones((2, 3)) / 3, name="fractions")
+    np.testing.assert_array_equal(sdtheory.validate_corruption_matrix(np.float32(1) * C, atol=np.float32(1e-6)), C)
+
+
+def test_cluster_ids_of_the_wrong_length_say_so():
+    with pytest.raises(ValueError, match="clusters has 3 cluster ids but there are num_classes = K = 4"):
+        sdtheory.corruption_matrix("cc", 4, 0.1, clusters=[0, 0, 1])  # was "class 0 appears in groups 0 and 1"
+    with pytest.raises(TypeError, match="clusters must be integer cluster ids"):
+        sdtheory.corruption_matrix("cc", 3, 0.1, clusters=[0.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="clusters must be a rectangular array|clusters group 0"):
+        sdtheory.corruption_matrix("cc", 3, 0.1, clusters=[[0, [1, 2]]])
+    with pytest.raises(TypeError, match="clusters"):
+        sdtheory.corruption_matrix("cc", 3, 0.1, clusters="abc")
+
+
+def test_long_lists_in_messages_are_truncated():
+    with pytest.raises(ValueError, match=r"in no group") as info:
+        sdtheory.corruption_matrix("cc", 10_000, 0.1, clusters=[[0, 1]])
+    assert "(9998 in all)" in str(info.value) and len(str(info.value)) < 300
+    with pytest.raises(ValueError, match="num_classes") as info:
+        sdtheory.empirical_fractions(np.array([0, 1]), np.array([0, 1]), 10**7)  # was an 89 MB message
+    assert len(str(info.value)) < 300
+    with pytest.raises(ValueError, match="empty classes") as info:
+        sdtheory.empirical_fractions(np.zeros(50, int), np.zeros(50, int), 40)
+    assert "(39 in all)" in str(info.value)
+
+
+def test_max_eta_and_condition_threshold_use_clusters():
+    with pytest.raises(ValueError, match="only used by kind 'cc'"):
+        noise.max_eta("symmetric", 3, clusters=[0, 0, 1])  # was ignored
+    with pytest.raises(ValueError, match="only used by kind 'cc'"):
+        noise.condition_threshold("pair", 3, clusters=[0, 0, 1])  # was ignored
+    with pytest.raises(ValueError, match="in no group"):
+        noise.max_eta("cc", 3, clusters=[[0, 1]])  # validated when given
+    assert noise.max_eta("cc", 3) == 1.0 and noise.max_eta("cc", 3, clusters=[0, 0, 1]) == 1.0
+    assert noise.condition_threshold("cc", 4, clusters=[0, 0, 0, 1]) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="needs clusters"):
+        noise.condition_threshold("cc", 3)
+
+
+def test_labels_ragged_or_mismatched_name_both_arguments():
+    C = sdtheory.corruption_matrix("symmetric", 3, 0.2)
+    with pytest.raises(ValueError, match="true_labels must be a rectangular array"):
+        sdtheory.sample_labels(jax.random.key(0), [[0, 1], [2]], C)
+    with pytest.raises(ValueError, match=r"true_labels must lie in \[0, 1\].*num_classes = 2"):
+        sdtheory.empirical_fractions(np.array([0, 1, 2]), np.array([0, 1, 1]), 2)
+    with pytest.raises(ValueError, match=r"true_labels.*K = 3, the size of C"):
+        sdtheory.exact_counts(np.array([0, 3]), C)
+
+
+def test_confusable_clusters_bad_labels_and_scale():
+    x = np.random.default_rng(0).normal(size=(6, 4))
+    with pytest.raises(ValueError, match="labels must be a 1-D"):
+        sdtheory.confusable_clusters(x, np.array([[0, 0, 1, 1, 2, 2]]))  # was "labels has -1 instances"
+    with pytest.raises(ValueError, match="labels must use every class"):
+        sdtheory.confusable_clusters(x, np.array([0, 0, 1, 1, 2, 2**30]))  # no (2**30,) bincount
+    with pytest.raises(ValueError, match="labels must lie in"):
+        sdtheory.confusable_clusters(x, np.array([0, 0, 1, 1, 2, 2**40]))
+    with pytest.raises(TypeError, match="class_means_or_features"):
+        sdtheory.confusable_clusters(np.array([["a", "b"], ["c", "d"]]))
+    with pytest.raises(TypeError, match="threshold_ratio"):
+        sdtheory.confusable_clusters(x, threshold_ratio="0.5")
+    means = np.random.default_rng(1).normal(size=(5, 3))
+    base = sdtheory.confusable_clusters(means, num_clusters=2)
+    for scale in (1e200, 1e-170):  # cosine similarity does not depend on the scale
+        np.testing.assert_array_equal(sdtheory.confusable_clusters(means * scale, num_clusters=2), base)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import sdtheory as sd
+from sdtheory import io as sio
 from sdtheory.noise import corruption_matrix, sample_labels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,8 +72,13 @@ def test_outputs_exist_and_table_is_consistent(closed_runs):
         assert r["agree"] == ("true" if (r["theory_all_correct"] == r["majority_all_correct"]) else "false")
     pll = [r for r in rows if r["method"] == "pll_closed"]
     assert {r["round"] for r in pll} == {"1"}
-    # no leftover temporary files
+    # no leftover temporary files, no staging or work directory next to --out; the manifest matches
     assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
+    assert not [p for p in os.listdir(out.parent) if p.startswith(out.name + ".")]
+    manifest = sio.verify_manifest(out)
+    assert sorted(manifest["files"]) == ["phase_diagram.csv", "phase_diagram.pdf", "phase_diagram.png",
+                                         "summary.json"]
+    assert manifest["parameters"]["num_seeds"] == 3 and manifest["script"] == "simulations/phase_diagram.py"
 
 
 def test_csv_values_match_direct_computation(closed_runs):
@@ -105,11 +111,26 @@ def test_csv_values_match_direct_computation(closed_runs):
             assert float(row["frac_all_correct"]) == pytest.approx(np.mean(accs[:, r] == 1.0))
 
 
-def test_same_seed_identical_files_different_seed_differs(closed_runs):
+def _manifest_without_summary_hash(path):
+    """The manifest minus the hash of summary.json, whose "timing" field is exempt from byte-identity."""
+    m = json.loads(Path(path).read_text())
+    m["files"].pop("summary.json")
+    return m
+
+
+def test_same_seed_identical_files_whatever_the_out_path(closed_runs):
+    """Same seed, different --out paths: byte-identical CSV, PNG, PDF; JSON equal apart from "timing"."""
     a, b, c = closed_runs
-    assert (a / "phase_diagram.csv").read_bytes() == (b / "phase_diagram.csv").read_bytes()
+    assert a != b
+    for name in ("phase_diagram.csv", "phase_diagram.png", "phase_diagram.pdf"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
     assert _summary_without_timing(a / "summary.json") == _summary_without_timing(b / "summary.json")
-    assert (a / "phase_diagram.pdf").read_bytes() == (b / "phase_diagram.pdf").read_bytes()
+    assert _manifest_without_summary_hash(a / "manifest.json") == _manifest_without_summary_hash(b / "manifest.json")
+    for out in (a, b):  # no path and no timing anywhere but the exempt field
+        for name in ("phase_diagram.csv", "phase_diagram.png", "phase_diagram.pdf", "manifest.json"):
+            assert str(out).encode() not in (out / name).read_bytes(), name
+        s = json.loads((out / "summary.json").read_text())
+        assert str(out) not in json.dumps(s) and set(s["timing"]) >= {"simulation_seconds", "total_seconds"}
     assert (a / "phase_diagram.csv").read_bytes() != (c / "phase_diagram.csv").read_bytes()
 
 
@@ -177,7 +198,8 @@ def test_help_explains_every_flag(script, capsys):
     assert exc.value.code == 0
     text = capsys.readouterr().out
     for flag in ("--classes", "--per-class", "--c", "--d", "--lam", "--noise", "--eta-min", "--eta-max",
-                 "--eta-steps", "--num-rounds", "--seeds", "--seed", "--model", "--solver", "--dim", "--out", "--tie-tol"):
+                 "--eta-steps", "--num-rounds", "--seeds", "--seed", "--model", "--solver", "--dim", "--out",
+                 "--tie-tol", "--resume"):
         assert flag in text, flag
 
 
@@ -185,3 +207,155 @@ def test_csv_does_not_depend_on_chunking(closed_runs, script, tmp_path):
     """Same cells in other batch shapes (as on other devices) give the same bytes."""
     assert script.main(TINY + ["--model", "closed", "--chunk-size", "5", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "phase_diagram.csv").read_bytes() == (closed_runs[0] / "phase_diagram.csv").read_bytes()
+
+
+# --------------------------------------------------------------------------
+# --out checked first; outputs as one unit; Ctrl-C; --resume
+# --------------------------------------------------------------------------
+
+
+def _no_compute(monkeypatch, script):
+    def boom(*args, **kwargs):
+        raise AssertionError("the simulation ran before --out was checked")
+
+    monkeypatch.setattr(script.mc, "run_grid", boom)
+
+
+@pytest.mark.parametrize("case", ["file", "under_file", "foreign", "unwritable"])
+def test_bad_out_is_an_argparse_error_before_computing(script, capsys, tmp_path, monkeypatch, case):
+    _no_compute(monkeypatch, script)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a directory")
+    out = {"file": blocker, "under_file": blocker / "out", "foreign": tmp_path / "mine",
+           "unwritable": tmp_path / "ro" / "out"}[case]
+    if case == "foreign":
+        out.mkdir()
+        (out / "notes.txt").write_text("keep me")
+    if case == "unwritable":  # simulated: root writes through permission bits
+        import tempfile
+
+        def denied(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(tempfile, "mkdtemp", denied)
+    with pytest.raises(SystemExit) as exc:
+        script.main(TINY + ["--model", "closed", "--out", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --out: " in err and "Traceback" not in err, err
+    assert blocker.read_text() == "not a directory"
+    if case == "foreign":
+        assert (out / "notes.txt").read_text() == "keep me"
+
+
+def _interrupt_after(monkeypatch, script, cells, calls=None):
+    """Progress callbacks that count calls and raise KeyboardInterrupt (as Ctrl-C would) once ``cells`` are done."""
+
+    def printer(prefix, stream=None):
+        def report(done, total, seconds):
+            if calls is not None:
+                calls.append(done)
+            if cells is not None and done >= cells:
+                raise KeyboardInterrupt
+
+        return report
+
+    monkeypatch.setattr(script.sio, "progress_printer", printer)
+
+
+RESUMABLE = [a for a in TINY if a != "--quiet"] + ["--model", "closed", "--chunk-size", "2"]  # 12 cells, 6 chunks
+
+
+def test_interrupted_rerun_keeps_previous_set_and_resume_gives_identical_files(script, tmp_path, monkeypatch,
+                                                                               capsys):
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    assert script.main(RESUMABLE + ["--quiet", "--out", str(ref)]) == 0  # uninterrupted
+    assert script.main(RESUMABLE + ["--quiet", "--seed", "1", "--out", str(out)]) == 0  # a previous complete set
+    previous = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    # interrupted after 3 of 6 chunks: the previous set is untouched, the finished chunks are kept
+    _interrupt_after(monkeypatch, script, cells=6)
+    with pytest.raises(KeyboardInterrupt, match="was not changed; 3 finished chunk.s. are kept in .*--resume"):
+        script.main(RESUMABLE + ["--out", str(out)])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == previous
+    sio.verify_manifest(out)
+    checkpoint = tmp_path / "out.work" / "phase_diagram.checkpoint.npz"
+    assert checkpoint.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out.work", "ref"]  # no staging directory
+
+    # other parameters: the checkpoint is refused, naming what differs
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        script.main(RESUMABLE + ["--resume", "--eta-max", "0.5", "--out", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --resume: the checkpoint" in err and "etas" in err, err
+
+    # resumed: only the 3 missing chunks run, and the files equal the uninterrupted run's
+    calls = []
+    _interrupt_after(monkeypatch, script, cells=None, calls=calls)
+    assert script.main(RESUMABLE + ["--resume", "--out", str(out)]) == 0
+    assert calls == [8, 10, 12]
+    for name in ("phase_diagram.csv", "phase_diagram.png", "phase_diagram.pdf"):
+        assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+    assert _summary_without_timing(out / "summary.json") == _summary_without_timing(ref / "summary.json")
+    assert json.loads((out / "summary.json").read_text())["timing"]["resumed_chunks"] == 3
+    assert _manifest_without_summary_hash(out / "manifest.json") == _manifest_without_summary_hash(
+        ref / "manifest.json")
+    sio.verify_manifest(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "ref"]  # the work area is gone
+
+
+def test_ctrl_c_exits_130_with_one_line_and_no_partial_files(tmp_path):
+    """SIGINT to the script as a user runs it: exit status 130 (or 0 if it finished first), no traceback."""
+    import signal
+
+    out = tmp_path / "out"
+    env = dict(os.environ, MPLBACKEND="Agg")
+    argv = [a for a in TINY if a != "--quiet"] + ["--model", "closed", "--chunk-size", "1", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), *argv], stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env=env, cwd=tmp_path)
+    seen = []
+    for line in proc.stderr:  # wait until main is running (the first progress line), then press Ctrl-C
+        seen.append(line)
+        if line.startswith("[phase_diagram]"):
+            proc.send_signal(signal.SIGINT)
+            break
+    _, rest = proc.communicate(timeout=300)
+    err = "".join(seen) + (rest or "")
+    assert proc.returncode in (130, 0), err
+    assert "Traceback" not in err, err
+    if proc.returncode == 130:
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("phase_diagram.py: interrupted; ") and str(out) in last, err
+        assert not out.exists()
+    else:
+        sio.verify_manifest(out)
+    leftovers = [p.name for p in tmp_path.iterdir() if ".tmp" in p.name or ".old-" in p.name]
+    assert leftovers == []
+
+
+def test_run_grid_resumes_from_completed_chunks_bit_for_bit():
+    """The engine side of --resume: on_chunk hands out every chunk, completed= skips them, same arrays."""
+    import jax
+
+    from sdtheory import montecarlo as mc
+
+    cfg = mc.make_config(num_classes=3, per_class=6, c=0.45, d=0.1, lam=2e-3, num_rounds=4)
+    kw = dict(lams=[1e-3, 1e-2], num_seeds=3, seed=2, chunk_size=4)  # 2 points x 9 cells, chunks of 3
+    seen = {}
+    full = mc.run_grid(cfg, [0.0, 0.3, 0.6], on_chunk=seen.__setitem__, **kw)
+    assert sorted(seen) == [0, 3, 6, 9, 12, 15]  # point index * 9 + first cell
+    assert all(v.shape[0] == 3 for chunk in seen.values() for v in chunk.values())
+    calls = []
+    part = {k: seen[k] for k in (0, 6, 12)}
+    res = mc.run_grid(cfg, [0.0, 0.3, 0.6], completed=part, on_chunk=lambda s, r: calls.append(s), **kw)
+    assert calls == [3, 9, 15]
+    for a, b in zip(jax.tree_util.tree_leaves(full), jax.tree_util.tree_leaves(res), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match=r"completed\[1\] is not a chunk of this grid"):
+        mc.run_grid(cfg, [0.0, 0.3, 0.6], completed={1: seen[3]}, **kw)
+    broken = dict(seen[3])
+    broken.pop(next(iter(broken)))
+    with pytest.raises(ValueError, match="produced by another configuration"):
+        mc.run_grid(cfg, [0.0, 0.3, 0.6], completed={3: broken}, **kw)

@@ -45,8 +45,9 @@ def test_end_to_end_files_and_rows(quick_run):
     out, res = quick_run
     for name in ("real_data.csv", "real_data.csv.meta.json", "summary.md", "real_data.json",
                  "accuracy_standardized.png", "accuracy_standardized.pdf", "diversity_standardized.png",
-                 "spectrum.png"):
+                 "spectrum.png", "manifest.json"):
         assert (out / name).is_file(), name
+    assert set(sio.verify_manifest(out)["files"]) == {p.name for p in out.iterdir()} - {"manifest.json"}
     rows = _read_csv(out / "real_data.csv")
     # per cell: exact SD r0..2 (3) + PLL CE/GCE (2) + closed form r0..2 (3) + CF PLL (1) + block r0..2 (3)
     assert len(rows) == 2 * 12
@@ -240,11 +241,39 @@ def test_user_features_file_and_bad_file(tmp_path):
     assert {r["feature_map"] for r in rows} == {"standardized"}
     assert all(r["converged"] for r in rows)
     assert res["summary"]["dataset"].startswith("emb, N = 200 train / 80 held-out")
-    x, y = ds.features, ds.labels
+
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("missing", "nope.npz: file not found"),
+    ("truncated", "bad.npz: not a readable .npz archive"),
+    ("wrong_keys", "bad.npz: missing array 'features'"),
+    ("float_labels", "bad.npz: labels must have an integer dtype"),
+    ("short_labels", "bad.npz: labels has 199 entries but features has 200 rows"),
+])
+def test_bad_features_file_is_a_clean_error(tmp_path, capsys, problem, message):
+    """Every problem with --features: the loader's message after the flag's name, exit status 2, no traceback."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((200, 5)), np.arange(200) % 4
     bad = tmp_path / "bad.npz"
-    np.savez(bad, features=x, labels=y[:-1])
-    with pytest.raises(ValueError, match="bad.npz: labels has 199 entries but features has 200 rows"):
+    if problem == "missing":
+        bad = tmp_path / "nope.npz"
+    elif problem == "truncated":
+        np.savez(bad, features=x, labels=y)
+        bad.write_bytes(bad.read_bytes()[:500])
+    elif problem == "wrong_keys":
+        np.savez(bad, feats=x, labels=y)
+    elif problem == "float_labels":
+        np.savez(bad, features=x, labels=y.astype(float))
+    else:
+        np.savez(bad, features=x, labels=y[:-1])
+    with pytest.raises(SystemExit) as e:
         real_data.main(["--features", str(bad), "--out", str(tmp_path / "o2")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "real_data.py: error: argument --features: " in err and message in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "o2").exists()
 
 
 def test_help_and_bad_flags(capsys):
@@ -252,8 +281,10 @@ def test_help_and_bad_flags(capsys):
         real_data.main(["--help"])
     assert e.value.code == 0
     assert "--features" in capsys.readouterr().out
-    for bad in (["--rates", "1.5"], ["--q", "0"], ["--lam", "-1"], ["--num-rounds", "1"], ["--relu-dim", "0"],
-                ["--seeds", "0"], ["--test-fraction", "1"], ["--kinds", "uniform"]):
+    for bad in (["--rates", "1.5"], ["--rates", "nan"], ["--q", "0"], ["--q", "nan"], ["--lam", "-1"],
+                ["--lam", "inf"], ["--num-rounds", "1"], ["--relu-dim", "0"], ["--seeds", "0"],
+                ["--test-fraction", "1"], ["--test-fraction", "0"], ["--test-fraction", "1.5"],
+                ["--test-fraction", "nan"], ["--seed", "-1"], ["--seed", "x"], ["--kinds", "uniform"]):
         with pytest.raises(SystemExit) as e:
             real_data.main(bad)
         assert e.value.code == 2
@@ -273,3 +304,72 @@ def test_tie_with_true_class_is_incorrect():
     # a margin above TIE_TOL is correct (here the given label 1 was corrupted)
     row = E.score_rounds([[[0.5 + 1e-6, 0.5 - 1e-6, 0.0]]], [0], [1])[0]
     assert row["train_acc"] == 1.0 and row["train_acc_corrupted"] == 1.0 and np.isnan(row["train_acc_clean"])
+
+
+# --------------------------------------------------------------------------
+# --out checked first; outputs as one unit; Ctrl-C; --resume; no paths or timings in the files
+# --------------------------------------------------------------------------
+
+
+def test_out_that_is_a_file_is_an_error_before_loading(tmp_path, capsys, monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("the data were loaded before --out was checked")
+
+    monkeypatch.setattr(real_data, "load_dataset", boom)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    for out in (blocker, blocker / "sub"):
+        with pytest.raises(SystemExit) as e:
+            real_data.main(QUICK + ["--out", str(out)])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "argument --out: " in err and "Traceback" not in err, err
+
+
+def _interrupt_after(monkeypatch, cells, calls=None):
+    """Progress callbacks that count calls and raise KeyboardInterrupt (as Ctrl-C would) once ``cells`` are done."""
+
+    def printer(prefix, stream=None):
+        def report(done, total, seconds):
+            if calls is not None:
+                calls.append(done)
+            if cells is not None and done >= cells:
+                raise KeyboardInterrupt
+
+        return report
+
+    monkeypatch.setattr(real_data.sio, "progress_printer", printer)
+
+
+def test_interrupted_run_resumes_to_the_same_files(quick_run, tmp_path, monkeypatch, capsys):
+    """Interrupt after 1 of 2 cells, resume: every file equals the uninterrupted run's (written to another path)."""
+    ref, _ = quick_run
+    out = tmp_path / "out"
+    _interrupt_after(monkeypatch, cells=1)
+    with pytest.raises(KeyboardInterrupt, match="was not changed; 1 finished cell.s. are kept in .*--resume"):
+        real_data.main(QUICK + ["--out", str(out)])
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.work"]
+    assert (tmp_path / "out.work" / "real_data.checkpoint.npz").is_file()
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:  # other parameters: refused, naming what differs
+        real_data.main(QUICK + ["--resume", "--q", "0.5", "--out", str(out)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --resume: the checkpoint" in err and "parameters.q: 0.7 in the checkpoint, 0.5 now" in err, err
+
+    calls = []
+    _interrupt_after(monkeypatch, cells=None, calls=calls)
+    real_data.main(QUICK + ["--resume", "--out", str(out)])
+    assert calls == [2]  # only the missing cell ran
+    manifest = sio.verify_manifest(out)
+    assert set(manifest["files"]) == {p.name for p in ref.iterdir()} - {"manifest.json"}
+    for name in manifest["files"]:
+        if name != "real_data.json":
+            assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+            assert str(out).encode() not in (out / name).read_bytes(), name  # no output path in any file
+    a, b = (json.loads((d / "real_data.json").read_text()) for d in (out, ref))
+    assert a.pop("timing")["resumed_cells"] == 1 and set(b.pop("timing")) >= {"total_seconds"}
+    assert a == b
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the work area is gone

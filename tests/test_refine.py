@@ -139,3 +139,61 @@ def test_refine_bad_input():
         sdtheory.top2_targets(np.ones((3, 1)))
     with pytest.raises(ValueError, match="non-finite"):
         sdtheory.top2_targets(np.array([[np.nan, 1.0]]))
+
+
+# --------------------------------------------------------------------------
+# Issue 12: the numeric validation layer
+# --------------------------------------------------------------------------
+
+
+def test_pll_student_bad_numbers_are_rejected_clearly():
+    X, G, Y = _problem(0, n=12)
+    with pytest.raises(ValueError, match="lam must be a scalar"):
+        sdtheory.pll_student(Y, lam=np.full(12, 1e-2), gram=G)
+    with pytest.raises(TypeError, match="lam"):
+        sdtheory.pll_student(Y, lam=True, gram=G)
+    with pytest.raises(TypeError, match="tie_tol"):
+        sdtheory.pll_student(Y, lam=1e-2, gram=G, tie_tol=True)
+    with pytest.raises(ValueError, match="tie_tol"):
+        sdtheory.pll_student(Y, lam=1e-2, gram=G, tie_tol=np.array([0.0, 1e-10]))
+    with pytest.raises(ValueError, match="num_rounds must be <= 100000"):
+        sdtheory.pll_student(Y, lam=1e-2, gram=G, num_rounds=2**31)
+    with pytest.raises(ValueError, match="num_rounds must be <= 100000"):
+        sdtheory.pll_student_block_model(Y, np.arange(12) % 3, c=0.4, d=0.1, lam=1e-2, num_rounds=10**6)
+    with pytest.raises(ValueError, match="lam must be a scalar"):
+        sdtheory.pll_student_block_model(Y, np.arange(12) % 3, c=0.4, d=0.1, lam=[1e-2, 1e-1])
+    with pytest.raises(TypeError, match="tol"):
+        sdtheory.pll_student(Y, lam=1e-2, features=X, model="exact", tol=True)
+    with pytest.raises(TypeError, match="lam is a traced value.*pll_rounds_core"):
+        jax.vmap(lambda lam: sdtheory.pll_student(Y, lam=lam, gram=G).outputs)(jnp.array([-1.0, 1e-2]))
+
+
+@pytest.mark.parametrize("bad,exc,match", [
+    ([[0.2, 0.5, 0.3], [0.1, 0.9]], ValueError, "rectangular"),
+    (np.eye(3, dtype=bool), TypeError, "bool"),
+    ("abc", TypeError, "string"),
+    (np.zeros((0, 3)), ValueError, "non-empty"),
+    ([[0.2, np.nan, 0.1]], ValueError, "non-finite"),
+])
+def test_top2_targets_bad_outputs(bad, exc, match):
+    with pytest.raises(exc, match=match):
+        sdtheory.top2_targets(bad)
+
+
+@pytest.mark.parametrize("exponent", [450, -450])
+def test_pll_student_of_any_scale_depends_on_g_over_lam(exponent):
+    # features 2^e X with lam 2^(2e) lam0: the closed-form PLL pipeline is that of (X, lam0), checked against direct
+    # NumPy solves at scale 1 (at 2^450 the Gram overflows, at 2^-450 it underflows)
+    X, G, Y = _problem(5, n=24)
+    lam0 = 2.0**-6
+    scale, lam = np.ldexp(1.0, exponent), np.ldexp(lam0, 2 * exponent)
+    res = sdtheory.pll_student(Y, lam=lam, features=X * scale)
+    teacher = _direct_round(G, Y, lam0)
+    np.testing.assert_allclose(res.teacher, teacher, atol=1e-10)
+    t1 = _top2_numpy(teacher)
+    np.testing.assert_array_equal(res.targets[0], t1)
+    np.testing.assert_allclose(res.outputs[0], _direct_round(G, t1, lam0), atol=1e-10)
+    exact = sdtheory.pll_student(Y, lam=lam, features=X * scale, model="exact", tol=1e-11)
+    base = sdtheory.pll_student(Y, lam=lam0, features=X, model="exact", tol=1e-11)
+    np.testing.assert_array_equal(exact.outputs, base.outputs)
+    assert _stationarity_residual(np.asarray(exact.teacher), Y, G, lam0, "ce") < 1e-7

@@ -286,3 +286,89 @@ def test_sharded_equals_single_device(tmp_path):
                 np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12, err_msg=f"{which}:{name}")
             else:
                 np.testing.assert_array_equal(got, ref, err_msg=f"{which}:{name}")
+
+
+# --------------------------------------------------------------------------
+# Issue 12: the config and the grid's arguments
+# --------------------------------------------------------------------------
+
+
+def test_make_config_numbers_only_and_numpy_floats():
+    cfg = sim.make_config(exact_tol=np.float32(1e-6), pll_q=np.float32(0.5), tie_tol=np.float32(1e-10),
+                          lam=np.float64(1e-3), c=np.float32(0.5))  # exact_tol was refused
+    assert cfg.exact_tol == pytest.approx(1e-6) and cfg.pll_q == 0.5 and cfg.lam == 1e-3
+    assert isinstance(cfg.exact_tol, float) and isinstance(cfg.pll_q, float)
+    for kw, exc, match in [
+        (dict(lam="0.1"), TypeError, "lam"),  # was converted
+        (dict(lam=True), TypeError, "lam"),
+        (dict(pll_q="0.5"), TypeError, "pll_q"),  # was converted
+        (dict(pll_q=True), TypeError, "pll_q"),
+        (dict(exact_tol="1e-9"), TypeError, "exact_tol"),
+        (dict(exact_tol=float("nan")), ValueError, "exact_tol"),
+        (dict(methods="sd_closed"), TypeError, "methods"),  # was split into letters
+        (dict(methods=5), TypeError, "methods"),
+        (dict(noise=5), TypeError, "noise"),  # was "kind must be a string"
+        (dict(exact_solver=["lbfgs"]), ValueError, "exact_solver"),  # was "unhashable type"
+        (dict(pll_loss=["ce"]), TypeError, "pll_loss"),
+        (dict(exact_labels="yes"), TypeError, "exact_labels"),
+        (dict(num_classes=2**64), ValueError, "num_classes"),
+        (dict(per_class=2**20, num_classes=2**12), ValueError, "per_class"),
+        (dict(noise="cc", clusters=[0, 0, 1]), ValueError, "num_classes"),
+    ]:
+        with pytest.raises(exc, match=match):
+            sim.make_config(**kw)
+
+
+def test_check_config_is_make_configs_checks():
+    from sdtheory.montecarlo.config import check_config
+
+    for cfg in (sim.make_config(), sim.make_config(noise="cc", clusters=[[0, 1], [2, 3]], methods=sim.METHODS,
+                                                   dim=5, exact_labels=True)):
+        assert check_config(cfg) == cfg
+    hand = sim.SimConfig(num_classes=2, per_class=3, c=0.4, d=0.1, lam=1e-2, num_rounds=0)
+    with pytest.raises(ValueError, match="config: num_rounds must be >= 1"):
+        check_config(hand)
+    with pytest.raises(TypeError, match="config: c must be"):
+        check_config(hand._replace(num_rounds=2, c="0.4"))
+    with pytest.raises(TypeError, match="config must be a SimConfig"):
+        check_config(tuple(hand))
+
+
+def test_run_grid_arguments_named_before_anything_runs():
+    cfg = sim.make_config(num_classes=2, per_class=3, num_rounds=2)
+    for kw, exc, match in [
+        (dict(seed=2**64), ValueError, "seed"),  # was OverflowError
+        (dict(seed=-1), ValueError, "seed"),
+        (dict(devices=["cpu"]), TypeError, "devices"),  # was AttributeError
+        (dict(devices="cpu"), TypeError, "devices"),
+        (dict(devices=[]), ValueError, "devices"),
+        (dict(devices=jax.devices()[:1] * 2), ValueError, "devices must not repeat"),
+        (dict(chunk_size=0), ValueError, "chunk_size"),
+        (dict(lams=["0.1"]), TypeError, "lams"),  # was converted
+        (dict(lams=[True]), TypeError, "lams"),
+        (dict(cs=[True, False]), TypeError, "cs"),
+        (dict(cs=[[0.4, 0.5], [0.4]]), ValueError, "cs"),
+        (dict(cs=[0.05]), ValueError, "cs: the block model needs"),
+    ]:
+        with pytest.raises(exc, match=match):
+            sim.run_grid(cfg, [0.1], **{"num_seeds": 1, **kw})
+    with pytest.raises(ValueError, match="num_seeds"):
+        sim.run_grid(cfg, [0.1], num_seeds=2**64)
+    with pytest.raises(TypeError, match="etas"):
+        sim.run_grid(cfg, ["0.1"], num_seeds=1)  # was converted
+    with pytest.raises(TypeError, match="etas"):
+        sim.run_grid(cfg, [True], num_seeds=1)
+    with pytest.raises(ValueError, match="config: num_rounds must be >= 1"):
+        sim.run_grid(cfg._replace(num_rounds=0), [0.1], num_seeds=1)  # a hand-built config was run
+
+
+def test_seed_keys_take_the_seed_as_int64_in_any_mode():
+    with jax.enable_x64(False):
+        low = np.asarray(sim.seed_keys(2**32 + 5, 2))
+    with jax.enable_x64(True):
+        want = np.asarray(jax.random.split(jax.random.PRNGKey(2**32 + 5), 2))
+    np.testing.assert_array_equal(low, want)  # 32-bit mode used to drop the high bits (the keys of seed 5)
+    with pytest.raises(ValueError, match="seed"):
+        sim.seed_keys(2**63, 1)
+    with pytest.raises(TypeError, match="num_seeds"):
+        sim.seed_keys(0, 2.0)

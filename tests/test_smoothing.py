@@ -183,3 +183,26 @@ def test_heldout_accuracy_matches_direct_linearised_weights():
     expected = [((1.0 / K + (Xt @ X.T) @ (Ts[r] - P[r]) / (K * N * lam)).argmax(1) == yt).mean() for r in range(4)]
     got = sdtheory.heldout_accuracy(Y, yt, lam=lam, rounds=np.arange(4), features=X, test_features=Xt)
     np.testing.assert_allclose(got, expected, atol=1e-15)
+
+
+def test_smoothing_bools_and_strings_are_refused_by_name():
+    key = jax.random.PRNGKey(0)
+    labels = np.array([0, 1, 2])
+    with pytest.raises(TypeError, match="eps"):
+        sdtheory.uniform_smoothing(np.eye(3), True)  # was eps = 1
+    with pytest.raises(TypeError, match="targets"):
+        sdtheory.uniform_smoothing(np.eye(3, dtype=bool), 0.1)
+    with pytest.raises(TypeError, match="beta"):
+        sdtheory.beta_smoothing(key, np.ones(3) / 2, labels, 3, True)  # was beta = 1
+    with pytest.raises(TypeError, match="label_probs"):
+        sdtheory.beta_smoothing(key, np.array(["a", "b", "c"]), labels, 3, 1.0)  # was a NumPy error
+    with pytest.raises(TypeError, match="label_probs"):
+        sdtheory.beta_smoothing(key, np.array([True, False, True]), labels, 3, 1.0)
+    with pytest.raises(TypeError, match="key must be a jax.random key"):
+        sdtheory.beta_smoothing(0, np.ones(3) / 2, labels, 3, 1.0)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 1\].*num_classes = 2"):
+        sdtheory.beta_smoothing(key, np.ones(3) / 2, labels, 2, 1.0)
+    with pytest.raises(TypeError, match="normalize"):
+        sdtheory.predictive_diversity(np.eye(3), normalize="no")  # was truthy
+    with pytest.raises(ValueError, match="outputs must be a rectangular array"):
+        sdtheory.confidence([[0.5, 0.5], [1.0]])

@@ -11,7 +11,8 @@ Shapes are drawn from a few (K, n) pairs and the rounds are always 0..R-1 so
 that the jitted closed form compiles a handful of times only.
 """
 
-from decimal import Decimal, getcontext
+import decimal
+from decimal import ROUND_FLOOR, Decimal, getcontext, localcontext
 
 import jax
 import jax.numpy as jnp
@@ -209,7 +210,8 @@ def test_window_search_agrees_with_direct_evaluation_over_long_ranges(data, shap
 
 
 def test_min_rounds_population_worked_example():
-    """Worked example (docs/theory.md, section 7): K = 6, n = 100, c = .4, d = .1, lam = 1e-4: SD rounds grow with eta, PLL needs one.
+    """Worked example (docs/theory.md, section 7): K = 6, n = 100, c = .4, d = .1, lam = 1e-4: SD rounds grow
+    with eta, PLL needs one.
 
     Population (C) values from the floor formula evaluated by hand in Python floats.
     """
@@ -299,14 +301,256 @@ def test_cores_vmap_over_fractions_and_lam():
             assert int(grid[i, j]) == sdtheory.min_rounds(C, c=c, d=d, lam=float(lams[j]), per_class=n)
             w = sdtheory.all_correct_rounds(C, c=c, d=d, lam=float(lams[j]), per_class=n)
             assert (int(win.first[i, j]), int(win.last[i, j])) == (w.first, w.last)
-    # Under jax.jit too, and with the same factors as sdtheory.block_factors.
+    # Under jax.jit too, and with log-factors whose exp are sdtheory.block_factors.
     jitted = jax.jit(jax.vmap(lambda l: sdtheory.min_rounds(Cs[3], c=c, d=d, lam=l, per_class=n)))(lams)
     np.testing.assert_array_equal(jitted, grid[3])
-    np.testing.assert_allclose(T._factors(Cs[3], c, d, 1e-3, n), sdtheory.block_factors(per_class=n, num_classes=k, c=c, d=d, lam=1e-3), rtol=1e-15)
-    # Jitted cores straight on the block factors.
+    logs = T.log_block_factors(per_class=n, num_classes=k, c=c, d=d, lam=1e-3)
     a, b, g = sdtheory.block_factors(per_class=n, num_classes=k, c=c, d=d, lam=1e-3)
-    out = jax.jit(jax.vmap(T.min_rounds_core, in_axes=(0, None, None)))(Cs, a, b)
+    np.testing.assert_allclose(np.exp([logs.log_b, logs.log_b + logs.log_rho, logs.log_b + logs.log_gamma]),
+                               [b, a, g], rtol=1e-15)
+    traced = jax.jit(lambda l: jnp.stack(T.log_block_factors(per_class=n, num_classes=k, c=c, d=d, lam=l)))(1e-3)
+    np.testing.assert_allclose(traced, logs, rtol=1e-15)
+    # Jitted cores straight on the log-factors, vmapped over fractions and over a grid of lam.
+    out = jax.jit(jax.vmap(T.min_rounds_core, in_axes=(0, None)))(Cs, logs)
     np.testing.assert_array_equal(out, grid[:, 0])
+    lam_logs = jax.vmap(lambda l: T.log_block_factors(per_class=n, num_classes=k, c=c, d=d, lam=l))(lams)
+    out = jax.jit(jax.vmap(T.min_rounds_core, in_axes=(None, 0)))(Cs[3], lam_logs)
+    np.testing.assert_array_equal(out, grid[3])
+
+
+# --------------------------------------------------------------------------
+# Numerics: log space at small and huge lam, the round range, scalar lam
+# (independent references in 80-digit decimal arithmetic)
+# --------------------------------------------------------------------------
+
+
+def _dec_ctx(prec=80):
+    """80 significant digits, the widest exponent range; overflow gives +-Infinity (gamma^e at e ~ 2**63)
+    and underflow 0 instead of raising; an invalid operation (inf - inf) still raises."""
+    ctx = decimal.Context(prec=prec, Emin=decimal.MIN_EMIN, Emax=decimal.MAX_EMAX,
+                          traps=[decimal.InvalidOperation, decimal.DivisionByZero])
+    return localcontext(ctx)
+
+
+def _dec_factors(k, n, c, d, lam):
+    """(a, b, g) = s/(s + K N lam) of the balanced block model, from the exact values of the float inputs."""
+    D = Decimal
+    ridge = D(k) * D(k * n) * D(lam)
+    s_w = D(1) - D(c)
+    s_b = s_w + D(n) * (D(c) - D(d))
+    s_g = s_b + D(k * n) * D(d)
+    return tuple(s / (s + ridge) for s in (s_w, s_b, s_g))
+
+
+def _dec_fractions(f):
+    return [[Decimal(float(x)) for x in row] for row in np.asarray(f)]
+
+
+def _dec_rstar(f, k, n, c, d, lam):
+    """``(r*, x)``: ``r* = floor(x)``, ``x = log((1 + Delta)/Delta) / log(b/a)``, in decimal arithmetic."""
+    with _dec_ctx():
+        fr = _dec_fractions(f)
+        delta = min(fr[i][i] - fr[i][j] for i in range(k) for j in range(k) if i != j and fr[i][j] > 0)
+        a, b, _ = _dec_factors(k, n, c, d, lam)
+        x = ((1 + delta) / delta).ln() / (b / a).ln()
+        return int(x.to_integral_value(rounding=ROUND_FLOOR)), x
+
+
+def _dec_all_correct(f, k, n, c, d, lam, rounds):
+    """Brute force over instance types (true k, given y) and competitors l: the score formula's differences
+    score(k) - score(l) = a^e ([y=k] - [y=l]) + (b^e - a^e)(f_k(k) - f_k(l)) + (g^e - b^e)(f(k) - f(l)) > 0,
+    divided by b^e > 0 (so that a^e, b^e, g^e at e ~ 2**63 need not be represented), in decimal arithmetic."""
+    with _dec_ctx():
+        fr = _dec_fractions(f)
+        fg = [sum(fr[i][l] for i in range(k)) / k for l in range(k)]
+        a, b, g = _dec_factors(k, n, c, d, lam)
+        rho, gamma = a / b, g / b
+        out = []
+        for r in rounds:
+            e = int(r) + 1
+            re, ge = rho**e, gamma**e
+            ok = True
+            for kk in range(k):
+                for y in range(k):
+                    if fr[kk][y] == 0:
+                        continue
+                    for l in range(k):
+                        if l == kk:
+                            continue
+                        F = fg[kk] - fg[l]
+                        glob = (ge - 1) * F if F != 0 else 0
+                        ok &= re * ((y == kk) - (y == l)) + (1 - re) * (fr[kk][kk] - fr[kk][l]) + glob > 0
+            out.append(bool(ok))
+        return np.array(out)
+
+
+def _off_boundary(x, tol=1e-6):
+    """The real-valued boundary x is not within tol of an integer: float64 can decide the floor."""
+    frac = x - x.to_integral_value(rounding=ROUND_FLOOR)
+    return tol < frac < 1 - tol
+
+
+SYM3 = dict(c=0.4, d=0.1, per_class=50)
+
+
+@pytest.mark.parametrize("lam", [1e-12, 3e-13, 1e-13, 1e-14, 1.31e-15])
+def test_min_rounds_small_lam_matches_decimal(lam):
+    """Small lam: r* ~ 1/lam. The factors are floats within ~1e-10 of 1, so log(a) - log(b) of them lost
+    most digits (lam = 1e-12 gave 1436714008 instead of 1436714145); the log-space factors keep them."""
+    k = 3
+    C = sdtheory.corruption_matrix("symmetric", k, 0.3)
+    expected, x = _dec_rstar(C, k, SYM3["per_class"], SYM3["c"], SYM3["d"], lam)
+    assert _off_boundary(x) and expected < T.MAX_ROUND
+    if lam == 1e-12:
+        assert expected == 1436714145  # the fuzz report's reference value
+    assert sdtheory.min_rounds(C, lam=lam, **SYM3) == expected
+    assert sdtheory.all_correct_rounds(C, lam=lam, **SYM3) == (expected, T.UNBOUNDED)
+    rounds = [expected - 137, expected - 1, expected, expected + 1]
+    got = sdtheory.all_correct_at(C, rounds, lam=lam, **SYM3)
+    np.testing.assert_array_equal(got, [False, False, True, True])
+    np.testing.assert_array_equal(got, _dec_all_correct(C, k, SYM3["per_class"], SYM3["c"], SYM3["d"], lam, rounds))
+
+
+def test_window_small_lam_with_global_term_matches_decimal():
+    """Unequal global frequencies at small lam: the window's ends against decimal brute force at each end."""
+    k, n, c, d, lam = 3, 20, 0.5, 0.2, 1e-11
+    f = np.array([[16, 2, 2], [6, 12, 2], [6, 2, 12]]) / 20  # label 0 globally frequent: the window closes
+    w = sdtheory.all_correct_rounds(f, c=c, d=d, lam=lam, per_class=n)
+    assert 0 < w.first < w.last < T.MAX_ROUND
+    rounds = [w.first - 1, w.first, w.last, w.last + 1]
+    np.testing.assert_array_equal(_dec_all_correct(f, k, n, c, d, lam, rounds), [False, True, True, False])
+    np.testing.assert_array_equal(sdtheory.all_correct_at(f, rounds, c=c, d=d, lam=lam, per_class=n),
+                                  [False, True, True, False])
+
+
+HUGE = [1e305, 1e308, float(np.finfo(float).max)]
+
+
+@pytest.mark.parametrize("lam", HUGE)
+def test_huge_lam_matches_decimal(lam):
+    """lam >= 1e305: the factors s/(s + K N lam) underflow to 0 (and K N lam overflows at 1e308), so
+    log a - log b was -inf or NaN; in log space a/b -> s_w/s_b and the answers are finite and exact."""
+    k, n, c, d = 3, 2, 0.3, 0.25  # s_b/s_w = 8/7 close to 1: r* = 7 even at infinite lam
+    C = sdtheory.corruption_matrix("symmetric", k, 0.3)
+    expected, x = _dec_rstar(C, k, n, c, d, lam)
+    assert _off_boundary(x) and expected == 7
+    kw = dict(c=c, d=d, lam=lam, per_class=n)
+    assert sdtheory.min_rounds(C, **kw) == expected
+    assert sdtheory.all_correct_rounds(C, **kw) == (expected, T.UNBOUNDED)
+    rounds = np.arange(20)
+    ref = _dec_all_correct(C, k, n, c, d, lam, rounds)
+    np.testing.assert_array_equal(sdtheory.all_correct_at(C, rounds, **kw), ref)
+    # a window that closes (unequal global frequencies), against the brute force round by round
+    f = np.array([[0.75, 0.125, 0.125], [0.25, 0.625, 0.125], [0.25, 0.125, 0.625]])
+    ref = _dec_all_correct(f, k, n, c, 0.05, lam, rounds)
+    got = sdtheory.all_correct_at(f, rounds, c=c, d=0.05, lam=lam, per_class=n)
+    np.testing.assert_array_equal(got, ref)
+    w = sdtheory.all_correct_rounds(f, c=c, d=0.05, lam=lam, per_class=n)
+    np.testing.assert_array_equal(ref, [w.first <= r <= w.last for r in rounds])
+    assert ref.any() and not ref[-1]
+    logs = T.log_block_factors(per_class=n, num_classes=k, c=c, d=d, lam=lam)
+    assert np.all(np.isfinite(logs))
+
+
+@pytest.mark.parametrize("k,n,c,d", [(4, 30, 0.45, 0.1), (3, 2, 0.3, 0.25), (3, 20, 0.5, 1e-10),
+                                     (5, 7, 0.999999, 0.2), (2, 1, 0.1, 0.0)])
+def test_log_block_factors_match_decimal_everywhere(k, n, c, d):
+    """log b, log(a/b), log(g/b) to a few ulps relative, from lam = 1e-300 to the float64 maximum, also
+    where the eigenvalues nearly coincide (d = 1e-10: g/b - 1 ~ 1e-14) or differ by 1e6 (c near 1)."""
+    for lam in [1e-300, 1e-200, 1e-30, 1e-12, 1e-4, 1.0, 1e10, 1e100, 1e300, 1e305, 1e307] + HUGE:
+        got = T.log_block_factors(per_class=n, num_classes=k, c=c, d=d, lam=lam)
+        with _dec_ctx(prec=400):  # ln(1 - 1e-300) needs ~320 digits beyond the leading 1
+            a, b, g = _dec_factors(k, n, c, d, lam)
+            ref = [float(b.ln()), float((a / b).ln()), float((g / b).ln())]
+        np.testing.assert_allclose(list(got), ref, rtol=1e-14, atol=0, err_msg=str(lam))
+
+
+def test_rounds_beyond_the_searched_range_raise_naming_lam():
+    """r* > MAX_ROUND = 2**40 - 1: a ValueError naming lam (the old code clipped to ~2**40, or reported an
+    empty window, i.e. "never all correct"); the kernels and vmapped calls return BEYOND_RANGE."""
+    k, n, c, d = 3, 50, 0.4, 0.1
+    C = sdtheory.corruption_matrix("symmetric", k, 0.3)
+    lam_in, lam_out = 1.31e-15, 1.3e-15  # r* just below and just above 2**40 - 1
+    r_in, _ = _dec_rstar(C, k, n, c, d, lam_in)
+    r_out, _ = _dec_rstar(C, k, n, c, d, lam_out)
+    assert r_in <= T.MAX_ROUND < r_out
+    kw = dict(c=c, d=d, per_class=n)
+    assert sdtheory.min_rounds(C, lam=lam_in, **kw) == r_in
+    for fn in (sdtheory.min_rounds, sdtheory.all_correct_rounds, sdtheory.max_rounds):
+        for lam in (lam_out, 1e-20, 1e-300, 5e-324):
+            with pytest.raises(ValueError, match=r"lam = .*MAX_ROUND|MAX_ROUND.*lam ="):
+                fn(C, lam=lam, **kw)
+    # the kernels: the sentinel
+    logs = T.log_block_factors(per_class=n, num_classes=k, c=c, d=d, lam=lam_out)
+    assert int(T.min_rounds_core(jnp.asarray(C), logs)) == T.BEYOND_RANGE
+    w = T.all_correct_rounds_core(jnp.asarray(C), logs)
+    assert (int(w.first), int(w.last)) == (T.BEYOND_RANGE, T.UNBOUNDED)
+    # vmapped public calls cannot raise: they return the sentinel
+    lams = jnp.array([1e-3, lam_in, lam_out])
+    got = jax.vmap(lambda l: sdtheory.min_rounds(C, lam=l, **kw))(lams)
+    np.testing.assert_array_equal(got, [sdtheory.min_rounds(C, lam=1e-3, **kw), r_in, T.BEYOND_RANGE])
+    # all_correct_at answers at any round, the decimal brute force agrees
+    rounds = [r_out - 1, r_out]
+    np.testing.assert_array_equal(sdtheory.all_correct_at(C, rounds, lam=lam_out, **kw), [False, True])
+    np.testing.assert_array_equal(_dec_all_correct(C, k, n, c, d, lam_out, rounds), [False, True])
+
+
+def test_window_closing_beyond_the_range_is_reported():
+    """The window opens in range but closes after MAX_ROUND (d = 1e-10: g/b - 1 ~ 1e-14): the old code
+    reported last = UNBOUNDED ("never closes"); now last = BEYOND_RANGE, and decimal brute force confirms
+    round MAX_ROUND is all correct and round 2**62 is not. With d = 1e-9 it closes in range, at round
+    ~4e11, and both ends agree with decimal brute force."""
+    k, n, c, lam = 3, 20, 0.5, 1e-4
+    eps = 2.0**-6  # dyadic: the global frequencies are exact in float64
+    f = np.array([[0.75, 0.125, 0.125], [0.125, 0.75, 0.125], [0.125 + eps, 0.125 - eps, 0.75]])
+    w = sdtheory.all_correct_rounds(f, c=c, d=1e-9, lam=lam, per_class=n)
+    assert 0 < w.first < 100 and 10**11 < w.last < T.MAX_ROUND
+    rounds = [w.first - 1, w.first, w.last, w.last + 1]
+    np.testing.assert_array_equal(_dec_all_correct(f, k, n, c, 1e-9, lam, rounds), [False, True, True, False])
+    d = 1e-10
+    kw = dict(c=c, d=d, lam=lam, per_class=n)
+    first, last = sdtheory.all_correct_rounds(f, **kw)
+    assert last == T.BEYOND_RANGE == sdtheory.max_rounds(f, **kw)
+    logs = T.log_block_factors(per_class=n, num_classes=k, c=c, d=d, lam=lam)
+    assert tuple(int(x) for x in T.all_correct_rounds_core(jnp.asarray(f), logs)) == (first, last)
+    rounds = [first - 1, first, T.MAX_ROUND, 2**62]  # all correct at round 2**40 - 1, closed at 2**62
+    ref = _dec_all_correct(f, k, n, c, d, lam, rounds)
+    np.testing.assert_array_equal(ref, [False, True, True, False])
+    np.testing.assert_array_equal(sdtheory.all_correct_at(f, rounds, **kw), ref)
+
+
+@pytest.mark.parametrize("lam", [1e-6, 1e-3, 1.0, 1e305])
+def test_all_correct_at_huge_round_indices_match_decimal(lam):
+    """Round indices up to the int64 maximum: float64 e = r + 1 (rounded above 2**53), against decimal."""
+    k, n, c, d = 3, 20, 0.5, 0.2
+    rounds = np.array([0, 3, 2**31, 2**40, 2**53 - 1, 2**53 + 1, 2**62, 2**63 - 1], dtype=np.int64)
+    cases = [sdtheory.corruption_matrix("symmetric", k, 0.3),  # never closes
+             np.array([[0.75, 0.125, 0.125], [0.25, 0.625, 0.125], [0.25, 0.125, 0.625]]),  # closes
+             np.array([[0.5, 0.5, 0.0], [0.0, 0.75, 0.25], [0.25, 0.0, 0.75]])]  # condition fails
+    for f in cases:
+        got = sdtheory.all_correct_at(f, rounds, c=c, d=d, lam=lam, per_class=n)
+        np.testing.assert_array_equal(got, _dec_all_correct(f, k, n, c, d, lam, rounds), err_msg=str(f))
+    np.testing.assert_array_equal(sdtheory.all_correct_at(cases[0], rounds, c=c, d=d, lam=lam, per_class=n)[-4:], True)
+    with pytest.raises(ValueError, match="rounds"):
+        sdtheory.all_correct_at(cases[0], [2**63], c=c, d=d, lam=lam, per_class=n)
+    with pytest.raises(ValueError, match="rounds"):
+        sdtheory.all_correct_at(cases[0], np.array([2**63], dtype=np.uint64), c=c, d=d, lam=lam, per_class=n)
+
+
+def test_non_scalar_lam_is_refused_with_a_clear_error():
+    C = sdtheory.corruption_matrix("symmetric", 3, 0.3)
+    kw = dict(c=0.4, d=0.1, per_class=10)
+    calls = [sdtheory.min_rounds, sdtheory.all_correct_rounds, sdtheory.max_rounds, sdtheory.pll_condition,
+             sdtheory.pll_accuracy_prediction, lambda f, **k: sdtheory.all_correct_at(f, [0, 1], **k)]
+    for lam in (np.array([1e-3, 1e-2]), [1e-3], jnp.ones((2, 2)) * 1e-3):
+        for fn in calls:
+            with pytest.raises(ValueError, match="lam must be a scalar"):
+                fn(C, lam=lam, **kw)
+    # a non-scalar *traced* lam (jit without vmap) too; vmap over lam keeps working
+    with pytest.raises(ValueError, match="lam must be a scalar"):
+        jax.jit(lambda l: sdtheory.min_rounds(C, lam=l, **kw))(jnp.array([1e-3, 1e-2]))
+    got = jax.vmap(lambda l: sdtheory.min_rounds(C, lam=l, **kw))(jnp.array([1e-3, 1e-2]))
+    assert got.tolist() == [sdtheory.min_rounds(C, lam=1e-3, **kw), sdtheory.min_rounds(C, lam=1e-2, **kw)]
 
 
 # --------------------------------------------------------------------------
@@ -383,6 +627,70 @@ def test_pll_fails_for_pure_pair_flips(k, n):
     assert float(sdtheory.pll_accuracy_prediction(f, c=c, d=d, lam=lam, per_class=n).accuracy[0]) == 0.0
 
 
+def test_pll_prediction_refuses_k_above_the_memory_bound():
+    """K = 1000 would allocate ~22 GiB of (K, K, K) arrays: refused before anything of that size is built,
+    naming fractions, K and the memory; the bound 24 K**3 bytes covers XLA's own memory analysis."""
+    assert T.PLL_MAX_CLASSES == 447
+    assert 24 * 447**3 <= T.PLL_MEMORY_LIMIT < 24 * 448**3
+    kw = dict(c=0.4, d=0.1, lam=1e-3, per_class=5)
+    for k in (448, 1000):
+        f = np.eye(k)
+        with pytest.raises(ValueError, match=rf"fractions has K = {k} classes.*GiB.*K <= 447"):
+            sdtheory.pll_accuracy_prediction(f, **kw)
+        with pytest.raises(ValueError, match=rf"fractions has K = {k}"):
+            sdtheory.pll_condition(f, **kw)
+    # the estimate: XLA's temporaries, arguments and outputs of the kernel at a moderate K
+    k = 60
+    f = jnp.asarray(sdtheory.corruption_matrix("symmetric", k, 0.3))
+    logs = T.LogFactors(*(jnp.asarray(x) for x in T.log_block_factors(**kw, num_classes=k)))
+    for fn in (lambda f, l: T.pll_prediction_core(f, l, 1), T.pll_condition_core):
+        mem = jax.jit(fn).lower(f, logs).compile().memory_analysis()
+        if mem is None:  # pragma: no cover - backend without a memory analysis
+            pytest.skip("no XLA memory analysis on this backend")
+        used = mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
+        assert used <= 24 * k**3
+
+
+def _has_kkk(jaxpr, k):
+    """Some equation of the jaxpr, or of a jaxpr nested in its parameters, produces a (..., K, K, K) array."""
+    for eqn in jaxpr.eqns:
+        if any(tuple(getattr(v.aval, "shape", ()))[-3:] == (k, k, k) for v in eqn.outvars):
+            return True
+        for p in eqn.params.values():
+            for item in p if isinstance(p, (list, tuple)) else [p]:
+                inner = item if hasattr(item, "eqns") else getattr(item, "jaxpr", None)
+                if inner is not None and hasattr(inner, "eqns") and _has_kkk(inner, k):
+                    return True
+    return False
+
+
+def test_engine_computes_the_pll_theory_only_with_a_pll_method():
+    """Without a PLL method the cell builds no (K, K, K) array and fills the PLL theory with NaN / False;
+    every other theory output is the same as with a PLL method."""
+    from sdtheory import montecarlo as mc
+    from sdtheory.montecarlo.cell import make_point, make_shared, simulate_cell
+
+    k, etas = 7, [0.0, 0.3, 0.6]
+    common = dict(num_classes=k, per_class=6, c=0.45, d=0.1, lam=2e-3, num_rounds=4)
+    sd_only = mc.make_config(methods=("sd_closed",), **common)
+    with_pll = mc.make_config(methods=("sd_closed", "pll_closed"), **common)
+    with jax.enable_x64(True):
+        for cfg, expect in ((sd_only, False), (with_pll, True)):
+            shared, point = make_shared(cfg), make_point(cfg, cfg.lam, cfg.c, cfg.d)
+            jpr = jax.make_jaxpr(lambda e, key: simulate_cell(cfg, shared, point, e, key))(
+                jnp.asarray(0.3), jax.random.PRNGKey(0))
+            assert _has_kkk(jpr.jaxpr, k) == expect
+    a = mc.run_grid(sd_only, etas, num_seeds=2, seed=3).theory
+    b = mc.run_grid(with_pll, etas, num_seeds=2, seed=3).theory
+    for name in a._fields:
+        x, y = np.asarray(getattr(a, name)), np.asarray(getattr(b, name))
+        if "pll" in name:
+            assert x.shape == y.shape
+            assert np.all(np.isnan(x)) if "accuracy" in name else not x.any()
+        else:
+            np.testing.assert_array_equal(x, y, err_msg=name)
+
+
 # --------------------------------------------------------------------------
 # Bad input
 # --------------------------------------------------------------------------
@@ -404,6 +712,14 @@ def test_theorem_bad_input():
         sdtheory.margin(np.ones((2, 3)) / 3)
     with pytest.raises(ValueError, match="rounds"):
         sdtheory.pll_accuracy_prediction(f, c=0.5, d=0.1, lam=1e-3, per_class=5, num_rounds=0)
+    # the PLL rounds are unrolled when compiled: a huge count is refused at once instead of hanging
+    for big in (T.PLL_MAX_ROUNDS + 1, np.uint64(2**64 - 1)):
+        with pytest.raises(ValueError, match="num_rounds must be <= 100"):
+            sdtheory.pll_accuracy_prediction(f, c=0.5, d=0.1, lam=1e-3, per_class=5, num_rounds=big)
+    # the theorem functions call their matrix "fractions"
+    for fn in (sdtheory.min_rounds, sdtheory.all_correct_rounds, sdtheory.pll_condition):
+        with pytest.raises(ValueError, match="fractions"):
+            fn(np.array([[0.5, 0.4], [0.5, 0.5]]), c=0.5, d=0.1, lam=1e-3, per_class=5)
 
 
 @given(data=st.data(), shape=st.sampled_from(SHAPES), **params)

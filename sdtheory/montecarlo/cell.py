@@ -4,7 +4,9 @@ A *parameter point* (:class:`Point`) holds the traced model parameters
 ``(lam, c, d)`` and what depends only on them, computed on the host
 (:func:`make_point`; the spectra once per ``(c, d)``, reused for every lam):
 the block spectrum, the full spectrum of the block Gram when an exact method
-runs on it, and the balanced shrink factors ``(a, b, g)``. Every point has
+runs on it, and the logs of the balanced shrink factors ``(a, b, g)``
+(:class:`sdtheory.theorems.LogFactors`, from
+:func:`sdtheory.theorems.log_block_factors`). Every point has
 the same shapes, so every point runs the same compiled program. A *cell* is
 one (point, eta, seed):
 
@@ -25,8 +27,10 @@ one (point, eta, seed):
    * with both SD methods, the linearisation gap of every round;
 
 5. the theory: population (from ``C``) and empirical (this cell's label
-   fractions) corruption condition, margin, ``r*``, all-correct rounds and
-   the PLL prediction (:mod:`sdtheory.theorems`).
+   fractions) corruption condition, margin, ``r*``, all-correct rounds and,
+   when a PLL method runs, the PLL prediction (:mod:`sdtheory.theorems`;
+   without one the PLL entries are NaN / ``False``: the type-level
+   prediction holds ``(K, K, K)`` arrays per cell).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..block import BlockSpectrum, _block_spectrum, block_classes, block_factors, block_gram, block_outputs_core, \
+from ..block import BlockSpectrum, _block_spectrum, block_classes, block_gram, block_outputs_core, \
     sample_block_features_core
 from ..closed_form import sd_outputs_core
 from ..exact import exact_outputs_core, spectral_features
@@ -45,8 +49,8 @@ from ..metrics import correct_core
 from ..noise import corruption_matrix_core, empirical_fractions_core, sample_labels_exact_core, sample_labels_iid_core
 from ..refine import Fit, block_fit, closed_fit, exact_fit, pll_rounds_core
 from ..spectral import _feature_spectrum as feature_spectrum, _gram_spectrum as gram_spectrum
-from ..theorems import (all_correct_at_core, corruption_condition_core, margin_core, min_rounds_core,
-                        pll_condition_core, pll_prediction_core)
+from ..theorems import (LogFactors, all_correct_at_core, corruption_condition_core, log_block_factors,
+                        margin_core, min_rounds_core, pll_condition_core, pll_prediction_core)
 from .config import SimConfig
 
 __all__ = ["Point", "Shared", "make_point", "make_shared", "point_spectra", "simulate_cell"]
@@ -64,7 +68,10 @@ class Point(NamedTuple):
 
     Attributes:
       lam, c, d: scalars.
-      factors: ``(3,)`` balanced shrink factors ``(a, b, g)``.
+      log_factors: :class:`sdtheory.theorems.LogFactors` ``(log b, log(a/b),
+        log(g/b))`` of the balanced shrink factors (scalars;
+        :func:`sdtheory.theorems.log_block_factors`: accurate for every
+        ``lam``, where ``a, b, g`` themselves round to 1 or underflow to 0).
       bspec: :class:`BlockSpectrum` of the block Gram at ``(c, d)``.
       spec: full :class:`Spectrum` of the block Gram (exact methods on the
         block Gram), else ``None``.
@@ -73,7 +80,7 @@ class Point(NamedTuple):
     lam: jax.Array
     c: jax.Array
     d: jax.Array
-    factors: jax.Array
+    log_factors: LogFactors
     bspec: BlockSpectrum
     spec: Any
 
@@ -91,9 +98,9 @@ def make_point(config: SimConfig, lam: float, c: float, d: float, spectra: Any =
     (a sweep over lam reuses it); otherwise it is computed here.
     """
     bspec, spec = point_spectra(config, c, d) if spectra is None else spectra
-    factors = block_factors(per_class=config.per_class, num_classes=config.num_classes, c=c, d=d, lam=lam)
+    logs = log_block_factors(per_class=config.per_class, num_classes=config.num_classes, c=c, d=d, lam=lam)
     return Point(jnp.asarray(lam, dtype=float), jnp.asarray(c, dtype=float), jnp.asarray(d, dtype=float),
-                 jnp.asarray(factors), bspec, spec)
+                 LogFactors(*(jnp.asarray(x, dtype=float) for x in logs)), bspec, spec)
 
 
 def point_spectra(config: SimConfig, c: float, d: float) -> tuple:
@@ -193,14 +200,20 @@ def simulate_cell(config: SimConfig, shared: Shared, point: Point, eta: jax.Arra
             out["pll_exact"] = _stats(pll.outputs, classes, clean, pll.converged[1:] & pll.converged[:1],
                                       jnp.maximum(pll.residuals[1:], pll.residuals[:1]), tt)
 
-    # theory (population: C; empirical: this cell's fractions)
-    a, b, g = point.factors[0], point.factors[1], point.factors[2]
+    # theory (population: C; empirical: this cell's fractions), from the log-factors
+    logs = point.log_factors
+    # the PLL prediction holds (K, K, K) arrays per cell: only when a PLL method runs
+    has_pll = any(m.startswith("pll_") for m in config.methods)
     out["num_noisy"] = jnp.sum(~clean)
     for tag, f in (("pop", C), ("emp", frac)):
         out[f"{tag}_condition"] = corruption_condition_core(f)
         out[f"{tag}_margin"] = margin_core(f)
-        out[f"{tag}_rstar"] = min_rounds_core(f, a, b)
-        out[f"{tag}_all_correct"] = all_correct_at_core(f, a, b, g, rounds)
-        out[f"{tag}_pll_accuracy"] = pll_prediction_core(f, a, b, g, 1, tt).accuracy[0]
-        out[f"{tag}_pll_condition"] = pll_condition_core(f, a, b, g)
+        out[f"{tag}_rstar"] = min_rounds_core(f, logs)
+        out[f"{tag}_all_correct"] = all_correct_at_core(f, logs, rounds)
+        if has_pll:
+            out[f"{tag}_pll_accuracy"] = pll_prediction_core(f, logs, 1, tt).accuracy[0]
+            out[f"{tag}_pll_condition"] = pll_condition_core(f, logs)
+        else:
+            out[f"{tag}_pll_accuracy"] = jnp.full((), jnp.nan, dtype=f.dtype)
+            out[f"{tag}_pll_condition"] = jnp.zeros((), dtype=bool)
     return out

@@ -11,18 +11,17 @@ new config compiles a new program. The model parameters ``lam``, ``c`` and
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
 
 from .. import _validation as V
 from ..exact import DEFAULT_MAX_ITER, DEFAULT_TOL, SOLVERS
-from ..losses import LOSSES
+from ..losses import check_q, get_loss
 from ..metrics import TIE_TOL, _check_tie_tol
 from ..noise import canonical_kind, check_clusters
 
-__all__ = ["METHODS", "SimConfig", "make_config"]
+__all__ = ["METHODS", "SimConfig", "check_config", "make_config"]
 
 #: Methods the engine knows, in output order.
 METHODS = ("sd_closed", "sd_exact", "pll_closed", "pll_exact")
@@ -103,43 +102,81 @@ def make_config(
     clusters: Any = None,
     tie_tol: float = TIE_TOL,
 ) -> SimConfig:
-    """Validated :class:`SimConfig`. Raises ``ValueError``/``TypeError`` naming the bad field."""
-    k = V.check_int(num_classes, "num_classes", minimum=2)
-    n = V.check_int(per_class, "per_class", minimum=1)
+    """Validated :class:`SimConfig`. Raises ``ValueError``/``TypeError`` naming the bad field.
+
+    The one place a configuration is checked: :func:`run_grid` re-runs these
+    checks on the fields of the config it is given (:func:`check_config`), so a
+    :class:`SimConfig` built by hand is held to the same rules.
+    """
+    k = V.check_size(num_classes, "num_classes", minimum=2)
+    n = V.check_size(per_class, "per_class", minimum=1)
+    if k * n > V.MAX_COUNT:
+        raise ValueError(f"num_classes * per_class (the number of instances) must be at most {V.MAX_COUNT}, "
+                         f"got {k} * {n}")
     c, d = V.check_cd(c, d)
-    lam = check_lam_values(lam, "lam")[0] if np.ndim(lam) == 0 else _scalar_error("lam", lam)
-    r = V.check_int(num_rounds, "num_rounds", minimum=1)
-    methods = tuple(methods)
-    if not methods:
-        raise ValueError(f"methods must name at least one of {METHODS}")
-    bad = [m for m in methods if m not in METHODS]
-    if bad:
-        raise ValueError(f"unknown method(s) {bad}; choose from {METHODS}")
-    if len(set(methods)) != len(methods):
-        raise ValueError(f"methods must not repeat, got {methods}")
-    methods = tuple(m for m in METHODS if m in methods)
+    lam = _check_lam_scalar(lam)
+    r = V.check_size(num_rounds, "num_rounds", minimum=1)
+    methods = _check_methods(methods)
     if dim is not None:
-        dim = V.check_int(dim, "dim", minimum=1)
-    noise = canonical_kind(noise)
+        dim = V.check_size(dim, "dim", minimum=1)
+    noise = canonical_kind(noise, "noise")
     if noise == "cc":
         clusters = tuple(int(i) for i in check_clusters(clusters, k))
     elif clusters is not None:
         raise ValueError(f"clusters are only used by noise 'cc', not {noise!r}")
-    if not (isinstance(exact_tol, (float, int)) and not isinstance(exact_tol, bool) and exact_tol > 0
-            and math.isfinite(exact_tol)):
+    exact_tol = V.check_real(exact_tol, "exact_tol")
+    if not exact_tol > 0:
         raise ValueError(f"exact_tol must be a positive finite float, got {exact_tol!r}")
-    V.check_int(exact_max_iter, "exact_max_iter", minimum=1)
-    if exact_solver not in SOLVERS:
+    exact_max_iter = V.check_size(exact_max_iter, "exact_max_iter", minimum=1)
+    if not isinstance(exact_solver, str) or exact_solver not in SOLVERS:
         raise ValueError(f"exact_solver must be one of {sorted(SOLVERS)}, got {exact_solver!r}")
-    if pll_loss not in LOSSES:
-        raise ValueError(f"pll_loss must be one of {sorted(LOSSES)}, got {pll_loss!r}")
-    if not (0.0 < float(pll_q) <= 1.0):
-        raise ValueError(f"pll_q (GCE exponent) must lie in (0, 1], got {pll_q!r}")
-    if not isinstance(exact_labels, (bool, np.bool_)):
-        raise TypeError(f"exact_labels must be a bool, got {exact_labels!r}")
+    get_loss(pll_loss, "pll_loss")
+    pll_q = check_q(pll_q, "pll_q")
+    exact_labels = V.check_bool(exact_labels, "exact_labels")
     tie_tol = _check_tie_tol(tie_tol)
-    return SimConfig(k, n, c, d, lam, r, noise, methods, dim, bool(exact_labels), float(exact_tol),
-                     int(exact_max_iter), exact_solver, pll_loss, float(pll_q), clusters, tie_tol)
+    return SimConfig(k, n, c, d, lam, r, noise, methods, dim, exact_labels, exact_tol, exact_max_iter,
+                     exact_solver, pll_loss, pll_q, clusters, tie_tol)
+
+
+def check_config(config: Any) -> SimConfig:
+    """``config`` re-validated by :func:`make_config`'s checks (one place); returns the validated config.
+
+    A :class:`SimConfig` built by hand (``SimConfig(...)`` or ``config._replace(...)``)
+    bypasses :func:`make_config`; the engine calls this before running it.
+    """
+    if not isinstance(config, SimConfig):
+        raise TypeError(f"config must be a SimConfig (use make_config), got {type(config).__name__}")
+    try:
+        return make_config(**config._asdict())
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(f"config: {exc}") from None
+
+
+def _check_lam_scalar(lam: Any) -> float:
+    if isinstance(lam, (bool, np.bool_)):
+        raise TypeError(f"lam must be a real number > 0, got a bool ({lam!r})")
+    if V.as_array(lam, "lam").ndim != 0:
+        _scalar_error("lam", lam)
+    return check_lam_values(lam, "lam")[0]
+
+
+def _check_methods(methods: Any) -> tuple:
+    if isinstance(methods, (str, bytes)):
+        raise TypeError(f"methods must be a sequence of method names from {METHODS}, got the string {methods!r} "
+                        f"(write ({methods!r},) for one method)")
+    try:
+        methods = tuple(methods)
+    except TypeError:
+        raise TypeError(f"methods must be a sequence of method names from {METHODS}, got "
+                        f"{type(methods).__name__} {methods!r}") from None
+    if not methods:
+        raise ValueError(f"methods must name at least one of {METHODS}")
+    bad = [m for m in methods if not isinstance(m, str) or m not in METHODS]
+    if bad:
+        raise ValueError(f"methods: unknown method(s) {bad}; choose from {METHODS}")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"methods must not repeat, got {methods}")
+    return tuple(m for m in METHODS if m in methods)
 
 
 def _scalar_error(name, v):
@@ -147,9 +184,12 @@ def _scalar_error(name, v):
 
 
 def check_lam_values(values: Any, name: str = "lams") -> list:
-    """A non-empty 1-D list of L2 weights, each finite and ``> 0``."""
-    arr = np.atleast_1d(np.asarray(values, dtype=float))
+    """A non-empty 1-D list of L2 weights, each a finite real number ``> 0`` (no bools or strings)."""
+    if isinstance(values, (bool, np.bool_)):
+        raise TypeError(f"{name} must be real numbers > 0, got a bool ({values!r})")
+    arr = np.atleast_1d(V.check_real_array(values, name)).astype(float)
     if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{name} must be a scalar or a non-empty 1-D sequence, got shape {np.shape(values)}")
-    V.check_positive_scalar(arr, name)
+        raise ValueError(f"{name} must be a scalar or a non-empty 1-D sequence, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)) or not np.all(arr > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {V.short_list(arr)}")
     return [float(v) for v in arr]

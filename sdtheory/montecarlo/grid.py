@@ -13,8 +13,10 @@ every chunk is sharded over a 1-D :class:`jax.sharding.Mesh`; the counts do
 not depend on the number of devices or on the chunk size (solver residuals
 agree to roundoff).
 
-Nothing here prints: progress goes to an optional callback
-``progress(done, total, seconds)``.
+Nothing here prints or writes files: progress goes to an optional callback
+``progress(done, total, seconds)``, every finished chunk to an optional
+``on_chunk(start, result)``, and ``completed=`` (those results, kept by the
+caller) resumes an interrupted run without recomputing them.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from __future__ import annotations
 import itertools
 import time
 from functools import partial
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -32,17 +35,36 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from .. import _validation as V
 from .._x64 import float64
 from .cell import Point, Shared, make_point, make_shared, point_spectra, simulate_cell
-from .config import SimConfig, check_lam_values
+from .config import SimConfig, check_config, check_lam_values
 from .report import SimResult, assemble
 
 __all__ = ["cell_chunk", "run_grid", "seed_keys"]
 
 
-def _mesh(devices: Optional[Sequence[Any]]) -> Mesh:
-    devs = list(jax.devices()) if devices is None else list(devices)
+def _check_devices(devices: Any) -> list:
+    """``None`` (all of ``jax.devices()``) or a non-empty sequence of distinct :class:`jax.Device` objects."""
+    if devices is None:
+        return list(jax.devices())
+    if isinstance(devices, (str, bytes, jax.Device)):
+        raise TypeError(f"devices must be a sequence of jax.Device objects (e.g. jax.devices()[:2]), got {devices!r}")
+    try:
+        devs = list(devices)
+    except TypeError:
+        raise TypeError(f"devices must be a sequence of jax.Device objects (e.g. jax.devices()[:2]), got "
+                        f"{type(devices).__name__} {devices!r}") from None
     if not devs:
         raise ValueError("devices must contain at least one device")
-    return Mesh(np.asarray(devs), ("cells",))
+    bad = [d for d in devs if not isinstance(d, jax.Device)]
+    if bad:
+        raise TypeError(f"devices must be jax.Device objects (from jax.devices()), got {bad[0]!r} "
+                        f"({type(bad[0]).__name__})")
+    if len(set(devs)) != len(devs):
+        raise ValueError(f"devices must not repeat, got {devs}")
+    return devs
+
+
+def _mesh(devices: Optional[Sequence[Any]]) -> Mesh:
+    return Mesh(np.asarray(_check_devices(devices), dtype=object), ("cells",))
 
 
 @partial(jax.jit, static_argnums=(0,))
@@ -64,16 +86,26 @@ def cell_chunk(config: SimConfig, shared: Shared, point: Point, etas: jax.Array,
 
 
 def seed_keys(seed: int, num_seeds: int) -> jax.Array:
-    """The ``num_seeds`` per-seed keys derived from the PRNG seed (``split(PRNGKey(seed))``)."""
-    return jax.random.split(jax.random.PRNGKey(seed), num_seeds)
+    """The ``num_seeds`` per-seed keys derived from the PRNG seed (``split(PRNGKey(seed))``).
+
+    ``seed`` is an int in ``[0, 2**63 - 1]``, taken as an int64 whatever JAX's
+    mode (in 32-bit mode ``PRNGKey`` would drop its high 32 bits), so the keys
+    are those :func:`run_grid` uses.
+    """
+    seed = V.check_size(seed, "seed", minimum=0, maximum=V.MAX_SEED)
+    num_seeds = V.check_size(num_seeds, "num_seeds", minimum=1)
+    with jax.enable_x64(True):
+        return jax.random.split(jax.random.PRNGKey(seed), num_seeds)
 
 
 def _check_etas(etas: Any) -> np.ndarray:
-    arr = np.asarray(etas, dtype=float)
+    if isinstance(etas, (bool, np.bool_)):
+        raise TypeError(f"etas must be noise rates (real numbers in [0, 1]), got a bool ({etas!r})")
+    arr = V.check_real_array(etas, "etas").astype(float)
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"etas must be a non-empty 1-D array of noise rates, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)) or np.any(arr < 0) or np.any(arr > 1):
-        raise ValueError(f"noise rates eta must lie in [0, 1], got {arr.tolist()}")
+        raise ValueError(f"etas: every noise rate eta must lie in [0, 1], got {V.short_list(arr)}")
     return arr
 
 
@@ -81,12 +113,76 @@ def _sweep(values: Any, default: float, name: str) -> tuple:
     """(values as a list, swept?)."""
     if values is None:
         return [default], False
-    arr = np.asarray(values, dtype=float)
+    if isinstance(values, (bool, np.bool_)):
+        raise TypeError(f"{name} must be real numbers, got a bool ({values!r})")
+    arr = V.check_real_array(values, name).astype(float)
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-D sequence, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite, got {arr.tolist()}")
+        raise ValueError(f"{name} must be finite, got {V.short_list(arr)}")
     return [float(v) for v in arr], True
+
+
+def _leaf_name(path) -> str:
+    parts = []
+    for k in path:
+        for attr in ("key", "idx", "name"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:  # pragma: no cover - other key kinds do not occur in a cell's output
+            parts.append(str(k))
+    return ".".join(parts)
+
+
+def _flatten_chunk(tree: Any) -> dict:
+    """A chunk result (pytree of host arrays) as the flat dict ``name -> array`` given to ``on_chunk``."""
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {_leaf_name(path): np.asarray(leaf) for path, leaf in leaves}
+
+
+def _chunk_layout(fn: Callable, *args: Any) -> tuple:
+    """(names, treedef, per-cell shapes and dtypes) of a chunk's result, by tracing only (no computation)."""
+    shapes = jax.eval_shape(fn, *args)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+    names = [_leaf_name(path) for path, _ in leaves]
+    return names, treedef, [(leaf.shape[1:], np.dtype(leaf.dtype)) for _, leaf in leaves]
+
+
+def _unflatten_chunk(flat: Mapping[str, Any], layout: tuple, valid: int, key: int) -> Any:
+    names, treedef, specs = layout
+    if set(flat) != set(names):
+        raise ValueError(f"completed[{key}] has arrays {sorted(flat)}, expected {sorted(names)}: it was "
+                         "produced by another configuration")
+    leaves = []
+    for name, (shape, dtype) in zip(names, specs, strict=True):
+        a = np.asarray(flat[name])
+        if a.shape != (valid, *shape) or a.dtype != dtype:
+            raise ValueError(f"completed[{key}][{name!r}] has shape {a.shape} and dtype {a.dtype}, expected "
+                             f"{(valid, *shape)} and {dtype}: it was produced by another configuration")
+        leaves.append(a)
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _check_completed(completed: Any, per_point: int, chunk_size: int, num_points: int) -> dict:
+    """``completed`` as ``{int start: chunk}``; every start must be a chunk start of this layout."""
+    if completed is None:
+        return {}
+    if not isinstance(completed, Mapping):
+        raise TypeError(f"completed must be a mapping start -> chunk result, got {type(completed).__name__}")
+    starts = {p * per_point + s for p in range(num_points) for s in range(0, per_point, chunk_size)}
+    out = {}
+    for k, v in completed.items():
+        try:
+            start = int(k)
+        except (TypeError, ValueError):
+            raise ValueError(f"completed keys must be chunk starts (integers), got {k!r}") from None
+        if start not in starts or not isinstance(v, Mapping):
+            raise ValueError(f"completed[{k!r}] is not a chunk of this grid ({num_points} point(s) of {per_point} "
+                             f"cells in chunks of {chunk_size}): it comes from another grid, chunk size or "
+                             "number of devices")
+        out[start] = v
+    return out
 
 
 def _gather(x: jax.Array) -> np.ndarray:
@@ -110,6 +206,8 @@ def run_grid(
     chunk_size: Optional[int] = None,
     devices: Optional[Sequence[Any]] = None,
     progress: Optional[Callable[[int, int, float], None]] = None,
+    completed: Optional[Mapping[int, Mapping[str, Any]]] = None,
+    on_chunk: Optional[Callable[[int, dict], None]] = None,
 ) -> SimResult:
     """Run every method of ``config`` on the grid ``[lams x cs x ds x] etas x range(num_seeds)``.
 
@@ -131,27 +229,42 @@ def run_grid(
       devices: devices to shard over (default: all, ``jax.devices()``).
       progress: optional callable ``(done, total, seconds)`` called after
         every chunk.
+      completed: optional results of chunks already computed (resuming an
+        interrupted run): ``start -> chunk result`` as given to ``on_chunk``
+        by a run with the same arguments (and the same number of devices).
+        Those chunks are not recomputed; the result is bit for bit that of
+        an uninterrupted run.
+      on_chunk: optional callable ``(start, result)`` called after every
+        computed chunk, before ``progress``. ``start`` is the chunk's first
+        cell in the flat cell order (points, then eta-major cells of a point:
+        ``point_index * E * S + first cell``); ``result`` is a flat dict
+        ``name -> host array`` whose leading axis is the chunk's cells
+        (padding removed). The library never touches files: a script
+        persists these to resume later.
 
     Returns:
       :class:`SimResult` whose arrays have shape ``(*sweep, E, S, ...)``.
     """
-    if not isinstance(config, SimConfig):
-        raise TypeError("config must be a SimConfig (use make_config)")
+    config = check_config(config)
     etas_np = _check_etas(etas)
-    num_seeds = V.check_int(num_seeds, "num_seeds", minimum=1)
-    seed = V.check_int(seed, "seed", minimum=0)
+    num_seeds = V.check_size(num_seeds, "num_seeds", minimum=1)
+    seed = V.check_size(seed, "seed", minimum=0, maximum=V.MAX_SEED)
     lam_list, lam_swept = (check_lam_values(lams), True) if lams is not None else ([config.lam], False)
     c_list, c_swept = _sweep(cs, config.c, "cs")
     d_list, d_swept = _sweep(ds, config.d, "ds")
+    swept = " and ".join(n for n, s in (("cs", c_swept), ("ds", d_swept)) if s) or "config"
     for c, d in itertools.product(c_list, d_list):
-        V.check_cd(c, d)
+        try:
+            V.check_cd(c, d)
+        except ValueError as exc:
+            raise ValueError(f"{swept}: {exc}") from None
     if progress is not None and not callable(progress):
         raise TypeError("progress must be a callable (done, total, seconds) or None")
-    mesh = _mesh(devices)
-    ndev = mesh.devices.size
     if chunk_size is None:
         chunk_size = 64 if config.has_exact else 4096
-    chunk_size = V.check_int(chunk_size, "chunk_size", minimum=1)
+    chunk_size = V.check_size(chunk_size, "chunk_size", minimum=1)
+    mesh = _mesh(devices)
+    ndev = mesh.devices.size
     per_point = etas_np.size * num_seeds
     chunk_size = min(chunk_size, per_point)
     num_chunks = -(-per_point // chunk_size)
@@ -169,10 +282,14 @@ def run_grid(
     spectra = {(c, d): point_spectra(config, c, d) for c, d in itertools.product(c_list, d_list)}
     points = list(itertools.product(lam_list, c_list, d_list))
     total = per_point * len(points)
+    if on_chunk is not None and not callable(on_chunk):
+        raise TypeError("on_chunk must be a callable (start, result) or None")
+    completed = _check_completed(completed, per_point, chunk_size, len(points))
+    layout = None  # (leaf names, treedef, leaf shapes) of a chunk result, for completed chunks
     done = 0
     t0 = time.perf_counter()
     per_point_results = []
-    for lam, c, d in points:
+    for p, (lam, c, d) in enumerate(points):
         point = jax.device_put(make_point(config, lam, c, d, spectra[c, d]), replicated)
         pieces = []
         for start in range(0, per_point, chunk_size):
@@ -180,9 +297,18 @@ def run_grid(
             valid = int(np.sum(idx < per_point))
             idx = np.minimum(idx, per_point - 1)  # pad the last chunk by repeating the last cell
             idx_dev = jax.make_array_from_callback(idx.shape, cell_sharding, lambda sl, idx=idx: idx[sl])
+            key = p * per_point + start
+            if key in completed:
+                if layout is None:
+                    layout = _chunk_layout(partial(cell_chunk, static), shared, point, etas_dev, keys, idx_dev)
+                pieces.append(_unflatten_chunk(completed[key], layout, valid, key))
+                done += valid
+                continue
             out = cell_chunk(static, shared, point, etas_dev, keys, idx_dev)
             pieces.append(jax.tree_util.tree_map(lambda a, v=valid: _gather(a)[:v], out))
             done += valid
+            if on_chunk is not None:
+                on_chunk(key, _flatten_chunk(pieces[-1]))
             if progress is not None:
                 progress(done, total, time.perf_counter() - t0)
         per_point_results.append(jax.tree_util.tree_map(lambda *a: np.concatenate(a, axis=0), *pieces))

@@ -334,10 +334,16 @@ def agreement(result: SimResult) -> dict:
 
 
 def mean_empirical_rstar(result: SimResult) -> np.ndarray:
-    """``(E,)`` mean empirical ``r*`` over the seeds where it exists; NaN where most seeds have none."""
+    """``(E,)`` mean empirical ``r*`` over the seeds where it exists; NaN where most seeds have none.
+
+    A seed whose ``r*`` lies beyond the theorems' searched range
+    (:data:`sdtheory.theorems.BEYOND_RANGE`) counts as having none.
+    """
+    from ..theorems import BEYOND_RANGE
+
     _unswept(result, "mean_empirical_rstar")
     rstar_emp = result.theory.empirical_rstar
-    ok = rstar_emp >= 0
+    ok = (rstar_emp >= 0) & (rstar_emp < BEYOND_RANGE)
     with np.errstate(invalid="ignore"):
         m = np.where(ok, rstar_emp, 0).sum(axis=1) / np.maximum(ok.sum(axis=1), 1)
     return np.where(ok.mean(axis=1) > 0.5, m, np.nan)
