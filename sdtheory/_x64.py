@@ -33,6 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# The scoped context is ``jax.enable_x64`` in current JAX and ``jax.experimental.enable_x64`` in older releases.
+_enable_x64 = getattr(jax, "enable_x64", None)
+if _enable_x64 is None:  # pragma: no cover - older JAX
+    from jax.experimental import enable_x64 as _enable_x64
+
 __all__ = ["TRACEABLE_MODULES", "float64", "to_host"]
 
 F = TypeVar("F", bound=Callable)
@@ -64,7 +69,7 @@ def float64(fn: Optional[F] = None, *, kernel: Optional[str] = None, traceable: 
     def wrapper(*args, **kwargs):
         if not allow:
             _refuse_traced(fn, kernel, args, kwargs)
-        with jax.enable_x64(True):
+        with _enable_x64(True):
             return to_host(fn(*args, **kwargs))
 
     return wrapper  # type: ignore[return-value]

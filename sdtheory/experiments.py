@@ -83,6 +83,9 @@ def lam_rule(c: float, num_instances: int, num_classes: int) -> float:
     shrink factor is ``a = s_w / (s_w + K N lam) = 1/2``. Uses the features
     only, never the labels.
     """
+    c = V.check_real(c, "c")
+    num_instances = V.check_size(num_instances, "num_instances", minimum=1)
+    num_classes = V.check_size(num_classes, "num_classes", minimum=2)
     if not (c < 1.0):
         raise ValueError(f"within-class similarity c = {c} >= 1: the block rule K N lam = 1 - c needs c < 1")
     return (1.0 - c) / (num_classes * num_instances)
@@ -99,6 +102,7 @@ def split_key(seed: int) -> jax.Array:
     Pass it to :func:`sdtheory.data.load_digits` so that the bundled digits and
     a user file without a held-out split are split by the same key.
     """
+    seed = V.check_size(seed, "seed", minimum=0, maximum=V.MAX_SEED)
     return jax.random.fold_in(jax.random.key(seed), 1)
 
 

@@ -90,6 +90,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
     Creates the parent directory. Returns the final :class:`~pathlib.Path`.
     """
+    path = _path_arg(path, file=True)
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"data must be bytes, got {type(data).__name__}")
     path = Path(path)
@@ -111,6 +112,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """UTF-8 text version of :func:`atomic_write_bytes` (``\\n`` line endings)."""
+    path = _path_arg(path, file=True)
     if not isinstance(text, str):
         raise TypeError(f"text must be str, got {type(text).__name__}")
     return atomic_write_bytes(path, text.encode("utf-8"))
@@ -128,6 +130,7 @@ def git_revision(path: str | os.PathLike | None = None) -> Optional[str]:
     tracked files have uncommitted changes. Returns ``None`` when ``path`` is
     not inside a git checkout or git is not installed.
     """
+    path = None if path is None else _path_arg(path)
     where = Path(path) if path is not None else Path(__file__).resolve().parent
     if where.is_file():
         where = where.parent
@@ -199,7 +202,8 @@ def to_jsonable(obj: Any) -> Any:
         if arr.ndim == 0:
             return to_jsonable(arr.item())
         return [to_jsonable(v) for v in arr.tolist()]
-    raise TypeError(f"cannot convert {type(obj).__name__} to JSON")
+    raise TypeError(f"obj: cannot convert {type(obj).__name__} to JSON (mappings, sequences, numbers, "
+                    "str, bool, None, paths and arrays are allowed)")
 
 
 def write_json(path: str | os.PathLike, data: Mapping[str, Any], *, metadata: Optional[Mapping] = None) -> Path:
@@ -208,6 +212,9 @@ def write_json(path: str | os.PathLike, data: Mapping[str, Any], *, metadata: Op
     With ``metadata`` (e.g. :func:`provenance` plus run parameters) the file
     holds ``{"metadata": metadata, **data}``.
     """
+    path = _path_arg(path, file=True)
+    _json_arg(data, "data", mapping=True)
+    _json_arg(metadata, "metadata")
     if not isinstance(data, Mapping):
         raise TypeError(f"data must be a mapping, got {type(data).__name__}")
     payload = {}
@@ -255,12 +262,19 @@ def write_csv(
     round-trip representation, booleans ``true``/``false``. With ``metadata``
     a sidecar ``<path>.meta.json`` is written (atomically) next to the CSV.
     """
+    path = _path_arg(path, file=True)
+    _json_arg(metadata, "metadata")
     if (columns is None) == (rows is None):
         raise ValueError("pass exactly one of columns= or rows=")
     if columns is not None:
+        _mapping_arg(columns, "columns")
         names = list(columns.keys())
         if not names:
             raise ValueError("columns must contain at least one column")
+        bad = [n for n in names if isinstance(columns[n], (str, bytes)) or not (
+            hasattr(columns[n], "__array__") or hasattr(columns[n], "__iter__"))]
+        if bad:
+            raise TypeError(f"columns must map names to sequences; {bad[:3]} are not sequences")
         cols = [np.asarray(columns[n]).tolist() if hasattr(columns[n], "__array__") else list(columns[n])
                 for n in names]
         lengths = {len(c) for c in cols}
@@ -301,6 +315,9 @@ def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any], *, metadata: O
     back with ``json.loads(str(np.load(path)["__metadata__"]))``). Members get
     a fixed timestamp so identical arrays give identical bytes.
     """
+    path = _path_arg(path, file=True)
+    _mapping_arg(arrays, "arrays")
+    _json_arg(metadata, "metadata")
     if "__metadata__" in arrays:
         raise ValueError("'__metadata__' is reserved for the metadata member")
     items = {k: np.asarray(v) for k, v in arrays.items()}
@@ -376,6 +393,7 @@ def save_features(path: str | os.PathLike, features: Any, labels: Any, *, test_f
     with ``path``); nothing is written if they fail. Written atomically
     (:func:`write_npz`). Returns the path.
     """
+    path = _path_arg(path, file=True)
     from .data import _validate
 
     path = Path(path)
@@ -442,6 +460,7 @@ def check_output_dir(path: str | os.PathLike, *, outputs: Sequence[str] = ()) ->
     Raises :class:`OutputDirError` (a ``ValueError``) with a message naming
     the problem.
     """
+    path = _path_arg(path)
     target = _resolve(path)
     if target.exists() and not target.is_dir():
         raise OutputDirError(f"{target} exists and is not a directory")
@@ -473,6 +492,7 @@ def work_directory(path: str | os.PathLike) -> Path:
     It survives an interrupted run and is removed when a run's outputs are
     committed (:func:`run_directory`).
     """
+    path = _path_arg(path)
     target = Path(path).expanduser().resolve()
     return target.with_name(target.name + ".work")
 
@@ -575,7 +595,10 @@ def verify_manifest(path: str | os.PathLike) -> dict:
     Raises ``ValueError`` naming the first file that is missing, unlisted or
     whose SHA-256 differs.
     """
+    path = _path_arg(path)
     directory = Path(path)
+    if not (directory / MANIFEST).is_file():
+        raise ValueError(f"path {directory} has no {MANIFEST}: not a complete run directory")
     manifest = json.loads((directory / MANIFEST).read_text())
     files = manifest["files"]
     present = {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()} - {MANIFEST}
@@ -671,12 +694,19 @@ def write_checkpoint(path: str | os.PathLike, entries: Mapping[str, Mapping[str,
     Arrays are stored as written (dtype and bits), so they read back exactly
     (:func:`read_checkpoint`).
     """
+    path = _path_arg(path, file=True)
+    _mapping_arg(entries, "entries")
+    _json_arg(parameters, "parameters")
     arrays = {}
     for key, piece in entries.items():
         key = str(key)
         if "/" in key:
-            raise ValueError(f"checkpoint keys must not contain '/', got {key!r}")
+            raise ValueError(f"entries: checkpoint keys must not contain '/', got {key!r}")
+        if not isinstance(piece, Mapping):
+            raise TypeError(f"entries[{key!r}] must be a mapping of array names to arrays, got {type(piece).__name__}")
         for name, arr in piece.items():
+            if np.asarray(arr).dtype == object:
+                raise TypeError(f"entries[{key!r}][{name!r}] must be a numeric/bool/str array, got {type(arr).__name__}")
             arrays[f"{key}/{name}"] = arr
     return write_npz(path, arrays, metadata={"parameters": _canonical(parameters), "keys": [str(k) for k in entries]})
 
@@ -687,6 +717,8 @@ def read_checkpoint(path: str | os.PathLike, *, parameters: Mapping) -> Optional
     Raises ``ValueError`` when the file is unreadable or was written with
     other ``parameters`` (the message names the differing ones).
     """
+    path = _path_arg(path)
+    _json_arg(parameters, "parameters")
     path = Path(path)
     if not path.exists():
         return None
@@ -710,11 +742,16 @@ def read_checkpoint(path: str | os.PathLike, *, parameters: Mapping) -> Optional
 
 def rows_to_columns(rows: Sequence[Mapping[str, Any]], fieldnames: Sequence[str]) -> dict:
     """Rows (dicts of str/int/float/bool) -> ``{name: 1-D array}`` for :func:`write_checkpoint`."""
+    _fieldnames_arg(fieldnames)
+    _rows_arg(rows, fieldnames)
     return {name: np.asarray([row[name] for row in rows]) for name in fieldnames}
 
 
 def columns_to_rows(columns: Mapping[str, Any], fieldnames: Sequence[str]) -> list:
     """Inverse of :func:`rows_to_columns`: Python ``str``/``int``/``float``/``bool`` values, bit for bit."""
+    _fieldnames_arg(fieldnames)
+    _mapping_arg(columns, "columns")
+    _columns_arg(columns, fieldnames)
     cols = [np.asarray(columns[name]).tolist() for name in fieldnames]
     return [dict(zip(fieldnames, values, strict=True)) for values in zip(*cols, strict=True)]
 
@@ -730,3 +767,65 @@ def fingerprint(*arrays: Any) -> str:
         h.update(f"{arr.dtype.str}{arr.shape};".encode())
         h.update(arr.tobytes())
     return h.hexdigest()
+
+
+# --------------------------------------------------------------------------
+# Argument checks shared by the writers (errors name the argument)
+# --------------------------------------------------------------------------
+
+
+def _path_arg(path: Any, name: str = "path", *, file: bool = False) -> Path:
+    """A file-system path: a non-empty ``str`` or ``os.PathLike`` without NUL bytes (``file``: not a directory)."""
+    if isinstance(path, (bytes, bytearray)) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a str or os.PathLike path, got {type(path).__name__}")
+    text = os.fspath(path)
+    if not isinstance(text, str) or text == "":
+        raise ValueError(f"{name} must be a non-empty path, got {path!r}")
+    if "\x00" in text:
+        raise ValueError(f"{name} must not contain NUL bytes, got {path!r}")
+    if file and os.path.isdir(text):
+        raise ValueError(f"{name} is a directory, not a file path: {text}")
+    return Path(text)
+
+
+def _mapping_arg(x: Any, name: str) -> None:
+    if not isinstance(x, Mapping):
+        raise TypeError(f"{name} must be a mapping (dict), got {type(x).__name__}")
+    bad = [k for k in x if not isinstance(k, str)]
+    if bad:
+        raise TypeError(f"{name} must have str keys, got {bad[:3]!r}")
+
+
+def _json_arg(x: Any, name: str, *, mapping: bool = False) -> None:
+    """``x`` (``None`` allowed unless ``mapping``) must convert to strict JSON (no NaN/inf)."""
+    if x is None and not mapping:
+        return
+    if mapping:
+        _mapping_arg(x, name)
+    try:
+        json.dumps(to_jsonable(x), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{name} cannot be written as JSON: {exc}") from None
+
+
+def _fieldnames_arg(fieldnames: Any) -> None:
+    if isinstance(fieldnames, (str, bytes)) or not isinstance(fieldnames, (list, tuple)) \
+            or not all(isinstance(f, str) for f in fieldnames):
+        raise TypeError(f"fieldnames must be a list or tuple of str, got {fieldnames!r}")
+
+
+def _rows_arg(rows: Any, fieldnames: Sequence[str]) -> None:
+    if isinstance(rows, (str, bytes, Mapping)) or not isinstance(rows, (list, tuple)):
+        raise TypeError(f"rows must be a list of mappings, got {type(rows).__name__}")
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise TypeError(f"rows[{i}] must be a mapping, got {type(row).__name__}")
+        missing = [f for f in fieldnames if f not in row]
+        if missing:
+            raise ValueError(f"rows[{i}] lacks the fieldnames {missing[:8]}")
+
+
+def _columns_arg(columns: Mapping, fieldnames: Sequence[str]) -> None:
+    missing = [f for f in fieldnames if f not in columns]
+    if missing:
+        raise ValueError(f"columns lacks the fieldnames {missing[:8]}")

@@ -405,7 +405,7 @@ def _check_fractions(fractions):
 
 def _check_scalar_lam(lam):
     """``lam``: one finite positive L2 weight (a scalar tracer under ``jax.vmap`` is fine)."""
-    shape = np.shape(lam)
+    shape = V.shape_of(lam, "lam")
     if shape != ():
         raise ValueError(
             f"lam must be a scalar (one L2 weight), got shape {tuple(shape)}; for a grid of lam values use "
