@@ -13,7 +13,7 @@ import argparse
 import math
 import sys
 
-__all__ = ["EXIT_INTERRUPTED", "cd_pairs", "float_in", "int_at_least", "noise_kind", "run_main"]
+__all__ = ["interrupted", "output_dir_or_exit", "EXIT_INTERRUPTED", "cd_pairs", "float_in", "int_at_least", "noise_kind", "run_main"]
 
 #: Exit status of a script stopped by Ctrl-C (128 + SIGINT, the shell's convention).
 EXIT_INTERRUPTED = 130
@@ -99,3 +99,26 @@ def cd_pairs(text: str) -> list:
     if len(set(pairs)) != len(pairs):
         raise argparse.ArgumentTypeError(f"(c, d) pairs must not repeat, got {text!r}")
     return pairs
+
+
+def output_dir_or_exit(parser, path, *, outputs):
+    """``io.check_output_dir`` before any computation; a bad ``--out`` is an argparse error (exit 2)."""
+    from . import io as sio
+
+    try:
+        return sio.check_output_dir(path, outputs=outputs)
+    except sio.OutputDirError as exc:
+        parser.error(f"argument --out: {exc}")
+
+
+def interrupted(out, checkpoint, saved, what: str) -> KeyboardInterrupt:
+    """The one-line message of a Ctrl-C: whether ``out`` changed and what the checkpoint keeps.
+
+    ``saved`` are the pieces (``what``: "chunk" or "cell") already in ``checkpoint``;
+    a checkpoint that no longer exists means the outputs were committed just before.
+    """
+    if saved and not checkpoint.exists():  # Ctrl-C held back during the commit, delivered right after it
+        return KeyboardInterrupt(f"interrupted after the outputs in {out} were complete")
+    kept = (f"{len(saved)} finished {what}(s) are kept in {checkpoint}: rerun with --resume to continue"
+            if saved else "nothing was kept")
+    return KeyboardInterrupt(f"interrupted; {out} was not changed; {kept}")

@@ -44,7 +44,7 @@ import numpy as np
 
 import sdtheory
 from sdtheory import io as sio
-from sdtheory.cli import cd_pairs, float_in, int_at_least, run_main
+from sdtheory.cli import cd_pairs, float_in, int_at_least, output_dir_or_exit, run_main
 from sdtheory import montecarlo as mc
 from sdtheory.plots import linearization_gap_figure
 
@@ -122,10 +122,7 @@ def _config(parser, args, c, d, lam):
 def main(argv=None) -> int:
     parser, args = parse_args(argv)
     t_start = time.perf_counter()
-    try:
-        out = sio.check_output_dir(args.out, outputs=OUTPUTS)  # before any computation
-    except sio.OutputDirError as exc:
-        parser.error(f"argument --out: {exc}")
+    out = output_dir_or_exit(parser, args.out, outputs=OUTPUTS)  # before any computation
     try:
         return _run(parser, args, out, t_start)
     except KeyboardInterrupt:

@@ -37,7 +37,7 @@ from sdtheory import LOSSES, MODELS, NOISE_KINDS, SOLVERS, TIE_TOL
 from sdtheory.exact import DEFAULT_MAX_ITER, DEFAULT_TOL
 from sdtheory import io as sio
 from sdtheory._validation import check_cd
-from sdtheory.cli import float_in, int_at_least, noise_kind, run_main
+from sdtheory.cli import float_in, int_at_least, interrupted, noise_kind, output_dir_or_exit, run_main
 from sdtheory import montecarlo as mc
 from sdtheory.noise import condition_threshold
 from sdtheory.plots import phase_diagram_figure
@@ -171,10 +171,7 @@ def _checkpoint_note(args, checkpoint: Path) -> None:
 def main(argv=None) -> int:
     parser, args = parse_args(argv)
     t_start = time.perf_counter()
-    try:
-        out = sio.check_output_dir(args.out, outputs=OUTPUTS)  # before any computation
-    except sio.OutputDirError as exc:
-        parser.error(f"argument --out: {exc}")
+    out = output_dir_or_exit(parser, args.out, outputs=OUTPUTS)  # before any computation
 
     methods = ("sd_closed", "pll_closed") + (("sd_exact", "pll_exact") if args.model == "exact" else ())
     try:
@@ -230,11 +227,7 @@ def main(argv=None) -> int:
                                  timing={"simulation_seconds": round(t_sim, 3), "resumed_chunks": resumed,
                                          "devices": _devices()}, t_start=t_start)
     except KeyboardInterrupt:
-        if saved and not checkpoint.exists():  # Ctrl-C held back during the commit, delivered right after it
-            raise KeyboardInterrupt(f"interrupted after the outputs in {out} were complete") from None
-        kept = (f"{len(saved)} finished chunk(s) are kept in {checkpoint}: rerun with --resume to continue"
-                if saved else "nothing was kept")
-        raise KeyboardInterrupt(f"interrupted; {out} was not changed; {kept}") from None
+        raise interrupted(out, checkpoint, saved, "chunk") from None
     except sio.OutputDirError as exc:  # the directory changed while computing
         parser.error(f"argument --out: {exc}")
 

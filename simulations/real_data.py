@@ -36,7 +36,7 @@ from sdtheory import data as D
 from sdtheory import experiments as E
 from sdtheory import io as sio
 from sdtheory import plots
-from sdtheory.cli import float_in, int_at_least, run_main
+from sdtheory.cli import float_in, int_at_least, interrupted, output_dir_or_exit, run_main
 
 SCRIPT = "simulations/real_data.py"
 #: What a previous run leaves in --out (a run replaces the directory as a whole).
@@ -127,10 +127,7 @@ def main(argv=None) -> dict:
     parser = build_parser()
     args = parse_args(argv, parser)
     t_start = time.perf_counter()
-    try:
-        out = sio.check_output_dir(args.out, outputs=OUTPUTS)  # before any computation
-    except sio.OutputDirError as exc:
-        parser.error(f"argument --out: {exc}")
+    out = output_dir_or_exit(parser, args.out, outputs=OUTPUTS)  # before any computation
     try:
         ds = load_dataset(args)
     except (OSError, ValueError, TypeError) as exc:  # the loader's message names the file and the problem
@@ -198,11 +195,7 @@ def main(argv=None) -> dict:
                                  "total_seconds": round(time.perf_counter() - t_start, 3)}
             sio.write_json(stage / "real_data.json", summary, metadata=metadata)
     except KeyboardInterrupt:
-        if saved and not checkpoint.exists():  # Ctrl-C held back during the commit, delivered right after it
-            raise KeyboardInterrupt(f"interrupted after the outputs in {out} were complete") from None
-        kept = (f"{len(saved)} finished cell(s) are kept in {checkpoint}: rerun with --resume to continue"
-                if saved else "nothing was kept")
-        raise KeyboardInterrupt(f"interrupted; {out} was not changed; {kept}") from None
+        raise interrupted(out, checkpoint, saved, "cell") from None
     except sio.OutputDirError as exc:  # the directory changed while computing
         parser.error(f"argument --out: {exc}")
     print(f"wrote {out}/ ({len(rows)} rows, {summary['timing']['total_seconds']:.0f}s, "
