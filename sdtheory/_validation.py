@@ -569,3 +569,13 @@ def check_labels_for(labels: Any, num_classes: int, name: str, source: str) -> A
         return check_labels(labels, num_classes, name)
     except ValueError as exc:
         raise ValueError(f"{exc} ({source})") from None
+
+
+def as_sequence(x: Any, name: str, expected: str) -> list:
+    """``x`` as a list when it is a non-string sequence; else a ``TypeError`` naming ``name`` and ``expected``."""
+    if isinstance(x, (str, bytes)):
+        raise TypeError(f"{name} must be {expected}, got the string {x!r}")
+    try:
+        return list(x)
+    except TypeError:
+        raise TypeError(f"{name} must be {expected}, got {type(x).__name__} {x!r}") from None

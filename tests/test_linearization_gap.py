@@ -1,13 +1,13 @@
 """End-to-end tests of simulations/linearization_gap.py on a tiny problem (seconds)."""
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from _scripts import load_script
 
 import sdtheory as sd
 from sdtheory import io as sio
@@ -22,10 +22,7 @@ TINY = ["--classes", str(K), "--per-class", str(PER_CLASS), "--num-lam", "3", "-
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("linearization_gap_script", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("linearization_gap")
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """End-to-end tests of simulations/phase_diagram.py on tiny grids (seconds)."""
 
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _scripts import load_script
 
 import sdtheory as sd
 from sdtheory import io as sio
@@ -23,10 +23,7 @@ TINY = ["--classes", "3", "--per-class", "6", "--c", "0.45", "--d", "0.1", "--la
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("phase_diagram_script", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("phase_diagram")
 
 
 @pytest.fixture(scope="module")

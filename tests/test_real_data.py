@@ -7,13 +7,13 @@ accuracies with NumPy.
 """
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from _scripts import load_script
 
 import sdtheory as sd
 from sdtheory import data as D
@@ -21,9 +21,7 @@ from sdtheory import experiments as E
 from sdtheory import io as sio
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("real_data", ROOT / "simulations" / "real_data.py")
-real_data = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(real_data)
+real_data = load_script("real_data")
 
 QUICK = ["--quick", "--feature-maps", "standardized", "--kinds", "symmetric", "--rates", "0.0", "0.6",
          "--seeds", "1", "--num-rounds", "3"]

@@ -161,14 +161,10 @@ def _check_lam_scalar(lam: Any) -> float:
 
 
 def _check_methods(methods: Any) -> tuple:
-    if isinstance(methods, (str, bytes)):
-        raise TypeError(f"methods must be a sequence of method names from {METHODS}, got the string {methods!r} "
-                        f"(write ({methods!r},) for one method)")
-    try:
-        methods = tuple(methods)
-    except TypeError:
-        raise TypeError(f"methods must be a sequence of method names from {METHODS}, got "
-                        f"{type(methods).__name__} {methods!r}") from None
+    expected = f"a sequence of method names from {METHODS}"
+    if isinstance(methods, str):
+        expected += f" (write ({methods!r},) for one method)"
+    methods = tuple(V.as_sequence(methods, "methods", expected))
     if not methods:
         raise ValueError(f"methods must name at least one of {METHODS}")
     bad = [m for m in methods if not isinstance(m, str) or m not in METHODS]

@@ -45,13 +45,10 @@ def _check_devices(devices: Any) -> list:
     """``None`` (all of ``jax.devices()``) or a non-empty sequence of distinct :class:`jax.Device` objects."""
     if devices is None:
         return list(jax.devices())
-    if isinstance(devices, (str, bytes, jax.Device)):
-        raise TypeError(f"devices must be a sequence of jax.Device objects (e.g. jax.devices()[:2]), got {devices!r}")
-    try:
-        devs = list(devices)
-    except TypeError:
-        raise TypeError(f"devices must be a sequence of jax.Device objects (e.g. jax.devices()[:2]), got "
-                        f"{type(devices).__name__} {devices!r}") from None
+    expected = "a sequence of jax.Device objects (e.g. jax.devices()[:2])"
+    if isinstance(devices, jax.Device):
+        raise TypeError(f"devices must be {expected}, got {devices!r}")
+    devs = V.as_sequence(devices, "devices", expected)
     if not devs:
         raise ValueError("devices must contain at least one device")
     bad = [d for d in devs if not isinstance(d, jax.Device)]

@@ -1,0 +1,14 @@
+"""Load a command-line script from simulations/ as a module, for the script tests."""
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    """``simulations/<name>.py`` imported as a fresh module (its ``main`` can then be called in-process)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "simulations" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
