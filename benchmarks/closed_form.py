@@ -139,12 +139,18 @@ def main(argv=None):
     os.replace(tmp, a.out)
     gb = 1024**3
     print(f"large  N={a.n} d={a.d} K={a.k} rounds 0..{a.num_rounds - 1} from features:")
-    print(f"  spectrum {large['spectrum_s']:.2f} s, outputs {large['outputs_s']:.2f} s, "
-          f"PLL {large.get('pll_student_s', float('nan')):.2f} s, total {large['total_s']:.2f} s")
-    print(f"  peak RSS {large['peak_rss_bytes'] / gb:.2f} GiB (outputs alone {large['output_bytes'] / gb:.2f} GiB); "
-          f"an N x N Gram would be {large['gram_bytes_if_formed'] / gb:.1f} GiB")
-    print(f"small  N={a.n_small}: features {small_f['total_s']:.2f} s vs eigh {small_g['total_s']:.2f} s "
-          f"-> eigh/features = {report['ratio_eigh_over_features_small']:.1f}x")
+    print(
+        f"  spectrum {large['spectrum_s']:.2f} s, outputs {large['outputs_s']:.2f} s, "
+        f"PLL {large.get('pll_student_s', float('nan')):.2f} s, total {large['total_s']:.2f} s"
+    )
+    print(
+        f"  peak RSS {large['peak_rss_bytes'] / gb:.2f} GiB (outputs alone {large['output_bytes'] / gb:.2f} GiB); "
+        f"an N x N Gram would be {large['gram_bytes_if_formed'] / gb:.1f} GiB"
+    )
+    print(
+        f"small  N={a.n_small}: features {small_f['total_s']:.2f} s vs eigh {small_g['total_s']:.2f} s "
+        f"-> eigh/features = {report['ratio_eigh_over_features_small']:.1f}x"
+    )
     print(f"wrote {a.out}")
 
 

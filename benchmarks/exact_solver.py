@@ -108,7 +108,9 @@ def main(argv=None):
     ap.add_argument("--num-rounds", type=int, default=3, help="number of rounds R: rounds 0..R-1 (default 3)")
     ap.add_argument("--ref-steps", type=int, default=200, help="reference Adam steps actually run")
     ap.add_argument("--ref-budget", type=int, default=100_000, help="reference budget of steps per round")
-    ap.add_argument("--repeats", type=int, default=5, help="interleaved timed repeats of ours and the reference (min reported)")
+    ap.add_argument(
+        "--repeats", type=int, default=5, help="interleaved timed repeats of ours and the reference (min reported)"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=os.path.join(HERE, "results", "exact_solver.json"))
     args = ap.parse_args(argv)
@@ -135,8 +137,9 @@ def run(args):
     jax.block_until_ready(ours())  # compile
     jax.block_until_ready(ref_run(p0))  # compile the reference loop (same steps -> same executable)
     xj = jnp.asarray(x)
-    spec_fn = (lambda: sd.gram_spectrum(xj @ xj.T, validate=False)) if args.dim >= n else \
-        (lambda: jnp.linalg.eigh(xj.T @ xj))
+    spec_fn = (
+        (lambda: sd.gram_spectrum(xj @ xj.T, validate=False)) if args.dim >= n else (lambda: jnp.linalg.eigh(xj.T @ xj))
+    )
     jax.block_until_ready(spec_fn())
     # Interleave ours / reference / spectrum-only so that both see the same
     # machine load; the minimum over repeats is the least disturbed estimate.
@@ -166,19 +169,37 @@ def run(args):
 
     acc = (outs.argmax(-1) == classes[None]).mean(-1)
     data = {
-        "problem": {"K": 4, "n_per_class": 500, "N": n, "c": 0.4, "d": 0.1, "dim": args.dim,
-                    "lam": lam, "eta_symmetric": 0.5, "num_rounds": args.num_rounds, "seed": args.seed},
+        "problem": {
+            "K": 4,
+            "n_per_class": 500,
+            "N": n,
+            "c": 0.4,
+            "d": 0.1,
+            "dim": args.dim,
+            "lam": lam,
+            "eta_symmetric": 0.5,
+            "num_rounds": args.num_rounds,
+            "seed": args.seed,
+        },
         "ours": {
-            "total_seconds": ours_total, "spectrum_seconds_separately_timed": ours_eigh,
-            "residuals": np.asarray(res.residuals).tolist(), "residuals_recomputed_numpy": indep_res,
-            "iterations": np.asarray(res.iterations).tolist(), "converged": np.asarray(res.converged).tolist(),
-            "train_accuracy_per_round": acc.tolist(), "solver": "lbfgs", "repeats": args.repeats,
+            "total_seconds": ours_total,
+            "spectrum_seconds_separately_timed": ours_eigh,
+            "residuals": np.asarray(res.residuals).tolist(),
+            "residuals_recomputed_numpy": indep_res,
+            "iterations": np.asarray(res.iterations).tolist(),
+            "converged": np.asarray(res.converged).tolist(),
+            "train_accuracy_per_round": acc.tolist(),
+            "solver": "lbfgs",
+            "repeats": args.repeats,
         },
         "reference": {
-            "steps_run": args.ref_steps, "seconds": ref_time, "seconds_per_step": per_step,
+            "steps_run": args.ref_steps,
+            "seconds": ref_time,
+            "seconds_per_step": per_step,
             "budget_steps_per_round": args.ref_budget,
             "projected_seconds_all_rounds": ref_projected,
-            "residual_after_steps_round0": ref_res, "objective_after_steps_round0": float(obj_ref),
+            "residual_after_steps_round0": ref_res,
+            "objective_after_steps_round0": float(obj_ref),
         },
         "ratio_projected_reference_over_ours": ref_projected / ours_total,
         "ratio_of_medians": median_ratio,
@@ -187,14 +208,18 @@ def run(args):
         "env": {k: os.environ.get(k) for k in ("XLA_FLAGS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
     }
     print(f"{'':28s}{'ours':>14s}{'reference':>16s}")
-    print(f"{'time (s)':28s}{ours_total:14.3f}{ref_projected:16.1f}  (ref projected: {per_step*1e3:.2f} ms/step x "
-          f"{args.ref_budget} x {args.num_rounds})")
+    print(
+        f"{'time (s)':28s}{ours_total:14.3f}{ref_projected:16.1f}  (ref projected: {per_step * 1e3:.2f} ms/step x "
+        f"{args.ref_budget} x {args.num_rounds})"
+    )
     print(f"{'  spectrum alone (s)':28s}{ours_eigh:14.3f}")
-    print(f"{'ratio ref/ours (min times)':28s}{ref_projected / ours_total:14.0f}   (ratio of medians {median_ratio:.0f}, "
-          f"load avg {os_load})")
+    print(
+        f"{'ratio ref/ours (min times)':28s}{ref_projected / ours_total:14.0f}   (ratio of medians {median_ratio:.0f}, "
+        f"load avg {os_load})"
+    )
     print(f"{'residual round 0':28s}{indep_res[0]:14.2e}{ref_res:16.2e}  (ref after {args.ref_steps} steps)")
     for r in range(1, args.num_rounds):
-        print(f"{'residual round %d' % r:28s}{indep_res[r]:14.2e}")
+        print(f"{f'residual round {r}':28s}{indep_res[r]:14.2e}")
     print(f"{'iterations per round':28s}{str(np.asarray(res.iterations).tolist()):>14s}")
     print(f"{'train accuracy per round':28s}{str(np.round(acc, 4).tolist()):>30s}")
     write_json(args.out, data)

@@ -55,14 +55,21 @@ def _loop(config, etas, seeds, all_seeds):
             y = np.eye(k)[sd.sample_labels(label_key, classes, C)]
             if exact:
                 res = sd.exact_outputs(y, lam=config.lam, num_rounds=config.num_rounds, gram=gram, **opts)
-                st = sd.exact_outputs(sd.top2_targets(res.outputs[0]), lam=config.lam, num_rounds=1, gram=gram,
-                                      loss=config.pll_loss, q=config.pll_q, **opts)
+                st = sd.exact_outputs(
+                    sd.top2_targets(res.outputs[0]),
+                    lam=config.lam,
+                    num_rounds=1,
+                    gram=gram,
+                    loss=config.pll_loss,
+                    q=config.pll_q,
+                    **opts,
+                )
                 p, p_st = res.outputs, st.outputs
             else:
-                p = sd.block_outputs(y, classes, c=config.c, d=config.d, lam=config.lam,
-                                     num_rounds=config.num_rounds)
-                p_st = sd.block_outputs(sd.top2_targets(p[0]), classes, c=config.c, d=config.d, lam=config.lam,
-                                        rounds=0)
+                p = sd.block_outputs(y, classes, c=config.c, d=config.d, lam=config.lam, num_rounds=config.num_rounds)
+                p_st = sd.block_outputs(
+                    sd.top2_targets(p[0]), classes, c=config.c, d=config.d, lam=config.lam, rounds=0
+                )
             acc_sd.append(sd.accuracy(p, classes, tie_tol=config.tie_tol))
             acc_pll.append(sd.accuracy(p_st[0], classes, tie_tol=config.tie_tol))
     shape = (len(etas), len(seeds))
@@ -91,20 +98,28 @@ def bench(name, config, etas, num_seeds, loop_cells, repeat):
     n_loop = len(loop_etas) * len(loop_seeds)
     sd_m, pll_m = ("sd_exact", "pll_exact") if config.has_exact else ("sd_closed", "pll_closed")
     e, s = len(loop_etas), len(loop_seeds)
-    diff = max(np.max(np.abs(result.accuracy(sd_m)[:e, :s] - acc_sd)),
-               np.max(np.abs(result.accuracy(pll_m)[:e, :s, 0] - acc_pll)))
+    diff = max(
+        np.max(np.abs(result.accuracy(sd_m)[:e, :s] - acc_sd)),
+        np.max(np.abs(result.accuracy(pll_m)[:e, :s, 0] - acc_pll)),
+    )
     rate_engine = cells / t_engine
     rate_loop = n_loop / t_loop
-    print(f"{name:>36s}: engine {cells:6d} cells in {t_engine:8.3f} s = {rate_engine:10.1f} cells/s | "
-          f"python loop {n_loop:4d} cells in {t_loop:7.3f} s = {rate_loop:8.1f} cells/s | "
-          f"engine/loop = {rate_engine / rate_loop:7.1f}x | accuracy max |engine - loop| = {diff:.2g}", flush=True)
+    print(
+        f"{name:>36s}: engine {cells:6d} cells in {t_engine:8.3f} s = {rate_engine:10.1f} cells/s | "
+        f"python loop {n_loop:4d} cells in {t_loop:7.3f} s = {rate_loop:8.1f} cells/s | "
+        f"engine/loop = {rate_engine / rate_loop:7.1f}x | accuracy max |engine - loop| = {diff:.2g}",
+        flush=True,
+    )
     return rate_engine, rate_loop
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true",
-                    help="smaller grids (a smoke run): 16 closed-form seeds, exact N = 100 with 2 seeds")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller grids (a smoke run): 16 closed-form seeds, exact N = 100 with 2 seeds",
+    )
     ap.add_argument("--seeds", type=int, default=None, help="closed-form seeds per eta (default 128; --quick 16)")
     ap.add_argument("--exact-seeds", type=int, default=None, help="exact-solver seeds per eta (default 8; --quick 2)")
     ap.add_argument("--num-rounds", type=int, default=16, help="SD rounds R: rounds 0..R-1 (default 16)")
@@ -114,19 +129,27 @@ def main(argv=None):
     print(f"devices: {jax.devices()}")
     r = args.num_rounds
     # closed form: the default phase-diagram model, many seeds
-    cfg = mc.make_config(num_classes=4, per_class=100, c=0.4, d=0.1, lam=1e-4, num_rounds=r,
-                         methods=("sd_closed", "pll_closed"))
+    cfg = mc.make_config(
+        num_classes=4, per_class=100, c=0.4, d=0.1, lam=1e-4, num_rounds=r, methods=("sd_closed", "pll_closed")
+    )
     etas = np.linspace(0, 0.8, 41)
     seeds = args.seeds or (16 if args.quick else 128)
     bench(f"closed form (SD {r} rounds + PLL)", cfg, etas, seeds, loop_cells=48 if args.quick else 160, repeat=3)
     # exact solver
     n_per = 25 if args.quick else 50
-    cfg_x = mc.make_config(num_classes=4, per_class=n_per, c=0.4, d=0.1, lam=1e-4, num_rounds=r,
-                           methods=("sd_exact", "pll_exact"))
+    cfg_x = mc.make_config(
+        num_classes=4, per_class=n_per, c=0.4, d=0.1, lam=1e-4, num_rounds=r, methods=("sd_exact", "pll_exact")
+    )
     etas_x = np.linspace(0, 0.8, 8)
     exact_seeds = args.exact_seeds or (2 if args.quick else 8)
-    bench(f"exact (N = {4 * n_per}, SD {r} rounds + PLL)", cfg_x, etas_x, exact_seeds,
-          loop_cells=8 if args.quick else 16, repeat=1)
+    bench(
+        f"exact (N = {4 * n_per}, SD {r} rounds + PLL)",
+        cfg_x,
+        etas_x,
+        exact_seeds,
+        loop_cells=8 if args.quick else 16,
+        repeat=1,
+    )
 
 
 if __name__ == "__main__":

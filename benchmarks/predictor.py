@@ -56,7 +56,8 @@ def with_predictor(x, y, tests, lam, num_rounds, layout):
     p = sd.predictor(y, lam=lam, features=x)
     if layout == "batched":
         return [p.train_outputs(num_rounds=num_rounds)] + [
-            p.test_outputs(num_rounds=num_rounds, test_features=xt) for xt in tests]
+            p.test_outputs(num_rounds=num_rounds, test_features=xt) for xt in tests
+        ]
     out = []
     for r in range(num_rounds):
         out.append(p.train_outputs(rounds=[r]))
@@ -67,7 +68,8 @@ def with_predictor(x, y, tests, lam, num_rounds, layout):
 def fresh(x, y, tests, lam, num_rounds, layout):
     if layout == "batched":
         return [sd.sd_outputs(y, lam=lam, num_rounds=num_rounds, features=x)] + [
-            sd.sd_test_outputs(y, lam=lam, num_rounds=num_rounds, features=x, test_features=xt) for xt in tests]
+            sd.sd_test_outputs(y, lam=lam, num_rounds=num_rounds, features=x, test_features=xt) for xt in tests
+        ]
     out = []
     for r in range(num_rounds):
         out.append(sd.sd_outputs(y, lam=lam, rounds=[r], features=x))
@@ -98,9 +100,20 @@ def main(argv=None):
         ap.error("every size must be >= 1 (and --k >= 2)")
 
     x, y, tests = problem(a.n, a.d, a.k, a.test_sets, a.n_test, a.seed)
-    report = {"problem": {"n": a.n, "d": a.d, "k": a.k, "test_sets": a.test_sets, "n_test": a.n_test,
-                          "num_rounds": a.num_rounds, "lam": a.lam, "seed": a.seed, "repeats": a.repeats},
-              "cpu_count": os.cpu_count()}
+    report = {
+        "problem": {
+            "n": a.n,
+            "d": a.d,
+            "k": a.k,
+            "test_sets": a.test_sets,
+            "n_test": a.n_test,
+            "num_rounds": a.num_rounds,
+            "lam": a.lam,
+            "seed": a.seed,
+            "repeats": a.repeats,
+        },
+        "cpu_count": os.cpu_count(),
+    }
     for layout in ("per_round", "batched"):
         calls = a.num_rounds * (1 + a.test_sets) if layout == "per_round" else 1 + a.test_sets
         ours = lambda: with_predictor(x, y, tests, a.lam, a.num_rounds, layout)  # noqa: E731
@@ -113,14 +126,22 @@ def main(argv=None):
             t_ours.append(t)
             out_f, t = _timed(base)
             t_base.append(t)
-        diff = max(float(np.max(np.abs(np.asarray(u) - np.asarray(v)))) for u, v in zip(out_p, out_f))
+        diff = max(float(np.max(np.abs(np.asarray(u) - np.asarray(v)))) for u, v in zip(out_p, out_f, strict=False))
         ratio = min(t_base) / min(t_ours)
-        report[layout] = {"calls": calls, "predictor_s": min(t_ours), "fresh_s": min(t_base),
-                          "ratio_fresh_over_predictor": ratio, "max_abs_diff": diff,
-                          "raw_seconds": {"predictor": t_ours, "fresh": t_base}}
-        print(f"{layout:>9s}: {calls:4d} evaluations (rounds 0..{a.num_rounds - 1}, train + {a.test_sets} test "
-              f"sets): predictor {min(t_ours):7.3f} s | fresh calls {min(t_base):7.3f} s | "
-              f"fresh/predictor = {ratio:6.1f}x | max |diff| {diff:.1e}", flush=True)
+        report[layout] = {
+            "calls": calls,
+            "predictor_s": min(t_ours),
+            "fresh_s": min(t_base),
+            "ratio_fresh_over_predictor": ratio,
+            "max_abs_diff": diff,
+            "raw_seconds": {"predictor": t_ours, "fresh": t_base},
+        }
+        print(
+            f"{layout:>9s}: {calls:4d} evaluations (rounds 0..{a.num_rounds - 1}, train + {a.test_sets} test "
+            f"sets): predictor {min(t_ours):7.3f} s | fresh calls {min(t_base):7.3f} s | "
+            f"fresh/predictor = {ratio:6.1f}x | max |diff| {diff:.1e}",
+            flush=True,
+        )
     report["load_average_1min_at_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     tmp = a.out + ".tmp"

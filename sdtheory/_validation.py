@@ -18,7 +18,8 @@ to a fixed-width NumPy integer could wrap them.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
+from collections.abc import Sequence
 
 import jax
 import numpy as np
@@ -38,8 +39,10 @@ MAX_ROUND = 2**31 - 1
 #: reached with ``rounds=`` (indices up to :data:`MAX_ROUND`) instead.
 MAX_NUM_ROUNDS = 10**5
 #: Why counts are bounded (appended to the error message).
-NUM_ROUNDS_WHY = ("a count materialises every round 0..R-1: the exact solver solves them one after another "
-                  "and the closed form returns R output arrays; pass rounds= with the indices you need")
+NUM_ROUNDS_WHY = (
+    "a count materialises every round 0..R-1: the exact solver solves them one after another "
+    "and the closed form returns R output arrays; pass rounds= with the indices you need"
+)
 #: Why round indices are bounded (appended to the error message).
 ROUND_WHY = "the closed form evaluates q**(r + 1) in floating point"
 
@@ -55,11 +58,14 @@ def _as_numpy(x: Any, name: str) -> np.ndarray:
         raise TypeError(f"{name} must be a numeric array, got the string {x!r}")
     arr = as_array(x, name)
     if arr.dtype == object:
-        raise TypeError(f"{name} must be a numeric array, got an object array (mixed or non-numeric entries, or "
-                        "integers too large for int64)")
+        raise TypeError(
+            f"{name} must be a numeric array, got an object array (mixed or non-numeric entries, or "
+            "integers too large for int64)"
+        )
     if arr.dtype == np.bool_:
-        raise TypeError(f"{name} must be real numbers, got a bool array (cast it, e.g. x.astype(float), if you mean "
-                        "0/1)")
+        raise TypeError(
+            f"{name} must be real numbers, got a bool array (cast it, e.g. x.astype(float), if you mean 0/1)"
+        )
     if np.iscomplexobj(arr):
         raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")
     if not np.issubdtype(arr.dtype, np.number):
@@ -114,10 +120,12 @@ def check_lam(lam: Any, name: str = "lam") -> Any:
     Returns it as a Python float. A traced ``lam`` (the theorems vmap over it)
     is checked for being a scalar only and returned as it is.
     """
-    grid = (f"{name} must be a scalar (one L2 weight), got shape {{shape}}: an array of {name} values would "
-            f"broadcast against the eigenvalues. For a grid of {name}, jax.vmap a *_core kernel over it (e.g. "
-            f"sdtheory.closed_form.sd_outputs_core, sdtheory.exact.exact_outputs_core), call once per value, or "
-            f"sweep it with sdtheory.montecarlo.run_grid(lams=...)")
+    grid = (
+        f"{name} must be a scalar (one L2 weight), got shape {{shape}}: an array of {name} values would "
+        f"broadcast against the eigenvalues. For a grid of {name}, jax.vmap a *_core kernel over it (e.g. "
+        f"sdtheory.closed_form.sd_outputs_core, sdtheory.exact.exact_outputs_core), call once per value, or "
+        f"sweep it with sdtheory.montecarlo.run_grid(lams=...)"
+    )
     if is_tracer(lam):
         if np.ndim(lam) != 0:
             raise ValueError(grid.format(shape=tuple(np.shape(lam))))
@@ -151,8 +159,9 @@ def _round_value(v: Any, name: str) -> int:
             return int(v)
     if isinstance(v, (list, tuple, np.ndarray, jax.Array, range)):
         raise ValueError(f"{name} must be an int or a 1-D sequence of ints, got a nested sequence")
-    if isinstance(v, (numbers.Real, np.floating)) or (isinstance(v, (np.ndarray, jax.Array))
-                                                     and np.issubdtype(np.dtype(v.dtype), np.floating)):
+    if isinstance(v, (numbers.Real, np.floating)) or (
+        isinstance(v, (np.ndarray, jax.Array)) and np.issubdtype(np.dtype(v.dtype), np.floating)
+    ):
         raise TypeError(f"{name} must be integers (round indices, 0 = teacher), got the float {v!r}")
     raise TypeError(f"{name} must be integers (round indices, 0 = teacher), got {v!r} ({type(v).__name__})")
 
@@ -202,8 +211,9 @@ def check_rounds(rounds: Any, *, name: str = "rounds", maximum: int = MAX_ROUND,
     return np.asarray(values, dtype=np.int64)
 
 
-def check_int(x: Any, name: str, *, minimum: Optional[int] = None, maximum: Optional[int] = None,
-              why: Optional[str] = None) -> int:
+def check_int(
+    x: Any, name: str, *, minimum: Optional[int] = None, maximum: Optional[int] = None, why: Optional[str] = None
+) -> int:
     """A Python/NumPy integer (not bool), optionally bounded (``why`` explains the upper bound)."""
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Integral, np.integer)):
         raise TypeError(f"{name} must be an int, got {x!r} ({type(x).__name__})")
@@ -239,9 +249,7 @@ def check_targets(targets: Any, name: str = "targets", *, atol: float = PROB_ATO
     bad = np.abs(sums - 1.0) > atol
     if np.any(bad):
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"{name} rows must sum to 1 (probability vectors); row {i} sums to {sums[i]:.6g}"
-        )
+        raise ValueError(f"{name} rows must sum to 1 (probability vectors); row {i} sums to {sums[i]:.6g}")
     return n, k
 
 
@@ -288,8 +296,9 @@ def check_gram(gram: Any, name: str = "gram", *, rtol: float = DEFAULT_RTOL) -> 
     unit = arr / scale  # relative, and no overflow in the difference
     asym = float(np.max(np.abs(unit - unit.T)))
     if asym > 10 * rtol:
-        raise ValueError(f"{name} is not symmetric: max |G - G^T| / max |G| = {asym:.3g} > {10 * rtol:g} "
-                         f"(max |G| = {scale:.3g})")
+        raise ValueError(
+            f"{name} is not symmetric: max |G - G^T| / max |G| = {asym:.3g} > {10 * rtol:g} (max |G| = {scale:.3g})"
+        )
 
 
 def check_psd_eigenvalues(eigvals: Any, name: str = "gram", *, rtol: float = 1e-8, unit: float = 1.0) -> None:
@@ -387,8 +396,9 @@ def resolve_rounds(rounds: Any, num_rounds: Any, *, maximum: int = MAX_ROUND, wh
     indices are at most ``maximum`` (``why`` says why). Returns a 1-D int64 array.
     """
     if (rounds is None) == (num_rounds is None):
-        raise ValueError("pass exactly one of rounds= (round indices, 0 = teacher) or num_rounds= (a count R: "
-                         "rounds 0..R-1)")
+        raise ValueError(
+            "pass exactly one of rounds= (round indices, 0 = teacher) or num_rounds= (a count R: rounds 0..R-1)"
+        )
     if rounds is not None:
         return check_rounds(rounds, maximum=maximum, why=why)
     r = check_num_rounds(num_rounds)
@@ -438,17 +448,21 @@ def check_cd(c: Any, d: Any, *, class_sizes: Any = None) -> tuple:
         if not (0.0 <= d < c < 1.0):
             raise ValueError(
                 f"the block model needs 0 <= d < c < 1 (d: correlation across classes, c: within a class), "
-                f"got c = {c:g}, d = {d:g}")
+                f"got c = {c:g}, d = {d:g}"
+            )
         return c, d
     if not (d < c < 1.0):
-        raise ValueError(f"the block model needs d < c < 1 (and 0 <= d < c < 1 for the theorems), got c = {c:g}, "
-                         f"d = {d:g}")
+        raise ValueError(
+            f"the block model needs d < c < 1 (and 0 <= d < c < 1 for the theorems), got c = {c:g}, d = {d:g}"
+        )
     n = np.asarray(class_sizes, dtype=float)
     det = 1.0 + d * float(np.sum(n / (1.0 - c + (c - d) * n)))
     if not det > 0:
-        raise ValueError(f"the block Gram with c = {c:g}, d = {d:g} is not positive definite for class sizes "
-                         f"{n.astype(int).tolist()} (needs 1 + d sum_k n_k / (1 - c + (c - d) n_k) > 0, got {det:.3g}; "
-                         "0 <= d < c < 1 always works)")
+        raise ValueError(
+            f"the block Gram with c = {c:g}, d = {d:g} is not positive definite for class sizes "
+            f"{n.astype(int).tolist()} (needs 1 + d sum_k n_k / (1 - c + (c - d) n_k) > 0, got {det:.3g}; "
+            "0 <= d < c < 1 always works)"
+        )
     return c, d
 
 
@@ -479,8 +493,9 @@ def as_array(x: Any, name: str) -> np.ndarray:
     try:
         return np.asarray(x)
     except (ValueError, TypeError, OverflowError):
-        raise ValueError(f"{name} must be a rectangular array (a ragged or malformed sequence was given: "
-                         f"rows of different lengths?)") from None
+        raise ValueError(
+            f"{name} must be a rectangular array (a ragged or malformed sequence was given: rows of different lengths?)"
+        ) from None
 
 
 def check_real_array(x: Any, name: str) -> np.ndarray:
@@ -556,8 +571,10 @@ def check_key(key: Any, name: str = "key") -> Any:
         return key
     if np.dtype(dtype) == np.uint32 and shape == _raw_key_shape():
         return key
-    raise TypeError(f"{name} must be a jax.random key ({usage}): a typed key, or raw key data of dtype uint32 "
-                    f"and shape {_raw_key_shape()}; got dtype {dtype} and shape {shape}")
+    raise TypeError(
+        f"{name} must be a jax.random key ({usage}): a typed key, or raw key data of dtype uint32 "
+        f"and shape {_raw_key_shape()}; got dtype {dtype} and shape {shape}"
+    )
 
 
 def check_labels_for(labels: Any, num_classes: int, name: str, source: str) -> Any:

@@ -27,7 +27,8 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Optional, TypeVar
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -127,17 +128,24 @@ def _refuse_traced(fn: Callable, kernel: Optional[str], args: tuple, kwargs: dic
             arg = traced_kw[0]
         else:
             try:
-                params = [p for p in inspect.signature(fn).parameters.values()
-                          if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+                params = [
+                    p
+                    for p in inspect.signature(fn).parameters.values()
+                    if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                ]
                 arg = params[traced[0]].name if traced[0] < len(params) else f"argument {traced[0]}"
             except (TypeError, ValueError):  # pragma: no cover
                 arg = f"argument {traced[0]}"
-        raise TypeError(f"{arg} is a traced value (inside jax.jit/vmap/grad): {name} validates its input and "
-                        f"needs concrete values; transform {hint} instead (no validation: check the values "
-                        "yourself)")
-    raise TypeError(f"{name} was called inside jax.jit: it validates its input and needs concrete values (its "
-                    f"checks and errors cannot run on traced results); call it outside jit, or jit {hint} "
-                    "instead (no validation: check the values yourself)")
+        raise TypeError(
+            f"{arg} is a traced value (inside jax.jit/vmap/grad): {name} validates its input and "
+            f"needs concrete values; transform {hint} instead (no validation: check the values "
+            "yourself)"
+        )
+    raise TypeError(
+        f"{name} was called inside jax.jit: it validates its input and needs concrete values (its "
+        f"checks and errors cannot run on traced results); call it outside jit, or jit {hint} "
+        "instead (no validation: check the values yourself)"
+    )
 
 
 def to_host(tree):

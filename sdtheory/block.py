@@ -23,7 +23,8 @@ targets may be anything (noisy one-hot labels, soft labels).
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +34,18 @@ from . import _validation as V
 from ._x64 import float64
 from .closed_form import RoundsLike, shrink_factors
 
-__all__ = ["BlockSpectrum", "balanced_block_eigenvalues", "block_classes", "block_factors", "block_gram", "block_outputs", "block_outputs_core", "block_spectrum", "sample_block_features", "sample_block_features_core"]
+__all__ = [
+    "BlockSpectrum",
+    "balanced_block_eigenvalues",
+    "block_classes",
+    "block_factors",
+    "block_gram",
+    "block_outputs",
+    "block_outputs_core",
+    "block_spectrum",
+    "sample_block_features",
+    "sample_block_features_core",
+]
 
 
 class BlockSpectrum(NamedTuple):
@@ -71,8 +83,9 @@ def _check_num_classes(num_classes: Any) -> int:
 _TARGET_K = "K (the columns of targets)"
 
 
-def _check_classes(classes: Any, num_classes: Any, *, n: int | None = None, require_all: bool = True,
-                   source: str = "num_classes"):
+def _check_classes(
+    classes: Any, num_classes: Any, *, n: int | None = None, require_all: bool = True, source: str = "num_classes"
+):
     """Block membership: 1-D integer classes in ``[0, K)``; returns ``(classes, K)``.
 
     ``K`` is ``num_classes`` when given, else ``max(classes) + 1``. ``n``: the
@@ -100,12 +113,16 @@ def _check_classes(classes: Any, num_classes: Any, *, n: int | None = None, requ
         arr = V.check_labels_for(arr, k, "classes", f"{source} = {k}")
     if require_all:
         if k > arr.size:
-            raise ValueError(f"classes must give every class 0..{k - 1} at least one instance in the block model, "
-                             f"but there are {source} = {k} classes and only {arr.size} instances")
+            raise ValueError(
+                f"classes must give every class 0..{k - 1} at least one instance in the block model, "
+                f"but there are {source} = {k} classes and only {arr.size} instances"
+            )
         empty = np.flatnonzero(np.bincount(arr, minlength=k) < 1)
         if empty.size:
-            raise ValueError(f"every class must have at least one instance in the block model; classes has none "
-                             f"of {V.short_list(empty)} ({source} = {k})")
+            raise ValueError(
+                f"every class must have at least one instance in the block model; classes has none "
+                f"of {V.short_list(empty)} ({source} = {k})"
+            )
     return arr, k
 
 
@@ -220,8 +237,9 @@ def balanced_block_eigenvalues(*, per_class: int, num_classes: int, c: float, d:
     n = V.check_size(per_class, "per_class", minimum=1)
     k = _check_num_classes(num_classes)
     if n * k > V.MAX_COUNT:
-        raise ValueError(f"per_class * num_classes (the number of instances N) must be at most {V.MAX_COUNT}, "
-                         f"got {n} * {k}")
+        raise ValueError(
+            f"per_class * num_classes (the number of instances N) must be at most {V.MAX_COUNT}, got {n} * {k}"
+        )
     c, d = V.check_cd(c, d)
     s_w = 1.0 - c
     s_b = s_w + n * (c - d)
@@ -245,8 +263,9 @@ def block_factors(*, per_class: int, num_classes: int, c: float, d: float, lam: 
 
 
 @float64
-def sample_block_features(key: jax.Array, classes: Any, *, c: float, d: float, dim: int,
-                          num_classes: int | None = None) -> jax.Array:
+def sample_block_features(
+    key: jax.Array, classes: Any, *, c: float, d: float, dim: int, num_classes: int | None = None
+) -> jax.Array:
     r"""Gaussian-mixture features whose *expected* Gram is the block Gram.
 
     ``x_i = sqrt(d) g + sqrt(c - d) m_{k_i} + sqrt(1 - c) z_i`` with ``g``,

@@ -13,7 +13,16 @@ import argparse
 import math
 import sys
 
-__all__ = ["interrupted", "output_dir_or_exit", "EXIT_INTERRUPTED", "cd_pairs", "float_in", "int_at_least", "noise_kind", "run_main"]
+__all__ = [
+    "interrupted",
+    "output_dir_or_exit",
+    "EXIT_INTERRUPTED",
+    "cd_pairs",
+    "float_in",
+    "int_at_least",
+    "noise_kind",
+    "run_main",
+]
 
 #: Exit status of a script stopped by Ctrl-C (128 + SIGINT, the shell's convention).
 EXIT_INTERRUPTED = 130
@@ -119,6 +128,9 @@ def interrupted(out, checkpoint, saved, what: str) -> KeyboardInterrupt:
     """
     if saved and not checkpoint.exists():  # Ctrl-C held back during the commit, delivered right after it
         return KeyboardInterrupt(f"interrupted after the outputs in {out} were complete")
-    kept = (f"{len(saved)} finished {what}(s) are kept in {checkpoint}: rerun with --resume to continue"
-            if saved else "nothing was kept")
+    kept = (
+        f"{len(saved)} finished {what}(s) are kept in {checkpoint}: rerun with --resume to continue"
+        if saved
+        else "nothing was kept"
+    )
     return KeyboardInterrupt(f"interrupted; {out} was not changed; {kept}")

@@ -22,7 +22,8 @@ Gram work.
 
 from __future__ import annotations
 
-from typing import Any, Sequence, Union
+from typing import Any, Union
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +33,20 @@ from . import _validation as V
 from ._x64 import float64
 from .spectral import Spectrum, _unit_lam, _unit_problem, apply_spectral, apply_spectral_to
 
-__all__ = ["RoundsLike", "kernel_ridge_sd", "kernel_ridge_sd_core", "predictions", "sd_mixed_outputs", "sd_mixed_outputs_core", "sd_outputs", "sd_outputs_core", "sd_predictions_core", "sd_test_outputs", "sd_test_outputs_core", "shrink_factors"]
+__all__ = [
+    "RoundsLike",
+    "kernel_ridge_sd",
+    "kernel_ridge_sd_core",
+    "predictions",
+    "sd_mixed_outputs",
+    "sd_mixed_outputs_core",
+    "sd_outputs",
+    "sd_outputs_core",
+    "sd_predictions_core",
+    "sd_test_outputs",
+    "sd_test_outputs_core",
+    "shrink_factors",
+]
 
 RoundsLike = Union[int, Sequence[int], np.ndarray]
 
@@ -221,8 +235,10 @@ def sd_mixed_outputs(
         raise TypeError(f"xi (distillation weight) must be a real number in [0, 1], got a bool ({xi!r})")
     xi_arr = V._as_numpy(xi, "xi")
     if xi_arr.ndim != 0:
-        raise ValueError(f"xi (distillation weight) must be a scalar in [0, 1], got shape {xi_arr.shape}; for a grid "
-                         "of xi, jax.vmap sdtheory.closed_form.sd_mixed_outputs_core")
+        raise ValueError(
+            f"xi (distillation weight) must be a scalar in [0, 1], got shape {xi_arr.shape}; for a grid "
+            "of xi, jax.vmap sdtheory.closed_form.sd_mixed_outputs_core"
+        )
     if not (np.isfinite(xi_arr) and 0.0 <= float(xi_arr) <= 1.0):
         raise ValueError(f"xi (distillation weight) must lie in [0, 1], got {float(xi_arr)}")
     spec, t, lam, r = _prepare(targets, lam, rounds, num_rounds, gram, features)

@@ -51,7 +51,7 @@ from __future__ import annotations
 import os
 import zipfile
 from pathlib import Path
-from typing import Any, NamedTuple, Optional, Tuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import numpy as np
@@ -113,8 +113,9 @@ def _check_feature_array(arr: Any, src: str, what: str) -> np.ndarray:
     except ValueError as exc:
         raise _fail(src, exc) from None
     if arr.dtype.names is not None:
-        raise TypeError(f"{src}: {what} is a structured array (fields {arr.dtype.names}); "
-                        f"expected a plain numeric (N, d) array")
+        raise TypeError(
+            f"{src}: {what} is a structured array (fields {arr.dtype.names}); expected a plain numeric (N, d) array"
+        )
     if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise TypeError(f"{src}: {what} must have a real numeric dtype (int or float), got {arr.dtype}")
     try:
@@ -132,8 +133,10 @@ def _check_label_array(arr: Any, src: str, what: str, n: int, n_what: str) -> np
     if arr.ndim != 1:
         raise ValueError(f"{src}: {what} must be a 1-D (N,) array of integer labels, got shape {arr.shape}")
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"{src}: {what} must have an integer dtype, got {arr.dtype} "
-                        f"(cast to int before saving if the values are whole numbers)")
+        raise TypeError(
+            f"{src}: {what} must have an integer dtype, got {arr.dtype} "
+            f"(cast to int before saving if the values are whole numbers)"
+        )
     if arr.shape[0] != n:
         raise ValueError(f"{src}: {what} has {arr.shape[0]} entries but {n_what} has {n} rows")
     if arr.size and arr.min() < 0:
@@ -157,13 +160,17 @@ def _validate(features, labels, test_features, test_labels, num_classes, src, na
     if num_classes is None:
         k = top
         if k > y.size:
-            raise ValueError(f"{src}: labels go up to {k - 1} but there are only {y.size} training labels, so some "
-                             f"classes never occur in them (labels must be 0..K-1; re-index them or pass "
-                             f"num_classes=)")
+            raise ValueError(
+                f"{src}: labels go up to {k - 1} but there are only {y.size} training labels, so some "
+                f"classes never occur in them (labels must be 0..K-1; re-index them or pass "
+                f"num_classes=)"
+            )
         missing = np.setdiff1d(np.arange(k), y)
         if missing.size:
-            raise ValueError(f"{src}: classes {V.short_list(missing)} never occur in the training labels "
-                             f"(labels must be 0..K-1; re-index them or pass num_classes=)")
+            raise ValueError(
+                f"{src}: classes {V.short_list(missing)} never occur in the training labels "
+                f"(labels must be 0..K-1; re-index them or pass num_classes=)"
+            )
     else:
         try:
             k = V.check_size(num_classes, "num_classes", minimum=2)
@@ -171,8 +178,7 @@ def _validate(features, labels, test_features, test_labels, num_classes, src, na
             raise _fail(src, exc) from None
         for arr, what in ((y, "labels"), (yt, "test_labels")):
             if arr is not None and arr.size and arr.max() >= k:
-                raise ValueError(f"{src}: {what} must lie in [0, {k - 1}] for num_classes={k}; "
-                                 f"got a label {arr.max()}")
+                raise ValueError(f"{src}: {what} must lie in [0, {k - 1}] for num_classes={k}; got a label {arr.max()}")
     if k < 2:
         raise ValueError(f"{src}: need at least K = 2 classes, the labels only contain class 0")
     return Dataset(x, y, k, xt, yt, name)
@@ -182,8 +188,9 @@ def _check_magic(path: Path, magic: bytes, kind: str) -> None:
     with open(path, "rb") as fh:
         head = fh.read(len(magic))
     if head != magic:
-        raise ValueError(f"{path}: not a {kind} file (wrong header: corrupt, or a different format "
-                         f"saved under this name)")
+        raise ValueError(
+            f"{path}: not a {kind} file (wrong header: corrupt, or a different format saved under this name)"
+        )
 
 
 def _read_npy(path: Path) -> np.ndarray:
@@ -201,8 +208,7 @@ def _read_npy(path: Path) -> np.ndarray:
 
 
 @float64
-def load_features(path: str | os.PathLike, *, num_classes: Optional[int] = None,
-                  name: Optional[str] = None) -> Dataset:
+def load_features(path: str | os.PathLike, *, num_classes: Optional[int] = None, name: Optional[str] = None) -> Dataset:
     """Load and validate user features and labels (``.npz`` or paired ``.npy``).
 
     See the module docstring for the file conventions. ``name`` defaults to
@@ -216,8 +222,7 @@ def load_features(path: str | os.PathLike, *, num_classes: Optional[int] = None,
         number of rows, test dimension mismatch. Messages start with the file.
     """
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike (a .npz or .npy file), got {type(path).__name__} "
-                        f"{path!r}")
+        raise TypeError(f"path must be a str or os.PathLike (a .npz or .npy file), got {type(path).__name__} {path!r}")
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str or None, got {type(name).__name__} {name!r}")
     if not os.fspath(path):
@@ -247,16 +252,26 @@ def load_features(path: str | os.PathLike, *, num_classes: Optional[int] = None,
             raise ValueError(f"{path}: not a readable .npz archive (truncated or corrupt?): {exc}") from None
         for key in ("features", "labels"):
             if key not in arrays:
-                raise ValueError(f"{path}: missing array {key!r} (members: {members}); "
-                                 f"expected 'features' (N, d) and 'labels' (N,)")
-        return _validate(arrays["features"], arrays["labels"], arrays.get("test_features"),
-                         arrays.get("test_labels"), num_classes, str(path), name)
+                raise ValueError(
+                    f"{path}: missing array {key!r} (members: {members}); expected 'features' (N, d) and 'labels' (N,)"
+                )
+        return _validate(
+            arrays["features"],
+            arrays["labels"],
+            arrays.get("test_features"),
+            arrays.get("test_labels"),
+            num_classes,
+            str(path),
+            name,
+        )
     stem = path.with_suffix("")
     lab_path = stem.with_name(stem.name + ".labels.npy")
     x = _read_npy(path)
     if not lab_path.is_file():
-        raise FileNotFoundError(f"{path}: labels file {lab_path.name} not found next to it "
-                                f"(paired .npy convention: stem.npy + stem.labels.npy)")
+        raise FileNotFoundError(
+            f"{path}: labels file {lab_path.name} not found next to it "
+            f"(paired .npy convention: stem.npy + stem.labels.npy)"
+        )
     y = _read_npy(lab_path)
     tx_path = stem.with_name(stem.name + ".test.npy")
     ty_path = stem.with_name(stem.name + ".test.labels.npy")
@@ -311,7 +326,7 @@ def _shuffle(key: jax.Array, n: int) -> np.ndarray:
 
 
 @float64
-def stratified_split(key: jax.Array, labels: Any, test_fraction: float) -> Tuple[np.ndarray, np.ndarray]:
+def stratified_split(key: jax.Array, labels: Any, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic stratified split: ``(train_idx, test_idx)``, both sorted.
 
     Class ``k`` with ``n_k`` instances sends ``round(test_fraction * n_k)``
@@ -358,8 +373,9 @@ def load_digits(*, key: Optional[jax.Array] = None, seed: int = 0, test_fraction
     try:
         from sklearn.datasets import load_digits as _sk_load_digits
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("load_digits needs scikit-learn: pip install 'sdtheory[data]' "
-                          "(or pip install scikit-learn)") from exc
+        raise ImportError(
+            "load_digits needs scikit-learn: pip install 'sdtheory[data]' (or pip install scikit-learn)"
+        ) from exc
     if key is None:
         key = jax.random.key(V.check_size(seed, "seed", minimum=0, maximum=V.MAX_SEED))
     else:
@@ -391,7 +407,7 @@ def _check_pair(train, test):
 
 
 @float64
-def standardize(train: Any, test: Any = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+def standardize(train: Any, test: Any = None) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """Columns shifted/scaled by the training mean and (population) std.
 
     Columns with zero training std are only centred. Returns ``(train, test)``
@@ -415,8 +431,9 @@ def standardize(train: Any, test: Any = None) -> Tuple[np.ndarray, Optional[np.n
 
 
 @float64
-def random_relu_features(key: jax.Array, train: Any, num_features: int, test: Any = None
-                         ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+def random_relu_features(
+    key: jax.Array, train: Any, num_features: int, test: Any = None
+) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """``max(0, x W + b)`` with ``W ~ N(0, 1/d)`` ``(d, D)``, ``b ~ N(0, 1)``, from ``key``.
 
     The same key gives the same ``W, b`` and so the same features.
@@ -431,8 +448,7 @@ def random_relu_features(key: jax.Array, train: Any, num_features: int, test: An
 
 
 @float64
-def normalize_rows(train: Any, test: Any = None, *, center: bool = False
-                   ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+def normalize_rows(train: Any, test: Any = None, *, center: bool = False) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """Optionally subtract the training mean, then scale every row to unit norm.
 
     A row that is zero cannot be normalised: ``ValueError``. Without
@@ -467,18 +483,27 @@ def normalize_rows(train: Any, test: Any = None, *, center: bool = False
             i = int(np.flatnonzero(tiny)[0])
             if not center:
                 raise ValueError(f"{what} row {i} is zero; it cannot be normalised to unit norm")
-            raise ValueError(f"{what} row {i} is zero after centring, up to roundoff (norm "
-                             f"{np.exp(log_norms[i]):.3g}, at most 1e-12 times the largest train row norm before "
-                             f"centring, {np.exp(floor) * 1e12:.3g}); it cannot be normalised to unit norm")
+            raise ValueError(
+                f"{what} row {i} is zero after centring, up to roundoff (norm "
+                f"{np.exp(log_norms[i]):.3g}, at most 1e-12 times the largest train row norm before "
+                f"centring, {np.exp(floor) * 1e12:.3g}); it cannot be normalised to unit norm"
+            )
         return a / norms[:, None]
 
     return unit(*scaled(x), "train"), (None if xt is None else unit(*scaled(xt), "test"))
 
 
 @float64
-def make_features(kind: str, train: Any, test: Any = None, *, key: Optional[jax.Array] = None,
-                  num_features: int = 1024, center: bool = True, normalize: bool = True
-                  ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+def make_features(
+    kind: str,
+    train: Any,
+    test: Any = None,
+    *,
+    key: Optional[jax.Array] = None,
+    num_features: int = 1024,
+    center: bool = True,
+    normalize: bool = True,
+) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """Apply a feature map and the theory's normalisation (see the module docstring).
 
     Args:

@@ -48,7 +48,21 @@ from ._x64 import float64
 from .losses import get_loss
 from .spectral import Spectrum, _spectrum as spectrum
 
-__all__ = ["DEFAULT_MAX_CG", "DEFAULT_MAX_ITER", "DEFAULT_TOL", "SOLVERS", "ExactResult", "check_options", "exact_outputs", "exact_outputs_core", "exact_phi_core", "exact_predict", "raise_unconverged", "solver_features", "spectral_features"]
+__all__ = [
+    "DEFAULT_MAX_CG",
+    "DEFAULT_MAX_ITER",
+    "DEFAULT_TOL",
+    "SOLVERS",
+    "ExactResult",
+    "check_options",
+    "exact_outputs",
+    "exact_outputs_core",
+    "exact_phi_core",
+    "exact_predict",
+    "raise_unconverged",
+    "solver_features",
+    "spectral_features",
+]
 
 #: Default stopping tolerance on the fixed-point residual (float64).
 DEFAULT_TOL = 1e-9
@@ -274,7 +288,8 @@ def _line_search(t, lam, z, zd, v, d, slope0, loss, q, max_ls):
     one = jnp.ones((), z.dtype)
     der1 = dphi(one)[0]
     a, lo, hi, der, _ = jax.lax.while_loop(
-        cond, body, (one, jnp.zeros((), z.dtype), jnp.full((), jnp.inf, z.dtype), der1, 0))
+        cond, body, (one, jnp.zeros((), z.dtype), jnp.full((), jnp.inf, z.dtype), der1, 0)
+    )
     f0 = _objective_along(t, lam, z, zd, v, d, 0.0, loss, q)
     fa = _objective_along(t, lam, z, zd, v, d, a, loss, q)
     slack = 100 * jnp.finfo(z.dtype).eps * (1.0 + jnp.abs(f0))
@@ -305,8 +320,13 @@ def _two_loop(gu, S, Y, rho, count, gamma, memory):
 
 def _init_memory(m_dim, k, dtype, memory=MEMORY):
     """Empty L-BFGS memory ``(S, Y, rho, count, gamma)``."""
-    return (jnp.zeros((memory, m_dim, k), dtype), jnp.zeros((memory, m_dim, k), dtype),
-            jnp.zeros((memory,), dtype), jnp.zeros((), jnp.int32), jnp.ones((), dtype))
+    return (
+        jnp.zeros((memory, m_dim, k), dtype),
+        jnp.zeros((memory, m_dim, k), dtype),
+        jnp.zeros((memory,), dtype),
+        jnp.zeros((), jnp.int32),
+        jnp.ones((), dtype),
+    )
 
 
 def _lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, max_ls=20):
@@ -336,8 +356,7 @@ def _lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, 
         # known). From the previous round's optimum the new gradient is lam v0.
         w_pre = phi.T @ loss.grad(t, z0, q) / n
         slope_pre = _vdot(w_pre + lam * v0, -v0)
-        a_pre = jnp.where(slope_pre < 0,
-                          _line_search(t, lam, z0, -z0, v0, -v0, slope_pre, loss, q, max_ls), 0.0)
+        a_pre = jnp.where(slope_pre < 0, _line_search(t, lam, z0, -z0, v0, -v0, slope_pre, loss, q, max_ls), 0.0)
         v0 = v0 * (1.0 - a_pre)
         z0 = z0 * (1.0 - a_pre)
     w0 = phi.T @ loss.grad(t, z0, q) / n
@@ -387,8 +406,19 @@ SOLVERS = {"lbfgs": _lbfgs_round, "newton-cg": _newton_cg_round, "optax-lbfgs": 
 
 
 @partial(jax.jit, static_argnames=("num_rounds", "loss", "max_cg", "solver"))
-def exact_phi_core(phi, targets, lam, num_rounds, *, loss="ce", q=0.7, tol=DEFAULT_TOL,
-               max_iter=DEFAULT_MAX_ITER, max_cg=DEFAULT_MAX_CG, solver="lbfgs"):
+def exact_phi_core(
+    phi,
+    targets,
+    lam,
+    num_rounds,
+    *,
+    loss="ce",
+    q=0.7,
+    tol=DEFAULT_TOL,
+    max_iter=DEFAULT_MAX_ITER,
+    max_cg=DEFAULT_MAX_CG,
+    solver="lbfgs",
+):
     lossfn = get_loss(loss)
     solve = SOLVERS[solver]
     n = phi.shape[0]
@@ -420,10 +450,19 @@ def spectral_features(spec: Spectrum) -> jax.Array:
     return spec.eigvecs * jnp.sqrt(jnp.maximum(spec.eigvals, 0.0))[None, :]
 
 
-def exact_outputs_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, num_rounds: int, *,
-                       loss: str = "ce", q: float = 0.7, tol: float = DEFAULT_TOL,
-                       max_iter: int = DEFAULT_MAX_ITER, max_cg: int = DEFAULT_MAX_CG,
-                       solver: str = "lbfgs") -> ExactResult:
+def exact_outputs_core(
+    spec: Spectrum,
+    targets: jax.Array,
+    lam: jax.Array,
+    num_rounds: int,
+    *,
+    loss: str = "ce",
+    q: float = 0.7,
+    tol: float = DEFAULT_TOL,
+    max_iter: int = DEFAULT_MAX_ITER,
+    max_cg: int = DEFAULT_MAX_CG,
+    solver: str = "lbfgs",
+) -> ExactResult:
     """Exact outputs of rounds ``0..num_rounds-1`` from a precomputed spectrum.
 
     Jitted, no validation (use :func:`exact_outputs` or
@@ -435,21 +474,35 @@ def exact_outputs_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, num_r
     function never raises. The rounds are a chain, so this kernel takes a
     count, not round indices.
     """
-    return exact_phi_core(spectral_features(spec), targets, lam, num_rounds, loss=loss, q=q,
-                          tol=tol, max_iter=max_iter, max_cg=int(max_cg), solver=solver)
+    return exact_phi_core(
+        spectral_features(spec),
+        targets,
+        lam,
+        num_rounds,
+        loss=loss,
+        q=q,
+        tol=tol,
+        max_iter=max_iter,
+        max_cg=int(max_cg),
+        solver=solver,
+    )
 
 
 def _check_number(x, name, what):
     """One real number (Python/NumPy int or float, 0-d array; not bool, str, array of values); a Python float."""
     if V.is_tracer(x):
-        raise TypeError(f"{name} is a traced value: the validating functions need a concrete number; vmap "
-                        "sdtheory.exact.exact_outputs_core instead")
+        raise TypeError(
+            f"{name} is a traced value: the validating functions need a concrete number; vmap "
+            "sdtheory.exact.exact_outputs_core instead"
+        )
     if isinstance(x, (bool, np.bool_)):
         raise TypeError(f"{name} ({what}) must be a real number, got a bool ({x!r})")
     arr = V._as_numpy(x, name)
     if arr.ndim != 0:
-        raise ValueError(f"{name} ({what}) must be a scalar, got shape {arr.shape}; for a grid of {name}, vmap "
-                         "sdtheory.exact.exact_outputs_core")
+        raise ValueError(
+            f"{name} ({what}) must be a scalar, got shape {arr.shape}; for a grid of {name}, vmap "
+            "sdtheory.exact.exact_outputs_core"
+        )
     return float(arr)
 
 
@@ -519,10 +572,21 @@ def raise_unconverged(res: ExactResult, tol: float, max_iter: int, rounds: Any =
 
 
 @float64
-def exact_outputs(targets: Any, *, lam: Any, rounds: Any = None, num_rounds: Any = None, gram: Any = None,
-                  features: Any = None, loss: str = "ce", q: float = 0.7, tol: float = DEFAULT_TOL,
-                  max_iter: int = DEFAULT_MAX_ITER, on_failure: str = "raise",
-                  solver: str = "lbfgs") -> ExactResult:
+def exact_outputs(
+    targets: Any,
+    *,
+    lam: Any,
+    rounds: Any = None,
+    num_rounds: Any = None,
+    gram: Any = None,
+    features: Any = None,
+    loss: str = "ce",
+    q: float = 0.7,
+    tol: float = DEFAULT_TOL,
+    max_iter: int = DEFAULT_MAX_ITER,
+    on_failure: str = "raise",
+    solver: str = "lbfgs",
+) -> ExactResult:
     r"""Exact softmax outputs of chained self-distillation rounds.
 
     Round 0 minimises ``(1/N) sum_i loss(t_i, W x_i) + (lam/2) ||W||_F^2`` on
@@ -557,16 +621,33 @@ def exact_outputs(targets: Any, *, lam: Any, rounds: Any = None, num_rounds: Any
     """
     from .predictor import predictor
 
-    r = V.resolve_rounds(rounds, num_rounds, maximum=V.MAX_NUM_ROUNDS - 1,
-                         why="the exact solver solves the chain of rounds 0..max(rounds) one after another")
-    p = predictor(targets, lam=lam, gram=gram, features=features, model="exact", num_rounds=int(r.max()) + 1,
-                  loss=loss, q=q, tol=tol, max_iter=max_iter, on_failure=on_failure, solver=solver)
+    r = V.resolve_rounds(
+        rounds,
+        num_rounds,
+        maximum=V.MAX_NUM_ROUNDS - 1,
+        why="the exact solver solves the chain of rounds 0..max(rounds) one after another",
+    )
+    p = predictor(
+        targets,
+        lam=lam,
+        gram=gram,
+        features=features,
+        model="exact",
+        num_rounds=int(r.max()) + 1,
+        loss=loss,
+        q=q,
+        tol=tol,
+        max_iter=max_iter,
+        on_failure=on_failure,
+        solver=solver,
+    )
     return p.exact_result(rounds=r)
 
 
 @float64(kernel="jax.nn.softmax(jnp.einsum('tn,rnk->rtk', test_gram, coef))")
-def exact_predict(result_or_coef: Any, *, test_gram: Any = None, test_features: Any = None,
-                  features: Any = None) -> jax.Array:
+def exact_predict(
+    result_or_coef: Any, *, test_gram: Any = None, test_features: Any = None, features: Any = None
+) -> jax.Array:
     """Softmax outputs ``(R, N_test, K)`` of every round on new points.
 
     Logits are ``G(test, train) @ A_r`` with the dual coefficients ``A_r``
@@ -579,8 +660,10 @@ def exact_predict(result_or_coef: Any, *, test_gram: Any = None, test_features: 
     coef = V._as_numpy(coef, "result_or_coef")
     cshape = coef.shape
     if len(cshape) not in (2, 3) or 0 in cshape:
-        raise ValueError(f"result_or_coef must be a non-empty (N, K) or (R, N, K) array of dual coefficients (or an "
-                         f"ExactResult), got shape {tuple(cshape)}")
+        raise ValueError(
+            f"result_or_coef must be a non-empty (N, K) or (R, N, K) array of dual coefficients (or an "
+            f"ExactResult), got shape {tuple(cshape)}"
+        )
     V.check_finite(coef, "result_or_coef")
     coef = jnp.asarray(coef, dtype=float)
     n = cshape[-2]
@@ -589,8 +672,10 @@ def exact_predict(result_or_coef: Any, *, test_gram: Any = None, test_features: 
             raise ValueError("pass either test_gram=, or test_features= with features=, not both")
         gshape = V.shape_of(test_gram, "test_gram")
         if len(gshape) != 2 or gshape[1] != n or gshape[0] < 1:
-            raise ValueError(f"test_gram must be (N_test, N) with N_test >= 1 and N = {n} (the instances of "
-                             f"result_or_coef), got shape {gshape}")
+            raise ValueError(
+                f"test_gram must be (N_test, N) with N_test >= 1 and N = {n} (the instances of "
+                f"result_or_coef), got shape {gshape}"
+            )
         V.check_finite(test_gram, "test_gram")
         logits = jnp.einsum("tn,...nk->...tk", jnp.asarray(test_gram, dtype=float), coef)
     else:

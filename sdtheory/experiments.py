@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -47,8 +48,16 @@ import numpy as np
 from . import _validation as V
 from ._x64 import float64
 from .data import BlockStatistics, Dataset, block_statistics, make_features, stratified_split, stratified_subset
-from .exact import (DEFAULT_MAX_CG, DEFAULT_MAX_ITER, DEFAULT_TOL, ExactResult, check_options, exact_phi_core,
-                    exact_predict, solver_features)
+from .exact import (
+    DEFAULT_MAX_CG,
+    DEFAULT_MAX_ITER,
+    DEFAULT_TOL,
+    ExactResult,
+    check_options,
+    exact_phi_core,
+    exact_predict,
+    solver_features,
+)
 from .losses import LOSSES
 from .metrics import TIE_TOL, accuracy, split_accuracy
 from .noise import confusable_clusters, corruption_matrix, sample_labels
@@ -59,17 +68,41 @@ from .block import BlockSpectrum, _block_spectrum_checked, block_outputs_core
 from .spectral import Spectrum, _feature_spectrum
 
 __all__ = [
-    "FIELDNAMES", "METRIC_COLUMNS", "FeatureMap", "ProtocolResult", "aggregate", "feature_map_report", "lam_rule",
+    "FIELDNAMES",
+    "METRIC_COLUMNS",
+    "FeatureMap",
+    "ProtocolResult",
+    "aggregate",
+    "feature_map_report",
+    "lam_rule",
     "markdown_summary",
-    "prepare_dataset", "prepare_feature_map", "run_cell", "run_protocol", "score_rounds", "solver_report",
+    "prepare_dataset",
+    "prepare_feature_map",
+    "run_cell",
+    "run_protocol",
+    "score_rounds",
+    "solver_report",
     "split_key",
 ]
 
 #: Metric columns of a result row (one row per feature map, kind, rate, seed, solver, method, round).
 METRIC_COLUMNS = ("train_acc", "train_acc_clean", "train_acc_corrupted", "test_acc", "confidence", "diversity")
 #: Every column of a result row, in CSV order.
-FIELDNAMES = ("feature_map", "kind", "rate", "seed", "realised_rate", "lam", "solver", "method", "round",
-              *METRIC_COLUMNS, "agree_exact", "residual", "converged")
+FIELDNAMES = (
+    "feature_map",
+    "kind",
+    "rate",
+    "seed",
+    "realised_rate",
+    "lam",
+    "solver",
+    "method",
+    "round",
+    *METRIC_COLUMNS,
+    "agree_exact",
+    "residual",
+    "converged",
+)
 
 #: Exact-solver options of the protocol (the package defaults; L-BFGS).
 EXACT_OPTIONS = dict(tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, max_cg=DEFAULT_MAX_CG, solver="lbfgs")
@@ -106,8 +139,9 @@ def split_key(seed: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), 1)
 
 
-def prepare_dataset(ds: Dataset, *, seed: int = 0, test_fraction: float = 0.25,
-                    subset: Optional[tuple] = None) -> Dataset:
+def prepare_dataset(
+    ds: Dataset, *, seed: int = 0, test_fraction: float = 0.25, subset: Optional[tuple] = None
+) -> Dataset:
     """The protocol's data set: a held-out split and an optional stratified subset.
 
     Without a held-out split in ``ds``, a stratified split with
@@ -124,8 +158,9 @@ def prepare_dataset(ds: Dataset, *, seed: int = 0, test_fraction: float = 0.25,
         n_train, n_test = subset
         tr = stratified_subset(jax.random.fold_in(master, 2), ds.labels, n_train)
         te = stratified_subset(jax.random.fold_in(master, 3), ds.test_labels, n_test)
-        ds = Dataset(ds.features[tr], ds.labels[tr], ds.num_classes, ds.test_features[te], ds.test_labels[te],
-                     ds.name + "-quick")
+        ds = Dataset(
+            ds.features[tr], ds.labels[tr], ds.num_classes, ds.test_features[te], ds.test_labels[te], ds.name + "-quick"
+        )
     return ds
 
 
@@ -163,8 +198,15 @@ class FeatureMap:
 
 
 @float64
-def prepare_feature_map(features: Any, test_features: Any, labels: Any, num_classes: int, *,
-                        lam: Optional[float] = None, name: str = "features") -> FeatureMap:
+def prepare_feature_map(
+    features: Any,
+    test_features: Any,
+    labels: Any,
+    num_classes: int,
+    *,
+    lam: Optional[float] = None,
+    name: str = "features",
+) -> FeatureMap:
     """Compute once what every cell of a feature map reuses (spectra, solver coordinates, lam).
 
     Args:
@@ -189,8 +231,9 @@ def prepare_feature_map(features: Any, test_features: Any, labels: Any, num_clas
     n = y.shape[0]
     V.check_same_n(np.shape(features)[0], n, "labels", "features")
     if np.shape(test_features)[1] != np.shape(features)[1]:
-        raise ValueError(f"test_features has dimension {np.shape(test_features)[1]} but features has "
-                         f"{np.shape(features)[1]}")
+        raise ValueError(
+            f"test_features has dimension {np.shape(test_features)[1]} but features has {np.shape(features)[1]}"
+        )
     stats = block_statistics(features, y, k)
     if lam is None:
         lam, rule = lam_rule(stats.c, n, k), "K N lam = 1 - c"
@@ -202,8 +245,18 @@ def prepare_feature_map(features: Any, test_features: Any, labels: Any, num_clas
     spec = _feature_spectrum(x)
     bspec = _block_spectrum_checked(stats.class_sizes, stats.c, stats.d)
     return FeatureMap(
-        name=name, features=x, test_features=xt, labels=y, num_classes=k, lam=lam, lam_rule=rule, stats=stats,
-        spectrum=spec, phi=solver_features(features=x), block_spectrum=bspec)
+        name=name,
+        features=x,
+        test_features=xt,
+        labels=y,
+        num_classes=k,
+        lam=lam,
+        lam_rule=rule,
+        stats=stats,
+        spectrum=spec,
+        phi=solver_features(features=x),
+        block_spectrum=bspec,
+    )
 
 
 def _descending(eigvals) -> np.ndarray:
@@ -211,7 +264,8 @@ def _descending(eigvals) -> np.ndarray:
 
 
 def feature_map_report(fm: FeatureMap) -> tuple:
-    """``(summary, curves)`` of a feature map: a JSON-able summary and the spectra for :func:`sdtheory.plots.spectrum_figure`.
+    """``(summary, curves)`` of a feature map: a JSON-able summary and the spectra
+    for :func:`sdtheory.plots.spectrum_figure`.
 
     ``summary`` holds the dimension, lam, the fitted ``c``, ``d`` and
     class-pair similarities, and spectrum statistics (rank, top eigenvalues,
@@ -226,8 +280,12 @@ def feature_map_report(fm: FeatureMap) -> tuple:
     ridge = k * n * fm.lam
     nonzero = eig > 1e-10 * eig[0]
     summary = {
-        "dim": int(fm.features.shape[1]), "lam": fm.lam, "lam_rule": fm.lam_rule,
-        "c": fm.stats.c, "d": fm.stats.d, "class_means": fm.stats.class_means,
+        "dim": int(fm.features.shape[1]),
+        "lam": fm.lam,
+        "lam_rule": fm.lam_rule,
+        "c": fm.stats.c,
+        "d": fm.stats.d,
+        "class_means": fm.stats.class_means,
         "spectrum": {
             "rank": int(np.sum(nonzero)),
             "top_eigvals": eig[: 2 * k],
@@ -239,8 +297,16 @@ def feature_map_report(fm: FeatureMap) -> tuple:
             "eigvals_above_ridge": int(np.sum(eig > ridge)),
         },
     }
-    curves = dict(eigvals=eig, block_eigvals=block_eig, c=fm.stats.c, d=fm.stats.d, ridge=ridge, num_classes=k,
-                  n=n, dim=int(fm.features.shape[1]))
+    curves = dict(
+        eigvals=eig,
+        block_eigvals=block_eig,
+        c=fm.stats.c,
+        d=fm.stats.d,
+        ridge=ridge,
+        num_classes=k,
+        n=n,
+        dim=int(fm.features.shape[1]),
+    )
     return summary, curves
 
 
@@ -250,8 +316,15 @@ def feature_map_report(fm: FeatureMap) -> tuple:
 
 
 @float64
-def score_rounds(outputs: Any, true_labels: Any, given_labels: Any, *, test_outputs: Any = None,
-                 test_labels: Any = None, probabilities: bool = False) -> list:
+def score_rounds(
+    outputs: Any,
+    true_labels: Any,
+    given_labels: Any,
+    *,
+    test_outputs: Any = None,
+    test_labels: Any = None,
+    probabilities: bool = False,
+) -> list:
     """Per-round metric dicts (:data:`METRIC_COLUMNS`) for outputs ``(R, N, K)``.
 
     Accuracies use the package's one correctness rule with the default
@@ -328,8 +401,9 @@ def run_cell(fm: FeatureMap, given_labels: Any, test_labels: Any, *, num_rounds:
     x, xt = fm.features, fm.test_features
 
     def score(outputs, test_outputs, probabilities):
-        return score_rounds(outputs, true, given, test_outputs=test_outputs, test_labels=test_true,
-                            probabilities=probabilities)
+        return score_rounds(
+            outputs, true, given, test_outputs=test_outputs, test_labels=test_true, probabilities=probabilities
+        )
 
     out = []
     # exact SD, rounds 0..R-1, in the solver coordinates computed once per feature map
@@ -342,8 +416,17 @@ def run_cell(fm: FeatureMap, given_labels: Any, test_labels: Any, *, num_rounds:
 
     test_out = exact_predict(res, test_features=xt, features=x)
     for r, m in enumerate(score(res.outputs, test_out, True)):
-        out.append(dict(solver="exact", method="sd", round=r, agree_exact=float("nan"),
-                        residual=float(res.residuals[r]), converged=bool(res.converged[r]), **m))
+        out.append(
+            dict(
+                solver="exact",
+                method="sd",
+                round=r,
+                agree_exact=float("nan"),
+                residual=float(res.residuals[r]),
+                converged=bool(res.converged[r]),
+                **m,
+            )
+        )
 
     # exact PLL students (CE, GCE) from the exact teacher's top 2: the one PLL pipeline
     teacher = Fit(res.outputs[0], res.converged[0], res.residuals[0])
@@ -354,29 +437,66 @@ def run_cell(fm: FeatureMap, given_labels: Any, test_labels: Any, *, num_rounds:
         pll_pred[loss] = np.asarray(pll.outputs[0]).argmax(-1)
         pt = exact_predict(kept[0], test_features=xt, features=x)
         m = score(pll.outputs, pt, True)[0]
-        out.append(dict(solver="exact", method=f"pll_{loss}", round=1, agree_exact=float("nan"),
-                        residual=float(pll.residuals[1]), converged=bool(pll.converged[1]), **m))
+        out.append(
+            dict(
+                solver="exact",
+                method=f"pll_{loss}",
+                round=1,
+                agree_exact=float("nan"),
+                residual=float(pll.residuals[1]),
+                converged=bool(pll.converged[1]),
+                **m,
+            )
+        )
 
     # closed form from the empirical Gram (linearised): one predictor per label vector, from the map's spectrum
     cf_model = predictor(t, lam=fm.lam, spectrum=fm.spectrum, features=x)
     cf = cf_model.train_outputs(num_rounds=num_rounds)
     cft = cf_model.test_outputs(num_rounds=num_rounds, test_features=xt)
     for r, m in enumerate(score(cf, cft, False)):
-        out.append(dict(solver="closed_form", method="sd", round=r, agree_exact=agree(cf[r], exact_pred[r]),
-                        residual=float("nan"), converged=True, **m))
+        out.append(
+            dict(
+                solver="closed_form",
+                method="sd",
+                round=r,
+                agree_exact=agree(cf[r], exact_pred[r]),
+                residual=float("nan"),
+                converged=True,
+                **m,
+            )
+        )
     fit = closed_fit(fm.spectrum, lam)
     pc = pll_rounds_core(fit, fit(t), 1, TIE_TOL)
-    pct = predictor(pc.targets[0], lam=fm.lam, spectrum=fm.spectrum, features=x).test_outputs(rounds=0,
-                                                                                              test_features=xt)
+    pct = predictor(pc.targets[0], lam=fm.lam, spectrum=fm.spectrum, features=x).test_outputs(
+        rounds=0, test_features=xt
+    )
     m = score(pc.outputs, pct, False)[0]
-    out.append(dict(solver="closed_form", method="pll_ce", round=1, agree_exact=agree(pc.outputs[0], pll_pred["ce"]),
-                    residual=float("nan"), converged=True, **m))
+    out.append(
+        dict(
+            solver="closed_form",
+            method="pll_ce",
+            round=1,
+            agree_exact=agree(pc.outputs[0], pll_pred["ce"]),
+            residual=float("nan"),
+            converged=True,
+            **m,
+        )
+    )
 
     # block model fitted to the features (c, d); training instances only
     bo = block_outputs_core(fm.block_spectrum, jnp.asarray(true), t, lam, jnp.arange(num_rounds))
     for r, m in enumerate(score(bo, None, False)):
-        out.append(dict(solver="block", method="sd", round=r, agree_exact=agree(bo[r], exact_pred[r]),
-                        residual=float("nan"), converged=True, **m))
+        out.append(
+            dict(
+                solver="block",
+                method="sd",
+                round=r,
+                agree_exact=agree(bo[r], exact_pred[r]),
+                residual=float("nan"),
+                converged=True,
+                **m,
+            )
+        )
     return out
 
 
@@ -406,12 +526,23 @@ class ProtocolResult(NamedTuple):
 
 
 @float64
-def run_protocol(ds: Dataset, *, feature_maps: Sequence[str], kinds: Sequence[str], rates: Sequence[float],
-                 num_seeds: int, num_rounds: int, lam: Optional[float] = None, q: float = 0.7, seed: int = 0,
-                 relu_dim: int = 512, center: bool = True,
-                 progress: Optional[Callable[[int, int, float], None]] = None,
-                 completed: Optional[Mapping[tuple, Sequence[Mapping]]] = None,
-                 on_cell: Optional[Callable[[tuple, list], None]] = None) -> ProtocolResult:
+def run_protocol(
+    ds: Dataset,
+    *,
+    feature_maps: Sequence[str],
+    kinds: Sequence[str],
+    rates: Sequence[float],
+    num_seeds: int,
+    num_rounds: int,
+    lam: Optional[float] = None,
+    q: float = 0.7,
+    seed: int = 0,
+    relu_dim: int = 512,
+    center: bool = True,
+    progress: Optional[Callable[[int, int, float], None]] = None,
+    completed: Optional[Mapping[tuple, Sequence[Mapping]]] = None,
+    on_cell: Optional[Callable[[tuple, list], None]] = None,
+) -> ProtocolResult:
     """The real-data protocol over feature maps x kinds x rates x seeds (module docstring).
 
     ``ds`` needs a held-out split (:func:`prepare_dataset`). Keys derive from
@@ -451,8 +582,14 @@ def run_protocol(ds: Dataset, *, feature_maps: Sequence[str], kinds: Sequence[st
     done = 0
     t_start = time.perf_counter()
     for fi, name in enumerate(feature_maps):
-        x, xt = make_features(name, ds.features, ds.test_features, key=jax.random.fold_in(master, 10 + fi),
-                              num_features=relu_dim, center=center)
+        x, xt = make_features(
+            name,
+            ds.features,
+            ds.test_features,
+            key=jax.random.fold_in(master, 10 + fi),
+            num_features=relu_dim,
+            center=center,
+        )
         fm = prepare_feature_map(x, xt, true, k, lam=lam, name=name)
         summaries[name], spectra[name] = feature_map_report(fm)
         clusters = None
@@ -469,13 +606,23 @@ def run_protocol(ds: Dataset, *, feature_maps: Sequence[str], kinds: Sequence[st
                     if cell in completed:
                         rows.extend(dict(r) for r in completed[cell])
                         continue
-                    key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(
-                        jax.random.fold_in(master, 100 + fi), ki), ri), s)
+                    key = jax.random.fold_in(
+                        jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(master, 100 + fi), ki), ri), s
+                    )
                     given = np.asarray(sample_labels(key, true, C)).astype(np.int64)
                     realised = float(np.mean(given != true))
-                    cell_rows = [dict(feature_map=name, kind=kind, rate=float(rate), seed=s, realised_rate=realised,
-                                      lam=fm.lam, **row)
-                                 for row in run_cell(fm, given, ds.test_labels, num_rounds=num_rounds, q=q)]
+                    cell_rows = [
+                        dict(
+                            feature_map=name,
+                            kind=kind,
+                            rate=float(rate),
+                            seed=s,
+                            realised_rate=realised,
+                            lam=fm.lam,
+                            **row,
+                        )
+                        for row in run_cell(fm, given, ds.test_labels, num_rounds=num_rounds, q=q)
+                    ]
                     rows.extend(cell_rows)
                     if on_cell is not None:
                         on_cell(cell, [dict(r) for r in cell_rows])
@@ -530,8 +677,11 @@ def aggregate(rows: Sequence[Mapping]) -> dict:
         for m in METRIC_COLUMNS + ("agree_exact", "realised_rate"):
             v = np.array([r[m] for r in rs], dtype=float)
             v = v[np.isfinite(v)]
-            agg[key][m] = (float(v.mean()) if v.size else float("nan"),
-                           float(v.std()) if v.size else float("nan"), int(v.size))
+            agg[key][m] = (
+                float(v.mean()) if v.size else float("nan"),
+                float(v.std()) if v.size else float("nan"),
+                int(v.size),
+            )
     return agg
 
 
@@ -548,9 +698,14 @@ def solver_report(rows: Sequence[Mapping]) -> dict:
 def _table_columns(num_rounds: int) -> list:
     last = num_rounds - 1
     cols = [("exact", "sd", r, f"SD r{r}" if r else "teacher") for r in range(num_rounds)]
-    cols += [("exact", "pll_ce", 1, "PLL-CE"), ("exact", "pll_gce", 1, "PLL-GCE"),
-             ("closed_form", "sd", 0, "CF teacher"), ("closed_form", "sd", last, f"CF SD r{last}"),
-             ("closed_form", "pll_ce", 1, "CF PLL"), ("block", "sd", last, f"block SD r{last}")]
+    cols += [
+        ("exact", "pll_ce", 1, "PLL-CE"),
+        ("exact", "pll_gce", 1, "PLL-GCE"),
+        ("closed_form", "sd", 0, "CF teacher"),
+        ("closed_form", "sd", last, f"CF SD r{last}"),
+        ("closed_form", "pll_ce", 1, "CF PLL"),
+        ("block", "sd", last, f"block SD r{last}"),
+    ]
     return cols
 
 
@@ -560,38 +715,67 @@ def _cell_text(v) -> str:
     return f"{100 * v[0]:.1f} ({100 * v[1]:.1f})"
 
 
-def markdown_summary(agg: Mapping, *, dataset: str, feature_maps: Mapping[str, Mapping], kinds: Sequence[str],
-                     rates: Sequence[float], num_rounds: int, num_seeds: int) -> str:
+def markdown_summary(
+    agg: Mapping,
+    *,
+    dataset: str,
+    feature_maps: Mapping[str, Mapping],
+    kinds: Sequence[str],
+    rates: Sequence[float],
+    num_rounds: int,
+    num_seeds: int,
+) -> str:
     """The markdown tables of ``summary.md`` (mean (std) over seeds, in %), as a string.
 
     ``agg`` from :func:`aggregate`; ``feature_maps``: name -> summary
     (:attr:`ProtocolResult.feature_maps`), in table order.
     """
-    lines = ["# Real data: self-distillation and the PLL student", "",
-             f"Data: {dataset}. Mean (std) over {num_seeds} seed(s), in %. "
-             "Exact = nonlinear softmax CE solver; CF = linearised closed form from the empirical Gram; "
-             "block = closed form of the block model with c, d fitted to the features (training set only).", ""]
+    lines = [
+        "# Real data: self-distillation and the PLL student",
+        "",
+        f"Data: {dataset}. Mean (std) over {num_seeds} seed(s), in %. "
+        "Exact = nonlinear softmax CE solver; CF = linearised closed form from the empirical Gram; "
+        "block = closed form of the block model with c, d fitted to the features (training set only).",
+        "",
+    ]
     cols = _table_columns(num_rounds)
     last = num_rounds - 1
     for fmap, info in feature_maps.items():
-        lines += [f"## Feature map `{fmap}` (d = {info['dim']}, lam = {info['lam']:.3g}, "
-                  f"c = {info['c']:.3f}, d_between = {info['d']:.3f})", ""]
-        for metric, title in (("train_acc", "Training-label recovery (train accuracy vs true labels)"),
-                              ("train_acc_corrupted", "Recovery on corrupted training instances"),
-                              ("test_acc", "Held-out accuracy")):
+        lines += [
+            f"## Feature map `{fmap}` (d = {info['dim']}, lam = {info['lam']:.3g}, "
+            f"c = {info['c']:.3f}, d_between = {info['d']:.3f})",
+            "",
+        ]
+        for metric, title in (
+            ("train_acc", "Training-label recovery (train accuracy vs true labels)"),
+            ("train_acc_corrupted", "Recovery on corrupted training instances"),
+            ("test_acc", "Held-out accuracy"),
+        ):
             use = [c for c in cols if not (metric == "test_acc" and c[0] == "block")]
-            lines += [f"### {title}", "", "| kind | eta | " + " | ".join(c[3] for c in use) + " |",
-                      "|---|---|" + "---|" * len(use)]
+            lines += [
+                f"### {title}",
+                "",
+                "| kind | eta | " + " | ".join(c[3] for c in use) + " |",
+                "|---|---|" + "---|" * len(use),
+            ]
             for kind in kinds:
                 for rate in rates:
                     cells = [_cell_text(agg.get((fmap, kind, rate, s, m, r), {}).get(metric)) for s, m, r, _ in use]
                     lines.append(f"| {kind} | {rate:g} | " + " | ".join(cells) + " |")
             lines.append("")
-        use = [("closed_form", "sd", 0, "CF teacher"), ("closed_form", "sd", last, f"CF SD r{last}"),
-               ("closed_form", "pll_ce", 1, "CF PLL vs exact PLL-CE"), ("block", "sd", 0, "block teacher"),
-               ("block", "sd", last, f"block SD r{last}")]
-        lines += ["### Agreement with the exact solution (same round, training-set argmax)", "",
-                  "| kind | eta | " + " | ".join(c[3] for c in use) + " |", "|---|---|" + "---|" * len(use)]
+        use = [
+            ("closed_form", "sd", 0, "CF teacher"),
+            ("closed_form", "sd", last, f"CF SD r{last}"),
+            ("closed_form", "pll_ce", 1, "CF PLL vs exact PLL-CE"),
+            ("block", "sd", 0, "block teacher"),
+            ("block", "sd", last, f"block SD r{last}"),
+        ]
+        lines += [
+            "### Agreement with the exact solution (same round, training-set argmax)",
+            "",
+            "| kind | eta | " + " | ".join(c[3] for c in use) + " |",
+            "|---|---|" + "---|" * len(use),
+        ]
         for kind in kinds:
             for rate in rates:
                 cells = [_cell_text(agg.get((fmap, kind, rate, s, m, r), {}).get("agree_exact")) for s, m, r, _ in use]

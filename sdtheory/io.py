@@ -140,7 +140,11 @@ def git_revision(path: str | os.PathLike | None = None) -> Optional[str]:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=where, capture_output=True, text=True, timeout=10, check=True,
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -202,8 +206,10 @@ def to_jsonable(obj: Any) -> Any:
         if arr.ndim == 0:
             return to_jsonable(arr.item())
         return [to_jsonable(v) for v in arr.tolist()]
-    raise TypeError(f"obj: cannot convert {type(obj).__name__} to JSON (mappings, sequences, numbers, "
-                    "str, bool, None, paths and arrays are allowed)")
+    raise TypeError(
+        f"obj: cannot convert {type(obj).__name__} to JSON (mappings, sequences, numbers, "
+        "str, bool, None, paths and arrays are allowed)"
+    )
 
 
 def write_json(path: str | os.PathLike, data: Mapping[str, Any], *, metadata: Optional[Mapping] = None) -> Path:
@@ -271,12 +277,17 @@ def write_csv(
         names = list(columns.keys())
         if not names:
             raise ValueError("columns must contain at least one column")
-        bad = [n for n in names if isinstance(columns[n], (str, bytes)) or not (
-            hasattr(columns[n], "__array__") or hasattr(columns[n], "__iter__"))]
+        bad = [
+            n
+            for n in names
+            if isinstance(columns[n], (str, bytes))
+            or not (hasattr(columns[n], "__array__") or hasattr(columns[n], "__iter__"))
+        ]
         if bad:
             raise TypeError(f"columns must map names to sequences; {bad[:3]} are not sequences")
-        cols = [np.asarray(columns[n]).tolist() if hasattr(columns[n], "__array__") else list(columns[n])
-                for n in names]
+        cols = [
+            np.asarray(columns[n]).tolist() if hasattr(columns[n], "__array__") else list(columns[n]) for n in names
+        ]
         lengths = {len(c) for c in cols}
         if len(lengths) != 1:
             lens = dict(zip(names, map(len, cols), strict=True))
@@ -379,14 +390,24 @@ def progress_printer(prefix: str, stream: Any = None):
     import sys
 
     def report(done: int, total: int, seconds: float) -> None:
-        print(f"[{prefix}] {done}/{total} ({100.0 * done / max(total, 1):5.1f}%) {seconds:7.1f} s",
-              file=stream if stream is not None else sys.stderr, flush=True)
+        print(
+            f"[{prefix}] {done}/{total} ({100.0 * done / max(total, 1):5.1f}%) {seconds:7.1f} s",
+            file=stream if stream is not None else sys.stderr,
+            flush=True,
+        )
 
     return report
 
 
-def save_features(path: str | os.PathLike, features: Any, labels: Any, *, test_features: Any = None,
-                  test_labels: Any = None, num_classes: Optional[int] = None) -> Path:
+def save_features(
+    path: str | os.PathLike,
+    features: Any,
+    labels: Any,
+    *,
+    test_features: Any = None,
+    test_labels: Any = None,
+    num_classes: Optional[int] = None,
+) -> Path:
     """Validate and write a ``.npz`` feature file that :func:`sdtheory.data.load_features` reads back.
 
     The arrays go through the same checks as a loaded file (messages start
@@ -477,12 +498,17 @@ def check_output_dir(path: str | os.PathLike, *, outputs: Sequence[str] = ()) ->
         _probe_writable(target, "output directory")
         listed = _manifest_files(target) | {MANIFEST}
         patterns = tuple(outputs) + (".*.tmp",)  # .*.tmp: a half-written file of an older, non-atomic-set run
-        foreign = sorted(e.name for e in target.iterdir()
-                         if e.name not in listed and not any(fnmatch.fnmatchcase(e.name, pat) for pat in patterns))
+        foreign = sorted(
+            e.name
+            for e in target.iterdir()
+            if e.name not in listed and not any(fnmatch.fnmatchcase(e.name, pat) for pat in patterns)
+        )
         if foreign:
             shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-            raise OutputDirError(f"{target} holds entries that are not outputs of this script ({shown}); a run "
-                                 "replaces the whole directory, so give a new or empty directory")
+            raise OutputDirError(
+                f"{target} holds entries that are not outputs of this script ({shown}); a run "
+                "replaces the whole directory, so give a new or empty directory"
+            )
     return target
 
 
@@ -585,8 +611,9 @@ def _write_manifest(directory: Path, *, script: str, parameters: Optional[Mappin
         if name == MANIFEST:
             continue
         files[name] = {"sha256": _sha256(f), "bytes": f.stat().st_size}
-    return write_json(directory / MANIFEST, {"script": script, "parameters": parameters, "files": files},
-                      metadata=provenance())
+    return write_json(
+        directory / MANIFEST, {"script": script, "parameters": parameters, "files": files}, metadata=provenance()
+    )
 
 
 def verify_manifest(path: str | os.PathLike) -> dict:
@@ -614,8 +641,9 @@ def verify_manifest(path: str | os.PathLike) -> dict:
 
 
 @contextlib.contextmanager
-def run_directory(path: str | os.PathLike, *, script: str, parameters: Optional[Mapping] = None,
-                  outputs: Sequence[str] = ()) -> Iterator[Path]:
+def run_directory(
+    path: str | os.PathLike, *, script: str, parameters: Optional[Mapping] = None, outputs: Sequence[str] = ()
+) -> Iterator[Path]:
     """Write a run's outputs as one unit: yields a fresh staging directory, then replaces ``path`` with it.
 
     ``with run_directory(out, script=..., parameters=...) as stage:`` write
@@ -687,8 +715,7 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list:
     return [] if a == b else [(prefix.rstrip("."), a, b)]
 
 
-def write_checkpoint(path: str | os.PathLike, entries: Mapping[str, Mapping[str, Any]], *,
-                     parameters: Mapping) -> Path:
+def write_checkpoint(path: str | os.PathLike, entries: Mapping[str, Mapping[str, Any]], *, parameters: Mapping) -> Path:
     """Write completed pieces of a run (``key -> {name: array}``) and their parameters to one ``.npz``, atomically.
 
     Arrays are stored as written (dtype and bits), so they read back exactly
@@ -706,7 +733,9 @@ def write_checkpoint(path: str | os.PathLike, entries: Mapping[str, Mapping[str,
             raise TypeError(f"entries[{key!r}] must be a mapping of array names to arrays, got {type(piece).__name__}")
         for name, arr in piece.items():
             if np.asarray(arr).dtype == object:
-                raise TypeError(f"entries[{key!r}][{name!r}] must be a numeric/bool/str array, got {type(arr).__name__}")
+                raise TypeError(
+                    f"entries[{key!r}][{name!r}] must be a numeric/bool/str array, got {type(arr).__name__}"
+                )
             arrays[f"{key}/{name}"] = arr
     return write_npz(path, arrays, metadata={"parameters": _canonical(parameters), "keys": [str(k) for k in entries]})
 
@@ -731,8 +760,10 @@ def read_checkpoint(path: str | os.PathLike, *, parameters: Mapping) -> Optional
     have, want = meta.get("parameters", {}), _canonical(parameters)
     if have != want:
         diff = [f"{k}: {_short(a)} in the checkpoint, {_short(b)} now" for k, a, b in _differences(have, want)]
-        raise ValueError(f"the checkpoint {path} was written with other parameters ({'; '.join(diff)}); rerun "
-                         "without --resume to start over, or with the checkpoint's parameters")
+        raise ValueError(
+            f"the checkpoint {path} was written with other parameters ({'; '.join(diff)}); rerun "
+            "without --resume to start over, or with the checkpoint's parameters"
+        )
     entries: dict = {str(k): {} for k in meta.get("keys", [])}
     for name, arr in arrays.items():
         key, _, member = name.partition("/")
@@ -809,8 +840,11 @@ def _json_arg(x: Any, name: str, *, mapping: bool = False) -> None:
 
 
 def _fieldnames_arg(fieldnames: Any) -> None:
-    if isinstance(fieldnames, (str, bytes)) or not isinstance(fieldnames, (list, tuple)) \
-            or not all(isinstance(f, str) for f in fieldnames):
+    if (
+        isinstance(fieldnames, (str, bytes))
+        or not isinstance(fieldnames, (list, tuple))
+        or not all(isinstance(f, str) for f in fieldnames)
+    ):
         raise TypeError(f"fieldnames must be a list or tuple of str, got {fieldnames!r}")
 
 

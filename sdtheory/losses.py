@@ -29,7 +29,8 @@ Available losses:
 
 from __future__ import annotations
 
-from typing import Callable, Dict, NamedTuple
+from typing import NamedTuple
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -70,7 +71,7 @@ def _gce_grad(t, z, q):
 
 
 #: Registered losses by name.
-LOSSES: Dict[str, Loss] = {
+LOSSES: dict[str, Loss] = {
     "ce": Loss(_ce_value, _ce_grad, True),
     "gce": Loss(_gce_value, _gce_grad, False),
 }

@@ -30,8 +30,18 @@ import numpy as np
 from . import _validation as V
 from ._x64 import float64
 
-__all__ = ["TIE_TOL", "SplitAccuracy", "accuracy", "accuracy_core", "correct", "correct_core",
-           "first_all_correct", "heldout_accuracy", "split_accuracy", "split_accuracy_core"]
+__all__ = [
+    "TIE_TOL",
+    "SplitAccuracy",
+    "accuracy",
+    "accuracy_core",
+    "correct",
+    "correct_core",
+    "first_all_correct",
+    "heldout_accuracy",
+    "split_accuracy",
+    "split_accuracy_core",
+]
 
 #: Outputs closer than this are tied; a tie with the true class is a failure.
 TIE_TOL = 1e-10
@@ -121,13 +131,17 @@ def _check_scored(x: Any, true_labels: Any, name: str, labels_name: str):
         raise ValueError(f"{labels_name} is empty: an accuracy needs at least one instance")
     if floating:
         if len(shape) < 2 or shape[-2] != n:
-            raise ValueError(f"{name}: float outputs must be (..., N, K) with N = {n} (the length of {labels_name}), "
-                             f"got shape {tuple(shape)}")
+            raise ValueError(
+                f"{name}: float outputs must be (..., N, K) with N = {n} (the length of {labels_name}), "
+                f"got shape {tuple(shape)}"
+            )
         V.check_finite(host, name)
         arr = jnp.asarray(host, dtype=float)
     elif len(shape) < 1 or shape[-1] != n:
-        raise ValueError(f"{name}: integer predictions must be (..., N) with N = {n} (the length of {labels_name}), "
-                         f"got shape {tuple(shape)}")
+        raise ValueError(
+            f"{name}: integer predictions must be (..., N) with N = {n} (the length of {labels_name}), "
+            f"got shape {tuple(shape)}"
+        )
     else:
         arr = jnp.asarray(host)
     return arr, jnp.asarray(t)
@@ -163,8 +177,9 @@ def accuracy(outputs_or_predictions: Any, true_labels: Any, *, tie_tol: float = 
     return accuracy_core(x, t, tie_tol)
 
 
-def split_accuracy_core(outputs_or_predictions: jax.Array, true_labels: jax.Array, given_labels: jax.Array,
-                        tie_tol: Any = TIE_TOL) -> SplitAccuracy:
+def split_accuracy_core(
+    outputs_or_predictions: jax.Array, true_labels: jax.Array, given_labels: jax.Array, tie_tol: Any = TIE_TOL
+) -> SplitAccuracy:
     """See :func:`split_accuracy` (no validation; batch axes in front of the instance axis)."""
     ok = _correct_any(outputs_or_predictions, true_labels, tie_tol)
     clean = given_labels == true_labels
@@ -179,8 +194,9 @@ def split_accuracy_core(outputs_or_predictions: jax.Array, true_labels: jax.Arra
 
 
 @float64
-def split_accuracy(outputs_or_predictions: Any, true_labels: Any, given_labels: Any, *,
-                   tie_tol: float = TIE_TOL) -> SplitAccuracy:
+def split_accuracy(
+    outputs_or_predictions: Any, true_labels: Any, given_labels: Any, *, tie_tol: float = TIE_TOL
+) -> SplitAccuracy:
     """Accuracy on instances whose given label was clean and on those whose label was corrupted.
 
     ``outputs_or_predictions`` are float ``(..., N, K)`` outputs (tie-aware
@@ -197,9 +213,18 @@ def split_accuracy(outputs_or_predictions: Any, true_labels: Any, given_labels: 
 
 
 @float64
-def heldout_accuracy(targets: Any, test_labels: Any, *, lam: Any, rounds: Any, features: Any = None,
-                     test_features: Any = None, gram: Any = None, test_gram: Any = None,
-                     tie_tol: float = TIE_TOL) -> jax.Array:
+def heldout_accuracy(
+    targets: Any,
+    test_labels: Any,
+    *,
+    lam: Any,
+    rounds: Any,
+    features: Any = None,
+    test_features: Any = None,
+    gram: Any = None,
+    test_gram: Any = None,
+    tie_tol: float = TIE_TOL,
+) -> jax.Array:
     """Held-out accuracy ``(R,)`` of the linearised SD rounds on new points.
 
     A convenience over :func:`sdtheory.predictor`: fit the closed form on

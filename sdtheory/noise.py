@@ -38,7 +38,23 @@ from . import _validation as V
 from ._x64 import float64
 from .data import _pow2_scale
 
-__all__ = ["KINDS", "canonical_kind", "check_clusters", "condition_threshold", "confusable_clusters", "corruption_matrix", "corruption_matrix_core", "empirical_fractions", "empirical_fractions_core", "exact_counts", "max_eta", "sample_labels", "sample_labels_exact_core", "sample_labels_iid_core", "validate_corruption_matrix"]
+__all__ = [
+    "KINDS",
+    "canonical_kind",
+    "check_clusters",
+    "condition_threshold",
+    "confusable_clusters",
+    "corruption_matrix",
+    "corruption_matrix_core",
+    "empirical_fractions",
+    "empirical_fractions_core",
+    "exact_counts",
+    "max_eta",
+    "sample_labels",
+    "sample_labels_exact_core",
+    "sample_labels_iid_core",
+    "validate_corruption_matrix",
+]
 
 KINDS = ("symmetric", "asymmetric", "pair", "cc")
 _ALIASES = {"sym": "symmetric", "asym": "asymmetric", "pairflip": "pair", "pair_flip": "pair"}
@@ -58,8 +74,9 @@ def canonical_kind(kind: Any, name: str = "kind") -> str:
         raise TypeError(f"{name} must be a string, one of {KINDS}, got {kind!r}")
     k = _ALIASES.get(kind.lower(), kind.lower())
     if k not in KINDS:
-        raise ValueError(f"unknown corruption kind {kind!r} for {name}; known kinds: {KINDS} "
-                         f"(aliases: {sorted(_ALIASES)})")
+        raise ValueError(
+            f"unknown corruption kind {kind!r} for {name}; known kinds: {KINDS} (aliases: {sorted(_ALIASES)})"
+        )
     return k
 
 
@@ -145,24 +162,33 @@ def check_clusters(clusters: Any, num_classes: int) -> np.ndarray:
         raise TypeError("clusters must be concrete (a Python/NumPy partition), not a traced value")
     k = num_classes
     if isinstance(clusters, (str, bytes, dict)):
-        raise TypeError(f"clusters must be K integer cluster ids or a sequence of groups of class indices, "
-                        f"got {type(clusters).__name__} {clusters!r}")
+        raise TypeError(
+            f"clusters must be K integer cluster ids or a sequence of groups of class indices, "
+            f"got {type(clusters).__name__} {clusters!r}"
+        )
     try:
         arr = np.asarray(clusters)
     except (ValueError, TypeError, OverflowError):  # ragged: groups of different sizes
         arr = None
-    flat = arr is not None and arr.ndim == 1 and (
-        arr.dtype != object or not any(isinstance(g, (list, tuple, np.ndarray, range)) for g in arr))
+    flat = (
+        arr is not None
+        and arr.ndim == 1
+        and (arr.dtype != object or not any(isinstance(g, (list, tuple, np.ndarray, range)) for g in arr))
+    )
     # Form 1: a flat array of K cluster ids.
     if flat:
         if arr.size == 0:
             raise ValueError(f"clusters must not be empty: pass K = {k} cluster ids or groups covering 0..{k - 1}")
         if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-            raise TypeError(f"clusters must be integer cluster ids (one per class, int64), got dtype {arr.dtype}: "
-                            f"{V.short_list(arr)}")
+            raise TypeError(
+                f"clusters must be integer cluster ids (one per class, int64), got dtype {arr.dtype}: "
+                f"{V.short_list(arr)}"
+            )
         if arr.size != k:
-            raise ValueError(f"clusters has {arr.size} cluster ids but there are num_classes = K = {k} classes; pass "
-                             f"one id per class, or a list of groups (lists of class indices) covering 0..{k - 1}")
+            raise ValueError(
+                f"clusters has {arr.size} cluster ids but there are num_classes = K = {k} classes; pass "
+                f"one id per class, or a list of groups (lists of class indices) covering 0..{k - 1}"
+            )
         if np.any(arr < 0):
             raise ValueError(f"clusters ids must be >= 0, got {V.short_list(arr)}")
         _, ids = np.unique(arr, return_inverse=True)
@@ -171,8 +197,9 @@ def check_clusters(clusters: Any, num_classes: int) -> np.ndarray:
     try:
         items = list(clusters)
     except TypeError:
-        raise TypeError(f"clusters must be K cluster ids or a sequence of class groups, got "
-                        f"{type(clusters).__name__} {clusters!r}") from None
+        raise TypeError(
+            f"clusters must be K cluster ids or a sequence of class groups, got {type(clusters).__name__} {clusters!r}"
+        ) from None
     groups = []
     for gi, g in enumerate(items):
         if isinstance(g, (str, bytes)):
@@ -203,7 +230,9 @@ def check_clusters(clusters: Any, num_classes: int) -> np.ndarray:
 
 
 @partial(jax.jit, static_argnums=(0, 1))
-def corruption_matrix_core(kind: str, num_classes: int, eta: jax.Array, cluster_ids: Optional[jax.Array] = None) -> jax.Array:
+def corruption_matrix_core(
+    kind: str, num_classes: int, eta: jax.Array, cluster_ids: Optional[jax.Array] = None
+) -> jax.Array:
     """Pure core of :func:`corruption_matrix` (no validation; ``kind``/``num_classes`` static).
 
     ``eta`` may be traced (vmap over ``eta``); ``cluster_ids`` is a ``(K,)``
@@ -234,8 +263,9 @@ def corruption_matrix_core(kind: str, num_classes: int, eta: jax.Array, cluster_
 def _check_eta(eta: Any, kind: str) -> None:
     if V.is_tracer(eta):
         if np.ndim(eta) != 0:
-            raise ValueError(f"eta must be a scalar (vmap over a grid of rates), got a traced value of shape "
-                             f"{np.shape(eta)}")
+            raise ValueError(
+                f"eta must be a scalar (vmap over a grid of rates), got a traced value of shape {np.shape(eta)}"
+            )
         return
     if isinstance(eta, (bool, np.bool_)):
         raise TypeError(f"eta (noise rate) must be a real number in [0, 1], got a bool ({eta!r})")
@@ -309,8 +339,9 @@ def validate_corruption_matrix(C: Any, *, atol: float = 1e-8, name: str = "C") -
     bad = np.abs(sums - 1.0) > atol
     if np.any(bad):
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{what} is not row-stochastic: row {i} sums to {sums[i]:.17g}, not 1 "
-                         f"(within atol = {atol:g})")
+        raise ValueError(
+            f"{what} is not row-stochastic: row {i} sums to {sums[i]:.17g}, not 1 (within atol = {atol:g})"
+        )
     return arr
 
 
@@ -407,8 +438,10 @@ def confusable_clusters(
     xs = x / _pow2_scale(x, axis=1)
     norms = np.linalg.norm(xs, axis=1, keepdims=True)
     if np.any(norms == 0):
-        raise ValueError(f"{name} has an all-zero row (row {int(np.flatnonzero(norms[:, 0] == 0)[0])}); "
-                         "cosine similarity is undefined")
+        raise ValueError(
+            f"{name} has an all-zero row (row {int(np.flatnonzero(norms[:, 0] == 0)[0])}); "
+            "cosine similarity is undefined"
+        )
     xn = xs / norms
     if labels is not None:
         lab = V.as_array(labels, "labels")
@@ -418,12 +451,15 @@ def confusable_clusters(
         lab = V.check_labels(lab, V.MAX_COUNT, "labels")
         k = int(lab.max()) + 1
         if k > lab.size:
-            raise ValueError(f"labels must use every class 0..K-1 (K = max label + 1 = {k}), but there are only "
-                             f"{lab.size} instances")
+            raise ValueError(
+                f"labels must use every class 0..K-1 (K = max label + 1 = {k}), but there are only {lab.size} instances"
+            )
         counts = np.bincount(lab, minlength=k)
         if np.any(counts == 0):
-            raise ValueError(f"labels must use every class 0..{k - 1} at least once; empty: "
-                             f"{V.short_list(np.flatnonzero(counts == 0))}")
+            raise ValueError(
+                f"labels must use every class 0..{k - 1} at least once; empty: "
+                f"{V.short_list(np.flatnonzero(counts == 0))}"
+            )
         means = np.zeros((k, x.shape[1]))
         np.add.at(means, lab, xn)
         means /= counts[:, None]
@@ -565,8 +601,10 @@ def empirical_fractions(true_labels: Any, given_labels: Any, num_classes: int) -
     V.check_same_n(np.shape(t)[0], np.shape(g)[0], "given_labels", "true_labels")
     if not V.is_tracer(t):
         if np.shape(t)[0] < k:
-            raise ValueError(f"true_labels must contain every class 0..{k - 1} (empirical fractions divide by the "
-                             f"class sizes), but num_classes = {k} exceeds the {np.shape(t)[0]} instances")
+            raise ValueError(
+                f"true_labels must contain every class 0..{k - 1} (empirical fractions divide by the "
+                f"class sizes), but num_classes = {k} exceeds the {np.shape(t)[0]} instances"
+            )
         sizes = np.bincount(np.asarray(t), minlength=k)
         if np.any(sizes == 0):
             raise ValueError(

@@ -6,12 +6,12 @@ Functions take plain arrays already reduced by the caller and return a
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from typing import Optional
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["accuracy_figure", "diversity_figure", "linearization_gap_figure", "phase_diagram_figure",
-           "spectrum_figure"]
+__all__ = ["accuracy_figure", "diversity_figure", "linearization_gap_figure", "phase_diagram_figure", "spectrum_figure"]
 
 
 def new_figure(**kwargs):
@@ -97,24 +97,57 @@ def phase_diagram_figure(
     fig = new_figure(figsize=(12.5, 6.0))
     ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.25, 1.0]})
     vmin = 0.0 if num_classes is None else min(1.0 / num_classes, float(np.nanmin(acc)))
-    mesh = ax.pcolormesh(_edges(etas), _edges(rounds), acc.T, cmap="viridis", vmin=vmin, vmax=1.0,
-                         shading="flat", rasterized=True)
+    mesh = ax.pcolormesh(
+        _edges(etas), _edges(rounds), acc.T, cmap="viridis", vmin=vmin, vmax=1.0, shading="flat", rasterized=True
+    )
     cb = fig.colorbar(mesh, ax=ax, pad=0.02)
     cb.set_label("mean training accuracy (true labels)")
 
     handles = []
-    handles += _step_boundary(ax, etas, rstar_population, color="white", lw=2.2, path_effects=stroke,
-                              label="theory: first all-correct round $r^*(\\eta)$ (population, from $C$)")
-    handles += _step_boundary(ax, etas, rstar_empirical_mean, color="#ff7f0e", lw=1.8, ls="--",
-                              label="theory: mean empirical $r^*$ (from each seed's label fractions)")
+    handles += _step_boundary(
+        ax,
+        etas,
+        rstar_population,
+        color="white",
+        lw=2.2,
+        path_effects=stroke,
+        label="theory: first all-correct round $r^*(\\eta)$ (population, from $C$)",
+    )
+    handles += _step_boundary(
+        ax,
+        etas,
+        rstar_empirical_mean,
+        color="#ff7f0e",
+        lw=1.8,
+        ls="--",
+        label="theory: mean empirical $r^*$ (from each seed's label fractions)",
+    )
     if observed_first is not None:
         of = np.asarray(observed_first, dtype=float)
         ok = np.isfinite(of) & (of >= 0)
-        handles.append(ax.scatter(etas[ok], of[ok], s=14, c="#d62728", edgecolors="white", linewidths=0.4,
-                                  zorder=5, label="simulation: median observed first all-correct round"))
+        handles.append(
+            ax.scatter(
+                etas[ok],
+                of[ok],
+                s=14,
+                c="#d62728",
+                edgecolors="white",
+                linewidths=0.4,
+                zorder=5,
+                label="simulation: median observed first all-correct round",
+            )
+        )
     if threshold is not None and np.isfinite(threshold):
-        handles.append(ax.axvline(threshold, color="white", ls=(0, (1, 1.5)), lw=2.0, path_effects=stroke,
-                                  label=f"corruption threshold $\\eta_c$ = {threshold:.3g}"))
+        handles.append(
+            ax.axvline(
+                threshold,
+                color="white",
+                ls=(0, (1, 1.5)),
+                lw=2.0,
+                path_effects=stroke,
+                label=f"corruption threshold $\\eta_c$ = {threshold:.3g}",
+            )
+        )
     ax.set_xlim(_edges(etas)[0], _edges(etas)[-1])
     ax.set_ylim(_edges(rounds)[0], _edges(rounds)[-1])
     ax.set_xlabel("label noise rate $\\eta$")
@@ -158,7 +191,9 @@ def linearization_gap_figure(
     num_rounds: int,
     title: Optional[str] = None,
 ):
-    """Closed form vs exact softmax outputs against ``lam``, one line per parameter point (simulations/linearization_gap.py).
+    """Closed form vs exact softmax outputs against ``lam``, one line per parameter point.
+
+    Used by simulations/linearization_gap.py.
 
     Args:
       lams: ``(L,)`` L2 weights (log x axis).
@@ -176,19 +211,24 @@ def linearization_gap_figure(
     fig = new_figure(figsize=(13, 3.8))
     axes = fig.subplots(1, 3)
     for p, label in enumerate(labels):
-        line, = axes[0].loglog(lams, np.asarray(gap_first[p], dtype=float), "o-", label=f"{label} (round 0)")
+        (line,) = axes[0].loglog(lams, np.asarray(gap_first[p], dtype=float), "o-", label=f"{label} (round 0)")
         color = line.get_color()
-        axes[0].loglog(lams, np.asarray(gap_max[p], dtype=float), "s--", color=color, alpha=0.6,
-                       label=f"{label} (max over rounds)")
+        axes[0].loglog(
+            lams, np.asarray(gap_max[p], dtype=float), "s--", color=color, alpha=0.6, label=f"{label} (max over rounds)"
+        )
         axes[1].semilogx(lams, np.asarray(agreement_min[p], dtype=float), "o-", color=color, label=label)
-        axes[1].semilogx(lams, np.asarray(decided_min[p], dtype=float), ":", color=color,
-                         label=f"{label}: 1 - near-tie fraction")
+        axes[1].semilogx(
+            lams, np.asarray(decided_min[p], dtype=float), ":", color=color, label=f"{label}: 1 - near-tie fraction"
+        )
         axes[2].semilogx(lams, np.asarray(first_exact[p]), "o-", color=color, label=f"{label} exact")
         axes[2].semilogx(lams, np.asarray(first_closed[p]), "x:", color=color, label=f"{label} closed form")
     axes[0].set(xlabel="lam", ylabel="max |P_exact - P_closed|", title="output gap")
     axes[1].set(xlabel="lam", ylabel="argmax agreement (min over rounds)", title="prediction agreement")
-    axes[2].set(xlabel="lam", ylabel="first all-correct round (-1: none)",
-                title=f"first 100% round (rounds 0..{int(num_rounds) - 1})")
+    axes[2].set(
+        xlabel="lam",
+        ylabel="first all-correct round (-1: none)",
+        title=f"first 100% round (rounds 0..{int(num_rounds) - 1})",
+    )
     for ax in axes:
         ax.legend(fontsize=6)
         ax.grid(alpha=0.3)
@@ -209,8 +249,17 @@ def _metric_series(agg, fmap, kind, rates, solver, method, r, metric):
     return np.array([v[0] for v in vals], dtype=float), np.array([v[1] for v in vals], dtype=float)
 
 
-def accuracy_figure(agg: Mapping, *, feature_map: str, kinds: Sequence[str], rates: Sequence[float],
-                    num_rounds: int, q: float, num_seeds: int, dataset_name: str):
+def accuracy_figure(
+    agg: Mapping,
+    *,
+    feature_map: str,
+    kinds: Sequence[str],
+    rates: Sequence[float],
+    num_rounds: int,
+    q: float,
+    num_seeds: int,
+    dataset_name: str,
+):
     """Accuracy against the noise rate, one row of panels per noise kind (the papers' main figure).
 
     Left: training-label recovery; right: held-out accuracy. Exact SD rounds
@@ -226,16 +275,19 @@ def accuracy_figure(agg: Mapping, *, feature_map: str, kinds: Sequence[str], rat
     last = num_rounds - 1
     series = [("exact", "sd", 0, "teacher", "k", "-", "o")]
     series += [("exact", "sd", r, f"SD r{r}", blues(0.35 + 0.65 * r / last), "-", "o") for r in range(1, num_rounds)]
-    series += [("exact", "pll_ce", 1, "PLL-CE", "tab:red", "-", "s"),
-               ("exact", "pll_gce", 1, "PLL-GCE (q=%g)" % q, "tab:orange", "-", "^"),
-               ("closed_form", "sd", last, f"closed form SD r{last}", "tab:blue", "--", None),
-               ("closed_form", "pll_ce", 1, "closed form PLL", "tab:red", "--", None),
-               ("block", "sd", last, f"fitted block SD r{last}", "tab:gray", ":", None)]
+    series += [
+        ("exact", "pll_ce", 1, "PLL-CE", "tab:red", "-", "s"),
+        ("exact", "pll_gce", 1, f"PLL-GCE (q={q:g})", "tab:orange", "-", "^"),
+        ("closed_form", "sd", last, f"closed form SD r{last}", "tab:blue", "--", None),
+        ("closed_form", "pll_ce", 1, "closed form PLL", "tab:red", "--", None),
+        ("block", "sd", last, f"fitted block SD r{last}", "tab:gray", ":", None),
+    ]
     fig = new_figure(figsize=(10, 3.1 * len(kinds)))
     axes = fig.subplots(len(kinds), 2, squeeze=False, sharey=True)
     for i, kind in enumerate(kinds):
-        for j, (metric, title) in enumerate((("train_acc", "training-label recovery"),
-                                             ("test_acc", "held-out accuracy"))):
+        for j, (metric, title) in enumerate(
+            (("train_acc", "training-label recovery"), ("test_acc", "held-out accuracy"))
+        ):
             ax = axes[i, j]
             for solver, method, r, label, color, ls, marker in series:
                 if metric == "test_acc" and solver == "block":
@@ -250,8 +302,9 @@ def accuracy_figure(agg: Mapping, *, feature_map: str, kinds: Sequence[str], rat
             if j == 0:
                 ax.set_ylabel("accuracy (%)")
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.suptitle(f"Self-distillation on {dataset_name} ({feature_map} features), mean +- std over {num_seeds} seeds",
-                 fontsize=11)
+    fig.suptitle(
+        f"Self-distillation on {dataset_name} ({feature_map} features), mean +- std over {num_seeds} seeds", fontsize=11
+    )
     fig.tight_layout(rect=(0, 0.06 if len(kinds) > 1 else 0.12, 1, 1))
     fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8, frameon=False)
     return fig
@@ -267,7 +320,7 @@ def diversity_figure(agg: Mapping, *, feature_map: str, kind: str, rates: Sequen
     rr = np.arange(num_rounds)
     for i, rate in enumerate(rates):
         color = viridis(i / max(1, len(rates) - 1))
-        for ax, metric in zip(axes, ("confidence", "diversity")):
+        for ax, metric in zip(axes, ("confidence", "diversity"), strict=False):
             mu = [agg.get((feature_map, kind, rate, "exact", "sd", r), {}).get(metric, (np.nan,))[0] for r in rr]
             ax.plot(rr, mu, marker="o", ms=3, color=color, label=f"eta={rate:g}")
     axes[0].set_ylabel("mean max probability (confidence)")
@@ -276,8 +329,9 @@ def diversity_figure(agg: Mapping, *, feature_map: str, kind: str, rates: Sequen
         ax.set_xlabel("SD round (0 = teacher)")
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, ncol=2)
-    fig.suptitle(f"Confidence and predictive diversity of each round ({kind} noise, {feature_map} features)",
-                 fontsize=10)
+    fig.suptitle(
+        f"Confidence and predictive diversity of each round ({kind} noise, {feature_map} features)", fontsize=10
+    )
     fig.tight_layout()
     return fig
 
@@ -291,12 +345,18 @@ def spectrum_figure(spectra: Mapping[str, Mapping]):
     """
     fig = new_figure(figsize=(4.6 * len(spectra), 3.4))
     axes = fig.subplots(1, len(spectra), squeeze=False)
-    for ax, (fmap, info) in zip(axes[0], spectra.items()):
+    for ax, (fmap, info) in zip(axes[0], spectra.items(), strict=False):
         s = np.asarray(info["eigvals"], dtype=float)
         b = np.asarray(info["block_eigvals"], dtype=float)
         ax.semilogy(np.arange(1, s.size + 1), np.maximum(s, 1e-8), color="tab:blue", lw=1.5, label="empirical Gram")
-        ax.semilogy(np.arange(1, b.size + 1), np.maximum(b, 1e-8), color="tab:gray", ls="--", lw=1.5,
-                    label=f"fitted block model (c={info['c']:.2f}, d={info['d']:.2f})")
+        ax.semilogy(
+            np.arange(1, b.size + 1),
+            np.maximum(b, 1e-8),
+            color="tab:gray",
+            ls="--",
+            lw=1.5,
+            label=f"fitted block model (c={info['c']:.2f}, d={info['d']:.2f})",
+        )
         ax.axhline(info["ridge"], color="tab:red", lw=1, ls=":", label="K N lam")
         ax.axvline(info["num_classes"], color="k", lw=0.6, alpha=0.5)
         ax.set_xscale("log")

@@ -40,8 +40,16 @@ import numpy as np
 from . import _validation as V
 from ._x64 import float64
 from .closed_form import sd_outputs_core, sd_test_outputs_core
-from .exact import (DEFAULT_MAX_ITER, DEFAULT_MAX_CG, DEFAULT_TOL, ExactResult, check_options, exact_phi_core,
-                    raise_unconverged, solver_features)
+from .exact import (
+    DEFAULT_MAX_ITER,
+    DEFAULT_MAX_CG,
+    DEFAULT_TOL,
+    ExactResult,
+    check_options,
+    exact_phi_core,
+    raise_unconverged,
+    solver_features,
+)
 from .spectral import Spectrum, _scale_down, _unit_lam, _unit_problem
 
 __all__ = ["MODELS", "Predictor", "predictor"]
@@ -92,14 +100,17 @@ class Predictor:
         with np.errstate(over="ignore", under="ignore"):  # on the host: no flush of subnormal results to zero
             s = np.asarray(self._spec.eigvals) * self._root * self._root
         if not np.all(np.isfinite(s)):
-            raise ValueError("the eigenvalues of this training Gram overflow float64; the predictor works at unit "
-                             "scale (G / lam only) and does not need them")
+            raise ValueError(
+                "the eigenvalues of this training Gram overflow float64; the predictor works at unit "
+                "scale (G / lam only) and does not need them"
+            )
         return Spectrum(s, self._spec.eigvecs)
 
     def __repr__(self) -> str:
         rounds = "any round" if self.num_rounds is None else f"rounds 0..{self.num_rounds - 1}"
-        return (f"Predictor(model={self.model!r}, N={self.num_instances}, K={self.num_classes}, "
-                f"lam={self.lam:g}, {rounds})")
+        return (
+            f"Predictor(model={self.model!r}, N={self.num_instances}, K={self.num_classes}, lam={self.lam:g}, {rounds})"
+        )
 
     def _to_caller(self, x, power: float, what: str):
         """``x * root^power`` (exact; on the host, where subnormal results are kept), which must be finite."""
@@ -110,17 +121,21 @@ class Predictor:
             for _ in range(int(abs(power))):
                 out = out * self._root if power > 0 else out / self._root
         if not np.all(np.isfinite(out)):
-            raise ValueError(f"the {what} of this fit overflow float64 in the units of the given features/Gram "
-                             f"(scale 2^{2 * np.log2(self._root):.0f}); the outputs do not (they depend on G / lam "
-                             "only): rescale the features/Gram or lam to get them")
+            raise ValueError(
+                f"the {what} of this fit overflow float64 in the units of the given features/Gram "
+                f"(scale 2^{2 * np.log2(self._root):.0f}); the outputs do not (they depend on G / lam "
+                "only): rescale the features/Gram or lam to get them"
+            )
         return out
 
     # ---------------------------------------------------------------- rounds
     def _rounds(self, rounds, num_rounds) -> np.ndarray:
         r = V.resolve_rounds(rounds, num_rounds)
         if self.num_rounds is not None and int(r.max()) >= self.num_rounds:
-            raise ValueError(f"rounds {r.tolist()} go beyond the fitted rounds 0..{self.num_rounds - 1}; build the "
-                             f"exact predictor with num_rounds >= {int(r.max()) + 1}")
+            raise ValueError(
+                f"rounds {r.tolist()} go beyond the fitted rounds 0..{self.num_rounds - 1}; build the "
+                f"exact predictor with num_rounds >= {int(r.max()) + 1}"
+            )
         return r
 
     # ---------------------------------------------------------------- outputs
@@ -139,8 +154,10 @@ class Predictor:
             raise ValueError("pass exactly one of test_features= (N_test, d) or test_gram= (N_test, N)")
         if test_features is not None:
             if self._features is None:
-                raise ValueError("test_features= needs a predictor fitted on features=; pass test_gram= (the "
-                                 "test-train Gram) instead")
+                raise ValueError(
+                    "test_features= needs a predictor fitted on features=; pass test_gram= (the "
+                    "test-train Gram) instead"
+                )
             shape = V.check_features(test_features, "test_features")
             d = self._features.shape[1]
             if shape[1] != d:
@@ -155,13 +172,16 @@ class Predictor:
             x = _scale_down(test_gram, self._root, 2)
             what = "test_gram"
         if not bool(jnp.all(jnp.isfinite(x))):
-            raise ValueError(f"{what} is too large for the scale of the training set (it overflows float64 at the "
-                             f"training set's unit scale 2^{np.log2(self._root):.0f}); rescale both together")
+            raise ValueError(
+                f"{what} is too large for the scale of the training set (it overflows float64 at the "
+                f"training set's unit scale 2^{np.log2(self._root):.0f}); rescale both together"
+            )
         return ("features" if test_features is not None else "gram"), x
 
     @float64(kernel=_KERNELS)
-    def test_outputs(self, *, rounds: Any = None, num_rounds: Any = None, test_features: Any = None,
-                     test_gram: Any = None) -> np.ndarray:
+    def test_outputs(
+        self, *, rounds: Any = None, num_rounds: Any = None, test_features: Any = None, test_gram: Any = None
+    ) -> np.ndarray:
         """Outputs ``(R, N_test, K)`` on new points: ``test_features`` ``(N_test, d)`` or ``test_gram`` ``(N_test, N)``.
 
         Closed model: the linearised output ``1/K + G_test (T_r - P_r)/(K N lam)``
@@ -179,8 +199,9 @@ class Predictor:
         return jax.nn.softmax(logits, axis=-1)
 
     @float64(kernel=_KERNELS)
-    def predictions(self, *, rounds: Any = None, num_rounds: Any = None, test_features: Any = None,
-                    test_gram: Any = None) -> np.ndarray:
+    def predictions(
+        self, *, rounds: Any = None, num_rounds: Any = None, test_features: Any = None, test_gram: Any = None
+    ) -> np.ndarray:
         """Argmax classes ``(R, N)`` on the training set, or ``(R, N_test)`` when test points are given.
 
         A prediction, not a score: use :func:`sdtheory.correct` (ties are
@@ -189,8 +210,9 @@ class Predictor:
         if test_features is None and test_gram is None:
             out = self.train_outputs(rounds=rounds, num_rounds=num_rounds)
         else:
-            out = self.test_outputs(rounds=rounds, num_rounds=num_rounds, test_features=test_features,
-                                    test_gram=test_gram)
+            out = self.test_outputs(
+                rounds=rounds, num_rounds=num_rounds, test_features=test_features, test_gram=test_gram
+            )
         return np.argmax(out, axis=-1)
 
     # ---------------------------------------------------------------- exact only
@@ -205,8 +227,10 @@ class Predictor:
         r = self._rounds(rounds, num_rounds)
         res = jax.tree_util.tree_map(lambda a: a[r], self._result)
         # dual coefficients scale as 1/root^2, the gradient in the weights as root (module docstring)
-        return res._replace(grad_norms=self._to_caller(res.grad_norms, 1, "gradient norms"),
-                            coef=self._to_caller(res.coef, -2, "dual coefficients"))
+        return res._replace(
+            grad_norms=self._to_caller(res.grad_norms, 1, "gradient norms"),
+            coef=self._to_caller(res.coef, -2, "dual coefficients"),
+        )
 
     @float64(kernel="sdtheory.exact.exact_outputs_core")
     def coef(self, *, rounds: Any = None, num_rounds: Any = None) -> np.ndarray:
@@ -224,10 +248,22 @@ class Predictor:
 
 
 @float64(kernel=_KERNELS)
-def predictor(targets: Any, *, lam: Any, features: Any = None, gram: Any = None, spectrum: Optional[Spectrum] = None,
-              model: str = "closed", num_rounds: Optional[int] = None, loss: str = "ce", q: float = 0.7,
-              tol: float = DEFAULT_TOL, max_iter: int = DEFAULT_MAX_ITER, on_failure: str = "raise",
-              solver: str = "lbfgs") -> Predictor:
+def predictor(
+    targets: Any,
+    *,
+    lam: Any,
+    features: Any = None,
+    gram: Any = None,
+    spectrum: Optional[Spectrum] = None,
+    model: str = "closed",
+    num_rounds: Optional[int] = None,
+    loss: str = "ce",
+    q: float = 0.7,
+    tol: float = DEFAULT_TOL,
+    max_iter: int = DEFAULT_MAX_ITER,
+    on_failure: str = "raise",
+    solver: str = "lbfgs",
+) -> Predictor:
     """Fit a training set once; evaluate rounds, test sets and predictions many times.
 
     Args:
@@ -256,8 +292,10 @@ def predictor(targets: Any, *, lam: Any, features: Any = None, gram: Any = None,
     if spectrum is not None and gram is not None:
         raise ValueError("pass spectrum= alone or with the features= it was computed from, not with gram=")
     if spectrum is None and (features is None) == (gram is None):
-        raise ValueError("pass exactly one of features= (N, d), gram= (N, N) or spectrum= (a Spectrum, optionally "
-                         "with the features= it was computed from)")
+        raise ValueError(
+            "pass exactly one of features= (N, d), gram= (N, N) or spectrum= (a Spectrum, optionally "
+            "with the features= it was computed from)"
+        )
     if spectrum is not None:
         if not isinstance(spectrum, Spectrum):
             raise TypeError(f"spectrum must be a sdtheory.Spectrum, got {type(spectrum).__name__}")
@@ -273,14 +311,16 @@ def predictor(targets: Any, *, lam: Any, features: Any = None, gram: Any = None,
         if num_rounds is not None:
             raise ValueError("num_rounds is for model='exact'; the closed form evaluates any round")
         if loss != "ce":
-            raise ValueError("the closed form is the linearised cross-entropy model; use model='exact' for "
-                             f"loss={loss!r}")
+            raise ValueError(
+                f"the closed form is the linearised cross-entropy model; use model='exact' for loss={loss!r}"
+            )
     else:
         num_rounds = V.check_num_rounds(1 if num_rounds is None else num_rounds)
         check_options(loss, q, tol, max_iter, on_failure, solver)
     # unit scale: G / root^2 and lam / root^2 (root a power of two; the outputs depend on G / lam only)
-    unit = _unit_problem(gram=gram, features=features, spectrum=spectrum,
-                         need_spectrum=model == "closed" or spectrum is not None)
+    unit = _unit_problem(
+        gram=gram, features=features, spectrum=spectrum, need_spectrum=model == "closed" or spectrum is not None
+    )
     what = "spectrum" if spectrum is not None else ("gram" if gram is not None else "features")
     lam_u = _unit_lam(lam, unit.root, what)
     t = jnp.asarray(targets, dtype=float)
@@ -289,8 +329,18 @@ def predictor(targets: Any, *, lam: Any, features: Any = None, gram: Any = None,
         return Predictor(model="closed", num_rounds=None, result=None, **common)
     # from a given spectrum the solver's coordinates are U diag(sqrt s): nothing is factorised again
     phi = solver_features(gram=unit.gram, features=unit.features, spec=unit.spec)
-    res = exact_phi_core(phi, t, lam_u, num_rounds, loss=loss, q=float(q), tol=float(tol), max_iter=int(max_iter),
-                         max_cg=DEFAULT_MAX_CG, solver=solver)
+    res = exact_phi_core(
+        phi,
+        t,
+        lam_u,
+        num_rounds,
+        loss=loss,
+        q=float(q),
+        tol=float(tol),
+        max_iter=int(max_iter),
+        max_cg=DEFAULT_MAX_CG,
+        solver=solver,
+    )
     if on_failure == "raise":
         raise_unconverged(res, tol, max_iter)
     return Predictor(model="exact", num_rounds=num_rounds, result=res, **common)

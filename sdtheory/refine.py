@@ -24,7 +24,8 @@ and the Monte Carlo engine all run the same pipeline.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -36,8 +37,19 @@ from .closed_form import sd_outputs_core
 from .metrics import TIE_TOL, _check_tie_tol
 from .spectral import Spectrum
 
-__all__ = ["Fit", "PLLResult", "block_fit", "closed_fit", "exact_fit", "pll_rounds_core", "pll_student",
-           "pll_student_block_model", "top2_mask_core", "top2_targets", "top2_targets_core"]
+__all__ = [
+    "Fit",
+    "PLLResult",
+    "block_fit",
+    "closed_fit",
+    "exact_fit",
+    "pll_rounds_core",
+    "pll_student",
+    "pll_student_block_model",
+    "top2_mask_core",
+    "top2_targets",
+    "top2_targets_core",
+]
 
 
 class Fit(NamedTuple):
@@ -128,7 +140,9 @@ def block_fit(bspec: BlockSpectrum, classes: jax.Array, lam: Any) -> Callable[[j
     return lambda t: _closed(block_outputs_core(bspec, classes, t, lam, zero)[0])
 
 
-def exact_fit(phi: jax.Array, lam: Any, *, loss: str = "ce", q: Any = 0.7, **options: Any) -> Callable[[jax.Array], Fit]:
+def exact_fit(
+    phi: jax.Array, lam: Any, *, loss: str = "ce", q: Any = 0.7, **options: Any
+) -> Callable[[jax.Array], Fit]:
     """One exact round (CE or GCE) in the solver coordinates ``phi`` (pure; ``options``: tol, max_iter, solver)."""
     from .exact import exact_phi_core
 
@@ -139,8 +153,9 @@ def exact_fit(phi: jax.Array, lam: Any, *, loss: str = "ce", q: Any = 0.7, **opt
     return fit
 
 
-def pll_rounds_core(fit_student: Callable[[jax.Array], Fit], teacher: Fit, num_rounds: int,
-                    tie_tol: Any = TIE_TOL) -> PLLResult:
+def pll_rounds_core(
+    fit_student: Callable[[jax.Array], Fit], teacher: Fit, num_rounds: int, tie_tol: Any = TIE_TOL
+) -> PLLResult:
     """The PLL pipeline after the teacher: ``num_rounds`` refinements (pure; ``num_rounds`` static).
 
     Student ``j`` is ``fit_student(top2_targets_core(previous outputs))``,
@@ -225,16 +240,21 @@ def pll_student(
     check_options(loss, q, opts["tol"], opts["max_iter"], opts["on_failure"], opts["solver"])
     phi = solver_features(gram=unit.gram, features=unit.features)
     solve = dict(tol=float(opts["tol"]), max_iter=int(opts["max_iter"]), solver=opts["solver"])
-    result = pll_rounds_core(exact_fit(phi, lam_a, loss=loss, q=float(q), **solve),
-                             exact_fit(phi, lam_a, loss="ce", q=float(q), **solve)(t), num_rounds, tie_tol)
+    result = pll_rounds_core(
+        exact_fit(phi, lam_a, loss=loss, q=float(q), **solve),
+        exact_fit(phi, lam_a, loss="ce", q=float(q), **solve)(t),
+        num_rounds,
+        tie_tol,
+    )
     if opts["on_failure"] == "raise":
         raise_unconverged(result, opts["tol"], opts["max_iter"])
     return result
 
 
 @float64(kernel="sdtheory.refine.pll_rounds_core with sdtheory.refine.block_fit")
-def pll_student_block_model(targets: Any, classes: Any, *, c: float, d: float, lam: Any, num_rounds: int = 1,
-                            tie_tol: float = TIE_TOL) -> PLLResult:
+def pll_student_block_model(
+    targets: Any, classes: Any, *, c: float, d: float, lam: Any, num_rounds: int = 1, tie_tol: float = TIE_TOL
+) -> PLLResult:
     """Closed-form PLL pipeline on the block Gram of ``classes`` without forming it (``O(N K)`` per fit)."""
     num_rounds = V.check_num_rounds(num_rounds)
     n, k = V.check_targets(targets)

@@ -26,7 +26,15 @@ import numpy as np
 from . import _validation as V
 from ._x64 import float64
 
-__all__ = ["beta_smoothing", "beta_smoothing_core", "confidence", "predictive_diversity", "predictive_diversity_core", "uniform_smoothing", "uniform_smoothing_core"]
+__all__ = [
+    "beta_smoothing",
+    "beta_smoothing_core",
+    "confidence",
+    "predictive_diversity",
+    "predictive_diversity_core",
+    "uniform_smoothing",
+    "uniform_smoothing_core",
+]
 
 
 def _check_unit(x: Any, name: str) -> None:
@@ -58,7 +66,9 @@ def uniform_smoothing(targets: Any, eps: Any) -> jax.Array:
     return uniform_smoothing_core(jnp.asarray(targets, dtype=float), jnp.asarray(eps, dtype=float))
 
 
-def beta_smoothing_core(key: jax.Array, label_probs: jax.Array, labels: jax.Array, num_classes: int, beta: jax.Array) -> jax.Array:
+def beta_smoothing_core(
+    key: jax.Array, label_probs: jax.Array, labels: jax.Array, num_classes: int, beta: jax.Array
+) -> jax.Array:
     """Rank-matched Beta smoothing (no validation); ``label_probs`` is ``(N,)``.
 
     Instances are ranked by ``label_probs`` ascending (ties by index); the

@@ -26,7 +26,8 @@ spectrum functions, which return the eigenvalues themselves, raise a
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +36,15 @@ import numpy as np
 from . import _validation as V
 from ._x64 import float64
 
-__all__ = ["GRAM_ROUTE_CUTOFF", "Spectrum", "apply_spectral", "apply_spectral_to", "feature_spectrum", "gram_spectrum", "spectrum"]
+__all__ = [
+    "GRAM_ROUTE_CUTOFF",
+    "Spectrum",
+    "apply_spectral",
+    "apply_spectral_to",
+    "feature_spectrum",
+    "gram_spectrum",
+    "spectrum",
+]
 
 
 class Spectrum(NamedTuple):
@@ -161,13 +170,17 @@ def _rescaled_eigvals(spec: Spectrum, root: float, what: str, validate: bool) ->
         top = _max_abs(spec.eigvals)
         big = _max_abs(s)
         if not math.isfinite(big):
-            raise ValueError(f"{what} is too large: the eigenvalues of its Gram overflow float64 (about "
-                             f"2^{math.log2(top) + 2 * math.log2(root):.0f}). Rescale it; sdtheory.predictor and the "
-                             "closed-form functions accept it as it is (they depend on G / lam only)")
+            raise ValueError(
+                f"{what} is too large: the eigenvalues of its Gram overflow float64 (about "
+                f"2^{math.log2(top) + 2 * math.log2(root):.0f}). Rescale it; sdtheory.predictor and the "
+                "closed-form functions accept it as it is (they depend on G / lam only)"
+            )
         if top > 0 and big < np.finfo(float).tiny:
-            raise ValueError(f"{what} is too small: the eigenvalues of its Gram underflow float64 (about "
-                             f"2^{math.log2(top) + 2 * math.log2(root):.0f}). Rescale it; sdtheory.predictor and the "
-                             "closed-form functions accept it as it is (they depend on G / lam only)")
+            raise ValueError(
+                f"{what} is too small: the eigenvalues of its Gram underflow float64 (about "
+                f"2^{math.log2(top) + 2 * math.log2(root):.0f}). Rescale it; sdtheory.predictor and the "
+                "closed-form functions accept it as it is (they depend on G / lam only)"
+            )
     return Spectrum(s, spec.eigvecs)
 
 
@@ -266,8 +279,9 @@ class UnitProblem(NamedTuple):
     root: float
 
 
-def _unit_problem(*, gram: Any = None, features: Any = None, spectrum: Optional[Spectrum] = None,
-                  need_spectrum: bool = True) -> UnitProblem:
+def _unit_problem(
+    *, gram: Any = None, features: Any = None, spectrum: Optional[Spectrum] = None, need_spectrum: bool = True
+) -> UnitProblem:
     """Validate the training matrix and bring it to unit scale (:class:`UnitProblem`).
 
     Exactly one of ``gram`` and ``features``, or a ``spectrum`` (already
@@ -303,11 +317,16 @@ def _unit_lam(lam: Any, root: float, what: str) -> jax.Array:
     lam_u = float(lam) / root / root
     if not (lam_u >= np.finfo(float).tiny and math.isfinite(lam_u)):
         ratio = math.log2(float(lam)) - 2 * math.log2(root)
-        kind = "above the largest float64: overflow" if not math.isfinite(lam_u) else \
-            "below the smallest normal float64: lam is 0 in effect"
-        raise ValueError(f"lam = {float(lam):g} is out of range for this {what} (largest Gram entry about "
-                         f"2^{2 * math.log2(root):.0f}): the outputs depend on G / lam only, and lam / max|G| (about "
-                         f"2^{ratio:.0f}) is {kind}; rescale {what} or lam")
+        kind = (
+            "above the largest float64: overflow"
+            if not math.isfinite(lam_u)
+            else "below the smallest normal float64: lam is 0 in effect"
+        )
+        raise ValueError(
+            f"lam = {float(lam):g} is out of range for this {what} (largest Gram entry about "
+            f"2^{2 * math.log2(root):.0f}): the outputs depend on G / lam only, and lam / max|G| (about "
+            f"2^{ratio:.0f}) is {kind}; rescale {what} or lam"
+        )
     return jnp.asarray(lam_u, dtype=float)
 
 
@@ -374,8 +393,9 @@ def _check_apply(spec: Any, fn: Any, y: Any) -> jax.Array:
         shapes.append(shape)
     (m,), (n, m2) = shapes
     if m2 != m or n < 1:
-        raise ValueError(f"spec must hold eigvals (M,) and eigvecs (N, M) with N >= 1, got shapes {shapes[0]} and "
-                         f"{shapes[1]}")
+        raise ValueError(
+            f"spec must hold eigvals (M,) and eigvecs (N, M) with N >= 1, got shapes {shapes[0]} and {shapes[1]}"
+        )
     if not callable(fn):
         raise TypeError(f"fn must be a function of the eigenvalues (M,) -> multipliers (..., M), got {fn!r}")
     if V.is_tracer(y):
@@ -394,11 +414,15 @@ def _multipliers(fn: Callable, s: jax.Array) -> jax.Array:
     """``fn(s)``, checked to be ``(..., M)`` (and finite when concrete)."""
     mult = jnp.asarray(fn(s))
     if mult.ndim < 1 or mult.shape[-1] != s.shape[0]:
-        raise ValueError(f"fn must map the eigenvalues (M,) = {tuple(s.shape)} to multipliers (..., M), got shape "
-                         f"{tuple(mult.shape)}")
+        raise ValueError(
+            f"fn must map the eigenvalues (M,) = {tuple(s.shape)} to multipliers (..., M), got shape "
+            f"{tuple(mult.shape)}"
+        )
     if not V.is_tracer(mult) and not bool(jnp.all(jnp.isfinite(mult))):
-        raise ValueError("fn returned non-finite multipliers (NaN or inf) for the eigenvalues of spec (or for the "
-                         "eigenvalue 0 of the null space of a spectrum from features with d < N)")
+        raise ValueError(
+            "fn returned non-finite multipliers (NaN or inf) for the eigenvalues of spec (or for the "
+            "eigenvalue 0 of the null space of a spectrum from features with d < N)"
+        )
     return mult
 
 

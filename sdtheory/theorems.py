@@ -62,11 +62,34 @@ from .metrics import TIE_TOL, correct_core
 from .noise import validate_corruption_matrix
 from .refine import top2_mask_core
 
-__all__ = ["BEYOND_RANGE", "MAX_ROUND", "PLL_MAX_CLASSES", "PLL_MAX_ROUNDS", "PLL_MEMORY_LIMIT", "UNBOUNDED",
-           "GLOBAL_TOL", "LogFactors", "log_block_factors", "PLLPrediction", "RoundWindow", "all_correct_at",
-           "all_correct_at_core", "all_correct_rounds", "all_correct_rounds_core", "corruption_condition",
-           "corruption_condition_core", "margin", "margin_core", "max_rounds", "min_rounds", "min_rounds_core",
-           "pll_accuracy_prediction", "pll_condition", "pll_condition_core", "pll_prediction_core"]
+__all__ = [
+    "BEYOND_RANGE",
+    "MAX_ROUND",
+    "PLL_MAX_CLASSES",
+    "PLL_MAX_ROUNDS",
+    "PLL_MEMORY_LIMIT",
+    "UNBOUNDED",
+    "GLOBAL_TOL",
+    "LogFactors",
+    "log_block_factors",
+    "PLLPrediction",
+    "RoundWindow",
+    "all_correct_at",
+    "all_correct_at_core",
+    "all_correct_rounds",
+    "all_correct_rounds_core",
+    "corruption_condition",
+    "corruption_condition_core",
+    "margin",
+    "margin_core",
+    "max_rounds",
+    "min_rounds",
+    "min_rounds_core",
+    "pll_accuracy_prediction",
+    "pll_condition",
+    "pll_condition_core",
+    "pll_prediction_core",
+]
 
 #: Sentinel for "no upper end": the window of all-correct rounds never closes.
 UNBOUNDED = int(np.iinfo(np.int64).max)
@@ -347,8 +370,7 @@ def _type_scores(targets_kyl, f_types, a, b, g):
 
 
 @partial(jax.jit, static_argnames=("num_rounds",))
-def pll_prediction_core(fractions: jax.Array, logs: LogFactors, num_rounds: int = 1,
-                        tie_tol=TIE_TOL) -> PLLPrediction:
+def pll_prediction_core(fractions: jax.Array, logs: LogFactors, num_rounds: int = 1, tie_tol=TIE_TOL) -> PLLPrediction:
     """PLL student prediction from the fractions (no validation; ``num_rounds`` static).
 
     ``logs``: the :class:`LogFactors` of :func:`log_block_factors`; the
@@ -363,8 +385,7 @@ def pll_prediction_core(fractions: jax.Array, logs: LogFactors, num_rounds: int 
     """
     f = jnp.asarray(fractions)
     k = f.shape[0]
-    a, b, g = (jnp.exp(logs.log_b + logs.log_rho), jnp.exp(logs.log_b),
-               jnp.exp(logs.log_b + logs.log_gamma))
+    a, b, g = (jnp.exp(logs.log_b + logs.log_rho), jnp.exp(logs.log_b), jnp.exp(logs.log_b + logs.log_gamma))
     eye = jnp.eye(k, dtype=f.dtype)
     t = jnp.broadcast_to(eye[None, :, :], (k, k, k))  # type (k, y) has one-hot target e_y
     scores = _type_scores(t, f, a, b, g)
@@ -409,7 +430,8 @@ def _check_scalar_lam(lam):
     if shape != ():
         raise ValueError(
             f"lam must be a scalar (one L2 weight), got shape {tuple(shape)}; for a grid of lam values use "
-            "jax.vmap over the function, or the *_core kernels with log_block_factors")
+            "jax.vmap over the function, or the *_core kernels with log_block_factors"
+        )
     V.check_lam(lam)
 
 
@@ -481,7 +503,8 @@ def _beyond(what: str, lam: Any) -> ValueError:
     return ValueError(
         f"{what} lies beyond round MAX_ROUND = 2**40 - 1, the range the theorem functions resolve, at "
         f"lam = {float(lam):.6g} (the rounds needed grow like 1/lam as lam -> 0); increase lam, or use the *_core "
-        f"kernels, which return the sentinel BEYOND_RANGE = 2**40 there")
+        f"kernels, which return the sentinel BEYOND_RANGE = 2**40 there"
+    )
 
 
 def _check_pll_size(fractions):
@@ -490,7 +513,8 @@ def _check_pll_size(fractions):
         raise ValueError(
             f"fractions has K = {k} classes: the type-level PLL prediction holds (K, K, K) arrays, about "
             f"{_PLL_BYTES_PER_ENTRY * k**3 / 2**30:.3g} GiB, above PLL_MEMORY_LIMIT = {PLL_MEMORY_LIMIT / 2**30:g} "
-            f"GiB; it supports K <= {PLL_MAX_CLASSES}")
+            f"GiB; it supports K <= {PLL_MAX_CLASSES}"
+        )
 
 
 @float64
@@ -652,6 +676,11 @@ def pll_accuracy_prediction(
 
     f = _check_fractions(fractions)
     _check_pll_size(f)
-    num_rounds = V.check_int(num_rounds, "num_rounds", minimum=1, maximum=PLL_MAX_ROUNDS,
-                             why="the student rounds are unrolled in the compiled program")
+    num_rounds = V.check_int(
+        num_rounds,
+        "num_rounds",
+        minimum=1,
+        maximum=PLL_MAX_ROUNDS,
+        why="the student rounds are unrolled in the compiled program",
+    )
     return pll_prediction_core(f, _log_factors(f, c, d, lam, per_class), num_rounds, _check_tie_tol(tie_tol))

@@ -62,27 +62,53 @@ OUTPUTS = ("gap.csv", "gap.csv.meta.json", "params.json", "gap.png", "gap.pdf")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="linearization_gap.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="linearization_gap.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     g = p.add_argument_group("model")
     g.add_argument("--classes", type=int_at_least(2), default=4, help="number of classes K (default 4)")
-    g.add_argument("--per-class", type=int_at_least(1), default=50,
-                   help="training instances per class n, N = K n (default 50)")
-    g.add_argument("--cd", type=cd_pairs, default=cd_pairs(DEFAULT_CD),
-                   help=f'(c, d) pairs "c,d;c,d;...", each 0 <= d < c < 1 (default "{DEFAULT_CD}")')
+    g.add_argument(
+        "--per-class", type=int_at_least(1), default=50, help="training instances per class n, N = K n (default 50)"
+    )
+    g.add_argument(
+        "--cd",
+        type=cd_pairs,
+        default=cd_pairs(DEFAULT_CD),
+        help=f'(c, d) pairs "c,d;c,d;...", each 0 <= d < c < 1 (default "{DEFAULT_CD}")',
+    )
     g.add_argument("--eta", type=float_in(0.0, 1.0), default=0.4, help="symmetric label-noise rate (default 0.4)")
-    g.add_argument("--lam-min", type=float_in(0.0, math.inf, lo_open=True, hi_open=True), default=1e-6,
-                   help="smallest L2 weight lam (> 0, default 1e-6)")
-    g.add_argument("--lam-max", type=float_in(0.0, math.inf, lo_open=True, hi_open=True), default=10.0,
-                   help="largest L2 weight lam (>= --lam-min, default 10)")
+    g.add_argument(
+        "--lam-min",
+        type=float_in(0.0, math.inf, lo_open=True, hi_open=True),
+        default=1e-6,
+        help="smallest L2 weight lam (> 0, default 1e-6)",
+    )
+    g.add_argument(
+        "--lam-max",
+        type=float_in(0.0, math.inf, lo_open=True, hi_open=True),
+        default=10.0,
+        help="largest L2 weight lam (>= --lam-min, default 10)",
+    )
     g.add_argument("--num-lam", type=int_at_least(1), default=15, help="lam values, log-spaced (default 15)")
-    g.add_argument("--num-rounds", type=int_at_least(1), default=8,
-                   help="number of SD rounds R: rounds 0..R-1, 0 is the teacher (default 8)")
-    g.add_argument("--dim", type=int_at_least(0), default=0,
-                   help="feature dimension of Gaussian-mixture features; 0 = the exact block Gram (default)")
+    g.add_argument(
+        "--num-rounds",
+        type=int_at_least(1),
+        default=8,
+        help="number of SD rounds R: rounds 0..R-1, 0 is the teacher (default 8)",
+    )
+    g.add_argument(
+        "--dim",
+        type=int_at_least(0),
+        default=0,
+        help="feature dimension of Gaussian-mixture features; 0 = the exact block Gram (default)",
+    )
     g = p.add_argument_group("exact solver")
-    g.add_argument("--tol", type=float_in(0.0, 1.0, lo_open=True), default=1e-9,
-                   help="tolerance on the fixed-point residual (default 1e-9)")
+    g.add_argument(
+        "--tol",
+        type=float_in(0.0, 1.0, lo_open=True),
+        default=1e-9,
+        help="tolerance on the fixed-point residual (default 1e-9)",
+    )
     g.add_argument("--max-iter", type=int_at_least(1), default=2000, help="iterations per round (default 2000)")
     g.add_argument("--solver", choices=sorted(sdtheory.SOLVERS), default="lbfgs", help="algorithm (default lbfgs)")
     g = p.add_argument_group("seeds and output")
@@ -111,10 +137,20 @@ def parse_args(argv=None):
 
 def _config(parser, args, c, d, lam):
     try:
-        return mc.make_config(num_classes=args.classes, per_class=args.per_class, c=c, d=d, lam=lam,
-                              num_rounds=args.num_rounds, noise="symmetric", methods=METHODS,
-                              dim=args.dim or None, exact_tol=args.tol, exact_max_iter=args.max_iter,
-                              exact_solver=args.solver)
+        return mc.make_config(
+            num_classes=args.classes,
+            per_class=args.per_class,
+            c=c,
+            d=d,
+            lam=lam,
+            num_rounds=args.num_rounds,
+            noise="symmetric",
+            methods=METHODS,
+            dim=args.dim or None,
+            exact_tol=args.tol,
+            exact_max_iter=args.max_iter,
+            exact_solver=args.solver,
+        )
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
 
@@ -136,19 +172,39 @@ def _run(parser, args, out: Path, t_start: float) -> int:
     configs = [_config(parser, args, c, d, float(lams[0])) for c, d in args.cd]
     progress = sio.progress_printer("linearization_gap")
 
-    columns = {name: [] for name in (
-        "c", "d", "lam", "seed", "round", "max_abs_diff", "argmax_agreement", "near_tie_frac", "train_acc_exact",
-        "train_acc_closed", "first_all_correct_exact", "first_all_correct_closed", "exact_residual",
-        "exact_converged")}
-    panels = {name: [] for name in ("gap_first", "gap_max", "agreement_min", "decided_min", "first_exact",
-                                    "first_closed")}
+    columns = {
+        name: []
+        for name in (
+            "c",
+            "d",
+            "lam",
+            "seed",
+            "round",
+            "max_abs_diff",
+            "argmax_agreement",
+            "near_tie_frac",
+            "train_acc_exact",
+            "train_acc_closed",
+            "first_all_correct_exact",
+            "first_all_correct_closed",
+            "exact_residual",
+            "exact_converged",
+        )
+    }
+    panels = {
+        name: [] for name in ("gap_first", "gap_max", "agreement_min", "decided_min", "first_exact", "first_closed")
+    }
     tie_max = []
     unconverged = {}
     for (c, d), config in zip(args.cd, configs, strict=True):
         t0 = time.perf_counter()
         res = mc.run_grid(config, [args.eta], lams=lams, num_seeds=args.seeds, seed=args.seed, progress=progress)
-        print(f"(c, d) = ({c:g}, {d:g}): {lams.size} lam x {args.seeds} seed(s) x {args.num_rounds} rounds in "
-              f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+        print(
+            f"(c, d) = ({c:g}, {d:g}): {lams.size} lam x {args.seeds} seed(s) x {args.num_rounds} rounds in "
+            f"{time.perf_counter() - t0:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
         # (L, E=1, S, R) -> (L, S, R)
         gap = [a[:, 0] for a in res.gap]
         acc = {m: res.accuracy(m)[:, 0] for m in METHODS}
@@ -159,9 +215,13 @@ def _run(parser, args, out: Path, t_start: float) -> int:
         bad = int(np.sum(~converged))
         unconverged[f"{c:g},{d:g}"] = bad
         if bad:
-            print(f"warning: (c, d) = ({c:g}, {d:g}): the exact solver ({args.solver}) did not reach tol "
-                  f"{args.tol:g} in {args.max_iter} iterations in {bad} of {converged.size} (lam, seed, round) "
-                  f"solves; their rows have exact_converged = false", file=sys.stderr, flush=True)
+            print(
+                f"warning: (c, d) = ({c:g}, {d:g}): the exact solver ({args.solver}) did not reach tol "
+                f"{args.tol:g} in {args.max_iter} iterations in {bad} of {converged.size} (lam, seed, round) "
+                f"solves; their rows have exact_converged = false",
+                file=sys.stderr,
+                flush=True,
+            )
 
         # one row per (lam, seed, round), lam-major
         li, si, ri = (ix.ravel() for ix in np.indices(converged.shape))
@@ -190,39 +250,61 @@ def _run(parser, args, out: Path, t_start: float) -> int:
     panels = {k: np.stack(v) for k, v in panels.items()}  # (P, L)
 
     num_bad = int(sum(unconverged.values()))
-    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in configs[0]._asdict().items()
-              if k not in ("c", "d", "lam")}
-    params.update(cd=[list(p) for p in args.cd], eta=args.eta, lams=lams, num_seeds=args.seeds, prng_seed=args.seed,
-                  seed_rule="seed s uses jax.random.split(jax.random.PRNGKey(prng_seed), num_seeds)[s], split into "
-                            "(label key, feature key); the same keys for every (c, d) and lam",
-                  exact_unconverged_solves=num_bad, exact_unconverged_by_cd=unconverged)
+    params = {
+        k: (list(v) if isinstance(v, tuple) else v)
+        for k, v in configs[0]._asdict().items()
+        if k not in ("c", "d", "lam")
+    }
+    params.update(
+        cd=[list(p) for p in args.cd],
+        eta=args.eta,
+        lams=lams,
+        num_seeds=args.seeds,
+        prng_seed=args.seed,
+        seed_rule="seed s uses jax.random.split(jax.random.PRNGKey(prng_seed), num_seeds)[s], split into "
+        "(label key, feature key); the same keys for every (c, d) and lam",
+        exact_unconverged_solves=num_bad,
+        exact_unconverged_by_cd=unconverged,
+    )
     meta = {"script": SCRIPT, "parameters": params, **sio.provenance()}
-    title = (f"block model K={args.classes}, n={args.per_class}/class, symmetric noise eta={args.eta:g}, "
-             + (f"features dim={args.dim}" if args.dim else "exact block Gram")
-             + (f"; worst case over {args.seeds} seeds" if args.seeds > 1 else ""))
-    fig = linearization_gap_figure(lams, [f"c={c:g}, d={d:g}" for c, d in args.cd], num_rounds=args.num_rounds,
-                                   title=title, **panels)
+    title = (
+        f"block model K={args.classes}, n={args.per_class}/class, symmetric noise eta={args.eta:g}, "
+        + (f"features dim={args.dim}" if args.dim else "exact block Gram")
+        + (f"; worst case over {args.seeds} seeds" if args.seeds > 1 else "")
+    )
+    fig = linearization_gap_figure(
+        lams, [f"c={c:g}, d={d:g}" for c, d in args.cd], num_rounds=args.num_rounds, title=title, **panels
+    )
     fig_meta = {"parameters": params, "package_version": meta["package_version"], "git_revision": meta["git_revision"]}
     with sio.run_directory(out, script=SCRIPT, parameters=params, outputs=OUTPUTS) as stage:
         sio.write_csv(stage / "gap.csv", columns, metadata=meta)
         sio.write_figure(fig, stage / "gap.png", metadata=fig_meta)
         sio.write_figure(fig, stage / "gap.pdf", metadata=fig_meta)
         # "timing" is the one field that differs between two runs with the same parameters (docs/simulation.md)
-        sio.write_json(stage / "params.json", {"parameters": params,
-                                               "timing": {"total_seconds": round(time.perf_counter() - t_start, 3)}},
-                       metadata=sio.provenance())
+        sio.write_json(
+            stage / "params.json",
+            {"parameters": params, "timing": {"total_seconds": round(time.perf_counter() - t_start, 3)}},
+            metadata=sio.provenance(),
+        )
 
-    print(f"{'c':>5s}{'d':>5s}{'lam':>10s}{'gap r0':>10s}{'gap max':>10s}{'agree min':>10s}{'tie max':>10s}"
-          f"{'1st ok ex':>10s}{'1st ok cf':>10s}")
+    print(
+        f"{'c':>5s}{'d':>5s}{'lam':>10s}{'gap r0':>10s}{'gap max':>10s}{'agree min':>10s}{'tie max':>10s}"
+        f"{'1st ok ex':>10s}{'1st ok cf':>10s}"
+    )
     for p, (c, d) in enumerate(args.cd):
         for i, lam in enumerate(lams):
-            print(f"{c:5.2f}{d:5.2f}{lam:10.1e}{panels['gap_first'][p, i]:10.2e}{panels['gap_max'][p, i]:10.2e}"
-                  f"{panels['agreement_min'][p, i]:10.3f}{tie_max[p][i]:10.3f}"
-                  f"{int(panels['first_exact'][p, i]):10d}{int(panels['first_closed'][p, i]):10d}")
+            print(
+                f"{c:5.2f}{d:5.2f}{lam:10.1e}{panels['gap_first'][p, i]:10.2e}{panels['gap_max'][p, i]:10.2e}"
+                f"{panels['agreement_min'][p, i]:10.3f}{tie_max[p][i]:10.3f}"
+                f"{int(panels['first_exact'][p, i]):10d}{int(panels['first_closed'][p, i]):10d}"
+            )
     if num_bad:
         print(f"warning: {num_bad} exact solve(s) did not converge (see exact_converged in gap.csv)", file=sys.stderr)
-    print(f"linearization_gap: wrote {out}/gap.{{csv,png,pdf}}, params.json and {sio.MANIFEST} in "
-          f"{time.perf_counter() - t_start:.1f} s", file=sys.stderr)
+    print(
+        f"linearization_gap: wrote {out}/gap.{{csv,png,pdf}}, params.json and {sio.MANIFEST} in "
+        f"{time.perf_counter() - t_start:.1f} s",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -45,8 +45,7 @@ from sdtheory.plots import phase_diagram_figure
 DEFAULT_OUT = os.path.join("results", "phase_diagram")
 SCRIPT = "simulations/phase_diagram.py"
 #: What a previous run leaves in --out (a run replaces the directory as a whole).
-OUTPUTS = ("phase_diagram.png", "phase_diagram.pdf", "phase_diagram.csv", "phase_diagram.csv.meta.json",
-           "summary.json")
+OUTPUTS = ("phase_diagram.png", "phase_diagram.pdf", "phase_diagram.csv", "phase_diagram.csv.meta.json", "summary.json")
 CHECKPOINT = "phase_diagram.checkpoint.npz"
 
 
@@ -78,60 +77,124 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("model")
     g.add_argument("--classes", type=int_at_least(2), default=4, help="number of classes K")
-    g.add_argument("--per-class", type=int_at_least(1), default=70,
-                   help="training instances per class n (N = K n). The default 70 keeps the default run (exact "
-                        "solver, 656 cells x 16 rounds) under 2 minutes on 2 CPU cores; the exact solver's cost "
-                        "grows like N^2, and --per-class 100 takes about twice as long")
-    g.add_argument("--c", type=float_in(0.0, 1.0, hi_open=True), default=0.4,
-                   help="feature correlation between two instances of the same class (0 <= d < c < 1)")
-    g.add_argument("--d", type=float_in(0.0, 1.0, hi_open=True), default=0.1,
-                   help="feature correlation between instances of different classes")
-    g.add_argument("--lam", type=float_in(0.0, math.inf, lo_open=True, hi_open=True), default=1e-4,
-                   help="L2 weight lam of (1/N) sum CE + (lam/2)||W||^2 (> 0)")
-    g.add_argument("--dim", type=int_at_least(1), default=None,
-                   help="if given, sample Gaussian-mixture features of this dimension whose expected Gram is "
-                        "the block Gram (feature noise); default: use the block Gram itself")
+    g.add_argument(
+        "--per-class",
+        type=int_at_least(1),
+        default=70,
+        help="training instances per class n (N = K n). The default 70 keeps the default run (exact "
+        "solver, 656 cells x 16 rounds) under 2 minutes on 2 CPU cores; the exact solver's cost "
+        "grows like N^2, and --per-class 100 takes about twice as long",
+    )
+    g.add_argument(
+        "--c",
+        type=float_in(0.0, 1.0, hi_open=True),
+        default=0.4,
+        help="feature correlation between two instances of the same class (0 <= d < c < 1)",
+    )
+    g.add_argument(
+        "--d",
+        type=float_in(0.0, 1.0, hi_open=True),
+        default=0.1,
+        help="feature correlation between instances of different classes",
+    )
+    g.add_argument(
+        "--lam",
+        type=float_in(0.0, math.inf, lo_open=True, hi_open=True),
+        default=1e-4,
+        help="L2 weight lam of (1/N) sum CE + (lam/2)||W||^2 (> 0)",
+    )
+    g.add_argument(
+        "--dim",
+        type=int_at_least(1),
+        default=None,
+        help="if given, sample Gaussian-mixture features of this dimension whose expected Gram is "
+        "the block Gram (feature noise); default: use the block Gram itself",
+    )
     g = p.add_argument_group("noise grid")
-    g.add_argument("--noise", default="symmetric", type=noise_kind, choices=NOISE_KINDS,
-                   help="label-noise family (aliases: sym, asym, pairflip); cc needs --clusters")
-    g.add_argument("--clusters", type=_clusters, default=None,
-                   help="for --noise cc: cluster id of every class, comma-separated (e.g. 0,0,1,1)")
+    g.add_argument(
+        "--noise",
+        default="symmetric",
+        type=noise_kind,
+        choices=NOISE_KINDS,
+        help="label-noise family (aliases: sym, asym, pairflip); cc needs --clusters",
+    )
+    g.add_argument(
+        "--clusters",
+        type=_clusters,
+        default=None,
+        help="for --noise cc: cluster id of every class, comma-separated (e.g. 0,0,1,1)",
+    )
     g.add_argument("--eta-min", type=float_in(0.0, 1.0), default=0.0, help="smallest noise rate")
     g.add_argument("--eta-max", type=float_in(0.0, 1.0), default=0.8, help="largest noise rate")
     g.add_argument("--eta-steps", type=int_at_least(1), default=41, help="number of noise rates (evenly spaced)")
-    g.add_argument("--exact-labels", action="store_true",
-                   help="give exactly round(n C_kl) instances of class k the label l (default: i.i.d. labels)")
+    g.add_argument(
+        "--exact-labels",
+        action="store_true",
+        help="give exactly round(n C_kl) instances of class k the label l (default: i.i.d. labels)",
+    )
     g = p.add_argument_group("rounds and seeds")
-    g.add_argument("--num-rounds", type=int_at_least(1), default=16,
-                   help="number of SD rounds R: rounds 0..R-1 (0 is the teacher)")
+    g.add_argument(
+        "--num-rounds", type=int_at_least(1), default=16, help="number of SD rounds R: rounds 0..R-1 (0 is the teacher)"
+    )
     g.add_argument("--seeds", type=int_at_least(1), default=16, help="Monte Carlo repetitions per noise rate")
     g.add_argument("--seed", type=int_at_least(0), default=0, help="PRNG seed (same seed, same files)")
     g = p.add_argument_group("solver")
-    g.add_argument("--model", choices=MODELS, default="exact",
-                   help="exact: exact softmax solver for SD and PLL (the closed form is run alongside, "
-                        "it is cheap); closed: only the linearised closed form")
-    g.add_argument("--tol", type=float_in(0.0, 1.0, lo_open=True), default=DEFAULT_TOL,
-                   help="exact solver: tolerance on the fixed-point residual")
-    g.add_argument("--max-iter", type=int_at_least(1), default=DEFAULT_MAX_ITER,
-                   help="exact solver: iterations per round")
-    g.add_argument("--solver", choices=sorted(SOLVERS), default="newton-cg",
-                   help="exact solver algorithm (newton-cg measured fastest under vmap)")
-    g.add_argument("--pll-loss", choices=sorted(LOSSES), default="ce",
-                   help="loss of the exact PLL student: ce (theory) or gce (SelfPLL's generalised CE)")
+    g.add_argument(
+        "--model",
+        choices=MODELS,
+        default="exact",
+        help="exact: exact softmax solver for SD and PLL (the closed form is run alongside, "
+        "it is cheap); closed: only the linearised closed form",
+    )
+    g.add_argument(
+        "--tol",
+        type=float_in(0.0, 1.0, lo_open=True),
+        default=DEFAULT_TOL,
+        help="exact solver: tolerance on the fixed-point residual",
+    )
+    g.add_argument(
+        "--max-iter", type=int_at_least(1), default=DEFAULT_MAX_ITER, help="exact solver: iterations per round"
+    )
+    g.add_argument(
+        "--solver",
+        choices=sorted(SOLVERS),
+        default="newton-cg",
+        help="exact solver algorithm (newton-cg measured fastest under vmap)",
+    )
+    g.add_argument(
+        "--pll-loss",
+        choices=sorted(LOSSES),
+        default="ce",
+        help="loss of the exact PLL student: ce (theory) or gce (SelfPLL's generalised CE)",
+    )
     g.add_argument("--pll-q", type=float_in(0.0, 1.0, lo_open=True), default=0.7, help="GCE exponent q")
-    g.add_argument("--tie-tol", type=float_in(0.0, 0.1, hi_open=True), default=TIE_TOL,
-                   help="outputs closer than this are tied: a tie with the true class counts as an error and "
-                        "top-2 ties go to the lower class index (makes results independent of roundoff)")
+    g.add_argument(
+        "--tie-tol",
+        type=float_in(0.0, 0.1, hi_open=True),
+        default=TIE_TOL,
+        help="outputs closer than this are tied: a tie with the true class counts as an error and "
+        "top-2 ties go to the lower class index (makes results independent of roundoff)",
+    )
     g = p.add_argument_group("run")
-    g.add_argument("--out", default=DEFAULT_OUT,
-                   help="output directory; a run replaces its previous outputs as a unit (new, empty or a "
-                        "previous run's directory)")
-    g.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run: reuse the finished chunks kept in <out>.work/ (refused if "
-                        "they were computed with other parameters); the files are the same as an uninterrupted "
-                        "run's")
-    g.add_argument("--chunk-size", type=int_at_least(1), default=None,
-                   help="grid cells per jitted call (default 64 with the exact solver, else 4096)")
+    g.add_argument(
+        "--out",
+        default=DEFAULT_OUT,
+        help="output directory; a run replaces its previous outputs as a unit (new, empty or a "
+        "previous run's directory)",
+    )
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run: reuse the finished chunks kept in <out>.work/ (refused if "
+        "they were computed with other parameters); the files are the same as an uninterrupted "
+        "run's",
+    )
+    g.add_argument(
+        "--chunk-size",
+        type=int_at_least(1),
+        default=None,
+        help="grid cells per jitted call (default 64 with the exact solver, else 4096)",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return p
 
@@ -164,8 +227,12 @@ def parse_args(argv=None):
 
 def _checkpoint_note(args, checkpoint: Path) -> None:
     if checkpoint.exists() and not args.resume and not args.quiet:
-        print(f"phase_diagram: starting over; the checkpoint {checkpoint} of an interrupted run will be replaced "
-              "(pass --resume to continue it instead)", file=sys.stderr, flush=True)
+        print(
+            f"phase_diagram: starting over; the checkpoint {checkpoint} of an interrupted run will be replaced "
+            "(pass --resume to continue it instead)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def main(argv=None) -> int:
@@ -176,10 +243,22 @@ def main(argv=None) -> int:
     methods = ("sd_closed", "pll_closed") + (("sd_exact", "pll_exact") if args.model == "exact" else ())
     try:
         config = mc.make_config(
-            num_classes=args.classes, per_class=args.per_class, c=args.c, d=args.d, lam=args.lam,
-            num_rounds=args.num_rounds, noise=args.noise, methods=methods, dim=args.dim,
-            exact_labels=args.exact_labels, exact_tol=args.tol, exact_max_iter=args.max_iter,
-            exact_solver=args.solver, pll_loss=args.pll_loss, pll_q=args.pll_q, clusters=args.clusters,
+            num_classes=args.classes,
+            per_class=args.per_class,
+            c=args.c,
+            d=args.d,
+            lam=args.lam,
+            num_rounds=args.num_rounds,
+            noise=args.noise,
+            methods=methods,
+            dim=args.dim,
+            exact_labels=args.exact_labels,
+            exact_tol=args.tol,
+            exact_max_iter=args.max_iter,
+            exact_solver=args.solver,
+            pll_loss=args.pll_loss,
+            pll_q=args.pll_q,
+            clusters=args.clusters,
             tie_tol=args.tie_tol,
         )
     except (ValueError, TypeError) as exc:  # the library's one check names the field (c/d, clusters, ...)
@@ -187,14 +266,17 @@ def main(argv=None) -> int:
     etas = np.linspace(args.eta_min, args.eta_max, args.eta_steps)
     sd_m, pll_m = ("sd_exact", "pll_exact") if args.model == "exact" else ("sd_closed", "pll_closed")
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in config._asdict().items()}
-    params.update(etas=etas, num_seeds=args.seeds, prng_seed=args.seed, model=args.model,
-                  chunk_size=args.chunk_size)
+    params.update(etas=etas, num_seeds=args.seeds, prng_seed=args.seed, model=args.model, chunk_size=args.chunk_size)
     meta = {"script": SCRIPT, "parameters": params, **sio.provenance()}
 
     # --resume: finished chunks of an interrupted run with the same parameters (and devices, code revision)
     checkpoint = sio.work_directory(out) / CHECKPOINT
-    ckpt_params = {"parameters": params, "devices": _devices(), "package_version": meta["package_version"],
-                   "git_revision": meta["git_revision"]}
+    ckpt_params = {
+        "parameters": params,
+        "devices": _devices(),
+        "package_version": meta["package_version"],
+        "git_revision": meta["git_revision"],
+    }
     saved: dict = {}
     if args.resume:
         try:
@@ -202,9 +284,13 @@ def main(argv=None) -> int:
         except ValueError as exc:
             parser.error(f"argument --resume: {exc}")
         if not args.quiet:
-            print(f"phase_diagram: resuming: {len(saved)} finished chunk(s) in {checkpoint}" if saved else
-                  f"phase_diagram: --resume: no checkpoint in {checkpoint}, starting from the beginning",
-                  file=sys.stderr, flush=True)
+            print(
+                f"phase_diagram: resuming: {len(saved)} finished chunk(s) in {checkpoint}"
+                if saved
+                else f"phase_diagram: --resume: no checkpoint in {checkpoint}, starting from the beginning",
+                file=sys.stderr,
+                flush=True,
+            )
     else:
         _checkpoint_note(args, checkpoint)
     resumed = len(saved)
@@ -215,17 +301,37 @@ def main(argv=None) -> int:
 
     try:
         if not args.quiet:
-            print(f"phase_diagram: {etas.size} noise rates x {args.seeds} seeds = {etas.size * args.seeds} cells, "
-                  f"rounds 0..{args.num_rounds - 1}, methods {', '.join(config.methods)}", file=sys.stderr,
-                  flush=True)
+            print(
+                f"phase_diagram: {etas.size} noise rates x {args.seeds} seeds = {etas.size * args.seeds} cells, "
+                f"rounds 0..{args.num_rounds - 1}, methods {', '.join(config.methods)}",
+                file=sys.stderr,
+                flush=True,
+            )
         t0 = time.perf_counter()
-        result = mc.run_grid(config, etas, num_seeds=args.seeds, seed=args.seed, chunk_size=args.chunk_size,
-                             progress=None if args.quiet else sio.progress_printer("phase_diagram"),
-                             completed={int(k): v for k, v in saved.items()}, on_chunk=keep)
+        result = mc.run_grid(
+            config,
+            etas,
+            num_seeds=args.seeds,
+            seed=args.seed,
+            chunk_size=args.chunk_size,
+            progress=None if args.quiet else sio.progress_printer("phase_diagram"),
+            completed={int(k): v for k, v in saved.items()},
+            on_chunk=keep,
+        )
         t_sim = time.perf_counter() - t0
-        written = _write_outputs(out, args, config, etas, result, sd_m, pll_m, params, meta,
-                                 timing={"simulation_seconds": round(t_sim, 3), "resumed_chunks": resumed,
-                                         "devices": _devices()}, t_start=t_start)
+        written = _write_outputs(
+            out,
+            args,
+            config,
+            etas,
+            result,
+            sd_m,
+            pll_m,
+            params,
+            meta,
+            timing={"simulation_seconds": round(t_sim, 3), "resumed_chunks": resumed, "devices": _devices()},
+            t_start=t_start,
+        )
     except KeyboardInterrupt:
         raise interrupted(out, checkpoint, saved, "chunk") from None
     except sio.OutputDirError as exc:  # the directory changed while computing
@@ -234,11 +340,17 @@ def main(argv=None) -> int:
     if not args.quiet:
         a = written[sd_m]
         off = a["first_round_offset_vs_population"]
-        print(f"phase_diagram: wrote {out}/phase_diagram.{{png,pdf,csv}}, summary.json and {sio.MANIFEST} "
-              f"in {time.perf_counter() - t_start:.1f} s", file=sys.stderr)
-        print(f"  {sd_m}: population theory agrees with the majority outcome in "
-              f"{100 * a['cells_population_vs_majority']:.1f}% of (eta, round) cells; first all-correct "
-              f"round offsets (observed - predicted): {off['histogram']}", file=sys.stderr)
+        print(
+            f"phase_diagram: wrote {out}/phase_diagram.{{png,pdf,csv}}, summary.json and {sio.MANIFEST} "
+            f"in {time.perf_counter() - t_start:.1f} s",
+            file=sys.stderr,
+        )
+        print(
+            f"  {sd_m}: population theory agrees with the majority outcome in "
+            f"{100 * a['cells_population_vs_majority']:.1f}% of (eta, round) cells; first all-correct "
+            f"round offsets (observed - predicted): {off['histogram']}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -253,10 +365,12 @@ def _write_outputs(out, args, config, etas, result, sd_m, pll_m, params, meta, *
 
     solver_name = "exact softmax solver" if args.model == "exact" else "linearised closed form"
     feat = "block Gram" if args.dim is None else f"Gaussian-mixture features, dim {args.dim}"
-    title = (f"Self-distillation phase diagram: theory vs Monte Carlo ({solver_name}; {feat})\n"
-             f"K = {config.num_classes} classes, n = {config.per_class} per class, c = {config.c:g}, "
-             f"d = {config.d:g}, $\\lambda$ = {config.lam:g}, {config.noise} label noise, "
-             f"{args.seeds} seeds per noise rate, PRNG seed {args.seed}")
+    title = (
+        f"Self-distillation phase diagram: theory vs Monte Carlo ({solver_name}; {feat})\n"
+        f"K = {config.num_classes} classes, n = {config.per_class} per class, c = {config.c:g}, "
+        f"d = {config.d:g}, $\\lambda$ = {config.lam:g}, {config.noise} label noise, "
+        f"{args.seeds} seeds per noise rate, PRNG seed {args.seed}"
+    )
     sd_acc = result.accuracy(sd_m).mean(axis=1)  # (E, R)
     curves = mc.accuracy_curves(result, sd_m, pll_m)
     styles = {
@@ -267,18 +381,27 @@ def _write_outputs(out, args, config, etas, result, sd_m, pll_m, params, meta, *
         list(curves)[4]: dict(color="k", lw=1.0, ls=":", marker=".", ms=3),
     }
     fig = phase_diagram_figure(
-        etas, result.rounds, sd_acc, rstar_population=th.population_rstar,
-        rstar_empirical_mean=rstar_mean, observed_first=obs_median,
-        threshold=threshold if threshold <= etas.max() + 1e-12 else None, curves=curves, curve_styles=styles,
-        title=title, heat_label=f"multi-round SD, {'exact' if args.model == 'exact' else 'closed form'}",
+        etas,
+        result.rounds,
+        sd_acc,
+        rstar_population=th.population_rstar,
+        rstar_empirical_mean=rstar_mean,
+        observed_first=obs_median,
+        threshold=threshold if threshold <= etas.max() + 1e-12 else None,
+        curves=curves,
+        curve_styles=styles,
+        title=title,
+        heat_label=f"multi-round SD, {'exact' if args.model == 'exact' else 'closed form'}",
         num_classes=config.num_classes,
     )
-    fig_meta = {"parameters": params, "package_version": meta["package_version"],
-                "git_revision": meta["git_revision"]}
+    fig_meta = {"parameters": params, "package_version": meta["package_version"], "git_revision": meta["git_revision"]}
     summary = {
-        "seeds": {"prng_seed": args.seed, "num_seeds": args.seeds,
-                  "rule": "seed s uses jax.random.split(jax.random.PRNGKey(prng_seed), num_seeds)[s], split "
-                          "into (label key, feature key); the same keys for every eta"},
+        "seeds": {
+            "prng_seed": args.seed,
+            "num_seeds": args.seeds,
+            "rule": "seed s uses jax.random.split(jax.random.PRNGKey(prng_seed), num_seeds)[s], split "
+            "into (label key, feature key); the same keys for every eta",
+        },
         "corruption_threshold": threshold,
         "heat_map_method": sd_m,
         "pll_method": pll_m,

@@ -40,8 +40,16 @@ from sdtheory.cli import float_in, int_at_least, interrupted, output_dir_or_exit
 
 SCRIPT = "simulations/real_data.py"
 #: What a previous run leaves in --out (a run replaces the directory as a whole).
-OUTPUTS = ("real_data.csv", "real_data.csv.meta.json", "summary.md", "real_data.json", "accuracy_*.png",
-           "accuracy_*.pdf", "diversity_*.png", "spectrum.png")
+OUTPUTS = (
+    "real_data.csv",
+    "real_data.csv.meta.json",
+    "summary.md",
+    "real_data.json",
+    "accuracy_*.png",
+    "accuracy_*.pdf",
+    "diversity_*.png",
+    "spectrum.png",
+)
 CHECKPOINT = "real_data.checkpoint.npz"
 DEFAULT_RATES = (0.0, 0.1, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_KINDS = ("symmetric", "asymmetric", "cc")
@@ -51,43 +59,83 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="real_data.py",
         description="Self-distillation and the PLL student on real features: exact solver vs closed form "
-                    "vs fitted block model, under symmetric / asymmetric / cc label noise.",
+        "vs fitted block model, under symmetric / asymmetric / cc label noise.",
         epilog="The protocol and the lam rule: docs/real_data.md. Exit status: 0 done, 2 bad flags or input "
-               "file, 130 interrupted (Ctrl-C).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "file, 130 interrupted (Ctrl-C).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--dataset", choices=("digits",), default="digits",
-                     help="bundled data set (scikit-learn's handwritten digits, no download)")
-    src.add_argument("--features", type=Path, default=None,
-                     help="your own features: .npz with features/labels[/test_features/test_labels], "
-                          "or stem.npy + stem.labels.npy (see sdtheory.data)")
-    p.add_argument("--feature-maps", nargs="+", choices=D.FEATURE_MAPS, default=None,
-                   help="feature maps to run (default: standardized relu for digits, identity for --features)")
+    src.add_argument(
+        "--dataset",
+        choices=("digits",),
+        default="digits",
+        help="bundled data set (scikit-learn's handwritten digits, no download)",
+    )
+    src.add_argument(
+        "--features",
+        type=Path,
+        default=None,
+        help="your own features: .npz with features/labels[/test_features/test_labels], "
+        "or stem.npy + stem.labels.npy (see sdtheory.data)",
+    )
+    p.add_argument(
+        "--feature-maps",
+        nargs="+",
+        choices=D.FEATURE_MAPS,
+        default=None,
+        help="feature maps to run (default: standardized relu for digits, identity for --features)",
+    )
     p.add_argument("--relu-dim", type=int_at_least(1), default=512, help="number of random ReLU features")
     p.add_argument("--no-center", action="store_true", help="do not centre features before unit-normalising rows")
-    p.add_argument("--test-fraction", type=float_in(0.0, 1.0, lo_open=True, hi_open=True), default=0.25,
-                   help="held-out fraction for the digits split (or for --features without a test split), in (0, 1)")
-    p.add_argument("--kinds", nargs="+", default=list(DEFAULT_KINDS), choices=NOISE_KINDS,
-                   help="label-noise kinds")
-    p.add_argument("--rates", nargs="+", type=float_in(0.0, 1.0), default=list(DEFAULT_RATES),
-                   help="noise rates eta, each in [0, 1]")
-    p.add_argument("--num-rounds", type=int_at_least(2), default=5,
-                   help="number of SD rounds R: rounds 0..R-1 (0 is the teacher), R >= 2 (the teacher and at "
-                        "least one student)")
+    p.add_argument(
+        "--test-fraction",
+        type=float_in(0.0, 1.0, lo_open=True, hi_open=True),
+        default=0.25,
+        help="held-out fraction for the digits split (or for --features without a test split), in (0, 1)",
+    )
+    p.add_argument("--kinds", nargs="+", default=list(DEFAULT_KINDS), choices=NOISE_KINDS, help="label-noise kinds")
+    p.add_argument(
+        "--rates",
+        nargs="+",
+        type=float_in(0.0, 1.0),
+        default=list(DEFAULT_RATES),
+        help="noise rates eta, each in [0, 1]",
+    )
+    p.add_argument(
+        "--num-rounds",
+        type=int_at_least(2),
+        default=5,
+        help="number of SD rounds R: rounds 0..R-1 (0 is the teacher), R >= 2 (the teacher and at least one student)",
+    )
     p.add_argument("--seeds", type=int_at_least(1), default=3, help="number of noise seeds")
-    p.add_argument("--lam", type=float_in(0.0, math.inf, lo_open=True, hi_open=True), default=None,
-                   help="L2 weight (> 0); default: the block rule K N lam = 1 - c (sdtheory.experiments.lam_rule)")
-    p.add_argument("--q", type=float_in(0.0, 1.0, lo_open=True), default=0.7,
-                   help="GCE exponent of the PLL student, in (0, 1]")
+    p.add_argument(
+        "--lam",
+        type=float_in(0.0, math.inf, lo_open=True, hi_open=True),
+        default=None,
+        help="L2 weight (> 0); default: the block rule K N lam = 1 - c (sdtheory.experiments.lam_rule)",
+    )
+    p.add_argument(
+        "--q", type=float_in(0.0, 1.0, lo_open=True), default=0.7, help="GCE exponent of the PLL student, in (0, 1]"
+    )
     p.add_argument("--seed", type=int_at_least(0), default=0, help="master seed (split, random features, noise)")
-    p.add_argument("--out", type=Path, default=Path("results/real_data"),
-                   help="output directory; a run replaces its previous outputs as a unit (new, empty or a "
-                        "previous run's directory)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run: reuse the finished cells kept in <out>.work/ (refused if "
-                        "they were computed with other parameters or data)")
-    p.add_argument("--quick", action="store_true",
-                   help="tiny subset (20 train / 8 test per class, 2 rates, 2 seeds, rounds 0..2, relu-dim 64)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/real_data"),
+        help="output directory; a run replaces its previous outputs as a unit (new, empty or a "
+        "previous run's directory)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run: reuse the finished cells kept in <out>.work/ (refused if "
+        "they were computed with other parameters or data)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny subset (20 train / 8 test per class, 2 rates, 2 seeds, rounds 0..2, relu-dim 64)",
+    )
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
     return p
 
@@ -113,8 +161,9 @@ def load_dataset(args) -> D.Dataset:
         ds = D.load_features(args.features)
     else:
         ds = D.load_digits(key=E.split_key(args.seed), test_fraction=args.test_fraction)
-    return E.prepare_dataset(ds, seed=args.seed, test_fraction=args.test_fraction,
-                             subset=(20, 8) if args.quick else None)
+    return E.prepare_dataset(
+        ds, seed=args.seed, test_fraction=args.test_fraction, subset=(20, 8) if args.quick else None
+    )
 
 
 def _parameters(args) -> dict:
@@ -138,20 +187,30 @@ def main(argv=None) -> dict:
     params = _parameters(args)
     metadata = {"script": SCRIPT, "parameters": params, **sio.provenance()}
     checkpoint = sio.work_directory(out) / CHECKPOINT
-    ckpt_params = {"parameters": {k: v for k, v in params.items() if k != "no_figures"},
-                   "data_sha256": sio.fingerprint(ds.features, ds.labels, ds.test_features, ds.test_labels),
-                   "package_version": metadata["package_version"], "git_revision": metadata["git_revision"]}
+    ckpt_params = {
+        "parameters": {k: v for k, v in params.items() if k != "no_figures"},
+        "data_sha256": sio.fingerprint(ds.features, ds.labels, ds.test_features, ds.test_labels),
+        "package_version": metadata["package_version"],
+        "git_revision": metadata["git_revision"],
+    }
     saved: dict = {}  # checkpoint entry name -> the cell's rows as columns
     if args.resume:
         try:
             saved = sio.read_checkpoint(checkpoint, parameters=ckpt_params) or {}
         except ValueError as exc:
             parser.error(f"argument --resume: {exc}")
-        print(f"real_data: resuming: {len(saved)} finished cell(s) in {checkpoint}" if saved else
-              f"real_data: --resume: no checkpoint in {checkpoint}, starting from the beginning", file=sys.stderr)
+        print(
+            f"real_data: resuming: {len(saved)} finished cell(s) in {checkpoint}"
+            if saved
+            else f"real_data: --resume: no checkpoint in {checkpoint}, starting from the beginning",
+            file=sys.stderr,
+        )
     elif checkpoint.exists():
-        print(f"real_data: starting over; the checkpoint {checkpoint} of an interrupted run will be replaced "
-              "(pass --resume to continue it instead)", file=sys.stderr)
+        print(
+            f"real_data: starting over; the checkpoint {checkpoint} of an interrupted run will be replaced "
+            "(pass --resume to continue it instead)",
+            file=sys.stderr,
+        )
     completed = {}
     for columns in saved.values():
         rows = sio.columns_to_rows(columns, E.FIELDNAMES)
@@ -163,10 +222,22 @@ def main(argv=None) -> dict:
         sio.write_checkpoint(checkpoint, saved, parameters=ckpt_params)
 
     try:
-        result = E.run_protocol(ds, feature_maps=args.feature_maps, kinds=args.kinds, rates=args.rates,
-                                num_seeds=args.seeds, num_rounds=args.num_rounds, lam=args.lam, q=args.q,
-                                seed=args.seed, relu_dim=args.relu_dim, center=not args.no_center,
-                                progress=sio.progress_printer("real_data"), completed=completed, on_cell=keep)
+        result = E.run_protocol(
+            ds,
+            feature_maps=args.feature_maps,
+            kinds=args.kinds,
+            rates=args.rates,
+            num_seeds=args.seeds,
+            num_rounds=args.num_rounds,
+            lam=args.lam,
+            q=args.q,
+            seed=args.seed,
+            relu_dim=args.relu_dim,
+            center=not args.no_center,
+            progress=sio.progress_printer("real_data"),
+            completed=completed,
+            on_cell=keep,
+        )
         rows = result.rows
         agg = E.aggregate(rows)
         summary = {
@@ -176,30 +247,53 @@ def main(argv=None) -> dict:
         }
         with sio.run_directory(out, script=SCRIPT, parameters=params, outputs=OUTPUTS) as stage:
             sio.write_csv(stage / "real_data.csv", rows=rows, fieldnames=E.FIELDNAMES, metadata=metadata)
-            sio.atomic_write_text(stage / "summary.md", E.markdown_summary(
-                agg, dataset=result.dataset, feature_maps=result.feature_maps, kinds=args.kinds, rates=args.rates,
-                num_rounds=args.num_rounds, num_seeds=args.seeds))
+            sio.atomic_write_text(
+                stage / "summary.md",
+                E.markdown_summary(
+                    agg,
+                    dataset=result.dataset,
+                    feature_maps=result.feature_maps,
+                    kinds=args.kinds,
+                    rates=args.rates,
+                    num_rounds=args.num_rounds,
+                    num_seeds=args.seeds,
+                ),
+            )
             if not args.no_figures:
                 for fmap in args.feature_maps:
-                    fig = plots.accuracy_figure(agg, feature_map=fmap, kinds=args.kinds, rates=args.rates,
-                                                num_rounds=args.num_rounds, q=args.q, num_seeds=args.seeds,
-                                                dataset_name=ds.name)
+                    fig = plots.accuracy_figure(
+                        agg,
+                        feature_map=fmap,
+                        kinds=args.kinds,
+                        rates=args.rates,
+                        num_rounds=args.num_rounds,
+                        q=args.q,
+                        num_seeds=args.seeds,
+                        dataset_name=ds.name,
+                    )
                     sio.write_figure(fig, stage / f"accuracy_{fmap}.png", metadata=metadata)
                     sio.write_figure(fig, stage / f"accuracy_{fmap}.pdf", metadata=metadata)
-                    fig = plots.diversity_figure(agg, feature_map=fmap, kind=args.kinds[0], rates=args.rates,
-                                                 num_rounds=args.num_rounds)
+                    fig = plots.diversity_figure(
+                        agg, feature_map=fmap, kind=args.kinds[0], rates=args.rates, num_rounds=args.num_rounds
+                    )
                     sio.write_figure(fig, stage / f"diversity_{fmap}.png", metadata=metadata)
                 sio.write_figure(plots.spectrum_figure(result.spectra), stage / "spectrum.png", metadata=metadata)
             # "timing" is the one field that differs between two runs with the same parameters (docs/real_data.md)
-            summary["timing"] = {"feature_map_seconds": result.timings, "resumed_cells": resumed,
-                                 "total_seconds": round(time.perf_counter() - t_start, 3)}
+            summary["timing"] = {
+                "feature_map_seconds": result.timings,
+                "resumed_cells": resumed,
+                "total_seconds": round(time.perf_counter() - t_start, 3),
+            }
             sio.write_json(stage / "real_data.json", summary, metadata=metadata)
     except KeyboardInterrupt:
         raise interrupted(out, checkpoint, saved, "cell") from None
     except sio.OutputDirError as exc:  # the directory changed while computing
         parser.error(f"argument --out: {exc}")
-    print(f"wrote {out}/ ({len(rows)} rows, {summary['timing']['total_seconds']:.0f}s, "
-          f"{summary['exact_unconverged']} unconverged exact fits)", file=sys.stderr)
+    print(
+        f"wrote {out}/ ({len(rows)} rows, {summary['timing']['total_seconds']:.0f}s, "
+        f"{summary['exact_unconverged']} unconverged exact fits)",
+        file=sys.stderr,
+    )
     return {"rows": rows, "aggregate": agg, "summary": summary}
 
 

@@ -94,8 +94,20 @@ RAGGED = [[0, 1], [2]]
 
 
 def _key_bad() -> list:
-    return [0, 7, 1.5, True, "key", None, [0, 0], np.zeros(2), np.zeros(3, np.uint32), np.zeros((2, 2), np.uint32),
-            jax.random.split(KEY, 2), np.array(0)]
+    return [
+        0,
+        7,
+        1.5,
+        True,
+        "key",
+        None,
+        [0, 0],
+        np.zeros(2),
+        np.zeros(3, np.uint32),
+        np.zeros((2, 2), np.uint32),
+        jax.random.split(KEY, 2),
+        np.array(0),
+    ]
 
 
 BOOL_BAD = ["yes", "", 2, 0.5, np.array([True, False]), [True], NAN, None]
@@ -108,8 +120,30 @@ BYTES_BAD = [5, "text", None, [1, 2], 1.5]
 
 
 def _scalar_bad(v) -> list:
-    out = [NAN, INF, -INF, -1.0, -1, 0, 0.0, 1e308, -0.5, 3.5, True, False, "abc", "0.5", [v], [[v, v]], [], RAGGED,
-           1j, np.float32(NAN), np.array([v, v]), *HUGE_INTS]
+    out = [
+        NAN,
+        INF,
+        -INF,
+        -1.0,
+        -1,
+        0,
+        0.0,
+        1e308,
+        -0.5,
+        3.5,
+        True,
+        False,
+        "abc",
+        "0.5",
+        [v],
+        [[v, v]],
+        [],
+        RAGGED,
+        1j,
+        np.float32(NAN),
+        np.array([v, v]),
+        *HUGE_INTS,
+    ]
     if isinstance(v, (int, np.integer)):
         out += [float(v), v + 0.5, np.int8(-1), np.uint64(2**64 - 1)]
     else:
@@ -170,13 +204,15 @@ def _seq_str_bad(value) -> list:
 def _namedtuple_bad(value) -> st.SearchStrategy:
     fields = [f for f in value._fields]
     return st.sampled_from(fields).flatmap(
-        lambda f: st.sampled_from(_plain_bad(getattr(value, f))).map(lambda v: value._replace(**{f: v})))
+        lambda f: st.sampled_from(_plain_bad(getattr(value, f))).map(lambda v: value._replace(**{f: v}))
+    )
 
 
 def _is_key(v) -> bool:
     dt = getattr(v, "dtype", None)
-    return dt is not None and (jax.dtypes.issubdtype(dt, jax.dtypes.prng_key) or
-                               (np.dtype(dt) == np.uint32 and np.shape(v) == (2,)))
+    return dt is not None and (
+        jax.dtypes.issubdtype(dt, jax.dtypes.prng_key) or (np.dtype(dt) == np.uint32 and np.shape(v) == (2,))
+    )
 
 
 def _plain_bad(v) -> list:
@@ -249,10 +285,25 @@ def _config(**kw):
 
 THEORY = dict(fractions=C, c=0.4, d=0.1, lam=0.1, per_class=2)
 EXACT_FLAG = dict(on_failure="flag", max_iter=60)
-_MAKE_CONFIG_DEFAULTS = dict(num_classes=3, per_class=2, c=0.4, d=0.1, lam=1e-3, num_rounds=2, noise="symmetric",
-                             methods=("sd_closed", "pll_closed"), dim=None, exact_labels=False, exact_tol=1e-9,
-                             exact_max_iter=100, exact_solver="newton-cg", pll_loss="ce", pll_q=0.7, clusters=None,
-                             tie_tol=1e-10)
+_MAKE_CONFIG_DEFAULTS = dict(
+    num_classes=3,
+    per_class=2,
+    c=0.4,
+    d=0.1,
+    lam=1e-3,
+    num_rounds=2,
+    noise="symmetric",
+    methods=("sd_closed", "pll_closed"),
+    dim=None,
+    exact_labels=False,
+    exact_tol=1e-9,
+    exact_max_iter=100,
+    exact_solver="newton-cg",
+    pll_loss="ce",
+    pll_q=0.7,
+    clusters=None,
+    tie_tol=1e-10,
+)
 
 CASES = {
     # spectra and the closed form
@@ -260,52 +311,89 @@ CASES = {
     "spectrum[features]": Case(sd.spectrum, lambda: dict(features=X)),
     "gram_spectrum": Case(sd.gram_spectrum, lambda: dict(gram=G, validate=True)),
     "feature_spectrum": Case(sd.feature_spectrum, lambda: dict(features=X, method="auto", validate=True)),
-    "apply_spectral": Case(sd.apply_spectral, lambda: dict(spec=_spec(), fn=lambda s: s / (s + 1.0), y=Y,
-                                                           vanishes_at_zero=False),
-                           aliases={"spec": ("eigvals", "eigvecs", "Spectrum")}),
+    "apply_spectral": Case(
+        sd.apply_spectral,
+        lambda: dict(spec=_spec(), fn=lambda s: s / (s + 1.0), y=Y, vanishes_at_zero=False),
+        aliases={"spec": ("eigvals", "eigvecs", "Spectrum")},
+    ),
     "sd_outputs[gram]": Case(sd.sd_outputs, lambda: dict(targets=Y, lam=0.1, rounds=[0, 2], gram=G)),
     "sd_outputs[features]": Case(sd.sd_outputs, lambda: dict(targets=Y, lam=0.1, num_rounds=2, features=X)),
     "sd_mixed_outputs": Case(sd.sd_mixed_outputs, lambda: dict(targets=Y, lam=0.1, xi=0.5, rounds=[0, 1], gram=G)),
-    "sd_test_outputs[features]": Case(sd.sd_test_outputs, lambda: dict(targets=Y, lam=0.1, rounds=[0, 1], features=X,
-                                                                       test_features=XT)),
-    "sd_test_outputs[gram]": Case(sd.sd_test_outputs, lambda: dict(targets=Y, lam=0.1, num_rounds=2, gram=G,
-                                                                   test_gram=GT)),
+    "sd_test_outputs[features]": Case(
+        sd.sd_test_outputs, lambda: dict(targets=Y, lam=0.1, rounds=[0, 1], features=X, test_features=XT)
+    ),
+    "sd_test_outputs[gram]": Case(
+        sd.sd_test_outputs, lambda: dict(targets=Y, lam=0.1, num_rounds=2, gram=G, test_gram=GT)
+    ),
     "kernel_ridge_sd": Case(sd.kernel_ridge_sd, lambda: dict(targets=Y, lam=0.1, rounds=[0, 1], gram=G)),
     "predictions": Case(sd.predictions, lambda: dict(outputs=P)),
     "predictor[closed]": Case(sd.predictor, lambda: dict(targets=Y, lam=0.1, features=X, model="closed")),
-    "predictor[spectrum]": Case(sd.predictor, lambda: dict(targets=Y, lam=0.1, spectrum=_spec()),
-                                aliases={"spectrum": ("eigvals", "eigvecs", "Spectrum")}),
-    "predictor[exact]": Case(sd.predictor, lambda: dict(targets=Y, lam=0.1, gram=G, model="exact", num_rounds=1,
-                                                        loss="ce", q=0.7, tol=1e-9, solver="lbfgs", **EXACT_FLAG),
-                             slow=True),
-    "exact_outputs": Case(sd.exact_outputs, lambda: dict(targets=Y, lam=0.1, num_rounds=1, gram=G, loss="gce", q=0.7,
-                                                         tol=1e-9, solver="lbfgs", **EXACT_FLAG), slow=True),
-    "exact_predict[gram]": Case(sd.exact_predict, lambda: dict(result_or_coef=COEF, test_gram=GT),
-                                aliases={"result_or_coef": ("coef",)}),
-    "exact_predict[features]": Case(sd.exact_predict, lambda: dict(result_or_coef=COEF, test_features=XT, features=X),
-                                    aliases={"result_or_coef": ("coef",)}),
+    "predictor[spectrum]": Case(
+        sd.predictor,
+        lambda: dict(targets=Y, lam=0.1, spectrum=_spec()),
+        aliases={"spectrum": ("eigvals", "eigvecs", "Spectrum")},
+    ),
+    "predictor[exact]": Case(
+        sd.predictor,
+        lambda: dict(
+            targets=Y,
+            lam=0.1,
+            gram=G,
+            model="exact",
+            num_rounds=1,
+            loss="ce",
+            q=0.7,
+            tol=1e-9,
+            solver="lbfgs",
+            **EXACT_FLAG,
+        ),
+        slow=True,
+    ),
+    "exact_outputs": Case(
+        sd.exact_outputs,
+        lambda: dict(
+            targets=Y, lam=0.1, num_rounds=1, gram=G, loss="gce", q=0.7, tol=1e-9, solver="lbfgs", **EXACT_FLAG
+        ),
+        slow=True,
+    ),
+    "exact_predict[gram]": Case(
+        sd.exact_predict, lambda: dict(result_or_coef=COEF, test_gram=GT), aliases={"result_or_coef": ("coef",)}
+    ),
+    "exact_predict[features]": Case(
+        sd.exact_predict,
+        lambda: dict(result_or_coef=COEF, test_features=XT, features=X),
+        aliases={"result_or_coef": ("coef",)},
+    ),
     # the block model
-    "balanced_block_eigenvalues": Case(sd.balanced_block_eigenvalues,
-                                       lambda: dict(per_class=2, num_classes=3, c=0.4, d=0.1)),
+    "balanced_block_eigenvalues": Case(
+        sd.balanced_block_eigenvalues, lambda: dict(per_class=2, num_classes=3, c=0.4, d=0.1)
+    ),
     "block_classes": Case(sd.block_classes, lambda: dict(class_sizes=[2, 2, 2])),
     "block_factors": Case(sd.block_factors, lambda: dict(per_class=2, num_classes=3, c=0.4, d=0.1, lam=0.1)),
     "block_gram": Case(sd.block_gram, lambda: dict(classes=CLASSES, c=0.4, d=0.1, num_classes=3)),
-    "block_outputs": Case(sd.block_outputs, lambda: dict(targets=Y, classes=CLASSES, c=0.4, d=0.1, lam=0.1,
-                                                         rounds=[0, 1])),
+    "block_outputs": Case(
+        sd.block_outputs, lambda: dict(targets=Y, classes=CLASSES, c=0.4, d=0.1, lam=0.1, rounds=[0, 1])
+    ),
     "block_spectrum": Case(sd.block_spectrum, lambda: dict(class_sizes=[2, 2, 2], c=0.4, d=0.1)),
-    "sample_block_features": Case(sd.sample_block_features, lambda: dict(key=KEY, classes=CLASSES, c=0.4, d=0.1,
-                                                                         dim=4, num_classes=3)),
+    "sample_block_features": Case(
+        sd.sample_block_features, lambda: dict(key=KEY, classes=CLASSES, c=0.4, d=0.1, dim=4, num_classes=3)
+    ),
     # label noise
     "condition_threshold": Case(sd.condition_threshold, lambda: dict(kind="cc", num_classes=3, clusters=[0, 0, 1])),
-    "confusable_clusters[features]": Case(sd.confusable_clusters, lambda: dict(
-        class_means_or_features=X, labels=CLASSES, num_clusters=2, threshold_ratio=0.8)),
-    "confusable_clusters[means]": Case(sd.confusable_clusters, lambda: dict(class_means_or_features=MEANS,
-                                                                            threshold_ratio=0.8)),
+    "confusable_clusters[features]": Case(
+        sd.confusable_clusters,
+        lambda: dict(class_means_or_features=X, labels=CLASSES, num_clusters=2, threshold_ratio=0.8),
+    ),
+    "confusable_clusters[means]": Case(
+        sd.confusable_clusters, lambda: dict(class_means_or_features=MEANS, threshold_ratio=0.8)
+    ),
     "corruption_matrix": Case(sd.corruption_matrix, lambda: dict(kind="symmetric", num_classes=3, eta=0.2)),
-    "corruption_matrix[cc]": Case(sd.corruption_matrix, lambda: dict(kind="cc", num_classes=3, eta=0.2,
-                                                                     clusters=[[0, 1], [2]])),
-    "empirical_fractions": Case(sd.empirical_fractions, lambda: dict(true_labels=CLASSES, given_labels=NOISY,
-                                                                     num_classes=3)),
+    "corruption_matrix[cc]": Case(
+        sd.corruption_matrix, lambda: dict(kind="cc", num_classes=3, eta=0.2, clusters=[[0, 1], [2]])
+    ),
+    "empirical_fractions": Case(
+        sd.empirical_fractions, lambda: dict(true_labels=CLASSES, given_labels=NOISY, num_classes=3)
+    ),
     "exact_counts": Case(sd.exact_counts, lambda: dict(true_labels=CLASSES, C=C)),
     "max_eta": Case(sd.max_eta, lambda: dict(kind="cc", num_classes=3, clusters=[0, 1, 1])),
     "sample_labels": Case(sd.sample_labels, lambda: dict(key=KEY, true_labels=CLASSES, C=C, exact=False)),
@@ -313,13 +401,20 @@ CASES = {
     # correctness and accuracy
     "accuracy": Case(sd.accuracy, lambda: dict(outputs_or_predictions=P, true_labels=CLASSES, tie_tol=1e-10)),
     "correct": Case(sd.correct, lambda: dict(outputs=P, true_labels=CLASSES, tie_tol=1e-10)),
-    "first_all_correct": Case(sd.first_all_correct, lambda: dict(all_correct=np.array([[False, True, True]] * 2),
-                                                                 rounds=np.array([0, 1, 2]))),
-    "heldout_accuracy": Case(sd.heldout_accuracy, lambda: dict(targets=Y, test_labels=np.array([0, 2]), lam=0.1,
-                                                               rounds=[0, 1], features=X, test_features=XT,
-                                                               tie_tol=1e-10)),
-    "split_accuracy": Case(sd.split_accuracy, lambda: dict(outputs_or_predictions=P, true_labels=CLASSES,
-                                                           given_labels=NOISY, tie_tol=1e-10), nonfinite_ok=True),
+    "first_all_correct": Case(
+        sd.first_all_correct, lambda: dict(all_correct=np.array([[False, True, True]] * 2), rounds=np.array([0, 1, 2]))
+    ),
+    "heldout_accuracy": Case(
+        sd.heldout_accuracy,
+        lambda: dict(
+            targets=Y, test_labels=np.array([0, 2]), lam=0.1, rounds=[0, 1], features=X, test_features=XT, tie_tol=1e-10
+        ),
+    ),
+    "split_accuracy": Case(
+        sd.split_accuracy,
+        lambda: dict(outputs_or_predictions=P, true_labels=CLASSES, given_labels=NOISY, tie_tol=1e-10),
+        nonfinite_ok=True,
+    ),
     # theorems
     "all_correct_at": Case(sd.all_correct_at, lambda: dict(rounds=[0, 1, 5], **THEORY)),
     "all_correct_rounds": Case(sd.all_correct_rounds, lambda: dict(THEORY)),
@@ -331,35 +426,85 @@ CASES = {
     "pll_condition": Case(sd.pll_condition, lambda: dict(THEORY)),
     "log_block_factors": Case(sd.log_block_factors, lambda: dict(per_class=2, num_classes=3, c=0.4, d=0.1, lam=0.1)),
     # PLL and smoothing
-    "pll_student[closed]": Case(sd.pll_student, lambda: dict(targets=Y, lam=0.1, gram=G, model="closed", loss="ce",
-                                                             num_rounds=1, tie_tol=1e-10)),
-    "pll_student[exact]": Case(sd.pll_student, lambda: dict(targets=Y, lam=0.1, features=X, model="exact",
-                                                            loss="gce", q=0.7, num_rounds=1, tol=1e-9,
-                                                            solver="lbfgs", **EXACT_FLAG), slow=True),
-    "pll_student_block_model": Case(sd.pll_student_block_model, lambda: dict(
-        targets=Y, classes=CLASSES, c=0.4, d=0.1, lam=0.1, num_rounds=1, tie_tol=1e-10)),
+    "pll_student[closed]": Case(
+        sd.pll_student, lambda: dict(targets=Y, lam=0.1, gram=G, model="closed", loss="ce", num_rounds=1, tie_tol=1e-10)
+    ),
+    "pll_student[exact]": Case(
+        sd.pll_student,
+        lambda: dict(
+            targets=Y,
+            lam=0.1,
+            features=X,
+            model="exact",
+            loss="gce",
+            q=0.7,
+            num_rounds=1,
+            tol=1e-9,
+            solver="lbfgs",
+            **EXACT_FLAG,
+        ),
+        slow=True,
+    ),
+    "pll_student_block_model": Case(
+        sd.pll_student_block_model,
+        lambda: dict(targets=Y, classes=CLASSES, c=0.4, d=0.1, lam=0.1, num_rounds=1, tie_tol=1e-10),
+    ),
     "top2_targets": Case(sd.top2_targets, lambda: dict(outputs=P, tie_tol=1e-10)),
-    "beta_smoothing": Case(sd.beta_smoothing, lambda: dict(key=KEY, label_probs=P[np.arange(6), NOISY],
-                                                           labels=NOISY, num_classes=3, beta=2.0)),
+    "beta_smoothing": Case(
+        sd.beta_smoothing,
+        lambda: dict(key=KEY, label_probs=P[np.arange(6), NOISY], labels=NOISY, num_classes=3, beta=2.0),
+    ),
     "confidence": Case(sd.confidence, lambda: dict(outputs=P)),
     "predictive_diversity": Case(sd.predictive_diversity, lambda: dict(outputs=P, normalize=False)),
     "uniform_smoothing": Case(sd.uniform_smoothing, lambda: dict(targets=Y, eps=0.1)),
     # Monte Carlo
     "make_config": Case(sd.make_config, lambda: dict(_MAKE_CONFIG_DEFAULTS)),
-    "make_config[cc]": Case(sd.make_config, lambda: dict(num_classes=3, per_class=2, num_rounds=2, noise="cc",
-                                                         clusters=[0, 0, 1])),
-    "run_grid": Case(sd.run_grid, lambda: dict(config=_config(), etas=[0.1, 0.3], num_seeds=2, seed=0, lams=None,
-                                               cs=None, ds=None, chunk_size=None, devices=None, progress=None,
-                                               completed=None, on_chunk=None),
-                     nonfinite_ok=True, slow=True),
-    "run_grid[sweep]": Case(sd.run_grid, lambda: dict(config=_config(), etas=[0.2], num_seeds=1, lams=[1e-2, 1e-1],
-                                                      cs=[0.4, 0.5], ds=[0.1], chunk_size=4,
-                                                      devices=jax.devices()[:1], progress=lambda *a: None),
-                            nonfinite_ok=True, slow=True),
+    "make_config[cc]": Case(
+        sd.make_config, lambda: dict(num_classes=3, per_class=2, num_rounds=2, noise="cc", clusters=[0, 0, 1])
+    ),
+    "run_grid": Case(
+        sd.run_grid,
+        lambda: dict(
+            config=_config(),
+            etas=[0.1, 0.3],
+            num_seeds=2,
+            seed=0,
+            lams=None,
+            cs=None,
+            ds=None,
+            chunk_size=None,
+            devices=None,
+            progress=None,
+            completed=None,
+            on_chunk=None,
+        ),
+        nonfinite_ok=True,
+        slow=True,
+    ),
+    "run_grid[sweep]": Case(
+        sd.run_grid,
+        lambda: dict(
+            config=_config(),
+            etas=[0.2],
+            num_seeds=1,
+            lams=[1e-2, 1e-1],
+            cs=[0.4, 0.5],
+            ds=[0.1],
+            chunk_size=4,
+            devices=jax.devices()[:1],
+            progress=lambda *a: None,
+        ),
+        nonfinite_ok=True,
+        slow=True,
+    ),
     "seed_keys": Case(mc.seed_keys, lambda: dict(seed=0, num_seeds=2)),
     # real data
-    "load_features": Case(D.load_features, lambda: dict(path=NPZ, num_classes=3, name="feats"),
-                          name_is_value=("path",), missing_ok=("path",)),
+    "load_features": Case(
+        D.load_features,
+        lambda: dict(path=NPZ, num_classes=3, name="feats"),
+        name_is_value=("path",),
+        missing_ok=("path",),
+    ),
     "load_digits": Case(D.load_digits, lambda: dict(key=None, seed=0, test_fraction=0.25), slow=True),
     "load_digits[key]": Case(D.load_digits, lambda: dict(key=KEY, test_fraction=0.25), slow=True),
     "stratified_split": Case(D.stratified_split, lambda: dict(key=KEY, labels=CLASSES, test_fraction=0.5)),
@@ -367,42 +512,70 @@ CASES = {
     "standardize": Case(D.standardize, lambda: dict(train=X, test=XT)),
     "random_relu_features": Case(D.random_relu_features, lambda: dict(key=KEY, train=X, num_features=5, test=XT)),
     "normalize_rows": Case(D.normalize_rows, lambda: dict(train=X, test=XT, center=True)),
-    "make_features": Case(D.make_features, lambda: dict(kind="relu", train=X, test=XT, key=KEY, num_features=5,
-                                                        center=True, normalize=True)),
+    "make_features": Case(
+        D.make_features,
+        lambda: dict(kind="relu", train=X, test=XT, key=KEY, num_features=5, center=True, normalize=True),
+    ),
     "block_statistics": Case(D.block_statistics, lambda: dict(features=X, labels=CLASSES, num_classes=3)),
     # experiments: the simple ones
     "lam_rule": Case(E.lam_rule, lambda: dict(c=0.4, num_instances=6, num_classes=3)),
     "split_key": Case(E.split_key, lambda: dict(seed=0)),
     # io: the simple ones
-    "atomic_write_bytes": Case(sio.atomic_write_bytes, lambda: dict(path=WORK / "b.bin", data=b"abc"),
-                               name_is_value=("path",)),
-    "atomic_write_text": Case(sio.atomic_write_text, lambda: dict(path=WORK / "t.txt", text="abc"),
-                              name_is_value=("path",)),
-    "write_json": Case(sio.write_json, lambda: dict(path=WORK / "j.json", data={"a": 1}, metadata={"m": 2}),
-                       name_is_value=("path",)),
-    "write_npz": Case(sio.write_npz, lambda: dict(path=WORK / "a.npz", arrays={"x": X}, metadata={"m": 2}),
-                      name_is_value=("path",)),
-    "write_csv": Case(sio.write_csv, lambda: dict(path=WORK / "c.csv", columns={"a": [1, 2], "b": [0.5, 1.5]},
-                                                  metadata={"m": 2}), name_is_value=("path",)),
-    "save_features": Case(sio.save_features, lambda: dict(path=WORK / "s.npz", features=X, labels=CLASSES,
-                                                          test_features=XT, test_labels=np.array([0, 1]),
-                                                          num_classes=3), name_is_value=("path",)),
+    "atomic_write_bytes": Case(
+        sio.atomic_write_bytes, lambda: dict(path=WORK / "b.bin", data=b"abc"), name_is_value=("path",)
+    ),
+    "atomic_write_text": Case(
+        sio.atomic_write_text, lambda: dict(path=WORK / "t.txt", text="abc"), name_is_value=("path",)
+    ),
+    "write_json": Case(
+        sio.write_json, lambda: dict(path=WORK / "j.json", data={"a": 1}, metadata={"m": 2}), name_is_value=("path",)
+    ),
+    "write_npz": Case(
+        sio.write_npz, lambda: dict(path=WORK / "a.npz", arrays={"x": X}, metadata={"m": 2}), name_is_value=("path",)
+    ),
+    "write_csv": Case(
+        sio.write_csv,
+        lambda: dict(path=WORK / "c.csv", columns={"a": [1, 2], "b": [0.5, 1.5]}, metadata={"m": 2}),
+        name_is_value=("path",),
+    ),
+    "save_features": Case(
+        sio.save_features,
+        lambda: dict(
+            path=WORK / "s.npz",
+            features=X,
+            labels=CLASSES,
+            test_features=XT,
+            test_labels=np.array([0, 1]),
+            num_classes=3,
+        ),
+        name_is_value=("path",),
+    ),
     "to_jsonable": Case(sio.to_jsonable, lambda: dict(obj={"a": np.arange(3), "b": (1.5, "x")}), nonfinite_ok=True),
     "git_revision": Case(sio.git_revision, lambda: dict(path=Path(__file__).parent), name_is_value=("path",)),
-    "check_output_dir": Case(sio.check_output_dir, lambda: dict(path=WORK / "out", outputs=("*.csv",)),
-                             name_is_value=("path",)),
+    "check_output_dir": Case(
+        sio.check_output_dir, lambda: dict(path=WORK / "out", outputs=("*.csv",)), name_is_value=("path",)
+    ),
     "work_directory": Case(sio.work_directory, lambda: dict(path=WORK / "out"), name_is_value=("path",)),
     "verify_manifest": Case(sio.verify_manifest, lambda: dict(path=_run_dir()), name_is_value=("path",)),
-    "write_checkpoint": Case(sio.write_checkpoint, lambda: dict(path=WORK / "ck.npz", entries={"0": {"x": X}},
-                                                                parameters={"seed": 1}), name_is_value=("path",)),
-    "read_checkpoint": Case(sio.read_checkpoint, lambda: dict(path=WORK / "none.npz", parameters={"seed": 1}),
-                            name_is_value=("path",)),
-    "rows_to_columns": Case(sio.rows_to_columns, lambda: dict(rows=[{"a": 1, "b": "x"}], fieldnames=("a", "b")),
-                            nonfinite_ok=True),
-    "columns_to_rows": Case(sio.columns_to_rows, lambda: dict(columns={"a": [1, 2], "b": ["x", "y"]},
-                                                              fieldnames=("a", "b")), nonfinite_ok=True),
+    "write_checkpoint": Case(
+        sio.write_checkpoint,
+        lambda: dict(path=WORK / "ck.npz", entries={"0": {"x": X}}, parameters={"seed": 1}),
+        name_is_value=("path",),
+    ),
+    "read_checkpoint": Case(
+        sio.read_checkpoint, lambda: dict(path=WORK / "none.npz", parameters={"seed": 1}), name_is_value=("path",)
+    ),
+    "rows_to_columns": Case(
+        sio.rows_to_columns, lambda: dict(rows=[{"a": 1, "b": "x"}], fieldnames=("a", "b")), nonfinite_ok=True
+    ),
+    "columns_to_rows": Case(
+        sio.columns_to_rows,
+        lambda: dict(columns={"a": [1, 2], "b": ["x", "y"]}, fieldnames=("a", "b")),
+        nonfinite_ok=True,
+    ),
     "progress_printer": Case(sio.progress_printer, lambda: dict(prefix="run", stream=None)),
 }
+
 
 def test_every_public_function_is_in_the_table():
     """Every public function (not the types, registries, constants and modules) has a table entry."""
@@ -499,7 +672,8 @@ def check_bad_argument(label: str, arg: str, value: Any) -> None:
         if arg in case.name_is_value and len(str(value)) >= 3:
             names += (str(value), os.fspath(value) if isinstance(value, os.PathLike) else str(value))
         assert any(n in msg for n in names), (
-            f"{what}: {type(exc).__name__} does not name {names[0]!r} (from {_where(exc)}): {_short(msg, 400)}")
+            f"{what}: {type(exc).__name__} does not name {names[0]!r} (from {_where(exc)}): {_short(msg, 400)}"
+        )
         return
     except FileNotFoundError as exc:
         assert arg in case.missing_ok, f"{what}: raised FileNotFoundError (from {_where(exc)}): {exc}"
@@ -508,8 +682,10 @@ def check_bad_argument(label: str, arg: str, value: Any) -> None:
     except _Hung:
         raise AssertionError(f"{what}: hung (no answer within {TIMEOUT_S} s)") from None
     except Exception as exc:  # noqa: BLE001 - the point: no other exception type may escape
-        raise AssertionError(f"{what}: raised {type(exc).__name__} (not ValueError/TypeError) from {_where(exc)}: "
-                             f"{_short(str(exc), 400)}") from None
+        raise AssertionError(
+            f"{what}: raised {type(exc).__name__} (not ValueError/TypeError) from {_where(exc)}: "
+            f"{_short(str(exc), 400)}"
+        ) from None
     _check_result(what, case, out)
 
 

@@ -60,7 +60,7 @@ def test_balanced_eigenvalues_and_factors():
     s_w, s_b, s_g = sd.balanced_block_eigenvalues(per_class=n, num_classes=k, c=c, d=d)
     ev = np.linalg.eigvalsh(block_gram_numpy(np.repeat(np.arange(k), n), c, d))
     vals, counts = np.unique(np.round(ev, 9), return_counts=True)
-    assert dict(zip(vals.tolist(), counts.tolist())) == {
+    assert dict(zip(vals.tolist(), counts.tolist(), strict=False)) == {
         round(s_w, 9): n * k - k,
         round(s_b, 9): k - 1,
         round(s_g, 9): 1,
@@ -154,8 +154,11 @@ def test_negative_d_allowed_exactly_while_the_block_gram_is_positive_definite():
     g = sd.block_gram(classes, c=c, d=inside)
     assert np.linalg.eigvalsh(g).min() > 0  # independent check: the Gram is positive definite
     y = np.eye(3)[np.random.default_rng(0).integers(0, 3, classes.size)]
-    np.testing.assert_allclose(sd.block_outputs(y, classes, c=c, d=inside, lam=1e-2, rounds=[0, 2]),
-                               sd.sd_outputs(y, lam=1e-2, rounds=[0, 2], gram=g), atol=1e-10)
+    np.testing.assert_allclose(
+        sd.block_outputs(y, classes, c=c, d=inside, lam=1e-2, rounds=[0, 2]),
+        sd.sd_outputs(y, lam=1e-2, rounds=[0, 2], gram=g),
+        atol=1e-10,
+    )
     assert np.linalg.eigvalsh(block_gram_numpy(classes, c, outside)).min() < 0
     with pytest.raises(ValueError, match="positive definite"):
         sd.block_gram(classes, c=c, d=outside)
@@ -214,5 +217,6 @@ def test_sample_block_features_checks_classes_and_num_classes():
         sd.sample_block_features(key, np.array([0, 1]), c=0.4, d=0.1, dim=2**40)
     # an empty class is fine for the sampler (its mean is drawn anyway), and the same key gives the same features
     x = sd.sample_block_features(key, np.array([0, 0, 2]), c=0.4, d=0.1, dim=3, num_classes=3)
-    np.testing.assert_array_equal(x, sd.sample_block_features(key, np.array([0, 0, 2]), c=0.4, d=0.1, dim=3,
-                                                              num_classes=3))
+    np.testing.assert_array_equal(
+        x, sd.sample_block_features(key, np.array([0, 0, 2]), c=0.4, d=0.1, dim=3, num_classes=3)
+    )

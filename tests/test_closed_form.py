@@ -143,14 +143,16 @@ def test_vmap_over_lam_equals_separate_calls():
     lams = jnp.array([1e-3, 1e-2, 0.3])
     spec = sd.feature_spectrum(x)
     with jax.enable_x64(True):
-        batched = jax.vmap(lambda lam: sd.closed_form.sd_outputs_core(spec, jnp.asarray(y), lam,
-                                                                      jnp.asarray([0, 3])))(lams)
+        batched = jax.vmap(lambda lam: sd.closed_form.sd_outputs_core(spec, jnp.asarray(y), lam, jnp.asarray([0, 3])))(
+            lams
+        )
     for i, lam in enumerate(np.asarray(lams)):
         np.testing.assert_allclose(
             np.asarray(batched[i]), linearised_rounds_direct(x @ x.T, y, float(lam), 4)[[0, 3]], atol=1e-11
         )
-        np.testing.assert_allclose(np.asarray(batched[i]), sd.sd_outputs(y, lam=float(lam), rounds=[0, 3], features=x),
-                                   atol=1e-13)
+        np.testing.assert_allclose(
+            np.asarray(batched[i]), sd.sd_outputs(y, lam=float(lam), rounds=[0, 3], features=x), atol=1e-13
+        )
 
 
 def test_test_point_outputs_match_explicit_weights():
@@ -180,7 +182,9 @@ def test_mixed_targets_extremes():
     x, y = random_problem(9, 12, 4, 3)
     rounds = np.arange(5)
     plain = np.asarray(sd.sd_outputs(y, lam=0.05, rounds=rounds, features=x))
-    np.testing.assert_allclose(np.asarray(sd.sd_mixed_outputs(y, lam=0.05, rounds=rounds, xi=1.0, features=x)), plain, atol=1e-12)
+    np.testing.assert_allclose(
+        np.asarray(sd.sd_mixed_outputs(y, lam=0.05, rounds=rounds, xi=1.0, features=x)), plain, atol=1e-12
+    )
     refit = np.asarray(sd.sd_mixed_outputs(y, lam=0.05, rounds=rounds, xi=0.0, features=x))
     np.testing.assert_allclose(refit, np.broadcast_to(plain[0], refit.shape), atol=1e-12)
 
@@ -217,7 +221,9 @@ def test_rejects_bad_lam(small, lam):
         sd.sd_outputs(y, lam=lam, rounds=1, features=x)
 
 
-@pytest.mark.parametrize("rounds,exc", [(-1, ValueError), ([0, -2], ValueError), (1.5, TypeError), ([], ValueError), (True, TypeError)])
+@pytest.mark.parametrize(
+    "rounds,exc", [(-1, ValueError), ([0, -2], ValueError), (1.5, TypeError), ([], ValueError), (True, TypeError)]
+)
 def test_rejects_bad_rounds(small, rounds, exc):
     x, y = small
     with pytest.raises(exc, match="rounds"):
@@ -304,8 +310,9 @@ def test_lam_array_is_rejected_not_broadcast(lam):
     with pytest.raises(ValueError, match="lam must be a scalar"):
         sd.predictor(T2, lam=lam, gram=G2)
     # a 0-d array is one number and works
-    np.testing.assert_allclose(sd.sd_outputs(T2, lam=np.array(0.1), rounds=[0], gram=G2),
-                               linearised_rounds_direct(G2, T2, 0.1, 1), atol=1e-14)
+    np.testing.assert_allclose(
+        sd.sd_outputs(T2, lam=np.array(0.1), rounds=[0], gram=G2), linearised_rounds_direct(G2, T2, 0.1, 1), atol=1e-14
+    )
 
 
 @pytest.mark.parametrize("xi", [np.array([0.1, 0.2]), [0.5], True, "0.5"])
@@ -320,8 +327,9 @@ def test_lam_bool_string_complex_rejected(lam):
         sd.sd_outputs(T2, lam=lam, rounds=[0], gram=G2)
 
 
-@pytest.mark.parametrize("rounds", [2**31, [0, 2**63], 2**63, [2**70], np.array([2**63], dtype=np.uint64),
-                                    np.array([2**31], dtype=np.int64)])
+@pytest.mark.parametrize(
+    "rounds", [2**31, [0, 2**63], 2**63, [2**70], np.array([2**63], dtype=np.uint64), np.array([2**31], dtype=np.int64)]
+)
 def test_huge_round_indices_are_rejected_not_wrapped(rounds):
     # 2**63 used to wrap to a negative int64 and give inf/NaN outputs
     with pytest.raises(ValueError, match=r"rounds must be <= 2147483647 \(the closed form evaluates q\*\*\(r \+ 1\)"):
@@ -344,8 +352,19 @@ def test_huge_num_rounds_rejected(num_rounds):
         sd.sd_outputs(T2, lam=0.1, num_rounds=num_rounds, gram=G2)
 
 
-@pytest.mark.parametrize("rounds", [[0, True], [np.bool_(False)], np.array([0, 1], dtype=bool), [0, 1.0], [[0], [1]],
-                                    [[0, 1]], "0", np.array([0.0, 1.0])])
+@pytest.mark.parametrize(
+    "rounds",
+    [
+        [0, True],
+        [np.bool_(False)],
+        np.array([0, 1], dtype=bool),
+        [0, 1.0],
+        [[0], [1]],
+        [[0, 1]],
+        "0",
+        np.array([0.0, 1.0]),
+    ],
+)
 def test_bool_float_nested_round_elements_rejected(rounds):
     with pytest.raises((TypeError, ValueError), match="rounds"):
         sd.sd_outputs(T2, lam=0.1, rounds=rounds, gram=G2)
@@ -353,8 +372,14 @@ def test_bool_float_nested_round_elements_rejected(rounds):
 
 def test_rounds_accept_ints_of_any_integer_type():
     want = linearised_rounds_direct(G2, T2, 0.1, 4)[[0, 3]]
-    for rounds in ([0, 3], (0, 3), np.array([0, 3], dtype=np.uint8), [np.int32(0), np.uint64(3)], range(0, 4, 3),
-                   jnp.asarray([0, 3])):
+    for rounds in (
+        [0, 3],
+        (0, 3),
+        np.array([0, 3], dtype=np.uint8),
+        [np.int32(0), np.uint64(3)],
+        range(0, 4, 3),
+        jnp.asarray([0, 3]),
+    ):
         np.testing.assert_allclose(sd.sd_outputs(T2, lam=0.1, rounds=rounds, gram=G2), want, atol=1e-14)
     np.testing.assert_allclose(sd.sd_outputs(T2, lam=0.1, rounds=np.int64(3), gram=G2)[0], want[1], atol=1e-14)
 
@@ -404,8 +429,9 @@ def test_features_of_any_scale_give_the_outputs_of_g_over_lam(exponent):
     test_got = sd.sd_test_outputs(t, lam=lam, num_rounds=3, features=x * scale, test_features=xt * scale)
     np.testing.assert_allclose(test_got, test_want, atol=1e-10)
     if abs(exponent) < 500:  # the Gram itself is representable
-        via_gram = sd.sd_test_outputs(t, lam=lam, num_rounds=3, gram=(x * scale) @ (x * scale).T,
-                                      test_gram=(xt * scale) @ (x * scale).T)
+        via_gram = sd.sd_test_outputs(
+            t, lam=lam, num_rounds=3, gram=(x * scale) @ (x * scale).T, test_gram=(xt * scale) @ (x * scale).T
+        )
         np.testing.assert_allclose(via_gram, test_want, atol=1e-10)
 
 
@@ -470,23 +496,27 @@ def test_symmetry_and_psd_tolerances_are_relative():
         np.testing.assert_allclose(np.sort(s)[-3:] / scale, np.linalg.eigvalsh(x @ x.T)[-3:], rtol=1e-9)
 
 
-@pytest.mark.parametrize("bad,exc,match", [
-    ([[0.2, np.nan, 0.1]], ValueError, "non-finite"),
-    ([[0.2, np.inf, 0.1]], ValueError, "non-finite"),
-    ("abc", TypeError, "outputs must be a numeric array"),
-    (1.0, ValueError, "class axis"),
-    ([[0.2, 0.5], [0.1]], ValueError, "rectangular"),
-    ([[True, False]], TypeError, "bool"),
-    (np.zeros((2, 0)), ValueError, "class axis"),
-])
+@pytest.mark.parametrize(
+    "bad,exc,match",
+    [
+        ([[0.2, np.nan, 0.1]], ValueError, "non-finite"),
+        ([[0.2, np.inf, 0.1]], ValueError, "non-finite"),
+        ("abc", TypeError, "outputs must be a numeric array"),
+        (1.0, ValueError, "class axis"),
+        ([[0.2, 0.5], [0.1]], ValueError, "rectangular"),
+        ([[True, False]], TypeError, "bool"),
+        (np.zeros((2, 0)), ValueError, "class axis"),
+    ],
+)
 def test_predictions_rejects_bad_outputs(bad, exc, match):
     with pytest.raises(exc, match=match):
         sd.predictions(bad)
 
 
 def test_predictions_valid_input():
-    np.testing.assert_array_equal(sd.predictions([[0.2, 0.5, 0.1], [0.4, 0.4, 0.2]]), np.argmax(
-        [[0.2, 0.5, 0.1], [0.4, 0.4, 0.2]], -1))
+    np.testing.assert_array_equal(
+        sd.predictions([[0.2, 0.5, 0.1], [0.4, 0.4, 0.2]]), np.argmax([[0.2, 0.5, 0.1], [0.4, 0.4, 0.2]], -1)
+    )
 
 
 def test_ragged_bool_and_string_matrices_rejected_clearly():
@@ -522,8 +552,11 @@ def test_one_dimensional_features_in_sd_test_outputs():
 
 def test_traced_inputs_are_refused_with_the_kernel_to_use():
     # under vmap a negative lam used to return garbage (the value checks were skipped)
-    with pytest.raises(TypeError, match=r"lam is a traced value .*sdtheory.sd_outputs .*"
-                                        r"sdtheory.closed_form.sd_outputs_core"):
+    with pytest.raises(
+        TypeError,
+        match=r"lam is a traced value .*sdtheory.sd_outputs .*"
+        r"sdtheory.closed_form.sd_outputs_core",
+    ):
         jax.vmap(lambda lam: sd.sd_outputs(T2, lam=lam, rounds=[0], gram=G2))(jnp.array([-1.0, 0.1]))
     with pytest.raises(TypeError, match="gram is a traced value"):
         jax.vmap(lambda g: sd.sd_outputs(T2, lam=0.1, rounds=[0], gram=g))(jnp.stack([G2, G2]))
@@ -543,22 +576,25 @@ def test_traced_inputs_are_refused_with_the_kernel_to_use():
     np.testing.assert_allclose(out, linearised_rounds_direct(G2, T2, 0.1, 1)[0, 0, 0], atol=1e-14)
 
 
-@pytest.mark.parametrize("call,exc,match", [
-    (lambda: sd.accuracy(np.zeros((0, 3)), np.zeros(0, int)), ValueError, "true_labels is empty"),
-    (lambda: sd.accuracy(np.zeros(0, int), np.zeros(0, int)), ValueError, "true_labels is empty"),
-    (lambda: sd.split_accuracy(np.zeros((0, 3)), np.zeros(0, int), np.zeros(0, int)), ValueError, "empty"),
-    (lambda: sd.accuracy("abc", [0]), TypeError, "outputs_or_predictions must be a numeric array"),
-    (lambda: sd.accuracy(1.0, [0]), ValueError, "got a scalar"),
-    (lambda: sd.accuracy(np.array(1), [0]), ValueError, "got a scalar"),
-    (lambda: sd.accuracy([[True, False]], [0]), TypeError, "bool"),
-    (lambda: sd.accuracy([[0.2, 0.8], [0.1]], [0, 1]), ValueError, "rectangular"),
-    (lambda: sd.accuracy([[0.2, np.nan]], [0]), ValueError, "non-finite"),
-    (lambda: sd.accuracy([[0.2, 0.8]], "0"), TypeError, "true_labels"),
-    (lambda: sd.accuracy([[0.2, 0.8]], [0], tie_tol=True), TypeError, "tie_tol"),
-    (lambda: sd.accuracy([[0.2, 0.8]], [0], tie_tol=np.array([0.0, 0.1])), ValueError, "tie_tol"),
-    (lambda: sd.correct("abc", [0]), TypeError, "outputs must be a numeric array"),
-    (lambda: sd.correct([[1, 0]], [0]), TypeError, "integer predictions carry no tie information"),
-])
+@pytest.mark.parametrize(
+    "call,exc,match",
+    [
+        (lambda: sd.accuracy(np.zeros((0, 3)), np.zeros(0, int)), ValueError, "true_labels is empty"),
+        (lambda: sd.accuracy(np.zeros(0, int), np.zeros(0, int)), ValueError, "true_labels is empty"),
+        (lambda: sd.split_accuracy(np.zeros((0, 3)), np.zeros(0, int), np.zeros(0, int)), ValueError, "empty"),
+        (lambda: sd.accuracy("abc", [0]), TypeError, "outputs_or_predictions must be a numeric array"),
+        (lambda: sd.accuracy(1.0, [0]), ValueError, "got a scalar"),
+        (lambda: sd.accuracy(np.array(1), [0]), ValueError, "got a scalar"),
+        (lambda: sd.accuracy([[True, False]], [0]), TypeError, "bool"),
+        (lambda: sd.accuracy([[0.2, 0.8], [0.1]], [0, 1]), ValueError, "rectangular"),
+        (lambda: sd.accuracy([[0.2, np.nan]], [0]), ValueError, "non-finite"),
+        (lambda: sd.accuracy([[0.2, 0.8]], "0"), TypeError, "true_labels"),
+        (lambda: sd.accuracy([[0.2, 0.8]], [0], tie_tol=True), TypeError, "tie_tol"),
+        (lambda: sd.accuracy([[0.2, 0.8]], [0], tie_tol=np.array([0.0, 0.1])), ValueError, "tie_tol"),
+        (lambda: sd.correct("abc", [0]), TypeError, "outputs must be a numeric array"),
+        (lambda: sd.correct([[1, 0]], [0]), TypeError, "integer predictions carry no tie information"),
+    ],
+)
 def test_metrics_reject_bad_input_clearly(call, exc, match):
     # the accuracy of an empty set used to be NaN; strings and scalars gave errors from inside JAX
     with pytest.raises(exc, match=match):

@@ -412,8 +412,9 @@ def test_normalize_rows_small_rows_and_scale():
     big, _ = D.normalize_rows(np.array([[1e200, 1e200], [1e-200, 3e-200]]))
     np.testing.assert_allclose(big, [[2**-0.5, 2**-0.5], [0.1**0.5, 0.9**0.5]], rtol=1e-14)
     with pytest.raises(ValueError, match="row 1 is zero after centring, up to roundoff"):
-        D.normalize_rows(np.array([[1.0, 2.0], [2.0, 3.0], [3.0, 4.0]]) + [[0.0, 0.0], [1e-15, 0.0], [0.0, 0.0]],
-                         center=True)
+        D.normalize_rows(
+            np.array([[1.0, 2.0], [2.0, 3.0], [3.0, 4.0]]) + [[0.0, 0.0], [1e-15, 0.0], [0.0, 0.0]], center=True
+        )
     with pytest.raises(TypeError, match="center"):
         D.normalize_rows(np.eye(2), center="no")  # was truthy
     with pytest.raises(TypeError, match="train"):

@@ -28,20 +28,22 @@ from sdtheory import montecarlo as mc
 
 
 def _leaves(result):
-    return [np.asarray(x) for x in jax.tree_util.tree_leaves((result.num_noisy, result.methods, result.theory,
-                                                              result.gap))]
+    return [
+        np.asarray(x) for x in jax.tree_util.tree_leaves((result.num_noisy, result.methods, result.theory, result.gap))
+    ]
 
 
 def _assert_same(a, b):
     la, lb = _leaves(a), _leaves(b)
     assert len(la) == len(lb)
-    for x, y in zip(la, lb):
+    for x, y in zip(la, lb, strict=False):
         np.testing.assert_array_equal(x, y)
 
 
 def test_lam_sweep_equals_separate_runs_bit_for_bit():
-    cfg = mc.make_config(num_classes=3, per_class=6, c=0.45, d=0.1, lam=1e-3, num_rounds=4,
-                         methods=("sd_closed", "pll_closed"))
+    cfg = mc.make_config(
+        num_classes=3, per_class=6, c=0.45, d=0.1, lam=1e-3, num_rounds=4, methods=("sd_closed", "pll_closed")
+    )
     etas = np.array([0.0, 0.3, 0.55])
     lams = [3e-4, 1e-3, 2e-2]
     swept = mc.run_grid(cfg, etas, lams=lams, num_seeds=3, seed=5)
@@ -57,8 +59,9 @@ def test_lam_sweep_equals_separate_runs_bit_for_bit():
 
 @pytest.mark.slow
 def test_lam_c_d_sweep_with_exact_methods_equals_separate_runs():
-    cfg = mc.make_config(num_classes=3, per_class=5, c=0.45, d=0.1, lam=2e-3, num_rounds=3, methods=mc.METHODS,
-                         exact_tol=1e-10)
+    cfg = mc.make_config(
+        num_classes=3, per_class=5, c=0.45, d=0.1, lam=2e-3, num_rounds=3, methods=mc.METHODS, exact_tol=1e-10
+    )
     etas = np.array([0.1, 0.4])
     lams, cs, ds = [2e-3, 1e-2], [0.4, 0.6], [0.0, 0.1]
     swept = mc.run_grid(cfg, etas, lams=lams, cs=cs, ds=ds, num_seeds=2, seed=2)
@@ -89,8 +92,9 @@ def test_sweep_validation_and_select_errors():
 def test_gap_stats_equal_direct_computation():
     """The engine's linearisation gap equals |exact_outputs - sd_outputs| computed by the public API."""
     k, n, c, d, lam, r = 3, 5, 0.45, 0.1, 5e-3, 3
-    cfg = mc.make_config(num_classes=k, per_class=n, c=c, d=d, lam=lam, num_rounds=r,
-                         methods=("sd_closed", "sd_exact"), exact_tol=1e-11)
+    cfg = mc.make_config(
+        num_classes=k, per_class=n, c=c, d=d, lam=lam, num_rounds=r, methods=("sd_closed", "sd_exact"), exact_tol=1e-11
+    )
     res = mc.run_grid(cfg, [0.3], num_seeds=2, seed=4)
     classes = sd.block_classes([n] * k)
     gram = sd.block_gram(classes, c=c, d=d)
@@ -122,18 +126,21 @@ def test_closed_predictor_reused_equals_fresh_calls():
     lam = 0.02
     p = sd.predictor(y, lam=lam, features=x)
     for rounds in ([0], [3, 1], np.arange(6)):
-        np.testing.assert_array_equal(p.train_outputs(rounds=rounds),
-                                      sd.sd_outputs(y, lam=lam, rounds=rounds, features=x))
+        np.testing.assert_array_equal(
+            p.train_outputs(rounds=rounds), sd.sd_outputs(y, lam=lam, rounds=rounds, features=x)
+        )
         for test in (xt, xt[:3], x):
             np.testing.assert_array_equal(
                 p.test_outputs(rounds=rounds, test_features=test),
-                sd.sd_test_outputs(y, lam=lam, rounds=rounds, features=x, test_features=test))
+                sd.sd_test_outputs(y, lam=lam, rounds=rounds, features=x, test_features=test),
+            )
     # the same spectrum through gram= and spectrum= gives the same numbers (roundoff)
     spec = sd.spectrum(features=x)
     q = sd.predictor(y, lam=lam, spectrum=spec)
     np.testing.assert_allclose(q.train_outputs(num_rounds=4), p.train_outputs(num_rounds=4), atol=1e-13)
-    np.testing.assert_allclose(q.test_outputs(rounds=[2], test_gram=xt @ x.T),
-                               p.test_outputs(rounds=[2], test_features=xt), atol=1e-12)
+    np.testing.assert_allclose(
+        q.test_outputs(rounds=[2], test_gram=xt @ x.T), p.test_outputs(rounds=[2], test_features=xt), atol=1e-12
+    )
     # and against an independent direct solve of the linearised fixed point, round 2
     g = x @ x.T
     s = g @ np.linalg.inv(g + 3 * x.shape[0] * lam * np.eye(x.shape[0]))
@@ -220,28 +227,42 @@ def test_predictor_methods_return_numpy_and_scale_free_results():
     lam0, e = 2.0**-6, 300
     p = sd.predictor(y, lam=lam0, features=x)
     big = sd.predictor(y, lam=np.ldexp(lam0, 2 * e), features=np.ldexp(x, e))
-    for out in (big.train_outputs(rounds=[0, 2]), big.test_outputs(rounds=[1], test_features=np.ldexp(xt, e)),
-                big.predictions(num_rounds=2)):
+    for out in (
+        big.train_outputs(rounds=[0, 2]),
+        big.test_outputs(rounds=[1], test_features=np.ldexp(xt, e)),
+        big.predictions(num_rounds=2),
+    ):
         assert isinstance(out, np.ndarray)
     np.testing.assert_array_equal(big.train_outputs(rounds=[0, 2]), p.train_outputs(rounds=[0, 2]))
-    np.testing.assert_allclose(big.test_outputs(rounds=[1], test_features=np.ldexp(xt, e)),
-                               p.test_outputs(rounds=[1], test_features=xt), atol=1e-13)
-    np.testing.assert_allclose(big.test_outputs(rounds=[1], test_gram=np.ldexp(xt @ x.T, 2 * e)),
-                               p.test_outputs(rounds=[1], test_features=xt), atol=1e-12)
+    np.testing.assert_allclose(
+        big.test_outputs(rounds=[1], test_features=np.ldexp(xt, e)),
+        p.test_outputs(rounds=[1], test_features=xt),
+        atol=1e-13,
+    )
+    np.testing.assert_allclose(
+        big.test_outputs(rounds=[1], test_gram=np.ldexp(xt @ x.T, 2 * e)),
+        p.test_outputs(rounds=[1], test_features=xt),
+        atol=1e-12,
+    )
     # the spectrum attribute is in the caller's units: eigenvalues of the Gram, against NumPy
-    np.testing.assert_allclose(np.sort(np.asarray(big.spectrum.eigvals)) / np.ldexp(1.0, 2 * e),
-                               np.linalg.eigvalsh(x.T @ x), rtol=1e-12)
+    np.testing.assert_allclose(
+        np.sort(np.asarray(big.spectrum.eigvals)) / np.ldexp(1.0, 2 * e), np.linalg.eigvalsh(x.T @ x), rtol=1e-12
+    )
     assert big.lam == np.ldexp(lam0, 2 * e) and isinstance(big.lam, float)
     # against an independent solve at scale 1, round 2
     g = x @ x.T
     s = g @ np.linalg.inv(g + 3 * 20 * lam0 * np.eye(20))
-    np.testing.assert_allclose(big.train_outputs(rounds=2)[0], 1 / 3 + np.linalg.matrix_power(s, 3) @ (y - 1 / 3),
-                               atol=1e-10)
+    np.testing.assert_allclose(
+        big.train_outputs(rounds=2)[0], 1 / 3 + np.linalg.matrix_power(s, 3) @ (y - 1 / 3), atol=1e-10
+    )
     # a spectrum given in the caller's units works at any scale too
     q = sd.predictor(y, lam=np.ldexp(lam0, 2 * e), spectrum=big.spectrum, features=np.ldexp(x, e))
     np.testing.assert_allclose(q.train_outputs(rounds=[0, 2]), p.train_outputs(rounds=[0, 2]), atol=1e-13)
-    np.testing.assert_allclose(q.test_outputs(rounds=[1], test_features=np.ldexp(xt, e)),
-                               p.test_outputs(rounds=[1], test_features=xt), atol=1e-12)
+    np.testing.assert_allclose(
+        q.test_outputs(rounds=[1], test_features=np.ldexp(xt, e)),
+        p.test_outputs(rounds=[1], test_features=xt),
+        atol=1e-12,
+    )
     # a test set too large for the training set's scale (1e300 against 2^-600): a clear error, not NaN
     small = sd.predictor(y, lam=np.ldexp(lam0, -2 * e), gram=np.ldexp(x @ x.T, -2 * e))
     with pytest.raises(ValueError, match="test_gram is too large for the scale of the training set"):
@@ -269,9 +290,14 @@ def test_one_tie_rule_across_metrics_engine_theorems_and_pll():
     # the Monte Carlo engine counts with the same rule
     from sdtheory.montecarlo.cell import _stats
 
-    num, num_clean, num_noisy, all_ok, _, _ = _stats(jnp.asarray(tie)[None], jnp.asarray(true),
-                                                     jnp.asarray([True, False]), jnp.ones(1, bool),
-                                                     jnp.zeros(1), sd.TIE_TOL)
+    num, num_clean, num_noisy, all_ok, _, _ = _stats(
+        jnp.asarray(tie)[None],
+        jnp.asarray(true),
+        jnp.asarray([True, False]),
+        jnp.ones(1, bool),
+        jnp.zeros(1),
+        sd.TIE_TOL,
+    )
     assert (int(num[0]), int(num_clean[0]), int(num_noisy[0]), bool(all_ok[0])) == (1, 0, 1, False)
     # the theorems' type-level scoring uses it as well: a class whose true and wrong labels
     # tie in the PLL student's scores is predicted wrong (low noise: one wrong label per class)
@@ -287,8 +313,7 @@ def test_one_tie_rule_across_metrics_engine_theorems_and_pll():
 def test_engine_pll_theory_equals_closed_form_simulation_at_low_noise():
     """With the one top-2 rule the theorems' PLL prediction equals the closed-form simulation
     cell by cell, also at low noise where the teacher's wrong classes tie exactly."""
-    cfg = mc.make_config(num_classes=4, per_class=12, c=0.4, d=0.1, lam=1e-4, num_rounds=2,
-                         methods=("pll_closed",))
+    cfg = mc.make_config(num_classes=4, per_class=12, c=0.4, d=0.1, lam=1e-4, num_rounds=2, methods=("pll_closed",))
     res = mc.run_grid(cfg, np.array([0.0, 0.02, 0.05, 0.1, 0.3]), num_seeds=6, seed=0)
     np.testing.assert_allclose(res.accuracy("pll_closed")[..., 0], res.theory.empirical_pll_accuracy, atol=1e-12)
 
@@ -321,7 +346,12 @@ _IMPORT_SCRIPT = textwrap.dedent(
 
 
 def test_import_changes_nothing_global():
-    proc = subprocess.run([sys.executable, "-c", _IMPORT_SCRIPT], capture_output=True, text=True, timeout=300,
-                          env={"PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"})
+    proc = subprocess.run(
+        [sys.executable, "-c", _IMPORT_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "ok False"

@@ -130,7 +130,7 @@ def test_large_lam_approaches_closed_form():
         ex = np.asarray(sd.exact_outputs(t, lam=lam, num_rounds=3, gram=g).outputs)
         cf = np.asarray(sd.sd_outputs(t, lam=lam, rounds=[0, 1, 2], gram=g))
         gaps.append(np.max(np.abs(ex - cf)))
-    assert all(b < a for a, b in zip(gaps, gaps[1:])), gaps
+    assert all(b < a for a, b in zip(gaps, gaps[1:], strict=False)), gaps
     assert gaps[-1] < 1e-5
     # and the gap is genuinely nonzero at moderate lam (the solver is not the linearisation)
     assert gaps[0] > 1e-4
@@ -180,8 +180,9 @@ def test_zero_eigenvalues_rank_deficient_gram():
     assert np.all(np.isfinite(np.asarray(res.outputs)))
     assert np.all(np.asarray(res.converged))
     # outputs depend on the data only through the 3-d feature space: equal to the feature path
-    np.testing.assert_allclose(np.asarray(res.outputs), np.asarray(sd.exact_outputs(t, lam=1e-5, num_rounds=3, features=x).outputs),
-                               atol=1e-7)
+    np.testing.assert_allclose(
+        np.asarray(res.outputs), np.asarray(sd.exact_outputs(t, lam=1e-5, num_rounds=3, features=x).outputs), atol=1e-7
+    )
 
 
 def test_reference_like_block_problem_small_lam():
@@ -295,8 +296,16 @@ def test_lam_q_tol_max_iter_must_be_single_numbers():
     np.testing.assert_array_equal(a.outputs, b.outputs)
 
 
-@pytest.mark.parametrize("kwargs", [dict(num_rounds=2**31), dict(num_rounds=10**5 + 1), dict(rounds=[10**5]),
-                                    dict(rounds=[0, 2**63]), dict(num_rounds=2**64)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(num_rounds=2**31),
+        dict(num_rounds=10**5 + 1),
+        dict(rounds=[10**5]),
+        dict(rounds=[0, 2**63]),
+        dict(num_rounds=2**64),
+    ],
+)
 def test_huge_round_counts_are_rejected_before_solving(kwargs):
     # num_rounds = 2**31 used to hang (a chain of 2**31 solves); 2**63 used to wrap
     x, t = problem(1, 10, 3, 3)
@@ -342,8 +351,11 @@ def test_exact_solution_of_any_scale_depends_on_g_over_lam(exponent):
     np.testing.assert_array_equal(rs.coef, np.ldexp(rb.coef, -2 * exponent))
     np.testing.assert_array_equal(rs.grad_norms, np.ldexp(rb.grad_norms, exponent))
     np.testing.assert_array_equal(big.weights(rounds=[1]), np.ldexp(base.weights(rounds=[1]), -exponent))
-    np.testing.assert_allclose(big.test_outputs(rounds=[0, 1], test_features=xt * scale),
-                               base.test_outputs(rounds=[0, 1], test_features=xt), atol=1e-15)
+    np.testing.assert_allclose(
+        big.test_outputs(rounds=[0, 1], test_features=xt * scale),
+        base.test_outputs(rounds=[0, 1], test_features=xt),
+        atol=1e-15,
+    )
     # independent check at the big scale: stationarity A = (T - P) / (N lam) in NumPy, and the fixed point
     # P = softmax(G A) with G A formed as (X 2^e)(X 2^e)^T A  (finite: 2^800 * 2^-800)
     p0 = np.asarray(rs.outputs[0])

@@ -20,8 +20,13 @@ def _tmp_leftovers(path):
 def test_csv_round_trip_floats_exact_and_bools(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.standard_normal(50) * 10.0 ** rng.integers(-12, 12, 50)
-    cols = {"x": x, "i": np.arange(50), "flag": np.arange(50) % 3 == 0, "name": [f"m{i}" for i in range(50)],
-            "opt": [None if i % 7 == 0 else 0.5 for i in range(50)]}
+    cols = {
+        "x": x,
+        "i": np.arange(50),
+        "flag": np.arange(50) % 3 == 0,
+        "name": [f"m{i}" for i in range(50)],
+        "opt": [None if i % 7 == 0 else 0.5 for i in range(50)],
+    }
     path = sio.write_csv(tmp_path / "t.csv", cols)
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -70,12 +75,27 @@ def test_json_numpy_types_nonfinite_and_namedtuple(tmp_path):
         a: int
         b: np.ndarray
 
-    data = {"arr": np.arange(3), "f": np.float32(0.5), "nan": float("nan"), "inf": -np.inf,
-            "nt": P(2, np.eye(2)), "t": (1, 2), "b": np.bool_(True)}
+    data = {
+        "arr": np.arange(3),
+        "f": np.float32(0.5),
+        "nan": float("nan"),
+        "inf": -np.inf,
+        "nt": P(2, np.eye(2)),
+        "t": (1, 2),
+        "b": np.bool_(True),
+    }
     p = sio.write_json(tmp_path / "s.json", data, metadata={"k": 1})
     back = json.loads(p.read_text())  # strict JSON: no NaN literals
-    assert back == {"metadata": {"k": 1}, "arr": [0, 1, 2], "f": 0.5, "nan": "nan", "inf": "-inf",
-                    "nt": {"a": 2, "b": [[1.0, 0.0], [0.0, 1.0]]}, "t": [1, 2], "b": True}
+    assert back == {
+        "metadata": {"k": 1},
+        "arr": [0, 1, 2],
+        "f": 0.5,
+        "nan": "nan",
+        "inf": "-inf",
+        "nt": {"a": 2, "b": [[1.0, 0.0], [0.0, 1.0]]},
+        "t": [1, 2],
+        "b": True,
+    }
     with pytest.raises(TypeError, match="cannot convert"):
         sio.write_json(tmp_path / "x.json", {"o": object()})
 
@@ -98,10 +118,10 @@ def _png_text_chunks(data: bytes) -> dict:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, out = 8, {}
     while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind = data[pos + 4:pos + 8]
-        body = data[pos + 8:pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
         assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF
         if kind == b"tEXt":
             k, v = body.split(b"\x00", 1)
@@ -207,8 +227,9 @@ def test_run_directory_finishes_a_commit_killed_between_renames(tmp_path):
     import subprocess
     import sys
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     out = tmp_path / "res"
     with sio.run_directory(out, script="test") as stage:
         _write_set(stage, 1)
@@ -280,8 +301,10 @@ def test_checkpoint_round_trip_and_parameter_mismatch(tmp_path):
 
 
 def test_rows_columns_round_trip_is_exact():
-    rows = [{"s": "exact", "i": 3, "f": 0.1 + 0.2, "n": float("nan"), "b": True},
-            {"s": "closed_form", "i": -1, "f": 1e-300, "n": 2.0, "b": False}]
+    rows = [
+        {"s": "exact", "i": 3, "f": 0.1 + 0.2, "n": float("nan"), "b": True},
+        {"s": "closed_form", "i": -1, "f": 1e-300, "n": 2.0, "b": False},
+    ]
     names = ["s", "i", "f", "n", "b"]
     back = sio.columns_to_rows(sio.rows_to_columns(rows, names), names)
     for r, q in zip(rows, back, strict=True):

@@ -17,8 +17,26 @@ SCRIPT = ROOT / "simulations" / "linearization_gap.py"
 
 K, PER_CLASS, R, ETA, SEED, SEEDS = 3, 6, 3, 0.4, 3, 2
 C, D = 0.4, 0.1
-TINY = ["--classes", str(K), "--per-class", str(PER_CLASS), "--num-lam", "3", "--num-rounds", str(R),
-        "--cd", f"{C},{D}", "--eta", str(ETA), "--tol", "1e-10", "--seeds", str(SEEDS), "--seed", str(SEED)]
+TINY = [
+    "--classes",
+    str(K),
+    "--per-class",
+    str(PER_CLASS),
+    "--num-lam",
+    "3",
+    "--num-rounds",
+    str(R),
+    "--cd",
+    f"{C},{D}",
+    "--eta",
+    str(ETA),
+    "--tol",
+    "1e-10",
+    "--seeds",
+    str(SEEDS),
+    "--seed",
+    str(SEED),
+]
 
 
 def _load():
@@ -72,26 +90,29 @@ def test_gap_matches_independent_computation(run):
     assert float(row["train_acc_closed"]) == pytest.approx(acc(closed[r]))
 
 
-@pytest.mark.parametrize("argv, flag", [
-    (["--eta", "1.5"], "--eta"),
-    (["--cd", "0.1,0.4"], "--cd"),
-    (["--lam-min", "1", "--lam-max", "0.1"], "--lam-max"),
-    (["--num-rounds", "0"], "--num-rounds"),
-    (["--num-rounds", "-1"], "--num-rounds"),
-    (["--solver", "nope"], "--solver"),
-    (["--classes", "1"], "--classes"),
-    (["--num-lam", "0"], "--num-lam"),
-    (["--num-lam", "1"], "--num-lam"),  # one lam needs --lam-min == --lam-max
-    (["--lam-min", "0"], "--lam-min"),
-    (["--lam-min", "nan"], "--lam-min"),
-    (["--lam-max", "inf"], "--lam-max"),
-    (["--tol", "0"], "--tol"),
-    (["--max-iter", "0"], "--max-iter"),
-    (["--seed", "-1"], "--seed"),
-    (["--seeds", "0"], "--seeds"),
-    (["--dim", "-1"], "--dim"),
-    (["--per-class", "0"], "--per-class"),
-])
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["--eta", "1.5"], "--eta"),
+        (["--cd", "0.1,0.4"], "--cd"),
+        (["--lam-min", "1", "--lam-max", "0.1"], "--lam-max"),
+        (["--num-rounds", "0"], "--num-rounds"),
+        (["--num-rounds", "-1"], "--num-rounds"),
+        (["--solver", "nope"], "--solver"),
+        (["--classes", "1"], "--classes"),
+        (["--num-lam", "0"], "--num-lam"),
+        (["--num-lam", "1"], "--num-lam"),  # one lam needs --lam-min == --lam-max
+        (["--lam-min", "0"], "--lam-min"),
+        (["--lam-min", "nan"], "--lam-min"),
+        (["--lam-max", "inf"], "--lam-max"),
+        (["--tol", "0"], "--tol"),
+        (["--max-iter", "0"], "--max-iter"),
+        (["--seed", "-1"], "--seed"),
+        (["--seeds", "0"], "--seeds"),
+        (["--dim", "-1"], "--dim"),
+        (["--per-class", "0"], "--per-class"),
+    ],
+)
 def test_bad_flag_names_the_flag(script, capsys, argv, flag):
     with pytest.raises(SystemExit) as exc:
         script.main(argv + ["--out", "/nonexistent/never-written"])

@@ -70,19 +70,23 @@ def test_matrix_vmaps_over_eta():
     etas = jnp.linspace(0.0, 1.0, 7)
     for kind in ["symmetric", "asymmetric", "pair"]:
         out = jax.vmap(lambda e: sdtheory.corruption_matrix(kind, 5, e))(etas)
-        for e, m in zip(np.asarray(etas), np.asarray(out)):
+        for e, m in zip(np.asarray(etas), np.asarray(out), strict=False):
             np.testing.assert_allclose(m, _loop_matrix(kind, 5, float(e)), atol=1e-15)
     out = jax.jit(jax.vmap(lambda e: sdtheory.corruption_matrix("cc", 4, e, clusters=[0, 0, 1, 1])))(etas)
     np.testing.assert_allclose(out[3], _loop_matrix("cc", 4, float(etas[3]), [0, 0, 1, 1]), atol=1e-15)
 
 
-@pytest.mark.parametrize("kind,k,clusters", [("symmetric", 4, None), ("asymmetric", 5, None), ("pair", 3, None),
-                                             ("cc", 6, [0, 0, 0, 1, 1, 2])])
+@pytest.mark.parametrize(
+    "kind,k,clusters",
+    [("symmetric", 4, None), ("asymmetric", 5, None), ("pair", 3, None), ("cc", 6, [0, 0, 0, 1, 1, 2])],
+)
 def test_condition_threshold_is_where_condition_flips(kind, k, clusters):
     th = noise.condition_threshold(kind, k, clusters=clusters)
+
     def holds(eta):
         C = _loop_matrix(kind, k, eta, clusters)
         return all(C[i, i] > C[i, j] for i in range(k) for j in range(k) if j != i)
+
     assert holds(th - 1e-9) and not holds(min(th + 1e-9, 1.0))
     assert noise.max_eta(kind, k, clusters=clusters) == 1.0
 
@@ -171,7 +175,7 @@ def test_sampling_and_fractions_bad_labels():
 
 def _counts_loop(true, given, k):
     m = np.zeros((k, k), dtype=int)
-    for t, g in zip(true, given):
+    for t, g in zip(true, given, strict=False):
         m[t, g] += 1
     return m
 
@@ -198,8 +202,13 @@ def test_exact_count_sampling_reproduces_fractions(data, k, seed):
     np.testing.assert_allclose(f, counts / sizes[:, None], rtol=0, atol=1e-15)
 
 
-@given(k=st.just(5), n=st.just(7), eta=st.floats(0, 1), seed=st.integers(0, 1000),
-       kind=st.sampled_from(["symmetric", "asymmetric", "pair"]))
+@given(
+    k=st.just(5),
+    n=st.just(7),
+    eta=st.floats(0, 1),
+    seed=st.integers(0, 1000),
+    kind=st.sampled_from(["symmetric", "asymmetric", "pair"]),
+)
 def test_exact_count_rounding_keeps_class_sizes(k, n, eta, seed, kind):
     """Non-integer n_k C_kl: counts differ from n_k C_kl by < 1 and rows keep n_k."""
     C = np.asarray(sdtheory.corruption_matrix(kind, k, eta))
@@ -273,7 +282,9 @@ def test_empirical_fractions_match_counting(k, seed):
     true = np.concatenate([np.arange(k), rng.integers(0, k, 30)])
     given_ = rng.integers(0, k, true.size)
     m = _counts_loop(true, given_, k)
-    np.testing.assert_allclose(np.asarray(sdtheory.empirical_fractions(true, given_, k)), m / m.sum(1, keepdims=True), atol=1e-15)
+    np.testing.assert_allclose(
+        np.asarray(sdtheory.empirical_fractions(true, given_, k)), m / m.sum(1, keepdims=True), atol=1e-15
+    )
 
 
 # --------------------------------------------------------------------------

@@ -18,8 +18,27 @@ from sdtheory.noise import corruption_matrix, sample_labels
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "simulations" / "phase_diagram.py"
 
-TINY = ["--classes", "3", "--per-class", "6", "--c", "0.45", "--d", "0.1", "--lam", "2e-3",
-        "--eta-steps", "4", "--eta-max", "0.6", "--num-rounds", "4", "--seeds", "3", "--quiet"]
+TINY = [
+    "--classes",
+    "3",
+    "--per-class",
+    "6",
+    "--c",
+    "0.45",
+    "--d",
+    "0.1",
+    "--lam",
+    "2e-3",
+    "--eta-steps",
+    "4",
+    "--eta-max",
+    "0.6",
+    "--num-rounds",
+    "4",
+    "--seeds",
+    "3",
+    "--quiet",
+]
 
 
 def _load():
@@ -73,8 +92,7 @@ def test_outputs_exist_and_table_is_consistent(closed_runs):
     assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
     assert not [p for p in os.listdir(out.parent) if p.startswith(out.name + ".")]
     manifest = sio.verify_manifest(out)
-    assert sorted(manifest["files"]) == ["phase_diagram.csv", "phase_diagram.pdf", "phase_diagram.png",
-                                         "summary.json"]
+    assert sorted(manifest["files"]) == ["phase_diagram.csv", "phase_diagram.pdf", "phase_diagram.png", "summary.json"]
     assert manifest["parameters"]["num_seeds"] == 3 and manifest["script"] == "simulations/phase_diagram.py"
 
 
@@ -151,8 +169,14 @@ def test_exact_solver_end_to_end_subprocess(tmp_path):
     """The script as a user runs it (subprocess), with the exact solver."""
     out = tmp_path / "exact"
     env = dict(os.environ, MPLBACKEND="Agg")
-    proc = subprocess.run([sys.executable, str(SCRIPT), *TINY[:-1], "--seeds", "2", "--out", str(out)],
-                          capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *TINY[:-1], "--seeds", "2", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "cells" in proc.stderr  # progress
     rows = _rows(out / "phase_diagram.csv")
@@ -176,7 +200,8 @@ def test_exact_solver_end_to_end_subprocess(tmp_path):
         (["--noise", "gaussian"], "--noise"),
         (["--noise", "cc"], "--clusters"),
         (["--noise", "cc", "--clusters", "0,1"], "--clusters"),
-        (["--solver", "adam"], "--solver"), (["--model", "linear"], "--model"),
+        (["--solver", "adam"], "--solver"),
+        (["--model", "linear"], "--model"),
         (["--per-class", "-3"], "--per-class"),
     ],
 )
@@ -194,9 +219,26 @@ def test_help_explains_every_flag(script, capsys):
         script.main(["--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--classes", "--per-class", "--c", "--d", "--lam", "--noise", "--eta-min", "--eta-max",
-                 "--eta-steps", "--num-rounds", "--seeds", "--seed", "--model", "--solver", "--dim", "--out",
-                 "--tie-tol", "--resume"):
+    for flag in (
+        "--classes",
+        "--per-class",
+        "--c",
+        "--d",
+        "--lam",
+        "--noise",
+        "--eta-min",
+        "--eta-max",
+        "--eta-steps",
+        "--num-rounds",
+        "--seeds",
+        "--seed",
+        "--model",
+        "--solver",
+        "--dim",
+        "--out",
+        "--tie-tol",
+        "--resume",
+    ):
         assert flag in text, flag
 
 
@@ -223,8 +265,12 @@ def test_bad_out_is_an_argparse_error_before_computing(script, capsys, tmp_path,
     _no_compute(monkeypatch, script)
     blocker = tmp_path / "blocker"
     blocker.write_text("not a directory")
-    out = {"file": blocker, "under_file": blocker / "out", "foreign": tmp_path / "mine",
-           "unwritable": tmp_path / "ro" / "out"}[case]
+    out = {
+        "file": blocker,
+        "under_file": blocker / "out",
+        "foreign": tmp_path / "mine",
+        "unwritable": tmp_path / "ro" / "out",
+    }[case]
     if case == "foreign":
         out.mkdir()
         (out / "notes.txt").write_text("keep me")
@@ -263,8 +309,7 @@ def _interrupt_after(monkeypatch, script, cells, calls=None):
 RESUMABLE = [a for a in TINY if a != "--quiet"] + ["--model", "closed", "--chunk-size", "2"]  # 12 cells, 6 chunks
 
 
-def test_interrupted_rerun_keeps_previous_set_and_resume_gives_identical_files(script, tmp_path, monkeypatch,
-                                                                               capsys):
+def test_interrupted_rerun_keeps_previous_set_and_resume_gives_identical_files(script, tmp_path, monkeypatch, capsys):
     ref, out = tmp_path / "ref", tmp_path / "out"
     assert script.main(RESUMABLE + ["--quiet", "--out", str(ref)]) == 0  # uninterrupted
     assert script.main(RESUMABLE + ["--quiet", "--seed", "1", "--out", str(out)]) == 0  # a previous complete set
@@ -298,7 +343,8 @@ def test_interrupted_rerun_keeps_previous_set_and_resume_gives_identical_files(s
     assert _summary_without_timing(out / "summary.json") == _summary_without_timing(ref / "summary.json")
     assert json.loads((out / "summary.json").read_text())["timing"]["resumed_chunks"] == 3
     assert _manifest_without_summary_hash(out / "manifest.json") == _manifest_without_summary_hash(
-        ref / "manifest.json")
+        ref / "manifest.json"
+    )
     sio.verify_manifest(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "ref"]  # the work area is gone
 
@@ -310,8 +356,14 @@ def test_ctrl_c_exits_130_with_one_line_and_no_partial_files(tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, MPLBACKEND="Agg")
     argv = [a for a in TINY if a != "--quiet"] + ["--model", "closed", "--chunk-size", "1", "--out", str(out)]
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), *argv], stderr=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, env=env, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *argv],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     seen = []
     for line in proc.stderr:  # wait until main is running (the first progress line), then press Ctrl-C
         seen.append(line)

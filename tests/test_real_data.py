@@ -23,8 +23,20 @@ from sdtheory import io as sio
 ROOT = Path(__file__).resolve().parents[1]
 real_data = load_script("real_data")
 
-QUICK = ["--quick", "--feature-maps", "standardized", "--kinds", "symmetric", "--rates", "0.0", "0.6",
-         "--seeds", "1", "--num-rounds", "3"]
+QUICK = [
+    "--quick",
+    "--feature-maps",
+    "standardized",
+    "--kinds",
+    "symmetric",
+    "--rates",
+    "0.0",
+    "0.6",
+    "--seeds",
+    "1",
+    "--num-rounds",
+    "3",
+]
 
 
 def _read_csv(path):
@@ -41,9 +53,17 @@ def quick_run(tmp_path_factory):
 
 def test_end_to_end_files_and_rows(quick_run):
     out, res = quick_run
-    for name in ("real_data.csv", "real_data.csv.meta.json", "summary.md", "real_data.json",
-                 "accuracy_standardized.png", "accuracy_standardized.pdf", "diversity_standardized.png",
-                 "spectrum.png", "manifest.json"):
+    for name in (
+        "real_data.csv",
+        "real_data.csv.meta.json",
+        "summary.md",
+        "real_data.json",
+        "accuracy_standardized.png",
+        "accuracy_standardized.pdf",
+        "diversity_standardized.png",
+        "spectrum.png",
+        "manifest.json",
+    ):
         assert (out / name).is_file(), name
     assert set(sio.verify_manifest(out)["files"]) == {p.name for p in out.iterdir()} - {"manifest.json"}
     rows = _read_csv(out / "real_data.csv")
@@ -107,15 +127,16 @@ def _primal_softmax(x, t, lam, loss="ce", q=0.7):
             val = -np.sum(t * np.log(p)) / n
             gz = (p - t) / n
         else:  # GCE on each candidate: sum_l t_l (1 - p_l^q)/q
-            val = np.sum(t * (1 - p ** q) / q) / n
+            val = np.sum(t * (1 - p**q) / q) / n
             dp = -t * p ** (q - 1) / n  # d val / d p
             gz = p * (dp - np.sum(dp * p, 1, keepdims=True))
-        val += lam / 2 * np.sum(w ** 2)
+        val += lam / 2 * np.sum(w**2)
         g = x.T @ gz + lam * w
         return val, g.ravel()
 
-    r = minimize(f, np.zeros(d * k), jac=True, method="L-BFGS-B", options={"gtol": 1e-12, "ftol": 1e-15,
-                                                                          "maxiter": 20000})
+    r = minimize(
+        f, np.zeros(d * k), jac=True, method="L-BFGS-B", options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 20000}
+    )
     return r.x.reshape(d, k)
 
 
@@ -175,8 +196,9 @@ def test_run_cell_against_independent_solvers():
     tc = np.eye(k)[given] - 1 / k
     for r in range(3):
         tc = g @ np.linalg.solve(g + k * n * lam * np.eye(n), tc)
-        assert get[("closed_form", "sd", r)]["agree_exact"] == pytest.approx(np.mean(tc.argmax(1) == ex_pred[r]),
-                                                                             abs=1e-12)
+        assert get[("closed_form", "sd", r)]["agree_exact"] == pytest.approx(
+            np.mean(tc.argmax(1) == ex_pred[r]), abs=1e-12
+        )
     # PLL students from the teacher's top-2
     top2 = np.argsort(-teacher, axis=1)[:, :2]
     t2 = np.zeros((n, k))
@@ -230,25 +252,44 @@ def test_lam_rule_halves_own_label_in_block_model():
 
 def test_user_features_file_and_bad_file(tmp_path):
     ds, _, _ = _quick_data()
-    p = sio.save_features(tmp_path / "emb.npz", ds.features, ds.labels, test_features=ds.test_features,
-                        test_labels=ds.test_labels)
-    res = real_data.main(["--features", str(p), "--feature-maps", "standardized", "--kinds", "symmetric",
-                          "--rates", "0.3", "--seeds", "1", "--num-rounds", "3", "--out", str(tmp_path / "o"),
-                          "--no-figures"])
+    p = sio.save_features(
+        tmp_path / "emb.npz", ds.features, ds.labels, test_features=ds.test_features, test_labels=ds.test_labels
+    )
+    res = real_data.main(
+        [
+            "--features",
+            str(p),
+            "--feature-maps",
+            "standardized",
+            "--kinds",
+            "symmetric",
+            "--rates",
+            "0.3",
+            "--seeds",
+            "1",
+            "--num-rounds",
+            "3",
+            "--out",
+            str(tmp_path / "o"),
+            "--no-figures",
+        ]
+    )
     rows = res["rows"]
     assert {r["feature_map"] for r in rows} == {"standardized"}
     assert all(r["converged"] for r in rows)
     assert res["summary"]["dataset"].startswith("emb, N = 200 train / 80 held-out")
 
 
-
-@pytest.mark.parametrize("problem, message", [
-    ("missing", "nope.npz: file not found"),
-    ("truncated", "bad.npz: not a readable .npz archive"),
-    ("wrong_keys", "bad.npz: missing array 'features'"),
-    ("float_labels", "bad.npz: labels must have an integer dtype"),
-    ("short_labels", "bad.npz: labels has 199 entries but features has 200 rows"),
-])
+@pytest.mark.parametrize(
+    "problem, message",
+    [
+        ("missing", "nope.npz: file not found"),
+        ("truncated", "bad.npz: not a readable .npz archive"),
+        ("wrong_keys", "bad.npz: missing array 'features'"),
+        ("float_labels", "bad.npz: labels must have an integer dtype"),
+        ("short_labels", "bad.npz: labels has 199 entries but features has 200 rows"),
+    ],
+)
 def test_bad_features_file_is_a_clean_error(tmp_path, capsys, problem, message):
     """Every problem with --features: the loader's message after the flag's name, exit status 2, no traceback."""
     rng = np.random.default_rng(0)
@@ -279,10 +320,24 @@ def test_help_and_bad_flags(capsys):
         real_data.main(["--help"])
     assert e.value.code == 0
     assert "--features" in capsys.readouterr().out
-    for bad in (["--rates", "1.5"], ["--rates", "nan"], ["--q", "0"], ["--q", "nan"], ["--lam", "-1"],
-                ["--lam", "inf"], ["--num-rounds", "1"], ["--relu-dim", "0"], ["--seeds", "0"],
-                ["--test-fraction", "1"], ["--test-fraction", "0"], ["--test-fraction", "1.5"],
-                ["--test-fraction", "nan"], ["--seed", "-1"], ["--seed", "x"], ["--kinds", "uniform"]):
+    for bad in (
+        ["--rates", "1.5"],
+        ["--rates", "nan"],
+        ["--q", "0"],
+        ["--q", "nan"],
+        ["--lam", "-1"],
+        ["--lam", "inf"],
+        ["--num-rounds", "1"],
+        ["--relu-dim", "0"],
+        ["--seeds", "0"],
+        ["--test-fraction", "1"],
+        ["--test-fraction", "0"],
+        ["--test-fraction", "1.5"],
+        ["--test-fraction", "nan"],
+        ["--seed", "-1"],
+        ["--seed", "x"],
+        ["--kinds", "uniform"],
+    ):
         with pytest.raises(SystemExit) as e:
             real_data.main(bad)
         assert e.value.code == 2
@@ -295,8 +350,9 @@ def test_help_and_bad_flags(capsys):
 
 def test_tie_with_true_class_is_incorrect():
     """The real-data scoring uses the package's one rule: a tie between the true class and another fails."""
-    row = E.score_rounds([[[0.5, 0.5, 0.0]]], [0], [0], test_outputs=[[[0.5, 0.5, 0.0]]], test_labels=[0],
-                         probabilities=True)[0]
+    row = E.score_rounds(
+        [[[0.5, 0.5, 0.0]]], [0], [0], test_outputs=[[[0.5, 0.5, 0.0]]], test_labels=[0], probabilities=True
+    )[0]
     assert row["train_acc"] == 0.0 and row["train_acc_clean"] == 0.0 and row["test_acc"] == 0.0
     assert np.isnan(row["train_acc_corrupted"])  # no corrupted instance: NaN, not a vacuous 1
     # a margin above TIE_TOL is correct (here the given label 1 was corrupted)

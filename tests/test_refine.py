@@ -26,9 +26,7 @@ def test_top2_matches_stable_sort_with_ties(seed, shape):
 
 def test_top2_tie_rule_documented_example():
     P = np.array([[0.2, 0.4, 0.4], [0.5, 0.25, 0.25], [1 / 3, 1 / 3, 1 / 3]])
-    np.testing.assert_array_equal(
-        np.asarray(sdtheory.top2_targets(P)), [[0, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0.5, 0]]
-    )
+    np.testing.assert_array_equal(np.asarray(sdtheory.top2_targets(P)), [[0, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0.5, 0]])
 
 
 def _direct_round(G, T, lam):
@@ -168,13 +166,16 @@ def test_pll_student_bad_numbers_are_rejected_clearly():
         jax.vmap(lambda lam: sdtheory.pll_student(Y, lam=lam, gram=G).outputs)(jnp.array([-1.0, 1e-2]))
 
 
-@pytest.mark.parametrize("bad,exc,match", [
-    ([[0.2, 0.5, 0.3], [0.1, 0.9]], ValueError, "rectangular"),
-    (np.eye(3, dtype=bool), TypeError, "bool"),
-    ("abc", TypeError, "string"),
-    (np.zeros((0, 3)), ValueError, "non-empty"),
-    ([[0.2, np.nan, 0.1]], ValueError, "non-finite"),
-])
+@pytest.mark.parametrize(
+    "bad,exc,match",
+    [
+        ([[0.2, 0.5, 0.3], [0.1, 0.9]], ValueError, "rectangular"),
+        (np.eye(3, dtype=bool), TypeError, "bool"),
+        ("abc", TypeError, "string"),
+        (np.zeros((0, 3)), ValueError, "non-empty"),
+        ([[0.2, np.nan, 0.1]], ValueError, "non-finite"),
+    ],
+)
 def test_top2_targets_bad_outputs(bad, exc, match):
     with pytest.raises(exc, match=match):
         sdtheory.top2_targets(bad)

@@ -58,8 +58,9 @@ def _top2_np(p, tie=TIE):
 
 @pytest.fixture(scope="module")
 def closed_result():
-    cfg = sim.make_config(num_classes=K, per_class=N_PER, c=C_IN, d=D_OUT, lam=LAM, num_rounds=R,
-                          methods=("sd_closed", "pll_closed"))
+    cfg = sim.make_config(
+        num_classes=K, per_class=N_PER, c=C_IN, d=D_OUT, lam=LAM, num_rounds=R, methods=("sd_closed", "pll_closed")
+    )
     return cfg, sim.run_grid(cfg, ETAS, num_seeds=SEEDS, seed=3)
 
 
@@ -69,8 +70,9 @@ def test_engine_equals_per_cell_public_calls_closed_form(closed_result):
 
 @pytest.mark.slow
 def test_engine_equals_per_cell_public_calls_exact():
-    cfg = sim.make_config(num_classes=K, per_class=N_PER, c=C_IN, d=D_OUT, lam=LAM, num_rounds=R,
-                          methods=sim.METHODS, exact_tol=1e-10)
+    cfg = sim.make_config(
+        num_classes=K, per_class=N_PER, c=C_IN, d=D_OUT, lam=LAM, num_rounds=R, methods=sim.METHODS, exact_tol=1e-10
+    )
     _check_per_cell(sim.run_grid(cfg, ETAS, num_seeds=SEEDS, seed=3), exact=True)
 
 
@@ -90,7 +92,9 @@ def _check_per_cell(res, exact):
             sd_closed = np.asarray(sd.block_outputs(y, classes, c=C_IN, d=D_OUT, lam=LAM, rounds=range(R)))
             ref = {
                 "sd_closed": sd_closed,
-                "pll_closed": np.asarray(sd.block_outputs(_top2_np(sd_closed[0]), classes, c=C_IN, d=D_OUT, lam=LAM, rounds=[0])),
+                "pll_closed": np.asarray(
+                    sd.block_outputs(_top2_np(sd_closed[0]), classes, c=C_IN, d=D_OUT, lam=LAM, rounds=[0])
+                ),
             }
             srt = np.sort(sd_closed[0], axis=-1)
             if np.all(np.diff(srt, axis=-1)[:, -2:] > 1e-8):  # no near-ties: the package's pipeline agrees
@@ -100,7 +104,9 @@ def _check_per_cell(res, exact):
             if exact:
                 ex = exact_outputs(y, lam=LAM, num_rounds=R, gram=gram, tol=1e-10, solver="newton-cg")
                 ref["sd_exact"] = np.asarray(ex.outputs)
-                st_ex = exact_outputs(_top2_np(ex.outputs[0]), lam=LAM, num_rounds=1, gram=gram, tol=1e-10, solver="newton-cg")
+                st_ex = exact_outputs(
+                    _top2_np(ex.outputs[0]), lam=LAM, num_rounds=1, gram=gram, tol=1e-10, solver="newton-cg"
+                )
                 ref["pll_exact"] = np.asarray(st_ex.outputs)
             for m, out in ref.items():
                 ok = _strict_correct(out, classes)  # (R', N)
@@ -122,13 +128,15 @@ def _check_per_cell(res, exact):
             assert th.empirical_margin[i, s] == theorems.margin(f)
             np.testing.assert_array_equal(th.empirical_all_correct[i, s], theorems.all_correct_at(f, range(R), **kw))
             assert th.empirical_pll_accuracy[i, s] == pytest.approx(
-                float(theorems.pll_accuracy_prediction(f, **kw).accuracy[0]), abs=1e-12)
+                float(theorems.pll_accuracy_prediction(f, **kw).accuracy[0]), abs=1e-12
+            )
             assert th.empirical_pll_condition[i, s] == theorems.pll_condition(f, **kw)
         kw = dict(c=C_IN, d=D_OUT, lam=LAM, per_class=N_PER)
         assert res.theory.population_rstar[i] == theorems.min_rounds(np.asarray(C), **kw)
         assert res.theory.population_condition[i] == theorems.corruption_condition(np.asarray(C))
-        np.testing.assert_array_equal(res.theory.population_all_correct[i],
-                                      theorems.all_correct_at(np.asarray(C), range(R), **kw))
+        np.testing.assert_array_equal(
+            res.theory.population_all_correct[i], theorems.all_correct_at(np.asarray(C), range(R), **kw)
+        )
 
 
 def test_closed_form_cells_equal_direct_numpy_solve(closed_result):
@@ -185,12 +193,13 @@ def test_theorem_predicts_closed_form_outcome(etas, seed):
 
 
 def test_chunking_and_feature_path():
-    cfg = sim.make_config(num_classes=3, per_class=5, c=0.5, d=0.1, lam=1e-3, num_rounds=4,
-                          methods=("sd_closed", "pll_closed"), dim=6)
+    cfg = sim.make_config(
+        num_classes=3, per_class=5, c=0.5, d=0.1, lam=1e-3, num_rounds=4, methods=("sd_closed", "pll_closed"), dim=6
+    )
     etas = np.linspace(0, 0.6, 5)
     a = sim.run_grid(cfg, etas, num_seeds=3, seed=1, chunk_size=5)
     b = sim.run_grid(cfg, etas, num_seeds=3, seed=1)
-    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=False):
         np.testing.assert_array_equal(x, y)
     # feature path: per cell, closed form on the sampled features (public API)
     classes = sd.block_classes([5] * 3)
@@ -201,8 +210,9 @@ def test_chunking_and_feature_path():
             lab = np.asarray(sample_labels(lk, classes, corruption_matrix("symmetric", 3, float(eta))))
             x = sd.sample_block_features(fk, classes, c=0.5, d=0.1, dim=6, num_classes=3)
             out = sd.sd_outputs(np.eye(3)[lab], lam=1e-3, rounds=range(4), features=x)
-            np.testing.assert_array_equal(a.methods["sd_closed"].num_correct[i, s],
-                                          _strict_correct(out, classes).sum(-1))
+            np.testing.assert_array_equal(
+                a.methods["sd_closed"].num_correct[i, s], _strict_correct(out, classes).sum(-1)
+            )
 
 
 def test_bad_config_and_grid_raise():
@@ -263,17 +273,18 @@ _SHARD_SCRIPT = textwrap.dedent(
 @pytest.mark.slow
 def test_sharded_equals_single_device(tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", _SHARD_SCRIPT], capture_output=True, text=True, env=env,
-                          timeout=600)
+    proc = subprocess.run([sys.executable, "-c", _SHARD_SCRIPT], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(proc.stdout)
     assert data["ndev"] == 4
     # this (1-device) process computes the same grid
-    cfg = sim.make_config(num_classes=3, per_class=6, c=0.45, d=0.1, lam=2e-3, num_rounds=4,
-                          methods=sim.METHODS, exact_tol=1e-10)
+    cfg = sim.make_config(
+        num_classes=3, per_class=6, c=0.45, d=0.1, lam=2e-3, num_rounds=4, methods=sim.METHODS, exact_tol=1e-10
+    )
     here = sim.run_grid(cfg, np.linspace(0.0, 0.6, 5), num_seeds=3, seed=11)
-    here_flat = {"/".join(str(p) for p in path): np.asarray(leaf)
-                 for path, leaf in jax.tree_util.tree_leaves_with_path(here)}
+    here_flat = {
+        "/".join(str(p) for p in path): np.asarray(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(here)
+    }
     assert set(data["sharded"]) == set(here_flat)
     for name, ref in here_flat.items():
         for which in ("sharded", "single"):
@@ -293,8 +304,13 @@ def test_sharded_equals_single_device(tmp_path):
 
 
 def test_make_config_numbers_only_and_numpy_floats():
-    cfg = sim.make_config(exact_tol=np.float32(1e-6), pll_q=np.float32(0.5), tie_tol=np.float32(1e-10),
-                          lam=np.float64(1e-3), c=np.float32(0.5))  # exact_tol was refused
+    cfg = sim.make_config(
+        exact_tol=np.float32(1e-6),
+        pll_q=np.float32(0.5),
+        tie_tol=np.float32(1e-10),
+        lam=np.float64(1e-3),
+        c=np.float32(0.5),
+    )  # exact_tol was refused
     assert cfg.exact_tol == pytest.approx(1e-6) and cfg.pll_q == 0.5 and cfg.lam == 1e-3
     assert isinstance(cfg.exact_tol, float) and isinstance(cfg.pll_q, float)
     for kw, exc, match in [
@@ -321,8 +337,10 @@ def test_make_config_numbers_only_and_numpy_floats():
 def test_check_config_is_make_configs_checks():
     from sdtheory.montecarlo.config import check_config
 
-    for cfg in (sim.make_config(), sim.make_config(noise="cc", clusters=[[0, 1], [2, 3]], methods=sim.METHODS,
-                                                   dim=5, exact_labels=True)):
+    for cfg in (
+        sim.make_config(),
+        sim.make_config(noise="cc", clusters=[[0, 1], [2, 3]], methods=sim.METHODS, dim=5, exact_labels=True),
+    ):
         assert check_config(cfg) == cfg
     hand = sim.SimConfig(num_classes=2, per_class=3, c=0.4, d=0.1, lam=1e-2, num_rounds=0)
     with pytest.raises(ValueError, match="config: num_rounds must be >= 1"):

@@ -119,7 +119,9 @@ def test_predictive_diversity_and_confidence(seed):
     P[0] = [1.0, 0.0, 0.0, 0.0]
     P[1] = [0.4, 0.2, 0.2, 0.2]
     np.testing.assert_allclose(sdtheory.predictive_diversity(P), _diversity_loop(P), atol=1e-12)
-    np.testing.assert_allclose(sdtheory.predictive_diversity(P, normalize=True), _diversity_loop(P) / np.log(3), atol=1e-12)
+    np.testing.assert_allclose(
+        sdtheory.predictive_diversity(P, normalize=True), _diversity_loop(P) / np.log(3), atol=1e-12
+    )
     assert float(sdtheory.predictive_diversity(P)[1]) == pytest.approx(np.log(3))
     np.testing.assert_allclose(sdtheory.confidence(P), P.max(1), atol=0)
     with pytest.raises(ValueError, match="negative"):
@@ -148,7 +150,9 @@ def test_accuracy_and_split_accuracy_match_loops(seed):
         assert int(s.n_clean) == nc and int(s.n_corrupted) == nx
         assert int(s.clean_correct[r]) == (ok & clean).sum() and int(s.corrupted_correct[r]) == (ok & ~clean).sum()
         assert float(s.clean[r]) == pytest.approx((ok & clean).sum() / nc if nc else np.nan, abs=1e-15, nan_ok=True)
-        assert float(s.corrupted[r]) == pytest.approx((ok & ~clean).sum() / nx if nx else np.nan, abs=1e-15, nan_ok=True)
+        assert float(s.corrupted[r]) == pytest.approx(
+            (ok & ~clean).sum() / nx if nx else np.nan, abs=1e-15, nan_ok=True
+        )
         assert float(s.overall[r]) == pytest.approx(ok.mean(), abs=1e-15)
     np.testing.assert_array_equal(sdtheory.split_accuracy(out, true, given_).clean_correct, s.clean_correct)
 

@@ -306,8 +306,9 @@ def test_cores_vmap_over_fractions_and_lam():
     np.testing.assert_array_equal(jitted, grid[3])
     logs = T.log_block_factors(per_class=n, num_classes=k, c=c, d=d, lam=1e-3)
     a, b, g = sdtheory.block_factors(per_class=n, num_classes=k, c=c, d=d, lam=1e-3)
-    np.testing.assert_allclose(np.exp([logs.log_b, logs.log_b + logs.log_rho, logs.log_b + logs.log_gamma]),
-                               [b, a, g], rtol=1e-15)
+    np.testing.assert_allclose(
+        np.exp([logs.log_b, logs.log_b + logs.log_rho, logs.log_b + logs.log_gamma]), [b, a, g], rtol=1e-15
+    )
     traced = jax.jit(lambda l: jnp.stack(T.log_block_factors(per_class=n, num_classes=k, c=c, d=d, lam=l)))(1e-3)
     np.testing.assert_allclose(traced, logs, rtol=1e-15)
     # Jitted cores straight on the log-factors, vmapped over fractions and over a grid of lam.
@@ -327,8 +328,12 @@ def test_cores_vmap_over_fractions_and_lam():
 def _dec_ctx(prec=80):
     """80 significant digits, the widest exponent range; overflow gives +-Infinity (gamma^e at e ~ 2**63)
     and underflow 0 instead of raising; an invalid operation (inf - inf) still raises."""
-    ctx = decimal.Context(prec=prec, Emin=decimal.MIN_EMIN, Emax=decimal.MAX_EMAX,
-                          traps=[decimal.InvalidOperation, decimal.DivisionByZero])
+    ctx = decimal.Context(
+        prec=prec,
+        Emin=decimal.MIN_EMIN,
+        Emax=decimal.MAX_EMAX,
+        traps=[decimal.InvalidOperation, decimal.DivisionByZero],
+    )
     return localcontext(ctx)
 
 
@@ -419,8 +424,9 @@ def test_window_small_lam_with_global_term_matches_decimal():
     assert 0 < w.first < w.last < T.MAX_ROUND
     rounds = [w.first - 1, w.first, w.last, w.last + 1]
     np.testing.assert_array_equal(_dec_all_correct(f, k, n, c, d, lam, rounds), [False, True, True, False])
-    np.testing.assert_array_equal(sdtheory.all_correct_at(f, rounds, c=c, d=d, lam=lam, per_class=n),
-                                  [False, True, True, False])
+    np.testing.assert_array_equal(
+        sdtheory.all_correct_at(f, rounds, c=c, d=d, lam=lam, per_class=n), [False, True, True, False]
+    )
 
 
 HUGE = [1e305, 1e308, float(np.finfo(float).max)]
@@ -452,8 +458,9 @@ def test_huge_lam_matches_decimal(lam):
     assert np.all(np.isfinite(logs))
 
 
-@pytest.mark.parametrize("k,n,c,d", [(4, 30, 0.45, 0.1), (3, 2, 0.3, 0.25), (3, 20, 0.5, 1e-10),
-                                     (5, 7, 0.999999, 0.2), (2, 1, 0.1, 0.0)])
+@pytest.mark.parametrize(
+    "k,n,c,d", [(4, 30, 0.45, 0.1), (3, 2, 0.3, 0.25), (3, 20, 0.5, 1e-10), (5, 7, 0.999999, 0.2), (2, 1, 0.1, 0.0)]
+)
 def test_log_block_factors_match_decimal_everywhere(k, n, c, d):
     """log b, log(a/b), log(g/b) to a few ulps relative, from lam = 1e-300 to the float64 maximum, also
     where the eigenvalues nearly coincide (d = 1e-10: g/b - 1 ~ 1e-14) or differ by 1e6 (c near 1)."""
@@ -524,9 +531,11 @@ def test_all_correct_at_huge_round_indices_match_decimal(lam):
     """Round indices up to the int64 maximum: float64 e = r + 1 (rounded above 2**53), against decimal."""
     k, n, c, d = 3, 20, 0.5, 0.2
     rounds = np.array([0, 3, 2**31, 2**40, 2**53 - 1, 2**53 + 1, 2**62, 2**63 - 1], dtype=np.int64)
-    cases = [sdtheory.corruption_matrix("symmetric", k, 0.3),  # never closes
-             np.array([[0.75, 0.125, 0.125], [0.25, 0.625, 0.125], [0.25, 0.125, 0.625]]),  # closes
-             np.array([[0.5, 0.5, 0.0], [0.0, 0.75, 0.25], [0.25, 0.0, 0.75]])]  # condition fails
+    cases = [
+        sdtheory.corruption_matrix("symmetric", k, 0.3),  # never closes
+        np.array([[0.75, 0.125, 0.125], [0.25, 0.625, 0.125], [0.25, 0.125, 0.625]]),  # closes
+        np.array([[0.5, 0.5, 0.0], [0.0, 0.75, 0.25], [0.25, 0.0, 0.75]]),
+    ]  # condition fails
     for f in cases:
         got = sdtheory.all_correct_at(f, rounds, c=c, d=d, lam=lam, per_class=n)
         np.testing.assert_array_equal(got, _dec_all_correct(f, k, n, c, d, lam, rounds), err_msg=str(f))
@@ -540,8 +549,14 @@ def test_all_correct_at_huge_round_indices_match_decimal(lam):
 def test_non_scalar_lam_is_refused_with_a_clear_error():
     C = sdtheory.corruption_matrix("symmetric", 3, 0.3)
     kw = dict(c=0.4, d=0.1, per_class=10)
-    calls = [sdtheory.min_rounds, sdtheory.all_correct_rounds, sdtheory.max_rounds, sdtheory.pll_condition,
-             sdtheory.pll_accuracy_prediction, lambda f, **k: sdtheory.all_correct_at(f, [0, 1], **k)]
+    calls = [
+        sdtheory.min_rounds,
+        sdtheory.all_correct_rounds,
+        sdtheory.max_rounds,
+        sdtheory.pll_condition,
+        sdtheory.pll_accuracy_prediction,
+        lambda f, **k: sdtheory.all_correct_at(f, [0, 1], **k),
+    ]
     for lam in (np.array([1e-3, 1e-2]), [1e-3], jnp.ones((2, 2)) * 1e-3):
         for fn in calls:
             with pytest.raises(ValueError, match="lam must be a scalar"):
@@ -678,7 +693,8 @@ def test_engine_computes_the_pll_theory_only_with_a_pll_method():
         for cfg, expect in ((sd_only, False), (with_pll, True)):
             shared, point = make_shared(cfg), make_point(cfg, cfg.lam, cfg.c, cfg.d)
             jpr = jax.make_jaxpr(lambda e, key: simulate_cell(cfg, shared, point, e, key))(
-                jnp.asarray(0.3), jax.random.PRNGKey(0))
+                jnp.asarray(0.3), jax.random.PRNGKey(0)
+            )
             assert _has_kkk(jpr.jaxpr, k) == expect
     a = mc.run_grid(sd_only, etas, num_seeds=2, seed=3).theory
     b = mc.run_grid(with_pll, etas, num_seeds=2, seed=3).theory

@@ -41,16 +41,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..block import BlockSpectrum, _block_spectrum, block_classes, block_gram, block_outputs_core, \
-    sample_block_features_core
+from ..block import (
+    BlockSpectrum,
+    _block_spectrum,
+    block_classes,
+    block_gram,
+    block_outputs_core,
+    sample_block_features_core,
+)
 from ..closed_form import sd_outputs_core
 from ..exact import exact_outputs_core, spectral_features
 from ..metrics import correct_core
 from ..noise import corruption_matrix_core, empirical_fractions_core, sample_labels_exact_core, sample_labels_iid_core
 from ..refine import Fit, block_fit, closed_fit, exact_fit, pll_rounds_core
 from ..spectral import _feature_spectrum as feature_spectrum, _gram_spectrum as gram_spectrum
-from ..theorems import (LogFactors, all_correct_at_core, corruption_condition_core, log_block_factors,
-                        margin_core, min_rounds_core, pll_condition_core, pll_prediction_core)
+from ..theorems import (
+    LogFactors,
+    all_correct_at_core,
+    corruption_condition_core,
+    log_block_factors,
+    margin_core,
+    min_rounds_core,
+    pll_condition_core,
+    pll_prediction_core,
+)
 from .config import SimConfig
 
 __all__ = ["Point", "Shared", "make_point", "make_shared", "point_spectra", "simulate_cell"]
@@ -99,8 +113,14 @@ def make_point(config: SimConfig, lam: float, c: float, d: float, spectra: Any =
     """
     bspec, spec = point_spectra(config, c, d) if spectra is None else spectra
     logs = log_block_factors(per_class=config.per_class, num_classes=config.num_classes, c=c, d=d, lam=lam)
-    return Point(jnp.asarray(lam, dtype=float), jnp.asarray(c, dtype=float), jnp.asarray(d, dtype=float),
-                 LogFactors(*(jnp.asarray(x, dtype=float) for x in logs)), bspec, spec)
+    return Point(
+        jnp.asarray(lam, dtype=float),
+        jnp.asarray(c, dtype=float),
+        jnp.asarray(d, dtype=float),
+        LogFactors(*(jnp.asarray(x, dtype=float) for x in logs)),
+        bspec,
+        spec,
+    )
 
 
 def point_spectra(config: SimConfig, c: float, d: float) -> tuple:
@@ -197,8 +217,14 @@ def simulate_cell(config: SimConfig, shared: Shared, point: Point, eta: jax.Arra
             fit = exact_fit(spectral_features(spec), lam, loss=config.pll_loss, q=config.pll_q, **solve)
             pll = pll_rounds_core(fit, Fit(res.outputs[0], res.converged[0], res.residuals[0]), 1, tt)
             # a student counts as converged only with its teacher; its residual is the worse of the two
-            out["pll_exact"] = _stats(pll.outputs, classes, clean, pll.converged[1:] & pll.converged[:1],
-                                      jnp.maximum(pll.residuals[1:], pll.residuals[:1]), tt)
+            out["pll_exact"] = _stats(
+                pll.outputs,
+                classes,
+                clean,
+                pll.converged[1:] & pll.converged[:1],
+                jnp.maximum(pll.residuals[1:], pll.residuals[:1]),
+                tt,
+            )
 
     # theory (population: C; empirical: this cell's fractions), from the log-factors
     logs = point.log_factors

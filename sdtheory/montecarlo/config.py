@@ -11,7 +11,8 @@ new config compiles a new program. The model parameters ``lam``, ``c`` and
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -111,8 +112,9 @@ def make_config(
     k = V.check_size(num_classes, "num_classes", minimum=2)
     n = V.check_size(per_class, "per_class", minimum=1)
     if k * n > V.MAX_COUNT:
-        raise ValueError(f"num_classes * per_class (the number of instances) must be at most {V.MAX_COUNT}, "
-                         f"got {k} * {n}")
+        raise ValueError(
+            f"num_classes * per_class (the number of instances) must be at most {V.MAX_COUNT}, got {k} * {n}"
+        )
     c, d = V.check_cd(c, d)
     lam = _check_lam_scalar(lam)
     r = V.check_size(num_rounds, "num_rounds", minimum=1)
@@ -134,8 +136,25 @@ def make_config(
     pll_q = check_q(pll_q, "pll_q")
     exact_labels = V.check_bool(exact_labels, "exact_labels")
     tie_tol = _check_tie_tol(tie_tol)
-    return SimConfig(k, n, c, d, lam, r, noise, methods, dim, exact_labels, exact_tol, exact_max_iter,
-                     exact_solver, pll_loss, pll_q, clusters, tie_tol)
+    return SimConfig(
+        k,
+        n,
+        c,
+        d,
+        lam,
+        r,
+        noise,
+        methods,
+        dim,
+        exact_labels,
+        exact_tol,
+        exact_max_iter,
+        exact_solver,
+        pll_loss,
+        pll_q,
+        clusters,
+        tie_tol,
+    )
 
 
 def check_config(config: Any) -> SimConfig:

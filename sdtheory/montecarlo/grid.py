@@ -53,8 +53,9 @@ def _check_devices(devices: Any) -> list:
         raise ValueError("devices must contain at least one device")
     bad = [d for d in devs if not isinstance(d, jax.Device)]
     if bad:
-        raise TypeError(f"devices must be jax.Device objects (from jax.devices()), got {bad[0]!r} "
-                        f"({type(bad[0]).__name__})")
+        raise TypeError(
+            f"devices must be jax.Device objects (from jax.devices()), got {bad[0]!r} ({type(bad[0]).__name__})"
+        )
     if len(set(devs)) != len(devs):
         raise ValueError(f"devices must not repeat, got {devs}")
     return devs
@@ -65,8 +66,9 @@ def _mesh(devices: Optional[Sequence[Any]]) -> Mesh:
 
 
 @partial(jax.jit, static_argnums=(0,))
-def cell_chunk(config: SimConfig, shared: Shared, point: Point, etas: jax.Array, keys: jax.Array,
-               cell_idx: jax.Array) -> dict:
+def cell_chunk(
+    config: SimConfig, shared: Shared, point: Point, etas: jax.Array, keys: jax.Array, cell_idx: jax.Array
+) -> dict:
     """Cells ``cell_idx`` (flat, eta-major indices into ``etas x keys``) of one point in one vmapped call.
 
     Pure and jitted; when ``cell_idx`` is sharded over devices the whole
@@ -149,14 +151,18 @@ def _chunk_layout(fn: Callable, *args: Any) -> tuple:
 def _unflatten_chunk(flat: Mapping[str, Any], layout: tuple, valid: int, key: int) -> Any:
     names, treedef, specs = layout
     if set(flat) != set(names):
-        raise ValueError(f"completed[{key}] has arrays {sorted(flat)}, expected {sorted(names)}: it was "
-                         "produced by another configuration")
+        raise ValueError(
+            f"completed[{key}] has arrays {sorted(flat)}, expected {sorted(names)}: it was "
+            "produced by another configuration"
+        )
     leaves = []
     for name, (shape, dtype) in zip(names, specs, strict=True):
         a = np.asarray(flat[name])
         if a.shape != (valid, *shape) or a.dtype != dtype:
-            raise ValueError(f"completed[{key}][{name!r}] has shape {a.shape} and dtype {a.dtype}, expected "
-                             f"{(valid, *shape)} and {dtype}: it was produced by another configuration")
+            raise ValueError(
+                f"completed[{key}][{name!r}] has shape {a.shape} and dtype {a.dtype}, expected "
+                f"{(valid, *shape)} and {dtype}: it was produced by another configuration"
+            )
         leaves.append(a)
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
@@ -175,9 +181,11 @@ def _check_completed(completed: Any, per_point: int, chunk_size: int, num_points
         except (TypeError, ValueError):
             raise ValueError(f"completed keys must be chunk starts (integers), got {k!r}") from None
         if start not in starts or not isinstance(v, Mapping):
-            raise ValueError(f"completed[{k!r}] is not a chunk of this grid ({num_points} point(s) of {per_point} "
-                             f"cells in chunks of {chunk_size}): it comes from another grid, chunk size or "
-                             "number of devices")
+            raise ValueError(
+                f"completed[{k!r}] is not a chunk of this grid ({num_points} point(s) of {per_point} "
+                f"cells in chunks of {chunk_size}): it comes from another grid, chunk size or "
+                "number of devices"
+            )
         out[start] = v
     return out
 

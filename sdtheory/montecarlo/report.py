@@ -17,8 +17,19 @@ import numpy as np
 from ..metrics import first_all_correct
 from .config import SimConfig
 
-__all__ = ["GapStats", "MethodStats", "SimResult", "TABLE_COLUMNS", "TheoryStats", "accuracy_curves", "agreement",
-           "assemble", "mean_empirical_rstar", "median_first_all_correct", "phase_table"]
+__all__ = [
+    "GapStats",
+    "MethodStats",
+    "SimResult",
+    "TABLE_COLUMNS",
+    "TheoryStats",
+    "accuracy_curves",
+    "agreement",
+    "assemble",
+    "mean_empirical_rstar",
+    "median_first_all_correct",
+    "phase_table",
+]
 
 
 class MethodStats(NamedTuple):
@@ -125,7 +136,7 @@ class SimResult(NamedTuple):
     sweep: dict = {}
     params: dict = {}
 
-    def select(self, **values: float) -> "SimResult":
+    def select(self, **values: float) -> SimResult:
         """The unswept result at one value of each swept axis, e.g. ``select(lam=1e-3)``.
 
         Every swept axis must be given (by value, matched exactly); the
@@ -134,8 +145,9 @@ class SimResult(NamedTuple):
         missing = [a for a in self.sweep if a not in values]
         unknown = [a for a in values if a not in self.sweep]
         if missing or unknown:
-            raise ValueError(f"select needs exactly the swept axes {list(self.sweep)}; missing {missing}, "
-                             f"not swept {unknown}")
+            raise ValueError(
+                f"select needs exactly the swept axes {list(self.sweep)}; missing {missing}, not swept {unknown}"
+            )
         index = []
         for axis, vals in self.sweep.items():
             hits = [i for i, v in enumerate(vals) if v == float(values[axis])]
@@ -148,8 +160,9 @@ class SimResult(NamedTuple):
         theory = TheoryStats(*(pick(a) for a in self.theory))
         gap = None if self.gap is None else GapStats(*(pick(a) for a in self.gap))
         params = dict(self.params, **{a: float(values[a]) for a in self.sweep})
-        return SimResult(self.etas, self.rounds, self.num_instances, pick(self.num_noisy), methods, theory, gap,
-                         {}, params)
+        return SimResult(
+            self.etas, self.rounds, self.num_instances, pick(self.num_noisy), methods, theory, gap, {}, params
+        )
 
     def accuracy(self, method: str) -> np.ndarray:
         """Training accuracy vs the true classes, ``(*sweep, E, S, R)``."""
@@ -190,17 +203,30 @@ def assemble(config: SimConfig, etas: np.ndarray, num_seeds: int, grid: dict, sw
     gap = GapStats(*(shape(a) for a in grid["gap"])) if "gap" in grid else None
     swept = {name: list(vals) for name, (vals, s) in sweep.items() if s}
     params = {name: vals[0] for name, (vals, s) in sweep.items() if not s}
-    return SimResult(etas, rounds, config.num_instances, shape(grid["num_noisy"]), methods, theory, gap, swept,
-                     params)
+    return SimResult(etas, rounds, config.num_instances, shape(grid["num_noisy"]), methods, theory, gap, swept, params)
 
 
 #: Columns of :func:`phase_table`, in order.
 TABLE_COLUMNS = (
-    "eta", "round", "method", "num_seeds", "mean_accuracy", "std_accuracy", "min_accuracy",
-    "mean_clean_accuracy", "mean_noisy_accuracy", "frac_all_correct", "majority_all_correct",
-    "theory_all_correct", "theory_rstar", "frac_theory_empirical_all_correct",
-    "theory_pll_accuracy", "mean_theory_empirical_pll_accuracy", "agree",
-    "frac_converged", "max_residual",
+    "eta",
+    "round",
+    "method",
+    "num_seeds",
+    "mean_accuracy",
+    "std_accuracy",
+    "min_accuracy",
+    "mean_clean_accuracy",
+    "mean_noisy_accuracy",
+    "frac_all_correct",
+    "majority_all_correct",
+    "theory_all_correct",
+    "theory_rstar",
+    "frac_theory_empirical_all_correct",
+    "theory_pll_accuracy",
+    "mean_theory_empirical_pll_accuracy",
+    "agree",
+    "frac_converged",
+    "max_residual",
 )
 
 
@@ -208,13 +234,15 @@ def _pooled(num, den):
     """Sum of ``num`` over seeds / sum of ``den``; ``None`` where the denominator is 0."""
     n = np.sum(num, axis=1)
     d = np.sum(den, axis=1)
-    return [None if dd == 0 else float(nn) / float(dd) for nn, dd in zip(n.ravel(), d.ravel())]
+    return [None if dd == 0 else float(nn) / float(dd) for nn, dd in zip(n.ravel(), d.ravel(), strict=False)]
 
 
 def _unswept(result: SimResult, what: str) -> None:
     if result.sweep:
-        raise ValueError(f"{what} needs an unswept result; take one value per swept axis with "
-                         f"result.select({', '.join(a + '=...' for a in result.sweep)})")
+        raise ValueError(
+            f"{what} needs an unswept result; take one value per swept axis with "
+            f"result.select({', '.join(a + '=...' for a in result.sweep)})"
+        )
 
 
 def phase_table(result: SimResult) -> dict:
@@ -262,9 +290,12 @@ def phase_table(result: SimResult) -> dict:
                 cols["theory_all_correct"].append(bool(pred[i]))
                 cols["theory_rstar"].append(int(rstar[i]) if m.startswith("sd_") else None)
                 cols["frac_theory_empirical_all_correct"].append(float(pred_emp[i]))
-                cols["theory_pll_accuracy"].append(None if m.startswith("sd_") else float(th.population_pll_accuracy[i]))
+                cols["theory_pll_accuracy"].append(
+                    None if m.startswith("sd_") else float(th.population_pll_accuracy[i])
+                )
                 cols["mean_theory_empirical_pll_accuracy"].append(
-                    None if m.startswith("sd_") else float(th.empirical_pll_accuracy[i].mean()))
+                    None if m.startswith("sd_") else float(th.empirical_pll_accuracy[i].mean())
+                )
                 cols["agree"].append(bool(pred[i] == majority[i]))
                 cols["frac_converged"].append(float(st.converged[i, :, j].mean()))
                 cols["max_residual"].append(float(st.residual[i, :, j].max()))
@@ -277,7 +308,7 @@ def _offsets(predicted: np.ndarray, observed: np.ndarray) -> dict:
     diff = (observed - predicted)[both]
     vals, counts = np.unique(diff, return_counts=True)
     return {
-        "histogram": {str(int(v)): int(c) for v, c in zip(vals, counts)},
+        "histogram": {str(int(v)): int(c) for v, c in zip(vals, counts, strict=False)},
         "num_compared": int(both.sum()),
         "exact_match_fraction": float(np.mean(diff == 0)) if diff.size else None,
         "mean_offset": float(diff.mean()) if diff.size else None,
@@ -314,7 +345,8 @@ def agreement(result: SimResult) -> dict:
                 "cells_population_vs_majority": float(np.mean(pred_pop == majority)),
                 "cells_empirical_vs_outcome": float(np.mean(pred_emp == st.all_correct)),
                 "first_round_offset_vs_population": _offsets(
-                    clip(np.broadcast_to(th.population_rstar[:, None], obs_first.shape)), obs_first),
+                    clip(np.broadcast_to(th.population_rstar[:, None], obs_first.shape)), obs_first
+                ),
                 "first_round_offset_vs_empirical": _offsets(clip(th.empirical_rstar), obs_first),
                 "predicted_beyond_simulated_rounds_population": int(np.sum(th.population_rstar > r_max)),
             }
@@ -324,8 +356,9 @@ def agreement(result: SimResult) -> dict:
             entry = {
                 "cells_population_vs_majority": float(np.mean(pred_pop == majority)),
                 "cells_empirical_vs_outcome": float(np.mean(pred_emp == st.all_correct)),
-                "mean_abs_accuracy_error_empirical": float(np.mean(np.abs(
-                    result.accuracy(m)[..., 0] - th.empirical_pll_accuracy))),
+                "mean_abs_accuracy_error_empirical": float(
+                    np.mean(np.abs(result.accuracy(m)[..., 0] - th.empirical_pll_accuracy))
+                ),
             }
         entry["all_converged"] = bool(np.all(st.converged))
         entry["max_residual"] = float(np.max(st.residual))
@@ -350,7 +383,9 @@ def mean_empirical_rstar(result: SimResult) -> np.ndarray:
 
 
 def median_first_all_correct(result: SimResult, method: str) -> np.ndarray:
-    """``(E,)`` median over seeds of the first all-correct round of an SD method; NaN where most seeds never get there."""
+    """``(E,)`` median over seeds of the first all-correct round of an SD method.
+
+    NaN where most seeds never get there."""
     _unswept(result, "median_first_all_correct")
     observed = first_all_correct(result.methods[method].all_correct, result.rounds).astype(float)
     observed = np.where(observed >= 0, observed, np.nan)
