@@ -140,4 +140,19 @@ __all__ = [
     "io",
     "montecarlo",
     "plots",
+    # scikit-learn estimator (optional extra: imported on first use)
+    "SelfDistillationClassifier",
 ]
+
+
+def __getattr__(name: str):
+    """``SelfDistillationClassifier`` is imported on first use: scikit-learn is an optional extra."""
+    if name == "SelfDistillationClassifier":
+        try:
+            from .estimator import SelfDistillationClassifier
+        except ImportError as err:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "sdtheory.SelfDistillationClassifier needs scikit-learn: pip install 'sdtheory[data]'"
+            ) from err
+        return SelfDistillationClassifier
+    raise AttributeError(f"module 'sdtheory' has no attribute {name!r}")

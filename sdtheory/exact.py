@@ -51,6 +51,8 @@ from .spectral import Spectrum, _spectrum as spectrum
 __all__ = [
     "DEFAULT_MAX_CG",
     "DEFAULT_MAX_ITER",
+    "DEFAULT_RTOL",
+    "DEFAULT_SOLVER",
     "DEFAULT_TOL",
     "SOLVERS",
     "ExactResult",
@@ -66,6 +68,14 @@ __all__ = [
 
 #: Default stopping tolerance on the fixed-point residual (float64).
 DEFAULT_TOL = 1e-9
+#: Default tolerance on the scale-free stationarity measure ``kkt`` (relative
+#: gradient, see :class:`ExactResult`): a round also stops once its weights are
+#: stationary to about this relative accuracy (a few hundred ulps of float64).
+DEFAULT_RTOL = 1e-13
+#: The default algorithm (a name from :data:`SOLVERS`).
+DEFAULT_SOLVER = "auto"
+#: ``solver="auto"``: L-BFGS iterations before the switch to truncated Newton.
+AUTO_LBFGS_ITERS = 50
 #: Default budget of outer (L-BFGS or Newton) iterations per round.
 DEFAULT_MAX_ITER = 1000
 #: Default budget of conjugate-gradient iterations per Newton step.
@@ -87,9 +97,25 @@ class ExactResult(NamedTuple):
         the weights in the orthonormal coordinates ``V`` (for features: ``W``
         rotated by an orthogonal matrix, so the 2-norm equals ``||dL/dW||``).
       iterations: ``(R,)`` outer (L-BFGS or Newton) iterations used.
-      converged: ``(R,)`` whether the residual reached ``tol``.
+      converged: ``(R,)`` whether the residual reached ``tol`` or ``kkt``
+        reached ``rtol``.
       coef: ``(R, N, K)`` dual coefficients ``A_r``: logits on any point ``x``
         are ``G(x, train) @ A_r``.
+      kkt: ``(R,)`` scale-free stationarity ``||dL/dW|| / (||lam W|| + ||dLoss/dW||)``
+        (Frobenius norms of the gradient and of its two terms, which cancel at
+        the optimum): the relative disagreement between the weights and the
+        weights implied by their own outputs. Unchanged when the features are
+        rescaled together with ``lam``; for CE it bounds the relative weight
+        error, ``||W - W*|| <= kkt (2 + kkt) ||W|| / (1 - kkt)``.
+      error_bounds: ``(R,)`` for CE a certified bound on the output error,
+        ``max_i |P_i - P*_i| <= error_bound`` (strong convexity:
+        ``||W - W*|| <= ||dL/dW|| / lam``, and softmax is 1/2-Lipschitz in the
+        max norm, so ``error_bound = max_i ||x_i|| ||dL/dW|| / (2 lam)``); a
+        new point ``x`` has error at most ``error_bound ||x|| / max_i ||x_i||``.
+        Not a bound for the non-convex GCE; ``inf`` with an intercept (the
+        bias is not regularised, so ``lam`` gives no strong convexity in it).
+      intercepts: ``(R, K)`` the unregularised bias ``b_r`` (``fit_intercept``;
+        zeros otherwise): logits on a point ``x`` are ``G(x, train) @ A_r + b_r``.
     """
 
     outputs: jax.Array
@@ -98,6 +124,9 @@ class ExactResult(NamedTuple):
     iterations: jax.Array
     converged: jax.Array
     coef: jax.Array
+    kkt: jax.Array
+    error_bounds: jax.Array
+    intercepts: jax.Array
 
 
 # --------------------------------------------------------------------------
@@ -109,6 +138,23 @@ def _vdot(a, b):
     return jnp.sum(a * b)
 
 
+def _kkt(w, v, lam):
+    """Scale-free stationarity ``||w + lam v|| / (||w|| + ||lam v||)`` (0 when both terms vanish).
+
+    ``lam`` is a scalar or, with an intercept, an ``(M, 1)`` column that is 0
+    on the unregularised coordinate.
+    """
+    grad = w + lam * v
+    lv = lam * v
+    den = jnp.sqrt(_vdot(w, w)) + jnp.sqrt(_vdot(lv, lv))
+    return jnp.sqrt(_vdot(grad, grad)) / jnp.where(den > 0, den, 1.0)
+
+
+def _running(res, w, v, lam, tol, rtol):
+    """Whether a round goes on: neither the residual reached ``tol`` nor ``kkt`` reached ``rtol``."""
+    return (res > tol) & (_kkt(w, v, lam) > rtol)
+
+
 class _State(NamedTuple):
     v: jax.Array  # (M, K) weights
     z: jax.Array  # (N, K) logits Phi v
@@ -117,14 +163,23 @@ class _State(NamedTuple):
     it: jax.Array
 
 
+def _implied(w, v, lam):
+    """Weights implied by stationarity, ``-w / lam`` (kept at ``v`` on an unregularised coordinate).
+
+    Their logits ``Phi (-w / lam) = G A`` (with an intercept: ``G_c A + b``)
+    are those of the fixed-point residual.
+    """
+    reg = lam > 0
+    return jnp.where(reg, -w / jnp.where(reg, lam, 1.0), v)
+
+
 def _evaluate(phi, t, lam, v, loss, q):
     """Logits, data gradient ``Phi^T g / N`` and fixed-point residual at ``v``."""
     n = phi.shape[0]
     z = phi @ v
     g = loss.grad(t, z, q)
     w = phi.T @ g / n
-    # logits implied by stationarity: G A = -Phi Phi^T g / (N lam) = -Phi w / lam
-    za = -(phi @ w) / lam
+    za = phi @ _implied(w, v, lam)
     res = jnp.max(jnp.abs(jax.nn.softmax(z, axis=-1) - jax.nn.softmax(za, axis=-1)))
     return z, w, res
 
@@ -132,7 +187,7 @@ def _evaluate(phi, t, lam, v, loss, q):
 def _objective_along(t, lam, z, zd, v, d, alpha, loss, q):
     data = jnp.mean(loss.value(t, z + alpha * zd, q))
     vv = v + alpha * d
-    return data + 0.5 * lam * _vdot(vv, vv)
+    return data + 0.5 * _vdot(lam * vv, vv)
 
 
 def _hessian_diag(phi2, t, z, lam, loss, q):
@@ -148,15 +203,15 @@ def _hessian_diag(phi2, t, z, lam, loss, q):
     return jnp.maximum(diag, lam)
 
 
-def _newton_cg_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg):
+def _newton_cg_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=DEFAULT_RTOL, it0=0):
     n = phi.shape[0]
     gfun = lambda zz: loss.grad(t, zz, q)  # noqa: E731
 
     z0, w0, res0 = _evaluate(phi, t, lam, v0, loss, q)
-    init = _State(v0, z0, w0, res0, jnp.zeros((), jnp.int32))
+    init = _State(v0, z0, w0, res0, jnp.asarray(it0, jnp.int32))
 
     def cond(s):
-        return (s.res > tol) & (s.it < max_iter)
+        return _running(s.res, s.w, s.v, lam, tol, rtol) & (s.it < max_iter)
 
     def body(s):
         grad = s.w + lam * s.v
@@ -168,9 +223,10 @@ def _newton_cg_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_
             jd = jax.jvp(gfun, (s.z,), (zd,))[1]
             return phi.T @ jd / n + lam * d
 
-        # Preconditioned CG on H x = -grad, forcing term eta = min(0.5, sqrt(|grad|)).
+        # Preconditioned CG on H x = -grad, forcing term eta = min(0.5, sqrt(kkt)).
         b = -grad
-        eta = jnp.minimum(0.5, jnp.sqrt(gnorm))
+        # scale-free forcing term: relative to the gradient's own terms (kkt), not its absolute size
+        eta = jnp.minimum(0.5, jnp.sqrt(_kkt(s.w, s.v, lam)))
         r0 = b
         zc0 = r0 / diag
         cg0 = (jnp.zeros_like(b), r0, zc0, zc0, _vdot(r0, zc0), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
@@ -214,17 +270,17 @@ def _newton_cg_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_
     return jax.lax.while_loop(cond, body, init), mem
 
 
-def _optax_lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg):
-    """Preconditioned optax L-BFGS (zoom line search); kept for the comparison."""
+def _optax_lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=DEFAULT_RTOL):
+    """Preconditioned optax L-BFGS (zoom line search); kept for the comparison (stops on the residual only)."""
     import optax
 
-    del max_cg
+    del max_cg, rtol
     n, k = phi.shape[0], t.shape[1]
-    scale = jnp.sqrt(jnp.sum(phi2, axis=0) / (k * n) + lam)[:, None]  # sqrt(s/(KN) + lam)
+    scale = jnp.sqrt(jnp.sum(phi2, axis=0)[:, None] / (k * n) + lam)  # sqrt(s/(KN) + lam)
 
     def f(u):
         v = u / scale
-        return jnp.mean(loss.value(t, phi @ v, q)) + 0.5 * lam * _vdot(v, v)
+        return jnp.mean(loss.value(t, phi @ v, q)) + 0.5 * _vdot(lam * v, v)
 
     opt = optax.lbfgs()
     vg = optax.value_and_grad_from_state(f)
@@ -260,13 +316,13 @@ def _line_search(t, lam, z, zd, v, d, slope0, loss, q, max_ls):
     """
     n = z.shape[0]
     gfun = lambda zz: loss.grad(t, zz, q)  # noqa: E731
-    dd = _vdot(d, d)
-    vd = _vdot(v, d)
+    dd = _vdot(lam * d, d)  # lam may be an (M, 1) column (intercept)
+    vd = _vdot(lam * v, d)
 
     def dphi(a):
         za = z + a * zd
         g, jg = jax.jvp(gfun, (za,), (zd,))
-        return _vdot(g, zd) / n + lam * (vd + a * dd), _vdot(jg, zd) / n + lam * dd
+        return _vdot(g, zd) / n + (vd + a * dd), _vdot(jg, zd) / n + dd
 
     def cond(c):
         a, lo, hi, der, j = c
@@ -329,7 +385,7 @@ def _init_memory(m_dim, k, dtype, memory=MEMORY):
     )
 
 
-def _lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, max_ls=20):
+def _lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=DEFAULT_RTOL, max_ls=20):
     """L-BFGS in preconditioned coordinates ``u = v * sqrt(h)``, ``h = s/(K N) + lam``.
 
     Two passes over ``Phi`` per iteration (the products are memory-bound at
@@ -342,11 +398,11 @@ def _lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, 
     n, k = phi.shape[0], t.shape[1]
     dtype = phi.dtype
     memory = mem[0].shape[0]
-    scale = jnp.sqrt(jnp.sum(phi2, axis=0) / (k * n) + lam)[:, None]  # sqrt(s/(KN) + lam)
+    scale = jnp.sqrt(jnp.sum(phi2, axis=0)[:, None] / (k * n) + lam)  # sqrt(s/(KN) + lam)
 
-    def residual_and_zd(z, w, d):
-        both = phi @ jnp.concatenate([w, d], axis=1)
-        za = -both[:, :k] / lam
+    def residual_and_zd(z, w, v, d):
+        both = phi @ jnp.concatenate([_implied(w, v, lam), d], axis=1)
+        za = both[:, :k]
         res = jnp.max(jnp.abs(jax.nn.softmax(z, axis=-1) - jax.nn.softmax(za, axis=-1)))
         return res, both[:, k:]
 
@@ -363,10 +419,10 @@ def _lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, 
     gu0 = (w0 + lam * v0) / scale
     du0 = _two_loop(gu0, *mem, memory)
     du0 = jnp.where(_vdot(gu0, du0) < 0, du0, -gu0)
-    res0, zd0 = residual_and_zd(z0, w0, du0 / scale)
+    res0, zd0 = residual_and_zd(z0, w0, v0, du0 / scale)
 
     def cond(c):
-        return (c[5] > tol) & (c[6] < max_iter)
+        return _running(c[5], c[2], c[0], lam, tol, rtol) & (c[6] < max_iter)
 
     def body(c):
         v, z, w, gu, du, res, it, zd, S, Y, rho, count, gamma = c
@@ -390,7 +446,7 @@ def _lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, 
         du_new = _two_loop(gu_new, S, Y, rho, count, gamma, memory)
         bad = ~(_vdot(gu_new, du_new) < 0)
         du_new = jnp.where(bad, -gu_new, du_new)
-        res_new, zd_new = residual_and_zd(z_new, w_new, du_new / scale)
+        res_new, zd_new = residual_and_zd(z_new, w_new, v_new, du_new / scale)
         return (v_new, z_new, w_new, gu_new, du_new, res_new, it + 1, zd_new, S, Y, rho, count, gamma)
 
     init = (v0, z0, w0, gu0, du0, res0, jnp.zeros((), jnp.int32), zd0) + tuple(mem)
@@ -401,11 +457,33 @@ def _lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, 
     return _State(v, z, w, res, it), out[8:]
 
 
+def _auto_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=DEFAULT_RTOL):
+    """L-BFGS for up to :data:`AUTO_LBFGS_ITERS` iterations, then truncated Newton from where it stopped.
+
+    L-BFGS is the cheapest per iteration and wins on well-conditioned rounds;
+    at small ``lam`` relative to the feature scale (raw pixels, for example)
+    it converges linearly at a slow rate, while Newton-CG converges
+    quadratically from a point that L-BFGS has brought close. The iteration
+    count is the sum of both stages.
+    """
+    opts = dict(loss=loss, q=q, tol=tol, max_cg=max_cg, rtol=rtol)
+    s, mem = _lbfgs_round(phi, phi2, t, lam, v0, mem, max_iter=jnp.minimum(max_iter, AUTO_LBFGS_ITERS), **opts)
+    s2, _ = _newton_cg_round(phi, phi2, t, lam, s.v, mem, max_iter=max_iter, it0=s.it, **opts)
+    # Newton-CG re-evaluates at its start: keep the L-BFGS state when it already stopped
+    done = ~_running(s.res, s.w, s.v, lam, tol, rtol) | (s.it >= max_iter)
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), s, s2), mem
+
+
 #: The exact solvers by name (one round each; the registry the CLIs offer as choices).
-SOLVERS = {"lbfgs": _lbfgs_round, "newton-cg": _newton_cg_round, "optax-lbfgs": _optax_lbfgs_round}
+SOLVERS = {
+    "auto": _auto_round,
+    "lbfgs": _lbfgs_round,
+    "newton-cg": _newton_cg_round,
+    "optax-lbfgs": _optax_lbfgs_round,
+}
 
 
-@partial(jax.jit, static_argnames=("num_rounds", "loss", "max_cg", "solver"))
+@partial(jax.jit, static_argnames=("num_rounds", "loss", "max_cg", "solver", "fit_intercept"))
 def exact_phi_core(
     phi,
     targets,
@@ -417,28 +495,51 @@ def exact_phi_core(
     tol=DEFAULT_TOL,
     max_iter=DEFAULT_MAX_ITER,
     max_cg=DEFAULT_MAX_CG,
-    solver="lbfgs",
+    solver=DEFAULT_SOLVER,
+    rtol=DEFAULT_RTOL,
+    fit_intercept=False,
 ):
     lossfn = get_loss(loss)
     solve = SOLVERS[solver]
-    n = phi.shape[0]
+    n, m = phi.shape
     dtype = phi.dtype
     targets = targets.astype(dtype)
     lam = jnp.asarray(lam, dtype)
+    if fit_intercept:
+        # Unregularised bias: centred coordinates plus a constant one whose L2 weight is 0. The
+        # constant is orthogonal to the centred columns, so the diagonal preconditioner still fits.
+        mean = jnp.mean(phi, axis=0)
+        phi = jnp.concatenate([phi - mean, jnp.ones((n, 1), dtype)], axis=1)
+        lam_c = jnp.concatenate([jnp.full((m, 1), lam), jnp.zeros((1, 1), dtype)])
+    else:
+        lam_c = lam
     phi2 = phi * phi
     v0 = jnp.zeros((phi.shape[1], targets.shape[1]), dtype)
 
     mem0 = _init_memory(phi.shape[1], targets.shape[1], dtype)
+    rtol = jnp.asarray(rtol, dtype)
+    max_row = jnp.sqrt(jnp.max(jnp.sum(phi2, axis=1)))  # max_i ||x_i||, for the output error bound
 
     def one_round(carry, _):
         t, v = carry
         # A fresh L-BFGS memory each round: carrying the previous round's pairs
         # was measured to cost more iterations (docs/exact_solver.md).
-        s, _ = solve(phi, phi2, t, lam, v, mem0, loss=lossfn, q=q, tol=tol, max_iter=max_iter, max_cg=max_cg)
+        s, _ = solve(
+            phi, phi2, t, lam_c, v, mem0, loss=lossfn, q=q, tol=tol, max_iter=max_iter, max_cg=max_cg, rtol=rtol
+        )
         p = jax.nn.softmax(s.z, axis=-1)
         coef = -lossfn.grad(t, s.z, q) / (n * lam)
-        grad = s.w + lam * s.v
-        out = (p, s.res, jnp.max(jnp.abs(grad)), s.it, s.res <= tol, coef)
+        grad = s.w + lam_c * s.v
+        kkt = _kkt(s.w, s.v, lam_c)
+        if fit_intercept:
+            # logits (x - mean) V + b' = G(x, train) A + (b' - mean V): the sum of A over instances is 0
+            bias = s.v[m] - mean @ s.v[:m]
+            bound = jnp.full((), jnp.inf, dtype)
+        else:
+            bias = jnp.zeros(t.shape[1], dtype)
+            bound = 0.5 * max_row * jnp.sqrt(_vdot(grad, grad)) / lam
+        conv = (s.res <= tol) | (kkt <= rtol)
+        out = (p, s.res, jnp.max(jnp.abs(grad)), s.it, conv, coef, kkt, bound, bias)
         return (p, s.v), out
 
     _, outs = jax.lax.scan(one_round, (targets, v0), None, length=num_rounds)
@@ -461,7 +562,9 @@ def exact_outputs_core(
     tol: float = DEFAULT_TOL,
     max_iter: int = DEFAULT_MAX_ITER,
     max_cg: int = DEFAULT_MAX_CG,
-    solver: str = "lbfgs",
+    solver: str = DEFAULT_SOLVER,
+    rtol: float = DEFAULT_RTOL,
+    fit_intercept: bool = False,
 ) -> ExactResult:
     """Exact outputs of rounds ``0..num_rounds-1`` from a precomputed spectrum.
 
@@ -469,7 +572,7 @@ def exact_outputs_core(
     :func:`sdtheory.predictor` at the public boundary). Works under
     ``jax.vmap`` over ``targets`` and ``lam`` (and ``spec``, ``q``, ``tol``);
     ``num_rounds``, ``loss``, ``max_cg`` and ``solver`` are static (``q``,
-    ``tol`` and ``max_iter`` are traced, so changing them does not
+    ``tol``, ``rtol`` and ``max_iter`` are traced, so changing them does not
     recompile). Unconverged rounds are reported by ``converged=False``; this
     function never raises. The rounds are a chain, so this kernel takes a
     count, not round indices.
@@ -485,6 +588,8 @@ def exact_outputs_core(
         max_iter=max_iter,
         max_cg=int(max_cg),
         solver=solver,
+        rtol=rtol,
+        fit_intercept=fit_intercept,
     )
 
 
@@ -506,13 +611,13 @@ def _check_number(x, name, what):
     return float(arr)
 
 
-def check_options(loss, q, tol, max_iter, on_failure, solver):
-    """Validate the exact solver's options (loss, GCE ``q``, ``tol``, ``max_iter``, ``on_failure``, ``solver``).
+def check_options(loss, q, tol, max_iter, on_failure, solver, rtol=DEFAULT_RTOL):
+    """Validate the exact solver's options (loss, GCE ``q``, ``tol``, ``max_iter``, ``on_failure``, ``solver``, ``rtol``).
 
-    ``q`` and ``tol`` are single real numbers (not bools); ``q`` in ``(0, 1]``
-    (checked for ``loss="gce"``, the loss that uses it), ``tol`` finite and
-    ``> 0``; ``max_iter`` an int in ``[1, 2^31 - 1]`` (the iteration counters
-    are int32).
+    ``q``, ``tol`` and ``rtol`` are single real numbers (not bools); ``q`` in
+    ``(0, 1]`` (checked for ``loss="gce"``, the loss that uses it), ``tol``
+    finite and ``> 0``, ``rtol`` in ``[0, 1)``; ``max_iter`` an int in
+    ``[1, 2^31 - 1]`` (the iteration counters are int32).
     """
     lossfn = get_loss(loss)
     del lossfn
@@ -522,6 +627,9 @@ def check_options(loss, q, tol, max_iter, on_failure, solver):
     tv = _check_number(tol, "tol", "stopping tolerance on the fixed-point residual")
     if not (tv > 0 and np.isfinite(tv)):
         raise ValueError(f"tol must be a positive finite float, got {tol!r}")
+    rv = _check_number(rtol, "rtol", "stopping tolerance on the scale-free stationarity kkt")
+    if not (0.0 <= rv < 1.0):
+        raise ValueError(f"rtol (stopping tolerance on the scale-free stationarity kkt) must lie in [0, 1), got {rtol!r}")
     V.check_int(max_iter, "max_iter", minimum=1, maximum=2**31 - 1, why="the iteration counters are int32")
     if not isinstance(on_failure, str) or on_failure not in ("raise", "flag"):
         raise ValueError(f"on_failure must be 'raise' or 'flag', got {on_failure!r}")
@@ -558,16 +666,38 @@ def solver_features(*, gram: Any = None, features: Any = None, spec: Spectrum | 
     return spectral_features(spectrum(gram=gram))
 
 
-def raise_unconverged(res: ExactResult, tol: float, max_iter: int, rounds: Any = None) -> None:
-    """``RuntimeError`` naming the rounds that missed ``tol`` (concrete results only)."""
+def raise_unconverged(
+    res: ExactResult, tol: float, max_iter: int, rounds: Any = None, rtol: float = DEFAULT_RTOL, solver: str = ""
+) -> None:
+    """``RuntimeError`` naming the rounds that missed ``tol`` and ``rtol``, with their measures and what would help."""
     if V.is_tracer(res.converged) or bool(np.all(np.asarray(res.converged))):
         return
     bad_pos = np.flatnonzero(~np.asarray(res.converged))
     bad = bad_pos.tolist() if rounds is None else np.asarray(rounds)[bad_pos].tolist()
+    fmt = lambda a: "[" + ", ".join(f"{float(x):.2g}" for x in a) + "]"  # noqa: E731
+    measures = f"residuals {fmt(np.asarray(res.residuals)[bad_pos])}"
+    worst = 1.0
+    if hasattr(res, "kkt"):  # an ExactResult (the PLL pipeline reports residuals only)
+        kkt = np.asarray(res.kkt)[bad_pos]
+        worst = float(np.max(kkt))
+        measures += f", kkt {fmt(kkt)}, certified output error bounds {fmt(np.asarray(res.error_bounds)[bad_pos])}"
+    if worst < 1e-10:
+        # stationary to near working precision: the residual floor of an ill-conditioned problem
+        advice = (
+            f"The weights are stationary to a relative {worst:.1g}, near float64 precision: the residual cannot "
+            f"go lower at this scale of G / lam. Pass a larger rtol (e.g. {10 * worst:.0e}) or tol, or "
+            "standardise the features / raise lam"
+        )
+    else:
+        switch = "" if solver in ("auto", "newton-cg") else "use solver='auto' or 'newton-cg' (Newton steps), "
+        advice = (
+            f"Raise max_iter, {switch}standardise the features (zero mean, unit variance) or raise lam: "
+            "small lam relative to the feature scale makes the problem ill-conditioned"
+        )
     raise RuntimeError(
-        f"exact solver did not reach tol={tol:g} in round(s) {bad} within max_iter={max_iter}: "
-        f"residuals {np.asarray(res.residuals)[bad_pos].tolist()}. Raise max_iter or tol, or pass "
-        f"on_failure='flag' to get the unconverged result with converged=False."
+        f"exact solver did not reach tol={tol:g} (fixed-point residual) or rtol={rtol:g} (scale-free "
+        f"stationarity kkt) in round(s) {bad} within max_iter={max_iter}: {measures}. {advice}; or pass "
+        "on_failure='flag' to get the unconverged result with converged=False."
     )
 
 
@@ -585,7 +715,9 @@ def exact_outputs(
     tol: float = DEFAULT_TOL,
     max_iter: int = DEFAULT_MAX_ITER,
     on_failure: str = "raise",
-    solver: str = "lbfgs",
+    solver: str = DEFAULT_SOLVER,
+    rtol: float = DEFAULT_RTOL,
+    fit_intercept: bool = False,
 ) -> ExactResult:
     r"""Exact softmax outputs of chained self-distillation rounds.
 
@@ -611,10 +743,14 @@ def exact_outputs(
         parameter ``q`` in ``(0, 1]``, not convex).
       tol: stopping tolerance on the fixed-point residual (default 1e-9).
       max_iter: outer iterations per round (default 1000).
-      on_failure: ``"raise"`` (RuntimeError if a round misses ``tol``) or
-        ``"flag"`` (return with ``converged=False``).
-      solver: a name from :data:`SOLVERS` (``"lbfgs"``, the default,
-        ``"newton-cg"`` or ``"optax-lbfgs"``).
+      on_failure: ``"raise"`` (RuntimeError if a round misses both ``tol``
+        and ``rtol``) or ``"flag"`` (return with ``converged=False``).
+      solver: a name from :data:`SOLVERS` (``"auto"``, the default: L-BFGS
+        then truncated Newton; ``"lbfgs"``, ``"newton-cg"`` or ``"optax-lbfgs"``).
+      rtol: a round also stops when the scale-free stationarity
+        ``ExactResult.kkt`` is ``<= rtol`` (default 1e-13; 0 disables it).
+      fit_intercept: add an unregularised bias ``b`` to the logits
+        ``W x + b`` (``ExactResult.intercepts``), as scikit-learn's default.
 
     Returns:
       :class:`ExactResult` with leading axis ``R`` (one entry per requested round).
@@ -640,6 +776,8 @@ def exact_outputs(
         max_iter=max_iter,
         on_failure=on_failure,
         solver=solver,
+        rtol=rtol,
+        fit_intercept=fit_intercept,
     )
     return p.exact_result(rounds=r)
 
@@ -656,6 +794,7 @@ def exact_predict(
     ``features`` (``(N, d)``); then ``G(test, train) = X_test X^T`` is never
     formed (``X_test (X^T A_r)``).
     """
+    bias = result_or_coef.intercepts if isinstance(result_or_coef, ExactResult) else None
     coef = result_or_coef.coef if isinstance(result_or_coef, ExactResult) else result_or_coef
     coef = V._as_numpy(coef, "result_or_coef")
     cshape = coef.shape
@@ -689,4 +828,6 @@ def exact_predict(
         x = jnp.asarray(features, dtype=float)
         w = jnp.einsum("nd,...nk->...dk", x, coef)
         logits = jnp.einsum("td,...dk->...tk", jnp.asarray(test_features, dtype=float), w)
+    if bias is not None:
+        logits = logits + jnp.asarray(bias, dtype=float)[..., None, :]
     return jax.nn.softmax(logits, axis=-1)

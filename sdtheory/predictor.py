@@ -43,6 +43,8 @@ from .closed_form import sd_outputs_core, sd_test_outputs_core
 from .exact import (
     DEFAULT_MAX_ITER,
     DEFAULT_MAX_CG,
+    DEFAULT_RTOL,
+    DEFAULT_SOLVER,
     DEFAULT_TOL,
     ExactResult,
     check_options,
@@ -73,7 +75,9 @@ class Predictor:
         when one was given), or ``None``.
     """
 
-    def __init__(self, *, model, targets, lam, spec, features, num_rounds, result, root=1.0, lam_unit=None):
+    def __init__(
+        self, *, model, targets, lam, spec, features, num_rounds, result, root=1.0, lam_unit=None, centring=None
+    ):
         # spec, features, result and lam_unit are at unit scale (G / root^2, X / root, lam / root^2)
         self.model = model
         self._targets = targets
@@ -91,6 +95,11 @@ class Predictor:
         self._weights = None
         if model == "exact" and features is not None:
             self._weights = jnp.einsum("nd,rnk->rkd", features, result.coef)  # (R, K, d), unit scale
+        # fit_intercept: ("features", mean) or ("gram", column means, overall mean) in the caller's units
+        # (closed model: the training set was centred, and test inputs are centred the same way), or
+        # ("exact",) (the exact solver centres internally and returns intercepts); None without intercept
+        self._centring = centring
+        self.fit_intercept = centring is not None
 
     @property
     def spectrum(self) -> Optional[Spectrum]:
@@ -144,8 +153,14 @@ class Predictor:
         """Outputs ``(R, N, K)`` on the training instances for round indices ``rounds`` (or ``0..num_rounds-1``)."""
         r = self._rounds(rounds, num_rounds)
         if self.model == "closed":
-            return sd_outputs_core(self._spec, self._targets, self._lam, jnp.asarray(r))
+            return sd_outputs_core(self._spec, self._targets, self._lam, jnp.asarray(r)) + self._offset()
         return self._result.outputs[r]
+
+    def _offset(self):
+        """Closed model with an intercept: the instance mean of the targets passes through (docs/closed_form.md)."""
+        if self._centring is None:
+            return 0.0
+        return jnp.mean(self._targets, axis=0) - 1.0 / self.num_classes
 
     def _cross(self, test_features, test_gram):
         """Validated test inputs at the training set's unit scale: ``("features", X_test)`` or ``("gram", G_test)``."""
@@ -162,6 +177,8 @@ class Predictor:
             d = self._features.shape[1]
             if shape[1] != d:
                 raise ValueError(f"test_features has dimension {shape[1]} but features has {d}")
+            if self._centring is not None and self._centring[0] == "features":
+                test_features = np.asarray(test_features, dtype=float) - self._centring[1]
             x = _scale_down(test_features, self._root, 1)
             what = "test_features"
         else:
@@ -169,6 +186,9 @@ class Predictor:
             if len(shape) != 2 or shape[1] != n or shape[0] < 1:
                 raise ValueError(f"test_gram must be (N_test, N) with N = {n} and N_test >= 1, got shape {shape}")
             V.check_finite(test_gram, "test_gram")
+            if self._centring is not None and self._centring[0] == "gram":
+                g = np.asarray(test_gram, dtype=float)
+                test_gram = g - g.mean(axis=1, keepdims=True) - self._centring[1][None, :] + self._centring[2]
             x = _scale_down(test_gram, self._root, 2)
             what = "test_gram"
         if not bool(jnp.all(jnp.isfinite(x))):
@@ -191,12 +211,12 @@ class Predictor:
         kind, x = self._cross(test_features, test_gram)
         if self.model == "closed":
             cross = x @ self._proj if kind == "features" else x @ self._spec.eigvecs
-            return sd_test_outputs_core(self._spec, self._targets, self._lam, jnp.asarray(r), cross)
+            return sd_test_outputs_core(self._spec, self._targets, self._lam, jnp.asarray(r), cross) + self._offset()
         if kind == "features":
             logits = jnp.einsum("td,rkd->rtk", x, self._weights[r])
         else:
             logits = jnp.einsum("tn,rnk->rtk", x, self._result.coef[r])
-        return jax.nn.softmax(logits, axis=-1)
+        return jax.nn.softmax(logits + self._result.intercepts[r][:, None, :], axis=-1)
 
     @float64(kernel=_KERNELS)
     def predictions(
@@ -246,6 +266,12 @@ class Predictor:
             raise ValueError("weights need the training features: build the predictor with features=")
         return self._to_caller(self._weights[self._rounds(rounds, num_rounds)], -1, "primal weights")
 
+    @float64(kernel="sdtheory.exact.exact_outputs_core")
+    def intercepts(self, *, rounds: Any = None, num_rounds: Any = None) -> np.ndarray:
+        """Unregularised biases ``b_r`` ``(R, K)`` of the logits ``W_r x + b_r`` (zeros without ``fit_intercept``)."""
+        self._need_exact("intercepts")
+        return self._result.intercepts[self._rounds(rounds, num_rounds)]
+
 
 @float64(kernel=_KERNELS)
 def predictor(
@@ -262,7 +288,9 @@ def predictor(
     tol: float = DEFAULT_TOL,
     max_iter: int = DEFAULT_MAX_ITER,
     on_failure: str = "raise",
-    solver: str = "lbfgs",
+    solver: str = DEFAULT_SOLVER,
+    rtol: float = DEFAULT_RTOL,
+    fit_intercept: bool = False,
 ) -> Predictor:
     """Fit a training set once; evaluate rounds, test sets and predictions many times.
 
@@ -279,9 +307,14 @@ def predictor(
         (exact softmax solution of rounds ``0..num_rounds-1``).
       num_rounds: exact model: how many chained rounds to solve (default 1,
         at most ``10^5``: they are solved one after another).
-      loss, q, tol, max_iter, on_failure, solver: exact model options (see
+      loss, q, tol, max_iter, on_failure, solver, rtol: exact model options (see
         :func:`sdtheory.exact_outputs`); the closed form is the linearised
         cross-entropy model (``loss="ce"``).
+      fit_intercept: add an unregularised bias to the logits (scikit-learn's
+        default). Exact model: solved with the weights (``intercepts()``).
+        Closed form: the instance mean of the targets passes through and the
+        rest is filtered by the centred Gram (docs/closed_form.md); needs
+        ``features=`` or ``gram=``.
 
     Returns:
       :class:`Predictor`. Its spectrum (closed) or fit (exact) stays on the
@@ -289,6 +322,13 @@ def predictor(
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    if not isinstance(fit_intercept, (bool, np.bool_)):
+        raise TypeError(f"fit_intercept must be True or False, got {fit_intercept!r}")
+    if fit_intercept and spectrum is not None and model == "closed":
+        raise ValueError(
+            "fit_intercept=True with the closed form needs features= or gram= (it uses the spectrum of the "
+            "centred Gram), not spectrum="
+        )
     if spectrum is not None and gram is not None:
         raise ValueError("pass spectrum= alone or with the features= it was computed from, not with gram=")
     if spectrum is None and (features is None) == (gram is None):
@@ -316,7 +356,20 @@ def predictor(
             )
     else:
         num_rounds = V.check_num_rounds(1 if num_rounds is None else num_rounds)
-        check_options(loss, q, tol, max_iter, on_failure, solver)
+        check_options(loss, q, tol, max_iter, on_failure, solver, rtol)
+    centring = None
+    if fit_intercept and model == "exact":
+        centring = ("exact",)
+    elif fit_intercept:
+        if features is not None:
+            mean = np.asarray(features, dtype=float).mean(axis=0)
+            features = np.asarray(features, dtype=float) - mean
+            centring = ("features", mean)
+        else:
+            g = np.asarray(gram, dtype=float)
+            cols, total = g.mean(axis=0), g.mean()
+            gram = g - g.mean(axis=1, keepdims=True) - cols[None, :] + total
+            centring = ("gram", cols, total)
     # unit scale: G / root^2 and lam / root^2 (root a power of two; the outputs depend on G / lam only)
     unit = _unit_problem(
         gram=gram, features=features, spectrum=spectrum, need_spectrum=model == "closed" or spectrum is not None
@@ -324,7 +377,15 @@ def predictor(
     what = "spectrum" if spectrum is not None else ("gram" if gram is not None else "features")
     lam_u = _unit_lam(lam, unit.root, what)
     t = jnp.asarray(targets, dtype=float)
-    common = dict(targets=t, lam=float(lam), spec=unit.spec, features=unit.features, root=unit.root, lam_unit=lam_u)
+    common = dict(
+        targets=t,
+        lam=float(lam),
+        spec=unit.spec,
+        features=unit.features,
+        root=unit.root,
+        lam_unit=lam_u,
+        centring=centring,
+    )
     if model == "closed":
         return Predictor(model="closed", num_rounds=None, result=None, **common)
     # from a given spectrum the solver's coordinates are U diag(sqrt s): nothing is factorised again
@@ -340,9 +401,11 @@ def predictor(
         max_iter=int(max_iter),
         max_cg=DEFAULT_MAX_CG,
         solver=solver,
+        rtol=float(rtol),
+        fit_intercept=bool(fit_intercept),
     )
     if on_failure == "raise":
-        raise_unconverged(res, tol, max_iter)
+        raise_unconverged(res, tol, max_iter, rtol=rtol, solver=solver)
     return Predictor(model="exact", num_rounds=num_rounds, result=res, **common)
 
 

@@ -230,9 +230,9 @@ def pll_student(
     if model == "closed":
         fit = closed_fit(unit.spec, lam_a)
         return pll_rounds_core(fit, fit(t), num_rounds, tie_tol)
-    from .exact import DEFAULT_MAX_ITER, DEFAULT_TOL
+    from .exact import DEFAULT_MAX_ITER, DEFAULT_SOLVER, DEFAULT_TOL
 
-    opts = dict(tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, on_failure="raise", solver="lbfgs")
+    opts = dict(tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, on_failure="raise", solver=DEFAULT_SOLVER)
     unknown = sorted(set(exact_options) - set(opts))
     if unknown:
         raise TypeError(f"unexpected keyword arguments for the exact solver: {unknown}")

@@ -1,0 +1,118 @@
+"""The scikit-learn estimator against scikit-learn's LogisticRegression and the package's own solvers.
+
+Independent references: sklearn.linear_model.LogisticRegression (newton-cg,
+tight tolerance) for round 0, with ``C = 1/(lam N)`` (multinomial) and
+``C = 2/(lam N)`` (two classes, one weight vector); ``sdtheory.exact_outputs``
+and ``sdtheory.pll_student`` for the later rounds.
+"""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import sdtheory as sd
+
+sklearn = pytest.importorskip("sklearn")
+from sklearn.base import clone  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.model_selection import GridSearchCV  # noqa: E402
+
+
+def blobs(seed, n, d, k, shift=1.5):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    centres = rng.normal(size=(k, d)) * shift
+    return centres[y] + rng.normal(size=(n, d)) + 3.0, y
+
+
+def sklearn_ref(x, y, c, fit_intercept=True):
+    return LogisticRegression(C=c, tol=1e-12, max_iter=10_000, solver="newton-cg", fit_intercept=fit_intercept).fit(
+        x, y
+    )
+
+
+def test_import_does_not_need_sklearn():
+    code = "import sys, sdtheory; print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_multiclass_equals_sklearn_at_c_1_over_lam_n(fit_intercept):
+    x, y = blobs(0, 90, 4, 3)
+    lam = 1e-2
+    est = sd.SelfDistillationClassifier(lam=lam, fit_intercept=fit_intercept).fit(x, y)
+    ref = sklearn_ref(x, y, 1.0 / (lam * len(y)), fit_intercept)
+    np.testing.assert_allclose(est.predict_proba(x), ref.predict_proba(x), atol=1e-8)
+    assert est.coef_.shape == ref.coef_.shape == (3, 4)
+    # both optima have class-sums of the weights equal to zero (the penalty picks that representative)
+    np.testing.assert_allclose(est.coef_, ref.coef_, atol=1e-7)
+    if fit_intercept:
+        np.testing.assert_allclose(est.intercept_ - est.intercept_.mean(), ref.intercept_ - ref.intercept_.mean(), atol=1e-7)
+    np.testing.assert_array_equal(est.predict(x), ref.predict(x))
+    assert est.score(x, y) == ref.score(x, y)
+
+
+def test_two_classes_equal_sklearn_binary_at_c_2_over_lam_n():
+    x, y = blobs(1, 80, 3, 2, shift=0.7)
+    labels = np.array(["no", "yes"])[y]
+    lam = 3e-2
+    est = sd.SelfDistillationClassifier(lam=lam).fit(x, labels)
+    ref = sklearn_ref(x, labels, 2.0 / (lam * len(y)))
+    assert list(est.classes_) == ["no", "yes"]
+    assert est.coef_.shape == (1, 3) and est.intercept_.shape == (1,)
+    np.testing.assert_allclose(est.coef_, ref.coef_, atol=1e-7)
+    np.testing.assert_allclose(est.intercept_, ref.intercept_, atol=1e-7)
+    np.testing.assert_allclose(est.decision_function(x), ref.decision_function(x), atol=1e-7)
+    np.testing.assert_allclose(est.predict_proba(x), ref.predict_proba(x), atol=1e-8)
+    np.testing.assert_array_equal(est.predict(x), ref.predict(x))
+
+
+def test_rounds_equal_the_exact_chain_and_soft_targets():
+    x, y = blobs(2, 60, 3, 3, shift=0.8)
+    t = np.eye(3)[y]
+    lam = 1e-2
+    est = sd.SelfDistillationClassifier(lam=lam, num_rounds=3).fit(x, y)
+    chain = sd.exact_outputs(t, lam=lam, num_rounds=3, features=x, fit_intercept=True)
+    np.testing.assert_allclose(est.round_proba(x), chain.outputs, atol=1e-8)
+    assert est.round_coefs_.shape == (3, 3, 3) and est.n_iter_.shape == (3,)
+    # soft targets: round 1 of the chain is the round-0 fit of round 0's outputs
+    soft = sd.SelfDistillationClassifier(lam=lam).fit(x, soft_targets=np.asarray(chain.outputs[0]))
+    np.testing.assert_allclose(soft.predict_proba(x), chain.outputs[1], atol=1e-8)
+    np.testing.assert_array_equal(soft.classes_, [0, 1, 2])
+
+
+def test_pll_student_equals_pll_pipeline():
+    x, y = blobs(3, 60, 3, 4, shift=0.8)
+    lam = 1e-2
+    est = sd.SelfDistillationClassifier(lam=lam, num_rounds=3, student="pll", loss="gce", fit_intercept=False)
+    est.fit(x, y)
+    ref = sd.pll_student(np.eye(4)[y], lam=lam, features=x, model="exact", loss="gce", num_rounds=2)
+    probs = est.round_proba(x)
+    np.testing.assert_allclose(probs[0], ref.teacher, atol=1e-8)
+    np.testing.assert_allclose(probs[1:], ref.outputs, atol=1e-7)
+
+
+def test_clone_gridsearch_and_bad_parameters():
+    x, y = blobs(4, 64, 3, 3)
+    est = sd.SelfDistillationClassifier(lam=1e-2, num_rounds=2)
+    assert clone(est).get_params() == est.get_params()
+    grid = GridSearchCV(est, {"lam": [1e-3, 1e-1]}, cv=2).fit(x, y)
+    assert grid.best_params_["lam"] in (1e-3, 1e-1)
+    with pytest.raises(ValueError, match="student"):
+        sd.SelfDistillationClassifier(student="bogus").fit(x, y)
+    with pytest.raises(ValueError, match="lam"):
+        sd.SelfDistillationClassifier(lam=-1.0).fit(x, y)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        sd.SelfDistillationClassifier().fit(x, np.zeros(len(y)))
+
+
+@pytest.mark.slow
+def test_passes_check_estimator():
+    from sklearn.utils.estimator_checks import check_estimator
+
+    results = check_estimator(sd.SelfDistillationClassifier(), on_fail=None)
+    failed = [(r["check_name"], r["exception"]) for r in results if r["status"] == "failed"]
+    assert failed == []
