@@ -612,7 +612,7 @@ def _check_number(x, name, what):
 
 
 def check_options(loss, q, tol, max_iter, on_failure, solver, rtol=DEFAULT_RTOL):
-    """Validate the exact solver's options (loss, GCE ``q``, ``tol``, ``max_iter``, ``on_failure``, ``solver``, ``rtol``).
+    """Validate the exact solver's options (loss, ``q``, ``tol``, ``max_iter``, ``on_failure``, ``solver``, ``rtol``).
 
     ``q``, ``tol`` and ``rtol`` are single real numbers (not bools); ``q`` in
     ``(0, 1]`` (checked for ``loss="gce"``, the loss that uses it), ``tol``
@@ -629,7 +629,7 @@ def check_options(loss, q, tol, max_iter, on_failure, solver, rtol=DEFAULT_RTOL)
         raise ValueError(f"tol must be a positive finite float, got {tol!r}")
     rv = _check_number(rtol, "rtol", "stopping tolerance on the scale-free stationarity kkt")
     if not (0.0 <= rv < 1.0):
-        raise ValueError(f"rtol (stopping tolerance on the scale-free stationarity kkt) must lie in [0, 1), got {rtol!r}")
+        raise ValueError(f"rtol (stopping tolerance on the scale-free stationarity) must lie in [0, 1), got {rtol!r}")
     V.check_int(max_iter, "max_iter", minimum=1, maximum=2**31 - 1, why="the iteration counters are int32")
     if not isinstance(on_failure, str) or on_failure not in ("raise", "flag"):
         raise ValueError(f"on_failure must be 'raise' or 'flag', got {on_failure!r}")

@@ -650,3 +650,30 @@ def test_metric_messages_name_both_arguments_of_a_mismatch():
     with pytest.raises(ValueError, match="all_correct must be bools"):
         sd.first_all_correct([[0, 2]], [0, 1])
     np.testing.assert_array_equal(sd.first_all_correct(np.array([[False, True], [False, False]]), [3, 7]), [7, -1])
+
+
+# Issue 10: the closed form with an unregularised intercept, against a direct solve on the centred Gram
+
+
+def test_intercept_closed_form_equals_centred_gram_solve():
+    rng = np.random.default_rng(0)
+    n, d, k, lam = 30, 5, 3, 1e-2
+    x = rng.normal(size=(n, d)) + 1.5
+    t = np.eye(k)[rng.integers(0, k, n)]
+    xt = rng.normal(size=(4, d)) + 1.5
+    h = np.eye(n) - 1.0 / n
+    gc = h @ x @ x.T @ h
+    s_c = gc @ np.linalg.inv(gc + k * n * lam * np.eye(n))
+    tbar = t.mean(axis=0)
+    # linearised model with a free bias: P_r = mean(T) + S_c^{r+1} (T - mean(T))
+    direct = np.stack([tbar + np.linalg.matrix_power(s_c, r + 1) @ (t - tbar) for r in range(3)])
+    # new points: mean(T) + G_c(test, train) (T_r - P_r) / (K N lam), with T_r = P_{r-1}
+    gct = (xt - x.mean(0)) @ (x - x.mean(0)).T
+    prev = np.concatenate([t[None], direct[:-1]])
+    test_direct = tbar + np.einsum("tn,rnk->rtk", gct, prev - direct) / (k * n * lam)
+    for kw, test in ((dict(features=x), dict(test_features=xt)), (dict(gram=x @ x.T), dict(test_gram=xt @ x.T))):
+        p = sd.predictor(t, lam=lam, fit_intercept=True, **kw)
+        np.testing.assert_allclose(p.train_outputs(num_rounds=3), direct, atol=1e-12)
+        np.testing.assert_allclose(p.test_outputs(num_rounds=3, **test), test_direct, atol=1e-12)
+    with pytest.raises(ValueError, match="fit_intercept"):
+        sd.predictor(t, lam=lam, spectrum=sd.spectrum(features=x), fit_intercept=True)

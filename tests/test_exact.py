@@ -406,3 +406,86 @@ def test_solver_names_and_coefficient_messages():
         sd.exact_outputs(t, lam=0.1, num_rounds=1, gram=x @ x.T, on_failure=["raise"])
     with pytest.raises(ValueError, match=r"test_gram must be .*N = 10 \(the instances of result_or_coef\)"):
         sd.exact_predict(np.zeros((1, 10, 3)), test_gram=np.zeros((2, 6)))
+
+
+# --------------------------------------------------------------------------
+# Issue 10: scale-free certificate, raw features, intercept
+# --------------------------------------------------------------------------
+
+
+def raw_digits(n=400):
+    sk = pytest.importorskip("sklearn.datasets")
+    x, y = sk.load_digits(return_X_y=True)
+    return x[:n].astype(float), np.eye(10)[y[:n]]
+
+
+@pytest.mark.parametrize("lam", [1e-6, 1e-3, 1.0])
+def test_raw_pixels_converge_with_defaults(lam):
+    # raw pixel values 0..16: the fixed-point residual alone could not certify small lam here
+    x, t = raw_digits()
+    res = sd.exact_outputs(t, lam=lam, num_rounds=1, features=x)
+    assert bool(res.converged[0]) and int(res.iterations[0]) <= 200
+    assert float(res.residuals[0]) <= 1e-9 or float(res.kkt[0]) <= sd.exact.DEFAULT_RTOL
+    # independent stationarity check in the primal weights (jax.grad of the plain objective): the
+    # gradient is small next to its regularisation term (the L-BFGS of before stopped at 0.5 at lam 1e-6)
+    w = weights_from_coef(res.coef, x)[0]
+    g = np.asarray(jax.grad(primal)(jnp.asarray(w), x, t, lam))
+    assert np.linalg.norm(g) <= 1e-5 * lam * np.linalg.norm(w)
+    np.testing.assert_allclose(softmax_np(x @ w.T), np.asarray(res.outputs[0]), atol=1e-9)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1e3])
+def test_rescaled_features_converge_and_certificate_bounds_the_error(scale):
+    x, t = raw_digits(300)
+    x = x / 16.0
+    lam = 1e-3
+    res = sd.exact_outputs(t, lam=lam, num_rounds=1, features=scale * x)
+    assert bool(res.converged[0]) and int(res.iterations[0]) <= 200
+    # independent reference: sklearn at C = 1/(lam N), very tight
+    lr = pytest.importorskip("sklearn.linear_model")
+    ref = lr.LogisticRegression(C=1 / (lam * len(t)), fit_intercept=False, tol=1e-14, max_iter=10_000)
+    ref = ref.set_params(solver="newton-cg").fit(scale * x, t.argmax(1))
+    err = np.abs(ref.predict_proba(scale * x) - np.asarray(res.outputs[0])).max()
+    assert err <= max(float(res.error_bounds[0]), 1e-9) + 1e-10
+
+
+def test_kkt_is_scale_free_and_reported_when_unconverged():
+    x, t = problem(5, 40, 6, 3)
+    a = sd.exact_outputs(t, lam=1e-3, num_rounds=2, features=x, tol=1e-300, rtol=1e-300, max_iter=3, on_failure="flag")
+    # the same problem in other units: X -> 2^10 X, lam -> 2^20 lam (identical iterates, exact arithmetic)
+    b = sd.exact_outputs(
+        t,
+        lam=1e-3 * 2.0**20,
+        num_rounds=2,
+        features=x * 2.0**10,
+        tol=1e-300,
+        rtol=1e-300,
+        max_iter=3,
+        on_failure="flag",
+    )
+    np.testing.assert_allclose(a.kkt, b.kkt, rtol=1e-12)
+    np.testing.assert_allclose(a.error_bounds, b.error_bounds, rtol=1e-12)
+    with pytest.raises(RuntimeError, match=r"kkt \[.*standardise"):
+        sd.exact_outputs(t, lam=1e-3, num_rounds=1, features=x, max_iter=1)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_intercept_equals_sklearn(k):
+    lr = pytest.importorskip("sklearn.linear_model")
+    rng = np.random.default_rng(k)
+    n, d = 70, 4
+    x = rng.normal(size=(n, d)) + 2.0
+    y = rng.integers(0, k, n)
+    lam = 1e-2
+    c = (2.0 if k == 2 else 1.0) / (lam * n)
+    ref = lr.LogisticRegression(C=c, tol=1e-12, max_iter=10_000, solver="newton-cg").fit(x, y)
+    res = sd.exact_outputs(np.eye(k)[y], lam=lam, num_rounds=1, features=x, fit_intercept=True)
+    np.testing.assert_allclose(res.outputs[0], ref.predict_proba(x), atol=1e-8)
+    assert np.isinf(float(res.error_bounds[0]))
+    # new points: from features, from the test-train Gram and through exact_predict
+    xt = rng.normal(size=(9, d)) + 2.0
+    p = sd.predictor(np.eye(k)[y], lam=lam, features=x, model="exact", fit_intercept=True)
+    np.testing.assert_allclose(p.test_outputs(rounds=0, test_features=xt)[0], ref.predict_proba(xt), atol=1e-8)
+    np.testing.assert_allclose(sd.exact_predict(res, test_gram=xt @ x.T)[0], ref.predict_proba(xt), atol=1e-8)
+    pg = sd.predictor(np.eye(k)[y], lam=lam, gram=x @ x.T, model="exact", fit_intercept=True)
+    np.testing.assert_allclose(pg.test_outputs(rounds=0, test_gram=xt @ x.T)[0], ref.predict_proba(xt), atol=1e-8)
