@@ -468,10 +468,10 @@ def _auto_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, r
     """
     opts = dict(loss=loss, q=q, tol=tol, max_cg=max_cg, rtol=rtol)
     s, mem = _lbfgs_round(phi, phi2, t, lam, v0, mem, max_iter=jnp.minimum(max_iter, AUTO_LBFGS_ITERS), **opts)
-    s2, _ = _newton_cg_round(phi, phi2, t, lam, s.v, mem, max_iter=max_iter, it0=s.it, **opts)
-    # Newton-CG re-evaluates at its start: keep the L-BFGS state when it already stopped
     done = ~_running(s.res, s.w, s.v, lam, tol, rtol) | (s.it >= max_iter)
-    return jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), s, s2), mem
+    newton = lambda: _newton_cg_round(phi, phi2, t, lam, s.v, mem, max_iter=max_iter, it0=s.it, **opts)[0]  # noqa: E731
+    # the Newton stage only runs when L-BFGS stopped short (under vmap both branches run and one is selected)
+    return jax.lax.cond(done, lambda: s, newton), mem
 
 
 #: The exact solvers by name (one round each; the registry the CLIs offer as choices).
