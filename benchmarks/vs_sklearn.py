@@ -124,7 +124,8 @@ def main(argv=None):
         sizes = [(20000, 256, 10, True), (6000, 256, 50, False), (5000, 512, 100, False), (50000, 256, 10, False)]
     lines = [
         f"lam = {args.lam:g} (C = 1/(lam N)), single-threaded, compile excluded, {args.repeats} interleaved "
-        f"repeats, sklearn tol {SK_TOL}; errors: max |P - P_ref| against sklearn newton-cg at tol 1e-14. Ratio = sklearn time / ours.",
+        f"repeats, sklearn tol {SK_TOL}; errors: max |P - P_ref| against sklearn newton-cg at tol 1e-14. "
+        "Ratio = sklearn time / ours.",
         "",
         "| size | task | sklearn solver | sklearn s (min) | ours s (min) | ratio (min) | ratio (median) "
         "| sklearn error "
