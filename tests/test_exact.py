@@ -489,3 +489,16 @@ def test_intercept_equals_sklearn(k):
     np.testing.assert_allclose(sd.exact_predict(res, test_gram=xt @ x.T)[0], ref.predict_proba(xt), atol=1e-8)
     pg = sd.predictor(np.eye(k)[y], lam=lam, gram=x @ x.T, model="exact", fit_intercept=True)
     np.testing.assert_allclose(pg.test_outputs(rounds=0, test_gram=xt @ x.T)[0], ref.predict_proba(xt), atol=1e-8)
+
+
+def test_rtol_and_fit_intercept_bad_input_named():
+    x, t = problem(6, 12, 3, 3)
+    for bad in (-1e-3, 1.0, np.nan):
+        with pytest.raises(ValueError, match="rtol"):
+            sd.exact_outputs(t, lam=1e-2, num_rounds=1, features=x, rtol=bad)
+    with pytest.raises(ValueError, match="rtol"):
+        sd.exact_outputs(t, lam=1e-2, num_rounds=1, features=x, rtol=[1e-13])
+    with pytest.raises(TypeError, match="rtol"):
+        sd.exact_outputs(t, lam=1e-2, num_rounds=1, features=x, rtol=True)
+    with pytest.raises(TypeError, match="fit_intercept"):
+        sd.exact_outputs(t, lam=1e-2, num_rounds=1, features=x, fit_intercept="yes")
