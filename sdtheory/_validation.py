@@ -371,7 +371,7 @@ def check_problem(targets: Any, lam: Any, gram: Any, features: Any, *, probabili
     return n
 
 
-def check_sizes(sizes: Sequence[int], name: str = "class_sizes") -> np.ndarray:
+def check_sizes(sizes: Sequence[int] | np.ndarray, name: str = "class_sizes") -> np.ndarray:
     arr = np.asarray(sizes)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be a 1-D sequence of class sizes, got shape {arr.shape}")

@@ -361,7 +361,7 @@ def _lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, 
         z0 = z0 * (1.0 - a_pre)
     w0 = phi.T @ loss.grad(t, z0, q) / n
     gu0 = (w0 + lam * v0) / scale
-    du0 = _two_loop(gu0, *mem, memory)
+    du0 = _two_loop(gu0, *mem, memory)  # type: ignore[call-arg]  # mem is (S, Y, rho, count, gamma)
     du0 = jnp.where(_vdot(gu0, du0) < 0, du0, -gu0)
     res0, zd0 = residual_and_zd(z0, w0, du0 / scale)
 
@@ -558,8 +558,8 @@ def solver_features(*, gram: Any = None, features: Any = None, spec: Spectrum | 
     return spectral_features(spectrum(gram=gram))
 
 
-def raise_unconverged(res: ExactResult, tol: float, max_iter: int, rounds: Any = None) -> None:
-    """``RuntimeError`` naming the rounds that missed ``tol`` (concrete results only)."""
+def raise_unconverged(res: Any, tol: float, max_iter: int, rounds: Any = None) -> None:
+    """``RuntimeError`` naming the rounds of ``res`` (ExactResult or PLLResult) that missed ``tol`` (concrete)."""
     if V.is_tracer(res.converged) or bool(np.all(np.asarray(res.converged))):
         return
     bad_pos = np.flatnonzero(~np.asarray(res.converged))

@@ -155,6 +155,7 @@ def prepare_dataset(
         tr, te = stratified_split(split_key(seed), ds.labels, test_fraction)
         ds = Dataset(ds.features[tr], ds.labels[tr], ds.num_classes, ds.features[te], ds.labels[te], ds.name)
     if subset is not None:
+        assert ds.test_features is not None and ds.test_labels is not None  # split above
         n_train, n_test = subset
         tr = stratified_subset(jax.random.fold_in(master, 2), ds.labels, n_train)
         te = stratified_subset(jax.random.fold_in(master, 3), ds.test_labels, n_test)
@@ -562,7 +563,7 @@ def run_protocol(
     (spectra, summaries) is always recomputed; it is deterministic. Nothing
     here touches files: the caller persists what ``on_cell`` receives.
     """
-    if ds.test_features is None:
+    if ds.test_features is None or ds.test_labels is None:
         raise ValueError("the data set needs a held-out split; see prepare_dataset")
     num_seeds = V.check_int(num_seeds, "num_seeds", minimum=1)
     num_rounds = V.check_int(num_rounds, "num_rounds", minimum=1)
@@ -671,7 +672,7 @@ def aggregate(rows: Sequence[Mapping]) -> dict:
     for row in rows:
         key = (row["feature_map"], row["kind"], row["rate"], row["solver"], row["method"], row["round"])
         groups.setdefault(key, []).append(row)
-    agg = {}
+    agg: dict = {}
     for key, rs in groups.items():
         agg[key] = {}
         for m in METRIC_COLUMNS + ("agree_exact", "realised_rate"):

@@ -176,7 +176,7 @@ def check_clusters(clusters: Any, num_classes: int) -> np.ndarray:
         and (arr.dtype != object or not any(isinstance(g, (list, tuple, np.ndarray, range)) for g in arr))
     )
     # Form 1: a flat array of K cluster ids.
-    if flat:
+    if flat and arr is not None:
         if arr.size == 0:
             raise ValueError(f"clusters must not be empty: pass K = {k} cluster ids or groups covering 0..{k - 1}")
         if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
@@ -380,12 +380,12 @@ def _complete_linkage(dist: np.ndarray, num_clusters: Optional[int], threshold_r
         d[b, :] = np.inf
         d[:, b] = np.inf
         active.remove(b)
-    heights = np.asarray(heights)
+    height_arr = np.asarray(heights)
     if num_clusters is not None:
         n_merges = k - num_clusters
     else:
-        cut = threshold_ratio * (heights.max() if heights.size else 0.0)
-        n_merges = int(np.sum(heights <= cut))
+        cut = threshold_ratio * (height_arr.max() if height_arr.size else 0.0)
+        n_merges = int(np.sum(height_arr <= cut))
     parent = list(range(k))
 
     def find(x):

@@ -104,7 +104,7 @@ class Predictor:
                 "the eigenvalues of this training Gram overflow float64; the predictor works at unit "
                 "scale (G / lam only) and does not need them"
             )
-        return Spectrum(s, self._spec.eigvecs)
+        return Spectrum(s, self._spec.eigvecs)  # type: ignore[arg-type]  # host arrays, as every public Spectrum
 
     def __repr__(self) -> str:
         rounds = "any round" if self.num_rounds is None else f"rounds 0..{self.num_rounds - 1}"
@@ -193,10 +193,11 @@ class Predictor:
             cross = x @ self._proj if kind == "features" else x @ self._spec.eigvecs
             return sd_test_outputs_core(self._spec, self._targets, self._lam, jnp.asarray(r), cross)
         if kind == "features":
+            assert self._weights is not None  # exact model fitted on features
             logits = jnp.einsum("td,rkd->rtk", x, self._weights[r])
         else:
             logits = jnp.einsum("tn,rnk->rtk", x, self._result.coef[r])
-        return jax.nn.softmax(logits, axis=-1)
+        return np.asarray(jax.nn.softmax(logits, axis=-1))
 
     @float64(kernel=_KERNELS)
     def predictions(

@@ -228,11 +228,12 @@ def pll_student(
     unit = _unit_problem(gram=gram, features=features, need_spectrum=model == "closed")
     lam_a = _unit_lam(lam, unit.root, "gram" if gram is not None else "features")
     if model == "closed":
+        assert unit.spec is not None  # need_spectrum
         fit = closed_fit(unit.spec, lam_a)
         return pll_rounds_core(fit, fit(t), num_rounds, tie_tol)
     from .exact import DEFAULT_MAX_ITER, DEFAULT_TOL
 
-    opts = dict(tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, on_failure="raise", solver="lbfgs")
+    opts: dict[str, Any] = dict(tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, on_failure="raise", solver="lbfgs")
     unknown = sorted(set(exact_options) - set(opts))
     if unknown:
         raise TypeError(f"unexpected keyword arguments for the exact solver: {unknown}")

@@ -292,7 +292,7 @@ def _unit_problem(
     """
     if spectrum is not None:
         eigvals, root = _to_unit(spectrum.eigvals, gram=True)
-        spec = Spectrum(eigvals, jnp.asarray(spectrum.eigvecs, dtype=float))
+        spec: Optional[Spectrum] = Spectrum(eigvals, jnp.asarray(spectrum.eigvecs, dtype=float))
         x = None if features is None else _scale_down(features, root, 1)
         return UnitProblem(spec, x, None, root)
     V.one_of_gram_features(gram, features)
