@@ -143,9 +143,11 @@ def _block_spectrum(sizes: jax.Array, c, d) -> BlockSpectrum:
     return BlockSpectrum(jnp.asarray(1.0 - c, dtype=sizes.dtype), mu, e, sizes)
 
 
-def _sizes_from_classes(classes: Any, num_classes: int, source: str = "K (the columns of targets)") -> np.ndarray:
-    """Class sizes ``(K,)`` of 1-D integer ``classes`` in ``[0, K)``, every class non-empty."""
-    classes, k = _check_classes(classes, num_classes, source=source)
+def _sizes_from_classes(
+    classes: Any, num_classes: int, source: str = "K (the columns of targets)", *, n: int | None = None
+) -> np.ndarray:
+    """Class sizes ``(K,)`` of 1-D integer ``classes`` in ``[0, K)``, every class non-empty (``n`` of them if given)."""
+    classes, k = _check_classes(classes, num_classes, n=n, source=source)
     return np.bincount(classes, minlength=k)
 
 

@@ -238,7 +238,9 @@ def heldout_accuracy(
     out = p.test_outputs(rounds=rounds, test_features=test_features, test_gram=test_gram)
     k = out.shape[-1]
     t = V.check_labels(test_labels, k, "test_labels")
-    V.check_same_n(out.shape[1], np.shape(t)[0], "test_labels", "the test points")
+    V.check_same_n(
+        out.shape[1], np.shape(t)[0], "test_labels", "test_gram" if test_features is None else "test_features"
+    )
     return accuracy_core(jnp.asarray(out), jnp.asarray(t), _check_tie_tol(tie_tol))
 
 

@@ -795,3 +795,23 @@ def test_huge_message_lists_are_truncated():
     with pytest.raises(ValueError, match="in no group") as info:
         sd.corruption_matrix("cc", 100, 0.1, clusters=[[0, 1]])
     assert "(98 in all)" in str(info.value) and len(str(info.value)) < 400
+
+
+def test_two_dimensional_classes_of_the_block_model_pll_student_are_named_as_such():
+    # issue 12: 2-D classes used to be reported as "classes has -1 instances"
+    with pytest.raises(ValueError, match=r"classes must be a 1-D") as info:
+        sd.pll_student_block_model(Y, CLASSES[None], c=0.4, d=0.1, lam=0.1)
+    assert "-1" not in str(info.value)
+    with pytest.raises(ValueError, match=r"classes has 5 instances but targets has 6"):
+        sd.pll_student_block_model(Y, CLASSES[:5], c=0.4, d=0.1, lam=0.1)
+
+
+@pytest.mark.parametrize("test_arg", ["test_features", "test_gram"])
+def test_heldout_accuracy_count_mismatch_names_the_test_matrix(test_arg):
+    # two labels for the two test points is right; three labels must name both test_labels and the matrix
+    test = {"test_features": XT, "test_gram": GT}[test_arg]
+    np.testing.assert_array_equal(
+        np.shape(sd.heldout_accuracy(Y, [0, 1], features=X, lam=0.1, rounds=[0], **{test_arg: test})), (1,)
+    )
+    with pytest.raises(ValueError, match=rf"test_labels has 3 instances but {test_arg} has 2"):
+        sd.heldout_accuracy(Y, [0, 1, 2], features=X, lam=0.1, rounds=[0], **{test_arg: test})
