@@ -3,21 +3,24 @@
 Each factory returns an ``argparse`` ``type=`` callable that raises
 ``argparse.ArgumentTypeError`` with a message; argparse then names the flag
 in its error and exits with status 2. :func:`run_main` is the scripts' entry
-point (Ctrl-C -> one line on stderr, exit status 130). No math and no files
-here.
+point (Ctrl-C -> one line on stderr, exit status 130), :func:`exit_script` its
+``__main__`` call. No math and no files here.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+from typing import NoReturn
 
 __all__ = [
     "interrupted",
     "output_dir_or_exit",
     "EXIT_INTERRUPTED",
     "cd_pairs",
+    "exit_script",
     "float_in",
     "int_at_least",
     "noise_kind",
@@ -46,6 +49,25 @@ def run_main(main, prog: str, argv=None) -> int:
             pass
         return EXIT_INTERRUPTED
     return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
+
+
+def exit_script(main, prog: str) -> NoReturn:
+    """A script's ``__main__`` entry: :func:`run_main`, then exit with its status.
+
+    After Ctrl-C the process ends with ``os._exit(130)`` once the streams are
+    flushed: XLA may still be compiling in background threads, and the
+    interpreter's normal teardown can then crash (SIGSEGV). By then ``main``
+    has unwound, so staged outputs are removed and checkpoints are on disk.
+    """
+    rc = run_main(main, prog)
+    if rc == EXIT_INTERRUPTED:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(rc)
+    sys.exit(rc)
 
 
 def int_at_least(lo: int):

@@ -336,3 +336,28 @@ def test_check_output_dir_unwritable_simulated(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "mkdtemp", denied)
     with pytest.raises(sio.OutputDirError, match="is not writable .Permission denied."):
         sio.check_output_dir(tmp_path / "out")
+
+
+def test_exit_script_ends_an_interrupted_script_with_130_and_one_line():
+    """exit_script ends the process itself after Ctrl-C (os._exit: no teardown racing XLA's compile threads)."""
+    import subprocess
+    import sys
+
+    code = (
+        "from sdtheory.cli import exit_script\n"
+        "def main(argv):\n"
+        "    raise KeyboardInterrupt('interrupted; results/x was not changed')\n"
+        "exit_script(main, 'prog.py')\n"
+        "print('not reached')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr == "prog.py: interrupted; results/x was not changed\n"
+    assert proc.stdout == ""
+    ok = subprocess.run(
+        [sys.executable, "-c", "from sdtheory.cli import exit_script\nexit_script(lambda argv: 3, 'prog.py')"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (ok.returncode, ok.stderr) == (3, "")
