@@ -71,6 +71,7 @@ __all__ = [
     "FIELDNAMES",
     "METRIC_COLUMNS",
     "FeatureMap",
+    "FeatureMapError",
     "ProtocolResult",
     "aggregate",
     "feature_map_report",
@@ -244,7 +245,13 @@ def prepare_feature_map(
     x = jnp.asarray(features, dtype=float)
     xt = jnp.asarray(test_features, dtype=float)
     spec = _feature_spectrum(x)
-    bspec = _block_spectrum_checked(stats.class_sizes, stats.c, stats.d)
+    try:
+        bspec = _block_spectrum_checked(stats.class_sizes, stats.c, stats.d)
+    except ValueError as exc:
+        raise ValueError(
+            f"the block model fitted to these features (c, d: mean within- and across-class correlations) is "
+            f"outside its domain; the classes are too weakly separated: {exc}"
+        ) from None
     return FeatureMap(
         name=name,
         features=x,
@@ -506,6 +513,10 @@ def run_cell(fm: FeatureMap, given_labels: Any, test_labels: Any, *, num_rounds:
 # --------------------------------------------------------------------------
 
 
+class FeatureMapError(ValueError):
+    """A feature map that :func:`run_protocol` cannot use on the data set; the message names it and says why."""
+
+
 class ProtocolResult(NamedTuple):
     """Result of :func:`run_protocol`.
 
@@ -583,15 +594,18 @@ def run_protocol(
     done = 0
     t_start = time.perf_counter()
     for fi, name in enumerate(feature_maps):
-        x, xt = make_features(
-            name,
-            ds.features,
-            ds.test_features,
-            key=jax.random.fold_in(master, 10 + fi),
-            num_features=relu_dim,
-            center=center,
-        )
-        fm = prepare_feature_map(x, xt, true, k, lam=lam, name=name)
+        try:
+            x, xt = make_features(
+                name,
+                ds.features,
+                ds.test_features,
+                key=jax.random.fold_in(master, 10 + fi),
+                num_features=relu_dim,
+                center=center,
+            )
+            fm = prepare_feature_map(x, xt, true, k, lam=lam, name=name)
+        except ValueError as exc:
+            raise FeatureMapError(f"feature_maps[{fi}] = {name!r} cannot be used on {ds.name}: {exc}") from None
         summaries[name], spectra[name] = feature_map_report(fm)
         clusters = None
         if "cc" in kinds:
