@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
+import threading
 from typing import NoReturn
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "exit_script",
     "float_in",
     "int_at_least",
+    "interruptible",
     "noise_kind",
     "run_main",
 ]
@@ -39,6 +42,13 @@ def run_main(main, prog: str, argv=None) -> int:
     a traceback. A return value that is not an int (e.g. a result dict) means
     success, 0. Argument errors keep argparse's ``SystemExit(2)``.
     """
+    global _ctrl_c_pending
+    _ctrl_c_pending = False
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, _on_ctrl_c)
+    unraisable = sys.unraisablehook
+    sys.unraisablehook = _quiet_lost_ctrl_c
     try:
         rc = main(argv)
     except KeyboardInterrupt as exc:
@@ -48,7 +58,45 @@ def run_main(main, prog: str, argv=None) -> int:
         except (OSError, ValueError):  # stderr closed: the exit status still tells
             pass
         return EXIT_INTERRUPTED
+    finally:
+        sys.unraisablehook = unraisable
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
+
+
+#: Set by a Ctrl-C during :func:`run_main`; :func:`interruptible` callbacks raise it again if it was lost.
+_ctrl_c_pending = False
+
+
+def _on_ctrl_c(signum, frame):
+    """Python's own SIGINT behaviour (raise ``KeyboardInterrupt``), remembered.
+
+    Python discards an exception raised inside a garbage-collector callback
+    (JAX registers one), so a Ctrl-C landing there would be lost and the run
+    would go on: the flag lets the next :func:`interruptible` callback raise it.
+    """
+    global _ctrl_c_pending
+    _ctrl_c_pending = True
+    raise KeyboardInterrupt
+
+
+def _quiet_lost_ctrl_c(unraisable):
+    """No "Exception ignored" traceback for a lost Ctrl-C (:func:`interruptible` raises it again)."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+
+
+def interruptible(callback):
+    """``callback`` (a progress or per-chunk callback), then ``KeyboardInterrupt`` if a Ctrl-C was lost meanwhile."""
+
+    def call(*args, **kwargs):
+        out = callback(*args, **kwargs)
+        if _ctrl_c_pending:
+            raise KeyboardInterrupt
+        return out
+
+    return call
 
 
 def exit_script(main, prog: str) -> NoReturn:

@@ -54,7 +54,7 @@ try:
 
     import sdtheory
     from sdtheory import io as sio
-    from sdtheory.cli import cd_pairs, exit_script, float_in, int_at_least, output_dir_or_exit
+    from sdtheory.cli import cd_pairs, exit_script, float_in, int_at_least, interruptible, output_dir_or_exit
     from sdtheory import montecarlo as mc
     from sdtheory.plots import linearization_gap_figure
 finally:
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
 def _run(parser, args, out: Path, t_start: float) -> int:
     lams = np.logspace(np.log10(args.lam_min), np.log10(args.lam_max), args.num_lam)
     configs = [_config(parser, args, c, d, float(lams[0])) for c, d in args.cd]
-    progress = sio.progress_printer("linearization_gap")
+    progress = interruptible(sio.progress_printer("linearization_gap"))
 
     columns = {
         name: []

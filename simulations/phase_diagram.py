@@ -47,7 +47,15 @@ try:
     from sdtheory.exact import DEFAULT_MAX_ITER, DEFAULT_TOL
     from sdtheory import io as sio
     from sdtheory._validation import check_cd
-    from sdtheory.cli import exit_script, float_in, int_at_least, interrupted, noise_kind, output_dir_or_exit
+    from sdtheory.cli import (
+        exit_script,
+        float_in,
+        int_at_least,
+        interrupted,
+        interruptible,
+        noise_kind,
+        output_dir_or_exit,
+    )
     from sdtheory import montecarlo as mc
     from sdtheory.noise import condition_threshold
     from sdtheory.plots import phase_diagram_figure
@@ -328,7 +336,7 @@ def main(argv=None) -> int:
             chunk_size=args.chunk_size,
             progress=None if args.quiet else sio.progress_printer("phase_diagram"),
             completed={int(k): v for k, v in saved.items()},
-            on_chunk=keep,
+            on_chunk=interruptible(keep),
         )
         t_sim = time.perf_counter() - t0
         written = _write_outputs(

@@ -47,7 +47,7 @@ try:
     from sdtheory import experiments as E
     from sdtheory import io as sio
     from sdtheory import plots
-    from sdtheory.cli import exit_script, float_in, int_at_least, interrupted, output_dir_or_exit
+    from sdtheory.cli import exit_script, float_in, int_at_least, interrupted, interruptible, output_dir_or_exit
 finally:
     signal.signal(signal.SIGINT, _previous_sigint)
 
@@ -249,7 +249,7 @@ def main(argv=None) -> dict:
             center=not args.no_center,
             progress=sio.progress_printer("real_data"),
             completed=completed,
-            on_cell=keep,
+            on_cell=interruptible(keep),
         )
         rows = result.rows
         agg = E.aggregate(rows)

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import sys
 import re
 import struct
 import zlib
@@ -361,3 +362,36 @@ def test_exit_script_ends_an_interrupted_script_with_130_and_one_line():
         timeout=120,
     )
     assert (ok.returncode, ok.stderr) == (3, "")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_ctrl_c_lost_in_a_gc_callback_is_raised_at_the_next_interruptible_callback(capsys):
+    """Python discards an exception raised in a gc callback (JAX has one): the run must still stop."""
+    import gc
+    import signal
+
+    from sdtheory.cli import interruptible, run_main
+
+    calls = []
+    hook = sys.unraisablehook
+
+    def main(argv):
+        def ctrl_c_during_gc(phase, info):
+            if phase == "start":
+                os.kill(os.getpid(), signal.SIGINT)
+
+        gc.callbacks.append(ctrl_c_during_gc)
+        try:
+            gc.collect()  # the KeyboardInterrupt is raised inside the callback and discarded
+        finally:
+            gc.callbacks.remove(ctrl_c_during_gc)
+        calls.append("went on")
+        interruptible(calls.append)("chunk 1 kept")
+        calls.append("not reached")
+
+    assert run_main(main, "prog.py") == 130
+    assert calls == ["went on", "chunk 1 kept"]
+    assert capsys.readouterr().err == "prog.py: interrupted\n"  # no "Exception ignored" traceback either
+    assert run_main(lambda argv: interruptible(calls.append)("later run"), "prog.py") == 0  # the flag is reset
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # run_main restored the handler
+    assert sys.unraisablehook is hook  # and the unraisable hook
