@@ -39,7 +39,9 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, NamedTuple
 
+import chex
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 
@@ -419,6 +421,8 @@ def exact_phi_core(
     max_cg=DEFAULT_MAX_CG,
     solver="lbfgs",
 ):
+    chex.assert_rank([phi, targets, lam], [2, 2, 0])  # Phi (N, M), T (N, K), one lam
+    chex.assert_equal_shape_prefix([phi, targets], 1)
     lossfn = get_loss(loss)
     solve = SOLVERS[solver]
     n = phi.shape[0]
@@ -573,13 +577,13 @@ def raise_unconverged(res: Any, tol: float, max_iter: int, rounds: Any = None) -
 
 @float64
 def exact_outputs(
-    targets: Any,
+    targets: ArrayLike,
     *,
     lam: Any,
     rounds: Any = None,
     num_rounds: Any = None,
-    gram: Any = None,
-    features: Any = None,
+    gram: ArrayLike | None = None,
+    features: ArrayLike | None = None,
     loss: str = "ce",
     q: float = 0.7,
     tol: float = DEFAULT_TOL,
@@ -646,7 +650,11 @@ def exact_outputs(
 
 @float64(kernel="jax.nn.softmax(jnp.einsum('tn,rnk->rtk', test_gram, coef))")
 def exact_predict(
-    result_or_coef: Any, *, test_gram: Any = None, test_features: Any = None, features: Any = None
+    result_or_coef: Any,
+    *,
+    test_gram: ArrayLike | None = None,
+    test_features: ArrayLike | None = None,
+    features: ArrayLike | None = None,
 ) -> jax.Array:
     """Softmax outputs ``(R, N_test, K)`` of every round on new points.
 

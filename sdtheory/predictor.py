@@ -34,6 +34,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 
@@ -250,11 +251,11 @@ class Predictor:
 
 @float64(kernel=_KERNELS)
 def predictor(
-    targets: Any,
+    targets: ArrayLike,
     *,
     lam: Any,
-    features: Any = None,
-    gram: Any = None,
+    features: ArrayLike | None = None,
+    gram: ArrayLike | None = None,
     spectrum: Optional[Spectrum] = None,
     model: str = "closed",
     num_rounds: Optional[int] = None,

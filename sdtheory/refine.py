@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 from collections.abc import Callable
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 
 from . import _validation as V
@@ -102,7 +103,7 @@ def top2_targets_core(scores: jax.Array, tie_tol: Any = TIE_TOL) -> jax.Array:
 
 
 @float64
-def top2_targets(outputs: Any, *, tie_tol: float = TIE_TOL) -> jax.Array:
+def top2_targets(outputs: ArrayLike, *, tie_tol: float = TIE_TOL) -> jax.Array:
     """``(N, K)`` partial-label targets with ``1/2`` on each of the two highest classes.
 
     ``outputs`` is ``(N, K)`` (any real scores: probabilities, linearised
@@ -176,11 +177,11 @@ def pll_rounds_core(
 
 @float64(kernel="sdtheory.refine.pll_rounds_core with sdtheory.refine.closed_fit / exact_fit")
 def pll_student(
-    targets: Any,
+    targets: ArrayLike,
     *,
     lam: Any,
-    gram: Any = None,
-    features: Any = None,
+    gram: ArrayLike | None = None,
+    features: ArrayLike | None = None,
     model: str = "closed",
     loss: str = "ce",
     q: float = 0.7,
@@ -254,7 +255,14 @@ def pll_student(
 
 @float64(kernel="sdtheory.refine.pll_rounds_core with sdtheory.refine.block_fit")
 def pll_student_block_model(
-    targets: Any, classes: Any, *, c: float, d: float, lam: Any, num_rounds: int = 1, tie_tol: float = TIE_TOL
+    targets: ArrayLike,
+    classes: ArrayLike,
+    *,
+    c: float,
+    d: float,
+    lam: Any,
+    num_rounds: int = 1,
+    tie_tol: float = TIE_TOL,
 ) -> PLLResult:
     """Closed-form PLL pipeline on the block Gram of ``classes`` without forming it (``O(N K)`` per fit)."""
     num_rounds = V.check_num_rounds(num_rounds)

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Optional
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -201,7 +202,7 @@ def _gather(x: jax.Array) -> np.ndarray:
 @float64
 def run_grid(
     config: SimConfig,
-    etas: Any,
+    etas: ArrayLike,
     *,
     lams: Any = None,
     cs: Any = None,
