@@ -737,6 +737,7 @@ PINNED = [
     Pinned("block_outputs", "classes", CLASSES[None]),
     Pinned("block_gram", "classes", [[0, 1], [2]]),
     Pinned("corruption_matrix", "eta", True),
+    Pinned("pll_student_block_model", "d", -8.98846567431158e307),  # the PD check overflowed and accepted it
     Pinned("validate_corruption_matrix", "atol", -1.0),
     Pinned("validate_corruption_matrix", "atol", NAN),
     Pinned("validate_corruption_matrix", "C", C.astype(bool)),
@@ -815,3 +816,19 @@ def test_heldout_accuracy_count_mismatch_names_the_test_matrix(test_arg):
     )
     with pytest.raises(ValueError, match=rf"test_labels has 3 instances but {test_arg} has 2"):
         sd.heldout_accuracy(Y, [0, 1, 2], features=X, lam=0.1, rounds=[0], **{test_arg: test})
+
+
+@pytest.mark.parametrize("d", [-0.6, -0.3, -0.2, -0.1, -0.01, -1e10, -1e300, -8.98846567431158e307])
+def test_negative_d_is_accepted_exactly_when_the_block_gram_is_positive_definite(d):
+    """The determinant-lemma check against the smallest eigenvalue of the block Gram built by hand."""
+    c, classes = 0.4, np.array([0, 0, 1, 1, 1, 2])
+    same = classes[:, None] == classes[None, :]
+    with np.errstate(over="ignore", invalid="ignore"):
+        g = np.where(same, c, d) + (1 - c) * np.eye(classes.size)
+        pd = bool(np.all(np.isfinite(g))) and np.linalg.eigvalsh(g).min() > 0
+    if pd:
+        out = sd.pll_student_block_model(np.eye(3)[classes], classes, c=c, d=d, lam=0.1)
+        assert np.all(np.isfinite(out.outputs))
+    else:
+        with pytest.raises(ValueError, match="not positive definite"):
+            sd.pll_student_block_model(np.eye(3)[classes], classes, c=c, d=d, lam=0.1)
