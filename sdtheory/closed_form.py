@@ -179,11 +179,15 @@ def _prepare(targets, lam, rounds, num_rounds, gram, features, *, probability_ta
 def sd_outputs(
     targets: Any,
     *,
-    lam: Any,
+    lam: Any = None,
     rounds: RoundsLike | None = None,
     num_rounds: int | None = None,
     gram: Any = None,
     features: Any = None,
+    temperature: Any = 1.0,
+    xi: Any = 1.0,
+    hard: Any = False,
+    lam_schedule: Any = None,
 ) -> jax.Array:
     r"""Linearised softmax outputs of self-distillation rounds on the training set.
 
@@ -199,6 +203,14 @@ def sd_outputs(
       num_rounds: a count ``R <= 10^5``: rounds ``0..R-1``. Exactly one of the two.
       gram: ``(N, N)`` symmetric PSD Gram. Exactly one of ``gram``/``features``.
       features: ``(N, d)`` features; the Gram ``X X^T`` is never formed.
+      temperature, xi, hard: distillation variants (:mod:`sdtheory.variants`;
+        defaults: plain SD). Round ``r`` fits
+        ``xi * teacher + (1 - xi) * targets``, the teacher being round
+        ``r - 1``'s outputs at temperature ``temperature`` (linearised:
+        ``1/K + (P - 1/K)/temperature``) or, with ``hard=True``, their one-hot
+        argmax.
+      lam_schedule: in place of ``lam``, a 1-D sequence with one L2 weight
+        for each round ``0..max(rounds)`` (per eigenvalue the filters multiply).
 
     Returns:
       ``(R, N, K)`` array ``P_r = 1/K + S^{r+1} (T - 1/K)``,
@@ -210,6 +222,26 @@ def sd_outputs(
     Raises:
       ValueError / TypeError naming the problem for invalid inputs.
     """
+    from .predictor import predictor
+    from .variants import check_variant, resolve_lam
+
+    variant = check_variant(temperature, xi, hard)
+    schedule = resolve_lam(lam, lam_schedule)[1]
+    if not variant.is_plain or schedule is not None:
+        r = V.resolve_rounds(rounds, num_rounds)
+        if schedule is not None:
+            resolve_lam(None, schedule, int(r.max()) + 1)
+        p = predictor(
+            targets,
+            lam=lam,
+            gram=gram,
+            features=features,
+            temperature=temperature,
+            xi=xi,
+            hard=hard,
+            lam_schedule=lam_schedule,
+        )
+        return p.train_outputs(rounds=r)
     spec, t, lam, r = _prepare(targets, lam, rounds, num_rounds, gram, features)
     return sd_outputs_core(spec, t, lam, r)
 
