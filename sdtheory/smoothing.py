@@ -8,6 +8,9 @@ r"""Label smoothing and instance-specific smoothing (Zhang & Sabuncu 2020; docs/
   value per instance, sort the draws, give the smallest to the least confident
   instance; target = draw on the labelled class, ``(1 - draw)/(K - 1)`` on
   each other class.
+* :func:`beta_smoothing_fixed_point_core`: Beta smoothing for a model trained
+  to its optimum (a convex linear probe): rank, assign the sorted draws, refit,
+  re-rank, until the ranking stops changing (docs/smoothing.md).
 * :func:`predictive_diversity` and :func:`confidence`: how spread the
   non-argmax probabilities of a prediction are, and its top probability.
 
@@ -17,7 +20,8 @@ Mixed-target SD (``T_r = xi P_{r-1} + (1 - xi) Y``) is
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +31,9 @@ from . import _validation as V
 from ._x64 import float64
 
 __all__ = [
+    "BetaFixedPoint",
     "beta_smoothing",
+    "beta_smoothing_fixed_point_core",
     "beta_smoothing_core",
     "confidence",
     "predictive_diversity",
@@ -156,3 +162,54 @@ def confidence(outputs: Any) -> jax.Array:
     """Top probability ``max_l p_l`` per row, ``(N,)``, of ``(N, K)`` probability rows."""
     _check_probability_rows(outputs, "outputs")
     return jnp.max(jnp.asarray(outputs, dtype=float), axis=-1)
+
+
+class BetaFixedPoint(NamedTuple):
+    """Result of :func:`beta_smoothing_fixed_point_core`.
+
+    Attributes:
+      targets: ``(N, K)`` the last Beta-smoothed targets.
+      outputs: ``(N, K)`` the model fitted on them.
+      iterations: how many refits were made (``>= 1``).
+      converged: whether the ranking, hence the targets, stopped changing
+        (``targets`` are then a fixed point: refitting gives the same ones).
+    """
+
+    targets: jax.Array
+    outputs: jax.Array
+    iterations: int
+    converged: bool
+
+
+def beta_smoothing_fixed_point_core(
+    fit: Callable[[jax.Array], jax.Array],
+    outputs: jax.Array,
+    key: jax.Array,
+    labels: jax.Array,
+    num_classes: int,
+    beta: Any,
+    max_iter: int = 20,
+) -> BetaFixedPoint:
+    """Beta smoothing iterated with a model trained to its optimum (the adaptation to a convex probe).
+
+    Start from ``outputs`` (the teacher's ``(N, K)`` probabilities); each
+    iteration ranks the instances by the current model's probability of
+    their labelled class, gives them the rank-matched ``Beta(beta, 1)`` targets
+    (:func:`beta_smoothing_core` with the *same* ``key``, so the sorted draws
+    are fixed and only their assignment moves) and refits, ``fit(targets) ->
+    outputs``. It stops when the ranking of the refitted model equals the one
+    its targets were made from (a fixed point) or after ``max_iter`` refits.
+    ``max_iter=1`` is the one-round version from the teacher. Host loop
+    (``fit`` may be an exact solve); no validation.
+    """
+    order = np.argsort(np.asarray(jnp.take_along_axis(outputs, labels[:, None], axis=1)[:, 0]), kind="stable")
+    t = out = None
+    for it in range(1, max_iter + 1):
+        probs = jnp.take_along_axis(outputs if out is None else out, labels[:, None], axis=1)[:, 0]
+        t = beta_smoothing_core(key, probs, labels, num_classes, beta)
+        out = fit(t)
+        new_order = np.argsort(np.asarray(jnp.take_along_axis(out, labels[:, None], axis=1)[:, 0]), kind="stable")
+        if np.array_equal(new_order, order):
+            return BetaFixedPoint(t, out, it, True)
+        order = new_order
+    return BetaFixedPoint(t, out, max_iter, False)
