@@ -111,17 +111,14 @@ def sd_mixed_outputs_core(
     multiplied by ``m_r = (1 - xi) q (1 - (xi q)^r)/(1 - xi q) + xi^r q^{r+1}``,
     the solution of ``m_0 = q``, ``m_r = q ((1 - xi) + xi m_{r-1})``.
     """
+    from .variants import target_multipliers_core  # the variants' one closed form (temperature 1)
+
     n, k = targets.shape
     ridge = k * n * lam
-    r = jnp.asarray(rounds).astype(spec.eigvals.dtype)[:, None]
 
     def fn(s):
-        q = shrink_factors(s, ridge)[None, :]
-        xq = xi * q
-        # (1 - (xq)^r) / (1 - xq) written as a finite geometric sum that is
-        # safe when xq -> 1 (q < 1 always, so this is only roundoff care).
-        geo = jnp.where(jnp.abs(1.0 - xq) > 1e-12, (1.0 - xq**r) / (1.0 - xq), r)
-        return (1.0 - xi) * q * geo + xi**r * q ** (r + 1.0)
+        q = shrink_factors(s, ridge)
+        return q[None, :] * target_multipliers_core(q, jnp.asarray(rounds), 1.0, xi)
 
     return 1.0 / k + apply_spectral(spec, fn, targets - 1.0 / k, vanishes_at_zero=True)
 

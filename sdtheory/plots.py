@@ -401,7 +401,7 @@ def smoothing_figure(
 
     from .smoothing_study import method_label
 
-    greens, purples = colormaps["Greens"], colormaps["Purples"]
+    greens, purples, oranges = colormaps["Greens"], colormaps["Purples"], colormaps["Oranges"]
     last = num_rounds - 1
     rates_a = np.asarray(rates, dtype=float)
     series = [("teacher", 0, "teacher", "k", "-", "o")]
@@ -428,7 +428,17 @@ def smoothing_figure(
         for i, b in enumerate(betas)
     ]
     series += [("sd", last, f"SD r{last}", "tab:blue", "-", "o")]
-    series += [(method_label("sd_tau", t), last, f"SD tau={t:g} r{last}", "tab:cyan", ":", "x") for t in taus]
+    series += [
+        (
+            method_label("sd_tau", t),
+            last,
+            f"SD tau={t:g} r{last}",
+            oranges(0.5 + 0.45 * i / max(1, len(taus) - 1)),
+            ":",
+            "x",
+        )
+        for i, t in enumerate(taus)
+    ]
     series += [("pll", 1, "PLL student", "tab:red", "-", "s")]
     fig = new_figure(figsize=(10, 3.1 * len(kinds)))
     axes = fig.subplots(len(kinds), 2, squeeze=False, sharey=True)
@@ -453,7 +463,7 @@ def smoothing_figure(
         f"mean +- std over {num_seeds} seeds",
         fontsize=11,
     )
-    fig.tight_layout(rect=(0, 0.07 if len(kinds) > 1 else 0.14, 1, 1))
+    fig.tight_layout(rect=(0, 0.2 / len(kinds) if len(kinds) > 1 else 0.14, 1, 1))
     fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8, frameon=False)
     return fig
 
@@ -486,6 +496,8 @@ def diversity_gain_figure(agg: Mapping, *, feature_map: str, kind: str, rates: S
     axes[1].axhline(0.0, color="k", lw=0.6)
     axes[0].set_xlabel("SD round (0 = teacher)")
     axes[1].set_xlabel("SD round")
+    axes[0].set_xticks(rr)
+    axes[1].set_xticks(rr[1:])
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, ncol=2)

@@ -189,7 +189,7 @@ class Predictor:
     def _closed_variant(self, r, cross=None):
         """Closed-form outputs of a variant (:func:`sdtheory.variants.closed_variant_core`)."""
         v = self.variant
-        return closed_variant_core(
+        out = closed_variant_core(
             self._spec,
             self._targets,
             self._lam if self._lams is None else self._lams,
@@ -201,6 +201,13 @@ class Predictor:
             cross=cross,
             schedule=self._lams is not None,
         )
+        if not bool(jnp.all(jnp.isfinite(out))):
+            raise ValueError(
+                f"the linearised outputs overflow float64 at temperature={v.temperature:g}: the closed form "
+                "multiplies the centred outputs of round r by about temperature^-r (docs/variants.md); use fewer "
+                "rounds or a larger temperature"
+            )
+        return out
 
     def _cross(self, test_features, test_gram):
         """Validated test inputs at the training set's unit scale: ``("features", X_test)`` or ``("gram", G_test)``."""

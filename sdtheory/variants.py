@@ -30,6 +30,7 @@ temperature rescales the centred outputs and never changes a prediction.
 from __future__ import annotations
 
 from typing import Any, NamedTuple, Optional
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -45,9 +46,11 @@ __all__ = [
     "check_variant",
     "closed_variant_core",
     "hard_targets_core",
+    "linear_chain_core",
     "next_targets_core",
     "next_targets_linear_core",
     "resolve_lam",
+    "target_multipliers_core",
 ]
 
 
@@ -112,7 +115,8 @@ def resolve_lam(lam: Any, lam_schedule: Any, num_rounds: Optional[int] = None) -
         )
     if num_rounds is not None and arr.size != num_rounds:
         raise ValueError(
-            f"lam_schedule needs one L2 weight for each of the {num_rounds} rounds 0..{num_rounds - 1}, got {arr.size}"
+            f"lam_schedule has {arr.size} L2 weight(s) but needs one for each round asked for (num_rounds / rounds: "
+            f"0..{num_rounds - 1}, {num_rounds} in all)"
         )
     arr = arr.astype(float)
     if not np.all(np.isfinite(arr)) or not np.all(arr > 0):
@@ -148,7 +152,10 @@ def next_targets_core(
     ``hard`` is static (a Python bool). ``softmax(logits / tau)`` equals
     ``softmax(log P / tau)``: the teacher's probabilities at temperature ``tau``.
     """
-    teacher = hard_targets_core(outputs, tie_tol) if hard else jax.nn.softmax(logits / temperature, axis=-1)
+    if hard:
+        teacher = hard_targets_core(outputs, tie_tol)
+    else:  # shift first: (z - max z) / tau cannot overflow to inf - inf at a small tau
+        teacher = jax.nn.softmax((logits - jnp.max(logits, axis=-1, keepdims=True)) / temperature, axis=-1)
     return _mix(teacher, given, xi)
 
 
@@ -166,8 +173,14 @@ def next_targets_linear_core(
 # --------------------------------------------------------------------------
 
 
-def _target_multipliers(q: jax.Array, rounds: jax.Array, temperature, xi) -> jax.Array:
-    """One ``lam``: ``m_r = a^r + (1 - xi)(1 - a^r)/(1 - a)``, ``a = xi q / tau``; ``(R, M)``."""
+def target_multipliers_core(q: jax.Array, rounds: jax.Array, temperature, xi) -> jax.Array:
+    """Centred-target multipliers ``m_r`` ``(R, M)`` for one ``lam`` (``q = s/(s + K N lam)``, ``(M,)``).
+
+    ``m_r = a^r + (1 - xi)(1 - a^r)/(1 - a)`` with ``a = xi q / tau`` (the
+    geometric sum is written as ``r`` where ``a`` is within roundoff of 1);
+    round ``r``'s outputs are ``1/K + U diag(q m_r) U^T (T - 1/K)``. Also the
+    kernel of :func:`sdtheory.closed_form.sd_mixed_outputs_core` (``tau = 1``).
+    """
     r = rounds.astype(q.dtype)[:, None]
     a = (xi * q / temperature)[None, :]
     ar = a**r
@@ -223,7 +236,7 @@ def closed_variant_core(
             ridge_r = ridges[rounds][:, None]
         else:
             ridge = k * n * lams
-            m = _target_multipliers(s / (s + ridge), rounds, temperature, xi)
+            m = target_multipliers_core(s / (s + ridge), rounds, temperature, xi)
             ridge_r = jnp.full((rounds.shape[0], 1), ridge, s.dtype)
         if cross is None:
             return 1.0 / k + apply_spectral(
@@ -244,3 +257,29 @@ def closed_variant_core(
     ts = ts[rounds]
     coef = jnp.einsum("nm,rnk->rmk", u, ts - 1.0 / k)
     return 1.0 / k + jnp.einsum("tm,rm,rmk->rtk", cross, 1.0 / (s[None, :] + ridges[rounds][:, None]), coef)
+
+
+def linear_chain_core(
+    fit: Callable[[jax.Array], Any],
+    targets: jax.Array,
+    num_rounds: int,
+    temperature: Any = 1.0,
+    xi: Any = 1.0,
+    hard: bool = False,
+    tie_tol: Any = TIE_TOL,
+) -> jax.Array:
+    """Outputs ``(num_rounds, N, K)`` of a variant chained through any one-round linearised fit.
+
+    ``fit(targets)`` returns a :class:`sdtheory.refine.Fit` (e.g.
+    :func:`sdtheory.refine.closed_fit` or :func:`sdtheory.refine.block_fit`);
+    round ``r``'s targets come from :func:`next_targets_linear_core`. Pure
+    and jit-able (``num_rounds`` and ``hard`` static); the Monte Carlo engine
+    uses it.
+    """
+
+    def step(t, _):
+        p = fit(t).outputs
+        return next_targets_linear_core(p, targets, temperature, xi, hard, tie_tol), p
+
+    _, outs = jax.lax.scan(step, targets, None, length=num_rounds)
+    return outs

@@ -176,3 +176,22 @@ def test_bad_variant_arguments_are_named(kwargs, name, fn):
     call = sd.sd_outputs if fn == "closed" else sd.exact_outputs
     with pytest.raises((ValueError, TypeError), match=name):
         call(Y, **args)
+
+
+def test_engine_variants():
+    from sdtheory import montecarlo as mc
+
+    base = dict(num_classes=3, per_class=6, c=0.5, d=0.1, lam=1e-2, num_rounds=3, methods=("sd_closed", "sd_exact"))
+    etas = [0.2, 0.5]
+    plain = mc.run_grid(mc.make_config(**base), etas, num_seeds=2, seed=3)
+    hot = mc.run_grid(mc.make_config(**base, temperature=3.0), etas, num_seeds=2, seed=3)
+    # linearised: temperature never changes a prediction
+    np.testing.assert_array_equal(hot.methods["sd_closed"].num_correct, plain.methods["sd_closed"].num_correct)
+    # xi = 0 refits the given labels every round: every round is the teacher
+    fixed = mc.run_grid(mc.make_config(**base, xi=0.0, hard=True), etas, num_seeds=2, seed=3)
+    for m in ("sd_closed", "sd_exact"):
+        nc = np.asarray(fixed.methods[m].num_correct)
+        np.testing.assert_array_equal(nc, np.broadcast_to(nc[..., :1], nc.shape))
+        np.testing.assert_array_equal(nc[..., 0], np.asarray(plain.methods[m].num_correct)[..., 0])
+    with pytest.raises(ValueError, match="temperature"):
+        mc.make_config(**base, temperature=0.0)
