@@ -16,7 +16,8 @@ summary, solver health, provenance, ``timing``), figures
 ``manifest.json``. Ctrl-C exits with status 130, bad flags or input with 2.
 
 ``python simulations/smoothing.py`` runs on the bundled digits in a few
-minutes; ``--quick`` runs a tiny subset in seconds.
+minutes; ``--dataset block`` runs the same study on synthetic block-model
+features (``--block-*`` flags); ``--quick`` runs a tiny subset in seconds.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from sdtheory import experiments as E
 from sdtheory import io as sio
 from sdtheory import plots
 from sdtheory import smoothing_study as S
-from sdtheory.cli import float_in, int_at_least, output_dir_or_exit, run_main
+from sdtheory.cli import cd_pairs, float_in, int_at_least, output_dir_or_exit, run_main
 
 SCRIPT = "simulations/smoothing.py"
 OUTPUTS = (
@@ -60,7 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--dataset", choices=("digits",), default="digits", help="bundled data set (no download)")
+    src.add_argument(
+        "--dataset",
+        choices=("digits", "block"),
+        default="digits",
+        help="bundled digits (no download), or synthetic block-model features (--block-* flags)",
+    )
     src.add_argument(
         "--features",
         type=Path,
@@ -75,6 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="feature map (default: standardized for digits, identity for --features)",
     )
     p.add_argument("--relu-dim", type=int_at_least(1), default=512, help="number of random ReLU features")
+    p.add_argument("--block-classes", type=int_at_least(2), default=4, help="--dataset block: number of classes K")
+    p.add_argument(
+        "--block-per-class", type=int_at_least(1), default=100, help="--dataset block: training instances per class"
+    )
+    p.add_argument(
+        "--block-test-per-class", type=int_at_least(1), default=50, help="--dataset block: held-out instances per class"
+    )
+    p.add_argument(
+        "--block-cd",
+        type=cd_pairs,
+        default=[(0.4, 0.1)],
+        help="--dataset block: within- and between-class correlation 'c,d' with 0 <= d < c < 1",
+    )
+    p.add_argument("--block-dim", type=int_at_least(1), default=200, help="--dataset block: feature dimension")
     p.add_argument("--no-center", action="store_true", help="do not centre features before unit-normalising rows")
     p.add_argument(
         "--test-fraction",
@@ -131,7 +151,9 @@ def parse_args(argv=None, parser=None) -> argparse.Namespace:
     parser = parser or build_parser()
     args = parser.parse_args(argv)
     if args.feature_map is None:
-        args.feature_map = "identity" if args.features is not None else "standardized"
+        args.feature_map = "identity" if args.features is not None or args.dataset == "block" else "standardized"
+    if len(args.block_cd) != 1:
+        parser.error("argument --block-cd: give one pair c,d")
     if args.quick:
         args.rates = [0.0, 0.4] if args.rates == list(DEFAULT_RATES) else args.rates
         args.kinds = ["symmetric", "pair"] if args.kinds == list(DEFAULT_KINDS) else args.kinds
@@ -144,6 +166,10 @@ def parse_args(argv=None, parser=None) -> argparse.Namespace:
 def load_dataset(args) -> D.Dataset:
     if args.features is not None:
         ds = D.load_features(args.features)
+    elif args.dataset == "block":
+        (c, d), key = args.block_cd[0], E.split_key(args.seed)
+        sizes = dict(per_class=args.block_per_class, test_per_class=args.block_test_per_class)
+        ds = D.block_dataset(key=key, num_classes=args.block_classes, c=c, d=d, dim=args.block_dim, **sizes)
     else:
         ds = D.load_digits(key=E.split_key(args.seed), test_fraction=args.test_fraction)
     return E.prepare_dataset(

@@ -182,3 +182,30 @@ def test_study_bad_arguments_are_named(kw, name):
     args.update(kw)
     with pytest.raises(ValueError, match=name):
         sd.smoothing_study.run_smoothing_study(ds, **args)
+
+
+def test_block_dataset_has_the_block_gram_in_expectation():
+    ds = D.block_dataset(key=jax.random.key(0), num_classes=3, per_class=40, test_per_class=20, c=0.5, d=0.2, dim=4000)
+    x = np.concatenate([ds.features, ds.test_features])
+    y = np.concatenate([ds.labels, ds.test_labels])
+    g = x @ x.T
+    same = y[:, None] == y[None, :]
+    off = ~np.eye(y.size, dtype=bool)
+    # E <x_i, x_j> = 1[i = j](1 - c) + 1[same class](c - d) + d; held-out points share the class means
+    assert np.mean(np.diag(g)) == pytest.approx(1.0, abs=0.05)
+    assert np.mean(g[same & off]) == pytest.approx(0.5, abs=0.05)
+    assert np.mean(g[~same]) == pytest.approx(0.2, abs=0.05)
+    assert ds.labels.tolist() == [0] * 40 + [1] * 40 + [2] * 40 and ds.test_labels.size == 60
+    with pytest.raises(ValueError, match="c"):
+        D.block_dataset(key=jax.random.key(0), num_classes=3, per_class=4, test_per_class=2, c=0.2, d=0.5, dim=10)
+
+
+def test_block_study_runs_through_the_script(tmp_path):
+    out = tmp_path / "blk"
+    res = smoothing.main(
+        ["--dataset", "block", "--quick", "--kinds", "symmetric", "--rates", "0.3", "--num-rounds", "2"]
+        + ["--eps", "0.3", "--taus", "2", "--beta-max-iter", "3", "--no-figures", "--out", str(out)]
+    )
+    assert res["summary"]["dataset"].startswith("block(c=0.4, d=0.1)-quick")
+    assert res["summary"]["exact_unconverged"] == 0
+    assert all(r["agree_ref"] == 1.0 for r in res["rows"] if r["solver"] == "closed_form")
