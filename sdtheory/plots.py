@@ -404,7 +404,7 @@ def smoothing_figure(
     greens, purples, oranges = colormaps["Greens"], colormaps["Purples"], colormaps["Oranges"]
     last = num_rounds - 1
     rates_a = np.asarray(rates, dtype=float)
-    series = [("teacher", 0, "teacher", "k", "-", "o")]
+    series: list = [("teacher", 0, "teacher", "k", "-", "o")]
     series += [
         (
             method_label("uniform", e),

@@ -202,14 +202,23 @@ def beta_smoothing_fixed_point_core(
     ``max_iter=1`` is the one-round version from the teacher. Host loop
     (``fit`` may be an exact solve); no validation.
     """
-    order = np.argsort(np.asarray(jnp.take_along_axis(outputs, labels[:, None], axis=1)[:, 0]), kind="stable")
-    t = out = None
-    for it in range(1, max_iter + 1):
-        probs = jnp.take_along_axis(outputs if out is None else out, labels[:, None], axis=1)[:, 0]
-        t = beta_smoothing_core(key, probs, labels, num_classes, beta)
-        out = fit(t)
-        new_order = np.argsort(np.asarray(jnp.take_along_axis(out, labels[:, None], axis=1)[:, 0]), kind="stable")
-        if np.array_equal(new_order, order):
-            return BetaFixedPoint(t, out, it, True)
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+
+    def label_probs(p):
+        return jnp.take_along_axis(p, labels[:, None], axis=1)[:, 0]
+
+    def ranking(p):
+        return np.argsort(np.asarray(label_probs(p)), kind="stable")  # the order beta_smoothing_core uses
+
+    current, order = outputs, ranking(outputs)
+    it = 0
+    while True:
+        it += 1
+        targets = beta_smoothing_core(key, label_probs(current), labels, num_classes, beta)
+        current = fit(targets)
+        new_order = ranking(current)
+        fixed = bool(np.array_equal(new_order, order))
+        if fixed or it == max_iter:
+            return BetaFixedPoint(targets, current, it, fixed)
         order = new_order
-    return BetaFixedPoint(t, out, max_iter, False)

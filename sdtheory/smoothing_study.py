@@ -158,7 +158,7 @@ def run_smoothing_cell(
     out += rows_of("teacher", nan, jax.tree_util.tree_map(lambda a: a[:1], sd), None)
     out += rows_of("sd", nan, sd, None)
     for e in eps:
-        out += rows_of("uniform", float(e), solve(uniform_smoothing_core(y, e)), teacher)
+        out += rows_of("uniform", float(e), solve(uniform_smoothing_core(y, jnp.asarray(float(e)))), teacher)
     for i, beta in enumerate(betas):
         for method, max_iter in (("beta_one", 1), ("beta_fixed", beta_max_iter)):
             kept: list = []
@@ -211,7 +211,7 @@ def run_smoothing_cell(
 
     cf_plain = predictor(y, lam=fm.lam, spectrum=fm.spectrum, features=x).train_outputs(num_rounds=num_rounds)
     for e in eps:
-        cf = predictor(uniform_smoothing_core(y, e), lam=fm.lam, spectrum=fm.spectrum, features=x)
+        cf = predictor(uniform_smoothing_core(y, jnp.asarray(float(e))), lam=fm.lam, spectrum=fm.spectrum, features=x)
         out += closed_rows("uniform", float(e), cf.train_outputs(rounds=0), cf_plain[:1])
     for tau in taus:
         cf = predictor(y, lam=fm.lam, spectrum=fm.spectrum, features=x, temperature=float(tau))
@@ -320,7 +320,9 @@ def run_smoothing_study(
                 done += 1
                 if progress is not None:
                     progress(done, total, time.perf_counter() - t0)
-    dataset = f"{ds.name}, N = {true.size} train / {ds.test_labels.size} held-out, K = {k}"
+    dataset = (
+        f"{ds.name}, N = {true.size} train / {0 if ds.test_labels is None else ds.test_labels.size} held-out, K = {k}"
+    )
     return StudyResult(rows, dataset, summary, time.perf_counter() - t0)
 
 

@@ -200,11 +200,11 @@ def test_block_dataset_has_the_block_gram_in_expectation():
         D.block_dataset(key=jax.random.key(0), num_classes=3, per_class=4, test_per_class=2, c=0.2, d=0.5, dim=10)
 
 
-def test_block_study_runs_through_the_script(tmp_path):
+def test_block_study_runs_through_the_script(tiny_run, tmp_path):
+    # K = 10 and dimension 64: the shapes of the digits run, so its compiled programs are reused
     out = tmp_path / "blk"
     res = smoothing.main(
-        ["--dataset", "block", "--quick", "--kinds", "symmetric", "--rates", "0.3", "--num-rounds", "2"]
-        + ["--eps", "0.3", "--taus", "2", "--beta-max-iter", "3", "--no-figures", "--out", str(out)]
+        TINY + ["--dataset", "block", "--block-classes", "10", "--block-dim", "64", "--no-figures", "--out", str(out)]
     )
     assert res["summary"]["dataset"].startswith("block(c=0.4, d=0.1)-quick")
     assert res["summary"]["exact_unconverged"] == 0
