@@ -184,7 +184,7 @@ def test_engine_variants():
     base = dict(num_classes=3, per_class=6, c=0.5, d=0.1, lam=1e-2, num_rounds=3, methods=("sd_closed", "sd_exact"))
     etas = [0.2, 0.5]
     plain = mc.run_grid(mc.make_config(**base), etas, num_seeds=2, seed=3)
-    hot = mc.run_grid(mc.make_config(**base, temperature=3.0), etas, num_seeds=2, seed=3)
+    hot = mc.run_grid(mc.make_config(**{**base, "methods": ("sd_closed",)}, temperature=3.0), etas, num_seeds=2, seed=3)
     # linearised: temperature never changes a prediction
     np.testing.assert_array_equal(hot.methods["sd_closed"].num_correct, plain.methods["sd_closed"].num_correct)
     # xi = 0 refits the given labels every round: every round is the teacher
