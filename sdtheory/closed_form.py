@@ -25,7 +25,9 @@ from __future__ import annotations
 from typing import Any, Union
 from collections.abc import Sequence
 
+import chex
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 
@@ -61,6 +63,12 @@ def shrink_factors(eigvals: jax.Array, ridge: jax.Array) -> jax.Array:
     return eigvals / (eigvals + ridge)
 
 
+def _check_kernel_args(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> None:
+    """The closed-form kernels' contract (trace-time): ``U (N, M)``, ``s (M,)``, ``T (N, K)``, 0-d lam, 1-D rounds."""
+    chex.assert_rank([targets, spec.eigvecs, spec.eigvals, lam, rounds], [2, 2, 1, 0, 1])
+    chex.assert_shape(spec.eigvecs, (targets.shape[0], spec.eigvals.shape[0]))
+
+
 @jax.jit
 def sd_outputs_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> jax.Array:
     """Closed-form outputs ``(R, N, K)`` from a precomputed :class:`Spectrum`.
@@ -69,6 +77,7 @@ def sd_outputs_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: 
     public boundary. Vmaps over ``targets`` and ``lam``; ``rounds`` is an
     array of round indices (a batch of them is one call).
     """
+    _check_kernel_args(spec, targets, lam, rounds)
     n, k = targets.shape
     ridge = k * n * lam
     centred = targets - 1.0 / k
@@ -136,6 +145,8 @@ def sd_test_outputs_core(
     so the output is ``1/K + cross diag(q^r / (s + K N lam)) U^T (T - 1/K)``
     with ``cross = G_{test,train} U``.
     """
+    _check_kernel_args(spec, targets, lam, rounds)
+    chex.assert_shape(cross, (None, spec.eigvals.shape[0]))
     n, k = targets.shape
     ridge = k * n * lam
     exps = jnp.asarray(rounds).astype(spec.eigvals.dtype)
@@ -174,13 +185,13 @@ def _prepare(targets, lam, rounds, num_rounds, gram, features, *, probability_ta
 
 @float64
 def sd_outputs(
-    targets: Any,
+    targets: ArrayLike,
     *,
     lam: Any = None,
     rounds: RoundsLike | None = None,
     num_rounds: int | None = None,
-    gram: Any = None,
-    features: Any = None,
+    gram: ArrayLike | None = None,
+    features: ArrayLike | None = None,
     temperature: Any = 1.0,
     xi: Any = 1.0,
     hard: Any = False,
@@ -245,14 +256,14 @@ def sd_outputs(
 
 @float64
 def sd_mixed_outputs(
-    targets: Any,
+    targets: ArrayLike,
     *,
     lam: Any,
     xi: Any,
     rounds: RoundsLike | None = None,
     num_rounds: int | None = None,
-    gram: Any = None,
-    features: Any = None,
+    gram: ArrayLike | None = None,
+    features: ArrayLike | None = None,
 ) -> jax.Array:
     """Closed form for SD with mixed targets ``T_r = xi P_{r-1} + (1 - xi) T``.
 
@@ -276,15 +287,15 @@ def sd_mixed_outputs(
 
 @float64
 def sd_test_outputs(
-    targets: Any,
+    targets: ArrayLike,
     *,
     lam: Any,
     rounds: RoundsLike | None = None,
     num_rounds: int | None = None,
-    features: Any = None,
-    test_features: Any = None,
-    gram: Any = None,
-    test_gram: Any = None,
+    features: ArrayLike | None = None,
+    test_features: ArrayLike | None = None,
+    gram: ArrayLike | None = None,
+    test_gram: ArrayLike | None = None,
 ) -> jax.Array:
     """Linearised outputs of each round on new points, ``(R, N_test, K)``.
 
@@ -305,13 +316,13 @@ def sd_test_outputs(
 
 @float64
 def kernel_ridge_sd(
-    targets: Any,
+    targets: ArrayLike,
     *,
     lam: Any,
     rounds: RoundsLike | None = None,
     num_rounds: int | None = None,
-    gram: Any = None,
-    features: Any = None,
+    gram: ArrayLike | None = None,
+    features: ArrayLike | None = None,
 ) -> jax.Array:
     """Squared-loss (kernel ridge) self-distillation, exact (Mobahi et al. 2020).
 
@@ -324,7 +335,7 @@ def kernel_ridge_sd(
 
 
 @float64(kernel="jax.numpy.argmax(outputs, axis=-1)")
-def predictions(outputs: Any) -> jax.Array:
+def predictions(outputs: ArrayLike) -> jax.Array:
     """Argmax class of outputs ``(..., K)`` (ties to the lowest index).
 
     ``outputs`` is a finite real array with a class axis (``K >= 1``). A

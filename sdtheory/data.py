@@ -494,7 +494,7 @@ def normalize_rows(train: Any, test: Any = None, *, center: bool = False) -> tup
     center = V.check_bool(center, "center")
     x, xt = _check_pair(train, test)
 
-    def scaled(a):
+    def scaled(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``a`` with rows divided by powers of two, their norms, and the log of the true norms."""
         p = _pow2_scale(a, axis=1)
         a = a / p
@@ -509,7 +509,7 @@ def normalize_rows(train: Any, test: Any = None, *, center: bool = False) -> tup
         x = x - mu
         xt = None if xt is None else xt - mu
 
-    def unit(a, norms, log_norms, what):
+    def unit(a: np.ndarray, norms: np.ndarray, log_norms: np.ndarray, what: str) -> np.ndarray:
         tiny = (norms == 0) | (log_norms <= floor)
         if np.any(tiny):
             i = int(np.flatnonzero(tiny)[0])

@@ -39,7 +39,9 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, NamedTuple
 
+import chex
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 
@@ -363,7 +365,7 @@ def _lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, 
         z0 = z0 * (1.0 - a_pre)
     w0 = phi.T @ loss.grad(t, z0, q) / n
     gu0 = (w0 + lam * v0) / scale
-    du0 = _two_loop(gu0, *mem, memory)
+    du0 = _two_loop(gu0, *mem, memory)  # type: ignore[call-arg]  # mem is (S, Y, rho, count, gamma)
     du0 = jnp.where(_vdot(gu0, du0) < 0, du0, -gu0)
     res0, zd0 = residual_and_zd(z0, w0, du0 / scale)
 
@@ -433,6 +435,8 @@ def exact_phi_core(
     ``hard``; the defaults are plain SD, ``T_r = P_{r-1}``); ``lams``
     ``(num_rounds,)`` is a lam schedule (default: ``lam`` every round).
     """
+    chex.assert_rank([phi, targets, lam], [2, 2, 0])  # Phi (N, M), T (N, K), one lam
+    chex.assert_equal_shape_prefix([phi, targets], 1)
     lossfn = get_loss(loss)
     solve = SOLVERS[solver]
     n = phi.shape[0]
@@ -580,8 +584,8 @@ def solver_features(*, gram: Any = None, features: Any = None, spec: Spectrum | 
     return spectral_features(spectrum(gram=gram))
 
 
-def raise_unconverged(res: ExactResult, tol: float, max_iter: int, rounds: Any = None) -> None:
-    """``RuntimeError`` naming the rounds that missed ``tol`` (concrete results only)."""
+def raise_unconverged(res: Any, tol: float, max_iter: int, rounds: Any = None) -> None:
+    """``RuntimeError`` naming the rounds of ``res`` (ExactResult or PLLResult) that missed ``tol`` (concrete)."""
     if V.is_tracer(res.converged) or bool(np.all(np.asarray(res.converged))):
         return
     bad_pos = np.flatnonzero(~np.asarray(res.converged))
@@ -595,13 +599,13 @@ def raise_unconverged(res: ExactResult, tol: float, max_iter: int, rounds: Any =
 
 @float64
 def exact_outputs(
-    targets: Any,
+    targets: ArrayLike,
     *,
     lam: Any = None,
     rounds: Any = None,
     num_rounds: Any = None,
-    gram: Any = None,
-    features: Any = None,
+    gram: ArrayLike | None = None,
+    features: ArrayLike | None = None,
     loss: str = "ce",
     q: float = 0.7,
     tol: float = DEFAULT_TOL,
@@ -682,7 +686,11 @@ def exact_outputs(
 
 @float64(kernel="jax.nn.softmax(jnp.einsum('tn,rnk->rtk', test_gram, coef))")
 def exact_predict(
-    result_or_coef: Any, *, test_gram: Any = None, test_features: Any = None, features: Any = None
+    result_or_coef: Any,
+    *,
+    test_gram: ArrayLike | None = None,
+    test_features: ArrayLike | None = None,
+    features: ArrayLike | None = None,
 ) -> jax.Array:
     """Softmax outputs ``(R, N_test, K)`` of every round on new points.
 

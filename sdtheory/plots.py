@@ -10,6 +10,7 @@ from typing import Optional
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "accuracy_figure",
@@ -58,15 +59,15 @@ def _step_boundary(ax, etas, values, **kw):
 
 
 def phase_diagram_figure(
-    etas: Sequence[float],
-    rounds: Sequence[int],
+    etas: npt.ArrayLike,
+    rounds: npt.ArrayLike,
     sd_accuracy: np.ndarray,
     *,
     rstar_population: np.ndarray,
     rstar_empirical_mean: np.ndarray,
     observed_first: Optional[np.ndarray] = None,
     threshold: Optional[float] = None,
-    curves: Mapping[str, np.ndarray] = (),
+    curves: Optional[Mapping[str, np.ndarray]] = None,
     curve_styles: Optional[Mapping[str, dict]] = None,
     title: str = "",
     heat_label: str = "multi-round SD",
@@ -166,7 +167,7 @@ def phase_diagram_figure(
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8.5, frameon=False, ncol=1)
 
     styles = dict(curve_styles or {})
-    for label, y in dict(curves).items():
+    for label, y in dict(curves or {}).items():
         ax2.plot(etas, np.asarray(y, dtype=float), label=label, **styles.get(label, {}))
     if threshold is not None and np.isfinite(threshold):
         ax2.axvline(threshold, color="0.3", ls=":", lw=1.5, label=f"corruption threshold $\\eta_c$ = {threshold:.3g}")
@@ -281,7 +282,7 @@ def accuracy_figure(
     blues = colormaps["Blues"]
     rates_a = np.asarray(rates, dtype=float)
     last = num_rounds - 1
-    series = [("exact", "sd", 0, "teacher", "k", "-", "o")]
+    series: list[tuple] = [("exact", "sd", 0, "teacher", "k", "-", "o")]
     series += [("exact", "sd", r, f"SD r{r}", blues(0.35 + 0.65 * r / last), "-", "o") for r in range(1, num_rounds)]
     series += [
         ("exact", "pll_ce", 1, "PLL-CE", "tab:red", "-", "s"),

@@ -34,6 +34,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 
@@ -127,7 +128,7 @@ class Predictor:
                 "the eigenvalues of this training Gram overflow float64; the predictor works at unit "
                 "scale (G / lam only) and does not need them"
             )
-        return Spectrum(s, self._spec.eigvecs)
+        return Spectrum(s, self._spec.eigvecs)  # type: ignore[arg-type]  # host arrays, as every public Spectrum
 
     def __repr__(self) -> str:
         rounds = "any round" if self.num_rounds is None else f"rounds 0..{self.num_rounds - 1}"
@@ -257,10 +258,11 @@ class Predictor:
                 return self._closed_variant(r, cross)
             return sd_test_outputs_core(self._spec, self._targets, self._lam, jnp.asarray(r), cross)
         if kind == "features":
+            assert self._weights is not None  # exact model fitted on features
             logits = jnp.einsum("td,rkd->rtk", x, self._weights[r])
         else:
             logits = jnp.einsum("tn,rnk->rtk", x, self._result.coef[r])
-        return jax.nn.softmax(logits, axis=-1)
+        return np.asarray(jax.nn.softmax(logits, axis=-1))
 
     @float64(kernel=_KERNELS)
     def predictions(
@@ -313,11 +315,11 @@ class Predictor:
 
 @float64(kernel=_KERNELS)
 def predictor(
-    targets: Any,
+    targets: ArrayLike,
     *,
     lam: Any = None,
-    features: Any = None,
-    gram: Any = None,
+    features: ArrayLike | None = None,
+    gram: ArrayLike | None = None,
     spectrum: Optional[Spectrum] = None,
     model: str = "closed",
     num_rounds: Optional[int] = None,

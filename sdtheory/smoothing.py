@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 from collections.abc import Callable
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 
@@ -65,7 +66,7 @@ def uniform_smoothing_core(targets: jax.Array, eps: jax.Array) -> jax.Array:
 
 
 @float64
-def uniform_smoothing(targets: Any, eps: Any) -> jax.Array:
+def uniform_smoothing(targets: ArrayLike, eps: Any) -> jax.Array:
     """Uniform label smoothing ``(1 - eps) T + eps/K`` of ``(N, K)`` probability targets, ``eps in [0, 1]``."""
     _check_probability_rows(targets, "targets")
     _check_unit(eps, "eps")
@@ -90,7 +91,7 @@ def beta_smoothing_core(
 
 
 @float64
-def beta_smoothing(key: jax.Array, label_probs: Any, labels: Any, num_classes: int, beta: Any) -> jax.Array:
+def beta_smoothing(key: jax.Array, label_probs: ArrayLike, labels: ArrayLike, num_classes: int, beta: Any) -> jax.Array:
     """Zhang & Sabuncu's Beta smoothing targets ``(N, K)``.
 
     Args:
@@ -146,7 +147,7 @@ def predictive_diversity_core(outputs: jax.Array, normalize: bool = False) -> ja
 
 
 @float64
-def predictive_diversity(outputs: Any, *, normalize: bool = False) -> jax.Array:
+def predictive_diversity(outputs: ArrayLike, *, normalize: bool = False) -> jax.Array:
     """Per-row entropy ``(N,)`` of the non-argmax probabilities, renormalised to sum to 1.
 
     ``outputs`` are ``(N, K)`` probability rows (validated). A one-hot row
@@ -158,7 +159,7 @@ def predictive_diversity(outputs: Any, *, normalize: bool = False) -> jax.Array:
 
 
 @float64
-def confidence(outputs: Any) -> jax.Array:
+def confidence(outputs: ArrayLike) -> jax.Array:
     """Top probability ``max_l p_l`` per row, ``(N,)``, of ``(N, K)`` probability rows."""
     _check_probability_rows(outputs, "outputs")
     return jnp.max(jnp.asarray(outputs, dtype=float), axis=-1)

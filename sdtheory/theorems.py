@@ -52,6 +52,7 @@ from functools import partial
 from typing import Any, NamedTuple
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 
@@ -518,7 +519,7 @@ def _check_pll_size(fractions):
 
 
 @float64
-def corruption_condition(fractions: Any) -> bool:
+def corruption_condition(fractions: ArrayLike) -> bool:
     """The label-corruption condition ``f_k(k) > f_k(l)`` for all ``k``, ``l != k``.
 
     Population version: pass ``C``; empirical: pass the sampled fractions.
@@ -530,7 +531,7 @@ def corruption_condition(fractions: Any) -> bool:
 
 
 @float64
-def margin(fractions: Any) -> float:
+def margin(fractions: ArrayLike) -> float:
     """``Delta = min over k and labels l != k occurring in class k of f_k(k) - f_k(l)``.
 
     "Occurring" means ``f_k(l) > 0``. ``inf`` when no label is corrupted.
@@ -541,7 +542,7 @@ def margin(fractions: Any) -> float:
 
 
 @float64
-def min_rounds(fractions: Any, *, c: float, d: float, lam: Any, per_class: int):
+def min_rounds(fractions: ArrayLike, *, c: float, d: float, lam: Any, per_class: int):
     r"""First round ``r*`` (0 = teacher) at which every training instance is correct.
 
     Model: linearised SD on the balanced block Gram (``per_class`` instances
@@ -571,7 +572,7 @@ def min_rounds(fractions: Any, *, c: float, d: float, lam: Any, per_class: int):
 
 
 @float64
-def all_correct_rounds(fractions: Any, *, c: float, d: float, lam: Any, per_class: int) -> RoundWindow:
+def all_correct_rounds(fractions: ArrayLike, *, c: float, d: float, lam: Any, per_class: int) -> RoundWindow:
     r"""Exact window ``first <= r <= last`` of all-correct rounds (global term included).
 
     Model: linearised SD on the balanced block Gram; no assumption on the
@@ -608,7 +609,7 @@ def all_correct_rounds(fractions: Any, *, c: float, d: float, lam: Any, per_clas
 
 
 @float64
-def max_rounds(fractions: Any, *, c: float, d: float, lam: Any, per_class: int):
+def max_rounds(fractions: ArrayLike, *, c: float, d: float, lam: Any, per_class: int):
     """Upper end ``r_max`` of the all-correct window (``all_correct_rounds(...).last``).
 
     ``UNBOUNDED`` when every global difference ``f(k) - f(l)`` that matters
@@ -621,7 +622,7 @@ def max_rounds(fractions: Any, *, c: float, d: float, lam: Any, per_class: int):
 
 
 @float64
-def all_correct_at(fractions: Any, rounds: Any, *, c: float, d: float, lam: Any, per_class: int) -> np.ndarray:
+def all_correct_at(fractions: ArrayLike, rounds: Any, *, c: float, d: float, lam: Any, per_class: int) -> np.ndarray:
     """Bool per round: is every training instance correct there (score formula, global term included)?
 
     ``rounds``: any non-negative round indices up to the int64 maximum
@@ -637,7 +638,7 @@ def all_correct_at(fractions: Any, rounds: Any, *, c: float, d: float, lam: Any,
 
 
 @float64
-def pll_condition(fractions: Any, *, c: float, d: float, lam: Any, per_class: int) -> bool:
+def pll_condition(fractions: ArrayLike, *, c: float, d: float, lam: Any, per_class: int) -> bool:
     r"""PLL one-round condition: the corruption condition and ``h_k(l) < 1`` for all ``l != k``.
 
     ``h_k(l)`` is the fraction of class ``k`` whose linearised teacher top-2
@@ -658,7 +659,7 @@ def pll_condition(fractions: Any, *, c: float, d: float, lam: Any, per_class: in
 
 @float64
 def pll_accuracy_prediction(
-    fractions: Any, *, c: float, d: float, lam: Any, per_class: int, num_rounds: int = 1, tie_tol: float = TIE_TOL
+    fractions: ArrayLike, *, c: float, d: float, lam: Any, per_class: int, num_rounds: int = 1, tie_tol: float = TIE_TOL
 ) -> PLLPrediction:
     """Training accuracy of the (multi-round) PLL student in the linearised balanced block model.
 

@@ -197,7 +197,7 @@ def simulate_cell(config: SimConfig, shared: Shared, point: Point, eta: jax.Arra
 
         fit_closed = closed_fit(spec, lam)
 
-    solve = dict(tol=config.exact_tol, max_iter=config.exact_max_iter, solver=config.exact_solver)
+    solve: dict[str, Any] = dict(tol=config.exact_tol, max_iter=config.exact_max_iter, solver=config.exact_solver)
     out: dict = {}
     ones_r = jnp.ones((r,), bool)
     zeros_r = jnp.zeros((r,), lam.dtype)
