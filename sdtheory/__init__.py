@@ -54,7 +54,7 @@ from .theorems import (
 )
 from .refine import PLLResult, pll_student, pll_student_block_model, top2_targets
 from .smoothing import beta_smoothing, confidence, predictive_diversity, uniform_smoothing
-from . import data, experiments, io, montecarlo, plots
+from . import data, experiments, io, montecarlo, plots, smoothing_study, variants
 from .montecarlo import METHODS, SimConfig, SimResult, make_config, run_grid
 
 __all__ = [
@@ -140,6 +140,8 @@ __all__ = [
     "io",
     "montecarlo",
     "plots",
+    "smoothing_study",
+    "variants",
     # scikit-learn estimator (optional extra: imported on first use)
     "SelfDistillationClassifier",
 ]

@@ -120,17 +120,14 @@ def sd_mixed_outputs_core(
     multiplied by ``m_r = (1 - xi) q (1 - (xi q)^r)/(1 - xi q) + xi^r q^{r+1}``,
     the solution of ``m_0 = q``, ``m_r = q ((1 - xi) + xi m_{r-1})``.
     """
+    from .variants import target_multipliers_core  # the variants' one closed form (temperature 1)
+
     n, k = targets.shape
     ridge = k * n * lam
-    r = jnp.asarray(rounds).astype(spec.eigvals.dtype)[:, None]
 
     def fn(s):
-        q = shrink_factors(s, ridge)[None, :]
-        xq = xi * q
-        # (1 - (xq)^r) / (1 - xq) written as a finite geometric sum that is
-        # safe when xq -> 1 (q < 1 always, so this is only roundoff care).
-        geo = jnp.where(jnp.abs(1.0 - xq) > 1e-12, (1.0 - xq**r) / (1.0 - xq), r)
-        return (1.0 - xi) * q * geo + xi**r * q ** (r + 1.0)
+        q = shrink_factors(s, ridge)
+        return q[None, :] * target_multipliers_core(q, jnp.asarray(rounds), 1.0, xi)
 
     return 1.0 / k + apply_spectral(spec, fn, targets - 1.0 / k, vanishes_at_zero=True)
 
@@ -190,11 +187,15 @@ def _prepare(targets, lam, rounds, num_rounds, gram, features, *, probability_ta
 def sd_outputs(
     targets: ArrayLike,
     *,
-    lam: Any,
+    lam: Any = None,
     rounds: RoundsLike | None = None,
     num_rounds: int | None = None,
     gram: ArrayLike | None = None,
     features: ArrayLike | None = None,
+    temperature: Any = 1.0,
+    xi: Any = 1.0,
+    hard: Any = False,
+    lam_schedule: Any = None,
 ) -> jax.Array:
     r"""Linearised softmax outputs of self-distillation rounds on the training set.
 
@@ -210,6 +211,14 @@ def sd_outputs(
       num_rounds: a count ``R <= 10^5``: rounds ``0..R-1``. Exactly one of the two.
       gram: ``(N, N)`` symmetric PSD Gram. Exactly one of ``gram``/``features``.
       features: ``(N, d)`` features; the Gram ``X X^T`` is never formed.
+      temperature, xi, hard: distillation variants (:mod:`sdtheory.variants`;
+        defaults: plain SD). Round ``r`` fits
+        ``xi * teacher + (1 - xi) * targets``, the teacher being round
+        ``r - 1``'s outputs at temperature ``temperature`` (linearised:
+        ``1/K + (P - 1/K)/temperature``) or, with ``hard=True``, their one-hot
+        argmax.
+      lam_schedule: in place of ``lam``, a 1-D sequence with one L2 weight
+        for each round ``0..max(rounds)`` (per eigenvalue the filters multiply).
 
     Returns:
       ``(R, N, K)`` array ``P_r = 1/K + S^{r+1} (T - 1/K)``,
@@ -221,6 +230,26 @@ def sd_outputs(
     Raises:
       ValueError / TypeError naming the problem for invalid inputs.
     """
+    from .predictor import predictor
+    from .variants import check_variant, resolve_lam
+
+    variant = check_variant(temperature, xi, hard)
+    schedule = resolve_lam(lam, lam_schedule)[1]
+    if not variant.is_plain or schedule is not None:
+        r = V.resolve_rounds(rounds, num_rounds)
+        if schedule is not None:
+            resolve_lam(None, schedule, int(r.max()) + 1)
+        p = predictor(
+            targets,
+            lam=lam,
+            gram=gram,
+            features=features,
+            temperature=temperature,
+            xi=xi,
+            hard=hard,
+            lam_schedule=lam_schedule,
+        )
+        return p.train_outputs(rounds=r)
     spec, t, lam, r = _prepare(targets, lam, rounds, num_rounds, gram, features)
     return sd_outputs_core(spec, t, lam, r)
 

@@ -48,7 +48,9 @@ import numpy as np
 from . import _validation as V
 from ._x64 import float64
 from .losses import get_loss
+from .metrics import TIE_TOL
 from .spectral import Spectrum, _spectrum as spectrum
+from .variants import next_targets_core
 
 __all__ = [
     "DEFAULT_MAX_CG",
@@ -485,7 +487,7 @@ SOLVERS = {
 }
 
 
-@partial(jax.jit, static_argnames=("num_rounds", "loss", "max_cg", "solver", "fit_intercept"))
+@partial(jax.jit, static_argnames=("num_rounds", "loss", "max_cg", "solver", "hard", "fit_intercept"))
 def exact_phi_core(
     phi,
     targets,
@@ -498,9 +500,21 @@ def exact_phi_core(
     max_iter=DEFAULT_MAX_ITER,
     max_cg=DEFAULT_MAX_CG,
     solver=DEFAULT_SOLVER,
+    lams=None,
+    temperature=1.0,
+    xi=1.0,
+    hard=False,
+    tie_tol=TIE_TOL,
     rtol=DEFAULT_RTOL,
     fit_intercept=False,
 ):
+    """Rounds ``0..num_rounds-1`` in the solver coordinates ``phi`` (jitted, no validation).
+
+    Round ``r``'s targets come from round ``r - 1`` by
+    :func:`sdtheory.variants.next_targets_core` (``temperature``, ``xi``,
+    ``hard``; the defaults are plain SD, ``T_r = P_{r-1}``); ``lams``
+    ``(num_rounds,)`` is a lam schedule (default: ``lam`` every round).
+    """
     chex.assert_rank([phi, targets, lam], [2, 2, 0])  # Phi (N, M), T (N, K), one lam
     chex.assert_equal_shape_prefix([phi, targets], 1)
     lossfn = get_loss(loss)
@@ -509,14 +523,16 @@ def exact_phi_core(
     dtype = phi.dtype
     targets = targets.astype(dtype)
     lam = jnp.asarray(lam, dtype)
+    mean = jnp.mean(phi, axis=0)
     if fit_intercept:
         # Unregularised bias: centred coordinates plus a constant one whose L2 weight is 0. The
         # constant is orthogonal to the centred columns, so the diagonal preconditioner still fits.
-        mean = jnp.mean(phi, axis=0)
         phi = jnp.concatenate([phi - mean, jnp.ones((n, 1), dtype)], axis=1)
-        lam_c = jnp.concatenate([jnp.full((m, 1), lam), jnp.zeros((1, 1), dtype)])
-    else:
-        lam_c = lam
+
+    def reg(lam):
+        """The L2 weight per coordinate: ``lam``, or an ``(M + 1, 1)`` column with 0 on the bias."""
+        return jnp.concatenate([jnp.full((m, 1), lam), jnp.zeros((1, 1), dtype)]) if fit_intercept else lam
+
     phi2 = phi * phi
     v0 = jnp.zeros((phi.shape[1], targets.shape[1]), dtype)
 
@@ -524,10 +540,13 @@ def exact_phi_core(
     rtol = jnp.asarray(rtol, dtype)
     max_row = jnp.sqrt(jnp.max(jnp.sum(phi2, axis=1)))  # max_i ||x_i||, for the output error bound
 
-    def one_round(carry, _):
+    lams = jnp.broadcast_to(lam, (num_rounds,)) if lams is None else jnp.asarray(lams, dtype)
+
+    def one_round(carry, lam):
         t, v = carry
         # A fresh L-BFGS memory each round: carrying the previous round's pairs
         # was measured to cost more iterations (docs/exact_solver.md).
+        lam_c = reg(lam)
         s, _ = solve(
             phi, phi2, t, lam_c, v, mem0, loss=lossfn, q=q, tol=tol, max_iter=max_iter, max_cg=max_cg, rtol=rtol
         )
@@ -544,9 +563,9 @@ def exact_phi_core(
             bound = 0.5 * max_row * jnp.sqrt(_vdot(grad, grad)) / lam
         conv = (s.res <= tol) | (kkt <= rtol)
         out = (p, s.res, jnp.max(jnp.abs(grad)), s.it, conv, coef, kkt, bound, bias)
-        return (p, s.v), out
+        return (next_targets_core(p, s.z, targets, temperature, xi, hard, tie_tol), s.v), out
 
-    _, outs = jax.lax.scan(one_round, (targets, v0), None, length=num_rounds)
+    _, outs = jax.lax.scan(one_round, (targets, v0), lams)
     return ExactResult(*outs)
 
 
@@ -569,8 +588,13 @@ def exact_outputs_core(
     solver: str = DEFAULT_SOLVER,
     rtol: float = DEFAULT_RTOL,
     fit_intercept: bool = False,
+    **variant: Any,
 ) -> ExactResult:
     """Exact outputs of rounds ``0..num_rounds-1`` from a precomputed spectrum.
+
+    ``variant``: the round-chaining options of :func:`exact_phi_core`
+    (``lams``, ``temperature``, ``xi``, ``hard``, ``tie_tol``; module
+    :mod:`sdtheory.variants`).
 
     Jitted, no validation (use :func:`exact_outputs` or
     :func:`sdtheory.predictor` at the public boundary). Works under
@@ -594,6 +618,7 @@ def exact_outputs_core(
         solver=solver,
         rtol=rtol,
         fit_intercept=fit_intercept,
+        **variant,
     )
 
 
@@ -713,7 +738,7 @@ def raise_unconverged(
 def exact_outputs(
     targets: ArrayLike,
     *,
-    lam: Any,
+    lam: Any = None,
     rounds: Any = None,
     num_rounds: Any = None,
     gram: ArrayLike | None = None,
@@ -726,6 +751,10 @@ def exact_outputs(
     solver: str = DEFAULT_SOLVER,
     rtol: float = DEFAULT_RTOL,
     fit_intercept: bool = False,
+    temperature: Any = 1.0,
+    xi: Any = 1.0,
+    hard: Any = False,
+    lam_schedule: Any = None,
 ) -> ExactResult:
     r"""Exact softmax outputs of chained self-distillation rounds.
 
@@ -759,6 +788,12 @@ def exact_outputs(
         ``ExactResult.kkt`` is ``<= rtol`` (default 1e-13; 0 disables it).
       fit_intercept: add an unregularised bias ``b`` to the logits
         ``W x + b`` (``ExactResult.intercepts``), as scikit-learn's default.
+      temperature, xi, hard: distillation variants (:mod:`sdtheory.variants`):
+        round ``r`` fits ``xi * softmax(Z_{r-1}/temperature) + (1 - xi) * targets``,
+        or with ``hard=True`` the one-hot argmax of round ``r - 1`` in place of
+        the softened outputs.
+      lam_schedule: in place of ``lam``, a 1-D sequence with one L2 weight
+        for each round ``0..max(rounds)``.
 
     Returns:
       :class:`ExactResult` with leading axis ``R`` (one entry per requested round).
@@ -786,6 +821,10 @@ def exact_outputs(
         solver=solver,
         rtol=rtol,
         fit_intercept=fit_intercept,
+        temperature=temperature,
+        xi=xi,
+        hard=hard,
+        lam_schedule=lam_schedule,
     )
     return p.exact_result(rounds=r)
 

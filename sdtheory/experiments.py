@@ -676,10 +676,11 @@ def _check_completed_cells(completed: Any, feature_maps, kinds, rates, num_seeds
 # --------------------------------------------------------------------------
 
 
-def aggregate(rows: Sequence[Mapping]) -> dict:
+def aggregate(rows: Sequence[Mapping], *, metrics: Optional[Sequence[str]] = None) -> dict:
     """``(feature_map, kind, rate, solver, method, round) -> {metric: (mean, std, n)}`` over seeds.
 
-    Non-finite values (an empty clean/corrupted group, a metric a method does
+    ``metrics``: the columns averaged (default: :data:`METRIC_COLUMNS`,
+    ``agree_exact`` and ``realised_rate``). Non-finite values (an empty clean/corrupted group, a metric a method does
     not have) are left out of the mean; ``n`` counts the values used.
     """
     groups: dict = {}
@@ -689,7 +690,7 @@ def aggregate(rows: Sequence[Mapping]) -> dict:
     agg: dict = {}
     for key, rs in groups.items():
         agg[key] = {}
-        for m in METRIC_COLUMNS + ("agree_exact", "realised_rate"):
+        for m in METRIC_COLUMNS + ("agree_exact", "realised_rate") if metrics is None else metrics:
             v = np.array([r[m] for r in rs], dtype=float)
             v = v[np.isfinite(v)]
             agg[key][m] = (

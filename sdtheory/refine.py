@@ -47,6 +47,7 @@ __all__ = [
     "pll_rounds_core",
     "pll_student",
     "pll_student_block_model",
+    "top1_mask_core",
     "top2_mask_core",
     "top2_targets",
     "top2_targets_core",
@@ -86,11 +87,21 @@ class PLLResult(NamedTuple):
 # --------------------------------------------------------------------------
 
 
+def _tie_rounded(scores: jax.Array, tie_tol: Any) -> jax.Array:
+    """Scores rounded to multiples of ``tie_tol`` (values within it compare equal; ``tie_tol = 0``: unchanged)."""
+    tol = jnp.asarray(tie_tol, scores.dtype)
+    return jnp.where(tol > 0, jnp.round(scores / jnp.where(tol > 0, tol, 1.0)), scores)
+
+
+def top1_mask_core(scores: jax.Array, tie_tol: Any = TIE_TOL) -> jax.Array:
+    """``(..., K)`` bool mask of the highest score by the same rule (ties to the lower index; no validation)."""
+    return jax.nn.one_hot(jnp.argmax(_tie_rounded(scores, tie_tol), axis=-1), scores.shape[-1], dtype=bool)
+
+
 def top2_mask_core(scores: jax.Array, tie_tol: Any = TIE_TOL) -> jax.Array:
     """``(..., K)`` bool mask of the two highest scores (the rule in the module docstring; no validation)."""
     k = scores.shape[-1]
-    tol = jnp.asarray(tie_tol, scores.dtype)
-    scores = jnp.where(tol > 0, jnp.round(scores / jnp.where(tol > 0, tol, 1.0)), scores)
+    scores = _tie_rounded(scores, tie_tol)
     first = jnp.argmax(scores, axis=-1)
     m1 = jax.nn.one_hot(first, k, dtype=bool)
     second = jnp.argmax(jnp.where(m1, -jnp.inf, scores), axis=-1)

@@ -303,6 +303,9 @@ _MAKE_CONFIG_DEFAULTS = dict(
     pll_q=0.7,
     clusters=None,
     tie_tol=1e-10,
+    temperature=1.0,
+    xi=1.0,
+    hard=False,
 )
 
 CASES = {
@@ -318,6 +321,24 @@ CASES = {
     ),
     "sd_outputs[gram]": Case(sd.sd_outputs, lambda: dict(targets=Y, lam=0.1, rounds=[0, 2], gram=G)),
     "sd_outputs[features]": Case(sd.sd_outputs, lambda: dict(targets=Y, lam=0.1, num_rounds=2, features=X)),
+    "sd_outputs[variant]": Case(
+        sd.sd_outputs,
+        lambda: dict(targets=Y, lam_schedule=[0.1, 0.2], num_rounds=2, features=X, temperature=2.0, xi=0.5, hard=False),
+        aliases={"lam_schedule": ("lam",)},
+    ),
+    "predictor[variant]": Case(
+        sd.predictor,
+        lambda: dict(targets=Y, lam_schedule=[0.1, 0.2], features=X, temperature=0.5, xi=0.5, hard=True),
+        aliases={"lam_schedule": ("lam",)},
+    ),
+    "exact_outputs[variant]": Case(
+        sd.exact_outputs,
+        lambda: dict(
+            targets=Y, lam_schedule=[0.1, 0.2], num_rounds=2, gram=G, temperature=2.0, xi=0.5, hard=False, **EXACT_FLAG
+        ),
+        aliases={"lam_schedule": ("lam",), "num_rounds": ("lam_schedule",)},
+        slow=True,
+    ),
     "sd_mixed_outputs": Case(sd.sd_mixed_outputs, lambda: dict(targets=Y, lam=0.1, xi=0.5, rounds=[0, 1], gram=G)),
     "sd_test_outputs[features]": Case(
         sd.sd_test_outputs, lambda: dict(targets=Y, lam=0.1, rounds=[0, 1], features=X, test_features=XT)

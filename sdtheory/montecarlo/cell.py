@@ -19,7 +19,9 @@ one (point, eta, seed):
    (:func:`sdtheory.metrics.correct_core`, ties are failures):
 
    * ``"sd_closed"`` / ``"sd_exact"``: rounds ``0..R-1`` of multi-round SD,
-     linearised closed form or exact softmax solver;
+     linearised closed form or exact softmax solver (with the config's
+     distillation variant, :mod:`sdtheory.variants`: temperature, ``xi``,
+     hard labels);
    * ``"pll_closed"`` / ``"pll_exact"``: the PLL student after one round, by
      the package's one PLL pipeline (:func:`sdtheory.refine.pll_rounds_core`)
      with the closed-form / block fit or the exact fit (loss ``pll_loss``);
@@ -65,6 +67,7 @@ from ..theorems import (
     pll_condition_core,
     pll_prediction_core,
 )
+from ..variants import Variant, linear_chain_core
 from .config import SimConfig
 
 __all__ = ["Point", "Shared", "make_point", "make_shared", "point_spectra", "simulate_cell"]
@@ -200,15 +203,17 @@ def simulate_cell(config: SimConfig, shared: Shared, point: Point, eta: jax.Arra
     zeros_r = jnp.zeros((r,), lam.dtype)
     tt = config.tie_tol
     sd_closed = None
+    variant = Variant(config.temperature, config.xi, config.hard, tt)
+    chain = {} if variant.is_plain else variant._asdict()
     if "sd_closed" in config.methods:
-        sd_closed = closed(y, rounds)
+        sd_closed = closed(y, rounds) if variant.is_plain else linear_chain_core(fit_closed, y, r, *variant)
         out["sd_closed"] = _stats(sd_closed, classes, clean, ones_r, zeros_r, tt)
     if "pll_closed" in config.methods:
         pll = pll_rounds_core(fit_closed, fit_closed(y), 1, tt)
         out["pll_closed"] = _stats(pll.outputs, classes, clean, ones_r[:1], zeros_r[:1], tt)
     if config.has_exact:
         teacher_rounds = r if "sd_exact" in config.methods else 1
-        res = exact_outputs_core(spec, y, lam, teacher_rounds, loss="ce", q=config.pll_q, **solve)
+        res = exact_outputs_core(spec, y, lam, teacher_rounds, loss="ce", q=config.pll_q, **solve, **chain)
         if "sd_exact" in config.methods:
             out["sd_exact"] = _stats(res.outputs, classes, clean, res.converged, res.residuals, tt)
             if sd_closed is not None:
