@@ -52,6 +52,7 @@ from .theorems import (
     pll_condition,
     log_block_factors,
 )
+from .reduced import block_type_outputs
 from .refine import PLLResult, pll_student, pll_student_block_model, top2_targets
 from .smoothing import beta_smoothing, confidence, predictive_diversity, uniform_smoothing
 from . import data, experiments, io, montecarlo, plots
@@ -85,6 +86,7 @@ __all__ = [
     "block_factors",
     "block_gram",
     "block_outputs",
+    "block_type_outputs",
     "block_spectrum",
     "sample_block_features",
     # label noise

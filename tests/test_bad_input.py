@@ -415,6 +415,18 @@ CASES = {
         lambda: dict(outputs_or_predictions=P, true_labels=CLASSES, given_labels=NOISY, tie_tol=1e-10),
         nonfinite_ok=True,
     ),
+    "block_outputs[exact]": Case(
+        sd.block_outputs,
+        lambda: dict(
+            targets=Y, classes=CLASSES, corr=np.eye(K) * 0.3 + 0.1, lam=0.1, rounds=[0, 1], model="exact", **EXACT_FLAG
+        ),
+        slow=True,
+    ),
+    "block_type_outputs": Case(
+        sd.block_type_outputs,
+        lambda: dict(counts=C * 10, c=0.4, d=0.1, lam=0.1, num_rounds=2, model="exact", **EXACT_FLAG),
+        slow=True,
+    ),
     # theorems
     "all_correct_at": Case(sd.all_correct_at, lambda: dict(rounds=[0, 1, 5], **THEORY)),
     "all_correct_rounds": Case(sd.all_correct_rounds, lambda: dict(THEORY)),

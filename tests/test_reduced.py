@@ -1,0 +1,120 @@
+"""The type-reduced block model against independent N-instance computations.
+
+Independent checks: the N-instance exact solver (:func:`sdtheory.exact_outputs`)
+and the eigendecomposition closed form (:func:`sdtheory.sd_outputs`) on the
+explicit block Gram of :func:`sdtheory.block_gram`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import sdtheory as sd
+from sdtheory.reduced import block_type_outputs
+
+K = 3
+N = 12  # fixed shapes: one compiled N-instance solver for every example
+
+
+def _problem(seed):
+    """Unbalanced classes, a random PSD class-correlation matrix and random labels (numpy only)."""
+    rng = np.random.default_rng(seed)
+    cuts = np.sort(rng.choice(np.arange(1, N), size=K - 1, replace=False))
+    sizes = np.diff(np.concatenate([[0], cuts, [N]]))
+    classes = np.repeat(np.arange(K), sizes)
+    a = rng.normal(size=(K, 4))
+    a *= np.sqrt(rng.uniform(0.1, 0.8, size=(K, 1))) / np.linalg.norm(a, axis=1, keepdims=True)
+    corr = a @ a.T  # R_kk in (0.1, 0.8), PSD
+    noise = rng.uniform(0.0, 0.7)
+    given = np.where(rng.uniform(size=N) < noise, rng.integers(0, K, size=N), classes)
+    counts = np.zeros((K, K))
+    np.add.at(counts, (classes, given), 1)
+    return classes, given, corr, counts
+
+
+@settings(max_examples=8)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    lam=st.sampled_from([1e-3, 1e-2, 1e-1]),
+    loss=st.sampled_from(["ce", "gce"]),
+)
+def test_reduced_exact_equals_n_instance_solver(seed, lam, loss):
+    classes, given, corr, counts = _problem(seed)
+    gram = np.asarray(sd.block_gram(classes, corr=corr))
+    y = np.eye(K)[given]
+    ref = sd.exact_outputs(y, lam=lam, num_rounds=3, gram=gram, loss=loss, tol=1e-11)
+    red = block_type_outputs(counts, lam=lam, corr=corr, num_rounds=3, loss=loss, tol=1e-11)
+    got = np.asarray(red.outputs)[:, classes, given]
+    np.testing.assert_allclose(got, np.asarray(ref.outputs), atol=1e-8, rtol=0)
+    # the certificate is the N-instance residual
+    assert np.all(np.asarray(red.residuals) <= 1e-11)
+    np.testing.assert_allclose(np.asarray(red.coef)[:, classes, given], np.asarray(ref.coef), atol=1e-6, rtol=1e-6)
+
+
+@settings(max_examples=8)
+@given(seed=st.integers(0, 2**32 - 1), lam=st.sampled_from([1e-3, 1e-1]))
+def test_reduced_closed_equals_eigh_of_explicit_gram(seed, lam):
+    classes, given, corr, counts = _problem(seed)
+    gram = np.asarray(sd.block_gram(classes, corr=corr))
+    y = np.eye(K)[given]
+    ref = np.asarray(sd.sd_outputs(y, lam=lam, rounds=[0, 2, 7], gram=gram))
+    red = block_type_outputs(counts, lam=lam, corr=corr, rounds=[0, 2, 7], model="closed")
+    np.testing.assert_allclose(np.asarray(red.outputs)[:, classes, given], ref, atol=1e-12, rtol=0)
+
+
+def test_block_outputs_exact_soft_targets_and_negative_d():
+    """Public contract: block_outputs(model='exact') == exact_outputs on block_gram, any targets, (c, d) or corr."""
+    rng = np.random.default_rng(3)
+    classes = np.repeat(np.arange(K), [5, 2, 6])
+    targets = rng.dirichlet(np.ones(K), size=classes.size)
+    targets[::3] = np.eye(K)[classes[::3]]
+    for kw in (dict(c=0.5, d=-0.02), dict(corr=[[0.5, 0.1, 0.2], [0.1, 0.3, 0.0], [0.2, 0.0, 0.7]])):
+        gram = sd.block_gram(classes, **kw)
+        ref = sd.exact_outputs(targets, lam=1e-3, rounds=[0, 3], gram=gram, tol=1e-11).outputs
+        got = sd.block_outputs(targets, classes, lam=1e-3, rounds=[0, 3], model="exact", tol=1e-11, **kw)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(ref), atol=1e-8, rtol=0)
+        closed = sd.block_outputs(targets, classes, lam=1e-3, rounds=[0, 3], **kw)
+        np.testing.assert_allclose(
+            np.asarray(closed), np.asarray(sd.sd_outputs(targets, lam=1e-3, rounds=[0, 3], gram=gram)), atol=1e-12
+        )
+
+
+def test_cd_is_the_special_case_of_corr():
+    counts = np.array([[30.0, 5.0, 5.0], [4.0, 28.0, 8.0], [6.0, 6.0, 28.0]])
+    a = block_type_outputs(counts, lam=1e-3, c=0.4, d=0.1, num_rounds=2).outputs
+    b = block_type_outputs(counts, lam=1e-3, corr=0.3 * np.eye(3) + 0.1, num_rounds=2).outputs
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        (dict(corr=[[0.5, 0.1, 0.0], [0.2, 0.5, 0.0], [0.0, 0.0, 0.5]]), "symmetric"),
+        (dict(corr=[[0.5, 1.5, 0.0], [1.5, 0.5, 0.0], [0.0, 0.0, 0.5]]), r"\[-1, 1\]"),
+        (dict(corr=np.eye(3)), "1 - R_kk"),
+        (dict(corr=0.6 * np.eye(3) - 0.3), "indefinite"),
+        (dict(corr=np.eye(2) * 0.5), "K = 3"),
+        (dict(c=0.4, d=0.1, corr=np.eye(3) * 0.5), "not both"),
+        (dict(c=0.4), "corr"),
+    ],
+)
+def test_bad_corr_is_named(kwargs, name):
+    with pytest.raises((ValueError, TypeError), match=name):
+        block_type_outputs(np.full((3, 3), 10.0), lam=1e-2, num_rounds=1, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("counts", "name"),
+    [
+        (-np.eye(3), "non-negative"),
+        (np.zeros((3, 3)), "empty"),
+        (np.ones((3, 2)), "square"),
+        ([[np.nan, 1], [1, 1]], "finite"),
+    ],
+)
+def test_bad_counts_are_named(counts, name):
+    with pytest.raises(ValueError, match=name):
+        block_type_outputs(counts, lam=1e-2, c=0.4, d=0.1, num_rounds=1)
