@@ -41,6 +41,7 @@ of types only, never on ``n``.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -52,11 +53,17 @@ from ._x64 import float64
 from .closed_form import shrink_factors
 from .exact import DEFAULT_MAX_ITER, DEFAULT_TOL, ExactResult, exact_phi_core
 from .losses import LOSSES, Loss
-from .refine import Fit
+from .metrics import TIE_TOL, correct_core
+from .refine import Fit, PLLResult, pll_rounds_core
 
 __all__ = [
+    "SEARCH_ROUNDS",
+    "SearchResult",
     "TypeSpectrum",
     "WEIGHTED_LOSSES",
+    "all_correct_search_core",
+    "type_all_correct_core",
+    "type_pll_core",
     "block_type_outputs",
     "check_corr",
     "check_counts",
@@ -217,6 +224,119 @@ def corr_from_cd(c: Any, d: Any, num_classes: int) -> jax.Array:
     """The class-correlation matrix of the two-parameter block model: ``c`` on the diagonal, ``d`` off it."""
     eye = jnp.eye(num_classes)
     return c * eye + d * (1.0 - eye)
+
+
+#: Default number of rounds (``0..SEARCH_ROUNDS-1``) the round searches of the reduced model look at.
+SEARCH_ROUNDS = 1000
+_CHUNK = 16
+
+
+class SearchResult(NamedTuple):
+    """Result of :func:`all_correct_search_core`.
+
+    Attributes:
+      first: first all-correct round, ``-1`` if none among the searched rounds.
+      last: last round of the all-correct run starting at ``first`` (valid
+        when ``closed``).
+      closed: whether a failing round after ``first`` was found.
+      converged: every exact round solved to ``tol`` (True for the closed form).
+      residual: largest fixed-point residual of the exact rounds solved.
+    """
+
+    first: jax.Array
+    last: jax.Array
+    closed: jax.Array
+    converged: jax.Array
+    residual: jax.Array
+
+
+def type_all_correct_core(outputs: jax.Array, ts: TypeSpectrum, tie_tol: Any = TIE_TOL) -> jax.Array:
+    """Whether every instance (every non-empty type) is correct: ``(..., T, K)`` outputs -> ``(...)`` bools."""
+    correct = correct_core(outputs, ts.classes, tie_tol)
+    return jnp.all(correct | (ts.counts <= 0), axis=-1)
+
+
+@partial(jax.jit, static_argnames=("model", "search_rounds", "stop_at_first", "solver", "chunk"))
+def all_correct_search_core(
+    ts: TypeSpectrum,
+    targets: jax.Array,
+    lam: jax.Array,
+    tie_tol: Any = TIE_TOL,
+    *,
+    model: str = "exact",
+    search_rounds: int = SEARCH_ROUNDS,
+    stop_at_first: bool = False,
+    tol: Any = DEFAULT_TOL,
+    max_iter: Any = DEFAULT_MAX_ITER,
+    solver: str = "lbfgs",
+    chunk: int = _CHUNK,
+) -> SearchResult:
+    """First all-correct round and the end of the all-correct run after it, among rounds ``0..search_rounds-1``.
+
+    The rounds are evaluated ``chunk`` at a time (the exact chain continues
+    from the last outputs of the previous chunk) and the search stops as soon
+    as the answer is known (``stop_at_first``: when the first all-correct round
+    is found), so its cost is that of the rounds it needs.
+    """
+    big = jnp.int64(search_rounds + chunk)
+
+    def step(carry):
+        t, start, first, last, closed, conv, res = carry
+        idx = start + jnp.arange(chunk, dtype=jnp.int64)
+        valid = idx < search_rounds
+        if model == "exact":
+            r = reduced_exact_core(ts, t, lam, chunk, loss="ce", tol=tol, max_iter=max_iter, solver=solver)
+            outs = r.outputs
+            conv = conv & jnp.all(r.converged | ~valid)
+            res = jnp.maximum(res, jnp.max(jnp.where(valid, r.residuals, 0.0)))
+            t = outs[-1]
+        else:
+            outs = reduced_closed_core(ts, targets, lam, idx)
+        ac = type_all_correct_core(outs, ts, tie_tol) & valid
+        cand = jnp.min(jnp.where(ac, idx, big))
+        first = jnp.where(first >= 0, first, jnp.where(cand < big, cand, -1))
+        fail = (~ac) & valid & (first >= 0) & (idx > first)
+        fidx = jnp.min(jnp.where(fail, idx, big))
+        newly = (~closed) & (fidx < big)
+        last = jnp.where(newly, fidx - 1, last)
+        return (t, start + chunk, first, last, closed | newly, conv, res)
+
+    def cond(carry):
+        _, start, first, _, closed, _, _ = carry
+        going = (start < search_rounds) & ~closed
+        return going & (first < 0) if stop_at_first else going
+
+    dt = targets.dtype
+    minus = jnp.full((), -1, jnp.int64)
+    init = (targets, jnp.zeros((), jnp.int64), minus, minus, jnp.zeros((), bool), jnp.ones((), bool), jnp.zeros((), dt))
+    _, _, first, last, closed, conv, res = jax.lax.while_loop(cond, step, init)
+    return SearchResult(first, jnp.where(closed, last, -1), closed, conv, res)
+
+
+@partial(jax.jit, static_argnames=("model", "num_rounds", "loss", "solver"))
+def type_pll_core(
+    ts: TypeSpectrum,
+    targets: jax.Array,
+    lam: jax.Array,
+    tie_tol: Any = TIE_TOL,
+    *,
+    model: str = "exact",
+    num_rounds: int = 1,
+    loss: str = "ce",
+    q: Any = 0.7,
+    tol: Any = DEFAULT_TOL,
+    max_iter: Any = DEFAULT_MAX_ITER,
+    solver: str = "lbfgs",
+) -> PLLResult:
+    """The PLL pipeline (:func:`sdtheory.refine.pll_rounds_core`) on the types: CE teacher, ``loss`` students."""
+    if model == "exact":
+        opts = dict(tol=tol, max_iter=max_iter, solver=solver)
+        teacher = reduced_exact_fit(ts, lam, loss="ce", q=q, **opts)(targets)
+        fit = reduced_exact_fit(ts, lam, loss=loss, q=q, **opts)
+    else:
+        fit = reduced_closed_fit(ts, lam)
+        teacher = fit(targets)
+    return pll_rounds_core(fit, teacher, num_rounds, tie_tol)
 
 
 # --------------------------------------------------------------------------

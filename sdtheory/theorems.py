@@ -60,6 +60,16 @@ from ._x64 import float64
 from .block import balanced_block_eigenvalues
 from .metrics import TIE_TOL, correct_core
 from .noise import validate_corruption_matrix
+from .reduced import (
+    SEARCH_ROUNDS,
+    all_correct_search_core,
+    check_model,
+    exact_options as _exact_options,
+    label_types,
+    resolve_corr,
+    type_pll_core,
+    type_spectrum_core,
+)
 from .refine import top2_mask_core
 
 __all__ = [
@@ -74,6 +84,7 @@ __all__ = [
     "log_block_factors",
     "PLLPrediction",
     "RoundWindow",
+    "SEARCH_ROUNDS",
     "all_correct_at",
     "all_correct_at_core",
     "all_correct_rounds",
@@ -414,6 +425,16 @@ def pll_condition_core(fractions: jax.Array, logs: LogFactors) -> jax.Array:
     return corruption_condition_core(f) & jnp.all(hk < 1.0)
 
 
+def _pll_from_types(f, ts, res, tie_tol) -> PLLPrediction:
+    """:class:`PLLPrediction` from the PLL pipeline run on the ``K^2`` label types (balanced classes)."""
+    k = f.shape[0]
+    correct = correct_core(res.outputs, ts.classes, tie_tol).reshape(-1, k, k)
+    top2 = top2_mask_core(res.teacher, tie_tol).reshape(k, k, k)
+    h = jnp.einsum("ky,kyl->kl", f, top2.astype(f.dtype))
+    acc = jnp.sum(jnp.where(correct, f[None], 0.0), axis=(1, 2)) / k
+    return PLLPrediction(acc, correct, top2, h)
+
+
 # --------------------------------------------------------------------------
 # Validating public API
 # --------------------------------------------------------------------------
@@ -517,6 +538,57 @@ def _check_pll_size(fractions):
         )
 
 
+def _reduced_problem(fractions, c, d, corr, per_class):
+    """Population types of the balanced block model: ``(f, TypeSpectrum, type targets)`` (counts ``n f``)."""
+    f = _check_fractions(fractions)
+    k = int(f.shape[0])
+    n = V.check_size(per_class, "per_class", minimum=1)
+    if k * n > V.MAX_COUNT:
+        raise ValueError(f"per_class * K (the number of instances N) must be at most {V.MAX_COUNT}, got {n} * {k}")
+    R = resolve_corr(c, d, corr, [n] * k, balanced_cd=True)
+    cls, tgt = label_types(k)
+    return f, type_spectrum_core(jnp.asarray(R), cls, n * f.reshape(-1)), tgt
+
+
+def _uses_reduced(model, corr, c, d, exact_options) -> bool:
+    """Validate ``model``; True when the answer comes from the reduced model (exact, or a general ``corr``)."""
+    model = check_model(model)
+    if model == "closed" and exact_options:
+        raise TypeError(f"unexpected keyword arguments for the linearised model: {sorted(exact_options)}")
+    if corr is None and (c is None or d is None):
+        raise TypeError("pass c= and d= (within- and between-class correlation) or corr= (a (K, K) matrix)")
+    return model == "exact" or corr is not None
+
+
+def _reduced_search(fractions, c, d, corr, lam, per_class, model, search_rounds, tie_tol, stop_at_first, options):
+    """:class:`sdtheory.reduced.SearchResult` of the population rounds (validating; raises on solver failure)."""
+    from .metrics import _check_tie_tol
+
+    f, ts, tgt = _reduced_problem(fractions, c, d, corr, per_class)
+    _check_scalar_lam(lam)
+    search_rounds = V.check_int(
+        search_rounds, "search_rounds", minimum=1, maximum=V.MAX_NUM_ROUNDS, why="the rounds are evaluated one by one"
+    )
+    tie_tol = _check_tie_tol(tie_tol)
+    opts = _exact_options("ce", 0.7, options) if model == "exact" else {}
+    out = all_correct_search_core(
+        ts,
+        tgt,
+        jnp.asarray(lam, dtype=float),
+        tie_tol,
+        model=model,
+        search_rounds=search_rounds,
+        stop_at_first=stop_at_first,
+        **{x: opts[x] for x in ("tol", "max_iter", "solver") if x in opts},
+    )
+    if model == "exact" and opts["on_failure"] == "raise" and not V.is_tracer(out.converged) and not out.converged:
+        raise RuntimeError(
+            f"exact solver did not reach tol={opts['tol']:g} in some round of the search (largest residual "
+            f"{float(out.residual):.3g}); raise max_iter or tol, or pass on_failure='flag'"
+        )
+    return out
+
+
 @float64
 def corruption_condition(fractions: Any) -> bool:
     """The label-corruption condition ``f_k(k) > f_k(l)`` for all ``k``, ``l != k``.
@@ -541,7 +613,19 @@ def margin(fractions: Any) -> float:
 
 
 @float64
-def min_rounds(fractions: Any, *, c: float, d: float, lam: Any, per_class: int):
+def min_rounds(
+    fractions: Any,
+    *,
+    c: Any = None,
+    d: Any = None,
+    lam: Any,
+    per_class: int,
+    corr: Any = None,
+    model: str = "closed",
+    search_rounds: int = SEARCH_ROUNDS,
+    tie_tol: float = TIE_TOL,
+    **exact_options: Any,
+):
     r"""First round ``r*`` (0 = teacher) at which every training instance is correct.
 
     Model: linearised SD on the balanced block Gram (``per_class`` instances
@@ -560,7 +644,19 @@ def min_rounds(fractions: Any, *, c: float, d: float, lam: Any, per_class: int):
     ``jax.vmap`` over ``lam`` or ``fractions`` it returns a traced int array
     (with :data:`BEYOND_RANGE` there instead of raising). Use
     :func:`all_correct_rounds` when the global frequencies differ.
+
+    ``model="exact"`` (the softmax model) or a general class-correlation
+    matrix ``corr`` (``(K, K)``, in place of ``c``, ``d``): the answer comes
+    from the population *types* of :mod:`sdtheory.reduced` (counts
+    ``per_class * fractions``, any ``n``, cost independent of ``n``),
+    evaluating rounds ``0..search_rounds-1`` directly (no closed-form
+    formula; "correct" by :func:`sdtheory.correct` with ``tie_tol``). ``-1``
+    then means "not all correct at any searched round". ``exact_options``:
+    ``tol``, ``max_iter``, ``on_failure``, ``solver`` of the exact solver.
     """
+    if _uses_reduced(model, corr, c, d, exact_options):
+        res = _reduced_search(fractions, c, d, corr, lam, per_class, model, search_rounds, tie_tol, True, exact_options)
+        return res.first if V.is_tracer(res.first) else int(res.first)
     f = _check_fractions(fractions)
     out = min_rounds_core(f, _log_factors(f, c, d, lam, per_class))
     if V.is_tracer(out):
@@ -571,7 +667,19 @@ def min_rounds(fractions: Any, *, c: float, d: float, lam: Any, per_class: int):
 
 
 @float64
-def all_correct_rounds(fractions: Any, *, c: float, d: float, lam: Any, per_class: int) -> RoundWindow:
+def all_correct_rounds(
+    fractions: Any,
+    *,
+    c: Any = None,
+    d: Any = None,
+    lam: Any,
+    per_class: int,
+    corr: Any = None,
+    model: str = "closed",
+    search_rounds: int = SEARCH_ROUNDS,
+    tie_tol: float = TIE_TOL,
+    **exact_options: Any,
+) -> RoundWindow:
     r"""Exact window ``first <= r <= last`` of all-correct rounds (global term included).
 
     Model: linearised SD on the balanced block Gram; no assumption on the
@@ -596,7 +704,27 @@ def all_correct_rounds(fractions: Any, *, c: float, d: float, lam: Any, per_clas
     ``lam`` is raised (under ``jax.vmap`` the traced ``first`` holds
     ``BEYOND_RANGE`` instead; see :func:`all_correct_rounds_core`).
     :func:`all_correct_at` answers for any given rounds.
+
+    ``model="exact"`` (the softmax model) or a general class-correlation
+    matrix ``corr`` (``(K, K)``, in place of ``c``, ``d``): the answer comes
+    from the population *types* of :mod:`sdtheory.reduced` (counts
+    ``per_class * fractions``, any ``n``, cost independent of ``n``),
+    evaluating rounds ``0..search_rounds-1`` directly (no closed-form
+    formula; "correct" by :func:`sdtheory.correct` with ``tie_tol``). ``-1``
+    then means "not all correct at any searched round". ``exact_options``:
+    ``tol``, ``max_iter``, ``on_failure``, ``solver`` of the exact solver.
+    In the reduced path the window is the run of all-correct rounds starting
+    at the first one; ``last = UNBOUNDED`` when it is still all correct at
+    round ``search_rounds - 1``.
     """
+    if _uses_reduced(model, corr, c, d, exact_options):
+        res = _reduced_search(
+            fractions, c, d, corr, lam, per_class, model, search_rounds, tie_tol, False, exact_options
+        )
+        last = jnp.where(res.first < 0, -1, jnp.where(res.closed, res.last, UNBOUNDED))
+        if V.is_tracer(res.first):
+            return RoundWindow(res.first, last)
+        return RoundWindow(int(res.first), int(last))
     f = _check_fractions(fractions)
     w = all_correct_rounds_core(f, _log_factors(f, c, d, lam, per_class))
     if V.is_tracer(w.first):
@@ -608,16 +736,40 @@ def all_correct_rounds(fractions: Any, *, c: float, d: float, lam: Any, per_clas
 
 
 @float64
-def max_rounds(fractions: Any, *, c: float, d: float, lam: Any, per_class: int):
+def max_rounds(
+    fractions: Any,
+    *,
+    c: Any = None,
+    d: Any = None,
+    lam: Any,
+    per_class: int,
+    corr: Any = None,
+    model: str = "closed",
+    search_rounds: int = SEARCH_ROUNDS,
+    tie_tol: float = TIE_TOL,
+    **exact_options: Any,
+):
     """Upper end ``r_max`` of the all-correct window (``all_correct_rounds(...).last``).
 
     ``UNBOUNDED`` when every global difference ``f(k) - f(l)`` that matters
     is ``>= 0`` (e.g. equal global frequencies); ``-1`` when no round is all
     correct; :data:`BEYOND_RANGE` ``= 2**40`` when the window closes after
     :data:`MAX_ROUND`. Raises ``ValueError`` naming ``lam`` when the window
-    opens beyond ``MAX_ROUND`` (as :func:`all_correct_rounds`).
+    opens beyond ``MAX_ROUND`` (as :func:`all_correct_rounds`). ``corr``,
+    ``model``, ``search_rounds``, ``tie_tol``, ``exact_options``: as there.
     """
-    return all_correct_rounds(fractions, c=c, d=d, lam=lam, per_class=per_class).last
+    return all_correct_rounds(
+        fractions,
+        c=c,
+        d=d,
+        lam=lam,
+        per_class=per_class,
+        corr=corr,
+        model=model,
+        search_rounds=search_rounds,
+        tie_tol=tie_tol,
+        **exact_options,
+    ).last
 
 
 @float64
@@ -658,7 +810,19 @@ def pll_condition(fractions: Any, *, c: float, d: float, lam: Any, per_class: in
 
 @float64
 def pll_accuracy_prediction(
-    fractions: Any, *, c: float, d: float, lam: Any, per_class: int, num_rounds: int = 1, tie_tol: float = TIE_TOL
+    fractions: Any,
+    *,
+    c: Any = None,
+    d: Any = None,
+    lam: Any,
+    per_class: int,
+    num_rounds: int = 1,
+    tie_tol: float = TIE_TOL,
+    corr: Any = None,
+    model: str = "closed",
+    loss: str = "ce",
+    q: float = 0.7,
+    **exact_options: Any,
 ) -> PLLPrediction:
     """Training accuracy of the (multi-round) PLL student in the linearised balanced block model.
 
@@ -671,6 +835,13 @@ def pll_accuracy_prediction(
     above 447 (more than :data:`PLL_MEMORY_LIMIT` = 2 GiB) is refused with a
     ``ValueError`` naming ``fractions``. ``num_rounds`` is at most
     :data:`PLL_MAX_ROUNDS` ``= 100`` (the rounds are unrolled when compiled).
+
+    ``model="exact"`` (softmax teacher and students, student ``loss`` ``"ce"``
+    or ``"gce"`` with ``q``) or a general ``corr``: the same prediction from
+    the population types of :mod:`sdtheory.reduced` (counts
+    ``per_class * fractions``) through the package's one PLL pipeline
+    (:func:`sdtheory.refine.pll_rounds_core`); ``exact_options``: ``tol``,
+    ``max_iter``, ``on_failure``, ``solver``.
     """
     from .metrics import _check_tie_tol
 
@@ -683,4 +854,26 @@ def pll_accuracy_prediction(
         maximum=PLL_MAX_ROUNDS,
         why="the student rounds are unrolled in the compiled program",
     )
+    if _uses_reduced(model, corr, c, d, exact_options):
+        if model == "closed" and loss != "ce":
+            raise ValueError("the linearised PLL student is the cross-entropy one; use model='exact' for loss='gce'")
+        _check_scalar_lam(lam)
+        f, ts, tgt = _reduced_problem(fractions, c, d, corr, per_class)
+        opts = _exact_options(loss, q, exact_options) if model == "exact" else {}
+        res = type_pll_core(
+            ts,
+            tgt,
+            jnp.asarray(lam, dtype=float),
+            _check_tie_tol(tie_tol),
+            model=model,
+            num_rounds=num_rounds,
+            loss=loss,
+            q=float(q),
+            **{x: opts[x] for x in ("tol", "max_iter", "solver") if x in opts},
+        )
+        if model == "exact" and opts["on_failure"] == "raise":
+            from .exact import raise_unconverged
+
+            raise_unconverged(res, opts["tol"], opts["max_iter"])
+        return _pll_from_types(f, ts, res, _check_tie_tol(tie_tol))
     return pll_prediction_core(f, _log_factors(f, c, d, lam, per_class), num_rounds, _check_tie_tol(tie_tol))

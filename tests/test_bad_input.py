@@ -434,6 +434,18 @@ CASES = {
     "margin": Case(sd.margin, lambda: dict(fractions=C), nonfinite_ok=True),
     "max_rounds": Case(sd.max_rounds, lambda: dict(THEORY)),
     "min_rounds": Case(sd.min_rounds, lambda: dict(THEORY)),
+    "min_rounds[exact]": Case(
+        sd.min_rounds, lambda: dict(model="exact", search_rounds=20, tie_tol=1e-10, **THEORY, **EXACT_FLAG), slow=True
+    ),
+    "all_correct_rounds[corr]": Case(
+        sd.all_correct_rounds,
+        lambda: dict(fractions=C, corr=np.eye(K) * 0.3 + 0.1, lam=0.1, per_class=2, model="closed", search_rounds=20),
+    ),
+    "pll_accuracy_prediction[exact]": Case(
+        sd.pll_accuracy_prediction,
+        lambda: dict(num_rounds=1, model="exact", loss="gce", q=0.7, **THEORY, **EXACT_FLAG),
+        slow=True,
+    ),
     "pll_accuracy_prediction": Case(sd.pll_accuracy_prediction, lambda: dict(num_rounds=1, tie_tol=1e-10, **THEORY)),
     "pll_condition": Case(sd.pll_condition, lambda: dict(THEORY)),
     "log_block_factors": Case(sd.log_block_factors, lambda: dict(per_class=2, num_classes=3, c=0.4, d=0.1, lam=0.1)),

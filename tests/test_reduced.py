@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import sdtheory as sd
 from sdtheory.reduced import block_type_outputs
+from sdtheory.theorems import UNBOUNDED
 
 K = 3
 N = 12  # fixed shapes: one compiled N-instance solver for every example
@@ -118,3 +119,77 @@ def test_bad_corr_is_named(kwargs, name):
 def test_bad_counts_are_named(counts, name):
     with pytest.raises(ValueError, match=name):
         block_type_outputs(counts, lam=1e-2, c=0.4, d=0.1, num_rounds=1)
+
+
+# --------------------------------------------------------------------------
+# Exact population theory vs the N-instance exact solver
+# --------------------------------------------------------------------------
+
+
+def _exact_count_labels(per_class, counts):
+    """Given labels with exactly ``counts[k, l]`` instances of class ``k`` labelled ``l`` (balanced)."""
+    classes = np.repeat(np.arange(counts.shape[0]), per_class)
+    given = np.concatenate([np.repeat(np.arange(counts.shape[1]), row.astype(int)) for row in counts])
+    return classes, given
+
+
+@pytest.mark.parametrize("eta", [0.2, 0.4, 0.6])
+def test_exact_population_min_rounds_and_window_vs_n_instance(eta):
+    n, lam, c, d = 10, 2e-3, 0.4, 0.1
+    C = np.asarray(sd.corruption_matrix("symmetric", K, eta))
+    counts = n * C  # integer counts: the population types are realised exactly
+    assert np.allclose(counts, np.round(counts))
+    classes, given = _exact_count_labels(n, np.round(counts))
+    gram = sd.block_gram(classes, c=c, d=d)
+    rounds = np.arange(30)
+    ref = sd.exact_outputs(np.eye(K)[given], lam=lam, num_rounds=rounds.size, gram=gram, tol=1e-10)
+    all_ok = np.asarray(sd.correct(ref.outputs, classes)).all(axis=-1)
+    r_ref = int(sd.first_all_correct(all_ok, rounds))
+    assert r_ref > 0  # the setting needs some rounds
+    got = sd.min_rounds(C, c=c, d=d, lam=lam, per_class=n, model="exact", search_rounds=30)
+    assert got == r_ref
+    win = sd.all_correct_rounds(C, c=c, d=d, lam=lam, per_class=n, model="exact", search_rounds=30)
+    after = np.flatnonzero(~all_ok[r_ref:])
+    assert win.first == r_ref
+    assert win.last == (r_ref + after[0] - 1 if after.size else UNBOUNDED)
+
+
+@pytest.mark.parametrize("loss", ["ce", "gce"])
+def test_exact_pll_prediction_vs_n_instance_pll_student(loss):
+    n, lam, c, d = 10, 1e-3, 0.4, 0.1
+    C = np.array([[0.6, 0.3, 0.1], [0.1, 0.6, 0.3], [0.3, 0.1, 0.6]])
+    classes, given = _exact_count_labels(n, np.round(n * C))
+    gram = sd.block_gram(classes, c=c, d=d)
+    ref = sd.pll_student(np.eye(K)[given], lam=lam, gram=gram, model="exact", loss=loss, num_rounds=2, tol=1e-10)
+    ref_acc = np.asarray(sd.correct(ref.outputs, classes)).mean(axis=-1)
+    pred = sd.pll_accuracy_prediction(
+        C, c=c, d=d, lam=lam, per_class=n, model="exact", loss=loss, num_rounds=2, tol=1e-10
+    )
+    np.testing.assert_allclose(np.asarray(pred.accuracy), ref_acc, atol=1e-12)
+    top2 = np.asarray(sd.top2_targets(ref.teacher)) > 0
+    np.testing.assert_array_equal(np.asarray(pred.top2)[classes, given], top2)
+
+
+@pytest.mark.parametrize("eta", [0.3, 0.55])
+def test_linearised_general_corr_rounds_vs_eigh(eta):
+    """min_rounds / all_correct_rounds / PLL with a general R against sd_outputs on the explicit Gram."""
+    n, lam = 6, 1e-3
+    corr = np.array([[0.5, 0.1, 0.25], [0.1, 0.35, 0.0], [0.25, 0.0, 0.6]])
+    C = np.asarray(sd.corruption_matrix("asym", K, eta))
+    counts = np.round(n * C)
+    C = counts / n  # realisable fractions
+    classes, given = _exact_count_labels(n, counts)
+    gram = sd.block_gram(classes, corr=corr)
+    rounds = np.arange(200)
+    out = np.asarray(sd.sd_outputs(np.eye(K)[given], lam=lam, rounds=rounds, gram=gram))
+    all_ok = np.asarray(sd.correct(out, classes)).all(axis=-1)
+    r_ref = int(sd.first_all_correct(all_ok, rounds))
+    assert sd.min_rounds(C, corr=corr, lam=lam, per_class=n, search_rounds=200) == r_ref
+    win = sd.all_correct_rounds(C, corr=corr, lam=lam, per_class=n, search_rounds=200)
+    assert win.first == r_ref
+    if r_ref >= 0:
+        after = np.flatnonzero(~all_ok[r_ref:])
+        assert win.last == (r_ref + after[0] - 1 if after.size else UNBOUNDED)
+    pll = sd.pll_student(np.eye(K)[given], lam=lam, gram=gram)
+    pred = sd.pll_accuracy_prediction(C, corr=corr, lam=lam, per_class=n)
+    np.testing.assert_allclose(np.asarray(pred.accuracy), np.asarray(sd.correct(pll.outputs, classes)).mean(-1))
