@@ -61,7 +61,10 @@ __all__ = [
     "SearchResult",
     "TypeSpectrum",
     "WEIGHTED_LOSSES",
+    "FiniteSampleDraws",
     "all_correct_search_core",
+    "finite_sample_core",
+    "sample_counts_core",
     "type_all_correct_core",
     "type_pll_core",
     "block_type_outputs",
@@ -337,6 +340,78 @@ def type_pll_core(
         fit = reduced_closed_fit(ts, lam)
         teacher = fit(targets)
     return pll_rounds_core(fit, teacher, num_rounds, tie_tol)
+
+
+class FiniteSampleDraws(NamedTuple):
+    """Per draw of the label counts (leading axis ``D``) in :func:`finite_sample_core`.
+
+    Attributes:
+      all_correct: ``(D, R)`` every instance correct at rounds ``0..R-1``.
+      first: ``(D,)`` first all-correct round among them, ``-1`` if none.
+      pll_accuracy: ``(D,)`` training accuracy of the one-round PLL student.
+      converged: ``(D,)`` every exact round (SD and PLL) solved to ``tol``.
+    """
+
+    all_correct: jax.Array
+    first: jax.Array
+    pll_accuracy: jax.Array
+    converged: jax.Array
+
+
+def sample_counts_core(key: jax.Array, C: jax.Array, sizes: jax.Array) -> jax.Array:
+    """Label counts ``(K, K)`` of i.i.d. labels: row ``k`` is ``Multinomial(n_k, C_k)`` (``O(K^2)``, no instances)."""
+    keys = jax.random.split(key, C.shape[0])
+    return jax.vmap(lambda kk, n, p: jax.random.multinomial(kk, n, p))(keys, sizes.astype(C.dtype), C)
+
+
+@partial(jax.jit, static_argnames=("model", "num_rounds", "pll_loss", "solver"))
+def finite_sample_core(
+    keys: jax.Array,
+    C: jax.Array,
+    sizes: jax.Array,
+    corr: jax.Array,
+    lam: jax.Array,
+    tie_tol: Any = TIE_TOL,
+    *,
+    model: str = "closed",
+    num_rounds: int = 1,
+    pll_loss: str = "ce",
+    q: Any = 0.7,
+    tol: Any = DEFAULT_TOL,
+    max_iter: Any = DEFAULT_MAX_ITER,
+    solver: str = "lbfgs",
+) -> FiniteSampleDraws:
+    """One draw of i.i.d. label counts per key (``keys`` ``(D,)``), then SD rounds and the PLL student on the types.
+
+    Vmapped over the keys; vmap it again over ``C`` (e.g. ``eta``) or
+    ``lam``. Nothing here depends on the number of instances.
+    """
+    k = C.shape[0]
+    cls, tgt = label_types(k)
+    tgt = tgt.astype(C.dtype)
+    rounds = jnp.arange(num_rounds)
+
+    def one(key):
+        counts = sample_counts_core(key, C, sizes)
+        ts = type_spectrum_core(corr, cls, counts.reshape(-1))
+        if model == "exact":
+            opts = dict(tol=tol, max_iter=max_iter, solver=solver)
+            res = reduced_exact_core(ts, tgt, lam, num_rounds, loss="ce", **opts)
+            outs, conv = res.outputs, jnp.all(res.converged)
+            teacher = Fit(outs[0], res.converged[0], res.residuals[0])
+            fit = reduced_exact_fit(ts, lam, loss=pll_loss, q=q, **opts)
+        else:
+            outs, conv = reduced_closed_core(ts, tgt, lam, rounds), jnp.ones((), bool)
+            fit = reduced_closed_fit(ts, lam)
+            teacher = fit(tgt)
+        ac = type_all_correct_core(outs, ts, tie_tol)
+        first = jnp.where(jnp.any(ac), jnp.argmax(ac), -1)
+        pll = pll_rounds_core(fit, teacher, 1, tie_tol)
+        right = correct_core(pll.outputs[0], ts.classes, tie_tol)
+        acc = jnp.sum(jnp.where(right, ts.counts, 0.0)) / jnp.sum(ts.counts)
+        return FiniteSampleDraws(ac, first, acc, conv & jnp.all(pll.converged))
+
+    return jax.vmap(one)(keys)
 
 
 # --------------------------------------------------------------------------

@@ -64,6 +64,7 @@ from .reduced import (
     SEARCH_ROUNDS,
     all_correct_search_core,
     check_model,
+    finite_sample_core,
     exact_options as _exact_options,
     label_types,
     resolve_corr,
@@ -85,6 +86,8 @@ __all__ = [
     "PLLPrediction",
     "RoundWindow",
     "SEARCH_ROUNDS",
+    "FiniteSamplePrediction",
+    "finite_sample_prediction",
     "all_correct_at",
     "all_correct_at_core",
     "all_correct_rounds",
@@ -877,3 +880,118 @@ def pll_accuracy_prediction(
             raise_unconverged(res, opts["tol"], opts["max_iter"])
         return _pll_from_types(f, ts, res, _check_tie_tol(tie_tol))
     return pll_prediction_core(f, _log_factors(f, c, d, lam, per_class), num_rounds, _check_tie_tol(tie_tol))
+
+
+class FiniteSamplePrediction(NamedTuple):
+    """Finite-sample theory of the block model under i.i.d. labels (:func:`finite_sample_prediction`).
+
+    Attributes:
+      all_correct: ``(D, R)`` bools, per draw of the label counts and round.
+      first: ``(D,)`` first all-correct round per draw, ``-1`` if none of the
+        rounds ``0..R-1`` is.
+      pll_accuracy: ``(D,)`` one-round PLL student training accuracy per draw.
+      p_all_correct: ``(R,)`` probability that every instance is correct at
+        round ``r`` (the mean of ``all_correct`` over draws).
+      median_first: median of ``first``, counting ``-1`` as "after the last
+        round" (then ``inf`` if that is the median).
+      quantiles_first: ``(5,)`` the 10, 25, 50, 75 and 90% quantiles of
+        ``first`` in the same convention (lower empirical quantiles: values
+        taken by a draw).
+      converged: every exact solve of every draw reached ``tol``.
+    """
+
+    all_correct: np.ndarray
+    first: np.ndarray
+    pll_accuracy: np.ndarray
+    p_all_correct: np.ndarray
+    median_first: float
+    quantiles_first: np.ndarray
+    converged: bool
+
+
+#: The quantile levels of :attr:`FiniteSamplePrediction.quantiles_first`.
+FIRST_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def first_round_quantiles(first: Any, levels: Any = FIRST_QUANTILES) -> np.ndarray:
+    """Lower empirical quantiles of first all-correct rounds, ``-1`` (never) counted as ``+inf``."""
+    f = np.asarray(first, dtype=float)
+    f = np.where(f < 0, np.inf, f)
+    return np.quantile(f, np.asarray(levels, dtype=float), axis=-1, method="inverted_cdf")
+
+
+@float64
+def finite_sample_prediction(
+    C: Any,
+    *,
+    per_class: int,
+    lam: Any,
+    num_rounds: int,
+    c: Any = None,
+    d: Any = None,
+    corr: Any = None,
+    model: str = "closed",
+    num_draws: int = 1000,
+    seed: int = 0,
+    pll_loss: str = "ce",
+    q: float = 0.7,
+    tie_tol: float = TIE_TOL,
+    **exact_options: Any,
+) -> FiniteSamplePrediction:
+    """Distribution of the first all-correct round and of the PLL accuracy at finite ``n``, without instances.
+
+    Under i.i.d. labels ``y_i ~ C[k_i]`` the per-class label counts are
+    independent multinomials ``(n, C_k)``, and in the block model the outputs
+    depend on the labels only through these counts (:mod:`sdtheory.reduced`).
+    Each of ``num_draws`` draws samples the counts (``O(K^2)``) and evaluates
+    rounds ``0..num_rounds-1`` of SD and the one-round PLL student on the
+    types, linearised (``model="closed"``) or exact (``model="exact"``,
+    student loss ``pll_loss``; ``exact_options``: ``tol``, ``max_iter``,
+    ``on_failure``, ``solver``). This is the theory's prediction for an
+    instance-level Monte Carlo with ``per_class`` instances per class.
+
+    ``C``: ``(K, K)`` corruption matrix; ``(c, d)`` or ``corr`` as in
+    :func:`min_rounds`; ``seed``: the draws' random seed.
+    """
+    from .metrics import _check_tie_tol
+
+    Cv = validate_corruption_matrix(C, name="C")
+    k = Cv.shape[0]
+    n = V.check_size(per_class, "per_class", minimum=1)
+    if k * n > V.MAX_COUNT:
+        raise ValueError(f"per_class * K (the number of instances N) must be at most {V.MAX_COUNT}, got {n} * {k}")
+    model = check_model(model)
+    if model == "closed" and (exact_options or pll_loss != "ce"):
+        raise TypeError("the linearised model takes no exact-solver options and only pll_loss='ce'")
+    _check_scalar_lam(lam)
+    if V.is_tracer(lam):
+        raise TypeError("lam must be concrete; vmap sdtheory.reduced.finite_sample_core instead")
+    num_rounds = V.check_int(num_rounds, "num_rounds", minimum=1, maximum=V.MAX_NUM_ROUNDS, why="rounds are a chain")
+    num_draws = V.check_int(num_draws, "num_draws", minimum=1, maximum=10**7, why="the draws are held in memory")
+    seed = V.check_int(seed, "seed", minimum=0, maximum=V.MAX_SEED)
+    R = resolve_corr(c, d, corr, [n] * k, balanced_cd=True)
+    opts = _exact_options(pll_loss, q, exact_options) if model == "exact" else {}
+    keys = jax.random.split(jax.random.key(seed), num_draws)
+    out = finite_sample_core(
+        keys,
+        jnp.asarray(Cv, dtype=float),
+        jnp.full((k,), n),
+        jnp.asarray(R),
+        jnp.asarray(lam, dtype=float),
+        _check_tie_tol(tie_tol),
+        model=model,
+        num_rounds=num_rounds,
+        pll_loss=pll_loss,
+        q=float(q),
+        **{x: opts[x] for x in ("tol", "max_iter", "solver") if x in opts},
+    )
+    converged = bool(np.all(np.asarray(out.converged)))
+    if model == "exact" and opts["on_failure"] == "raise" and not converged:
+        raise RuntimeError(
+            f"exact solver did not reach tol={opts['tol']:g} in {int(np.sum(~np.asarray(out.converged)))} of "
+            f"{num_draws} draws; raise max_iter or tol, or pass on_failure='flag'"
+        )
+    first = np.asarray(out.first)
+    qs = first_round_quantiles(first)
+    ac = np.asarray(out.all_correct)
+    return FiniteSamplePrediction(ac, first, np.asarray(out.pll_accuracy), ac.mean(axis=0), float(qs[2]), qs, converged)

@@ -434,6 +434,26 @@ CASES = {
     "margin": Case(sd.margin, lambda: dict(fractions=C), nonfinite_ok=True),
     "max_rounds": Case(sd.max_rounds, lambda: dict(THEORY)),
     "min_rounds": Case(sd.min_rounds, lambda: dict(THEORY)),
+    "finite_sample_prediction": Case(
+        sd.finite_sample_prediction,
+        lambda: dict(C=C, per_class=2, lam=0.1, num_rounds=3, c=0.4, d=0.1, num_draws=4, seed=0, tie_tol=1e-10),
+    ),
+    "finite_sample_prediction[exact]": Case(
+        sd.finite_sample_prediction,
+        lambda: dict(
+            C=C,
+            per_class=2,
+            lam=0.1,
+            num_rounds=2,
+            corr=np.eye(K) * 0.3 + 0.1,
+            model="exact",
+            num_draws=3,
+            pll_loss="gce",
+            q=0.7,
+            **EXACT_FLAG,
+        ),
+        slow=True,
+    ),
     "min_rounds[exact]": Case(
         sd.min_rounds, lambda: dict(model="exact", search_rounds=20, tie_tol=1e-10, **THEORY, **EXACT_FLAG), slow=True
     ),

@@ -7,6 +7,7 @@ explicit block Gram of :func:`sdtheory.block_gram`.
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -193,3 +194,57 @@ def test_linearised_general_corr_rounds_vs_eigh(eta):
     pll = sd.pll_student(np.eye(K)[given], lam=lam, gram=gram)
     pred = sd.pll_accuracy_prediction(C, corr=corr, lam=lam, per_class=n)
     np.testing.assert_allclose(np.asarray(pred.accuracy), np.asarray(sd.correct(pll.outputs, classes)).mean(-1))
+
+
+# --------------------------------------------------------------------------
+# Finite-sample theory vs instance-level Monte Carlo
+# --------------------------------------------------------------------------
+
+#: Two-sample z bound per round: P(|Z| > 4.4) = 1.1e-5, so with at most 20 rounds compared the
+#: probability that a correct implementation fails a test is below 2.2e-4 (Bonferroni); the
+#: draws use fixed seeds, so a given version passes or fails deterministically.
+Z_BOUND = 4.4
+
+
+def _instance_level(per_class, C, lam, c, d, num_rounds, sims, model, seed=1):
+    """P(all correct at r) and first rounds from instance-level simulations with i.i.d. labels."""
+    classes = np.repeat(np.arange(C.shape[0]), per_class)
+    gram = sd.block_gram(classes, c=c, d=d) if model == "exact" else None
+    keys = jax.random.split(jax.random.key(seed), sims)
+    ok = []
+    for key in keys:
+        given = np.asarray(sd.sample_labels(key, classes, C))
+        y = np.eye(C.shape[0])[given]
+        if model == "exact":
+            out = sd.exact_outputs(y, lam=lam, num_rounds=num_rounds, gram=gram).outputs
+        else:
+            out = sd.block_outputs(y, classes, c=c, d=d, lam=lam, num_rounds=num_rounds)
+        ok.append(np.asarray(sd.correct(out, classes)).all(axis=-1))
+    return np.array(ok)
+
+
+def _assert_same_distribution(pred, mc):
+    d, m = pred.all_correct.shape[0], mc.shape[0]
+    p_mc = mc.mean(axis=0)
+    pooled = (pred.p_all_correct * d + p_mc * m) / (d + m)
+    se = np.sqrt(pooled * (1 - pooled) * (1.0 / d + 1.0 / m))
+    assert np.all(np.abs(pred.p_all_correct - p_mc) <= Z_BOUND * se + 1e-12), (pred.p_all_correct, p_mc)
+
+
+def test_finite_sample_linearised_matches_instance_monte_carlo():
+    C = np.asarray(sd.corruption_matrix("symmetric", 4, 0.5))
+    kw = dict(per_class=20, lam=2e-4, c=0.4, d=0.1, num_rounds=20)
+    pred = sd.finite_sample_prediction(C, num_draws=4000, **kw)
+    assert 0.05 < pred.p_all_correct.max()  # something to compare
+    mc = _instance_level(kw["per_class"], C, kw["lam"], kw["c"], kw["d"], kw["num_rounds"], 300, "closed")
+    _assert_same_distribution(pred, mc)
+
+
+@pytest.mark.slow
+def test_finite_sample_exact_matches_instance_monte_carlo():
+    C = np.asarray(sd.corruption_matrix("symmetric", 3, 0.3))
+    kw = dict(per_class=8, lam=3e-3, c=0.4, d=0.1, num_rounds=12)
+    pred = sd.finite_sample_prediction(C, model="exact", num_draws=3000, **kw)
+    assert pred.converged and 0.05 < pred.p_all_correct.max()
+    mc = _instance_level(kw["per_class"], C, kw["lam"], kw["c"], kw["d"], kw["num_rounds"], 200, "exact")
+    _assert_same_distribution(pred, mc)
