@@ -58,6 +58,7 @@ import numpy as np
 from . import _validation as V
 from ._x64 import float64
 from .block import balanced_block_eigenvalues
+from .losses import get_loss
 from .metrics import TIE_TOL, correct_core
 from .noise import validate_corruption_matrix
 from .reduced import (
@@ -961,6 +962,7 @@ def finite_sample_prediction(
     if k * n > V.MAX_COUNT:
         raise ValueError(f"per_class * K (the number of instances N) must be at most {V.MAX_COUNT}, got {n} * {k}")
     model = check_model(model)
+    get_loss(pll_loss, "pll_loss")
     if model == "closed" and (exact_options or pll_loss != "ce"):
         raise TypeError("the linearised model takes no exact-solver options and only pll_loss='ce'")
     _check_scalar_lam(lam)
@@ -971,7 +973,8 @@ def finite_sample_prediction(
     seed = V.check_int(seed, "seed", minimum=0, maximum=V.MAX_SEED)
     R = resolve_corr(c, d, corr, [n] * k, balanced_cd=True)
     opts = _exact_options(pll_loss, q, exact_options) if model == "exact" else {}
-    keys = jax.random.split(jax.random.key(seed), num_draws)
+    # draws padded to a power of two (at least 8): a few compiled shapes serve every num_draws
+    keys = jax.random.split(jax.random.key(seed), max(8, 1 << (num_draws - 1).bit_length()))
     out = finite_sample_core(
         keys,
         jnp.asarray(Cv, dtype=float),
@@ -985,7 +988,8 @@ def finite_sample_prediction(
         q=float(q),
         **{x: opts[x] for x in ("tol", "max_iter", "solver") if x in opts},
     )
-    converged = bool(np.all(np.asarray(out.converged)))
+    out = jax.tree_util.tree_map(lambda x: np.asarray(x)[:num_draws], out)
+    converged = bool(np.all(out.converged))
     if model == "exact" and opts["on_failure"] == "raise" and not converged:
         raise RuntimeError(
             f"exact solver did not reach tol={opts['tol']:g} in {int(np.sum(~np.asarray(out.converged)))} of "
