@@ -72,7 +72,11 @@ def main(argv=None):
     ap.add_argument("--num-rounds", type=int, default=12, help="SD rounds R (default 12)")
     ap.add_argument("--seeds", type=int, default=16, help="seeds per eta on the types (default 16)")
     ap.add_argument("--instance-cells", type=int, default=4, help="cells run by the N-instance solver (default 4)")
+    ap.add_argument(
+        "--solver", default="lbfgs", choices=sorted(sd.SOLVERS), help="exact solver of both (default lbfgs)"
+    )
     args = ap.parse_args(argv)
+    jax.config.update("jax_enable_x64", True)  # the baseline runs the kernels directly: float64 as the engine
     config = mc.make_config(
         num_classes=4,
         per_class=args.per_class,
@@ -81,6 +85,7 @@ def main(argv=None):
         lam=1e-4,
         num_rounds=args.num_rounds,
         methods=("sd_exact", "pll_exact"),
+        exact_solver=args.solver,
     )
     etas = np.linspace(0.1, 0.7, 8)
     cells = etas.size * args.seeds
@@ -112,7 +117,13 @@ def main(argv=None):
     types_conv = bool(np.all(result.methods["sd_exact"].converged) and np.all(result.methods["pll_exact"].converged))
     per_types, per_inst = t_types / cells, t_inst / m
     out = {
-        "config": {"num_classes": 4, "per_class": args.per_class, "num_rounds": args.num_rounds, "lam": 1e-4},
+        "config": {
+            "num_classes": 4,
+            "per_class": args.per_class,
+            "num_rounds": args.num_rounds,
+            "lam": 1e-4,
+            "solver": args.solver,
+        },
         "device": str(jax.devices()[0]),
         "types_cells": cells,
         "types_seconds": t_types,
