@@ -57,7 +57,7 @@ from .theorems import (
 from .reduced import block_type_outputs
 from .refine import PLLResult, pll_student, pll_student_block_model, top2_targets
 from .smoothing import beta_smoothing, confidence, predictive_diversity, uniform_smoothing
-from . import data, experiments, io, montecarlo, plots
+from . import data, experiments, io, montecarlo, plots, smoothing_study, variants
 from .montecarlo import METHODS, SimConfig, SimResult, make_config, run_grid
 
 __all__ = [
@@ -146,4 +146,6 @@ __all__ = [
     "io",
     "montecarlo",
     "plots",
+    "smoothing_study",
+    "variants",
 ]

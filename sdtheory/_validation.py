@@ -371,7 +371,7 @@ def check_problem(targets: Any, lam: Any, gram: Any, features: Any, *, probabili
     return n
 
 
-def check_sizes(sizes: Sequence[int], name: str = "class_sizes") -> np.ndarray:
+def check_sizes(sizes: Sequence[int] | np.ndarray, name: str = "class_sizes") -> np.ndarray:
     arr = np.asarray(sizes)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be a 1-D sequence of class sizes, got shape {arr.shape}")
@@ -456,7 +456,8 @@ def check_cd(c: Any, d: Any, *, class_sizes: Any = None) -> tuple:
             f"the block model needs d < c < 1 (and 0 <= d < c < 1 for the theorems), got c = {c:g}, d = {d:g}"
         )
     n = np.asarray(class_sizes, dtype=float)
-    det = 1.0 + d * float(np.sum(n / (1.0 - c + (c - d) * n)))
+    # divided through by c - d > 0 so that no product overflows at any finite d
+    det = 1.0 + d / (c - d) * float(np.sum(n / ((1.0 - c) / (c - d) + n)))
     if not det > 0:
         raise ValueError(
             f"the block Gram with c = {c:g}, d = {d:g} is not positive definite for class sizes "

@@ -35,9 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 
 # The scoped context is ``jax.enable_x64`` in current JAX and ``jax.experimental.enable_x64`` in older releases.
-_enable_x64 = getattr(jax, "enable_x64", None)
+_enable_x64: Any = getattr(jax, "enable_x64", None)
 if _enable_x64 is None:  # pragma: no cover - older JAX
-    from jax.experimental import enable_x64 as _enable_x64
+    from jax.experimental import enable_x64 as _enable_x64  # type: ignore[attr-defined,no-redef]
 
 __all__ = ["TRACEABLE_MODULES", "float64", "to_host"]
 
@@ -73,7 +73,7 @@ def float64(fn: Optional[F] = None, *, kernel: Optional[str] = None, traceable: 
         with _enable_x64(True):
             return to_host(fn(*args, **kwargs))
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def _public_name(fn: Callable) -> str:

@@ -26,7 +26,9 @@ from functools import partial
 from typing import Any, NamedTuple
 from collections.abc import Sequence
 
+import chex
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 
@@ -143,9 +145,11 @@ def _block_spectrum(sizes: jax.Array, c, d) -> BlockSpectrum:
     return BlockSpectrum(jnp.asarray(1.0 - c, dtype=sizes.dtype), mu, e, sizes)
 
 
-def _sizes_from_classes(classes: Any, num_classes: int, source: str = "K (the columns of targets)") -> np.ndarray:
-    """Class sizes ``(K,)`` of 1-D integer ``classes`` in ``[0, K)``, every class non-empty."""
-    classes, k = _check_classes(classes, num_classes, source=source)
+def _sizes_from_classes(
+    classes: Any, num_classes: int, source: str = "K (the columns of targets)", *, n: int | None = None
+) -> np.ndarray:
+    """Class sizes ``(K,)`` of 1-D integer ``classes`` in ``[0, K)``, every class non-empty (``n`` of them if given)."""
+    classes, k = _check_classes(classes, num_classes, n=n, source=source)
     return np.bincount(classes, minlength=k)
 
 
@@ -169,7 +173,7 @@ def _block_spectrum_checked(class_sizes, c, d) -> BlockSpectrum:
 
 @float64
 def block_gram(
-    classes: Any, *, c: Any = None, d: Any = None, corr: Any = None, num_classes: int | None = None
+    classes: ArrayLike, *, c: Any = None, d: Any = None, corr: Any = None, num_classes: int | None = None
 ) -> jax.Array:
     """The ``(N, N)`` block Gram for true classes ``classes`` (any order).
 
@@ -194,6 +198,9 @@ def block_outputs_core(
     bspec: BlockSpectrum, classes: jax.Array, targets: jax.Array, lam: jax.Array, rounds: jax.Array
 ) -> jax.Array:
     """O(N K + K^3) closed-form outputs ``(R, N, K)`` in the block model (no validation)."""
+    chex.assert_rank([classes, targets, lam, rounds], [1, 2, 0, 1])
+    chex.assert_shape(classes, (targets.shape[0],))
+    chex.assert_type(classes, int)
     n_total, k = targets.shape
     ridge = k * n_total * lam
     exps = (jnp.asarray(rounds) + 1).astype(targets.dtype)
@@ -218,8 +225,8 @@ def _instance_types(classes: np.ndarray, targets: np.ndarray) -> tuple:
 
 @float64
 def block_outputs(
-    targets: Any,
-    classes: Any,
+    targets: ArrayLike,
+    classes: ArrayLike,
     *,
     c: Any = None,
     d: Any = None,

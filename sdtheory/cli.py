@@ -3,23 +3,29 @@
 Each factory returns an ``argparse`` ``type=`` callable that raises
 ``argparse.ArgumentTypeError`` with a message; argparse then names the flag
 in its error and exits with status 2. :func:`run_main` is the scripts' entry
-point (Ctrl-C -> one line on stderr, exit status 130). No math and no files
-here.
+point (Ctrl-C -> one line on stderr, exit status 130), :func:`exit_script` its
+``__main__`` call. No math and no files here.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import signal
 import sys
+import threading
+from typing import NoReturn
 
 __all__ = [
     "interrupted",
     "output_dir_or_exit",
     "EXIT_INTERRUPTED",
     "cd_pairs",
+    "exit_script",
     "float_in",
     "int_at_least",
+    "interruptible",
     "noise_kind",
     "run_main",
 ]
@@ -36,6 +42,13 @@ def run_main(main, prog: str, argv=None) -> int:
     a traceback. A return value that is not an int (e.g. a result dict) means
     success, 0. Argument errors keep argparse's ``SystemExit(2)``.
     """
+    global _ctrl_c_pending
+    _ctrl_c_pending = False
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, _on_ctrl_c)
+    unraisable = sys.unraisablehook
+    sys.unraisablehook = _quiet_lost_ctrl_c
     try:
         rc = main(argv)
     except KeyboardInterrupt as exc:
@@ -45,7 +58,64 @@ def run_main(main, prog: str, argv=None) -> int:
         except (OSError, ValueError):  # stderr closed: the exit status still tells
             pass
         return EXIT_INTERRUPTED
+    finally:
+        sys.unraisablehook = unraisable
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
+
+
+#: Set by a Ctrl-C during :func:`run_main`; :func:`interruptible` callbacks raise it again if it was lost.
+_ctrl_c_pending = False
+
+
+def _on_ctrl_c(signum, frame):
+    """Python's own SIGINT behaviour (raise ``KeyboardInterrupt``), remembered.
+
+    Python discards an exception raised inside a garbage-collector callback
+    (JAX registers one), so a Ctrl-C landing there would be lost and the run
+    would go on: the flag lets the next :func:`interruptible` callback raise it.
+    """
+    global _ctrl_c_pending
+    _ctrl_c_pending = True
+    raise KeyboardInterrupt
+
+
+def _quiet_lost_ctrl_c(unraisable):
+    """No "Exception ignored" traceback for a lost Ctrl-C (:func:`interruptible` raises it again)."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+
+
+def interruptible(callback):
+    """``callback`` (a progress or per-chunk callback), then ``KeyboardInterrupt`` if a Ctrl-C was lost meanwhile."""
+
+    def call(*args, **kwargs):
+        out = callback(*args, **kwargs)
+        if _ctrl_c_pending:
+            raise KeyboardInterrupt
+        return out
+
+    return call
+
+
+def exit_script(main, prog: str) -> NoReturn:
+    """A script's ``__main__`` entry: :func:`run_main`, then exit with its status.
+
+    After Ctrl-C the process ends with ``os._exit(130)`` once the streams are
+    flushed: XLA may still be compiling in background threads, and the
+    interpreter's normal teardown can then crash (SIGSEGV). By then ``main``
+    has unwound, so staged outputs are removed and checkpoints are on disk.
+    """
+    rc = run_main(main, prog)
+    if rc == EXIT_INTERRUPTED:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(rc)
+    sys.exit(rc)
 
 
 def int_at_least(lo: int):

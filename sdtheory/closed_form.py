@@ -25,7 +25,9 @@ from __future__ import annotations
 from typing import Any, Union
 from collections.abc import Sequence
 
+import chex
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 
@@ -61,6 +63,12 @@ def shrink_factors(eigvals: jax.Array, ridge: jax.Array) -> jax.Array:
     return eigvals / (eigvals + ridge)
 
 
+def _check_kernel_args(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> None:
+    """The closed-form kernels' contract (trace-time): ``U (N, M)``, ``s (M,)``, ``T (N, K)``, 0-d lam, 1-D rounds."""
+    chex.assert_rank([targets, spec.eigvecs, spec.eigvals, lam, rounds], [2, 2, 1, 0, 1])
+    chex.assert_shape(spec.eigvecs, (targets.shape[0], spec.eigvals.shape[0]))
+
+
 @jax.jit
 def sd_outputs_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> jax.Array:
     """Closed-form outputs ``(R, N, K)`` from a precomputed :class:`Spectrum`.
@@ -69,6 +77,7 @@ def sd_outputs_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: 
     public boundary. Vmaps over ``targets`` and ``lam``; ``rounds`` is an
     array of round indices (a batch of them is one call).
     """
+    _check_kernel_args(spec, targets, lam, rounds)
     n, k = targets.shape
     ridge = k * n * lam
     centred = targets - 1.0 / k
@@ -111,17 +120,14 @@ def sd_mixed_outputs_core(
     multiplied by ``m_r = (1 - xi) q (1 - (xi q)^r)/(1 - xi q) + xi^r q^{r+1}``,
     the solution of ``m_0 = q``, ``m_r = q ((1 - xi) + xi m_{r-1})``.
     """
+    from .variants import target_multipliers_core  # the variants' one closed form (temperature 1)
+
     n, k = targets.shape
     ridge = k * n * lam
-    r = jnp.asarray(rounds).astype(spec.eigvals.dtype)[:, None]
 
     def fn(s):
-        q = shrink_factors(s, ridge)[None, :]
-        xq = xi * q
-        # (1 - (xq)^r) / (1 - xq) written as a finite geometric sum that is
-        # safe when xq -> 1 (q < 1 always, so this is only roundoff care).
-        geo = jnp.where(jnp.abs(1.0 - xq) > 1e-12, (1.0 - xq**r) / (1.0 - xq), r)
-        return (1.0 - xi) * q * geo + xi**r * q ** (r + 1.0)
+        q = shrink_factors(s, ridge)
+        return q[None, :] * target_multipliers_core(q, jnp.asarray(rounds), 1.0, xi)
 
     return 1.0 / k + apply_spectral(spec, fn, targets - 1.0 / k, vanishes_at_zero=True)
 
@@ -139,6 +145,8 @@ def sd_test_outputs_core(
     so the output is ``1/K + cross diag(q^r / (s + K N lam)) U^T (T - 1/K)``
     with ``cross = G_{test,train} U``.
     """
+    _check_kernel_args(spec, targets, lam, rounds)
+    chex.assert_shape(cross, (None, spec.eigvals.shape[0]))
     n, k = targets.shape
     ridge = k * n * lam
     exps = jnp.asarray(rounds).astype(spec.eigvals.dtype)
@@ -177,13 +185,17 @@ def _prepare(targets, lam, rounds, num_rounds, gram, features, *, probability_ta
 
 @float64
 def sd_outputs(
-    targets: Any,
+    targets: ArrayLike,
     *,
-    lam: Any,
+    lam: Any = None,
     rounds: RoundsLike | None = None,
     num_rounds: int | None = None,
-    gram: Any = None,
-    features: Any = None,
+    gram: ArrayLike | None = None,
+    features: ArrayLike | None = None,
+    temperature: Any = 1.0,
+    xi: Any = 1.0,
+    hard: Any = False,
+    lam_schedule: Any = None,
 ) -> jax.Array:
     r"""Linearised softmax outputs of self-distillation rounds on the training set.
 
@@ -199,6 +211,14 @@ def sd_outputs(
       num_rounds: a count ``R <= 10^5``: rounds ``0..R-1``. Exactly one of the two.
       gram: ``(N, N)`` symmetric PSD Gram. Exactly one of ``gram``/``features``.
       features: ``(N, d)`` features; the Gram ``X X^T`` is never formed.
+      temperature, xi, hard: distillation variants (:mod:`sdtheory.variants`;
+        defaults: plain SD). Round ``r`` fits
+        ``xi * teacher + (1 - xi) * targets``, the teacher being round
+        ``r - 1``'s outputs at temperature ``temperature`` (linearised:
+        ``1/K + (P - 1/K)/temperature``) or, with ``hard=True``, their one-hot
+        argmax.
+      lam_schedule: in place of ``lam``, a 1-D sequence with one L2 weight
+        for each round ``0..max(rounds)`` (per eigenvalue the filters multiply).
 
     Returns:
       ``(R, N, K)`` array ``P_r = 1/K + S^{r+1} (T - 1/K)``,
@@ -210,20 +230,40 @@ def sd_outputs(
     Raises:
       ValueError / TypeError naming the problem for invalid inputs.
     """
+    from .predictor import predictor
+    from .variants import check_variant, resolve_lam
+
+    variant = check_variant(temperature, xi, hard)
+    schedule = resolve_lam(lam, lam_schedule)[1]
+    if not variant.is_plain or schedule is not None:
+        r = V.resolve_rounds(rounds, num_rounds)
+        if schedule is not None:
+            resolve_lam(None, schedule, int(r.max()) + 1)
+        p = predictor(
+            targets,
+            lam=lam,
+            gram=gram,
+            features=features,
+            temperature=temperature,
+            xi=xi,
+            hard=hard,
+            lam_schedule=lam_schedule,
+        )
+        return p.train_outputs(rounds=r)
     spec, t, lam, r = _prepare(targets, lam, rounds, num_rounds, gram, features)
     return sd_outputs_core(spec, t, lam, r)
 
 
 @float64
 def sd_mixed_outputs(
-    targets: Any,
+    targets: ArrayLike,
     *,
     lam: Any,
     xi: Any,
     rounds: RoundsLike | None = None,
     num_rounds: int | None = None,
-    gram: Any = None,
-    features: Any = None,
+    gram: ArrayLike | None = None,
+    features: ArrayLike | None = None,
 ) -> jax.Array:
     """Closed form for SD with mixed targets ``T_r = xi P_{r-1} + (1 - xi) T``.
 
@@ -247,15 +287,15 @@ def sd_mixed_outputs(
 
 @float64
 def sd_test_outputs(
-    targets: Any,
+    targets: ArrayLike,
     *,
     lam: Any,
     rounds: RoundsLike | None = None,
     num_rounds: int | None = None,
-    features: Any = None,
-    test_features: Any = None,
-    gram: Any = None,
-    test_gram: Any = None,
+    features: ArrayLike | None = None,
+    test_features: ArrayLike | None = None,
+    gram: ArrayLike | None = None,
+    test_gram: ArrayLike | None = None,
 ) -> jax.Array:
     """Linearised outputs of each round on new points, ``(R, N_test, K)``.
 
@@ -276,13 +316,13 @@ def sd_test_outputs(
 
 @float64
 def kernel_ridge_sd(
-    targets: Any,
+    targets: ArrayLike,
     *,
     lam: Any,
     rounds: RoundsLike | None = None,
     num_rounds: int | None = None,
-    gram: Any = None,
-    features: Any = None,
+    gram: ArrayLike | None = None,
+    features: ArrayLike | None = None,
 ) -> jax.Array:
     """Squared-loss (kernel ridge) self-distillation, exact (Mobahi et al. 2020).
 
@@ -295,7 +335,7 @@ def kernel_ridge_sd(
 
 
 @float64(kernel="jax.numpy.argmax(outputs, axis=-1)")
-def predictions(outputs: Any) -> jax.Array:
+def predictions(outputs: ArrayLike) -> jax.Array:
     """Argmax class of outputs ``(..., K)`` (ties to the lowest index).
 
     ``outputs`` is a finite real array with a class axis (``K >= 1``). A

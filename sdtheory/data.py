@@ -64,6 +64,7 @@ __all__ = [
     "BlockStatistics",
     "load_features",
     "load_digits",
+    "block_dataset",
     "stratified_split",
     "stratified_subset",
     "standardize",
@@ -387,6 +388,37 @@ def load_digits(*, key: Optional[jax.Array] = None, seed: int = 0, test_fraction
     return Dataset(x[tr], y[tr], 10, x[te], y[te], "digits")
 
 
+def block_dataset(
+    *,
+    key: jax.Array,
+    num_classes: int,
+    per_class: int,
+    test_per_class: int,
+    c: float,
+    d: float,
+    dim: int,
+) -> Dataset:
+    """Synthetic data from the block model: Gaussian-mixture features whose expected Gram is the block Gram.
+
+    Training and held-out points are drawn together by
+    :func:`sdtheory.block.sample_block_features` (so they share the class
+    means), ``per_class`` / ``test_per_class`` of each class, classes in
+    blocks; ``0 <= d < c < 1``. Name ``"block(c=..., d=...)"``.
+    """
+    from .block import sample_block_features
+
+    key = _key(key, "block_dataset")
+    k = V.check_size(num_classes, "num_classes", minimum=2)
+    n = V.check_size(per_class, "per_class", minimum=1)
+    m = V.check_size(test_per_class, "test_per_class", minimum=1)
+    c, d = V.check_cd(c, d)
+    dim = V.check_size(dim, "dim", minimum=1)
+    y = np.repeat(np.arange(k, dtype=np.int64), n)
+    yt = np.repeat(np.arange(k, dtype=np.int64), m)
+    x = np.asarray(sample_block_features(key, np.concatenate([y, yt]), c=c, d=d, dim=dim, num_classes=k))
+    return Dataset(x[: y.size], y, k, x[y.size :], yt, f"block(c={c:g}, d={d:g})")
+
+
 # --------------------------------------------------------------------------
 # Feature maps
 # --------------------------------------------------------------------------
@@ -462,7 +494,7 @@ def normalize_rows(train: Any, test: Any = None, *, center: bool = False) -> tup
     center = V.check_bool(center, "center")
     x, xt = _check_pair(train, test)
 
-    def scaled(a):
+    def scaled(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``a`` with rows divided by powers of two, their norms, and the log of the true norms."""
         p = _pow2_scale(a, axis=1)
         a = a / p
@@ -477,7 +509,7 @@ def normalize_rows(train: Any, test: Any = None, *, center: bool = False) -> tup
         x = x - mu
         xt = None if xt is None else xt - mu
 
-    def unit(a, norms, log_norms, what):
+    def unit(a: np.ndarray, norms: np.ndarray, log_norms: np.ndarray, what: str) -> np.ndarray:
         tiny = (norms == 0) | (log_norms <= floor)
         if np.any(tiny):
             i = int(np.flatnonzero(tiny)[0])

@@ -39,14 +39,18 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, NamedTuple
 
+import chex
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 
 from . import _validation as V
 from ._x64 import float64
 from .losses import get_loss
+from .metrics import TIE_TOL
 from .spectral import Spectrum, _spectrum as spectrum
+from .variants import next_targets_core
 
 __all__ = [
     "DEFAULT_MAX_CG",
@@ -361,7 +365,7 @@ def _lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, 
         z0 = z0 * (1.0 - a_pre)
     w0 = phi.T @ loss.grad(t, z0, q) / n
     gu0 = (w0 + lam * v0) / scale
-    du0 = _two_loop(gu0, *mem, memory)
+    du0 = _two_loop(gu0, *mem, memory)  # type: ignore[call-arg]  # mem is (S, Y, rho, count, gamma)
     du0 = jnp.where(_vdot(gu0, du0) < 0, du0, -gu0)
     res0, zd0 = residual_and_zd(z0, w0, du0 / scale)
 
@@ -405,7 +409,7 @@ def _lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, 
 SOLVERS = {"lbfgs": _lbfgs_round, "newton-cg": _newton_cg_round, "optax-lbfgs": _optax_lbfgs_round}
 
 
-@partial(jax.jit, static_argnames=("num_rounds", "loss", "max_cg", "solver"))
+@partial(jax.jit, static_argnames=("num_rounds", "loss", "max_cg", "solver", "hard"))
 def exact_phi_core(
     phi,
     targets,
@@ -418,7 +422,21 @@ def exact_phi_core(
     max_iter=DEFAULT_MAX_ITER,
     max_cg=DEFAULT_MAX_CG,
     solver="lbfgs",
+    lams=None,
+    temperature=1.0,
+    xi=1.0,
+    hard=False,
+    tie_tol=TIE_TOL,
 ):
+    """Rounds ``0..num_rounds-1`` in the solver coordinates ``phi`` (jitted, no validation).
+
+    Round ``r``'s targets come from round ``r - 1`` by
+    :func:`sdtheory.variants.next_targets_core` (``temperature``, ``xi``,
+    ``hard``; the defaults are plain SD, ``T_r = P_{r-1}``); ``lams``
+    ``(num_rounds,)`` is a lam schedule (default: ``lam`` every round).
+    """
+    chex.assert_rank([phi, targets, lam], [2, 2, 0])  # Phi (N, M), T (N, K), one lam
+    chex.assert_equal_shape_prefix([phi, targets], 1)
     lossfn = get_loss(loss)
     solve = SOLVERS[solver]
     n = phi.shape[0]
@@ -430,7 +448,9 @@ def exact_phi_core(
 
     mem0 = _init_memory(phi.shape[1], targets.shape[1], dtype)
 
-    def one_round(carry, _):
+    lams = jnp.broadcast_to(lam, (num_rounds,)) if lams is None else jnp.asarray(lams, dtype)
+
+    def one_round(carry, lam):
         t, v = carry
         # A fresh L-BFGS memory each round: carrying the previous round's pairs
         # was measured to cost more iterations (docs/exact_solver.md).
@@ -439,9 +459,9 @@ def exact_phi_core(
         coef = -lossfn.grad(t, s.z, q) / (n * lam)
         grad = s.w + lam * s.v
         out = (p, s.res, jnp.max(jnp.abs(grad)), s.it, s.res <= tol, coef)
-        return (p, s.v), out
+        return (next_targets_core(p, s.z, targets, temperature, xi, hard, tie_tol), s.v), out
 
-    _, outs = jax.lax.scan(one_round, (targets, v0), None, length=num_rounds)
+    _, outs = jax.lax.scan(one_round, (targets, v0), lams)
     return ExactResult(*outs)
 
 
@@ -462,8 +482,13 @@ def exact_outputs_core(
     max_iter: int = DEFAULT_MAX_ITER,
     max_cg: int = DEFAULT_MAX_CG,
     solver: str = "lbfgs",
+    **variant: Any,
 ) -> ExactResult:
     """Exact outputs of rounds ``0..num_rounds-1`` from a precomputed spectrum.
+
+    ``variant``: the round-chaining options of :func:`exact_phi_core`
+    (``lams``, ``temperature``, ``xi``, ``hard``, ``tie_tol``; module
+    :mod:`sdtheory.variants`).
 
     Jitted, no validation (use :func:`exact_outputs` or
     :func:`sdtheory.predictor` at the public boundary). Works under
@@ -485,6 +510,7 @@ def exact_outputs_core(
         max_iter=max_iter,
         max_cg=int(max_cg),
         solver=solver,
+        **variant,
     )
 
 
@@ -558,8 +584,8 @@ def solver_features(*, gram: Any = None, features: Any = None, spec: Spectrum | 
     return spectral_features(spectrum(gram=gram))
 
 
-def raise_unconverged(res: ExactResult, tol: float, max_iter: int, rounds: Any = None) -> None:
-    """``RuntimeError`` naming the rounds that missed ``tol`` (concrete results only)."""
+def raise_unconverged(res: Any, tol: float, max_iter: int, rounds: Any = None) -> None:
+    """``RuntimeError`` naming the rounds of ``res`` (ExactResult or PLLResult) that missed ``tol`` (concrete)."""
     if V.is_tracer(res.converged) or bool(np.all(np.asarray(res.converged))):
         return
     bad_pos = np.flatnonzero(~np.asarray(res.converged))
@@ -573,19 +599,23 @@ def raise_unconverged(res: ExactResult, tol: float, max_iter: int, rounds: Any =
 
 @float64
 def exact_outputs(
-    targets: Any,
+    targets: ArrayLike,
     *,
-    lam: Any,
+    lam: Any = None,
     rounds: Any = None,
     num_rounds: Any = None,
-    gram: Any = None,
-    features: Any = None,
+    gram: ArrayLike | None = None,
+    features: ArrayLike | None = None,
     loss: str = "ce",
     q: float = 0.7,
     tol: float = DEFAULT_TOL,
     max_iter: int = DEFAULT_MAX_ITER,
     on_failure: str = "raise",
     solver: str = "lbfgs",
+    temperature: Any = 1.0,
+    xi: Any = 1.0,
+    hard: Any = False,
+    lam_schedule: Any = None,
 ) -> ExactResult:
     r"""Exact softmax outputs of chained self-distillation rounds.
 
@@ -615,6 +645,12 @@ def exact_outputs(
         ``"flag"`` (return with ``converged=False``).
       solver: a name from :data:`SOLVERS` (``"lbfgs"``, the default,
         ``"newton-cg"`` or ``"optax-lbfgs"``).
+      temperature, xi, hard: distillation variants (:mod:`sdtheory.variants`):
+        round ``r`` fits ``xi * softmax(Z_{r-1}/temperature) + (1 - xi) * targets``,
+        or with ``hard=True`` the one-hot argmax of round ``r - 1`` in place of
+        the softened outputs.
+      lam_schedule: in place of ``lam``, a 1-D sequence with one L2 weight
+        for each round ``0..max(rounds)``.
 
     Returns:
       :class:`ExactResult` with leading axis ``R`` (one entry per requested round).
@@ -640,13 +676,21 @@ def exact_outputs(
         max_iter=max_iter,
         on_failure=on_failure,
         solver=solver,
+        temperature=temperature,
+        xi=xi,
+        hard=hard,
+        lam_schedule=lam_schedule,
     )
     return p.exact_result(rounds=r)
 
 
 @float64(kernel="jax.nn.softmax(jnp.einsum('tn,rnk->rtk', test_gram, coef))")
 def exact_predict(
-    result_or_coef: Any, *, test_gram: Any = None, test_features: Any = None, features: Any = None
+    result_or_coef: Any,
+    *,
+    test_gram: ArrayLike | None = None,
+    test_features: ArrayLike | None = None,
+    features: ArrayLike | None = None,
 ) -> jax.Array:
     """Softmax outputs ``(R, N_test, K)`` of every round on new points.
 

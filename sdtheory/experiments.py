@@ -72,6 +72,7 @@ __all__ = [
     "FIELDNAMES",
     "METRIC_COLUMNS",
     "FeatureMap",
+    "FeatureMapError",
     "ProtocolResult",
     "aggregate",
     "feature_map_report",
@@ -156,6 +157,7 @@ def prepare_dataset(
         tr, te = stratified_split(split_key(seed), ds.labels, test_fraction)
         ds = Dataset(ds.features[tr], ds.labels[tr], ds.num_classes, ds.features[te], ds.labels[te], ds.name)
     if subset is not None:
+        assert ds.test_features is not None and ds.test_labels is not None  # split above
         n_train, n_test = subset
         tr = stratified_subset(jax.random.fold_in(master, 2), ds.labels, n_train)
         te = stratified_subset(jax.random.fold_in(master, 3), ds.test_labels, n_test)
@@ -244,7 +246,13 @@ def prepare_feature_map(
     x = jnp.asarray(features, dtype=float)
     xt = jnp.asarray(test_features, dtype=float)
     spec = _feature_spectrum(x)
-    bspec = _block_spectrum_checked(stats.class_sizes, stats.c, stats.d)
+    try:
+        bspec = _block_spectrum_checked(stats.class_sizes, stats.c, stats.d)
+    except ValueError as exc:
+        raise ValueError(
+            f"the block model fitted to these features (c, d: mean within- and across-class correlations) is "
+            f"outside its domain; the classes are too weakly separated: {exc}"
+        ) from None
     return FeatureMap(
         name=name,
         features=x,
@@ -531,6 +539,10 @@ def run_cell(fm: FeatureMap, given_labels: Any, test_labels: Any, *, num_rounds:
 # --------------------------------------------------------------------------
 
 
+class FeatureMapError(ValueError):
+    """A feature map that :func:`run_protocol` cannot use on the data set; the message names it and says why."""
+
+
 class ProtocolResult(NamedTuple):
     """Result of :func:`run_protocol`.
 
@@ -588,7 +600,7 @@ def run_protocol(
     (spectra, summaries) is always recomputed; it is deterministic. Nothing
     here touches files: the caller persists what ``on_cell`` receives.
     """
-    if ds.test_features is None:
+    if ds.test_features is None or ds.test_labels is None:
         raise ValueError("the data set needs a held-out split; see prepare_dataset")
     num_seeds = V.check_int(num_seeds, "num_seeds", minimum=1)
     num_rounds = V.check_int(num_rounds, "num_rounds", minimum=1)
@@ -608,15 +620,18 @@ def run_protocol(
     done = 0
     t_start = time.perf_counter()
     for fi, name in enumerate(feature_maps):
-        x, xt = make_features(
-            name,
-            ds.features,
-            ds.test_features,
-            key=jax.random.fold_in(master, 10 + fi),
-            num_features=relu_dim,
-            center=center,
-        )
-        fm = prepare_feature_map(x, xt, true, k, lam=lam, name=name)
+        try:
+            x, xt = make_features(
+                name,
+                ds.features,
+                ds.test_features,
+                key=jax.random.fold_in(master, 10 + fi),
+                num_features=relu_dim,
+                center=center,
+            )
+            fm = prepare_feature_map(x, xt, true, k, lam=lam, name=name)
+        except ValueError as exc:
+            raise FeatureMapError(f"feature_maps[{fi}] = {name!r} cannot be used on {ds.name}: {exc}") from None
         summaries[name], spectra[name] = feature_map_report(fm)
         clusters = None
         if "cc" in kinds:
@@ -687,20 +702,21 @@ def _check_completed_cells(completed: Any, feature_maps, kinds, rates, num_seeds
 # --------------------------------------------------------------------------
 
 
-def aggregate(rows: Sequence[Mapping]) -> dict:
+def aggregate(rows: Sequence[Mapping], *, metrics: Optional[Sequence[str]] = None) -> dict:
     """``(feature_map, kind, rate, solver, method, round) -> {metric: (mean, std, n)}`` over seeds.
 
-    Non-finite values (an empty clean/corrupted group, a metric a method does
+    ``metrics``: the columns averaged (default: :data:`METRIC_COLUMNS`,
+    ``agree_exact`` and ``realised_rate``). Non-finite values (an empty clean/corrupted group, a metric a method does
     not have) are left out of the mean; ``n`` counts the values used.
     """
     groups: dict = {}
     for row in rows:
         key = (row["feature_map"], row["kind"], row["rate"], row["solver"], row["method"], row["round"])
         groups.setdefault(key, []).append(row)
-    agg = {}
+    agg: dict = {}
     for key, rs in groups.items():
         agg[key] = {}
-        for m in METRIC_COLUMNS + ("agree_exact", "realised_rate"):
+        for m in METRIC_COLUMNS + ("agree_exact", "realised_rate") if metrics is None else metrics:
             v = np.array([r[m] for r in rs], dtype=float)
             v = v[np.isfinite(v)]
             agg[key][m] = (

@@ -294,6 +294,7 @@ def write_csv(
             raise ValueError(f"all columns must have the same length, got {lens}")
         body = list(zip(*cols, strict=True))
     else:
+        assert rows is not None  # exactly one of columns and rows
         if fieldnames is None:
             raise ValueError("rows= needs fieldnames=")
         names = list(fieldnames)
@@ -306,8 +307,8 @@ def write_csv(
     buf = _io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(names)
-    for row in body:
-        writer.writerow([_cell(v) for v in row])
+    for cells in body:
+        writer.writerow([_cell(v) for v in cells])
     out = atomic_write_text(path, buf.getvalue())
     if metadata is not None:
         write_json(str(out) + ".meta.json", {"file": out.name, "columns": names}, metadata=metadata)
@@ -421,7 +422,7 @@ def save_features(
     if path.suffix.lower() != ".npz":
         raise ValueError(f"{path}: save_features writes .npz files; give a path ending in .npz")
     ds = _validate(features, labels, test_features, test_labels, num_classes, str(path), path.stem)
-    arrays = {"features": ds.features, "labels": ds.labels}
+    arrays: dict[str, Any] = {"features": ds.features, "labels": ds.labels}
     if ds.test_features is not None:
         arrays["test_features"] = ds.test_features
         arrays["test_labels"] = ds.test_labels
@@ -550,7 +551,7 @@ def _recover(target: Path) -> None:
     if not target.parent.is_dir():
         return
     pattern = re.compile(re.escape(target.name) + r"\.(tmp|old)-(\d+)")
-    dead = {"tmp": [], "old": []}
+    dead: dict[str, list[Path]] = {"tmp": [], "old": []}
     for entry in target.parent.iterdir():
         m = pattern.fullmatch(entry.name)
         if m and entry.is_dir() and not _pid_alive(int(m.group(2))):

@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 
@@ -148,7 +149,7 @@ def _check_scored(x: Any, true_labels: Any, name: str, labels_name: str):
 
 
 @float64
-def correct(outputs: Any, true_labels: Any, *, tie_tol: float = TIE_TOL) -> jax.Array:
+def correct(outputs: ArrayLike, true_labels: ArrayLike, *, tie_tol: float = TIE_TOL) -> jax.Array:
     """Per-instance correctness ``(..., N)`` of outputs ``(..., N, K)`` (ties are failures).
 
     See the module docstring for the rule; ``tie_tol`` in ``[0, 0.1)``.
@@ -161,7 +162,7 @@ def correct(outputs: Any, true_labels: Any, *, tie_tol: float = TIE_TOL) -> jax.
 
 
 @float64
-def accuracy(outputs_or_predictions: Any, true_labels: Any, *, tie_tol: float = TIE_TOL) -> jax.Array:
+def accuracy(outputs_or_predictions: ArrayLike, true_labels: ArrayLike, *, tie_tol: float = TIE_TOL) -> jax.Array:
     """Accuracy against the true labels, leading axes kept (a scalar for one set).
 
     Args:
@@ -195,7 +196,7 @@ def split_accuracy_core(
 
 @float64
 def split_accuracy(
-    outputs_or_predictions: Any, true_labels: Any, given_labels: Any, *, tie_tol: float = TIE_TOL
+    outputs_or_predictions: ArrayLike, true_labels: ArrayLike, given_labels: ArrayLike, *, tie_tol: float = TIE_TOL
 ) -> SplitAccuracy:
     """Accuracy on instances whose given label was clean and on those whose label was corrupted.
 
@@ -214,15 +215,15 @@ def split_accuracy(
 
 @float64
 def heldout_accuracy(
-    targets: Any,
-    test_labels: Any,
+    targets: ArrayLike,
+    test_labels: ArrayLike,
     *,
     lam: Any,
     rounds: Any,
-    features: Any = None,
-    test_features: Any = None,
-    gram: Any = None,
-    test_gram: Any = None,
+    features: ArrayLike | None = None,
+    test_features: ArrayLike | None = None,
+    gram: ArrayLike | None = None,
+    test_gram: ArrayLike | None = None,
     tie_tol: float = TIE_TOL,
 ) -> jax.Array:
     """Held-out accuracy ``(R,)`` of the linearised SD rounds on new points.
@@ -238,11 +239,13 @@ def heldout_accuracy(
     out = p.test_outputs(rounds=rounds, test_features=test_features, test_gram=test_gram)
     k = out.shape[-1]
     t = V.check_labels(test_labels, k, "test_labels")
-    V.check_same_n(out.shape[1], np.shape(t)[0], "test_labels", "the test points")
+    V.check_same_n(
+        out.shape[1], np.shape(t)[0], "test_labels", "test_gram" if test_features is None else "test_features"
+    )
     return accuracy_core(jnp.asarray(out), jnp.asarray(t), _check_tie_tol(tie_tol))
 
 
-def first_all_correct(all_correct: Any, rounds: Any) -> np.ndarray:
+def first_all_correct(all_correct: ArrayLike, rounds: Any) -> np.ndarray:
     """First round (value from ``rounds``) whose ``all_correct`` is true along the last axis; ``-1`` if none.
 
     ``all_correct``: bools ``(..., R)`` (or 0/1 numbers); ``rounds``: ``R`` round indices.

@@ -31,6 +31,7 @@ from functools import partial
 from typing import Any, Optional
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 
@@ -176,7 +177,7 @@ def check_clusters(clusters: Any, num_classes: int) -> np.ndarray:
         and (arr.dtype != object or not any(isinstance(g, (list, tuple, np.ndarray, range)) for g in arr))
     )
     # Form 1: a flat array of K cluster ids.
-    if flat:
+    if flat and arr is not None:
         if arr.size == 0:
             raise ValueError(f"clusters must not be empty: pass K = {k} cluster ids or groups covering 0..{k - 1}")
         if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
@@ -380,12 +381,12 @@ def _complete_linkage(dist: np.ndarray, num_clusters: Optional[int], threshold_r
         d[b, :] = np.inf
         d[:, b] = np.inf
         active.remove(b)
-    heights = np.asarray(heights)
+    height_arr = np.asarray(heights)
     if num_clusters is not None:
         n_merges = k - num_clusters
     else:
-        cut = threshold_ratio * (heights.max() if heights.size else 0.0)
-        n_merges = int(np.sum(heights <= cut))
+        cut = threshold_ratio * (height_arr.max() if height_arr.size else 0.0)
+        n_merges = int(np.sum(height_arr <= cut))
     parent = list(range(k))
 
     def find(x):
@@ -403,7 +404,7 @@ def _complete_linkage(dist: np.ndarray, num_clusters: Optional[int], threshold_r
 @float64
 def confusable_clusters(
     class_means_or_features: Any,
-    labels: Any = None,
+    labels: ArrayLike | None = None,
     num_clusters: Optional[int] = None,
     *,
     threshold_ratio: float = 0.8,
@@ -506,7 +507,7 @@ def _largest_remainder_counts(sizes: jax.Array, C: jax.Array) -> jax.Array:
 
 
 @float64
-def exact_counts(true_labels: Any, C: Any) -> np.ndarray:
+def exact_counts(true_labels: ArrayLike, C: Any) -> np.ndarray:
     """The per-class label counts ``m[k, l]`` that ``sample_labels(..., exact=True)`` realises."""
     C = validate_corruption_matrix(C)
     lab = _labels(true_labels, C.shape[0], "true_labels", f"K = {C.shape[0]}, the size of C")
@@ -547,7 +548,7 @@ def sample_labels_exact_core(key: jax.Array, true_labels: jax.Array, C: jax.Arra
 
 
 @float64
-def sample_labels(key: jax.Array, true_labels: Any, C: Any, *, exact: bool = False) -> jax.Array:
+def sample_labels(key: jax.Array, true_labels: ArrayLike, C: ArrayLike, *, exact: bool = False) -> jax.Array:
     """Noisy labels ``(N,)`` drawn from the corruption matrix ``C``.
 
     Args:
@@ -589,7 +590,7 @@ def empirical_fractions_core(true_labels: jax.Array, given_labels: jax.Array, nu
 
 
 @float64
-def empirical_fractions(true_labels: Any, given_labels: Any, num_classes: int) -> jax.Array:
+def empirical_fractions(true_labels: ArrayLike, given_labels: ArrayLike, num_classes: int) -> jax.Array:
     """Empirical corruption fractions ``f_k(l)`` as a ``(K, K)`` row-stochastic matrix.
 
     ``f[k, l]`` = (number of instances of true class ``k`` with given label

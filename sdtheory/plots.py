@@ -10,8 +10,17 @@ from typing import Any, Optional
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
-__all__ = ["accuracy_figure", "diversity_figure", "linearization_gap_figure", "phase_diagram_figure", "spectrum_figure"]
+__all__ = [
+    "accuracy_figure",
+    "diversity_figure",
+    "diversity_gain_figure",
+    "linearization_gap_figure",
+    "phase_diagram_figure",
+    "smoothing_figure",
+    "spectrum_figure",
+]
 
 
 def new_figure(**kwargs):
@@ -50,15 +59,15 @@ def _step_boundary(ax, etas, values, **kw):
 
 
 def phase_diagram_figure(
-    etas: Sequence[float],
-    rounds: Sequence[int],
+    etas: npt.ArrayLike,
+    rounds: npt.ArrayLike,
     sd_accuracy: np.ndarray,
     *,
     rstar_population: np.ndarray,
     rstar_empirical_mean: np.ndarray,
     observed_first: Optional[np.ndarray] = None,
     threshold: Optional[float] = None,
-    curves: Mapping[str, np.ndarray] = (),
+    curves: Optional[Mapping[str, np.ndarray]] = None,
     curve_styles: Optional[Mapping[str, dict]] = None,
     title: str = "",
     heat_label: str = "multi-round SD",
@@ -165,7 +174,7 @@ def phase_diagram_figure(
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8.5, frameon=False, ncol=1)
 
     styles = dict(curve_styles or {})
-    for label, y in dict(curves).items():
+    for label, y in dict(curves or {}).items():
         ax2.plot(etas, np.asarray(y, dtype=float), label=label, **styles.get(label, {}))
     if threshold is not None and np.isfinite(threshold):
         ax2.axvline(threshold, color="0.3", ls=":", lw=1.5, label=f"corruption threshold $\\eta_c$ = {threshold:.3g}")
@@ -280,7 +289,7 @@ def accuracy_figure(
     blues = colormaps["Blues"]
     rates_a = np.asarray(rates, dtype=float)
     last = num_rounds - 1
-    series = [("exact", "sd", 0, "teacher", "k", "-", "o")]
+    series: list[tuple] = [("exact", "sd", 0, "teacher", "k", "-", "o")]
     series += [("exact", "sd", r, f"SD r{r}", blues(0.35 + 0.65 * r / last), "-", "o") for r in range(1, num_rounds)]
     series += [
         ("exact", "pll_ce", 1, "PLL-CE", "tab:red", "-", "s"),
@@ -415,4 +424,134 @@ def phase_map_figure(phase_map: Any, *, num_rounds: int, title: str = ""):
     if title:
         ax.set_title(title, fontsize=10)
     fig.subplots_adjust(left=0.1, right=0.97, top=0.88, bottom=0.27)
+    return fig
+
+
+def smoothing_figure(
+    agg: Mapping,
+    *,
+    feature_map: str,
+    kinds: Sequence[str],
+    rates: Sequence[float],
+    num_rounds: int,
+    eps: Sequence[float],
+    betas: Sequence[float],
+    taus: Sequence[float],
+    num_seeds: int,
+    dataset_name: str,
+):
+    """Label smoothing vs self-distillation: accuracy against the noise rate, one row of panels per kind.
+
+    Left: training-label recovery; right: held-out accuracy (exact model,
+    mean +- std over seeds). ``agg`` from
+    :func:`sdtheory.smoothing_study.aggregate`.
+    """
+    from matplotlib import colormaps
+
+    from .smoothing_study import method_label
+
+    greens, purples, oranges = colormaps["Greens"], colormaps["Purples"], colormaps["Oranges"]
+    last = num_rounds - 1
+    rates_a = np.asarray(rates, dtype=float)
+    series: list = [("teacher", 0, "teacher", "k", "-", "o")]
+    series += [
+        (
+            method_label("uniform", e),
+            0,
+            f"uniform LS eps={e:g}",
+            greens(0.45 + 0.5 * i / max(1, len(eps) - 1)),
+            "--",
+            None,
+        )
+        for i, e in enumerate(eps)
+    ]
+    series += [
+        (
+            method_label("beta_fixed", b),
+            1,
+            f"Beta({b:g}) smoothing",
+            purples(0.5 + 0.45 * i / max(1, len(betas) - 1)),
+            "-",
+            "v",
+        )
+        for i, b in enumerate(betas)
+    ]
+    series += [("sd", last, f"SD r{last}", "tab:blue", "-", "o")]
+    series += [
+        (
+            method_label("sd_tau", t),
+            last,
+            f"SD tau={t:g} r{last}",
+            oranges(0.5 + 0.45 * i / max(1, len(taus) - 1)),
+            ":",
+            "x",
+        )
+        for i, t in enumerate(taus)
+    ]
+    series += [("pll", 1, "PLL student", "tab:red", "-", "s")]
+    fig = new_figure(figsize=(10, 3.1 * len(kinds)))
+    axes = fig.subplots(len(kinds), 2, squeeze=False, sharey=True)
+    for i, kind in enumerate(kinds):
+        for j, (metric, title) in enumerate(
+            (("train_acc", "training-label recovery"), ("test_acc", "held-out accuracy"))
+        ):
+            ax = axes[i, j]
+            for method, r, label, color, ls, marker in series:
+                mu, sdv = _metric_series(agg, feature_map, kind, rates, "exact", method, r, metric)
+                ax.plot(rates_a, 100 * mu, ls=ls, color=color, marker=marker, ms=3.5, lw=1.3, label=label)
+                if ls == "-":
+                    ax.fill_between(rates_a, 100 * (mu - sdv), 100 * (mu + sdv), color=color, alpha=0.1, lw=0)
+            ax.set_title(f"{kind} noise: {title}", fontsize=10)
+            ax.set_xlabel("noise rate eta")
+            ax.grid(alpha=0.3)
+            if j == 0:
+                ax.set_ylabel("accuracy (%)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.suptitle(
+        f"Label smoothing vs self-distillation on {dataset_name} ({feature_map} features), "
+        f"mean +- std over {num_seeds} seeds",
+        fontsize=11,
+    )
+    fig.tight_layout(rect=(0, 0.2 / len(kinds) if len(kinds) > 1 else 0.14, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8, frameon=False)
+    return fig
+
+
+def diversity_gain_figure(agg: Mapping, *, feature_map: str, kind: str, rates: Sequence[float], num_rounds: int):
+    """Predictive diversity of each exact SD round beside that round's gain in training-label recovery.
+
+    One line per noise rate; the gain of round ``r`` is its recovery minus
+    round ``r - 1``'s (percentage points). ``agg`` from
+    :func:`sdtheory.smoothing_study.aggregate`.
+    """
+    from matplotlib import colormaps
+
+    viridis = colormaps["viridis"]
+    fig = new_figure(figsize=(9, 3.3))
+    axes = fig.subplots(1, 2)
+    rr = np.arange(num_rounds)
+    for i, rate in enumerate(rates):
+        color = viridis(i / max(1, len(rates) - 1))
+
+        def get(metric, r, rate=rate):
+            return agg.get((feature_map, kind, float(rate), "exact", "sd", int(r)), {}).get(metric, (np.nan,))[0]
+
+        div = [get("diversity", r) for r in rr]
+        acc = np.array([get("train_acc", r) for r in rr])
+        axes[0].plot(rr, div, marker="o", ms=3, color=color, label=f"eta={rate:g}")
+        axes[1].plot(rr[1:], 100 * np.diff(acc), marker="o", ms=3, color=color, label=f"eta={rate:g}")
+    axes[0].set_ylabel("mean predictive diversity (normalised)")
+    axes[1].set_ylabel("gain of the round (points of recovery)")
+    axes[1].axhline(0.0, color="k", lw=0.6)
+    axes[0].set_xlabel("SD round (0 = teacher)")
+    axes[1].set_xlabel("SD round")
+    axes[0].set_xticks(rr)
+    axes[1].set_xticks(rr[1:])
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.suptitle(
+        f"Does predictive diversity track the gains of SD? ({kind} noise, {feature_map} features)", fontsize=10
+    )
+    fig.tight_layout()
     return fig

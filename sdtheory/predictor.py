@@ -34,6 +34,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 
@@ -51,6 +52,7 @@ from .exact import (
     solver_features,
 )
 from .spectral import Spectrum, _scale_down, _unit_lam, _unit_problem
+from .variants import Variant, check_variant, closed_variant_core, resolve_lam
 
 __all__ = ["MODELS", "Predictor", "predictor"]
 
@@ -71,9 +73,28 @@ class Predictor:
         ``None`` for the closed form (any round).
       spectrum: the :class:`Spectrum` of the training Gram (closed model, or
         when one was given), or ``None``.
+      variant: the :class:`sdtheory.variants.Variant` of the rounds
+        (temperature, xi, hard labels; the default is plain SD).
+      lam_schedule: the L2 weight of each round (a tuple) when ``lam`` was
+        given as a schedule, else ``None``; ``lam`` is then the teacher's.
     """
 
-    def __init__(self, *, model, targets, lam, spec, features, num_rounds, result, root=1.0, lam_unit=None):
+    def __init__(
+        self,
+        *,
+        model,
+        targets,
+        lam,
+        spec,
+        features,
+        num_rounds,
+        result,
+        root=1.0,
+        lam_unit=None,
+        variant=None,
+        lam_schedule=None,
+        lams_unit=None,
+    ):
         # spec, features, result and lam_unit are at unit scale (G / root^2, X / root, lam / root^2)
         self.model = model
         self._targets = targets
@@ -83,6 +104,9 @@ class Predictor:
         self._spec = spec
         self._features = features  # (N, d) device array at unit scale, or None
         self.num_rounds = num_rounds
+        self.variant = Variant() if variant is None else variant
+        self.lam_schedule = None if lam_schedule is None else tuple(float(v) for v in lam_schedule)
+        self._lams = lams_unit  # (len(schedule),) at unit scale, or None
         self._result = result  # ExactResult over rounds 0..num_rounds-1 (exact model), unit scale
         self.num_instances, self.num_classes = targets.shape
         self._proj = None  # X^T U (closed model, from features): test cross-Gram in O(N_test d M)
@@ -104,7 +128,7 @@ class Predictor:
                 "the eigenvalues of this training Gram overflow float64; the predictor works at unit "
                 "scale (G / lam only) and does not need them"
             )
-        return Spectrum(s, self._spec.eigvecs)
+        return Spectrum(s, self._spec.eigvecs)  # type: ignore[arg-type]  # host arrays, as every public Spectrum
 
     def __repr__(self) -> str:
         rounds = "any round" if self.num_rounds is None else f"rounds 0..{self.num_rounds - 1}"
@@ -131,6 +155,16 @@ class Predictor:
     # ---------------------------------------------------------------- rounds
     def _rounds(self, rounds, num_rounds) -> np.ndarray:
         r = V.resolve_rounds(rounds, num_rounds)
+        if self.lam_schedule is not None and int(r.max()) >= len(self.lam_schedule):
+            raise ValueError(
+                f"rounds {r.tolist()} go beyond the lam schedule (one lam for each round "
+                f"0..{len(self.lam_schedule) - 1})"
+            )
+        if self.variant.hard and int(r.max()) >= V.MAX_NUM_ROUNDS:
+            raise ValueError(
+                f"rounds must be < {V.MAX_NUM_ROUNDS} with hard=True (the rounds are chained one after "
+                f"another), got {int(r.max())}"
+            )
         if self.num_rounds is not None and int(r.max()) >= self.num_rounds:
             raise ValueError(
                 f"rounds {r.tolist()} go beyond the fitted rounds 0..{self.num_rounds - 1}; build the "
@@ -144,8 +178,37 @@ class Predictor:
         """Outputs ``(R, N, K)`` on the training instances for round indices ``rounds`` (or ``0..num_rounds-1``)."""
         r = self._rounds(rounds, num_rounds)
         if self.model == "closed":
-            return sd_outputs_core(self._spec, self._targets, self._lam, jnp.asarray(r))
+            if self._closed_is_plain:
+                return sd_outputs_core(self._spec, self._targets, self._lam, jnp.asarray(r))
+            return self._closed_variant(r)
         return self._result.outputs[r]
+
+    @property
+    def _closed_is_plain(self) -> bool:
+        return self.variant.is_plain and self._lams is None
+
+    def _closed_variant(self, r, cross=None):
+        """Closed-form outputs of a variant (:func:`sdtheory.variants.closed_variant_core`)."""
+        v = self.variant
+        out = closed_variant_core(
+            self._spec,
+            self._targets,
+            self._lam if self._lams is None else self._lams,
+            jnp.asarray(r),
+            v.temperature,
+            v.xi,
+            v.hard,
+            v.tie_tol,
+            cross=cross,
+            schedule=self._lams is not None,
+        )
+        if not bool(jnp.all(jnp.isfinite(out))):
+            raise ValueError(
+                f"the linearised outputs overflow float64 at temperature={v.temperature:g}: the closed form "
+                "multiplies the centred outputs of round r by about temperature^-r (docs/variants.md); use fewer "
+                "rounds or a larger temperature"
+            )
+        return out
 
     def _cross(self, test_features, test_gram):
         """Validated test inputs at the training set's unit scale: ``("features", X_test)`` or ``("gram", G_test)``."""
@@ -191,12 +254,15 @@ class Predictor:
         kind, x = self._cross(test_features, test_gram)
         if self.model == "closed":
             cross = x @ self._proj if kind == "features" else x @ self._spec.eigvecs
+            if not self._closed_is_plain:
+                return self._closed_variant(r, cross)
             return sd_test_outputs_core(self._spec, self._targets, self._lam, jnp.asarray(r), cross)
         if kind == "features":
+            assert self._weights is not None  # exact model fitted on features
             logits = jnp.einsum("td,rkd->rtk", x, self._weights[r])
         else:
             logits = jnp.einsum("tn,rnk->rtk", x, self._result.coef[r])
-        return jax.nn.softmax(logits, axis=-1)
+        return np.asarray(jax.nn.softmax(logits, axis=-1))
 
     @float64(kernel=_KERNELS)
     def predictions(
@@ -249,11 +315,11 @@ class Predictor:
 
 @float64(kernel=_KERNELS)
 def predictor(
-    targets: Any,
+    targets: ArrayLike,
     *,
-    lam: Any,
-    features: Any = None,
-    gram: Any = None,
+    lam: Any = None,
+    features: ArrayLike | None = None,
+    gram: ArrayLike | None = None,
     spectrum: Optional[Spectrum] = None,
     model: str = "closed",
     num_rounds: Optional[int] = None,
@@ -263,6 +329,10 @@ def predictor(
     max_iter: int = DEFAULT_MAX_ITER,
     on_failure: str = "raise",
     solver: str = "lbfgs",
+    temperature: Any = 1.0,
+    xi: Any = 1.0,
+    hard: Any = False,
+    lam_schedule: Any = None,
 ) -> Predictor:
     """Fit a training set once; evaluate rounds, test sets and predictions many times.
 
@@ -282,6 +352,13 @@ def predictor(
       loss, q, tol, max_iter, on_failure, solver: exact model options (see
         :func:`sdtheory.exact_outputs`); the closed form is the linearised
         cross-entropy model (``loss="ce"``).
+      temperature, xi, hard: distillation variants (:mod:`sdtheory.variants`):
+        temperature ``> 0`` on the teacher's logits, mixing weight ``xi`` in
+        ``[0, 1]`` with the given targets, one-hot argmax targets.
+      lam_schedule: in place of ``lam``, a 1-D sequence with one L2 weight
+        per round (``lam_schedule[0]`` the teacher's; exact model:
+        ``num_rounds`` of them, which is then the default ``num_rounds``;
+        closed model: rounds ``0..len - 1`` can be evaluated).
 
     Returns:
       :class:`Predictor`. Its spectrum (closed) or fit (exact) stays on the
@@ -289,6 +366,8 @@ def predictor(
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    variant = check_variant(temperature, xi, hard)
+    lam, schedule = resolve_lam(lam, lam_schedule)
     if spectrum is not None and gram is not None:
         raise ValueError("pass spectrum= alone or with the features= it was computed from, not with gram=")
     if spectrum is None and (features is None) == (gram is None):
@@ -315,7 +394,11 @@ def predictor(
                 f"the closed form is the linearised cross-entropy model; use model='exact' for loss={loss!r}"
             )
     else:
-        num_rounds = V.check_num_rounds(1 if num_rounds is None else num_rounds)
+        if num_rounds is None:
+            num_rounds = 1 if schedule is None else len(schedule)
+        num_rounds = V.check_num_rounds(num_rounds)
+        if schedule is not None:
+            resolve_lam(None, schedule, num_rounds)
         check_options(loss, q, tol, max_iter, on_failure, solver)
     # unit scale: G / root^2 and lam / root^2 (root a power of two; the outputs depend on G / lam only)
     unit = _unit_problem(
@@ -323,8 +406,19 @@ def predictor(
     )
     what = "spectrum" if spectrum is not None else ("gram" if gram is not None else "features")
     lam_u = _unit_lam(lam, unit.root, what)
+    lams_u = None if schedule is None else jnp.stack([_unit_lam(v, unit.root, what) for v in schedule])
     t = jnp.asarray(targets, dtype=float)
-    common = dict(targets=t, lam=float(lam), spec=unit.spec, features=unit.features, root=unit.root, lam_unit=lam_u)
+    common = dict(
+        targets=t,
+        lam=float(lam),
+        spec=unit.spec,
+        features=unit.features,
+        root=unit.root,
+        lam_unit=lam_u,
+        variant=variant,
+        lam_schedule=schedule,
+        lams_unit=lams_u,
+    )
     if model == "closed":
         return Predictor(model="closed", num_rounds=None, result=None, **common)
     # from a given spectrum the solver's coordinates are U diag(sqrt s): nothing is factorised again
@@ -340,6 +434,11 @@ def predictor(
         max_iter=int(max_iter),
         max_cg=DEFAULT_MAX_CG,
         solver=solver,
+        lams=lams_u,
+        temperature=variant.temperature,
+        xi=variant.xi,
+        hard=variant.hard,
+        tie_tol=variant.tie_tol,
     )
     if on_failure == "raise":
         raise_unconverged(res, tol, max_iter)

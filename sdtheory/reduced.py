@@ -169,13 +169,16 @@ def reduced_exact_core(
     tol: Any = DEFAULT_TOL,
     max_iter: Any = DEFAULT_MAX_ITER,
     solver: str = "lbfgs",
+    **chain: Any,
 ) -> ExactResult:
     """Exact outputs of rounds ``0..num_rounds-1`` for every type (the package's one exact solver).
 
     Returns an :class:`sdtheory.ExactResult` over types: ``outputs``
     ``(R, T, K)``, residuals (the N-instance fixed-point residual), and
     ``coef`` the *per-instance* dual coefficients ``a_t`` of each type (0
-    for empty types). ``num_rounds``, ``loss`` and ``solver`` are static.
+    for empty types). ``num_rounds``, ``loss`` and ``solver`` are static;
+    ``chain``: the distillation variant of :func:`sdtheory.exact.exact_phi_core`
+    (``temperature``, ``xi``, ``hard``, ``tie_tol``), applied per type.
     """
     counts = ts.counts
     res = exact_phi_core(
@@ -188,6 +191,7 @@ def reduced_exact_core(
         tol=tol,
         max_iter=max_iter,
         solver=solver,
+        **chain,
     )
     occ = counts > 0
     coef = jnp.where(occ[None, :, None], res.coef / jnp.where(occ, counts, 1.0)[None, :, None], 0.0)

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 from collections.abc import Callable
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 
 from . import _validation as V
@@ -46,6 +47,7 @@ __all__ = [
     "pll_rounds_core",
     "pll_student",
     "pll_student_block_model",
+    "top1_mask_core",
     "top2_mask_core",
     "top2_targets",
     "top2_targets_core",
@@ -85,11 +87,21 @@ class PLLResult(NamedTuple):
 # --------------------------------------------------------------------------
 
 
+def _tie_rounded(scores: jax.Array, tie_tol: Any) -> jax.Array:
+    """Scores rounded to multiples of ``tie_tol`` (values within it compare equal; ``tie_tol = 0``: unchanged)."""
+    tol = jnp.asarray(tie_tol, scores.dtype)
+    return jnp.where(tol > 0, jnp.round(scores / jnp.where(tol > 0, tol, 1.0)), scores)
+
+
+def top1_mask_core(scores: jax.Array, tie_tol: Any = TIE_TOL) -> jax.Array:
+    """``(..., K)`` bool mask of the highest score by the same rule (ties to the lower index; no validation)."""
+    return jax.nn.one_hot(jnp.argmax(_tie_rounded(scores, tie_tol), axis=-1), scores.shape[-1], dtype=bool)
+
+
 def top2_mask_core(scores: jax.Array, tie_tol: Any = TIE_TOL) -> jax.Array:
     """``(..., K)`` bool mask of the two highest scores (the rule in the module docstring; no validation)."""
     k = scores.shape[-1]
-    tol = jnp.asarray(tie_tol, scores.dtype)
-    scores = jnp.where(tol > 0, jnp.round(scores / jnp.where(tol > 0, tol, 1.0)), scores)
+    scores = _tie_rounded(scores, tie_tol)
     first = jnp.argmax(scores, axis=-1)
     m1 = jax.nn.one_hot(first, k, dtype=bool)
     second = jnp.argmax(jnp.where(m1, -jnp.inf, scores), axis=-1)
@@ -102,7 +114,7 @@ def top2_targets_core(scores: jax.Array, tie_tol: Any = TIE_TOL) -> jax.Array:
 
 
 @float64
-def top2_targets(outputs: Any, *, tie_tol: float = TIE_TOL) -> jax.Array:
+def top2_targets(outputs: ArrayLike, *, tie_tol: float = TIE_TOL) -> jax.Array:
     """``(N, K)`` partial-label targets with ``1/2`` on each of the two highest classes.
 
     ``outputs`` is ``(N, K)`` (any real scores: probabilities, linearised
@@ -176,11 +188,11 @@ def pll_rounds_core(
 
 @float64(kernel="sdtheory.refine.pll_rounds_core with sdtheory.refine.closed_fit / exact_fit")
 def pll_student(
-    targets: Any,
+    targets: ArrayLike,
     *,
     lam: Any,
-    gram: Any = None,
-    features: Any = None,
+    gram: ArrayLike | None = None,
+    features: ArrayLike | None = None,
     model: str = "closed",
     loss: str = "ce",
     q: float = 0.7,
@@ -228,11 +240,12 @@ def pll_student(
     unit = _unit_problem(gram=gram, features=features, need_spectrum=model == "closed")
     lam_a = _unit_lam(lam, unit.root, "gram" if gram is not None else "features")
     if model == "closed":
+        assert unit.spec is not None  # need_spectrum
         fit = closed_fit(unit.spec, lam_a)
         return pll_rounds_core(fit, fit(t), num_rounds, tie_tol)
     from .exact import DEFAULT_MAX_ITER, DEFAULT_TOL
 
-    opts = dict(tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, on_failure="raise", solver="lbfgs")
+    opts: dict[str, Any] = dict(tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, on_failure="raise", solver="lbfgs")
     unknown = sorted(set(exact_options) - set(opts))
     if unknown:
         raise TypeError(f"unexpected keyword arguments for the exact solver: {unknown}")
@@ -253,14 +266,20 @@ def pll_student(
 
 @float64(kernel="sdtheory.refine.pll_rounds_core with sdtheory.refine.block_fit")
 def pll_student_block_model(
-    targets: Any, classes: Any, *, c: float, d: float, lam: Any, num_rounds: int = 1, tie_tol: float = TIE_TOL
+    targets: ArrayLike,
+    classes: ArrayLike,
+    *,
+    c: float,
+    d: float,
+    lam: Any,
+    num_rounds: int = 1,
+    tie_tol: float = TIE_TOL,
 ) -> PLLResult:
     """Closed-form PLL pipeline on the block Gram of ``classes`` without forming it (``O(N K)`` per fit)."""
     num_rounds = V.check_num_rounds(num_rounds)
     n, k = V.check_targets(targets)
     classes = V.as_array(classes, "classes")
-    V.check_same_n(n, int(classes.shape[0]) if classes.ndim == 1 else -1, "classes", "targets")
-    sizes = _sizes_from_classes(classes, k)
+    sizes = _sizes_from_classes(classes, k, n=n)
     lam = V.check_lam(lam)
     bspec = _block_spectrum_checked(sizes, c, d)
     fit = block_fit(bspec, jnp.asarray(classes), jnp.asarray(lam, dtype=float))

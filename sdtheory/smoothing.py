@@ -8,6 +8,9 @@ r"""Label smoothing and instance-specific smoothing (Zhang & Sabuncu 2020; docs/
   value per instance, sort the draws, give the smallest to the least confident
   instance; target = draw on the labelled class, ``(1 - draw)/(K - 1)`` on
   each other class.
+* :func:`beta_smoothing_fixed_point_core`: Beta smoothing for a model trained
+  to its optimum (a convex linear probe): rank, assign the sorted draws, refit,
+  re-rank, until the ranking stops changing (docs/smoothing.md).
 * :func:`predictive_diversity` and :func:`confidence`: how spread the
   non-argmax probabilities of a prediction are, and its top probability.
 
@@ -17,9 +20,11 @@ Mixed-target SD (``T_r = xi P_{r-1} + (1 - xi) Y``) is
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
+from collections.abc import Callable
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 
@@ -27,7 +32,9 @@ from . import _validation as V
 from ._x64 import float64
 
 __all__ = [
+    "BetaFixedPoint",
     "beta_smoothing",
+    "beta_smoothing_fixed_point_core",
     "beta_smoothing_core",
     "confidence",
     "predictive_diversity",
@@ -59,7 +66,7 @@ def uniform_smoothing_core(targets: jax.Array, eps: jax.Array) -> jax.Array:
 
 
 @float64
-def uniform_smoothing(targets: Any, eps: Any) -> jax.Array:
+def uniform_smoothing(targets: ArrayLike, eps: Any) -> jax.Array:
     """Uniform label smoothing ``(1 - eps) T + eps/K`` of ``(N, K)`` probability targets, ``eps in [0, 1]``."""
     _check_probability_rows(targets, "targets")
     _check_unit(eps, "eps")
@@ -84,7 +91,7 @@ def beta_smoothing_core(
 
 
 @float64
-def beta_smoothing(key: jax.Array, label_probs: Any, labels: Any, num_classes: int, beta: Any) -> jax.Array:
+def beta_smoothing(key: jax.Array, label_probs: ArrayLike, labels: ArrayLike, num_classes: int, beta: Any) -> jax.Array:
     """Zhang & Sabuncu's Beta smoothing targets ``(N, K)``.
 
     Args:
@@ -140,7 +147,7 @@ def predictive_diversity_core(outputs: jax.Array, normalize: bool = False) -> ja
 
 
 @float64
-def predictive_diversity(outputs: Any, *, normalize: bool = False) -> jax.Array:
+def predictive_diversity(outputs: ArrayLike, *, normalize: bool = False) -> jax.Array:
     """Per-row entropy ``(N,)`` of the non-argmax probabilities, renormalised to sum to 1.
 
     ``outputs`` are ``(N, K)`` probability rows (validated). A one-hot row
@@ -152,7 +159,67 @@ def predictive_diversity(outputs: Any, *, normalize: bool = False) -> jax.Array:
 
 
 @float64
-def confidence(outputs: Any) -> jax.Array:
+def confidence(outputs: ArrayLike) -> jax.Array:
     """Top probability ``max_l p_l`` per row, ``(N,)``, of ``(N, K)`` probability rows."""
     _check_probability_rows(outputs, "outputs")
     return jnp.max(jnp.asarray(outputs, dtype=float), axis=-1)
+
+
+class BetaFixedPoint(NamedTuple):
+    """Result of :func:`beta_smoothing_fixed_point_core`.
+
+    Attributes:
+      targets: ``(N, K)`` the last Beta-smoothed targets.
+      outputs: ``(N, K)`` the model fitted on them.
+      iterations: how many refits were made (``>= 1``).
+      converged: whether the ranking, hence the targets, stopped changing
+        (``targets`` are then a fixed point: refitting gives the same ones).
+    """
+
+    targets: jax.Array
+    outputs: jax.Array
+    iterations: int
+    converged: bool
+
+
+def beta_smoothing_fixed_point_core(
+    fit: Callable[[jax.Array], jax.Array],
+    outputs: jax.Array,
+    key: jax.Array,
+    labels: jax.Array,
+    num_classes: int,
+    beta: Any,
+    max_iter: int = 20,
+) -> BetaFixedPoint:
+    """Beta smoothing iterated with a model trained to its optimum (the adaptation to a convex probe).
+
+    Start from ``outputs`` (the teacher's ``(N, K)`` probabilities); each
+    iteration ranks the instances by the current model's probability of
+    their labelled class, gives them the rank-matched ``Beta(beta, 1)`` targets
+    (:func:`beta_smoothing_core` with the *same* ``key``, so the sorted draws
+    are fixed and only their assignment moves) and refits, ``fit(targets) ->
+    outputs``. It stops when the ranking of the refitted model equals the one
+    its targets were made from (a fixed point) or after ``max_iter`` refits.
+    ``max_iter=1`` is the one-round version from the teacher. Host loop
+    (``fit`` may be an exact solve); no validation.
+    """
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+
+    def label_probs(p):
+        return jnp.take_along_axis(p, labels[:, None], axis=1)[:, 0]
+
+    def ranking(p):
+        return np.argsort(np.asarray(label_probs(p)), kind="stable")  # the order beta_smoothing_core uses
+
+    current, order = outputs, ranking(outputs)
+    it = 0
+    while True:
+        it += 1
+        targets = beta_smoothing_core(key, label_probs(current), labels, num_classes, beta)
+        current = fit(targets)
+        new_order = ranking(current)
+        fixed = bool(np.array_equal(new_order, order))
+        if fixed or it == max_iter:
+            return BetaFixedPoint(targets, current, it, fixed)
+        order = new_order

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple, Optional
 from collections.abc import Callable
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 
@@ -201,7 +202,7 @@ def _unit_gram_spectrum(gram: Any, *, validate: bool = True) -> tuple:
     return _clean(spec), root
 
 
-def _gram_spectrum(gram: Any, *, validate: bool = True) -> Spectrum:
+def _gram_spectrum(gram: ArrayLike, *, validate: bool = True) -> Spectrum:
     """Spectrum of a symmetric PSD Gram matrix via ``eigh``.
 
     Raises ``ValueError`` for a non-square, non-finite, non-symmetric or
@@ -228,7 +229,7 @@ def _unit_feature_spectrum(features: Any, *, method: str = "auto", validate: boo
     return _clean(_large_gram_spectrum(x)), root
 
 
-def _feature_spectrum(features: Any, *, method: str = "auto", validate: bool = True) -> Spectrum:
+def _feature_spectrum(features: ArrayLike, *, method: str = "auto", validate: bool = True) -> Spectrum:
     """Spectrum of ``G = X X^T`` from ``(N, d)`` features, never forming ``G`` when ``d < N``.
 
     Methods:
@@ -292,7 +293,7 @@ def _unit_problem(
     """
     if spectrum is not None:
         eigvals, root = _to_unit(spectrum.eigvals, gram=True)
-        spec = Spectrum(eigvals, jnp.asarray(spectrum.eigvecs, dtype=float))
+        spec: Optional[Spectrum] = Spectrum(eigvals, jnp.asarray(spectrum.eigvecs, dtype=float))
         x = None if features is None else _scale_down(features, root, 1)
         return UnitProblem(spec, x, None, root)
     V.one_of_gram_features(gram, features)

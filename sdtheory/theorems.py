@@ -52,6 +52,7 @@ from functools import partial
 from typing import Any, NamedTuple
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 
@@ -594,7 +595,7 @@ def _reduced_search(fractions, c, d, corr, lam, per_class, model, search_rounds,
 
 
 @float64
-def corruption_condition(fractions: Any) -> bool:
+def corruption_condition(fractions: ArrayLike) -> bool:
     """The label-corruption condition ``f_k(k) > f_k(l)`` for all ``k``, ``l != k``.
 
     Population version: pass ``C``; empirical: pass the sampled fractions.
@@ -606,7 +607,7 @@ def corruption_condition(fractions: Any) -> bool:
 
 
 @float64
-def margin(fractions: Any) -> float:
+def margin(fractions: ArrayLike) -> float:
     """``Delta = min over k and labels l != k occurring in class k of f_k(k) - f_k(l)``.
 
     "Occurring" means ``f_k(l) > 0``. ``inf`` when no label is corrupted.
@@ -618,7 +619,7 @@ def margin(fractions: Any) -> float:
 
 @float64
 def min_rounds(
-    fractions: Any,
+    fractions: ArrayLike,
     *,
     c: Any = None,
     d: Any = None,
@@ -672,7 +673,7 @@ def min_rounds(
 
 @float64
 def all_correct_rounds(
-    fractions: Any,
+    fractions: ArrayLike,
     *,
     c: Any = None,
     d: Any = None,
@@ -741,7 +742,7 @@ def all_correct_rounds(
 
 @float64
 def max_rounds(
-    fractions: Any,
+    fractions: ArrayLike,
     *,
     c: Any = None,
     d: Any = None,
@@ -777,7 +778,7 @@ def max_rounds(
 
 
 @float64
-def all_correct_at(fractions: Any, rounds: Any, *, c: float, d: float, lam: Any, per_class: int) -> np.ndarray:
+def all_correct_at(fractions: ArrayLike, rounds: Any, *, c: float, d: float, lam: Any, per_class: int) -> np.ndarray:
     """Bool per round: is every training instance correct there (score formula, global term included)?
 
     ``rounds``: any non-negative round indices up to the int64 maximum
@@ -793,7 +794,7 @@ def all_correct_at(fractions: Any, rounds: Any, *, c: float, d: float, lam: Any,
 
 
 @float64
-def pll_condition(fractions: Any, *, c: float, d: float, lam: Any, per_class: int) -> bool:
+def pll_condition(fractions: ArrayLike, *, c: float, d: float, lam: Any, per_class: int) -> bool:
     r"""PLL one-round condition: the corruption condition and ``h_k(l) < 1`` for all ``l != k``.
 
     ``h_k(l)`` is the fraction of class ``k`` whose linearised teacher top-2
@@ -814,7 +815,7 @@ def pll_condition(fractions: Any, *, c: float, d: float, lam: Any, per_class: in
 
 @float64
 def pll_accuracy_prediction(
-    fractions: Any,
+    fractions: ArrayLike,
     *,
     c: Any = None,
     d: Any = None,

@@ -36,17 +36,29 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
-import sdtheory
-from sdtheory import io as sio
-from sdtheory.cli import cd_pairs, float_in, int_at_least, output_dir_or_exit, run_main
-from sdtheory import montecarlo as mc
-from sdtheory.plots import linearization_gap_figure
+def _interrupted_while_starting(signum, frame):
+    """Ctrl-C while NumPy/JAX load: one line, status 130 and no traceback (as run_main does later)."""
+    print("linearization_gap.py: interrupted while starting; nothing was written", file=sys.stderr, flush=True)
+    os._exit(130)  # not an exception: JAX's import-time callbacks would swallow a KeyboardInterrupt
+
+
+_previous_sigint = signal.signal(signal.SIGINT, _interrupted_while_starting)
+try:
+    import numpy as np
+
+    import sdtheory
+    from sdtheory import io as sio
+    from sdtheory.cli import cd_pairs, exit_script, float_in, int_at_least, interruptible, output_dir_or_exit
+    from sdtheory import montecarlo as mc
+    from sdtheory.plots import linearization_gap_figure
+finally:
+    signal.signal(signal.SIGINT, _previous_sigint)
 
 DEFAULT_OUT = os.path.join("results", "linearization_gap")
 DEFAULT_CD = "0.4,0.1;0.6,0.1;0.3,0.2"
@@ -170,7 +182,7 @@ def main(argv=None) -> int:
 def _run(parser, args, out: Path, t_start: float) -> int:
     lams = np.logspace(np.log10(args.lam_min), np.log10(args.lam_max), args.num_lam)
     configs = [_config(parser, args, c, d, float(lams[0])) for c, d in args.cd]
-    progress = sio.progress_printer("linearization_gap")
+    progress = interruptible(sio.progress_printer("linearization_gap"))
 
     columns = {
         name: []
@@ -309,4 +321,4 @@ def _run(parser, args, out: Path, t_start: float) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main, "linearization_gap.py"))
+    exit_script(main, "linearization_gap.py")

@@ -28,21 +28,41 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
-from sdtheory import LOSSES, MODELS, NOISE_KINDS, SOLVERS, TIE_TOL
-from sdtheory.exact import DEFAULT_MAX_ITER, DEFAULT_TOL
-from sdtheory import io as sio
-from sdtheory._validation import check_cd
-from sdtheory.cli import float_in, int_at_least, interrupted, noise_kind, output_dir_or_exit, run_main
-from sdtheory import montecarlo as mc
-from sdtheory.noise import condition_threshold
-from sdtheory.montecarlo.theory import REGIONS, phase_map, prediction_agreement, round_predictions
-from sdtheory.plots import phase_diagram_figure, phase_map_figure
+def _interrupted_while_starting(signum, frame):
+    """Ctrl-C while NumPy/JAX load: one line, status 130 and no traceback (as run_main does later)."""
+    print("phase_diagram.py: interrupted while starting; nothing was written", file=sys.stderr, flush=True)
+    os._exit(130)  # not an exception: JAX's import-time callbacks would swallow a KeyboardInterrupt
+
+
+_previous_sigint = signal.signal(signal.SIGINT, _interrupted_while_starting)
+try:
+    import numpy as np
+
+    from sdtheory import LOSSES, MODELS, NOISE_KINDS, SOLVERS, TIE_TOL
+    from sdtheory.exact import DEFAULT_MAX_ITER, DEFAULT_TOL
+    from sdtheory import io as sio
+    from sdtheory._validation import check_cd
+    from sdtheory.cli import (
+        exit_script,
+        float_in,
+        int_at_least,
+        interrupted,
+        interruptible,
+        noise_kind,
+        output_dir_or_exit,
+    )
+    from sdtheory import montecarlo as mc
+    from sdtheory.noise import condition_threshold
+    from sdtheory.montecarlo.theory import REGIONS, phase_map, prediction_agreement, round_predictions
+    from sdtheory.plots import phase_diagram_figure, phase_map_figure
+finally:
+    signal.signal(signal.SIGINT, _previous_sigint)
 
 DEFAULT_OUT = os.path.join("results", "phase_diagram")
 SCRIPT = "simulations/phase_diagram.py"
@@ -341,7 +361,7 @@ def main(argv=None) -> int:
             chunk_size=args.chunk_size,
             progress=None if args.quiet else sio.progress_printer("phase_diagram"),
             completed={int(k): v for k, v in saved.items()},
-            on_chunk=keep,
+            on_chunk=interruptible(keep),
         )
         t_sim = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -526,4 +546,4 @@ def _devices():
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main, "phase_diagram.py"))
+    exit_script(main, "phase_diagram.py")

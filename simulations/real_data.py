@@ -27,16 +27,29 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import signal
 import sys
 import time
 from pathlib import Path
 
-from sdtheory import NOISE_KINDS
-from sdtheory import data as D
-from sdtheory import experiments as E
-from sdtheory import io as sio
-from sdtheory import plots
-from sdtheory.cli import float_in, int_at_least, interrupted, output_dir_or_exit, run_main
+
+def _interrupted_while_starting(signum, frame):
+    """Ctrl-C while NumPy/JAX load: one line, status 130 and no traceback (as run_main does later)."""
+    print("real_data.py: interrupted while starting; nothing was written", file=sys.stderr, flush=True)
+    os._exit(130)  # not an exception: JAX's import-time callbacks would swallow a KeyboardInterrupt
+
+
+_previous_sigint = signal.signal(signal.SIGINT, _interrupted_while_starting)
+try:
+    from sdtheory import NOISE_KINDS
+    from sdtheory import data as D
+    from sdtheory import experiments as E
+    from sdtheory import io as sio
+    from sdtheory import plots
+    from sdtheory.cli import exit_script, float_in, int_at_least, interrupted, interruptible, output_dir_or_exit
+finally:
+    signal.signal(signal.SIGINT, _previous_sigint)
 
 SCRIPT = "simulations/real_data.py"
 #: What a previous run leaves in --out (a run replaces the directory as a whole).
@@ -236,7 +249,7 @@ def main(argv=None) -> dict:
             center=not args.no_center,
             progress=sio.progress_printer("real_data"),
             completed=completed,
-            on_cell=keep,
+            on_cell=interruptible(keep),
         )
         rows = result.rows
         agg = E.aggregate(rows)
@@ -287,6 +300,8 @@ def main(argv=None) -> dict:
             sio.write_json(stage / "real_data.json", summary, metadata=metadata)
     except KeyboardInterrupt:
         raise interrupted(out, checkpoint, saved, "cell") from None
+    except E.FeatureMapError as exc:  # the data cannot be used with a feature map: its message, no traceback
+        parser.exit(1, f"{parser.prog}: error: {exc}\n")
     except sio.OutputDirError as exc:  # the directory changed while computing
         parser.error(f"argument --out: {exc}")
     print(
@@ -298,4 +313,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_main(main, "real_data.py"))
+    exit_script(main, "real_data.py")

@@ -303,6 +303,9 @@ _MAKE_CONFIG_DEFAULTS = dict(
     pll_q=0.7,
     clusters=None,
     tie_tol=1e-10,
+    temperature=1.0,
+    xi=1.0,
+    hard=False,
 )
 
 CASES = {
@@ -318,6 +321,24 @@ CASES = {
     ),
     "sd_outputs[gram]": Case(sd.sd_outputs, lambda: dict(targets=Y, lam=0.1, rounds=[0, 2], gram=G)),
     "sd_outputs[features]": Case(sd.sd_outputs, lambda: dict(targets=Y, lam=0.1, num_rounds=2, features=X)),
+    "sd_outputs[variant]": Case(
+        sd.sd_outputs,
+        lambda: dict(targets=Y, lam_schedule=[0.1, 0.2], num_rounds=2, features=X, temperature=2.0, xi=0.5, hard=False),
+        aliases={"lam_schedule": ("lam",)},
+    ),
+    "predictor[variant]": Case(
+        sd.predictor,
+        lambda: dict(targets=Y, lam_schedule=[0.1, 0.2], features=X, temperature=0.5, xi=0.5, hard=True),
+        aliases={"lam_schedule": ("lam",)},
+    ),
+    "exact_outputs[variant]": Case(
+        sd.exact_outputs,
+        lambda: dict(
+            targets=Y, lam_schedule=[0.1, 0.2], num_rounds=2, gram=G, temperature=2.0, xi=0.5, hard=False, **EXACT_FLAG
+        ),
+        aliases={"lam_schedule": ("lam",), "num_rounds": ("lam_schedule",)},
+        slow=True,
+    ),
     "sd_mixed_outputs": Case(sd.sd_mixed_outputs, lambda: dict(targets=Y, lam=0.1, xi=0.5, rounds=[0, 1], gram=G)),
     "sd_test_outputs[features]": Case(
         sd.sd_test_outputs, lambda: dict(targets=Y, lam=0.1, rounds=[0, 1], features=X, test_features=XT)
@@ -783,6 +804,7 @@ PINNED = [
     Pinned("block_outputs", "classes", CLASSES[None]),
     Pinned("block_gram", "classes", [[0, 1], [2]]),
     Pinned("corruption_matrix", "eta", True),
+    Pinned("pll_student_block_model", "d", -8.98846567431158e307),  # the PD check overflowed and accepted it
     Pinned("validate_corruption_matrix", "atol", -1.0),
     Pinned("validate_corruption_matrix", "atol", NAN),
     Pinned("validate_corruption_matrix", "C", C.astype(bool)),
@@ -841,3 +863,39 @@ def test_huge_message_lists_are_truncated():
     with pytest.raises(ValueError, match="in no group") as info:
         sd.corruption_matrix("cc", 100, 0.1, clusters=[[0, 1]])
     assert "(98 in all)" in str(info.value) and len(str(info.value)) < 400
+
+
+def test_two_dimensional_classes_of_the_block_model_pll_student_are_named_as_such():
+    # issue 12: 2-D classes used to be reported as "classes has -1 instances"
+    with pytest.raises(ValueError, match=r"classes must be a 1-D") as info:
+        sd.pll_student_block_model(Y, CLASSES[None], c=0.4, d=0.1, lam=0.1)
+    assert "-1" not in str(info.value)
+    with pytest.raises(ValueError, match=r"classes has 5 instances but targets has 6"):
+        sd.pll_student_block_model(Y, CLASSES[:5], c=0.4, d=0.1, lam=0.1)
+
+
+@pytest.mark.parametrize("test_arg", ["test_features", "test_gram"])
+def test_heldout_accuracy_count_mismatch_names_the_test_matrix(test_arg):
+    # two labels for the two test points is right; three labels must name both test_labels and the matrix
+    test = {"test_features": XT, "test_gram": GT}[test_arg]
+    np.testing.assert_array_equal(
+        np.shape(sd.heldout_accuracy(Y, [0, 1], features=X, lam=0.1, rounds=[0], **{test_arg: test})), (1,)
+    )
+    with pytest.raises(ValueError, match=rf"test_labels has 3 instances but {test_arg} has 2"):
+        sd.heldout_accuracy(Y, [0, 1, 2], features=X, lam=0.1, rounds=[0], **{test_arg: test})
+
+
+@pytest.mark.parametrize("d", [-0.6, -0.3, -0.2, -0.1, -0.01, -1e10, -1e300, -8.98846567431158e307])
+def test_negative_d_is_accepted_exactly_when_the_block_gram_is_positive_definite(d):
+    """The determinant-lemma check against the smallest eigenvalue of the block Gram built by hand."""
+    c, classes = 0.4, np.array([0, 0, 1, 1, 1, 2])
+    same = classes[:, None] == classes[None, :]
+    with np.errstate(over="ignore", invalid="ignore"):
+        g = np.where(same, c, d) + (1 - c) * np.eye(classes.size)
+        pd = bool(np.all(np.isfinite(g))) and np.linalg.eigvalsh(g).min() > 0
+    if pd:
+        out = sd.pll_student_block_model(np.eye(3)[classes], classes, c=c, d=d, lam=0.1)
+        assert np.all(np.isfinite(out.outputs))
+    else:
+        with pytest.raises(ValueError, match="not positive definite"):
+            sd.pll_student_block_model(np.eye(3)[classes], classes, c=c, d=d, lam=0.1)

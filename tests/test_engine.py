@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,17 +28,9 @@ from sdtheory import montecarlo as mc
 # --------------------------------------------------------------------------
 
 
-def _leaves(result):
-    return [
-        np.asarray(x) for x in jax.tree_util.tree_leaves((result.num_noisy, result.methods, result.theory, result.gap))
-    ]
-
-
 def _assert_same(a, b):
-    la, lb = _leaves(a), _leaves(b)
-    assert len(la) == len(lb)
-    for x, y in zip(la, lb, strict=False):
-        np.testing.assert_array_equal(x, y)
+    """Bit for bit, and the same tree (methods, theory and gap fields, None where absent)."""
+    chex.assert_trees_all_equal((a.num_noisy, a.methods, a.theory, a.gap), (b.num_noisy, b.methods, b.theory, b.gap))
 
 
 def test_lam_sweep_equals_separate_runs_bit_for_bit():
@@ -155,6 +148,7 @@ def test_exact_predictor_reused_equals_fresh_calls_and_weights_are_primal():
     fresh = sd.exact_outputs(y, lam=lam, rounds=[1, 3], features=x, tol=1e-11)
     np.testing.assert_array_equal(p.train_outputs(rounds=[1, 3]), fresh.outputs)
     np.testing.assert_array_equal(p.coef(rounds=[1, 3]), fresh.coef)
+    chex.assert_trees_all_equal(p.exact_result(rounds=[1, 3]), fresh)  # every field of the ExactResult
     for test in (xt, x[:5]):
         via_pred = p.test_outputs(rounds=[1, 3], test_features=test)
         np.testing.assert_allclose(via_pred, sd.exact_predict(fresh, test_features=test, features=x), atol=1e-13)

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import sys
 import re
 import struct
 import zlib
@@ -336,3 +337,61 @@ def test_check_output_dir_unwritable_simulated(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "mkdtemp", denied)
     with pytest.raises(sio.OutputDirError, match="is not writable .Permission denied."):
         sio.check_output_dir(tmp_path / "out")
+
+
+def test_exit_script_ends_an_interrupted_script_with_130_and_one_line():
+    """exit_script ends the process itself after Ctrl-C (os._exit: no teardown racing XLA's compile threads)."""
+    import subprocess
+    import sys
+
+    code = (
+        "from sdtheory.cli import exit_script\n"
+        "def main(argv):\n"
+        "    raise KeyboardInterrupt('interrupted; results/x was not changed')\n"
+        "exit_script(main, 'prog.py')\n"
+        "print('not reached')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr == "prog.py: interrupted; results/x was not changed\n"
+    assert proc.stdout == ""
+    ok = subprocess.run(
+        [sys.executable, "-c", "from sdtheory.cli import exit_script\nexit_script(lambda argv: 3, 'prog.py')"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (ok.returncode, ok.stderr) == (3, "")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_ctrl_c_lost_in_a_gc_callback_is_raised_at_the_next_interruptible_callback(capsys):
+    """Python discards an exception raised in a gc callback (JAX has one): the run must still stop."""
+    import gc
+    import signal
+
+    from sdtheory.cli import interruptible, run_main
+
+    calls = []
+    hook = sys.unraisablehook
+
+    def main(argv):
+        def ctrl_c_during_gc(phase, info):
+            if phase == "start":
+                os.kill(os.getpid(), signal.SIGINT)
+
+        gc.callbacks.append(ctrl_c_during_gc)
+        try:
+            gc.collect()  # the KeyboardInterrupt is raised inside the callback and discarded
+        finally:
+            gc.callbacks.remove(ctrl_c_during_gc)
+        calls.append("went on")
+        interruptible(calls.append)("chunk 1 kept")
+        calls.append("not reached")
+
+    assert run_main(main, "prog.py") == 130
+    assert calls == ["went on", "chunk 1 kept"]
+    assert capsys.readouterr().err == "prog.py: interrupted\n"  # no "Exception ignored" traceback either
+    assert run_main(lambda argv: interruptible(calls.append)("later run"), "prog.py") == 0  # the flag is reset
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # run_main restored the handler
+    assert sys.unraisablehook is hook  # and the unraisable hook

@@ -434,3 +434,38 @@ def test_run_grid_resumes_from_completed_chunks_bit_for_bit():
     broken.pop(next(iter(broken)))
     with pytest.raises(ValueError, match="produced by another configuration"):
         mc.run_grid(cfg, [0.0, 0.3, 0.6], completed={3: broken}, **kw)
+
+
+# Sends SIGINT to the process the moment the script starts importing JAX (deterministic, unlike a timer).
+_CTRL_C_DURING_IMPORT = """
+import importlib.abc, os, runpy, signal, sys
+
+class CtrlC(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "jax":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+sys.argv = [sys.argv[1], "--help"]
+runpy.run_path(sys.argv[0], run_name="__main__")
+print("not reached")
+"""
+
+
+@pytest.mark.parametrize("script", ["phase_diagram", "real_data", "linearization_gap"])
+def test_ctrl_c_while_the_package_loads_exits_130_with_one_line(script, tmp_path):
+    path = ROOT / "simulations" / f"{script}.py"
+    env = dict(os.environ, MPLBACKEND="Agg")
+    proc = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_DURING_IMPORT, str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr == f"{script}.py: interrupted while starting; nothing was written\n"
+    assert proc.stdout == ""
+    assert list(tmp_path.iterdir()) == []

@@ -326,6 +326,23 @@ def test_bad_features_file_is_a_clean_error(tmp_path, capsys, problem, message):
     assert not (tmp_path / "o2").exists()
 
 
+def test_data_a_feature_map_cannot_use_is_a_one_line_error(tmp_path, capsys):
+    """Features without class structure: the fitted block model leaves its domain in the feature-map step."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((200, 5)), np.arange(200) % 4
+    path = tmp_path / "noise.npz"
+    np.savez(path, features=x, labels=y)
+    argv = ["--features", str(path), "--feature-maps", "standardized", "--kinds", "symmetric", "--rates", "0.3"]
+    with pytest.raises(SystemExit) as e:
+        real_data.main([*argv, "--seeds", "1", "--num-rounds", "2", "--no-figures", "--out", str(tmp_path / "o")])
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("real_data.py: error: feature_maps[0] = 'standardized' cannot be used on noise: "), err
+    assert "outside its domain" in lines[-1] and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["noise.npz"]
+
+
 def test_help_and_bad_flags(capsys):
     with pytest.raises(SystemExit) as e:
         real_data.main(["--help"])

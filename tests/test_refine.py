@@ -1,5 +1,6 @@
 """Top-2 targets and the PLL student, against NumPy sorting, direct linear solves and fixed-point checks."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,7 +70,7 @@ def test_pll_block_path_matches_gram_path():
     Y = np.eye(k)[given_]
     res_b = sdtheory.pll_student_block_model(Y, true, c=c, d=d, lam=lam, num_rounds=2)
     res_g = sdtheory.pll_student(Y, lam=lam, gram=sdtheory.block_gram(true, c=c, d=d), num_rounds=2)
-    np.testing.assert_allclose(res_b.outputs, res_g.outputs, atol=1e-10)
+    chex.assert_trees_all_close(res_b, res_g, atol=1e-10)  # every field: teacher, targets, outputs, flags
     np.testing.assert_array_equal(res_b.targets, res_g.targets)
 
 

@@ -18,9 +18,11 @@ one (point, eta, seed):
    (:func:`sdtheory.metrics.correct_core`, ties are failures):
 
    * ``"sd_closed"`` / ``"sd_exact"``: rounds ``0..R-1`` of multi-round SD,
-     linearised closed form or exact softmax solver (on the block Gram the
-     exact rounds run on the label types, :mod:`sdtheory.reduced`: the
-     same outputs at a cost independent of ``n``);
+     linearised closed form or exact softmax solver (with the config's
+     distillation variant, :mod:`sdtheory.variants`: temperature, ``xi``,
+     hard labels; on the block Gram the exact rounds run on the label
+     types, :mod:`sdtheory.reduced`: the same outputs at a cost independent
+     of ``n``);
    * ``"pll_closed"`` / ``"pll_exact"``: the PLL student after one round, by
      the package's one PLL pipeline (:func:`sdtheory.refine.pll_rounds_core`)
      with the closed-form / block fit or the exact fit (loss ``pll_loss``);
@@ -66,6 +68,7 @@ from ..theorems import (
     pll_condition_core,
     pll_prediction_core,
 )
+from ..variants import Variant, linear_chain_core
 from .config import SimConfig
 
 __all__ = ["Point", "Shared", "make_point", "make_shared", "point_spectra", "simulate_cell"]
@@ -195,14 +198,16 @@ def simulate_cell(config: SimConfig, shared: Shared, point: Point, eta: jax.Arra
 
         fit_closed = closed_fit(spec, lam)
 
-    solve = dict(tol=config.exact_tol, max_iter=config.exact_max_iter, solver=config.exact_solver)
+    solve: dict[str, Any] = dict(tol=config.exact_tol, max_iter=config.exact_max_iter, solver=config.exact_solver)
     out: dict = {}
     ones_r = jnp.ones((r,), bool)
     zeros_r = jnp.zeros((r,), lam.dtype)
     tt = config.tie_tol
     sd_closed = None
+    variant = Variant(config.temperature, config.xi, config.hard, tt)
+    chain = {} if variant.is_plain else variant._asdict()
     if "sd_closed" in config.methods:
-        sd_closed = closed(y, rounds)
+        sd_closed = closed(y, rounds) if variant.is_plain else linear_chain_core(fit_closed, y, r, *variant)
         out["sd_closed"] = _stats(sd_closed, classes, clean, ones_r, zeros_r, tt)
     if "pll_closed" in config.methods:
         pll = pll_rounds_core(fit_closed, fit_closed(y), 1, tt)
@@ -215,12 +220,12 @@ def simulate_cell(config: SimConfig, shared: Shared, point: Point, eta: jax.Arra
             tidx = classes * k + given
             counts = jnp.zeros((k * k,), lam.dtype).at[tidx].add(1.0)
             ts = type_spectrum_core(corr_from_cd(point.c, point.d, k), tcls, counts)
-            res_t = reduced_exact_core(ts, ttgt.astype(lam.dtype), lam, teacher_rounds, loss="ce", **solve)
+            res_t = reduced_exact_core(ts, ttgt.astype(lam.dtype), lam, teacher_rounds, loss="ce", **solve, **chain)
             res = res_t._replace(outputs=res_t.outputs[:, tidx])
             student_fit = reduced_exact_fit(ts, lam, loss=config.pll_loss, q=config.pll_q, **solve)
             teacher_fit = Fit(res_t.outputs[0], res_t.converged[0], res_t.residuals[0])
         else:
-            res = exact_outputs_core(spec, y, lam, teacher_rounds, loss="ce", q=config.pll_q, **solve)
+            res = exact_outputs_core(spec, y, lam, teacher_rounds, loss="ce", q=config.pll_q, **solve, **chain)
             student_fit = exact_fit(spectral_features(spec), lam, loss=config.pll_loss, q=config.pll_q, **solve)
             teacher_fit = Fit(res.outputs[0], res.converged[0], res.residuals[0])
         if "sd_exact" in config.methods:

@@ -21,6 +21,7 @@ from ..exact import DEFAULT_MAX_ITER, DEFAULT_TOL, SOLVERS
 from ..losses import check_q, get_loss
 from ..metrics import TIE_TOL, _check_tie_tol
 from ..noise import canonical_kind, check_clusters
+from ..variants import check_variant
 
 __all__ = ["METHODS", "SimConfig", "check_config", "make_config"]
 
@@ -54,6 +55,9 @@ class SimConfig(NamedTuple):
         instance is correct only if its true class beats every other class by
         more than ``tie_tol`` (:func:`sdtheory.correct`), and the top-2 rule
         of the PLL student treats values within it as tied.
+      temperature, xi, hard: the distillation variant of the SD methods
+        (:mod:`sdtheory.variants`; defaults: plain SD). The theory columns
+        (``r*``, all-correct rounds) describe plain SD.
     """
 
     num_classes: int
@@ -73,6 +77,9 @@ class SimConfig(NamedTuple):
     pll_q: float = 0.7
     clusters: Optional[tuple] = None
     tie_tol: float = TIE_TOL
+    temperature: float = 1.0
+    xi: float = 1.0
+    hard: bool = False
 
     @property
     def num_instances(self) -> int:
@@ -102,6 +109,9 @@ def make_config(
     pll_q: float = 0.7,
     clusters: Any = None,
     tie_tol: float = TIE_TOL,
+    temperature: float = 1.0,
+    xi: float = 1.0,
+    hard: bool = False,
 ) -> SimConfig:
     """Validated :class:`SimConfig`. Raises ``ValueError``/``TypeError`` naming the bad field.
 
@@ -136,6 +146,7 @@ def make_config(
     pll_q = check_q(pll_q, "pll_q")
     exact_labels = V.check_bool(exact_labels, "exact_labels")
     tie_tol = _check_tie_tol(tie_tol)
+    variant = check_variant(temperature, xi, hard)
     return SimConfig(
         k,
         n,
@@ -154,6 +165,9 @@ def make_config(
         pll_q,
         clusters,
         tie_tol,
+        variant.temperature,
+        variant.xi,
+        variant.hard,
     )
 
 

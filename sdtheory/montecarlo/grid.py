@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Optional
 
 import jax
+from jax.typing import ArrayLike
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -201,7 +202,7 @@ def _gather(x: jax.Array) -> np.ndarray:
 @float64
 def run_grid(
     config: SimConfig,
-    etas: Any,
+    etas: ArrayLike,
     *,
     lams: Any = None,
     cs: Any = None,
@@ -283,7 +284,7 @@ def run_grid(
     keys = jax.device_put(seed_keys(seed, num_seeds), replicated)
 
     # lam, c and d are traced: a config differing only in them reuses the compiled program
-    static = config._replace(lam=None, c=None, d=None)
+    static = config._replace(lam=None, c=None, d=None)  # type: ignore[arg-type]  # None: not part of the static key
     spectra = {(c, d): point_spectra(config, c, d) for c, d in itertools.product(c_list, d_list)}
     points = list(itertools.product(lam_list, c_list, d_list))
     total = per_point * len(points)
@@ -301,7 +302,7 @@ def run_grid(
             idx = np.arange(start, start + chunk_size)
             valid = int(np.sum(idx < per_point))
             idx = np.minimum(idx, per_point - 1)  # pad the last chunk by repeating the last cell
-            idx_dev = jax.make_array_from_callback(idx.shape, cell_sharding, lambda sl, idx=idx: idx[sl])
+            idx_dev = jax.make_array_from_callback(idx.shape, cell_sharding, idx.__getitem__)
             key = p * per_point + start
             if key in completed:
                 if layout is None:

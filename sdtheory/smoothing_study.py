@@ -1,0 +1,422 @@
+r"""The label-smoothing study: is self-distillation instance-specific label smoothing in a linear probe?
+
+Zhang & Sabuncu (2020) read self-distillation as label smoothing whose
+smoothing distribution is the teacher's prediction for each instance, and
+propose Beta smoothing; this module runs their comparison for the exact
+softmax linear probe on real features, under label noise (docs/smoothing.md).
+
+For one noisy label vector (:func:`run_smoothing_cell`) every method is an
+exact fit (:func:`sdtheory.exact.exact_phi_core`, the protocol's solver
+options) on the same features and ``lam``:
+
+* ``teacher``: round 0 on the given one-hot labels;
+* ``uniform``: one fit on ``(1 - eps) Y + eps/K`` for each ``eps`` (param);
+* ``beta_one`` / ``beta_fixed``: Beta smoothing adapted to a model trained to
+  its optimum (:func:`sdtheory.smoothing.beta_smoothing_fixed_point_core`):
+  instances ranked by the teacher's probability of their labelled class, the
+  sorted ``Beta(beta, 1)`` draws assigned by rank, one refit (``beta_one``),
+  or re-ranking with the refitted model until the ranking stops changing
+  (``beta_fixed``; ``refits`` holds the number of refits, ``fixed_point``
+  is 1 if the ranking stopped changing within ``beta_max_iter`` refits, 0 if
+  it did not: then the last refit is reported);
+* ``sd``: rounds ``0..R-1`` of self-distillation;
+* ``sd_tau``: rounds of self-distillation with temperature ``tau`` (param)
+  on the teacher's logits (:mod:`sdtheory.variants`);
+* ``pll``: the PLL student (CE) after one round.
+
+Closed-form rows (``solver="closed_form"``) record, for ``uniform`` and
+``sd_tau``, the linearised model's prediction: ``agree_ref`` = 1 means every
+training argmax equals the unsmoothed teacher's (``uniform``) or plain SD's of
+the same round (``sd_tau``). For the exact rows ``agree_ref`` is the same
+comparison in the exact model. Every row has the metrics of
+:func:`sdtheory.experiments.score_rounds` (recovery of the true training
+labels, clean / corrupted split, held-out accuracy, confidence, predictive
+diversity).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, NamedTuple, Optional
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _validation as V
+from . import experiments as E
+from ._x64 import float64
+from .data import Dataset, make_features
+from .exact import ExactResult, exact_phi_core, exact_predict
+from .metrics import TIE_TOL
+from .noise import confusable_clusters, corruption_matrix, sample_labels
+from .predictor import predictor
+from .refine import Fit, pll_rounds_core
+from .smoothing import beta_smoothing_fixed_point_core, uniform_smoothing_core
+
+__all__ = [
+    "FIELDNAMES",
+    "METHODS",
+    "StudyResult",
+    "aggregate",
+    "markdown_table",
+    "method_label",
+    "run_smoothing_cell",
+    "run_smoothing_study",
+]
+
+#: Methods of the study, in table order.
+METHODS = ("teacher", "uniform", "beta_one", "beta_fixed", "sd", "sd_tau", "pll")
+#: Columns of a result row.
+FIELDNAMES = (
+    "feature_map",
+    "kind",
+    "rate",
+    "seed",
+    "realised_rate",
+    "lam",
+    "solver",
+    "method",
+    "param",
+    "round",
+    *E.METRIC_COLUMNS,
+    "agree_ref",
+    "refits",
+    "fixed_point",
+    "residual",
+    "converged",
+)
+#: The metrics :func:`sdtheory.experiments.aggregate` averages over seeds for this study.
+AGG_METRICS = (*E.METRIC_COLUMNS, "agree_ref", "refits", "fixed_point", "realised_rate")
+
+
+def method_label(method: str, param: float) -> str:
+    """The aggregation key of a method: its name with its parameter, e.g. ``uniform(eps=0.1)``."""
+    names = {"uniform": "eps", "beta_one": "beta", "beta_fixed": "beta", "sd_tau": "tau"}
+    return f"{method}({names[method]}={param:g})" if method in names else method
+
+
+def _agree(outputs, reference) -> float:
+    return float(np.mean(np.argmax(np.asarray(outputs), -1) == np.argmax(np.asarray(reference), -1)))
+
+
+@float64
+def run_smoothing_cell(
+    fm: E.FeatureMap,
+    given_labels: Any,
+    test_labels: Any,
+    *,
+    num_rounds: int,
+    eps: Sequence[float],
+    betas: Sequence[float],
+    taus: Sequence[float],
+    key: jax.Array,
+    beta_max_iter: int = 20,
+) -> list:
+    """All methods of the study for one noisy label vector (module docstring); rows without the cell keys.
+
+    ``key`` draws the Beta smoothing values (one fold per ``beta``).
+    """
+    k = fm.num_classes
+    true = fm.labels
+    given = V.check_labels(given_labels, k, "given_labels")
+    V.check_same_n(true.shape[0], given.shape[0], "given_labels", "labels")
+    test_true = V.check_labels(test_labels, k, "test_labels")
+    y = jnp.asarray(np.eye(k)[given])
+    lam = jnp.asarray(fm.lam, dtype=float)
+    x, xt = fm.features, fm.test_features
+
+    def solve(t, rounds=1, **variant) -> ExactResult:
+        return exact_phi_core(fm.phi, t, lam, rounds, loss="ce", **E.EXACT_OPTIONS, **variant)
+
+    def rows_of(method, param, res, reference, first_round=0):
+        test_out = exact_predict(res, test_features=xt, features=x)
+        scored = E.score_rounds(
+            res.outputs, true, given, test_outputs=test_out, test_labels=test_true, probabilities=True
+        )
+        return [
+            dict(
+                solver="exact",
+                method=method,
+                param=param,
+                round=first_round + r,
+                agree_ref=_agree(res.outputs[r], reference[r]) if reference is not None else float("nan"),
+                refits=float("nan"),
+                fixed_point=float("nan"),
+                residual=float(res.residuals[r]),
+                converged=bool(res.converged[r]),
+                **m,
+            )
+            for r, m in enumerate(scored)
+        ]
+
+    nan = float("nan")
+    out: list = []
+    sd = solve(y, num_rounds)
+    teacher = sd.outputs[:1]
+    out += rows_of("teacher", nan, jax.tree_util.tree_map(lambda a: a[:1], sd), None)
+    out += rows_of("sd", nan, sd, None)
+    for e in eps:
+        out += rows_of("uniform", float(e), solve(uniform_smoothing_core(y, jnp.asarray(float(e)))), teacher)
+    for i, beta in enumerate(betas):
+        for method, max_iter in (("beta_one", 1), ("beta_fixed", beta_max_iter)):
+            kept: list = []
+
+            def fit(t, kept=kept):
+                res = solve(t)
+                kept.append(res)
+                return res.outputs[0]
+
+            bfp = beta_smoothing_fixed_point_core(
+                fit, sd.outputs[0], jax.random.fold_in(key, i), jnp.asarray(given), k, float(beta), max_iter
+            )
+            res = kept[-1]
+            rows = rows_of(method, float(beta), res, teacher, first_round=1)
+            for r in rows:
+                r["refits"] = float(bfp.iterations)
+                r["fixed_point"] = float(bfp.converged) if method == "beta_fixed" else float("nan")
+            out += rows
+    for tau in taus:
+        out += rows_of("sd_tau", float(tau), solve(y, num_rounds, temperature=float(tau)), sd.outputs)
+    teacher_fit = Fit(sd.outputs[0], sd.converged[0], sd.residuals[0])
+    kept = []
+
+    def student(t):
+        res = solve(t)
+        kept.append(res)
+        return Fit(res.outputs[0], res.converged[0], res.residuals[0])
+
+    pll_rounds_core(student, teacher_fit, 1, TIE_TOL)
+    out += rows_of("pll", nan, kept[0], None, first_round=1)
+
+    # the linearised model's prediction: uniform smoothing and temperature never change an argmax
+    def closed_rows(method, param, outs, reference):
+        scored = E.score_rounds(outs, true, given)
+        return [
+            dict(
+                solver="closed_form",
+                method=method,
+                param=param,
+                round=r,
+                agree_ref=_agree(outs[r], reference[r]),
+                refits=nan,
+                fixed_point=nan,
+                residual=nan,
+                converged=True,
+                **m,
+            )
+            for r, m in enumerate(scored)
+        ]
+
+    cf_plain = predictor(y, lam=fm.lam, spectrum=fm.spectrum, features=x).train_outputs(num_rounds=num_rounds)
+    for e in eps:
+        cf = predictor(uniform_smoothing_core(y, jnp.asarray(float(e))), lam=fm.lam, spectrum=fm.spectrum, features=x)
+        out += closed_rows("uniform", float(e), cf.train_outputs(rounds=0), cf_plain[:1])
+    for tau in taus:
+        cf = predictor(y, lam=fm.lam, spectrum=fm.spectrum, features=x, temperature=float(tau))
+        out += closed_rows("sd_tau", float(tau), cf.train_outputs(num_rounds=num_rounds), cf_plain)
+    return out
+
+
+class StudyResult(NamedTuple):
+    """Result of :func:`run_smoothing_study`: ``rows`` (keys :data:`FIELDNAMES`), the data set line, the
+    feature map summary (:func:`sdtheory.experiments.feature_map_report`) and the seconds spent."""
+
+    rows: list
+    dataset: str
+    feature_map: dict
+    seconds: float
+
+
+@float64
+def run_smoothing_study(
+    ds: Dataset,
+    *,
+    feature_map: str,
+    kinds: Sequence[str],
+    rates: Sequence[float],
+    num_seeds: int,
+    num_rounds: int,
+    eps: Sequence[float],
+    betas: Sequence[float],
+    taus: Sequence[float],
+    lam: Optional[float] = None,
+    seed: int = 0,
+    relu_dim: int = 512,
+    center: bool = True,
+    beta_max_iter: int = 20,
+    progress: Optional[Callable[[int, int, float], None]] = None,
+) -> StudyResult:
+    """The study over kinds x rates x seeds on one feature map of ``ds`` (with a held-out split).
+
+    Keys derive from ``jax.random.key(seed)`` as in
+    :func:`sdtheory.experiments.run_protocol` (feature map from
+    ``fold_in(master, 10)``, labels of (kind ``j``, rate ``l``, seed ``s``)
+    from ``fold_in`` of ``100``, ``j``, ``l``, ``s``); the Beta draws of a cell
+    from ``fold_in(label key, 7)``. ``lam`` defaults to
+    :func:`sdtheory.experiments.lam_rule`.
+    """
+    if ds.test_features is None:
+        raise ValueError("the data set needs a held-out split; see sdtheory.experiments.prepare_dataset")
+    num_seeds = V.check_int(num_seeds, "num_seeds", minimum=1)
+    num_rounds = V.check_int(num_rounds, "num_rounds", minimum=2)
+    for name, vals, lo_ok in (("eps", eps, True), ("betas", betas, False), ("taus", taus, False)):
+        arr = np.atleast_1d(V.check_real_array(vals, name)).astype(float)
+        if arr.ndim != 1 or not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} must be a 1-D sequence of finite numbers, got {vals!r}")
+        if name == "eps" and not np.all((arr >= 0) & (arr < 1)):
+            raise ValueError(f"eps must lie in [0, 1), got {V.short_list(arr)}")
+        if not lo_ok and not np.all(arr > 0):
+            raise ValueError(f"{name} must be > 0, got {V.short_list(arr)}")
+    master = jax.random.key(seed)
+    k = ds.num_classes
+    true = ds.labels
+    x, xt = make_features(
+        feature_map,
+        ds.features,
+        ds.test_features,
+        key=jax.random.fold_in(master, 10),
+        num_features=relu_dim,
+        center=center,
+    )
+    fm = E.prepare_feature_map(x, xt, true, k, lam=lam, name=feature_map)
+    summary, _ = E.feature_map_report(fm)
+    clusters = confusable_clusters(x, true) if "cc" in kinds else None
+    if clusters is not None:
+        summary["cc_clusters"] = clusters
+    rows: list = []
+    total = len(kinds) * len(rates) * num_seeds
+    done = 0
+    t0 = time.perf_counter()
+    for ki, kind in enumerate(kinds):
+        for ri, rate in enumerate(rates):
+            C = corruption_matrix(kind, k, rate, clusters=clusters if kind == "cc" else None)
+            for s in range(num_seeds):
+                key = jax.random.fold_in(
+                    jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(master, 100), ki), ri), s
+                )
+                given = np.asarray(sample_labels(key, true, C)).astype(np.int64)
+                base = dict(
+                    feature_map=feature_map,
+                    kind=kind,
+                    rate=float(rate),
+                    seed=s,
+                    realised_rate=float(np.mean(given != true)),
+                    lam=fm.lam,
+                )
+                cell = run_smoothing_cell(
+                    fm,
+                    given,
+                    ds.test_labels,
+                    num_rounds=num_rounds,
+                    eps=eps,
+                    betas=betas,
+                    taus=taus,
+                    key=jax.random.fold_in(key, 7),
+                    beta_max_iter=beta_max_iter,
+                )
+                rows += [{**base, **r} for r in cell]
+                done += 1
+                if progress is not None:
+                    progress(done, total, time.perf_counter() - t0)
+    dataset = (
+        f"{ds.name}, N = {true.size} train / {0 if ds.test_labels is None else ds.test_labels.size} held-out, K = {k}"
+    )
+    return StudyResult(rows, dataset, summary, time.perf_counter() - t0)
+
+
+def aggregate(rows: Sequence[dict]) -> dict:
+    """``(feature_map, kind, rate, solver, method label, round) -> {metric: (mean, std, n)}`` over seeds.
+
+    :func:`sdtheory.experiments.aggregate` with the method's parameter in its
+    label (:func:`method_label`).
+    """
+    keyed = [{**r, "method": method_label(r["method"], r["param"])} for r in rows]
+    return E.aggregate(keyed, metrics=AGG_METRICS)
+
+
+def _fmt(v, pct=True) -> str:
+    if v is None or not np.isfinite(v[0]):
+        return "-"
+    return f"{100 * v[0]:.1f} ({100 * v[1]:.1f})" if pct else f"{v[0]:.3f}"
+
+
+def table_methods(num_rounds: int, eps, betas, taus) -> list:
+    """``(method label, round, column title)`` of the summary table, in order."""
+    last = num_rounds - 1
+    cols = [("teacher", 0, "teacher")]
+    cols += [(method_label("uniform", e), 0, f"LS eps={e:g}") for e in eps]
+    for b in betas:
+        cols += [
+            (method_label("beta_one", b), 1, f"Beta({b:g}) 1 refit"),
+            (method_label("beta_fixed", b), 1, f"Beta({b:g}) fixed pt"),
+        ]
+    cols += [("sd", r, f"SD r{r}") for r in range(1, num_rounds)]
+    cols += [(method_label("sd_tau", t), last, f"SD tau={t:g} r{last}") for t in taus]
+    cols += [("pll", 1, "PLL")]
+    return cols
+
+
+def markdown_table(
+    agg: dict,
+    *,
+    dataset: str,
+    feature_map: str,
+    summary: dict,
+    kinds: Sequence[str],
+    rates: Sequence[float],
+    num_rounds: int,
+    num_seeds: int,
+    eps,
+    betas,
+    taus,
+) -> str:
+    """``smoothing.md``: mean (std) over seeds, in %, per metric; then the closed form's agreement rows."""
+    cols = table_methods(num_rounds, eps, betas, taus)
+    lines = [
+        "# Label smoothing vs self-distillation (exact softmax linear probe)",
+        "",
+        f"Data: {dataset}; feature map `{feature_map}` (d = {summary['dim']}, lam = {summary['lam']:.3g}). "
+        f"Mean (std) over {num_seeds} seed(s), in %. LS = uniform label smoothing; Beta = rank-matched Beta "
+        "smoothing (one refit from the teacher, or iterated to the fixed point of the ranking).",
+        "",
+    ]
+    for metric, title in (
+        ("train_acc", "Training-label recovery"),
+        ("train_acc_corrupted", "Recovery on corrupted training instances"),
+        ("test_acc", "Held-out accuracy"),
+        ("confidence", "Mean confidence (max probability)"),
+        ("diversity", "Mean normalised predictive diversity"),
+        ("agree_ref", "Argmax agreement with the teacher (LS, Beta) or with plain SD of the same round (tau)"),
+    ):
+        lines += [
+            f"## {title}",
+            "",
+            "| kind | eta | " + " | ".join(c[2] for c in cols) + " |",
+            "|---|---|" + "---|" * len(cols),
+        ]
+        for kind in kinds:
+            for rate in rates:
+                cells = [
+                    _fmt(agg.get((feature_map, kind, float(rate), "exact", m, r), {}).get(metric)) for m, r, _ in cols
+                ]
+                lines.append(f"| {kind} | {rate:g} | " + " | ".join(cells) + " |")
+        lines.append("")
+    ccols = [(method_label("uniform", e), 0, f"LS eps={e:g}") for e in eps]
+    ccols += [(method_label("sd_tau", t), r, f"tau={t:g} r{r}") for t in taus for r in range(1, num_rounds)]
+    lines += [
+        "## Linearised model: argmax agreement with the unsmoothed teacher / plain SD (theory: 100)",
+        "",
+        "| kind | eta | " + " | ".join(c[2] for c in ccols) + " |",
+        "|---|---|" + "---|" * len(ccols),
+    ]
+    for kind in kinds:
+        for rate in rates:
+            cells = [
+                _fmt(agg.get((feature_map, kind, float(rate), "closed_form", m, r), {}).get("agree_ref"))
+                for m, r, _ in ccols
+            ]
+            lines.append(f"| {kind} | {rate:g} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return "\n".join(lines) + "\n"
