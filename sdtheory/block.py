@@ -270,7 +270,7 @@ def block_outputs(
         bspec = _block_spectrum_checked(sizes, c, d)
         return block_outputs_core(bspec, jnp.asarray(classes), jnp.asarray(targets, dtype=float), lam_a, jnp.asarray(r))
     R = Rd.resolve_corr(c, d, corr, sizes)
-    tcls, ttgt, tcounts, index = _instance_types(classes, np.asarray(targets, dtype=float))
+    tcls, ttgt, tcounts, index = _instance_types(np.asarray(classes), np.asarray(targets, dtype=float))
     ts = Rd.type_spectrum_core(jnp.asarray(R), jnp.asarray(tcls), jnp.asarray(tcounts))
     if model == "closed":
         out = Rd.reduced_closed_core(ts, jnp.asarray(ttgt), lam_a, jnp.asarray(r))

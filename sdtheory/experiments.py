@@ -513,8 +513,16 @@ def run_cell(fm: FeatureMap, given_labels: Any, test_labels: Any, *, num_rounds:
     counts = jnp.zeros((k * k,)).at[tidx].add(1.0)
     ts = type_spectrum_core(jnp.asarray(fm.stats.class_means, dtype=float), tcls, counts)
     br = reduced_closed_core(ts, ttgt.astype(float), lam, jnp.arange(num_rounds))[:, tidx]
-    opts = {x: EXACT_OPTIONS[x] for x in ("tol", "max_iter", "solver")}
-    bx = reduced_exact_core(ts, ttgt.astype(float), lam, num_rounds, loss="ce", **opts)
+    bx = reduced_exact_core(
+        ts,
+        ttgt.astype(float),
+        lam,
+        num_rounds,
+        loss="ce",
+        tol=EXACT_OPTIONS["tol"],
+        max_iter=EXACT_OPTIONS["max_iter"],
+        solver=str(EXACT_OPTIONS["solver"]),
+    )
     for solver, outs, res_r, conv_r in (
         ("block_corr", br, None, None),
         ("block_corr_exact", bx.outputs[:, tidx], bx.residuals, bx.converged),

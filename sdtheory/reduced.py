@@ -526,7 +526,7 @@ def exact_options(loss: Any, q: Any, options: dict) -> dict:
     """Validated exact-solver options (``tol``, ``max_iter``, ``on_failure``, ``solver``) with defaults."""
     from .exact import check_options
 
-    opts = dict(tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, on_failure="raise", solver="lbfgs")
+    opts: dict[str, Any] = dict(tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, on_failure="raise", solver="lbfgs")
     unknown = sorted(set(options) - set(opts))
     if unknown:
         raise TypeError(f"unexpected keyword arguments for the exact solver: {unknown}")

@@ -726,10 +726,10 @@ def all_correct_rounds(
         res = _reduced_search(
             fractions, c, d, corr, lam, per_class, model, search_rounds, tie_tol, False, exact_options
         )
-        last = jnp.where(res.first < 0, -1, jnp.where(res.closed, res.last, UNBOUNDED))
+        last_r = jnp.where(res.first < 0, -1, jnp.where(res.closed, res.last, UNBOUNDED))
         if V.is_tracer(res.first):
-            return RoundWindow(res.first, last)
-        return RoundWindow(int(res.first), int(last))
+            return RoundWindow(res.first, last_r)
+        return RoundWindow(int(res.first), int(last_r))
     f = _check_fractions(fractions)
     w = all_correct_rounds_core(f, _log_factors(f, c, d, lam, per_class))
     if V.is_tracer(w.first):

@@ -233,8 +233,8 @@ def phase_map(config: SimConfig, etas: Any, *, axis: str = "lam", values: Any) -
 
     grid = _phase_grid(config, axis, jnp.asarray(vals), etas_a, lam0, c0, d0)
     ac_exact, ac_lin, pll_acc, pll_lin, conv = (np.asarray(x) for x in grid)
-    sd_x, sd_l = ac_exact.any(axis=-1), ac_lin.any(axis=-1)
-    pll_x, pll_l = pll_acc >= 1.0, pll_lin >= 1.0
+    sd_x, sd_l = np.asarray(ac_exact.any(axis=-1)), np.asarray(ac_lin.any(axis=-1))
+    pll_x, pll_l = np.asarray(pll_acc >= 1.0), np.asarray(pll_lin >= 1.0)
     return PhaseMap(
         axis, vals, np.asarray(etas_a), sd_x, sd_l, pll_x, pll_l, 2 * sd_x.astype(int) + pll_x, bool(np.all(conv))
     )
@@ -285,7 +285,7 @@ def prediction_agreement(result: Any, preds: RoundPredictions, sd_method: str, p
     }
     sd_out = {}
     for name, (cells, prob, first) in sd_preds.items():
-        entry = {"cells_vs_majority": float(np.mean(np.asarray(cells) == majority))}
+        entry: dict[str, Any] = {"cells_vs_majority": float(np.mean(np.asarray(cells) == majority))}
         if prob is not None:
             entry["mean_abs_probability_error"] = float(np.mean(np.abs(prob - frac)))
         entry["first_round_vs_median_observed"] = _first_agreement(_never_as_nan(first, last), observed)
