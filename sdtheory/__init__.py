@@ -39,12 +39,14 @@ from .metrics import TIE_TOL, SplitAccuracy, accuracy, correct, first_all_correc
 from .theorems import (
     BEYOND_RANGE,
     MAX_ROUND,
+    FiniteSamplePrediction,
     LogFactors,
     PLLPrediction,
     RoundWindow,
     all_correct_at,
     all_correct_rounds,
     corruption_condition,
+    finite_sample_prediction,
     margin,
     max_rounds,
     min_rounds,
@@ -52,6 +54,7 @@ from .theorems import (
     pll_condition,
     log_block_factors,
 )
+from .reduced import block_type_outputs
 from .refine import PLLResult, pll_student, pll_student_block_model, top2_targets
 from .smoothing import beta_smoothing, confidence, predictive_diversity, uniform_smoothing
 from . import data, experiments, io, montecarlo, plots, smoothing_study, variants
@@ -85,6 +88,7 @@ __all__ = [
     "block_factors",
     "block_gram",
     "block_outputs",
+    "block_type_outputs",
     "block_spectrum",
     "sample_block_features",
     # label noise
@@ -115,6 +119,8 @@ __all__ = [
     "all_correct_at",
     "all_correct_rounds",
     "corruption_condition",
+    "FiniteSamplePrediction",
+    "finite_sample_prediction",
     "margin",
     "max_rounds",
     "min_rounds",

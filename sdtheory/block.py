@@ -172,17 +172,23 @@ def _block_spectrum_checked(class_sizes, c, d) -> BlockSpectrum:
 
 
 @float64
-def block_gram(classes: ArrayLike, *, c: float, d: float, num_classes: int | None = None) -> jax.Array:
-    """The ``(N, N)`` block Gram for true classes ``classes`` (any order); ``(c, d)`` as in :func:`block_spectrum`.
+def block_gram(
+    classes: ArrayLike, *, c: Any = None, d: Any = None, corr: Any = None, num_classes: int | None = None
+) -> jax.Array:
+    """The ``(N, N)`` block Gram for true classes ``classes`` (any order).
 
-    ``num_classes`` (default ``max(classes) + 1``): ``K >= 2``; every class
-    must have an instance.
+    Either ``(c, d)`` as in :func:`block_spectrum`, or ``corr``, a ``(K, K)``
+    class-correlation matrix ``R`` (:func:`sdtheory.reduced.check_corr`):
+    ``G_ij = R_{k_i k_j}`` off the diagonal, ``G_ii = 1``. ``num_classes``
+    (default ``max(classes) + 1``): ``K >= 2``; every class must have an
+    instance.
     """
+    from .reduced import resolve_corr
+
     classes_arr, k = _check_classes(classes, num_classes)
     sizes = np.bincount(classes_arr, minlength=k)
-    c, d = V.check_cd(c, d, class_sizes=sizes)
-    same = classes_arr[:, None] == classes_arr[None, :]
-    g = np.where(same, float(c), float(d))
+    R = resolve_corr(c, d, corr, sizes)
+    g = R[classes_arr][:, classes_arr]
     np.fill_diagonal(g, 1.0)
     return jnp.asarray(g, dtype=float)
 
@@ -210,33 +216,81 @@ def block_outputs_core(
     return 1.0 / k + a_e[:, None, None] * resid[None] + new_means[:, classes, :]
 
 
+def _instance_types(classes: np.ndarray, targets: np.ndarray) -> tuple:
+    """Types of the instances (true class, target row): ``(type classes, type targets, counts, index)``."""
+    keyed = np.concatenate([classes[:, None].astype(float), targets], axis=1)
+    uniq, index, counts = np.unique(keyed, axis=0, return_inverse=True, return_counts=True)
+    return uniq[:, 0].astype(np.int64), uniq[:, 1:], counts.astype(float), index.reshape(-1)
+
+
 @float64
 def block_outputs(
     targets: ArrayLike,
     classes: ArrayLike,
     *,
-    c: float,
-    d: float,
+    c: Any = None,
+    d: Any = None,
+    corr: Any = None,
     lam: Any,
     rounds: RoundsLike | None = None,
     num_rounds: int | None = None,
+    model: str = "closed",
+    loss: str = "ce",
+    q: float = 0.7,
+    **exact_options: Any,
 ) -> jax.Array:
-    """Closed-form SD outputs ``(R, N, K)`` for the block Gram, in ``O(N K)`` per round.
+    """SD outputs ``(R, N, K)`` for the block Gram, at a cost that does not grow with ``N`` beyond ``O(N K)``.
 
-    Agrees with ``sd_outputs(targets, lam=lam, rounds=rounds, gram=block_gram(classes, c=c, d=d))``
-    without forming the Gram. ``classes`` are the true classes (block
-    membership) in ``[0, K)``; every class must be non-empty. Pass exactly one
-    of ``rounds`` (indices, 0 = teacher) or ``num_rounds`` (rounds ``0..R-1``).
+    ``model="closed"`` (default) agrees with ``sd_outputs(targets, lam=lam,
+    rounds=rounds, gram=block_gram(classes, c=c, d=d))`` and
+    ``model="exact"`` with ``exact_outputs(..., gram=block_gram(...)).outputs``
+    (softmax, ``loss`` ``"ce"`` or ``"gce"``; ``exact_options``: ``tol``,
+    ``max_iter``, ``on_failure``, ``solver``), without forming the Gram:
+    instances of the same true class and the same target row share their
+    outputs (:mod:`sdtheory.reduced`), so the problem is solved once per
+    type. ``classes`` are the true classes (block membership) in ``[0, K)``;
+    every class must be non-empty. The Gram is given by ``(c, d)`` or by a
+    ``(K, K)`` class-correlation matrix ``corr``. Pass exactly one of
+    ``rounds`` (indices, 0 = teacher) or ``num_rounds`` (rounds ``0..R-1``).
     """
+    from . import reduced as Rd
+
     n, k = V.check_targets(targets)
     classes, _ = _check_classes(classes, k, n=n, source=_TARGET_K)
     sizes = np.bincount(classes, minlength=k)
     V.check_lam(lam)
-    r = V.resolve_rounds(rounds, num_rounds)
-    bspec = _block_spectrum_checked(sizes, c, d)
-    return block_outputs_core(
-        bspec, jnp.asarray(classes), jnp.asarray(targets, dtype=float), jnp.asarray(lam, dtype=float), jnp.asarray(r)
+    model = Rd.check_model(model)
+    if model == "closed" and (loss != "ce" or exact_options):
+        raise ValueError(
+            "model='closed' is the linearised cross-entropy model: loss and solver options need model='exact'"
+        )
+    r = V.resolve_rounds(rounds, num_rounds, maximum=(V.MAX_ROUND if model == "closed" else V.MAX_NUM_ROUNDS - 1))
+    lam_a = jnp.asarray(lam, dtype=float)
+    if model == "closed" and corr is None:
+        bspec = _block_spectrum_checked(sizes, c, d)
+        return block_outputs_core(bspec, jnp.asarray(classes), jnp.asarray(targets, dtype=float), lam_a, jnp.asarray(r))
+    R = Rd.resolve_corr(c, d, corr, sizes)
+    tcls, ttgt, tcounts, index = _instance_types(np.asarray(classes), np.asarray(targets, dtype=float))
+    ts = Rd.type_spectrum_core(jnp.asarray(R), jnp.asarray(tcls), jnp.asarray(tcounts))
+    if model == "closed":
+        out = Rd.reduced_closed_core(ts, jnp.asarray(ttgt), lam_a, jnp.asarray(r))
+        return out[:, jnp.asarray(index)]
+    opts = Rd.exact_options(loss, q, exact_options)
+    res = Rd.reduced_exact_core(
+        ts,
+        jnp.asarray(ttgt),
+        lam_a,
+        int(r.max()) + 1,
+        loss=loss,
+        q=float(q),
+        **{x: opts[x] for x in ("tol", "max_iter", "solver")},
     )
+    res = jax.tree_util.tree_map(lambda x: x[jnp.asarray(r)], res)
+    if opts["on_failure"] == "raise":
+        from .exact import raise_unconverged
+
+        raise_unconverged(res, opts["tol"], opts["max_iter"], r)
+    return res.outputs[:, jnp.asarray(index)]
 
 
 def balanced_block_eigenvalues(*, per_class: int, num_classes: int, c: float, d: float) -> tuple:

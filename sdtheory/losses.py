@@ -77,11 +77,15 @@ LOSSES: dict[str, Loss] = {
 }
 
 
-def get_loss(name: str, arg: str = "loss") -> Loss:
+def get_loss(name: str | Loss, arg: str = "loss") -> Loss:
     """Look up a registered loss; ``TypeError`` for a non-string, ``ValueError`` for an unknown name.
 
     ``arg`` is what the messages call the argument (``"pll_loss"`` in the Monte Carlo config).
+    A :class:`Loss` itself is returned as is (the kernels accept one, e.g. the
+    count-weighted losses of :mod:`sdtheory.reduced`).
     """
+    if isinstance(name, Loss):
+        return name
     if not isinstance(name, str):
         raise TypeError(f"{arg} must be a string, one of {sorted(LOSSES)}, got {type(name).__name__} {name!r}")
     if name not in LOSSES:

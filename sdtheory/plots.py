@@ -6,7 +6,7 @@ Functions take plain arrays already reduced by the caller and return a
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -72,6 +72,7 @@ def phase_diagram_figure(
     title: str = "",
     heat_label: str = "multi-round SD",
     num_classes: Optional[int] = None,
+    extra_boundaries: Sequence[tuple] = (),
 ):
     """Two-panel phase diagram.
 
@@ -92,6 +93,9 @@ def phase_diagram_figure(
       observed_first: ``(E,)`` median observed first all-correct round (NaN = never).
       threshold: noise rate where the population corruption condition stops holding.
       curves: label -> ``(E,)`` accuracy for the right panel.
+      extra_boundaries: more first-all-correct-round predictions for the
+        left panel, each ``(values (E,), label, line style dict)``
+        (``-1``/NaN/inf = never within the rounds).
     """
     from matplotlib import patheffects as pe
 
@@ -131,6 +135,9 @@ def phase_diagram_figure(
         ls="--",
         label="theory: mean empirical $r^*$ (from each seed's label fractions)",
     )
+    for values, label, style in extra_boundaries:
+        v = np.asarray(values, dtype=float)
+        handles += _step_boundary(ax, etas, np.where(np.isfinite(v), v, -1.0), label=label, **style)
     if observed_first is not None:
         of = np.asarray(observed_first, dtype=float)
         ok = np.isfinite(of) & (of >= 0)
@@ -376,6 +383,47 @@ def spectrum_figure(spectra: Mapping[str, Mapping]):
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
     fig.tight_layout()
+    return fig
+
+
+def phase_map_figure(phase_map: Any, *, num_rounds: int, title: str = ""):
+    """2-D phase map of the exact block model (a :class:`sdtheory.montecarlo.theory.PhaseMap`).
+
+    Colour: where exact multi-round SD reaches 100% training accuracy within
+    rounds ``0..num_rounds-1``, where the one-round PLL student does, both or
+    neither; lines: the same two boundaries of the linearised model.
+    """
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    from .montecarlo.theory import REGIONS
+
+    pm = phase_map
+    etas = np.asarray(pm.etas, dtype=float)
+    vals = np.asarray(pm.values, dtype=float)
+    log_y = pm.axis == "lam"
+    yc = np.log10(vals) if log_y else vals
+    colours = ["#d9d9d9", "#9ecae1", "#fdae6b", "#74c476"]
+    fig = new_figure(figsize=(8.0, 6.0))
+    ax = fig.subplots()
+    ax.pcolormesh(
+        _edges(etas), _edges(yc), pm.region, cmap=ListedColormap(colours), vmin=-0.5, vmax=3.5, shading="flat"
+    )
+    handles = [Patch(color=col, label=f"exact: {name}") for col, name in zip(colours, REGIONS, strict=True)]
+    for field, colour, label in (
+        (pm.sd_linear, "k", f"linearised: SD 100% within rounds 0..{num_rounds - 1} (boundary)"),
+        (pm.pll_linear, "#08519c", "linearised: one-round PLL student 100% (boundary)"),
+    ):
+        if np.any(field) and not np.all(field):
+            cs = ax.contour(etas, yc, field.astype(float), levels=[0.5], colors=colour, linewidths=1.8)
+            handles.append(cs.legend_elements()[0][0])
+            handles[-1].set_label(label)
+    ax.set_xlabel("label noise rate $\\eta$")
+    ax.set_ylabel("$\\log_{10} \\lambda$" if log_y else "within-class correlation $c$")
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8.5, frameon=False, ncol=2)
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.subplots_adjust(left=0.1, right=0.97, top=0.88, bottom=0.27)
     return fig
 
 

@@ -59,8 +59,20 @@ import numpy as np
 from . import _validation as V
 from ._x64 import float64
 from .block import balanced_block_eigenvalues
+from .losses import get_loss
 from .metrics import TIE_TOL, correct_core
 from .noise import validate_corruption_matrix
+from .reduced import (
+    SEARCH_ROUNDS,
+    all_correct_search_core,
+    check_model,
+    finite_sample_core,
+    exact_options as _exact_options,
+    label_types,
+    resolve_corr,
+    type_pll_core,
+    type_spectrum_core,
+)
 from .refine import top2_mask_core
 
 __all__ = [
@@ -75,6 +87,9 @@ __all__ = [
     "log_block_factors",
     "PLLPrediction",
     "RoundWindow",
+    "SEARCH_ROUNDS",
+    "FiniteSamplePrediction",
+    "finite_sample_prediction",
     "all_correct_at",
     "all_correct_at_core",
     "all_correct_rounds",
@@ -415,6 +430,16 @@ def pll_condition_core(fractions: jax.Array, logs: LogFactors) -> jax.Array:
     return corruption_condition_core(f) & jnp.all(hk < 1.0)
 
 
+def _pll_from_types(f, ts, res, tie_tol) -> PLLPrediction:
+    """:class:`PLLPrediction` from the PLL pipeline run on the ``K^2`` label types (balanced classes)."""
+    k = f.shape[0]
+    correct = correct_core(res.outputs, ts.classes, tie_tol).reshape(-1, k, k)
+    top2 = top2_mask_core(res.teacher, tie_tol).reshape(k, k, k)
+    h = jnp.einsum("ky,kyl->kl", f, top2.astype(f.dtype))
+    acc = jnp.sum(jnp.where(correct, f[None], 0.0), axis=(1, 2)) / k
+    return PLLPrediction(acc, correct, top2, h)
+
+
 # --------------------------------------------------------------------------
 # Validating public API
 # --------------------------------------------------------------------------
@@ -518,6 +543,57 @@ def _check_pll_size(fractions):
         )
 
 
+def _reduced_problem(fractions, c, d, corr, per_class):
+    """Population types of the balanced block model: ``(f, TypeSpectrum, type targets)`` (counts ``n f``)."""
+    f = _check_fractions(fractions)
+    k = int(f.shape[0])
+    n = V.check_size(per_class, "per_class", minimum=1)
+    if k * n > V.MAX_COUNT:
+        raise ValueError(f"per_class * K (the number of instances N) must be at most {V.MAX_COUNT}, got {n} * {k}")
+    R = resolve_corr(c, d, corr, [n] * k, balanced_cd=True)
+    cls, tgt = label_types(k)
+    return f, type_spectrum_core(jnp.asarray(R), cls, n * f.reshape(-1)), tgt
+
+
+def _uses_reduced(model, corr, c, d, exact_options) -> bool:
+    """Validate ``model``; True when the answer comes from the reduced model (exact, or a general ``corr``)."""
+    model = check_model(model)
+    if model == "closed" and exact_options:
+        raise TypeError(f"unexpected keyword arguments for the linearised model: {sorted(exact_options)}")
+    if corr is None and (c is None or d is None):
+        raise TypeError("pass c= and d= (within- and between-class correlation) or corr= (a (K, K) matrix)")
+    return model == "exact" or corr is not None
+
+
+def _reduced_search(fractions, c, d, corr, lam, per_class, model, search_rounds, tie_tol, stop_at_first, options):
+    """:class:`sdtheory.reduced.SearchResult` of the population rounds (validating; raises on solver failure)."""
+    from .metrics import _check_tie_tol
+
+    f, ts, tgt = _reduced_problem(fractions, c, d, corr, per_class)
+    _check_scalar_lam(lam)
+    search_rounds = V.check_int(
+        search_rounds, "search_rounds", minimum=1, maximum=V.MAX_NUM_ROUNDS, why="the rounds are evaluated one by one"
+    )
+    tie_tol = _check_tie_tol(tie_tol)
+    opts = _exact_options("ce", 0.7, options) if model == "exact" else {}
+    out = all_correct_search_core(
+        ts,
+        tgt,
+        jnp.asarray(lam, dtype=float),
+        tie_tol,
+        model=model,
+        search_rounds=search_rounds,
+        stop_at_first=stop_at_first,
+        **{x: opts[x] for x in ("tol", "max_iter", "solver") if x in opts},
+    )
+    if model == "exact" and opts["on_failure"] == "raise" and not V.is_tracer(out.converged) and not out.converged:
+        raise RuntimeError(
+            f"exact solver did not reach tol={opts['tol']:g} in some round of the search (largest residual "
+            f"{float(out.residual):.3g}); raise max_iter or tol, or pass on_failure='flag'"
+        )
+    return out
+
+
 @float64
 def corruption_condition(fractions: ArrayLike) -> bool:
     """The label-corruption condition ``f_k(k) > f_k(l)`` for all ``k``, ``l != k``.
@@ -542,7 +618,19 @@ def margin(fractions: ArrayLike) -> float:
 
 
 @float64
-def min_rounds(fractions: ArrayLike, *, c: float, d: float, lam: Any, per_class: int):
+def min_rounds(
+    fractions: ArrayLike,
+    *,
+    c: Any = None,
+    d: Any = None,
+    lam: Any,
+    per_class: int,
+    corr: Any = None,
+    model: str = "closed",
+    search_rounds: int = SEARCH_ROUNDS,
+    tie_tol: float = TIE_TOL,
+    **exact_options: Any,
+):
     r"""First round ``r*`` (0 = teacher) at which every training instance is correct.
 
     Model: linearised SD on the balanced block Gram (``per_class`` instances
@@ -561,7 +649,19 @@ def min_rounds(fractions: ArrayLike, *, c: float, d: float, lam: Any, per_class:
     ``jax.vmap`` over ``lam`` or ``fractions`` it returns a traced int array
     (with :data:`BEYOND_RANGE` there instead of raising). Use
     :func:`all_correct_rounds` when the global frequencies differ.
+
+    ``model="exact"`` (the softmax model) or a general class-correlation
+    matrix ``corr`` (``(K, K)``, in place of ``c``, ``d``): the answer comes
+    from the population *types* of :mod:`sdtheory.reduced` (counts
+    ``per_class * fractions``, any ``n``, cost independent of ``n``),
+    evaluating rounds ``0..search_rounds-1`` directly (no closed-form
+    formula; "correct" by :func:`sdtheory.correct` with ``tie_tol``). ``-1``
+    then means "not all correct at any searched round". ``exact_options``:
+    ``tol``, ``max_iter``, ``on_failure``, ``solver`` of the exact solver.
     """
+    if _uses_reduced(model, corr, c, d, exact_options):
+        res = _reduced_search(fractions, c, d, corr, lam, per_class, model, search_rounds, tie_tol, True, exact_options)
+        return res.first if V.is_tracer(res.first) else int(res.first)
     f = _check_fractions(fractions)
     out = min_rounds_core(f, _log_factors(f, c, d, lam, per_class))
     if V.is_tracer(out):
@@ -572,7 +672,19 @@ def min_rounds(fractions: ArrayLike, *, c: float, d: float, lam: Any, per_class:
 
 
 @float64
-def all_correct_rounds(fractions: ArrayLike, *, c: float, d: float, lam: Any, per_class: int) -> RoundWindow:
+def all_correct_rounds(
+    fractions: ArrayLike,
+    *,
+    c: Any = None,
+    d: Any = None,
+    lam: Any,
+    per_class: int,
+    corr: Any = None,
+    model: str = "closed",
+    search_rounds: int = SEARCH_ROUNDS,
+    tie_tol: float = TIE_TOL,
+    **exact_options: Any,
+) -> RoundWindow:
     r"""Exact window ``first <= r <= last`` of all-correct rounds (global term included).
 
     Model: linearised SD on the balanced block Gram; no assumption on the
@@ -597,7 +709,27 @@ def all_correct_rounds(fractions: ArrayLike, *, c: float, d: float, lam: Any, pe
     ``lam`` is raised (under ``jax.vmap`` the traced ``first`` holds
     ``BEYOND_RANGE`` instead; see :func:`all_correct_rounds_core`).
     :func:`all_correct_at` answers for any given rounds.
+
+    ``model="exact"`` (the softmax model) or a general class-correlation
+    matrix ``corr`` (``(K, K)``, in place of ``c``, ``d``): the answer comes
+    from the population *types* of :mod:`sdtheory.reduced` (counts
+    ``per_class * fractions``, any ``n``, cost independent of ``n``),
+    evaluating rounds ``0..search_rounds-1`` directly (no closed-form
+    formula; "correct" by :func:`sdtheory.correct` with ``tie_tol``). ``-1``
+    then means "not all correct at any searched round". ``exact_options``:
+    ``tol``, ``max_iter``, ``on_failure``, ``solver`` of the exact solver.
+    In the reduced path the window is the run of all-correct rounds starting
+    at the first one; ``last = UNBOUNDED`` when it is still all correct at
+    round ``search_rounds - 1``.
     """
+    if _uses_reduced(model, corr, c, d, exact_options):
+        res = _reduced_search(
+            fractions, c, d, corr, lam, per_class, model, search_rounds, tie_tol, False, exact_options
+        )
+        last_r = jnp.where(res.first < 0, -1, jnp.where(res.closed, res.last, UNBOUNDED))
+        if V.is_tracer(res.first):
+            return RoundWindow(res.first, last_r)
+        return RoundWindow(int(res.first), int(last_r))
     f = _check_fractions(fractions)
     w = all_correct_rounds_core(f, _log_factors(f, c, d, lam, per_class))
     if V.is_tracer(w.first):
@@ -609,16 +741,40 @@ def all_correct_rounds(fractions: ArrayLike, *, c: float, d: float, lam: Any, pe
 
 
 @float64
-def max_rounds(fractions: ArrayLike, *, c: float, d: float, lam: Any, per_class: int):
+def max_rounds(
+    fractions: ArrayLike,
+    *,
+    c: Any = None,
+    d: Any = None,
+    lam: Any,
+    per_class: int,
+    corr: Any = None,
+    model: str = "closed",
+    search_rounds: int = SEARCH_ROUNDS,
+    tie_tol: float = TIE_TOL,
+    **exact_options: Any,
+):
     """Upper end ``r_max`` of the all-correct window (``all_correct_rounds(...).last``).
 
     ``UNBOUNDED`` when every global difference ``f(k) - f(l)`` that matters
     is ``>= 0`` (e.g. equal global frequencies); ``-1`` when no round is all
     correct; :data:`BEYOND_RANGE` ``= 2**40`` when the window closes after
     :data:`MAX_ROUND`. Raises ``ValueError`` naming ``lam`` when the window
-    opens beyond ``MAX_ROUND`` (as :func:`all_correct_rounds`).
+    opens beyond ``MAX_ROUND`` (as :func:`all_correct_rounds`). ``corr``,
+    ``model``, ``search_rounds``, ``tie_tol``, ``exact_options``: as there.
     """
-    return all_correct_rounds(fractions, c=c, d=d, lam=lam, per_class=per_class).last
+    return all_correct_rounds(
+        fractions,
+        c=c,
+        d=d,
+        lam=lam,
+        per_class=per_class,
+        corr=corr,
+        model=model,
+        search_rounds=search_rounds,
+        tie_tol=tie_tol,
+        **exact_options,
+    ).last
 
 
 @float64
@@ -659,7 +815,19 @@ def pll_condition(fractions: ArrayLike, *, c: float, d: float, lam: Any, per_cla
 
 @float64
 def pll_accuracy_prediction(
-    fractions: ArrayLike, *, c: float, d: float, lam: Any, per_class: int, num_rounds: int = 1, tie_tol: float = TIE_TOL
+    fractions: ArrayLike,
+    *,
+    c: Any = None,
+    d: Any = None,
+    lam: Any,
+    per_class: int,
+    num_rounds: int = 1,
+    tie_tol: float = TIE_TOL,
+    corr: Any = None,
+    model: str = "closed",
+    loss: str = "ce",
+    q: float = 0.7,
+    **exact_options: Any,
 ) -> PLLPrediction:
     """Training accuracy of the (multi-round) PLL student in the linearised balanced block model.
 
@@ -672,6 +840,13 @@ def pll_accuracy_prediction(
     above 447 (more than :data:`PLL_MEMORY_LIMIT` = 2 GiB) is refused with a
     ``ValueError`` naming ``fractions``. ``num_rounds`` is at most
     :data:`PLL_MAX_ROUNDS` ``= 100`` (the rounds are unrolled when compiled).
+
+    ``model="exact"`` (softmax teacher and students, student ``loss`` ``"ce"``
+    or ``"gce"`` with ``q``) or a general ``corr``: the same prediction from
+    the population types of :mod:`sdtheory.reduced` (counts
+    ``per_class * fractions``) through the package's one PLL pipeline
+    (:func:`sdtheory.refine.pll_rounds_core`); ``exact_options``: ``tol``,
+    ``max_iter``, ``on_failure``, ``solver``.
     """
     from .metrics import _check_tie_tol
 
@@ -684,4 +859,144 @@ def pll_accuracy_prediction(
         maximum=PLL_MAX_ROUNDS,
         why="the student rounds are unrolled in the compiled program",
     )
+    if _uses_reduced(model, corr, c, d, exact_options):
+        if model == "closed" and loss != "ce":
+            raise ValueError("the linearised PLL student is the cross-entropy one; use model='exact' for loss='gce'")
+        _check_scalar_lam(lam)
+        f, ts, tgt = _reduced_problem(fractions, c, d, corr, per_class)
+        opts = _exact_options(loss, q, exact_options) if model == "exact" else {}
+        res = type_pll_core(
+            ts,
+            tgt,
+            jnp.asarray(lam, dtype=float),
+            _check_tie_tol(tie_tol),
+            model=model,
+            num_rounds=num_rounds,
+            loss=loss,
+            q=float(q),
+            **{x: opts[x] for x in ("tol", "max_iter", "solver") if x in opts},
+        )
+        if model == "exact" and opts["on_failure"] == "raise":
+            from .exact import raise_unconverged
+
+            raise_unconverged(res, opts["tol"], opts["max_iter"])
+        return _pll_from_types(f, ts, res, _check_tie_tol(tie_tol))
     return pll_prediction_core(f, _log_factors(f, c, d, lam, per_class), num_rounds, _check_tie_tol(tie_tol))
+
+
+class FiniteSamplePrediction(NamedTuple):
+    """Finite-sample theory of the block model under i.i.d. labels (:func:`finite_sample_prediction`).
+
+    Attributes:
+      all_correct: ``(D, R)`` bools, per draw of the label counts and round.
+      first: ``(D,)`` first all-correct round per draw, ``-1`` if none of the
+        rounds ``0..R-1`` is.
+      pll_accuracy: ``(D,)`` one-round PLL student training accuracy per draw.
+      p_all_correct: ``(R,)`` probability that every instance is correct at
+        round ``r`` (the mean of ``all_correct`` over draws).
+      median_first: median of ``first``, counting ``-1`` as "after the last
+        round" (then ``inf`` if that is the median).
+      quantiles_first: ``(5,)`` the 10, 25, 50, 75 and 90% quantiles of
+        ``first`` in the same convention (lower empirical quantiles: values
+        taken by a draw).
+      converged: every exact solve of every draw reached ``tol``.
+    """
+
+    all_correct: np.ndarray
+    first: np.ndarray
+    pll_accuracy: np.ndarray
+    p_all_correct: np.ndarray
+    median_first: float
+    quantiles_first: np.ndarray
+    converged: bool
+
+
+#: The quantile levels of :attr:`FiniteSamplePrediction.quantiles_first`.
+FIRST_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def first_round_quantiles(first: Any, levels: Any = FIRST_QUANTILES) -> np.ndarray:
+    """Lower empirical quantiles of first all-correct rounds, ``-1`` (never) counted as ``+inf``."""
+    f = np.asarray(first, dtype=float)
+    f = np.where(f < 0, np.inf, f)
+    return np.quantile(f, np.asarray(levels, dtype=float), axis=-1, method="inverted_cdf")
+
+
+@float64
+def finite_sample_prediction(
+    C: Any,
+    *,
+    per_class: int,
+    lam: Any,
+    num_rounds: int,
+    c: Any = None,
+    d: Any = None,
+    corr: Any = None,
+    model: str = "closed",
+    num_draws: int = 1000,
+    seed: int = 0,
+    pll_loss: str = "ce",
+    q: float = 0.7,
+    tie_tol: float = TIE_TOL,
+    **exact_options: Any,
+) -> FiniteSamplePrediction:
+    """Distribution of the first all-correct round and of the PLL accuracy at finite ``n``, without instances.
+
+    Under i.i.d. labels ``y_i ~ C[k_i]`` the per-class label counts are
+    independent multinomials ``(n, C_k)``, and in the block model the outputs
+    depend on the labels only through these counts (:mod:`sdtheory.reduced`).
+    Each of ``num_draws`` draws samples the counts (``O(K^2)``) and evaluates
+    rounds ``0..num_rounds-1`` of SD and the one-round PLL student on the
+    types, linearised (``model="closed"``) or exact (``model="exact"``,
+    student loss ``pll_loss``; ``exact_options``: ``tol``, ``max_iter``,
+    ``on_failure``, ``solver``). This is the theory's prediction for an
+    instance-level Monte Carlo with ``per_class`` instances per class.
+
+    ``C``: ``(K, K)`` corruption matrix; ``(c, d)`` or ``corr`` as in
+    :func:`min_rounds`; ``seed``: the draws' random seed.
+    """
+    from .metrics import _check_tie_tol
+
+    Cv = validate_corruption_matrix(C, name="C")
+    k = Cv.shape[0]
+    n = V.check_size(per_class, "per_class", minimum=1)
+    if k * n > V.MAX_COUNT:
+        raise ValueError(f"per_class * K (the number of instances N) must be at most {V.MAX_COUNT}, got {n} * {k}")
+    model = check_model(model)
+    get_loss(pll_loss, "pll_loss")
+    if model == "closed" and (exact_options or pll_loss != "ce"):
+        raise TypeError("the linearised model takes no exact-solver options and only pll_loss='ce'")
+    _check_scalar_lam(lam)
+    if V.is_tracer(lam):
+        raise TypeError("lam must be concrete; vmap sdtheory.reduced.finite_sample_core instead")
+    num_rounds = V.check_int(num_rounds, "num_rounds", minimum=1, maximum=V.MAX_NUM_ROUNDS, why="rounds are a chain")
+    num_draws = V.check_int(num_draws, "num_draws", minimum=1, maximum=10**7, why="the draws are held in memory")
+    seed = V.check_int(seed, "seed", minimum=0, maximum=V.MAX_SEED)
+    R = resolve_corr(c, d, corr, [n] * k, balanced_cd=True)
+    opts = _exact_options(pll_loss, q, exact_options) if model == "exact" else {}
+    # draws padded to a power of two (at least 8): a few compiled shapes serve every num_draws
+    keys = jax.random.split(jax.random.key(seed), max(8, 1 << (num_draws - 1).bit_length()))
+    out = finite_sample_core(
+        keys,
+        jnp.asarray(Cv, dtype=float),
+        jnp.full((k,), n),
+        jnp.asarray(R),
+        jnp.asarray(lam, dtype=float),
+        _check_tie_tol(tie_tol),
+        model=model,
+        num_rounds=num_rounds,
+        pll_loss=pll_loss,
+        q=float(q),
+        **{x: opts[x] for x in ("tol", "max_iter", "solver") if x in opts},
+    )
+    out = jax.tree_util.tree_map(lambda x: np.asarray(x)[:num_draws], out)
+    converged = bool(np.all(out.converged))
+    if model == "exact" and opts["on_failure"] == "raise" and not converged:
+        raise RuntimeError(
+            f"exact solver did not reach tol={opts['tol']:g} in {int(np.sum(~np.asarray(out.converged)))} of "
+            f"{num_draws} draws; raise max_iter or tol, or pass on_failure='flag'"
+        )
+    first = np.asarray(out.first)
+    qs = first_round_quantiles(first)
+    ac = np.asarray(out.all_correct)
+    return FiniteSamplePrediction(ac, first, np.asarray(out.pll_accuracy), ac.mean(axis=0), float(qs[2]), qs, converged)

@@ -13,6 +13,7 @@ Writes into --out (default results/phase_diagram/), as one unit (the whole set
 is staged next to --out and replaces the previous one; an interrupted run
 changes nothing):
   phase_diagram.png / .pdf  the figure (heat map + PLL panel)
+  phase_map.png / .pdf      the exact theory's 2-D phase map over (eta, lam) or (eta, c)
   phase_diagram.csv         one row per (eta, round, method)
   summary.json              parameters, seeds, provenance, agreement, timing
   manifest.json             every file with its SHA-256, and the parameters
@@ -58,14 +59,23 @@ try:
     )
     from sdtheory import montecarlo as mc
     from sdtheory.noise import condition_threshold
-    from sdtheory.plots import phase_diagram_figure
+    from sdtheory.montecarlo.theory import REGIONS, phase_map, prediction_agreement, round_predictions
+    from sdtheory.plots import phase_diagram_figure, phase_map_figure
 finally:
     signal.signal(signal.SIGINT, _previous_sigint)
 
 DEFAULT_OUT = os.path.join("results", "phase_diagram")
 SCRIPT = "simulations/phase_diagram.py"
 #: What a previous run leaves in --out (a run replaces the directory as a whole).
-OUTPUTS = ("phase_diagram.png", "phase_diagram.pdf", "phase_diagram.csv", "phase_diagram.csv.meta.json", "summary.json")
+OUTPUTS = (
+    "phase_diagram.png",
+    "phase_diagram.pdf",
+    "phase_diagram.csv",
+    "phase_diagram.csv.meta.json",
+    "phase_map.png",
+    "phase_map.pdf",
+    "summary.json",
+)
 CHECKPOINT = "phase_diagram.checkpoint.npz"
 
 
@@ -88,9 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Monte Carlo phase diagram of multi-round self-distillation (SD) and the PLL student "
             "in the class-wise block model, against the theorems (corruption condition, first "
-            "all-correct round r*). With no arguments: K=4, 70 per class, c=0.4, d=0.1, "
-            "lam=1e-4, symmetric noise, eta 0..0.8 in 41 steps, rounds 0..15, 16 seeds, exact "
-            "softmax solver plus the linearised closed form."
+            "all-correct round r*), linearised and exact, population and finite-sample. With no "
+            "arguments: K=4, 100 per class, c=0.4, d=0.1, lam=1e-4, symmetric noise, eta 0..0.8 in "
+            "41 steps, rounds 0..15, 32 seeds, exact softmax solver plus the linearised closed form."
         ),
         epilog="Output columns and the simulation model: docs/simulation.md.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -100,10 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--per-class",
         type=int_at_least(1),
-        default=70,
-        help="training instances per class n (N = K n). The default 70 keeps the default run (exact "
-        "solver, 656 cells x 16 rounds) under 2 minutes on 2 CPU cores; the exact solver's cost "
-        "grows like N^2, and --per-class 100 takes about twice as long",
+        default=100,
+        help="training instances per class n (N = K n). On the block Gram the exact solver runs on "
+        "the K^2 label types, so its cost does not grow with n; with --dim (sampled features) it "
+        "grows like N^2",
     )
     g.add_argument(
         "--c",
@@ -156,8 +166,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--num-rounds", type=int_at_least(1), default=16, help="number of SD rounds R: rounds 0..R-1 (0 is the teacher)"
     )
-    g.add_argument("--seeds", type=int_at_least(1), default=16, help="Monte Carlo repetitions per noise rate")
+    g.add_argument("--seeds", type=int_at_least(1), default=32, help="Monte Carlo repetitions per noise rate")
     g.add_argument("--seed", type=int_at_least(0), default=0, help="PRNG seed (same seed, same files)")
+    g = p.add_argument_group("theory")
+    g.add_argument(
+        "--theory-draws",
+        type=int_at_least(1),
+        default=128,
+        help="draws of the per-class label counts for the finite-sample predictions (no instances)",
+    )
+    g.add_argument(
+        "--map-axis",
+        choices=("lam", "c"),
+        default="lam",
+        help="second axis of the exact phase map (phase_map.png): the L2 weight lam (log grid, "
+        "lam/100..lam*100) or the within-class correlation c (d..0.95)",
+    )
+    g.add_argument("--map-steps", type=int_at_least(2), default=17, help="grid points on the phase map's second axis")
     g = p.add_argument_group("solver")
     g.add_argument(
         "--model",
@@ -339,6 +364,10 @@ def main(argv=None) -> int:
             on_chunk=interruptible(keep),
         )
         t_sim = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        preds = round_predictions(config, etas, num_draws=args.theory_draws, seed=args.seed)
+        pmap = phase_map(config, etas, axis=args.map_axis, values=_map_values(args))
+        t_theory = time.perf_counter() - t0
         written = _write_outputs(
             out,
             args,
@@ -349,7 +378,15 @@ def main(argv=None) -> int:
             pll_m,
             params,
             meta,
-            timing={"simulation_seconds": round(t_sim, 3), "resumed_chunks": resumed, "devices": _devices()},
+            preds,
+            pmap,
+            timing={
+                "simulation_seconds": round(t_sim, 3),
+                "theory_seconds": round(t_theory, 3),
+                "resumed_chunks": resumed,
+                "devices": _devices(),
+                "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+            },
             t_start=t_start,
         )
     except KeyboardInterrupt:
@@ -371,13 +408,26 @@ def main(argv=None) -> int:
             f"round offsets (observed - predicted): {off['histogram']}",
             file=sys.stderr,
         )
+        pa = written["predictions"][sd_m]
+        print(
+            "  (eta, round) cells agreeing with the simulation's majority: "
+            + ", ".join(f"{k} {100 * v['cells_vs_majority']:.1f}%" for k, v in pa.items()),
+            file=sys.stderr,
+        )
     return 0
 
 
-def _write_outputs(out, args, config, etas, result, sd_m, pll_m, params, meta, *, timing, t_start) -> dict:
+def _map_values(args) -> np.ndarray:
+    if args.map_axis == "lam":
+        return np.logspace(np.log10(args.lam) - 2, np.log10(args.lam) + 2, args.map_steps)
+    return np.linspace(args.d + (0.95 - args.d) / args.map_steps, 0.95, args.map_steps)
+
+
+def _write_outputs(out, args, config, etas, result, sd_m, pll_m, params, meta, preds, pmap, *, timing, t_start) -> dict:
     """Reduce the result and write every output as one unit into ``out``; return the agreement."""
     table = mc.phase_table(result)
     agree = mc.agreement(result)
+    pred_agree = prediction_agreement(result, preds, sd_m, pll_m)
     threshold = condition_threshold(config.noise, config.num_classes, clusters=config.clusters)
     th = result.theory
     obs_median = mc.median_first_all_correct(result, sd_m)
@@ -413,7 +463,26 @@ def _write_outputs(out, args, config, etas, result, sd_m, pll_m, params, meta, *
         title=title,
         heat_label=f"multi-round SD, {'exact' if args.model == 'exact' else 'closed form'}",
         num_classes=config.num_classes,
+        extra_boundaries=[
+            (
+                preds.exact_population_rstar,
+                "exact theory: first all-correct round (population, from $C$)",
+                dict(color="#e377c2", lw=2.0),
+            ),
+            (
+                preds.exact_finite_median,
+                f"exact theory: median first all-correct round at n = {config.per_class} (i.i.d. labels)",
+                dict(color="#17becf", lw=2.0, ls="-."),
+            ),
+        ],
     )
+    map_title = (
+        f"Exact block model (population): 100% training accuracy within rounds 0..{config.num_rounds - 1}\n"
+        f"K = {config.num_classes}, n = {config.per_class}, "
+        + (f"c = {config.c:g}, " if args.map_axis == "lam" else f"$\\lambda$ = {config.lam:g}, ")
+        + f"d = {config.d:g}, {config.noise} noise, PLL loss {config.pll_loss}"
+    )
+    map_fig = phase_map_figure(pmap, num_rounds=config.num_rounds, title=map_title)
     fig_meta = {"parameters": params, "package_version": meta["package_version"], "git_revision": meta["git_revision"]}
     summary = {
         "seeds": {
@@ -426,22 +495,48 @@ def _write_outputs(out, args, config, etas, result, sd_m, pll_m, params, meta, *
         "heat_map_method": sd_m,
         "pll_method": pll_m,
         "agreement": agree,
+        "prediction_agreement": pred_agree,
         "theory": {
             "population_rstar": th.population_rstar,
             "population_condition": th.population_condition,
             "mean_empirical_rstar": rstar_mean,
             "population_pll_accuracy": th.population_pll_accuracy,
+            "exact_population_rstar": preds.exact_population_rstar,
+            "exact_finite_sample_median_rstar": preds.exact_finite_median,
+            "linear_finite_sample_median_rstar": preds.linear_finite_median,
+            "exact_population_pll_accuracy": preds.exact_population_pll_accuracy,
+            "finite_sample_draws": args.theory_draws,
         },
-        "outputs": ["phase_diagram.png", "phase_diagram.pdf", "phase_diagram.csv", "summary.json", sio.MANIFEST],
+        "phase_map": {
+            "axis": pmap.axis,
+            "values": pmap.values,
+            "etas": pmap.etas,
+            "regions": list(REGIONS),
+            "region": pmap.region,
+            "sd_linear": pmap.sd_linear,
+            "pll_linear": pmap.pll_linear,
+            "exact_converged": pmap.converged,
+        },
+        "outputs": [
+            "phase_diagram.png",
+            "phase_diagram.pdf",
+            "phase_diagram.csv",
+            "phase_map.png",
+            "phase_map.pdf",
+            "summary.json",
+            sio.MANIFEST,
+        ],
     }
     with sio.run_directory(out, script=SCRIPT, parameters=params, outputs=OUTPUTS) as stage:
         sio.write_csv(stage / "phase_diagram.csv", table)
         sio.write_figure(fig, stage / "phase_diagram.png", metadata=fig_meta, dpi=150)
         sio.write_figure(fig, stage / "phase_diagram.pdf", metadata=fig_meta)
+        sio.write_figure(map_fig, stage / "phase_map.png", metadata=fig_meta, dpi=150)
+        sio.write_figure(map_fig, stage / "phase_map.pdf", metadata=fig_meta)
         # "timing" is the one field that differs between two runs with the same parameters (docs/simulation.md)
         summary["timing"] = {**timing, "total_seconds": round(time.perf_counter() - t_start, 3)}
         sio.write_json(stage / "summary.json", summary, metadata=meta)
-    return agree
+    return {**agree, "predictions": pred_agree}
 
 
 def _devices():

@@ -436,6 +436,18 @@ CASES = {
         lambda: dict(outputs_or_predictions=P, true_labels=CLASSES, given_labels=NOISY, tie_tol=1e-10),
         nonfinite_ok=True,
     ),
+    "block_outputs[exact]": Case(
+        sd.block_outputs,
+        lambda: dict(
+            targets=Y, classes=CLASSES, corr=np.eye(K) * 0.3 + 0.1, lam=0.1, rounds=[0, 1], model="exact", **EXACT_FLAG
+        ),
+        slow=True,
+    ),
+    "block_type_outputs": Case(
+        sd.block_type_outputs,
+        lambda: dict(counts=C * 10, c=0.4, d=0.1, lam=0.1, num_rounds=2, model="exact", **EXACT_FLAG),
+        slow=True,
+    ),
     # theorems
     "all_correct_at": Case(sd.all_correct_at, lambda: dict(rounds=[0, 1, 5], **THEORY)),
     "all_correct_rounds": Case(sd.all_correct_rounds, lambda: dict(THEORY)),
@@ -443,6 +455,40 @@ CASES = {
     "margin": Case(sd.margin, lambda: dict(fractions=C), nonfinite_ok=True),
     "max_rounds": Case(sd.max_rounds, lambda: dict(THEORY)),
     "min_rounds": Case(sd.min_rounds, lambda: dict(THEORY)),
+    "finite_sample_prediction": Case(
+        sd.finite_sample_prediction,
+        lambda: dict(C=C, per_class=2, lam=0.1, num_rounds=3, c=0.4, d=0.1, num_draws=4, seed=0, tie_tol=1e-10),
+        nonfinite_ok=True,  # quantiles of "never all correct" are inf
+    ),
+    "finite_sample_prediction[exact]": Case(
+        sd.finite_sample_prediction,
+        lambda: dict(
+            C=C,
+            per_class=2,
+            lam=0.1,
+            num_rounds=2,
+            corr=np.eye(K) * 0.3 + 0.1,
+            model="exact",
+            num_draws=3,
+            pll_loss="gce",
+            q=0.7,
+            **EXACT_FLAG,
+        ),
+        nonfinite_ok=True,
+        slow=True,
+    ),
+    "min_rounds[exact]": Case(
+        sd.min_rounds, lambda: dict(model="exact", search_rounds=20, tie_tol=1e-10, **THEORY, **EXACT_FLAG), slow=True
+    ),
+    "all_correct_rounds[corr]": Case(
+        sd.all_correct_rounds,
+        lambda: dict(fractions=C, corr=np.eye(K) * 0.3 + 0.1, lam=0.1, per_class=2, model="closed", search_rounds=20),
+    ),
+    "pll_accuracy_prediction[exact]": Case(
+        sd.pll_accuracy_prediction,
+        lambda: dict(num_rounds=1, model="exact", loss="gce", q=0.7, **THEORY, **EXACT_FLAG),
+        slow=True,
+    ),
     "pll_accuracy_prediction": Case(sd.pll_accuracy_prediction, lambda: dict(num_rounds=1, tie_tol=1e-10, **THEORY)),
     "pll_condition": Case(sd.pll_condition, lambda: dict(THEORY)),
     "log_block_factors": Case(sd.log_block_factors, lambda: dict(per_class=2, num_classes=3, c=0.4, d=0.1, lam=0.1)),

@@ -92,7 +92,14 @@ def test_outputs_exist_and_table_is_consistent(closed_runs):
     assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
     assert not [p for p in os.listdir(out.parent) if p.startswith(out.name + ".")]
     manifest = sio.verify_manifest(out)
-    assert sorted(manifest["files"]) == ["phase_diagram.csv", "phase_diagram.pdf", "phase_diagram.png", "summary.json"]
+    assert sorted(manifest["files"]) == [
+        "phase_diagram.csv",
+        "phase_diagram.pdf",
+        "phase_diagram.png",
+        "phase_map.pdf",
+        "phase_map.png",
+        "summary.json",
+    ]
     assert manifest["parameters"]["num_seeds"] == 3 and manifest["script"] == "simulations/phase_diagram.py"
 
 
@@ -162,6 +169,25 @@ def test_summary_contents(closed_runs):
     hist = ag["first_round_offset_vs_empirical"]["histogram"]
     assert set(hist) <= {"0"}
     assert s["corruption_threshold"] == pytest.approx(2 / 3)
+    pa = s["prediction_agreement"]["sd_closed"]
+    assert set(pa) == {"linear_population", "exact_population", "linear_finite_sample", "exact_finite_sample"}
+    assert pa["linear_population"]["cells_vs_majority"] == ag["cells_population_vs_majority"]
+    assert s["prediction_agreement"]["theory_converged"]
+
+
+def test_phase_map_matches_the_exact_theorems(closed_runs):
+    """The 2-D map's exact regions against min_rounds / pll_accuracy_prediction(model='exact') point by point."""
+    s = json.loads((closed_runs[0] / "summary.json").read_text())
+    pm = s["phase_map"]
+    assert pm["axis"] == "lam"
+    region = np.asarray(pm["region"])
+    rng = np.random.default_rng(0)
+    for i, j in zip(rng.integers(0, len(pm["values"]), 4), rng.integers(0, len(pm["etas"]), 4), strict=True):
+        C = sd.corruption_matrix("symmetric", 3, pm["etas"][j])
+        kw = dict(c=0.45, d=0.1, lam=pm["values"][i], per_class=6, model="exact")
+        r = sd.min_rounds(C, search_rounds=4, **kw)
+        pll = sd.pll_accuracy_prediction(C, **kw).accuracy[0]
+        assert region[i, j] == 2 * int(0 <= r <= 3) + int(pll >= 1.0)
 
 
 @pytest.mark.slow

@@ -68,7 +68,8 @@ def test_end_to_end_files_and_rows(quick_run):
     assert set(sio.verify_manifest(out)["files"]) == {p.name for p in out.iterdir()} - {"manifest.json"}
     rows = _read_csv(out / "real_data.csv")
     # per cell: exact SD r0..2 (3) + PLL CE/GCE (2) + closed form r0..2 (3) + CF PLL (1) + block r0..2 (3)
-    assert len(rows) == 2 * 12
+    # + block-R closed form and exact r0..2 (3 + 3)
+    assert len(rows) == 2 * 18
     assert {r["rate"] for r in rows} == {"0.0", "0.6"}
     exact = [r for r in rows if r["solver"] == "exact"]
     assert all(r["converged"] == "true" for r in exact)
@@ -233,6 +234,16 @@ def test_run_cell_against_independent_solvers():
         check(row, 1 / k + t, None)
         assert np.isnan(row["test_acc"])
         assert row["agree_exact"] == pytest.approx(np.mean(t.argmax(1) == ex_pred[r]), abs=1e-12)
+    # block model with the fitted class-correlation matrix R: its Gram R[k_i, k_j], unit diagonal; direct
+    # solve (linearised) and the N-instance exact solver on that Gram
+    gr = bst.class_means[true][:, true]
+    np.fill_diagonal(gr, 1.0)
+    t = np.eye(k)[given] - 1 / k
+    ex_r = sd.exact_outputs(np.eye(k)[given], lam=lam, num_rounds=3, gram=gr).outputs
+    for r in range(3):
+        t = gr @ np.linalg.solve(gr + k * n * lam * np.eye(n), t)
+        check(get[("block_corr", "sd", r)], 1 / k + t, None)
+        check(get[("block_corr_exact", "sd", r)], np.asarray(ex_r[r]), None)
 
 
 def test_lam_rule_halves_own_label_in_block_model():

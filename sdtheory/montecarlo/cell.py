@@ -3,8 +3,7 @@ r"""One Monte Carlo cell: a pure function of (static config, parameter point, et
 A *parameter point* (:class:`Point`) holds the traced model parameters
 ``(lam, c, d)`` and what depends only on them, computed on the host
 (:func:`make_point`; the spectra once per ``(c, d)``, reused for every lam):
-the block spectrum, the full spectrum of the block Gram when an exact method
-runs on it, and the logs of the balanced shrink factors ``(a, b, g)``
+the block spectrum and the logs of the balanced shrink factors ``(a, b, g)``
 (:class:`sdtheory.theorems.LogFactors`, from
 :func:`sdtheory.theorems.log_block_factors`). Every point has
 the same shapes, so every point runs the same compiled program. A *cell* is
@@ -21,7 +20,9 @@ one (point, eta, seed):
    * ``"sd_closed"`` / ``"sd_exact"``: rounds ``0..R-1`` of multi-round SD,
      linearised closed form or exact softmax solver (with the config's
      distillation variant, :mod:`sdtheory.variants`: temperature, ``xi``,
-     hard labels);
+     hard labels; on the block Gram the exact rounds run on the label
+     types, :mod:`sdtheory.reduced`: the same outputs at a cost independent
+     of ``n``);
    * ``"pll_closed"`` / ``"pll_exact"``: the PLL student after one round, by
      the package's one PLL pipeline (:func:`sdtheory.refine.pll_rounds_core`)
      with the closed-form / block fit or the exact fit (loss ``pll_loss``);
@@ -47,7 +48,6 @@ from ..block import (
     BlockSpectrum,
     _block_spectrum,
     block_classes,
-    block_gram,
     block_outputs_core,
     sample_block_features_core,
 )
@@ -55,8 +55,9 @@ from ..closed_form import sd_outputs_core
 from ..exact import exact_outputs_core, spectral_features
 from ..metrics import correct_core
 from ..noise import corruption_matrix_core, empirical_fractions_core, sample_labels_exact_core, sample_labels_iid_core
+from ..reduced import corr_from_cd, label_types, reduced_exact_core, reduced_exact_fit, type_spectrum_core
 from ..refine import Fit, block_fit, closed_fit, exact_fit, pll_rounds_core
-from ..spectral import _feature_spectrum as feature_spectrum, _gram_spectrum as gram_spectrum
+from ..spectral import _feature_spectrum as feature_spectrum
 from ..theorems import (
     LogFactors,
     all_correct_at_core,
@@ -90,8 +91,9 @@ class Point(NamedTuple):
         :func:`sdtheory.theorems.log_block_factors`: accurate for every
         ``lam``, where ``a, b, g`` themselves round to 1 or underflow to 0).
       bspec: :class:`BlockSpectrum` of the block Gram at ``(c, d)``.
-      spec: full :class:`Spectrum` of the block Gram (exact methods on the
-        block Gram), else ``None``.
+      spec: always ``None`` (kept for the pytree layout): exact methods on
+        the block Gram run on the label types (:mod:`sdtheory.reduced`),
+        exact methods on sampled features on the features' spectrum.
     """
 
     lam: jax.Array
@@ -127,14 +129,14 @@ def make_point(config: SimConfig, lam: float, c: float, d: float, spectra: Any =
 
 
 def point_spectra(config: SimConfig, c: float, d: float) -> tuple:
-    """``(BlockSpectrum, full Spectrum or None)`` of the block Gram at ``(c, d)``."""
+    """``(BlockSpectrum, None)`` of the block Gram at ``(c, d)``.
+
+    The exact methods on the block Gram need no ``N x N`` spectrum: they run on
+    the label types (:mod:`sdtheory.reduced`), at a cost independent of ``n``.
+    """
     sizes = [config.per_class] * config.num_classes
     bspec = _block_spectrum(jnp.asarray(sizes, dtype=float), c, d)
-    spec = None
-    if config.dim is None and config.has_exact:
-        classes = block_classes(sizes)
-        spec = gram_spectrum(block_gram(classes, c=c, d=d, num_classes=config.num_classes))
-    return bspec, spec
+    return bspec, None
 
 
 def _stats(outputs, classes, clean, converged, residual, tie_tol):
@@ -182,7 +184,6 @@ def simulate_cell(config: SimConfig, shared: Shared, point: Point, eta: jax.Arra
     frac = empirical_fractions_core(classes, given, k)
 
     if config.dim is None:
-        spec = point.spec
 
         def closed(targets, rr):
             return block_outputs_core(point.bspec, classes, targets, lam, rr)
@@ -213,14 +214,28 @@ def simulate_cell(config: SimConfig, shared: Shared, point: Point, eta: jax.Arra
         out["pll_closed"] = _stats(pll.outputs, classes, clean, ones_r[:1], zeros_r[:1], tt)
     if config.has_exact:
         teacher_rounds = r if "sd_exact" in config.methods else 1
-        res = exact_outputs_core(spec, y, lam, teacher_rounds, loss="ce", q=config.pll_q, **solve, **chain)
+        if config.dim is None:
+            # block Gram: every instance of a label type (true k, given l) has the type's outputs
+            tcls, ttgt = label_types(k)
+            tidx = classes * k + given
+            counts = jnp.zeros((k * k,), lam.dtype).at[tidx].add(1.0)
+            ts = type_spectrum_core(corr_from_cd(point.c, point.d, k), tcls, counts)
+            res_t = reduced_exact_core(ts, ttgt.astype(lam.dtype), lam, teacher_rounds, loss="ce", **solve, **chain)
+            res = res_t._replace(outputs=res_t.outputs[:, tidx])
+            student_fit = reduced_exact_fit(ts, lam, loss=config.pll_loss, q=config.pll_q, **solve)
+            teacher_fit = Fit(res_t.outputs[0], res_t.converged[0], res_t.residuals[0])
+        else:
+            res = exact_outputs_core(spec, y, lam, teacher_rounds, loss="ce", q=config.pll_q, **solve, **chain)
+            student_fit = exact_fit(spectral_features(spec), lam, loss=config.pll_loss, q=config.pll_q, **solve)
+            teacher_fit = Fit(res.outputs[0], res.converged[0], res.residuals[0])
         if "sd_exact" in config.methods:
             out["sd_exact"] = _stats(res.outputs, classes, clean, res.converged, res.residuals, tt)
             if sd_closed is not None:
                 out["gap"] = _gap(sd_closed, res.outputs, classes, tt)
         if "pll_exact" in config.methods:
-            fit = exact_fit(spectral_features(spec), lam, loss=config.pll_loss, q=config.pll_q, **solve)
-            pll = pll_rounds_core(fit, Fit(res.outputs[0], res.converged[0], res.residuals[0]), 1, tt)
+            pll = pll_rounds_core(student_fit, teacher_fit, 1, tt)
+            if config.dim is None:
+                pll = pll._replace(outputs=pll.outputs[:, tidx])
             # a student counts as converged only with its teacher; its residual is the worse of the two
             out["pll_exact"] = _stats(
                 pll.outputs,
