@@ -588,7 +588,15 @@ def block_type_outputs(
         out = reduced_closed_core(ts, tgt, lam_a, jnp.asarray(rr))
         zeros = jnp.zeros(rr.shape)
         return ExactResult(
-            out.reshape(-1, k, k, k), zeros, zeros, jnp.zeros(rr.shape, jnp.int32), jnp.ones(rr.shape, bool), zeros
+            out.reshape(-1, k, k, k),
+            zeros,
+            zeros,
+            jnp.zeros(rr.shape, jnp.int32),
+            jnp.ones(rr.shape, bool),
+            zeros,
+            kkt=zeros,
+            error_bounds=zeros,
+            intercepts=jnp.zeros(rr.shape + (k,)),
         )
     opts = exact_options(loss, q, exact_opts)
     res = reduced_exact_core(
