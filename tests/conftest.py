@@ -6,11 +6,17 @@ reference computations.
 
 ``SDTHEORY_HYPOTHESIS_PROFILE=thorough`` runs many more examples; the default
 ``ci`` profile keeps the suite fast on 2 cores.
+
+Compiled programs are dropped after every test module (``jax.clear_caches``):
+each XLA:CPU executable keeps its own memory mappings, and the whole suite in
+one process compiles enough of them to reach Linux's default limit of 65530
+mappings per process (``vm.max_map_count``), where compilation aborts.
 """
 
 import os
 
 import jax
+import pytest
 from hypothesis import HealthCheck, settings
 
 jax.config.update("jax_enable_x64", True)
@@ -29,3 +35,10 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile(os.environ.get("SDTHEORY_HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _drop_compiled_programs():
+    """Release the module's compiled executables (and their memory mappings) when it is done."""
+    yield
+    jax.clear_caches()
