@@ -52,6 +52,10 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
       q: GCE exponent.
       fit_intercept: unregularised bias (scikit-learn's default).
       tol, rtol, max_iter, solver: the exact solver's options (:func:`sdtheory.exact_outputs`).
+      temperature, xi, hard: the distillation variants of ``student="sd"``
+        (:func:`sdtheory.exact_outputs`, docs/variants.md): round ``r`` fits
+        ``xi softmax(Z_{r-1}/temperature) + (1 - xi) Y`` (argmax one-hot rows
+        when ``hard``). The defaults are plain SD.
 
     Attributes (after ``fit``): ``classes_``, ``n_features_in_``, ``coef_``
     (``(K, d)``; ``(1, d)`` for two classes, as scikit-learn), ``intercept_``,
@@ -71,6 +75,9 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
         rtol: float = DEFAULT_RTOL,
         max_iter: int = DEFAULT_MAX_ITER,
         solver: str = DEFAULT_SOLVER,
+        temperature: float = 1.0,
+        xi: float = 1.0,
+        hard: bool = False,
     ):
         self.lam = lam
         self.num_rounds = num_rounds
@@ -82,6 +89,9 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
         self.rtol = rtol
         self.max_iter = max_iter
         self.solver = solver
+        self.temperature = temperature
+        self.xi = xi
+        self.hard = hard
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -133,8 +143,14 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
             solver=self.solver,
             fit_intercept=self.fit_intercept,
         )
+        variants = dict(temperature=self.temperature, xi=self.xi, hard=self.hard)
         if self.student == "sd":
-            self.predictors_ = [predictor(t, num_rounds=self.num_rounds, loss=self.loss, q=self.q, **opts)]
+            self.predictors_ = [predictor(t, num_rounds=self.num_rounds, loss=self.loss, q=self.q, **variants, **opts)]
+        elif variants != dict(temperature=1.0, xi=1.0, hard=False):
+            raise ValueError(
+                f"temperature, xi and hard are variants of student='sd'; with student='pll' leave them at their "
+                f"defaults (got {variants})"
+            )
         else:
             teacher = predictor(t, num_rounds=1, **opts)
             self.predictors_ = [teacher]

@@ -85,6 +85,26 @@ def test_rounds_equal_the_exact_chain_and_soft_targets():
     np.testing.assert_array_equal(soft.classes_, [0, 1, 2])
 
 
+def test_variants_equal_manual_chain_of_single_rounds():
+    """temperature and xi in the estimator = single exact rounds on xi softmax(log P / tau) + (1 - xi) Y."""
+    x, y = blobs(4, 60, 3, 3, shift=0.8)
+    y_onehot = np.eye(3)[y]
+    lam, tau, xi = 1e-2, 0.5, 0.7
+    est = sd.SelfDistillationClassifier(lam=lam, num_rounds=3, temperature=tau, xi=xi, solver="lbfgs").fit(x, y)
+    t, manual = y_onehot, []
+    for _ in range(3):
+        p = np.asarray(
+            sd.exact_outputs(t, lam=lam, num_rounds=1, features=x, fit_intercept=True, solver="lbfgs").outputs[0]
+        )
+        manual.append(p)
+        z = np.log(p) / tau
+        soft = np.exp(z - z.max(axis=1, keepdims=True))
+        t = xi * soft / soft.sum(axis=1, keepdims=True) + (1 - xi) * y_onehot
+    np.testing.assert_allclose(est.round_proba(x), np.stack(manual), atol=1e-7)
+    with pytest.raises(ValueError, match="student='sd'"):
+        sd.SelfDistillationClassifier(student="pll", temperature=2.0).fit(x, y)
+
+
 def test_pll_student_equals_pll_pipeline():
     x, y = blobs(3, 60, 3, 4, shift=0.8)
     lam = 1e-2
