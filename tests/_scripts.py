@@ -11,4 +11,7 @@ def load_script(name: str):
     spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "simulations" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    # every script is argparse -> library -> io: the tests call its main(argv) and build_parser()
+    assert callable(getattr(mod, "main", None)), f"simulations/{name}.py defines no main(argv)"
+    assert callable(getattr(mod, "build_parser", None)), f"simulations/{name}.py defines no build_parser()"
     return mod
