@@ -159,6 +159,40 @@ def _running(res, w, v, lam, tol, rtol):
     return (res > tol) & (_kkt(w, v, lam) > rtol)
 
 
+class _Ops(NamedTuple):
+    """The solver coordinates of one training set, laid out once for every round and solver.
+
+    XLA dead-code-eliminates the members a solver does not use.
+    """
+
+    phi: jax.Array  # (N, M) logits pass Phi v
+    phit: jax.Array  # (M, N) Phi^T materialised: the gradient pass Phi^T g reads it row by row (2-3x faster)
+    phi32: jax.Array  # (N, M) float32 copy: Hessian products, which only need CG accuracy
+    phi32t: jax.Array  # (M, N) float32 transpose
+    colsq: jax.Array  # (M,) sum_i phi_im^2 (the eigenvalues s in the eigenbasis)
+    max_row: jax.Array  # max_i ||phi_i||: output error bounds
+
+
+def _materialise(a):
+    """``a`` as its own buffer (XLA would otherwise fold a transpose back into every product)."""
+    return jax.lax.optimization_barrier(a)
+
+
+def _operators(phi):
+    lo = jnp.float32
+    phi32 = phi.astype(lo)
+    phi32t = _materialise(phi32.T)
+    sq = phi * phi
+    return _Ops(
+        phi,
+        _materialise(phi.T),
+        phi32,
+        phi32t,
+        jnp.sum(sq, axis=0),
+        jnp.sqrt(jnp.max(jnp.sum(sq, axis=1))),
+    )
+
+
 class _State(NamedTuple):
     v: jax.Array  # (M, K) weights
     z: jax.Array  # (N, K) logits Phi v
@@ -177,15 +211,38 @@ def _implied(w, v, lam):
     return jnp.where(reg, -w / jnp.where(reg, lam, 1.0), v)
 
 
-def _evaluate(phi, t, lam, v, loss, q):
+def _residual(ops, z, w, v, lam):
+    """Fixed-point residual ``max |softmax(z) - softmax(Phi (-w / lam))|`` (one pass over ``Phi``)."""
+    za = ops.phi @ _implied(w, v, lam)
+    return jnp.max(jnp.abs(jax.nn.softmax(z, axis=-1) - jax.nn.softmax(za, axis=-1)))
+
+
+def _data_grad(ops, t, z, loss, q):
+    """``Phi^T g(z) / N`` (one pass over the materialised transpose)."""
+    return ops.phit @ loss.grad(t, z, q) / ops.phi.shape[0]
+
+
+def _residual_bound(ops, w, v, lam):
+    """An upper bound on the fixed-point residual with no pass over ``Phi``.
+
+    The implied logits differ from the current ones by ``Phi u``, ``u = -w/lam - v``;
+    ``|phi_i . u_k| <= ||phi_i|| ||u_k||`` and softmax is 1/2-Lipschitz in the max norm.
+    """
+    u = _implied(w, v, lam) - v
+    return 0.5 * ops.max_row * jnp.sqrt(jnp.max(jnp.sum(u * u, axis=0)))
+
+
+#: The Newton solvers compute the exact residual (one pass over ``Phi``) only once its bound
+#: :func:`_residual_bound` is below this multiple of ``tol``; before, the bound stands in for it
+#: (a valid upper bound, so a stop on it is sound; measured ratios bound / residual are 1e1-1e4).
+RESIDUAL_GATE = 1e6
+
+
+def _evaluate(ops, t, lam, v, loss, q):
     """Logits, data gradient ``Phi^T g / N`` and fixed-point residual at ``v``."""
-    n = phi.shape[0]
-    z = phi @ v
-    g = loss.grad(t, z, q)
-    w = phi.T @ g / n
-    za = phi @ _implied(w, v, lam)
-    res = jnp.max(jnp.abs(jax.nn.softmax(z, axis=-1) - jax.nn.softmax(za, axis=-1)))
-    return z, w, res
+    z = ops.phi @ v
+    w = _data_grad(ops, t, z, loss, q)
+    return z, w, _residual(ops, z, w, v, lam)
 
 
 def _objective_along(t, lam, z, zd, v, d, alpha, loss, q):
@@ -194,52 +251,110 @@ def _objective_along(t, lam, z, zd, v, d, alpha, loss, q):
     return data + 0.5 * _vdot(lam * vv, vv)
 
 
-def _hessian_diag(phi2, t, z, lam, loss, q):
-    """Exact diagonal of the Hessian in ``v``: ``sum_i phi_im^2 J_g(z_i)_kk / N + lam``."""
-    n, k = z.shape
+def _kron_preconditioner(ops, jvp32, curvature, z32, lam, dtype):
+    """Inverse of the Kronecker-factored Hessian ``diag(s) / N (x) Hbar + lam`` (a function of the CG residual).
+
+    The softmax-CE Hessian in ``v`` is ``sum_i phi_i phi_i^T (x) J(z_i) / N + lam``
+    with ``J = diag(p) - p p^T`` (the loss's ``curvature`` when it has one, else
+    from the linearised logit gradient ``jvp32``; float32; row weights of a
+    weighted loss included). Replacing
+    each ``J(z_i)`` by their mean ``Hbar`` (``K x K``) leaves, in the
+    eigenbasis (``Phi^T Phi = diag(s)``), one ``K x K`` block per coordinate,
+    ``s_m Hbar / N + lam``: all inverted at once through ``Hbar = Q diag(h) Q^T``
+    at ``O(M K^2)`` per application. It keeps the coupling between classes,
+    which the Hessian's diagonal loses (measured: 40 % fewer CG iterations at
+    K = 50, 2-4x fewer on raw pixels). Exact at zero logits. It depends on the
+    loss only through ``Hbar`` (symmetrised, negative curvature of the non-convex
+    GCE dropped).
+    """
+    n, k = z32.shape
+    if curvature is not None:
+        hbar = curvature(z32).astype(dtype) / n
+    else:
+        # column l of Hbar: the mean over rows of J(z_i) e_l (one linearised product per class)
+        mean_col = lambda e: jnp.mean(jvp32(jnp.broadcast_to(e, z32.shape)), axis=0)  # noqa: E731
+        hbar = jax.lax.map(mean_col, jnp.eye(k, dtype=z32.dtype)).T.astype(dtype)
+    hv, hq = jnp.linalg.eigh(0.5 * (hbar + hbar.T))
+    # the all-ones class direction has curvature 0 (softmax is shift invariant): with an
+    # unregularised bias that block is singular, and the gradient has no part in it
+    hv = jnp.where(hv > 1e-6 * jnp.max(hv), hv, 0.0)
+    den = ops.colsq[:, None] * hv[None, :] / n + lam
+    inv = jnp.where(den > 0, 1.0 / jnp.where(den > 0, den, 1.0), 0.0)
+    return lambda r: ((r @ hq) * inv) @ hq.T
+
+
+#: Floor of the CG forcing term for float32 Hessian products (their relative error is ~1e-7 times
+#: the preconditioned condition number): Newton then converges linearly at about this rate.
+ETA_FLOOR_MIXED = 1e-4
+
+
+def _newton_cg_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=DEFAULT_RTOL, it0=0, mixed=False):
+    """Truncated Newton: preconditioned CG on the Newton system, Armijo backtracking.
+
+    Three passes over ``Phi`` in float64 per Newton step (``Phi d`` for the
+    line search, ``Phi^T g`` for the gradient, ``Phi (-w/lam)`` for the
+    residual), plus two per CG iteration. ``mixed=True`` (``solver="auto"``):
+    the Hessian products run in float32 (the CG only needs a relative accuracy
+    ``eta``; gradients, line search and residual stay float64), and a step
+    whose float32 CG misses its tolerance switches the round to float64
+    products for good.
+    """
+    n = ops.phi.shape[0]
+    dtype = ops.phi.dtype
+    lo = jnp.float32
+    t32 = t.astype(lo)
     gfun = lambda zz: loss.grad(t, zz, q)  # noqa: E731
+    gfun32 = lambda zz: loss.grad(t32, zz, q).astype(lo)  # noqa: E731
+    lam_lo = jnp.asarray(lam).astype(lo)
 
-    def col(e):
-        return jax.jvp(gfun, (z,), (jnp.broadcast_to(e, z.shape),))[1] @ e
+    def residual(z, w, v):
+        """The exact residual, or its bound while that is far above ``tol``; and whether it is exact."""
+        bound = _residual_bound(ops, w, v, lam)
+        near = bound <= RESIDUAL_GATE * tol
+        return jax.lax.cond(near, lambda: _residual(ops, z, w, v, lam), lambda: bound), near
 
-    jdiag = jax.vmap(col, out_axes=1)(jnp.eye(k, dtype=z.dtype))  # (N, K)
-    diag = phi2.T @ jdiag / n + lam
-    return jnp.maximum(diag, lam)
+    z0 = ops.phi @ v0
+    w0 = _data_grad(ops, t, z0, loss, q)
+    res0, exact0 = residual(z0, w0, v0)
+    init = (_State(v0, z0, w0, res0, jnp.asarray(it0, jnp.int32)), jnp.asarray(not mixed), exact0)
 
-
-def _newton_cg_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=DEFAULT_RTOL, it0=0):
-    n = phi.shape[0]
-    gfun = lambda zz: loss.grad(t, zz, q)  # noqa: E731
-
-    z0, w0, res0 = _evaluate(phi, t, lam, v0, loss, q)
-    init = _State(v0, z0, w0, res0, jnp.asarray(it0, jnp.int32))
-
-    def cond(s):
+    def cond(c):
+        s = c[0]
         return _running(s.res, s.w, s.v, lam, tol, rtol) & (s.it < max_iter)
 
-    def body(s):
+    def body(c):
+        s, hi, _ = c
         grad = s.w + lam * s.v
         gnorm = jnp.sqrt(_vdot(grad, grad))
-        diag = _hessian_diag(phi2, t, s.z, lam, loss, q)
+        z32 = s.z.astype(lo)
+        _, jvp32 = jax.linearize(gfun32, z32)
+        curv = None if loss.curvature is None else (lambda zz: loss.curvature(t32, zz, q))
+        pre = _kron_preconditioner(ops, jvp32, curv, z32, lam, dtype)
 
-        def hvp(d):
-            zd = phi @ d
-            jd = jax.jvp(gfun, (s.z,), (zd,))[1]
-            return phi.T @ jd / n + lam * d
+        _, jvp64 = jax.linearize(gfun, s.z)
 
-        # Preconditioned CG on H x = -grad, forcing term eta = min(0.5, sqrt(kkt)).
+        def hvp64(d):
+            return ops.phit @ jvp64(ops.phi @ d) / n + lam * d
+
+        def hvp32(d):
+            d32 = d.astype(lo)
+            return (ops.phi32t @ jvp32(ops.phi32 @ d32) / n + lam_lo * d32).astype(dtype)
+
+        hvp = hvp64 if not mixed else (lambda d: jax.lax.cond(hi, hvp64, hvp32, d))
+        # Preconditioned CG on H x = -grad; scale-free forcing term: relative to the gradient's own
+        # terms (kkt), not its absolute size
         b = -grad
-        # scale-free forcing term: relative to the gradient's own terms (kkt), not its absolute size
         eta = jnp.minimum(0.5, jnp.sqrt(_kkt(s.w, s.v, lam)))
-        r0 = b
-        zc0 = r0 / diag
-        cg0 = (jnp.zeros_like(b), r0, zc0, zc0, _vdot(r0, zc0), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+        if mixed:
+            eta = jnp.where(hi, eta, jnp.maximum(eta, ETA_FLOOR_MIXED))
+        zc0 = pre(b)
+        cg0 = (jnp.zeros_like(b), b, zc0, zc0, _vdot(b, zc0), jnp.zeros((), jnp.int32), jnp.zeros((), bool), False)
 
         def cg_cond(c):
             return (~c[6]) & (c[5] < max_cg)
 
         def cg_body(c):
-            x, r, zc, p, rz, k, _ = c
+            x, r, zc, p, rz, k, _, _ = c
             hp = hvp(p)
             php = _vdot(p, hp)
             neg = php <= 0
@@ -247,18 +362,20 @@ def _newton_cg_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_
             x_new = jnp.where(neg, jnp.where(k == 0, zc0, x), x + alpha * p)
             r_new = r - alpha * hp
             small = jnp.sqrt(_vdot(r_new, r_new)) <= eta * gnorm
-            zc_new = r_new / diag
+            zc_new = pre(r_new)
             rz_new = _vdot(r_new, zc_new)
             p_new = zc_new + (rz_new / jnp.where(rz == 0, 1.0, rz)) * p
-            return (x_new, r_new, zc_new, p_new, rz_new, k + 1, neg | small)
+            return (x_new, r_new, zc_new, p_new, rz_new, k + 1, neg | small, small)
 
-        d = jax.lax.while_loop(cg_cond, cg_body, cg0)[0]
+        cg = jax.lax.while_loop(cg_cond, cg_body, cg0)
+        d = cg[0]
+        hi = hi | ~cg[7]  # float32 products did not reach eta: float64 from here on
 
         # Armijo backtracking along d; Phi d computed once, each trial is O(N K).
-        zd = phi @ d
+        zd = ops.phi @ d
         f0 = _objective_along(t, lam, s.z, zd, s.v, d, 0.0, loss, q)
         slope = _vdot(grad, d)
-        slack = 100 * jnp.finfo(z0.dtype).eps * (1.0 + jnp.abs(f0))
+        slack = 100 * jnp.finfo(dtype).eps * (1.0 + jnp.abs(f0))
 
         def ls_cond(c):
             a, j = c
@@ -266,21 +383,27 @@ def _newton_cg_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_
             ok = fa <= f0 + 1e-4 * a * slope + slack
             return (~ok) & (j < 60)
 
-        alpha, _ = jax.lax.while_loop(ls_cond, lambda c: (0.5 * c[0], c[1] + 1), (jnp.ones((), z0.dtype), 0))
+        alpha, _ = jax.lax.while_loop(ls_cond, lambda c: (0.5 * c[0], c[1] + 1), (jnp.ones((), dtype), 0))
         v_new = s.v + alpha * d
-        z, w, res = _evaluate(phi, t, lam, v_new, loss, q)
-        return _State(v_new, z, w, res, s.it + 1)
+        z = s.z + alpha * zd
+        w = _data_grad(ops, t, z, loss, q)
+        res, exact = residual(z, w, v_new)
+        return _State(v_new, z, w, res, s.it + 1), hi, exact
 
-    return jax.lax.while_loop(cond, body, init), mem
+    s, _, exact = jax.lax.while_loop(cond, body, init)
+    # stopped on kkt or max_iter with the bound in place of the residual: report the residual itself
+    res = jax.lax.cond(exact, lambda: s.res, lambda: _residual(ops, s.z, s.w, s.v, lam))
+    return s._replace(res=res), mem
 
 
-def _optax_lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=DEFAULT_RTOL):
+def _optax_lbfgs_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=DEFAULT_RTOL):
     """Preconditioned optax L-BFGS (zoom line search); kept for the comparison (stops on the residual only)."""
     import optax
 
     del max_cg, rtol
+    phi = ops.phi
     n, k = phi.shape[0], t.shape[1]
-    scale = jnp.sqrt(jnp.sum(phi2, axis=0)[:, None] / (k * n) + lam)  # sqrt(s/(KN) + lam)
+    scale = jnp.sqrt(ops.colsq[:, None] / (k * n) + lam)  # sqrt(s/(KN) + lam)
 
     def f(u):
         v = u / scale
@@ -289,7 +412,7 @@ def _optax_lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, ma
     opt = optax.lbfgs()
     vg = optax.value_and_grad_from_state(f)
     u0 = v0 * scale
-    z0, w0, res0 = _evaluate(phi, t, lam, v0, loss, q)
+    z0, w0, res0 = _evaluate(ops, t, lam, v0, loss, q)
 
     def cond(c):
         return (c[3] > tol) & (c[2] < max_iter)
@@ -299,12 +422,12 @@ def _optax_lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, ma
         val, g = vg(u, state=st)
         upd, st = opt.update(g, st, u, value=val, grad=g, value_fn=f)
         u = optax.apply_updates(u, upd)
-        res = _evaluate(phi, t, lam, u / scale, loss, q)[2]
+        res = _evaluate(ops, t, lam, u / scale, loss, q)[2]
         return (u, st, it + 1, res)
 
     u, _, it, _ = jax.lax.while_loop(cond, body, (u0, opt.init(u0), jnp.zeros((), jnp.int32), res0))
     v = u / scale
-    z, w, res = _evaluate(phi, t, lam, v, loss, q)
+    z, w, res = _evaluate(ops, t, lam, v, loss, q)
     return _State(v, z, w, res, it), mem
 
 
@@ -389,7 +512,7 @@ def _init_memory(m_dim, k, dtype, memory=MEMORY):
     )
 
 
-def _lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=DEFAULT_RTOL, max_ls=20):
+def _lbfgs_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=DEFAULT_RTOL, max_ls=20):
     """L-BFGS in preconditioned coordinates ``u = v * sqrt(h)``, ``h = s/(K N) + lam``.
 
     Two passes over ``Phi`` per iteration (the products are memory-bound at
@@ -399,10 +522,11 @@ def _lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, 
     (possible for GCE) are skipped.
     """
     del max_cg
+    phi = ops.phi
     n, k = phi.shape[0], t.shape[1]
     dtype = phi.dtype
     memory = mem[0].shape[0]
-    scale = jnp.sqrt(jnp.sum(phi2, axis=0)[:, None] / (k * n) + lam)  # sqrt(s/(KN) + lam)
+    scale = jnp.sqrt(ops.colsq[:, None] / (k * n) + lam)  # sqrt(s/(KN) + lam)
 
     def residual_and_zd(z, w, v, d):
         both = phi @ jnp.concatenate([_implied(w, v, lam), d], axis=1)
@@ -414,12 +538,12 @@ def _lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, 
     if RESCALE_WARM_START:
         # Rescale the warm start along the ray through 0 (free: Phi v0 = z0 is
         # known). From the previous round's optimum the new gradient is lam v0.
-        w_pre = phi.T @ loss.grad(t, z0, q) / n
+        w_pre = _data_grad(ops, t, z0, loss, q)
         slope_pre = _vdot(w_pre + lam * v0, -v0)
         a_pre = jnp.where(slope_pre < 0, _line_search(t, lam, z0, -z0, v0, -v0, slope_pre, loss, q, max_ls), 0.0)
         v0 = v0 * (1.0 - a_pre)
         z0 = z0 * (1.0 - a_pre)
-    w0 = phi.T @ loss.grad(t, z0, q) / n
+    w0 = _data_grad(ops, t, z0, loss, q)
     gu0 = (w0 + lam * v0) / scale
     du0 = _two_loop(gu0, *mem, memory)  # type: ignore[call-arg]  # mem is (S, Y, rho, count, gamma)
     du0 = jnp.where(_vdot(gu0, du0) < 0, du0, -gu0)
@@ -435,7 +559,7 @@ def _lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, 
         alpha = _line_search(t, lam, z, zd, v, d, slope, loss, q, max_ls)
         v_new = v + alpha * d
         z_new = z + alpha * zd
-        w_new = phi.T @ loss.grad(t, z_new, q) / n
+        w_new = _data_grad(ops, t, z_new, loss, q)
         gu_new = (w_new + lam * v_new) / scale
         s_vec = alpha * du
         y_vec = gu_new - gu
@@ -461,21 +585,11 @@ def _lbfgs_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, 
     return _State(v, z, w, res, it), out[8:]
 
 
-def _auto_round(phi, phi2, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=DEFAULT_RTOL):
-    """L-BFGS for up to :data:`AUTO_LBFGS_ITERS` iterations, then truncated Newton from where it stopped.
-
-    L-BFGS is the cheapest per iteration and wins on well-conditioned rounds;
-    at small ``lam`` relative to the feature scale (raw pixels, for example)
-    it converges linearly at a slow rate, while Newton-CG converges
-    quadratically from a point that L-BFGS has brought close. The iteration
-    count is the sum of both stages.
-    """
-    opts = dict(loss=loss, q=q, tol=tol, max_cg=max_cg, rtol=rtol)
-    s, mem = _lbfgs_round(phi, phi2, t, lam, v0, mem, max_iter=jnp.minimum(max_iter, AUTO_LBFGS_ITERS), **opts)
-    done = ~_running(s.res, s.w, s.v, lam, tol, rtol) | (s.it >= max_iter)
-    newton = lambda: _newton_cg_round(phi, phi2, t, lam, s.v, mem, max_iter=max_iter, it0=s.it, **opts)[0]  # noqa: E731
-    # the Newton stage only runs when L-BFGS stopped short (under vmap both branches run and one is selected)
-    return jax.lax.cond(done, lambda: s, newton), mem
+def _auto_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=DEFAULT_RTOL):
+    """Truncated Newton with float32 Hessian products (float64 everywhere the answer is decided)."""
+    return _newton_cg_round(
+        ops, t, lam, v0, mem, loss=loss, q=q, tol=tol, max_iter=max_iter, max_cg=max_cg, rtol=rtol, mixed=True
+    )
 
 
 #: The exact solvers by name (one round each; the registry the CLIs offer as choices).
@@ -533,12 +647,11 @@ def exact_phi_core(
         """The L2 weight per coordinate: ``lam``, or an ``(M + 1, 1)`` column with 0 on the bias."""
         return jnp.concatenate([jnp.full((m, 1), lam), jnp.zeros((1, 1), dtype)]) if fit_intercept else lam
 
-    phi2 = phi * phi
+    ops = _operators(phi)
     v0 = jnp.zeros((phi.shape[1], targets.shape[1]), dtype)
 
     mem0 = _init_memory(phi.shape[1], targets.shape[1], dtype)
     rtol = jnp.asarray(rtol, dtype)
-    max_row = jnp.sqrt(jnp.max(jnp.sum(phi2, axis=1)))  # max_i ||x_i||, for the output error bound
 
     lams = jnp.broadcast_to(lam, (num_rounds,)) if lams is None else jnp.asarray(lams, dtype)
 
@@ -547,9 +660,7 @@ def exact_phi_core(
         # A fresh L-BFGS memory each round: carrying the previous round's pairs
         # was measured to cost more iterations (docs/exact_solver.md).
         lam_c = reg(lam)
-        s, _ = solve(
-            phi, phi2, t, lam_c, v, mem0, loss=lossfn, q=q, tol=tol, max_iter=max_iter, max_cg=max_cg, rtol=rtol
-        )
+        s, _ = solve(ops, t, lam_c, v, mem0, loss=lossfn, q=q, tol=tol, max_iter=max_iter, max_cg=max_cg, rtol=rtol)
         p = jax.nn.softmax(s.z, axis=-1)
         coef = -lossfn.grad(t, s.z, q) / (n * lam)
         grad = s.w + lam_c * s.v
@@ -560,7 +671,7 @@ def exact_phi_core(
             bound = jnp.full((), jnp.inf, dtype)
         else:
             bias = jnp.zeros(t.shape[1], dtype)
-            bound = 0.5 * max_row * jnp.sqrt(_vdot(grad, grad)) / lam
+            bound = 0.5 * ops.max_row * jnp.sqrt(_vdot(grad, grad)) / lam
         conv = (s.res <= tol) | (kkt <= rtol)
         out = (p, s.res, jnp.max(jnp.abs(grad)), s.it, conv, coef, kkt, bound, bias)
         return (next_targets_core(p, s.z, targets, temperature, xi, hard, tie_tol), s.v), out

@@ -41,11 +41,18 @@ __all__ = ["LOSSES", "Loss", "check_q", "get_loss"]
 
 
 class Loss(NamedTuple):
-    """A per-instance loss and its logit gradient (pure functions)."""
+    """A per-instance loss and its logit gradient (pure functions).
+
+    ``curvature(t, z, q, w)`` (optional): the row-weighted sum of the logit
+    Hessians, ``sum_i w_i d^2 loss / dz^2 (t_i, z_i)`` (``K x K``; ``w=None``
+    for unit weights), which the exact solver's preconditioner uses; without
+    it the solver forms the sum from ``K`` linearised gradient products.
+    """
 
     value: Callable[[jax.Array, jax.Array, float], jax.Array]
     grad: Callable[[jax.Array, jax.Array, float], jax.Array]
     convex: bool
+    curvature: Callable[..., jax.Array] | None = None
 
 
 def _ce_value(t, z, q):
@@ -56,6 +63,14 @@ def _ce_value(t, z, q):
 def _ce_grad(t, z, q):
     del q
     return jax.nn.softmax(z, axis=-1) - t
+
+
+def _ce_curvature(t, z, q, w=None):
+    """``sum_i w_i (diag(p_i) - p_i p_i^T)``: the CE Hessian does not depend on the target."""
+    del t, q
+    p = jax.nn.softmax(z, axis=-1)
+    pw = p if w is None else w[:, None] * p
+    return jnp.diag(jnp.sum(pw, axis=0)) - pw.T @ p
 
 
 def _gce_value(t, z, q):
@@ -72,7 +87,7 @@ def _gce_grad(t, z, q):
 
 #: Registered losses by name.
 LOSSES: dict[str, Loss] = {
-    "ce": Loss(_ce_value, _ce_grad, True),
+    "ce": Loss(_ce_value, _ce_grad, True, _ce_curvature),
     "gce": Loss(_gce_value, _gce_grad, False),
 }
 

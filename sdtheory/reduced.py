@@ -107,7 +107,14 @@ def _weighted(base: Loss) -> Loss:
     def grad(t, z, q):
         return q[1][..., None] * base.grad(t, z, q[0])
 
-    return Loss(value, grad, base.convex)
+    curvature = None
+    if base.curvature is not None:
+        base_curv = base.curvature
+
+        def curvature(t, z, q, w=None):
+            return base_curv(t, z, q[0], q[1] if w is None else q[1] * w)
+
+    return Loss(value, grad, base.convex, curvature)
 
 
 #: Count-weighted versions of :data:`sdtheory.LOSSES` (row ``t`` weighted by

@@ -427,10 +427,18 @@ def test_raw_pixels_converge_with_defaults(lam):
     assert bool(res.converged[0]) and int(res.iterations[0]) <= 200
     assert float(res.residuals[0]) <= 1e-9 or float(res.kkt[0]) <= sd.exact.DEFAULT_RTOL
     # independent stationarity check in the primal weights (jax.grad of the plain objective): the
-    # gradient is small next to its regularisation term (the L-BFGS of before stopped at 0.5 at lam 1e-6)
+    # gradient is small next to its regularisation term (the L-BFGS of before stopped at 0.5 at lam 1e-6).
+    # These are the weights implied by the outputs (W = A^T X), whose gradient is the solver's own
+    # gradient amplified by the condition number H / lam (~1e6 at lam 1e-6 on raw pixels): measured
+    # 1.4e-4 relative at lam 1e-6 while the certified relative weight error (kkt) is 5e-8
     w = weights_from_coef(res.coef, x)[0]
     g = np.asarray(jax.grad(primal)(jnp.asarray(w), x, t, lam))
-    assert np.linalg.norm(g) <= 1e-5 * lam * np.linalg.norm(w)
+    assert np.linalg.norm(g) <= 1e-3 * lam * np.linalg.norm(w)
+    # and the outputs against an independent tight solve (sklearn newton-cg at tol 1e-14, C = 1/(lam N))
+    lr = pytest.importorskip("sklearn.linear_model")
+    ref = lr.LogisticRegression(C=1 / (lam * len(t)), fit_intercept=False, tol=1e-14, max_iter=10_000)
+    ref = ref.set_params(solver="newton-cg").fit(x, t.argmax(1))
+    np.testing.assert_allclose(ref.predict_proba(x), np.asarray(res.outputs[0]), atol=1e-9)
     np.testing.assert_allclose(softmax_np(x @ w.T), np.asarray(res.outputs[0]), atol=1e-9)
 
 
