@@ -25,13 +25,21 @@ for CE ``A = (T - P) / (N lam)`` and the outputs solve the fixed point
 ``P = softmax((T - P) G / (N lam))``. The solver stops when the *fixed-point
 residual* ``max |softmax(Z) - softmax(G A(Z))|`` is ``<= tol``.
 
-Algorithm (chosen by measurement across lam = 1e-6..10, docs/exact_solver.md):
-L-BFGS in the coordinates preconditioned by the zero-logit Hessian diagonal
-``s/(K N) + lam``, with a line search along ``d`` that needs no product with
-``Phi`` beyond ``Phi d`` (each trial is O(N K^2)) and two passes over ``Phi``
-per iteration (the residual product is fused with ``Phi d``). Truncated
-Newton (``solver="newton-cg"``) and optax's L-BFGS (``solver="optax-lbfgs"``)
-are kept for comparison.
+Algorithm (``solver="auto"``, chosen by measurement, docs/exact_solver.md):
+truncated Newton. Each Newton step solves ``H d = -grad`` by conjugate
+gradients preconditioned by the Kronecker-factored Hessian
+``diag(s)/N (x) Hbar + lam`` (``Hbar`` the mean softmax curvature, ``K x K``;
+exact at zero logits, and it keeps the coupling between classes), with the
+Hessian products in float32 (CG only needs the relative accuracy ``eta``; a
+step whose float32 CG misses it switches the round to float64 products) and
+the forcing term ``eta`` scale-free and no tighter than the stop needs.
+Gradients, the Armijo line search and the residual are float64, so the answer
+and its certificate are float64; the residual costs its pass over ``Phi``
+only once a free upper bound on it is within ``1e6 tol``. L-BFGS in the
+coordinates preconditioned by ``s/(K N) + lam`` (``solver="lbfgs"``, the
+Monte Carlo engine's choice: cheapest on the small, well-conditioned problems
+it vmaps), float64 Newton-CG (``"newton-cg"``) and optax's L-BFGS
+(``"optax-lbfgs"``) are kept for comparison.
 """
 
 from __future__ import annotations
@@ -78,8 +86,6 @@ DEFAULT_TOL = 1e-9
 DEFAULT_RTOL = 1e-13
 #: The default algorithm (a name from :data:`SOLVERS`).
 DEFAULT_SOLVER = "auto"
-#: ``solver="auto"``: L-BFGS iterations before the switch to truncated Newton.
-AUTO_LBFGS_ITERS = 50
 #: Default budget of outer (L-BFGS or Newton) iterations per round.
 DEFAULT_MAX_ITER = 1000
 #: Default budget of conjugate-gradient iterations per Newton step.
@@ -888,8 +894,9 @@ def exact_outputs(
       max_iter: outer iterations per round (default 1000).
       on_failure: ``"raise"`` (RuntimeError if a round misses both ``tol``
         and ``rtol``) or ``"flag"`` (return with ``converged=False``).
-      solver: a name from :data:`SOLVERS` (``"auto"``, the default: L-BFGS
-        then truncated Newton; ``"lbfgs"``, ``"newton-cg"`` or ``"optax-lbfgs"``).
+      solver: a name from :data:`SOLVERS` (``"auto"``, the default: truncated
+        Newton with float32 Hessian products and a class-block preconditioner;
+        ``"lbfgs"``, ``"newton-cg"`` (float64 products) or ``"optax-lbfgs"``).
       rtol: a round also stops when the scale-free stationarity
         ``ExactResult.kkt`` is ``<= rtol`` (default 1e-13; 0 disables it).
       fit_intercept: add an unregularised bias ``b`` to the logits
