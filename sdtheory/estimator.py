@@ -25,12 +25,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .exact import DEFAULT_MAX_ITER, DEFAULT_RTOL, DEFAULT_SOLVER, DEFAULT_TOL
+from .predictor import STUDENTS
 
 __all__ = ["SelfDistillationClassifier", "STUDENTS"]
-
-#: The students: plain self-distillation on the previous round's outputs, or
-#: the partial-label student on the previous round's top-2 classes.
-STUDENTS = ("sd", "pll")
 
 
 class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
@@ -47,8 +44,8 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
         multinomial parametrisation, ``C = 2/(lam N)`` for two classes).
       num_rounds: total rounds including round 0 (``1`` = plain logistic regression).
       student: ``"sd"`` or ``"pll"``.
-      loss: student loss for rounds ``>= 1`` (``"ce"`` or ``"gce"``; round 0 is always CE
-        and ``"gce"`` needs ``student="pll"`` top-2 targets to be meaningful).
+      loss: the PLL student's loss for rounds ``>= 1`` (``"ce"`` or ``"gce"``); round 0 is
+        always CE, and ``student="sd"`` rounds fit soft outputs with CE (``loss="ce"``).
       q: GCE exponent.
       fit_intercept: unregularised bias (scikit-learn's default).
       tol, rtol, max_iter, solver: the exact solver's options (:func:`sdtheory.exact_outputs`).
@@ -106,10 +103,14 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
         ``j``) replaces ``y``; then ``classes_`` is ``0..K-1``.
         """
         from .predictor import predictor
-        from .refine import top2_targets
 
         if self.student not in STUDENTS:
             raise ValueError(f"student must be one of {STUDENTS}, got {self.student!r}")
+        if self.student == "sd" and self.loss != "ce":
+            raise ValueError(
+                f"loss={self.loss!r} is the PLL student's loss (student='pll'); student='sd' rounds fit the "
+                "previous round's soft outputs with cross-entropy (loss='ce')"
+            )
         if soft_targets is not None:
             if y is not None:
                 raise ValueError("pass y (labels) or soft_targets (N, K) probability rows, not both")
@@ -144,26 +145,20 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
             fit_intercept=self.fit_intercept,
         )
         variants = dict(temperature=self.temperature, xi=self.xi, hard=self.hard)
-        if self.student == "sd":
-            self.predictors_ = [predictor(t, num_rounds=self.num_rounds, loss=self.loss, q=self.q, **variants, **opts)]
-        elif variants != dict(temperature=1.0, xi=1.0, hard=False):
+        if self.student == "pll" and variants != dict(temperature=1.0, xi=1.0, hard=False):
             raise ValueError(
                 f"temperature, xi and hard are variants of student='sd'; with student='pll' leave them at their "
                 f"defaults (got {variants})"
             )
-        else:
-            teacher = predictor(t, num_rounds=1, **opts)
-            self.predictors_ = [teacher]
-            for _ in range(int(self.num_rounds) - 1):
-                prev = self.predictors_[-1].train_outputs(num_rounds=1)[0]
-                self.predictors_.append(
-                    predictor(np.asarray(top2_targets(prev)), num_rounds=1, loss=self.loss, q=self.q, **opts)
-                )
-        results = [p.exact_result(num_rounds=p.num_rounds) for p in self.predictors_]
-        self.round_coefs_ = np.concatenate([p.weights(num_rounds=p.num_rounds) for p in self.predictors_])
-        self.round_intercepts_ = np.concatenate([p.intercepts(num_rounds=p.num_rounds) for p in self.predictors_])
-        self.n_iter_ = np.concatenate([np.asarray(r.iterations) for r in results])
-        self.kkt_ = np.concatenate([np.asarray(r.kkt) for r in results])
+        self.predictor_ = predictor(
+            t, num_rounds=self.num_rounds, student=self.student, loss=self.loss, q=self.q, **variants, **opts
+        )
+        fitted = self.predictor_
+        result = fitted.exact_result(num_rounds=fitted.num_rounds)
+        self.round_coefs_ = np.asarray(fitted.weights(num_rounds=fitted.num_rounds))
+        self.round_intercepts_ = np.asarray(fitted.intercepts(num_rounds=fitted.num_rounds))
+        self.n_iter_ = np.asarray(result.iterations)
+        self.kkt_ = np.asarray(result.kkt)
         w, b = self.round_coefs_[-1], self.round_intercepts_[-1]
         if self.classes_.size == 2:  # one vector, as scikit-learn's binary model: logit of class 1 over class 0
             self.coef_, self.intercept_ = (w[1] - w[0])[None, :], np.atleast_1d(b[1] - b[0])

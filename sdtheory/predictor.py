@@ -31,6 +31,7 @@ size 1.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Optional
 
 import jax
@@ -53,6 +54,8 @@ from .exact import (
     raise_unconverged,
     solver_features,
 )
+from .metrics import TIE_TOL
+from .refine import exact_fit, pll_rounds_core
 from .spectral import Spectrum, _scale_down, _unit_lam, _unit_problem
 from .variants import Variant, check_variant, closed_variant_core, resolve_lam
 
@@ -60,6 +63,9 @@ __all__ = ["MODELS", "Predictor", "predictor"]
 
 #: The models a predictor can fit.
 MODELS = ("closed", "exact")
+#: The students of the rounds after the teacher: self-distillation on the outputs, or the PLL
+#: student on the top-2 classes.
+STUDENTS = ("sd", "pll")
 
 _KERNELS = "sdtheory.closed_form.sd_outputs_core (model='closed') or sdtheory.exact.exact_outputs_core (model='exact')"
 
@@ -361,6 +367,7 @@ def predictor(
     xi: Any = 1.0,
     hard: Any = False,
     lam_schedule: Any = None,
+    student: str = "sd",
 ) -> Predictor:
     """Fit a training set once; evaluate rounds, test sets and predictions many times.
 
@@ -392,6 +399,11 @@ def predictor(
         per round (``lam_schedule[0]`` the teacher's; exact model:
         ``num_rounds`` of them, which is then the default ``num_rounds``;
         closed model: rounds ``0..len - 1`` can be evaluated).
+      student: ``"sd"`` (each round fits the previous round's outputs) or
+        ``"pll"`` (exact model: round 0 is the CE teacher, each further round
+        the PLL student of :mod:`sdtheory.refine` on the previous round's top-2
+        classes, fitted with ``loss``; the one pipeline
+        :func:`sdtheory.refine.pll_rounds_core`).
 
     Returns:
       :class:`Predictor`. Its spectrum (closed) or fit (exact) stays on the
@@ -399,6 +411,8 @@ def predictor(
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    if not isinstance(student, str) or student not in STUDENTS:
+        raise ValueError(f"student must be one of {STUDENTS}, got {student!r}")
     if not isinstance(fit_intercept, (bool, np.bool_)):
         raise TypeError(f"fit_intercept must be True or False, got {fit_intercept!r}")
     if fit_intercept and spectrum is not None and model == "closed":
@@ -408,6 +422,11 @@ def predictor(
         )
     variant = check_variant(temperature, xi, hard)
     lam, schedule = resolve_lam(lam, lam_schedule)
+    if student == "pll" and (model != "exact" or not variant.is_plain or schedule is not None):
+        raise ValueError(
+            "student='pll' is built for model='exact' with plain rounds: no temperature, xi, hard or "
+            "lam_schedule (for the closed-form PLL student use sdtheory.pll_student)"
+        )
     if fit_intercept and model == "closed" and not (variant.is_plain and schedule is None):
         raise ValueError(
             "fit_intercept=True with the closed form is derived for plain SD; use model='exact' for "
@@ -482,6 +501,13 @@ def predictor(
         return Predictor(model="closed", num_rounds=None, result=None, **common)
     # from a given spectrum the solver's coordinates are U diag(sqrt s): nothing is factorised again
     phi = solver_features(gram=unit.gram, features=unit.features, spec=unit.spec)
+    solve = dict(tol=float(tol), max_iter=int(max_iter), solver=solver, rtol=float(rtol))
+    if student == "pll":
+        fit = partial(exact_fit, phi, lam_u, q=float(q), fit_intercept=bool(fit_intercept), **solve)
+        res = pll_rounds_core(fit(loss=loss), fit(loss="ce")(t), num_rounds - 1, TIE_TOL).fits
+        if on_failure == "raise":
+            raise_unconverged(res, tol, max_iter, rtol=rtol, solver=solver)
+        return Predictor(model="exact", num_rounds=num_rounds, result=res, **common)
     res = exact_phi_core(
         phi,
         t,

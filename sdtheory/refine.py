@@ -55,11 +55,17 @@ __all__ = [
 
 
 class Fit(NamedTuple):
-    """One fitted round: ``outputs`` ``(N, K)``, ``converged`` and ``residual`` scalars."""
+    """One fitted round: ``outputs`` ``(N, K)``, ``converged`` and ``residual`` scalars.
+
+    ``details``: the solver's own record of the round (for :func:`exact_fit`
+    the one-round :class:`sdtheory.ExactResult`: dual coefficients,
+    intercepts, iterations, ``kkt``), or ``None``.
+    """
 
     outputs: jax.Array
     converged: jax.Array
     residual: jax.Array
+    details: Any = None
 
 
 class PLLResult(NamedTuple):
@@ -73,6 +79,9 @@ class PLLResult(NamedTuple):
         (always True for the closed form).
       residuals: ``(R + 1,)`` exact solver fixed-point residuals, teacher
         first (0 for the closed form).
+      fits: the fits' ``details`` stacked over the ``R + 1`` rounds, teacher
+        first (exact fits: an :class:`sdtheory.ExactResult` with leading axis
+        ``R + 1``, from which the weights of every round follow), or ``None``.
     """
 
     teacher: jax.Array
@@ -80,6 +89,7 @@ class PLLResult(NamedTuple):
     outputs: jax.Array
     converged: jax.Array
     residuals: jax.Array
+    fits: Any = None
 
 
 # --------------------------------------------------------------------------
@@ -155,12 +165,17 @@ def block_fit(bspec: BlockSpectrum, classes: jax.Array, lam: Any) -> Callable[[j
 def exact_fit(
     phi: jax.Array, lam: Any, *, loss: str = "ce", q: Any = 0.7, **options: Any
 ) -> Callable[[jax.Array], Fit]:
-    """One exact round (CE or GCE) in the solver coordinates ``phi`` (pure; ``options``: tol, max_iter, solver)."""
+    """One exact round (CE or GCE) in the solver coordinates ``phi`` (pure).
+
+    ``options``: the solver options of :func:`sdtheory.exact.exact_phi_core`
+    (tol, max_iter, solver, rtol, fit_intercept). The fit's ``details`` is
+    the round's :class:`sdtheory.ExactResult`.
+    """
     from .exact import exact_phi_core
 
     def fit(t):
         res = exact_phi_core(phi, t, lam, 1, loss=loss, q=q, **options)
-        return Fit(res.outputs[0], res.converged[0], res.residuals[0])
+        return Fit(res.outputs[0], res.converged[0], res.residuals[0], jax.tree_util.tree_map(lambda a: a[0], res))
 
     return fit
 
@@ -174,7 +189,7 @@ def pll_rounds_core(
     the previous outputs being the teacher's for ``j = 1``.
     """
     prev = teacher.outputs
-    ts, outs, conv, res = [], [], [teacher.converged], [teacher.residual]
+    ts, outs, conv, res, details = [], [], [teacher.converged], [teacher.residual], [teacher.details]
     for _ in range(num_rounds):
         t = top2_targets_core(prev, tie_tol)
         f = fit_student(t)
@@ -183,7 +198,11 @@ def pll_rounds_core(
         outs.append(f.outputs)
         conv.append(f.converged)
         res.append(f.residual)
-    return PLLResult(teacher.outputs, jnp.stack(ts), jnp.stack(outs), jnp.stack(conv), jnp.stack(res))
+        details.append(f.details)
+    fits = None
+    if all(d is not None for d in details):
+        fits = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *details)
+    return PLLResult(teacher.outputs, jnp.stack(ts), jnp.stack(outs), jnp.stack(conv), jnp.stack(res), fits)
 
 
 @float64(kernel="sdtheory.refine.pll_rounds_core with sdtheory.refine.closed_fit / exact_fit")

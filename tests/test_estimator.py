@@ -115,6 +115,16 @@ def test_pll_student_equals_pll_pipeline():
     probs = est.round_proba(x)
     np.testing.assert_allclose(probs[0], ref.teacher, atol=1e-8)
     np.testing.assert_allclose(probs[1:], ref.outputs, atol=1e-7)
+    # the PLL student's loss is for student='pll'; SD rounds fit soft outputs with CE
+    with pytest.raises(ValueError, match="loss='gce' is the PLL student's loss"):
+        sd.SelfDistillationClassifier(loss="gce").fit(x, y)
+    t = np.eye(4)[y]
+    with pytest.raises(ValueError, match="student must be one of"):
+        sd.predictor(t, lam=lam, features=x, model="exact", student="PLL")
+    with pytest.raises(ValueError, match="student='pll' is built for model='exact'"):
+        sd.predictor(t, lam=lam, features=x, student="pll")
+    with pytest.raises(ValueError, match="student='pll' is built for model='exact'"):
+        sd.predictor(t, lam=lam, features=x, model="exact", student="pll", hard=True)
 
 
 def test_clone_gridsearch_and_bad_parameters():
