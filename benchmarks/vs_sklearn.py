@@ -15,7 +15,8 @@ and the weight-space rotation; compile excluded by a warm-up call), and a
 3-round soft-label chain (sklearn needs every soft row as ``K`` weighted rows).
 Repeats are interleaved (ours, then each sklearn solver, per repeat). Each
 method's output error is measured against a tight independent reference
-(sklearn ``newton-cg`` at ``tol=1e-14``). Writes ``benchmarks/results/vs_sklearn.md``.
+(sklearn ``newton-cg`` at ``tol=1e-14``). Writes ``benchmarks/results/vs_sklearn.md``
+(``--full``: ``vs_sklearn_full.md``).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def timed(fn):
 
 
 def run_size(n, d, k, lam, repeats, chain, lines):
+    first = len(lines)
     x, y = problem(n, d, k)
     t = np.eye(k)[y]
     c = 1.0 / (lam * n)
@@ -109,7 +111,7 @@ def run_size(n, d, k, lam, repeats, chain, lines):
             f"| {n} x {d}, K={k} | 3-round soft chain | {s} | {dt_s:.3f} | {dt_o:.3f} | {dt_s / dt_o:.2f} | | "
             f"{err_s:.1e} (vs ours) | |"
         )
-    print("\n".join(lines[-5:]), flush=True)
+    print("\n".join(lines[first:]), flush=True)
 
 
 def main(argv=None):
@@ -119,8 +121,10 @@ def main(argv=None):
     g.add_argument("--full", action="store_true", help="the issue's sizes: long")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--lam", type=float, default=1e-4)
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "vs_sklearn.md"))
+    ap.add_argument("--out", help="results file (default results/vs_sklearn.md, --full: results/vs_sklearn_full.md)")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = str(Path(__file__).parent / "results" / ("vs_sklearn_full.md" if args.full else "vs_sklearn.md"))
     sizes = [(5000, 256, 10, True), (5000, 256, 50, False)]
     if args.full:
         sizes = [(20000, 256, 10, True), (6000, 256, 50, True), (5000, 512, 100, False), (50000, 256, 10, False)]

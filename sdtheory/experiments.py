@@ -69,8 +69,10 @@ from .reduced import label_types, reduced_closed_core, reduced_exact_core, type_
 from .spectral import Spectrum, _feature_spectrum
 
 __all__ = [
+    "CELL_COLUMNS",
     "FIELDNAMES",
     "METRIC_COLUMNS",
+    "SOLVER_COLUMNS",
     "FeatureMap",
     "FeatureMapError",
     "ProtocolResult",
@@ -89,22 +91,12 @@ __all__ = [
 
 #: Metric columns of a result row (one row per feature map, kind, rate, seed, solver, method, round).
 METRIC_COLUMNS = ("train_acc", "train_acc_clean", "train_acc_corrupted", "test_acc", "confidence", "diversity")
+#: The columns that name a result row's cell and method (every study's rows start with them).
+CELL_COLUMNS = ("feature_map", "kind", "rate", "seed", "realised_rate", "lam", "solver", "method")
+#: The solver's record on a result row (every study's rows end with them).
+SOLVER_COLUMNS = ("residual", "converged")
 #: Every column of a result row, in CSV order.
-FIELDNAMES = (
-    "feature_map",
-    "kind",
-    "rate",
-    "seed",
-    "realised_rate",
-    "lam",
-    "solver",
-    "method",
-    "round",
-    *METRIC_COLUMNS,
-    "agree_exact",
-    "residual",
-    "converged",
-)
+FIELDNAMES = (*CELL_COLUMNS, "round", *METRIC_COLUMNS, "agree_exact", *SOLVER_COLUMNS)
 
 #: Exact-solver options of the protocol (the package defaults; L-BFGS).
 EXACT_OPTIONS = dict(tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, max_cg=DEFAULT_MAX_CG, solver="lbfgs")

@@ -501,32 +501,33 @@ def predictor(
         return Predictor(model="closed", num_rounds=None, result=None, **common)
     # from a given spectrum the solver's coordinates are U diag(sqrt s): nothing is factorised again
     phi = solver_features(gram=unit.gram, features=unit.features, spec=unit.spec)
-    solve = dict(tol=float(tol), max_iter=int(max_iter), solver=solver, rtol=float(rtol))
-    if student == "pll":
-        fit = partial(exact_fit, phi, lam_u, q=float(q), fit_intercept=bool(fit_intercept), **solve)
-        res = pll_rounds_core(fit(loss=loss), fit(loss="ce")(t), num_rounds - 1, TIE_TOL).fits
-        if on_failure == "raise":
-            raise_unconverged(res, tol, max_iter, rtol=rtol, solver=solver)
-        return Predictor(model="exact", num_rounds=num_rounds, result=res, **common)
-    res = exact_phi_core(
-        phi,
-        t,
-        lam_u,
-        num_rounds,
-        loss=loss,
+    assert num_rounds is not None  # checked above for the exact model
+    solve: dict[str, Any] = dict(
         q=float(q),
         tol=float(tol),
         max_iter=int(max_iter),
-        max_cg=DEFAULT_MAX_CG,
         solver=solver,
         rtol=float(rtol),
         fit_intercept=bool(fit_intercept),
-        lams=lams_u,
-        temperature=variant.temperature,
-        xi=variant.xi,
-        hard=variant.hard,
-        tie_tol=variant.tie_tol,
     )
+    if student == "pll":
+        fit = partial(exact_fit, phi, lam_u, **solve)
+        res = pll_rounds_core(fit(loss=loss), fit(loss="ce")(t), num_rounds - 1, TIE_TOL).fits
+    else:
+        res = exact_phi_core(
+            phi,
+            t,
+            lam_u,
+            num_rounds,
+            loss=loss,
+            max_cg=DEFAULT_MAX_CG,
+            lams=lams_u,
+            temperature=variant.temperature,
+            xi=variant.xi,
+            hard=variant.hard,
+            tie_tol=variant.tie_tol,
+            **solve,
+        )
     if on_failure == "raise":
         raise_unconverged(res, tol, max_iter, rtol=rtol, solver=solver)
     return Predictor(model="exact", num_rounds=num_rounds, result=res, **common)

@@ -70,22 +70,14 @@ __all__ = [
 METHODS = ("teacher", "uniform", "beta_one", "beta_fixed", "sd", "sd_tau", "pll")
 #: Columns of a result row.
 FIELDNAMES = (
-    "feature_map",
-    "kind",
-    "rate",
-    "seed",
-    "realised_rate",
-    "lam",
-    "solver",
-    "method",
+    *E.CELL_COLUMNS,
     "param",
     "round",
     *E.METRIC_COLUMNS,
     "agree_ref",
     "refits",
     "fixed_point",
-    "residual",
-    "converged",
+    *E.SOLVER_COLUMNS,
 )
 #: The metrics :func:`sdtheory.experiments.aggregate` averages over seeds for this study.
 AGG_METRICS = (*E.METRIC_COLUMNS, "agree_ref", "refits", "fixed_point", "realised_rate")
