@@ -311,14 +311,15 @@ def _newton_cg_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rt
     z0 = ops.phi @ v0
     w0 = _data_grad(ops, t, z0, loss, q)
     res0, exact0 = residual(z0, w0, v0)
-    init = (_State(v0, z0, w0, res0, jnp.asarray(it0, jnp.int32)), jnp.asarray(not mixed), exact0)
+    f_init = _objective_along(t, lam, z0, z0, v0, v0, 0.0, loss, q)
+    init = (_State(v0, z0, w0, res0, jnp.asarray(it0, jnp.int32)), jnp.asarray(not mixed), exact0, f_init)
 
     def cond(c):
         s = c[0]
         return _running(s.res, s.w, s.v, lam, tol, rtol) & (s.it < max_iter)
 
     def body(c):
-        s, hi, _ = c
+        s, hi, _, f0 = c
         grad = s.w + lam * s.v
         gnorm = jnp.sqrt(_vdot(grad, grad))
         z32 = s.z.astype(lo)
@@ -326,10 +327,9 @@ def _newton_cg_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rt
         curv = None if loss.curvature is None else (lambda zz: loss.curvature(t32, zz, q))
         pre = _kron_preconditioner(ops, jvp32, curv, z32, lam, dtype)
 
-        _, jvp64 = jax.linearize(gfun, s.z)
-
         def hvp64(d):
-            return ops.phi.T @ jvp64(ops.phi @ d) / n + lam * d
+            # linearised inside the branch: with float32 products the float64 softmax is never formed
+            return ops.phi.T @ jax.jvp(gfun, (s.z,), (ops.phi @ d,))[1] / n + lam * d
 
         def hvp32(d):
             d32 = d.astype(lo)
@@ -372,26 +372,26 @@ def _newton_cg_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rt
         d = cg[0]
         hi = hi | ~cg[7]  # float32 products did not reach eta: float64 from here on
 
-        # Armijo backtracking along d; Phi d computed once, each trial is O(N K).
+        # Armijo backtracking along d; Phi d computed once, each trial is O(N K); the objective at the
+        # accepted step is carried to the next step's test.
         zd = ops.phi @ d
-        f0 = _objective_along(t, lam, s.z, zd, s.v, d, 0.0, loss, q)
         slope = _vdot(grad, d)
         slack = 100 * jnp.finfo(dtype).eps * (1.0 + jnp.abs(f0))
 
-        def ls_cond(c):
-            a, j = c
+        def trial(a, j):
             fa = _objective_along(t, lam, s.z, zd, s.v, d, a, loss, q)
-            ok = fa <= f0 + 1e-4 * a * slope + slack
-            return (~ok) & (j < 60)
+            return a, j, fa, fa <= f0 + 1e-4 * a * slope + slack
 
-        alpha, _ = jax.lax.while_loop(ls_cond, lambda c: (0.5 * c[0], c[1] + 1), (jnp.ones((), dtype), 0))
+        alpha, _, f_new, _ = jax.lax.while_loop(
+            lambda c: (~c[3]) & (c[1] < 60), lambda c: trial(0.5 * c[0], c[1] + 1), trial(jnp.ones((), dtype), 0)
+        )
         v_new = s.v + alpha * d
         z = s.z + alpha * zd
         w = _data_grad(ops, t, z, loss, q)
         res, exact = residual(z, w, v_new)
-        return _State(v_new, z, w, res, s.it + 1), hi, exact
+        return _State(v_new, z, w, res, s.it + 1), hi, exact, f_new
 
-    s, _, exact = jax.lax.while_loop(cond, body, init)
+    s, _, exact, _ = jax.lax.while_loop(cond, body, init)
     # stopped on kkt or max_iter with the bound in place of the residual: report the residual itself
     res = jax.lax.cond(exact, lambda: s.res, lambda: _residual(ops, s.z, s.w, s.v, lam))
     return s._replace(res=res), mem
