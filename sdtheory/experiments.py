@@ -62,7 +62,7 @@ from .losses import LOSSES
 from .metrics import TIE_TOL, accuracy, split_accuracy
 from .noise import confusable_clusters, corruption_matrix, sample_labels
 from .predictor import predictor
-from .refine import Fit, closed_fit, pll_rounds_core
+from .refine import Fit, closed_fit, exact_fit, pll_rounds_core
 from .smoothing import confidence, predictive_diversity
 from .block import BlockSpectrum, _block_spectrum_checked, block_outputs_core
 from .reduced import label_types, reduced_closed_core, reduced_exact_core, type_spectrum_core
@@ -362,20 +362,6 @@ def score_rounds(
     return rows
 
 
-def _exact_student(phi, lam, loss, q, kept: list) -> Callable[[jax.Array], Fit]:
-    """The one-round exact fit of :func:`sdtheory.refine.exact_fit`, keeping its :class:`ExactResult`.
-
-    The kept result carries the dual coefficients that give held-out outputs.
-    """
-
-    def fit(t):
-        res = exact_phi_core(phi, t, lam, 1, loss=loss, q=q, **EXACT_OPTIONS)
-        kept.append(res)
-        return Fit(res.outputs[0], res.converged[0], res.residuals[0])
-
-    return fit
-
-
 @float64
 def run_cell(fm: FeatureMap, given_labels: Any, test_labels: Any, *, num_rounds: int, q: float = 0.7) -> list:
     """All methods for one noisy label vector; rows without the cell keys (feature map, kind, rate, seed).
@@ -430,13 +416,13 @@ def run_cell(fm: FeatureMap, given_labels: Any, test_labels: Any, *, num_rounds:
         )
 
     # exact PLL students (CE, GCE) from the exact teacher's top 2: the one PLL pipeline
-    teacher = Fit(res.outputs[0], res.converged[0], res.residuals[0])
+    teacher = Fit(res.outputs[0], res.converged[0], res.residuals[0], jax.tree_util.tree_map(lambda a: a[0], res))
     pll_pred = {}
     for loss in LOSSES:  # every registered student loss (ce: the theory; gce: SelfPLL)
-        kept: list = []
-        pll = pll_rounds_core(_exact_student(fm.phi, lam, loss, q, kept), teacher, 1, TIE_TOL)
+        pll = pll_rounds_core(exact_fit(fm.phi, lam, loss=loss, q=q, **EXACT_OPTIONS), teacher, 1, TIE_TOL)
         pll_pred[loss] = np.asarray(pll.outputs[0]).argmax(-1)
-        pt = exact_predict(kept[0], test_features=xt, features=x)
+        # the student's ExactResult (round axis kept) carries the dual coefficients for held-out outputs
+        pt = exact_predict(jax.tree_util.tree_map(lambda a: a[1:], pll.fits), test_features=xt, features=x)
         m = score(pll.outputs, pt, True)[0]
         out.append(
             dict(
