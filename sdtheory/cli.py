@@ -19,6 +19,9 @@ from typing import NoReturn
 
 __all__ = [
     "CACHE_ENV",
+    "add_data_arguments",
+    "dataset_or_exit",
+    "run_parameters",
     "enable_compilation_cache",
     "interrupted",
     "output_dir_or_exit",
@@ -234,3 +237,55 @@ def interrupted(out, checkpoint, saved, what: str) -> KeyboardInterrupt:
         else "nothing was kept"
     )
     return KeyboardInterrupt(f"interrupted; {out} was not changed; {kept}")
+
+
+# --------------------------------------------------------------------------
+# The data flags and loading of the real-data scripts (real_data.py, smoothing.py)
+# --------------------------------------------------------------------------
+
+
+def add_data_arguments(parser, *, datasets: dict) -> None:
+    """The flags that say which data a study runs on, the same in every real-data script.
+
+    ``--dataset`` (``datasets``: name -> help) or ``--features`` (the user's
+    file), ``--relu-dim``, ``--no-center`` and ``--test-fraction``.
+    """
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument(
+        "--dataset",
+        choices=tuple(datasets),
+        default=next(iter(datasets)),
+        help="; ".join(f"{name}: {text}" for name, text in datasets.items()),
+    )
+    from pathlib import Path
+
+    src.add_argument(
+        "--features",
+        type=Path,
+        default=None,
+        help="your own features: .npz with features/labels[/test_features/test_labels], "
+        "or stem.npy + stem.labels.npy (see sdtheory.data)",
+    )
+    parser.add_argument("--relu-dim", type=int_at_least(1), default=512, help="number of random ReLU features")
+    parser.add_argument("--no-center", action="store_true", help="do not centre features before unit-normalising rows")
+    parser.add_argument(
+        "--test-fraction",
+        type=float_in(0.0, 1.0, lo_open=True, hi_open=True),
+        default=0.25,
+        help="held-out fraction for the digits split (or for --features without a test split), in (0, 1)",
+    )
+
+
+def dataset_or_exit(parser, args, load):
+    """``load(args)``; a file or data set that cannot be used is an argparse error naming its flag (exit 2)."""
+    try:
+        return load(args)
+    except (OSError, ValueError, TypeError) as exc:  # the loader's message names the file and the problem
+        parser.error(f"argument {'--features' if args.features is not None else '--dataset'}: {exc}")
+    except ImportError as exc:
+        parser.error(f"argument --dataset: {exc}")
+
+
+def run_parameters(args, exclude=("out",)) -> dict:
+    """The run's parameters as every output file records them: the flags (paths as text) but ``exclude``."""
+    return {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in vars(args).items() if k not in exclude}

@@ -47,7 +47,17 @@ try:
     from sdtheory import experiments as E
     from sdtheory import io as sio
     from sdtheory import plots
-    from sdtheory.cli import exit_script, float_in, int_at_least, interrupted, interruptible, output_dir_or_exit
+    from sdtheory.cli import (
+        add_data_arguments,
+        dataset_or_exit,
+        exit_script,
+        float_in,
+        int_at_least,
+        interrupted,
+        interruptible,
+        output_dir_or_exit,
+        run_parameters,
+    )
 finally:
     signal.signal(signal.SIGINT, _previous_sigint)
 
@@ -77,34 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
         "file, 130 interrupted (Ctrl-C).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    src = p.add_mutually_exclusive_group()
-    src.add_argument(
-        "--dataset",
-        choices=("digits",),
-        default="digits",
-        help="bundled data set (scikit-learn's handwritten digits, no download)",
-    )
-    src.add_argument(
-        "--features",
-        type=Path,
-        default=None,
-        help="your own features: .npz with features/labels[/test_features/test_labels], "
-        "or stem.npy + stem.labels.npy (see sdtheory.data)",
-    )
+    add_data_arguments(p, datasets={"digits": "scikit-learn's handwritten digits, bundled (no download)"})
     p.add_argument(
         "--feature-maps",
         nargs="+",
         choices=D.FEATURE_MAPS,
         default=None,
         help="feature maps to run (default: standardized relu for digits, identity for --features)",
-    )
-    p.add_argument("--relu-dim", type=int_at_least(1), default=512, help="number of random ReLU features")
-    p.add_argument("--no-center", action="store_true", help="do not centre features before unit-normalising rows")
-    p.add_argument(
-        "--test-fraction",
-        type=float_in(0.0, 1.0, lo_open=True, hi_open=True),
-        default=0.25,
-        help="held-out fraction for the digits split (or for --features without a test split), in (0, 1)",
     )
     p.add_argument("--kinds", nargs="+", default=list(DEFAULT_KINDS), choices=NOISE_KINDS, help="label-noise kinds")
     p.add_argument(
@@ -179,25 +168,14 @@ def load_dataset(args) -> D.Dataset:
     )
 
 
-def _parameters(args) -> dict:
-    """The run's parameters as recorded in every file: the flags, without where the files go (--out) or
-    how the run was started (--resume)."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("out", "resume")}
-
-
 def main(argv=None) -> dict:
     parser = build_parser()
     args = parse_args(argv, parser)
     t_start = time.perf_counter()
     out = output_dir_or_exit(parser, args.out, outputs=OUTPUTS)  # before any computation
-    try:
-        ds = load_dataset(args)
-    except (OSError, ValueError, TypeError) as exc:  # the loader's message names the file and the problem
-        parser.error(f"argument {'--features' if args.features is not None else '--dataset'}: {exc}")
-    except ImportError as exc:
-        parser.error(f"argument --dataset: {exc}")
-
-    params = _parameters(args)
+    ds = dataset_or_exit(parser, args, load_dataset)
+    # the flags, without where the files go (--out) or how the run was started (--resume)
+    params = run_parameters(args, exclude=("out", "resume"))
     metadata = {"script": SCRIPT, "parameters": params, **sio.provenance()}
     checkpoint = sio.work_directory(out) / CHECKPOINT
     ckpt_params = {

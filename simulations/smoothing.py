@@ -34,7 +34,16 @@ from sdtheory import experiments as E
 from sdtheory import io as sio
 from sdtheory import plots
 from sdtheory import smoothing_study as S
-from sdtheory.cli import cd_pairs, float_in, int_at_least, output_dir_or_exit, run_main
+from sdtheory.cli import (
+    add_data_arguments,
+    cd_pairs,
+    dataset_or_exit,
+    float_in,
+    int_at_least,
+    output_dir_or_exit,
+    run_main,
+    run_parameters,
+)
 
 SCRIPT = "simulations/smoothing.py"
 OUTPUTS = (
@@ -60,19 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         "or input file, 130 interrupted (Ctrl-C).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    src = p.add_mutually_exclusive_group()
-    src.add_argument(
-        "--dataset",
-        choices=("digits", "block"),
-        default="digits",
-        help="bundled digits (no download), or synthetic block-model features (--block-* flags)",
-    )
-    src.add_argument(
-        "--features",
-        type=Path,
-        default=None,
-        help="your own features: .npz with features/labels[/test_features/test_labels], "
-        "or stem.npy + stem.labels.npy (see sdtheory.data)",
+    add_data_arguments(
+        p,
+        datasets={
+            "digits": "scikit-learn's handwritten digits, bundled (no download)",
+            "block": "synthetic block-model features (--block-* flags)",
+        },
     )
     p.add_argument(
         "--feature-map",
@@ -80,7 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="feature map (default: standardized for digits, identity for --features)",
     )
-    p.add_argument("--relu-dim", type=int_at_least(1), default=512, help="number of random ReLU features")
     p.add_argument("--block-classes", type=int_at_least(2), default=4, help="--dataset block: number of classes K")
     p.add_argument(
         "--block-per-class", type=int_at_least(1), default=100, help="--dataset block: training instances per class"
@@ -95,13 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="--dataset block: within- and between-class correlation 'c,d' with 0 <= d < c < 1",
     )
     p.add_argument("--block-dim", type=int_at_least(1), default=200, help="--dataset block: feature dimension")
-    p.add_argument("--no-center", action="store_true", help="do not centre features before unit-normalising rows")
-    p.add_argument(
-        "--test-fraction",
-        type=float_in(0.0, 1.0, lo_open=True, hi_open=True),
-        default=0.25,
-        help="held-out fraction for the digits split (or for --features without a test split)",
-    )
     p.add_argument("--kinds", nargs="+", default=list(DEFAULT_KINDS), choices=NOISE_KINDS, help="label-noise kinds")
     p.add_argument(
         "--rates", nargs="+", type=float_in(0.0, 1.0), default=list(DEFAULT_RATES), help="noise rates eta in [0, 1]"
@@ -182,13 +176,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv, parser)
     t_start = time.perf_counter()
     out = output_dir_or_exit(parser, args.out, outputs=OUTPUTS)
-    try:
-        ds = load_dataset(args)
-    except (OSError, ValueError, TypeError) as exc:
-        parser.error(f"argument {'--features' if args.features is not None else '--dataset'}: {exc}")
-    except ImportError as exc:
-        parser.error(f"argument --dataset: {exc}")
-    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "out"}
+    ds = dataset_or_exit(parser, args, load_dataset)
+    params = run_parameters(args)
     metadata = {"script": SCRIPT, "parameters": params, **sio.provenance()}
     result = S.run_smoothing_study(
         ds,
