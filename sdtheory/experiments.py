@@ -62,7 +62,7 @@ from .losses import LOSSES
 from .metrics import TIE_TOL, accuracy, split_accuracy
 from .noise import confusable_clusters, corruption_matrix, sample_labels
 from .predictor import predictor
-from .refine import Fit, closed_fit, exact_fit, pll_rounds_core
+from .refine import closed_fit, exact_fit, pll_rounds_core, round_fit
 from .smoothing import confidence, predictive_diversity
 from .block import BlockSpectrum, _block_spectrum_checked, block_outputs_core
 from .reduced import label_types, reduced_closed_core, reduced_exact_core, type_spectrum_core
@@ -416,7 +416,7 @@ def run_cell(fm: FeatureMap, given_labels: Any, test_labels: Any, *, num_rounds:
         )
 
     # exact PLL students (CE, GCE) from the exact teacher's top 2: the one PLL pipeline
-    teacher = Fit(res.outputs[0], res.converged[0], res.residuals[0], jax.tree_util.tree_map(lambda a: a[0], res))
+    teacher = round_fit(res)
     pll_pred = {}
     for loss in LOSSES:  # every registered student loss (ce: the theory; gce: SelfPLL)
         pll = pll_rounds_core(exact_fit(fm.phi, lam, loss=loss, q=q, **EXACT_OPTIONS), teacher, 1, TIE_TOL)

@@ -54,7 +54,7 @@ from .closed_form import shrink_factors
 from .exact import DEFAULT_MAX_ITER, DEFAULT_TOL, ExactResult, exact_phi_core
 from .losses import LOSSES, Loss
 from .metrics import TIE_TOL, correct_core
-from .refine import Fit, PLLResult, pll_rounds_core
+from .refine import PLLResult, _closed, pll_rounds_core, round_fit
 
 __all__ = [
     "SEARCH_ROUNDS",
@@ -209,19 +209,14 @@ def reduced_closed_fit(ts: TypeSpectrum, lam: Any):
     """One linearised round on the types (a :class:`sdtheory.refine.Fit` maker for the PLL pipeline)."""
     zero = jnp.zeros((1,), jnp.int32)
 
-    def fit(t):
-        out = reduced_closed_core(ts, t, lam, zero)[0]
-        return Fit(out, jnp.ones((), bool), jnp.zeros((), out.dtype))
-
-    return fit
+    return lambda t: _closed(reduced_closed_core(ts, t, lam, zero)[0])
 
 
 def reduced_exact_fit(ts: TypeSpectrum, lam: Any, *, loss: str = "ce", q: Any = 0.7, **options: Any):
     """One exact round (CE or GCE) on the types (pure; ``options``: tol, max_iter, solver)."""
 
     def fit(t):
-        res = reduced_exact_core(ts, t, lam, 1, loss=loss, q=q, **options)
-        return Fit(res.outputs[0], res.converged[0], res.residuals[0])
+        return round_fit(reduced_exact_core(ts, t, lam, 1, loss=loss, q=q, **options))
 
     return fit
 
@@ -409,7 +404,7 @@ def finite_sample_core(
             opts = dict(tol=tol, max_iter=max_iter, solver=solver)
             res = reduced_exact_core(ts, tgt, lam, num_rounds, loss="ce", **opts)
             outs, conv = res.outputs, jnp.all(res.converged)
-            teacher = Fit(outs[0], res.converged[0], res.residuals[0])
+            teacher = round_fit(res)
             fit = reduced_exact_fit(ts, lam, loss=pll_loss, q=q, **opts)
         else:
             outs, conv = reduced_closed_core(ts, tgt, lam, rounds), jnp.ones((), bool)

@@ -47,6 +47,7 @@ __all__ = [
     "pll_rounds_core",
     "pll_student",
     "pll_student_block_model",
+    "round_fit",
     "top1_mask_core",
     "top2_mask_core",
     "top2_targets",
@@ -147,6 +148,7 @@ def top2_targets(outputs: ArrayLike, *, tie_tol: float = TIE_TOL) -> jax.Array:
 
 
 def _closed(outputs):
+    """A linearised round as a :class:`Fit` (always converged, residual 0)."""
     return Fit(outputs, jnp.ones((), bool), jnp.zeros((), outputs.dtype))
 
 
@@ -162,6 +164,13 @@ def block_fit(bspec: BlockSpectrum, classes: jax.Array, lam: Any) -> Callable[[j
     return lambda t: _closed(block_outputs_core(bspec, classes, t, lam, zero)[0])
 
 
+def round_fit(result: Any, r: int = 0) -> Fit:
+    """Round ``r`` of an :class:`sdtheory.ExactResult` as a :class:`Fit` (its record of that round as ``details``)."""
+    return Fit(
+        result.outputs[r], result.converged[r], result.residuals[r], jax.tree_util.tree_map(lambda a: a[r], result)
+    )
+
+
 def exact_fit(
     phi: jax.Array, lam: Any, *, loss: str = "ce", q: Any = 0.7, **options: Any
 ) -> Callable[[jax.Array], Fit]:
@@ -174,8 +183,7 @@ def exact_fit(
     from .exact import exact_phi_core
 
     def fit(t):
-        res = exact_phi_core(phi, t, lam, 1, loss=loss, q=q, **options)
-        return Fit(res.outputs[0], res.converged[0], res.residuals[0], jax.tree_util.tree_map(lambda a: a[0], res))
+        return round_fit(exact_phi_core(phi, t, lam, 1, loss=loss, q=q, **options))
 
     return fit
 

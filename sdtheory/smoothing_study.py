@@ -52,7 +52,7 @@ from .exact import ExactResult, exact_phi_core, exact_predict
 from .metrics import TIE_TOL
 from .noise import confusable_clusters, corruption_matrix, sample_labels
 from .predictor import predictor
-from .refine import Fit, exact_fit, pll_rounds_core
+from .refine import exact_fit, pll_rounds_core, round_fit
 from .smoothing import beta_smoothing_fixed_point_core, uniform_smoothing_core
 
 __all__ = [
@@ -171,8 +171,7 @@ def run_smoothing_cell(
             out += rows
     for tau in taus:
         out += rows_of("sd_tau", float(tau), solve(y, num_rounds, temperature=float(tau)), sd.outputs)
-    teacher_fit = Fit(sd.outputs[0], sd.converged[0], sd.residuals[0], jax.tree_util.tree_map(lambda a: a[0], sd))
-    pll = pll_rounds_core(exact_fit(fm.phi, lam, loss="ce", **E.EXACT_OPTIONS), teacher_fit, 1, TIE_TOL)
+    pll = pll_rounds_core(exact_fit(fm.phi, lam, loss="ce", **E.EXACT_OPTIONS), round_fit(sd), 1, TIE_TOL)
     out += rows_of("pll", nan, jax.tree_util.tree_map(lambda a: a[1:], pll.fits), None, first_round=1)
 
     # the linearised model's prediction: uniform smoothing and temperature never change an argmax
