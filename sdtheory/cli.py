@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import NoReturn
 
 __all__ = [
@@ -257,8 +258,6 @@ def add_data_arguments(parser, *, datasets: dict) -> None:
         default=next(iter(datasets)),
         help="; ".join(f"{name}: {text}" for name, text in datasets.items()),
     )
-    from pathlib import Path
-
     src.add_argument(
         "--features",
         type=Path,

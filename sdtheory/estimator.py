@@ -57,7 +57,8 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
     Attributes (after ``fit``): ``classes_``, ``n_features_in_``, ``coef_``
     (``(K, d)``; ``(1, d)`` for two classes, as scikit-learn), ``intercept_``,
     ``round_coefs_`` ``(R, K, d)``, ``round_intercepts_`` ``(R, K)``,
-    ``n_iter_`` ``(R,)``, ``kkt_`` ``(R,)`` (the scale-free stationarity of each round).
+    ``n_iter_`` ``(R,)``, ``kkt_`` ``(R,)`` (the scale-free stationarity of each round),
+    ``predictor_`` (the :class:`sdtheory.Predictor` of the fit).
     """
 
     def __init__(

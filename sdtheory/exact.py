@@ -37,8 +37,8 @@ Gradients, the Armijo line search and the residual are float64, so the answer
 and its certificate are float64; the residual costs its pass over ``Phi``
 only once a free upper bound on it is within ``1e6 tol``. L-BFGS in the
 coordinates preconditioned by ``s/(K N) + lam`` (``solver="lbfgs"``, the
-Monte Carlo engine's choice: cheapest on the small, well-conditioned problems
-it vmaps), float64 Newton-CG (``"newton-cg"``) and optax's L-BFGS
+Monte Carlo engine's choice; faster than Newton on easy rounds at large
+``lam``), float64 Newton-CG (``"newton-cg"``) and optax's L-BFGS
 (``"optax-lbfgs"``) are kept for comparison.
 """
 
@@ -286,9 +286,10 @@ ETA_FLOOR_MIXED = 1e-4
 def _newton_cg_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=DEFAULT_RTOL, it0=0, mixed=False):
     """Truncated Newton: preconditioned CG on the Newton system, Armijo backtracking.
 
-    Three passes over ``Phi`` in float64 per Newton step (``Phi d`` for the
-    line search, ``Phi^T g`` for the gradient, ``Phi (-w/lam)`` for the
-    residual), plus two per CG iteration. ``mixed=True`` (``solver="auto"``):
+    Two or three passes over ``Phi`` in float64 per Newton step (``Phi d`` for
+    the line search, ``Phi^T g`` for the gradient, and ``Phi (-w/lam)`` for the
+    residual once its bound is within :data:`RESIDUAL_GATE` ``tol``), plus two
+    per CG iteration. ``mixed=True`` (``solver="auto"``):
     the Hessian products run in float32 (the CG only needs a relative accuracy
     ``eta``; gradients, line search and residual stay float64), and a step
     whose float32 CG misses its tolerance switches the round to float64
