@@ -1,5 +1,6 @@
-"""Load a command-line script from simulations/ as a module, for the script tests."""
+"""Load a command-line script from simulations/ as a module, and read its CSV outputs, for the script tests."""
 
+import csv
 import importlib.util
 from pathlib import Path
 
@@ -15,3 +16,9 @@ def load_script(name: str):
     assert callable(getattr(mod, "main", None)), f"simulations/{name}.py defines no main(argv)"
     assert callable(getattr(mod, "build_parser", None)), f"simulations/{name}.py defines no build_parser()"
     return mod
+
+
+def read_csv(path):
+    """The rows of a CSV output file as dicts (strings), header keyed."""
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))

@@ -1,6 +1,5 @@
 """End-to-end tests of simulations/phase_diagram.py on tiny grids (seconds)."""
 
-import csv
 import json
 import os
 import subprocess
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _scripts import load_script
+from _scripts import load_script, read_csv
 
 import sdtheory as sd
 from sdtheory import io as sio
@@ -50,11 +49,6 @@ def script():
     return _load()
 
 
-def _rows(path):
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 def _summary_without_timing(path):
     s = json.loads(Path(path).read_text())
     s.pop("timing")
@@ -78,7 +72,7 @@ def test_outputs_exist_and_table_is_consistent(closed_runs):
         assert (out / name).stat().st_size > 0, name
     assert (out / "phase_diagram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "phase_diagram.pdf").read_bytes()[:5] == b"%PDF-"
-    rows = _rows(out / "phase_diagram.csv")
+    rows = read_csv(out / "phase_diagram.csv")
     # 4 etas x (4 SD rounds + 1 PLL row)
     assert len(rows) == 4 * (4 + 1)
     assert {"eta", "round", "method", "mean_accuracy", "frac_all_correct", "theory_all_correct"} <= set(rows[0])
@@ -106,7 +100,7 @@ def test_outputs_exist_and_table_is_consistent(closed_runs):
 def test_csv_values_match_direct_computation(closed_runs):
     """Recompute SD rows independently: public noise sampling + NumPy linear solves per seed."""
     out = closed_runs[0]
-    rows = {(r["eta"], r["round"], r["method"]): r for r in _rows(out / "phase_diagram.csv")}
+    rows = {(r["eta"], r["round"], r["method"]): r for r in read_csv(out / "phase_diagram.csv")}
     import jax
 
     k, n_per, c, d, lam = 3, 6, 0.45, 0.1, 2e-3
@@ -205,7 +199,7 @@ def test_exact_solver_end_to_end_subprocess(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "cells" in proc.stderr  # progress
-    rows = _rows(out / "phase_diagram.csv")
+    rows = read_csv(out / "phase_diagram.csv")
     methods = {r["method"] for r in rows}
     assert methods == {"sd_closed", "sd_exact", "pll_closed", "pll_exact"}
     assert all(float(r["frac_converged"]) == 1.0 for r in rows)

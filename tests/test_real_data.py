@@ -6,14 +6,13 @@ the closed form and the fitted block model by a direct linear solve,
 accuracies with NumPy.
 """
 
-import csv
 import json
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
-from _scripts import load_script
+from _scripts import load_script, read_csv
 
 import sdtheory as sd
 from sdtheory import data as D
@@ -39,11 +38,6 @@ QUICK = [
 ]
 
 
-def _read_csv(path):
-    with open(path) as fh:
-        return list(csv.DictReader(fh))
-
-
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("rd")
@@ -66,7 +60,7 @@ def test_end_to_end_files_and_rows(quick_run):
     ):
         assert (out / name).is_file(), name
     assert set(sio.verify_manifest(out)["files"]) == {p.name for p in out.iterdir()} - {"manifest.json"}
-    rows = _read_csv(out / "real_data.csv")
+    rows = read_csv(out / "real_data.csv")
     # per cell: exact SD r0..2 (3) + PLL CE/GCE (2) + closed form r0..2 (3) + CF PLL (1) + block r0..2 (3)
     # + block-R closed form and exact r0..2 (3 + 3)
     assert len(rows) == 2 * 18

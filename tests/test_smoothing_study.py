@@ -5,12 +5,10 @@ by SciPy's L-BFGS on the primal objective, the linearised invariances by a
 direct eigendecomposition, the Beta fixed point by re-ranking with NumPy.
 """
 
-import csv
-
 import jax
 import numpy as np
 import pytest
-from _scripts import load_script
+from _scripts import load_script, read_csv
 
 import sdtheory as sd
 from sdtheory import data as D
@@ -38,11 +36,6 @@ TINY = [
 ]
 
 
-def _read_csv(path):
-    with open(path) as fh:
-        return list(csv.DictReader(fh))
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("sm")
@@ -55,7 +48,7 @@ def test_end_to_end_files_rows_and_reproducibility(tiny_run, tmp_path):
     for name in smoothing.OUTPUTS:
         assert (out / name).is_file(), name
     assert set(sio.verify_manifest(out)["files"]) == {p.name for p in out.iterdir()} - {"manifest.json"}
-    rows = _read_csv(out / "smoothing.csv")
+    rows = read_csv(out / "smoothing.csv")
     # per cell, exact: teacher 1 + SD 2 + LS 1 + Beta one/fixed 2 + SD tau 2 + PLL 1; closed: LS 1 + tau 2
     assert len(rows) == 2 * 12
     assert all(r["converged"] == "true" for r in rows)
@@ -69,7 +62,7 @@ def test_end_to_end_files_rows_and_reproducibility(tiny_run, tmp_path):
 
 def test_linearised_model_predicts_no_change(tiny_run):
     # uniform smoothing keeps the teacher's argmax and temperature keeps plain SD's (closed-form rows)
-    rows = [r for r in _read_csv(tiny_run[0] / "smoothing.csv") if r["solver"] == "closed_form"]
+    rows = [r for r in read_csv(tiny_run[0] / "smoothing.csv") if r["solver"] == "closed_form"]
     assert rows and all(float(r["agree_ref"]) == 1.0 for r in rows)
 
 
@@ -102,7 +95,7 @@ def test_smoothed_teacher_against_scipy(tiny_run):
     args = smoothing.parse_args(TINY)
     ds = smoothing.load_dataset(args)
     x, _ = D.make_features("standardized", ds.features, ds.test_features)
-    rows = _read_csv(out / "smoothing.csv")
+    rows = read_csv(out / "smoothing.csv")
     for r in rows:
         if r["solver"] != "exact" or r["method"] != "uniform":
             continue
