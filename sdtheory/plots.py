@@ -265,6 +265,36 @@ def _metric_series(agg, fmap, kind, rates, solver, method, r, metric):
     return np.array([v[0] for v in vals], dtype=float), np.array([v[1] for v in vals], dtype=float)
 
 
+def _accuracy_grid(agg: Mapping, *, feature_map: str, kinds, rates, series, band_alpha: float):
+    """One row per noise kind: training-label recovery (left) and held-out accuracy (right) against eta.
+
+    ``series``: ``(solver, method, round, label, color, linestyle, marker)``;
+    solid lines get a mean +- std band; the fitted block model has no
+    held-out accuracy and is drawn on the left only.
+    """
+    rates_a = np.asarray(rates, dtype=float)
+    fig = new_figure(figsize=(10, 3.1 * len(kinds)))
+    axes = fig.subplots(len(kinds), 2, squeeze=False, sharey=True)
+    for i, kind in enumerate(kinds):
+        for j, (metric, title) in enumerate(
+            (("train_acc", "training-label recovery"), ("test_acc", "held-out accuracy"))
+        ):
+            ax = axes[i, j]
+            for solver, method, r, label, color, ls, marker in series:
+                if metric == "test_acc" and solver == "block":
+                    continue
+                mu, sdv = _metric_series(agg, feature_map, kind, rates, solver, method, r, metric)
+                ax.plot(rates_a, 100 * mu, ls=ls, color=color, marker=marker, ms=3.5, lw=1.3, label=label)
+                if ls == "-":
+                    ax.fill_between(rates_a, 100 * (mu - sdv), 100 * (mu + sdv), color=color, alpha=band_alpha, lw=0)
+            ax.set_title(f"{kind} noise: {title}", fontsize=10)
+            ax.set_xlabel("noise rate eta")
+            ax.grid(alpha=0.3)
+            if j == 0:
+                ax.set_ylabel("accuracy (%)")
+    return fig, axes
+
+
 def accuracy_figure(
     agg: Mapping,
     *,
@@ -287,7 +317,6 @@ def accuracy_figure(
     from matplotlib import colormaps
 
     blues = colormaps["Blues"]
-    rates_a = np.asarray(rates, dtype=float)
     last = num_rounds - 1
     series: list[tuple] = [("exact", "sd", 0, "teacher", "k", "-", "o")]
     series += [("exact", "sd", r, f"SD r{r}", blues(0.35 + 0.65 * r / last), "-", "o") for r in range(1, num_rounds)]
@@ -298,25 +327,7 @@ def accuracy_figure(
         ("closed_form", "pll_ce", 1, "closed form PLL", "tab:red", "--", None),
         ("block", "sd", last, f"fitted block SD r{last}", "tab:gray", ":", None),
     ]
-    fig = new_figure(figsize=(10, 3.1 * len(kinds)))
-    axes = fig.subplots(len(kinds), 2, squeeze=False, sharey=True)
-    for i, kind in enumerate(kinds):
-        for j, (metric, title) in enumerate(
-            (("train_acc", "training-label recovery"), ("test_acc", "held-out accuracy"))
-        ):
-            ax = axes[i, j]
-            for solver, method, r, label, color, ls, marker in series:
-                if metric == "test_acc" and solver == "block":
-                    continue
-                mu, sdv = _metric_series(agg, feature_map, kind, rates, solver, method, r, metric)
-                ax.plot(rates_a, 100 * mu, ls=ls, color=color, marker=marker, ms=3.5, lw=1.3, label=label)
-                if ls == "-":
-                    ax.fill_between(rates_a, 100 * (mu - sdv), 100 * (mu + sdv), color=color, alpha=0.12, lw=0)
-            ax.set_title(f"{kind} noise: {title}", fontsize=10)
-            ax.set_xlabel("noise rate eta")
-            ax.grid(alpha=0.3)
-            if j == 0:
-                ax.set_ylabel("accuracy (%)")
+    fig, axes = _accuracy_grid(agg, feature_map=feature_map, kinds=kinds, rates=rates, series=series, band_alpha=0.12)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.suptitle(
         f"Self-distillation on {dataset_name} ({feature_map} features), mean +- std over {num_seeds} seeds", fontsize=11
@@ -452,7 +463,6 @@ def smoothing_figure(
 
     greens, purples, oranges = colormaps["Greens"], colormaps["Purples"], colormaps["Oranges"]
     last = num_rounds - 1
-    rates_a = np.asarray(rates, dtype=float)
     series: list = [("teacher", 0, "teacher", "k", "-", "o")]
     series += [
         (
@@ -489,23 +499,8 @@ def smoothing_figure(
         for i, t in enumerate(taus)
     ]
     series += [("pll", 1, "PLL student", "tab:red", "-", "s")]
-    fig = new_figure(figsize=(10, 3.1 * len(kinds)))
-    axes = fig.subplots(len(kinds), 2, squeeze=False, sharey=True)
-    for i, kind in enumerate(kinds):
-        for j, (metric, title) in enumerate(
-            (("train_acc", "training-label recovery"), ("test_acc", "held-out accuracy"))
-        ):
-            ax = axes[i, j]
-            for method, r, label, color, ls, marker in series:
-                mu, sdv = _metric_series(agg, feature_map, kind, rates, "exact", method, r, metric)
-                ax.plot(rates_a, 100 * mu, ls=ls, color=color, marker=marker, ms=3.5, lw=1.3, label=label)
-                if ls == "-":
-                    ax.fill_between(rates_a, 100 * (mu - sdv), 100 * (mu + sdv), color=color, alpha=0.1, lw=0)
-            ax.set_title(f"{kind} noise: {title}", fontsize=10)
-            ax.set_xlabel("noise rate eta")
-            ax.grid(alpha=0.3)
-            if j == 0:
-                ax.set_ylabel("accuracy (%)")
+    series = [("exact", *row) for row in series]
+    fig, axes = _accuracy_grid(agg, feature_map=feature_map, kinds=kinds, rates=rates, series=series, band_alpha=0.1)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.suptitle(
         f"Label smoothing vs self-distillation on {dataset_name} ({feature_map} features), "
