@@ -2,10 +2,15 @@ r"""Per-instance training losses of the softmax student, as functions of logits.
 
 Each loss is a pair of pure functions of a target row ``t`` (``(K,)``, a
 probability vector or candidate-label weights) and a logit row ``z``
-(``(K,)``), broadcast over leading axes:
+(``(K,)``), broadcast over the other axes:
 
-* ``value(t, z, q)`` -> loss per instance (shape of the leading axes);
-* ``grad(t, z, q)``  -> ``d loss / d z``, same shape as ``z``.
+* ``value(t, z, q, axis=-1)`` -> loss per instance (the shape without ``axis``);
+* ``grad(t, z, q, axis=-1)``  -> ``d loss / d z``, same shape as ``z``.
+
+``axis`` is the class axis: ``-1`` for ``(N, K)`` rows, ``0`` for the
+class-major ``(K, N)`` layout in which the exact solver works (its products
+with ``Phi`` are then plain row-major matrix products, measured 1.5-3x faster
+on a CPU than the transposed ones).
 
 The exact solver (:mod:`sdtheory.exact`) only needs these two functions, so a
 new objective is added by writing them and registering them in
@@ -43,9 +48,9 @@ __all__ = ["LOSSES", "Loss", "check_q", "get_loss"]
 class Loss(NamedTuple):
     """A per-instance loss and its logit gradient (pure functions).
 
-    ``curvature(t, z, q, w)`` (optional): the row-weighted sum of the logit
-    Hessians, ``sum_i w_i d^2 loss / dz^2 (t_i, z_i)`` (``K x K``; ``w=None``
-    for unit weights), which the exact solver's preconditioner uses; without
+    ``curvature(t, z, q, w, axis=-1)`` (optional): for 2-D ``t`` and ``z``, the
+    row-weighted sum of the logit Hessians, ``sum_i w_i d^2 loss / dz^2 (t_i, z_i)``
+    (``K x K``; ``w=None`` for unit weights), which the exact solver's preconditioner uses; without
     it the solver forms the sum from ``K`` linearised gradient products.
     """
 
@@ -55,34 +60,35 @@ class Loss(NamedTuple):
     curvature: Callable[..., jax.Array] | None = None
 
 
-def _ce_value(t, z, q):
+def _ce_value(t, z, q, axis=-1):
     del q
-    return -jnp.sum(t * jax.nn.log_softmax(z, axis=-1), axis=-1)
+    return -jnp.sum(t * jax.nn.log_softmax(z, axis=axis), axis=axis)
 
 
-def _ce_grad(t, z, q):
+def _ce_grad(t, z, q, axis=-1):
     del q
-    return jax.nn.softmax(z, axis=-1) - t
+    return jax.nn.softmax(z, axis=axis) - t
 
 
-def _ce_curvature(t, z, q, w=None):
+def _ce_curvature(t, z, q, w=None, axis=-1):
     """``sum_i w_i (diag(p_i) - p_i p_i^T)``: the CE Hessian does not depend on the target."""
     del t, q
-    p = jax.nn.softmax(z, axis=-1)
-    pw = p if w is None else w[:, None] * p
-    return jnp.diag(jnp.sum(pw, axis=0)) - pw.T @ p
+    p = jax.nn.softmax(z, axis=axis)
+    pw = p if w is None else jnp.expand_dims(w, axis) * p
+    rows = 1 if axis in (0, -2) else 0  # the instance axis of the 2-D z
+    return jnp.diag(jnp.sum(pw, axis=rows)) - jnp.tensordot(pw, p, axes=(rows, rows))
 
 
-def _gce_value(t, z, q):
-    pq = jnp.exp(q * jax.nn.log_softmax(z, axis=-1))
-    return jnp.sum(t * (1.0 - pq), axis=-1) / q
+def _gce_value(t, z, q, axis=-1):
+    pq = jnp.exp(q * jax.nn.log_softmax(z, axis=axis))
+    return jnp.sum(t * (1.0 - pq), axis=axis) / q
 
 
-def _gce_grad(t, z, q):
-    logp = jax.nn.log_softmax(z, axis=-1)
+def _gce_grad(t, z, q, axis=-1):
+    logp = jax.nn.log_softmax(z, axis=axis)
     p = jnp.exp(logp)
     tpq = t * jnp.exp(q * logp)
-    return -tpq + jnp.sum(tpq, axis=-1, keepdims=True) * p
+    return -tpq + jnp.sum(tpq, axis=axis, keepdims=True) * p
 
 
 #: Registered losses by name.

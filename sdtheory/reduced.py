@@ -101,18 +101,18 @@ class TypeSpectrum(NamedTuple):
 def _weighted(base: Loss) -> Loss:
     """``base`` weighted per row: ``q = (q_base, w)`` with ``w`` ``(T,)`` row weights."""
 
-    def value(t, z, q):
-        return q[1] * base.value(t, z, q[0])
+    def value(t, z, q, axis=-1):
+        return q[1] * base.value(t, z, q[0], axis=axis)
 
-    def grad(t, z, q):
-        return q[1][..., None] * base.grad(t, z, q[0])
+    def grad(t, z, q, axis=-1):
+        return jnp.expand_dims(q[1], axis) * base.grad(t, z, q[0], axis=axis)
 
     curvature = None
     if base.curvature is not None:
         base_curv = base.curvature
 
-        def curvature(t, z, q, w=None):
-            return base_curv(t, z, q[0], q[1] if w is None else q[1] * w)
+        def curvature(t, z, q, w=None, axis=-1):
+            return base_curv(t, z, q[0], q[1] if w is None else q[1] * w, axis=axis)
 
     return Loss(value, grad, base.convex, curvature)
 
