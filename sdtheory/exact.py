@@ -186,12 +186,14 @@ class _Ops(NamedTuple):
 
 
 def _operators(phi):
-    return _Ops(
-        phi,
-        phi.astype(jnp.float32),
-        jnp.sum(phi * phi, axis=0),
-        jnp.sqrt(jnp.max(jnp.sum(phi * phi, axis=1))),
-    )
+    # Three separate passes: fused together, XLA's CPU backend materialises Phi * Phi and
+    # took 14.5 ms at 20000 x 256 against 5.4 ms apart (optimization barriers keep them apart).
+    barrier = jax.lax.optimization_barrier
+    colsq = jnp.sum(phi * phi, axis=0)
+    phi, colsq = barrier((phi, colsq))
+    max_row = jnp.sqrt(jnp.max(jnp.sum(phi * phi, axis=1)))
+    phi, max_row = barrier((phi, max_row))
+    return _Ops(phi, phi.astype(jnp.float32), colsq, max_row)
 
 
 class _State(NamedTuple):
@@ -226,6 +228,60 @@ def _residual(ops, z, w, v, lam):
 def _data_grad(ops, t, z, loss, q):
     """``g(z) Phi / N`` (one pass over ``Phi``)."""
     return loss.grad(t, z, q, axis=0) @ ops.phi / ops.phi.shape[0]
+
+
+#: ``Phi`` above this many bytes (beyond a typical last-level cache) is run over in row blocks by
+#: the Hessian product; measured at 5000 x 256, K = 10, float32 (5 MB), blocks made it slower
+#: (41 vs 33 ms), at 20000 x 256 (20 MB) faster (189 vs 207 ms).
+BLOCK_ABOVE_BYTES = 1 << 24
+#: Bytes of ``Phi`` per row block (4 MiB: 189 ms against 195 ms for 2 MiB at 20000 x 256).
+ROW_BLOCK_BYTES = 1 << 22
+
+
+def _row_block(phi, q):
+    """Rows per block of :func:`_data_hvp`, or 0 for one unblocked product.
+
+    Blocking pays when ``Phi`` does not fit in the cache. It needs the loss's
+    parameters to be the same for every row (row-weighted losses, whose ``q``
+    holds per-row arrays, keep the unblocked product; they are small type-level
+    problems).
+    """
+    n, m = phi.shape
+    row = m * phi.dtype.itemsize
+    nb = max(64, ROW_BLOCK_BYTES // row)
+    per_row = any(jnp.ndim(x) > 0 for x in jax.tree_util.tree_leaves(q))
+    return 0 if per_row or n * row <= BLOCK_ABOVE_BYTES or n < 2 * nb else nb
+
+
+def _data_hvp(phi, t, z, d, loss, q, lin=None):
+    """The data part of a Hessian product, ``J(z)[d Phi^T] Phi / N`` (class-major ``(K, M)``).
+
+    Large problems run it over blocks of rows, each read once for both of its
+    products while it is in cache, with the loss's logit Hessian recomputed per
+    block (it is per instance): measured in isolation at 20000 x 256, K = 10,
+    float32, 2.5 ms instead of 4.1 ms per product, and 5.9 instead of 13.5 ms
+    at N = 50000, where ``Phi`` no longer fits in the cache. Otherwise one
+    product, with the linearised gradient ``lin`` when given.
+    """
+    n = phi.shape[0]
+    nb = _row_block(phi, q)
+
+    def block(ph, tb, zb):
+        return jax.jvp(lambda zz: loss.grad(tb, zz, q, axis=0), (zb,), (_logits(ph, d),))[1] @ ph
+
+    if not nb:
+        u = _logits(phi, d)
+        return (lin(u) if lin is not None else jax.jvp(lambda zz: loss.grad(t, zz, q, axis=0), (z,), (u,))[1]) @ phi / n
+
+    def body(i, acc):
+        rows = lambda a, axis: jax.lax.dynamic_slice_in_dim(a, i * nb, nb, axis)  # noqa: E731
+        return acc + block(rows(phi, 0), rows(t, 1), rows(z, 1))
+
+    full = n // nb
+    acc = jax.lax.fori_loop(0, full, body, jnp.zeros_like(d))
+    if n % nb:
+        acc = acc + block(phi[full * nb :], t[:, full * nb :], z[:, full * nb :])
+    return acc / n
 
 
 def _residual_bound(ops, w, v, lam):
@@ -306,11 +362,9 @@ def _newton_cg_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rt
     whose float32 CG misses its tolerance switches the round to float64
     products for good.
     """
-    n = ops.phi.shape[0]
     dtype = ops.phi.dtype
     lo = jnp.float32
     t32 = t.astype(lo)
-    gfun = lambda zz: loss.grad(t, zz, q, axis=0)  # noqa: E731
     gfun32 = lambda zz: loss.grad(t32, zz, q, axis=0).astype(lo)  # noqa: E731
     lam_lo = jnp.asarray(lam).astype(lo)
 
@@ -341,11 +395,11 @@ def _newton_cg_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rt
 
         def hvp64(d):
             # linearised inside the branch: with float32 products the float64 softmax is never formed
-            return jax.jvp(gfun, (s.z,), (_logits(ops.phi, d),))[1] @ ops.phi / n + lam * d
+            return _data_hvp(ops.phi, t, s.z, d, loss, q) + lam * d
 
         def hvp32(d):
             d32 = d.astype(lo)
-            return (jvp32(_logits(ops.phi32, d32)) @ ops.phi32 / n + lam_lo * d32).astype(dtype)
+            return (_data_hvp(ops.phi32, t32, z32, d32, loss, q, jvp32) + lam_lo * d32).astype(dtype)
 
         hvp = hvp64 if not mixed else (lambda d: jax.lax.cond(hi, hvp64, hvp32, d))
         # Preconditioned CG on H x = -grad; scale-free forcing term: relative to the gradient's own

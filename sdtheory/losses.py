@@ -54,8 +54,8 @@ class Loss(NamedTuple):
     it the solver forms the sum from ``K`` linearised gradient products.
     """
 
-    value: Callable[[jax.Array, jax.Array, float], jax.Array]
-    grad: Callable[[jax.Array, jax.Array, float], jax.Array]
+    value: Callable[..., jax.Array]  # (t, z, q, axis=-1)
+    grad: Callable[..., jax.Array]  # (t, z, q, axis=-1)
     convex: bool
     curvature: Callable[..., jax.Array] | None = None
 

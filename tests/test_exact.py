@@ -209,6 +209,61 @@ def test_methods_agree():
     np.testing.assert_allclose(np.asarray(a.outputs), np.asarray(b.outputs), atol=1e-8)
 
 
+@pytest.mark.parametrize("loss", ["ce", "gce"])
+def test_row_blocked_hessian_products_reach_the_same_optimum(monkeypatch, loss):
+    """Large Phi is run over in row blocks (with a tail block); forced here on a small problem.
+
+    Blocking changes only the CG directions, so the answer must be the unblocked one and
+    stationary for the primal objective written plainly.
+    """
+    from sdtheory import exact as E
+
+    x, t = problem(21, 333, 7, 3, soft=loss == "ce")
+    if loss == "gce":
+        t = sd.top2_targets(np.asarray(sd.exact_outputs(t, lam=1e-2, num_rounds=1, features=x).outputs[0]))
+    kw = dict(lam=1e-3, num_rounds=1, features=x, loss=loss)
+    plain = {s: np.asarray(sd.exact_outputs(t, solver=s, **kw).outputs[0]) for s in ("auto", "newton-cg")}
+    monkeypatch.setattr(E, "BLOCK_ABOVE_BYTES", 0)
+    monkeypatch.setattr(E, "ROW_BLOCK_BYTES", 1)  # 64-row blocks: 5 of them and a 13-row tail
+    assert E._row_block(jnp.zeros((333, 7)), 0.7) == 64
+    jax.clear_caches()
+    try:
+        for solver, ref in plain.items():
+            res = sd.exact_outputs(t, solver=solver, **kw)
+            np.testing.assert_allclose(np.asarray(res.outputs[0]), ref, atol=1e-9)
+            w = weights_from_coef(res.coef, x)[0]
+            g = np.asarray(jax.grad(primal)(jnp.asarray(w), x, t, 1e-3, loss, 0.7))
+            assert np.max(np.abs(g)) < 1e-8
+    finally:
+        jax.clear_caches()
+
+
+@pytest.mark.parametrize("loss", ["ce", "gce"])
+def test_row_blocked_hessian_product_equals_autodiff(monkeypatch, loss):
+    """The blocked product (5 blocks of 64 rows and a 13-row tail) is the Hessian of the data term times d."""
+    from sdtheory import exact as E
+
+    rng = np.random.default_rng(5)
+    phi = jnp.asarray(rng.normal(size=(333, 7)))
+    t = jnp.asarray(rng.dirichlet(np.ones(3), size=333).T)  # class-major (K, N)
+    v, d = (jnp.asarray(rng.normal(size=(3, 7))) for _ in range(2))
+    lossfn = sd.losses.get_loss(loss)
+
+    def data(v):
+        return jnp.mean(lossfn.value(t, v @ phi.T, 0.7, axis=0))
+
+    expect = np.asarray(jax.jvp(jax.grad(data), (v,), (d,))[1])
+    monkeypatch.setattr(E, "BLOCK_ABOVE_BYTES", 0)
+    monkeypatch.setattr(E, "ROW_BLOCK_BYTES", 1)
+    assert E._row_block(phi, 0.7) == 64
+    got = E._data_hvp(phi, t, v @ phi.T, d, lossfn, 0.7)
+    np.testing.assert_allclose(np.asarray(got), expect, rtol=1e-12, atol=1e-14)
+    monkeypatch.setattr(E, "BLOCK_ABOVE_BYTES", 1 << 40)
+    assert E._row_block(phi, 0.7) == 0
+    plain = E._data_hvp(phi, t, v @ phi.T, d, lossfn, 0.7)
+    np.testing.assert_allclose(np.asarray(plain), expect, rtol=1e-12, atol=1e-14)
+
+
 def test_bad_input():
     x, t = problem(1, 10, 3, 3)
     g = x @ x.T
