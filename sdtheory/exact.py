@@ -55,7 +55,7 @@ import numpy as np
 
 from . import _validation as V
 from ._x64 import float64
-from .losses import get_loss
+from .losses import get_loss, softmax
 from .metrics import TIE_TOL
 from .spectral import Spectrum, _spectrum as spectrum
 from .variants import next_targets_core
@@ -222,7 +222,7 @@ def _logits(phi, v):
 def _residual(ops, z, w, v, lam):
     """Fixed-point residual ``max |softmax(z) - softmax((-w / lam) Phi^T)|`` (one pass over ``Phi``)."""
     za = _logits(ops.phi, _implied(w, v, lam))
-    return jnp.max(jnp.abs(jax.nn.softmax(z, axis=0) - jax.nn.softmax(za, axis=0)))
+    return jnp.max(jnp.abs(softmax(z, axis=0) - softmax(za, axis=0)))
 
 
 def _data_grad(ops, t, z, loss, q):
@@ -602,7 +602,7 @@ def _lbfgs_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=D
     def residual_and_zd(z, w, v, d):
         both = _logits(phi, jnp.concatenate([_implied(w, v, lam), d], axis=0))
         za = both[:k]
-        res = jnp.max(jnp.abs(jax.nn.softmax(z, axis=0) - jax.nn.softmax(za, axis=0)))
+        res = jnp.max(jnp.abs(softmax(z, axis=0) - softmax(za, axis=0)))
         return res, both[k:]
 
     z0 = _logits(phi, v0)

@@ -60,35 +60,69 @@ class Loss(NamedTuple):
     curvature: Callable[..., jax.Array] | None = None
 
 
+def _class_major(x, axis):
+    return x.ndim == 2 and axis in (0, -2)
+
+
+def class_sum(x, axis=-1, keepdims=False):
+    """Sum over the class axis.
+
+    Class-major (axis 0 of a 2-D array) it is a product with a ones vector:
+    XLA's CPU reduction over a leading axis measured 3-6x slower (a softmax
+    over 10 x 20000 logits: 2.8 ms against 1.0 ms in float64; 50 x 20000:
+    19 ms against 3.4 ms).
+    """
+    if _class_major(x, axis):
+        s = jnp.ones((x.shape[0],), x.dtype) @ x
+        return s[None, :] if keepdims else s
+    return jnp.sum(x, axis=axis, keepdims=keepdims)
+
+
+def log_softmax(z, axis=-1):
+    """``log softmax(z)`` over the class axis (:func:`jax.nn.log_softmax` for rows)."""
+    if not _class_major(z, axis):
+        return jax.nn.log_softmax(z, axis=axis)
+    zc = z - jax.lax.stop_gradient(jnp.max(z, axis=axis, keepdims=True))  # softmax ignores the shift
+    return zc - jnp.log(class_sum(jnp.exp(zc), axis, keepdims=True))
+
+
+def softmax(z, axis=-1):
+    """``softmax(z)`` over the class axis (:func:`jax.nn.softmax` for rows)."""
+    if not _class_major(z, axis):
+        return jax.nn.softmax(z, axis=axis)
+    e = jnp.exp(z - jax.lax.stop_gradient(jnp.max(z, axis=axis, keepdims=True)))
+    return e / class_sum(e, axis, keepdims=True)
+
+
 def _ce_value(t, z, q, axis=-1):
     del q
-    return -jnp.sum(t * jax.nn.log_softmax(z, axis=axis), axis=axis)
+    return -class_sum(t * log_softmax(z, axis), axis)
 
 
 def _ce_grad(t, z, q, axis=-1):
     del q
-    return jax.nn.softmax(z, axis=axis) - t
+    return softmax(z, axis) - t
 
 
 def _ce_curvature(t, z, q, w=None, axis=-1):
     """``sum_i w_i (diag(p_i) - p_i p_i^T)``: the CE Hessian does not depend on the target."""
     del t, q
-    p = jax.nn.softmax(z, axis=axis)
+    p = softmax(z, axis)
     pw = p if w is None else jnp.expand_dims(w, axis) * p
     rows = 1 if axis in (0, -2) else 0  # the instance axis of the 2-D z
     return jnp.diag(jnp.sum(pw, axis=rows)) - jnp.tensordot(pw, p, axes=(rows, rows))
 
 
 def _gce_value(t, z, q, axis=-1):
-    pq = jnp.exp(q * jax.nn.log_softmax(z, axis=axis))
-    return jnp.sum(t * (1.0 - pq), axis=axis) / q
+    pq = jnp.exp(q * log_softmax(z, axis))
+    return class_sum(t * (1.0 - pq), axis) / q
 
 
 def _gce_grad(t, z, q, axis=-1):
-    logp = jax.nn.log_softmax(z, axis=axis)
+    logp = log_softmax(z, axis)
     p = jnp.exp(logp)
     tpq = t * jnp.exp(q * logp)
-    return -tpq + jnp.sum(tpq, axis=axis, keepdims=True) * p
+    return -tpq + class_sum(tpq, axis, keepdims=True) * p
 
 
 #: Registered losses by name.

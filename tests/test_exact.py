@@ -239,6 +239,25 @@ def test_row_blocked_hessian_products_reach_the_same_optimum(monkeypatch, loss):
 
 
 @pytest.mark.parametrize("loss", ["ce", "gce"])
+def test_losses_class_major_equal_row_layout_and_autodiff(loss):
+    """The solvers call the losses class-major (axis=0): same values as rows, gradient = autodiff of the value."""
+    rng = np.random.default_rng(3)
+    z = jnp.asarray(rng.normal(size=(40, 5)) * 30)  # large logits: the max shift matters
+    t = jnp.asarray(rng.dirichlet(np.ones(5), size=40))
+    f = sd.losses.get_loss(loss)
+    np.testing.assert_allclose(np.asarray(f.value(t.T, z.T, 0.7, axis=0)), np.asarray(f.value(t, z, 0.7)), rtol=1e-13)
+    np.testing.assert_allclose(np.asarray(f.grad(t.T, z.T, 0.7, axis=0)), np.asarray(f.grad(t, z, 0.7)).T, atol=1e-15)
+    auto = jax.grad(lambda zz: jnp.sum(f.value(t.T, zz, 0.7, axis=0)))(z.T)
+    np.testing.assert_allclose(np.asarray(f.grad(t.T, z.T, 0.7, axis=0)), np.asarray(auto), atol=1e-13)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(sd.losses.softmax(z.T, axis=0)), p.T, atol=1e-15)
+    if f.curvature is not None:
+        hbar = sum(np.diag(pi) - np.outer(pi, pi) for pi in p)
+        np.testing.assert_allclose(np.asarray(f.curvature(t.T, z.T, 0.7, axis=0)), hbar, atol=1e-13)
+
+
+@pytest.mark.parametrize("loss", ["ce", "gce"])
 def test_row_blocked_hessian_product_equals_autodiff(monkeypatch, loss):
     """The blocked product (5 blocks of 64 rows and a 13-row tail) is the Hessian of the data term times d."""
     from sdtheory import exact as E
