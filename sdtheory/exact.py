@@ -266,22 +266,21 @@ def _data_hvp(phi, t, z, d, loss, q, lin=None):
     n = phi.shape[0]
     nb = _row_block(phi, q)
 
-    def block(ph, tb, zb):
-        return jax.jvp(lambda zz: loss.grad(tb, zz, q, axis=0), (zb,), (_logits(ph, d),))[1] @ ph
-
     if not nb:
         u = _logits(phi, d)
         return (lin(u) if lin is not None else jax.jvp(lambda zz: loss.grad(t, zz, q, axis=0), (z,), (u,))[1]) @ phi / n
 
     def body(i, acc):
-        rows = lambda a, axis: jax.lax.dynamic_slice_in_dim(a, i * nb, nb, axis)  # noqa: E731
-        return acc + block(rows(phi, 0), rows(t, 1), rows(z, 1))
+        # the last block is clamped to end at row N and masked to the rows no other block has
+        # (a static tail slice was a copy per product)
+        start = jnp.minimum(i * nb, n - nb)
+        rows = lambda a, axis: jax.lax.dynamic_slice_in_dim(a, start, nb, axis)  # noqa: E731
+        ph, tb, zb = rows(phi, 0), rows(t, 1), rows(z, 1)
+        fresh = (start + jnp.arange(nb)) >= i * nb
+        u = jnp.where(fresh, _logits(ph, d), 0.0)
+        return acc + jax.jvp(lambda zz: loss.grad(tb, zz, q, axis=0), (zb,), (u,))[1] @ ph
 
-    full = n // nb
-    acc = jax.lax.fori_loop(0, full, body, jnp.zeros_like(d))
-    if n % nb:
-        acc = acc + block(phi[full * nb :], t[:, full * nb :], z[:, full * nb :])
-    return acc / n
+    return jax.lax.fori_loop(0, -(-n // nb), body, jnp.zeros_like(d)) / n
 
 
 def _residual_bound(ops, w, v, lam):
