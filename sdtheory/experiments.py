@@ -52,6 +52,7 @@ from .exact import (
     DEFAULT_MAX_CG,
     DEFAULT_MAX_ITER,
     DEFAULT_TOL,
+    Coordinates,
     ExactResult,
     check_options,
     exact_phi_core,
@@ -173,7 +174,7 @@ class FeatureMap:
       stats: the fitted block statistics (``c``, ``d``, class-pair means).
       spectrum: spectrum of the Gram ``X X^T``: every closed-form predictor
         of the map is built from it (``predictor(..., spectrum=, features=)``).
-      phi: the exact solver's coordinates (``phi phi^T = X X^T``).
+      phi: the exact solver's coordinates (:func:`sdtheory.exact.solver_features`).
       block_spectrum: analytic :class:`sdtheory.BlockSpectrum` of the fitted
         block Gram ``(1 - c) I + (c - d) B + d 1 1^T`` (blocks = true
         classes; ``O(N K)`` outputs through :func:`sdtheory.block.block_outputs_core`).
@@ -188,7 +189,7 @@ class FeatureMap:
     lam_rule: str
     stats: BlockStatistics
     spectrum: Spectrum
-    phi: jax.Array
+    phi: jax.Array | Coordinates
     block_spectrum: BlockSpectrum
 
 

@@ -257,6 +257,33 @@ def test_losses_class_major_equal_row_layout_and_autodiff(loss):
         np.testing.assert_allclose(np.asarray(f.curvature(t.T, z.T, 0.7, axis=0)), hbar, atol=1e-13)
 
 
+@pytest.mark.parametrize("solver", ["auto", "newton-cg", "lbfgs", "optax-lbfgs"])
+def test_basis_in_the_preconditioner_equals_rotating_the_features(monkeypatch, solver):
+    """Features with many rows per class keep their coordinates; the preconditioners apply the basis.
+
+    That is the same algorithm in rotated coordinates, so the iterates (iteration counts and outputs)
+    must match those of the explicit rotation ``Phi = X R``, and the answer must be stationary.
+    """
+    from sdtheory import exact as E
+
+    x, t = problem(4, 300, 6, 3, soft=True)
+    kw = dict(lam=1e-3, num_rounds=2, features=x, solver=solver, on_failure="flag")
+    res = {}
+    for rows in (0, 10**9):  # implicit basis, explicit rotation
+        monkeypatch.setattr(E, "IMPLICIT_ROWS_PER_CLASS", rows)
+        jax.clear_caches()
+        res[rows] = sd.exact_outputs(t, **kw)
+    jax.clear_caches()
+    a, b = res[0], res[10**9]
+    np.testing.assert_allclose(np.asarray(a.outputs), np.asarray(b.outputs), atol=1e-9)
+    if solver != "optax-lbfgs":  # optax's zoom line search amplifies roundoff into iteration counts
+        np.testing.assert_array_equal(np.asarray(a.iterations), np.asarray(b.iterations))
+        assert bool(np.all(np.asarray(a.converged)))
+        w = weights_from_coef(a.coef, x)[0]
+        g = np.asarray(jax.grad(primal)(jnp.asarray(w), x, t, 1e-3))
+        assert np.max(np.abs(g)) < 1e-8
+
+
 @pytest.mark.parametrize("loss", ["ce", "gce"])
 def test_row_blocked_hessian_product_equals_autodiff(monkeypatch, loss):
     """The blocked product (5 blocks of 64 rows and a 13-row tail) is the Hessian of the data term times d."""
