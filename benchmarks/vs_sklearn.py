@@ -11,7 +11,7 @@ and ``OMP/OPENBLAS/MKL_NUM_THREADS=1``. Problem: Gaussian-mixture features
 (``N x d``, ``K`` classes, unit-variance noise around class means of norm ~2),
 one-hot labels, ``lam = 1e-4`` (``C = 1/(lam N)``), no intercept. Timed: one
 round from the features (ours: ``sdtheory.exact_outputs`` including validation
-and the weight-space rotation; compile excluded by a warm-up call), and a
+and the weight-space basis; compile excluded by a warm-up call), and a
 3-round soft-label chain (sklearn needs every soft row as ``K`` weighted rows).
 Repeats are interleaved (ours, then each sklearn solver, per repeat). Each
 method's output error is measured against a tight independent reference
