@@ -16,8 +16,11 @@ Coordinates. With ``G = U diag(s) U^T`` every instance gets the feature row
 ``Phi Phi^T = G``), and ``W`` acts through ``V`` (``M x K``), logits
 ``Z = Phi V``. Directions with ``s = 0`` have a zero column of ``Phi``: their
 coordinate of ``V`` has gradient ``lam V`` and stays at zero; nothing is
-divided by ``s``. From features the solver may use ``Phi = X R`` with ``R``
-the eigenvectors of ``X^T X`` (weight space in a rotated orthonormal basis).
+divided by ``s``. From features with ``d < N`` the solver works in weight
+space, ``Phi = X R`` with ``R`` the eigenvectors of ``X^T X`` (a rotated
+orthonormal basis), or on ``X`` itself with ``R`` applied in the
+preconditioners (:class:`Coordinates`). Internally the solvers are
+class-major: ``V`` is ``K x M`` and ``Z = V Phi^T`` is ``K x N``.
 
 Stationarity: ``V = -Phi^T g / (N lam)`` with ``g = d ell / d z`` row-wise, so
 the logits are ``G A`` with dual coefficients ``A = -g / (N lam)`` (``N x K``);
@@ -174,9 +177,7 @@ def _running(res, w, v, lam, tol, rtol):
 class _Ops(NamedTuple):
     """The solver coordinates of one training set, prepared once for every round and solver.
 
-    XLA dead-code-eliminates the members a solver does not use. (Materialised
-    transposes for the ``Phi^T g`` passes were measured: no gain inside the
-    solver, XLA lays the operands out itself.)
+    XLA dead-code-eliminates the members a solver does not use.
     """
 
     phi: jax.Array  # (N, M)
