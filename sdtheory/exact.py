@@ -377,7 +377,7 @@ def _kron_preconditioner(ops, jvp32, curvature, z32, lam, dtype):
 ETA_FLOOR_MIXED = 1e-4
 
 
-def _newton_cg_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=DEFAULT_RTOL, it0=0, mixed=False):
+def _newton_cg_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=DEFAULT_RTOL, mixed=False):
     """Truncated Newton: preconditioned CG on the Newton system, Armijo backtracking.
 
     Two or three passes over ``Phi`` in float64 per Newton step (``Phi d`` for
@@ -405,7 +405,7 @@ def _newton_cg_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rt
     w0 = _data_grad(ops, t, z0, loss, q)
     res0, exact0 = residual(z0, w0, v0)
     f_init = _objective_along(t, lam, z0, z0, v0, v0, 0.0, loss, q)
-    init = (_State(v0, z0, w0, res0, jnp.asarray(it0, jnp.int32)), jnp.asarray(not mixed), exact0, f_init)
+    init = (_State(v0, z0, w0, res0, jnp.zeros((), jnp.int32)), jnp.asarray(not mixed), exact0, f_init)
 
     def cond(c):
         s = c[0]
