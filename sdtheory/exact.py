@@ -912,7 +912,8 @@ def _prepare_features(x):
     """
     top = jnp.max(jnp.abs(x))
     top = jnp.where(top > 0, top, 1.0)
-    s, r = jnp.linalg.eigh((x / top).astype(jnp.float32).T @ (x / top).astype(jnp.float32))
+    x32 = (x / top).astype(jnp.float32)
+    s, r = jnp.linalg.eigh(x32.T @ x32)
     r = r.astype(x.dtype)
     for _ in range(2):
         r = r @ (1.5 * jnp.eye(r.shape[0], dtype=x.dtype) - 0.5 * (r.T @ r))
