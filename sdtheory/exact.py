@@ -328,7 +328,7 @@ RESIDUAL_GATE = 1e6
 
 
 def _evaluate(ops, t, lam, v, loss, q):
-    """Logits, data gradient ``Phi^T g / N`` and fixed-point residual at ``v``."""
+    """Logits, data gradient ``g Phi / N`` and fixed-point residual at ``v`` (class-major)."""
     z = _logits(ops.phi, v)
     w = _data_grad(ops, t, z, loss, q)
     return z, w, _residual(ops, z, w, v, lam)
@@ -738,9 +738,10 @@ def exact_phi_core(
     lossfn = get_loss(loss)
     solve = SOLVERS[solver]
     n, m = phi.shape
+    k = targets.shape[1]
     basis = colsq = None
     if coords is not None:
-        if fit_intercept or n <= IMPLICIT_ROWS_PER_CLASS * targets.shape[1]:
+        if fit_intercept or n <= IMPLICIT_ROWS_PER_CLASS * k:
             phi = phi @ coords.basis  # rotate once: Phi = X R
         else:
             basis, colsq = coords.basis, coords.colsq
@@ -758,7 +759,6 @@ def exact_phi_core(
         return jnp.concatenate([jnp.full((1, m), lam), jnp.zeros((1, 1), dtype)], axis=1) if fit_intercept else lam
 
     ops = _operators(phi, basis, colsq)
-    k = targets.shape[1]
     v0 = jnp.zeros((k, phi.shape[1]), dtype)  # class-major (K, M), as the solvers work
 
     mem0 = _init_memory(phi.shape[1], k, dtype)
