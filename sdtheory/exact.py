@@ -232,6 +232,18 @@ class _State(NamedTuple):
     it: jax.Array
 
 
+def _shift_free(d):
+    """``d`` without its all-classes part: the class-sum-zero directions the solvers move in.
+
+    Softmax losses are invariant to adding one vector to every class's
+    weights; the L2 term makes the optimum class-sum zero, but an
+    unregularised bias is flat along that shift, and roundoff in the steps
+    would let it drift there without bound (measured: both intercepts of a
+    two-class fit at lam = 1e-9 drifted to 427).
+    """
+    return d - jnp.mean(d, axis=0, keepdims=True)
+
+
 def _implied(w, v, lam):
     """Weights implied by stationarity, ``-w / lam`` (kept at ``v`` on an unregularised coordinate).
 
@@ -247,10 +259,24 @@ def _logits(phi, v):
     return jnp.einsum("km,nm->kn", v, phi)
 
 
+def _bias_gap(w, lam):
+    """``max |dLoss/db|``: the stationarity of the unregularised coordinates (``lam == 0``; 0 when there are none).
+
+    For CE it is ``max_k |mean_i (p_ik - t_ik)|``, in the units of the outputs,
+    like the fixed-point gap: the implied weights ``-w / lam`` say nothing about
+    a coordinate without L2 weight, so its gradient is checked directly.
+    """
+    return jnp.max(jnp.where(lam > 0, 0.0, jnp.abs(w)))
+
+
+def _gap(z, za, w, lam):
+    """The residual from the current logits ``z`` and the implied ones ``za``: fixed-point gap and bias gap."""
+    return jnp.maximum(jnp.max(jnp.abs(softmax(z, axis=0) - softmax(za, axis=0))), _bias_gap(w, lam))
+
+
 def _residual(ops, z, w, v, lam):
-    """Fixed-point residual ``max |softmax(z) - softmax((-w / lam) Phi^T)|`` (one pass over ``Phi``)."""
-    za = _logits(ops.phi, _implied(w, v, lam))
-    return jnp.max(jnp.abs(softmax(z, axis=0) - softmax(za, axis=0)))
+    """Residual ``max(max |softmax(z) - softmax((-w / lam) Phi^T)|, max |dLoss/db|)`` (one pass over ``Phi``)."""
+    return _gap(z, _logits(ops.phi, _implied(w, v, lam)), w, lam)
 
 
 def _data_grad(ops, t, z, loss, q):
@@ -318,7 +344,7 @@ def _residual_bound(ops, w, v, lam):
     ``|phi_i . u_k| <= ||phi_i|| ||u_k||`` and softmax is 1/2-Lipschitz in the max norm.
     """
     u = _implied(w, v, lam) - v
-    return 0.5 * ops.max_row * jnp.sqrt(jnp.max(jnp.sum(u * u, axis=1)))
+    return jnp.maximum(0.5 * ops.max_row * jnp.sqrt(jnp.max(jnp.sum(u * u, axis=1))), _bias_gap(w, lam))
 
 
 #: The Newton solvers compute the exact residual (one pass over ``Phi``) only once its bound
@@ -369,6 +395,8 @@ def _kron_preconditioner(ops, jvp32, curvature, z32, lam, dtype):
     hv = jnp.where(hv > 1e-6 * jnp.max(hv), hv, 0.0)
     den = hv[:, None] * ops.colsq[None, :] / n + lam
     inv = jnp.where(den > 0, 1.0 / jnp.where(den > 0, den, 1.0), 0.0)
+    # applied in the class-sum-zero subspace the solvers move in: the all-classes direction has no
+    # curvature in the data term, and its roundoff share of r, scaled by 1/lam, broke CG at tiny lam
     return lambda r: _from_basis(ops, hq @ ((hq.T @ _to_basis(ops, r)) * inv))
 
 
@@ -405,14 +433,14 @@ def _newton_cg_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rt
     w0 = _data_grad(ops, t, z0, loss, q)
     res0, exact0 = residual(z0, w0, v0)
     f_init = _objective_along(t, lam, z0, z0, v0, v0, 0.0, loss, q)
-    init = (_State(v0, z0, w0, res0, jnp.zeros((), jnp.int32)), jnp.asarray(not mixed), exact0, f_init)
+    init = (_State(v0, z0, w0, res0, jnp.zeros((), jnp.int32)), jnp.asarray(not mixed), exact0, f_init, False)
 
     def cond(c):
-        s = c[0]
-        return _running(s.res, s.w, s.v, lam, tol, rtol) & (s.it < max_iter)
+        s, stalled = c[0], c[4]
+        return _running(s.res, s.w, s.v, lam, tol, rtol) & (s.it < max_iter) & ~stalled
 
     def body(c):
-        s, hi, _, f0 = c
+        s, hi, _, f0, _ = c
         grad = s.w + lam * s.v
         gnorm = jnp.sqrt(_vdot(grad, grad))
         z32 = s.z.astype(lo)
@@ -466,7 +494,7 @@ def _newton_cg_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rt
             return (x_new, r_new, zc_new, p_new, rz_new, k + 1, neg | small, small)
 
         cg = jax.lax.while_loop(cg_cond, cg_body, cg0)
-        d = cg[0]
+        d = _shift_free(cg[0])
         hi = hi | ~cg[7]  # float32 products did not reach eta: float64 from here on
 
         # Armijo backtracking along d; Phi d computed once, each trial is O(N K); the objective at the
@@ -479,16 +507,21 @@ def _newton_cg_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rt
             fa = _objective_along(t, lam, s.z, zd, s.v, d, a, loss, q)
             return a, j, fa, fa <= f0 + 1e-4 * a * slope + slack
 
-        alpha, _, f_new, _ = jax.lax.while_loop(
+        alpha, _, f_new, ok = jax.lax.while_loop(
             lambda c: (~c[3]) & (c[1] < 60), lambda c: trial(0.5 * c[0], c[1] + 1), trial(jnp.ones((), dtype), 0)
         )
-        v_new = s.v + alpha * d
-        z = s.z + alpha * zd
+        # No decrease within 60 halvings: the iterate is at the roundoff floor of the objective (or
+        # the direction is garbage there); taking the last trial anyway once threw a converged fit's
+        # bias to 1e12. Stay, and end the round: its measures say whether it converged.
+        # (a where on the iterate, not on alpha: 0 * d is NaN where CG broke down to a non-finite d)
+        f_new = jnp.where(ok, f_new, f0)
+        v_new = jnp.where(ok, s.v + alpha * d, s.v)
+        z = jnp.where(ok, s.z + alpha * zd, s.z)
         w = _data_grad(ops, t, z, loss, q)
         res, exact = residual(z, w, v_new)
-        return _State(v_new, z, w, res, s.it + 1), hi, exact, f_new
+        return _State(v_new, z, w, res, s.it + 1), hi, exact, f_new, ~ok
 
-    s, _, exact, _ = jax.lax.while_loop(cond, body, init)
+    s, _, exact, _, _ = jax.lax.while_loop(cond, body, init)
     # stopped on kkt or max_iter with the bound in place of the residual: report the residual itself
     res = jax.lax.cond(exact, lambda: s.res, lambda: _residual(ops, s.z, s.w, s.v, lam))
     return s._replace(res=res), mem
@@ -519,7 +552,7 @@ def _optax_lbfgs_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, 
         u, st, it, _ = c
         val, g = vg(u, state=st)
         upd, st = opt.update(g, st, u, value=val, grad=g, value_fn=f)
-        u = optax.apply_updates(u, upd)
+        u = _shift_free(optax.apply_updates(u, upd))
         res = _evaluate(ops, t, lam, _from_basis(ops, u / scale), loss, q)[2]
         return (u, st, it + 1, res)
 
@@ -628,9 +661,7 @@ def _lbfgs_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=D
 
     def residual_and_zd(z, w, v, d):
         both = _logits(phi, jnp.concatenate([_implied(w, v, lam), d], axis=0))
-        za = both[:k]
-        res = jnp.max(jnp.abs(softmax(z, axis=0) - softmax(za, axis=0)))
-        return res, both[k:]
+        return _gap(z, both[:k], w, lam), both[k:]
 
     z0 = _logits(phi, v0)
     if RESCALE_WARM_START:
@@ -644,14 +675,14 @@ def _lbfgs_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=D
     w0 = _data_grad(ops, t, z0, loss, q)
     gu0 = _to_basis(ops, w0 + lam * v0) / scale
     du0 = _two_loop(gu0, *mem, memory)  # type: ignore[call-arg]  # mem is (S, Y, rho, count, gamma)
-    du0 = jnp.where(_vdot(gu0, du0) < 0, du0, -gu0)
+    du0 = _shift_free(jnp.where(_vdot(gu0, du0) < 0, du0, -gu0))
     res0, zd0 = residual_and_zd(z0, w0, v0, _from_basis(ops, du0 / scale))
 
     def cond(c):
-        return _running(c[5], c[2], c[0], lam, tol, rtol) & (c[6] < max_iter)
+        return _running(c[5], c[2], c[0], lam, tol, rtol) & (c[6] < max_iter) & ~c[8]
 
     def body(c):
-        v, z, w, gu, du, res, it, zd, S, Y, rho, count, gamma = c
+        v, z, w, gu, du, res, it, zd, _, S, Y, rho, count, gamma = c
         d = _from_basis(ops, du / scale)
         slope = _vdot(gu, du)
         alpha = _line_search(t, lam, z, zd, v, d, slope, loss, q, max_ls)
@@ -671,16 +702,19 @@ def _lbfgs_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=D
         count = count + keep.astype(count.dtype)
         du_new = _two_loop(gu_new, S, Y, rho, count, gamma, memory)
         bad = ~(_vdot(gu_new, du_new) < 0)
-        du_new = jnp.where(bad, -gu_new, du_new)
+        du_new = _shift_free(jnp.where(bad, -gu_new, du_new))
         res_new, zd_new = residual_and_zd(z_new, w_new, v_new, _from_basis(ops, du_new / scale))
-        return (v_new, z_new, w_new, gu_new, du_new, res_new, it + 1, zd_new, S, Y, rho, count, gamma)
+        # no step (the line search found no decrease): the same point would come back every
+        # iteration until max_iter; end the round, its measures say whether it converged
+        stalled = alpha == 0
+        return (v_new, z_new, w_new, gu_new, du_new, res_new, it + 1, zd_new, stalled, S, Y, rho, count, gamma)
 
-    init = (v0, z0, w0, gu0, du0, res0, jnp.zeros((), jnp.int32), zd0) + tuple(mem)
+    init = (v0, z0, w0, gu0, du0, res0, jnp.zeros((), jnp.int32), zd0, jnp.zeros((), bool)) + tuple(mem)
     out = jax.lax.while_loop(cond, body, init)
     v, z, w, _, _, res, it = out[:7]
     # (P, A, residual) are evaluated at the running logits z, so they are
     # mutually consistent; z equals Phi v up to accumulated roundoff.
-    return _State(v, z, w, res, it), out[8:]
+    return _State(v, z, w, res, it), out[9:]
 
 
 def _auto_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=DEFAULT_RTOL):
@@ -958,7 +992,15 @@ def raise_unconverged(
         kkt = np.asarray(res.kkt)[bad_pos]
         worst = float(np.max(kkt))
         measures += f", kkt {fmt(kkt)}, certified output error bounds {fmt(np.asarray(res.error_bounds)[bad_pos])}"
-    if worst < 1e-10:
+    stalled = np.asarray(res.iterations)[bad_pos] < max_iter if hasattr(res, "iterations") else np.zeros(1, bool)
+    if np.any(stalled):
+        # a solver ends a round early only when its line search finds no decrease
+        advice = (
+            "The solver stopped before max_iter because no step decreased the objective: the residual is at "
+            "its float64 roundoff floor, which grows as 1/lam (the implied weights are the data gradient / "
+            "lam). Pass a larger tol (e.g. 10x the residual above) or raise lam; more iterations do not help"
+        )
+    elif worst < 1e-10:
         # stationary to near working precision: the residual floor of an ill-conditioned problem
         advice = (
             f"The weights are stationary to a relative {worst:.1g}, near float64 precision: the residual cannot "
@@ -1081,17 +1123,25 @@ def exact_predict(
     test_gram: ArrayLike | None = None,
     test_features: ArrayLike | None = None,
     features: ArrayLike | None = None,
+    intercepts: ArrayLike | None = None,
 ) -> jax.Array:
     """Softmax outputs ``(R, N_test, K)`` of every round on new points.
 
-    Logits are ``G(test, train) @ A_r`` with the dual coefficients ``A_r``
-    (``result.coef``). Pass ``test_gram`` (``(N_test, N)``) or
-    ``test_features`` (``(N_test, d)``) together with the training
-    ``features`` (``(N, d)``); then ``G(test, train) = X_test X^T`` is never
-    formed (``X_test (X^T A_r)``).
+    Logits are ``G(test, train) @ A_r + b_r`` with the dual coefficients
+    ``A_r`` (``result.coef``) and the intercepts ``b_r`` (``result.intercepts``,
+    zeros for a fit without one). Pass an :class:`ExactResult` (both are taken
+    from it) or the coefficients with, for a ``fit_intercept=True`` fit, their
+    ``intercepts`` (``(K,)`` or ``(R, K)``, as the coefficients' rounds).
+    Pass ``test_gram`` (``(N_test, N)``) or ``test_features``
+    (``(N_test, d)``) together with the training ``features`` (``(N, d)``);
+    then ``G(test, train) = X_test X^T`` is never formed (``X_test (X^T A_r)``).
     """
-    bias = result_or_coef.intercepts if isinstance(result_or_coef, ExactResult) else None
-    coef = result_or_coef.coef if isinstance(result_or_coef, ExactResult) else result_or_coef
+    if isinstance(result_or_coef, ExactResult):
+        if intercepts is not None:
+            raise ValueError("intercepts= goes with bare coefficients; an ExactResult carries its own")
+        bias, coef = result_or_coef.intercepts, result_or_coef.coef
+    else:
+        bias, coef = intercepts, result_or_coef
     coef = V._as_numpy(coef, "result_or_coef")
     cshape = coef.shape
     if len(cshape) not in (2, 3) or 0 in cshape:
@@ -1100,6 +1150,15 @@ def exact_predict(
             f"ExactResult), got shape {tuple(cshape)}"
         )
     V.check_finite(coef, "result_or_coef")
+    if intercepts is not None:
+        bshape = V._as_numpy(intercepts, "intercepts").shape
+        want = cshape[:-2] + cshape[-1:]
+        if bshape != want:
+            raise ValueError(
+                f"intercepts must have shape {want} (one per class{' and round' if len(want) == 2 else ''}, as "
+                f"the coefficients {tuple(cshape)}), got {bshape}"
+            )
+        V.check_finite(intercepts, "intercepts")
     coef = jnp.asarray(coef, dtype=float)
     n = cshape[-2]
     if test_gram is not None:

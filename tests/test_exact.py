@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import sdtheory as sd
@@ -611,3 +611,128 @@ def test_rtol_and_fit_intercept_bad_input_named():
         sd.exact_outputs(t, lam=1e-2, num_rounds=1, features=x, rtol=True)
     with pytest.raises(TypeError, match="fit_intercept"):
         sd.exact_outputs(t, lam=1e-2, num_rounds=1, features=x, fit_intercept="yes")
+
+
+# ---------------------------------------------------------------- the certificate covers the bias
+SOLVER_NAMES = ("auto", "newton-cg", "lbfgs", "optax-lbfgs")
+
+
+def full_residual(x, t, p, bias, lam):
+    """Stationarity of CE + L2 with an unregularised bias, from the outputs alone (independent of the solver).
+
+    The weights implied by the outputs are ``X^T (T - P) / (N lam)``; their
+    logits on the training points plus the bias must give back ``P``, and the
+    bias (``None``: no intercept) is stationary when ``sum_i (p_i - t_i) = 0``.
+    With a bias the weights are those of the centred features (the bias takes
+    the mean), ``X_c^T A``: the same as ``X^T A`` once ``sum_i A_i = 0``, but
+    not inflated by ``X^T 1 (sum_i A_i) ~ bias gap / lam`` before.
+    """
+    a = (t - p) / (len(t) * lam)
+    if bias is None:
+        logits = x @ (x.T @ a)
+    else:
+        logits = x @ ((x - x.mean(axis=0)).T @ a) + bias
+    back = np.exp(logits - logits.max(axis=1, keepdims=True))
+    back /= back.sum(axis=1, keepdims=True)
+    gap = np.max(np.abs(p - back))
+    return gap if bias is None else max(gap, np.max(np.abs(np.mean(p - t, axis=0))))
+
+
+@pytest.mark.parametrize("solver", SOLVER_NAMES)
+@pytest.mark.parametrize("const", [1.0, 0.0])
+def test_intercept_of_constant_features_is_the_label_mean(solver, const):
+    # Constant (or zero) features: the logits are the bias alone, so the optimum outputs are the
+    # label frequencies (30/10). The certificate once ignored the bias: [0.5, 0.5], converged=True.
+    t = np.eye(2)[np.array([0] * 30 + [1] * 10)]
+    res = sd.exact_outputs(
+        t, lam=1e-2, features=np.full((40, 3), const), num_rounds=1, fit_intercept=True, solver=solver
+    )
+    np.testing.assert_allclose(res.outputs[0], np.tile([0.75, 0.25], (40, 1)), atol=1e-9)
+    assert bool(res.converged[0])
+
+
+@pytest.mark.parametrize("solver", ["auto", "newton-cg", "lbfgs"])  # optax-lbfgs (a comparison) stops at 1.4e-9
+def test_intercept_at_tiny_lam_matches_sklearn(solver):
+    # lam = 1e-8 on unit-scale features, random labels: once an intercept of 3.5e9 and every
+    # probability 1 reported as converged. Reference: scikit-learn, C = 2 / (lam N) for its binary
+    # weight vector (the difference of our two class weights).
+    lr = pytest.importorskip("sklearn.linear_model")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, 2)), rng.integers(0, 2, 30)
+    lam = 1e-8
+    ref = lr.LogisticRegression(C=2 / (lam * 30), tol=1e-14, max_iter=100_000, solver="newton-cg").fit(x, y)
+    res = sd.exact_outputs(np.eye(2)[y], lam=lam, features=x, num_rounds=1, fit_intercept=True, solver=solver)
+    assert bool(res.converged[0])
+    np.testing.assert_allclose(res.outputs[0], ref.predict_proba(x), atol=1e-8)
+    np.testing.assert_allclose(res.intercepts[0, 1] - res.intercepts[0, 0], ref.intercept_[0], rtol=1e-6)
+
+
+def test_unreachable_tolerance_is_named_not_nan():
+    # lam = 1e-10: the residual's float64 floor (gradient roundoff / lam) is above tol. The solver
+    # must stop with a finite answer and say why, not return NaN or advise rescaling unit features.
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, 2)), rng.integers(0, 2, 30)
+    for solver in ("auto", "newton-cg"):
+        with pytest.raises(RuntimeError, match="roundoff floor"):
+            sd.exact_outputs(np.eye(2)[y], lam=1e-10, features=x, num_rounds=1, fit_intercept=True, solver=solver)
+        res = sd.exact_outputs(
+            np.eye(2)[y], lam=1e-10, features=x, num_rounds=1, fit_intercept=True, solver=solver, on_failure="flag"
+        )
+        assert np.all(np.isfinite(res.outputs)) and np.all(np.isfinite(res.intercepts))
+        assert not bool(res.converged[0]) and res.iterations[0] < 1000
+
+
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    shape=st.sampled_from([(12, 1, 2), (30, 3, 3)]),  # few shapes: one compilation each per solver
+    log_lam=st.floats(-10, 0),
+    intercept=st.booleans(),
+    solver=st.sampled_from(SOLVER_NAMES),
+    const=st.booleans(),
+)
+@example(seed=0, shape=(12, 1, 2), log_lam=-2.0, intercept=True, solver="auto", const=True)
+def test_converged_means_the_full_kkt_condition_holds(seed, shape, log_lam, intercept, solver, const):
+    # converged=True is a certificate: with rtol=0 it is the residual alone, and the residual computed
+    # here from the outputs (fixed point of the weights and stationarity of the bias) must be within
+    # tol. With an intercept the reported bias folds in the feature mean with the solver's own weights
+    # rather than the implied ones, which moves the outputs by at most the residual again: 2 tol.
+    # Recomputed from the outputs, the fixed-point gap carries their float64 roundoff times the Gram
+    # over lam (about eps max|x|^2 / lam); that much slack is allowed: strict at usual lam, and at
+    # tiny lam the bias gap (mean(p - t), no 1/lam) is still checked to eps.
+    n, d, k = shape
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)) + rng.normal(size=d)  # not centred: the bias matters
+    if const:  # constant features: the logits are the bias alone
+        x = np.ones((n, d))
+    t = np.eye(k)[rng.integers(0, k, n)]
+    lam, tol = 10.0**log_lam, 1e-9
+    res = sd.exact_outputs(
+        t, lam=lam, features=x, num_rounds=1, fit_intercept=intercept, solver=solver, rtol=0.0, on_failure="flag"
+    )
+    assert np.all(np.isfinite(res.outputs))
+    if bool(res.converged[0]):
+        bias = res.intercepts[0] if intercept else None
+        roundoff = 10 * np.finfo(float).eps * np.max(np.sum(x * x, axis=1)) / lam
+        assert full_residual(x, t, res.outputs[0], bias, lam) <= (2 if intercept else 1) * tol + roundoff + 1e-15
+        if intercept:
+            assert np.max(np.abs(np.mean(res.outputs[0] - t, axis=0))) <= tol
+
+
+def test_exact_predict_takes_the_intercepts_of_bare_coefficients():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(40, 3)) + 1.0, rng.integers(0, 3, 40)
+    xt = rng.normal(size=(7, 3))
+    res = sd.exact_outputs(np.eye(3)[y], lam=1e-2, features=x, num_rounds=2, fit_intercept=True)
+    # independent: softmax of X_test X^T A + b, written out
+    logits = np.einsum("td,nd,rnk->rtk", xt, x, res.coef) + res.intercepts[:, None, :]
+    want = np.exp(logits - logits.max(-1, keepdims=True))
+    want /= want.sum(-1, keepdims=True)
+    np.testing.assert_allclose(sd.exact_predict(res, test_features=xt, features=x), want, atol=1e-12)
+    got = sd.exact_predict(res.coef, intercepts=res.intercepts, test_features=xt, features=x)
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    got1 = sd.exact_predict(res.coef[1], intercepts=res.intercepts[1], test_gram=xt @ x.T)
+    np.testing.assert_allclose(got1, want[1], atol=1e-12)
+    with pytest.raises(ValueError, match="intercepts must have shape"):
+        sd.exact_predict(res.coef, intercepts=res.intercepts[0], test_features=xt, features=x)
+    with pytest.raises(ValueError, match="ExactResult carries its own"):
+        sd.exact_predict(res, intercepts=res.intercepts, test_features=xt, features=x)
