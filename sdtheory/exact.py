@@ -1136,13 +1136,14 @@ def exact_predict(
     (``(N_test, d)``) together with the training ``features`` (``(N, d)``);
     then ``G(test, train) = X_test X^T`` is never formed (``X_test (X^T A_r)``).
     """
+    bias: Any = intercepts
     if isinstance(result_or_coef, ExactResult):
         if intercepts is not None:
             raise ValueError("intercepts= goes with bare coefficients; an ExactResult carries its own")
-        bias, coef = result_or_coef.intercepts, result_or_coef.coef
-    else:
-        bias, coef = intercepts, result_or_coef
-    coef = V._as_numpy(coef, "result_or_coef")
+        bias = result_or_coef.intercepts
+    coef: Any = V._as_numpy(
+        result_or_coef.coef if isinstance(result_or_coef, ExactResult) else result_or_coef, "result_or_coef"
+    )
     cshape = coef.shape
     if len(cshape) not in (2, 3) or 0 in cshape:
         raise ValueError(
