@@ -123,7 +123,10 @@ def condition_threshold(kind: str, num_classes: int, *, clusters: Any = None) ->
     """Supremum of the ``eta`` values at which ``C`` satisfies the corruption condition.
 
     The condition ``C_kk > C_kl`` (all ``l != k``) holds exactly for
-    ``eta < condition_threshold``:
+    ``eta < condition_threshold``; at the threshold a wrong label is exactly
+    as frequent as the true one (a tie: the theorem functions count gaps
+    within :data:`sdtheory.TIE_TOL` as ties, so there the condition is False
+    whatever the float roundoff of ``C``):
 
     * symmetric: ``1 - eta > eta/(K-1)``  <=>  ``eta < (K-1)/K``;
     * asymmetric: ``1 - eta > 2 eta/K``  <=>  ``eta < K/(K+2)``;

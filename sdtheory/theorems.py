@@ -13,7 +13,10 @@ with given label ``y`` the round-``r`` linearised output has, with
 
 (own label, class average, global average), and the prediction is the
 argmax. **Ties count as failures**: an instance is "correct" only when its
-true class beats every other class strictly.
+true class beats every other class strictly. Fractions within
+:data:`sdtheory.TIE_TOL` of each other are tied (the package's one tie
+rule), so at a noise family's ``condition_threshold`` the corruption
+condition fails whatever the float roundoff of ``C``.
 
 ``fractions`` is any ``(K, K)`` row-stochastic matrix ``f``:
 
@@ -177,21 +180,36 @@ def _offdiag(k):
     return ~jnp.eye(k, dtype=bool)
 
 
+def _gaps(f):
+    """``D[k, l] = f_k(k) - f_k(l)``, with gaps within :data:`sdtheory.TIE_TOL` set to 0 (ties).
+
+    The package's one tie rule (:mod:`sdtheory.metrics`) applied to the
+    fractions: at a noise family's threshold (``condition_threshold``) a
+    wrong label is exactly as frequent as the true one, but the two entries
+    of ``C`` differ by float roundoff (``~1e-17``, of either sign). Two
+    empirical fractions ``m/n`` differ by at least ``1/n >= 2**-31``, far
+    above ``TIE_TOL = 1e-10``, so no genuine gap is removed.
+    """
+    d = jnp.diagonal(f)[:, None] - f
+    return jnp.where(jnp.abs(d) <= TIE_TOL, 0.0, d)
+
+
 @jax.jit
 def corruption_condition_core(fractions: jax.Array) -> jax.Array:
-    """``f_k(k) > f_k(l)`` for every ``k`` and ``l != k`` (jnp bool)."""
+    """``f_k(k) > f_k(l)`` for every ``k`` and ``l != k``, gaps within ``TIE_TOL`` being ties (jnp bool)."""
     f = jnp.asarray(fractions)
-    diag = jnp.diagonal(f)[:, None]
-    return jnp.all(jnp.where(_offdiag(f.shape[0]), diag > f, True))
+    return jnp.all(jnp.where(_offdiag(f.shape[0]), _gaps(f) > 0, True))
 
 
 @jax.jit
 def margin_core(fractions: jax.Array) -> jax.Array:
-    """``Delta = min_{k, l != k, f_k(l) > 0} (f_k(k) - f_k(l))``; ``+inf`` when no label is corrupted."""
+    """``Delta = min_{k, l != k, f_k(l) > 0} (f_k(k) - f_k(l))``; ``+inf`` when no label is corrupted.
+
+    Gaps within ``TIE_TOL`` are ties and count as 0 (:func:`corruption_condition_core`).
+    """
     f = jnp.asarray(fractions)
-    diff = jnp.diagonal(f)[:, None] - f
     occurs = _offdiag(f.shape[0]) & (f > 0)
-    return jnp.min(jnp.where(occurs, diff, jnp.inf))
+    return jnp.min(jnp.where(occurs, _gaps(f), jnp.inf))
 
 
 @jax.jit
@@ -243,7 +261,7 @@ def _constraint_terms(fractions):
     f = jnp.asarray(fractions)
     k = f.shape[0]
     fg = jnp.mean(f, axis=0)
-    D = jnp.diagonal(f)[:, None] - f
+    D = _gaps(f)
     F = fg[:, None] - fg[None, :]
     F = jnp.where(jnp.abs(F) <= GLOBAL_TOL, 0.0, F)
     clean_class = (jnp.diagonal(f) >= 1.0)[:, None]

@@ -759,3 +759,133 @@ def test_multi_round_pll_prediction_matches_eigh_pipeline(data, shape, c, dfrac,
         accs.append(np.mean(margin_ > 0))
     pred = sdtheory.pll_accuracy_prediction(f, c=c, d=d, lam=lam, per_class=n, num_rounds=3)
     np.testing.assert_allclose(np.asarray(pred.accuracy), accs, atol=1e-12)
+
+
+# --------------------------------------------------------------------------
+# Ties at the condition threshold: one rule (TIE_TOL) for the condition, the margin and the rounds
+# --------------------------------------------------------------------------
+
+
+def _exact_matrix(kind, k, eta, clusters=None):
+    """The corruption matrix in exact rational arithmetic, entry by entry from the family's definition."""
+    from fractions import Fraction
+
+    eta = Fraction(eta)
+    C = [[Fraction(0)] * k for _ in range(k)]
+    for i in range(k):
+        if kind == "cc":
+            others = [j for j in range(k) if j != i and clusters[j] == clusters[i]]
+            C[i][i] = 1 - eta if others else Fraction(1)
+            for j in others:
+                C[i][j] = eta / len(others)
+            continue
+        C[i][i] = 1 - eta
+        for j in range(k):
+            if j == i:
+                continue
+            if kind == "symmetric":
+                C[i][j] = eta / (k - 1)
+            elif kind == "asymmetric":
+                C[i][j] = eta / k + (eta / k if j == (i + 1) % k else 0)
+            elif kind == "pair":
+                C[i][j] = eta if j == (i + 1) % k else Fraction(0)
+    return C
+
+
+def _exact_margin(C):
+    """``min over k, occurring l != k of C_kk - C_kl`` in exact arithmetic (``None`` without corrupted labels)."""
+    k = len(C)
+    gaps = [C[i][i] - C[i][j] for i in range(k) for j in range(k) if j != i and C[i][j] > 0]
+    return min(gaps) if gaps else None
+
+
+def _rational_threshold(kind, k, clusters=None):
+    from fractions import Fraction
+
+    if kind == "symmetric":
+        return Fraction(k - 1, k)
+    if kind == "asymmetric":
+        return Fraction(k, k + 2)
+    if kind == "pair":
+        return Fraction(1, 2)
+    m = min(s for s in np.bincount(clusters) if s >= 2)
+    return Fraction(m - 1, m)
+
+
+THRESHOLD_CASES = [(kind, k, None) for kind in ("symmetric", "asymmetric", "pair") for k in (2, 3, 4, 6, 7, 200)]
+THRESHOLD_CASES += [
+    ("cc", 6, [0, 0, 0, 1, 1, 2]),
+    ("cc", 7, [0, 0, 0, 1, 1, 1, 2]),
+    ("cc", 9, [0, 0, 0, 0, 1, 1, 1, 2, 2]),
+]
+
+
+@pytest.mark.parametrize("kind,k,clusters", THRESHOLD_CASES)
+def test_condition_threshold_is_a_tie_and_just_inside_it_holds(kind, k, clusters):
+    """At eta = condition_threshold a wrong label is exactly as frequent as the true one (exact rational
+    arithmetic): no round is all correct, whatever the sign of the float roundoff in C. Just inside (a gap of
+    ~1e-7, far above TIE_TOL) the condition holds and r* is the decimal first round of the exact margin."""
+    n, c, d, lam = 10, 0.4, 0.1, 1e-2
+    kw = dict(c=c, d=d, lam=lam, per_class=n)
+    th = sdtheory.condition_threshold(kind, k, clusters=clusters)
+    exact_th = _rational_threshold(kind, k, clusters)
+    assert th == float(exact_th)
+    assert _exact_margin(_exact_matrix(kind, k, exact_th, clusters)) == 0  # a tie, exactly
+    C = sdtheory.corruption_matrix(kind, k, th, clusters=clusters)
+    assert sdtheory.corruption_condition(C) is False
+    assert sdtheory.margin(C) == 0.0
+    assert sdtheory.min_rounds(C, **kw) == -1
+    assert sdtheory.all_correct_rounds(C, **kw) == (-1, -1)
+    assert sdtheory.max_rounds(C, **kw) == -1
+    assert not np.any(sdtheory.all_correct_at(C, [0, 1, 10, 10**6, 2**40], **kw))
+    if k <= 10:
+        assert sdtheory.pll_condition(C, **kw) is False
+
+    eta = th - 1e-7
+    delta = _exact_margin(_exact_matrix(kind, k, eta, clusters))
+    assert delta > 1e-8  # clearly above TIE_TOL
+    C = sdtheory.corruption_matrix(kind, k, eta, clusters=clusters)
+    assert sdtheory.corruption_condition(C) is True
+    assert sdtheory.margin(C) == pytest.approx(float(delta), rel=1e-7)
+    want = _decimal_first_round(Decimal(delta.numerator) / Decimal(delta.denominator), k, n, c, d, lam)
+    assert sdtheory.min_rounds(C, **kw) == want
+    assert sdtheory.all_correct_rounds(C, **kw).first == want
+
+
+@pytest.mark.parametrize("gap,tied", [(0.0, True), (3e-11, True), (-3e-11, True), (1e-9, False), (-1e-9, False)])
+def test_gaps_within_tie_tol_are_ties_in_every_theorem_function(gap, tied):
+    """A fraction gap ``f_k(k) - f_k(l)`` within TIE_TOL = 1e-10 is a tie: the condition fails, the margin
+    is 0 and no round is all correct; beyond it the sign decides (decimal reference for r*)."""
+    k, n, c, d, lam = 3, 10, 0.4, 0.1, 1e-2
+    kw = dict(c=c, d=d, lam=lam, per_class=n)
+    # doubly stochastic: diagonal 1/3 + 2 gap/3, off-diagonal 1/3 - gap/3, so f_k(k) - f_k(l) = gap
+    f = np.full((k, k), 1 / 3 - gap / 3) + np.eye(k) * gap
+    assert sdtheory.TIE_TOL == 1e-10
+    if tied or gap < 0:
+        assert sdtheory.corruption_condition(f) is False
+        assert sdtheory.margin(f) == (0.0 if tied else pytest.approx(gap, rel=1e-5))
+        assert sdtheory.min_rounds(f, **kw) == -1
+        assert sdtheory.all_correct_rounds(f, **kw) == (-1, -1)
+        assert not np.any(sdtheory.all_correct_at(f, [0, 100, 10**6], **kw))
+        return
+    assert sdtheory.corruption_condition(f) is True
+    assert sdtheory.margin(f) == pytest.approx(gap, rel=1e-5)
+    want = _decimal_first_round(Decimal(float(f[0, 0])) - Decimal(float(f[0, 1])), k, n, c, d, lam)
+    assert sdtheory.min_rounds(f, **kw) == want
+    assert sdtheory.all_correct_rounds(f, **kw).first == want
+
+
+@pytest.mark.parametrize(
+    "kind,k",
+    [
+        ("symmetric", 3),
+        pytest.param("symmetric", 7, marks=pytest.mark.slow),
+        pytest.param("asymmetric", 3, marks=pytest.mark.slow),
+    ],
+)
+def test_exact_model_agrees_at_the_threshold(kind, k):
+    """The exact (softmax) model decides the threshold as the linearised one: never all correct."""
+    C = sdtheory.corruption_matrix(kind, k, sdtheory.condition_threshold(kind, k))
+    kw = dict(c=0.4, d=0.1, lam=1e-2, per_class=10)
+    assert sdtheory.min_rounds(C, **kw) == -1
+    assert sdtheory.min_rounds(C, model="exact", search_rounds=16, **kw) == -1
