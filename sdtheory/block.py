@@ -285,12 +285,7 @@ def block_outputs(
         q=float(q),
         **{x: opts[x] for x in ("tol", "max_iter", "solver")},
     )
-    res = jax.tree_util.tree_map(lambda x: x[jnp.asarray(r)], res)
-    if opts["on_failure"] == "raise":
-        from .exact import raise_unconverged
-
-        raise_unconverged(res, opts["tol"], opts["max_iter"], r)
-    return res.outputs[:, jnp.asarray(index)]
+    return Rd.chain_rounds(res, r, opts).outputs[:, index]
 
 
 def balanced_block_eigenvalues(*, per_class: int, num_classes: int, c: float, d: float) -> tuple:

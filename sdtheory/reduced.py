@@ -68,6 +68,7 @@ __all__ = [
     "type_all_correct_core",
     "type_pll_core",
     "block_type_outputs",
+    "chain_rounds",
     "check_corr",
     "check_counts",
     "corr_from_cd",
@@ -539,6 +540,26 @@ def exact_options(loss: Any, q: Any, options: dict) -> dict:
     return opts
 
 
+def chain_rounds(res: ExactResult, rounds: Any, opts: dict) -> ExactResult:
+    """The requested ``rounds`` of an exact chain ``res`` solved for rounds ``0..max(rounds)`` (concrete).
+
+    Convergence is a property of the chain: round ``r`` is trained on round
+    ``r - 1``'s outputs, so an unconverged earlier round makes every later
+    round the answer to a different problem, however well that round itself
+    converged. So ``on_failure="raise"`` checks every round of the chain
+    (:func:`sdtheory.exact.raise_unconverged` names the rounds that missed
+    ``tol``), and the returned ``converged[i]`` is True only when rounds
+    ``0..rounds[i]`` all converged.
+    """
+    from .exact import raise_unconverged
+
+    if opts["on_failure"] == "raise":
+        raise_unconverged(res, opts["tol"], opts["max_iter"], solver=opts["solver"])
+    chain = jnp.asarray(np.logical_and.accumulate(np.asarray(res.converged)))
+    idx = np.asarray(rounds)
+    return jax.tree_util.tree_map(lambda x: np.asarray(x)[idx], res._replace(converged=chain))
+
+
 @float64
 def block_type_outputs(
     counts: Any,
@@ -604,9 +625,5 @@ def block_type_outputs(
     res = reduced_exact_core(
         ts, tgt, lam_a, int(rr.max()) + 1, loss=loss, q=float(q), **{x: opts[x] for x in ("tol", "max_iter", "solver")}
     )
-    res = jax.tree_util.tree_map(lambda x: x[jnp.asarray(rr)], res)
-    if opts["on_failure"] == "raise":
-        from .exact import raise_unconverged
-
-        raise_unconverged(res, opts["tol"], opts["max_iter"], rr)
+    res = chain_rounds(res, rr, opts)
     return res._replace(outputs=res.outputs.reshape(-1, k, k, k), coef=res.coef.reshape(-1, k, k, k))
