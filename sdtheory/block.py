@@ -271,6 +271,7 @@ def block_outputs(
         return block_outputs_core(bspec, jnp.asarray(classes), jnp.asarray(targets, dtype=float), lam_a, jnp.asarray(r))
     R = Rd.resolve_corr(c, d, corr, sizes)
     tcls, ttgt, tcounts, index = _instance_types(np.asarray(classes), np.asarray(targets, dtype=float))
+    Rd.check_type_problem(tcls.size, k, "targets", num_rounds=int(r.max()) + 1, label_types=False)
     ts = Rd.type_spectrum_core(jnp.asarray(R), jnp.asarray(tcls), jnp.asarray(tcounts))
     if model == "closed":
         out = Rd.reduced_closed_core(ts, jnp.asarray(ttgt), lam_a, jnp.asarray(r))

@@ -67,13 +67,16 @@ from .metrics import TIE_TOL, correct_core
 from .noise import validate_corruption_matrix
 from .reduced import (
     SEARCH_ROUNDS,
+    TYPE_MEMORY_LIMIT,
     all_correct_search_core,
     check_model,
+    check_type_problem,
     finite_sample_core,
     exact_options as _exact_options,
     label_types,
     resolve_corr,
     type_pll_core,
+    type_problem_bytes,
     type_spectrum_core,
 )
 from .refine import top2_mask_core
@@ -561,10 +564,14 @@ def _check_pll_size(fractions):
         )
 
 
-def _reduced_problem(fractions, c, d, corr, per_class):
-    """Population types of the balanced block model: ``(f, TypeSpectrum, type targets)`` (counts ``n f``)."""
+def _reduced_problem(fractions, c, d, corr, per_class, num_rounds=1):
+    """Population types of the balanced block model: ``(f, TypeSpectrum, type targets)`` (counts ``n f``).
+
+    ``num_rounds``: the rounds kept or unrolled at once (the PLL student rounds), for the memory check.
+    """
     f = _check_fractions(fractions)
     k = int(f.shape[0])
+    check_type_problem(k * k, k, "fractions", num_rounds=num_rounds)
     n = V.check_size(per_class, "per_class", minimum=1)
     if k * n > V.MAX_COUNT:
         raise ValueError(f"per_class * K (the number of instances N) must be at most {V.MAX_COUNT}, got {n} * {k}")
@@ -881,8 +888,8 @@ def pll_accuracy_prediction(
         if model == "closed" and loss != "ce":
             raise ValueError("the linearised PLL student is the cross-entropy one; use model='exact' for loss='gce'")
         _check_scalar_lam(lam)
-        f, ts, tgt = _reduced_problem(fractions, c, d, corr, per_class)
         opts = _exact_options(loss, q, exact_options) if model == "exact" else {}
+        f, ts, tgt = _reduced_problem(fractions, c, d, corr, per_class, num_rounds + 1)
         res = type_pll_core(
             ts,
             tgt,
@@ -988,26 +995,31 @@ def finite_sample_prediction(
     if V.is_tracer(lam):
         raise TypeError("lam must be concrete; vmap sdtheory.reduced.finite_sample_core instead")
     num_rounds = V.check_int(num_rounds, "num_rounds", minimum=1, maximum=V.MAX_NUM_ROUNDS, why="rounds are a chain")
+    check_type_problem(k * k, k, "C", num_rounds=num_rounds + 2)  # one draw: the SD rounds, teacher and student
     num_draws = V.check_int(num_draws, "num_draws", minimum=1, maximum=10**7, why="the draws are held in memory")
     seed = V.check_int(seed, "seed", minimum=0, maximum=V.MAX_SEED)
     R = resolve_corr(c, d, corr, [n] * k, balanced_cd=True)
     opts = _exact_options(pll_loss, q, exact_options) if model == "exact" else {}
     # draws padded to a power of two (at least 8): a few compiled shapes serve every num_draws
     keys = jax.random.split(jax.random.key(seed), max(8, 1 << (num_draws - 1).bit_length()))
-    out = finite_sample_core(
-        keys,
+    # the draws are vmapped, each holding its own type problem (and its rounds' outputs): evaluate them in
+    # chunks of a power of two that keep one call within TYPE_MEMORY_LIMIT (each draw depends on its key only)
+    per_draw = type_problem_bytes(k * k, k, num_rounds + 2)
+    chunk = min(keys.shape[0], 1 << max(0, (TYPE_MEMORY_LIMIT // per_draw).bit_length() - 1))
+    args = (
         jnp.asarray(Cv, dtype=float),
         jnp.full((k,), n),
         jnp.asarray(R),
         jnp.asarray(lam, dtype=float),
         _check_tie_tol(tie_tol),
-        model=model,
-        num_rounds=num_rounds,
-        pll_loss=pll_loss,
-        q=float(q),
-        **{x: opts[x] for x in ("tol", "max_iter", "solver") if x in opts},
     )
-    out = jax.tree_util.tree_map(lambda x: np.asarray(x)[:num_draws], out)
+    static = dict(model=model, num_rounds=num_rounds, pll_loss=pll_loss, q=float(q))
+    static.update({x: opts[x] for x in ("tol", "max_iter", "solver") if x in opts})
+    parts = [
+        jax.tree_util.tree_map(np.asarray, finite_sample_core(keys[i : i + chunk], *args, **static))
+        for i in range(0, keys.shape[0], chunk)
+    ]
+    out = jax.tree_util.tree_map(lambda *x: np.concatenate(x)[:num_draws], *parts)
     converged = bool(np.all(out.converged))
     if model == "exact" and opts["on_failure"] == "raise" and not converged:
         raise RuntimeError(

@@ -889,3 +889,67 @@ def test_exact_model_agrees_at_the_threshold(kind, k):
     kw = dict(c=0.4, d=0.1, lam=1e-2, per_class=10)
     assert sdtheory.min_rounds(C, **kw) == -1
     assert sdtheory.min_rounds(C, model="exact", search_rounds=16, **kw) == -1
+
+
+# --------------------------------------------------------------------------
+# Memory of the type-level problem (model="exact", corr=, finite samples)
+# --------------------------------------------------------------------------
+
+
+def test_type_problem_memory_bound_refuses_large_k_before_allocating():
+    """K = 200 has 40,000 label types: dense (T, T) arrays of ~36 GiB. Refused at once, naming the argument,
+    the size and the largest K that fits (the estimate: next test)."""
+    import time
+
+    from sdtheory import reduced as Rd
+
+    assert Rd.TYPE_MAX_CLASSES == 88
+    assert Rd.type_problem_bytes(88**2, 88) <= Rd.TYPE_MEMORY_LIMIT < Rd.type_problem_bytes(89**2, 89)
+    kw = dict(c=0.4, d=0.1, lam=1e-3, per_class=10)
+    for k in (89, 200):
+        C = sdtheory.corruption_matrix("symmetric", k, 0.3)
+        corr = np.where(np.eye(k, dtype=bool), 0.4, 0.1)
+        calls = {
+            "fractions": [
+                lambda: sdtheory.min_rounds(C, model="exact", **kw),
+                lambda: sdtheory.all_correct_rounds(C, model="exact", **kw),
+                lambda: sdtheory.max_rounds(C, corr=corr, lam=1e-3, per_class=10),
+                lambda: sdtheory.pll_accuracy_prediction(C, model="exact", **kw),
+            ],
+            "C": [lambda: sdtheory.finite_sample_prediction(C, num_rounds=2, **kw)],
+            "counts": [lambda: sdtheory.block_type_outputs(10 * C, c=0.4, d=0.1, lam=1e-3, num_rounds=2)],
+        }
+        for name, fns in calls.items():
+            for fn in fns:
+                start = time.perf_counter()
+                with pytest.raises(ValueError, match=rf"{name} has K = {k} classes.*GiB.*K <= 88"):
+                    fn()
+                assert time.perf_counter() - start < 1.0
+    # many rounds of a small problem count too
+    with pytest.raises(ValueError, match=r"counts has K = 20 classes.*and 20000 rounds"):
+        sdtheory.block_type_outputs(np.eye(20) * 5, c=0.4, d=0.1, lam=1e-3, num_rounds=20000)
+
+
+@pytest.mark.slow
+def test_type_problem_memory_estimate_covers_xla_memory_analysis():
+    """XLA's temporaries, arguments and outputs of the type problem's programs stay within the estimate."""
+    from sdtheory import reduced as Rd
+
+    k = 8
+    cls, tgt = Rd.label_types(k)
+    R = jnp.asarray(Rd.corr_from_cd(0.4, 0.1, k))
+    counts = jnp.full((k * k,), 0.5)
+    ts = Rd.type_spectrum_core(R, cls, counts)
+    lam = jnp.asarray(1e-3)
+    programs = [
+        (Rd.type_spectrum_core.lower(R, cls, counts), 1),
+        (Rd.all_correct_search_core.lower(ts, tgt, lam, model="exact", stop_at_first=True), 1),
+        (Rd.all_correct_search_core.lower(ts, tgt, lam, model="exact", solver="newton-cg"), 1),
+        (Rd.type_pll_core.lower(ts, tgt, lam, model="exact", num_rounds=3, loss="gce"), 4),
+    ]
+    for lowered, rounds in programs:
+        mem = lowered.compile().memory_analysis()
+        if mem is None:  # pragma: no cover - backend without a memory analysis
+            pytest.skip("no XLA memory analysis on this backend")
+        used = mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
+        assert used <= Rd.type_problem_bytes(k * k, k, rounds)
