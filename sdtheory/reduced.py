@@ -235,8 +235,12 @@ def label_types(num_classes: int) -> tuple:
 
 
 def corr_from_cd(c: Any, d: Any, num_classes: int) -> jax.Array:
-    """The class-correlation matrix of the two-parameter block model: ``c`` on the diagonal, ``d`` off it."""
-    eye = jnp.eye(num_classes)
+    """The class-correlation matrix of the two-parameter block model: ``c`` on the diagonal, ``d`` off it.
+
+    A NumPy array for concrete ``c``, ``d`` (so the validating functions build it on the host, also
+    inside ``jax.jit``); a JAX array when either is traced.
+    """
+    eye = np.eye(num_classes)
     return c * eye + d * (1.0 - eye)
 
 

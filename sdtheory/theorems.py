@@ -466,6 +466,12 @@ def _pll_from_types(f, ts, res, tie_tol) -> PLLPrediction:
 # --------------------------------------------------------------------------
 
 
+def _scalar(x, cast):
+    """A 0-d kernel result as a Python ``cast`` (``bool``, ``int``, ``float``); a tracer (under
+    ``jax.vmap``/``jax.jit``) is returned as it is."""
+    return x if V.is_tracer(x) else cast(x)
+
+
 def _check_fractions(fractions):
     f = validate_corruption_matrix(fractions, name="fractions")
     return jnp.asarray(f, dtype=float)
@@ -590,6 +596,27 @@ def _uses_reduced(model, corr, c, d, exact_options) -> bool:
     return model == "exact" or corr is not None
 
 
+def _check_exact_concrete(opts: dict, kernel: str, **values: Any) -> None:
+    """``TypeError`` when the exact model must check convergence (``on_failure="raise"``) on traced values.
+
+    The check needs concrete results; under ``jax.vmap``/``jax.jit`` it could
+    only be skipped silently. ``values``: the arguments (or the result) to
+    look at, by name; ``kernel``: the pure kernel to transform instead.
+    """
+    if opts.get("on_failure") != "raise":
+        return
+    traced = [name for name, v in values.items() if any(V.is_tracer(x) for x in jax.tree_util.tree_leaves(v))]
+    if traced:
+        what = (
+            "the computation is traced (inside jax.jit)" if traced == ["result"] else f"{traced[0]} is a traced value"
+        )
+        raise TypeError(
+            f"model='exact' checks that the exact solver converged (on_failure='raise'), which needs concrete "
+            f"values, but {what}; pass on_failure='flag' to skip the check under jax.vmap/jax.jit, or transform "
+            f"{kernel} instead (its result carries converged)"
+        )
+
+
 def _reduced_search(fractions, c, d, corr, lam, per_class, model, search_rounds, tie_tol, stop_at_first, options):
     """:class:`sdtheory.reduced.SearchResult` of the population rounds (validating; raises on solver failure)."""
     from .metrics import _check_tie_tol
@@ -601,6 +628,7 @@ def _reduced_search(fractions, c, d, corr, lam, per_class, model, search_rounds,
     )
     tie_tol = _check_tie_tol(tie_tol)
     opts = _exact_options("ce", 0.7, options) if model == "exact" else {}
+    _check_exact_concrete(opts, "sdtheory.reduced.all_correct_search_core", fractions=fractions, lam=lam)
     out = all_correct_search_core(
         ts,
         tgt,
@@ -611,7 +639,8 @@ def _reduced_search(fractions, c, d, corr, lam, per_class, model, search_rounds,
         stop_at_first=stop_at_first,
         **{x: opts[x] for x in ("tol", "max_iter", "solver") if x in opts},
     )
-    if model == "exact" and opts["on_failure"] == "raise" and not V.is_tracer(out.converged) and not out.converged:
+    _check_exact_concrete(opts, "sdtheory.reduced.all_correct_search_core", result=out.converged)
+    if model == "exact" and opts["on_failure"] == "raise" and not out.converged:
         raise RuntimeError(
             f"exact solver did not reach tol={opts['tol']:g} in some round of the search (largest residual "
             f"{float(out.residual):.3g}); raise max_iter or tol, or pass on_failure='flag'"
@@ -628,7 +657,7 @@ def corruption_condition(fractions: ArrayLike) -> bool:
     frequencies (or ``d = 0``) it is necessary and sufficient for some round
     to classify every training instance correctly. Ties fail.
     """
-    return bool(corruption_condition_core(_check_fractions(fractions)))
+    return _scalar(corruption_condition_core(_check_fractions(fractions)), bool)
 
 
 @float64
@@ -639,7 +668,7 @@ def margin(fractions: ArrayLike) -> float:
     Negative or zero exactly when some occurring wrong label is at least as
     frequent as the true one.
     """
-    return float(margin_core(_check_fractions(fractions)))
+    return _scalar(margin_core(_check_fractions(fractions)), float)
 
 
 @float64
@@ -686,7 +715,7 @@ def min_rounds(
     """
     if _uses_reduced(model, corr, c, d, exact_options):
         res = _reduced_search(fractions, c, d, corr, lam, per_class, model, search_rounds, tie_tol, True, exact_options)
-        return res.first if V.is_tracer(res.first) else int(res.first)
+        return _scalar(res.first, int)
     f = _check_fractions(fractions)
     out = min_rounds_core(f, _log_factors(f, c, d, lam, per_class))
     if V.is_tracer(out):
@@ -835,7 +864,7 @@ def pll_condition(fractions: ArrayLike, *, c: float, d: float, lam: Any, per_cla
     """
     f = _check_fractions(fractions)
     _check_pll_size(f)
-    return bool(pll_condition_core(f, _log_factors(f, c, d, lam, per_class)))
+    return _scalar(pll_condition_core(f, _log_factors(f, c, d, lam, per_class)), bool)
 
 
 @float64
@@ -889,6 +918,7 @@ def pll_accuracy_prediction(
             raise ValueError("the linearised PLL student is the cross-entropy one; use model='exact' for loss='gce'")
         _check_scalar_lam(lam)
         opts = _exact_options(loss, q, exact_options) if model == "exact" else {}
+        _check_exact_concrete(opts, "sdtheory.reduced.type_pll_core", fractions=fractions, lam=lam)
         f, ts, tgt = _reduced_problem(fractions, c, d, corr, per_class, num_rounds + 1)
         res = type_pll_core(
             ts,
@@ -901,6 +931,7 @@ def pll_accuracy_prediction(
             q=float(q),
             **{x: opts[x] for x in ("tol", "max_iter", "solver") if x in opts},
         )
+        _check_exact_concrete(opts, "sdtheory.reduced.type_pll_core", result=res.converged)
         if model == "exact" and opts["on_failure"] == "raise":
             from .exact import raise_unconverged
 
@@ -947,7 +978,7 @@ def first_round_quantiles(first: Any, levels: Any = FIRST_QUANTILES) -> np.ndarr
     return np.quantile(f, np.asarray(levels, dtype=float), axis=-1, method="inverted_cdf")
 
 
-@float64
+@float64(traceable=False, kernel="sdtheory.reduced.finite_sample_core")
 def finite_sample_prediction(
     C: Any,
     *,
@@ -992,8 +1023,6 @@ def finite_sample_prediction(
     if model == "closed" and (exact_options or pll_loss != "ce"):
         raise TypeError("the linearised model takes no exact-solver options and only pll_loss='ce'")
     _check_scalar_lam(lam)
-    if V.is_tracer(lam):
-        raise TypeError("lam must be concrete; vmap sdtheory.reduced.finite_sample_core instead")
     num_rounds = V.check_int(num_rounds, "num_rounds", minimum=1, maximum=V.MAX_NUM_ROUNDS, why="rounds are a chain")
     check_type_problem(k * k, k, "C", num_rounds=num_rounds + 2)  # one draw: the SD rounds, teacher and student
     num_draws = V.check_int(num_draws, "num_draws", minimum=1, maximum=10**7, why="the draws are held in memory")

@@ -892,6 +892,98 @@ def test_exact_model_agrees_at_the_threshold(kind, k):
 
 
 # --------------------------------------------------------------------------
+# Transformations: the traceable theorem functions under jax.vmap in JAX's default 32-bit mode
+# --------------------------------------------------------------------------
+
+_KW = dict(c=0.4, d=0.1, per_class=10)
+_FRACS = np.stack([np.asarray(sdtheory.corruption_matrix("asymmetric", 3, e)) for e in np.linspace(0.0, 0.7, 6)])
+_FRACS[:, 0] = _FRACS[:, 0, [1, 0, 2]]  # class 0 favours label 1 in some rows: unequal global frequencies
+_LAMS = np.geomspace(1e-4, 1e-1, 5)  # a NumPy float64 batch
+_CORR = np.array([[0.5, 0.1, 0.2], [0.1, 0.4, 0.1], [0.2, 0.1, 0.45]])
+
+
+def _per_fractions_and_lam(fn):
+    """``fn(f, lam)`` vmapped over the fractions (at lam = 1e-2) and over lam (at one matrix)."""
+    return [(lambda f: fn(f, 1e-2), _FRACS), (lambda lam: fn(_FRACS[3], lam), _LAMS)]
+
+
+#: Every public function of sdtheory.theorems that the docs call traceable: (function of one element, batch).
+THEOREMS_TRACEABLE = {
+    "corruption_condition": [(sdtheory.corruption_condition, _FRACS)],
+    "margin": [(sdtheory.margin, _FRACS)],
+    "min_rounds": _per_fractions_and_lam(lambda f, lam: sdtheory.min_rounds(f, lam=lam, **_KW))
+    + [(lambda f: sdtheory.min_rounds(f, corr=_CORR, lam=1e-2, per_class=10, search_rounds=40), _FRACS)],
+    "all_correct_rounds": _per_fractions_and_lam(lambda f, lam: sdtheory.all_correct_rounds(f, lam=lam, **_KW)),
+    "max_rounds": _per_fractions_and_lam(lambda f, lam: sdtheory.max_rounds(f, lam=lam, **_KW)),
+    "all_correct_at": _per_fractions_and_lam(lambda f, lam: sdtheory.all_correct_at(f, [0, 3, 50], lam=lam, **_KW)),
+    "pll_condition": _per_fractions_and_lam(lambda f, lam: sdtheory.pll_condition(f, lam=lam, **_KW)),
+    "pll_accuracy_prediction": _per_fractions_and_lam(
+        lambda f, lam: sdtheory.pll_accuracy_prediction(f, lam=lam, num_rounds=2, **_KW)
+    ),
+    "log_block_factors": [(lambda lam: T.log_block_factors(num_classes=3, lam=lam, **_KW), _LAMS)],
+}
+#: Public functions of sdtheory.theorems that refuse traced input, with the kernel their TypeError names.
+THEOREMS_CONCRETE = {"finite_sample_prediction": "sdtheory.reduced.finite_sample_core"}
+
+
+def _public_wrapped(module):
+    """Names in ``module.__all__`` of the float64-decorated public functions (the validating boundary)."""
+    names = set()
+    for name in module.__all__:
+        obj = getattr(module, name)
+        if callable(obj) and hasattr(obj, "__wrapped__") and not name.endswith("_core"):
+            names.add(name)
+    return names
+
+
+def test_every_public_theorem_function_is_traceable_or_refuses_traced_input():
+    assert _public_wrapped(T) == set(THEOREMS_TRACEABLE) | set(THEOREMS_CONCRETE)
+
+
+@pytest.mark.parametrize("name", sorted(THEOREMS_TRACEABLE))
+def test_traceable_theorem_functions_vmap_over_a_numpy_float64_batch(name):
+    """jax.vmap over a NumPy float64 batch in JAX's default 32-bit mode equals the per-element loop."""
+    for fn, batch in THEOREMS_TRACEABLE[name]:
+        with jax.enable_x64(False):
+            got = jax.vmap(fn)(batch)
+        for i, x in enumerate(batch):
+            want = fn(x)
+            for g, e in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+                g, e = np.asarray(g)[i], np.asarray(e)
+                if np.issubdtype(e.dtype, np.floating):
+                    assert g.dtype == np.float64
+                    np.testing.assert_allclose(g, e, rtol=1e-13, atol=1e-15)
+                else:
+                    np.testing.assert_array_equal(g, e)
+
+
+def test_concrete_only_theorem_functions_refuse_traced_input_naming_the_kernel():
+    C = np.asarray(sdtheory.corruption_matrix("symmetric", 3, 0.3))
+    kw = dict(c=0.4, d=0.1, per_class=10, num_rounds=2, num_draws=8)
+    with pytest.raises(TypeError, match="lam is a traced value.*sdtheory.reduced.finite_sample_core"):
+        jax.vmap(lambda lam: sdtheory.finite_sample_prediction(C, lam=lam, **kw))(_LAMS)
+    with pytest.raises(TypeError, match="C is a traced value.*sdtheory.reduced.finite_sample_core"):
+        jax.vmap(lambda f: sdtheory.finite_sample_prediction(f, lam=1e-2, **kw))(_FRACS)
+
+
+def test_exact_model_refuses_traced_input_unless_failures_are_flagged():
+    """model='exact' checks convergence (on_failure='raise'): under vmap/jit it cannot, so it says so, before
+    solving anything, instead of skipping the check."""
+    kw = dict(c=0.4, d=0.1, per_class=10, model="exact")
+    calls = {
+        "sdtheory.reduced.all_correct_search_core": lambda f, lam: sdtheory.min_rounds(f, lam=lam, **kw),
+        "sdtheory.reduced.type_pll_core": lambda f, lam: sdtheory.pll_accuracy_prediction(f, lam=lam, **kw),
+    }
+    for kernel, fn in calls.items():
+        with pytest.raises(TypeError, match=f"fractions is a traced value.*on_failure='flag'.*{kernel}"):
+            jax.vmap(lambda f: fn(f, 1e-2))(_FRACS)
+        with pytest.raises(TypeError, match=f"lam is a traced value.*{kernel}"):
+            jax.vmap(lambda lam: fn(_FRACS[2], lam))(_LAMS)
+        with pytest.raises(TypeError, match=f"inside jax.jit.*{kernel}"):
+            jax.jit(lambda: fn(_FRACS[2], 1e-2))()
+
+
+# --------------------------------------------------------------------------
 # Memory of the type-level problem (model="exact", corr=, finite samples)
 # --------------------------------------------------------------------------
 
