@@ -19,7 +19,9 @@ raises a ``TypeError`` naming the argument and the ``*_core`` kernel to
 transform instead, rather than skipping the checks. Functions written to run
 under transformations opt in with ``@float64(traceable=True)``; the
 public functions of :mod:`sdtheory.noise` and :mod:`sdtheory.theorems` (vmapped
-over ``eta`` and ``lam``) are traceable.
+over ``eta`` and ``lam``) are traceable. Their traced real and signed-integer
+arguments are converted to float64 / int64 inside the scope
+(:func:`_widen_tracers`), whatever mode the caller traced them in.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ def float64(fn: Optional[F] = None, *, kernel: Optional[str] = None, traceable: 
         if not allow:
             _refuse_traced(fn, kernel, args, kwargs)
         with _enable_x64(True):
+            if allow and (any(map(_has_tracer, args)) or any(map(_has_tracer, kwargs.values()))):
+                args, kwargs = _widen_tracers((args, kwargs))
             return to_host(fn(*args, **kwargs))
 
     return wrapper
@@ -101,6 +105,33 @@ def _has_tracer(x: Any) -> bool:
     if isinstance(x, (np.ndarray, jax.Array, str, bytes, int, float, complex, bool, type(None))):
         return False
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(x))
+
+
+def _widen_tracers(tree):
+    """Real and signed-integer tracers in ``tree`` as float64 / int64 (called inside the x64 scope).
+
+    A tracer made in JAX's 32-bit mode has a 32-bit type, but ``jax.vmap`` of
+    a NumPy float64 batch carries the float64 values themselves: operations
+    inside the float64 scope would compile for the one and receive the other
+    (an XLA ``RuntimeProgramInputMismatch``). Converting each tracer here binds
+    one conversion on the carried values, so the traceable function sees
+    consistent float64 / int64 tracers (keeping a float64 batch's digits).
+    Bools, unsigned integers (raw PRNG keys) and typed keys pass unchanged.
+    """
+
+    def widen(x):
+        if not isinstance(x, jax.core.Tracer):
+            return x
+        for kind, wide in (
+            (jnp.floating, jnp.float64),
+            (jnp.signedinteger, jnp.int64),
+            (jnp.complexfloating, jnp.complex128),
+        ):
+            if jnp.issubdtype(x.dtype, kind):
+                return jax.lax.convert_element_type(x, wide)
+        return x
+
+    return jax.tree_util.tree_map(widen, tree)
 
 
 def _tracing() -> bool:

@@ -271,6 +271,7 @@ def block_outputs(
         return block_outputs_core(bspec, jnp.asarray(classes), jnp.asarray(targets, dtype=float), lam_a, jnp.asarray(r))
     R = Rd.resolve_corr(c, d, corr, sizes)
     tcls, ttgt, tcounts, index = _instance_types(np.asarray(classes), np.asarray(targets, dtype=float))
+    Rd.check_type_problem(tcls.size, k, "targets", num_rounds=int(r.max()) + 1, label_types=False)
     ts = Rd.type_spectrum_core(jnp.asarray(R), jnp.asarray(tcls), jnp.asarray(tcounts))
     if model == "closed":
         out = Rd.reduced_closed_core(ts, jnp.asarray(ttgt), lam_a, jnp.asarray(r))
@@ -285,12 +286,7 @@ def block_outputs(
         q=float(q),
         **{x: opts[x] for x in ("tol", "max_iter", "solver")},
     )
-    res = jax.tree_util.tree_map(lambda x: x[jnp.asarray(r)], res)
-    if opts["on_failure"] == "raise":
-        from .exact import raise_unconverged
-
-        raise_unconverged(res, opts["tol"], opts["max_iter"], r)
-    return res.outputs[:, jnp.asarray(index)]
+    return Rd.chain_rounds(res, r, opts).outputs[:, index]
 
 
 def balanced_block_eigenvalues(*, per_class: int, num_classes: int, c: float, d: float) -> tuple:

@@ -44,7 +44,8 @@ __all__ = [
     "split_accuracy_core",
 ]
 
-#: Outputs closer than this are tied; a tie with the true class is a failure.
+#: Outputs closer than this are tied; a tie with the true class is a failure. The theorems apply the same
+#: rule to label fractions: ``|f_k(k) - f_k(l)| <= TIE_TOL`` is a tie (the corruption condition fails).
 TIE_TOL = 1e-10
 
 

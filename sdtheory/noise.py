@@ -22,7 +22,9 @@ the corruption condition ``C_kk > C_kl`` still holds.
 
 All array functions have a pure ``jnp`` core (names ending in ``_core``) that
 does no validation and works under ``jax.jit`` and ``jax.vmap`` (over
-``eta``, keys, matrices).
+``eta``, keys, matrices). The public functions are traceable too
+(docs/theorems.md, section 11), except :func:`confusable_clusters`, which
+clusters on the host and refuses traced input.
 """
 
 from __future__ import annotations
@@ -123,7 +125,10 @@ def condition_threshold(kind: str, num_classes: int, *, clusters: Any = None) ->
     """Supremum of the ``eta`` values at which ``C`` satisfies the corruption condition.
 
     The condition ``C_kk > C_kl`` (all ``l != k``) holds exactly for
-    ``eta < condition_threshold``:
+    ``eta < condition_threshold``; at the threshold a wrong label is exactly
+    as frequent as the true one (a tie: the theorem functions count gaps
+    within :data:`sdtheory.TIE_TOL` as ties, so there the condition is False
+    whatever the float roundoff of ``C``):
 
     * symmetric: ``1 - eta > eta/(K-1)``  <=>  ``eta < (K-1)/K``;
     * asymmetric: ``1 - eta > 2 eta/K``  <=>  ``eta < K/(K+2)``;
@@ -431,6 +436,13 @@ def confusable_clusters(
       ``(K,)`` int array of cluster ids ``0..M-1`` (pass as ``clusters=``).
     """
     name = "class_means_or_features"
+    for arg, value in ((name, class_means_or_features), ("labels", labels)):
+        if V.is_tracer(value):
+            raise TypeError(
+                f"{arg} is a traced value (inside jax.jit/vmap/grad): sdtheory.confusable_clusters clusters the "
+                "classes on the host (NumPy) and needs concrete values; call it once per feature set, outside "
+                "the transformation"
+            )
     x = V.check_real_array(class_means_or_features, name)
     V.check_features(x, name)
     x = x.astype(float)
@@ -510,9 +522,10 @@ def _largest_remainder_counts(sizes: jax.Array, C: jax.Array) -> jax.Array:
 def exact_counts(true_labels: ArrayLike, C: Any) -> np.ndarray:
     """The per-class label counts ``m[k, l]`` that ``sample_labels(..., exact=True)`` realises."""
     C = validate_corruption_matrix(C)
-    lab = _labels(true_labels, C.shape[0], "true_labels", f"K = {C.shape[0]}, the size of C")
-    sizes = jnp.asarray(np.bincount(lab, minlength=C.shape[0]), dtype=float)
-    return np.asarray(_largest_remainder_counts(sizes, jnp.asarray(C)))
+    k = np.shape(C)[0]
+    lab = _labels(true_labels, k, "true_labels", f"K = {k}, the size of C")
+    sizes = jnp.bincount(jnp.asarray(lab), length=k).astype(float)
+    return _largest_remainder_counts(sizes, jnp.asarray(C, dtype=float))
 
 
 @jax.jit

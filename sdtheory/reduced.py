@@ -60,6 +60,8 @@ __all__ = [
     "SEARCH_ROUNDS",
     "SearchResult",
     "TypeSpectrum",
+    "TYPE_MAX_CLASSES",
+    "TYPE_MEMORY_LIMIT",
     "WEIGHTED_LOSSES",
     "FiniteSampleDraws",
     "all_correct_search_core",
@@ -68,7 +70,9 @@ __all__ = [
     "type_all_correct_core",
     "type_pll_core",
     "block_type_outputs",
+    "chain_rounds",
     "check_corr",
+    "check_type_problem",
     "check_counts",
     "corr_from_cd",
     "label_types",
@@ -77,6 +81,7 @@ __all__ = [
     "reduced_exact_core",
     "reduced_exact_fit",
     "type_features",
+    "type_problem_bytes",
     "type_spectrum_core",
 ]
 
@@ -230,9 +235,65 @@ def label_types(num_classes: int) -> tuple:
 
 
 def corr_from_cd(c: Any, d: Any, num_classes: int) -> jax.Array:
-    """The class-correlation matrix of the two-parameter block model: ``c`` on the diagonal, ``d`` off it."""
-    eye = jnp.eye(num_classes)
+    """The class-correlation matrix of the two-parameter block model: ``c`` on the diagonal, ``d`` off it.
+
+    A NumPy array for concrete ``c``, ``d`` (so the validating functions build it on the host, also
+    inside ``jax.jit``); a JAX array when either is traced.
+    """
+    eye = np.eye(num_classes)
     return c * eye + d * (1.0 - eye)
+
+
+#: Refuse type-level problems needing more memory than this (bytes): see
+#: :func:`type_problem_bytes`. With the ``K**2`` label types of the theorems
+#: (``T = K**2``, about ``24 K**4 + 1024 K**3`` bytes) that allows ``K <=``
+#: :data:`TYPE_MAX_CLASSES` ``= 88``.
+TYPE_MEMORY_LIMIT = 2 * 2**30
+
+
+def type_problem_bytes(num_types: int, num_classes: int, num_rounds: int = 1) -> int:
+    """Estimated peak memory (bytes) of the reduced problem of ``T = num_types`` types and ``K = num_classes``.
+
+    ``24 T**2 + 768 T K + 256 T K R``: the type problem is dense, its weighted
+    type Gram, eigenvectors and solver coordinates ``(T, T)`` float64 arrays
+    (3 of them); the solver's states, targets and outputs are ``(T, K)``
+    (about 96 of them, the L-BFGS history included), plus ``32`` per round
+    of ``R`` kept or unrolled (the rounds of a chain, the PLL student
+    rounds). Fitted above XLA's memory analysis of the eigendecomposition,
+    the exact round search (L-BFGS and Newton-CG) and the exact PLL pipeline
+    (``R`` up to 5) at ``K = 3..64``; the ``T**2`` term dominates at large ``K``.
+    """
+    t, k = int(num_types), int(num_classes)
+    return 24 * t * t + 768 * t * k + 256 * t * k * int(num_rounds)
+
+
+#: Largest ``K`` whose ``K**2`` label types fit :data:`TYPE_MEMORY_LIMIT` (88).
+TYPE_MAX_CLASSES = next(k for k in range(2, 10**4) if type_problem_bytes((k + 1) ** 2, k + 1) > TYPE_MEMORY_LIMIT)
+
+
+def check_type_problem(
+    num_types: int, num_classes: int, name: str, *, num_rounds: int = 1, label_types: bool = True
+) -> None:
+    """``ValueError`` naming ``name`` when the reduced problem exceeds :data:`TYPE_MEMORY_LIMIT`.
+
+    Called before anything of that size is allocated. ``label_types``: the
+    problem is the ``K**2`` label types of ``K`` classes (else ``num_types``
+    distinct (true class, target row) types).
+    """
+    size = type_problem_bytes(num_types, num_classes, num_rounds)
+    if size <= TYPE_MEMORY_LIMIT:
+        return
+    what = (
+        f"{name} has K = {num_classes} classes, so the type-level problem has K**2 = {num_types} label types"
+        if label_types
+        else f"{name} has T = {num_types} distinct (true class, target row) types of K = {num_classes} classes"
+    )
+    rounds = f" and {num_rounds} rounds" if num_rounds > 1 else ""
+    raise ValueError(
+        f"{what}{rounds}: it holds dense (T, T) float64 arrays (type Gram, eigenvectors, solver coordinates), "
+        f"about {size / 2**30:.3g} GiB, above TYPE_MEMORY_LIMIT = {TYPE_MEMORY_LIMIT / 2**30:g} GiB; it supports "
+        f"K <= {TYPE_MAX_CLASSES} classes with one-hot labels (fewer with many rounds)"
+    )
 
 
 #: Default number of rounds (``0..SEARCH_ROUNDS-1``) the round searches of the reduced model look at.
@@ -539,6 +600,26 @@ def exact_options(loss: Any, q: Any, options: dict) -> dict:
     return opts
 
 
+def chain_rounds(res: ExactResult, rounds: Any, opts: dict) -> ExactResult:
+    """The requested ``rounds`` of an exact chain ``res`` solved for rounds ``0..max(rounds)`` (concrete).
+
+    Convergence is a property of the chain: round ``r`` is trained on round
+    ``r - 1``'s outputs, so an unconverged earlier round makes every later
+    round the answer to a different problem, however well that round itself
+    converged. So ``on_failure="raise"`` checks every round of the chain
+    (:func:`sdtheory.exact.raise_unconverged` names the rounds that missed
+    ``tol``), and the returned ``converged[i]`` is True only when rounds
+    ``0..rounds[i]`` all converged.
+    """
+    from .exact import raise_unconverged
+
+    if opts["on_failure"] == "raise":
+        raise_unconverged(res, opts["tol"], opts["max_iter"], solver=opts["solver"])
+    chain = jnp.asarray(np.logical_and.accumulate(np.asarray(res.converged)))
+    idx = np.asarray(rounds)
+    return jax.tree_util.tree_map(lambda x: np.asarray(x)[idx], res._replace(converged=chain))
+
+
 @float64
 def block_type_outputs(
     counts: Any,
@@ -580,6 +661,7 @@ def block_type_outputs(
     lam = V.check_lam(lam)
     model = check_model(model)
     rr = V.resolve_rounds(rounds, num_rounds, maximum=V.MAX_NUM_ROUNDS - 1, why="the rounds are a chain")
+    check_type_problem(k * k, k, "counts", num_rounds=int(rr.max()) + 1)
     R = resolve_corr(c, d, corr, arr.sum(axis=1))
     cls, tgt = label_types(k)
     ts = type_spectrum_core(jnp.asarray(R), cls, jnp.asarray(arr.reshape(-1)))
@@ -604,9 +686,5 @@ def block_type_outputs(
     res = reduced_exact_core(
         ts, tgt, lam_a, int(rr.max()) + 1, loss=loss, q=float(q), **{x: opts[x] for x in ("tol", "max_iter", "solver")}
     )
-    res = jax.tree_util.tree_map(lambda x: x[jnp.asarray(rr)], res)
-    if opts["on_failure"] == "raise":
-        from .exact import raise_unconverged
-
-        raise_unconverged(res, opts["tol"], opts["max_iter"], rr)
+    res = chain_rounds(res, rr, opts)
     return res._replace(outputs=res.outputs.reshape(-1, k, k, k), coef=res.coef.reshape(-1, k, k, k))

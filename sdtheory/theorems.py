@@ -13,7 +13,10 @@ with given label ``y`` the round-``r`` linearised output has, with
 
 (own label, class average, global average), and the prediction is the
 argmax. **Ties count as failures**: an instance is "correct" only when its
-true class beats every other class strictly.
+true class beats every other class strictly. Fractions within
+:data:`sdtheory.TIE_TOL` of each other are tied (the package's one tie
+rule), so at a noise family's ``condition_threshold`` the corruption
+condition fails whatever the float roundoff of ``C``.
 
 ``fractions`` is any ``(K, K)`` row-stochastic matrix ``f``:
 
@@ -64,13 +67,16 @@ from .metrics import TIE_TOL, correct_core
 from .noise import validate_corruption_matrix
 from .reduced import (
     SEARCH_ROUNDS,
+    TYPE_MEMORY_LIMIT,
     all_correct_search_core,
     check_model,
+    check_type_problem,
     finite_sample_core,
     exact_options as _exact_options,
     label_types,
     resolve_corr,
     type_pll_core,
+    type_problem_bytes,
     type_spectrum_core,
 )
 from .refine import top2_mask_core
@@ -177,21 +183,36 @@ def _offdiag(k):
     return ~jnp.eye(k, dtype=bool)
 
 
+def _gaps(f):
+    """``D[k, l] = f_k(k) - f_k(l)``, with gaps within :data:`sdtheory.TIE_TOL` set to 0 (ties).
+
+    The package's one tie rule (:mod:`sdtheory.metrics`) applied to the
+    fractions: at a noise family's threshold (``condition_threshold``) a
+    wrong label is exactly as frequent as the true one, but the two entries
+    of ``C`` differ by float roundoff (``~1e-17``, of either sign). Two
+    empirical fractions ``m/n`` differ by at least ``1/n >= 2**-31``, far
+    above ``TIE_TOL = 1e-10``, so no genuine gap is removed.
+    """
+    d = jnp.diagonal(f)[:, None] - f
+    return jnp.where(jnp.abs(d) <= TIE_TOL, 0.0, d)
+
+
 @jax.jit
 def corruption_condition_core(fractions: jax.Array) -> jax.Array:
-    """``f_k(k) > f_k(l)`` for every ``k`` and ``l != k`` (jnp bool)."""
+    """``f_k(k) > f_k(l)`` for every ``k`` and ``l != k``, gaps within ``TIE_TOL`` being ties (jnp bool)."""
     f = jnp.asarray(fractions)
-    diag = jnp.diagonal(f)[:, None]
-    return jnp.all(jnp.where(_offdiag(f.shape[0]), diag > f, True))
+    return jnp.all(jnp.where(_offdiag(f.shape[0]), _gaps(f) > 0, True))
 
 
 @jax.jit
 def margin_core(fractions: jax.Array) -> jax.Array:
-    """``Delta = min_{k, l != k, f_k(l) > 0} (f_k(k) - f_k(l))``; ``+inf`` when no label is corrupted."""
+    """``Delta = min_{k, l != k, f_k(l) > 0} (f_k(k) - f_k(l))``; ``+inf`` when no label is corrupted.
+
+    Gaps within ``TIE_TOL`` are ties and count as 0 (:func:`corruption_condition_core`).
+    """
     f = jnp.asarray(fractions)
-    diff = jnp.diagonal(f)[:, None] - f
     occurs = _offdiag(f.shape[0]) & (f > 0)
-    return jnp.min(jnp.where(occurs, diff, jnp.inf))
+    return jnp.min(jnp.where(occurs, _gaps(f), jnp.inf))
 
 
 @jax.jit
@@ -243,7 +264,7 @@ def _constraint_terms(fractions):
     f = jnp.asarray(fractions)
     k = f.shape[0]
     fg = jnp.mean(f, axis=0)
-    D = jnp.diagonal(f)[:, None] - f
+    D = _gaps(f)
     F = fg[:, None] - fg[None, :]
     F = jnp.where(jnp.abs(F) <= GLOBAL_TOL, 0.0, F)
     clean_class = (jnp.diagonal(f) >= 1.0)[:, None]
@@ -445,6 +466,12 @@ def _pll_from_types(f, ts, res, tie_tol) -> PLLPrediction:
 # --------------------------------------------------------------------------
 
 
+def _scalar(x, cast):
+    """A 0-d kernel result as a Python ``cast`` (``bool``, ``int``, ``float``); a tracer (under
+    ``jax.vmap``/``jax.jit``) is returned as it is."""
+    return x if V.is_tracer(x) else cast(x)
+
+
 def _check_fractions(fractions):
     f = validate_corruption_matrix(fractions, name="fractions")
     return jnp.asarray(f, dtype=float)
@@ -543,10 +570,14 @@ def _check_pll_size(fractions):
         )
 
 
-def _reduced_problem(fractions, c, d, corr, per_class):
-    """Population types of the balanced block model: ``(f, TypeSpectrum, type targets)`` (counts ``n f``)."""
+def _reduced_problem(fractions, c, d, corr, per_class, num_rounds=1):
+    """Population types of the balanced block model: ``(f, TypeSpectrum, type targets)`` (counts ``n f``).
+
+    ``num_rounds``: the rounds kept or unrolled at once (the PLL student rounds), for the memory check.
+    """
     f = _check_fractions(fractions)
     k = int(f.shape[0])
+    check_type_problem(k * k, k, "fractions", num_rounds=num_rounds)
     n = V.check_size(per_class, "per_class", minimum=1)
     if k * n > V.MAX_COUNT:
         raise ValueError(f"per_class * K (the number of instances N) must be at most {V.MAX_COUNT}, got {n} * {k}")
@@ -565,6 +596,27 @@ def _uses_reduced(model, corr, c, d, exact_options) -> bool:
     return model == "exact" or corr is not None
 
 
+def _check_exact_concrete(opts: dict, kernel: str, **values: Any) -> None:
+    """``TypeError`` when the exact model must check convergence (``on_failure="raise"``) on traced values.
+
+    The check needs concrete results; under ``jax.vmap``/``jax.jit`` it could
+    only be skipped silently. ``values``: the arguments (or the result) to
+    look at, by name; ``kernel``: the pure kernel to transform instead.
+    """
+    if opts.get("on_failure") != "raise":
+        return
+    traced = [name for name, v in values.items() if any(V.is_tracer(x) for x in jax.tree_util.tree_leaves(v))]
+    if traced:
+        what = (
+            "the computation is traced (inside jax.jit)" if traced == ["result"] else f"{traced[0]} is a traced value"
+        )
+        raise TypeError(
+            f"model='exact' checks that the exact solver converged (on_failure='raise'), which needs concrete "
+            f"values, but {what}; pass on_failure='flag' to skip the check under jax.vmap/jax.jit, or transform "
+            f"{kernel} instead (its result carries converged)"
+        )
+
+
 def _reduced_search(fractions, c, d, corr, lam, per_class, model, search_rounds, tie_tol, stop_at_first, options):
     """:class:`sdtheory.reduced.SearchResult` of the population rounds (validating; raises on solver failure)."""
     from .metrics import _check_tie_tol
@@ -576,6 +628,7 @@ def _reduced_search(fractions, c, d, corr, lam, per_class, model, search_rounds,
     )
     tie_tol = _check_tie_tol(tie_tol)
     opts = _exact_options("ce", 0.7, options) if model == "exact" else {}
+    _check_exact_concrete(opts, "sdtheory.reduced.all_correct_search_core", fractions=fractions, lam=lam)
     out = all_correct_search_core(
         ts,
         tgt,
@@ -586,7 +639,8 @@ def _reduced_search(fractions, c, d, corr, lam, per_class, model, search_rounds,
         stop_at_first=stop_at_first,
         **{x: opts[x] for x in ("tol", "max_iter", "solver") if x in opts},
     )
-    if model == "exact" and opts["on_failure"] == "raise" and not V.is_tracer(out.converged) and not out.converged:
+    _check_exact_concrete(opts, "sdtheory.reduced.all_correct_search_core", result=out.converged)
+    if model == "exact" and opts["on_failure"] == "raise" and not out.converged:
         raise RuntimeError(
             f"exact solver did not reach tol={opts['tol']:g} in some round of the search (largest residual "
             f"{float(out.residual):.3g}); raise max_iter or tol, or pass on_failure='flag'"
@@ -603,7 +657,7 @@ def corruption_condition(fractions: ArrayLike) -> bool:
     frequencies (or ``d = 0``) it is necessary and sufficient for some round
     to classify every training instance correctly. Ties fail.
     """
-    return bool(corruption_condition_core(_check_fractions(fractions)))
+    return _scalar(corruption_condition_core(_check_fractions(fractions)), bool)
 
 
 @float64
@@ -614,7 +668,7 @@ def margin(fractions: ArrayLike) -> float:
     Negative or zero exactly when some occurring wrong label is at least as
     frequent as the true one.
     """
-    return float(margin_core(_check_fractions(fractions)))
+    return _scalar(margin_core(_check_fractions(fractions)), float)
 
 
 @float64
@@ -661,7 +715,7 @@ def min_rounds(
     """
     if _uses_reduced(model, corr, c, d, exact_options):
         res = _reduced_search(fractions, c, d, corr, lam, per_class, model, search_rounds, tie_tol, True, exact_options)
-        return res.first if V.is_tracer(res.first) else int(res.first)
+        return _scalar(res.first, int)
     f = _check_fractions(fractions)
     out = min_rounds_core(f, _log_factors(f, c, d, lam, per_class))
     if V.is_tracer(out):
@@ -810,7 +864,7 @@ def pll_condition(fractions: ArrayLike, *, c: float, d: float, lam: Any, per_cla
     """
     f = _check_fractions(fractions)
     _check_pll_size(f)
-    return bool(pll_condition_core(f, _log_factors(f, c, d, lam, per_class)))
+    return _scalar(pll_condition_core(f, _log_factors(f, c, d, lam, per_class)), bool)
 
 
 @float64
@@ -863,8 +917,9 @@ def pll_accuracy_prediction(
         if model == "closed" and loss != "ce":
             raise ValueError("the linearised PLL student is the cross-entropy one; use model='exact' for loss='gce'")
         _check_scalar_lam(lam)
-        f, ts, tgt = _reduced_problem(fractions, c, d, corr, per_class)
         opts = _exact_options(loss, q, exact_options) if model == "exact" else {}
+        _check_exact_concrete(opts, "sdtheory.reduced.type_pll_core", fractions=fractions, lam=lam)
+        f, ts, tgt = _reduced_problem(fractions, c, d, corr, per_class, num_rounds + 1)
         res = type_pll_core(
             ts,
             tgt,
@@ -876,6 +931,7 @@ def pll_accuracy_prediction(
             q=float(q),
             **{x: opts[x] for x in ("tol", "max_iter", "solver") if x in opts},
         )
+        _check_exact_concrete(opts, "sdtheory.reduced.type_pll_core", result=res.converged)
         if model == "exact" and opts["on_failure"] == "raise":
             from .exact import raise_unconverged
 
@@ -922,7 +978,7 @@ def first_round_quantiles(first: Any, levels: Any = FIRST_QUANTILES) -> np.ndarr
     return np.quantile(f, np.asarray(levels, dtype=float), axis=-1, method="inverted_cdf")
 
 
-@float64
+@float64(traceable=False, kernel="sdtheory.reduced.finite_sample_core")
 def finite_sample_prediction(
     C: Any,
     *,
@@ -967,29 +1023,32 @@ def finite_sample_prediction(
     if model == "closed" and (exact_options or pll_loss != "ce"):
         raise TypeError("the linearised model takes no exact-solver options and only pll_loss='ce'")
     _check_scalar_lam(lam)
-    if V.is_tracer(lam):
-        raise TypeError("lam must be concrete; vmap sdtheory.reduced.finite_sample_core instead")
     num_rounds = V.check_int(num_rounds, "num_rounds", minimum=1, maximum=V.MAX_NUM_ROUNDS, why="rounds are a chain")
+    check_type_problem(k * k, k, "C", num_rounds=num_rounds + 2)  # one draw: the SD rounds, teacher and student
     num_draws = V.check_int(num_draws, "num_draws", minimum=1, maximum=10**7, why="the draws are held in memory")
     seed = V.check_int(seed, "seed", minimum=0, maximum=V.MAX_SEED)
     R = resolve_corr(c, d, corr, [n] * k, balanced_cd=True)
     opts = _exact_options(pll_loss, q, exact_options) if model == "exact" else {}
     # draws padded to a power of two (at least 8): a few compiled shapes serve every num_draws
     keys = jax.random.split(jax.random.key(seed), max(8, 1 << (num_draws - 1).bit_length()))
-    out = finite_sample_core(
-        keys,
+    # the draws are vmapped, each holding its own type problem (and its rounds' outputs): evaluate them in
+    # chunks of a power of two that keep one call within TYPE_MEMORY_LIMIT (each draw depends on its key only)
+    per_draw = type_problem_bytes(k * k, k, num_rounds + 2)
+    chunk = min(keys.shape[0], 1 << max(0, (TYPE_MEMORY_LIMIT // per_draw).bit_length() - 1))
+    args = (
         jnp.asarray(Cv, dtype=float),
         jnp.full((k,), n),
         jnp.asarray(R),
         jnp.asarray(lam, dtype=float),
         _check_tie_tol(tie_tol),
-        model=model,
-        num_rounds=num_rounds,
-        pll_loss=pll_loss,
-        q=float(q),
-        **{x: opts[x] for x in ("tol", "max_iter", "solver") if x in opts},
     )
-    out = jax.tree_util.tree_map(lambda x: np.asarray(x)[:num_draws], out)
+    static = dict(model=model, num_rounds=num_rounds, pll_loss=pll_loss, q=float(q))
+    static.update({x: opts[x] for x in ("tol", "max_iter", "solver") if x in opts})
+    parts = [
+        jax.tree_util.tree_map(np.asarray, finite_sample_core(keys[i : i + chunk], *args, **static))
+        for i in range(0, keys.shape[0], chunk)
+    ]
+    out = jax.tree_util.tree_map(lambda *x: np.concatenate(x)[:num_draws], *parts)
     converged = bool(np.all(out.converged))
     if model == "exact" and opts["on_failure"] == "raise" and not converged:
         raise RuntimeError(

@@ -446,3 +446,85 @@ def test_confusable_clusters_bad_labels_and_scale():
     base = sdtheory.confusable_clusters(means, num_clusters=2)
     for scale in (1e200, 1e-170):  # cosine similarity does not depend on the scale
         np.testing.assert_array_equal(sdtheory.confusable_clusters(means * scale, num_clusters=2), base)
+
+
+# --------------------------------------------------------------------------
+# Transformations: the traceable functions under jax.vmap in JAX's default 32-bit mode
+# --------------------------------------------------------------------------
+
+_ETAS = np.linspace(0.0, 0.9, 7)  # a NumPy float64 batch
+_TRUE = np.repeat(np.arange(3), 7)
+_CS = np.stack([np.asarray(sdtheory.corruption_matrix("asymmetric", 3, e)) for e in _ETAS])
+_GIVENS = np.stack([np.roll(_TRUE, s) for s in range(4)])  # int64 batch
+_KEY = jax.random.key(3)
+
+#: Every public function of sdtheory.noise that the docs call traceable: (function of one batch element, batch).
+NOISE_TRACEABLE = {
+    "corruption_matrix": [
+        (lambda e, kind=kind: sdtheory.corruption_matrix(kind, 4, e), _ETAS)
+        for kind in ("symmetric", "asymmetric", "pair")
+    ]
+    + [(lambda e: sdtheory.corruption_matrix("cc", 4, e, clusters=[0, 0, 1, 1]), _ETAS)],
+    "exact_counts": [(lambda C: sdtheory.exact_counts(_TRUE, C), _CS)],
+    "sample_labels": [
+        (lambda C: sdtheory.sample_labels(_KEY, _TRUE, C), _CS),
+        (lambda C: sdtheory.sample_labels(_KEY, _TRUE, C, exact=True), _CS),
+    ],
+    "empirical_fractions": [(lambda g: sdtheory.empirical_fractions(_TRUE, g, 3), _GIVENS)],
+    "validate_corruption_matrix": [(lambda C: sdtheory.validate_corruption_matrix(C), _CS)],
+}
+#: Traceable public functions without array arguments: Python constants inside jax.jit / jax.vmap.
+NOISE_NO_ARRAYS = {
+    "max_eta": lambda: sdtheory.max_eta("pair", 3),
+    "condition_threshold": lambda: sdtheory.condition_threshold("symmetric", 3),
+}
+#: Public functions of sdtheory.noise that need concrete input, and the argument their TypeError names.
+NOISE_CONCRETE = {"confusable_clusters": "class_means_or_features"}
+
+
+def _public_wrapped(module):
+    """Names in ``module.__all__`` of the float64-decorated public functions (the validating boundary)."""
+    names = set()
+    for name in module.__all__:
+        obj = getattr(module, name)
+        if callable(obj) and hasattr(obj, "__wrapped__") and not name.endswith("_core"):
+            names.add(name)
+    return names
+
+
+def _assert_vmap_equals_loop(fn, batch):
+    with jax.enable_x64(False):  # the caller's default mode: a float64 NumPy batch gets a 32-bit type
+        got = jax.vmap(fn)(batch)
+    want = [fn(x) for x in batch]
+    for i, w in enumerate(want):
+        for g, e in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(w), strict=True):
+            g, e = np.asarray(g)[i], np.asarray(e)
+            if np.issubdtype(e.dtype, np.floating):
+                assert g.dtype == np.float64
+                np.testing.assert_allclose(g, e, rtol=1e-14, atol=1e-15)
+            else:
+                np.testing.assert_array_equal(g, e)
+
+
+def test_every_public_noise_function_is_traceable_or_refuses_traced_input():
+    assert _public_wrapped(noise) == set(NOISE_TRACEABLE) | set(NOISE_NO_ARRAYS) | set(NOISE_CONCRETE)
+
+
+@pytest.mark.parametrize("name", sorted(NOISE_NO_ARRAYS))
+def test_noise_constants_work_inside_jit_and_vmap(name):
+    value = NOISE_NO_ARRAYS[name]()
+    with jax.enable_x64(False):
+        np.testing.assert_allclose(jax.jit(lambda x: x * NOISE_NO_ARRAYS[name]())(2.0), 2 * value, rtol=1e-7)
+        np.testing.assert_allclose(jax.vmap(lambda x: x * NOISE_NO_ARRAYS[name]())(_ETAS), _ETAS * value, rtol=1e-7)
+
+
+@pytest.mark.parametrize("name", sorted(NOISE_TRACEABLE))
+def test_traceable_noise_functions_vmap_over_a_numpy_float64_batch(name):
+    for fn, batch in NOISE_TRACEABLE[name]:
+        _assert_vmap_equals_loop(fn, batch)
+
+
+def test_confusable_clusters_refuses_traced_input_by_name():
+    feats = np.random.default_rng(0).normal(size=(2, 3, 5))
+    with pytest.raises(TypeError, match="class_means_or_features is a traced value"):
+        jax.vmap(lambda f: sdtheory.confusable_clusters(f, num_clusters=2))(feats)

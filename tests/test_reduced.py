@@ -8,6 +8,7 @@ explicit block Gram of :func:`sdtheory.block_gram`.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -248,3 +249,40 @@ def test_finite_sample_exact_matches_instance_monte_carlo():
     assert pred.converged and 0.05 < pred.p_all_correct.max()
     mc = _instance_level(kw["per_class"], C, kw["lam"], kw["c"], kw["d"], kw["num_rounds"], 200, "exact")
     _assert_same_distribution(pred, mc)
+
+
+def test_convergence_is_a_property_of_the_whole_chain():
+    """Round r is trained on round r - 1's outputs: asking for a late round must not hide unconverged earlier
+    rounds. on_failure='raise' names them; the reported converged[r] is the AND over rounds 0..r."""
+    from sdtheory import reduced as Rd
+
+    k, n = 3, 6
+    classes = np.repeat(np.arange(k), n)
+    given = classes.copy()
+    given[[0, n, 2 * n]] = [1, 2, 0]
+    y = np.eye(k)[given]
+    counts = np.zeros((k, k))
+    np.add.at(counts, (classes, given), 1)
+    bad = dict(lam=1e-3, c=0.4, d=0.1, max_iter=6, solver="newton-cg")
+    # the per-round flags of the chain, from the kernel: round 0 misses tol, the later rounds reach it
+    ts = Rd.type_spectrum_core(jnp.asarray(Rd.corr_from_cd(0.4, 0.1, k)), *Rd.label_types(k)[:1], counts.reshape(-1))
+    with jax.enable_x64(True):
+        per_round = np.asarray(
+            Rd.reduced_exact_core(
+                ts, Rd.label_types(k)[1], jnp.asarray(1e-3), 4, max_iter=6, solver="newton-cg"
+            ).converged
+        )
+    assert not per_round[0] and per_round[3]
+    chain = np.logical_and.accumulate(per_round)
+    with pytest.raises(RuntimeError, match=r"round\(s\) \[0"):
+        sd.block_outputs(y, classes, rounds=[3], model="exact", **bad)
+    with pytest.raises(RuntimeError, match=r"round\(s\) \[0"):
+        block_type_outputs(counts, rounds=[3], **bad)
+    res = block_type_outputs(counts, rounds=[3, 1], on_failure="flag", **bad)
+    np.testing.assert_array_equal(res.converged, chain[[3, 1]])
+    np.testing.assert_array_equal(block_type_outputs(counts, num_rounds=4, on_failure="flag", **bad).converged, chain)
+    # converged chains: the selected rounds are the chain's rounds, all converged
+    full = block_type_outputs(counts, lam=1e-3, c=0.4, d=0.1, num_rounds=4, solver="newton-cg")
+    part = block_type_outputs(counts, lam=1e-3, c=0.4, d=0.1, rounds=[3, 1], solver="newton-cg")
+    assert np.all(part.converged)
+    np.testing.assert_array_equal(part.outputs, full.outputs[[3, 1]])

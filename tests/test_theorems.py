@@ -759,3 +759,289 @@ def test_multi_round_pll_prediction_matches_eigh_pipeline(data, shape, c, dfrac,
         accs.append(np.mean(margin_ > 0))
     pred = sdtheory.pll_accuracy_prediction(f, c=c, d=d, lam=lam, per_class=n, num_rounds=3)
     np.testing.assert_allclose(np.asarray(pred.accuracy), accs, atol=1e-12)
+
+
+# --------------------------------------------------------------------------
+# Ties at the condition threshold: one rule (TIE_TOL) for the condition, the margin and the rounds
+# --------------------------------------------------------------------------
+
+
+def _exact_matrix(kind, k, eta, clusters=None):
+    """The corruption matrix in exact rational arithmetic, entry by entry from the family's definition."""
+    from fractions import Fraction
+
+    eta = Fraction(eta)
+    C = [[Fraction(0)] * k for _ in range(k)]
+    for i in range(k):
+        if kind == "cc":
+            others = [j for j in range(k) if j != i and clusters[j] == clusters[i]]
+            C[i][i] = 1 - eta if others else Fraction(1)
+            for j in others:
+                C[i][j] = eta / len(others)
+            continue
+        C[i][i] = 1 - eta
+        for j in range(k):
+            if j == i:
+                continue
+            if kind == "symmetric":
+                C[i][j] = eta / (k - 1)
+            elif kind == "asymmetric":
+                C[i][j] = eta / k + (eta / k if j == (i + 1) % k else 0)
+            elif kind == "pair":
+                C[i][j] = eta if j == (i + 1) % k else Fraction(0)
+    return C
+
+
+def _exact_margin(C):
+    """``min over k, occurring l != k of C_kk - C_kl`` in exact arithmetic (``None`` without corrupted labels)."""
+    k = len(C)
+    gaps = [C[i][i] - C[i][j] for i in range(k) for j in range(k) if j != i and C[i][j] > 0]
+    return min(gaps) if gaps else None
+
+
+def _rational_threshold(kind, k, clusters=None):
+    from fractions import Fraction
+
+    if kind == "symmetric":
+        return Fraction(k - 1, k)
+    if kind == "asymmetric":
+        return Fraction(k, k + 2)
+    if kind == "pair":
+        return Fraction(1, 2)
+    m = min(s for s in np.bincount(clusters) if s >= 2)
+    return Fraction(m - 1, m)
+
+
+THRESHOLD_CASES = [(kind, k, None) for kind in ("symmetric", "asymmetric", "pair") for k in (2, 3, 4, 6, 7, 200)]
+THRESHOLD_CASES += [
+    ("cc", 6, [0, 0, 0, 1, 1, 2]),
+    ("cc", 7, [0, 0, 0, 1, 1, 1, 2]),
+    ("cc", 9, [0, 0, 0, 0, 1, 1, 1, 2, 2]),
+]
+
+
+@pytest.mark.parametrize("kind,k,clusters", THRESHOLD_CASES)
+def test_condition_threshold_is_a_tie_and_just_inside_it_holds(kind, k, clusters):
+    """At eta = condition_threshold a wrong label is exactly as frequent as the true one (exact rational
+    arithmetic): no round is all correct, whatever the sign of the float roundoff in C. Just inside (a gap of
+    ~1e-7, far above TIE_TOL) the condition holds and r* is the decimal first round of the exact margin."""
+    n, c, d, lam = 10, 0.4, 0.1, 1e-2
+    kw = dict(c=c, d=d, lam=lam, per_class=n)
+    th = sdtheory.condition_threshold(kind, k, clusters=clusters)
+    exact_th = _rational_threshold(kind, k, clusters)
+    assert th == float(exact_th)
+    assert _exact_margin(_exact_matrix(kind, k, exact_th, clusters)) == 0  # a tie, exactly
+    C = sdtheory.corruption_matrix(kind, k, th, clusters=clusters)
+    assert sdtheory.corruption_condition(C) is False
+    assert sdtheory.margin(C) == 0.0
+    assert sdtheory.min_rounds(C, **kw) == -1
+    assert sdtheory.all_correct_rounds(C, **kw) == (-1, -1)
+    assert sdtheory.max_rounds(C, **kw) == -1
+    assert not np.any(sdtheory.all_correct_at(C, [0, 1, 10, 10**6, 2**40], **kw))
+    if k <= 10:
+        assert sdtheory.pll_condition(C, **kw) is False
+
+    eta = th - 1e-7
+    delta = _exact_margin(_exact_matrix(kind, k, eta, clusters))
+    assert delta > 1e-8  # clearly above TIE_TOL
+    C = sdtheory.corruption_matrix(kind, k, eta, clusters=clusters)
+    assert sdtheory.corruption_condition(C) is True
+    assert sdtheory.margin(C) == pytest.approx(float(delta), rel=1e-7)
+    want = _decimal_first_round(Decimal(delta.numerator) / Decimal(delta.denominator), k, n, c, d, lam)
+    assert sdtheory.min_rounds(C, **kw) == want
+    assert sdtheory.all_correct_rounds(C, **kw).first == want
+
+
+@pytest.mark.parametrize("gap,tied", [(0.0, True), (3e-11, True), (-3e-11, True), (1e-9, False), (-1e-9, False)])
+def test_gaps_within_tie_tol_are_ties_in_every_theorem_function(gap, tied):
+    """A fraction gap ``f_k(k) - f_k(l)`` within TIE_TOL = 1e-10 is a tie: the condition fails, the margin
+    is 0 and no round is all correct; beyond it the sign decides (decimal reference for r*)."""
+    k, n, c, d, lam = 3, 10, 0.4, 0.1, 1e-2
+    kw = dict(c=c, d=d, lam=lam, per_class=n)
+    # doubly stochastic: diagonal 1/3 + 2 gap/3, off-diagonal 1/3 - gap/3, so f_k(k) - f_k(l) = gap
+    f = np.full((k, k), 1 / 3 - gap / 3) + np.eye(k) * gap
+    assert sdtheory.TIE_TOL == 1e-10
+    if tied or gap < 0:
+        assert sdtheory.corruption_condition(f) is False
+        assert sdtheory.margin(f) == (0.0 if tied else pytest.approx(gap, rel=1e-5))
+        assert sdtheory.min_rounds(f, **kw) == -1
+        assert sdtheory.all_correct_rounds(f, **kw) == (-1, -1)
+        assert not np.any(sdtheory.all_correct_at(f, [0, 100, 10**6], **kw))
+        return
+    assert sdtheory.corruption_condition(f) is True
+    assert sdtheory.margin(f) == pytest.approx(gap, rel=1e-5)
+    want = _decimal_first_round(Decimal(float(f[0, 0])) - Decimal(float(f[0, 1])), k, n, c, d, lam)
+    assert sdtheory.min_rounds(f, **kw) == want
+    assert sdtheory.all_correct_rounds(f, **kw).first == want
+
+
+@pytest.mark.parametrize(
+    "kind,k",
+    [
+        ("symmetric", 3),
+        pytest.param("symmetric", 7, marks=pytest.mark.slow),
+        pytest.param("asymmetric", 3, marks=pytest.mark.slow),
+    ],
+)
+def test_exact_model_agrees_at_the_threshold(kind, k):
+    """The exact (softmax) model decides the threshold as the linearised one: never all correct."""
+    C = sdtheory.corruption_matrix(kind, k, sdtheory.condition_threshold(kind, k))
+    kw = dict(c=0.4, d=0.1, lam=1e-2, per_class=10)
+    assert sdtheory.min_rounds(C, **kw) == -1
+    assert sdtheory.min_rounds(C, model="exact", search_rounds=16, **kw) == -1
+
+
+# --------------------------------------------------------------------------
+# Transformations: the traceable theorem functions under jax.vmap in JAX's default 32-bit mode
+# --------------------------------------------------------------------------
+
+_KW = dict(c=0.4, d=0.1, per_class=10)
+_FRACS = np.stack([np.asarray(sdtheory.corruption_matrix("asymmetric", 3, e)) for e in np.linspace(0.0, 0.7, 6)])
+_FRACS[:, 0] = _FRACS[:, 0, [1, 0, 2]]  # class 0 favours label 1 in some rows: unequal global frequencies
+_LAMS = np.geomspace(1e-4, 1e-1, 5)  # a NumPy float64 batch
+_CORR = np.array([[0.5, 0.1, 0.2], [0.1, 0.4, 0.1], [0.2, 0.1, 0.45]])
+
+
+def _per_fractions_and_lam(fn):
+    """``fn(f, lam)`` vmapped over the fractions (at lam = 1e-2) and over lam (at one matrix)."""
+    return [(lambda f: fn(f, 1e-2), _FRACS), (lambda lam: fn(_FRACS[3], lam), _LAMS)]
+
+
+#: Every public function of sdtheory.theorems that the docs call traceable: (function of one element, batch).
+THEOREMS_TRACEABLE = {
+    "corruption_condition": [(sdtheory.corruption_condition, _FRACS)],
+    "margin": [(sdtheory.margin, _FRACS)],
+    "min_rounds": _per_fractions_and_lam(lambda f, lam: sdtheory.min_rounds(f, lam=lam, **_KW))
+    + [(lambda f: sdtheory.min_rounds(f, corr=_CORR, lam=1e-2, per_class=10, search_rounds=40), _FRACS)],
+    "all_correct_rounds": _per_fractions_and_lam(lambda f, lam: sdtheory.all_correct_rounds(f, lam=lam, **_KW)),
+    "max_rounds": _per_fractions_and_lam(lambda f, lam: sdtheory.max_rounds(f, lam=lam, **_KW)),
+    "all_correct_at": _per_fractions_and_lam(lambda f, lam: sdtheory.all_correct_at(f, [0, 3, 50], lam=lam, **_KW)),
+    "pll_condition": _per_fractions_and_lam(lambda f, lam: sdtheory.pll_condition(f, lam=lam, **_KW)),
+    "pll_accuracy_prediction": _per_fractions_and_lam(
+        lambda f, lam: sdtheory.pll_accuracy_prediction(f, lam=lam, num_rounds=2, **_KW)
+    ),
+    "log_block_factors": [(lambda lam: T.log_block_factors(num_classes=3, lam=lam, **_KW), _LAMS)],
+}
+#: Public functions of sdtheory.theorems that refuse traced input, with the kernel their TypeError names.
+THEOREMS_CONCRETE = {"finite_sample_prediction": "sdtheory.reduced.finite_sample_core"}
+
+
+def _public_wrapped(module):
+    """Names in ``module.__all__`` of the float64-decorated public functions (the validating boundary)."""
+    names = set()
+    for name in module.__all__:
+        obj = getattr(module, name)
+        if callable(obj) and hasattr(obj, "__wrapped__") and not name.endswith("_core"):
+            names.add(name)
+    return names
+
+
+def test_every_public_theorem_function_is_traceable_or_refuses_traced_input():
+    assert _public_wrapped(T) == set(THEOREMS_TRACEABLE) | set(THEOREMS_CONCRETE)
+
+
+@pytest.mark.parametrize("name", sorted(THEOREMS_TRACEABLE))
+def test_traceable_theorem_functions_vmap_over_a_numpy_float64_batch(name):
+    """jax.vmap over a NumPy float64 batch in JAX's default 32-bit mode equals the per-element loop."""
+    for fn, batch in THEOREMS_TRACEABLE[name]:
+        with jax.enable_x64(False):
+            got = jax.vmap(fn)(batch)
+        for i, x in enumerate(batch):
+            want = fn(x)
+            for g, e in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+                g, e = np.asarray(g)[i], np.asarray(e)
+                if np.issubdtype(e.dtype, np.floating):
+                    assert g.dtype == np.float64
+                    np.testing.assert_allclose(g, e, rtol=1e-13, atol=1e-15)
+                else:
+                    np.testing.assert_array_equal(g, e)
+
+
+def test_concrete_only_theorem_functions_refuse_traced_input_naming_the_kernel():
+    C = np.asarray(sdtheory.corruption_matrix("symmetric", 3, 0.3))
+    kw = dict(c=0.4, d=0.1, per_class=10, num_rounds=2, num_draws=8)
+    with pytest.raises(TypeError, match="lam is a traced value.*sdtheory.reduced.finite_sample_core"):
+        jax.vmap(lambda lam: sdtheory.finite_sample_prediction(C, lam=lam, **kw))(_LAMS)
+    with pytest.raises(TypeError, match="C is a traced value.*sdtheory.reduced.finite_sample_core"):
+        jax.vmap(lambda f: sdtheory.finite_sample_prediction(f, lam=1e-2, **kw))(_FRACS)
+
+
+def test_exact_model_refuses_traced_input_unless_failures_are_flagged():
+    """model='exact' checks convergence (on_failure='raise'): under vmap/jit it cannot, so it says so, before
+    solving anything, instead of skipping the check."""
+    kw = dict(c=0.4, d=0.1, per_class=10, model="exact")
+    calls = {
+        "sdtheory.reduced.all_correct_search_core": lambda f, lam: sdtheory.min_rounds(f, lam=lam, **kw),
+        "sdtheory.reduced.type_pll_core": lambda f, lam: sdtheory.pll_accuracy_prediction(f, lam=lam, **kw),
+    }
+    for kernel, fn in calls.items():
+        with pytest.raises(TypeError, match=f"fractions is a traced value.*on_failure='flag'.*{kernel}"):
+            jax.vmap(lambda f: fn(f, 1e-2))(_FRACS)
+        with pytest.raises(TypeError, match=f"lam is a traced value.*{kernel}"):
+            jax.vmap(lambda lam: fn(_FRACS[2], lam))(_LAMS)
+        with pytest.raises(TypeError, match=f"inside jax.jit.*{kernel}"):
+            jax.jit(lambda: fn(_FRACS[2], 1e-2))()
+
+
+# --------------------------------------------------------------------------
+# Memory of the type-level problem (model="exact", corr=, finite samples)
+# --------------------------------------------------------------------------
+
+
+def test_type_problem_memory_bound_refuses_large_k_before_allocating():
+    """K = 200 has 40,000 label types: dense (T, T) arrays of ~36 GiB. Refused at once, naming the argument,
+    the size and the largest K that fits (the estimate: next test)."""
+    import time
+
+    from sdtheory import reduced as Rd
+
+    assert Rd.TYPE_MAX_CLASSES == 88
+    assert Rd.type_problem_bytes(88**2, 88) <= Rd.TYPE_MEMORY_LIMIT < Rd.type_problem_bytes(89**2, 89)
+    kw = dict(c=0.4, d=0.1, lam=1e-3, per_class=10)
+    for k in (89, 200):
+        C = sdtheory.corruption_matrix("symmetric", k, 0.3)
+        corr = np.where(np.eye(k, dtype=bool), 0.4, 0.1)
+        calls = {
+            "fractions": [
+                lambda: sdtheory.min_rounds(C, model="exact", **kw),
+                lambda: sdtheory.all_correct_rounds(C, model="exact", **kw),
+                lambda: sdtheory.max_rounds(C, corr=corr, lam=1e-3, per_class=10),
+                lambda: sdtheory.pll_accuracy_prediction(C, model="exact", **kw),
+            ],
+            "C": [lambda: sdtheory.finite_sample_prediction(C, num_rounds=2, **kw)],
+            "counts": [lambda: sdtheory.block_type_outputs(10 * C, c=0.4, d=0.1, lam=1e-3, num_rounds=2)],
+        }
+        for name, fns in calls.items():
+            for fn in fns:
+                start = time.perf_counter()
+                with pytest.raises(ValueError, match=rf"{name} has K = {k} classes.*GiB.*K <= 88"):
+                    fn()
+                assert time.perf_counter() - start < 1.0
+    # many rounds of a small problem count too
+    with pytest.raises(ValueError, match=r"counts has K = 20 classes.*and 20000 rounds"):
+        sdtheory.block_type_outputs(np.eye(20) * 5, c=0.4, d=0.1, lam=1e-3, num_rounds=20000)
+
+
+@pytest.mark.slow
+def test_type_problem_memory_estimate_covers_xla_memory_analysis():
+    """XLA's temporaries, arguments and outputs of the type problem's programs stay within the estimate."""
+    from sdtheory import reduced as Rd
+
+    k = 8
+    cls, tgt = Rd.label_types(k)
+    R = jnp.asarray(Rd.corr_from_cd(0.4, 0.1, k))
+    counts = jnp.full((k * k,), 0.5)
+    ts = Rd.type_spectrum_core(R, cls, counts)
+    lam = jnp.asarray(1e-3)
+    programs = [
+        (Rd.type_spectrum_core.lower(R, cls, counts), 1),
+        (Rd.all_correct_search_core.lower(ts, tgt, lam, model="exact", stop_at_first=True), 1),
+        (Rd.all_correct_search_core.lower(ts, tgt, lam, model="exact", solver="newton-cg"), 1),
+        (Rd.type_pll_core.lower(ts, tgt, lam, model="exact", num_rounds=3, loss="gce"), 4),
+    ]
+    for lowered, rounds in programs:
+        mem = lowered.compile().memory_analysis()
+        if mem is None:  # pragma: no cover - backend without a memory analysis
+            pytest.skip("no XLA memory analysis on this backend")
+        used = mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
+        assert used <= Rd.type_problem_bytes(k * k, k, rounds)
