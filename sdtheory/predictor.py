@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validation as V
-from ._x64 import float64
+from ._x64 import _enable_x64, float64
 from .closed_form import sd_outputs_core, sd_test_outputs_core
 from .exact import (
     DEFAULT_MAX_ITER,
@@ -68,6 +68,13 @@ MODELS = ("closed", "exact")
 STUDENTS = ("sd", "pll")
 
 _KERNELS = "sdtheory.closed_form.sd_outputs_core (model='closed') or sdtheory.exact.exact_outputs_core (model='exact')"
+
+
+class _HostArray:
+    """A device array of a pickled :class:`Predictor`, held as a NumPy array (its dtype kept exactly)."""
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
 
 
 class Predictor:
@@ -129,6 +136,28 @@ class Predictor:
         # ("exact",) (the exact solver centres internally and returns intercepts); None without intercept
         self._centring = centring
         self.fit_intercept = centring is not None
+
+    # ---------------------------------------------------------------- pickling
+    def __getstate__(self) -> dict:
+        """The state with every device array as a NumPy array (marked :class:`_HostArray`).
+
+        A JAX array pickles by value but is rebuilt in the unpickling process's
+        JAX mode: float32 there unless x64 is on globally (the package never
+        turns it on). NumPy keeps float64, and :meth:`__setstate__` moves the
+        arrays back to the device inside the float64 scope.
+        """
+        return jax.tree_util.tree_map(
+            lambda a: _HostArray(np.asarray(a)) if isinstance(a, jax.Array) else a, self.__dict__
+        )
+
+    def __setstate__(self, state: dict) -> None:
+        with _enable_x64(True):  # float64 device arrays, whatever the unpickling process's JAX mode
+            state = jax.tree_util.tree_map(
+                lambda a: jnp.asarray(a.array) if isinstance(a, _HostArray) else a,
+                state,
+                is_leaf=lambda a: isinstance(a, _HostArray),
+            )
+        self.__dict__.update(state)
 
     @property
     def spectrum(self) -> Optional[Spectrum]:

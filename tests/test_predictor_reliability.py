@@ -1,0 +1,117 @@
+"""Reliability of the predictor and the metrics: what a user can get wrong, refused or kept exact.
+
+* a pickled :class:`sdtheory.Predictor` (and a fitted estimator's ``predictor_``)
+  unpickled in a fresh process with JAX's default 32-bit mode still computes
+  in float64 and reproduces the original outputs.
+"""
+
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+import sdtheory as sd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _problem(seed=0, n=30, d=5, k=3, n_test=7):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    xt = rng.normal(size=(n_test, d))
+    labels = rng.integers(0, k, n)
+    return x, xt, labels
+
+
+# --------------------------------------------------------------------------
+# Pickling keeps float64
+# --------------------------------------------------------------------------
+
+_UNPICKLE_SCRIPT = textwrap.dedent(
+    """
+    import pickle, sys
+    import jax
+    import numpy as np
+    assert not jax.config.jax_enable_x64, "the fresh process must run in JAX's default 32-bit mode"
+    with open(sys.argv[1], "rb") as fh:
+        objects, refs, calls = pickle.load(fh)
+    for name, obj, method, kwargs in calls:
+        got = getattr(obj, method)(**kwargs)
+        ref = refs[name]
+        for g, r in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(ref)):
+            g = np.asarray(g)
+            assert g.dtype == np.asarray(r).dtype, (name, g.dtype, np.asarray(r).dtype)
+            if np.issubdtype(g.dtype, np.floating):
+                assert g.dtype == np.float64, (name, g.dtype)
+                np.testing.assert_allclose(g, r, rtol=0, atol=1e-12, err_msg=name)  # NaN == NaN here
+            else:
+                assert np.array_equal(g, r), name
+    print("ok", len(calls))
+    """
+)
+
+
+def test_pickled_predictor_and_estimator_keep_float64_in_a_fresh_process(tmp_path):
+    x, xt, labels = _problem(0)
+    t = np.eye(3)[labels]
+    closed = sd.predictor(t, lam=0.05, features=x, fit_intercept=True)
+    # the estimator's own options (fit_intercept, default tolerances): one exact solver to compile, not two
+    exact = sd.predictor(t, lam=0.05, features=x, model="exact", num_rounds=2, fit_intercept=True)
+    gram_fit = sd.predictor(t, lam=0.05, gram=x @ x.T)
+    rounds = dict(rounds=[0, 3])
+    calls = [
+        ("closed.train", "closed", "train_outputs", rounds),
+        ("closed.test", "closed", "test_outputs", dict(test_features=xt, **rounds)),
+        ("closed.pred", "closed", "predictions", dict(test_features=xt, **rounds)),
+        ("gram.test", "gram_fit", "test_outputs", dict(test_gram=xt @ x.T, **rounds)),
+        ("exact.train", "exact", "train_outputs", dict(num_rounds=2)),
+        ("exact.test", "exact", "test_outputs", dict(num_rounds=2, test_features=xt)),
+        ("exact.coef", "exact", "coef", dict(num_rounds=2)),
+        ("exact.weights", "exact", "weights", dict(num_rounds=2)),
+        ("exact.intercepts", "exact", "intercepts", dict(num_rounds=2)),
+        ("exact.result", "exact", "exact_result", dict(num_rounds=2)),
+    ]
+    objects = {"closed": closed, "exact": exact, "gram_fit": gram_fit}
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:  # pragma: no cover - scikit-learn is optional
+        pass
+    else:
+        est = sd.SelfDistillationClassifier(lam=0.05, num_rounds=2).fit(x, labels)
+        objects["est_predictor"] = est.predictor_
+        objects["est"] = est
+        calls += [
+            ("est.predictor_", "est_predictor", "train_outputs", dict(num_rounds=2)),
+            ("est.round_proba", "est", "round_proba", dict(X=xt)),
+        ]
+    refs = {name: getattr(objects[obj], method)(**kwargs) for name, obj, method, kwargs in calls}
+    # the unpickled objects are called; the estimator's predictor_ is the one inside the pickled estimator
+    blob = [(name, objects[obj], method, kwargs) for name, obj, method, kwargs in calls]
+    path = tmp_path / "fits.pkl"
+    with open(path, "wb") as fh:
+        pickle.dump((objects, refs, blob), fh)
+    proc = subprocess.run(
+        [sys.executable, "-c", _UNPICKLE_SCRIPT, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == f"ok {len(calls)}"
+
+
+def test_predictor_round_trips_through_pickle_in_process():
+    x, xt, labels = _problem(1)
+    t = np.eye(3)[labels]
+    p = sd.predictor(t, lam=0.05, features=x, model="exact", num_rounds=2, fit_intercept=True)
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        q = pickle.loads(pickle.dumps(p, protocol=protocol))
+        np.testing.assert_array_equal(q.train_outputs(num_rounds=2), p.train_outputs(num_rounds=2))
+        np.testing.assert_array_equal(
+            q.test_outputs(rounds=[1], test_features=xt), p.test_outputs(rounds=[1], test_features=xt)
+        )
+        assert repr(q) == repr(p)
