@@ -67,6 +67,12 @@ MODELS = ("closed", "exact")
 #: student on the top-2 classes.
 STUDENTS = ("sd", "pll")
 
+#: A spectrum given with ``features=`` must reproduce their Gram: ``||X X^T v - U diag(s) U^T v||`` at most this
+#: times ``max(s) ||v||`` for one random vector ``v`` (:func:`_check_spectrum_features`). The package's own
+#: spectra reproduce it to about ``1e-10`` (:data:`sdtheory.spectral.GRAM_ROUTE_CUTOFF`); a float32
+#: eigendecomposition to about ``1e-7``; the spectrum of other features is off by order 1.
+SPECTRUM_MATCH_RTOL = 1e-5
+
 _KERNELS = "sdtheory.closed_form.sd_outputs_core (model='closed') or sdtheory.exact.exact_outputs_core (model='exact')"
 
 
@@ -408,7 +414,9 @@ def predictor(
         ``(N, N)`` Gram, or a precomputed :class:`Spectrum` of the Gram; a
         spectrum may come with the ``features`` it was computed from (then
         nothing is factorised again, and test features and primal weights
-        work). One spectrum serves any number of label vectors.
+        work; features that do not belong to the spectrum are refused: one
+        random probe of ``X X^T``, relative tolerance
+        :data:`SPECTRUM_MATCH_RTOL`). One spectrum serves any number of label vectors.
       model: ``"closed"`` (linearised closed form, any round) or ``"exact"``
         (exact softmax solution of rounds ``0..num_rounds-1``).
       num_rounds: exact model: how many chained rounds to solve (default 1,
@@ -510,6 +518,9 @@ def predictor(
     unit = _unit_problem(
         gram=gram, features=features, spectrum=spectrum, need_spectrum=model == "closed" or spectrum is not None
     )
+    if spectrum is not None and features is not None:
+        assert unit.spec is not None and unit.features is not None  # both given
+        _check_spectrum_features(unit.spec, unit.features)
     what = "spectrum" if spectrum is not None else ("gram" if gram is not None else "features")
     lam_u = _unit_lam(lam, unit.root, what)
     lams_u = None if schedule is None else jnp.stack([_unit_lam(v, unit.root, what) for v in schedule])
@@ -571,3 +582,24 @@ def _check_spectrum(spec: Spectrum) -> None:
     V.check_finite(s, "spectrum.eigvals")
     V.check_finite(u, "spectrum.eigvecs")
     V.check_psd_eigenvalues(s, "spectrum")
+
+
+def _check_spectrum_features(spec: Spectrum, x: jax.Array) -> None:
+    """``ValueError`` unless the spectrum is that of ``x``'s Gram, probed with one random vector (both unit scale).
+
+    ``O(N (d + M))``: compares ``X (X^T v)`` with ``U diag(s) (U^T v)`` for a fixed standard normal ``v``
+    (:data:`SPECTRUM_MATCH_RTOL` times ``max(s) ||v||``). A mismatch along a direction the probe misses
+    goes unnoticed; spectra of different features differ along almost every direction.
+    """
+    v = jnp.asarray(np.random.default_rng(0).standard_normal(x.shape[0]))
+    direct = x @ (x.T @ v)
+    via_spec = spec.eigvecs @ (spec.eigvals * (spec.eigvecs.T @ v))
+    norm_v = float(jnp.linalg.norm(v))
+    err = float(jnp.linalg.norm(direct - via_spec)) / norm_v
+    scale = max(float(jnp.max(jnp.abs(spec.eigvals), initial=0.0)), float(jnp.linalg.norm(direct)) / norm_v)
+    if err > SPECTRUM_MATCH_RTOL * scale:
+        raise ValueError(
+            "features do not belong to spectrum: the spectrum's Gram U diag(s) U^T differs from X X^T of the "
+            f"features by {err / scale:.3g} max(s) along a random direction (tolerance {SPECTRUM_MATCH_RTOL:g}); "
+            "pass the features the spectrum was computed from, or features= alone"
+        )

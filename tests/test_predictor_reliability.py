@@ -2,7 +2,9 @@
 
 * a pickled :class:`sdtheory.Predictor` (and a fitted estimator's ``predictor_``)
   unpickled in a fresh process with JAX's default 32-bit mode still computes
-  in float64 and reproduces the original outputs.
+  in float64 and reproduces the original outputs;
+* ``predictor(spectrum=..., features=...)`` refuses features whose Gram is not
+  the spectrum's (references: NumPy's ``X X^T`` and its eigendecomposition).
 """
 
 import pickle
@@ -12,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import sdtheory as sd
 
@@ -115,3 +118,45 @@ def test_predictor_round_trips_through_pickle_in_process():
             q.test_outputs(rounds=[1], test_features=xt), p.test_outputs(rounds=[1], test_features=xt)
         )
         assert repr(q) == repr(p)
+
+
+# --------------------------------------------------------------------------
+# A spectrum with features that are not its own
+# --------------------------------------------------------------------------
+
+
+def test_predictor_refuses_features_that_do_not_belong_to_the_spectrum():
+    x, xt, labels = _problem(2, n=24, d=6)
+    t = np.eye(3)[labels]
+    lam = 0.05
+    other = np.random.default_rng(9).normal(size=x.shape)
+    spec = sd.feature_spectrum(x)
+    for bad in (other, 2.0 * x, x[::-1]):
+        with pytest.raises(ValueError, match="features do not belong to spectrum"):
+            sd.predictor(t, lam=lam, spectrum=spec, features=bad)
+        with pytest.raises(ValueError, match="features do not belong to spectrum"):
+            sd.predictor(t, lam=lam, spectrum=spec, features=bad, model="exact")
+    # a wrong number of instances is refused by shape, before any product
+    with pytest.raises(ValueError, match="features has 23 instances but spectrum has 24"):
+        sd.predictor(t, lam=lam, spectrum=spec, features=x[:-1])
+    # spectra that do belong to x are accepted: every route of the package, NumPy's own
+    # eigendecomposition of X X^T, and a spectrum with its features at scale 2^300 (the check runs at unit scale)
+    g = x @ x.T
+    s_np, u_np = np.linalg.eigh(g)
+    big = np.ldexp(x, 300)
+    for s_, f_ in (
+        (spec, x),
+        (sd.gram_spectrum(g), x),
+        (sd.feature_spectrum(x, method="svd"), x),
+        (sd.Spectrum(np.clip(s_np, 0, None), u_np), x),
+        (sd.predictor(t, lam=np.ldexp(lam, 600), features=big).spectrum, big),
+    ):
+        scale = float(np.max(np.abs(f_))) / float(np.max(np.abs(x)))
+        p = sd.predictor(t, lam=lam * scale**2, spectrum=s_, features=f_)
+        # against the closed form solved directly with NumPy (round 1): S = G (G + K N lam)^-1
+        s_mat = g @ np.linalg.inv(g + 3 * len(x) * lam * np.eye(len(x)))
+        direct = 1 / 3 + s_mat @ s_mat @ (t - 1 / 3)
+        np.testing.assert_allclose(p.train_outputs(rounds=[1])[0], direct, atol=1e-10)
+    # features of rank below d (a repeated column): the spectrum has zero eigenvalues, still accepted
+    low = np.hstack([x, x[:, :1]])
+    sd.predictor(t, lam=lam, spectrum=sd.feature_spectrum(low), features=low)
