@@ -141,6 +141,15 @@ def test_clone_gridsearch_and_bad_parameters():
         sd.SelfDistillationClassifier().fit(x, np.zeros(len(y)))
 
 
+def test_pll_student_refuses_two_classes():
+    """Top-2 of two classes is both: every PLL target would be (1/2, 1/2) and the predictions collapse."""
+    x, y = blobs(5, 40, 3, 2)
+    with pytest.raises(ValueError, match=r"PLL student needs K >= 3 classes, got K = 2 \(the classes in y\)"):
+        sd.SelfDistillationClassifier(student="pll", num_rounds=2).fit(x, np.array(["a", "b"])[y])
+    with pytest.raises(ValueError, match=r"K >= 3 classes, got K = 2 \(the columns of soft_targets\)"):
+        sd.SelfDistillationClassifier(student="pll", num_rounds=2).fit(x, soft_targets=np.eye(2)[y])
+
+
 @pytest.mark.slow
 def test_passes_check_estimator():
     from sklearn.utils.estimator_checks import check_estimator
