@@ -24,6 +24,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from . import _validation as V
 from .exact import DEFAULT_MAX_ITER, DEFAULT_RTOL, DEFAULT_SOLVER, DEFAULT_TOL
 from .predictor import STUDENTS
 from .refine import check_pll_classes
@@ -117,9 +118,10 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
             if y is not None:
                 raise ValueError("pass y (labels) or soft_targets (N, K) probability rows, not both")
             X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
+            V.check_targets(soft_targets, "soft_targets")  # real (not bool, string or object) probability rows
             t = np.asarray(soft_targets, dtype=float)
-            if t.ndim != 2 or t.shape[0] != X.shape[0] or t.shape[1] < 2:
-                raise ValueError(f"soft_targets must be (N, K) with N = {X.shape[0]} and K >= 2, got {t.shape}")
+            if t.shape[0] != X.shape[0]:
+                raise ValueError(f"soft_targets must be (N, K) with N = {X.shape[0]} (the rows of X), got {t.shape}")
             self.classes_ = np.arange(t.shape[1])
         else:
             if y is None:

@@ -150,6 +150,29 @@ def test_pll_student_refuses_two_classes():
         sd.SelfDistillationClassifier(student="pll", num_rounds=2).fit(x, soft_targets=np.eye(2)[y])
 
 
+def test_soft_targets_must_be_numeric_probability_rows():
+    x, y = blobs(2, 60, 3, 3, shift=0.8)  # the shapes of test_rounds_equal_the_exact_chain_and_soft_targets
+    est = sd.SelfDistillationClassifier(lam=1e-2)
+    t = np.eye(3)[y]
+    for bad, err in (
+        (t.astype(bool), TypeError),  # 0/1 as bools: refused, not cast
+        (np.where(t > 0, None, 0.0), TypeError),  # None entries (an object array)
+        (t.astype(str), TypeError),  # strings of numbers
+        ([[1.0, 0.0, 0.0]] * 59 + [[1.0, 0.0]], ValueError),  # ragged
+        (t[:, :1], ValueError),  # one class
+        (t * 1.2, ValueError),  # rows that do not sum to 1
+        (t[:-1], ValueError),  # one row short of X
+    ):
+        with pytest.raises(err, match="soft_targets"):
+            est.fit(x, soft_targets=bad)
+    # integer one-hot rows are numbers: accepted, and the same fit as the labels (independent: the labels' fit)
+    np.testing.assert_allclose(
+        est.fit(x, soft_targets=t.astype(int)).predict_proba(x),
+        sd.SelfDistillationClassifier(lam=1e-2).fit(x, y).predict_proba(x),
+        atol=1e-12,
+    )
+
+
 @pytest.mark.slow
 def test_passes_check_estimator():
     from sklearn.utils.estimator_checks import check_estimator
