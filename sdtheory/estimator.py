@@ -174,9 +174,13 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     # ------------------------------------------------------------------ predict
-    def _logits(self, X: Any, round_index: int = -1) -> np.ndarray:
+    def _features(self, X: Any) -> np.ndarray:
+        """``X`` validated against the fit (``NotFittedError`` before ``fit``); every prediction starts here."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return validate_data(self, X, dtype=np.float64, reset=False)
+
+    def _logits(self, X: Any, round_index: int = -1) -> np.ndarray:
+        X = self._features(X)
         return X @ self.round_coefs_[round_index].T + self.round_intercepts_[round_index]
 
     def decision_function(self, X: Any) -> np.ndarray:
@@ -201,7 +205,9 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
 
     def round_proba(self, X: Any) -> np.ndarray:
         """Probabilities ``(R, N, K)`` of every round (round 0 = plain logistic regression)."""
-        return np.stack([_softmax(self._logits(X, r)) for r in range(self.round_coefs_.shape[0])])
+        X = self._features(X)
+        w, b = self.round_coefs_, self.round_intercepts_
+        return np.stack([_softmax(X @ w[r].T + b[r]) for r in range(w.shape[0])])
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

@@ -173,6 +173,18 @@ def test_soft_targets_must_be_numeric_probability_rows():
     )
 
 
+@pytest.mark.parametrize(
+    "method", ["predict", "predict_proba", "predict_log_proba", "decision_function", "round_proba", "score"]
+)
+def test_every_prediction_method_raises_not_fitted_before_fit(method):
+    from sklearn.exceptions import NotFittedError
+
+    x, y = blobs(7, 10, 3, 3)
+    args = (x, y) if method == "score" else (x,)
+    with pytest.raises(NotFittedError):
+        getattr(sd.SelfDistillationClassifier(num_rounds=2), method)(*args)
+
+
 @pytest.mark.slow
 def test_passes_check_estimator():
     from sklearn.utils.estimator_checks import check_estimator
