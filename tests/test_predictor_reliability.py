@@ -4,7 +4,9 @@
   unpickled in a fresh process with JAX's default 32-bit mode still computes
   in float64 and reproduces the original outputs;
 * ``predictor(spectrum=..., features=...)`` refuses features whose Gram is not
-  the spectrum's (references: NumPy's ``X X^T`` and its eigendecomposition).
+  the spectrum's (references: NumPy's ``X X^T`` and its eigendecomposition);
+* integer predictions are class indices: a negative one (or one ``>= K``
+  where ``K`` is known) is refused, never scored as a wrong answer.
 """
 
 import pickle
@@ -160,3 +162,44 @@ def test_predictor_refuses_features_that_do_not_belong_to_the_spectrum():
     # features of rank below d (a repeated column): the spectrum has zero eigenvalues, still accepted
     low = np.hstack([x, x[:, :1]])
     sd.predictor(t, lam=lam, spectrum=sd.feature_spectrum(low), features=low)
+
+
+# --------------------------------------------------------------------------
+# Integer predictions are class indices
+# --------------------------------------------------------------------------
+
+
+def test_accuracy_refuses_integer_predictions_that_are_not_class_indices():
+    y = np.array([0, 1, 1, 2])
+    with pytest.raises(ValueError, match=r"outputs_or_predictions .*must be class indices >= 0"):
+        sd.accuracy(np.array([0, 1, -1, 1]), y)
+    with pytest.raises(ValueError, match=r"outputs_or_predictions .*must be class indices >= 0"):
+        sd.accuracy(np.array([[0, 1, 1, 2], [0, -3, 1, 2]]), y)
+    with pytest.raises(ValueError, match=r"outputs_or_predictions .*must be class indices >= 0"):
+        sd.split_accuracy(np.array([0, 1, -1, 1]), y, y)
+    # K known (num_classes): predictions and labels >= K are refused too
+    with pytest.raises(ValueError, match=r"outputs_or_predictions .*must lie in \[0, 2\].*num_classes = 3"):
+        sd.accuracy(np.array([0, 1, 3, 1]), y, num_classes=3)
+    with pytest.raises(ValueError, match=r"true_labels must lie in \[0, 2\].*num_classes = 3"):
+        sd.accuracy(np.array([0, 1, 2, 1]), np.array([0, 1, 3, 1]), num_classes=3)
+    with pytest.raises(ValueError, match=r"outputs_or_predictions .*must lie in \[0, 2\]"):
+        sd.split_accuracy(np.array([0, 1, 3, 1]), y, y, num_classes=3)
+    with pytest.raises(ValueError, match=r"given_labels must lie in \[0, 2\]"):
+        sd.split_accuracy(np.array([0, 1, 2, 1]), y, np.array([0, 1, 5, 1]), num_classes=3)
+    # num_classes must agree with the class axis of float outputs
+    with pytest.raises(ValueError, match="num_classes"):
+        sd.accuracy(np.eye(3)[y], y, num_classes=4)
+    with pytest.raises(TypeError, match="num_classes"):
+        sd.accuracy(np.array([0, 1, 2, 1]), y, num_classes=2.5)
+    # float values of shape (N,) are not predictions: refused, with the cast suggested
+    with pytest.raises(ValueError, match=r"outputs_or_predictions.*integer dtype"):
+        sd.accuracy(np.array([0.0, 1.0, 1.0, 2.0]), y)
+    # valid input is still scored, against the plain count
+    pred = np.array([[0, 1, 2, 2], [1, 1, 1, 2]])
+    np.testing.assert_allclose(sd.accuracy(pred, y), np.mean(pred == y, axis=-1))
+    np.testing.assert_allclose(sd.accuracy(pred, y, num_classes=3), np.mean(pred == y, axis=-1))
+    np.testing.assert_allclose(sd.accuracy(np.eye(3)[pred[0]], y, num_classes=3), np.mean(pred[0] == y))
+    given = np.array([0, 1, 0, 2])
+    split = sd.split_accuracy(pred[0], y, given, num_classes=3)
+    ok, clean = pred[0] == y, given == y
+    assert (int(split.clean_correct), int(split.corrupted_correct)) == (np.sum(ok & clean), np.sum(ok & ~clean))
