@@ -18,7 +18,9 @@ Two models:
 
 Every method validates its input and returns NumPy float64 arrays (the
 float64 policy of :mod:`sdtheory._x64`; traced inputs are refused: transform
-the ``*_core`` kernels instead).
+the ``*_core`` kernels instead). A predictor pickles its device arrays as
+NumPy arrays and restores them in float64, so an unpickled predictor computes
+the same numbers in any process, whatever JAX's x64 setting there.
 
 **Scale.** Both models depend on ``G / lam`` only. The predictor stores the
 training set at unit scale (``X / root`` or ``G / root^2`` and
@@ -416,7 +418,8 @@ def predictor(
         nothing is factorised again, and test features and primal weights
         work; features that do not belong to the spectrum are refused: one
         random probe of ``X X^T``, relative tolerance
-        :data:`SPECTRUM_MATCH_RTOL`). One spectrum serves any number of label vectors.
+        :data:`SPECTRUM_MATCH_RTOL`). One spectrum serves any number of
+        label vectors.
       model: ``"closed"`` (linearised closed form, any round) or ``"exact"``
         (exact softmax solution of rounds ``0..num_rounds-1``).
       num_rounds: exact model: how many chained rounds to solve (default 1,
