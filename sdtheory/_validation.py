@@ -253,8 +253,9 @@ def check_targets(targets: Any, name: str = "targets", *, atol: float = PROB_ATO
     return n, k
 
 
-def check_labels(labels: Any, num_classes: int, name: str = "labels") -> np.ndarray:
-    """Integer class labels in ``[0, num_classes)``; returns a 1-D int array."""
+def check_labels(labels: Any, num_classes: Optional[int], name: str = "labels") -> np.ndarray:
+    """Integer class labels in ``[0, num_classes)`` (``>= 0`` when ``num_classes`` is ``None``: ``K`` unknown);
+    returns a 1-D int array."""
     if is_tracer(labels):
         if len(np.shape(labels)) != 1:
             raise ValueError(f"{name} must be 1-D, got shape {np.shape(labels)}")
@@ -266,12 +267,23 @@ def check_labels(labels: Any, num_classes: int, name: str = "labels") -> np.ndar
         raise ValueError(f"{name} must be a 1-D array of integer labels, got shape {arr.shape}")
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"{name} must have an integer dtype, got {arr.dtype}")
-    if arr.size and (arr.min() < 0 or arr.max() >= num_classes):
+    check_class_indices(arr, num_classes, name)
+    return arr
+
+
+def check_class_indices(arr: np.ndarray, num_classes: Optional[int], name: str) -> None:
+    """Integer array (any shape) of class indices in ``[0, num_classes)``; ``>= 0`` when ``num_classes`` is None."""
+    if not arr.size:
+        return
+    if num_classes is None:
+        if arr.min() < 0:
+            raise ValueError(f"{name} must be class indices >= 0, got values in [{arr.min()}, {arr.max()}]")
+        return
+    if arr.min() < 0 or arr.max() >= num_classes:
         raise ValueError(
             f"{name} must lie in [0, {num_classes - 1}] for {num_classes} classes; "
             f"got values in [{arr.min()}, {arr.max()}]"
         )
-    return arr
 
 
 def check_gram(gram: Any, name: str = "gram", *, rtol: float = DEFAULT_RTOL) -> None:

@@ -24,8 +24,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from . import _validation as V
 from .exact import DEFAULT_MAX_ITER, DEFAULT_RTOL, DEFAULT_SOLVER, DEFAULT_TOL
 from .predictor import STUDENTS
+from .refine import check_pll_classes
 
 __all__ = ["SelfDistillationClassifier", "STUDENTS"]
 
@@ -116,9 +118,10 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
             if y is not None:
                 raise ValueError("pass y (labels) or soft_targets (N, K) probability rows, not both")
             X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
+            V.check_targets(soft_targets, "soft_targets")  # real (not bool, string or object) probability rows
             t = np.asarray(soft_targets, dtype=float)
-            if t.ndim != 2 or t.shape[0] != X.shape[0] or t.shape[1] < 2:
-                raise ValueError(f"soft_targets must be (N, K) with N = {X.shape[0]} and K >= 2, got {t.shape}")
+            if t.shape[0] != X.shape[0]:
+                raise ValueError(f"soft_targets must be (N, K) with N = {X.shape[0]} (the rows of X), got {t.shape}")
             self.classes_ = np.arange(t.shape[1])
         else:
             if y is None:
@@ -135,6 +138,9 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
                     f"class {self.classes_[0]!r}"
                 )
             t = np.eye(self.classes_.size)[enc]
+        if self.student == "pll":
+            where = "the columns of soft_targets" if soft_targets is not None else "the classes in y"
+            check_pll_classes(self.classes_.size, where)
         opts = dict(
             lam=self.lam,
             features=X,
@@ -168,9 +174,13 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     # ------------------------------------------------------------------ predict
-    def _logits(self, X: Any, round_index: int = -1) -> np.ndarray:
+    def _features(self, X: Any) -> np.ndarray:
+        """``X`` validated against the fit (``NotFittedError`` before ``fit``); every prediction starts here."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return validate_data(self, X, dtype=np.float64, reset=False)
+
+    def _logits(self, X: Any, round_index: int = -1) -> np.ndarray:
+        X = self._features(X)
         return X @ self.round_coefs_[round_index].T + self.round_intercepts_[round_index]
 
     def decision_function(self, X: Any) -> np.ndarray:
@@ -195,7 +205,9 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
 
     def round_proba(self, X: Any) -> np.ndarray:
         """Probabilities ``(R, N, K)`` of every round (round 0 = plain logistic regression)."""
-        return np.stack([_softmax(self._logits(X, r)) for r in range(self.round_coefs_.shape[0])])
+        X = self._features(X)
+        w, b = self.round_coefs_, self.round_intercepts_
+        return np.stack([_softmax(X @ w[r].T + b[r]) for r in range(w.shape[0])])
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

@@ -112,8 +112,12 @@ def _check_tie_tol(tie_tol: Any) -> float:
     return float(arr)
 
 
-def _check_scored(x: Any, true_labels: Any, name: str, labels_name: str):
-    """Validate outputs ``(..., N, K)`` or integer predictions ``(..., N)`` against labels ``(N,)`` (``N >= 1``)."""
+def _check_scored(x: Any, true_labels: Any, name: str, labels_name: str, num_classes: Any = None):
+    """Validate outputs ``(..., N, K)`` or integer predictions ``(..., N)`` against labels ``(N,)`` (``N >= 1``).
+
+    Integer predictions are class indices: ``>= 0`` always, ``< K`` where ``K`` is known (the class axis of
+    float outputs, or ``num_classes``). Returns ``(scores, labels, K or None)``.
+    """
     host = V._as_numpy(x, name)  # real numbers: not bool, string, object or ragged
     shape = host.shape
     if host.ndim == 0:
@@ -121,21 +125,30 @@ def _check_scored(x: Any, true_labels: Any, name: str, labels_name: str):
     floating = np.issubdtype(host.dtype, np.floating)
     if floating and len(shape) >= 2 and shape[-1] < 2:
         raise ValueError(f"{name}: float outputs must be (..., N, K) with K >= 2 classes, got shape {tuple(shape)}")
-    k = shape[-1] if floating and len(shape) >= 2 else np.iinfo(np.int64).max
+    k_out = shape[-1] if floating and len(shape) >= 2 else None
+    if num_classes is not None:
+        num_classes = V.check_size(num_classes, "num_classes", minimum=2)
+        if k_out is not None and k_out != num_classes:
+            raise ValueError(f"{name} has K = {k_out} classes (its last axis) but num_classes = {num_classes}")
+    k = k_out if k_out is not None else num_classes
+    source = f"K = {k}: the class axis of {name}" if k_out is not None else f"num_classes = {k}"
     try:
         t = V.check_labels(true_labels, k, labels_name)
     except ValueError as exc:
-        if floating and len(shape) >= 2 and "must lie in" in str(exc):
-            raise ValueError(f"{exc} (K = {k}: the class axis of {name})") from None
+        if k is not None and "must lie in" in str(exc):
+            raise ValueError(f"{exc} ({source})") from None
         raise
     n = np.shape(t)[0]
     if n == 0:
         raise ValueError(f"{labels_name} is empty: an accuracy needs at least one instance")
     if floating:
         if len(shape) < 2 or shape[-2] != n:
+            hint = ""
+            if shape[-1] == n:
+                hint = "; predictions (class indices) must have an integer dtype (cast them with .astype(int))"
             raise ValueError(
                 f"{name}: float outputs must be (..., N, K) with N = {n} (the length of {labels_name}), "
-                f"got shape {tuple(shape)}"
+                f"got shape {tuple(shape)}{hint}"
             )
         V.check_finite(host, name)
         arr = jnp.asarray(host, dtype=float)
@@ -145,8 +158,14 @@ def _check_scored(x: Any, true_labels: Any, name: str, labels_name: str):
             f"got shape {tuple(shape)}"
         )
     else:
+        try:
+            V.check_class_indices(host, k, f"{name} (integer predictions)")
+        except ValueError as exc:
+            if k is None:
+                raise
+            raise ValueError(f"{exc} ({source})") from None
         arr = jnp.asarray(host)
-    return arr, jnp.asarray(t)
+    return arr, jnp.asarray(t), k
 
 
 @float64
@@ -158,24 +177,30 @@ def correct(outputs: ArrayLike, true_labels: ArrayLike, *, tie_tol: float = TIE_
     tie_tol = _check_tie_tol(tie_tol)
     if not np.issubdtype(V._as_numpy(outputs, "outputs").dtype, np.floating):
         raise TypeError("outputs must be floating (..., N, K) scores; integer predictions carry no tie information")
-    x, t = _check_scored(outputs, true_labels, "outputs", "true_labels")
+    x, t, _ = _check_scored(outputs, true_labels, "outputs", "true_labels")
     return correct_core(x, t, tie_tol)
 
 
 @float64
-def accuracy(outputs_or_predictions: ArrayLike, true_labels: ArrayLike, *, tie_tol: float = TIE_TOL) -> jax.Array:
+def accuracy(
+    outputs_or_predictions: ArrayLike, true_labels: ArrayLike, *, tie_tol: float = TIE_TOL, num_classes: Any = None
+) -> jax.Array:
     """Accuracy against the true labels, leading axes kept (a scalar for one set).
 
     Args:
       outputs_or_predictions: float ``(..., N, K)`` outputs, scored by the
-        tie-aware rule (:func:`correct`), or integer ``(..., N)`` predictions.
-      true_labels: ``(N,)`` ints.
+        tie-aware rule (:func:`correct`), or integer ``(..., N)`` predictions
+        (class indices: a negative one is refused, and one ``>= K`` when
+        ``K`` is known).
+      true_labels: ``(N,)`` ints in ``[0, K)``.
       tie_tol: outputs closer than this are tied (a tie is a failure).
+      num_classes: ``K``, optional: for integer predictions it bounds the
+        predictions and labels; for outputs it must equal their class axis.
 
     ``accuracy([[0.5, 0.5, 0.0]], [0]) == 0``.
     """
     tie_tol = _check_tie_tol(tie_tol)
-    x, t = _check_scored(outputs_or_predictions, true_labels, "outputs_or_predictions", "true_labels")
+    x, t, _ = _check_scored(outputs_or_predictions, true_labels, "outputs_or_predictions", "true_labels", num_classes)
     return accuracy_core(x, t, tie_tol)
 
 
@@ -197,18 +222,23 @@ def split_accuracy_core(
 
 @float64
 def split_accuracy(
-    outputs_or_predictions: ArrayLike, true_labels: ArrayLike, given_labels: ArrayLike, *, tie_tol: float = TIE_TOL
+    outputs_or_predictions: ArrayLike,
+    true_labels: ArrayLike,
+    given_labels: ArrayLike,
+    *,
+    tie_tol: float = TIE_TOL,
+    num_classes: Any = None,
 ) -> SplitAccuracy:
     """Accuracy on instances whose given label was clean and on those whose label was corrupted.
 
     ``outputs_or_predictions`` are float ``(..., N, K)`` outputs (tie-aware
     rule) or integer ``(..., N)`` predictions. An empty group has accuracy
     NaN; the counts ``n_clean``, ``n_corrupted``, ``clean_correct`` and
-    ``corrupted_correct`` are returned so no information is hidden.
+    ``corrupted_correct`` are returned so no information is hidden. Integer
+    predictions and ``num_classes`` as in :func:`accuracy`.
     """
     tie_tol = _check_tie_tol(tie_tol)
-    x, t = _check_scored(outputs_or_predictions, true_labels, "outputs_or_predictions", "true_labels")
-    k = np.shape(x)[-1] if jnp.issubdtype(x.dtype, jnp.floating) else np.iinfo(np.int64).max
+    x, t, k = _check_scored(outputs_or_predictions, true_labels, "outputs_or_predictions", "true_labels", num_classes)
     g = V.check_labels(given_labels, k, "given_labels")
     V.check_same_n(np.shape(t)[0], np.shape(g)[0], "given_labels", "true_labels")
     return split_accuracy_core(x, t, jnp.asarray(g), tie_tol)

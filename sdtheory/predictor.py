@@ -18,7 +18,9 @@ Two models:
 
 Every method validates its input and returns NumPy float64 arrays (the
 float64 policy of :mod:`sdtheory._x64`; traced inputs are refused: transform
-the ``*_core`` kernels instead).
+the ``*_core`` kernels instead). A predictor pickles its device arrays as
+NumPy arrays and restores them in float64, so an unpickled predictor computes
+the same numbers in any process, whatever JAX's x64 setting there.
 
 **Scale.** Both models depend on ``G / lam`` only. The predictor stores the
 training set at unit scale (``X / root`` or ``G / root^2`` and
@@ -40,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _validation as V
-from ._x64 import float64
+from ._x64 import _enable_x64, float64
 from .closed_form import sd_outputs_core, sd_test_outputs_core
 from .exact import (
     DEFAULT_MAX_ITER,
@@ -55,7 +57,7 @@ from .exact import (
     solver_features,
 )
 from .metrics import TIE_TOL
-from .refine import exact_fit, pll_rounds_core
+from .refine import check_pll_classes, exact_fit, pll_rounds_core
 from .spectral import Spectrum, _scale_down, _unit_lam, _unit_problem
 from .variants import Variant, check_variant, closed_variant_core, resolve_lam
 
@@ -67,7 +69,20 @@ MODELS = ("closed", "exact")
 #: student on the top-2 classes.
 STUDENTS = ("sd", "pll")
 
+#: A spectrum given with ``features=`` must reproduce their Gram: ``||X X^T v - U diag(s) U^T v||`` at most this
+#: times ``max(s) ||v||`` for one random vector ``v`` (:func:`_check_spectrum_features`). The package's own
+#: spectra reproduce it to about ``1e-10`` (:data:`sdtheory.spectral.GRAM_ROUTE_CUTOFF`); a float32
+#: eigendecomposition to about ``1e-7``; the spectrum of other features is off by order 1.
+SPECTRUM_MATCH_RTOL = 1e-5
+
 _KERNELS = "sdtheory.closed_form.sd_outputs_core (model='closed') or sdtheory.exact.exact_outputs_core (model='exact')"
+
+
+class _HostArray:
+    """A device array of a pickled :class:`Predictor`, held as a NumPy array (its dtype kept exactly)."""
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
 
 
 class Predictor:
@@ -129,6 +144,28 @@ class Predictor:
         # ("exact",) (the exact solver centres internally and returns intercepts); None without intercept
         self._centring = centring
         self.fit_intercept = centring is not None
+
+    # ---------------------------------------------------------------- pickling
+    def __getstate__(self) -> dict:
+        """The state with every device array as a NumPy array (marked :class:`_HostArray`).
+
+        A JAX array pickles by value but is rebuilt in the unpickling process's
+        JAX mode: float32 there unless x64 is on globally (the package never
+        turns it on). NumPy keeps float64, and :meth:`__setstate__` moves the
+        arrays back to the device inside the float64 scope.
+        """
+        return jax.tree_util.tree_map(
+            lambda a: _HostArray(np.asarray(a)) if isinstance(a, jax.Array) else a, self.__dict__
+        )
+
+    def __setstate__(self, state: dict) -> None:
+        with _enable_x64(True):  # float64 device arrays, whatever the unpickling process's JAX mode
+            state = jax.tree_util.tree_map(
+                lambda a: jnp.asarray(a.array) if isinstance(a, _HostArray) else a,
+                state,
+                is_leaf=lambda a: isinstance(a, _HostArray),
+            )
+        self.__dict__.update(state)
 
     @property
     def spectrum(self) -> Optional[Spectrum]:
@@ -379,7 +416,10 @@ def predictor(
         ``(N, N)`` Gram, or a precomputed :class:`Spectrum` of the Gram; a
         spectrum may come with the ``features`` it was computed from (then
         nothing is factorised again, and test features and primal weights
-        work). One spectrum serves any number of label vectors.
+        work; features that do not belong to the spectrum are refused: one
+        random probe of ``X X^T``, relative tolerance
+        :data:`SPECTRUM_MATCH_RTOL`). One spectrum serves any number of
+        label vectors.
       model: ``"closed"`` (linearised closed form, any round) or ``"exact"``
         (exact softmax solution of rounds ``0..num_rounds-1``).
       num_rounds: exact model: how many chained rounds to solve (default 1,
@@ -450,6 +490,8 @@ def predictor(
             V.check_same_n(np.shape(spectrum.eigvecs)[0], V.check_features(features)[0], "features", "spectrum")
     else:
         V.check_problem(targets, lam, gram, features)
+    if student == "pll":
+        check_pll_classes(V.shape_of(targets, "targets")[1], "the columns of targets")
     if model == "closed":
         if num_rounds is not None:
             raise ValueError("num_rounds is for model='exact'; the closed form evaluates any round")
@@ -481,6 +523,9 @@ def predictor(
     unit = _unit_problem(
         gram=gram, features=features, spectrum=spectrum, need_spectrum=model == "closed" or spectrum is not None
     )
+    if spectrum is not None and features is not None:
+        assert unit.spec is not None and unit.features is not None  # both given
+        _check_spectrum_features(unit.spec, unit.features)
     what = "spectrum" if spectrum is not None else ("gram" if gram is not None else "features")
     lam_u = _unit_lam(lam, unit.root, what)
     lams_u = None if schedule is None else jnp.stack([_unit_lam(v, unit.root, what) for v in schedule])
@@ -542,3 +587,24 @@ def _check_spectrum(spec: Spectrum) -> None:
     V.check_finite(s, "spectrum.eigvals")
     V.check_finite(u, "spectrum.eigvecs")
     V.check_psd_eigenvalues(s, "spectrum")
+
+
+def _check_spectrum_features(spec: Spectrum, x: jax.Array) -> None:
+    """``ValueError`` unless the spectrum is that of ``x``'s Gram, probed with one random vector (both unit scale).
+
+    ``O(N (d + M))``: compares ``X (X^T v)`` with ``U diag(s) (U^T v)`` for a fixed standard normal ``v``
+    (:data:`SPECTRUM_MATCH_RTOL` times ``max(s) ||v||``). A mismatch along a direction the probe misses
+    goes unnoticed; spectra of different features differ along almost every direction.
+    """
+    v = jnp.asarray(np.random.default_rng(0).standard_normal(x.shape[0]))
+    direct = x @ (x.T @ v)
+    via_spec = spec.eigvecs @ (spec.eigvals * (spec.eigvecs.T @ v))
+    norm_v = float(jnp.linalg.norm(v))
+    err = float(jnp.linalg.norm(direct - via_spec)) / norm_v
+    scale = max(float(jnp.max(jnp.abs(spec.eigvals), initial=0.0)), float(jnp.linalg.norm(direct)) / norm_v)
+    if err > SPECTRUM_MATCH_RTOL * scale:
+        raise ValueError(
+            "features do not belong to spectrum: the spectrum's Gram U diag(s) U^T differs from X X^T of the "
+            f"features by {err / scale:.3g} max(s) along a random direction (tolerance {SPECTRUM_MATCH_RTOL:g}); "
+            "pass the features the spectrum was computed from, or features= alone"
+        )

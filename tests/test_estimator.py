@@ -141,6 +141,50 @@ def test_clone_gridsearch_and_bad_parameters():
         sd.SelfDistillationClassifier().fit(x, np.zeros(len(y)))
 
 
+def test_pll_student_refuses_two_classes():
+    """Top-2 of two classes is both: every PLL target would be (1/2, 1/2) and the predictions collapse."""
+    x, y = blobs(5, 40, 3, 2)
+    with pytest.raises(ValueError, match=r"PLL student needs K >= 3 classes, got K = 2 \(the classes in y\)"):
+        sd.SelfDistillationClassifier(student="pll", num_rounds=2).fit(x, np.array(["a", "b"])[y])
+    with pytest.raises(ValueError, match=r"K >= 3 classes, got K = 2 \(the columns of soft_targets\)"):
+        sd.SelfDistillationClassifier(student="pll", num_rounds=2).fit(x, soft_targets=np.eye(2)[y])
+
+
+def test_soft_targets_must_be_numeric_probability_rows():
+    x, y = blobs(2, 60, 3, 3, shift=0.8)  # the shapes of test_rounds_equal_the_exact_chain_and_soft_targets
+    est = sd.SelfDistillationClassifier(lam=1e-2)
+    t = np.eye(3)[y]
+    for bad, err in (
+        (t.astype(bool), TypeError),  # 0/1 as bools: refused, not cast
+        (np.where(t > 0, None, 0.0), TypeError),  # None entries (an object array)
+        (t.astype(str), TypeError),  # strings of numbers
+        ([[1.0, 0.0, 0.0]] * 59 + [[1.0, 0.0]], ValueError),  # ragged
+        (t[:, :1], ValueError),  # one class
+        (t * 1.2, ValueError),  # rows that do not sum to 1
+        (t[:-1], ValueError),  # one row short of X
+    ):
+        with pytest.raises(err, match="soft_targets"):
+            est.fit(x, soft_targets=bad)
+    # integer one-hot rows are numbers: accepted, and the same fit as the labels (independent: the labels' fit)
+    np.testing.assert_allclose(
+        est.fit(x, soft_targets=t.astype(int)).predict_proba(x),
+        sd.SelfDistillationClassifier(lam=1e-2).fit(x, y).predict_proba(x),
+        atol=1e-12,
+    )
+
+
+@pytest.mark.parametrize(
+    "method", ["predict", "predict_proba", "predict_log_proba", "decision_function", "round_proba", "score"]
+)
+def test_every_prediction_method_raises_not_fitted_before_fit(method):
+    from sklearn.exceptions import NotFittedError
+
+    x, y = blobs(7, 10, 3, 3)
+    args = (x, y) if method == "score" else (x,)
+    with pytest.raises(NotFittedError):
+        getattr(sd.SelfDistillationClassifier(num_rounds=2), method)(*args)
+
+
 @pytest.mark.slow
 def test_passes_check_estimator():
     from sklearn.utils.estimator_checks import check_estimator

@@ -140,6 +140,29 @@ def test_refine_bad_input():
         sdtheory.top2_targets(np.array([[np.nan, 1.0]]))
 
 
+def test_pll_student_refuses_two_classes():
+    """Top-2 of two classes is both classes: every refined target is (1/2, 1/2), whatever the teacher says."""
+    X, G, _ = _problem(1, n=16)
+    y = np.arange(16) % 2
+    Y = np.eye(2)[y]
+    # why: the top-2 targets of any two-class outputs are uniform (NumPy's sort agrees), so they carry no label
+    teacher = np.random.default_rng(0).dirichlet(np.ones(2), size=16)
+    np.testing.assert_array_equal(_top2_numpy(teacher), np.full((16, 2), 0.5))
+    why = r"PLL student needs K >= 3 classes, got K = 2 \(the columns of targets\).*\(1/2, 1/2\)"
+    with pytest.raises(ValueError, match=why):
+        sdtheory.pll_student(Y, lam=1e-2, gram=G)
+    with pytest.raises(ValueError, match=why):
+        sdtheory.pll_student(Y, lam=1e-2, features=X, model="exact")
+    with pytest.raises(ValueError, match=why):
+        sdtheory.pll_student_block_model(Y, y, c=0.4, d=0.1, lam=1e-2)
+    with pytest.raises(ValueError, match=why):
+        sdtheory.predictor(Y, lam=1e-2, features=X, model="exact", num_rounds=2, student="pll")
+    # two classes are fine for self-distillation, and three for the PLL student
+    sdtheory.predictor(Y, lam=1e-2, features=X, num_rounds=None)
+    Y3 = np.eye(3)[np.arange(16) % 3]
+    assert sdtheory.pll_student(Y3, lam=1e-2, gram=G).outputs.shape == (1, 16, 3)
+
+
 # --------------------------------------------------------------------------
 # Issue 12: the numeric validation layer
 # --------------------------------------------------------------------------
