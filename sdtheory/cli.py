@@ -33,6 +33,7 @@ __all__ = [
     "int_at_least",
     "interruptible",
     "noise_kind",
+    "num_rounds_type",
     "run_main",
 ]
 
@@ -152,8 +153,8 @@ def exit_script(main, prog: str) -> NoReturn:
     sys.exit(rc)
 
 
-def int_at_least(lo: int):
-    """An integer ``>= lo``."""
+def int_at_least(lo: int, *, at_most: int | None = None, why: str | None = None):
+    """An integer ``>= lo`` (and ``<= at_most`` when given; ``why`` explains that bound)."""
 
     def parse(text):
         try:
@@ -162,9 +163,18 @@ def int_at_least(lo: int):
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if v < lo:
             raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
+        if at_most is not None and v > at_most:
+            raise argparse.ArgumentTypeError(f"must be <= {at_most}" + (f" ({why})" if why else "") + f", got {v}")
         return v
 
     return parse
+
+
+def num_rounds_type(lo: int = 1):
+    """A round count ``R`` in ``[lo, MAX_NUM_ROUNDS]``: the library's one bound (``10**5``), checked by argparse."""
+    from ._validation import MAX_NUM_ROUNDS
+
+    return int_at_least(lo, at_most=MAX_NUM_ROUNDS, why="every round 0..R-1 is computed and kept")
 
 
 def float_in(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False):

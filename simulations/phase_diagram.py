@@ -52,6 +52,7 @@ try:
         exit_script,
         float_in,
         int_at_least,
+        num_rounds_type,
         interrupted,
         interruptible,
         noise_kind,
@@ -164,7 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("rounds and seeds")
     g.add_argument(
-        "--num-rounds", type=int_at_least(1), default=16, help="number of SD rounds R: rounds 0..R-1 (0 is the teacher)"
+        "--num-rounds",
+        type=num_rounds_type(1),
+        default=16,
+        help="number of SD rounds R: rounds 0..R-1 (0 is the teacher)",
     )
     g.add_argument("--seeds", type=int_at_least(1), default=32, help="Monte Carlo repetitions per noise rate")
     g.add_argument("--seed", type=int_at_least(0), default=0, help="PRNG seed (same seed, same files)")

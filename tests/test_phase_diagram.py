@@ -234,6 +234,30 @@ def test_bad_values_are_argparse_errors_naming_the_flag(script, capsys, argv, fl
     assert not Path("/nonexistent/never-written").exists()
 
 
+@pytest.mark.parametrize("name", ["phase_diagram", "linearization_gap", "real_data", "smoothing"])
+def test_num_rounds_beyond_the_packages_bound_is_an_argparse_error(name, capsys):
+    """--num-rounds 1000000000 passed validation and died later (392 GB RESOURCE_EXHAUSTED); now argparse refuses it."""
+    from sdtheory._validation import MAX_NUM_ROUNDS
+
+    parser = load_script(name).build_parser()
+    assert parser.parse_args(["--num-rounds", str(MAX_NUM_ROUNDS)]).num_rounds == MAX_NUM_ROUNDS
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["--num-rounds", "1000000000"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --num-rounds: must be <= {MAX_NUM_ROUNDS}" in err and "Traceback" not in err, err
+
+
+def test_num_rounds_too_large_exits_2_before_computing(script, capsys, tmp_path, monkeypatch):
+    _no_compute(monkeypatch, script)
+    with pytest.raises(SystemExit) as exc:
+        script.main(TINY + ["--num-rounds", "1000000000", "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --num-rounds: " in err and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_help_explains_every_flag(script, capsys):
     with pytest.raises(SystemExit) as exc:
         script.main(["--help"])
