@@ -797,7 +797,8 @@ def write_checkpoint(path: str | os.PathLike, entries: Mapping[str, Mapping[str,
     """Write completed pieces of a run (``key -> {name: array}``) and their parameters to one ``.npz``, atomically.
 
     Arrays are stored as written (dtype and bits), so they read back exactly
-    (:func:`read_checkpoint`).
+    (:func:`read_checkpoint`). An ``OSError`` (disk full, ...) is raised as
+    :class:`OutputWriteError` saying what the previous checkpoint still holds.
     """
     path = _path_arg(path, file=True)
     _mapping_arg(entries, "entries")
@@ -815,7 +816,21 @@ def write_checkpoint(path: str | os.PathLike, entries: Mapping[str, Mapping[str,
                     f"entries[{key!r}][{name!r}] must be a numeric/bool/str array, got {type(arr).__name__}"
                 )
             arrays[f"{key}/{name}"] = arr
-    return write_npz(path, arrays, metadata={"parameters": _canonical(parameters), "keys": [str(k) for k in entries]})
+    meta = {"parameters": _canonical(parameters), "keys": [str(k) for k in entries]}
+    try:
+        return write_npz(path, arrays, metadata=meta)
+    except OSError as exc:  # disk full, ...: the atomic write left the previous checkpoint as it was
+        kept = f"its previous version is unchanged ({_count(path)})" if Path(path).is_file() else "none was kept"
+        raise OutputWriteError(f"writing the checkpoint {path} failed ({exc}); {kept}") from exc
+
+
+def _count(path: Path) -> str:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            n = len(json.loads(str(z["__metadata__"])).get("keys", []))
+        return f"{n} finished piece(s); --resume continues from them"
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return "unreadable"
 
 
 def read_checkpoint(path: str | os.PathLike, *, parameters: Mapping) -> Optional[dict]:

@@ -513,3 +513,27 @@ def test_work_area_entry_that_is_not_a_file_is_refused_up_front(tmp_path):
     (tmp_path / "res.work" / "ckpt.npz").mkdir()
     with pytest.raises(sio.OutputDirError, match=r"res.work/ckpt.npz is not a file: the work area .* holds only"):
         sio.check_output_dir(out)
+
+
+def test_disk_full_writing_a_checkpoint_says_what_the_previous_one_holds(tmp_path, monkeypatch):
+    import errno
+
+    path = sio.work_directory(tmp_path / "out") / "c.npz"
+    real = sio.atomic_write_bytes
+
+    def full(p, data):
+        raise OSError(errno.ENOSPC, "No space left on device", os.fspath(p))
+
+    monkeypatch.setattr(sio, "atomic_write_bytes", full)
+    none_kept = r"writing the checkpoint .*c.npz failed .*Errno 28.*; none was kept"
+    with pytest.raises(sio.OutputWriteError, match=none_kept):
+        sio.write_checkpoint(path, {"0": {"a": np.arange(2)}}, parameters={"seed": 1})
+    monkeypatch.setattr(sio, "atomic_write_bytes", real)
+    entries = {"0": {"a": np.arange(2)}, "2": {"a": np.arange(2)}}
+    sio.write_checkpoint(path, entries, parameters={"seed": 1})
+    before = path.read_bytes()
+    monkeypatch.setattr(sio, "atomic_write_bytes", full)
+    two_kept = r"its previous version is unchanged \(2 finished piece\(s\); --resume"
+    with pytest.raises(sio.OutputWriteError, match=two_kept):
+        sio.write_checkpoint(path, {**entries, "4": {"a": np.arange(2)}}, parameters={"seed": 1})
+    assert path.read_bytes() == before

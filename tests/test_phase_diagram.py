@@ -572,3 +572,26 @@ def test_checkpoint_path_that_is_a_directory_is_refused_before_a_fresh_run(scrip
     err = capsys.readouterr().err
     assert f"argument --out: {tmp_path / 'out.work' / script.CHECKPOINT} is not a file" in err, err
     assert not out.exists()
+
+
+def test_disk_full_writing_a_checkpoint_exit_1_one_line(script, capsys, tmp_path, monkeypatch):
+    import errno
+
+    from sdtheory.cli import run_main
+
+    out = tmp_path / "out"
+    real = sio.atomic_write_bytes
+    writes = []
+
+    def full(path, data):
+        writes.append(path)
+        if len(writes) > 1:  # the second checkpoint write finds the disk full
+            raise OSError(errno.ENOSPC, "No space left on device", os.fspath(path))
+        return real(path, data)
+
+    monkeypatch.setattr(sio, "atomic_write_bytes", full)
+    assert run_main(script.main, "phase_diagram.py", RESUMABLE + ["--quiet", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "writing the checkpoint" in err and "its previous version is unchanged (1 finished piece(s)" in err, err
+    assert not out.exists()
