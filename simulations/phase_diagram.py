@@ -397,6 +397,16 @@ def main(argv=None) -> int:
         raise interrupted(out, checkpoint, saved, "chunk") from None
     except sio.OutputDirError as exc:  # the directory changed while computing
         parser.error(f"argument --out: {exc}")
+    except (MemoryError, RuntimeError) as exc:  # NumPy's MemoryError; XLA's RESOURCE_EXHAUSTED (a RuntimeError)
+        if not isinstance(exc, MemoryError) and "RESOURCE_EXHAUSTED" not in str(exc):
+            raise
+        what = (str(exc).strip().splitlines() or ["MemoryError"])[0]
+        kept = f"{len(saved)} finished chunk(s) are kept in {checkpoint} (--resume)" if saved else "nothing was kept"
+        parser.exit(
+            1,
+            f"{parser.prog}: error: out of memory ({what}); {out} was not changed; {kept}; lower --chunk-size "
+            "(or --num-rounds, --per-class, --seeds, --eta-steps)\n",
+        )
 
     if not args.quiet:
         a = written[sd_m]

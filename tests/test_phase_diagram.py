@@ -595,3 +595,20 @@ def test_disk_full_writing_a_checkpoint_exit_1_one_line(script, capsys, tmp_path
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert "writing the checkpoint" in err and "its previous version is unchanged (1 finished piece(s)" in err, err
     assert not out.exists()
+
+
+def test_out_of_memory_is_one_line_exit_1(script, capsys, tmp_path, monkeypatch):
+    """XLA's RESOURCE_EXHAUSTED (a grid too large for the memory, e.g. --num-rounds 100000 at the defaults)."""
+    import jax
+
+    def exhausted(*args, **kwargs):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 392000000000 bytes.")
+
+    monkeypatch.setattr(script.mc, "run_grid", exhausted)
+    with pytest.raises(SystemExit) as exc:
+        script.main(TINY + ["--model", "closed", "--out", str(tmp_path / "out")])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("phase_diagram.py: error: out of memory (RESOURCE_EXHAUSTED: Out of memory allocating"), err
+    assert "lower --chunk-size" in err and not (tmp_path / "out").exists()
