@@ -21,9 +21,9 @@ output directory and replaces it as a whole, with a ``manifest.json`` (every
 file's SHA-256 and the parameters) written last; :func:`check_output_dir`
 checks the location (writable, and renamable as the commit needs) before
 anything is computed. A disk full while staging, or a commit whose renames
-fail, is an :class:`OutputWriteError` saying what is kept where. Checkpoints for ``--resume``
-(:func:`write_checkpoint`, :func:`read_checkpoint`) live in the output
-directory's work area (:func:`work_directory`).
+fail, is an :class:`OutputWriteError` saying what is kept where. Checkpoints
+for ``--resume`` (:func:`write_checkpoint`, :func:`read_checkpoint`) live in
+the output directory's work area (:func:`work_directory`).
 """
 
 from __future__ import annotations
@@ -447,8 +447,9 @@ class OutputDirError(ValueError):
 class OutputWriteError(OSError):
     """A run's outputs could not be written (disk full, ...) or moved into place; the message says what is kept, where.
 
-    Raised by :func:`run_directory` from the ``OSError`` that stopped it (its
-    ``__cause__``); the scripts print the message as one line (exit status 1).
+    Raised by :func:`run_directory` and :func:`write_checkpoint` from the
+    ``OSError`` that stopped them (its ``__cause__``); the scripts print the
+    message as one line (exit status 1, :func:`sdtheory.cli.run_main`).
     """
 
 
@@ -722,7 +723,7 @@ def run_directory(
         _fsync_dir(stage)
     except BaseException as exc:
         shutil.rmtree(stage, ignore_errors=True)
-        if isinstance(exc, OSError):
+        if isinstance(exc, OSError) and not isinstance(exc, OutputWriteError):
             raise OutputWriteError(f"writing the outputs failed ({exc}); {_kept(target)}") from exc
         raise
     old = _sibling(target, "old", os.getpid())
