@@ -27,17 +27,21 @@ __all__ = [
     "interrupted",
     "output_dir_or_exit",
     "EXIT_INTERRUPTED",
+    "EXIT_NOT_WRITTEN",
     "cd_pairs",
     "exit_script",
     "float_in",
     "int_at_least",
     "interruptible",
     "noise_kind",
+    "num_rounds_type",
     "run_main",
 ]
 
 #: Exit status of a script stopped by Ctrl-C (128 + SIGINT, the shell's convention).
 EXIT_INTERRUPTED = 130
+#: Exit status of a script whose outputs could not be written or committed (disk full, --out not replaceable).
+EXIT_NOT_WRITTEN = 1
 
 
 #: Environment variable naming a directory for JAX's persistent compilation cache (opt-in, scripts only).
@@ -70,12 +74,17 @@ def run_main(main, prog: str, argv=None) -> int:
 
     ``main`` may raise ``KeyboardInterrupt`` with a message (what was kept,
     how to resume); it is printed as ``<prog>: <message>`` on stderr, without
-    a traceback. A return value that is not an int (e.g. a result dict) means
+    a traceback. Outputs that could not be written or committed
+    (:class:`sdtheory.io.OutputWriteError`: disk full, ``--out`` could not be
+    replaced) are printed the same way, exit status :data:`EXIT_NOT_WRITTEN`.
+    A return value that is not an int (e.g. a result dict) means
     success, 0. Argument errors keep argparse's ``SystemExit(2)``. With
     ``$SDTHEORY_COMPILATION_CACHE`` set, compiled code is cached there
     (:func:`enable_compilation_cache`).
     """
     global _ctrl_c_pending
+    from .io import OutputWriteError
+
     enable_compilation_cache()
     _ctrl_c_pending = False
     previous = None
@@ -86,17 +95,23 @@ def run_main(main, prog: str, argv=None) -> int:
     try:
         rc = main(argv)
     except KeyboardInterrupt as exc:
-        msg = " ".join(str(exc).split()) or "interrupted"
-        try:
-            print(f"{prog}: {msg}", file=sys.stderr, flush=True)
-        except (OSError, ValueError):  # stderr closed: the exit status still tells
-            pass
+        _say(prog, " ".join(str(exc).split()) or "interrupted")
         return EXIT_INTERRUPTED
+    except OutputWriteError as exc:  # its message says what is kept, and where
+        _say(prog, " ".join(str(exc).split()))
+        return EXIT_NOT_WRITTEN
     finally:
         sys.unraisablehook = unraisable
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
     return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
+
+
+def _say(prog: str, msg: str) -> None:
+    try:
+        print(f"{prog}: {msg}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # stderr closed: the exit status still tells
+        pass
 
 
 #: Set by a Ctrl-C during :func:`run_main`; :func:`interruptible` callbacks raise it again if it was lost.
@@ -152,8 +167,8 @@ def exit_script(main, prog: str) -> NoReturn:
     sys.exit(rc)
 
 
-def int_at_least(lo: int):
-    """An integer ``>= lo``."""
+def int_at_least(lo: int, *, at_most: int | None = None, why: str | None = None):
+    """An integer ``>= lo`` (and ``<= at_most`` when given; ``why`` explains that bound)."""
 
     def parse(text):
         try:
@@ -162,9 +177,18 @@ def int_at_least(lo: int):
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if v < lo:
             raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
+        if at_most is not None and v > at_most:
+            raise argparse.ArgumentTypeError(f"must be <= {at_most}" + (f" ({why})" if why else "") + f", got {v}")
         return v
 
     return parse
+
+
+def num_rounds_type(lo: int = 1):
+    """A round count ``R`` in ``[lo, MAX_NUM_ROUNDS]``: the library's one bound (``10**5``), checked by argparse."""
+    from ._validation import MAX_NUM_ROUNDS
+
+    return int_at_least(lo, at_most=MAX_NUM_ROUNDS, why="every round 0..R-1 is computed and kept")
 
 
 def float_in(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False):

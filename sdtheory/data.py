@@ -20,6 +20,9 @@ Files are read with ``allow_pickle=False``: object arrays are refused. The
 number of classes ``K`` is ``max(label) + 1`` over both splits unless given;
 when it is inferred, every class ``0 .. K-1`` must occur in the training
 labels (otherwise the labels are not contiguous -- pass ``num_classes=``).
+Every ``.npy`` header (in an ``.npz``: of each member read) is checked before
+any array is allocated: the declared shape and dtype must match the bytes that
+hold the data and stay within :data:`MAX_ARRAY_BYTES`.
 Every problem (missing or corrupt file, wrong dtype or shape, NaN/inf, labels
 out of range or of the wrong length, test dimension mismatch) raises
 ``FileNotFoundError`` / ``ValueError`` / ``TypeError`` whose message starts
@@ -48,8 +51,10 @@ structure (``c - d``) to carry the correlation.
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
@@ -73,10 +78,16 @@ __all__ = [
     "make_features",
     "block_statistics",
     "FEATURE_MAPS",
+    "MAX_ARRAY_BYTES",
 ]
 
 #: Feature maps known to :func:`make_features`.
 FEATURE_MAPS = ("standardized", "relu", "identity")
+
+#: Largest array a feature file may hold (bytes as stored, per array: 2 GiB). :func:`load_features`
+#: reads every ``.npy`` header first and refuses a larger declaration before anything is allocated
+#: (the solvers work on ``N x N`` or ``d x d`` matrices, far below this).
+MAX_ARRAY_BYTES = 2 * 2**30
 
 
 class Dataset(NamedTuple):
@@ -194,10 +205,43 @@ def _check_magic(path: Path, magic: bytes, kind: str) -> None:
         )
 
 
+def _check_npy_header(fh: Any, size: int, where: str) -> None:
+    """Refuse a ``.npy`` stream whose header declares more data than its ``size`` bytes hold, or too much.
+
+    Reads only the header (``numpy.lib.format``), so a corrupt or hostile
+    declaration (e.g. shape ``(10**11, 4)`` in a few hundred bytes) is a
+    ``ValueError`` naming ``where`` instead of an allocation. Object dtypes are
+    left to ``np.load`` (which refuses them without pickling).
+    """
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(fh)
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read(fh)
+    except (ValueError, EOFError, OSError, zlib.error) as exc:
+        raise ValueError(f"{where}: not a readable .npy array (truncated or corrupt?): {exc}") from None
+    if dtype.hasobject:
+        return
+    declared = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+    held = size - fh.tell()
+    if declared != held:
+        raise ValueError(
+            f"{where}: the header declares shape {shape} of {dtype} ({declared} bytes) but the data are "
+            f"{held} bytes (truncated or corrupt?)"
+        )
+    if declared > MAX_ARRAY_BYTES:
+        raise ValueError(
+            f"{where}: shape {shape} of {dtype} is {declared / 2**30:.1f} GiB, more than the "
+            f"{MAX_ARRAY_BYTES / 2**30:g} GiB one array may hold (sdtheory.data.MAX_ARRAY_BYTES)"
+        )
+
+
 def _read_npy(path: Path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
     _check_magic(path, b"\x93NUMPY", ".npy")
+    with open(path, "rb") as fh:
+        _check_npy_header(fh, os.fstat(fh.fileno()).st_size, str(path))
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as exc:
@@ -206,6 +250,9 @@ def _read_npy(path: Path) -> np.ndarray:
         raise ValueError(f"{path}: not a readable .npy file (truncated or corrupt?): {exc}") from None
     except Exception as exc:  # EOFError, OSError, UnpicklingError...
         raise ValueError(f"{path}: not a readable .npy file (truncated or corrupt?): {exc}") from None
+
+
+_NPZ_KEYS = ("features", "labels", "test_features", "test_labels")
 
 
 @float64
@@ -218,7 +265,9 @@ def load_features(path: str | os.PathLike, *, num_classes: Optional[int] = None,
     Raises:
       FileNotFoundError: the file (or a required sibling ``.labels.npy``) is
         missing.
-      ValueError / TypeError: corrupt/truncated file, missing member, wrong
+      ValueError / TypeError: corrupt/truncated file, a ``.npy`` header that
+        declares another size than the data hold or more than
+        :data:`MAX_ARRAY_BYTES` (checked before reading), missing member, wrong
         dtype or shape, NaN/inf, labels out of range or not matching the
         number of rows, test dimension mismatch. Messages start with the file.
     """
@@ -239,10 +288,21 @@ def load_features(path: str | os.PathLike, *, num_classes: Optional[int] = None,
             raise FileNotFoundError(f"{path}: file not found")
         _check_magic(path, b"PK", ".npz (zip)")
         arrays = {}
+        try:  # every member to be read: its .npy header against its (uncompressed) size, before np.load allocates
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+                for key in _NPZ_KEYS:
+                    member = key if key in names else key + ".npy"  # np.load's lookup
+                    if member in names:
+                        info = zf.getinfo(member)
+                        with zf.open(info) as fh:
+                            _check_npy_header(fh, info.file_size, f"{path}: member {member!r}")
+        except (zipfile.BadZipFile, EOFError, OSError, KeyError, RuntimeError, zlib.error) as exc:
+            raise ValueError(f"{path}: not a readable .npz archive (truncated or corrupt?): {exc}") from None
         try:
             with np.load(path, allow_pickle=False) as z:
                 members = list(z.files)
-                for key in ("features", "labels", "test_features", "test_labels"):
+                for key in _NPZ_KEYS:
                     if key in members:
                         arrays[key] = z[key]
         except ValueError as exc:

@@ -19,9 +19,11 @@ Only scripts write files; the library's math returns arrays. Every writer
 A run's outputs are one unit: :func:`run_directory` stages them next to the
 output directory and replaces it as a whole, with a ``manifest.json`` (every
 file's SHA-256 and the parameters) written last; :func:`check_output_dir`
-checks the location before anything is computed. Checkpoints for ``--resume``
-(:func:`write_checkpoint`, :func:`read_checkpoint`) live in the output
-directory's work area (:func:`work_directory`).
+checks the location (writable, and renamable as the commit needs) before
+anything is computed. A disk full while staging, or a commit whose renames
+fail, is an :class:`OutputWriteError` saying what is kept where. Checkpoints
+for ``--resume`` (:func:`write_checkpoint`, :func:`read_checkpoint`) live in
+the output directory's work area (:func:`work_directory`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import numpy as np
 __all__ = [
     "MANIFEST",
     "OutputDirError",
+    "OutputWriteError",
     "atomic_write_bytes",
     "atomic_write_text",
     "check_output_dir",
@@ -441,6 +444,15 @@ class OutputDirError(ValueError):
     """The output directory cannot take a run's outputs (a file, not writable, holds foreign files)."""
 
 
+class OutputWriteError(OSError):
+    """A run's outputs could not be written (disk full, ...) or moved into place; the message says what is kept, where.
+
+    Raised by :func:`run_directory` and :func:`write_checkpoint` from the
+    ``OSError`` that stopped them (its ``__cause__``); the scripts print the
+    message as one line (exit status 1, :func:`sdtheory.cli.run_main`).
+    """
+
+
 def _resolve(path: str | os.PathLike) -> Path:
     text = os.fspath(path)
     if not str(text).strip():
@@ -460,6 +472,26 @@ def _probe_writable(directory: Path, what: str) -> None:
         raise OutputDirError(f"{what} {directory} is not writable ({exc.strerror or exc})") from None
 
 
+def _probe_replaceable(target: Path) -> None:
+    """Rename ``target`` aside and back, as a commit does: a mount point or busy directory refuses (``EBUSY``).
+
+    The aside name is the commit's own (``<name>.old-<pid>``), so if the
+    process dies between the two renames the next run moves it back
+    (:func:`_recover`).
+    """
+    aside = _sibling(target, "old", os.getpid())
+    try:
+        with _signals_deferred():
+            os.rename(target, aside)
+            os.rename(aside, target)
+    except OSError as exc:
+        where = f" (it is now at {aside})" if aside.is_dir() and not target.exists() else ""
+        raise OutputDirError(
+            f"{target} cannot be replaced by a run's outputs: renaming it failed ({exc.strerror or exc}; a mount "
+            f"point?){where}; give a directory below it or another path"
+        ) from None
+
+
 def _manifest_files(directory: Path) -> set:
     try:
         data = json.loads((directory / MANIFEST).read_text())
@@ -477,7 +509,10 @@ def check_output_dir(path: str | os.PathLike, *, outputs: Sequence[str] = ()) ->
     patterns (the script's output names, for directories written before
     manifests existed). The nearest existing ancestor must be a writable
     directory (the new set is staged next to ``path``), and an existing
-    ``path`` must be a writable directory. Nothing is created.
+    ``path`` must be a writable directory that can be renamed (the commit
+    renames it aside; a mount point cannot be: it is renamed aside and back
+    here to find out). Entries of the work area (:func:`work_directory`) must
+    be files (checkpoints). Nothing is created.
 
     Raises :class:`OutputDirError` (a ``ValueError``) with a message naming
     the problem.
@@ -492,11 +527,19 @@ def check_output_dir(path: str | os.PathLike, *, outputs: Sequence[str] = ()) ->
     if not ancestor.is_dir():
         raise OutputDirError(f"{ancestor} is not a directory, so {target} cannot be created")
     _probe_writable(ancestor, "directory")
-    for sibling in (work_directory(target),):
-        if sibling.exists() and not sibling.is_dir():
-            raise OutputDirError(f"{sibling} (the work area of {target.name}) exists and is not a directory")
+    work = work_directory(target)
+    if work.exists() and not work.is_dir():
+        raise OutputDirError(f"{work} (the work area of {target.name}) exists and is not a directory")
+    if work.is_dir():  # a run writes (and replaces) its checkpoint files there
+        odd = sorted(e.name for e in work.iterdir() if not e.is_file())
+        if odd:
+            raise OutputDirError(
+                f"{work / odd[0]} is not a file: the work area {work} holds only a run's checkpoint files; "
+                "remove it (or give another output directory)"
+            )
     if target.is_dir():
         _probe_writable(target, "output directory")
+        _probe_replaceable(target)
         listed = _manifest_files(target) | {MANIFEST}
         patterns = tuple(outputs) + (".*.tmp",)  # .*.tmp: a half-written file of an older, non-atomic-set run
         foreign = sorted(
@@ -660,21 +703,33 @@ def run_directory(
     directory behind; the next run into ``out`` removes it (and, if the kill
     fell between the two renames, finishes the commit).
 
+    An ``OSError`` while staging (disk full, ...) removes ``stage`` and is
+    raised as :class:`OutputWriteError`; if the renames of the commit fail,
+    the complete new set is kept in ``<out>.unsaved-<pid>`` (out of the next
+    run's way) and :class:`OutputWriteError` says so. Either way ``out`` and
+    the work area are unchanged and the message says what is kept where.
+
     ``path`` is checked with :func:`check_output_dir` (``outputs`` as there).
     """
     target = check_output_dir(path, outputs=outputs)
     _recover(target)
     stage = _sibling(target, "tmp", os.getpid())
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir(parents=True)
     try:
+        if stage.exists():
+            shutil.rmtree(stage)
+        stage.mkdir(parents=True)
         yield stage
         _write_manifest(stage, script=script, parameters=parameters)
         _fsync_dir(stage)
-        old = _sibling(target, "old", os.getpid())
-        with _signals_deferred():
-            had_old = target.exists()
+    except BaseException as exc:
+        shutil.rmtree(stage, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputWriteError):
+            raise OutputWriteError(f"writing the outputs failed ({exc}); {_kept(target)}") from exc
+        raise
+    old = _sibling(target, "old", os.getpid())
+    with _signals_deferred():
+        had_old = target.exists()
+        try:
             if had_old:
                 os.rename(target, old)
             try:
@@ -683,13 +738,36 @@ def run_directory(
                 if had_old:
                     os.rename(old, target)
                 raise
-            _fsync_dir(target.parent)
-            if had_old:
-                shutil.rmtree(old, ignore_errors=True)
-            shutil.rmtree(work_directory(target), ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+        except OSError as exc:
+            unsaved = _sibling(target, "unsaved", os.getpid())
+            with contextlib.suppress(OSError):
+                os.rename(stage, unsaved)  # out of the way of the next run's clean-up (_recover)
+            kept = unsaved if unsaved.is_dir() else stage
+            raise OutputWriteError(
+                f"the outputs are complete but could not be moved into {target} ({exc.strerror or exc}); "
+                f"they are kept in {kept}; {_kept(target, old)}"
+            ) from exc
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        _fsync_dir(target.parent)
+        if had_old:
+            shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(work_directory(target), ignore_errors=True)
+
+
+def _kept(target: Path, old: Optional[Path] = None) -> str:
+    """What a run that could not commit leaves: the previous outputs, the checkpoints (one clause)."""
+    if target.exists():
+        text = f"the previous outputs in {target} are unchanged"
+    elif old is not None and old.is_dir():
+        text = f"the previous outputs are in {old}"
+    else:
+        text = f"{target} was not created"
+    work = work_directory(target)
+    if work.is_dir() and any(work.iterdir()):
+        text += f"; the checkpoints in {work} are kept (--resume continues from them)"
+    return text
 
 
 # --------------------------------------------------------------------------
@@ -720,7 +798,8 @@ def write_checkpoint(path: str | os.PathLike, entries: Mapping[str, Mapping[str,
     """Write completed pieces of a run (``key -> {name: array}``) and their parameters to one ``.npz``, atomically.
 
     Arrays are stored as written (dtype and bits), so they read back exactly
-    (:func:`read_checkpoint`).
+    (:func:`read_checkpoint`). An ``OSError`` (disk full, ...) is raised as
+    :class:`OutputWriteError` saying what the previous checkpoint still holds.
     """
     path = _path_arg(path, file=True)
     _mapping_arg(entries, "entries")
@@ -738,7 +817,21 @@ def write_checkpoint(path: str | os.PathLike, entries: Mapping[str, Mapping[str,
                     f"entries[{key!r}][{name!r}] must be a numeric/bool/str array, got {type(arr).__name__}"
                 )
             arrays[f"{key}/{name}"] = arr
-    return write_npz(path, arrays, metadata={"parameters": _canonical(parameters), "keys": [str(k) for k in entries]})
+    meta = {"parameters": _canonical(parameters), "keys": [str(k) for k in entries]}
+    try:
+        return write_npz(path, arrays, metadata=meta)
+    except OSError as exc:  # disk full, ...: the atomic write left the previous checkpoint as it was
+        kept = f"its previous version is unchanged ({_count(path)})" if Path(path).is_file() else "none was kept"
+        raise OutputWriteError(f"writing the checkpoint {path} failed ({exc}); {kept}") from exc
+
+
+def _count(path: Path) -> str:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            n = len(json.loads(str(z["__metadata__"])).get("keys", []))
+        return f"{n} finished piece(s); --resume continues from them"
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return "unreadable"
 
 
 def read_checkpoint(path: str | os.PathLike, *, parameters: Mapping) -> Optional[dict]:

@@ -54,7 +54,15 @@ try:
 
     import sdtheory
     from sdtheory import io as sio
-    from sdtheory.cli import cd_pairs, exit_script, float_in, int_at_least, interruptible, output_dir_or_exit
+    from sdtheory.cli import (
+        cd_pairs,
+        exit_script,
+        float_in,
+        int_at_least,
+        num_rounds_type,
+        interruptible,
+        output_dir_or_exit,
+    )
     from sdtheory import montecarlo as mc
     from sdtheory.plots import linearization_gap_figure
 finally:
@@ -104,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-lam", type=int_at_least(1), default=15, help="lam values, log-spaced (default 15)")
     g.add_argument(
         "--num-rounds",
-        type=int_at_least(1),
+        type=num_rounds_type(1),
         default=8,
         help="number of SD rounds R: rounds 0..R-1, 0 is the teacher (default 8)",
     )

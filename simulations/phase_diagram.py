@@ -52,6 +52,7 @@ try:
         exit_script,
         float_in,
         int_at_least,
+        num_rounds_type,
         interrupted,
         interruptible,
         noise_kind,
@@ -164,7 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("rounds and seeds")
     g.add_argument(
-        "--num-rounds", type=int_at_least(1), default=16, help="number of SD rounds R: rounds 0..R-1 (0 is the teacher)"
+        "--num-rounds",
+        type=num_rounds_type(1),
+        default=16,
+        help="number of SD rounds R: rounds 0..R-1 (0 is the teacher)",
     )
     g.add_argument("--seeds", type=int_at_least(1), default=32, help="Monte Carlo repetitions per noise rate")
     g.add_argument("--seed", type=int_at_least(0), default=0, help="PRNG seed (same seed, same files)")
@@ -393,6 +397,16 @@ def main(argv=None) -> int:
         raise interrupted(out, checkpoint, saved, "chunk") from None
     except sio.OutputDirError as exc:  # the directory changed while computing
         parser.error(f"argument --out: {exc}")
+    except (MemoryError, RuntimeError) as exc:  # NumPy's MemoryError; XLA's RESOURCE_EXHAUSTED (a RuntimeError)
+        if not isinstance(exc, MemoryError) and "RESOURCE_EXHAUSTED" not in str(exc):
+            raise
+        what = (str(exc).strip().splitlines() or ["MemoryError"])[0]
+        kept = f"{len(saved)} finished chunk(s) are kept in {checkpoint} (--resume)" if saved else "nothing was kept"
+        parser.exit(
+            1,
+            f"{parser.prog}: error: out of memory ({what}); {out} was not changed; {kept}; lower --chunk-size "
+            "(or --num-rounds, --per-class, --seeds, --eta-steps)\n",
+        )
 
     if not args.quiet:
         a = written[sd_m]

@@ -53,6 +53,7 @@ try:
         exit_script,
         float_in,
         int_at_least,
+        num_rounds_type,
         interrupted,
         interruptible,
         output_dir_or_exit,
@@ -105,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--num-rounds",
-        type=int_at_least(2),
+        type=num_rounds_type(2),
         default=5,
         help="number of SD rounds R: rounds 0..R-1 (0 is the teacher), R >= 2 (the teacher and at least one student)",
     )

@@ -40,6 +40,7 @@ from sdtheory.cli import (
     dataset_or_exit,
     float_in,
     int_at_least,
+    num_rounds_type,
     output_dir_or_exit,
     run_main,
     run_parameters,
@@ -100,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rates", nargs="+", type=float_in(0.0, 1.0), default=list(DEFAULT_RATES), help="noise rates eta in [0, 1]"
     )
-    p.add_argument("--num-rounds", type=int_at_least(2), default=4, help="SD rounds 0..R-1 (0 is the teacher), R >= 2")
+    p.add_argument(
+        "--num-rounds", type=num_rounds_type(2), default=4, help="SD rounds 0..R-1 (0 is the teacher), R >= 2"
+    )
     p.add_argument(
         "--eps",
         nargs="+",

@@ -111,6 +111,55 @@ def test_truncated_file(tmp_path, suffix):
         D.load_features(p)
 
 
+def _huge_header_member(shape=(10**11, 4), data=b"\0" * 32) -> bytes:
+    """A .npy stream whose header declares ``shape`` of float64 but holds only ``data``."""
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    return buf.getvalue() + data
+
+
+@pytest.mark.parametrize("compression", ["stored", "deflated"])
+def test_npz_header_declaring_more_than_the_member_holds_is_refused_before_allocating(tmp_path, compression):
+    """A 220-byte .npz declaring shape (1e11, 4) raised an uncaught MemoryError (3.2 TB allocation)."""
+    import zipfile
+
+    p = tmp_path / "huge.npz"
+    mode = zipfile.ZIP_STORED if compression == "stored" else zipfile.ZIP_DEFLATED
+    with zipfile.ZipFile(p, "w", compression=mode) as zf:
+        zf.writestr("features.npy", _huge_header_member())
+        buf = __import__("io").BytesIO()
+        np.save(buf, np.arange(4))
+        zf.writestr("labels.npy", buf.getvalue())
+    assert p.stat().st_size < 1000
+    with pytest.raises(
+        ValueError,
+        match=r"huge.npz: member 'features.npy': the header declares shape \(100000000000, 4\) of float64 "
+        r"\(3200000000000 bytes\) but the data are 32 bytes",
+    ):
+        D.load_features(p)
+
+
+def test_npy_header_declaring_more_than_the_file_holds_is_refused(tmp_path):
+    p = tmp_path / "huge.npy"
+    p.write_bytes(_huge_header_member())
+    np.save(tmp_path / "huge.labels.npy", np.arange(4))
+    with pytest.raises(ValueError, match=r"huge.npy: the header declares shape \(100000000000, 4\)"):
+        D.load_features(p)
+
+
+def test_array_beyond_the_stated_budget_is_refused_before_reading(tmp_path, monkeypatch):
+    """A declaration that matches its data but exceeds MAX_ARRAY_BYTES (a few GB in real life) is refused."""
+    assert D.MAX_ARRAY_BYTES == 2 * 2**30
+    x, y = _toy(n=30, d=5)
+    p = _save(tmp_path, features=x, labels=y)
+    assert D.load_features(p).features.shape == (30, 5)
+    monkeypatch.setattr(D, "MAX_ARRAY_BYTES", x.nbytes - 1)
+    with pytest.raises(ValueError, match=r"bad.npz: member 'features.npy': shape \(30, 5\) of float64 .* more than"):
+        D.load_features(p)
+
+
 def test_garbage_file(tmp_path):
     p = tmp_path / "g.npz"
     p.write_bytes(b"this is not an archive")

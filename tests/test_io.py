@@ -396,3 +396,144 @@ def test_ctrl_c_lost_in_a_gc_callback_is_raised_at_the_next_interruptible_callba
     assert run_main(lambda argv: interruptible(calls.append)("later run"), "prog.py") == 0  # the flag is reset
     assert signal.getsignal(signal.SIGINT) is before  # run_main restored the handler
     assert sys.unraisablehook is hook  # and the unraisable hook
+
+
+# --------------------------------------------------------------------------
+# Commits that cannot happen: refused up front, or (late) the staged set kept; disk full while staging
+# --------------------------------------------------------------------------
+
+
+def _busy_rename(monkeypatch, target):
+    """``os.rename`` of ``target`` (either side) fails with EBUSY, as for a mount point."""
+    import errno
+
+    real = os.rename
+
+    def rename(src, dst, *args, **kwargs):
+        if os.fspath(target) in (os.fspath(src), os.fspath(dst)):
+            raise OSError(errno.EBUSY, "Device or resource busy", os.fspath(src))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", rename)
+
+
+def test_output_dir_that_cannot_be_renamed_is_refused_up_front(tmp_path, monkeypatch):
+    """A mount point as --out passed the check and failed (EBUSY) only at the commit, after the whole run."""
+    out = tmp_path / "res"
+    with sio.run_directory(out, script="test") as stage:
+        _write_set(stage, 1)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sio.check_output_dir(out) == out.resolve()  # renamed aside and back: nothing changes
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before and _siblings(out) == []
+    _busy_rename(monkeypatch, out.resolve())
+    with pytest.raises(sio.OutputDirError, match=r"res cannot be replaced by a run's outputs: renaming it failed"):
+        sio.check_output_dir(out)
+    with pytest.raises(sio.OutputDirError, match="cannot be replaced"):
+        with sio.run_directory(out, script="test"):
+            raise AssertionError("the run started although its commit cannot happen")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before and _siblings(out) == []
+
+
+@pytest.mark.parametrize("previous", [True, False])
+def test_commit_failing_late_keeps_the_staged_set_and_says_where(tmp_path, monkeypatch, previous):
+    import errno
+
+    out = tmp_path / "res"
+    if previous:
+        with sio.run_directory(out, script="test") as stage:
+            _write_set(stage, 1)
+    before = {p.name: p.read_bytes() for p in out.iterdir()} if previous else None
+    (tmp_path / "res.work").mkdir()
+    (tmp_path / "res.work" / "c.npz").write_bytes(b"checkpoint")
+    monkeypatch.setattr(sio, "_probe_replaceable", lambda target: None)  # the directory became busy after the check
+    _busy_rename(monkeypatch, out.resolve())
+    with pytest.raises(sio.OutputWriteError, match="complete but could not be moved into") as exc:
+        with sio.run_directory(out, script="test", parameters={"seed": 2}) as stage:
+            _write_set(stage, 2)
+    assert exc.value.__cause__.errno == errno.EBUSY
+    kept = tmp_path / f"res.unsaved-{os.getpid()}"
+    msg = str(exc.value)
+    assert f"they are kept in {kept}" in msg and f"the checkpoints in {tmp_path / 'res.work'} are kept" in msg, msg
+    assert sio.verify_manifest(kept)["parameters"] == {"seed": 2}  # the complete new set
+    assert json.loads((kept / "s.json").read_text()) == {"tag": 2}
+    if previous:
+        assert f"the previous outputs in {out} are unchanged" in msg
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    else:
+        assert f"{out} was not created" in msg and not out.exists()
+    assert (tmp_path / "res.work" / "c.npz").read_bytes() == b"checkpoint"
+    assert _siblings(out) == [f"res.unsaved-{os.getpid()}", "res.work"]
+    monkeypatch.undo()
+    with sio.run_directory(out, script="test") as stage:  # the next run leaves the kept set alone
+        _write_set(stage, 3)
+    assert kept.is_dir() and json.loads((out / "s.json").read_text()) == {"tag": 3}
+
+
+def test_disk_full_while_staging_keeps_the_previous_set_and_says_so(tmp_path, monkeypatch):
+    import errno
+
+    out = tmp_path / "res"
+    with sio.run_directory(out, script="test") as stage:
+        _write_set(stage, 1)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = sio.atomic_write_bytes
+
+    def full(path, data):
+        if ".tmp-" in os.fspath(path):  # files of the staging directory
+            raise OSError(errno.ENOSPC, "No space left on device", os.fspath(path))
+        return real(path, data)
+
+    monkeypatch.setattr(sio, "atomic_write_bytes", full)
+    with pytest.raises(sio.OutputWriteError, match=r"writing the outputs failed \(\[Errno 28\] No space left") as exc:
+        with sio.run_directory(out, script="test") as stage:
+            _write_set(stage, 2)
+    assert f"the previous outputs in {out} are unchanged" in str(exc.value)
+    assert isinstance(exc.value, OSError) and exc.value.__cause__.errno == errno.ENOSPC
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert _siblings(out) == []  # the partial staging directory is removed
+
+
+def test_run_main_prints_an_output_write_error_as_one_line_exit_1(capsys):
+    from sdtheory.cli import EXIT_NOT_WRITTEN, run_main
+
+    def main(argv):
+        raise sio.OutputWriteError("writing the outputs failed (disk full); the previous outputs in /x are unchanged")
+
+    assert run_main(main, "prog.py") == EXIT_NOT_WRITTEN == 1
+    err = capsys.readouterr().err
+    assert err == "prog.py: writing the outputs failed (disk full); the previous outputs in /x are unchanged\n"
+
+
+def test_work_area_entry_that_is_not_a_file_is_refused_up_front(tmp_path):
+    """<out>.work/<checkpoint> as a directory crashed a fresh run at its first checkpoint."""
+    out = tmp_path / "res"
+    (tmp_path / "res.work").mkdir()
+    (tmp_path / "res.work" / "c.npz").write_bytes(b"checkpoint")
+    assert sio.check_output_dir(out) == out.resolve()
+    (tmp_path / "res.work" / "ckpt.npz").mkdir()
+    with pytest.raises(sio.OutputDirError, match=r"res.work/ckpt.npz is not a file: the work area .* holds only"):
+        sio.check_output_dir(out)
+
+
+def test_disk_full_writing_a_checkpoint_says_what_the_previous_one_holds(tmp_path, monkeypatch):
+    import errno
+
+    path = sio.work_directory(tmp_path / "out") / "c.npz"
+    real = sio.atomic_write_bytes
+
+    def full(p, data):
+        raise OSError(errno.ENOSPC, "No space left on device", os.fspath(p))
+
+    monkeypatch.setattr(sio, "atomic_write_bytes", full)
+    none_kept = r"writing the checkpoint .*c.npz failed .*Errno 28.*; none was kept"
+    with pytest.raises(sio.OutputWriteError, match=none_kept):
+        sio.write_checkpoint(path, {"0": {"a": np.arange(2)}}, parameters={"seed": 1})
+    monkeypatch.setattr(sio, "atomic_write_bytes", real)
+    entries = {"0": {"a": np.arange(2)}, "2": {"a": np.arange(2)}}
+    sio.write_checkpoint(path, entries, parameters={"seed": 1})
+    before = path.read_bytes()
+    monkeypatch.setattr(sio, "atomic_write_bytes", full)
+    two_kept = r"its previous version is unchanged \(2 finished piece\(s\); --resume"
+    with pytest.raises(sio.OutputWriteError, match=two_kept):
+        sio.write_checkpoint(path, {**entries, "4": {"a": np.arange(2)}}, parameters={"seed": 1})
+    assert path.read_bytes() == before

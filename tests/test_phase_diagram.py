@@ -234,6 +234,30 @@ def test_bad_values_are_argparse_errors_naming_the_flag(script, capsys, argv, fl
     assert not Path("/nonexistent/never-written").exists()
 
 
+@pytest.mark.parametrize("name", ["phase_diagram", "linearization_gap", "real_data", "smoothing"])
+def test_num_rounds_beyond_the_packages_bound_is_an_argparse_error(name, capsys):
+    """--num-rounds 1000000000 passed validation and died later (392 GB RESOURCE_EXHAUSTED); now argparse refuses it."""
+    from sdtheory._validation import MAX_NUM_ROUNDS
+
+    parser = load_script(name).build_parser()
+    assert parser.parse_args(["--num-rounds", str(MAX_NUM_ROUNDS)]).num_rounds == MAX_NUM_ROUNDS
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["--num-rounds", "1000000000"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --num-rounds: must be <= {MAX_NUM_ROUNDS}" in err and "Traceback" not in err, err
+
+
+def test_num_rounds_too_large_exits_2_before_computing(script, capsys, tmp_path, monkeypatch):
+    _no_compute(monkeypatch, script)
+    with pytest.raises(SystemExit) as exc:
+        script.main(TINY + ["--num-rounds", "1000000000", "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --num-rounds: " in err and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_help_explains_every_flag(script, capsys):
     with pytest.raises(SystemExit) as exc:
         script.main(["--help"])
@@ -463,3 +487,128 @@ def test_ctrl_c_while_the_package_loads_exits_130_with_one_line(script, tmp_path
     assert proc.stderr == f"{script}.py: interrupted while starting; nothing was written\n"
     assert proc.stdout == ""
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------
+# Commits that cannot happen (a mount point as --out), disk full, a foreign work-area entry
+# --------------------------------------------------------------------------
+
+
+def _busy_rename(monkeypatch, target):
+    """``os.rename`` of ``target`` (either side) fails with EBUSY, as for a mount point."""
+    import errno
+
+    real = os.rename
+
+    def rename(src, dst, *args, **kwargs):
+        if os.fspath(target) in (os.fspath(src), os.fspath(dst)):
+            raise OSError(errno.EBUSY, "Device or resource busy", os.fspath(src))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", rename)
+
+
+def test_out_that_cannot_be_renamed_is_refused_before_computing(script, capsys, tmp_path, monkeypatch):
+    """A mount point as --out passed the check, ran the whole job, then failed to commit (EBUSY) with a traceback."""
+    out = tmp_path / "mnt"
+    out.mkdir()
+    _no_compute(monkeypatch, script)
+    _busy_rename(monkeypatch, out)
+    with pytest.raises(SystemExit) as exc:
+        script.main(TINY + ["--model", "closed", "--out", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --out: " in err and "cannot be replaced" in err and "Traceback" not in err, err
+
+
+def test_commit_failing_late_keeps_the_results_exit_1_one_line(script, capsys, tmp_path, monkeypatch):
+    from sdtheory.cli import run_main
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(sio, "_probe_replaceable", lambda target: None)  # busy only by the time of the commit
+    _busy_rename(monkeypatch, out)
+    assert run_main(script.main, "phase_diagram.py", TINY + ["--model", "closed", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("phase_diagram.py: the outputs are complete but could not"), err
+    kept = tmp_path / f"out.unsaved-{os.getpid()}"
+    assert f"kept in {kept}" in err and "Traceback" not in err, err
+    sio.verify_manifest(kept)
+    assert (kept / "phase_diagram.csv").is_file() and not out.exists()
+
+
+def test_disk_full_while_staging_exit_1_one_line_and_resume_finishes(script, capsys, tmp_path, monkeypatch):
+    import errno
+
+    from sdtheory.cli import run_main
+
+    out = tmp_path / "out"
+    real = sio.atomic_write_bytes
+
+    def full(path, data):
+        if ".tmp-" in os.fspath(path):  # files of the staging directory; the checkpoints still fit
+            raise OSError(errno.ENOSPC, "No space left on device", os.fspath(path))
+        return real(path, data)
+
+    monkeypatch.setattr(sio, "atomic_write_bytes", full)
+    assert run_main(script.main, "phase_diagram.py", RESUMABLE + ["--quiet", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("phase_diagram.py: writing the outputs failed ([Errno 28] No space left on device"), err
+    assert f"{out} was not created; the checkpoints in {tmp_path / 'out.work'} are kept" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.work"]
+    monkeypatch.undo()
+    assert script.main(RESUMABLE + ["--quiet", "--resume", "--out", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["timing"]["resumed_chunks"] == 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_checkpoint_path_that_is_a_directory_is_refused_before_a_fresh_run(script, capsys, tmp_path):
+    """<out>.work/<checkpoint> being a directory crashed a fresh run at its first checkpoint (traceback)."""
+    out = tmp_path / "out"
+    (tmp_path / "out.work" / script.CHECKPOINT).mkdir(parents=True)
+    with pytest.raises(SystemExit) as exc:
+        script.main(TINY + ["--model", "closed", "--out", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --out: {tmp_path / 'out.work' / script.CHECKPOINT} is not a file" in err, err
+    assert not out.exists()
+
+
+def test_disk_full_writing_a_checkpoint_exit_1_one_line(script, capsys, tmp_path, monkeypatch):
+    import errno
+
+    from sdtheory.cli import run_main
+
+    out = tmp_path / "out"
+    real = sio.atomic_write_bytes
+    writes = []
+
+    def full(path, data):
+        writes.append(path)
+        if len(writes) > 1:  # the second checkpoint write finds the disk full
+            raise OSError(errno.ENOSPC, "No space left on device", os.fspath(path))
+        return real(path, data)
+
+    monkeypatch.setattr(sio, "atomic_write_bytes", full)
+    assert run_main(script.main, "phase_diagram.py", RESUMABLE + ["--quiet", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "writing the checkpoint" in err and "its previous version is unchanged (1 finished piece(s)" in err, err
+    assert not out.exists()
+
+
+def test_out_of_memory_is_one_line_exit_1(script, capsys, tmp_path, monkeypatch):
+    """XLA's RESOURCE_EXHAUSTED (a grid too large for the memory, e.g. --num-rounds 100000 at the defaults)."""
+    import jax
+
+    def exhausted(*args, **kwargs):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 392000000000 bytes.")
+
+    monkeypatch.setattr(script.mc, "run_grid", exhausted)
+    with pytest.raises(SystemExit) as exc:
+        script.main(TINY + ["--model", "closed", "--out", str(tmp_path / "out")])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("phase_diagram.py: error: out of memory (RESOURCE_EXHAUSTED: Out of memory allocating"), err
+    assert "lower --chunk-size" in err and not (tmp_path / "out").exists()

@@ -293,6 +293,7 @@ def test_user_features_file_and_bad_file(tmp_path):
         ("wrong_keys", "bad.npz: missing array 'features'"),
         ("float_labels", "bad.npz: labels must have an integer dtype"),
         ("short_labels", "bad.npz: labels has 199 entries but features has 200 rows"),
+        ("huge_header", "bad.npz: member 'features.npy': the header declares shape (100000000000, 4)"),
     ],
 )
 def test_bad_features_file_is_a_clean_error(tmp_path, capsys, problem, message):
@@ -309,6 +310,15 @@ def test_bad_features_file_is_a_clean_error(tmp_path, capsys, problem, message):
         np.savez(bad, feats=x, labels=y)
     elif problem == "float_labels":
         np.savez(bad, features=x, labels=y.astype(float))
+    elif problem == "huge_header":  # a 220-byte file declaring 3.2 TB: was an uncaught MemoryError
+        import io
+        import zipfile
+
+        head = io.BytesIO()
+        np.lib.format.write_array_header_1_0(head, {"descr": "<f8", "fortran_order": False, "shape": (10**11, 4)})
+        with zipfile.ZipFile(bad, "w") as zf:
+            zf.writestr("features.npy", head.getvalue() + b"\0" * 32)
+        assert bad.stat().st_size < 400
     else:
         np.savez(bad, features=x, labels=y[:-1])
     with pytest.raises(SystemExit) as e:

@@ -379,6 +379,18 @@ def test_run_grid_arguments_named_before_anything_runs():
         sim.run_grid(cfg._replace(num_rounds=0), [0.1], num_seeds=1)  # a hand-built config was run
 
 
+def test_num_rounds_bound_is_the_packages_one_bound_checked_before_anything_is_built():
+    """num_rounds=10**9 was accepted (only 2**31 - 1 was checked) and run_grid then hung."""
+    from sdtheory._validation import MAX_NUM_ROUNDS
+
+    assert sim.make_config(num_rounds=MAX_NUM_ROUNDS).num_rounds == MAX_NUM_ROUNDS
+    with pytest.raises(ValueError, match=f"num_rounds must be <= {MAX_NUM_ROUNDS} .*got 1000000000"):
+        sim.make_config(num_rounds=10**9)
+    cfg = sim.make_config(num_classes=2, per_class=3, num_rounds=2)
+    with pytest.raises(ValueError, match=f"config: num_rounds must be <= {MAX_NUM_ROUNDS}"):
+        sim.run_grid(cfg._replace(num_rounds=10**9), [0.1], num_seeds=1)  # a hand-built config: refused, not run
+
+
 def test_seed_keys_take_the_seed_as_int64_in_any_mode():
     with jax.enable_x64(False):
         low = np.asarray(sim.seed_keys(2**32 + 5, 2))

@@ -39,7 +39,8 @@ class SimConfig(NamedTuple):
       c, d: default within-class and across-class feature correlation of the
         block model (``0 <= d < c < 1``); traced, sweepable.
       lam: default L2 weight ``> 0``; traced, sweepable.
-      num_rounds: SD rounds ``0..num_rounds-1`` (round 0 is the teacher).
+      num_rounds: SD rounds ``0..num_rounds-1`` (round 0 is the teacher), at
+        most :data:`sdtheory._validation.MAX_NUM_ROUNDS` (``10**5``).
       noise: corruption family (a name from :data:`sdtheory.NOISE_KINDS`).
       methods: subset of :data:`METHODS`.
       dim: ``None`` for the block Gram itself, else the feature dimension of
@@ -127,7 +128,7 @@ def make_config(
         )
     c, d = V.check_cd(c, d)
     lam = _check_lam_scalar(lam)
-    r = V.check_size(num_rounds, "num_rounds", minimum=1)
+    r = V.check_num_rounds(num_rounds, "num_rounds")  # the package's one bound (MAX_NUM_ROUNDS), before any array
     methods = _check_methods(methods)
     if dim is not None:
         dim = V.check_size(dim, "dim", minimum=1)
