@@ -609,3 +609,18 @@ def as_sequence(x: Any, name: str, expected: str) -> list:
         return list(x)
     except TypeError:
         raise TypeError(f"{name} must be {expected}, got {type(x).__name__} {x!r}") from None
+
+
+def check_pll_classes(num_classes: int, source: str = "targets") -> None:
+    """The PLL student needs ``K >= 3`` classes; ``source`` says where ``K`` comes from (for the message).
+
+    With two classes the top-2 rule always selects both, so every refined
+    target is ``(1/2, 1/2)``: the student learns nothing about the labels and
+    its predictions collapse to one class.
+    """
+    if num_classes < 3:
+        raise ValueError(
+            f"the PLL student needs K >= 3 classes, got K = {num_classes} ({source}): its targets put 1/2 on each "
+            "of the two highest classes, and with two classes those are both classes, so every target would be "
+            "(1/2, 1/2) and carry no label information; use self-distillation (student='sd') for two classes"
+        )

@@ -27,7 +27,6 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from . import _validation as V
 from .exact import DEFAULT_MAX_ITER, DEFAULT_RTOL, DEFAULT_SOLVER, DEFAULT_TOL
 from .predictor import STUDENTS
-from .refine import check_pll_classes
 
 __all__ = ["SelfDistillationClassifier", "STUDENTS"]
 
@@ -140,7 +139,7 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
             t = np.eye(self.classes_.size)[enc]
         if self.student == "pll":
             where = "the columns of soft_targets" if soft_targets is not None else "the classes in y"
-            check_pll_classes(self.classes_.size, where)
+            V.check_pll_classes(self.classes_.size, where)
         opts = dict(
             lam=self.lam,
             features=X,

@@ -110,8 +110,10 @@ class ExactResult(NamedTuple):
         the weights in the orthonormal coordinates ``V`` (for features: ``W``
         rotated by an orthogonal matrix, so the 2-norm equals ``||dL/dW||``).
       iterations: ``(R,)`` outer (L-BFGS or Newton) iterations used.
-      converged: ``(R,)`` whether the residual reached ``tol`` or ``kkt``
-        reached ``rtol``.
+      converged: ``(R,)`` whether the residual (which covers every optimised
+        coordinate, the bias included) reached ``tol`` or ``kkt`` reached
+        ``rtol``, in this round and in every round before it (round ``r`` is
+        trained on round ``r - 1``'s outputs).
       coef: ``(R, N, K)`` dual coefficients ``A_r``: logits on any point ``x``
         are ``G(x, train) @ A_r``.
       kkt: ``(R,)`` scale-free stationarity ``||dL/dW|| / (||lam W|| + ||dLoss/dW||)``
@@ -801,7 +803,7 @@ def exact_phi_core(
     lams = jnp.broadcast_to(lam, (num_rounds,)) if lams is None else jnp.asarray(lams, dtype)
 
     def one_round(carry, lam):
-        t, v = carry
+        t, v, chain_ok = carry
         # A fresh L-BFGS memory each round: carrying the previous round's pairs
         # was measured to cost more iterations (docs/exact_solver.md).
         lam_c = reg(lam)
@@ -818,11 +820,13 @@ def exact_phi_core(
         else:
             bias = jnp.zeros(k, dtype)
             bound = 0.5 * ops.max_row * jnp.sqrt(_vdot(grad, grad)) / lam
-        conv = (s.res <= tol) | (kkt <= rtol)
+        # convergence is a property of the chain: round r is trained on round r - 1's outputs, so an
+        # unconverged earlier round makes every later one the answer to another problem
+        conv = chain_ok & ((s.res <= tol) | (kkt <= rtol))
         out = (p, s.res, jnp.max(jnp.abs(grad)), s.it, conv, coef, kkt, bound, bias)
-        return (next_targets_core(p, z, targets, temperature, xi, hard, tie_tol), s.v), out
+        return (next_targets_core(p, z, targets, temperature, xi, hard, tie_tol), s.v, conv), out
 
-    _, outs = jax.lax.scan(one_round, (targets, v0), lams)
+    _, outs = jax.lax.scan(one_round, (targets, v0, jnp.ones((), bool)), lams)
     return ExactResult(*outs)
 
 

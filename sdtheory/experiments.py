@@ -375,7 +375,7 @@ def run_cell(fm: FeatureMap, given_labels: Any, test_labels: Any, *, num_rounds:
     solver; ``agree_exact`` compares training argmaxes with the exact fit of
     the same round (the closed-form PLL student with the exact CE student).
     """
-    num_rounds = V.check_int(num_rounds, "num_rounds", minimum=1)
+    num_rounds = V.check_num_rounds(num_rounds, "num_rounds")
     check_options("gce", q, DEFAULT_TOL, DEFAULT_MAX_ITER, "flag", "lbfgs")
     k = fm.num_classes
     true = fm.labels
@@ -590,7 +590,7 @@ def run_protocol(
     if ds.test_features is None or ds.test_labels is None:
         raise ValueError("the data set needs a held-out split; see prepare_dataset")
     num_seeds = V.check_int(num_seeds, "num_seeds", minimum=1)
-    num_rounds = V.check_int(num_rounds, "num_rounds", minimum=1)
+    num_rounds = V.check_num_rounds(num_rounds, "num_rounds")
     relu_dim = V.check_int(relu_dim, "relu_dim", minimum=1)
     if lam is not None:
         V.check_lam(lam)

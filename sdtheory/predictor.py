@@ -57,7 +57,7 @@ from .exact import (
     solver_features,
 )
 from .metrics import TIE_TOL
-from .refine import check_pll_classes, exact_fit, pll_rounds_core
+from .refine import exact_fit, pll_rounds_core
 from .spectral import Spectrum, _scale_down, _unit_lam, _unit_problem
 from .variants import Variant, check_variant, closed_variant_core, resolve_lam
 
@@ -491,7 +491,7 @@ def predictor(
     else:
         V.check_problem(targets, lam, gram, features)
     if student == "pll":
-        check_pll_classes(V.shape_of(targets, "targets")[1], "the columns of targets")
+        V.check_pll_classes(V.shape_of(targets, "targets")[1], "the columns of targets")
     if model == "closed":
         if num_rounds is not None:
             raise ValueError("num_rounds is for model='exact'; the closed form evaluates any round")

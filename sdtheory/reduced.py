@@ -608,16 +608,15 @@ def chain_rounds(res: ExactResult, rounds: Any, opts: dict) -> ExactResult:
     round the answer to a different problem, however well that round itself
     converged. So ``on_failure="raise"`` checks every round of the chain
     (:func:`sdtheory.exact.raise_unconverged` names the rounds that missed
-    ``tol``), and the returned ``converged[i]`` is True only when rounds
+    ``tol``), and ``converged[i]`` (from the kernel) is True only when rounds
     ``0..rounds[i]`` all converged.
     """
     from .exact import raise_unconverged
 
     if opts["on_failure"] == "raise":
         raise_unconverged(res, opts["tol"], opts["max_iter"], solver=opts["solver"])
-    chain = jnp.asarray(np.logical_and.accumulate(np.asarray(res.converged)))
     idx = np.asarray(rounds)
-    return jax.tree_util.tree_map(lambda x: np.asarray(x)[idx], res._replace(converged=chain))
+    return jax.tree_util.tree_map(lambda x: np.asarray(x)[idx], res)
 
 
 @float64

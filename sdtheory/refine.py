@@ -42,7 +42,6 @@ __all__ = [
     "Fit",
     "PLLResult",
     "block_fit",
-    "check_pll_classes",
     "closed_fit",
     "exact_fit",
     "pll_rounds_core",
@@ -141,21 +140,6 @@ def top2_targets(outputs: ArrayLike, *, tie_tol: float = TIE_TOL) -> jax.Array:
         raise ValueError(f"outputs must have K >= 2 classes, got K = {arr.shape[1]}")
     V.check_finite(arr, "outputs")
     return top2_targets_core(jnp.asarray(arr, dtype=float), _check_tie_tol(tie_tol))
-
-
-def check_pll_classes(num_classes: int, source: str = "targets") -> None:
-    """The PLL student needs ``K >= 3`` classes; ``source`` says where ``K`` comes from (for the message).
-
-    With two classes the top-2 rule always selects both, so every refined
-    target is ``(1/2, 1/2)``: the student learns nothing about the labels and
-    its predictions collapse to one class.
-    """
-    if num_classes < 3:
-        raise ValueError(
-            f"the PLL student needs K >= 3 classes, got K = {num_classes} ({source}): its targets put 1/2 on each "
-            "of the two highest classes, and with two classes those are both classes, so every target would be "
-            "(1/2, 1/2) and carry no label information; use self-distillation (student='sd') for two classes"
-        )
 
 
 # --------------------------------------------------------------------------
@@ -275,7 +259,7 @@ def pll_student(
         raise TypeError(f"unexpected keyword arguments for the closed form: {sorted(exact_options)}")
     tie_tol = _check_tie_tol(tie_tol)
     V.check_problem(targets, lam, gram, features)
-    check_pll_classes(V.shape_of(targets, "targets")[1], "the columns of targets")
+    V.check_pll_classes(V.shape_of(targets, "targets")[1], "the columns of targets")
     t = jnp.asarray(targets, dtype=float)
     # unit scale (G / root^2, lam / root^2): the outputs depend on G / lam only
     from .spectral import _unit_lam, _unit_problem
@@ -321,7 +305,7 @@ def pll_student_block_model(
     """Closed-form PLL pipeline on the block Gram of ``classes`` without forming it (``O(N K)`` per fit)."""
     num_rounds = V.check_num_rounds(num_rounds)
     n, k = V.check_targets(targets)
-    check_pll_classes(k, "the columns of targets")
+    V.check_pll_classes(k, "the columns of targets")
     classes = V.as_array(classes, "classes")
     sizes = _sizes_from_classes(classes, k, n=n)
     lam = V.check_lam(lam)

@@ -244,7 +244,7 @@ def run_smoothing_study(
     if ds.test_features is None:
         raise ValueError("the data set needs a held-out split; see sdtheory.experiments.prepare_dataset")
     num_seeds = V.check_int(num_seeds, "num_seeds", minimum=1)
-    num_rounds = V.check_int(num_rounds, "num_rounds", minimum=2)
+    num_rounds = V.check_int(num_rounds, "num_rounds", minimum=2, maximum=V.MAX_NUM_ROUNDS, why=V.NUM_ROUNDS_WHY)
     for name, vals, lo_ok in (("eps", eps, True), ("betas", betas, False), ("taus", taus, False)):
         arr = np.atleast_1d(V.check_real_array(vals, name)).astype(float)
         if arr.ndim != 1 or not np.all(np.isfinite(arr)):

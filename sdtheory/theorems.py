@@ -562,6 +562,7 @@ def _beyond(what: str, lam: Any) -> ValueError:
 
 def _check_pll_size(fractions):
     k = int(np.shape(fractions)[0])
+    V.check_pll_classes(k, "the classes of fractions")
     if k > PLL_MAX_CLASSES:
         raise ValueError(
             f"fractions has K = {k} classes: the type-level PLL prediction holds (K, K, K) arrays, about "

@@ -420,7 +420,9 @@ CASES = {
     "sample_labels": Case(sd.sample_labels, lambda: dict(key=KEY, true_labels=CLASSES, C=C, exact=False)),
     "validate_corruption_matrix": Case(sd.validate_corruption_matrix, lambda: dict(C=C, atol=1e-8)),
     # correctness and accuracy
-    "accuracy": Case(sd.accuracy, lambda: dict(outputs_or_predictions=P, true_labels=CLASSES, tie_tol=1e-10)),
+    "accuracy": Case(
+        sd.accuracy, lambda: dict(outputs_or_predictions=P, true_labels=CLASSES, tie_tol=1e-10, num_classes=K)
+    ),
     "correct": Case(sd.correct, lambda: dict(outputs=P, true_labels=CLASSES, tie_tol=1e-10)),
     "first_all_correct": Case(
         sd.first_all_correct, lambda: dict(all_correct=np.array([[False, True, True]] * 2), rounds=np.array([0, 1, 2]))
@@ -433,7 +435,7 @@ CASES = {
     ),
     "split_accuracy": Case(
         sd.split_accuracy,
-        lambda: dict(outputs_or_predictions=P, true_labels=CLASSES, given_labels=NOISY, tie_tol=1e-10),
+        lambda: dict(outputs_or_predictions=P, true_labels=CLASSES, given_labels=NOISY, tie_tol=1e-10, num_classes=K),
         nonfinite_ok=True,
     ),
     "block_outputs[exact]": Case(

@@ -736,3 +736,17 @@ def test_exact_predict_takes_the_intercepts_of_bare_coefficients():
         sd.exact_predict(res.coef, intercepts=res.intercepts[0], test_features=xt, features=x)
     with pytest.raises(ValueError, match="ExactResult carries its own"):
         sd.exact_predict(res, intercepts=res.intercepts, test_features=xt, features=x)
+
+
+def test_a_late_round_reports_the_convergence_of_its_chain():
+    # round r is trained on round r - 1's outputs: converged[r] is the AND of every round's own measures
+    x, t = problem(0, 40, 4, 3)
+    kw = dict(lam=1e-5, features=x, max_iter=5, solver="newton-cg", on_failure="flag")
+    full = sd.exact_outputs(t, num_rounds=4, **kw)
+    own = (full.residuals <= sd.exact.DEFAULT_TOL) | (full.kkt <= sd.exact.DEFAULT_RTOL)
+    assert not own[0] and own[-1]  # the premise: round 0 misses, the last one reaches tol on its own
+    np.testing.assert_array_equal(full.converged, np.logical_and.accumulate(own))
+    late = sd.exact_outputs(t, rounds=[3], **kw)
+    assert not late.converged[0]
+    with pytest.raises(RuntimeError, match=r"round\(s\) \[0"):
+        sd.exact_outputs(t, rounds=[3], **{**kw, "on_failure": "raise"})

@@ -401,3 +401,10 @@ def test_seed_keys_take_the_seed_as_int64_in_any_mode():
         sim.seed_keys(2**63, 1)
     with pytest.raises(TypeError, match="num_seeds"):
         sim.seed_keys(0, 2.0)
+
+
+def test_pll_methods_need_three_classes():
+    # with two classes the top-2 targets are (1/2, 1/2) for everyone: refused up front, not simulated
+    with pytest.raises(ValueError, match="PLL student needs K >= 3"):
+        sim.make_config(num_classes=2, methods=("sd_closed", "pll_closed"))
+    assert sim.make_config(num_classes=2, methods=("sd_closed",)).num_classes == 2

@@ -1045,3 +1045,12 @@ def test_type_problem_memory_estimate_covers_xla_memory_analysis():
             pytest.skip("no XLA memory analysis on this backend")
         used = mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
         assert used <= Rd.type_problem_bytes(k * k, k, rounds)
+
+
+def test_pll_theorems_need_three_classes():
+    # the type-level PLL prediction and condition once returned an accuracy of 0 for K = 2
+    f = np.array([[0.7, 0.3], [0.3, 0.7]])
+    with pytest.raises(ValueError, match="PLL student needs K >= 3"):
+        sdtheory.pll_condition(f, c=0.4, d=0.1, lam=1e-3, per_class=50)
+    with pytest.raises(ValueError, match="PLL student needs K >= 3"):
+        sdtheory.pll_accuracy_prediction(f, c=0.4, d=0.1, lam=1e-3, per_class=50, num_rounds=1)

@@ -130,6 +130,8 @@ def make_config(
     lam = _check_lam_scalar(lam)
     r = V.check_num_rounds(num_rounds, "num_rounds")  # the package's one bound (MAX_NUM_ROUNDS), before any array
     methods = _check_methods(methods)
+    if any(m.startswith("pll") for m in methods):
+        V.check_pll_classes(k, "num_classes")
     if dim is not None:
         dim = V.check_size(dim, "dim", minimum=1)
     noise = canonical_kind(noise, "noise")
