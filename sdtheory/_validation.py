@@ -622,5 +622,6 @@ def check_pll_classes(num_classes: int, source: str = "targets") -> None:
         raise ValueError(
             f"the PLL student needs K >= 3 classes, got K = {num_classes} ({source}): its targets put 1/2 on each "
             "of the two highest classes, and with two classes those are both classes, so every target would be "
-            "(1/2, 1/2) and carry no label information; use self-distillation (student='sd') for two classes"
+            "(1/2, 1/2) and carry no label information; use self-distillation (student='sd', or the sd_* methods "
+            "of a Monte Carlo config) for two classes"
         )

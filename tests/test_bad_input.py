@@ -278,7 +278,7 @@ def _spec():
 
 
 def _config(**kw):
-    base = dict(num_classes=2, per_class=3, num_rounds=2, lam=1e-2)
+    base = dict(num_classes=2, per_class=3, num_rounds=2, lam=1e-2, methods=("sd_closed",))
     base.update(kw)
     return mc.make_config(**base)
 

@@ -68,7 +68,7 @@ def test_lam_c_d_sweep_with_exact_methods_equals_separate_runs():
 
 
 def test_sweep_validation_and_select_errors():
-    cfg = mc.make_config(num_classes=2, per_class=3, num_rounds=2)
+    cfg = mc.make_config(num_classes=2, per_class=3, num_rounds=2, methods=("sd_closed",))
     with pytest.raises(ValueError, match="lams"):
         mc.run_grid(cfg, [0.1], lams=[1e-3, -1.0], num_seeds=1)
     with pytest.raises(ValueError, match="0 <= d < c < 1"):

@@ -233,7 +233,7 @@ def test_bad_config_and_grid_raise():
     with pytest.raises(ValueError, match="only used by noise 'cc'"):
         sim.make_config(clusters=[0, 0, 1, 1])
     assert sim.make_config(noise="cc", clusters=[0, 0, 1, 1]).clusters == (0, 0, 1, 1)
-    cfg = sim.make_config(num_classes=2, per_class=3, num_rounds=2)
+    cfg = sim.make_config(num_classes=2, per_class=3, num_rounds=2, methods=("sd_closed",))
     with pytest.raises(ValueError, match=r"eta must lie in \[0, 1\]"):
         sim.run_grid(cfg, [0.1, 1.5], num_seeds=1)
     with pytest.raises(ValueError, match="num_seeds"):
@@ -352,7 +352,7 @@ def test_check_config_is_make_configs_checks():
 
 
 def test_run_grid_arguments_named_before_anything_runs():
-    cfg = sim.make_config(num_classes=2, per_class=3, num_rounds=2)
+    cfg = sim.make_config(num_classes=2, per_class=3, num_rounds=2, methods=("sd_closed",))
     for kw, exc, match in [
         (dict(seed=2**64), ValueError, "seed"),  # was OverflowError
         (dict(seed=-1), ValueError, "seed"),
@@ -386,7 +386,7 @@ def test_num_rounds_bound_is_the_packages_one_bound_checked_before_anything_is_b
     assert sim.make_config(num_rounds=MAX_NUM_ROUNDS).num_rounds == MAX_NUM_ROUNDS
     with pytest.raises(ValueError, match=f"num_rounds must be <= {MAX_NUM_ROUNDS} .*got 1000000000"):
         sim.make_config(num_rounds=10**9)
-    cfg = sim.make_config(num_classes=2, per_class=3, num_rounds=2)
+    cfg = sim.make_config(num_classes=2, per_class=3, num_rounds=2, methods=("sd_closed",))
     with pytest.raises(ValueError, match=f"config: num_rounds must be <= {MAX_NUM_ROUNDS}"):
         sim.run_grid(cfg._replace(num_rounds=10**9), [0.1], num_seeds=1)  # a hand-built config: refused, not run
 
