@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from sdtheory import io as sio
+from _scripts import busy_rename
 
 
 def _tmp_leftovers(path):
@@ -403,20 +404,6 @@ def test_ctrl_c_lost_in_a_gc_callback_is_raised_at_the_next_interruptible_callba
 # --------------------------------------------------------------------------
 
 
-def _busy_rename(monkeypatch, target):
-    """``os.rename`` of ``target`` (either side) fails with EBUSY, as for a mount point."""
-    import errno
-
-    real = os.rename
-
-    def rename(src, dst, *args, **kwargs):
-        if os.fspath(target) in (os.fspath(src), os.fspath(dst)):
-            raise OSError(errno.EBUSY, "Device or resource busy", os.fspath(src))
-        return real(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "rename", rename)
-
-
 def test_output_dir_that_cannot_be_renamed_is_refused_up_front(tmp_path, monkeypatch):
     """A mount point as --out passed the check and failed (EBUSY) only at the commit, after the whole run."""
     out = tmp_path / "res"
@@ -425,7 +412,7 @@ def test_output_dir_that_cannot_be_renamed_is_refused_up_front(tmp_path, monkeyp
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert sio.check_output_dir(out) == out.resolve()  # renamed aside and back: nothing changes
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before and _siblings(out) == []
-    _busy_rename(monkeypatch, out.resolve())
+    busy_rename(monkeypatch, out.resolve())
     with pytest.raises(sio.OutputDirError, match=r"res cannot be replaced by a run's outputs: renaming it failed"):
         sio.check_output_dir(out)
     with pytest.raises(sio.OutputDirError, match="cannot be replaced"):
@@ -446,7 +433,7 @@ def test_commit_failing_late_keeps_the_staged_set_and_says_where(tmp_path, monke
     (tmp_path / "res.work").mkdir()
     (tmp_path / "res.work" / "c.npz").write_bytes(b"checkpoint")
     monkeypatch.setattr(sio, "_probe_replaceable", lambda target: None)  # the directory became busy after the check
-    _busy_rename(monkeypatch, out.resolve())
+    busy_rename(monkeypatch, out.resolve())
     with pytest.raises(sio.OutputWriteError, match="complete but could not be moved into") as exc:
         with sio.run_directory(out, script="test", parameters={"seed": 2}) as stage:
             _write_set(stage, 2)

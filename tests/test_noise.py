@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 import sdtheory
+from _traceable import assert_vmap_equals_loop, public_wrapped
 from sdtheory import noise
 
 
@@ -482,32 +483,8 @@ NOISE_NO_ARRAYS = {
 NOISE_CONCRETE = {"confusable_clusters": "class_means_or_features"}
 
 
-def _public_wrapped(module):
-    """Names in ``module.__all__`` of the float64-decorated public functions (the validating boundary)."""
-    names = set()
-    for name in module.__all__:
-        obj = getattr(module, name)
-        if callable(obj) and hasattr(obj, "__wrapped__") and not name.endswith("_core"):
-            names.add(name)
-    return names
-
-
-def _assert_vmap_equals_loop(fn, batch):
-    with jax.enable_x64(False):  # the caller's default mode: a float64 NumPy batch gets a 32-bit type
-        got = jax.vmap(fn)(batch)
-    want = [fn(x) for x in batch]
-    for i, w in enumerate(want):
-        for g, e in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(w), strict=True):
-            g, e = np.asarray(g)[i], np.asarray(e)
-            if np.issubdtype(e.dtype, np.floating):
-                assert g.dtype == np.float64
-                np.testing.assert_allclose(g, e, rtol=1e-14, atol=1e-15)
-            else:
-                np.testing.assert_array_equal(g, e)
-
-
 def test_every_public_noise_function_is_traceable_or_refuses_traced_input():
-    assert _public_wrapped(noise) == set(NOISE_TRACEABLE) | set(NOISE_NO_ARRAYS) | set(NOISE_CONCRETE)
+    assert public_wrapped(noise) == set(NOISE_TRACEABLE) | set(NOISE_NO_ARRAYS) | set(NOISE_CONCRETE)
 
 
 @pytest.mark.parametrize("name", sorted(NOISE_NO_ARRAYS))
@@ -521,7 +498,7 @@ def test_noise_constants_work_inside_jit_and_vmap(name):
 @pytest.mark.parametrize("name", sorted(NOISE_TRACEABLE))
 def test_traceable_noise_functions_vmap_over_a_numpy_float64_batch(name):
     for fn, batch in NOISE_TRACEABLE[name]:
-        _assert_vmap_equals_loop(fn, batch)
+        assert_vmap_equals_loop(fn, batch)
 
 
 def test_confusable_clusters_refuses_traced_input_by_name():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _scripts import load_script, read_csv
+from _scripts import busy_rename, disk_full, load_script, read_csv
 
 import sdtheory as sd
 from sdtheory import io as sio
@@ -494,26 +494,12 @@ def test_ctrl_c_while_the_package_loads_exits_130_with_one_line(script, tmp_path
 # --------------------------------------------------------------------------
 
 
-def _busy_rename(monkeypatch, target):
-    """``os.rename`` of ``target`` (either side) fails with EBUSY, as for a mount point."""
-    import errno
-
-    real = os.rename
-
-    def rename(src, dst, *args, **kwargs):
-        if os.fspath(target) in (os.fspath(src), os.fspath(dst)):
-            raise OSError(errno.EBUSY, "Device or resource busy", os.fspath(src))
-        return real(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "rename", rename)
-
-
 def test_out_that_cannot_be_renamed_is_refused_before_computing(script, capsys, tmp_path, monkeypatch):
     """A mount point as --out passed the check, ran the whole job, then failed to commit (EBUSY) with a traceback."""
     out = tmp_path / "mnt"
     out.mkdir()
     _no_compute(monkeypatch, script)
-    _busy_rename(monkeypatch, out)
+    busy_rename(monkeypatch, out)
     with pytest.raises(SystemExit) as exc:
         script.main(TINY + ["--model", "closed", "--out", str(out)])
     assert exc.value.code == 2
@@ -526,7 +512,7 @@ def test_commit_failing_late_keeps_the_results_exit_1_one_line(script, capsys, t
 
     out = tmp_path / "out"
     monkeypatch.setattr(sio, "_probe_replaceable", lambda target: None)  # busy only by the time of the commit
-    _busy_rename(monkeypatch, out)
+    busy_rename(monkeypatch, out)
     assert run_main(script.main, "phase_diagram.py", TINY + ["--model", "closed", "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("phase_diagram.py: the outputs are complete but could not"), err
@@ -537,19 +523,11 @@ def test_commit_failing_late_keeps_the_results_exit_1_one_line(script, capsys, t
 
 
 def test_disk_full_while_staging_exit_1_one_line_and_resume_finishes(script, capsys, tmp_path, monkeypatch):
-    import errno
-
     from sdtheory.cli import run_main
 
     out = tmp_path / "out"
-    real = sio.atomic_write_bytes
-
-    def full(path, data):
-        if ".tmp-" in os.fspath(path):  # files of the staging directory; the checkpoints still fit
-            raise OSError(errno.ENOSPC, "No space left on device", os.fspath(path))
-        return real(path, data)
-
-    monkeypatch.setattr(sio, "atomic_write_bytes", full)
+    # files of the staging directory; the checkpoints still fit
+    disk_full(monkeypatch, sio, lambda path: ".tmp-" in os.fspath(path))
     assert run_main(script.main, "phase_diagram.py", RESUMABLE + ["--quiet", "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err, err
@@ -575,21 +553,12 @@ def test_checkpoint_path_that_is_a_directory_is_refused_before_a_fresh_run(scrip
 
 
 def test_disk_full_writing_a_checkpoint_exit_1_one_line(script, capsys, tmp_path, monkeypatch):
-    import errno
-
     from sdtheory.cli import run_main
 
     out = tmp_path / "out"
-    real = sio.atomic_write_bytes
     writes = []
-
-    def full(path, data):
-        writes.append(path)
-        if len(writes) > 1:  # the second checkpoint write finds the disk full
-            raise OSError(errno.ENOSPC, "No space left on device", os.fspath(path))
-        return real(path, data)
-
-    monkeypatch.setattr(sio, "atomic_write_bytes", full)
+    # the second checkpoint write finds the disk full
+    disk_full(monkeypatch, sio, lambda path: writes.append(path) or len(writes) > 1)
     assert run_main(script.main, "phase_diagram.py", RESUMABLE + ["--quiet", "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err, err

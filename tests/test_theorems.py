@@ -21,6 +21,7 @@ import pytest
 from hypothesis import assume, event, given, strategies as st
 
 import sdtheory
+from _traceable import assert_vmap_equals_loop, public_wrapped
 from sdtheory import theorems as T
 
 R = 40
@@ -926,35 +927,15 @@ THEOREMS_TRACEABLE = {
 THEOREMS_CONCRETE = {"finite_sample_prediction": "sdtheory.reduced.finite_sample_core"}
 
 
-def _public_wrapped(module):
-    """Names in ``module.__all__`` of the float64-decorated public functions (the validating boundary)."""
-    names = set()
-    for name in module.__all__:
-        obj = getattr(module, name)
-        if callable(obj) and hasattr(obj, "__wrapped__") and not name.endswith("_core"):
-            names.add(name)
-    return names
-
-
 def test_every_public_theorem_function_is_traceable_or_refuses_traced_input():
-    assert _public_wrapped(T) == set(THEOREMS_TRACEABLE) | set(THEOREMS_CONCRETE)
+    assert public_wrapped(T) == set(THEOREMS_TRACEABLE) | set(THEOREMS_CONCRETE)
 
 
 @pytest.mark.parametrize("name", sorted(THEOREMS_TRACEABLE))
 def test_traceable_theorem_functions_vmap_over_a_numpy_float64_batch(name):
     """jax.vmap over a NumPy float64 batch in JAX's default 32-bit mode equals the per-element loop."""
     for fn, batch in THEOREMS_TRACEABLE[name]:
-        with jax.enable_x64(False):
-            got = jax.vmap(fn)(batch)
-        for i, x in enumerate(batch):
-            want = fn(x)
-            for g, e in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
-                g, e = np.asarray(g)[i], np.asarray(e)
-                if np.issubdtype(e.dtype, np.floating):
-                    assert g.dtype == np.float64
-                    np.testing.assert_allclose(g, e, rtol=1e-13, atol=1e-15)
-                else:
-                    np.testing.assert_array_equal(g, e)
+        assert_vmap_equals_loop(fn, batch, rtol=1e-13)
 
 
 def test_concrete_only_theorem_functions_refuse_traced_input_naming_the_kernel():
