@@ -23,6 +23,16 @@ __all__ = [
 ]
 
 
+#: The round axis of every figure: our round r counts the teacher as 0; the SelfPLL reference
+#: numbers the same model step r + 1 (its step 1 is the teacher).
+ROUND_LABEL = "round $r$ (0 = teacher = SelfPLL step 1)"
+
+
+def _over_seeds(num_seeds: int) -> str:
+    """``"mean +- std over 3 seeds"`` (``"one seed"`` for a single seed: no spread to show)."""
+    return "one seed" if int(num_seeds) == 1 else f"mean +- std over {int(num_seeds)} seeds"
+
+
 def new_figure(**kwargs):
     """A :class:`matplotlib.figure.Figure` not registered with pyplot: no backend, no global state.
 
@@ -124,7 +134,7 @@ def phase_diagram_figure(
         color="white",
         lw=2.2,
         path_effects=stroke,
-        label="theory: first all-correct round $r^*(\\eta)$ (population, from $C$)",
+        label="theory: first all-correct round $r^*(\\eta)$ (population, from the corruption matrix $C$)",
     )
     handles += _step_boundary(
         ax,
@@ -167,7 +177,7 @@ def phase_diagram_figure(
     ax.set_xlim(_edges(etas)[0], _edges(etas)[-1])
     ax.set_ylim(_edges(rounds)[0], _edges(rounds)[-1])
     ax.set_xlabel("label noise rate $\\eta$")
-    ax.set_ylabel("self-distillation round $r$ (0 = teacher)")
+    ax.set_ylabel("self-distillation " + ROUND_LABEL)
     ax.set_title(f"(a) {heat_label}: accuracy over (noise, round)", fontsize=11)
     if rounds.size <= 21:
         ax.set_yticks(rounds)
@@ -236,15 +246,20 @@ def linearization_gap_figure(
         axes[1].semilogx(
             lams, np.asarray(decided_min[p], dtype=float), ":", color=color, label=f"{label}: 1 - near-tie fraction"
         )
-        axes[2].semilogx(lams, np.asarray(first_exact[p]), "o-", color=color, label=f"{label} exact")
-        axes[2].semilogx(lams, np.asarray(first_closed[p]), "x:", color=color, label=f"{label} closed form")
+        # "none within the rounds" (-1) is a gap in the line, not a point at round -1
+        never = lambda v: np.where(np.asarray(v) >= 0, np.asarray(v, dtype=float), np.nan)  # noqa: E731
+        axes[2].semilogx(lams, never(first_exact[p]), "o-", color=color, label=f"{label} exact")
+        axes[2].semilogx(lams, never(first_closed[p]), "x:", color=color, label=f"{label} closed form")
     axes[0].set(xlabel="lam", ylabel="max |P_exact - P_closed|", title="output gap")
     axes[1].set(xlabel="lam", ylabel="argmax agreement (min over rounds)", title="prediction agreement")
     axes[2].set(
         xlabel="lam",
-        ylabel="first all-correct round (-1: none)",
-        title=f"first 100% round (rounds 0..{int(num_rounds) - 1})",
+        ylabel="first all-correct " + ROUND_LABEL,
+        title=f"first 100% round (gaps: none in rounds 0..{int(num_rounds) - 1})",
     )
+    from matplotlib.ticker import MaxNLocator
+
+    axes[2].yaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes:
         ax.legend(fontsize=6)
         ax.grid(alpha=0.3)
@@ -329,9 +344,7 @@ def accuracy_figure(
     ]
     fig, axes = _accuracy_grid(agg, feature_map=feature_map, kinds=kinds, rates=rates, series=series, band_alpha=0.12)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.suptitle(
-        f"Self-distillation on {dataset_name} ({feature_map} features), mean +- std over {num_seeds} seeds", fontsize=11
-    )
+    fig.suptitle(f"Self-distillation on {dataset_name} ({feature_map} features), {_over_seeds(num_seeds)}", fontsize=11)
     fig.tight_layout(rect=(0, 0.06 if len(kinds) > 1 else 0.12, 1, 1))
     fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8, frameon=False)
     return fig
@@ -353,7 +366,7 @@ def diversity_figure(agg: Mapping, *, feature_map: str, kind: str, rates: Sequen
     axes[0].set_ylabel("mean max probability (confidence)")
     axes[1].set_ylabel("mean predictive diversity")
     for ax in axes:
-        ax.set_xlabel("SD round (0 = teacher)")
+        ax.set_xlabel("SD " + ROUND_LABEL)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, ncol=2)
     fig.suptitle(
@@ -503,8 +516,7 @@ def smoothing_figure(
     fig, axes = _accuracy_grid(agg, feature_map=feature_map, kinds=kinds, rates=rates, series=series, band_alpha=0.1)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.suptitle(
-        f"Label smoothing vs self-distillation on {dataset_name} ({feature_map} features), "
-        f"mean +- std over {num_seeds} seeds",
+        f"Label smoothing vs self-distillation on {dataset_name} ({feature_map} features), {_over_seeds(num_seeds)}",
         fontsize=11,
     )
     fig.tight_layout(rect=(0, 0.2 / len(kinds) if len(kinds) > 1 else 0.14, 1, 1))
@@ -538,8 +550,8 @@ def diversity_gain_figure(agg: Mapping, *, feature_map: str, kind: str, rates: S
     axes[0].set_ylabel("mean predictive diversity (normalised)")
     axes[1].set_ylabel("gain of the round (points of recovery)")
     axes[1].axhline(0.0, color="k", lw=0.6)
-    axes[0].set_xlabel("SD round (0 = teacher)")
-    axes[1].set_xlabel("SD round")
+    axes[0].set_xlabel("SD " + ROUND_LABEL)
+    axes[1].set_xlabel("SD " + ROUND_LABEL)
     axes[0].set_xticks(rr)
     axes[1].set_xticks(rr[1:])
     for ax in axes:
