@@ -254,8 +254,8 @@ def linearization_gap_figure(
     axes[1].set(xlabel="lam", ylabel="argmax agreement (min over rounds)", title="prediction agreement")
     axes[2].set(
         xlabel="lam",
-        ylabel="first all-correct " + ROUND_LABEL,
-        title=f"first 100% round (gaps: none in rounds 0..{int(num_rounds) - 1})",
+        ylabel="first all-correct round $r$ (0 = teacher)",
+        title=f"first 100% round (gap: none in 0..{int(num_rounds) - 1})",
     )
     from matplotlib.ticker import MaxNLocator
 
