@@ -7,7 +7,11 @@ r"""Label smoothing and instance-specific smoothing (Zhang & Sabuncu 2020; docs/
   the model's probability of their labelled class, draw one ``Beta(beta, 1)``
   value per instance, sort the draws, give the smallest to the least confident
   instance; target = draw on the labelled class, ``(1 - draw)/(K - 1)`` on
-  each other class.
+  each other class. Their student loss is the mix
+  ``(1 - alpha) CE(y) + alpha CE(t_beta)`` (``alpha = 0.6`` in their
+  experiments); CE is linear in the target, so this is ``CE`` of the mixed
+  target ``(1 - alpha) y + alpha t_beta``, which is what ``alpha`` returns
+  (``alpha = 1``, the default here, is the Beta target alone).
 * :func:`beta_smoothing_fixed_point_core`: Beta smoothing for a model trained
   to its optimum (a convex linear probe): rank, assign the sorted draws, refit,
   re-rank, until the ranking stops changing (docs/smoothing.md).
@@ -74,25 +78,39 @@ def uniform_smoothing(targets: ArrayLike, eps: Any) -> jax.Array:
 
 
 def beta_smoothing_core(
-    key: jax.Array, label_probs: jax.Array, labels: jax.Array, num_classes: int, beta: jax.Array
+    key: jax.Array,
+    label_probs: jax.Array,
+    labels: jax.Array,
+    num_classes: int,
+    beta: jax.Array,
+    alpha: Any = 1.0,
 ) -> jax.Array:
     """Rank-matched Beta smoothing (no validation); ``label_probs`` is ``(N,)``.
 
     Instances are ranked by ``label_probs`` ascending (ties by index); the
     ``N`` draws from ``Beta(beta, 1)`` are sorted ascending and the ``j``-th
-    smallest goes to the ``j``-th least confident instance.
+    smallest goes to the ``j``-th least confident instance. Returns the mixed
+    target ``(1 - alpha) Y + alpha T_beta`` (``Y`` one-hot; ``alpha = 1``: the
+    Beta target ``T_beta`` alone, bit for bit).
     """
     n = labels.shape[0]
     draws = jnp.sort(jax.random.beta(key, beta, 1.0, (n,), dtype=label_probs.dtype))
     order = jnp.argsort(label_probs, stable=True)
     v = jnp.empty_like(draws).at[order].set(draws)
     onehot = jax.nn.one_hot(labels, num_classes, dtype=label_probs.dtype)
-    return onehot * v[:, None] + (1.0 - onehot) * ((1.0 - v) / (num_classes - 1))[:, None]
+    t_beta = onehot * v[:, None] + (1.0 - onehot) * ((1.0 - v) / (num_classes - 1))[:, None]
+    return (1.0 - alpha) * onehot + alpha * t_beta
 
 
 @float64
-def beta_smoothing(key: jax.Array, label_probs: ArrayLike, labels: ArrayLike, num_classes: int, beta: Any) -> jax.Array:
-    """Zhang & Sabuncu's Beta smoothing targets ``(N, K)``.
+def beta_smoothing(
+    key: jax.Array, label_probs: ArrayLike, labels: ArrayLike, num_classes: int, beta: Any, alpha: Any = 1.0
+) -> jax.Array:
+    """Zhang & Sabuncu's Beta smoothing targets ``(N, K)``, mixed with the hard labels by ``alpha``.
+
+    Returns ``(1 - alpha) Y + alpha T_beta``: since cross-entropy is linear in
+    the target, ``CE((1 - alpha) y + alpha t_beta) = (1 - alpha) CE(y) + alpha
+    CE(t_beta)``, so training on it is training on their mixed loss.
 
     Args:
       key: ``jax.random`` key.
@@ -103,6 +121,9 @@ def beta_smoothing(key: jax.Array, label_probs: ArrayLike, labels: ArrayLike, nu
       num_classes: ``K >= 2``.
       beta: ``> 0``, the first Beta parameter (``Beta(beta, 1)`` has mean
         ``beta / (beta + 1)``).
+      alpha: weight of the Beta target in ``[0, 1]``: ``1`` (default) the
+        Beta target alone, ``0`` the hard labels; Zhang & Sabuncu use
+        ``0.6``.
     """
     V.check_key(key, "key")
     k = V.check_size(num_classes, "num_classes", minimum=2)
@@ -112,6 +133,7 @@ def beta_smoothing(key: jax.Array, label_probs: ArrayLike, labels: ArrayLike, nu
             raise ValueError(f"beta must be a scalar > 0, got a traced value of shape {np.shape(beta)}")
     elif not V.check_real(beta, "beta") > 0:
         raise ValueError(f"beta must be > 0, got {beta!r}")
+    _check_unit(alpha, "alpha")
     if not V.is_tracer(label_probs):
         label_probs = V.check_real_array(label_probs, "label_probs")
     p = jnp.asarray(label_probs, dtype=float)
@@ -125,7 +147,9 @@ def beta_smoothing(key: jax.Array, label_probs: ArrayLike, labels: ArrayLike, nu
     else:
         raise ValueError(f"label_probs must be (N,) or (N, K), got shape {shape}")
     V.check_finite(label_probs, "label_probs")
-    return beta_smoothing_core(key, p, jnp.asarray(lab), k, jnp.asarray(beta, dtype=float))
+    return beta_smoothing_core(
+        key, p, jnp.asarray(lab), k, jnp.asarray(beta, dtype=float), jnp.asarray(alpha, dtype=float)
+    )
 
 
 def predictive_diversity_core(outputs: jax.Array, normalize: bool = False) -> jax.Array:
@@ -190,6 +214,7 @@ def beta_smoothing_fixed_point_core(
     num_classes: int,
     beta: Any,
     max_iter: int = 20,
+    alpha: Any = 1.0,
 ) -> BetaFixedPoint:
     """Beta smoothing iterated with a model trained to its optimum (the adaptation to a convex probe).
 
@@ -200,11 +225,15 @@ def beta_smoothing_fixed_point_core(
     are fixed and only their assignment moves) and refits, ``fit(targets) ->
     outputs``. It stops when the ranking of the refitted model equals the one
     its targets were made from (a fixed point) or after ``max_iter`` refits.
-    ``max_iter=1`` is the one-round version from the teacher. Host loop
-    (``fit`` may be an exact solve); no validation.
+    ``max_iter=1`` is the one-round version from the teacher. The targets are
+    mixed with the hard labels, ``(1 - alpha) Y + alpha T_beta`` (``alpha`` in
+    ``[0, 1]``, validated; ``1``: the Beta target alone); the ranking is that
+    of the model's labelled-class probability, whatever ``alpha``. Host loop
+    (``fit`` may be an exact solve); no other validation.
     """
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    _check_unit(alpha, "alpha")
 
     def label_probs(p):
         return jnp.take_along_axis(p, labels[:, None], axis=1)[:, 0]
@@ -216,7 +245,7 @@ def beta_smoothing_fixed_point_core(
     it = 0
     while True:
         it += 1
-        targets = beta_smoothing_core(key, label_probs(current), labels, num_classes, beta)
+        targets = beta_smoothing_core(key, label_probs(current), labels, num_classes, beta, alpha)
         current = fit(targets)
         new_order = ranking(current)
         fixed = bool(np.array_equal(new_order, order))

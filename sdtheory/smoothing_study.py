@@ -18,7 +18,11 @@ options) on the same features and ``lam``:
   or re-ranking with the refitted model until the ranking stops changing
   (``beta_fixed``; ``refits`` holds the number of refits, ``fixed_point``
   is 1 if the ranking stopped changing within ``beta_max_iter`` refits, 0 if
-  it did not: then the last refit is reported);
+  it did not: then the last refit is reported). The fits use Zhang &
+  Sabuncu's mix of the Beta target with the hard labels, the target
+  ``(1 - alpha) Y + alpha T_beta`` (``alpha = 0.6``, their value, by default;
+  ``alpha = 1`` is the Beta target alone); column ``alpha`` records it
+  (NaN in the other methods' rows);
 * ``sd``: rounds ``0..R-1`` of self-distillation;
 * ``sd_tau``: rounds of self-distillation with temperature ``tau`` (param)
   on the teacher's logits (:mod:`sdtheory.variants`);
@@ -72,6 +76,7 @@ METHODS = ("teacher", "uniform", "beta_one", "beta_fixed", "sd", "sd_tau", "pll"
 FIELDNAMES = (
     *E.CELL_COLUMNS,
     "param",
+    "alpha",
     "round",
     *E.METRIC_COLUMNS,
     "agree_ref",
@@ -105,11 +110,15 @@ def run_smoothing_cell(
     taus: Sequence[float],
     key: jax.Array,
     beta_max_iter: int = 20,
+    alpha: float = 0.6,
 ) -> list:
     """All methods of the study for one noisy label vector (module docstring); rows without the cell keys.
 
-    ``key`` draws the Beta smoothing values (one fold per ``beta``).
+    ``key`` draws the Beta smoothing values (one fold per ``beta``); ``alpha``
+    in ``[0, 1]`` mixes the Beta target with the hard labels,
+    ``(1 - alpha) Y + alpha T_beta`` (Zhang & Sabuncu's ``0.6`` by default).
     """
+    alpha = V.check_real(alpha, "alpha", minimum=0.0, maximum=1.0)
     k = fm.num_classes
     true = fm.labels
     given = V.check_labels(given_labels, k, "given_labels")
@@ -132,6 +141,7 @@ def run_smoothing_cell(
                 solver="exact",
                 method=method,
                 param=param,
+                alpha=float("nan"),
                 round=first_round + r,
                 agree_ref=_agree(res.outputs[r], reference[r]) if reference is not None else float("nan"),
                 refits=float("nan"),
@@ -161,11 +171,19 @@ def run_smoothing_cell(
                 return res.outputs[0]
 
             bfp = beta_smoothing_fixed_point_core(
-                fit, sd.outputs[0], jax.random.fold_in(key, i), jnp.asarray(given), k, float(beta), max_iter
+                fit,
+                sd.outputs[0],
+                jax.random.fold_in(key, i),
+                jnp.asarray(given),
+                k,
+                float(beta),
+                max_iter,
+                alpha=alpha,
             )
             res = kept[-1]
             rows = rows_of(method, float(beta), res, teacher, first_round=1)
             for r in rows:
+                r["alpha"] = alpha
                 r["refits"] = float(bfp.iterations)
                 r["fixed_point"] = float(bfp.converged) if method == "beta_fixed" else float("nan")
             out += rows
@@ -182,6 +200,7 @@ def run_smoothing_cell(
                 solver="closed_form",
                 method=method,
                 param=param,
+                alpha=nan,
                 round=r,
                 agree_ref=_agree(outs[r], reference[r]),
                 refits=nan,
@@ -230,6 +249,7 @@ def run_smoothing_study(
     relu_dim: int = 512,
     center: bool = True,
     beta_max_iter: int = 20,
+    alpha: float = 0.6,
     progress: Optional[Callable[[int, int, float], None]] = None,
 ) -> StudyResult:
     """The study over kinds x rates x seeds on one feature map of ``ds`` (with a held-out split).
@@ -239,12 +259,16 @@ def run_smoothing_study(
     ``fold_in(master, 10)``, labels of (kind ``j``, rate ``l``, seed ``s``)
     from ``fold_in`` of ``100``, ``j``, ``l``, ``s``); the Beta draws of a cell
     from ``fold_in(label key, 7)``. ``lam`` defaults to
-    :func:`sdtheory.experiments.lam_rule`.
+    :func:`sdtheory.experiments.lam_rule`. ``alpha`` in ``[0, 1]``: the weight
+    of the Beta target in the Beta methods' mixed target ``(1 - alpha) Y +
+    alpha T_beta``; the default ``0.6`` is Zhang & Sabuncu's, ``1`` the Beta
+    target alone.
     """
     if ds.test_features is None:
         raise ValueError("the data set needs a held-out split; see sdtheory.experiments.prepare_dataset")
     num_seeds = V.check_int(num_seeds, "num_seeds", minimum=1)
     num_rounds = V.check_int(num_rounds, "num_rounds", minimum=2, maximum=V.MAX_NUM_ROUNDS, why=V.NUM_ROUNDS_WHY)
+    alpha = V.check_real(alpha, "alpha", minimum=0.0, maximum=1.0)
     for name, vals, lo_ok in (("eps", eps, True), ("betas", betas, False), ("taus", taus, False)):
         arr = np.atleast_1d(V.check_real_array(vals, name)).astype(float)
         if arr.ndim != 1 or not np.all(np.isfinite(arr)):
@@ -299,6 +323,7 @@ def run_smoothing_study(
                     taus=taus,
                     key=jax.random.fold_in(key, 7),
                     beta_max_iter=beta_max_iter,
+                    alpha=alpha,
                 )
                 rows += [{**base, **r} for r in cell]
                 done += 1
@@ -314,8 +339,13 @@ def aggregate(rows: Sequence[dict]) -> dict:
     """``(feature_map, kind, rate, solver, method label, round) -> {metric: (mean, std, n)}`` over seeds.
 
     :func:`sdtheory.experiments.aggregate` with the method's parameter in its
-    label (:func:`method_label`).
+    label (:func:`method_label`). The Beta rows must share one ``alpha`` (the
+    label does not carry it): rows of runs at different ``alpha`` are
+    aggregated one run at a time.
     """
+    alphas = {float(r["alpha"]) for r in rows if r["method"] in ("beta_one", "beta_fixed") and "alpha" in r}
+    if len(alphas) > 1:
+        raise ValueError(f"the Beta rows mix alpha = {V.short_list(sorted(alphas))}; aggregate one alpha at a time")
     keyed = [{**r, "method": method_label(r["method"], r["param"])} for r in rows]
     return E.aggregate(keyed, metrics=AGG_METRICS)
 
@@ -326,15 +356,16 @@ def _fmt(v, pct=True) -> str:
     return f"{100 * v[0]:.1f} ({100 * v[1]:.1f})" if pct else f"{v[0]:.3f}"
 
 
-def table_methods(num_rounds: int, eps, betas, taus) -> list:
-    """``(method label, round, column title)`` of the summary table, in order."""
+def table_methods(num_rounds: int, eps, betas, taus, alpha: Optional[float] = None) -> list:
+    """``(method label, round, column title)`` of the summary table, in order (``alpha`` in the Beta titles)."""
+    mix = "" if alpha is None else f" a={alpha:g}"
     last = num_rounds - 1
     cols = [("teacher", 0, "teacher")]
     cols += [(method_label("uniform", e), 0, f"LS eps={e:g}") for e in eps]
     for b in betas:
         cols += [
-            (method_label("beta_one", b), 1, f"Beta({b:g}) 1 refit"),
-            (method_label("beta_fixed", b), 1, f"Beta({b:g}) fixed pt"),
+            (method_label("beta_one", b), 1, f"Beta({b:g}){mix} 1 refit"),
+            (method_label("beta_fixed", b), 1, f"Beta({b:g}){mix} fixed pt"),
         ]
     cols += [("sd", r, f"SD r{r}") for r in range(1, num_rounds)]
     cols += [(method_label("sd_tau", t), last, f"SD tau={t:g} r{last}") for t in taus]
@@ -355,15 +386,17 @@ def markdown_table(
     eps,
     betas,
     taus,
+    alpha: float = 0.6,
 ) -> str:
     """``smoothing.md``: mean (std) over seeds, in %, per metric; then the closed form's agreement rows."""
-    cols = table_methods(num_rounds, eps, betas, taus)
+    cols = table_methods(num_rounds, eps, betas, taus, alpha)
     lines = [
         "# Label smoothing vs self-distillation (exact softmax linear probe)",
         "",
         f"Data: {dataset}; feature map `{feature_map}` (d = {summary['dim']}, lam = {summary['lam']:.3g}). "
         f"Mean (std) over {num_seeds} seed(s), in %. LS = uniform label smoothing; Beta = rank-matched Beta "
-        "smoothing (one refit from the teacher, or iterated to the fixed point of the ranking).",
+        "smoothing (one refit from the teacher, or iterated to the fixed point of the ranking), trained on "
+        f"the mixed target (1 - a) Y + a T_beta with a = alpha = {alpha:g}.",
         "",
     ]
     for metric, title in (

@@ -4,7 +4,8 @@
 A thin script: flags -> data -> :func:`sdtheory.smoothing_study.run_smoothing_study`
 -> files. The methods (uniform label smoothing over a grid of eps, rank-matched
 Beta smoothing after one refit or at its fixed point, SD rounds, SD with
-temperature, the PLL student; all exact softmax fits) and the closed-form
+temperature, the PLL student; all exact softmax fits; the Beta targets mixed
+with the hard labels by ``--alpha``, Zhang & Sabuncu's 0.6 by default) and the closed-form
 checks live in :mod:`sdtheory.smoothing_study`; docs/smoothing.md describes
 the adaptation of Beta smoothing and the results.
 
@@ -119,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Beta(beta, 1) smoothing parameters, each > 0 (mean draw beta / (beta + 1))",
     )
     p.add_argument(
+        "--alpha",
+        type=float_in(0.0, 1.0),
+        default=0.6,
+        help="weight of the Beta target in the Beta methods' training target (1 - alpha) Y + alpha T_beta, in "
+        "[0, 1]; 0.6 is Zhang & Sabuncu's value, 1 the Beta target alone",
+    )
+    p.add_argument(
         "--taus",
         nargs="+",
         type=float_in(0.0, math.inf, lo_open=True, hi_open=True),
@@ -197,6 +205,7 @@ def main(argv=None) -> dict:
         relu_dim=args.relu_dim,
         center=not args.no_center,
         beta_max_iter=args.beta_max_iter,
+        alpha=args.alpha,
         progress=sio.progress_printer("smoothing"),
     )
     rows = result.rows
@@ -207,6 +216,7 @@ def main(argv=None) -> dict:
         "cells": len(beta_rows),
         "reached": sum(r["fixed_point"] == 1.0 for r in beta_rows),
         "max_refits": max((int(r["refits"]) for r in beta_rows), default=0),
+        "alpha": args.alpha,
     }
     common = dict(feature_map=args.feature_map, rates=args.rates, num_rounds=args.num_rounds)
     with sio.run_directory(out, script=SCRIPT, parameters=params, outputs=OUTPUTS) as stage:
@@ -222,6 +232,7 @@ def main(argv=None) -> dict:
                 eps=args.eps,
                 betas=args.betas,
                 taus=args.taus,
+                alpha=args.alpha,
                 **common,
             ),
         )

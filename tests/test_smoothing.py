@@ -210,3 +210,111 @@ def test_smoothing_bools_and_strings_are_refused_by_name():
         sdtheory.predictive_diversity(np.eye(3), normalize="no")  # was truthy
     with pytest.raises(ValueError, match="outputs must be a rectangular array"):
         sdtheory.confidence([[0.5, 0.5], [1.0]])
+
+
+# --------------------------------------------------------------------------
+# Beta smoothing mixed with the hard labels (Zhang & Sabuncu's alpha)
+# --------------------------------------------------------------------------
+
+
+def _softmax_rows(z):
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def _mixed_objective_fit(x, y_onehot, t_beta, alpha, lam):
+    """Minimise ``(1 - alpha) CE(y) + alpha CE(t_beta) + lam/2 |W|^2`` (two CE terms, written out) with SciPy."""
+    from scipy.optimize import minimize
+
+    n, d = x.shape
+    k = y_onehot.shape[1]
+
+    def f(w):
+        w = w.reshape(d, k)
+        p = _softmax_rows(x @ w)
+        logp = np.log(p)
+        ce_y = -np.sum(y_onehot * logp) / n
+        ce_b = -np.sum(t_beta * logp) / n
+        grad_y = x.T @ (p - y_onehot) / n
+        grad_b = x.T @ (p - t_beta) / n
+        val = (1 - alpha) * ce_y + alpha * ce_b + lam / 2 * np.sum(w**2)
+        return val, ((1 - alpha) * grad_y + alpha * grad_b + lam * w).ravel()
+
+    r = minimize(
+        f, np.zeros(d * k), jac=True, method="L-BFGS-B", options={"gtol": 1e-13, "ftol": 1e-16, "maxiter": 50000}
+    )
+    return _softmax_rows(x @ r.x.reshape(d, k))
+
+
+def _beta_target_numpy(key, label_probs, labels, k, beta):
+    """The rank-matched Beta target from the sorted draws, by NumPy ranking."""
+    n = labels.size
+    draws = np.sort(np.asarray(jax.random.beta(key, beta, 1.0, (n,), dtype=float)))
+    rank = np.argsort(np.argsort(label_probs, kind="stable"), kind="stable")
+    v = draws[rank]
+    onehot = np.eye(k)[labels]
+    return onehot * v[:, None] + (1 - onehot) * ((1 - v) / (k - 1))[:, None]
+
+
+def _alpha_problem():
+    rng = np.random.default_rng(7)
+    n, d, k = 30, 3, 3
+    means = 1.5 * rng.normal(size=(k, d))
+    labels = np.arange(n) % k
+    x = means[labels] + rng.normal(size=(n, d))
+    labels[:4] = (labels[:4] + 1) % k  # a few wrong labels
+    return x, labels, k, 0.05
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0])
+def test_beta_alpha_student_matches_scipy_on_the_mixed_objective(alpha):
+    """The exact student on the mixed target = the minimiser of (1 - a) CE(y) + a CE(t_beta) + lam/2 |W|^2."""
+    from sdtheory.smoothing import beta_smoothing_fixed_point_core
+
+    x, labels, k, lam = _alpha_problem()
+    y = np.eye(k)[labels]
+    key, beta = jax.random.key(5), 3.0
+    # independent teacher (alpha plays no part) and its ranking
+    teacher = _mixed_objective_fit(x, y, y, 0.0, lam)
+    t_beta = _beta_target_numpy(key, teacher[np.arange(labels.size), labels], labels, k, beta)
+    expected = _mixed_objective_fit(x, y, t_beta, alpha, lam)
+
+    def fit(t):
+        return sdtheory.exact_outputs(np.asarray(t), lam=lam, num_rounds=1, features=x).outputs[0]
+
+    # the study's path: one refit from the teacher with the mixed target
+    res = beta_smoothing_fixed_point_core(
+        fit, jax.numpy.asarray(teacher), key, jax.numpy.asarray(labels), k, beta, 1, alpha=alpha
+    )
+    np.testing.assert_allclose(res.outputs, expected, atol=1e-6)
+    # the public function: the same target, and the same student
+    t = np.asarray(sdtheory.beta_smoothing(key, teacher, labels, k, beta, alpha))
+    np.testing.assert_allclose(t, (1 - alpha) * y + alpha * t_beta, atol=1e-15)
+    np.testing.assert_allclose(fit(t), expected, atol=1e-6)
+
+
+def test_beta_alpha_one_is_the_beta_target_and_alpha_zero_the_hard_labels():
+    rng = np.random.default_rng(2)
+    n, k = 50, 4
+    probs, labels = rng.uniform(size=n), rng.integers(0, k, n)
+    key = jax.random.key(3)
+    before = np.asarray(sdtheory.beta_smoothing(key, probs, labels, k, 2.0))  # default: the Beta target alone
+    np.testing.assert_array_equal(np.asarray(sdtheory.beta_smoothing(key, probs, labels, k, 2.0, 1.0)), before)
+    np.testing.assert_allclose(before, _beta_target_numpy(key, probs, labels, k, 2.0), atol=1e-15)
+    np.testing.assert_array_equal(
+        np.asarray(sdtheory.beta_smoothing(key, probs, labels, k, 2.0, 0.0)), np.eye(k)[labels]
+    )
+
+
+@pytest.mark.parametrize(
+    "alpha,exc", [(-0.1, ValueError), (1.5, ValueError), (np.nan, ValueError), ("0.6", TypeError), (True, TypeError)]
+)
+def test_beta_alpha_bad_values_are_refused_by_name(alpha, exc):
+    from sdtheory.smoothing import beta_smoothing_fixed_point_core
+
+    key, labels = jax.random.key(0), np.array([0, 1, 2])
+    with pytest.raises(exc, match="alpha"):
+        sdtheory.beta_smoothing(key, np.ones(3) / 2, labels, 3, 1.0, alpha)
+    with pytest.raises(exc, match="alpha"):
+        beta_smoothing_fixed_point_core(lambda t: t, np.eye(3), key, labels, 3, 1.0, 1, alpha=alpha)

@@ -5,6 +5,8 @@ by SciPy's L-BFGS on the primal objective, the linearised invariances by a
 direct eigendecomposition, the Beta fixed point by re-ranking with NumPy.
 """
 
+import json
+
 import jax
 import numpy as np
 import pytest
@@ -58,6 +60,40 @@ def test_end_to_end_files_rows_and_reproducibility(tiny_run, tmp_path):
     assert (tmp_path / "a" / "smoothing.csv").read_bytes() == (out / "smoothing.csv").read_bytes()
     smoothing.main(TINY + ["--out", str(tmp_path / "b"), "--no-figures", "--seed", "1"])
     assert (tmp_path / "b" / "smoothing.csv").read_bytes() != (out / "smoothing.csv").read_bytes()
+
+
+def test_alpha_is_recorded_with_the_results(tiny_run):
+    # the default alpha is Zhang & Sabuncu's 0.6: in the Beta rows of the CSV, the parameters and the summary
+    out, res = tiny_run
+    rows = read_csv(out / "smoothing.csv")
+    beta = [r for r in rows if r["method"] in ("beta_one", "beta_fixed")]
+    assert beta and all(float(r["alpha"]) == 0.6 for r in beta)
+    assert all(np.isnan(float(r["alpha"])) for r in rows if r not in beta)
+    summary = json.loads((out / "smoothing.json").read_text())
+    assert summary["beta_fixed_point"]["alpha"] == 0.6
+    assert json.loads((out / "smoothing.csv.meta.json").read_text())["metadata"]["parameters"]["alpha"] == 0.6
+    assert "a = alpha = 0.6" in (out / "smoothing.md").read_text()
+    # rows of two alphas are not averaged together
+    other = [{**r, "alpha": 1.0} if r["method"] == "beta_one" else r for r in res["rows"]]
+    with pytest.raises(ValueError, match="alpha"):
+        sd.smoothing_study.aggregate(other)
+
+
+def test_alpha_changes_only_the_beta_rows(tiny_run, tmp_path):
+    out = tmp_path / "a1"
+    smoothing.main(TINY + ["--alpha", "1", "--no-figures", "--out", str(out)])
+    a06, a1 = read_csv(tiny_run[0] / "smoothing.csv"), read_csv(out / "smoothing.csv")
+    assert len(a06) == len(a1)
+    changed = set()
+    for r, q in zip(a06, a1, strict=True):
+        assert (r["kind"], r["method"], r["solver"], r["round"]) == (q["kind"], q["method"], q["solver"], q["round"])
+        if r["method"] in ("beta_one", "beta_fixed"):
+            assert float(q["alpha"]) == 1.0
+            changed |= {r["method"] for c in ("confidence", "diversity") if r[c] != q[c]}
+        else:
+            assert r == q
+    # the mix keeps more of the hard label: the Beta students' outputs differ
+    assert changed == {"beta_one", "beta_fixed"}
 
 
 def test_linearised_model_predicts_no_change(tiny_run):
@@ -152,6 +188,9 @@ def test_bad_flags(capsys):
         ["--taus", "inf"],
         ["--num-rounds", "1"],
         ["--kinds", "uniform"],
+        ["--alpha", "-0.1"],
+        ["--alpha", "1.5"],
+        ["--alpha", "nan"],
     ):
         with pytest.raises(SystemExit) as e:
             smoothing.main(bad)
@@ -166,6 +205,9 @@ def test_bad_flags(capsys):
         (dict(betas=[0.0]), "betas"),
         (dict(taus=[-1.0]), "taus"),
         (dict(taus=[np.nan]), "taus"),
+        (dict(alpha=1.5), "alpha"),
+        (dict(alpha=-0.1), "alpha"),
+        (dict(alpha=np.nan), "alpha"),
     ],
 )
 def test_study_bad_arguments_are_named(kw, name):
