@@ -521,7 +521,7 @@ CASES = {
     "top2_targets": Case(sd.top2_targets, lambda: dict(outputs=P, tie_tol=1e-10)),
     "beta_smoothing": Case(
         sd.beta_smoothing,
-        lambda: dict(key=KEY, label_probs=P[np.arange(6), NOISY], labels=NOISY, num_classes=3, beta=2.0),
+        lambda: dict(key=KEY, label_probs=P[np.arange(6), NOISY], labels=NOISY, num_classes=3, beta=2.0, alpha=0.6),
     ),
     "confidence": Case(sd.confidence, lambda: dict(outputs=P)),
     "predictive_diversity": Case(sd.predictive_diversity, lambda: dict(outputs=P, normalize=False)),
