@@ -63,7 +63,7 @@ from .losses import LOSSES
 from .metrics import TIE_TOL, accuracy, split_accuracy
 from .noise import confusable_clusters, corruption_matrix, sample_labels
 from .predictor import predictor
-from .refine import closed_fit, exact_fit, pll_rounds_core, round_fit
+from .refine import check_init, closed_fit, exact_fit, pll_rounds_core, round_fit
 from .smoothing import confidence, predictive_diversity
 from .block import BlockSpectrum, _block_spectrum_checked, block_outputs_core
 from .reduced import label_types, reduced_closed_core, reduced_exact_core, type_spectrum_core
@@ -364,7 +364,9 @@ def score_rounds(
 
 
 @float64
-def run_cell(fm: FeatureMap, given_labels: Any, test_labels: Any, *, num_rounds: int, q: float = 0.7) -> list:
+def run_cell(
+    fm: FeatureMap, given_labels: Any, test_labels: Any, *, num_rounds: int, q: float = 0.7, init: str = "teacher"
+) -> list:
     """All methods for one noisy label vector; rows without the cell keys (feature map, kind, rate, seed).
 
     Methods (``solver``, ``method``, ``round``): exact SD rounds
@@ -374,8 +376,11 @@ def run_cell(fm: FeatureMap, given_labels: Any, test_labels: Any, *, num_rounds:
     rounds (training set only). ``residual`` / ``converged`` report the exact
     solver; ``agree_exact`` compares training argmaxes with the exact fit of
     the same round (the closed-form PLL student with the exact CE student).
+    ``init``: the exact PLL students' starting weights (``"teacher"``: the
+    exact teacher's, as SelfPLL; ``"zero"``), :data:`sdtheory.refine.PLL_INITS`.
     """
     num_rounds = V.check_num_rounds(num_rounds, "num_rounds")
+    init = check_init(init)
     check_options("gce", q, DEFAULT_TOL, DEFAULT_MAX_ITER, "flag", "lbfgs")
     k = fm.num_classes
     true = fm.labels
@@ -420,7 +425,7 @@ def run_cell(fm: FeatureMap, given_labels: Any, test_labels: Any, *, num_rounds:
     teacher = round_fit(res)
     pll_pred = {}
     for loss in LOSSES:  # every registered student loss (ce: the theory; gce: SelfPLL)
-        pll = pll_rounds_core(exact_fit(fm.phi, lam, loss=loss, q=q, **EXACT_OPTIONS), teacher, 1, TIE_TOL)
+        pll = pll_rounds_core(exact_fit(fm.phi, lam, loss=loss, q=q, **EXACT_OPTIONS), teacher, 1, TIE_TOL, init)
         pll_pred[loss] = np.asarray(pll.outputs[0]).argmax(-1)
         # the student's ExactResult (round axis kept) carries the dual coefficients for held-out outputs
         pt = exact_predict(jax.tree_util.tree_map(lambda a: a[1:], pll.fits), test_features=xt, features=x)
