@@ -1,6 +1,6 @@
 r"""Partial-label refinement: the one top-2 rule and the one PLL pipeline.
 
-The PLL student of Jeong & Chung (docs/theory.md section 5): fit the teacher
+The PLL student of Jeong & Chung (docs/theory.md section 8): fit the teacher
 (round 0) on the given targets; from its training outputs take every
 instance's two highest classes and make the target ``1/2`` on each (a partial
 label: "one of these two"); fit one student of the same form on these
