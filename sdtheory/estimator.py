@@ -27,6 +27,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from . import _validation as V
 from .exact import DEFAULT_MAX_ITER, DEFAULT_RTOL, DEFAULT_SOLVER, DEFAULT_TOL
 from .predictor import STUDENTS
+from .refine import check_init
 
 __all__ = ["SelfDistillationClassifier", "STUDENTS"]
 
@@ -48,6 +49,11 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
       loss: the PLL student's loss for rounds ``>= 1`` (``"ce"`` or ``"gce"``); round 0 is
         always CE, and ``student="sd"`` rounds fit soft outputs with CE (``loss="ce"``).
       q: GCE exponent.
+      init: the PLL student's starting weights (``student="pll"``):
+        ``"teacher"`` (the weights of the round whose top 2 it fits, as the
+        SelfPLL reference code) or ``"zero"``; the same optimum for CE,
+        possibly another stationary point for GCE. ``student="sd"`` rounds
+        start from the previous round's weights (``"teacher"`` only).
       fit_intercept: unregularised bias (scikit-learn's default).
       tol, rtol, max_iter, solver: the exact solver's options (:func:`sdtheory.exact_outputs`).
       temperature, xi, hard: the distillation variants of ``student="sd"``
@@ -77,6 +83,7 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
         temperature: float = 1.0,
         xi: float = 1.0,
         hard: bool = False,
+        init: str = "teacher",
     ):
         self.lam = lam
         self.num_rounds = num_rounds
@@ -91,6 +98,7 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
         self.temperature = temperature
         self.xi = xi
         self.hard = hard
+        self.init = init
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -108,6 +116,12 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
 
         if self.student not in STUDENTS:
             raise ValueError(f"student must be one of {STUDENTS}, got {self.student!r}")
+        check_init(self.init)
+        if self.student == "sd" and self.init != "teacher":
+            raise ValueError(
+                f"init={self.init!r} is the PLL student's starting point (student='pll'); student='sd' rounds "
+                "start from the previous round's weights (init='teacher')"
+            )
         if self.student == "sd" and self.loss != "ce":
             raise ValueError(
                 f"loss={self.loss!r} is the PLL student's loss (student='pll'); student='sd' rounds fit the "
@@ -157,7 +171,14 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
                 f"defaults (got {variants})"
             )
         self.predictor_ = predictor(
-            t, num_rounds=self.num_rounds, student=self.student, loss=self.loss, q=self.q, **variants, **opts
+            t,
+            num_rounds=self.num_rounds,
+            student=self.student,
+            loss=self.loss,
+            q=self.q,
+            init=self.init,
+            **variants,
+            **opts,
         )
         fitted = self.predictor_
         result = fitted.exact_result(num_rounds=fitted.num_rounds)

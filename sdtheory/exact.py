@@ -755,6 +755,8 @@ def exact_phi_core(
     tie_tol=TIE_TOL,
     rtol=DEFAULT_RTOL,
     fit_intercept=False,
+    init_coef=None,
+    init_intercepts=None,
 ):
     """Rounds ``0..num_rounds-1`` in the solver coordinates ``phi`` (jitted, no validation).
 
@@ -765,6 +767,15 @@ def exact_phi_core(
     :func:`sdtheory.variants.next_targets_core` (``temperature``, ``xi``,
     ``hard``; the defaults are plain SD, ``T_r = P_{r-1}``); ``lams``
     ``(num_rounds,)`` is a lam schedule (default: ``lam`` every round).
+
+    Round 0 starts from zero weights, or, given ``init_coef`` ``(N, K)`` (and
+    ``init_intercepts`` ``(K,)`` with ``fit_intercept``), from the weights of
+    another fit on the same ``phi`` and ``fit_intercept``: its dual
+    coefficients and intercepts (an :class:`ExactResult` round's ``coef`` and
+    ``intercepts``), whose logits are ``G A + b``. The weights are formed here,
+    in this call's own coordinates (rotated or not, with the bias coordinate),
+    so the start is the same function whatever coordinates the kernel picks.
+    Later rounds start from the previous round's weights.
     """
     coords = phi if isinstance(phi, Coordinates) else None
     if coords is not None:
@@ -795,7 +806,19 @@ def exact_phi_core(
         return jnp.concatenate([jnp.full((1, m), lam), jnp.zeros((1, 1), dtype)], axis=1) if fit_intercept else lam
 
     ops = _operators(phi, basis, colsq)
-    v0 = jnp.zeros((k, phi.shape[1]), dtype)  # class-major (K, M), as the solvers work
+    if init_coef is None:
+        v0 = jnp.zeros((k, phi.shape[1]), dtype)  # class-major (K, M), as the solvers work
+    else:
+        # the start's weights W = A^T X in these coordinates (logits G A + b, as exact_predict); with an
+        # intercept the centred columns carry W and the constant one b + W mean (the bias formula below,
+        # inverted), W = A^T (X - mean) + (sum_i A_i) mean from the centred columns
+        a = jnp.asarray(init_coef, dtype)
+        if fit_intercept:
+            v0 = a.T @ phi[:, :m] + jnp.sum(a, axis=0)[:, None] * mean[None, :]
+            b = jnp.zeros(k, dtype) if init_intercepts is None else jnp.asarray(init_intercepts, dtype)
+            v0 = jnp.concatenate([v0, (b + v0 @ mean)[:, None]], axis=1)
+        else:
+            v0 = a.T @ phi
 
     mem0 = _init_memory(phi.shape[1], k, dtype)
     rtol = jnp.asarray(rtol, dtype)

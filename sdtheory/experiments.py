@@ -63,7 +63,7 @@ from .losses import LOSSES
 from .metrics import TIE_TOL, accuracy, split_accuracy
 from .noise import confusable_clusters, corruption_matrix, sample_labels
 from .predictor import predictor
-from .refine import closed_fit, exact_fit, pll_rounds_core, round_fit
+from .refine import check_init, closed_fit, exact_fit, pll_rounds_core, round_fit
 from .smoothing import confidence, predictive_diversity
 from .block import BlockSpectrum, _block_spectrum_checked, block_outputs_core
 from .reduced import label_types, reduced_closed_core, reduced_exact_core, type_spectrum_core
@@ -86,6 +86,7 @@ __all__ = [
     "run_cell",
     "run_protocol",
     "score_rounds",
+    "selfpll_table",
     "solver_report",
     "split_key",
 ]
@@ -177,7 +178,9 @@ class FeatureMap:
       phi: the exact solver's coordinates (:func:`sdtheory.exact.solver_features`).
       block_spectrum: analytic :class:`sdtheory.BlockSpectrum` of the fitted
         block Gram ``(1 - c) I + (c - d) B + d 1 1^T`` (blocks = true
-        classes; ``O(N K)`` outputs through :func:`sdtheory.block.block_outputs_core`).
+        classes; ``O(N K)`` outputs through :func:`sdtheory.block.block_outputs_core`),
+        or ``None`` without the block model (raw features, whose Gram has
+        no unit diagonal).
     """
 
     name: str
@@ -190,7 +193,7 @@ class FeatureMap:
     stats: BlockStatistics
     spectrum: Spectrum
     phi: jax.Array | Coordinates
-    block_spectrum: BlockSpectrum
+    block_spectrum: Optional[BlockSpectrum]
 
 
 @float64
@@ -202,6 +205,7 @@ def prepare_feature_map(
     *,
     lam: Optional[float] = None,
     name: str = "features",
+    block_model: bool = True,
 ) -> FeatureMap:
     """Compute once what every cell of a feature map reuses (spectra, solver coordinates, lam).
 
@@ -212,6 +216,8 @@ def prepare_feature_map(
       num_classes: ``K``.
       lam: the L2 weight; default :func:`lam_rule` on the fitted ``c``.
       name: the feature map's name.
+      block_model: fit the block model (needs unit-norm rows: its Gram has
+        ``1`` on the diagonal); ``False`` for raw features.
 
     The fitted block model uses ``c`` and ``d`` as measured
     (:func:`sdtheory.data.block_statistics`); centred features give a
@@ -240,7 +246,11 @@ def prepare_feature_map(
     xt = jnp.asarray(test_features, dtype=float)
     spec = _feature_spectrum(x)
     try:
-        bspec = _block_spectrum_checked(stats.class_sizes, stats.c, stats.d)
+        bspec = (
+            _block_spectrum_checked(stats.class_sizes, stats.c, stats.d)
+            if V.check_bool(block_model, "block_model")
+            else None
+        )
     except ValueError as exc:
         raise ValueError(
             f"the block model fitted to these features (c, d: mean within- and across-class correlations) is "
@@ -277,8 +287,11 @@ def feature_map_report(fm: FeatureMap) -> tuple:
     k = fm.num_classes
     n = fm.labels.shape[0]
     eig = _descending(fm.spectrum.eigvals)
-    top = _descending(fm.block_spectrum.class_eigvals)
-    block_eig = _descending(np.concatenate([top, np.full(n - k, float(fm.block_spectrum.within))]))
+    if fm.block_spectrum is None:  # no block model (raw features): its entries are NaN / empty
+        top, block_eig = np.full(k, np.nan), np.zeros(0)
+    else:
+        top = _descending(fm.block_spectrum.class_eigvals)
+        block_eig = _descending(np.concatenate([top, np.full(n - k, float(fm.block_spectrum.within))]))
     ridge = k * n * fm.lam
     nonzero = eig > 1e-10 * eig[0]
     summary = {
@@ -293,7 +306,9 @@ def feature_map_report(fm: FeatureMap) -> tuple:
             "top_eigvals": eig[: 2 * k],
             "median_nonzero": float(np.median(eig[nonzero])),
             "trace_fraction_top_K_minus_1": float(eig[: k - 1].sum() / eig.sum()),
-            "block_trace_fraction_top_K_minus_1": float(top[: k - 1].sum() / block_eig.sum()),
+            "block_trace_fraction_top_K_minus_1": float(top[: k - 1].sum() / block_eig.sum())
+            if block_eig.size
+            else float("nan"),
             "block_s_w": 1.0 - fm.stats.c,
             "block_class_eigvals": top,
             "eigvals_above_ridge": int(np.sum(eig > ridge)),
@@ -364,7 +379,16 @@ def score_rounds(
 
 
 @float64
-def run_cell(fm: FeatureMap, given_labels: Any, test_labels: Any, *, num_rounds: int, q: float = 0.7) -> list:
+def run_cell(
+    fm: FeatureMap,
+    given_labels: Any,
+    test_labels: Any,
+    *,
+    num_rounds: int,
+    q: float = 0.7,
+    init: str = "teacher",
+    solver: str = "lbfgs",
+) -> list:
     """All methods for one noisy label vector; rows without the cell keys (feature map, kind, rate, seed).
 
     Methods (``solver``, ``method``, ``round``): exact SD rounds
@@ -374,9 +398,16 @@ def run_cell(fm: FeatureMap, given_labels: Any, test_labels: Any, *, num_rounds:
     rounds (training set only). ``residual`` / ``converged`` report the exact
     solver; ``agree_exact`` compares training argmaxes with the exact fit of
     the same round (the closed-form PLL student with the exact CE student).
+    ``init``: the exact PLL students' starting weights (``"teacher"``: the
+    exact teacher's, as SelfPLL; ``"zero"``), :data:`sdtheory.refine.PLL_INITS`.
+    ``solver``: the exact solver (:data:`sdtheory.SOLVERS`; default L-BFGS,
+    :data:`EXACT_OPTIONS`; ``"auto"``, truncated Newton, for the
+    ill-conditioned Gram of raw features).
     """
     num_rounds = V.check_num_rounds(num_rounds, "num_rounds")
-    check_options("gce", q, DEFAULT_TOL, DEFAULT_MAX_ITER, "flag", "lbfgs")
+    init = check_init(init)
+    check_options("gce", q, DEFAULT_TOL, DEFAULT_MAX_ITER, "flag", solver)
+    opts = dict(EXACT_OPTIONS, solver=solver)
     k = fm.num_classes
     true = fm.labels
     given = V.check_labels(given_labels, k, "given_labels")
@@ -395,7 +426,7 @@ def run_cell(fm: FeatureMap, given_labels: Any, test_labels: Any, *, num_rounds:
 
     out = []
     # exact SD, rounds 0..R-1, in the solver coordinates computed once per feature map
-    res: ExactResult = exact_phi_core(fm.phi, t, lam, num_rounds, loss="ce", q=q, **EXACT_OPTIONS)
+    res: ExactResult = exact_phi_core(fm.phi, t, lam, num_rounds, loss="ce", q=q, **opts)
     exact_pred = np.asarray(res.outputs).argmax(-1)  # (R, N): reference for the agreement columns
 
     def agree(outputs, reference):
@@ -420,7 +451,7 @@ def run_cell(fm: FeatureMap, given_labels: Any, test_labels: Any, *, num_rounds:
     teacher = round_fit(res)
     pll_pred = {}
     for loss in LOSSES:  # every registered student loss (ce: the theory; gce: SelfPLL)
-        pll = pll_rounds_core(exact_fit(fm.phi, lam, loss=loss, q=q, **EXACT_OPTIONS), teacher, 1, TIE_TOL)
+        pll = pll_rounds_core(exact_fit(fm.phi, lam, loss=loss, q=q, **opts), teacher, 1, TIE_TOL, init)
         pll_pred[loss] = np.asarray(pll.outputs[0]).argmax(-1)
         # the student's ExactResult (round axis kept) carries the dual coefficients for held-out outputs
         pt = exact_predict(jax.tree_util.tree_map(lambda a: a[1:], pll.fits), test_features=xt, features=x)
@@ -471,6 +502,8 @@ def run_cell(fm: FeatureMap, given_labels: Any, test_labels: Any, *, num_rounds:
         )
     )
 
+    if fm.block_spectrum is None:  # raw features: no block model
+        return out
     # block model fitted to the features (c, d); training instances only
     bo = block_outputs_core(fm.block_spectrum, jnp.asarray(true), t, lam, jnp.arange(num_rounds))
     for r, m in enumerate(score(bo, None, False)):
@@ -498,9 +531,9 @@ def run_cell(fm: FeatureMap, given_labels: Any, test_labels: Any, *, num_rounds:
         lam,
         num_rounds,
         loss="ce",
-        tol=EXACT_OPTIONS["tol"],
-        max_iter=EXACT_OPTIONS["max_iter"],
-        solver=str(EXACT_OPTIONS["solver"]),
+        tol=opts["tol"],
+        max_iter=opts["max_iter"],
+        solver=solver,
     )
     for solver, outs, res_r, conv_r in (
         ("block_corr", br, None, None),
@@ -564,6 +597,9 @@ def run_protocol(
     seed: int = 0,
     relu_dim: int = 512,
     center: bool = True,
+    normalize: bool = True,
+    init: str = "teacher",
+    solver: str = "lbfgs",
     progress: Optional[Callable[[int, int, float], None]] = None,
     completed: Optional[Mapping[tuple, Sequence[Mapping]]] = None,
     on_cell: Optional[Callable[[tuple, list], None]] = None,
@@ -574,8 +610,13 @@ def run_protocol(
     ``jax.random.key(seed)``: feature map ``i`` (random ReLU weights) from
     ``fold_in(master, 10 + i)``, the labels of (map ``i``, kind ``j``, rate
     ``l``, seed ``s``) from ``fold_in`` of ``100 + i``, ``j``, ``l``, ``s``.
-    ``lam`` defaults to :func:`lam_rule` per feature map. ``progress(done,
-    total, seconds)`` is called after every computed cell.
+    ``lam`` defaults to :func:`lam_rule` per feature map. ``center`` and
+    ``normalize`` are :func:`sdtheory.data.make_features`'s; without
+    ``normalize`` (raw features, the SelfPLL preset) the fitted block model
+    (which needs unit-norm rows) is left out and its rows are absent.
+    ``init``, ``solver``: the exact PLL students' start and the exact
+    solver (:func:`run_cell`).
+    ``progress(done, total, seconds)`` is called after every computed cell.
 
     Resuming: a cell is identified by its key ``(feature_map, kind, rate,
     seed)`` (``rate`` a float, ``seed`` the seed index). ``on_cell(key,
@@ -592,9 +633,11 @@ def run_protocol(
     num_seeds = V.check_int(num_seeds, "num_seeds", minimum=1)
     num_rounds = V.check_num_rounds(num_rounds, "num_rounds")
     relu_dim = V.check_int(relu_dim, "relu_dim", minimum=1)
+    normalize = V.check_bool(normalize, "normalize")
+    init = check_init(init)
     if lam is not None:
         V.check_lam(lam)
-    check_options("gce", q, DEFAULT_TOL, DEFAULT_MAX_ITER, "flag", "lbfgs")
+    check_options("gce", q, DEFAULT_TOL, DEFAULT_MAX_ITER, "flag", solver)
     if on_cell is not None and not callable(on_cell):
         raise TypeError("on_cell must be a callable (key, rows) or None")
     completed = _check_completed_cells(completed, feature_maps, kinds, rates, num_seeds)
@@ -615,8 +658,9 @@ def run_protocol(
                 key=jax.random.fold_in(master, 10 + fi),
                 num_features=relu_dim,
                 center=center,
+                normalize=normalize,
             )
-            fm = prepare_feature_map(x, xt, true, k, lam=lam, name=name)
+            fm = prepare_feature_map(x, xt, true, k, lam=lam, name=name, block_model=normalize)
         except ValueError as exc:
             raise FeatureMapError(f"feature_maps[{fi}] = {name!r} cannot be used on {ds.name}: {exc}") from None
         summaries[name], spectra[name] = feature_map_report(fm)
@@ -649,7 +693,9 @@ def run_protocol(
                             lam=fm.lam,
                             **row,
                         )
-                        for row in run_cell(fm, given, ds.test_labels, num_rounds=num_rounds, q=q)
+                        for row in run_cell(
+                            fm, given, ds.test_labels, num_rounds=num_rounds, q=q, init=init, solver=solver
+                        )
                     ]
                     rows.extend(cell_rows)
                     if on_cell is not None:
@@ -817,4 +863,53 @@ def markdown_summary(
                 cells = [_cell_text(agg.get((fmap, kind, rate, s, m, r), {}).get("agree_exact")) for s, m, r, _ in use]
                 lines.append(f"| {kind} | {rate:g} | " + " | ".join(cells) + " |")
         lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def selfpll_table(
+    agg: Mapping,
+    *,
+    dataset: str,
+    feature_maps: Mapping[str, Mapping],
+    kinds: Sequence[str],
+    rates: Sequence[float],
+    num_rounds: int,
+    num_seeds: int,
+    weight_decay: float,
+) -> str:
+    """Held-out accuracy in the SelfPLL reference's table layout (markdown), as a string.
+
+    One table per feature map and noise kind: rows ``1 (Teacher)``, ``2``,
+    ..., ``num_rounds`` (SelfPLL's distillation step ``t`` is our round
+    ``t - 1``: exact SD) and ``PLL`` (the exact GCE student from the
+    teacher's top 2, SelfPLL's partial loss); columns the noise rates; cells
+    ``mean±std`` over seeds in %, two decimals (population std). ``agg``
+    from :func:`aggregate`.
+    """
+    rows = [(f"{t + 1} (Teacher)" if t == 0 else str(t + 1), "sd", t) for t in range(num_rounds)]
+    rows.append(("PLL", "pll_gce", 1))
+    lines = [
+        "# Real data in the SelfPLL layout",
+        "",
+        f"Data: {dataset}. Held-out accuracy, mean±std over {num_seeds} seed(s), in %; weight decay "
+        f"{weight_decay:g} (lam = weight decay). Distillation step t is round t - 1 of the exact solver; "
+        "PLL is the GCE student on the teacher's top 2, started from the teacher.",
+        "",
+    ]
+    for fmap in feature_maps:
+        for kind in kinds:
+            lines += [
+                f"## `{fmap}`, {kind} noise",
+                "",
+                "| Distillation Step | " + " | ".join(f"{r:g}" for r in rates) + " |",
+                "|---|" + "---|" * len(rates),
+            ]
+            for label, method, r in rows:
+                cells = []
+                for rate in rates:
+                    v = agg.get((fmap, kind, rate, "exact", method, r), {}).get("test_acc")
+                    ok = v is not None and np.isfinite(v[0])
+                    cells.append(f"{100 * v[0]:.2f}±{100 * v[1]:.2f}" if ok else "-")
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            lines.append("")
     return "\n".join(lines) + "\n"

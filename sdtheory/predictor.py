@@ -57,7 +57,7 @@ from .exact import (
     solver_features,
 )
 from .metrics import TIE_TOL
-from .refine import exact_fit, pll_rounds_core
+from .refine import check_init, exact_fit, pll_rounds_core
 from .spectral import Spectrum, _scale_down, _unit_lam, _unit_problem
 from .variants import Variant, check_variant, closed_variant_core, resolve_lam
 
@@ -405,6 +405,7 @@ def predictor(
     hard: Any = False,
     lam_schedule: Any = None,
     student: str = "sd",
+    init: str = "teacher",
 ) -> Predictor:
     """Fit a training set once; evaluate rounds, test sets and predictions many times.
 
@@ -444,6 +445,12 @@ def predictor(
         the PLL student of :mod:`sdtheory.refine` on the previous round's top-2
         classes, fitted with ``loss``; the one pipeline
         :func:`sdtheory.refine.pll_rounds_core`).
+      init: ``student="pll"``: the starting weights of each student round,
+        ``"teacher"`` (the weights of the round whose top 2 it fits, as the
+        SelfPLL reference code) or ``"zero"`` (:data:`sdtheory.refine.PLL_INITS`;
+        the same optimum for CE, possibly another stationary point for the
+        non-convex GCE). ``student="sd"`` rounds always start from the
+        previous round's weights (``"teacher"``; ``"zero"`` is refused).
 
     Returns:
       :class:`Predictor`. Its spectrum (closed) or fit (exact) stays on the
@@ -453,6 +460,12 @@ def predictor(
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     if not isinstance(student, str) or student not in STUDENTS:
         raise ValueError(f"student must be one of {STUDENTS}, got {student!r}")
+    init = check_init(init)
+    if student != "pll" and init != "teacher":
+        raise ValueError(
+            f"init={init!r} is the PLL student's starting point (student='pll'); student='sd' rounds start "
+            "from the previous round's weights (init='teacher')"
+        )
     if not isinstance(fit_intercept, (bool, np.bool_)):
         raise TypeError(f"fit_intercept must be True or False, got {fit_intercept!r}")
     if fit_intercept and spectrum is not None and model == "closed":
@@ -557,7 +570,7 @@ def predictor(
     )
     if student == "pll":
         fit = partial(exact_fit, phi, lam_u, **solve)
-        res = pll_rounds_core(fit(loss=loss), fit(loss="ce")(t), num_rounds - 1, TIE_TOL).fits
+        res = pll_rounds_core(fit(loss=loss), fit(loss="ce")(t), num_rounds - 1, TIE_TOL, init).fits
     else:
         res = exact_phi_core(
             phi,

@@ -1,6 +1,6 @@
 r"""Partial-label refinement: the one top-2 rule and the one PLL pipeline.
 
-The PLL student of Jeong & Chung (docs/theory.md section 5): fit the teacher
+The PLL student of Jeong & Chung (docs/theory.md section 8): fit the teacher
 (round 0) on the given targets; from its training outputs take every
 instance's two highest classes and make the target ``1/2`` on each (a partial
 label: "one of these two"); fit one student of the same form on these
@@ -20,6 +20,16 @@ residual). :func:`closed_fit`, :func:`block_fit` and :func:`exact_fit` build
 the fits of the linearised closed form, the block model and the exact solver
 (CE or GCE); the public :func:`pll_student` and :func:`pll_student_block_model`
 and the Monte Carlo engine all run the same pipeline.
+
+**The student's starting point** (``init``, :data:`PLL_INITS`): an exact
+student is an iterative fit, so it needs a start. ``"teacher"`` (the default
+of every public entry point, one rule for CE and GCE) starts student ``j``
+from the weights of the model whose top-2 classes it fits (the teacher for
+``j = 1``), as the SelfPLL reference code does; ``"zero"`` starts from zero
+weights. For CE the objective is strictly convex and both starts reach the
+same optimum (to the solver tolerance); GCE is not convex and the two starts
+may end at different stationary points. The closed form has no iterations
+and ignores ``init``.
 """
 
 from __future__ import annotations
@@ -39,9 +49,11 @@ from .metrics import TIE_TOL, _check_tie_tol
 from .spectral import Spectrum
 
 __all__ = [
+    "PLL_INITS",
     "Fit",
     "PLLResult",
     "block_fit",
+    "check_init",
     "closed_fit",
     "exact_fit",
     "pll_rounds_core",
@@ -53,6 +65,19 @@ __all__ = [
     "top2_targets",
     "top2_targets_core",
 ]
+
+
+#: The PLL student's starting points (module docstring); the first is the default.
+PLL_INITS = ("teacher", "zero")
+
+
+def check_init(init: Any) -> str:
+    """``init`` validated: one of :data:`PLL_INITS` (``TypeError`` / ``ValueError`` naming ``init``)."""
+    if not isinstance(init, str):
+        raise TypeError(f"init must be a string, one of {PLL_INITS}, got {type(init).__name__} {init!r}")
+    if init not in PLL_INITS:
+        raise ValueError(f"init must be one of {PLL_INITS} (the PLL student's starting weights), got {init!r}")
+    return init
 
 
 class Fit(NamedTuple):
@@ -152,16 +177,19 @@ def _closed(outputs):
     return Fit(outputs, jnp.ones((), bool), jnp.zeros((), outputs.dtype))
 
 
-def closed_fit(spec: Spectrum, lam: Any) -> Callable[[jax.Array], Fit]:
-    """One round of the linearised closed form on a spectrum (pure; use inside jit/vmap)."""
+def closed_fit(spec: Spectrum, lam: Any) -> Callable[..., Fit]:
+    """One round of the linearised closed form on a spectrum (pure; use inside jit/vmap).
+
+    The fit ``fit(targets, start=None)`` ignores ``start``: the closed form has no iterations.
+    """
     zero = jnp.zeros((1,), jnp.int32)
-    return lambda t: _closed(sd_outputs_core(spec, t, lam, zero)[0])
+    return lambda t, start=None: _closed(sd_outputs_core(spec, t, lam, zero)[0])
 
 
-def block_fit(bspec: BlockSpectrum, classes: jax.Array, lam: Any) -> Callable[[jax.Array], Fit]:
-    """One round of the linearised closed form on the block Gram, ``O(N K)`` (pure)."""
+def block_fit(bspec: BlockSpectrum, classes: jax.Array, lam: Any) -> Callable[..., Fit]:
+    """One round of the linearised closed form on the block Gram, ``O(N K)`` (pure; ignores ``start``)."""
     zero = jnp.zeros((1,), jnp.int32)
-    return lambda t: _closed(block_outputs_core(bspec, classes, t, lam, zero)[0])
+    return lambda t, start=None: _closed(block_outputs_core(bspec, classes, t, lam, zero)[0])
 
 
 def round_fit(result: Any, r: int = 0) -> Fit:
@@ -171,36 +199,54 @@ def round_fit(result: Any, r: int = 0) -> Fit:
     )
 
 
-def exact_fit(phi: Any, lam: Any, *, loss: str = "ce", q: Any = 0.7, **options: Any) -> Callable[[jax.Array], Fit]:
+def exact_fit(phi: Any, lam: Any, *, loss: str = "ce", q: Any = 0.7, **options: Any) -> Callable[..., Fit]:
     """One exact round (CE or GCE) in the solver coordinates ``phi`` (pure; an array or
     :class:`sdtheory.exact.Coordinates`, from :func:`sdtheory.exact.solver_features`).
 
     ``options``: the solver options of :func:`sdtheory.exact.exact_phi_core`
     (tol, max_iter, solver, rtol, fit_intercept). The fit's ``details`` is
     the round's :class:`sdtheory.ExactResult`.
+
+    The fit is ``fit(targets, start=None)``: from zero weights, or from the
+    weights of ``start``, an exact :class:`Fit` on the same ``phi`` and
+    ``fit_intercept`` (its dual coefficients and intercepts; the kernel forms
+    the weights in its own coordinates).
     """
     from .exact import exact_phi_core
 
-    def fit(t):
-        return round_fit(exact_phi_core(phi, t, lam, 1, loss=loss, q=q, **options))
+    def fit(t, start=None):
+        warm = {}
+        if start is not None:
+            warm = dict(init_coef=start.details.coef, init_intercepts=start.details.intercepts)
+        return round_fit(exact_phi_core(phi, t, lam, 1, loss=loss, q=q, **options, **warm))
 
     return fit
 
 
 def pll_rounds_core(
-    fit_student: Callable[[jax.Array], Fit], teacher: Fit, num_rounds: int, tie_tol: Any = TIE_TOL
+    fit_student: Callable[..., Fit],
+    teacher: Fit,
+    num_rounds: int,
+    tie_tol: Any = TIE_TOL,
+    init: str = "zero",
 ) -> PLLResult:
     """The PLL pipeline after the teacher: ``num_rounds`` refinements (pure; ``num_rounds`` static).
 
     Student ``j`` is ``fit_student(top2_targets_core(previous outputs))``,
-    the previous outputs being the teacher's for ``j = 1``.
+    the previous outputs being the teacher's for ``j = 1``. With
+    ``init="teacher"`` it is ``fit_student(targets, previous fit)``: each
+    student starts from the weights of the fit whose top 2 it learns (the
+    fits of :func:`exact_fit` take that start; the closed-form fits ignore
+    it). The kernel-level default ``"zero"`` keeps one-argument fits working;
+    the public entry points default to ``"teacher"`` (module docstring).
     """
-    prev = teacher.outputs
+    check_init(init)
+    prev, prev_fit = teacher.outputs, teacher
     ts, outs, conv, res, details = [], [], [teacher.converged], [teacher.residual], [teacher.details]
     for _ in range(num_rounds):
         t = top2_targets_core(prev, tie_tol)
-        f = fit_student(t)
-        prev = f.outputs
+        f = fit_student(t, prev_fit) if init == "teacher" else fit_student(t)
+        prev, prev_fit = f.outputs, f
         ts.append(t)
         outs.append(f.outputs)
         conv.append(f.converged)
@@ -224,6 +270,7 @@ def pll_student(
     q: float = 0.7,
     num_rounds: int = 1,
     tie_tol: float = TIE_TOL,
+    init: str = "teacher",
     **exact_options: Any,
 ) -> PLLResult:
     """The PLL student: teacher on ``targets``, top-2 refined targets, student round(s).
@@ -239,6 +286,11 @@ def pll_student(
       num_rounds: number of student rounds ``1 <= R <= 10^5`` (iterated
         refinement, one round after another).
       tie_tol: the top-2 tie tolerance.
+      init: the exact student's starting weights, ``"teacher"`` (each
+        student starts from the weights of the model whose top 2 it fits, as
+        the SelfPLL reference code) or ``"zero"``. CE reaches the same
+        optimum from either; GCE (not convex) may not. No effect on the
+        closed form.
       exact_options: ``tol``, ``max_iter``, ``on_failure``, ``solver`` of the
         exact solver.
 
@@ -250,6 +302,7 @@ def pll_student(
     from .predictor import MODELS
 
     num_rounds = V.check_num_rounds(num_rounds)
+    init = check_init(init)
     if model not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {model!r}")
     get_loss(loss)
@@ -285,6 +338,7 @@ def pll_student(
         exact_fit(phi, lam_a, loss="ce", q=float(q), **solve)(t),
         num_rounds,
         tie_tol,
+        init,
     )
     if opts["on_failure"] == "raise":
         raise_unconverged(result, opts["tol"], opts["max_iter"])

@@ -21,6 +21,12 @@ interrupted run. Ctrl-C exits with status 130, bad flags or input with 2.
 
 Run ``python simulations/real_data.py --help`` for the flags;
 ``--quick`` runs a tiny subset in seconds.
+
+Presets (``--preset``): ``package`` (the default: centred unit-norm
+features, ``K N lam = 1 - c``) and ``selfpll`` (the SelfPLL reference's
+protocol: raw features, ``lam`` = ``--weight-decay``, teacher-initialised PLL
+student, no fitted block model, and ``selfpll_table.md`` with SD steps
+``1..R`` and PLL in its table layout); docs/real_data.md.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ try:
     from sdtheory import experiments as E
     from sdtheory import io as sio
     from sdtheory import plots
+    from sdtheory import SOLVERS
+    from sdtheory.refine import PLL_INITS
     from sdtheory.cli import (
         add_data_arguments,
         dataset_or_exit,
@@ -73,10 +81,15 @@ OUTPUTS = (
     "accuracy_*.pdf",
     "diversity_*.png",
     "spectrum.png",
+    "selfpll_table.md",
 )
 CHECKPOINT = "real_data.checkpoint.npz"
 DEFAULT_RATES = (0.0, 0.1, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_KINDS = ("symmetric", "asymmetric", "cc")
+PRESETS = ("package", "selfpll")
+#: The SelfPLL reference's default weight decay (its per-data-set values: 5e-5 for CIFAR-100,
+#: Caltech-256, Food-101; 5e-4 for Caltech-101, StanfordCars, Flowers-102).
+SELFPLL_WEIGHT_DECAY = 5e-4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,6 +133,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--q", type=float_in(0.0, 1.0, lo_open=True), default=0.7, help="GCE exponent of the PLL student, in (0, 1]"
     )
+    p.add_argument(
+        "--pll-init",
+        choices=PLL_INITS,
+        default=None,
+        help="starting weights of the exact PLL students (default teacher: the teacher's weights, as SelfPLL)",
+    )
+    p.add_argument(
+        "--solver",
+        choices=tuple(SOLVERS),
+        default=None,
+        help="exact solver (default: lbfgs; auto, truncated Newton, with --preset selfpll: the Gram of raw "
+        "features is ill-conditioned)",
+    )
+    p.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default="package",
+        help="package: centred unit-norm features and K N lam = 1 - c; selfpll: SelfPLL's protocol (raw "
+        "features, lam = --weight-decay, teacher-initialised PLL student, no fitted block model, "
+        "selfpll_table.md in its table layout); docs/real_data.md",
+    )
+    p.add_argument(
+        "--weight-decay",
+        type=float_in(0.0, math.inf, lo_open=True, hi_open=True),
+        default=None,
+        help=f"--preset selfpll: PyTorch SGD weight decay on the mean loss; lam = weight decay "
+        f"(default {SELFPLL_WEIGHT_DECAY:g}, SelfPLL's)",
+    )
     p.add_argument("--seed", type=int_at_least(0), default=0, help="master seed (split, random features, noise)")
     p.add_argument(
         "--out",
@@ -147,6 +188,7 @@ def parse_args(argv=None, parser=None) -> argparse.Namespace:
     """Parsed and checked flags; ``--quick`` applied. Errors exit through ``parser.error`` naming the flag."""
     parser = parser or build_parser()
     args = parser.parse_args(argv)
+    apply_preset(args, parser)
     if args.feature_maps is None:
         args.feature_maps = ["identity"] if args.features is not None else ["standardized", "relu"]
     if args.quick:
@@ -156,6 +198,38 @@ def parse_args(argv=None, parser=None) -> argparse.Namespace:
         args.num_rounds = min(args.num_rounds, 3)
         args.relu_dim = min(args.relu_dim, 64)
     return args
+
+
+def apply_preset(args, parser) -> None:
+    """Resolve ``--preset`` into the run's parameters (``normalize``, ``lam``, ``pll_init``, ``solver``, ``table``).
+
+    ``selfpll``: raw features (no centring, no unit norm: ``no_center``,
+    ``normalize=False``), ``lam`` = ``--weight-decay`` (default
+    :data:`SELFPLL_WEIGHT_DECAY`), ``pll_init="teacher"``, ``solver="auto"``
+    (unless ``--solver`` is given), feature map
+    ``identity`` unless ``--feature-maps`` is given, and the SelfPLL table.
+    Flags that contradict it (``--lam``, ``--pll-init zero``) are refused.
+    """
+    if args.preset == "selfpll":
+        if args.lam is not None:
+            parser.error("argument --lam: --preset selfpll sets lam from --weight-decay (lam = weight decay)")
+        if args.pll_init not in (None, "teacher"):
+            parser.error("argument --pll-init: --preset selfpll starts the PLL student from the teacher")
+        args.weight_decay = SELFPLL_WEIGHT_DECAY if args.weight_decay is None else args.weight_decay
+        args.lam = args.weight_decay
+        args.no_center, args.normalize = True, False
+        args.pll_init = "teacher"
+        args.solver = "auto" if args.solver is None else args.solver
+        if args.feature_maps is None:
+            args.feature_maps = ["identity"]
+        args.table = "selfpll"
+    else:
+        if args.weight_decay is not None:
+            parser.error("argument --weight-decay: goes with --preset selfpll (the package preset uses --lam)")
+        args.normalize = True
+        args.pll_init = "teacher" if args.pll_init is None else args.pll_init
+        args.solver = "lbfgs" if args.solver is None else args.solver
+        args.table = "package"
 
 
 def load_dataset(args) -> D.Dataset:
@@ -226,6 +300,9 @@ def main(argv=None) -> dict:
             seed=args.seed,
             relu_dim=args.relu_dim,
             center=not args.no_center,
+            normalize=args.normalize,
+            init=args.pll_init,
+            solver=args.solver,
             progress=sio.progress_printer("real_data"),
             completed=completed,
             on_cell=interruptible(keep),
@@ -251,6 +328,20 @@ def main(argv=None) -> dict:
                     num_seeds=args.seeds,
                 ),
             )
+            if args.table == "selfpll":
+                sio.atomic_write_text(
+                    stage / "selfpll_table.md",
+                    E.selfpll_table(
+                        agg,
+                        dataset=result.dataset,
+                        feature_maps=result.feature_maps,
+                        kinds=args.kinds,
+                        rates=args.rates,
+                        num_rounds=args.num_rounds,
+                        num_seeds=args.seeds,
+                        weight_decay=args.weight_decay,
+                    ),
+                )
             if not args.no_figures:
                 for fmap in args.feature_maps:
                     fig = plots.accuracy_figure(

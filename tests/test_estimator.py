@@ -192,3 +192,23 @@ def test_passes_check_estimator():
     results = check_estimator(sd.SelfDistillationClassifier(), on_fail=None)
     failed = [(r["check_name"], r["exception"]) for r in results if r["status"] == "failed"]
     assert failed == []
+
+
+def test_pll_init_reaches_the_estimator():
+    """init='teacher' / 'zero' gives the PLL pipeline's students from the same start (a GCE case where they differ)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((24, 6))
+    y = rng.integers(0, 3, 24)
+    opts = dict(lam=1e-3, loss="gce", q=1.0)
+    probs = {}
+    for init in ("teacher", "zero"):
+        est = sd.SelfDistillationClassifier(num_rounds=2, student="pll", fit_intercept=False, init=init, **opts)
+        probs[init] = est.fit(x, y).round_proba(x)
+        ref = sd.pll_student(np.eye(3)[y], features=x, model="exact", init=init, **opts)
+        np.testing.assert_allclose(probs[init][1], ref.outputs[0], atol=1e-8)
+    assert np.abs(probs["teacher"][1] - probs["zero"][1]).max() > 0.1  # GCE: another stationary point
+    assert sd.SelfDistillationClassifier().get_params()["init"] == "teacher"
+    with pytest.raises(ValueError, match="init must be one of"):
+        sd.SelfDistillationClassifier(student="pll", num_rounds=2, init="warm").fit(x, y)
+    with pytest.raises(ValueError, match="init='zero'.*student='pll'"):
+        sd.SelfDistillationClassifier(num_rounds=2, init="zero").fit(x, y)

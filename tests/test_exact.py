@@ -750,3 +750,28 @@ def test_a_late_round_reports_the_convergence_of_its_chain():
     assert not late.converged[0]
     with pytest.raises(RuntimeError, match=r"round\(s\) \[0"):
         sd.exact_outputs(t, rounds=[3], **{**kw, "on_failure": "raise"})
+
+
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_kernel_started_at_an_optimum_stays_there(fit_intercept):
+    """init_coef / init_intercepts: a round started from its own optimum's dual coefficients needs no work.
+
+    The start is W = A^T X (plus the bias): the same function as the fit it came from, so the solver
+    finds it stationary at once and returns the same outputs (and a fit from zero agrees with both).
+    """
+    from sdtheory.exact import exact_phi_core, solver_features
+
+    rng = np.random.default_rng(5)
+    n, d, k = 40, 4, 3
+    x = rng.standard_normal((n, d)) + 1.0
+    t = jnp.asarray(np.eye(k)[rng.integers(0, k, n)])
+    phi = solver_features(features=jnp.asarray(x))
+    lam = jnp.asarray(1e-2)
+    opts = dict(loss="ce", tol=1e-10, solver="newton-cg", fit_intercept=fit_intercept)
+    cold = exact_phi_core(phi, t, lam, 1, **opts)
+    warm = exact_phi_core(phi, t, lam, 1, init_coef=cold.coef[0], init_intercepts=cold.intercepts[0], **opts)
+    assert bool(warm.converged[0]) and int(warm.iterations[0]) <= 1
+    np.testing.assert_allclose(np.asarray(warm.outputs), np.asarray(cold.outputs), rtol=0, atol=1e-9)
+    logits = x @ (np.asarray(cold.coef[0]).T @ x).T + np.asarray(cold.intercepts[0])  # by NumPy
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(np.asarray(warm.outputs[0]), p / p.sum(1, keepdims=True), rtol=0, atol=1e-9)

@@ -459,3 +459,66 @@ def test_interrupted_run_resumes_to_the_same_files(quick_run, tmp_path, monkeypa
     assert a.pop("timing")["resumed_cells"] == 1 and set(b.pop("timing")) >= {"total_seconds"}
     assert a == b
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # the work area is gone
+
+
+# --------------------------------------------------------------------------
+# The SelfPLL preset
+# --------------------------------------------------------------------------
+
+
+def test_selfpll_preset_resolves_its_parameters(capsys):
+    a = real_data.parse_args(["--preset", "selfpll", "--weight-decay", "5e-5"])
+    # raw features (no centring, no unit norm), lam = weight decay, teacher-started PLL, SD steps 1..5
+    assert (a.no_center, a.normalize, a.lam, a.weight_decay) == (True, False, 5e-5, 5e-5)
+    assert (a.pll_init, a.solver, a.table, a.feature_maps) == ("teacher", "auto", "selfpll", ["identity"])
+    assert (a.num_rounds, a.q) == (5, 0.7)
+    assert real_data.parse_args(["--preset", "selfpll"]).lam == 5e-4  # SelfPLL's default weight decay
+    d = real_data.parse_args([])  # the package's own protocol is unchanged
+    assert (d.preset, d.no_center, d.normalize, d.lam, d.weight_decay) == ("package", False, True, None, None)
+    assert (d.pll_init, d.solver, d.table) == ("teacher", "lbfgs", "package")
+    assert real_data.parse_args(["--pll-init", "zero"]).pll_init == "zero"
+    for bad, flag in (
+        (["--preset", "selfpll", "--lam", "1e-3"], "--lam"),
+        (["--preset", "selfpll", "--pll-init", "zero"], "--pll-init"),
+        (["--weight-decay", "1e-4"], "--weight-decay"),
+        (["--preset", "selfpll", "--weight-decay", "0"], "--weight-decay"),
+        (["--preset", "selfpll", "--weight-decay", "nan"], "--weight-decay"),
+        (["--preset", "paper"], "--preset"),
+        (["--pll-init", "warm"], "--pll-init"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            real_data.parse_args(bad)
+        assert e.value.code == 2
+        assert f"argument {flag}" in capsys.readouterr().err
+
+
+def test_selfpll_preset_tiny_run_writes_its_table(tmp_path):
+    wd = 5e-4
+    argv = ["--preset", "selfpll", "--weight-decay", str(wd), "--quick", "--kinds", "symmetric"]
+    argv += ["--rates", "0.0", "0.6", "--seeds", "2", "--num-rounds", "3", "--no-figures", "--out", str(tmp_path)]
+    real_data.main(argv)
+    rows = read_csv(tmp_path / "real_data.csv")
+    assert {r["solver"] for r in rows} == {"exact", "closed_form"}  # raw features: no fitted block model
+    assert all(float(r["lam"]) == wd and r["converged"].lower() == "true" for r in rows if r["solver"] == "exact")
+    lines = (tmp_path / "selfpll_table.md").read_text().splitlines()
+    head = lines.index("| Distillation Step | 0 | 0.6 |")
+    assert lines[head - 2] == "## `identity`, symmetric noise"
+    table = [ln.strip("|").split("|") for ln in lines[head + 2 : head + 6]]
+    assert [r[0].strip() for r in table] == ["1 (Teacher)", "2", "3", "PLL"]  # SelfPLL step t = our round t - 1
+    for (label, *cells), (method, rnd) in zip(table, [("sd", 0), ("sd", 1), ("sd", 2), ("pll_gce", 1)], strict=True):
+        for cell, rate in zip(cells, (0.0, 0.6), strict=True):
+            acc = [
+                float(r["test_acc"])
+                for r in rows
+                if (r["solver"], r["method"], int(r["round"]), float(r["rate"])) == ("exact", method, rnd, rate)
+            ]
+            assert len(acc) == 2
+            assert cell.strip() == f"{100 * np.mean(acc):.2f}±{100 * np.std(acc):.2f}", (label, rate)
+    # the teacher on raw features at eta = 0 (given = true labels) against SciPy on the primal objective
+    args = real_data.parse_args(argv)
+    ds = real_data.load_dataset(args)
+    w = _primal_softmax(np.asarray(ds.features, float), np.eye(10)[ds.labels], wd)
+    expected = np.mean(_softmax(np.asarray(ds.test_features, float) @ w).argmax(1) == ds.test_labels)
+    key = ("exact", "sd", "0", 0.0)
+    (teacher,) = {r["test_acc"] for r in rows if (r["solver"], r["method"], r["round"], float(r["rate"])) == key}
+    assert float(teacher) == pytest.approx(expected, abs=1e-12)

@@ -222,3 +222,121 @@ def test_pll_student_of_any_scale_depends_on_g_over_lam(exponent):
     base = sdtheory.pll_student(Y, lam=lam0, features=X, model="exact", tol=1e-11)
     np.testing.assert_array_equal(exact.outputs, base.outputs)
     assert _stationarity_residual(np.asarray(exact.teacher), Y, G, lam0, "ce") < 1e-7
+
+
+# --------------------------------------------------------------------------
+# The PLL student's starting point (init="teacher" / "zero")
+# --------------------------------------------------------------------------
+
+
+def _softmax_np(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _gce_objective(w, x, t, lam, q):
+    """The GCE student's objective written out: mean_i sum_l t_il (1 - p_il^q) / q + (lam / 2) ||W||^2."""
+    p = jax.nn.softmax(x @ w.T, axis=-1)
+    return jnp.mean(jnp.sum(t * (1.0 - p**q), axis=-1) / q) + 0.5 * lam * jnp.sum(w * w)
+
+
+def _gce_case():
+    """A small problem on which the two starts of the GCE student end at different stationary points."""
+    rng = np.random.default_rng(0)
+    n, k, d = 24, 3, 6
+    x = rng.standard_normal((n, d))
+    t = np.eye(k)[rng.integers(0, k, n)]
+    return x, t, 1e-3, 1.0
+
+
+@pytest.mark.parametrize("model_kwargs", [dict(features=True), dict(features=True, fit_intercept=True)])
+def test_pll_init_ce_reaches_the_same_optimum_from_either_start(model_kwargs):
+    x, t, lam, _ = _gce_case()
+    fi = model_kwargs.get("fit_intercept", False)
+    out = {}
+    for init in refine.PLL_INITS:
+        p = sdtheory.predictor(
+            t, lam=lam, features=x, model="exact", num_rounds=3, student="pll", loss="ce", init=init, fit_intercept=fi
+        )
+        out[init] = (np.asarray(p.train_outputs(num_rounds=3)), np.asarray(p.weights(num_rounds=3)))
+    np.testing.assert_allclose(out["teacher"][0], out["zero"][0], rtol=0, atol=1e-8)
+    np.testing.assert_allclose(out["teacher"][1], out["zero"][1], rtol=1e-6, atol=1e-8)
+    if not fi:  # the public pll_student (no intercept option) gives the same students from either start
+        a = sdtheory.pll_student(t, lam=lam, features=x, model="exact", num_rounds=2, init="teacher")
+        b = sdtheory.pll_student(t, lam=lam, features=x, model="exact", num_rounds=2, init="zero")
+        np.testing.assert_allclose(np.asarray(a.outputs), np.asarray(b.outputs), rtol=0, atol=1e-8)
+        np.testing.assert_allclose(np.asarray(a.outputs), out["zero"][0][1:], rtol=0, atol=1e-8)
+
+
+def test_pll_init_gce_starts_end_at_different_stationary_points():
+    x, t, lam, q = _gce_case()
+    res = {}
+    for init in refine.PLL_INITS:
+        p = sdtheory.predictor(
+            t, lam=lam, features=x, model="exact", num_rounds=2, student="pll", loss="gce", q=q, init=init
+        )
+        res[init] = (np.asarray(p.train_outputs(num_rounds=2)), np.asarray(p.weights(num_rounds=2))[1])
+    teacher = res["teacher"][0][0]
+    np.testing.assert_allclose(res["zero"][0][0], teacher, atol=1e-12)  # the same CE teacher
+    targets = _top2_numpy(teacher)  # the student's targets, from NumPy sorting of the teacher's outputs
+    grad = jax.grad(_gce_objective)
+    for init, (outputs, w) in res.items():
+        np.testing.assert_allclose(outputs[1], _softmax_np(x @ w.T), atol=1e-10)
+        g = np.asarray(grad(jnp.asarray(w), jnp.asarray(x), jnp.asarray(targets), lam, q))
+        # stationary: the gradient is ~0 next to each of its two terms (the weight decay lam W)
+        assert np.abs(g).max() <= 1e-7 * np.abs(lam * w).max(), (init, np.abs(g).max())
+    # ... and they are different points: other weights and other training outputs
+    assert np.abs(res["teacher"][0][1] - res["zero"][0][1]).max() > 0.1
+    assert np.abs(res["teacher"][1] - res["zero"][1]).max() > 0.1 * np.abs(res["zero"][1]).max()
+
+
+@pytest.mark.parametrize(
+    "n, fit_intercept",
+    [
+        (24, False),
+        (24, True),
+        pytest.param(700, False, marks=pytest.mark.slow),
+        pytest.param(700, True, marks=pytest.mark.slow),
+    ],
+)
+def test_pll_init_teacher_first_iterate_is_the_teacher(n, fit_intercept):
+    """With no iterations the student's outputs are the teacher's model, softmax(X W + b) with W = A^T X.
+
+    n = 700 > 200 K: the kernel keeps X and applies the basis in the preconditioners; n = 24: it rotates X.
+    """
+    from sdtheory.exact import solver_features
+
+    rng = np.random.default_rng(1)
+    k, d = 3, 5
+    x = rng.standard_normal((n, d)) + 0.5
+    t = np.eye(k)[rng.integers(0, k, n)]
+    lam = 1e-2
+    phi = solver_features(features=jnp.asarray(x))
+    opts = dict(tol=1e-10, max_iter=1000, solver="auto", fit_intercept=fit_intercept)
+    teacher = refine.exact_fit(phi, jnp.asarray(lam), loss="ce", **opts)(jnp.asarray(t))
+    targets = refine.top2_targets_core(teacher.outputs)
+    frozen = dict(opts, max_iter=0)
+    student = refine.exact_fit(phi, jnp.asarray(lam), loss="gce", q=0.7, **frozen)(targets, teacher)
+    cold = refine.exact_fit(phi, jnp.asarray(lam), loss="gce", q=0.7, **frozen)(targets)
+    a = np.asarray(teacher.details.coef)
+    b = np.asarray(teacher.details.intercepts)
+    w = a.T @ x  # the teacher's weights from its dual coefficients, by NumPy
+    np.testing.assert_allclose(np.asarray(student.outputs), _softmax_np(x @ w.T + b), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(student.outputs), np.asarray(teacher.outputs), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(np.asarray(cold.outputs), 1.0 / k, rtol=0, atol=1e-15)  # zero start: uniform
+
+
+@pytest.mark.parametrize(
+    "bad, exc", [("teachers", ValueError), ("Zero", ValueError), (0, TypeError), (None, TypeError)]
+)
+def test_pll_init_is_validated_everywhere(bad, exc):
+    x, t, lam, _ = _gce_case()
+    with pytest.raises(exc, match="init"):
+        sdtheory.pll_student(t, lam=lam, features=x, model="exact", init=bad)
+    with pytest.raises(exc, match="init"):
+        sdtheory.predictor(t, lam=lam, features=x, model="exact", num_rounds=2, student="pll", init=bad)
+    with pytest.raises(exc, match="init"):
+        refine.pll_rounds_core(lambda tt: None, None, 1, init=bad)
+    with pytest.raises(ValueError, match="init='zero'.*student='pll'"):
+        sdtheory.predictor(t, lam=lam, features=x, model="exact", num_rounds=2, student="sd", init="zero")
