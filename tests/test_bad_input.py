@@ -510,6 +510,7 @@ CASES = {
             num_rounds=1,
             tol=1e-9,
             solver="lbfgs",
+            init="zero",
             **EXACT_FLAG,
         ),
         slow=True,
