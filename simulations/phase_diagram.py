@@ -17,6 +17,11 @@ changes nothing):
   phase_diagram.csv         one row per (eta, round, method)
   summary.json              parameters, seeds, provenance, agreement, timing
   manifest.json             every file with its SHA-256, and the parameters
+With --preset paper (SelfPLL's synthetic experiment on a perturbed block Gram;
+explicit flags override its values) it writes paper.png / .pdf (training
+accuracy against the round per noise rate, the block model's r* marked),
+paper.csv (one row per (method, eta, seed or mean, round)), summary.json and
+manifest.json into --out (default results/paper/) instead.
 Finished chunks are checkpointed in <out>.work/; --resume continues an
 interrupted run from them. Ctrl-C exits with status 130, bad flags with 2.
 
