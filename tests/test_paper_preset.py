@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from _scripts import load_script, read_csv
 
-from sdtheory.noise import corruption_matrix
+from sdtheory.block import sample_block_features
+from sdtheory.noise import corruption_matrix, sample_labels
 from sdtheory.paper import matched_feature_dim, paper_features, reference_perturbation_size
 from sdtheory.theorems import min_rounds
 
@@ -203,6 +204,26 @@ def _check_tiny(out, drawn, methods):
 def test_tiny_preset_closed_form_end_to_end(script, tmp_path, monkeypatch):
     out, drawn = _run_tiny(script, tmp_path, monkeypatch, ["--model", "closed"])
     _check_tiny(out, drawn, ["sd_closed"])
+    # the accuracies, recomputed: the seed's labels and features (its two keys), NumPy linear solves
+    rows = {(r["eta"], r["round"]): r for r in read_csv(out / "paper.csv") if r["seed"] == "0"}
+    k, n_per, lam = 4, 10, 1e-2
+    classes = np.repeat(np.arange(k), n_per)
+    n = classes.size
+    label_key, feature_key = jax.random.split(jax.random.split(jax.random.PRNGKey(0), 1)[0])
+    x = np.asarray(
+        sample_block_features(feature_key, classes, c=0.4, d=0.1, dim=_dim_np(k, n_per, 0.4, 0.1, 0.05)),
+        dtype=np.float64,
+    )
+    g = x @ x.T
+    for eta in (0.1, 0.3):
+        lab = np.asarray(sample_labels(label_key, classes, corruption_matrix("symmetric", k, eta)))
+        cur = np.eye(k)[lab] - 1.0 / k
+        for r in range(4):
+            cur = g @ np.linalg.solve(g + k * n * lam * np.eye(n), cur)
+            srt = np.sort(cur, axis=1)
+            own = cur[np.arange(n), classes]
+            acc = np.mean((own == srt[:, -1]) & (srt[:, -1] - srt[:, -2] > 1e-10))
+            assert float(rows[(repr(eta), str(r))]["accuracy"]) == pytest.approx(acc, abs=1e-12)
 
 
 @pytest.mark.slow
