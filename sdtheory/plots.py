@@ -17,6 +17,7 @@ __all__ = [
     "diversity_figure",
     "diversity_gain_figure",
     "linearization_gap_figure",
+    "paper_rounds_figure",
     "phase_diagram_figure",
     "smoothing_figure",
     "spectrum_figure",
@@ -560,5 +561,102 @@ def diversity_gain_figure(agg: Mapping, *, feature_map: str, kind: str, rates: S
     fig.suptitle(
         f"Does predictive diversity track the gains of SD? ({kind} noise, {feature_map} features)", fontsize=10
     )
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------
+# The paper's synthetic experiment (simulations/phase_diagram.py --preset paper)
+# --------------------------------------------------------------------------
+
+
+def _rstar_text(r: int, num_rounds: int) -> str:
+    if r < 0:
+        return "none"
+    return str(r) if r < num_rounds else f"{r} (beyond {num_rounds - 1})"
+
+
+def paper_rounds_figure(
+    rounds: np.ndarray,
+    etas: np.ndarray,
+    accuracy: np.ndarray,
+    *,
+    rstar_linear: Sequence[int],
+    rstar_exact: Sequence[int],
+    title: str = "",
+    method_label: str = "exact softmax SD",
+):
+    """Training accuracy against the round, one curve per noise rate, with the theory's ``r*`` marked.
+
+    Used by ``simulations/phase_diagram.py --preset paper``.
+
+    Args:
+      rounds: ``(R,)`` SD rounds ``0..R-1`` (0 = teacher); the top axis shows
+        SelfPLL's step ``t = r + 1``.
+      etas: ``(E,)`` noise rates, one curve each.
+      accuracy: ``(E, S, R)`` training accuracy in ``[0, 1]`` per seed; the
+        curve is the mean over seeds, the band its min..max.
+      rstar_linear, rstar_exact: ``(E,)`` the block model's first all-correct
+        round (``-1``: none), linearised and exact. Written beside the end of
+        each curve (``r* linear / exact``) and in the legend; a round within
+        the plotted range is also marked on the 100% line in the curve's colour.
+      title: figure title.
+      method_label: what the curves are (y-axis label).
+    """
+    rounds = np.asarray(rounds)
+    etas = np.asarray(etas, dtype=float)
+    acc = 100.0 * np.asarray(accuracy, dtype=float)
+    num_rounds = int(rounds.size)
+    fig = new_figure(figsize=(8.4, 5.2))
+    ax = fig.subplots()
+    top = 100.0
+    ends = []
+    for i, eta in enumerate(etas):
+        col = f"C{i % 10}"
+        mean = acc[i].mean(axis=0)
+        rl, rx = int(rstar_linear[i]), int(rstar_exact[i])
+        label = f"$\\eta$ = {eta:g}: r* linear {_rstar_text(rl, num_rounds)}, exact {_rstar_text(rx, num_rounds)}"
+        ax.plot(rounds, mean, "o-", color=col, lw=1.8, ms=4, label=label)
+        if acc.shape[1] > 1:
+            ax.fill_between(rounds, acc[i].min(axis=0), acc[i].max(axis=0), color=col, alpha=0.18, lw=0)
+        dx = 0.1 * (i - (etas.size - 1) / 2.0)  # curves whose r* coincide stay distinguishable
+        for r, marker, dy in ((rl, "v", 1.4), (rx, "D", 3.6)):
+            if 0 <= r <= rounds[-1]:
+                ax.plot([r + dx], [top + dy], marker, color=col, ms=6, mec="k", mew=0.6, clip_on=False)
+        text = "r* " + " / ".join("none" if r < 0 else str(r) for r in (rl, rx))
+        ends.append([mean[-1], text, col])
+    # the texts beside the curve ends, at least 3.5 points apart
+    order = np.argsort([e[0] for e in ends])
+    y_prev = -np.inf
+    for j in order:
+        y = max(ends[j][0], y_prev + 3.5)
+        ax.annotate(
+            ends[j][1],
+            xy=(rounds[-1], ends[j][0]),
+            xytext=(rounds[-1] + 0.35, y),
+            color=ends[j][2],
+            fontsize=8,
+            va="center",
+            arrowprops=dict(arrowstyle="-", color=ends[j][2], lw=0.6),
+            annotation_clip=False,
+        )
+        y_prev = y
+    ax.axhline(top, color="0.4", lw=0.8, ls=":")
+    ax.plot([], [], "v", color="0.5", mec="k", mew=0.6, ms=7, label="r* of the block model, linearised (min_rounds)")
+    ax.plot([], [], "D", color="0.5", mec="k", mew=0.6, ms=7, label="r* of the block model, exact softmax")
+    ax.plot([], [], ls="none", label="beside each curve: r* linear / exact")
+    ax.set_xlim(rounds[0] - 0.4, rounds[-1] + 2.2)
+    ymin = max(0.0, np.floor(acc.min() / 10.0) * 10.0 - 5.0)
+    ax.set_ylim(ymin, top + 5.0)
+    ax.set_xticks(rounds)
+    ax.set_xlabel("SD round r (0 = teacher)")
+    ax.set_ylabel(f"training accuracy (%), {method_label}")
+    sec = ax.secondary_xaxis("top", functions=(lambda r: r + 1, lambda t: t - 1))
+    sec.set_xticks(rounds + 1)
+    sec.set_xlabel("SelfPLL step t = r + 1 (teacher = step 1)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     return fig

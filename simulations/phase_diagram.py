@@ -17,6 +17,11 @@ changes nothing):
   phase_diagram.csv         one row per (eta, round, method)
   summary.json              parameters, seeds, provenance, agreement, timing
   manifest.json             every file with its SHA-256, and the parameters
+With --preset paper (SelfPLL's synthetic experiment on a perturbed block Gram;
+explicit flags override its values) it writes paper.png / .pdf (training
+accuracy against the round per noise rate, the block model's r* marked),
+paper.csv (one row per (method, eta, seed or mean, round)), summary.json and
+manifest.json into --out (default results/paper/) instead.
 Finished chunks are checkpointed in <out>.work/; --resume continues an
 interrupted run from them. Ctrl-C exits with status 130, bad flags with 2.
 
@@ -61,7 +66,8 @@ try:
     from sdtheory import montecarlo as mc
     from sdtheory.noise import condition_threshold
     from sdtheory.montecarlo.theory import REGIONS, phase_map, prediction_agreement, round_predictions
-    from sdtheory.plots import phase_diagram_figure, phase_map_figure
+    from sdtheory.paper import PAPER, matched_feature_dim, reference_perturbation_size
+    from sdtheory.plots import paper_rounds_figure, phase_diagram_figure, phase_map_figure
 finally:
     signal.signal(signal.SIGINT, _previous_sigint)
 
@@ -78,6 +84,10 @@ OUTPUTS = (
     "summary.json",
 )
 CHECKPOINT = "phase_diagram.checkpoint.npz"
+PRESETS = ("paper",)
+PAPER_OUT = os.path.join("results", "paper")
+#: What a previous --preset paper run leaves in --out.
+PAPER_OUTPUTS = ("paper.png", "paper.pdf", "paper.csv", "paper.csv.meta.json", "summary.json")
 
 
 # --------------------------------------------------------------------------
@@ -245,12 +255,65 @@ def build_parser() -> argparse.ArgumentParser:
         help="grid cells per jitted call (default 64 with the exact solver, else 4096)",
     )
     g.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    g = p.add_argument_group("preset")
+    g.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default=None,
+        help="paper: SelfPLL's synthetic experiment (K=4, 500 per class, c=0.4, d=0.1, lam=1e-5, symmetric "
+        "noise at eta 0.1, 0.3, 0.5, 0.7, rounds 0..9 = steps 1..10, exact solver, 2 seeds, out "
+        f"{PAPER_OUT}) on the block Gram perturbed as much as the reference's (Gaussian-mixture features, "
+        "--dim from --epsilon); writes paper.{png,pdf,csv} and summary.json instead of the phase diagram. "
+        "Flags given explicitly override the preset's values",
+    )
+    g.add_argument(
+        "--epsilon",
+        type=float_in(0.0, 1.0, lo_open=True),
+        default=None,
+        help="with --preset paper: half-width of the reference's uniform Gram perturbation (default 0.05); "
+        "--dim defaults to the feature dimension whose Gram deviates from the block Gram by the same "
+        "expected Frobenius norm (sdtheory.paper.matched_feature_dim)",
+    )
     return p
+
+
+def _preset_defaults(name: str) -> dict:
+    """The flag values of a preset (dest -> value); explicit flags override them."""
+    if name != "paper":  # pragma: no cover - choices= refuses any other name
+        raise ValueError(f"unknown preset {name!r}")
+    etas = PAPER["etas"]
+    return {
+        "classes": PAPER["num_classes"],
+        "per_class": PAPER["per_class"],
+        "c": PAPER["c"],
+        "d": PAPER["d"],
+        "lam": PAPER["lam"],
+        "noise": PAPER["noise"],
+        "eta_min": min(etas),
+        "eta_max": max(etas),
+        "eta_steps": len(etas),
+        "num_rounds": PAPER["num_rounds"],
+        "seeds": 2,
+        "model": "exact",
+        "out": PAPER_OUT,
+        "epsilon": PAPER["epsilon"],
+    }
+
+
+def preset_etas(args) -> np.ndarray:
+    """The noise rates of a run: evenly spaced; with a preset rounded to 12 digits (0.3, not 0.30000000000000004)."""
+    etas = np.linspace(args.eta_min, args.eta_max, args.eta_steps)
+    return np.round(etas, 12) if args.preset else etas
 
 
 def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.preset is not None:  # the preset's values become the defaults; explicit flags still win
+        parser.set_defaults(**_preset_defaults(args.preset))
+        args = parser.parse_args(argv)
+    elif args.epsilon is not None:
+        parser.error("argument --epsilon: only used with --preset paper")
     try:
         check_cd(args.c, args.d)  # the library's one c/d rule
     except ValueError as exc:
@@ -266,6 +329,12 @@ def parse_args(argv=None):
         parser.error("argument --clusters: only used with --noise cc")
     if args.clusters is not None and len(args.clusters) != args.classes:
         parser.error(f"argument --clusters: needs one id per class ({args.classes}), got {len(args.clusters)}")
+    if args.preset == "paper" and args.dim is None:
+        if args.classes * args.per_class < 2:
+            parser.error("argument --per-class: --preset paper needs at least 2 instances in all")
+        args.dim = matched_feature_dim(
+            num_classes=args.classes, per_class=args.per_class, c=args.c, d=args.d, epsilon=args.epsilon
+        )
     return parser, args
 
 
@@ -287,9 +356,13 @@ def _checkpoint_note(args, checkpoint: Path) -> None:
 def main(argv=None) -> int:
     parser, args = parse_args(argv)
     t_start = time.perf_counter()
-    out = output_dir_or_exit(parser, args.out, outputs=OUTPUTS)  # before any computation
+    paper = args.preset == "paper"
+    out = output_dir_or_exit(parser, args.out, outputs=PAPER_OUTPUTS if paper else OUTPUTS)  # before any computation
 
-    methods = ("sd_closed", "pll_closed") + (("sd_exact", "pll_exact") if args.model == "exact" else ())
+    if paper:  # the paper's figure is multi-round SD only
+        methods: tuple = ("sd_closed",) + (("sd_exact",) if args.model == "exact" else ())
+    else:
+        methods = ("sd_closed", "pll_closed") + (("sd_exact", "pll_exact") if args.model == "exact" else ())
     try:
         config = mc.make_config(
             num_classes=args.classes,
@@ -312,10 +385,12 @@ def main(argv=None) -> int:
         )
     except (ValueError, TypeError) as exc:  # the library's one check names the field (c/d, clusters, ...)
         parser.error(f"invalid model: {exc}")
-    etas = np.linspace(args.eta_min, args.eta_max, args.eta_steps)
+    etas = preset_etas(args)
     sd_m, pll_m = ("sd_exact", "pll_exact") if args.model == "exact" else ("sd_closed", "pll_closed")
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in config._asdict().items()}
     params.update(etas=etas, num_seeds=args.seeds, prng_seed=args.seed, model=args.model, chunk_size=args.chunk_size)
+    if paper:
+        params.update(preset=args.preset, epsilon=args.epsilon)
     meta = {"script": SCRIPT, "parameters": params, **sio.provenance()}
 
     # --resume: finished chunks of an interrupted run with the same parameters (and devices, code revision)
@@ -368,6 +443,36 @@ def main(argv=None) -> int:
             on_chunk=interruptible(keep),
         )
         t_sim = time.perf_counter() - t0
+        if paper:
+            t0 = time.perf_counter()
+            theory = paper_theory(config, etas)
+            t_theory = time.perf_counter() - t0
+            _write_paper_outputs(
+                out,
+                args,
+                config,
+                etas,
+                result,
+                sd_m,
+                params,
+                meta,
+                theory,
+                timing={
+                    "simulation_seconds": round(t_sim, 3),
+                    "theory_seconds": round(t_theory, 3),
+                    "resumed_chunks": resumed,
+                    "devices": _devices(),
+                    "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+                },
+                t_start=t_start,
+            )
+            if not args.quiet:
+                print(
+                    f"phase_diagram --preset paper: wrote {out}/paper.{{png,pdf,csv}}, summary.json and "
+                    f"{sio.MANIFEST} in {time.perf_counter() - t_start:.1f} s",
+                    file=sys.stderr,
+                )
+            return 0
         t0 = time.perf_counter()
         preds = round_predictions(config, etas, num_draws=args.theory_draws, seed=args.seed)
         pmap = phase_map(config, etas, axis=args.map_axis, values=_map_values(args))
@@ -551,6 +656,189 @@ def _write_outputs(out, args, config, etas, result, sd_m, pll_m, params, meta, p
         summary["timing"] = {**timing, "total_seconds": round(time.perf_counter() - t_start, 3)}
         sio.write_json(stage / "summary.json", summary, metadata=meta)
     return {**agree, "predictions": pred_agree}
+
+
+# --------------------------------------------------------------------------
+# --preset paper: SelfPLL's synthetic experiment (docs/simulation.md)
+# --------------------------------------------------------------------------
+
+
+def paper_theory(config, etas) -> dict:
+    """The block model's first all-correct round per noise rate (population ``C``): linearised and exact.
+
+    ``-1``: no all-correct round (the corruption condition fails; for the
+    exact model: none within the search).
+    """
+    from sdtheory.noise import corruption_matrix
+    from sdtheory.theorems import min_rounds
+
+    common = dict(c=config.c, d=config.d, lam=config.lam, per_class=config.per_class)
+    lin, exact = [], []
+    for eta in np.asarray(etas, dtype=float):
+        C = np.asarray(corruption_matrix(config.noise, config.num_classes, float(eta), clusters=config.clusters))
+        lin.append(int(min_rounds(C, **common)))
+        exact.append(
+            int(
+                min_rounds(
+                    C,
+                    **common,
+                    model="exact",
+                    tie_tol=config.tie_tol,
+                    tol=config.exact_tol,
+                    max_iter=config.exact_max_iter,
+                    solver=config.exact_solver,
+                )
+            )
+        )
+    return {"rstar_linear": np.asarray(lin, dtype=np.int64), "rstar_exact": np.asarray(exact, dtype=np.int64)}
+
+
+def perturbation_sizes(config, *, num_seeds: int, seed: int) -> list:
+    """``||X X^T - G||_F`` of every seed's sampled features (the engine's feature keys), G the block Gram."""
+    import jax
+
+    from sdtheory.block import block_classes, block_gram, sample_block_features
+
+    classes = block_classes([config.per_class] * config.num_classes)
+    gram = np.asarray(block_gram(classes, c=config.c, d=config.d))
+    sizes = []
+    for key in mc.seed_keys(seed, num_seeds):
+        _, feature_key = jax.random.split(key)
+        x = np.asarray(
+            sample_block_features(
+                feature_key, classes, c=config.c, d=config.d, dim=config.dim, num_classes=config.num_classes
+            )
+        )
+        sizes.append(float(np.linalg.norm(x @ x.T - gram)))
+    return sizes
+
+
+def paper_table(result, etas, methods, theory) -> dict:
+    """The CSV columns: one row per (method, eta, seed or "mean", round)."""
+    cols: dict = {
+        k: []
+        for k in (
+            "method",
+            "eta",
+            "seed",
+            "round",
+            "paper_step",
+            "accuracy",
+            "clean_accuracy",
+            "noisy_accuracy",
+            "all_correct",
+            "converged",
+            "rstar_linear",
+            "rstar_exact",
+        )
+    }
+    rounds = np.asarray(result.rounds)
+    for m in methods:
+        st = result.methods[m]
+        acc, cl, no = result.accuracy(m), result.clean_accuracy(m), result.noisy_accuracy(m)
+        for e, eta in enumerate(etas):
+            num_seeds = acc.shape[1]
+            for s in [*range(num_seeds), "mean"]:
+                for j, r in enumerate(rounds):
+                    if s == "mean":
+                        vals = (
+                            acc[e, :, j].mean(),
+                            np.nanmean(cl[e, :, j]) if np.isfinite(cl[e, :, j]).any() else np.nan,
+                            np.nanmean(no[e, :, j]) if np.isfinite(no[e, :, j]).any() else np.nan,
+                            st.all_correct[e, :, j].mean(),
+                            st.converged[e, :, j].mean(),
+                        )
+                    else:
+                        vals = (
+                            acc[e, s, j],
+                            cl[e, s, j],
+                            no[e, s, j],
+                            bool(st.all_correct[e, s, j]),
+                            bool(st.converged[e, s, j]),
+                        )
+                    cols["method"].append(m)
+                    cols["eta"].append(float(eta))
+                    cols["seed"].append(s)
+                    cols["round"].append(int(r))
+                    cols["paper_step"].append(int(r) + 1)
+                    for name, v in zip(
+                        ("accuracy", "clean_accuracy", "noisy_accuracy", "all_correct", "converged"), vals, strict=True
+                    ):
+                        cols[name].append(v if isinstance(v, bool) else float(v))
+                    cols["rstar_linear"].append(int(theory["rstar_linear"][e]))
+                    cols["rstar_exact"].append(int(theory["rstar_exact"][e]))
+    return cols
+
+
+def _first_all_correct(all_correct) -> np.ndarray:
+    """First round with every instance correct, per (eta, seed); -1 if none."""
+    ac = np.asarray(all_correct, dtype=bool)
+    return np.where(ac.any(axis=-1), ac.argmax(axis=-1), -1)
+
+
+def _write_paper_outputs(out, args, config, etas, result, sd_m, params, meta, theory, *, timing, t_start) -> None:
+    """Figure, CSV and summary of ``--preset paper``, written as one unit into ``out``."""
+    n_total = config.num_classes * config.per_class
+    solver_name = "exact softmax SD" if sd_m == "sd_exact" else "linearised SD (closed form)"
+    title = (
+        f"Multi-round self-distillation, SelfPLL's synthetic setting ({solver_name})\n"
+        f"K = {config.num_classes}, n = {config.per_class} per class, c = {config.c:g}, d = {config.d:g}, "
+        f"$\\lambda$ = {config.lam:g}, {config.noise} noise; Gram of Gaussian-mixture features (dim {config.dim}), "
+        f"perturbed like the reference's $\\epsilon$ = {args.epsilon:g}; {args.seeds} seed(s), PRNG seed {args.seed}"
+    )
+    fig = paper_rounds_figure(
+        result.rounds,
+        etas,
+        result.accuracy(sd_m),
+        rstar_linear=theory["rstar_linear"],
+        rstar_exact=theory["rstar_exact"],
+        title=title,
+        method_label=solver_name,
+    )
+    methods = [m for m in ("sd_exact", "sd_closed") if m in result.methods]
+    table = paper_table(result, etas, methods, theory)
+    sizes = perturbation_sizes(config, num_seeds=args.seeds, seed=args.seed)
+    from sdtheory.paper import block_gram_frobenius_sq
+
+    g2 = block_gram_frobenius_sq(num_classes=config.num_classes, per_class=config.per_class, c=config.c, d=config.d)
+    fig_meta = {"parameters": params, "package_version": meta["package_version"], "git_revision": meta["git_revision"]}
+    summary = {
+        "preset": args.preset,
+        "seeds": {
+            "prng_seed": args.seed,
+            "num_seeds": args.seeds,
+            "rule": "seed s uses jax.random.split(jax.random.PRNGKey(prng_seed), num_seeds)[s], split "
+            "into (label key, feature key); the same keys for every eta",
+        },
+        "figure_method": sd_m,
+        "rounds": {"rounds": result.rounds, "paper_steps": np.asarray(result.rounds) + 1},
+        "perturbation": {
+            "kind": "Gram of Gaussian-mixture features (sdtheory.block.sample_block_features)",
+            "epsilon": args.epsilon,
+            "feature_dim": config.dim,
+            "reference_expected_frobenius": reference_perturbation_size(n_total, args.epsilon),
+            "features_expected_frobenius": float(np.sqrt((n_total**2 + g2) / config.dim)),
+            "block_gram_frobenius": float(np.sqrt(g2)),
+            "measured_frobenius_per_seed": sizes,
+        },
+        "theory": {
+            "etas": etas,
+            "rstar_linear_block_model": theory["rstar_linear"],
+            "rstar_exact_block_model": theory["rstar_exact"],
+        },
+        "observed_first_all_correct_round": {
+            m: {"per_eta_and_seed": _first_all_correct(result.methods[m].all_correct)} for m in methods
+        },
+        "mean_accuracy": {m: result.accuracy(m).mean(axis=1) for m in methods},
+        "all_converged": {m: bool(np.all(result.methods[m].converged)) for m in methods},
+        "outputs": ["paper.png", "paper.pdf", "paper.csv", "summary.json", sio.MANIFEST],
+    }
+    with sio.run_directory(out, script=SCRIPT, parameters=params, outputs=PAPER_OUTPUTS) as stage:
+        sio.write_csv(stage / "paper.csv", table)
+        sio.write_figure(fig, stage / "paper.png", metadata=fig_meta, dpi=150)
+        sio.write_figure(fig, stage / "paper.pdf", metadata=fig_meta)
+        summary["timing"] = {**timing, "total_seconds": round(time.perf_counter() - t_start, 3)}
+        sio.write_json(stage / "summary.json", summary, metadata=meta)
 
 
 def _devices():
