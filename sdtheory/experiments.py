@@ -814,7 +814,8 @@ def markdown_summary(
         "Exact = nonlinear softmax CE solver; CF = linearised closed form from the empirical Gram; "
         "block = closed form of the block model with c, d fitted to the features (training set only); "
         "block-R = the block model with the fitted K x K class-correlation matrix R (class-pair mean "
-        "correlations), closed form and exact softmax, solved on label types (training set only).",
+        "correlations), closed form and exact softmax, solved on label types (training set only). "
+        "Rounds count the teacher as r0: SD r{r} is SelfPLL's step r+1.",
         "",
     ]
     cols = _table_columns(num_rounds)
