@@ -220,7 +220,13 @@ def noise_kind(text: str) -> str:
 
 
 def cd_pairs(text: str) -> list:
-    """``"c,d;c,d;..."`` -> a list of distinct ``(c, d)`` pairs, each in the block model's one domain."""
+    """``"c,d;c,d;..."`` -> a list of distinct ``(c, d)`` pairs, each in the block model's one domain.
+
+    The sizes are not known here: each pair is checked for ``-1 < d < c < 1``
+    (:func:`sdtheory._validation.check_cd` without sizes; ``d`` may be
+    negative); the functions that get the class sizes check that the block
+    Gram is positive definite there.
+    """
     from ._validation import check_cd
 
     pairs = []
