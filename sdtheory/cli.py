@@ -29,6 +29,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_NOT_WRITTEN",
     "cd_pairs",
+    "correlation",
     "exit_script",
     "float_in",
     "int_at_least",
@@ -207,6 +208,18 @@ def float_in(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = Fal
         return v
 
     return parse
+
+
+def correlation(text: str) -> float:
+    """A ``--c``/``--d`` value: a finite float in ``(-1, 1)`` (``d`` may be negative).
+
+    The block model's full rule needs the class sizes
+    (:func:`sdtheory._validation.check_cd` with ``per_class``/``num_classes``);
+    a script checks it once its flags are parsed. ``--d -0.05`` parses as a
+    value: argparse treats a token that looks like a negative number as one
+    when the parser has no option that looks like a negative number.
+    """
+    return float_in(-1.0, 1.0, lo_open=True, hi_open=True)(text)
 
 
 def noise_kind(text: str) -> str:

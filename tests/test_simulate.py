@@ -462,3 +462,23 @@ def test_negative_d_bounds_in_config_and_grid():
     sim.make_config(num_classes=k, per_class=n, c=c, d=-c / (k - 1), dim=8)
     with pytest.raises(ValueError, match=r"d = -0\.14.*-c / \(K - 1\).*block Gram itself"):
         sim.make_config(num_classes=k, per_class=n, c=c, d=-0.14, dim=8)
+
+
+def test_negative_d_on_the_command_line():
+    """``--d -0.05`` parses as a value with the cli.correlation type; cd_pairs accepts a negative d; the
+    full rule (with the class sizes) then holds for make_config."""
+    import argparse
+
+    from sdtheory import cli
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--c", type=cli.correlation, default=0.4)
+    p.add_argument("--d", type=cli.correlation, default=0.1)
+    args = p.parse_args(["--c", "0.4", "--d", "-0.05"])
+    assert (args.c, args.d) == (0.4, -0.05)
+    with pytest.raises(SystemExit):
+        p.parse_args(["--d", "-1.0"])
+    assert cli.cd_pairs("0.4,-0.05;0.372,-0.04") == [(0.4, -0.05), (0.372, -0.04)]
+    with pytest.raises(argparse.ArgumentTypeError, match="d < c < 1"):
+        cli.cd_pairs("0.4,-1.2")
+    assert sim.make_config(num_classes=4, per_class=10, c=args.c, d=args.d).d == -0.05
