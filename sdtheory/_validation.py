@@ -498,11 +498,17 @@ def check_cd(c: Any, d: Any, *, class_sizes: Any = None, per_class: Any = None, 
     c, d = out
     if is_tracer(c) or is_tracer(d):
         return c, d
-    if not (-1.0 < d < c < 1.0):
+    if not (d < c < 1.0):
         raise ValueError(
-            f"the block model needs d < c < 1 (d: correlation across classes, c: within a class) and d > -1 "
-            f"(every 0 <= d < c < 1 works; a negative d down to a bound set by the class sizes), "
+            f"the block model needs d < c < 1 (d: correlation across classes, c: within a class; every "
+            f"0 <= d < c < 1 works, and a negative d down to a bound set by the class sizes), "
             f"got c = {c:g}, d = {d:g}"
+        )
+    if not d > -1.0:
+        raise ValueError(
+            f"d = {d:g} makes the block Gram not positive definite for any class sizes: it needs d > -1 "
+            "(two instances of different classes have the 2 x 2 Gram [[1, d], [d, 1]]), and more at given "
+            "sizes (every 0 <= d < c < 1 works)"
         )
     if d >= 0:
         return c, d

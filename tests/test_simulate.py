@@ -479,6 +479,8 @@ def test_negative_d_on_the_command_line():
     with pytest.raises(SystemExit):
         p.parse_args(["--d", "-1.0"])
     assert cli.cd_pairs("0.4,-0.05;0.372,-0.04") == [(0.4, -0.05), (0.372, -0.04)]
-    with pytest.raises(argparse.ArgumentTypeError, match="d < c < 1"):
+    with pytest.raises(argparse.ArgumentTypeError, match=r"d = -1\.2 .*needs d > -1"):
         cli.cd_pairs("0.4,-1.2")
+    with pytest.raises(argparse.ArgumentTypeError, match="d < c < 1"):
+        cli.cd_pairs("0.4,0.5")
     assert sim.make_config(num_classes=4, per_class=10, c=args.c, d=args.d).d == -0.05
