@@ -17,6 +17,7 @@ to a fixed-width NumPy integer could wrap them.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Optional
 from collections.abc import Sequence
@@ -419,26 +420,67 @@ def resolve_rounds(rounds: Any, num_rounds: Any, *, maximum: int = MAX_ROUND, wh
     return np.arange(r, dtype=np.int64)
 
 
-def check_cd(c: Any, d: Any, *, class_sizes: Any = None) -> tuple:
+def _cd_det(c: float, d: float, sizes: np.ndarray, counts: np.ndarray) -> float:
+    """``1 + d sum_k n_k / (1 - c + (c - d) n_k)`` (classes of size ``sizes[i]`` occur ``counts[i]`` times).
+
+    Divided through by ``c - d > 0`` so that no product overflows at any finite ``d``. It has the sign of
+    the smallest eigenvalue of the block Gram's class-level matrix (matrix determinant lemma) and
+    increases with ``d``.
+    """
+    return 1.0 + d / (c - d) * float(np.sum(counts * sizes / ((1.0 - c) / (c - d) + sizes)))
+
+
+def cd_lower_bound(c: float, class_sizes: Any = None, *, per_class: Any = None, num_classes: Any = None) -> float:
+    """The smallest ``d`` excluded by positive definiteness: the block Gram is positive definite iff
+    ``bound < d < c < 1``.
+
+    Balanced (``n`` per class, ``K`` classes): ``-(1 - c + n c) / (n (K - 1))``, where the eigenvalue
+    ``s_g = 1 - c + n (c - d) + n K d`` of the all-ones direction vanishes. Unequal sizes ``n_k``: the
+    root of ``1 + d sum_k n_k / (1 - c + (c - d) n_k)`` in ``d`` (bisection; ``-inf`` for one class).
+    """
+    if per_class is not None:
+        n, k = float(per_class), float(num_classes)
+        return -(1.0 - c + n * c) / (n * (k - 1.0)) if k > 1 else -math.inf
+    sizes, counts = np.unique(np.asarray(class_sizes, dtype=float), return_counts=True)
+    if counts.sum() < 2:
+        return -math.inf
+    hi = min(c, 0.0)
+    lo = hi - 1.0
+    while _cd_det(c, lo, sizes, counts) > 0:
+        lo, hi = 2.0 * lo - hi, lo
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        lo, hi = (mid, hi) if _cd_det(c, mid, sizes, counts) <= 0 else (lo, mid)
+    return hi
+
+
+def check_cd(c: Any, d: Any, *, class_sizes: Any = None, per_class: Any = None, num_classes: Any = None) -> tuple:
     """The block model's correlations: the one domain every block-model function checks.
 
     ``c`` is the correlation of two instances of the same class, ``d`` of two
-    different classes; both finite real scalars with ``d < c < 1``, and
+    different classes; both finite real scalars with ``d < c < 1`` and the
+    block Gram **positive definite** at the given class sizes (its
+    eigenvalues are positive, so the theorems' logs of them and of the shrink
+    factors are finite). ``d`` may be negative (block models fitted to
+    centred features have a slightly negative ``d``):
 
-    * ``d >= 0`` (so ``0 <= d < c < 1``) for the balanced model of the
-      theorems, the Monte Carlo engine and the Gaussian-mixture sampler
-      (``class_sizes=None``): there the three eigenvalues
-      ``1 - c < s_b <= s_g`` are positive and ordered;
-    * with ``class_sizes`` (the block Gram itself: :func:`sdtheory.block_gram`,
-      :func:`sdtheory.block_spectrum`, :func:`sdtheory.block_outputs`),
-      ``d`` may be negative as long as the Gram stays positive definite. Its
-      class-level matrix ``D + d sqrt(n) sqrt(n)^T`` with
-      ``D = diag(1 - c + (c - d) n_k) > 0`` is positive definite iff
-      ``1 + d sum_k n_k / (1 - c + (c - d) n_k) > 0`` (determinant lemma),
-      which holds for every ``d >= 0``. Fitted block models of centred
-      features have a slightly negative ``d``.
+    * balanced classes (``per_class = n``, ``num_classes = K``: the theorems,
+      the Monte Carlo engine): the eigenvalues are ``s_w = 1 - c``,
+      ``s_b = 1 - c + n (c - d)`` and ``s_g = s_b + n K d``, positive iff
+      ``d > -(1 - c + n c) / (n (K - 1))`` (``s_g > 0``);
+    * any class sizes ``n_k`` (``class_sizes``: :func:`sdtheory.block_gram`,
+      :func:`sdtheory.block_outputs`, ...): the class-level matrix
+      ``diag(1 - c + (c - d) n_k) + d sqrt(n) sqrt(n)^T`` is positive
+      definite iff ``1 + d sum_k n_k / (1 - c + (c - d) n_k) > 0``
+      (determinant lemma);
+    * no sizes (parsing a command-line flag before the sizes are known):
+      only ``-1 < d < c < 1``, necessary for every size; the entry point
+      that knows the sizes checks the rest.
 
-    Traced values are not inspected. Returns ``(c, d)`` (floats when concrete).
+    Every ``d >= 0`` passes the size-dependent test. Traced values are not
+    inspected. Returns ``(c, d)`` (floats when concrete).
     """
     out = []
     for name, v in (("c", c), ("d", d)):
@@ -456,25 +498,39 @@ def check_cd(c: Any, d: Any, *, class_sizes: Any = None) -> tuple:
     c, d = out
     if is_tracer(c) or is_tracer(d):
         return c, d
-    if class_sizes is None or d >= 0:
-        if not (0.0 <= d < c < 1.0):
-            raise ValueError(
-                f"the block model needs 0 <= d < c < 1 (d: correlation across classes, c: within a class), "
-                f"got c = {c:g}, d = {d:g}"
-            )
-        return c, d
     if not (d < c < 1.0):
         raise ValueError(
-            f"the block model needs d < c < 1 (and 0 <= d < c < 1 for the theorems), got c = {c:g}, d = {d:g}"
+            f"the block model needs d < c < 1 (d: correlation across classes, c: within a class; every "
+            f"0 <= d < c < 1 works, and a negative d down to a bound set by the class sizes), "
+            f"got c = {c:g}, d = {d:g}"
         )
-    n = np.asarray(class_sizes, dtype=float)
-    # divided through by c - d > 0 so that no product overflows at any finite d
-    det = 1.0 + d / (c - d) * float(np.sum(n / ((1.0 - c) / (c - d) + n)))
-    if not det > 0:
+    if not d > -1.0:
         raise ValueError(
-            f"the block Gram with c = {c:g}, d = {d:g} is not positive definite for class sizes "
-            f"{n.astype(int).tolist()} (needs 1 + d sum_k n_k / (1 - c + (c - d) n_k) > 0, got {det:.3g}; "
-            "0 <= d < c < 1 always works)"
+            f"d = {d:g} makes the block Gram not positive definite for any class sizes: it needs d > -1 "
+            "(two instances of different classes have the 2 x 2 Gram [[1, d], [d, 1]]), and more at given "
+            "sizes (every 0 <= d < c < 1 works)"
+        )
+    if d >= 0:
+        return c, d
+    if per_class is not None and num_classes is not None:
+        n, k = int(per_class), int(num_classes)
+        where = f"{k} classes of {n}"
+        sizes, counts = np.array([float(n)]), np.array([float(k)])
+        bound = cd_lower_bound(c, per_class=n, num_classes=k)
+        rule = "d > -(1 - c + n c) / (n (K - 1))"
+    elif class_sizes is not None:
+        sizes, counts = np.unique(np.asarray(class_sizes, dtype=float), return_counts=True)
+        where = f"class sizes {short_list(np.asarray(class_sizes, dtype=int))}"
+        bound = None
+        rule = "1 + d sum_k n_k / (1 - c + (c - d) n_k) > 0"
+    else:
+        return c, d
+    if not _cd_det(c, d, sizes, counts) > 0:
+        if bound is None:
+            bound = cd_lower_bound(c, class_sizes)
+        raise ValueError(
+            f"d = {d:.10g} makes the block Gram with c = {c:g} not positive definite for {where}: it needs "
+            f"d > {bound:.10g} ({rule}; every 0 <= d < c < 1 works)"
         )
     return c, d
 

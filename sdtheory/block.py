@@ -22,6 +22,7 @@ targets may be anything (noisy one-hot labels, soft labels).
 
 from __future__ import annotations
 
+from fractions import Fraction
 from functools import partial
 from typing import Any, NamedTuple
 from collections.abc import Sequence
@@ -159,8 +160,10 @@ def block_spectrum(class_sizes: Sequence[int], *, c: float, d: float) -> BlockSp
 
     ``(c, d)`` must lie in the block model's domain
     (:func:`sdtheory._validation.check_cd`): ``d < c < 1`` with a positive
-    definite Gram (every ``0 <= d < c < 1``; a slightly negative ``d``, as
-    fitted to centred features, when the classes allow it).
+    definite Gram at these sizes, i.e.
+    ``1 + d sum_k n_k / (1 - c + (c - d) n_k) > 0`` (every ``0 <= d < c < 1``;
+    a negative ``d``, as fitted to centred features, down to the bound
+    :func:`sdtheory._validation.cd_lower_bound`).
     """
     return _block_spectrum_checked(class_sizes, c, d)
 
@@ -290,18 +293,29 @@ def block_outputs(
 
 
 def balanced_block_eigenvalues(*, per_class: int, num_classes: int, c: float, d: float) -> tuple:
-    """``(s_w, s_b, s_g)`` of the balanced block Gram, ``per_class`` instances per class (Python floats)."""
+    """``(s_w, s_b, s_g)`` of the balanced block Gram, ``per_class`` instances per class (Python floats).
+
+    ``s_w = 1 - c < s_b = 1 - c + n (c - d)``; ``s_g = s_b + N d`` is at least
+    ``s_b`` for ``d >= 0`` and below it for ``d < 0`` (then possibly even
+    below ``s_w``). All three are positive: ``(c, d)`` must satisfy
+    ``d > -(1 - c + n c) / (n (K - 1))`` (:func:`sdtheory._validation.check_cd`).
+    """
     n = V.check_size(per_class, "per_class", minimum=1)
     k = _check_num_classes(num_classes)
     if n * k > V.MAX_COUNT:
         raise ValueError(
             f"per_class * num_classes (the number of instances N) must be at most {V.MAX_COUNT}, got {n} * {k}"
         )
-    c, d = V.check_cd(c, d)
-    s_w = 1.0 - c
-    s_b = s_w + n * (c - d)
-    s_g = s_b + n * k * d
-    return s_w, s_b, s_g
+    c, d = V.check_cd(c, d, per_class=n, num_classes=k)
+    if V.is_tracer(c) or V.is_tracer(d):
+        s_w = 1.0 - c
+        s_b = s_w + n * (c - d)
+        return s_w, s_b, s_b + n * k * d
+    # exact rational arithmetic on the float inputs, one rounding each: near the bound (d < 0) s_g is a
+    # small difference of large terms, which float arithmetic would leave with a large relative error
+    cq, dq = Fraction(c), Fraction(d)
+    s_bq = 1 - cq + n * (cq - dq)
+    return float(1 - cq), float(s_bq), float(s_bq + n * k * dq)
 
 
 def block_factors(*, per_class: int, num_classes: int, c: float, d: float, lam: Any) -> tuple:
@@ -325,12 +339,24 @@ def sample_block_features(
 ) -> jax.Array:
     r"""Gaussian-mixture features whose *expected* Gram is the block Gram.
 
-    ``x_i = sqrt(d) g + sqrt(c - d) m_{k_i} + sqrt(1 - c) z_i`` with ``g``,
-    ``m_k``, ``z_i`` i.i.d. ``N(0, I_dim / dim)``, so
+    ``x_i = mu_{k_i} + sqrt(1 - c) z_i`` with class means ``mu_k`` and
+    ``z_i`` i.i.d. ``N(0, I_dim / dim)``; for ``d >= 0``
+    ``mu_k = sqrt(d) g + sqrt(c - d) m_k``, for ``d < 0``
+    ``mu_k = alpha m_k + beta mbar`` (``mbar`` the mean of the ``K`` vectors
+    ``m_l``, ``alpha = sqrt(c - d)``, ``beta = sqrt(c - d + K d) - alpha``),
+    with ``g``, ``m_k`` i.i.d. ``N(0, I_dim / dim)``. Either way
+    ``E <mu_k, mu_l> = 1[k = l] (c - d) + d``, so
     ``E <x_i, x_j> = 1[i = j] (1 - c) + 1[k_i = k_j] (c - d) + d``. The
     empirical Gram fluctuates around the block Gram by ``O(1/sqrt(dim))``:
     this is the "feature noise" of the Monte Carlo simulations.
-    Requires ``0 <= d < c < 1``. Returns ``(N, dim)``.
+
+    Requires ``d < c < 1`` and, for ``d < 0``, ``d >= -c / (K - 1)``
+    (:func:`check_sampler_cd`): the ``K x K`` covariance
+    ``(c - d) I + d 1 1^T`` of the class means must be positive semidefinite.
+    The block Gram itself allows ``d`` down to
+    ``-(1 - c + n c) / (n (K - 1))``, slightly lower; use
+    :func:`block_gram` / :func:`block_outputs` (no sampled features) there.
+    Returns ``(N, dim)``.
     """
     V.check_key(key, "key")
     c, d = V.check_cd(c, d)
@@ -343,6 +369,7 @@ def sample_block_features(
         k = _check_num_classes(num_classes)
     else:
         classes, k = _check_classes(classes, num_classes, require_all=False)
+    check_sampler_cd(c, d, k)
     return sample_block_features_core(key, jnp.asarray(classes), c, d, dim, k)
 
 
@@ -354,4 +381,27 @@ def sample_block_features_core(key, classes, c, d, dim, k):
     g = jax.random.normal(kg, (dim,)) * scale
     m = jax.random.normal(km, (k, dim)) * scale
     z = jax.random.normal(kz, (classes.shape[0], dim)) * scale
-    return jnp.sqrt(d) * g[None, :] + jnp.sqrt(c - d) * m[classes] + jnp.sqrt(1.0 - c) * z
+    alpha = jnp.sqrt(c - d)
+    means_nonneg = jnp.sqrt(jnp.maximum(d, 0.0)) * g[None, :] + alpha * m
+    beta = jnp.sqrt(jnp.maximum(c - d + k * d, 0.0)) - alpha
+    means_neg = alpha * m + beta * jnp.mean(m, axis=0)[None, :]
+    means = jnp.where(d >= 0, means_nonneg, means_neg)
+    return means[classes] + jnp.sqrt(1.0 - c) * z
+
+
+def check_sampler_cd(c: Any, d: Any, num_classes: int) -> None:
+    """``ValueError`` unless the Gaussian-mixture sampler can realise ``(c, d)`` with ``num_classes`` means.
+
+    For ``d < 0`` the class means' covariance ``(c - d) I + d 1 1^T`` needs
+    ``c + (K - 1) d >= 0``, i.e. ``d >= -c / (K - 1)``. Traced values pass.
+    """
+    if V.is_tracer(c) or V.is_tracer(d) or d >= 0:
+        return
+    k = int(num_classes)
+    if c + (k - 1) * d < 0:
+        raise ValueError(
+            f"d = {d:g} is below -c / (K - 1) = {-c / (k - 1):.6g} (c = {c:g}, K = {k}): the Gaussian-mixture "
+            "sampler (sample_block_features, dim=...) draws class means with covariance (c - d) I + d 1 1^T, "
+            "which is then not positive semidefinite; use the block Gram itself (block_gram, block_outputs, "
+            "or dim=None in the Monte Carlo engine), which allows d down to -(1 - c + n c) / (n (K - 1))"
+        )

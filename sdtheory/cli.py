@@ -29,6 +29,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_NOT_WRITTEN",
     "cd_pairs",
+    "correlation",
     "exit_script",
     "float_in",
     "int_at_least",
@@ -209,6 +210,18 @@ def float_in(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = Fal
     return parse
 
 
+def correlation(text: str) -> float:
+    """A ``--c``/``--d`` value: a finite float in ``(-1, 1)`` (``d`` may be negative).
+
+    The block model's full rule needs the class sizes
+    (:func:`sdtheory._validation.check_cd` with ``per_class``/``num_classes``);
+    a script checks it once its flags are parsed. ``--d -0.05`` parses as a
+    value: argparse treats a token that looks like a negative number as one
+    when the parser has no option that looks like a negative number.
+    """
+    return float_in(-1.0, 1.0, lo_open=True, hi_open=True)(text)
+
+
 def noise_kind(text: str) -> str:
     """A noise family name or alias, canonicalised (use with ``choices=sdtheory.NOISE_KINDS``)."""
     from .noise import canonical_kind
@@ -220,7 +233,13 @@ def noise_kind(text: str) -> str:
 
 
 def cd_pairs(text: str) -> list:
-    """``"c,d;c,d;..."`` -> a list of distinct ``(c, d)`` pairs, each in the block model's one domain."""
+    """``"c,d;c,d;..."`` -> a list of distinct ``(c, d)`` pairs, each in the block model's one domain.
+
+    The sizes are not known here: each pair is checked for ``-1 < d < c < 1``
+    (:func:`sdtheory._validation.check_cd` without sizes; ``d`` may be
+    negative); the functions that get the class sizes check that the block
+    Gram is positive definite there.
+    """
     from ._validation import check_cd
 
     pairs = []

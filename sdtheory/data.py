@@ -463,7 +463,8 @@ def block_dataset(
     Training and held-out points are drawn together by
     :func:`sdtheory.block.sample_block_features` (so they share the class
     means), ``per_class`` / ``test_per_class`` of each class, classes in
-    blocks; ``0 <= d < c < 1``. Name ``"block(c=..., d=...)"``.
+    blocks; ``d < c < 1``, for ``d < 0`` also ``d >= -c / (K - 1)`` (the
+    sampler's class means, :func:`sdtheory.block.check_sampler_cd`). Name ``"block(c=..., d=...)"``.
     """
     from .block import sample_block_features
 
@@ -471,7 +472,7 @@ def block_dataset(
     k = V.check_size(num_classes, "num_classes", minimum=2)
     n = V.check_size(per_class, "per_class", minimum=1)
     m = V.check_size(test_per_class, "test_per_class", minimum=1)
-    c, d = V.check_cd(c, d)
+    c, d = V.check_cd(c, d, per_class=n, num_classes=k)
     dim = V.check_size(dim, "dim", minimum=1)
     y = np.repeat(np.arange(k, dtype=np.int64), n)
     yt = np.repeat(np.arange(k, dtype=np.int64), m)

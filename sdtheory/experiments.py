@@ -221,8 +221,8 @@ def prepare_feature_map(
 
     The fitted block model uses ``c`` and ``d`` as measured
     (:func:`sdtheory.data.block_statistics`); centred features give a
-    slightly negative ``d``, outside the theorems' ``0 <= d`` but inside the
-    block Gram's domain while it stays positive definite
+    slightly negative ``d``, inside the block model's domain (the theorems'
+    too) while the block Gram stays positive definite
     (:func:`sdtheory._validation.check_cd`), so its analytic spectrum and
     ``O(N K)`` outputs apply.
     """

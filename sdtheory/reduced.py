@@ -554,12 +554,12 @@ def check_corr(corr: Any, class_sizes: Any, *, name: str = "corr") -> np.ndarray
     return arr
 
 
-def resolve_corr(c: Any, d: Any, corr: Any, class_sizes: Any, *, balanced_cd: bool = False) -> np.ndarray:
+def resolve_corr(c: Any, d: Any, corr: Any, class_sizes: Any) -> np.ndarray:
     """Exactly one of ``(c, d)`` or ``corr``: the validated ``(K, K)`` class-correlation matrix.
 
     ``(c, d)`` is the special case ``R_kk = c``, ``R_kl = d``, checked by
-    :func:`sdtheory._validation.check_cd` (``balanced_cd``: the theorems'
-    domain ``0 <= d < c < 1``).
+    :func:`sdtheory._validation.check_cd` at ``class_sizes`` (``d < c < 1``,
+    the block Gram positive definite; ``d`` may be negative).
     """
     sizes = np.asarray(class_sizes, dtype=float)
     if corr is not None:
@@ -568,7 +568,7 @@ def resolve_corr(c: Any, d: Any, corr: Any, class_sizes: Any, *, balanced_cd: bo
         return check_corr(corr, sizes)
     if c is None or d is None:
         raise TypeError("pass c= and d= (within- and between-class correlation) or corr= (a (K, K) matrix)")
-    c, d = V.check_cd(c, d, class_sizes=None if balanced_cd else sizes)
+    c, d = V.check_cd(c, d, class_sizes=sizes)
     return np.asarray(corr_from_cd(c, d, sizes.size), dtype=float)
 
 

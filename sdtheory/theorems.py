@@ -3,9 +3,11 @@ r"""The corruption condition, the margin, the minimum round and the PLL conditio
 Everything here is a statement about the **linearised, balanced block model**
 (docs/theory.md sections 3-5, docs/theorems.md): ``K`` classes of ``n`` instances
 (``per_class``), block Gram with within-class correlation ``c`` and
-between-class correlation ``d`` (``0 <= d < c < 1``), L2 weight ``lam``, and
-per-round shrink factors ``a < b <= g`` of the three eigenspaces
-(:func:`sdtheory.block.block_factors`). For an instance of true class ``k``
+between-class correlation ``d`` (``d < c < 1`` with a positive definite
+Gram, ``d > -(1 - c + n c) / (n (K - 1))``; ``d`` may be negative), L2
+weight ``lam``, and per-round shrink factors ``a < b`` and ``g`` of the three
+eigenspaces (:func:`sdtheory.block.block_factors`; ``g >= b`` for
+``d >= 0``, ``g < b`` for ``d < 0``). For an instance of true class ``k``
 with given label ``y`` the round-``r`` linearised output has, with
 ``e = r + 1``,
 
@@ -51,6 +53,7 @@ naming ``lam`` (the cores return the sentinel :data:`BEYOND_RANGE`
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -161,7 +164,10 @@ class LogFactors(NamedTuple):
       log_b: ``log b``, ``b = s_b/(s_b + K N lam)`` (the class factor).
       log_rho: ``log(a/b) <= 0`` (own label vs class average; ``0`` only when
         ``lam`` is so small that ``K N lam / s`` underflows).
-      log_gamma: ``log(g/b) >= 0`` (global average vs class average).
+      log_gamma: ``log(g/b)`` (global average vs class average): ``>= 0``
+        for ``d >= 0``, ``< 0`` for ``d < 0``.
+
+    ``log_gamma`` is negative when ``d < 0`` (then ``s_g < s_b``).
 
     Built by :func:`log_block_factors`, each from the eigenvalues and the
     ridge without cancellation (then ``a = exp(log_b + log_rho)``,
@@ -276,33 +282,59 @@ def _constraint_terms(fractions):
 def _h_of(fractions, logs):
     """Per-pair constraint ``h(e)`` (see :func:`_constraint_terms`) from the :class:`LogFactors`.
 
-    ``log rho <= 0``, ``log gamma >= 0``; ``rho^e - 1`` and
-    ``gamma^e - 1`` are ``expm1`` of ``e`` times them, so nothing is formed as
-    a float close to 1 and nothing overflows into a NaN (``gamma^e`` may be
-    ``inf``, multiplied by a nonzero ``F`` only). Returns
-    ``(D, F, nu, mask, lr, lgam, h)``.
+    ``log rho <= 0``; ``log gamma >= 0`` for ``d >= 0`` and ``< 0`` for
+    ``d < 0``. ``rho^e - 1`` and ``gamma^e - 1`` are ``expm1`` of ``e``
+    times them, so nothing is formed as a float close to 1 and nothing
+    overflows into a NaN (``gamma^e`` may be ``inf``, multiplied by a nonzero
+    ``F`` only). For ``log gamma < 0``, ``h(e) -> L = D - F`` as
+    ``e -> inf``; when ``L`` is 0 (within :data:`sdtheory.TIE_TOL`) the
+    returned value is ``h(e) / gamma^e = F - (D + nu) (rho/gamma)^e``, of the
+    same sign and without the cancellation of two vanishing terms. Returns
+    ``(D, F, nu, mask, lr, lgam, L, h)``; ``h`` has the sign of the
+    constraint (its value is only compared with 0 and, for pairs with a
+    finite peak, between exponents).
     """
     D, F, nu, mask = _constraint_terms(fractions)
     lr = logs.log_rho  # log rho <= 0
-    lgam = logs.log_gamma  # log gamma >= 0
-    F = jnp.where(lgam > 0, F, 0.0)
+    lgam = logs.log_gamma  # log gamma: >= 0 for d >= 0, < 0 for d < 0
+    F = jnp.where(lgam != 0, F, 0.0)
+    L = D - F
+    L = jnp.where(jnp.abs(L) <= TIE_TOL, 0.0, L)
+    up = D + nu
+    scaled = (lgam < 0) & (L == 0) & (F != 0)
 
     def h(e):
         glob = jnp.where(F == 0, 0.0, F * jnp.expm1(e * lgam))
-        return -D * jnp.expm1(e * lr) + glob - nu * jnp.exp(e * lr)
+        plain = -D * jnp.expm1(e * lr) + glob - nu * jnp.exp(e * lr)
+        rest = jnp.where(up == 0, F, F - up * jnp.exp(e * jnp.where(scaled, lr - lgam, 0.0)))
+        return jnp.where(scaled, rest, plain)
 
-    return D, F, nu, mask, lr, lgam, h
+    return D, F, nu, mask, lr, lgam, L, h
 
 
 @jax.jit
 def all_correct_rounds_core(fractions: jax.Array, logs: LogFactors) -> RoundWindow:
     """Exact window of all-correct rounds from the score formula (no validation).
 
-    ``logs``: the :class:`LogFactors` of :func:`log_block_factors`. Each
-    constraint ``h(e) > 0`` (see :func:`_constraint_terms`) is
-    increasing-then-decreasing in ``e`` (unimodal), so its set of integer
-    ``e`` is an interval; it is found by locating the peak (analytically) and
-    two integer bisections over ``1 <= e <= 2**40`` (rounds ``0..MAX_ROUND``).
+    ``logs``: the :class:`LogFactors` of :func:`log_block_factors`. The set
+    of integer ``e >= 1`` where a constraint ``h(e) > 0`` holds (see
+    :func:`_constraint_terms`) is an interval:
+
+    * ``d >= 0`` (``gamma >= 1``): ``h`` is increasing, or (``F < 0``)
+      increasing then decreasing to ``-inf``, so the interval *closes*;
+    * ``d < 0`` (``gamma < 1``): ``h(e) -> L = D - F`` and ``h(0) = -nu``.
+      ``h' = rho^e (up (-log rho) - F (-log gamma) (gamma/rho)^e)``,
+      ``up = D + nu >= 0``: for ``F <= 0`` ``h`` is increasing; for ``F > 0``
+      it is increasing then decreasing when ``gamma > rho``, and decreasing
+      then increasing from ``h(0) <= 0`` when ``gamma <= rho`` (or, with
+      ``up = 0``, decreasing from ``h(0) = 1`` to ``L >= 0``). Either way
+      ``{h > 0}`` is an interval, which closes iff ``F > 0`` and ``L < 0``
+      (and is then empty when ``gamma <= rho``).
+
+    It is found by locating the peak (analytically) and two integer
+    bisections over ``1 <= e <= 2**40`` (rounds ``0..MAX_ROUND``); for a
+    pair that does not close ``{h > 0}`` is upward closed in ``e``, so one
+    bisection over the whole range finds its start.
     The window is the intersection over constraints. Returns int64
     ``RoundWindow(first, last)``: ``(-1, -1)`` if empty; ``last = UNBOUNDED``
     if it never closes (no constraint with ``F < 0``); ``first`` or ``last``
@@ -310,7 +342,7 @@ def all_correct_rounds_core(fractions: jax.Array, logs: LogFactors) -> RoundWind
     ``first = BEYOND_RANGE``, ``last`` is ``UNBOUNDED`` or ``BEYOND_RANGE``:
     whether a window opening beyond the range is empty is not decided).
     """
-    D, F, nu, mask, lr, lgam, h = _h_of(fractions, logs)
+    D, F, nu, mask, lr, lgam, L, h = _h_of(fractions, logs)
 
     def hi_(e):  # h at integer exponents
         return h(e.astype(D.dtype))
@@ -319,18 +351,24 @@ def all_correct_rounds_core(fractions: jax.Array, logs: LogFactors) -> RoundWind
     beyond_e = emax + 1  # an end beyond the searched exponents
     never_e = jnp.int64(2**62)  # the window never closes
     up = D + nu  # >= 0, coefficient of -rho^e
-    closes = F < 0  # h -> -inf: this pair's interval is bounded
+    neg = lgam < 0  # d < 0: gamma < 1, h -> L = D - F
+    # this pair's interval is bounded: h -> -inf (d >= 0, F < 0) or h falls to L < 0 (d < 0, F > 0)
+    closes = jnp.where(neg, (F > 0) & (L < 0), F < 0)
     ratio = jnp.where(closes & (up > 0), up * (-lr) / jnp.where(closes, -F * lgam, 1.0), 1.0)
     # real maximiser of h over e > 0: <= 1 when h only decreases; +inf when it never decreases
-    e_peak = jnp.where(closes, jnp.log(ratio) / jnp.where(closes, lgam - lr, 1.0), jnp.inf)
+    e_peak = jnp.where(closes, jnp.log(ratio) / jnp.where(closes & (lgam != lr), lgam - lr, 1.0), jnp.inf)
+    # d < 0 with gamma <= rho: h < 0 for every e > 0 (decreasing, then rising to L < 0 from below)
+    e_peak = jnp.where(closes & neg & (lgam <= lr), 1.0, e_peak)
     e_peak = jnp.nan_to_num(e_peak, nan=1.0, posinf=jnp.inf, neginf=1.0)
     peak_beyond = e_peak > float(_EMAX)
     p_lo = jnp.floor(jnp.clip(e_peak, 1.0, float(_EMAX))).astype(jnp.int64)
     p_hi = jnp.minimum(p_lo + 1, emax)
     p = jnp.where(hi_(p_hi) > hi_(p_lo), p_hi, p_lo)  # best integer exponent in [1, 2**40]
     feasible = hi_(p) > 0
-    # sup of h over all e: h(e_peak) (F < 0), +inf (F > 0), lim = D (F == 0)
-    sup_pos = jnp.where(closes, jnp.where(jnp.isfinite(e_peak), h(e_peak) > 0, D > 0), (F > 0) | (D > 0))
+    # h > 0 somewhere (closing pairs: at the peak) or eventually (the others): d >= 0: h -> +inf (F > 0)
+    # or D (F == 0); d < 0: h -> L, from above when F > 0 and gamma > rho (or up == 0)
+    eventually = jnp.where(neg, (L > 0) | ((L == 0) & (F > 0) & ((lgam > lr) | (up == 0))), (F > 0) | (D > 0))
+    sup_pos = jnp.where(closes, jnp.where(jnp.isfinite(e_peak), h(e_peak) > 0, D > 0), eventually)
     starts_beyond = ~feasible & peak_beyond & sup_pos
 
     def lo_step(_, s):  # smallest e in [lo, hi] with h(e) > 0, h increasing there
@@ -371,7 +409,7 @@ def all_correct_at_core(fractions: jax.Array, logs: LogFactors, rounds: jax.Arra
     float64, a relative change below ``1.2e-16``); no unimodality is used,
     any non-negative int64 round works. Shape ``rounds.shape``.
     """
-    D, F, nu, mask, lr, lgam, h = _h_of(fractions, logs)
+    D, F, nu, mask, lr, lgam, L, h = _h_of(fractions, logs)
     e = (jnp.asarray(rounds).astype(D.dtype) + 1.0)[..., None, None]
     return jnp.all(jnp.where(mask, h(e) > 0, True), axis=(-2, -1))
 
@@ -489,9 +527,10 @@ def _check_scalar_lam(lam):
 
 
 def _log_factors_xp(xp, s_w, s_b, s_g, d_bw, d_gb, kn, lam):
-    """:class:`LogFactors` from the eigenvalues ``s_w < s_b <= s_g``, their differences ``d_bw = s_b - s_w
-    = n (c - d) > 0`` and ``d_gb = s_g - s_b = N d >= 0`` (given, not recomputed: they may be tiny next to
-    the eigenvalues), ``kn = K N`` and ``lam``, with ``xp`` NumPy (concrete) or ``jax.numpy`` (traced).
+    """:class:`LogFactors` from the positive eigenvalues ``s_w < s_b`` and ``s_g``, their differences
+    ``d_bw = s_b - s_w = n (c - d) > 0`` and ``d_gb = s_g - s_b = N d`` (negative for ``d < 0``; given, not
+    recomputed: they may be tiny next to the eigenvalues), ``kn = K N`` and ``lam``, with ``xp`` NumPy
+    (concrete) or ``jax.numpy`` (traced).
 
     With ``R = K N lam`` (it may overflow to inf; ``s / R`` then is 0):
 
@@ -500,7 +539,10 @@ def _log_factors_xp(xp, s_w, s_b, s_g, d_bw, d_gb, kn, lam):
     * ``a/b = 1 - x``, ``x = (d_bw/s_b) / (1 + s_w/R)`` in ``[0, 1)``:
       ``log1p(-x)``, or for ``x > 1/2`` (``a/b < 1/2``, large ``R``)
       ``log(s_w/s_b) + log1p(d_bw/(s_w + R))``;
-    * ``g/b = 1 + y``, ``y = (d_gb/s_b) / (1 + s_g/R) >= 0``: ``log1p(y)``.
+    * ``g/b = 1 + y``, ``y = (d_gb/s_b) / (1 + s_g/R)`` in ``(-1, inf)``
+      (negative for ``d < 0``): ``log1p(y)``, or for ``y < -1/2``
+      (``g/b < 1/2``: ``s_g`` small, large ``R``)
+      ``log(s_g/s_b) + log1p(-d_gb/(s_g + R))``.
 
     Each is accurate to a few ulps relative for every finite ``lam > 0``.
     """
@@ -510,7 +552,8 @@ def _log_factors_xp(xp, s_w, s_b, s_g, d_bw, d_gb, kn, lam):
     log_b = xp.where(xp.isfinite(xb), -xp.log1p(xb), -(t + xp.log1p(xp.exp(-t))))
     x = (d_bw / s_b) / (1.0 + s_w / R)
     log_rho = xp.where(x <= 0.5, xp.log1p(-x), math.log(s_w / s_b) + xp.log1p(d_bw / (s_w + R)))
-    log_gamma = xp.log1p((d_gb / s_b) / (1.0 + s_g / R))
+    y = (d_gb / s_b) / (1.0 + s_g / R)
+    log_gamma = xp.where(y >= -0.5, xp.log1p(y), math.log(s_g / s_b) + xp.log1p(-d_gb / (s_g + R)))
     return LogFactors(log_b, log_rho, log_gamma)
 
 
@@ -537,7 +580,9 @@ def log_block_factors(*, per_class: int, num_classes: int, c: float, d: float, l
     s_w, s_b, s_g = balanced_block_eigenvalues(per_class=per_class, num_classes=num_classes, c=c, d=d)
     n, k = int(per_class), int(num_classes)
     c, d = float(c), float(d)
-    args = (s_w, s_b, s_g, n * (c - d), n * k * d, k * k * n)
+    # the differences exactly rounded from the float inputs (they may be tiny next to the eigenvalues)
+    d_bw = float(n * (Fraction(c) - Fraction(d)))
+    args = (s_w, s_b, s_g, d_bw, n * k * d, k * k * n)
     if V.is_tracer(lam):
         return _log_factors_xp(jnp, *args, lam)
     with np.errstate(all="ignore"):
@@ -582,7 +627,7 @@ def _reduced_problem(fractions, c, d, corr, per_class, num_rounds=1):
     n = V.check_size(per_class, "per_class", minimum=1)
     if k * n > V.MAX_COUNT:
         raise ValueError(f"per_class * K (the number of instances N) must be at most {V.MAX_COUNT}, got {n} * {k}")
-    R = resolve_corr(c, d, corr, [n] * k, balanced_cd=True)
+    R = resolve_corr(c, d, corr, [n] * k)
     cls, tgt = label_types(k)
     return f, type_spectrum_core(jnp.asarray(R), cls, n * f.reshape(-1)), tgt
 
@@ -689,7 +734,8 @@ def min_rounds(
     r"""First round ``r*`` (0 = teacher) at which every training instance is correct.
 
     Model: linearised SD on the balanced block Gram (``per_class`` instances
-    per class, correlations ``c``/``d``, ``0 <= d < c < 1``), **assuming equal
+    per class, correlations ``c``/``d``, ``d < c < 1``, the Gram positive
+    definite: ``d > -(1 - c + n c) / (n (K - 1))``), **assuming equal
     global label frequencies** (``f`` doubly stochastic; or ``d = 0``): then
     a corrupted instance (true ``k``, label ``l``) is correct at round ``r``
     iff ``(a/b)^{r+1} < Delta_{kl}/(1 + Delta_{kl})`` and clean ones always
@@ -750,10 +796,15 @@ def all_correct_rounds(
     .. math:: h(e) = D (1 - \rho^e) + F (\gamma^e - 1) - \nu \rho^e > 0,
 
     ``D = f_k(k) - f_k(l)``, ``F = f(k) - f(l)``, ``nu = 1`` if label ``l``
-    occurs in class ``k`` (else 0, or -1 if class ``k`` is clean). Each
-    ``h`` is increasing and then (if ``F < 0``) decreasing in ``e``, so the
-    window is an interval. ``F < 0`` for some constraint closes it: that is
-    the upper end ``r_max`` of the window (docs/theory.md section 4).
+    occurs in class ``k`` (else 0, or -1 if class ``k`` is clean). For
+    ``d >= 0`` (``gamma >= 1``) each ``h`` is increasing and then (if
+    ``F < 0``) decreasing in ``e``; ``F < 0`` for some constraint closes the
+    window: that is the upper end ``r_max`` (docs/theory.md section 4). For
+    ``d < 0`` (``gamma < 1``) ``h`` tends to ``D - F``, and a constraint
+    with ``F > 0`` and ``D - F < 0`` closes the window instead (the global
+    term now works against the more frequent class). Either way each
+    constraint holds on an interval of rounds
+    (:func:`all_correct_rounds_core`), so the window is an interval.
 
     Returns ``RoundWindow(first, last)`` of ints; ``(-1, -1)`` if empty,
     ``last = UNBOUNDED`` if it never closes. Rounds are resolved up to
@@ -811,8 +862,10 @@ def max_rounds(
 ):
     """Upper end ``r_max`` of the all-correct window (``all_correct_rounds(...).last``).
 
-    ``UNBOUNDED`` when every global difference ``f(k) - f(l)`` that matters
-    is ``>= 0`` (e.g. equal global frequencies); ``-1`` when no round is all
+    ``UNBOUNDED`` when no constraint closes the window (e.g. equal global
+    frequencies; for ``d >= 0`` every global difference ``f(k) - f(l)`` that
+    matters is ``>= 0``; for ``d < 0`` every ``f(k) - f(l) > 0`` is at most
+    ``f_k(k) - f_k(l)``); ``-1`` when no round is all
     correct; :data:`BEYOND_RANGE` ``= 2**40`` when the window closes after
     :data:`MAX_ROUND`. Raises ``ValueError`` naming ``lam`` when the window
     opens beyond ``MAX_ROUND`` (as :func:`all_correct_rounds`). ``corr``,
@@ -1028,7 +1081,7 @@ def finite_sample_prediction(
     check_type_problem(k * k, k, "C", num_rounds=num_rounds + 2)  # one draw: the SD rounds, teacher and student
     num_draws = V.check_int(num_draws, "num_draws", minimum=1, maximum=10**7, why="the draws are held in memory")
     seed = V.check_int(seed, "seed", minimum=0, maximum=V.MAX_SEED)
-    R = resolve_corr(c, d, corr, [n] * k, balanced_cd=True)
+    R = resolve_corr(c, d, corr, [n] * k)
     opts = _exact_options(pll_loss, q, exact_options) if model == "exact" else {}
     # draws padded to a power of two (at least 8): a few compiled shapes serve every num_draws
     keys = jax.random.split(jax.random.key(seed), max(8, 1 << (num_draws - 1).bit_length()))

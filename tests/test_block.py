@@ -104,7 +104,7 @@ def test_sampled_features_have_block_expected_gram():
 @pytest.mark.parametrize("c,d", [(1.2, 0.1), (0.3, -0.5), (0.5, np.nan), (0.3, 0.3), (0.2, 0.4)])
 def test_one_cd_domain_everywhere(c, d):
     """One c/d rule (sdtheory._validation.check_cd) for every block-model entry point."""
-    match = r"0 <= d < c < 1|d < c < 1|finite|positive definite"
+    match = r"0 <= d < c < 1|d < c < 1|finite|positive definite|positive semidefinite"
     classes = np.repeat(np.arange(3), 4)
     y = np.eye(3)[classes]
     calls = [
@@ -162,9 +162,13 @@ def test_negative_d_allowed_exactly_while_the_block_gram_is_positive_definite():
     assert np.linalg.eigvalsh(block_gram_numpy(classes, c, outside)).min() < 0
     with pytest.raises(ValueError, match="positive definite"):
         sd.block_gram(classes, c=c, d=outside)
-    # the theorems and the sampler keep 0 <= d
-    with pytest.raises(ValueError, match="0 <= d < c < 1"):
-        sd.min_rounds(np.eye(3), c=c, d=inside, lam=0.1, per_class=4)
+    with pytest.raises(ValueError, match=rf"d = {outside:.10g} .*class sizes \[3, 5, 4\].*d > {f'{edge:.12f}'[:9]}"):
+        sd.block_outputs(y, classes, c=c, d=outside, lam=1e-2, rounds=0)
+    sd.block_outputs(y, classes, c=c, d=edge * (1 - 1e-9), lam=1e-2, rounds=0)
+    with pytest.raises(ValueError, match="positive definite"):
+        sd.block_outputs(y, classes, c=c, d=edge * (1 + 1e-9), lam=1e-2, rounds=0)
+    # the theorems (balanced, 3 per class) accept it too: their bound -(1 - c + n c)/(n (K - 1)) is -0.2667
+    assert sd.min_rounds(np.eye(3), c=c, d=inside, lam=0.1, per_class=3) == 0
 
 
 # --------------------------------------------------------------------------
@@ -220,3 +224,56 @@ def test_sample_block_features_checks_classes_and_num_classes():
     np.testing.assert_array_equal(
         x, sd.sample_block_features(key, np.array([0, 0, 2]), c=0.4, d=0.1, dim=3, num_classes=3)
     )
+
+
+@pytest.mark.parametrize("k,n,c,d", [(4, 10, 0.4, -0.05), (10, 12, 0.372, -0.040)])
+def test_negative_d_block_outputs_match_numpy_eigh(k, n, c, d):
+    """d < 0 (the digits' fitted c = 0.372, d = -0.040): block_outputs and the analytic spectrum against
+    numpy.linalg.eigh of the explicit Gram and the closed form 1/K + U diag(q^(r+1)) U^T (T - 1/K)."""
+    classes = np.repeat(np.arange(k), n)
+    rng = np.random.default_rng(0)
+    labels = np.where(rng.random(classes.size) < 0.3, rng.integers(0, k, classes.size), classes)
+    lam, rounds = 1e-3, np.array([0, 1, 5, 20])
+    g = block_gram_numpy(classes, c, d)
+    s, U = np.linalg.eigh(g)
+    assert s.min() > 0
+    q = s / (s + k * classes.size * lam)
+    coef = U.T @ (np.eye(k)[labels] - 1.0 / k)
+    expected = np.stack([1.0 / k + U @ (q[:, None] ** (r + 1) * coef) for r in rounds])
+    np.testing.assert_allclose(
+        sd.block_outputs(np.eye(k)[labels], classes, c=c, d=d, lam=lam, rounds=rounds), expected, atol=1e-10
+    )
+    spec = sd.block_spectrum([n] * k, c=c, d=d)
+    np.testing.assert_allclose(
+        np.sort(np.concatenate([np.full(k * (n - 1), float(spec.within)), np.asarray(spec.class_eigvals)])),
+        s,
+        atol=1e-10,
+    )
+    # the rows still sum to 1, but with g < b the global term enters with a negative weight (no convexity)
+    np.testing.assert_allclose(expected.sum(-1), 1.0, atol=1e-12)
+
+
+def test_sampled_features_with_negative_d():
+    """d in [-c/(K-1), 0): the sampler's class means are centred; the empirical Gram averages to the block
+    Gram. Below -c/(K-1) it refuses, naming d and what to use instead; d >= 0 keeps its random stream."""
+    k, c, d = 4, 0.45, -0.12
+    classes = np.repeat(np.arange(k), 30)
+    x = np.asarray(sd.sample_block_features(jax.random.PRNGKey(2), classes, c=c, d=d, dim=4000))
+    g = x @ x.T
+    same = classes[:, None] == classes[None, :]
+    off = ~np.eye(classes.size, dtype=bool)
+    assert abs(np.diag(g).mean() - 1.0) < 0.01
+    assert abs(g[same & off].mean() - c) < 0.03
+    assert abs(g[~same].mean() - d) < 0.03
+    sd.sample_block_features(jax.random.PRNGKey(0), classes, c=c, d=-c / (k - 1), dim=5)
+    with pytest.raises(ValueError, match=r"d = -0\.16 is below -c / \(K - 1\).*block_gram, block_outputs"):
+        sd.sample_block_features(jax.random.PRNGKey(0), classes, c=c, d=-0.16, dim=5)
+    # d >= 0: the construction sqrt(d) g + sqrt(c - d) m_k + sqrt(1 - c) z_i, draw for draw
+    key = jax.random.PRNGKey(5)
+    kg, km, kz = jax.random.split(key, 3)
+    dim = 7
+    gg = np.asarray(jax.random.normal(kg, (dim,))) / np.sqrt(dim)
+    m = np.asarray(jax.random.normal(km, (k, dim))) / np.sqrt(dim)
+    z = np.asarray(jax.random.normal(kz, (classes.size, dim))) / np.sqrt(dim)
+    ref = np.sqrt(0.1) * gg + np.sqrt(c - 0.1) * m[classes] + np.sqrt(1 - c) * z
+    np.testing.assert_allclose(sd.sample_block_features(key, classes, c=c, d=0.1, dim=dim), ref, atol=1e-12)

@@ -408,3 +408,79 @@ def test_pll_methods_need_three_classes():
     with pytest.raises(ValueError, match="PLL student needs K >= 3"):
         sim.make_config(num_classes=2, methods=("sd_closed", "pll_closed"))
     assert sim.make_config(num_classes=2, methods=("sd_closed",)).num_classes == 2
+
+
+# --------------------------------------------------------------------------
+# Negative cross-class correlation d
+# --------------------------------------------------------------------------
+
+
+def _numpy_closed_outputs(classes, labels, k, c, d, lam, num_rounds):
+    """Closed form P_r = 1/K + U diag((s/(s + K N lam))^(r+1)) U^T (T - 1/K) from numpy eigh of the Gram."""
+    g = np.where(classes[:, None] == classes[None, :], c, d).astype(float)
+    np.fill_diagonal(g, 1.0)
+    s, U = np.linalg.eigh(g)
+    q = s / (s + k * classes.size * lam)
+    coef = U.T @ (np.eye(k)[labels] - 1.0 / k)
+    e = np.arange(1, num_rounds + 1, dtype=float)[:, None, None]
+    return 1.0 / k + np.einsum("ij,rjl->ril", U, q[None, :, None] ** e * coef[None])
+
+
+def test_negative_d_config_and_grid_match_numpy_closed_form():
+    """make_config(d=-0.05) (and a swept negative d) runs; every cell's correct counts equal the closed form
+    computed with numpy eigh on the explicit Gram, and the theory columns agree with the outcome."""
+    k, n, c, lam, r = 4, 10, 0.4, 1e-3, 6
+    cfg = sim.make_config(num_classes=k, per_class=n, c=c, d=-0.05, lam=lam, num_rounds=r, methods=("sd_closed",))
+    assert cfg.d == -0.05
+    etas = np.array([0.1, 0.3])
+    res = sim.run_grid(cfg, etas, ds=[-0.05, -0.12], num_seeds=2, seed=3)
+    np.testing.assert_array_equal(res.methods["sd_closed"].all_correct, res.theory.empirical_all_correct)
+    classes = sd.block_classes([n] * k)
+    keys = jax.random.split(jax.random.PRNGKey(3), 2)
+    for j, d in enumerate([-0.05, -0.12]):
+        for i, eta in enumerate(etas):
+            for s in range(2):
+                lk, _ = jax.random.split(keys[s])
+                lab = np.asarray(sample_labels(lk, classes, corruption_matrix("symmetric", k, float(eta))))
+                out = _numpy_closed_outputs(classes, lab, k, c, d, lam, r)
+                np.testing.assert_array_equal(
+                    res.methods["sd_closed"].num_correct[j, i, s], _strict_correct(out, classes).sum(-1)
+                )
+
+
+def test_negative_d_bounds_in_config_and_grid():
+    """Below the positive-definite bound -(1 - c + n c)/(n (K - 1)) make_config and run_grid refuse d, naming
+    it and the bound; sampled features (dim=) need d >= -c/(K - 1) and say what to use instead."""
+    k, n, c = 4, 10, 0.4
+    bound = -(1 - c + n * c) / (n * (k - 1))
+    sim.make_config(num_classes=k, per_class=n, c=c, d=bound * (1 - 1e-9))
+    with pytest.raises(ValueError, match=r"d = -0\.15333.*d > -0\.1533333333"):
+        sim.make_config(num_classes=k, per_class=n, c=c, d=bound * (1 + 1e-9))
+    cfg = sim.make_config(num_classes=k, per_class=n, c=c, d=0.1, num_rounds=2, methods=("sd_closed",))
+    with pytest.raises(ValueError, match=r"ds: d = .*d > -0\.1533333333"):
+        sim.run_grid(cfg, [0.1], ds=[-0.05, bound * 1.01], num_seeds=1)
+    sim.make_config(num_classes=k, per_class=n, c=c, d=-c / (k - 1), dim=8)
+    with pytest.raises(ValueError, match=r"d = -0\.14.*-c / \(K - 1\).*block Gram itself"):
+        sim.make_config(num_classes=k, per_class=n, c=c, d=-0.14, dim=8)
+
+
+def test_negative_d_on_the_command_line():
+    """``--d -0.05`` parses as a value with the cli.correlation type; cd_pairs accepts a negative d; the
+    full rule (with the class sizes) then holds for make_config."""
+    import argparse
+
+    from sdtheory import cli
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--c", type=cli.correlation, default=0.4)
+    p.add_argument("--d", type=cli.correlation, default=0.1)
+    args = p.parse_args(["--c", "0.4", "--d", "-0.05"])
+    assert (args.c, args.d) == (0.4, -0.05)
+    with pytest.raises(SystemExit):
+        p.parse_args(["--d", "-1.0"])
+    assert cli.cd_pairs("0.4,-0.05;0.372,-0.04") == [(0.4, -0.05), (0.372, -0.04)]
+    with pytest.raises(argparse.ArgumentTypeError, match=r"d = -1\.2 .*needs d > -1"):
+        cli.cd_pairs("0.4,-1.2")
+    with pytest.raises(argparse.ArgumentTypeError, match="d < c < 1"):
+        cli.cd_pairs("0.4,0.5")
+    assert sim.make_config(num_classes=4, per_class=10, c=args.c, d=args.d).d == -0.05

@@ -460,7 +460,19 @@ def test_huge_lam_matches_decimal(lam):
 
 
 @pytest.mark.parametrize(
-    "k,n,c,d", [(4, 30, 0.45, 0.1), (3, 2, 0.3, 0.25), (3, 20, 0.5, 1e-10), (5, 7, 0.999999, 0.2), (2, 1, 0.1, 0.0)]
+    "k,n,c,d",
+    [
+        (4, 30, 0.45, 0.1),
+        (3, 2, 0.3, 0.25),
+        (3, 20, 0.5, 1e-10),
+        (5, 7, 0.999999, 0.2),
+        (2, 1, 0.1, 0.0),
+        # negative d (g < b): the digits-like fit, and s_g = 0.02 near the positive-definite bound (g/b tiny)
+        (4, 10, 0.4, -0.05),
+        (10, 12, 0.372, -0.04),
+        (3, 100, 0.5, -0.2524),
+        (3, 20, 0.5, -1e-10),
+    ],
 )
 def test_log_block_factors_match_decimal_everywhere(k, n, c, d):
     """log b, log(a/b), log(g/b) to a few ulps relative, from lam = 1e-300 to the float64 maximum, also
@@ -1035,3 +1047,155 @@ def test_pll_theorems_need_three_classes():
         sdtheory.pll_condition(f, c=0.4, d=0.1, lam=1e-3, per_class=50)
     with pytest.raises(ValueError, match="PLL student needs K >= 3"):
         sdtheory.pll_accuracy_prediction(f, c=0.4, d=0.1, lam=1e-3, per_class=50, num_rounds=1)
+
+
+# --------------------------------------------------------------------------
+# Negative cross-class correlation d (block models fitted to centred features)
+# --------------------------------------------------------------------------
+
+
+def _numpy_block_gram(true, c, d):
+    g = np.where(true[:, None] == true[None, :], c, d).astype(float)
+    np.fill_diagonal(g, 1.0)
+    return g
+
+
+def _numpy_closed_form(true, given_, k, c, d, lam, rounds):
+    """Closed-form student outputs P_r = 1/K + U diag((s/(s + K N lam))^(r+1)) U^T (T - 1/K), from
+    numpy.linalg.eigh of the explicit block Gram, and the (R,) strict margins min_i P(true) - max_{l != true}."""
+    s, U = np.linalg.eigh(_numpy_block_gram(true, c, d))
+    q = s / (s + k * true.size * lam)
+    coef = U.T @ (np.eye(k)[given_] - 1.0 / k)
+    e = np.asarray(rounds, dtype=float)[:, None, None] + 1.0
+    P = 1.0 / k + np.einsum("ij,rjl->ril", U, q[None, :, None] ** e * coef[None])
+    pt = np.take_along_axis(P, true[None, :, None], axis=2)[..., 0]
+    other = np.where(np.eye(k, dtype=bool)[true][None], -np.inf, P).max(-1)
+    return P, s, (pt - other).min(axis=1)
+
+
+NEG_CASES = [
+    # (K, n, c, d, per-class counts row (circulant: doubly stochastic), lam)
+    (4, 10, 0.4, -0.05, [7, 2, 1, 0], 1e-3),
+    (10, 12, 0.372, -0.040, [8, 2, 1, 1, 0, 0, 0, 0, 0, 0], 1e-4),  # the digits' fitted c, d
+]
+
+
+@pytest.mark.parametrize("k,n,c,d,row,lam", NEG_CASES)
+def test_negative_d_matches_numpy_eigh_of_the_explicit_gram(k, n, c, d, row, lam):
+    """d < 0: the block spectrum, block_outputs and the theorems (r*, the window, all_correct_at, the
+    condition) against numpy.linalg.eigh of the explicit Gram and the closed form round by round."""
+    counts = np.stack([np.roll(row, i) for i in range(k)])
+    true, given_ = _labels(counts)
+    f = sdtheory.empirical_fractions(true, given_, k)
+    P, s, margins = _numpy_closed_form(true, given_, k, c, d, lam, ROUNDS)
+    # the spectrum: three eigenvalues with multiplicities K(n-1), K-1, 1; s_g < s_b because d < 0
+    s_w, s_b, s_g = sdtheory.balanced_block_eigenvalues(per_class=n, num_classes=k, c=c, d=d)
+    np.testing.assert_allclose(
+        np.sort(s), np.sort(np.repeat([s_w, s_b, s_g], [k * (n - 1), k - 1, 1])), rtol=1e-10, atol=1e-12
+    )
+    assert 0 < s_g < s_b
+    np.testing.assert_allclose(
+        sdtheory.block_outputs(np.eye(k)[given_], true, c=c, d=d, lam=lam, rounds=ROUNDS), P, atol=1e-10
+    )
+    assert np.all(np.abs(margins) > TIE)
+    ok = margins > 0
+    assert sdtheory.corruption_condition(f) == bool(ok.any())
+    first = int(np.argmax(ok))
+    assert 0 < first < R - 1 and ok[first:].all()
+    assert sdtheory.min_rounds(f, c=c, d=d, lam=lam, per_class=n) == first
+    assert sdtheory.all_correct_rounds(f, c=c, d=d, lam=lam, per_class=n) == (first, T.UNBOUNDED)
+    np.testing.assert_array_equal(sdtheory.all_correct_at(f, ROUNDS, c=c, d=d, lam=lam, per_class=n), ok)
+    # r* = floor(log((1 + Delta)/Delta) / log(b/a)) with the factors of the eigh eigenvalues
+    delta = min(counts[0, 0] - x for x in counts[0, 1:] if x > 0) / n
+    assert sdtheory.margin(f) == pytest.approx(delta, abs=1e-15)
+    # the eigh eigenvalues by multiplicity: K(n-1) times the within-class one, K-1 times the class one
+    values, mult = np.unique(np.round(s, 9), return_counts=True)
+    eig_w, eig_b = values[mult == k * (n - 1)][0], values[mult == k - 1][0]
+    ridge = k * k * n * lam
+    a, b = eig_w / (eig_w + ridge), eig_b / (eig_b + ridge)
+    assert int(np.floor(np.log((1 + delta) / delta) / np.log(b / a))) == first
+
+
+@pytest.mark.parametrize(
+    "c,d,lam,window",
+    [
+        (0.5, -0.12625, 1e-3, (4, 11)),  # gamma = g/b > rho = a/b: the constraint rises, then falls to D - F < 0
+        (0.2, -0.0104, 1e-3, (5, 37)),
+        (0.5, -0.02525, 1e-3, (3, 89)),
+    ],
+)
+def test_negative_d_window_closes_when_a_frequent_class_is_over_averaged(c, d, lam, window):
+    """d < 0 turns the global term around: class 0 is globally frequent (f(0) > f(1)) with a small own gap,
+    so g < b now pulls its instances *toward* label 1 (D - F < 0): the window closes. The window is checked
+    round by round against the numpy eigh closed form and the decimal brute force; ``window`` is what the
+    numpy path gives (it is also asserted)."""
+    k, n = 3, 100
+    counts = np.array([[51, 49, 0], [40, 60, 0], [45, 0, 55]])
+    true, given_ = _labels(counts)
+    f = sdtheory.empirical_fractions(true, given_, k)
+    rounds = np.arange(120)
+    _, _, margins = _numpy_closed_form(true, given_, k, c, d, lam, rounds)
+    assert np.all(np.abs(margins) > TIE)
+    ok = np.flatnonzero(margins > 0)
+    assert (ok[0], ok[-1]) == window and ok.size == window[1] - window[0] + 1
+    w = sdtheory.all_correct_rounds(f, c=c, d=d, lam=lam, per_class=n)
+    assert (w.first, w.last) == window
+    assert sdtheory.max_rounds(f, c=c, d=d, lam=lam, per_class=n) == window[1]
+    probe = [window[0] - 1, window[0], window[1], window[1] + 1]
+    np.testing.assert_array_equal(_dec_all_correct(f, k, n, c, d, lam, probe), [False, True, True, False])
+    np.testing.assert_array_equal(
+        sdtheory.all_correct_at(f, probe, c=c, d=d, lam=lam, per_class=n), [False, True, True, False]
+    )
+
+
+def _neg_bound(k, n, c):
+    """The smallest excluded d: the last eigenvalue 1 - c + n (c - d) + n K d of the balanced Gram is 0."""
+    return -(1 - c + n * c) / (n * (k - 1))
+
+
+@given(
+    data=st.data(),
+    shape=st.sampled_from(SHAPES),
+    c=st.floats(0.05, 0.9),
+    dneg=st.floats(0.0, 0.999),
+    loglam=st.floats(-3.5, -0.5),
+)
+def test_all_correct_window_matches_eigh_for_negative_d(data, shape, c, dneg, loglam):
+    """Arbitrary fractions, d anywhere in (bound, 0] (including s_g < s_w, where g < a): the window, the
+    condition and r* against the eigh closed form, round by round."""
+    k, n = shape
+    counts = data.draw(any_counts(k, n))
+    d, lam = _neg_bound(k, n, c) * dneg, 10.0**loglam
+    true, given_ = _labels(counts)
+    f = sdtheory.empirical_fractions(true, given_, k)
+    w = sdtheory.all_correct_rounds(f, c=c, d=d, lam=lam, per_class=n)
+    _, _, margins = _numpy_closed_form(true, given_, k, c, d, lam, ROUNDS)
+    assume(np.all(np.abs(margins) > TIE))
+    expected = np.array([w.first >= 0 and w.first <= r <= w.last for r in ROUNDS])
+    event("empty window" if w.first < 0 else ("window closes before R" if w.last < R - 1 else "window open"))
+    np.testing.assert_array_equal(margins > 0, expected)
+    np.testing.assert_array_equal(sdtheory.all_correct_at(f, ROUNDS, c=c, d=d, lam=lam, per_class=n), expected)
+
+
+def test_negative_d_below_the_positive_definite_bound_is_refused_naming_d():
+    """Just above the bound (the balanced Gram's last eigenvalue 1 - c + n (c - d) + n K d > 0) every theorem
+    accepts d; just below it is refused with a message naming d and stating the bound."""
+    k, n, c = 4, 10, 0.4
+    bound = _neg_bound(k, n, c)
+    true = np.repeat(np.arange(k), n)
+    above, below = bound * (1 - 1e-9), bound * (1 + 1e-9)
+    assert np.linalg.eigvalsh(_numpy_block_gram(true, c, above)).min() > 0
+    assert np.linalg.eigvalsh(_numpy_block_gram(true, c, bound * 1.01)).min() < 0
+    C = sdtheory.corruption_matrix("symmetric", k, 0.3)
+    kw = dict(c=c, lam=1e-2, per_class=n)
+    calls = [
+        lambda d: sdtheory.min_rounds(C, d=d, **kw),
+        lambda d: sdtheory.all_correct_rounds(C, d=d, **kw),
+        lambda d: sdtheory.all_correct_at(C, [0, 1], d=d, **kw),
+        lambda d: sdtheory.pll_condition(C, d=d, **kw),
+        lambda d: T.log_block_factors(per_class=n, num_classes=k, c=c, d=d, lam=1e-2),
+    ]
+    for call in calls:
+        call(above)
+        with pytest.raises(ValueError, match=r"d = -0\.15333.*d > -0\.1533333333"):
+            call(below)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .. import _validation as V
+from ..block import check_sampler_cd
 from ..exact import DEFAULT_MAX_ITER, DEFAULT_TOL, SOLVERS
 from ..losses import check_q, get_loss
 from ..metrics import TIE_TOL, _check_tie_tol
@@ -37,7 +38,11 @@ class SimConfig(NamedTuple):
       num_classes: ``K >= 2``.
       per_class: ``n`` instances per class (``N = K n``).
       c, d: default within-class and across-class feature correlation of the
-        block model (``0 <= d < c < 1``); traced, sweepable.
+        block model: ``d < c < 1`` with a positive definite block Gram,
+        ``d > -(1 - c + n c) / (n (K - 1))`` (``d`` may be negative), and
+        with sampled features (``dim``) ``d >= -c / (K - 1)``
+        (:func:`sdtheory._validation.check_cd`,
+        :func:`sdtheory.block.check_sampler_cd`); traced, sweepable.
       lam: default L2 weight ``> 0``; traced, sweepable.
       num_rounds: SD rounds ``0..num_rounds-1`` (round 0 is the teacher), at
         most :data:`sdtheory._validation.MAX_NUM_ROUNDS` (``10**5``).
@@ -126,7 +131,7 @@ def make_config(
         raise ValueError(
             f"num_classes * per_class (the number of instances) must be at most {V.MAX_COUNT}, got {k} * {n}"
         )
-    c, d = V.check_cd(c, d)
+    c, d = V.check_cd(c, d, per_class=n, num_classes=k)
     lam = _check_lam_scalar(lam)
     r = V.check_num_rounds(num_rounds, "num_rounds")  # the package's one bound (MAX_NUM_ROUNDS), before any array
     methods = _check_methods(methods)
@@ -134,6 +139,7 @@ def make_config(
         V.check_pll_classes(k, "num_classes")
     if dim is not None:
         dim = V.check_size(dim, "dim", minimum=1)
+        check_sampler_cd(c, d, k)
     noise = canonical_kind(noise, "noise")
     if noise == "cc":
         clusters = tuple(int(i) for i in check_clusters(clusters, k))

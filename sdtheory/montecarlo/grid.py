@@ -34,6 +34,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .. import _validation as V
+from ..block import check_sampler_cd
 from .._x64 import float64
 from .cell import Point, Shared, make_point, make_shared, point_spectra, simulate_cell
 from .config import SimConfig, check_config, check_lam_values
@@ -222,7 +223,8 @@ def run_grid(
         values used for an axis that is not swept.
       etas: ``(E,)`` noise rates in ``[0, 1]``.
       lams, cs, ds: optional 1-D sequences of values to sweep (every
-        combination with ``0 <= d < c < 1`` must hold); each given axis
+        combination must lie in the block model's domain at the config's
+        ``num_classes`` and ``per_class``, as in :func:`make_config`); each given axis
         appears in the results, in the order ``lam, c, d``, before ``eta``.
       num_seeds: ``S >= 1`` Monte Carlo repetitions per cell; seed ``s``
         uses key ``split(PRNGKey(seed), S)[s]`` for every eta and every
@@ -261,7 +263,9 @@ def run_grid(
     swept = " and ".join(n for n, s in (("cs", c_swept), ("ds", d_swept)) if s) or "config"
     for c, d in itertools.product(c_list, d_list):
         try:
-            V.check_cd(c, d)
+            V.check_cd(c, d, per_class=config.per_class, num_classes=config.num_classes)
+            if config.dim is not None:
+                check_sampler_cd(c, d, config.num_classes)
         except ValueError as exc:
             raise ValueError(f"{swept}: {exc}") from None
     if progress is not None and not callable(progress):
