@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--cd",
         type=cd_pairs,
         default=cd_pairs(DEFAULT_CD),
-        help=f'(c, d) pairs "c,d;c,d;...", each 0 <= d < c < 1 (default "{DEFAULT_CD}")',
+        help=f'(c, d) pairs "c,d;c,d;...", each d < c < 1 with a positive definite block Gram (default "{DEFAULT_CD}")',
     )
     g.add_argument("--eta", type=float_in(0.0, 1.0), default=0.4, help="symmetric label-noise rate (default 0.4)")
     g.add_argument(

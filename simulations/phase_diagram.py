@@ -53,7 +53,9 @@ try:
     from sdtheory.exact import DEFAULT_MAX_ITER, DEFAULT_TOL
     from sdtheory import io as sio
     from sdtheory._validation import check_cd
+    from sdtheory.block import check_sampler_cd
     from sdtheory.cli import (
+        correlation,
         exit_script,
         float_in,
         int_at_least,
@@ -128,15 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--c",
-        type=float_in(0.0, 1.0, hi_open=True),
+        type=correlation,
         default=0.4,
-        help="feature correlation between two instances of the same class (0 <= d < c < 1)",
+        help="feature correlation between two instances of the same class (d < c < 1)",
     )
     g.add_argument(
         "--d",
-        type=float_in(0.0, 1.0, hi_open=True),
+        type=correlation,
         default=0.1,
-        help="feature correlation between instances of different classes",
+        help="feature correlation between instances of different classes; may be negative while the block "
+        "Gram stays positive definite, d > -(1 - c + n c) / (n (K - 1)) for K classes of n (with --dim: "
+        "d >= -c / (K - 1))",
     )
     g.add_argument(
         "--lam",
@@ -314,8 +318,10 @@ def parse_args(argv=None):
         args = parser.parse_args(argv)
     elif args.epsilon is not None:
         parser.error("argument --epsilon: only used with --preset paper")
-    try:
-        check_cd(args.c, args.d)  # the library's one c/d rule
+    try:  # the library's one c/d rule, at these class sizes (and the sampler's, with sampled features)
+        check_cd(args.c, args.d, per_class=args.per_class, num_classes=args.classes)
+        if args.dim is not None:
+            check_sampler_cd(args.c, args.d, args.classes)
     except ValueError as exc:
         parser.error(f"argument --d: must satisfy the block model with --c: {exc}")
     if args.eta_max < args.eta_min:

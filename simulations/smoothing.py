@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--block-cd",
         type=cd_pairs,
         default=[(0.4, 0.1)],
-        help="--dataset block: within- and between-class correlation 'c,d' with 0 <= d < c < 1",
+        help="--dataset block: within- and between-class correlation 'c,d' with d < c < 1 and d >= -c/(K-1)",
     )
     p.add_argument("--block-dim", type=int_at_least(1), default=200, help="--dataset block: feature dimension")
     p.add_argument("--kinds", nargs="+", default=list(DEFAULT_KINDS), choices=NOISE_KINDS, help="label-noise kinds")

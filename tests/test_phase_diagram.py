@@ -581,3 +581,25 @@ def test_out_of_memory_is_one_line_exit_1(script, capsys, tmp_path, monkeypatch)
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert err.startswith("phase_diagram.py: error: out of memory (RESOURCE_EXHAUSTED: Out of memory allocating"), err
     assert "lower --chunk-size" in err and not (tmp_path / "out").exists()
+
+
+def test_negative_d_within_the_gram_bound_is_accepted_and_beyond_it_refused(script, capsys):
+    # the bound is checked at the run's class sizes: the smallest eigenvalue of the block Gram,
+    # from numpy on the explicit Gram, is positive just inside and not just outside
+    import numpy as np
+
+    k, n, c = 4, 10, 0.4
+    bound = -(1 - c + n * c) / (n * (k - 1))
+    for d, ok in ((bound + 1e-3, True), (bound - 1e-3, False)):
+        gram = np.full((k * n, k * n), d) + np.kron(np.eye(k), np.full((n, n), c - d))
+        np.fill_diagonal(gram, 1.0)
+        assert (np.linalg.eigvalsh(gram)[0] > 0) == ok
+        argv = ["--classes", str(k), "--per-class", str(n), "--c", str(c), "--d", repr(d)]
+        if ok:
+            _, args = script.parse_args(argv)
+            assert args.d == d
+        else:
+            with pytest.raises(SystemExit) as exc:
+                script.parse_args(argv)
+            assert exc.value.code == 2
+            assert "argument --d" in capsys.readouterr().err
