@@ -218,10 +218,18 @@ def reduced_closed_fit(ts: TypeSpectrum, lam: Any):
 
 
 def reduced_exact_fit(ts: TypeSpectrum, lam: Any, *, loss: str = "ce", q: Any = 0.7, **options: Any):
-    """One exact round (CE or GCE) on the types (pure; ``options``: tol, max_iter, solver)."""
+    """One exact round (CE or GCE) on the types (pure; ``options``: tol, max_iter, solver).
 
-    def fit(t):
-        return round_fit(reduced_exact_core(ts, t, lam, 1, loss=loss, q=q, **options))
+    ``fit(targets, start=None)``: from zero weights, or from the weights of
+    ``start``, an exact :class:`Fit` on the same types (as
+    :func:`sdtheory.refine.exact_fit`; the PLL student's ``init="teacher"``).
+    The kernel's own dual coefficients are per type, the fit's per instance:
+    the start is scaled back by the type counts.
+    """
+
+    def fit(t, start=None):
+        warm = {} if start is None else dict(init_coef=start.details.coef * ts.counts[:, None])
+        return round_fit(reduced_exact_core(ts, t, lam, 1, loss=loss, q=q, **options, **warm))
 
     return fit
 
@@ -403,10 +411,9 @@ def type_pll_core(
         opts = dict(tol=tol, max_iter=max_iter, solver=solver)
         teacher = reduced_exact_fit(ts, lam, loss="ce", q=q, **opts)(targets)
         fit = reduced_exact_fit(ts, lam, loss=loss, q=q, **opts)
-    else:
-        fit = reduced_closed_fit(ts, lam)
-        teacher = fit(targets)
-    return pll_rounds_core(fit, teacher, num_rounds, tie_tol)
+        return pll_rounds_core(fit, teacher, num_rounds, tie_tol, init="teacher")  # the public rule
+    fit = reduced_closed_fit(ts, lam)
+    return pll_rounds_core(fit, fit(targets), num_rounds, tie_tol)
 
 
 class FiniteSampleDraws(NamedTuple):

@@ -285,3 +285,24 @@ def test_convergence_is_a_property_of_the_whole_chain():
     part = block_type_outputs(counts, lam=1e-3, c=0.4, d=0.1, rounds=[3, 1], solver="newton-cg")
     assert np.all(part.converged)
     np.testing.assert_array_equal(part.outputs, full.outputs[[3, 1]])
+
+
+def test_type_level_gce_student_starts_from_the_teacher_like_the_instance_level_one():
+    """The type-level PLL student (theory, Monte Carlo) follows the public rule init='teacher': for GCE its per-type
+    outputs equal the instance-level student's on the explicit block Gram (an independent path: N instances,
+    predictor coordinates); the start is passed through the type counts (per-type dual coefficients)."""
+    from sdtheory import reduced as Rd
+
+    n, lam, c, d = 10, 1e-3, 0.4, 0.1
+    counts = np.round(n * np.array([[0.6, 0.3, 0.1], [0.1, 0.6, 0.3], [0.3, 0.1, 0.6]]))
+    classes, given = _exact_count_labels(n, counts)
+    y = np.eye(K)[given]
+    gram = sd.block_gram(classes, c=c, d=d)
+    kw = dict(lam=lam, gram=gram, model="exact", loss="gce", q=1.0, tol=1e-10, solver="newton-cg")
+    inst = np.asarray(sd.pll_student(y, init="teacher", **kw).outputs[-1])
+    cls, tgt = Rd.label_types(K)
+    with jax.enable_x64(True):
+        ts = Rd.type_spectrum_core(jnp.asarray(Rd.corr_from_cd(c, d, K)), cls, jnp.asarray(counts.reshape(-1)))
+        typed = Rd.type_pll_core(ts, tgt, jnp.asarray(lam), loss="gce", q=1.0, tol=1e-10, solver="newton-cg")
+    per_instance = np.asarray(typed.outputs[-1])[classes * K + given]
+    np.testing.assert_allclose(per_instance, inst, atol=1e-7)

@@ -26,7 +26,8 @@ one (point, eta, seed):
    * ``"pll_closed"`` / ``"pll_exact"``: the PLL student after one round, by
      the package's one PLL pipeline (:func:`sdtheory.refine.pll_rounds_core`)
      with the closed-form / block fit or the exact fit (loss ``pll_loss``);
-     the exact student starts from the exact SD teacher;
+     the exact student learns the exact SD teacher's top 2, starting from its
+     weights (``init="teacher"``, the public default);
    * with both SD methods, the linearisation gap of every round;
 
 5. the theory: population (from ``C``) and empirical (this cell's label
@@ -56,7 +57,7 @@ from ..exact import exact_outputs_core, spectral_features
 from ..metrics import correct_core
 from ..noise import corruption_matrix_core, empirical_fractions_core, sample_labels_exact_core, sample_labels_iid_core
 from ..reduced import corr_from_cd, label_types, reduced_exact_core, reduced_exact_fit, type_spectrum_core
-from ..refine import Fit, block_fit, closed_fit, exact_fit, pll_rounds_core
+from ..refine import block_fit, closed_fit, exact_fit, pll_rounds_core, round_fit
 from ..spectral import _feature_spectrum as feature_spectrum
 from ..theorems import (
     LogFactors,
@@ -223,17 +224,17 @@ def simulate_cell(config: SimConfig, shared: Shared, point: Point, eta: jax.Arra
             res_t = reduced_exact_core(ts, ttgt.astype(lam.dtype), lam, teacher_rounds, loss="ce", **solve, **chain)
             res = res_t._replace(outputs=res_t.outputs[:, tidx])
             student_fit = reduced_exact_fit(ts, lam, loss=config.pll_loss, q=config.pll_q, **solve)
-            teacher_fit = Fit(res_t.outputs[0], res_t.converged[0], res_t.residuals[0])
+            teacher_fit = round_fit(res_t)
         else:
             res = exact_outputs_core(spec, y, lam, teacher_rounds, loss="ce", q=config.pll_q, **solve, **chain)
             student_fit = exact_fit(spectral_features(spec), lam, loss=config.pll_loss, q=config.pll_q, **solve)
-            teacher_fit = Fit(res.outputs[0], res.converged[0], res.residuals[0])
+            teacher_fit = round_fit(res)
         if "sd_exact" in config.methods:
             out["sd_exact"] = _stats(res.outputs, classes, clean, res.converged, res.residuals, tt)
             if sd_closed is not None:
                 out["gap"] = _gap(sd_closed, res.outputs, classes, tt)
         if "pll_exact" in config.methods:
-            pll = pll_rounds_core(student_fit, teacher_fit, 1, tt)
+            pll = pll_rounds_core(student_fit, teacher_fit, 1, tt, init="teacher")
             if config.dim is None:
                 pll = pll._replace(outputs=pll.outputs[:, tidx])
             # a student counts as converged only with its teacher; its residual is the worse of the two

@@ -42,7 +42,7 @@ from ..reduced import (
     type_spectrum_core,
 )
 from .._x64 import float64
-from ..refine import Fit, pll_rounds_core
+from ..refine import pll_rounds_core, round_fit
 from ..theorems import first_round_quantiles
 from .config import SimConfig
 
@@ -104,9 +104,9 @@ def _population(config: SimConfig, lam, c, d, eta):
     res = reduced_exact_core(ts, tgt, lam, r, loss="ce", **_solve(config))
     ac_exact = type_all_correct_core(res.outputs, ts, config.tie_tol)
     ac_lin = type_all_correct_core(reduced_closed_core(ts, tgt, lam, jnp.arange(r)), ts, config.tie_tol)
-    teacher = Fit(res.outputs[0], res.converged[0], res.residuals[0])  # SD round 0 is the PLL teacher
+    teacher = round_fit(res)  # SD round 0 is the PLL teacher; the student starts from its weights
     fit = reduced_exact_fit(ts, lam, loss=config.pll_loss, q=config.pll_q, **_solve(config))
-    pll = pll_rounds_core(fit, teacher, 1, config.tie_tol)
+    pll = pll_rounds_core(fit, teacher, 1, config.tie_tol, init="teacher")
     right = correct_core(pll.outputs[0], ts.classes, config.tie_tol)
     acc = jnp.sum(jnp.where(right, ts.counts, 0.0)) / jnp.sum(ts.counts)
     lin_fit = reduced_closed_fit(ts, lam)
