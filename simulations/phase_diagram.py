@@ -463,13 +463,7 @@ def main(argv=None) -> int:
                 params,
                 meta,
                 theory,
-                timing={
-                    "simulation_seconds": round(t_sim, 3),
-                    "theory_seconds": round(t_theory, 3),
-                    "resumed_chunks": resumed,
-                    "devices": _devices(),
-                    "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-                },
+                timing=_timing(t_sim, t_theory, resumed),
                 t_start=t_start,
             )
             if not args.quiet:
@@ -495,13 +489,7 @@ def main(argv=None) -> int:
             meta,
             preds,
             pmap,
-            timing={
-                "simulation_seconds": round(t_sim, 3),
-                "theory_seconds": round(t_theory, 3),
-                "resumed_chunks": resumed,
-                "devices": _devices(),
-                "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-            },
+            timing=_timing(t_sim, t_theory, resumed),
             t_start=t_start,
         )
     except KeyboardInterrupt:
@@ -717,6 +705,17 @@ def perturbation_sizes(config, *, num_seeds: int, seed: int) -> list:
         )
         sizes.append(float(np.linalg.norm(x @ x.T - gram)))
     return sizes
+
+
+def _timing(t_sim, t_theory, resumed) -> dict:
+    """The run's ``summary.json`` timing: seconds by phase, resumed chunks, devices and the machine's load."""
+    return {
+        "simulation_seconds": round(t_sim, 3),
+        "theory_seconds": round(t_theory, 3),
+        "resumed_chunks": resumed,
+        "devices": _devices(),
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }
 
 
 def paper_table(result, etas, methods, theory) -> dict:

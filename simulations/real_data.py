@@ -316,31 +316,18 @@ def main(argv=None) -> dict:
         }
         with sio.run_directory(out, script=SCRIPT, parameters=params, outputs=OUTPUTS) as stage:
             sio.write_csv(stage / "real_data.csv", rows=rows, fieldnames=E.FIELDNAMES, metadata=metadata)
-            sio.atomic_write_text(
-                stage / "summary.md",
-                E.markdown_summary(
-                    agg,
-                    dataset=result.dataset,
-                    feature_maps=result.feature_maps,
-                    kinds=args.kinds,
-                    rates=args.rates,
-                    num_rounds=args.num_rounds,
-                    num_seeds=args.seeds,
-                ),
+            tables = dict(
+                dataset=result.dataset,
+                feature_maps=result.feature_maps,
+                kinds=args.kinds,
+                rates=args.rates,
+                num_rounds=args.num_rounds,
+                num_seeds=args.seeds,
             )
+            sio.atomic_write_text(stage / "summary.md", E.markdown_summary(agg, **tables))
             if args.table == "selfpll":
                 sio.atomic_write_text(
-                    stage / "selfpll_table.md",
-                    E.selfpll_table(
-                        agg,
-                        dataset=result.dataset,
-                        feature_maps=result.feature_maps,
-                        kinds=args.kinds,
-                        rates=args.rates,
-                        num_rounds=args.num_rounds,
-                        num_seeds=args.seeds,
-                        weight_decay=args.weight_decay,
-                    ),
+                    stage / "selfpll_table.md", E.selfpll_table(agg, weight_decay=args.weight_decay, **tables)
                 )
             if not args.no_figures:
                 for fmap in args.feature_maps:
