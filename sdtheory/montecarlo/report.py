@@ -407,7 +407,8 @@ def accuracy_curves(result: SimResult, sd_method: str, pll_method: str) -> dict:
     return {
         f"PLL student after 1 round ({pll_method.split('_')[1]})": result.accuracy(pll_method)[..., 0].mean(axis=1),
         "SD after 1 round (r = 1)": sd_acc[:, 1] if sd_acc.shape[1] > 1 else sd_acc[:, 0],
-        f"SD, best round in 0..{last}": sd_acc.max(axis=1),
+        # chosen per noise rate with the true labels: an oracle no practitioner has, and the legend says so
+        f"SD, best round in 0..{last} (oracle: chosen with the true labels)": sd_acc.max(axis=1),
         "teacher (r = 0)": sd_acc[:, 0],
         "theory: PLL after 1 round (mean empirical prediction)": result.theory.empirical_pll_accuracy.mean(axis=1),
     }
