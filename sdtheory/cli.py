@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -331,3 +332,8 @@ def dataset_or_exit(parser, args, load):
 def run_parameters(args, exclude=("out",)) -> dict:
     """The run's parameters as every output file records them: the flags (paths as text) but ``exclude``."""
     return {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in vars(args).items() if k not in exclude}
+
+
+def plain_text(doc: str) -> str:
+    """A module docstring as ``--help`` text: reST roles and double-backquote literals unmarked (their text kept)."""
+    return re.sub(r"``([^`]+)``", r"\1", re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", doc))

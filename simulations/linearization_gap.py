@@ -62,6 +62,7 @@ try:
         num_rounds_type,
         interruptible,
         output_dir_or_exit,
+        plain_text,
     )
     from sdtheory import montecarlo as mc
     from sdtheory.plots import linearization_gap_figure
@@ -83,7 +84,9 @@ OUTPUTS = ("gap.csv", "gap.csv.meta.json", "params.json", "gap.png", "gap.pdf")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="linearization_gap.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="linearization_gap.py",
+        description=plain_text(__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g = p.add_argument_group("model")
     g.add_argument("--classes", type=int_at_least(2), default=4, help="number of classes K (default 4)")

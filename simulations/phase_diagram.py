@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--exact-labels",
         action="store_true",
-        help="give exactly round(n C_kl) instances of class k the label l (default: i.i.d. labels)",
+        help="give exactly round(n C_kl) instances of class k the label l (without it: i.i.d. labels)",
     )
     g = p.add_argument_group("rounds and seeds")
     g.add_argument(

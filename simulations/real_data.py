@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         choices=D.FEATURE_MAPS,
         default=None,
-        help="feature maps to run (default: standardized relu for digits, identity for --features)",
+        help="feature maps to run (unset: standardized relu for digits, identity for --features)",
     )
     p.add_argument("--kinds", nargs="+", default=list(DEFAULT_KINDS), choices=NOISE_KINDS, help="label-noise kinds")
     p.add_argument(
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--solver",
         choices=tuple(SOLVERS),
         default=None,
-        help="exact solver (default: lbfgs; auto, truncated Newton, with --preset selfpll: the Gram of raw "
+        help="exact solver (unset: lbfgs; auto, truncated Newton, with --preset selfpll: the Gram of raw "
         "features is ill-conditioned)",
     )
     p.add_argument(

@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--feature-map",
         choices=D.FEATURE_MAPS,
         default=None,
-        help="feature map (default: standardized for digits, identity for --features)",
+        help="feature map (unset: standardized for digits, identity for --features)",
     )
     p.add_argument("--block-classes", type=int_at_least(2), default=4, help="--dataset block: number of classes K")
     p.add_argument(

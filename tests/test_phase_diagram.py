@@ -603,3 +603,18 @@ def test_negative_d_within_the_gram_bound_is_accepted_and_beyond_it_refused(scri
                 script.parse_args(argv)
             assert exc.value.code == 2
             assert "argument --d" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["phase_diagram", "real_data", "smoothing", "linearization_gap"])
+def test_help_shows_one_default_per_flag_and_no_markup(name):
+    import re
+    import subprocess
+    import sys
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, str(root / "simulations" / f"{name}.py"), "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    flags = re.split(r"\n  (?=-)", out)  # one entry per flag
+    assert all(entry.count("(default:") <= 1 for entry in flags), [e for e in flags if e.count("(default:") > 1]
+    assert ":func:" not in out and ":mod:" not in out and "``" not in out, out
