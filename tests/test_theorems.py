@@ -137,6 +137,34 @@ def test_min_rounds_is_first_all_correct_eigh_round(data, shape, c, dfrac, logla
     assert sdtheory.all_correct_rounds(f, c=c, d=d, lam=lam, per_class=n).first == r_star
 
 
+@given(data=st.data(), shape=st.sampled_from(SHAPES), c=params["c"], dfrac=st.floats(0.1, 0.9), loglam=params["loglam"])
+def test_min_rounds_is_first_all_correct_eigh_round_for_any_fractions(data, shape, c, dfrac, loglam):
+    """Unequal global frequencies (sampled labels, d > 0): min_rounds includes the global term and is still the
+    first round the eigh path is 100% correct (the equal-frequency formula alone can be a round early)."""
+    k, n = shape
+    counts = data.draw(any_counts(k, n))
+    d, lam = c * dfrac, 10.0**loglam
+    true, given_ = _labels(counts)
+    f = sdtheory.empirical_fractions(true, given_, k)
+    r_star = sdtheory.min_rounds(f, c=c, d=d, lam=lam, per_class=n)
+    assume(r_star < R - 1)
+    margins = _eigh_margins(given_, true, c, d, lam, k)
+    assume(np.all(np.abs(margins) > TIE))
+    ok = margins > 0
+    event("r* = -1" if r_star < 0 else "r* >= 0")
+    assert r_star == (int(np.argmax(ok)) if ok.any() else -1)
+
+
+def test_min_rounds_counts_the_global_term():
+    """One label of class 2 flipped to class 1: class 1 is globally more frequent, which delays the flipped
+    instance; the equal-frequency formula said round 8, the eigh path is first all correct at round 9."""
+    k, n, c, d, lam = 3, 12, 0.25, 0.125, 1e-3
+    true, given_ = _labels(np.array([[12, 0, 0], [0, 12, 0], [0, 1, 11]]))
+    f = sdtheory.empirical_fractions(true, given_, k)
+    ok = _eigh_margins(given_, true, c, d, lam, k) > 0
+    assert sdtheory.min_rounds(f, c=c, d=d, lam=lam, per_class=n) == int(np.argmax(ok)) == 9
+
+
 @given(data=st.data(), shape=st.sampled_from(SHAPES), **params)
 def test_corruption_condition_iff_some_all_correct_round(data, shape, c, dfrac, loglam):
     """Condition holds <=> some eigh round classifies every training instance correctly.
