@@ -115,22 +115,30 @@ params = dict(
 # --------------------------------------------------------------------------
 
 
-@given(data=st.data(), shape=st.sampled_from(SHAPES), **params)
-def test_min_rounds_is_first_all_correct_eigh_round(data, shape, c, dfrac, loglam):
-    """Equal global frequencies: min_rounds = first round the eigh path is 100% correct (-1: none)."""
-    k, n = shape
-    counts = data.draw(doubly_stochastic_counts(k, n))
-    d, lam = c * dfrac, 10.0**loglam
+def _min_rounds_vs_eigh(counts, c, d, lam):
+    """``(fractions, min_rounds, per-round all-correct of the eigh path)`` for exact per-class counts.
+
+    Examples whose r* lies beyond the eigh rounds or whose eigh margins are within float64 noise of a tie
+    are discarded (``assume``).
+    """
+    k, n = counts.shape[0], int(counts[0].sum())
     true, given_ = _labels(counts)
     f = sdtheory.empirical_fractions(true, given_, k)
     r_star = sdtheory.min_rounds(f, c=c, d=d, lam=lam, per_class=n)
     assume(r_star < R - 1)
     margins = _eigh_margins(given_, true, c, d, lam, k)
     assume(np.all(np.abs(margins) > TIE))
-    ok = margins > 0
-    first = int(np.argmax(ok)) if ok.any() else -1
+    return f, r_star, margins > 0
+
+
+@given(data=st.data(), shape=st.sampled_from(SHAPES), **params)
+def test_min_rounds_is_first_all_correct_eigh_round(data, shape, c, dfrac, loglam):
+    """Equal global frequencies: min_rounds = first round the eigh path is 100% correct (-1: none)."""
+    k, n = shape
+    d, lam = c * dfrac, 10.0**loglam
+    f, r_star, ok = _min_rounds_vs_eigh(data.draw(doubly_stochastic_counts(k, n)), c, d, lam)
     event("r* = -1 (condition fails)" if r_star < 0 else ("r* = 0" if r_star == 0 else "r* >= 1"))
-    assert r_star == first
+    assert r_star == (int(np.argmax(ok)) if ok.any() else -1)
     if r_star >= 0:  # and it stays correct (no upper end without a global term)
         assert ok[r_star:].all()
     # The window with the global term agrees.
@@ -142,15 +150,7 @@ def test_min_rounds_is_first_all_correct_eigh_round_for_any_fractions(data, shap
     """Unequal global frequencies (sampled labels, d > 0): min_rounds includes the global term and is still the
     first round the eigh path is 100% correct (the equal-frequency formula alone can be a round early)."""
     k, n = shape
-    counts = data.draw(any_counts(k, n))
-    d, lam = c * dfrac, 10.0**loglam
-    true, given_ = _labels(counts)
-    f = sdtheory.empirical_fractions(true, given_, k)
-    r_star = sdtheory.min_rounds(f, c=c, d=d, lam=lam, per_class=n)
-    assume(r_star < R - 1)
-    margins = _eigh_margins(given_, true, c, d, lam, k)
-    assume(np.all(np.abs(margins) > TIE))
-    ok = margins > 0
+    _, r_star, ok = _min_rounds_vs_eigh(data.draw(any_counts(k, n)), c, c * dfrac, 10.0**loglam)
     event("r* = -1" if r_star < 0 else "r* >= 0")
     assert r_star == (int(np.argmax(ok)) if ok.any() else -1)
 
