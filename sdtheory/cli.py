@@ -19,6 +19,10 @@ import threading
 from pathlib import Path
 from typing import NoReturn
 
+from . import io as sio
+from ._validation import MAX_NUM_ROUNDS, check_cd
+from .noise import canonical_kind
+
 __all__ = [
     "CACHE_ENV",
     "add_data_arguments",
@@ -85,8 +89,6 @@ def run_main(main, prog: str, argv=None) -> int:
     (:func:`enable_compilation_cache`).
     """
     global _ctrl_c_pending
-    from .io import OutputWriteError
-
     enable_compilation_cache()
     _ctrl_c_pending = False
     previous = None
@@ -99,7 +101,7 @@ def run_main(main, prog: str, argv=None) -> int:
     except KeyboardInterrupt as exc:
         _say(prog, " ".join(str(exc).split()) or "interrupted")
         return EXIT_INTERRUPTED
-    except OutputWriteError as exc:  # its message says what is kept, and where
+    except sio.OutputWriteError as exc:  # its message says what is kept, and where
         _say(prog, " ".join(str(exc).split()))
         return EXIT_NOT_WRITTEN
     finally:
@@ -188,8 +190,6 @@ def int_at_least(lo: int, *, at_most: int | None = None, why: str | None = None)
 
 def num_rounds_type(lo: int = 1):
     """A round count ``R`` in ``[lo, MAX_NUM_ROUNDS]``: the library's one bound (``10**5``), checked by argparse."""
-    from ._validation import MAX_NUM_ROUNDS
-
     return int_at_least(lo, at_most=MAX_NUM_ROUNDS, why="every round 0..R-1 is computed and kept")
 
 
@@ -225,8 +225,6 @@ def correlation(text: str) -> float:
 
 def noise_kind(text: str) -> str:
     """A noise family name or alias, canonicalised (use with ``choices=sdtheory.NOISE_KINDS``)."""
-    from .noise import canonical_kind
-
     try:
         return canonical_kind(text)
     except (ValueError, TypeError):
@@ -241,8 +239,6 @@ def cd_pairs(text: str) -> list:
     negative); the functions that get the class sizes check that the block
     Gram is positive definite there.
     """
-    from ._validation import check_cd
-
     pairs = []
     for item in text.split(";"):
         try:
@@ -260,8 +256,6 @@ def cd_pairs(text: str) -> list:
 
 def output_dir_or_exit(parser, path, *, outputs):
     """``io.check_output_dir`` before any computation; a bad ``--out`` is an argparse error (exit 2)."""
-    from . import io as sio
-
     try:
         return sio.check_output_dir(path, outputs=outputs)
     except sio.OutputDirError as exc:

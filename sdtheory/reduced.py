@@ -51,7 +51,7 @@ import numpy as np
 from . import _validation as V
 from ._x64 import float64
 from .closed_form import shrink_factors
-from .exact import DEFAULT_MAX_ITER, DEFAULT_TOL, ExactResult, exact_phi_core
+from .exact import DEFAULT_MAX_ITER, DEFAULT_TOL, ExactResult, check_options, exact_phi_core, raise_unconverged
 from .losses import LOSSES, Loss
 from .metrics import TIE_TOL, correct_core
 from .refine import PLLResult, _closed, pll_rounds_core, round_fit
@@ -594,8 +594,6 @@ def check_model(model: Any) -> str:
 
 def exact_options(loss: Any, q: Any, options: dict) -> dict:
     """Validated exact-solver options (``tol``, ``max_iter``, ``on_failure``, ``solver``) with defaults."""
-    from .exact import check_options
-
     opts: dict[str, Any] = dict(tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, on_failure="raise", solver="lbfgs")
     unknown = sorted(set(options) - set(opts))
     if unknown:
@@ -618,8 +616,6 @@ def chain_rounds(res: ExactResult, rounds: Any, opts: dict) -> ExactResult:
     ``tol``), and ``converged[i]`` (from the kernel) is True only when rounds
     ``0..rounds[i]`` all converged.
     """
-    from .exact import raise_unconverged
-
     if opts["on_failure"] == "raise":
         raise_unconverged(res, opts["tol"], opts["max_iter"], solver=opts["solver"])
     idx = np.asarray(rounds)
