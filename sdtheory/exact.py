@@ -397,8 +397,6 @@ def _kron_preconditioner(ops, jvp32, curvature, z32, lam, dtype):
     hv = jnp.where(hv > 1e-6 * jnp.max(hv), hv, 0.0)
     den = hv[:, None] * ops.colsq[None, :] / n + lam
     inv = jnp.where(den > 0, 1.0 / jnp.where(den > 0, den, 1.0), 0.0)
-    # applied in the class-sum-zero subspace the solvers move in: the all-classes direction has no
-    # curvature in the data term, and its roundoff share of r, scaled by 1/lam, broke CG at tiny lam
     return lambda r: _from_basis(ops, hq @ ((hq.T @ _to_basis(ops, r)) * inv))
 
 
@@ -1006,11 +1004,20 @@ def raise_unconverged(
     """``RuntimeError`` naming the rounds of ``res`` (ExactResult or PLLResult) that missed ``tol`` and ``rtol``.
 
     Reports their measures (residual; for an ExactResult also ``kkt`` and the
-    error bound) and what would help; concrete results only.
+    error bound) and what would help; concrete results only. ``converged`` is
+    a property of the chain: a round that met the tolerances itself but follows
+    one that did not is unconverged too, and is counted as such, not named.
     """
     if V.is_tracer(res.converged) or bool(np.all(np.asarray(res.converged))):
         return
-    bad_pos = np.flatnonzero(~np.asarray(res.converged))
+    conv = np.asarray(res.converged)
+    own = np.asarray(res.residuals) <= tol
+    if hasattr(res, "kkt"):
+        own = own | (np.asarray(res.kkt) <= rtol)
+    bad_pos = np.flatnonzero(~conv & ~own)
+    if bad_pos.size == 0:  # tolerances other than the solve's: name every unconverged round
+        bad_pos = np.flatnonzero(~conv)
+    later = int(np.sum(~conv)) - bad_pos.size  # unconverged only through an earlier round
     bad = bad_pos.tolist() if rounds is None else np.asarray(rounds)[bad_pos].tolist()
     fmt = lambda a: "[" + ", ".join(f"{float(x):.2g}" for x in a) + "]"  # noqa: E731
     measures = f"residuals {fmt(np.asarray(res.residuals)[bad_pos])}"
@@ -1040,9 +1047,10 @@ def raise_unconverged(
             f"Raise max_iter, {switch}standardise the features (zero mean, unit variance) or raise lam: "
             "small lam relative to the feature scale makes the problem ill-conditioned"
         )
+    chained = f" ({later} later round(s) are unconverged with them: each is trained on the one before)" if later else ""
     raise RuntimeError(
         f"exact solver did not reach tol={tol:g} (fixed-point residual) or rtol={rtol:g} (scale-free "
-        f"stationarity kkt) in round(s) {bad} within max_iter={max_iter}: {measures}. {advice}; or pass "
+        f"stationarity kkt) in round(s) {bad} within max_iter={max_iter}{chained}: {measures}. {advice}; or pass "
         "on_failure='flag' to get the unconverged result with converged=False."
     )
 

@@ -750,6 +750,13 @@ def test_a_late_round_reports_the_convergence_of_its_chain():
     assert not late.converged[0]
     with pytest.raises(RuntimeError, match=r"round\(s\) \[0"):
         sd.exact_outputs(t, rounds=[3], **{**kw, "on_failure": "raise"})
+    # the error names the round that missed (0), counts the three that follow it, and does not call them
+    # stalled: they stopped before max_iter because they met the tolerance on their own
+    kw6 = {**kw, "max_iter": 6, "on_failure": "raise"}
+    with pytest.raises(RuntimeError) as info:
+        sd.exact_outputs(t, num_rounds=4, **kw6)
+    assert "in round(s) [0] within" in str(info.value) and "3 later round(s)" in str(info.value)
+    assert "stopped before max_iter" not in str(info.value)
 
 
 @pytest.mark.parametrize("fit_intercept", [False, True])
