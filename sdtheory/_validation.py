@@ -681,3 +681,26 @@ def check_pll_classes(num_classes: int, source: str = "targets") -> None:
             "(1/2, 1/2) and carry no label information; use self-distillation (student='sd', or the sd_* methods "
             "of a Monte Carlo config) for two classes"
         )
+
+
+def check_tie_tol(tie_tol: Any) -> float:
+    """One real number in ``[0, 0.1)`` (not a bool, not an array); a Python float."""
+    if isinstance(tie_tol, (bool, np.bool_)):
+        raise TypeError(f"tie_tol must be a float in [0, 0.1), got a bool ({tie_tol!r})")
+    if is_tracer(tie_tol):
+        raise TypeError("tie_tol must be a concrete float in [0, 0.1), not a traced value")
+    arr = _as_numpy(tie_tol, "tie_tol")
+    if arr.ndim != 0 or not np.isfinite(arr) or not (0.0 <= float(arr) < 0.1):
+        raise ValueError(f"tie_tol must be a float in [0, 0.1), got {tie_tol!r}")
+    return float(arr)
+
+
+#: The two models of every output: the linearised closed form (the theorems' model) and the exact softmax solution.
+MODELS = ("closed", "exact")
+
+
+def check_model(model: Any) -> str:
+    """``model`` validated: one of :data:`MODELS`."""
+    if not isinstance(model, str) or model not in MODELS:
+        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    return model

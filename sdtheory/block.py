@@ -23,11 +23,9 @@ targets may be anything (noisy one-hot labels, soft labels).
 from __future__ import annotations
 
 from fractions import Fraction
-from functools import partial
-from typing import Any, NamedTuple
+from typing import Any
 from collections.abc import Sequence
 
-import chex
 import jax
 from jax.typing import ArrayLike
 import jax.numpy as jnp
@@ -35,7 +33,9 @@ import numpy as np
 
 from . import _validation as V
 from ._x64 import float64
-from .closed_form import RoundsLike, shrink_factors
+from ._src.block import BlockSpectrum, _block_spectrum, block_outputs_core, sample_block_features_core
+from ._src.closed import RoundsLike
+from . import reduced as Rd
 
 __all__ = [
     "BlockSpectrum",
@@ -49,23 +49,6 @@ __all__ = [
     "sample_block_features",
     "sample_block_features_core",
 ]
-
-
-class BlockSpectrum(NamedTuple):
-    """Spectrum of the block Gram in its natural bases.
-
-    Attributes:
-      within: scalar ``1 - c``, the eigenvalue on within-class zero-sum vectors.
-      class_eigvals: ``(K,)`` eigenvalues of the class-level matrix ``M``.
-      class_eigvecs: ``(K, K)`` eigenvectors of ``M`` in the orthonormal basis
-        ``1_{C_k}/sqrt(n_k)``.
-      sizes: ``(K,)`` class sizes ``n_k``.
-    """
-
-    within: jax.Array
-    class_eigvals: jax.Array
-    class_eigvecs: jax.Array
-    sizes: jax.Array
 
 
 def _check_class_sizes(class_sizes: Any) -> np.ndarray:
@@ -135,18 +118,7 @@ def block_classes(class_sizes: Sequence[int]) -> np.ndarray:
     return np.repeat(np.arange(sizes.size), sizes)
 
 
-def _class_matrix(sizes: jax.Array, c, d) -> jax.Array:
-    sq = jnp.sqrt(sizes)
-    return jnp.diag(1.0 - c + (c - d) * sizes) + d * jnp.outer(sq, sq)
-
-
-@jax.jit
-def _block_spectrum(sizes: jax.Array, c, d) -> BlockSpectrum:
-    mu, e = jnp.linalg.eigh(_class_matrix(sizes, c, d))
-    return BlockSpectrum(jnp.asarray(1.0 - c, dtype=sizes.dtype), mu, e, sizes)
-
-
-def _sizes_from_classes(
+def sizes_from_classes(
     classes: Any, num_classes: int, source: str = "K (the columns of targets)", *, n: int | None = None
 ) -> np.ndarray:
     """Class sizes ``(K,)`` of 1-D integer ``classes`` in ``[0, K)``, every class non-empty (``n`` of them if given)."""
@@ -165,10 +137,10 @@ def block_spectrum(class_sizes: Sequence[int], *, c: float, d: float) -> BlockSp
     a negative ``d``, as fitted to centred features, down to the bound
     :func:`sdtheory._validation.cd_lower_bound`).
     """
-    return _block_spectrum_checked(class_sizes, c, d)
+    return checked_block_spectrum(class_sizes, c, d)
 
 
-def _block_spectrum_checked(class_sizes, c, d) -> BlockSpectrum:
+def checked_block_spectrum(class_sizes, c, d) -> BlockSpectrum:
     sizes = _check_class_sizes(class_sizes)
     c, d = V.check_cd(c, d, class_sizes=sizes)
     return _block_spectrum(jnp.asarray(sizes, dtype=float), c, d)
@@ -186,37 +158,12 @@ def block_gram(
     (default ``max(classes) + 1``): ``K >= 2``; every class must have an
     instance.
     """
-    from .reduced import resolve_corr
-
     classes_arr, k = _check_classes(classes, num_classes)
     sizes = np.bincount(classes_arr, minlength=k)
-    R = resolve_corr(c, d, corr, sizes)
+    R = Rd.resolve_corr(c, d, corr, sizes)
     g = R[classes_arr][:, classes_arr]
     np.fill_diagonal(g, 1.0)
     return jnp.asarray(g, dtype=float)
-
-
-@jax.jit
-def block_outputs_core(
-    bspec: BlockSpectrum, classes: jax.Array, targets: jax.Array, lam: jax.Array, rounds: jax.Array
-) -> jax.Array:
-    """O(N K + K^3) closed-form outputs ``(R, N, K)`` in the block model (no validation)."""
-    chex.assert_rank([classes, targets, lam, rounds], [1, 2, 0, 1])
-    chex.assert_shape(classes, (targets.shape[0],))
-    chex.assert_type(classes, int)
-    n_total, k = targets.shape
-    ridge = k * n_total * lam
-    exps = (jnp.asarray(rounds) + 1).astype(targets.dtype)
-    centred = targets - 1.0 / k
-    onehot = jax.nn.one_hot(classes, bspec.sizes.shape[0], dtype=targets.dtype)  # (N, Kc)
-    means = (onehot.T @ centred) / bspec.sizes[:, None]  # (Kc, K) class means
-    resid = centred - onehot @ means  # within-class part
-    a_e = shrink_factors(bspec.within, ridge) ** exps  # (R,)
-    qc = shrink_factors(bspec.class_eigvals, ridge)[None, :] ** exps[:, None]  # (R, Kc)
-    sq = jnp.sqrt(bspec.sizes)[:, None]
-    beta = bspec.class_eigvecs.T @ (sq * means)  # (Kc, K)
-    new_means = jnp.einsum("ij,rj,jl->ril", bspec.class_eigvecs, qc, beta) / sq[None]  # (R, Kc, K)
-    return 1.0 / k + a_e[:, None, None] * resid[None] + new_means[:, classes, :]
 
 
 def _instance_types(classes: np.ndarray, targets: np.ndarray) -> tuple:
@@ -256,13 +203,11 @@ def block_outputs(
     ``(K, K)`` class-correlation matrix ``corr``. Pass exactly one of
     ``rounds`` (indices, 0 = teacher) or ``num_rounds`` (rounds ``0..R-1``).
     """
-    from . import reduced as Rd
-
     n, k = V.check_targets(targets)
     classes, _ = _check_classes(classes, k, n=n, source=_TARGET_K)
     sizes = np.bincount(classes, minlength=k)
     V.check_lam(lam)
-    model = Rd.check_model(model)
+    model = V.check_model(model)
     if model == "closed" and (loss != "ce" or exact_options):
         raise ValueError(
             "model='closed' is the linearised cross-entropy model: loss and solver options need model='exact'"
@@ -270,7 +215,7 @@ def block_outputs(
     r = V.resolve_rounds(rounds, num_rounds, maximum=(V.MAX_ROUND if model == "closed" else V.MAX_NUM_ROUNDS - 1))
     lam_a = jnp.asarray(lam, dtype=float)
     if model == "closed" and corr is None:
-        bspec = _block_spectrum_checked(sizes, c, d)
+        bspec = checked_block_spectrum(sizes, c, d)
         return block_outputs_core(bspec, jnp.asarray(classes), jnp.asarray(targets, dtype=float), lam_a, jnp.asarray(r))
     R = Rd.resolve_corr(c, d, corr, sizes)
     tcls, ttgt, tcounts, index = _instance_types(np.asarray(classes), np.asarray(targets, dtype=float))
@@ -371,22 +316,6 @@ def sample_block_features(
         classes, k = _check_classes(classes, num_classes, require_all=False)
     check_sampler_cd(c, d, k)
     return sample_block_features_core(key, jnp.asarray(classes), c, d, dim, k)
-
-
-@partial(jax.jit, static_argnums=(4, 5))
-def sample_block_features_core(key, classes, c, d, dim, k):
-    """Kernel of :func:`sample_block_features` (no validation; ``c``, ``d`` may be traced)."""
-    kg, km, kz = jax.random.split(key, 3)
-    scale = 1.0 / jnp.sqrt(dim)
-    g = jax.random.normal(kg, (dim,)) * scale
-    m = jax.random.normal(km, (k, dim)) * scale
-    z = jax.random.normal(kz, (classes.shape[0], dim)) * scale
-    alpha = jnp.sqrt(c - d)
-    means_nonneg = jnp.sqrt(jnp.maximum(d, 0.0)) * g[None, :] + alpha * m
-    beta = jnp.sqrt(jnp.maximum(c - d + k * d, 0.0)) - alpha
-    means_neg = alpha * m + beta * jnp.mean(m, axis=0)[None, :]
-    means = jnp.where(d >= 0, means_nonneg, means_neg)
-    return means[classes] + jnp.sqrt(1.0 - c) * z
 
 
 def check_sampler_cd(c: Any, d: Any, num_classes: int) -> None:

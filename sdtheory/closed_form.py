@@ -16,16 +16,14 @@ The public functions validate their input (``lam`` one real number ``> 0``;
 round indices ``0..2^31 - 1``, counts up to ``10^5``; concrete values only:
 for grids and transformations use the ``*_core`` kernels) and compute at unit
 scale (``G / root^2`` and ``lam / root^2`` for a power of two ``root``,
-:func:`sdtheory.spectral._unit_problem`), so any representable features or
+:func:`sdtheory._src.spectral._unit_problem`), so any representable features or
 Gram work.
 """
 
 from __future__ import annotations
 
-from typing import Any, Union
-from collections.abc import Sequence
+from typing import Any
 
-import chex
 import jax
 from jax.typing import ArrayLike
 import jax.numpy as jnp
@@ -33,7 +31,18 @@ import numpy as np
 
 from . import _validation as V
 from ._x64 import float64
-from .spectral import Spectrum, _unit_lam, _unit_problem, apply_spectral, apply_spectral_to
+from ._src.closed import (
+    RoundsLike,
+    kernel_ridge_sd_core,
+    sd_mixed_outputs_core,
+    sd_outputs_core,
+    sd_predictions_core,
+    sd_test_outputs_core,
+    shrink_factors,
+)
+from ._src.spectral import _unit_lam, _unit_problem
+from .predictor import predictor
+from .variants import check_variant, resolve_lam
 
 __all__ = [
     "RoundsLike",
@@ -50,123 +59,10 @@ __all__ = [
     "shrink_factors",
 ]
 
-RoundsLike = Union[int, Sequence[int], np.ndarray]
-
 
 # --------------------------------------------------------------------------
 # Pure, jit-able kernels on a precomputed spectrum.
 # --------------------------------------------------------------------------
-
-
-def shrink_factors(eigvals: jax.Array, ridge: jax.Array) -> jax.Array:
-    """Per-round multiplier ``q = s / (s + ridge)`` (``ridge = K N lam`` for CE)."""
-    return eigvals / (eigvals + ridge)
-
-
-def _check_kernel_args(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> None:
-    """The closed-form kernels' contract (trace-time): ``U (N, M)``, ``s (M,)``, ``T (N, K)``, 0-d lam, 1-D rounds."""
-    chex.assert_rank([targets, spec.eigvecs, spec.eigvals, lam, rounds], [2, 2, 1, 0, 1])
-    chex.assert_shape(spec.eigvecs, (targets.shape[0], spec.eigvals.shape[0]))
-
-
-@jax.jit
-def sd_outputs_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> jax.Array:
-    """Closed-form outputs ``(R, N, K)`` from a precomputed :class:`Spectrum`.
-
-    No validation: use :func:`sd_outputs` or :func:`sdtheory.predictor` at the
-    public boundary. Vmaps over ``targets`` and ``lam``; ``rounds`` is an
-    array of round indices (a batch of them is one call).
-    """
-    _check_kernel_args(spec, targets, lam, rounds)
-    n, k = targets.shape
-    ridge = k * n * lam
-    centred = targets - 1.0 / k
-    exps = (jnp.asarray(rounds) + 1).astype(spec.eigvals.dtype)
-
-    def fn(s):
-        return shrink_factors(s, ridge)[None, :] ** exps[:, None]
-
-    return 1.0 / k + apply_spectral(spec, fn, centred, vanishes_at_zero=True)
-
-
-@jax.jit
-def sd_predictions_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> jax.Array:
-    """Predicted classes ``(R, N)`` of the closed-form rounds, in ``O(N K)`` memory.
-
-    Same numbers as ``argmax(sd_outputs_core(...), -1)`` but the rounds are
-    evaluated one at a time (``lax.map``), so the ``(R, N, K)`` outputs are never
-    held at once: use it at large ``N K R``. Only the eigen-directions matter
-    (the null space has factor 0 for every round).
-    """
-    n, k = targets.shape
-    ridge = k * n * lam
-    u = spec.eigvecs
-    coef = u.T @ (targets - 1.0 / k)
-    q = shrink_factors(spec.eigvals, ridge)
-
-    def one(r):
-        return jnp.argmax(u @ (q[:, None] ** (r + 1.0) * coef), axis=-1)
-
-    return jax.lax.map(one, jnp.asarray(rounds).astype(q.dtype))
-
-
-@jax.jit
-def sd_mixed_outputs_core(
-    spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array, xi: jax.Array
-) -> jax.Array:
-    r"""Closed form for mixed targets ``T_r = xi P_{r-1} + (1 - xi) T`` (``T_0 = T``).
-
-    Per eigen-direction with ``q = s/(s + K N lam)`` the centred targets are
-    multiplied by ``m_r = (1 - xi) q (1 - (xi q)^r)/(1 - xi q) + xi^r q^{r+1}``,
-    the solution of ``m_0 = q``, ``m_r = q ((1 - xi) + xi m_{r-1})``.
-    """
-    from .variants import target_multipliers_core  # the variants' one closed form (temperature 1)
-
-    n, k = targets.shape
-    ridge = k * n * lam
-
-    def fn(s):
-        q = shrink_factors(s, ridge)
-        return q[None, :] * target_multipliers_core(q, jnp.asarray(rounds), 1.0, xi)
-
-    return 1.0 / k + apply_spectral(spec, fn, targets - 1.0 / k, vanishes_at_zero=True)
-
-
-@jax.jit
-def sd_test_outputs_core(
-    spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array, cross: jax.Array
-) -> jax.Array:
-    r"""Linearised outputs of round ``r`` on new points, ``(R, N_test, K)``.
-
-    The round-``r`` weights are ``W_r = (T_r - P_r)^T X / (N lam)`` so a new
-    point gets logits ``G_{test} (T_r - P_r) / (N lam)`` and linearised output
-    ``1/K + G_{test} (T_r - P_r) / (K N lam)``. In the eigenbasis
-    ``T_r - P_r`` has multiplier ``q^r - q^{r+1} = q^r K N lam / (s + K N lam)``,
-    so the output is ``1/K + cross diag(q^r / (s + K N lam)) U^T (T - 1/K)``
-    with ``cross = G_{test,train} U``.
-    """
-    _check_kernel_args(spec, targets, lam, rounds)
-    chex.assert_shape(cross, (None, spec.eigvals.shape[0]))
-    n, k = targets.shape
-    ridge = k * n * lam
-    exps = jnp.asarray(rounds).astype(spec.eigvals.dtype)
-
-    def fn(s):
-        return shrink_factors(s, ridge)[None, :] ** exps[:, None] / (s + ridge)[None, :]
-
-    return 1.0 / k + apply_spectral_to(spec, fn, targets - 1.0 / k, cross)
-
-
-@jax.jit
-def kernel_ridge_sd_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> jax.Array:
-    """Kernel-ridge (squared-loss) SD: ``f_r = (G (G + N lam I)^{-1})^{r+1} y``. Exact."""
-    n = targets.shape[0]
-    exps = (jnp.asarray(rounds) + 1).astype(spec.eigvals.dtype)
-
-    def fn(s):
-        return shrink_factors(s, n * lam)[None, :] ** exps[:, None]
-
-    return apply_spectral(spec, fn, targets, vanishes_at_zero=True)
 
 
 # --------------------------------------------------------------------------
@@ -230,9 +126,6 @@ def sd_outputs(
     Raises:
       ValueError / TypeError naming the problem for invalid inputs.
     """
-    from .predictor import predictor
-    from .variants import check_variant, resolve_lam
-
     variant = check_variant(temperature, xi, hard)
     schedule = resolve_lam(lam, lam_schedule)[1]
     if not variant.is_plain or schedule is not None:
@@ -304,8 +197,6 @@ def sd_test_outputs(
     test-train Gram, ``(N_test, N)``). Equivalent to
     ``predictor(targets, lam=lam, ...).test_outputs(rounds=..., ...)``.
     """
-    from .predictor import predictor
-
     if features is not None and test_gram is not None:
         raise ValueError("with features= pass test_features= (and not test_gram=)")
     if gram is not None and test_features is not None:

@@ -63,6 +63,7 @@ import numpy as np
 
 from . import _validation as V
 from ._x64 import float64
+from .block import sample_block_features
 
 __all__ = [
     "Dataset",
@@ -156,7 +157,7 @@ def _check_label_array(arr: Any, src: str, what: str, n: int, n_what: str) -> np
     return arr.astype(np.int64)
 
 
-def _validate(features, labels, test_features, test_labels, num_classes, src, name) -> Dataset:
+def validate_dataset(features, labels, test_features, test_labels, num_classes, src, name) -> Dataset:
     x = _check_feature_array(features, src, "features")
     y = _check_label_array(labels, src, "labels", x.shape[0], "features")
     xt = yt = None
@@ -316,7 +317,7 @@ def load_features(path: str | os.PathLike, *, num_classes: Optional[int] = None,
                 raise ValueError(
                     f"{path}: missing array {key!r} (members: {members}); expected 'features' (N, d) and 'labels' (N,)"
                 )
-        return _validate(
+        return validate_dataset(
             arrays["features"],
             arrays["labels"],
             arrays.get("test_features"),
@@ -341,7 +342,7 @@ def load_features(path: str | os.PathLike, *, num_classes: Optional[int] = None,
     if (tx is None) != (ty is None):
         have, miss = (tx_path, ty_path) if ty is None else (ty_path, tx_path)
         raise FileNotFoundError(f"{path}: found {have.name} but not {miss.name}; give both or neither")
-    return _validate(x, y, tx, ty, num_classes, str(path), name)
+    return validate_dataset(x, y, tx, ty, num_classes, str(path), name)
 
 
 # --------------------------------------------------------------------------
@@ -369,7 +370,7 @@ def _split_labels(labels: Any) -> np.ndarray:
     return y
 
 
-def _pow2_scale(a: np.ndarray, axis: int) -> np.ndarray:
+def pow2_scale(a: np.ndarray, axis: int) -> np.ndarray:
     """Powers of two near the largest ``|a|`` along ``axis`` (kept; 1 where that is 0).
 
     Dividing by them is exact, so scaled statistics of ordinary data have the
@@ -466,8 +467,6 @@ def block_dataset(
     blocks; ``d < c < 1``, for ``d < 0`` also ``d >= -c / (K - 1)`` (the
     sampler's class means, :func:`sdtheory.block.check_sampler_cd`). Name ``"block(c=..., d=...)"``.
     """
-    from .block import sample_block_features
-
     key = _key(key, "block_dataset")
     k = V.check_size(num_classes, "num_classes", minimum=2)
     n = V.check_size(per_class, "per_class", minimum=1)
@@ -510,7 +509,7 @@ def standardize(train: Any, test: Any = None) -> tuple[np.ndarray, Optional[np.n
     ``1e-170`` are standardised like any other.
     """
     x, xt = _check_pair(train, test)
-    p = _pow2_scale(x, axis=0)
+    p = pow2_scale(x, axis=0)
     xs = x / p
     mu = xs.mean(axis=0)
     sd = xs.std(axis=0)
@@ -557,7 +556,7 @@ def normalize_rows(train: Any, test: Any = None, *, center: bool = False) -> tup
 
     def scaled(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``a`` with rows divided by powers of two, their norms, and the log of the true norms."""
-        p = _pow2_scale(a, axis=1)
+        p = pow2_scale(a, axis=1)
         a = a / p
         n = np.linalg.norm(a, axis=1)
         with np.errstate(divide="ignore"):
@@ -636,7 +635,7 @@ def make_features(
 
 def _column_mean(x: np.ndarray) -> np.ndarray:
     """Training column means, scale-safe (same bits as ``x.mean(0)`` for ordinary data)."""
-    p = _pow2_scale(x, axis=0)
+    p = pow2_scale(x, axis=0)
     return (x / p).mean(axis=0) * p[0]
 
 

@@ -48,7 +48,7 @@ import numpy as np
 from . import _validation as V
 from ._x64 import float64
 from .data import BlockStatistics, Dataset, block_statistics, make_features, stratified_split, stratified_subset
-from .exact import (
+from ._src.exact import (
     DEFAULT_MAX_CG,
     DEFAULT_MAX_ITER,
     DEFAULT_TOL,
@@ -56,18 +56,19 @@ from .exact import (
     ExactResult,
     check_options,
     exact_phi_core,
-    exact_predict,
     solver_features,
 )
-from .losses import LOSSES
+from .exact import exact_predict
+from ._src.losses import LOSSES
 from .metrics import TIE_TOL, accuracy, split_accuracy
 from .noise import confusable_clusters, corruption_matrix, sample_labels
 from .predictor import predictor
 from .refine import check_init, closed_fit, exact_fit, pll_rounds_core, round_fit
 from .smoothing import confidence, predictive_diversity
-from .block import BlockSpectrum, _block_spectrum_checked, block_outputs_core
+from ._src.block import BlockSpectrum, block_outputs_core
+from .block import checked_block_spectrum
 from .reduced import label_types, reduced_closed_core, reduced_exact_core, type_spectrum_core
-from .spectral import Spectrum, _feature_spectrum
+from ._src.spectral import Spectrum, _feature_spectrum
 
 __all__ = [
     "CELL_COLUMNS",
@@ -247,7 +248,7 @@ def prepare_feature_map(
     spec = _feature_spectrum(x)
     try:
         bspec = (
-            _block_spectrum_checked(stats.class_sizes, stats.c, stats.d)
+            checked_block_spectrum(stats.class_sizes, stats.c, stats.d)
             if V.check_bool(block_model, "block_model")
             else None
         )

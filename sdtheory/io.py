@@ -48,6 +48,9 @@ from typing import Any, Optional
 
 import numpy as np
 
+from . import __version__
+from .data import validate_dataset
+
 __all__ = [
     "MANIFEST",
     "OutputDirError",
@@ -159,8 +162,6 @@ def git_revision(path: str | os.PathLike | None = None) -> Optional[str]:
 def provenance() -> dict:
     """Package version, git revision and library versions, as a JSON-able dict."""
     import jax
-
-    from . import __version__
 
     return {
         "package": "sdtheory",
@@ -419,12 +420,11 @@ def save_features(
     (:func:`write_npz`). Returns the path.
     """
     path = _path_arg(path, file=True)
-    from .data import _validate
 
     path = Path(path)
     if path.suffix.lower() != ".npz":
         raise ValueError(f"{path}: save_features writes .npz files; give a path ending in .npz")
-    ds = _validate(features, labels, test_features, test_labels, num_classes, str(path), path.stem)
+    ds = validate_dataset(features, labels, test_features, test_labels, num_classes, str(path), path.stem)
     arrays: dict[str, Any] = {"features": ds.features, "labels": ds.labels}
     if ds.test_features is not None:
         arrays["test_features"] = ds.test_features

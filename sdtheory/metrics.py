@@ -21,7 +21,7 @@ counts are returned beside it so averages over seeds can be pooled
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 from jax.typing import ArrayLike
@@ -30,6 +30,8 @@ import numpy as np
 
 from . import _validation as V
 from ._x64 import float64
+from ._src.rules import TIE_TOL, SplitAccuracy, accuracy_core, correct_core, split_accuracy_core
+from .predictor import predictor
 
 __all__ = [
     "TIE_TOL",
@@ -43,73 +45,6 @@ __all__ = [
     "split_accuracy",
     "split_accuracy_core",
 ]
-
-#: Outputs closer than this are tied; a tie with the true class is a failure. The theorems apply the same
-#: rule to label fractions: ``|f_k(k) - f_k(l)| <= TIE_TOL`` is a tie (the corruption condition fails).
-TIE_TOL = 1e-10
-
-
-class SplitAccuracy(NamedTuple):
-    """Accuracy on all instances and on the clean / corrupted groups.
-
-    ``clean`` / ``corrupted`` are NaN for an empty group (see module doc);
-    ``n_clean`` / ``n_corrupted`` and the ``*_correct`` counts are exact.
-    """
-
-    overall: jax.Array
-    clean: jax.Array
-    corrupted: jax.Array
-    n_clean: jax.Array
-    n_corrupted: jax.Array
-    clean_correct: jax.Array
-    corrupted_correct: jax.Array
-
-
-def correct_core(outputs: jax.Array, true_labels: jax.Array, tie_tol: Any = TIE_TOL) -> jax.Array:
-    """``outputs[..., i, true_i] > max_{l != true_i} outputs[..., i, l] + tie_tol`` (no validation).
-
-    ``outputs`` is ``(..., N, K)``; ``true_labels`` broadcasts against
-    ``outputs.shape[:-1]``. Returns bools of shape ``outputs.shape[:-1]``.
-    """
-    # Unrolled over the K classes: elementwise ops on (..., N) arrays fuse into one
-    # loop, ~10x faster on CPU than one-hot masks reduced over a minor axis of size K.
-    k = outputs.shape[-1]
-    true_out = jnp.zeros(outputs.shape[:-1], outputs.dtype)
-    other = jnp.full(outputs.shape[:-1], -jnp.inf, outputs.dtype)
-    for l in range(k):
-        col = outputs[..., l]
-        is_l = true_labels == l
-        true_out = jnp.where(is_l, col, true_out)
-        other = jnp.where(is_l, other, jnp.maximum(other, col))
-    return true_out > other + tie_tol
-
-
-def _correct_any(x: jax.Array, true_labels: jax.Array, tie_tol) -> jax.Array:
-    if jnp.issubdtype(x.dtype, jnp.floating):
-        return correct_core(x, true_labels, tie_tol)
-    return x == true_labels
-
-
-def accuracy_core(outputs_or_predictions: jax.Array, true_labels: jax.Array, tie_tol: Any = TIE_TOL) -> jax.Array:
-    """Fraction correct over the instance axis (no validation; leading batch axes kept).
-
-    Floating inputs are ``(..., N, K)`` outputs scored by :func:`correct_core`;
-    integer inputs are ``(..., N)`` predictions.
-    """
-    ok = _correct_any(outputs_or_predictions, true_labels, tie_tol)
-    return jnp.mean(ok.astype(jnp.result_type(float)), axis=-1)
-
-
-def _check_tie_tol(tie_tol: Any) -> float:
-    """One real number in ``[0, 0.1)`` (not a bool, not an array); a Python float."""
-    if isinstance(tie_tol, (bool, np.bool_)):
-        raise TypeError(f"tie_tol must be a float in [0, 0.1), got a bool ({tie_tol!r})")
-    if V.is_tracer(tie_tol):
-        raise TypeError("tie_tol must be a concrete float in [0, 0.1), not a traced value")
-    arr = V._as_numpy(tie_tol, "tie_tol")
-    if arr.ndim != 0 or not np.isfinite(arr) or not (0.0 <= float(arr) < 0.1):
-        raise ValueError(f"tie_tol must be a float in [0, 0.1), got {tie_tol!r}")
-    return float(arr)
 
 
 def _check_scored(x: Any, true_labels: Any, name: str, labels_name: str, num_classes: Any = None):
@@ -174,7 +109,7 @@ def correct(outputs: ArrayLike, true_labels: ArrayLike, *, tie_tol: float = TIE_
 
     See the module docstring for the rule; ``tie_tol`` in ``[0, 0.1)``.
     """
-    tie_tol = _check_tie_tol(tie_tol)
+    tie_tol = V.check_tie_tol(tie_tol)
     if not np.issubdtype(V._as_numpy(outputs, "outputs").dtype, np.floating):
         raise TypeError("outputs must be floating (..., N, K) scores; integer predictions carry no tie information")
     x, t, _ = _check_scored(outputs, true_labels, "outputs", "true_labels")
@@ -199,25 +134,9 @@ def accuracy(
 
     ``accuracy([[0.5, 0.5, 0.0]], [0]) == 0``.
     """
-    tie_tol = _check_tie_tol(tie_tol)
+    tie_tol = V.check_tie_tol(tie_tol)
     x, t, _ = _check_scored(outputs_or_predictions, true_labels, "outputs_or_predictions", "true_labels", num_classes)
     return accuracy_core(x, t, tie_tol)
-
-
-def split_accuracy_core(
-    outputs_or_predictions: jax.Array, true_labels: jax.Array, given_labels: jax.Array, tie_tol: Any = TIE_TOL
-) -> SplitAccuracy:
-    """See :func:`split_accuracy` (no validation; batch axes in front of the instance axis)."""
-    ok = _correct_any(outputs_or_predictions, true_labels, tie_tol)
-    clean = given_labels == true_labels
-    n_clean = jnp.sum(clean)
-    n_corr = clean.shape[-1] - n_clean
-    c_ok = jnp.sum(ok & clean, axis=-1)
-    x_ok = jnp.sum(ok & ~clean, axis=-1)
-    acc_c = jnp.where(n_clean > 0, c_ok / jnp.maximum(n_clean, 1), jnp.nan)
-    acc_x = jnp.where(n_corr > 0, x_ok / jnp.maximum(n_corr, 1), jnp.nan)
-    overall = jnp.mean(ok.astype(jnp.result_type(float)), axis=-1)
-    return SplitAccuracy(overall, acc_c, acc_x, n_clean, n_corr, c_ok, x_ok)
 
 
 @float64
@@ -237,7 +156,7 @@ def split_accuracy(
     ``corrupted_correct`` are returned so no information is hidden. Integer
     predictions and ``num_classes`` as in :func:`accuracy`.
     """
-    tie_tol = _check_tie_tol(tie_tol)
+    tie_tol = V.check_tie_tol(tie_tol)
     x, t, k = _check_scored(outputs_or_predictions, true_labels, "outputs_or_predictions", "true_labels", num_classes)
     g = V.check_labels(given_labels, k, "given_labels")
     V.check_same_n(np.shape(t)[0], np.shape(g)[0], "given_labels", "true_labels")
@@ -264,7 +183,6 @@ def heldout_accuracy(
     points (``test_features`` or the test-train ``test_gram``) and score them
     against ``test_labels`` ``(N_test,)`` with the tie-aware rule.
     """
-    from .predictor import predictor
 
     p = predictor(targets, lam=lam, features=features, gram=gram)
     out = p.test_outputs(rounds=rounds, test_features=test_features, test_gram=test_gram)
@@ -273,7 +191,7 @@ def heldout_accuracy(
     V.check_same_n(
         out.shape[1], np.shape(t)[0], "test_labels", "test_gram" if test_features is None else "test_features"
     )
-    return accuracy_core(jnp.asarray(out), jnp.asarray(t), _check_tie_tol(tie_tol))
+    return accuracy_core(jnp.asarray(out), jnp.asarray(t), V.check_tie_tol(tie_tol))
 
 
 def first_all_correct(all_correct: ArrayLike, rounds: Any) -> np.ndarray:

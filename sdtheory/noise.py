@@ -39,7 +39,7 @@ import numpy as np
 
 from . import _validation as V
 from ._x64 import float64
-from .data import _pow2_scale
+from .data import pow2_scale
 
 __all__ = [
     "KINDS",
@@ -448,7 +448,7 @@ def confusable_clusters(
     x = x.astype(float)
     # unit rows, scale-safe: each row is first divided by a power of two near its largest |entry|
     # (exact, so ordinary rows give the same bits as x / ||x||)
-    xs = x / _pow2_scale(x, axis=1)
+    xs = x / pow2_scale(x, axis=1)
     norms = np.linalg.norm(xs, axis=1, keepdims=True)
     if np.any(norms == 0):
         raise ValueError(

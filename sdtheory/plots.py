@@ -12,6 +12,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from .montecarlo.theory import REGIONS
+from .smoothing_study import method_label
+
 __all__ = [
     "accuracy_figure",
     "diversity_figure",
@@ -421,8 +424,6 @@ def phase_map_figure(phase_map: Any, *, num_rounds: int, title: str = ""):
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    from .montecarlo.theory import REGIONS
-
     pm = phase_map
     etas = np.asarray(pm.etas, dtype=float)
     vals = np.asarray(pm.values, dtype=float)
@@ -472,8 +473,6 @@ def smoothing_figure(
     :func:`sdtheory.smoothing_study.aggregate`.
     """
     from matplotlib import colormaps
-
-    from .smoothing_study import method_label
 
     greens, purples, oranges = colormaps["Greens"], colormaps["Purples"], colormaps["Oranges"]
     last = num_rounds - 1

@@ -43,8 +43,8 @@ import numpy as np
 
 from . import _validation as V
 from ._x64 import _enable_x64, float64
-from .closed_form import sd_outputs_core, sd_test_outputs_core
-from .exact import (
+from ._src.closed import Variant, closed_variant_core, sd_outputs_core, sd_test_outputs_core
+from ._src.exact import (
     DEFAULT_MAX_ITER,
     DEFAULT_MAX_CG,
     DEFAULT_RTOL,
@@ -56,15 +56,15 @@ from .exact import (
     raise_unconverged,
     solver_features,
 )
-from .metrics import TIE_TOL
-from .refine import check_init, exact_fit, pll_rounds_core
-from .spectral import Spectrum, _scale_down, _unit_lam, _unit_problem
-from .variants import Variant, check_variant, closed_variant_core, resolve_lam
+from ._src.rules import TIE_TOL
+from ._src.pll import check_init, exact_fit, pll_rounds_core
+from ._src.spectral import Spectrum, _scale_down, _unit_lam, _unit_problem
+from .variants import check_variant, resolve_lam
 
 __all__ = ["MODELS", "Predictor", "predictor"]
 
 #: The models a predictor can fit.
-MODELS = ("closed", "exact")
+MODELS = V.MODELS
 #: The students of the rounds after the teacher: self-distillation on the outputs, or the PLL
 #: student on the top-2 classes.
 STUDENTS = ("sd", "pll")
@@ -456,8 +456,7 @@ def predictor(
       :class:`Predictor`. Its spectrum (closed) or fit (exact) stays on the
       device and is reused by every call.
     """
-    if model not in MODELS:
-        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+    model = V.check_model(model)
     if not isinstance(student, str) or student not in STUDENTS:
         raise ValueError(f"student must be one of {STUDENTS}, got {student!r}")
     init = check_init(init)

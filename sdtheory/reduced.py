@@ -50,11 +50,11 @@ import numpy as np
 
 from . import _validation as V
 from ._x64 import float64
-from .closed_form import shrink_factors
-from .exact import DEFAULT_MAX_ITER, DEFAULT_TOL, ExactResult, check_options, exact_phi_core, raise_unconverged
-from .losses import LOSSES, Loss
-from .metrics import TIE_TOL, correct_core
-from .refine import PLLResult, _closed, pll_rounds_core, round_fit
+from ._src.closed import shrink_factors
+from ._src.exact import DEFAULT_MAX_ITER, DEFAULT_TOL, ExactResult, check_options, exact_phi_core, raise_unconverged
+from ._src.losses import LOSSES, Loss
+from ._src.rules import TIE_TOL, correct_core
+from ._src.pll import PLLResult, _closed, pll_rounds_core, round_fit
 
 __all__ = [
     "SEARCH_ROUNDS",
@@ -583,14 +583,6 @@ def resolve_corr(c: Any, d: Any, corr: Any, class_sizes: Any) -> np.ndarray:
 # Public
 # --------------------------------------------------------------------------
 
-MODELS = ("closed", "exact")
-
-
-def check_model(model: Any) -> str:
-    if not isinstance(model, str) or model not in MODELS:
-        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
-    return model
-
 
 def exact_options(loss: Any, q: Any, options: dict) -> dict:
     """Validated exact-solver options (``tol``, ``max_iter``, ``on_failure``, ``solver``) with defaults."""
@@ -661,7 +653,7 @@ def block_type_outputs(
     arr = check_counts(counts)
     k = arr.shape[0]
     lam = V.check_lam(lam)
-    model = check_model(model)
+    model = V.check_model(model)
     rr = V.resolve_rounds(rounds, num_rounds, maximum=V.MAX_NUM_ROUNDS - 1, why="the rounds are a chain")
     check_type_problem(k * k, k, "counts", num_rounds=int(rr.max()) + 1)
     R = resolve_corr(c, d, corr, arr.sum(axis=1))

@@ -53,7 +53,7 @@ from . import experiments as E
 from ._x64 import float64
 from .data import Dataset, make_features
 from .exact import ExactResult, exact_phi_core, exact_predict
-from .metrics import TIE_TOL
+from ._src.rules import TIE_TOL
 from .noise import confusable_clusters, corruption_matrix, sample_labels
 from .predictor import predictor
 from .refine import exact_fit, pll_rounds_core, round_fit

@@ -65,14 +65,14 @@ import numpy as np
 from . import _validation as V
 from ._x64 import float64
 from .block import balanced_block_eigenvalues
-from .losses import get_loss
-from .metrics import TIE_TOL, correct_core
+from ._src.exact import raise_unconverged
+from ._src.losses import get_loss
+from ._src.rules import TIE_TOL, correct_core, top2_mask_core
 from .noise import validate_corruption_matrix
 from .reduced import (
     SEARCH_ROUNDS,
     TYPE_MEMORY_LIMIT,
     all_correct_search_core,
-    check_model,
     check_type_problem,
     finite_sample_core,
     exact_options as _exact_options,
@@ -82,7 +82,6 @@ from .reduced import (
     type_problem_bytes,
     type_spectrum_core,
 )
-from .refine import top2_mask_core
 
 __all__ = [
     "BEYOND_RANGE",
@@ -642,7 +641,7 @@ def _reduced_problem(fractions, c, d, corr, per_class, num_rounds=1):
 
 def _uses_reduced(model, corr, c, d, exact_options) -> bool:
     """Validate ``model``; True when the answer comes from the reduced model (exact, or a general ``corr``)."""
-    model = check_model(model)
+    model = V.check_model(model)
     if model == "closed" and exact_options:
         raise TypeError(f"unexpected keyword arguments for the linearised model: {sorted(exact_options)}")
     if corr is None and (c is None or d is None):
@@ -673,14 +672,13 @@ def _check_exact_concrete(opts: dict, kernel: str, **values: Any) -> None:
 
 def _reduced_search(fractions, c, d, corr, lam, per_class, model, search_rounds, tie_tol, stop_at_first, options):
     """:class:`sdtheory.reduced.SearchResult` of the population rounds (validating; raises on solver failure)."""
-    from .metrics import _check_tie_tol
 
     f, ts, tgt = _reduced_problem(fractions, c, d, corr, per_class)
     _check_scalar_lam(lam)
     search_rounds = V.check_int(
         search_rounds, "search_rounds", minimum=1, maximum=V.MAX_NUM_ROUNDS, why="the rounds are evaluated one by one"
     )
-    tie_tol = _check_tie_tol(tie_tol)
+    tie_tol = V.check_tie_tol(tie_tol)
     opts = _exact_options("ce", 0.7, options) if model == "exact" else {}
     _check_exact_concrete(opts, "sdtheory.reduced.all_correct_search_core", fractions=fractions, lam=lam)
     out = all_correct_search_core(
@@ -967,7 +965,6 @@ def pll_accuracy_prediction(
     (:func:`sdtheory.refine.pll_rounds_core`); ``exact_options``: ``tol``,
     ``max_iter``, ``on_failure``, ``solver``.
     """
-    from .metrics import _check_tie_tol
 
     f = _check_fractions(fractions)
     _check_pll_size(f)
@@ -989,7 +986,7 @@ def pll_accuracy_prediction(
             ts,
             tgt,
             jnp.asarray(lam, dtype=float),
-            _check_tie_tol(tie_tol),
+            V.check_tie_tol(tie_tol),
             model=model,
             num_rounds=num_rounds,
             loss=loss,
@@ -998,11 +995,9 @@ def pll_accuracy_prediction(
         )
         _check_exact_concrete(opts, "sdtheory.reduced.type_pll_core", result=res.converged)
         if model == "exact" and opts["on_failure"] == "raise":
-            from .exact import raise_unconverged
-
             raise_unconverged(res, opts["tol"], opts["max_iter"])
-        return _pll_from_types(f, ts, res, _check_tie_tol(tie_tol))
-    return pll_prediction_core(f, _log_factors(f, c, d, lam, per_class), num_rounds, _check_tie_tol(tie_tol))
+        return _pll_from_types(f, ts, res, V.check_tie_tol(tie_tol))
+    return pll_prediction_core(f, _log_factors(f, c, d, lam, per_class), num_rounds, V.check_tie_tol(tie_tol))
 
 
 class FiniteSamplePrediction(NamedTuple):
@@ -1076,14 +1071,13 @@ def finite_sample_prediction(
     ``C``: ``(K, K)`` corruption matrix; ``(c, d)`` or ``corr`` as in
     :func:`min_rounds`; ``seed``: the draws' random seed.
     """
-    from .metrics import _check_tie_tol
 
     Cv = validate_corruption_matrix(C, name="C")
     k = Cv.shape[0]
     n = V.check_size(per_class, "per_class", minimum=1)
     if k * n > V.MAX_COUNT:
         raise ValueError(f"per_class * K (the number of instances N) must be at most {V.MAX_COUNT}, got {n} * {k}")
-    model = check_model(model)
+    model = V.check_model(model)
     get_loss(pll_loss, "pll_loss")
     if model == "closed" and (exact_options or pll_loss != "ce"):
         raise TypeError("the linearised model takes no exact-solver options and only pll_loss='ce'")
@@ -1105,7 +1099,7 @@ def finite_sample_prediction(
         jnp.full((k,), n),
         jnp.asarray(R),
         jnp.asarray(lam, dtype=float),
-        _check_tie_tol(tie_tol),
+        V.check_tie_tol(tie_tol),
     )
     static = dict(model=model, num_rounds=num_rounds, pll_loss=pll_loss, q=float(q))
     static.update({x: opts[x] for x in ("tol", "max_iter", "solver") if x in opts})

@@ -29,17 +29,20 @@ temperature rescales the centred outputs and never changes a prediction.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
-from collections.abc import Callable
+from typing import Any, Optional
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from . import _validation as V
-from .metrics import TIE_TOL, _check_tie_tol
-from .refine import top1_mask_core
-from .spectral import Spectrum, apply_spectral, apply_spectral_to
+from ._src.closed import (
+    Variant,
+    closed_variant_core,
+    linear_chain_core,
+    next_targets_core,
+    next_targets_linear_core,
+    target_multipliers_core,
+)
+from ._src.rules import TIE_TOL, hard_targets_core
 
 __all__ = [
     "Variant",
@@ -54,27 +57,6 @@ __all__ = [
 ]
 
 
-class Variant(NamedTuple):
-    """How round ``r``'s targets come from round ``r - 1`` (the defaults are plain SD).
-
-    Attributes:
-      temperature: ``tau > 0``; the teacher's logits are divided by it.
-      xi: distillation weight in ``[0, 1]``; ``1 - xi`` of the given labels is mixed in.
-      hard: one-hot argmax targets instead of soft ones.
-      tie_tol: the tie tolerance of the argmax (:data:`sdtheory.TIE_TOL`).
-    """
-
-    temperature: float = 1.0
-    xi: float = 1.0
-    hard: bool = False
-    tie_tol: float = TIE_TOL
-
-    @property
-    def is_plain(self) -> bool:
-        """True for plain SD (``T_r = P_{r-1}``)."""
-        return self.temperature == 1.0 and self.xi == 1.0 and not self.hard
-
-
 def check_variant(temperature: Any = 1.0, xi: Any = 1.0, hard: Any = False, tie_tol: Any = TIE_TOL) -> Variant:
     """Validated :class:`Variant`; ``ValueError``/``TypeError`` naming the bad argument."""
     if V.is_tracer(temperature) or V.is_tracer(xi):
@@ -87,7 +69,7 @@ def check_variant(temperature: Any = 1.0, xi: Any = 1.0, hard: Any = False, tie_
         raise ValueError(f"temperature must be > 0, got {tau:g}")
     x = V.check_real(xi, "xi", minimum=0.0, maximum=1.0)
     h = V.check_bool(hard, "hard")
-    return Variant(tau, x, h, _check_tie_tol(tie_tol))
+    return Variant(tau, x, h, V.check_tie_tol(tie_tol))
 
 
 def resolve_lam(lam: Any, lam_schedule: Any, num_rounds: Optional[int] = None) -> tuple:
@@ -129,157 +111,6 @@ def resolve_lam(lam: Any, lam_schedule: Any, num_rounds: Optional[int] = None) -
 # --------------------------------------------------------------------------
 
 
-def hard_targets_core(scores: jax.Array, tie_tol: Any = TIE_TOL) -> jax.Array:
-    """One-hot argmax of ``scores`` ``(..., K)`` by the package's tie rule (lower index wins a tie)."""
-    return top1_mask_core(scores, tie_tol).astype(scores.dtype)
-
-
-def _mix(teacher, given, xi):
-    return xi * teacher + (1.0 - xi) * given
-
-
-def next_targets_core(
-    outputs: jax.Array,
-    logits: jax.Array,
-    given: jax.Array,
-    temperature: Any = 1.0,
-    xi: Any = 1.0,
-    hard: bool = False,
-    tie_tol: Any = TIE_TOL,
-) -> jax.Array:
-    """Exact model: round ``r``'s targets from round ``r - 1``'s outputs and logits ``(N, K)``.
-
-    ``hard`` is static (a Python bool). ``softmax(logits / tau)`` equals
-    ``softmax(log P / tau)``: the teacher's probabilities at temperature ``tau``.
-    """
-    if hard:
-        teacher = hard_targets_core(outputs, tie_tol)
-    else:  # shift first: (z - max z) / tau cannot overflow to inf - inf at a small tau
-        teacher = jax.nn.softmax((logits - jnp.max(logits, axis=-1, keepdims=True)) / temperature, axis=-1)
-    return _mix(teacher, given, xi)
-
-
-def next_targets_linear_core(
-    outputs: jax.Array, given: jax.Array, temperature: Any = 1.0, xi: Any = 1.0, hard: bool = False, tie_tol=TIE_TOL
-) -> jax.Array:
-    """Linearised model: as :func:`next_targets_core` with ``softmax(Z/tau)`` linearised, ``1/K + (P - 1/K)/tau``."""
-    k = outputs.shape[-1]
-    teacher = hard_targets_core(outputs, tie_tol) if hard else 1.0 / k + (outputs - 1.0 / k) / temperature
-    return _mix(teacher, given, xi)
-
-
 # --------------------------------------------------------------------------
 # Closed form of the variants
 # --------------------------------------------------------------------------
-
-
-def target_multipliers_core(q: jax.Array, rounds: jax.Array, temperature, xi) -> jax.Array:
-    """Centred-target multipliers ``m_r`` ``(R, M)`` for one ``lam`` (``q = s/(s + K N lam)``, ``(M,)``).
-
-    ``m_r = a^r + (1 - xi)(1 - a^r)/(1 - a)`` with ``a = xi q / tau`` (the
-    geometric sum is written as ``r`` where ``a`` is within roundoff of 1);
-    round ``r``'s outputs are ``1/K + U diag(q m_r) U^T (T - 1/K)``. Also the
-    kernel of :func:`sdtheory.closed_form.sd_mixed_outputs_core` (``tau = 1``).
-    """
-    r = rounds.astype(q.dtype)[:, None]
-    a = (xi * q / temperature)[None, :]
-    ar = a**r
-    geo = jnp.where(jnp.abs(1.0 - a) > 1e-12, (1.0 - ar) / jnp.where(jnp.abs(1.0 - a) > 1e-12, 1.0 - a, 1.0), r)
-    return ar + (1.0 - xi) * geo
-
-
-def _scheduled_multipliers(qs: jax.Array, temperature, xi) -> jax.Array:
-    """A schedule: ``m_0 = 1``, ``m_r = (xi q_{r-1}/tau) m_{r-1} + (1 - xi)``; ``qs`` ``(R, M)`` -> ``(R, M)``."""
-
-    def step(m, q):
-        return (xi * q / temperature) * m + (1.0 - xi), m
-
-    _, ms = jax.lax.scan(step, jnp.ones_like(qs[0]), qs)
-    return ms
-
-
-def closed_variant_core(
-    spec: Spectrum,
-    targets: jax.Array,
-    lams: jax.Array,
-    rounds: jax.Array,
-    temperature: Any = 1.0,
-    xi: Any = 1.0,
-    hard: bool = False,
-    tie_tol: Any = TIE_TOL,
-    cross: Optional[jax.Array] = None,
-    schedule: bool = False,
-) -> jax.Array:
-    """Linearised outputs ``(R, N, K)`` of a variant (or ``(R, N_test, K)`` with ``cross = G_test,train U``).
-
-    ``lams`` is one ``lam`` (``schedule=False``) or one per round
-    ``0..len(lams)-1`` (``schedule=True``; then ``max(rounds) < len(lams)``).
-    Without ``hard`` the outputs are the closed form of the module
-    docstring; with ``hard`` (static) round ``r``'s targets are chained: each
-    round is the one-round closed form on the previous round's hard targets,
-    so rounds ``0..max(rounds)`` are computed. Not jitted (``rounds`` must be
-    concrete when ``hard`` or ``schedule``); no validation.
-    """
-    n, k = targets.shape
-    given = targets
-    c0 = targets - 1.0 / k
-    s = spec.eigvals
-    rounds = jnp.asarray(rounds)
-    if schedule or hard:
-        count = int(np.max(np.asarray(rounds))) + 1
-        lam_r = lams[:count] if schedule else jnp.broadcast_to(lams, (count,))
-        ridges = k * n * lam_r  # (R_all,)
-    if not hard:
-        if schedule:
-            qs = s[None, :] / (s[None, :] + ridges[:, None])
-            m = _scheduled_multipliers(qs, temperature, xi)[rounds]
-            ridge_r = ridges[rounds][:, None]
-        else:
-            ridge = k * n * lams
-            m = target_multipliers_core(s / (s + ridge), rounds, temperature, xi)
-            ridge_r = jnp.full((rounds.shape[0], 1), ridge, s.dtype)
-        if cross is None:
-            return 1.0 / k + apply_spectral(
-                spec, lambda ev: m * ev[None, :] / (ev[None, :] + ridge_r), c0, vanishes_at_zero=True
-            )
-        return 1.0 / k + apply_spectral_to(spec, lambda ev: m / (ev[None, :] + ridge_r), c0, cross)
-
-    u = spec.eigvecs
-
-    def one_round(t, ridge):
-        out = 1.0 / k + u @ ((s / (s + ridge))[:, None] * (u.T @ (t - 1.0 / k)))
-        nxt = next_targets_linear_core(out, given, temperature, xi, True, tie_tol)
-        return nxt, (t, out)
-
-    _, (ts, outs) = jax.lax.scan(one_round, targets, ridges)
-    if cross is None:
-        return outs[rounds]
-    ts = ts[rounds]
-    coef = jnp.einsum("nm,rnk->rmk", u, ts - 1.0 / k)
-    return 1.0 / k + jnp.einsum("tm,rm,rmk->rtk", cross, 1.0 / (s[None, :] + ridges[rounds][:, None]), coef)
-
-
-def linear_chain_core(
-    fit: Callable[[jax.Array], Any],
-    targets: jax.Array,
-    num_rounds: int,
-    temperature: Any = 1.0,
-    xi: Any = 1.0,
-    hard: bool = False,
-    tie_tol: Any = TIE_TOL,
-) -> jax.Array:
-    """Outputs ``(num_rounds, N, K)`` of a variant chained through any one-round linearised fit.
-
-    ``fit(targets)`` returns a :class:`sdtheory.refine.Fit` (e.g.
-    :func:`sdtheory.refine.closed_fit` or :func:`sdtheory.refine.block_fit`);
-    round ``r``'s targets come from :func:`next_targets_linear_core`. Pure
-    and jit-able (``num_rounds`` and ``hard`` static); the Monte Carlo engine
-    uses it.
-    """
-
-    def step(t, _):
-        p = fit(t).outputs
-        return next_targets_linear_core(p, targets, temperature, xi, hard, tie_tol), p
-
-    _, outs = jax.lax.scan(step, targets, None, length=num_rounds)
-    return outs

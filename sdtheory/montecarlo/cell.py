@@ -45,20 +45,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..block import (
-    BlockSpectrum,
-    _block_spectrum,
-    block_classes,
-    block_outputs_core,
-    sample_block_features_core,
-)
-from ..closed_form import sd_outputs_core
-from ..exact import exact_outputs_core, spectral_features
-from ..metrics import correct_core
+from .._src.block import BlockSpectrum, _block_spectrum, block_outputs_core, sample_block_features_core
+from ..block import block_classes
+from .._src.closed import sd_outputs_core
+from .._src.exact import exact_outputs_core, spectral_features
+from .._src.rules import correct_core
 from ..noise import corruption_matrix_core, empirical_fractions_core, sample_labels_exact_core, sample_labels_iid_core
 from ..reduced import corr_from_cd, label_types, reduced_exact_core, reduced_exact_fit, type_spectrum_core
-from ..refine import block_fit, closed_fit, exact_fit, pll_rounds_core, round_fit
-from ..spectral import _feature_spectrum as feature_spectrum
+from .._src.pll import block_fit, closed_fit, exact_fit, pll_rounds_core, round_fit
+from .._src.spectral import _feature_spectrum as feature_spectrum
 from ..theorems import (
     LogFactors,
     all_correct_at_core,
@@ -69,7 +64,7 @@ from ..theorems import (
     pll_condition_core,
     pll_prediction_core,
 )
-from ..variants import Variant, linear_chain_core
+from .._src.closed import Variant, linear_chain_core
 from .config import SimConfig
 
 __all__ = ["Point", "Shared", "make_point", "make_shared", "point_spectra", "simulate_cell"]

@@ -18,9 +18,9 @@ import numpy as np
 
 from .. import _validation as V
 from ..block import check_sampler_cd
-from ..exact import DEFAULT_MAX_ITER, DEFAULT_TOL, SOLVERS
-from ..losses import check_q, get_loss
-from ..metrics import TIE_TOL, _check_tie_tol
+from .._src.exact import DEFAULT_MAX_ITER, DEFAULT_TOL, SOLVERS
+from .._src.losses import check_q, get_loss
+from .._src.rules import TIE_TOL
 from ..noise import canonical_kind, check_clusters
 from ..variants import check_variant
 
@@ -154,7 +154,7 @@ def make_config(
     get_loss(pll_loss, "pll_loss")
     pll_q = check_q(pll_q, "pll_q")
     exact_labels = V.check_bool(exact_labels, "exact_labels")
-    tie_tol = _check_tie_tol(tie_tol)
+    tie_tol = V.check_tie_tol(tie_tol)
     variant = check_variant(temperature, xi, hard)
     return SimConfig(
         k,

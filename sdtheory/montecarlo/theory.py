@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..metrics import correct_core
+from .._src.rules import correct_core
 from ..noise import corruption_matrix_core
 from ..reduced import (
     corr_from_cd,

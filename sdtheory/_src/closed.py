@@ -1,0 +1,310 @@
+r"""The linearised closed form of multi-round self-distillation, every variant included (pure; no validation).
+
+Model (docs/theory.md sections 1-2, docs/closed_form.md, docs/variants.md):
+``N`` instances, ``K`` classes, Gram ``G = U diag(s) U^T``, targets ``T``
+(``N x K``), objective ``(1/N) sum_i CE(t_i, softmax(W x_i)) + (lam/2) ||W||^2``.
+Linearising the softmax at zero logits, round ``r`` (0 = the teacher) has
+outputs ``P_r - 1/K = S^{r+1} (T - 1/K)`` with ``S = G (G + K N lam I)^{-1}``:
+each round multiplies the centred labels along ``u_m`` by
+``q_m = s_m / (s_m + K N lam)``.
+
+The variants change how round ``r``'s targets come from round ``r - 1``
+(:class:`Variant`): temperature ``tau``, mixing weight ``xi`` with the given
+labels, hard (argmax) targets, and one ``lam`` per round. Their closed form
+is ``1/K + U diag(q_r m_r) U^T (Y - 1/K)`` with ``m_0 = 1`` and
+``m_r = (xi q_{r-1} / tau) m_{r-1} + (1 - xi)``; hard targets have no closed
+form and run as a chain of linearised rounds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional, Union
+from collections.abc import Callable, Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .rules import TIE_TOL, hard_targets_core
+from .spectral import Spectrum, apply_spectral, apply_spectral_to
+
+
+RoundsLike = Union[int, Sequence[int], np.ndarray]
+
+
+def shrink_factors(eigvals: jax.Array, ridge: jax.Array) -> jax.Array:
+    """Per-round multiplier ``q = s / (s + ridge)`` (``ridge = K N lam`` for CE)."""
+    return eigvals / (eigvals + ridge)
+
+
+def _check_kernel_args(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> None:
+    """The closed-form kernels' contract (trace-time): ``U (N, M)``, ``s (M,)``, ``T (N, K)``, 0-d lam, 1-D rounds."""
+    chex.assert_rank([targets, spec.eigvecs, spec.eigvals, lam, rounds], [2, 2, 1, 0, 1])
+    chex.assert_shape(spec.eigvecs, (targets.shape[0], spec.eigvals.shape[0]))
+
+
+@jax.jit
+def sd_outputs_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> jax.Array:
+    """Closed-form outputs ``(R, N, K)`` from a precomputed :class:`Spectrum`.
+
+    No validation: use :func:`sd_outputs` or :func:`sdtheory.predictor` at the
+    public boundary. Vmaps over ``targets`` and ``lam``; ``rounds`` is an
+    array of round indices (a batch of them is one call).
+    """
+    _check_kernel_args(spec, targets, lam, rounds)
+    n, k = targets.shape
+    ridge = k * n * lam
+    centred = targets - 1.0 / k
+    exps = (jnp.asarray(rounds) + 1).astype(spec.eigvals.dtype)
+
+    def fn(s):
+        return shrink_factors(s, ridge)[None, :] ** exps[:, None]
+
+    return 1.0 / k + apply_spectral(spec, fn, centred, vanishes_at_zero=True)
+
+
+@jax.jit
+def sd_predictions_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> jax.Array:
+    """Predicted classes ``(R, N)`` of the closed-form rounds, in ``O(N K)`` memory.
+
+    Same numbers as ``argmax(sd_outputs_core(...), -1)`` but the rounds are
+    evaluated one at a time (``lax.map``), so the ``(R, N, K)`` outputs are never
+    held at once: use it at large ``N K R``. Only the eigen-directions matter
+    (the null space has factor 0 for every round).
+    """
+    n, k = targets.shape
+    ridge = k * n * lam
+    u = spec.eigvecs
+    coef = u.T @ (targets - 1.0 / k)
+    q = shrink_factors(spec.eigvals, ridge)
+
+    def one(r):
+        return jnp.argmax(u @ (q[:, None] ** (r + 1.0) * coef), axis=-1)
+
+    return jax.lax.map(one, jnp.asarray(rounds).astype(q.dtype))
+
+
+@jax.jit
+def sd_mixed_outputs_core(
+    spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array, xi: jax.Array
+) -> jax.Array:
+    r"""Closed form for mixed targets ``T_r = xi P_{r-1} + (1 - xi) T`` (``T_0 = T``).
+
+    Per eigen-direction with ``q = s/(s + K N lam)`` the centred targets are
+    multiplied by ``m_r = (1 - xi) q (1 - (xi q)^r)/(1 - xi q) + xi^r q^{r+1}``,
+    the solution of ``m_0 = q``, ``m_r = q ((1 - xi) + xi m_{r-1})``.
+    """
+
+    n, k = targets.shape
+    ridge = k * n * lam
+
+    def fn(s):
+        q = shrink_factors(s, ridge)
+        return q[None, :] * target_multipliers_core(q, jnp.asarray(rounds), 1.0, xi)
+
+    return 1.0 / k + apply_spectral(spec, fn, targets - 1.0 / k, vanishes_at_zero=True)
+
+
+@jax.jit
+def sd_test_outputs_core(
+    spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array, cross: jax.Array
+) -> jax.Array:
+    r"""Linearised outputs of round ``r`` on new points, ``(R, N_test, K)``.
+
+    The round-``r`` weights are ``W_r = (T_r - P_r)^T X / (N lam)`` so a new
+    point gets logits ``G_{test} (T_r - P_r) / (N lam)`` and linearised output
+    ``1/K + G_{test} (T_r - P_r) / (K N lam)``. In the eigenbasis
+    ``T_r - P_r`` has multiplier ``q^r - q^{r+1} = q^r K N lam / (s + K N lam)``,
+    so the output is ``1/K + cross diag(q^r / (s + K N lam)) U^T (T - 1/K)``
+    with ``cross = G_{test,train} U``.
+    """
+    _check_kernel_args(spec, targets, lam, rounds)
+    chex.assert_shape(cross, (None, spec.eigvals.shape[0]))
+    n, k = targets.shape
+    ridge = k * n * lam
+    exps = jnp.asarray(rounds).astype(spec.eigvals.dtype)
+
+    def fn(s):
+        return shrink_factors(s, ridge)[None, :] ** exps[:, None] / (s + ridge)[None, :]
+
+    return 1.0 / k + apply_spectral_to(spec, fn, targets - 1.0 / k, cross)
+
+
+@jax.jit
+def kernel_ridge_sd_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> jax.Array:
+    """Kernel-ridge (squared-loss) SD: ``f_r = (G (G + N lam I)^{-1})^{r+1} y``. Exact."""
+    n = targets.shape[0]
+    exps = (jnp.asarray(rounds) + 1).astype(spec.eigvals.dtype)
+
+    def fn(s):
+        return shrink_factors(s, n * lam)[None, :] ** exps[:, None]
+
+    return apply_spectral(spec, fn, targets, vanishes_at_zero=True)
+
+
+class Variant(NamedTuple):
+    """How round ``r``'s targets come from round ``r - 1`` (the defaults are plain SD).
+
+    Attributes:
+      temperature: ``tau > 0``; the teacher's logits are divided by it.
+      xi: distillation weight in ``[0, 1]``; ``1 - xi`` of the given labels is mixed in.
+      hard: one-hot argmax targets instead of soft ones.
+      tie_tol: the tie tolerance of the argmax (:data:`sdtheory.TIE_TOL`).
+    """
+
+    temperature: float = 1.0
+    xi: float = 1.0
+    hard: bool = False
+    tie_tol: float = TIE_TOL
+
+    @property
+    def is_plain(self) -> bool:
+        """True for plain SD (``T_r = P_{r-1}``)."""
+        return self.temperature == 1.0 and self.xi == 1.0 and not self.hard
+
+
+def _mix(teacher, given, xi):
+    return xi * teacher + (1.0 - xi) * given
+
+
+def next_targets_core(
+    outputs: jax.Array,
+    logits: jax.Array,
+    given: jax.Array,
+    temperature: Any = 1.0,
+    xi: Any = 1.0,
+    hard: bool = False,
+    tie_tol: Any = TIE_TOL,
+) -> jax.Array:
+    """Exact model: round ``r``'s targets from round ``r - 1``'s outputs and logits ``(N, K)``.
+
+    ``hard`` is static (a Python bool). ``softmax(logits / tau)`` equals
+    ``softmax(log P / tau)``: the teacher's probabilities at temperature ``tau``.
+    """
+    if hard:
+        teacher = hard_targets_core(outputs, tie_tol)
+    else:  # shift first: (z - max z) / tau cannot overflow to inf - inf at a small tau
+        teacher = jax.nn.softmax((logits - jnp.max(logits, axis=-1, keepdims=True)) / temperature, axis=-1)
+    return _mix(teacher, given, xi)
+
+
+def next_targets_linear_core(
+    outputs: jax.Array, given: jax.Array, temperature: Any = 1.0, xi: Any = 1.0, hard: bool = False, tie_tol=TIE_TOL
+) -> jax.Array:
+    """Linearised model: as :func:`next_targets_core` with ``softmax(Z/tau)`` linearised, ``1/K + (P - 1/K)/tau``."""
+    k = outputs.shape[-1]
+    teacher = hard_targets_core(outputs, tie_tol) if hard else 1.0 / k + (outputs - 1.0 / k) / temperature
+    return _mix(teacher, given, xi)
+
+
+def target_multipliers_core(q: jax.Array, rounds: jax.Array, temperature, xi) -> jax.Array:
+    """Centred-target multipliers ``m_r`` ``(R, M)`` for one ``lam`` (``q = s/(s + K N lam)``, ``(M,)``).
+
+    ``m_r = a^r + (1 - xi)(1 - a^r)/(1 - a)`` with ``a = xi q / tau`` (the
+    geometric sum is written as ``r`` where ``a`` is within roundoff of 1);
+    round ``r``'s outputs are ``1/K + U diag(q m_r) U^T (T - 1/K)``. Also the
+    kernel of :func:`sdtheory.closed_form.sd_mixed_outputs_core` (``tau = 1``).
+    """
+    r = rounds.astype(q.dtype)[:, None]
+    a = (xi * q / temperature)[None, :]
+    ar = a**r
+    geo = jnp.where(jnp.abs(1.0 - a) > 1e-12, (1.0 - ar) / jnp.where(jnp.abs(1.0 - a) > 1e-12, 1.0 - a, 1.0), r)
+    return ar + (1.0 - xi) * geo
+
+
+def _scheduled_multipliers(qs: jax.Array, temperature, xi) -> jax.Array:
+    """A schedule: ``m_0 = 1``, ``m_r = (xi q_{r-1}/tau) m_{r-1} + (1 - xi)``; ``qs`` ``(R, M)`` -> ``(R, M)``."""
+
+    def step(m, q):
+        return (xi * q / temperature) * m + (1.0 - xi), m
+
+    _, ms = jax.lax.scan(step, jnp.ones_like(qs[0]), qs)
+    return ms
+
+
+def closed_variant_core(
+    spec: Spectrum,
+    targets: jax.Array,
+    lams: jax.Array,
+    rounds: jax.Array,
+    temperature: Any = 1.0,
+    xi: Any = 1.0,
+    hard: bool = False,
+    tie_tol: Any = TIE_TOL,
+    cross: Optional[jax.Array] = None,
+    schedule: bool = False,
+) -> jax.Array:
+    """Linearised outputs ``(R, N, K)`` of a variant (or ``(R, N_test, K)`` with ``cross = G_test,train U``).
+
+    ``lams`` is one ``lam`` (``schedule=False``) or one per round
+    ``0..len(lams)-1`` (``schedule=True``; then ``max(rounds) < len(lams)``).
+    Without ``hard`` the outputs are the closed form of the module
+    docstring; with ``hard`` (static) round ``r``'s targets are chained: each
+    round is the one-round closed form on the previous round's hard targets,
+    so rounds ``0..max(rounds)`` are computed. Not jitted (``rounds`` must be
+    concrete when ``hard`` or ``schedule``); no validation.
+    """
+    n, k = targets.shape
+    given = targets
+    c0 = targets - 1.0 / k
+    s = spec.eigvals
+    rounds = jnp.asarray(rounds)
+    if schedule or hard:
+        count = int(np.max(np.asarray(rounds))) + 1
+        lam_r = lams[:count] if schedule else jnp.broadcast_to(lams, (count,))
+        ridges = k * n * lam_r  # (R_all,)
+    if not hard:
+        if schedule:
+            qs = s[None, :] / (s[None, :] + ridges[:, None])
+            m = _scheduled_multipliers(qs, temperature, xi)[rounds]
+            ridge_r = ridges[rounds][:, None]
+        else:
+            ridge = k * n * lams
+            m = target_multipliers_core(s / (s + ridge), rounds, temperature, xi)
+            ridge_r = jnp.full((rounds.shape[0], 1), ridge, s.dtype)
+        if cross is None:
+            return 1.0 / k + apply_spectral(
+                spec, lambda ev: m * ev[None, :] / (ev[None, :] + ridge_r), c0, vanishes_at_zero=True
+            )
+        return 1.0 / k + apply_spectral_to(spec, lambda ev: m / (ev[None, :] + ridge_r), c0, cross)
+
+    u = spec.eigvecs
+
+    def one_round(t, ridge):
+        out = 1.0 / k + u @ ((s / (s + ridge))[:, None] * (u.T @ (t - 1.0 / k)))
+        nxt = next_targets_linear_core(out, given, temperature, xi, True, tie_tol)
+        return nxt, (t, out)
+
+    _, (ts, outs) = jax.lax.scan(one_round, targets, ridges)
+    if cross is None:
+        return outs[rounds]
+    ts = ts[rounds]
+    coef = jnp.einsum("nm,rnk->rmk", u, ts - 1.0 / k)
+    return 1.0 / k + jnp.einsum("tm,rm,rmk->rtk", cross, 1.0 / (s[None, :] + ridges[rounds][:, None]), coef)
+
+
+def linear_chain_core(
+    fit: Callable[[jax.Array], Any],
+    targets: jax.Array,
+    num_rounds: int,
+    temperature: Any = 1.0,
+    xi: Any = 1.0,
+    hard: bool = False,
+    tie_tol: Any = TIE_TOL,
+) -> jax.Array:
+    """Outputs ``(num_rounds, N, K)`` of a variant chained through any one-round linearised fit.
+
+    ``fit(targets)`` returns a :class:`sdtheory.refine.Fit` (e.g.
+    :func:`sdtheory.refine.closed_fit` or :func:`sdtheory.refine.block_fit`);
+    round ``r``'s targets come from :func:`next_targets_linear_core`. Pure
+    and jit-able (``num_rounds`` and ``hard`` static); the Monte Carlo engine
+    uses it.
+    """
+
+    def step(t, _):
+        p = fit(t).outputs
+        return next_targets_linear_core(p, targets, temperature, xi, hard, tie_tol), p
+
+    _, outs = jax.lax.scan(step, targets, None, length=num_rounds)
+    return outs
