@@ -402,6 +402,20 @@ def check_num_rounds(num_rounds: Any, name: str = "num_rounds") -> int:
     return check_int(num_rounds, name, minimum=1, maximum=MAX_NUM_ROUNDS, why=NUM_ROUNDS_WHY)
 
 
+def check_pll_rounds(num_rounds: Any, maximum: int = MAX_NUM_ROUNDS, why: str = NUM_ROUNDS_WHY) -> int:
+    """The number of PLL student rounds in ``num_rounds = R`` (rounds ``0..R-1``, the teacher included): ``R - 1``.
+
+    ``num_rounds`` means rounds ``0..R-1`` everywhere in the package; the PLL
+    student needs the teacher and at least one student, so ``R >= 2``.
+    """
+    if isinstance(num_rounds, numbers.Integral) and not isinstance(num_rounds, bool) and num_rounds == 1:
+        raise ValueError(
+            "num_rounds counts rounds 0..R-1 with the teacher as round 0 (as everywhere in sdtheory): the PLL "
+            "student needs num_rounds >= 2 (num_rounds=2: the teacher and one student), got 1"
+        )
+    return check_int(num_rounds, "num_rounds", minimum=2, maximum=maximum, why=why) - 1
+
+
 def resolve_rounds(rounds: Any, num_rounds: Any, *, maximum: int = MAX_ROUND, why: str = ROUND_WHY) -> np.ndarray:
     """Round indices from exactly one of ``rounds`` (indices, 0 = teacher) or ``num_rounds`` (a count).
 

@@ -4,8 +4,9 @@ The PLL student of Jeong & Chung (docs/theory.md section 8): fit the teacher
 (round 0) on the given targets; from its training outputs take every
 instance's two highest classes and make the target ``1/2`` on each (a partial
 label: "one of these two"); fit one student of the same form on these
-targets. With ``num_rounds = R > 1`` the refinement is iterated: student
-``j`` is fit on the top-2 targets of student ``j - 1``'s outputs.
+targets. ``num_rounds = R`` means rounds ``0..R-1`` as everywhere in the
+package: the teacher and ``R - 1`` students (default ``R = 2``, one student);
+student ``j`` is fit on the top-2 targets of student ``j - 1``'s outputs.
 
 **The top-2 rule** (:func:`top2_mask_core`, used by the public
 :func:`top2_targets`, every PLL pipeline, the Monte Carlo engine and the
@@ -114,7 +115,7 @@ def pll_student(
     model: str = "closed",
     loss: str = "ce",
     q: float = 0.7,
-    num_rounds: int = 1,
+    num_rounds: int = 2,
     tie_tol: float = TIE_TOL,
     init: str = "teacher",
     **exact_options: Any,
@@ -129,8 +130,9 @@ def pll_student(
       loss: student loss from :data:`sdtheory.LOSSES` (``"gce"``: exact only);
         the teacher always uses CE.
       q: GCE parameter in ``(0, 1]``.
-      num_rounds: number of student rounds ``1 <= R <= 10^5`` (iterated
-        refinement, one round after another).
+      num_rounds: ``R``, rounds ``0..R-1`` as everywhere in the package: the
+        teacher and ``R - 1`` student rounds (iterated refinement, one after
+        another), ``2 <= R <= 10^5``.
       tie_tol: the top-2 tie tolerance.
       init: the exact student's starting weights, ``"teacher"`` (each
         student starts from the weights of the model whose top 2 it fits, as
@@ -144,7 +146,7 @@ def pll_student(
       :class:`PLLResult`.
     """
 
-    num_rounds = V.check_num_rounds(num_rounds)
+    num_students = V.check_pll_rounds(num_rounds)
     init = check_init(init)
     model = V.check_model(model)
     get_loss(loss)
@@ -162,7 +164,7 @@ def pll_student(
     if model == "closed":
         assert unit.spec is not None  # need_spectrum
         fit = closed_fit(unit.spec, lam_a)
-        return pll_rounds_core(fit, fit(t), num_rounds, tie_tol)
+        return pll_rounds_core(fit, fit(t), num_students, tie_tol)
     opts: dict[str, Any] = dict(tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, on_failure="raise", solver=DEFAULT_SOLVER)
     unknown = sorted(set(exact_options) - set(opts))
     if unknown:
@@ -174,7 +176,7 @@ def pll_student(
     result = pll_rounds_core(
         exact_fit(phi, lam_a, loss=loss, q=float(q), **solve),
         exact_fit(phi, lam_a, loss="ce", q=float(q), **solve)(t),
-        num_rounds,
+        num_students,
         tie_tol,
         init,
     )
@@ -191,11 +193,14 @@ def pll_student_block_model(
     c: float,
     d: float,
     lam: Any,
-    num_rounds: int = 1,
+    num_rounds: int = 2,
     tie_tol: float = TIE_TOL,
 ) -> PLLResult:
-    """Closed-form PLL pipeline on the block Gram of ``classes`` without forming it (``O(N K)`` per fit)."""
-    num_rounds = V.check_num_rounds(num_rounds)
+    """Closed-form PLL pipeline on the block Gram of ``classes`` without forming it (``O(N K)`` per fit).
+
+    ``num_rounds = R``: the teacher and ``R - 1`` student rounds, as in :func:`pll_student`.
+    """
+    num_students = V.check_pll_rounds(num_rounds)
     n, k = V.check_targets(targets)
     V.check_pll_classes(k, "the columns of targets")
     classes = V.as_array(classes, "classes")
@@ -203,4 +208,4 @@ def pll_student_block_model(
     lam = V.check_lam(lam)
     bspec = checked_block_spectrum(sizes, c, d)
     fit = block_fit(bspec, jnp.asarray(classes), jnp.asarray(lam, dtype=float))
-    return pll_rounds_core(fit, fit(jnp.asarray(targets, dtype=float)), num_rounds, V.check_tie_tol(tie_tol))
+    return pll_rounds_core(fit, fit(jnp.asarray(targets, dtype=float)), num_students, V.check_tie_tol(tie_tol))

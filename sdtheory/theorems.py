@@ -425,8 +425,8 @@ class PLLPrediction(NamedTuple):
     """Type-level prediction of the PLL student in the linearised balanced block model.
 
     Attributes:
-      accuracy: ``(R,)`` training accuracy of student rounds ``1..R``.
-      correct: ``(R, K, K)`` whether instances of type (true ``k``, given
+      accuracy: ``(R - 1,)`` training accuracy of student rounds ``1..R-1`` (``num_rounds = R``).
+      correct: ``(R - 1, K, K)`` whether instances of type (true ``k``, given
         ``y``) are strictly correct after each student round.
       top2: ``(K, K, K)`` bool, the teacher's top-2 set for type ``(k, y)``.
       h: ``(K, K)`` ``h_k(l)``: fraction of class ``k`` whose teacher top-2
@@ -938,7 +938,7 @@ def pll_accuracy_prediction(
     d: Any = None,
     lam: Any,
     per_class: int,
-    num_rounds: int = 1,
+    num_rounds: int = 2,
     tie_tol: float = TIE_TOL,
     corr: Any = None,
     model: str = "closed",
@@ -955,8 +955,10 @@ def pll_accuracy_prediction(
 
     The type-level arrays are ``(K, K, K)``, about ``24 K**3`` bytes: ``K``
     above 447 (more than :data:`PLL_MEMORY_LIMIT` = 2 GiB) is refused with a
-    ``ValueError`` naming ``fractions``. ``num_rounds`` is at most
-    :data:`PLL_MAX_ROUNDS` ``= 100`` (the rounds are unrolled when compiled).
+    ``ValueError`` naming ``fractions``. ``num_rounds = R`` means rounds
+    ``0..R-1`` as everywhere in the package (the teacher and ``R - 1``
+    students, default 2), ``R - 1`` at most :data:`PLL_MAX_ROUNDS` ``= 100``
+    (the student rounds are unrolled when compiled).
 
     ``model="exact"`` (softmax teacher and students, student ``loss`` ``"ce"``
     or ``"gce"`` with ``q``) or a general ``corr``: the same prediction from
@@ -968,12 +970,8 @@ def pll_accuracy_prediction(
 
     f = _check_fractions(fractions)
     _check_pll_size(f)
-    num_rounds = V.check_int(
-        num_rounds,
-        "num_rounds",
-        minimum=1,
-        maximum=PLL_MAX_ROUNDS,
-        why="the student rounds are unrolled in the compiled program",
+    num_students = V.check_pll_rounds(
+        num_rounds, maximum=PLL_MAX_ROUNDS + 1, why="the student rounds are unrolled in the compiled program"
     )
     if _uses_reduced(model, corr, c, d, exact_options):
         if model == "closed" and loss != "ce":
@@ -981,14 +979,14 @@ def pll_accuracy_prediction(
         _check_scalar_lam(lam)
         opts = _exact_options(loss, q, exact_options) if model == "exact" else {}
         _check_exact_concrete(opts, "sdtheory.reduced.type_pll_core", fractions=fractions, lam=lam)
-        f, ts, tgt = _reduced_problem(fractions, c, d, corr, per_class, num_rounds + 1)
+        f, ts, tgt = _reduced_problem(fractions, c, d, corr, per_class, num_students + 1)
         res = type_pll_core(
             ts,
             tgt,
             jnp.asarray(lam, dtype=float),
             V.check_tie_tol(tie_tol),
             model=model,
-            num_rounds=num_rounds,
+            num_rounds=num_students,
             loss=loss,
             q=float(q),
             **{x: opts[x] for x in ("tol", "max_iter", "solver") if x in opts},
@@ -997,7 +995,7 @@ def pll_accuracy_prediction(
         if model == "exact" and opts["on_failure"] == "raise":
             raise_unconverged(res, opts["tol"], opts["max_iter"])
         return _pll_from_types(f, ts, res, V.check_tie_tol(tie_tol))
-    return pll_prediction_core(f, _log_factors(f, c, d, lam, per_class), num_rounds, V.check_tie_tol(tie_tol))
+    return pll_prediction_core(f, _log_factors(f, c, d, lam, per_class), num_students, V.check_tie_tol(tie_tol))
 
 
 class FiniteSamplePrediction(NamedTuple):

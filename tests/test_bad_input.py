@@ -491,12 +491,12 @@ CASES = {
         lambda: dict(num_rounds=1, model="exact", loss="gce", q=0.7, **THEORY, **EXACT_FLAG),
         slow=True,
     ),
-    "pll_accuracy_prediction": Case(sd.pll_accuracy_prediction, lambda: dict(num_rounds=1, tie_tol=1e-10, **THEORY)),
+    "pll_accuracy_prediction": Case(sd.pll_accuracy_prediction, lambda: dict(num_rounds=2, tie_tol=1e-10, **THEORY)),
     "pll_condition": Case(sd.pll_condition, lambda: dict(THEORY)),
     "log_block_factors": Case(sd.log_block_factors, lambda: dict(per_class=2, num_classes=3, c=0.4, d=0.1, lam=0.1)),
     # PLL and smoothing
     "pll_student[closed]": Case(
-        sd.pll_student, lambda: dict(targets=Y, lam=0.1, gram=G, model="closed", loss="ce", num_rounds=1, tie_tol=1e-10)
+        sd.pll_student, lambda: dict(targets=Y, lam=0.1, gram=G, model="closed", loss="ce", num_rounds=2, tie_tol=1e-10)
     ),
     "pll_student[exact]": Case(
         sd.pll_student,

@@ -111,7 +111,7 @@ def test_pll_student_equals_pll_pipeline():
     # solver="lbfgs" on both sides: one algorithm to compile instead of two (the test is compile-bound)
     opts = dict(lam=lam, loss="gce", solver="lbfgs")
     est = sd.SelfDistillationClassifier(num_rounds=3, student="pll", fit_intercept=False, **opts).fit(x, y)
-    ref = sd.pll_student(np.eye(4)[y], features=x, model="exact", num_rounds=2, **opts)
+    ref = sd.pll_student(np.eye(4)[y], features=x, model="exact", num_rounds=3, **opts)
     probs = est.round_proba(x)
     np.testing.assert_allclose(probs[0], ref.teacher, atol=1e-8)
     np.testing.assert_allclose(probs[1:], ref.outputs, atol=1e-7)

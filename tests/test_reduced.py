@@ -162,10 +162,10 @@ def test_exact_pll_prediction_vs_n_instance_pll_student(loss):
     C = np.array([[0.6, 0.3, 0.1], [0.1, 0.6, 0.3], [0.3, 0.1, 0.6]])
     classes, given = _exact_count_labels(n, np.round(n * C))
     gram = sd.block_gram(classes, c=c, d=d)
-    ref = sd.pll_student(np.eye(K)[given], lam=lam, gram=gram, model="exact", loss=loss, num_rounds=2, tol=1e-10)
+    ref = sd.pll_student(np.eye(K)[given], lam=lam, gram=gram, model="exact", loss=loss, num_rounds=3, tol=1e-10)
     ref_acc = np.asarray(sd.correct(ref.outputs, classes)).mean(axis=-1)
     pred = sd.pll_accuracy_prediction(
-        C, c=c, d=d, lam=lam, per_class=n, model="exact", loss=loss, num_rounds=2, tol=1e-10
+        C, c=c, d=d, lam=lam, per_class=n, model="exact", loss=loss, num_rounds=3, tol=1e-10
     )
     np.testing.assert_allclose(np.asarray(pred.accuracy), ref_acc, atol=1e-12)
     top2 = np.asarray(sd.top2_targets(ref.teacher)) > 0

@@ -47,7 +47,7 @@ def _problem(seed, n=30, k=3, dim=6):
 def test_pll_student_closed_form_matches_direct_solves(seed, loglam):
     X, G, Y = _problem(seed)
     lam = 10.0**loglam
-    res = sdtheory.pll_student(Y, lam=lam, gram=G, num_rounds=2)
+    res = sdtheory.pll_student(Y, lam=lam, gram=G, num_rounds=3)  # the teacher and two students
     teacher = _direct_round(G, Y, lam)
     t1 = _top2_numpy(teacher)
     s1 = _direct_round(G, t1, lam)
@@ -58,7 +58,7 @@ def test_pll_student_closed_form_matches_direct_solves(seed, loglam):
     np.testing.assert_allclose(res.outputs[0], s1, atol=1e-10)
     np.testing.assert_array_equal(res.targets[1], t2)
     np.testing.assert_allclose(res.outputs[1], s2, atol=1e-10)
-    feat = sdtheory.pll_student(Y, lam=lam, features=X, num_rounds=2)
+    feat = sdtheory.pll_student(Y, lam=lam, features=X, num_rounds=3)
     np.testing.assert_allclose(feat.outputs, res.outputs, atol=1e-9)
 
 
@@ -68,8 +68,8 @@ def test_pll_block_path_matches_gram_path():
     counts = np.array([[7, 3, 2], [1, 9, 2], [3, 4, 5]])  # distinct per row: no top-2 ties
     given_ = np.concatenate([np.repeat(np.arange(k), counts[i]) for i in range(k)])
     Y = np.eye(k)[given_]
-    res_b = sdtheory.pll_student_block_model(Y, true, c=c, d=d, lam=lam, num_rounds=2)
-    res_g = sdtheory.pll_student(Y, lam=lam, gram=sdtheory.block_gram(true, c=c, d=d), num_rounds=2)
+    res_b = sdtheory.pll_student_block_model(Y, true, c=c, d=d, lam=lam, num_rounds=3)
+    res_g = sdtheory.pll_student(Y, lam=lam, gram=sdtheory.block_gram(true, c=c, d=d), num_rounds=3)
     chex.assert_trees_all_close(res_b, res_g, atol=1e-10)  # every field: teacher, targets, outputs, flags
     np.testing.assert_array_equal(res_b.targets, res_g.targets)
 
@@ -128,6 +128,13 @@ def test_refine_bad_input():
         sdtheory.pll_student(Y, lam=1e-2, gram=G, model="adam")
     with pytest.raises(ValueError, match="rounds"):
         sdtheory.pll_student(Y, lam=1e-2, gram=G, num_rounds=0)
+    # num_rounds counts the teacher as round 0, as everywhere: one round is the teacher alone
+    for fn in (
+        lambda: sdtheory.pll_student(Y, lam=1e-2, gram=G, num_rounds=1),
+        lambda: sdtheory.pll_student_block_model(Y, np.arange(12) % 3, c=0.4, d=0.1, lam=1e-2, num_rounds=1),
+    ):
+        with pytest.raises(ValueError, match="needs num_rounds >= 2"):
+            fn()
     with pytest.raises(ValueError, match="exactly one"):
         sdtheory.pll_student(Y, lam=1e-2)
     with pytest.raises(ValueError, match="instances"):
@@ -263,8 +270,8 @@ def test_pll_init_ce_reaches_the_same_optimum_from_either_start(model_kwargs):
     np.testing.assert_allclose(out["teacher"][0], out["zero"][0], rtol=0, atol=1e-8)
     np.testing.assert_allclose(out["teacher"][1], out["zero"][1], rtol=1e-6, atol=1e-8)
     if not fi:  # the public pll_student (no intercept option) gives the same students from either start
-        a = sdtheory.pll_student(t, lam=lam, features=x, model="exact", num_rounds=2, init="teacher")
-        b = sdtheory.pll_student(t, lam=lam, features=x, model="exact", num_rounds=2, init="zero")
+        a = sdtheory.pll_student(t, lam=lam, features=x, model="exact", num_rounds=3, init="teacher")
+        b = sdtheory.pll_student(t, lam=lam, features=x, model="exact", num_rounds=3, init="zero")
         np.testing.assert_allclose(np.asarray(a.outputs), np.asarray(b.outputs), rtol=0, atol=1e-8)
         np.testing.assert_allclose(np.asarray(a.outputs), out["zero"][0][1:], rtol=0, atol=1e-8)
 

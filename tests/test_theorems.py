@@ -769,9 +769,11 @@ def test_theorem_bad_input():
         sdtheory.margin(np.ones((2, 3)) / 3)
     with pytest.raises(ValueError, match="rounds"):
         sdtheory.pll_accuracy_prediction(f, c=0.5, d=0.1, lam=1e-3, per_class=5, num_rounds=0)
+    with pytest.raises(ValueError, match="needs num_rounds >= 2"):  # round 0 is the teacher, as everywhere
+        sdtheory.pll_accuracy_prediction(f, c=0.5, d=0.1, lam=1e-3, per_class=5, num_rounds=1)
     # the PLL rounds are unrolled when compiled: a huge count is refused at once instead of hanging
-    for big in (T.PLL_MAX_ROUNDS + 1, np.uint64(2**64 - 1)):
-        with pytest.raises(ValueError, match="num_rounds must be <= 100"):
+    for big in (T.PLL_MAX_ROUNDS + 2, np.uint64(2**64 - 1)):
+        with pytest.raises(ValueError, match="num_rounds must be <= 101"):
             sdtheory.pll_accuracy_prediction(f, c=0.5, d=0.1, lam=1e-3, per_class=5, num_rounds=big)
     # the theorem functions call their matrix "fractions"
     for fn in (sdtheory.min_rounds, sdtheory.all_correct_rounds, sdtheory.pll_condition):
@@ -798,7 +800,7 @@ def test_multi_round_pll_prediction_matches_eigh_pipeline(data, shape, c, dfrac,
         margin_ = pt - np.where(np.eye(k, dtype=bool)[true], -np.inf, prev).max(-1)
         assume(np.all(np.abs(margin_) > TIE))
         accs.append(np.mean(margin_ > 0))
-    pred = sdtheory.pll_accuracy_prediction(f, c=c, d=d, lam=lam, per_class=n, num_rounds=3)
+    pred = sdtheory.pll_accuracy_prediction(f, c=c, d=d, lam=lam, per_class=n, num_rounds=4)
     np.testing.assert_allclose(np.asarray(pred.accuracy), accs, atol=1e-12)
 
 
@@ -959,7 +961,7 @@ THEOREMS_TRACEABLE = {
     "all_correct_at": _per_fractions_and_lam(lambda f, lam: sdtheory.all_correct_at(f, [0, 3, 50], lam=lam, **_KW)),
     "pll_condition": _per_fractions_and_lam(lambda f, lam: sdtheory.pll_condition(f, lam=lam, **_KW)),
     "pll_accuracy_prediction": _per_fractions_and_lam(
-        lambda f, lam: sdtheory.pll_accuracy_prediction(f, lam=lam, num_rounds=2, **_KW)
+        lambda f, lam: sdtheory.pll_accuracy_prediction(f, lam=lam, num_rounds=3, **_KW)
     ),
     "log_block_factors": [(lambda lam: T.log_block_factors(num_classes=3, lam=lam, **_KW), _LAMS)],
 }
@@ -1074,7 +1076,7 @@ def test_pll_theorems_need_three_classes():
     with pytest.raises(ValueError, match="PLL student needs K >= 3"):
         sdtheory.pll_condition(f, c=0.4, d=0.1, lam=1e-3, per_class=50)
     with pytest.raises(ValueError, match="PLL student needs K >= 3"):
-        sdtheory.pll_accuracy_prediction(f, c=0.4, d=0.1, lam=1e-3, per_class=50, num_rounds=1)
+        sdtheory.pll_accuracy_prediction(f, c=0.4, d=0.1, lam=1e-3, per_class=50)
 
 
 # --------------------------------------------------------------------------

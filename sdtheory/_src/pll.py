@@ -62,19 +62,19 @@ class Fit(NamedTuple):
 
 
 class PLLResult(NamedTuple):
-    """Outputs of the PLL pipeline.
+    """Outputs of the PLL pipeline with ``S`` student rounds (``num_rounds = S + 1`` in the public functions).
 
     Attributes:
       teacher: ``(N, K)`` teacher outputs (round 0 on the given targets).
-      targets: ``(R, N, K)`` refined top-2 targets of each student round.
-      outputs: ``(R, N, K)`` outputs of student rounds ``1..R``.
-      converged: ``(R + 1,)`` solver convergence flags, teacher first
+      targets: ``(S, N, K)`` refined top-2 targets of each student round.
+      outputs: ``(S, N, K)`` outputs of student rounds ``1..S``.
+      converged: ``(S + 1,)`` solver convergence flags, teacher first
         (always True for the closed form).
-      residuals: ``(R + 1,)`` exact solver fixed-point residuals, teacher
+      residuals: ``(S + 1,)`` exact solver fixed-point residuals, teacher
         first (0 for the closed form).
-      fits: the fits' ``details`` stacked over the ``R + 1`` rounds, teacher
+      fits: the fits' ``details`` stacked over the ``S + 1`` rounds, teacher
         first (exact fits: an :class:`sdtheory.ExactResult` with leading axis
-        ``R + 1``, from which the weights of every round follow), or ``None``.
+        ``S + 1``, from which the weights of every round follow), or ``None``.
     """
 
     teacher: jax.Array
@@ -138,11 +138,11 @@ def exact_fit(phi: Any, lam: Any, *, loss: str = "ce", q: Any = 0.7, **options: 
 def pll_rounds_core(
     fit_student: Callable[..., Fit],
     teacher: Fit,
-    num_rounds: int,
+    num_students: int,
     tie_tol: Any = TIE_TOL,
     init: str = "zero",
 ) -> PLLResult:
-    """The PLL pipeline after the teacher: ``num_rounds`` refinements (pure; ``num_rounds`` static).
+    """The PLL pipeline after the teacher: ``num_students`` refinements (pure; ``num_students`` static).
 
     Student ``j`` is ``fit_student(top2_targets_core(previous outputs))``,
     the previous outputs being the teacher's for ``j = 1``. With
@@ -155,7 +155,7 @@ def pll_rounds_core(
     check_init(init)
     prev, prev_fit = teacher.outputs, teacher
     ts, outs, conv, res, details = [], [], [teacher.converged], [teacher.residual], [teacher.details]
-    for _ in range(num_rounds):
+    for _ in range(num_students):
         t = top2_targets_core(prev, tie_tol)
         f = fit_student(t, prev_fit) if init == "teacher" else fit_student(t)
         prev, prev_fit = f.outputs, f
