@@ -460,7 +460,7 @@ def pll_prediction_core(fractions: jax.Array, logs: LogFactors, num_rounds: int 
     ``g = exp(log_b + log_gamma)``. Teacher: round 0 on the one-hot
     given labels. Each student round ``j`` takes the top-2 classes of the
     previous round's outputs (the package's one top-2 rule,
-    :func:`sdtheory.refine.top2_mask_core`), puts ``1/2`` on each and fits one
+    :func:`sdtheory._src.rules.top2_mask_core`), puts ``1/2`` on each and fits one
     round (``e = 1``); a type is correct by the package's one rule
     (:func:`sdtheory.metrics.correct_core`, ties are failures). Holds
     ``(K, K, K)`` arrays, about ``24 K**3`` bytes (:data:`PLL_MEMORY_LIMIT`).

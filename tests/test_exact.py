@@ -216,7 +216,7 @@ def test_row_blocked_hessian_products_reach_the_same_optimum(monkeypatch, loss):
     Blocking changes only the CG directions, so the answer must be the unblocked one and
     stationary for the primal objective written plainly.
     """
-    from sdtheory import exact as E
+    from sdtheory._src import exact as E
 
     x, t = problem(21, 333, 7, 3, soft=loss == "ce")
     if loss == "gce":
@@ -264,7 +264,7 @@ def test_basis_in_the_preconditioner_equals_rotating_the_features(monkeypatch, s
     That is the same algorithm in rotated coordinates, so the iterates (iteration counts and outputs)
     must match those of the explicit rotation ``Phi = X R``, and the answer must be stationary.
     """
-    from sdtheory import exact as E
+    from sdtheory._src import exact as E
 
     x, t = problem(4, 300, 6, 3, soft=True)
     kw = dict(lam=1e-3, num_rounds=2, features=x, solver=solver, on_failure="flag")
@@ -287,7 +287,7 @@ def test_basis_in_the_preconditioner_equals_rotating_the_features(monkeypatch, s
 @pytest.mark.parametrize("loss", ["ce", "gce"])
 def test_row_blocked_hessian_product_equals_autodiff(monkeypatch, loss):
     """The blocked product (5 blocks of 64 rows and a 13-row tail) is the Hessian of the data term times d."""
-    from sdtheory import exact as E
+    from sdtheory._src import exact as E
 
     rng = np.random.default_rng(5)
     phi = jnp.asarray(rng.normal(size=(333, 7)))

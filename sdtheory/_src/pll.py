@@ -114,7 +114,7 @@ def round_fit(result: Any, r: int = 0) -> Fit:
 
 def exact_fit(phi: Any, lam: Any, *, loss: str = "ce", q: Any = 0.7, **options: Any) -> Callable[..., Fit]:
     """One exact round (CE or GCE) in the solver coordinates ``phi`` (pure; an array or
-    :class:`sdtheory.exact.Coordinates`, from :func:`sdtheory.exact.solver_features`).
+    :class:`sdtheory._src.exact.Coordinates`, from :func:`sdtheory._src.exact.solver_features`).
 
     ``options``: the solver options of :func:`sdtheory.exact.exact_phi_core`
     (tol, max_iter, solver, rtol, fit_intercept). The fit's ``details`` is
