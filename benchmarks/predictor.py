@@ -14,7 +14,7 @@ two layouts, each timed for
   ``p.train_outputs(...)`` and ``p.test_outputs(..., test_features=Xt)``;
 * **fresh**: the same numbers from fresh public calls,
   ``sdtheory.sd_outputs(y, lam=lam, ..., features=X)`` and
-  ``sdtheory.sd_test_outputs(y, lam=lam, ..., features=X, test_features=Xt)``,
+  ``sdtheory.closed_form.sd_test_outputs(y, lam=lam, ..., features=X, test_features=Xt)``,
   each of which recomputes the spectrum.
 
 Layouts:
@@ -68,12 +68,13 @@ def with_predictor(x, y, tests, lam, num_rounds, layout):
 def fresh(x, y, tests, lam, num_rounds, layout):
     if layout == "batched":
         return [sd.sd_outputs(y, lam=lam, num_rounds=num_rounds, features=x)] + [
-            sd.sd_test_outputs(y, lam=lam, num_rounds=num_rounds, features=x, test_features=xt) for xt in tests
+            sd.closed_form.sd_test_outputs(y, lam=lam, num_rounds=num_rounds, features=x, test_features=xt)
+            for xt in tests
         ]
     out = []
     for r in range(num_rounds):
         out.append(sd.sd_outputs(y, lam=lam, rounds=[r], features=x))
-        out += [sd.sd_test_outputs(y, lam=lam, rounds=[r], features=x, test_features=xt) for xt in tests]
+        out += [sd.closed_form.sd_test_outputs(y, lam=lam, rounds=[r], features=x, test_features=xt) for xt in tests]
     return out
 
 

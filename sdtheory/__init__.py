@@ -1,5 +1,10 @@
 """sdtheory: the theory of self-distillation for linear probing, in JAX.
 
+The package face: the names below, each validated at the boundary and
+computed by the pure kernels of :mod:`sdtheory._src`. Everything else lives
+in its module (``sdtheory.theorems.margin``, ``sdtheory.noise.max_eta``,
+``sdtheory.montecarlo.make_config``, ...); docs/glossary.md lists where.
+
 Importing the package changes nothing global: JAX's configuration, the
 matplotlib backend and the file system are left alone. Public functions
 compute in float64 inside a scoped ``jax.enable_x64(True)`` and return NumPy
@@ -9,152 +14,139 @@ arrays; the pure ``*_core`` kernels compute in the dtype of their inputs
 
 __version__ = "0.2.0"
 
-from .spectral import Spectrum, apply_spectral, feature_spectrum, gram_spectrum, spectrum
-from .closed_form import kernel_ridge_sd, predictions, sd_mixed_outputs, sd_outputs, sd_test_outputs
-from .block import (
-    BlockSpectrum,
-    balanced_block_eigenvalues,
-    block_classes,
-    block_factors,
-    block_gram,
-    block_outputs,
-    block_spectrum,
-    sample_block_features,
-)
-from .losses import LOSSES
-from .exact import SOLVERS, ExactResult, exact_outputs, exact_predict
-from .predictor import MODELS, Predictor, predictor
-from .noise import (
-    condition_threshold,
-    confusable_clusters,
-    corruption_matrix,
-    empirical_fractions,
-    exact_counts,
-    max_eta,
-    sample_labels,
-    validate_corruption_matrix,
-)
-from .noise import KINDS as NOISE_KINDS
-from .metrics import TIE_TOL, SplitAccuracy, accuracy, correct, first_all_correct, heldout_accuracy, split_accuracy
+from ._validation import MODELS
+from ._src.losses import LOSSES
+from ._src.exact import SOLVERS, ExactResult
+from ._src.rules import TIE_TOL
+from .spectral import Spectrum, feature_spectrum, gram_spectrum
+from .predictor import Predictor, predictor
+from .closed_form import predictions, sd_outputs
+from .exact import exact_outputs, exact_predict
+from .metrics import accuracy, correct, split_accuracy
+from .reduced import block_type_outputs
+from .block import block_classes, block_gram, block_outputs, sample_block_features
+from .refine import pll_student, top2_targets
+from .noise import condition_threshold, corruption_matrix, empirical_fractions, sample_labels
 from .theorems import (
-    BEYOND_RANGE,
-    MAX_ROUND,
-    FiniteSamplePrediction,
-    LogFactors,
-    PLLPrediction,
-    RoundWindow,
-    all_correct_at,
     all_correct_rounds,
     corruption_condition,
     finite_sample_prediction,
-    margin,
     max_rounds,
     min_rounds,
     pll_accuracy_prediction,
     pll_condition,
-    log_block_factors,
 )
-from .reduced import block_type_outputs
-from .refine import PLLResult, pll_student, pll_student_block_model, top2_targets
-from .smoothing import beta_smoothing, confidence, predictive_diversity, uniform_smoothing
-from . import data, experiments, io, montecarlo, plots, smoothing_study, variants
-from .montecarlo import METHODS, SimConfig, SimResult, make_config, run_grid
+from . import (
+    closed_form,
+    data,
+    experiments,
+    io,
+    montecarlo,
+    noise,
+    plots,
+    refine,
+    smoothing,
+    smoothing_study,
+    spectral,
+    theorems,
+    variants,
+)
 
 __all__ = [
-    # spectra and the closed form
-    "Spectrum",
-    "apply_spectral",
-    "feature_spectrum",
-    "gram_spectrum",
-    "spectrum",
-    "kernel_ridge_sd",
-    "predictions",
-    "sd_mixed_outputs",
-    "sd_outputs",
-    "sd_test_outputs",
-    # the predictor and the exact solver
-    "MODELS",
-    "Predictor",
+    # outputs: the predictor and its conveniences
     "predictor",
-    "LOSSES",
-    "SOLVERS",
-    "ExactResult",
+    "Predictor",
+    "sd_outputs",
     "exact_outputs",
     "exact_predict",
+    "ExactResult",
+    "predictions",
+    "pll_student",
+    "top2_targets",
+    # spectra
+    "Spectrum",
+    "gram_spectrum",
+    "feature_spectrum",
     # the block model
-    "BlockSpectrum",
-    "balanced_block_eigenvalues",
     "block_classes",
-    "block_factors",
     "block_gram",
     "block_outputs",
     "block_type_outputs",
-    "block_spectrum",
     "sample_block_features",
     # label noise
-    "NOISE_KINDS",
-    "condition_threshold",
-    "confusable_clusters",
     "corruption_matrix",
-    "empirical_fractions",
-    "exact_counts",
-    "max_eta",
     "sample_labels",
-    "validate_corruption_matrix",
+    "empirical_fractions",
+    "condition_threshold",
+    # theorems
+    "corruption_condition",
+    "min_rounds",
+    "max_rounds",
+    "all_correct_rounds",
+    "finite_sample_prediction",
+    "pll_condition",
+    "pll_accuracy_prediction",
     # correctness and accuracy
     "TIE_TOL",
-    "SplitAccuracy",
     "accuracy",
     "correct",
-    "first_all_correct",
-    "heldout_accuracy",
     "split_accuracy",
-    # theorems
-    "BEYOND_RANGE",
-    "MAX_ROUND",
-    "LogFactors",
-    "log_block_factors",
-    "PLLPrediction",
-    "RoundWindow",
-    "all_correct_at",
-    "all_correct_rounds",
-    "corruption_condition",
-    "FiniteSamplePrediction",
-    "finite_sample_prediction",
-    "margin",
-    "max_rounds",
-    "min_rounds",
-    "pll_accuracy_prediction",
-    "pll_condition",
-    # PLL and smoothing
-    "PLLResult",
-    "pll_student",
-    "pll_student_block_model",
-    "top2_targets",
-    "beta_smoothing",
-    "confidence",
-    "predictive_diversity",
-    "uniform_smoothing",
-    # Monte Carlo and experiments
-    "METHODS",
-    "SimConfig",
-    "SimResult",
-    "make_config",
-    "run_grid",
-    "data",
-    "experiments",
-    "io",
-    "montecarlo",
-    "plots",
-    "smoothing_study",
-    "variants",
-    # scikit-learn estimator (optional extra: imported on first use)
+    # registries
+    "MODELS",
+    "SOLVERS",
+    "LOSSES",
+    # the scikit-learn estimator (optional extra: imported on first use)
     "SelfDistillationClassifier",
+    # submodules: the Monte Carlo engine, data sets, result files and figures
+    "montecarlo",
+    "data",
+    "io",
 ]
+
+#: Names that moved from the top level into their modules: where they live now.
+_MOVED = {
+    "apply_spectral": "spectral",
+    "spectrum": "spectral",
+    "kernel_ridge_sd": "closed_form",
+    "sd_mixed_outputs": "closed_form",
+    "sd_test_outputs": "closed_form",
+    "BlockSpectrum": "block",
+    "balanced_block_eigenvalues": "block",
+    "block_factors": "block",
+    "block_spectrum": "block",
+    "NOISE_KINDS": "noise (as KINDS)",
+    "confusable_clusters": "noise",
+    "exact_counts": "noise",
+    "max_eta": "noise",
+    "validate_corruption_matrix": "noise",
+    "SplitAccuracy": "metrics",
+    "first_all_correct": "metrics",
+    "heldout_accuracy": "metrics",
+    "BEYOND_RANGE": "theorems",
+    "MAX_ROUND": "theorems",
+    "LogFactors": "theorems",
+    "log_block_factors": "theorems",
+    "PLLPrediction": "theorems",
+    "RoundWindow": "theorems",
+    "all_correct_at": "theorems",
+    "FiniteSamplePrediction": "theorems",
+    "margin": "theorems",
+    "PLLResult": "refine",
+    "pll_student_block_model": "refine",
+    "beta_smoothing": "smoothing",
+    "confidence": "smoothing",
+    "predictive_diversity": "smoothing",
+    "uniform_smoothing": "smoothing",
+    "METHODS": "montecarlo",
+    "SimConfig": "montecarlo",
+    "SimResult": "montecarlo",
+    "make_config": "montecarlo",
+    "run_grid": "montecarlo",
+}
 
 
 def __getattr__(name: str):
-    """``SelfDistillationClassifier`` is imported on first use: scikit-learn is an optional extra."""
+    """The estimator on first use (scikit-learn is an optional extra); a moved name says where it lives now."""
     if name == "SelfDistillationClassifier":
         try:
             from .estimator import SelfDistillationClassifier
@@ -163,4 +155,7 @@ def __getattr__(name: str):
                 "sdtheory.SelfDistillationClassifier needs scikit-learn: pip install 'sdtheory[data]'"
             ) from err
         return SelfDistillationClassifier
+    if name in _MOVED:
+        module, new = _MOVED[name].split()[0], name.replace("NOISE_KINDS", "KINDS")
+        raise AttributeError(f"sdtheory.{name} lives in its module now: sdtheory.{module}.{new}")
     raise AttributeError(f"module 'sdtheory' has no attribute {name!r}")

@@ -224,7 +224,7 @@ def correlation(text: str) -> float:
 
 
 def noise_kind(text: str) -> str:
-    """A noise family name or alias, canonicalised (use with ``choices=sdtheory.NOISE_KINDS``)."""
+    """A noise family name or alias, canonicalised (use with ``choices=sdtheory.noise.KINDS``)."""
     try:
         return canonical_kind(text)
     except (ValueError, TypeError):

@@ -177,7 +177,7 @@ class FeatureMap:
       spectrum: spectrum of the Gram ``X X^T``: every closed-form predictor
         of the map is built from it (``predictor(..., spectrum=, features=)``).
       phi: the exact solver's coordinates (:func:`sdtheory.exact.solver_features`).
-      block_spectrum: analytic :class:`sdtheory.BlockSpectrum` of the fitted
+      block_spectrum: analytic :class:`sdtheory.block.BlockSpectrum` of the fitted
         block Gram ``(1 - c) I + (c - d) B + d 1 1^T`` (blocks = true
         classes; ``O(N K)`` outputs through :func:`sdtheory.block.block_outputs_core`),
         or ``None`` without the block model (raw features, whose Gram has

@@ -439,7 +439,7 @@ def confusable_clusters(
     for arg, value in ((name, class_means_or_features), ("labels", labels)):
         if V.is_tracer(value):
             raise TypeError(
-                f"{arg} is a traced value (inside jax.jit/vmap/grad): sdtheory.confusable_clusters clusters the "
+                f"{arg} is a traced value (inside jax.jit/vmap/grad): sdtheory.noise.confusable_clusters clusters the "
                 "classes on the host (NumPy) and needs concrete values; call it once per feature set, outside "
                 "the transformation"
             )

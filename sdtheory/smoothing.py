@@ -19,7 +19,7 @@ r"""Label smoothing and instance-specific smoothing (Zhang & Sabuncu 2020; docs/
   non-argmax probabilities of a prediction are, and its top probability.
 
 Mixed-target SD (``T_r = xi P_{r-1} + (1 - xi) Y``) is
-:func:`sdtheory.sd_mixed_outputs`.
+:func:`sdtheory.closed_form.sd_mixed_outputs`.
 """
 
 from __future__ import annotations

@@ -570,7 +570,7 @@ def log_block_factors(*, per_class: int, num_classes: int, c: float, d: float, l
 
     ``(a, b, g) = s/(s + K N lam)`` for the eigenvalues ``(s_w, s_b, s_g)``
     of :func:`sdtheory.block.balanced_block_eigenvalues`, ``N = K per_class``
-    (:func:`sdtheory.block_factors` gives the factors themselves). These are
+    (:func:`sdtheory.block.block_factors` gives the factors themselves). These are
     the argument of the theorem kernels (``*_core``). Accurate to a few ulps
     for every finite ``lam > 0``: at small ``lam`` the factors are floats
     close to 1, and ``log a - log b`` formed from them (or from their logs)

@@ -49,7 +49,8 @@ _previous_sigint = signal.signal(signal.SIGINT, _interrupted_while_starting)
 try:
     import numpy as np
 
-    from sdtheory import LOSSES, MODELS, NOISE_KINDS, SOLVERS, TIE_TOL
+    from sdtheory import LOSSES, MODELS, SOLVERS, TIE_TOL
+    from sdtheory.noise import KINDS as NOISE_KINDS
     from sdtheory.exact import DEFAULT_MAX_ITER, DEFAULT_TOL
     from sdtheory import io as sio
     from sdtheory._validation import check_cd

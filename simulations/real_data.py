@@ -48,7 +48,7 @@ def _interrupted_while_starting(signum, frame):
 
 _previous_sigint = signal.signal(signal.SIGINT, _interrupted_while_starting)
 try:
-    from sdtheory import NOISE_KINDS
+    from sdtheory.noise import KINDS as NOISE_KINDS
     from sdtheory import data as D
     from sdtheory import experiments as E
     from sdtheory import io as sio

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from sdtheory import NOISE_KINDS
+from sdtheory.noise import KINDS as NOISE_KINDS
 from sdtheory import data as D
 from sdtheory import experiments as E
 from sdtheory import io as sio

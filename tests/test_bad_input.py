@@ -274,7 +274,7 @@ class Case:
 
 
 def _spec():
-    return sd.spectrum(gram=G)
+    return sd.spectral.spectrum(gram=G)
 
 
 def _config(**kw):
@@ -310,12 +310,12 @@ _MAKE_CONFIG_DEFAULTS = dict(
 
 CASES = {
     # spectra and the closed form
-    "spectrum[gram]": Case(sd.spectrum, lambda: dict(gram=G, validate=True)),
-    "spectrum[features]": Case(sd.spectrum, lambda: dict(features=X)),
+    "spectrum[gram]": Case(sd.spectral.spectrum, lambda: dict(gram=G, validate=True)),
+    "spectrum[features]": Case(sd.spectral.spectrum, lambda: dict(features=X)),
     "gram_spectrum": Case(sd.gram_spectrum, lambda: dict(gram=G, validate=True)),
     "feature_spectrum": Case(sd.feature_spectrum, lambda: dict(features=X, method="auto", validate=True)),
     "apply_spectral": Case(
-        sd.apply_spectral,
+        sd.spectral.apply_spectral,
         lambda: dict(spec=_spec(), fn=lambda s: s / (s + 1.0), y=Y, vanishes_at_zero=False),
         aliases={"spec": ("eigvals", "eigvecs", "Spectrum")},
     ),
@@ -339,14 +339,16 @@ CASES = {
         aliases={"lam_schedule": ("lam",), "num_rounds": ("lam_schedule",)},
         slow=True,
     ),
-    "sd_mixed_outputs": Case(sd.sd_mixed_outputs, lambda: dict(targets=Y, lam=0.1, xi=0.5, rounds=[0, 1], gram=G)),
+    "sd_mixed_outputs": Case(
+        sd.closed_form.sd_mixed_outputs, lambda: dict(targets=Y, lam=0.1, xi=0.5, rounds=[0, 1], gram=G)
+    ),
     "sd_test_outputs[features]": Case(
-        sd.sd_test_outputs, lambda: dict(targets=Y, lam=0.1, rounds=[0, 1], features=X, test_features=XT)
+        sd.closed_form.sd_test_outputs, lambda: dict(targets=Y, lam=0.1, rounds=[0, 1], features=X, test_features=XT)
     ),
     "sd_test_outputs[gram]": Case(
-        sd.sd_test_outputs, lambda: dict(targets=Y, lam=0.1, num_rounds=2, gram=G, test_gram=GT)
+        sd.closed_form.sd_test_outputs, lambda: dict(targets=Y, lam=0.1, num_rounds=2, gram=G, test_gram=GT)
     ),
-    "kernel_ridge_sd": Case(sd.kernel_ridge_sd, lambda: dict(targets=Y, lam=0.1, rounds=[0, 1], gram=G)),
+    "kernel_ridge_sd": Case(sd.closed_form.kernel_ridge_sd, lambda: dict(targets=Y, lam=0.1, rounds=[0, 1], gram=G)),
     "predictions": Case(sd.predictions, lambda: dict(outputs=P)),
     "predictor[closed]": Case(sd.predictor, lambda: dict(targets=Y, lam=0.1, features=X, model="closed")),
     "predictor[spectrum]": Case(
@@ -387,26 +389,26 @@ CASES = {
     ),
     # the block model
     "balanced_block_eigenvalues": Case(
-        sd.balanced_block_eigenvalues, lambda: dict(per_class=2, num_classes=3, c=0.4, d=0.1)
+        sd.block.balanced_block_eigenvalues, lambda: dict(per_class=2, num_classes=3, c=0.4, d=0.1)
     ),
     "block_classes": Case(sd.block_classes, lambda: dict(class_sizes=[2, 2, 2])),
-    "block_factors": Case(sd.block_factors, lambda: dict(per_class=2, num_classes=3, c=0.4, d=0.1, lam=0.1)),
+    "block_factors": Case(sd.block.block_factors, lambda: dict(per_class=2, num_classes=3, c=0.4, d=0.1, lam=0.1)),
     "block_gram": Case(sd.block_gram, lambda: dict(classes=CLASSES, c=0.4, d=0.1, num_classes=3)),
     "block_outputs": Case(
         sd.block_outputs, lambda: dict(targets=Y, classes=CLASSES, c=0.4, d=0.1, lam=0.1, rounds=[0, 1])
     ),
-    "block_spectrum": Case(sd.block_spectrum, lambda: dict(class_sizes=[2, 2, 2], c=0.4, d=0.1)),
+    "block_spectrum": Case(sd.block.block_spectrum, lambda: dict(class_sizes=[2, 2, 2], c=0.4, d=0.1)),
     "sample_block_features": Case(
         sd.sample_block_features, lambda: dict(key=KEY, classes=CLASSES, c=0.4, d=0.1, dim=4, num_classes=3)
     ),
     # label noise
     "condition_threshold": Case(sd.condition_threshold, lambda: dict(kind="cc", num_classes=3, clusters=[0, 0, 1])),
     "confusable_clusters[features]": Case(
-        sd.confusable_clusters,
+        sd.noise.confusable_clusters,
         lambda: dict(class_means_or_features=X, labels=CLASSES, num_clusters=2, threshold_ratio=0.8),
     ),
     "confusable_clusters[means]": Case(
-        sd.confusable_clusters, lambda: dict(class_means_or_features=MEANS, threshold_ratio=0.8)
+        sd.noise.confusable_clusters, lambda: dict(class_means_or_features=MEANS, threshold_ratio=0.8)
     ),
     "corruption_matrix": Case(sd.corruption_matrix, lambda: dict(kind="symmetric", num_classes=3, eta=0.2)),
     "corruption_matrix[cc]": Case(
@@ -415,20 +417,21 @@ CASES = {
     "empirical_fractions": Case(
         sd.empirical_fractions, lambda: dict(true_labels=CLASSES, given_labels=NOISY, num_classes=3)
     ),
-    "exact_counts": Case(sd.exact_counts, lambda: dict(true_labels=CLASSES, C=C)),
-    "max_eta": Case(sd.max_eta, lambda: dict(kind="cc", num_classes=3, clusters=[0, 1, 1])),
+    "exact_counts": Case(sd.noise.exact_counts, lambda: dict(true_labels=CLASSES, C=C)),
+    "max_eta": Case(sd.noise.max_eta, lambda: dict(kind="cc", num_classes=3, clusters=[0, 1, 1])),
     "sample_labels": Case(sd.sample_labels, lambda: dict(key=KEY, true_labels=CLASSES, C=C, exact=False)),
-    "validate_corruption_matrix": Case(sd.validate_corruption_matrix, lambda: dict(C=C, atol=1e-8)),
+    "validate_corruption_matrix": Case(sd.noise.validate_corruption_matrix, lambda: dict(C=C, atol=1e-8)),
     # correctness and accuracy
     "accuracy": Case(
         sd.accuracy, lambda: dict(outputs_or_predictions=P, true_labels=CLASSES, tie_tol=1e-10, num_classes=K)
     ),
     "correct": Case(sd.correct, lambda: dict(outputs=P, true_labels=CLASSES, tie_tol=1e-10)),
     "first_all_correct": Case(
-        sd.first_all_correct, lambda: dict(all_correct=np.array([[False, True, True]] * 2), rounds=np.array([0, 1, 2]))
+        sd.metrics.first_all_correct,
+        lambda: dict(all_correct=np.array([[False, True, True]] * 2), rounds=np.array([0, 1, 2])),
     ),
     "heldout_accuracy": Case(
-        sd.heldout_accuracy,
+        sd.metrics.heldout_accuracy,
         lambda: dict(
             targets=Y, test_labels=np.array([0, 2]), lam=0.1, rounds=[0, 1], features=X, test_features=XT, tie_tol=1e-10
         ),
@@ -451,10 +454,10 @@ CASES = {
         slow=True,
     ),
     # theorems
-    "all_correct_at": Case(sd.all_correct_at, lambda: dict(rounds=[0, 1, 5], **THEORY)),
+    "all_correct_at": Case(sd.theorems.all_correct_at, lambda: dict(rounds=[0, 1, 5], **THEORY)),
     "all_correct_rounds": Case(sd.all_correct_rounds, lambda: dict(THEORY)),
     "corruption_condition": Case(sd.corruption_condition, lambda: dict(fractions=C)),
-    "margin": Case(sd.margin, lambda: dict(fractions=C), nonfinite_ok=True),
+    "margin": Case(sd.theorems.margin, lambda: dict(fractions=C), nonfinite_ok=True),
     "max_rounds": Case(sd.max_rounds, lambda: dict(THEORY)),
     "min_rounds": Case(sd.min_rounds, lambda: dict(THEORY)),
     "finite_sample_prediction": Case(
@@ -493,7 +496,9 @@ CASES = {
     ),
     "pll_accuracy_prediction": Case(sd.pll_accuracy_prediction, lambda: dict(num_rounds=2, tie_tol=1e-10, **THEORY)),
     "pll_condition": Case(sd.pll_condition, lambda: dict(THEORY)),
-    "log_block_factors": Case(sd.log_block_factors, lambda: dict(per_class=2, num_classes=3, c=0.4, d=0.1, lam=0.1)),
+    "log_block_factors": Case(
+        sd.theorems.log_block_factors, lambda: dict(per_class=2, num_classes=3, c=0.4, d=0.1, lam=0.1)
+    ),
     # PLL and smoothing
     "pll_student[closed]": Case(
         sd.pll_student, lambda: dict(targets=Y, lam=0.1, gram=G, model="closed", loss="ce", num_rounds=2, tie_tol=1e-10)
@@ -516,24 +521,25 @@ CASES = {
         slow=True,
     ),
     "pll_student_block_model": Case(
-        sd.pll_student_block_model,
+        sd.refine.pll_student_block_model,
         lambda: dict(targets=Y, classes=CLASSES, c=0.4, d=0.1, lam=0.1, num_rounds=1, tie_tol=1e-10),
     ),
     "top2_targets": Case(sd.top2_targets, lambda: dict(outputs=P, tie_tol=1e-10)),
     "beta_smoothing": Case(
-        sd.beta_smoothing,
+        sd.smoothing.beta_smoothing,
         lambda: dict(key=KEY, label_probs=P[np.arange(6), NOISY], labels=NOISY, num_classes=3, beta=2.0, alpha=0.6),
     ),
-    "confidence": Case(sd.confidence, lambda: dict(outputs=P)),
-    "predictive_diversity": Case(sd.predictive_diversity, lambda: dict(outputs=P, normalize=False)),
-    "uniform_smoothing": Case(sd.uniform_smoothing, lambda: dict(targets=Y, eps=0.1)),
+    "confidence": Case(sd.smoothing.confidence, lambda: dict(outputs=P)),
+    "predictive_diversity": Case(sd.smoothing.predictive_diversity, lambda: dict(outputs=P, normalize=False)),
+    "uniform_smoothing": Case(sd.smoothing.uniform_smoothing, lambda: dict(targets=Y, eps=0.1)),
     # Monte Carlo
-    "make_config": Case(sd.make_config, lambda: dict(_MAKE_CONFIG_DEFAULTS)),
+    "make_config": Case(sd.montecarlo.make_config, lambda: dict(_MAKE_CONFIG_DEFAULTS)),
     "make_config[cc]": Case(
-        sd.make_config, lambda: dict(num_classes=3, per_class=2, num_rounds=2, noise="cc", clusters=[0, 0, 1])
+        sd.montecarlo.make_config,
+        lambda: dict(num_classes=3, per_class=2, num_rounds=2, noise="cc", clusters=[0, 0, 1]),
     ),
     "run_grid": Case(
-        sd.run_grid,
+        sd.montecarlo.run_grid,
         lambda: dict(
             config=_config(),
             etas=[0.1, 0.3],
@@ -552,7 +558,7 @@ CASES = {
         slow=True,
     ),
     "run_grid[sweep]": Case(
-        sd.run_grid,
+        sd.montecarlo.run_grid,
         lambda: dict(
             config=_config(),
             etas=[0.2],
@@ -650,8 +656,13 @@ CASES = {
 def test_every_public_function_is_in_the_table():
     """Every public function (not the types, registries, constants and modules) has a table entry."""
     covered = [c.fn for c in CASES.values()]
-    functions = [n for n in sd.__all__ if callable(getattr(sd, n)) and not isinstance(getattr(sd, n), type)]
-    missing = [n for n in functions if not any(getattr(sd, n) is f for f in covered)]
+    public = {n: getattr(sd, n) for n in sd.__all__}
+    # the names that moved from the top level into their modules are public too
+    public.update(
+        {n: getattr(getattr(sd, where.split()[0]), n.replace("NOISE_", "")) for n, where in sd._MOVED.items()}
+    )
+    functions = [n for n, f in public.items() if callable(f) and not isinstance(f, type)]
+    missing = [n for n in functions if not any(public[n] is f for f in covered)]
     assert not missing, f"public functions without a bad-input table entry: {missing}"
 
 
@@ -852,13 +863,13 @@ def test_reported_inputs_are_rejected_by_name(pin):
 def test_seed_and_devices_of_run_grid_are_checked_before_anything_runs():
     cfg = _config()
     with pytest.raises(ValueError, match="seed"):
-        sd.run_grid(cfg, [0.1], num_seeds=1, seed=2**64)
+        sd.montecarlo.run_grid(cfg, [0.1], num_seeds=1, seed=2**64)
     with pytest.raises(TypeError, match="devices"):
-        sd.run_grid(cfg, [0.1], num_seeds=1, devices=["cpu"])
+        sd.montecarlo.run_grid(cfg, [0.1], num_seeds=1, devices=["cpu"])
     with pytest.raises(ValueError, match="devices"):
-        sd.run_grid(cfg, [0.1], num_seeds=1, devices=[])
+        sd.montecarlo.run_grid(cfg, [0.1], num_seeds=1, devices=[])
     with pytest.raises(ValueError, match="config: num_rounds"):
-        sd.run_grid(cfg._replace(num_rounds=0), [0.1], num_seeds=1)
+        sd.montecarlo.run_grid(cfg._replace(num_rounds=0), [0.1], num_seeds=1)
 
 
 def test_huge_message_lists_are_truncated():
@@ -873,10 +884,10 @@ def test_huge_message_lists_are_truncated():
 def test_two_dimensional_classes_of_the_block_model_pll_student_are_named_as_such():
     # issue 12: 2-D classes used to be reported as "classes has -1 instances"
     with pytest.raises(ValueError, match=r"classes must be a 1-D") as info:
-        sd.pll_student_block_model(Y, CLASSES[None], c=0.4, d=0.1, lam=0.1)
+        sd.refine.pll_student_block_model(Y, CLASSES[None], c=0.4, d=0.1, lam=0.1)
     assert "-1" not in str(info.value)
     with pytest.raises(ValueError, match=r"classes has 5 instances but targets has 6"):
-        sd.pll_student_block_model(Y, CLASSES[:5], c=0.4, d=0.1, lam=0.1)
+        sd.refine.pll_student_block_model(Y, CLASSES[:5], c=0.4, d=0.1, lam=0.1)
 
 
 @pytest.mark.parametrize("test_arg", ["test_features", "test_gram"])
@@ -884,10 +895,10 @@ def test_heldout_accuracy_count_mismatch_names_the_test_matrix(test_arg):
     # two labels for the two test points is right; three labels must name both test_labels and the matrix
     test = {"test_features": XT, "test_gram": GT}[test_arg]
     np.testing.assert_array_equal(
-        np.shape(sd.heldout_accuracy(Y, [0, 1], features=X, lam=0.1, rounds=[0], **{test_arg: test})), (1,)
+        np.shape(sd.metrics.heldout_accuracy(Y, [0, 1], features=X, lam=0.1, rounds=[0], **{test_arg: test})), (1,)
     )
     with pytest.raises(ValueError, match=rf"test_labels has 3 instances but {test_arg} has 2"):
-        sd.heldout_accuracy(Y, [0, 1, 2], features=X, lam=0.1, rounds=[0], **{test_arg: test})
+        sd.metrics.heldout_accuracy(Y, [0, 1, 2], features=X, lam=0.1, rounds=[0], **{test_arg: test})
 
 
 @pytest.mark.parametrize("d", [-0.6, -0.3, -0.2, -0.1, -0.01, -1e10, -1e300, -8.98846567431158e307])
@@ -899,8 +910,8 @@ def test_negative_d_is_accepted_exactly_when_the_block_gram_is_positive_definite
         g = np.where(same, c, d) + (1 - c) * np.eye(classes.size)
         pd = bool(np.all(np.isfinite(g))) and np.linalg.eigvalsh(g).min() > 0
     if pd:
-        out = sd.pll_student_block_model(np.eye(3)[classes], classes, c=c, d=d, lam=0.1)
+        out = sd.refine.pll_student_block_model(np.eye(3)[classes], classes, c=c, d=d, lam=0.1)
         assert np.all(np.isfinite(out.outputs))
     else:
         with pytest.raises(ValueError, match="not positive definite"):
-            sd.pll_student_block_model(np.eye(3)[classes], classes, c=c, d=d, lam=0.1)
+            sd.refine.pll_student_block_model(np.eye(3)[classes], classes, c=c, d=d, lam=0.1)

@@ -48,7 +48,7 @@ def test_block_outputs_equal_general_path(problem):
 def test_block_spectrum_matches_eigh(problem):
     sizes, c, d, _, _ = problem
     classes = np.repeat(np.arange(sizes.size), sizes)
-    bs = sd.block_spectrum(sizes, c=c, d=d)
+    bs = sd.block.block_spectrum(sizes, c=c, d=d)
     analytic = np.concatenate([np.full(sizes.sum() - sizes.size, 1 - c), np.asarray(bs.class_eigvals)])
     ref = np.linalg.eigvalsh(block_gram_numpy(classes, c, d))
     np.testing.assert_allclose(np.sort(analytic), ref, atol=1e-10)
@@ -57,7 +57,7 @@ def test_block_spectrum_matches_eigh(problem):
 
 def test_balanced_eigenvalues_and_factors():
     n, k, c, d, lam = 7, 4, 0.5, 0.2, 1e-3
-    s_w, s_b, s_g = sd.balanced_block_eigenvalues(per_class=n, num_classes=k, c=c, d=d)
+    s_w, s_b, s_g = sd.block.balanced_block_eigenvalues(per_class=n, num_classes=k, c=c, d=d)
     ev = np.linalg.eigvalsh(block_gram_numpy(np.repeat(np.arange(k), n), c, d))
     vals, counts = np.unique(np.round(ev, 9), return_counts=True)
     assert dict(zip(vals.tolist(), counts.tolist(), strict=False)) == {
@@ -65,7 +65,7 @@ def test_balanced_eigenvalues_and_factors():
         round(s_b, 9): k - 1,
         round(s_g, 9): 1,
     }
-    a, b, g = sd.block_factors(per_class=n, num_classes=k, c=c, d=d, lam=lam)
+    a, b, g = sd.block.block_factors(per_class=n, num_classes=k, c=c, d=d, lam=lam)
     ridge = k * n * k * lam
     np.testing.assert_allclose([a, b, g], ev[[0, -2, -1]] / (ev[[0, -2, -1]] + ridge))
 
@@ -77,7 +77,7 @@ def test_score_decomposition_of_theory_section_3():
     classes = np.repeat(np.arange(k), n)
     given_labels = np.where(rng.random(n * k) < 0.3, rng.integers(0, k, n * k), classes)
     y = np.eye(k)[given_labels]
-    a, b, g = sd.block_factors(per_class=n, num_classes=k, c=c, d=d, lam=lam)
+    a, b, g = sd.block.block_factors(per_class=n, num_classes=k, c=c, d=d, lam=lam)
     f_k = np.stack([y[classes == j].mean(0) for j in range(k)])
     f = y.mean(0)
     for r in [0, 2, 5]:
@@ -108,15 +108,17 @@ def test_one_cd_domain_everywhere(c, d):
     classes = np.repeat(np.arange(3), 4)
     y = np.eye(3)[classes]
     calls = [
-        lambda: sd.block_spectrum([4, 4, 4], c=c, d=d),
+        lambda: sd.block.block_spectrum([4, 4, 4], c=c, d=d),
         lambda: sd.block_gram(classes, c=c, d=d),
         lambda: sd.block_outputs(y, classes, c=c, d=d, lam=0.1, rounds=0),
         lambda: sd.sample_block_features(jax.random.PRNGKey(0), classes, c=c, d=d, dim=5),
-        lambda: sd.block_factors(per_class=4, num_classes=3, c=c, d=d, lam=0.1),
+        lambda: sd.block.block_factors(per_class=4, num_classes=3, c=c, d=d, lam=0.1),
         lambda: sd.min_rounds(np.eye(3), c=c, d=d, lam=0.1, per_class=4),
-        lambda: sd.pll_student_block_model(y, classes, c=c, d=d, lam=0.1),
-        lambda: sd.make_config(c=c, d=d),
-        lambda: sd.run_grid(sd.make_config(num_classes=3, per_class=4), [0.1], cs=[c], ds=[d], num_seeds=1),
+        lambda: sd.refine.pll_student_block_model(y, classes, c=c, d=d, lam=0.1),
+        lambda: sd.montecarlo.make_config(c=c, d=d),
+        lambda: sd.montecarlo.run_grid(
+            sd.montecarlo.make_config(num_classes=3, per_class=4), [0.1], cs=[c], ds=[d], num_seeds=1
+        ),
     ]
     for call in calls:
         with pytest.raises(ValueError, match=match):
@@ -134,9 +136,9 @@ def test_block_bad_input():
     with pytest.raises(ValueError, match="lam"):
         sd.block_outputs(y, np.array([0, 1, 2, 0]), c=0.4, d=0.1, lam=-1.0, rounds=1)
     with pytest.raises(ValueError, match="class_sizes"):
-        sd.block_spectrum([5], c=0.4, d=0.1)
+        sd.block.block_spectrum([5], c=0.4, d=0.1)
     with pytest.raises(ValueError, match=">= 1"):
-        sd.block_spectrum([5, 0], c=0.4, d=0.1)
+        sd.block.block_spectrum([5, 0], c=0.4, d=0.1)
     with pytest.raises(ValueError, match="0 <= d < c < 1"):
         sd.sample_block_features(jax.random.PRNGKey(0), np.array([0, 1]), c=0.1, d=0.4, dim=10)
 
@@ -185,7 +187,7 @@ def test_block_numbers_only():
     with pytest.raises(TypeError, match="num_classes must be an int"):
         sd.block_gram(classes, c=0.4, d=0.1, num_classes=3.7)  # was truncated to 3
     with pytest.raises(TypeError, match="d "):
-        sd.block_spectrum([3, 3], c=0.4, d=True)
+        sd.block.block_spectrum([3, 3], c=0.4, d=True)
 
 
 def test_block_classes_checked_before_allocating():
@@ -243,7 +245,7 @@ def test_negative_d_block_outputs_match_numpy_eigh(k, n, c, d):
     np.testing.assert_allclose(
         sd.block_outputs(np.eye(k)[labels], classes, c=c, d=d, lam=lam, rounds=rounds), expected, atol=1e-10
     )
-    spec = sd.block_spectrum([n] * k, c=c, d=d)
+    spec = sd.block.block_spectrum([n] * k, c=c, d=d)
     np.testing.assert_allclose(
         np.sort(np.concatenate([np.full(k * (n - 1), float(spec.within)), np.asarray(spec.class_eigvals)])),
         s,

@@ -169,12 +169,14 @@ def test_test_point_outputs_match_explicit_weights():
         z = xt @ w.T
         expected.append(1.0 / k + (z - z.mean(1, keepdims=True)) / k)
     expected = np.stack(expected)
-    via_feat = np.asarray(sd.sd_test_outputs(y, lam=lam, rounds=np.arange(4), features=x, test_features=xt))
-    via_gram = np.asarray(sd.sd_test_outputs(y, lam=lam, rounds=np.arange(4), gram=x @ x.T, test_gram=xt @ x.T))
+    via_feat = np.asarray(sd.closed_form.sd_test_outputs(y, lam=lam, rounds=np.arange(4), features=x, test_features=xt))
+    via_gram = np.asarray(
+        sd.closed_form.sd_test_outputs(y, lam=lam, rounds=np.arange(4), gram=x @ x.T, test_gram=xt @ x.T)
+    )
     np.testing.assert_allclose(via_feat, expected, atol=1e-10)
     np.testing.assert_allclose(via_gram, expected, atol=1e-10)
     # a training point used as a "test" point reproduces the training output
-    self_pred = np.asarray(sd.sd_test_outputs(y, lam=lam, rounds=np.arange(4), features=x, test_features=x))
+    self_pred = np.asarray(sd.closed_form.sd_test_outputs(y, lam=lam, rounds=np.arange(4), features=x, test_features=x))
     np.testing.assert_allclose(self_pred, train, atol=1e-10)
 
 
@@ -183,9 +185,9 @@ def test_mixed_targets_extremes():
     rounds = np.arange(5)
     plain = np.asarray(sd.sd_outputs(y, lam=0.05, rounds=rounds, features=x))
     np.testing.assert_allclose(
-        np.asarray(sd.sd_mixed_outputs(y, lam=0.05, rounds=rounds, xi=1.0, features=x)), plain, atol=1e-12
+        np.asarray(sd.closed_form.sd_mixed_outputs(y, lam=0.05, rounds=rounds, xi=1.0, features=x)), plain, atol=1e-12
     )
-    refit = np.asarray(sd.sd_mixed_outputs(y, lam=0.05, rounds=rounds, xi=0.0, features=x))
+    refit = np.asarray(sd.closed_form.sd_mixed_outputs(y, lam=0.05, rounds=rounds, xi=0.0, features=x))
     np.testing.assert_allclose(refit, np.broadcast_to(plain[0], refit.shape), atol=1e-12)
 
 
@@ -201,7 +203,7 @@ def test_kernel_ridge_sd_matches_repeated_ridge_solves():
         w = np.linalg.solve(x.T @ x / n + lam * np.eye(6), x.T @ f / n)
         f = x @ w
         expected.append(f)
-    out = np.asarray(sd.kernel_ridge_sd(y, lam=lam, rounds=np.arange(4), gram=g))
+    out = np.asarray(sd.closed_form.kernel_ridge_sd(y, lam=lam, rounds=np.arange(4), gram=g))
     np.testing.assert_allclose(out, np.stack(expected), atol=1e-10)
 
 
@@ -272,9 +274,9 @@ def test_rejects_bad_matrices(small):
     with pytest.raises(ValueError, match="non-finite"):
         sd.sd_outputs(y, lam=0.1, rounds=1, features=bad)
     with pytest.raises(ValueError, match="xi"):
-        sd.sd_mixed_outputs(y, lam=0.1, rounds=1, xi=1.5, features=x)
+        sd.closed_form.sd_mixed_outputs(y, lam=0.1, rounds=1, xi=1.5, features=x)
     with pytest.raises(ValueError, match="test_features"):
-        sd.sd_test_outputs(y, lam=0.1, rounds=1, features=x, test_features=np.ones((2, 4)))
+        sd.closed_form.sd_test_outputs(y, lam=0.1, rounds=1, features=x, test_features=np.ones((2, 4)))
 
 
 @pytest.mark.parametrize("n,d", [(20, 4), (6, 12)])
@@ -284,10 +286,10 @@ def test_apply_spectral_general_function_including_null_space(n, d):
     x = rng.normal(size=(n, d))
     y = rng.normal(size=(n, 3))
     spec = sd.feature_spectrum(x)
-    got = np.asarray(sd.apply_spectral(spec, lambda s: 1.0 / (s + 1.0), jnp.asarray(y)))
+    got = np.asarray(sd.spectral.apply_spectral(spec, lambda s: 1.0 / (s + 1.0), jnp.asarray(y)))
     np.testing.assert_allclose(got, np.linalg.solve(x @ x.T + np.eye(n), y), atol=1e-10)
     # a batch of functions at once, and a vector right-hand side
-    both = np.asarray(sd.apply_spectral(spec, lambda s: jnp.stack([1.0 / (s + 1.0), s]), jnp.asarray(y[:, 0])))
+    both = np.asarray(sd.spectral.apply_spectral(spec, lambda s: jnp.stack([1.0 / (s + 1.0), s]), jnp.asarray(y[:, 0])))
     np.testing.assert_allclose(both[1], x @ (x.T @ y[:, 0]), atol=1e-10)
 
 
@@ -304,9 +306,9 @@ def test_lam_array_is_rejected_not_broadcast(lam):
     with pytest.raises(ValueError, match="lam must be a scalar.*vmap"):
         sd.sd_outputs(T2, lam=lam, rounds=[0], gram=G2)
     with pytest.raises(ValueError, match="lam must be a scalar"):
-        sd.kernel_ridge_sd(T2, lam=lam, rounds=[0], gram=G2)
+        sd.closed_form.kernel_ridge_sd(T2, lam=lam, rounds=[0], gram=G2)
     with pytest.raises(ValueError, match="lam must be a scalar"):
-        sd.sd_test_outputs(T2, lam=lam, rounds=[0], gram=G2, test_gram=G2)
+        sd.closed_form.sd_test_outputs(T2, lam=lam, rounds=[0], gram=G2, test_gram=G2)
     with pytest.raises(ValueError, match="lam must be a scalar"):
         sd.predictor(T2, lam=lam, gram=G2)
     # a 0-d array is one number and works
@@ -318,7 +320,7 @@ def test_lam_array_is_rejected_not_broadcast(lam):
 @pytest.mark.parametrize("xi", [np.array([0.1, 0.2]), [0.5], True, "0.5"])
 def test_xi_must_be_one_number(xi):
     with pytest.raises((ValueError, TypeError), match="xi"):
-        sd.sd_mixed_outputs(T2, lam=0.1, xi=xi, rounds=[0], gram=G2)
+        sd.closed_form.sd_mixed_outputs(T2, lam=0.1, xi=xi, rounds=[0], gram=G2)
 
 
 @pytest.mark.parametrize("lam", [True, False, np.bool_(True), "0.1", 1j])
@@ -397,10 +399,10 @@ def test_gram_of_any_scale_gives_the_outputs_of_g_over_lam(scale):
     got = sd.sd_outputs(t, lam=lam, num_rounds=4, gram=g * scale)
     assert np.all(np.isfinite(got))
     np.testing.assert_allclose(got, want, atol=1e-9)
-    mixed = sd.sd_mixed_outputs(t, lam=lam, xi=1.0, num_rounds=4, gram=g * scale)
+    mixed = sd.closed_form.sd_mixed_outputs(t, lam=lam, xi=1.0, num_rounds=4, gram=g * scale)
     np.testing.assert_allclose(mixed, want, atol=1e-9)
-    krr = sd.kernel_ridge_sd(t, lam=lam, num_rounds=2, gram=g * scale)
-    np.testing.assert_allclose(krr, sd.kernel_ridge_sd(t, lam=1e-2, num_rounds=2, gram=g), atol=1e-9)
+    krr = sd.closed_form.kernel_ridge_sd(t, lam=lam, num_rounds=2, gram=g * scale)
+    np.testing.assert_allclose(krr, sd.closed_form.kernel_ridge_sd(t, lam=1e-2, num_rounds=2, gram=g), atol=1e-9)
 
 
 def test_fuzz_example_huge_gram_and_lam():
@@ -425,11 +427,11 @@ def test_features_of_any_scale_give_the_outputs_of_g_over_lam(exponent):
         got = sd.sd_outputs(tt, lam=lam, num_rounds=3, features=feats * scale)
         np.testing.assert_allclose(got, want, atol=1e-10)
     # test points scale with the training features (and through the Gram route with the Gram)
-    test_want = sd.sd_test_outputs(t, lam=lam0, num_rounds=3, features=x, test_features=xt)
-    test_got = sd.sd_test_outputs(t, lam=lam, num_rounds=3, features=x * scale, test_features=xt * scale)
+    test_want = sd.closed_form.sd_test_outputs(t, lam=lam0, num_rounds=3, features=x, test_features=xt)
+    test_got = sd.closed_form.sd_test_outputs(t, lam=lam, num_rounds=3, features=x * scale, test_features=xt * scale)
     np.testing.assert_allclose(test_got, test_want, atol=1e-10)
     if abs(exponent) < 500:  # the Gram itself is representable
-        via_gram = sd.sd_test_outputs(
+        via_gram = sd.closed_form.sd_test_outputs(
             t, lam=lam, num_rounds=3, gram=(x * scale) @ (x * scale).T, test_gram=(xt * scale) @ (x * scale).T
         )
         np.testing.assert_allclose(via_gram, test_want, atol=1e-10)
@@ -535,19 +537,19 @@ def test_ragged_bool_and_string_matrices_rejected_clearly():
     with pytest.raises(TypeError, match="gram must be a numeric array, got the string"):
         sd.sd_outputs(T2, lam=0.1, rounds=[0], gram="eye")
     with pytest.raises(ValueError, match="test_gram must be a rectangular array"):
-        sd.sd_test_outputs(T2, lam=0.1, rounds=[0], gram=G2, test_gram=[[1, 0], [1]])
+        sd.closed_form.sd_test_outputs(T2, lam=0.1, rounds=[0], gram=G2, test_gram=[[1, 0], [1]])
 
 
 def test_one_dimensional_features_in_sd_test_outputs():
     x = np.array([[1.0, 0.2], [0.3, 1.0]])
     with pytest.raises(ValueError, match="test_features must be a 2-D"):
-        sd.sd_test_outputs(T2, lam=0.1, rounds=[0], features=x, test_features=np.ones(2))
+        sd.closed_form.sd_test_outputs(T2, lam=0.1, rounds=[0], features=x, test_features=np.ones(2))
     with pytest.raises(ValueError, match="test_features must be a 2-D"):
-        sd.sd_test_outputs(T2, lam=0.1, rounds=[0], features=x, test_features=1.0)
+        sd.closed_form.sd_test_outputs(T2, lam=0.1, rounds=[0], features=x, test_features=1.0)
     with pytest.raises(ValueError, match="features must be a 2-D"):
-        sd.sd_test_outputs(T2, lam=0.1, rounds=[0], features=np.ones(2), test_features=np.ones((1, 2)))
+        sd.closed_form.sd_test_outputs(T2, lam=0.1, rounds=[0], features=np.ones(2), test_features=np.ones((1, 2)))
     with pytest.raises(ValueError, match="test_gram must be"):
-        sd.sd_test_outputs(T2, lam=0.1, rounds=[0], gram=G2, test_gram=np.ones(2))
+        sd.closed_form.sd_test_outputs(T2, lam=0.1, rounds=[0], gram=G2, test_gram=np.ones(2))
 
 
 def test_traced_inputs_are_refused_with_the_kernel_to_use():
@@ -563,7 +565,9 @@ def test_traced_inputs_are_refused_with_the_kernel_to_use():
     with pytest.raises(TypeError, match="targets is a traced value"):
         jax.jit(lambda t: sd.sd_outputs(t, lam=0.1, rounds=[0], gram=G2))(T2)
     with pytest.raises(TypeError, match="xi is a traced value.*sd_mixed_outputs_core"):
-        jax.vmap(lambda xi: sd.sd_mixed_outputs(T2, lam=0.1, xi=xi, rounds=[0], gram=G2))(jnp.array([0.1, 0.2]))
+        jax.vmap(lambda xi: sd.closed_form.sd_mixed_outputs(T2, lam=0.1, xi=xi, rounds=[0], gram=G2))(
+            jnp.array([0.1, 0.2])
+        )
     with pytest.raises(TypeError, match="gram is a traced value.*eigh"):
         jax.jit(sd.gram_spectrum)(G2)
     with pytest.raises(TypeError, match="outputs is a traced value"):
@@ -614,22 +618,22 @@ def test_apply_spectral_checks_its_arguments():
     x = np.random.default_rng(0).normal(size=(6, 3))
     spec = sd.feature_spectrum(x)
     with pytest.raises(TypeError, match="fn must be a function"):
-        sd.apply_spectral(spec, "abc", np.ones(6))
+        sd.spectral.apply_spectral(spec, "abc", np.ones(6))
     with pytest.raises(TypeError, match="y must be a numeric array"):
-        sd.apply_spectral(spec, lambda s: s, "abc")
+        sd.spectral.apply_spectral(spec, lambda s: s, "abc")
     with pytest.raises(ValueError, match="y must be .* N = 6"):
-        sd.apply_spectral(spec, lambda s: s, np.ones(5))
+        sd.spectral.apply_spectral(spec, lambda s: s, np.ones(5))
     with pytest.raises(ValueError, match="spec.eigvals contains 1 non-finite"):
-        sd.apply_spectral(spec._replace(eigvals=np.array([np.nan, 1.0, 2.0])), lambda s: s, np.ones(6))
+        sd.spectral.apply_spectral(spec._replace(eigvals=np.array([np.nan, 1.0, 2.0])), lambda s: s, np.ones(6))
     with pytest.raises(ValueError, match="spec must hold eigvals"):
-        sd.apply_spectral(spec._replace(eigvals=np.ones(4)), lambda s: s, np.ones(6))
+        sd.spectral.apply_spectral(spec._replace(eigvals=np.ones(4)), lambda s: s, np.ones(6))
     with pytest.raises(TypeError, match="spec must be a sdtheory.Spectrum"):
-        sd.apply_spectral(5, lambda s: s, np.ones(6))
+        sd.spectral.apply_spectral(5, lambda s: s, np.ones(6))
     with pytest.raises(ValueError, match="fn must map the eigenvalues"):
-        sd.apply_spectral(spec, lambda s: s[:2], np.ones(6))
+        sd.spectral.apply_spectral(spec, lambda s: s[:2], np.ones(6))
     # f(0) = 1/0 on the null space (d < N) used to give NaN outputs
     with pytest.raises(ValueError, match="fn returned non-finite multipliers"):
-        sd.apply_spectral(spec, lambda s: 1.0 / s, np.ones(6))
+        sd.spectral.apply_spectral(spec, lambda s: 1.0 / s, np.ones(6))
     with pytest.raises(TypeError, match="validate must be True or False"):
         sd.gram_spectrum(np.eye(2), validate=np.array([True, False]))
     with pytest.raises(ValueError, match="method must be"):
@@ -644,12 +648,14 @@ def test_metric_messages_name_both_arguments_of_a_mismatch():
     with pytest.raises(ValueError, match="outputs_or_predictions.*N = 3 \\(the length of true_labels\\)"):
         sd.accuracy(np.full((2, 3), 0.5), [0, 1, 2])
     with pytest.raises(ValueError, match="all_correct must be a rectangular"):
-        sd.first_all_correct([[0, 1], [2]], [0, 1])
+        sd.metrics.first_all_correct([[0, 1], [2]], [0, 1])
     with pytest.raises(TypeError, match="rounds must be an int or a 1-D sequence of ints, got the string"):
-        sd.first_all_correct([[True, False]], "01")
+        sd.metrics.first_all_correct([[True, False]], "01")
     with pytest.raises(ValueError, match="all_correct must be bools"):
-        sd.first_all_correct([[0, 2]], [0, 1])
-    np.testing.assert_array_equal(sd.first_all_correct(np.array([[False, True], [False, False]]), [3, 7]), [7, -1])
+        sd.metrics.first_all_correct([[0, 2]], [0, 1])
+    np.testing.assert_array_equal(
+        sd.metrics.first_all_correct(np.array([[False, True], [False, False]]), [3, 7]), [7, -1]
+    )
 
 
 # Issue 10: the closed form with an unregularised intercept, against a direct solve on the centred Gram
@@ -676,4 +682,4 @@ def test_intercept_closed_form_equals_centred_gram_solve():
         np.testing.assert_allclose(p.train_outputs(num_rounds=3), direct, atol=1e-12)
         np.testing.assert_allclose(p.test_outputs(num_rounds=3, **test), test_direct, atol=1e-12)
     with pytest.raises(ValueError, match="fit_intercept"):
-        sd.predictor(t, lam=lam, spectrum=sd.spectrum(features=x), fit_intercept=True)
+        sd.predictor(t, lam=lam, spectrum=sd.spectral.spectrum(features=x), fit_intercept=True)

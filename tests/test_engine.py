@@ -125,10 +125,10 @@ def test_closed_predictor_reused_equals_fresh_calls():
         for test in (xt, xt[:3], x):
             np.testing.assert_array_equal(
                 p.test_outputs(rounds=rounds, test_features=test),
-                sd.sd_test_outputs(y, lam=lam, rounds=rounds, features=x, test_features=test),
+                sd.closed_form.sd_test_outputs(y, lam=lam, rounds=rounds, features=x, test_features=test),
             )
     # the same spectrum through gram= and spectrum= gives the same numbers (roundoff)
-    spec = sd.spectrum(features=x)
+    spec = sd.spectral.spectrum(features=x)
     q = sd.predictor(y, lam=lam, spectrum=spec)
     np.testing.assert_allclose(q.train_outputs(num_rounds=4), p.train_outputs(num_rounds=4), atol=1e-13)
     np.testing.assert_allclose(

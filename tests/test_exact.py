@@ -150,7 +150,7 @@ def test_chained_rounds_equal_round_by_round():
 
 def test_vmap_over_lam_and_targets():
     x, _ = problem(4, 25, 6, 4)
-    spec = sd.spectrum(gram=x @ x.T)
+    spec = sd.spectral.spectrum(gram=x @ x.T)
     rng = np.random.default_rng(1)
     ts = jnp.asarray(np.eye(4)[rng.integers(0, 4, (4, 25))])
     lams = jnp.asarray([1e-4, 1e-2, 1.0])

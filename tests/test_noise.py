@@ -150,7 +150,7 @@ def test_clusters_only_for_cc():
 )
 def test_validate_corruption_matrix(C, match):
     with pytest.raises(ValueError, match=match):
-        sdtheory.validate_corruption_matrix(C)
+        sdtheory.noise.validate_corruption_matrix(C)
     with pytest.raises(ValueError):
         sdtheory.sample_labels(jax.random.PRNGKey(0), np.zeros(3, int), C)
 
@@ -219,7 +219,7 @@ def test_exact_count_rounding_keeps_class_sizes(k, n, eta, seed, kind):
     np.testing.assert_array_equal(m.sum(1), n)
     assert np.all(np.abs(m - n * C) < 1.0)
     assert np.all(m[C == 0] == 0)
-    np.testing.assert_array_equal(m, sdtheory.exact_counts(true, C))
+    np.testing.assert_array_equal(m, sdtheory.noise.exact_counts(true, C))
 
 
 def test_exact_count_assignment_is_random_within_class():
@@ -301,7 +301,7 @@ def test_confusable_clusters_match_scipy_complete_linkage(seed, k, m):
     m = min(m, k)
     rng = np.random.default_rng(seed)
     means = rng.normal(size=(k, 6))
-    ours = sdtheory.confusable_clusters(means, num_clusters=m)
+    ours = sdtheory.noise.confusable_clusters(means, num_clusters=m)
     xn = means / np.linalg.norm(means, axis=1, keepdims=True)
     dist = np.clip(1.0 - xn @ xn.T, 0, None)
     np.fill_diagonal(dist, 0.0)
@@ -319,11 +319,11 @@ def test_confusable_clusters_recover_planted_groups_from_features():
     class_means = np.concatenate([centres[g] + rng.normal(size=(2, 20)) * 0.3 for g in range(3)])  # 6 classes
     labels = np.repeat(np.arange(6), 40)
     feats = class_means[labels] + rng.normal(size=(240, 20)) * 0.5
-    ids = sdtheory.confusable_clusters(feats, labels, num_clusters=3)
+    ids = sdtheory.noise.confusable_clusters(feats, labels, num_clusters=3)
     assert ids[0] == ids[1] and ids[2] == ids[3] and ids[4] == ids[5]
     assert len({ids[0], ids[2], ids[4]}) == 3
     # The threshold rule (0.8 of the top merge height) also separates the planted groups here.
-    ids2 = sdtheory.confusable_clusters(feats, labels)
+    ids2 = sdtheory.noise.confusable_clusters(feats, labels)
     assert ids2[0] == ids2[1] and ids2[0] != ids2[2]
     C = sdtheory.corruption_matrix("cc", 6, 0.3, clusters=ids)
     assert float(C[0, 1]) == pytest.approx(0.3) and float(C[0, 2]) == 0.0
@@ -331,11 +331,11 @@ def test_confusable_clusters_recover_planted_groups_from_features():
 
 def test_confusable_clusters_bad_input():
     with pytest.raises(ValueError, match="num_clusters"):
-        sdtheory.confusable_clusters(np.eye(3), num_clusters=4)
+        sdtheory.noise.confusable_clusters(np.eye(3), num_clusters=4)
     with pytest.raises(ValueError, match="all-zero"):
-        sdtheory.confusable_clusters(np.zeros((3, 2)), num_clusters=2)
+        sdtheory.noise.confusable_clusters(np.zeros((3, 2)), num_clusters=2)
     with pytest.raises(ValueError, match="empty"):
-        sdtheory.confusable_clusters(np.eye(3), np.array([0, 0, 2]), num_clusters=2)
+        sdtheory.noise.confusable_clusters(np.eye(3), np.array([0, 0, 2]), num_clusters=2)
 
 
 # --------------------------------------------------------------------------
@@ -371,18 +371,20 @@ def test_sample_labels_key_batch_and_raw_key():
 def test_validate_corruption_matrix_checks_atol_and_dtype():
     C = np.eye(2)
     with pytest.raises(ValueError, match="atol must be >= 0"):
-        sdtheory.validate_corruption_matrix(C, atol=-1)  # was "row 0 sums to 1, not 1"
+        sdtheory.noise.validate_corruption_matrix(C, atol=-1)  # was "row 0 sums to 1, not 1"
     with pytest.raises(ValueError, match="atol must be finite"):
-        sdtheory.validate_corruption_matrix(2 * C, atol=float("nan"))  # was accepted
+        sdtheory.noise.validate_corruption_matrix(2 * C, atol=float("nan"))  # was accepted
     with pytest.raises(TypeError, match="atol"):
-        sdtheory.validate_corruption_matrix(C, atol=True)
+        sdtheory.noise.validate_corruption_matrix(C, atol=True)
     with pytest.raises(TypeError, match="C must be real numbers.*bool"):
-        sdtheory.validate_corruption_matrix(C.astype(bool))
+        sdtheory.noise.validate_corruption_matrix(C.astype(bool))
     with pytest.raises(ValueError, match="C .corruption matrix. is not row-stochastic: row 0 sums to 1.0000001"):
-        sdtheory.validate_corruption_matrix(np.array([[1.0000001, 0.0], [0.0, 1.0]]), atol=0.0)
+        sdtheory.noise.validate_corruption_matrix(np.array([[1.0000001, 0.0], [0.0, 1.0]]), atol=0.0)
     with pytest.raises(ValueError, match="fractions"):
-        sdtheory.validate_corruption_matrix(np.ones((2, 3)) / 3, name="fractions")
-    np.testing.assert_array_equal(sdtheory.validate_corruption_matrix(np.float32(1) * C, atol=np.float32(1e-6)), C)
+        sdtheory.noise.validate_corruption_matrix(np.ones((2, 3)) / 3, name="fractions")
+    np.testing.assert_array_equal(
+        sdtheory.noise.validate_corruption_matrix(np.float32(1) * C, atol=np.float32(1e-6)), C
+    )
 
 
 def test_cluster_ids_of_the_wrong_length_say_so():
@@ -428,25 +430,25 @@ def test_labels_ragged_or_mismatched_name_both_arguments():
     with pytest.raises(ValueError, match=r"true_labels must lie in \[0, 1\].*num_classes = 2"):
         sdtheory.empirical_fractions(np.array([0, 1, 2]), np.array([0, 1, 1]), 2)
     with pytest.raises(ValueError, match=r"true_labels.*K = 3, the size of C"):
-        sdtheory.exact_counts(np.array([0, 3]), C)
+        sdtheory.noise.exact_counts(np.array([0, 3]), C)
 
 
 def test_confusable_clusters_bad_labels_and_scale():
     x = np.random.default_rng(0).normal(size=(6, 4))
     with pytest.raises(ValueError, match="labels must be a 1-D"):
-        sdtheory.confusable_clusters(x, np.array([[0, 0, 1, 1, 2, 2]]))  # was "labels has -1 instances"
+        sdtheory.noise.confusable_clusters(x, np.array([[0, 0, 1, 1, 2, 2]]))  # was "labels has -1 instances"
     with pytest.raises(ValueError, match="labels must use every class"):
-        sdtheory.confusable_clusters(x, np.array([0, 0, 1, 1, 2, 2**30]))  # no (2**30,) bincount
+        sdtheory.noise.confusable_clusters(x, np.array([0, 0, 1, 1, 2, 2**30]))  # no (2**30,) bincount
     with pytest.raises(ValueError, match="labels must lie in"):
-        sdtheory.confusable_clusters(x, np.array([0, 0, 1, 1, 2, 2**40]))
+        sdtheory.noise.confusable_clusters(x, np.array([0, 0, 1, 1, 2, 2**40]))
     with pytest.raises(TypeError, match="class_means_or_features"):
-        sdtheory.confusable_clusters(np.array([["a", "b"], ["c", "d"]]))
+        sdtheory.noise.confusable_clusters(np.array([["a", "b"], ["c", "d"]]))
     with pytest.raises(TypeError, match="threshold_ratio"):
-        sdtheory.confusable_clusters(x, threshold_ratio="0.5")
+        sdtheory.noise.confusable_clusters(x, threshold_ratio="0.5")
     means = np.random.default_rng(1).normal(size=(5, 3))
-    base = sdtheory.confusable_clusters(means, num_clusters=2)
+    base = sdtheory.noise.confusable_clusters(means, num_clusters=2)
     for scale in (1e200, 1e-170):  # cosine similarity does not depend on the scale
-        np.testing.assert_array_equal(sdtheory.confusable_clusters(means * scale, num_clusters=2), base)
+        np.testing.assert_array_equal(sdtheory.noise.confusable_clusters(means * scale, num_clusters=2), base)
 
 
 # --------------------------------------------------------------------------
@@ -466,17 +468,17 @@ NOISE_TRACEABLE = {
         for kind in ("symmetric", "asymmetric", "pair")
     ]
     + [(lambda e: sdtheory.corruption_matrix("cc", 4, e, clusters=[0, 0, 1, 1]), _ETAS)],
-    "exact_counts": [(lambda C: sdtheory.exact_counts(_TRUE, C), _CS)],
+    "exact_counts": [(lambda C: sdtheory.noise.exact_counts(_TRUE, C), _CS)],
     "sample_labels": [
         (lambda C: sdtheory.sample_labels(_KEY, _TRUE, C), _CS),
         (lambda C: sdtheory.sample_labels(_KEY, _TRUE, C, exact=True), _CS),
     ],
     "empirical_fractions": [(lambda g: sdtheory.empirical_fractions(_TRUE, g, 3), _GIVENS)],
-    "validate_corruption_matrix": [(lambda C: sdtheory.validate_corruption_matrix(C), _CS)],
+    "validate_corruption_matrix": [(lambda C: sdtheory.noise.validate_corruption_matrix(C), _CS)],
 }
 #: Traceable public functions without array arguments: Python constants inside jax.jit / jax.vmap.
 NOISE_NO_ARRAYS = {
-    "max_eta": lambda: sdtheory.max_eta("pair", 3),
+    "max_eta": lambda: sdtheory.noise.max_eta("pair", 3),
     "condition_threshold": lambda: sdtheory.condition_threshold("symmetric", 3),
 }
 #: Public functions of sdtheory.noise that need concrete input, and the argument their TypeError names.
@@ -504,4 +506,4 @@ def test_traceable_noise_functions_vmap_over_a_numpy_float64_batch(name):
 def test_confusable_clusters_refuses_traced_input_by_name():
     feats = np.random.default_rng(0).normal(size=(2, 3, 5))
     with pytest.raises(TypeError, match="class_means_or_features is a traced value"):
-        jax.vmap(lambda f: sdtheory.confusable_clusters(f, num_clusters=2))(feats)
+        jax.vmap(lambda f: sdtheory.noise.confusable_clusters(f, num_clusters=2))(feats)

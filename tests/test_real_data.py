@@ -248,7 +248,7 @@ def test_lam_rule_halves_own_label_in_block_model():
     # sampled features have the block Gram exactly in expectation; check the fit is close
     assert abs(bst.c - c) < 0.08 and abs(bst.d - dd) < 0.08
     lam = E.lam_rule(c, k * n_per, k)
-    a, b, _ = sd.block_factors(per_class=n_per, num_classes=k, c=c, d=dd, lam=lam)
+    a, b, _ = sd.block.block_factors(per_class=n_per, num_classes=k, c=c, d=dd, lam=lam)
     assert a == pytest.approx(0.5, rel=1e-12)
     assert b > 0.95
     with pytest.raises(ValueError, match="c = 1.0"):

@@ -146,7 +146,7 @@ def test_exact_population_min_rounds_and_window_vs_n_instance(eta):
     rounds = np.arange(30)
     ref = sd.exact_outputs(np.eye(K)[given], lam=lam, num_rounds=rounds.size, gram=gram, tol=1e-10)
     all_ok = np.asarray(sd.correct(ref.outputs, classes)).all(axis=-1)
-    r_ref = int(sd.first_all_correct(all_ok, rounds))
+    r_ref = int(sd.metrics.first_all_correct(all_ok, rounds))
     assert r_ref > 0  # the setting needs some rounds
     got = sd.min_rounds(C, c=c, d=d, lam=lam, per_class=n, model="exact", search_rounds=30)
     assert got == r_ref
@@ -185,7 +185,7 @@ def test_linearised_general_corr_rounds_vs_eigh(eta):
     rounds = np.arange(200)
     out = np.asarray(sd.sd_outputs(np.eye(K)[given], lam=lam, rounds=rounds, gram=gram))
     all_ok = np.asarray(sd.correct(out, classes)).all(axis=-1)
-    r_ref = int(sd.first_all_correct(all_ok, rounds))
+    r_ref = int(sd.metrics.first_all_correct(all_ok, rounds))
     assert sd.min_rounds(C, corr=corr, lam=lam, per_class=n, search_rounds=200) == r_ref
     win = sd.all_correct_rounds(C, corr=corr, lam=lam, per_class=n, search_rounds=200)
     assert win.first == r_ref

@@ -68,7 +68,7 @@ def test_pll_block_path_matches_gram_path():
     counts = np.array([[7, 3, 2], [1, 9, 2], [3, 4, 5]])  # distinct per row: no top-2 ties
     given_ = np.concatenate([np.repeat(np.arange(k), counts[i]) for i in range(k)])
     Y = np.eye(k)[given_]
-    res_b = sdtheory.pll_student_block_model(Y, true, c=c, d=d, lam=lam, num_rounds=3)
+    res_b = sdtheory.refine.pll_student_block_model(Y, true, c=c, d=d, lam=lam, num_rounds=3)
     res_g = sdtheory.pll_student(Y, lam=lam, gram=sdtheory.block_gram(true, c=c, d=d), num_rounds=3)
     chex.assert_trees_all_close(res_b, res_g, atol=1e-10)  # every field: teacher, targets, outputs, flags
     np.testing.assert_array_equal(res_b.targets, res_g.targets)
@@ -76,7 +76,7 @@ def test_pll_block_path_matches_gram_path():
 
 def test_pll_pipeline_core_vmaps_over_lam():
     X, G, Y = _problem(1)
-    spec = sdtheory.spectrum(gram=G)
+    spec = sdtheory.spectral.spectrum(gram=G)
 
     def pipeline(lam):
         fit = refine.closed_fit(spec, lam)
@@ -131,7 +131,7 @@ def test_refine_bad_input():
     # num_rounds counts the teacher as round 0, as everywhere: one round is the teacher alone
     for fn in (
         lambda: sdtheory.pll_student(Y, lam=1e-2, gram=G, num_rounds=1),
-        lambda: sdtheory.pll_student_block_model(Y, np.arange(12) % 3, c=0.4, d=0.1, lam=1e-2, num_rounds=1),
+        lambda: sdtheory.refine.pll_student_block_model(Y, np.arange(12) % 3, c=0.4, d=0.1, lam=1e-2, num_rounds=1),
     ):
         with pytest.raises(ValueError, match="needs num_rounds >= 2"):
             fn()
@@ -161,7 +161,7 @@ def test_pll_student_refuses_two_classes():
     with pytest.raises(ValueError, match=why):
         sdtheory.pll_student(Y, lam=1e-2, features=X, model="exact")
     with pytest.raises(ValueError, match=why):
-        sdtheory.pll_student_block_model(Y, y, c=0.4, d=0.1, lam=1e-2)
+        sdtheory.refine.pll_student_block_model(Y, y, c=0.4, d=0.1, lam=1e-2)
     with pytest.raises(ValueError, match=why):
         sdtheory.predictor(Y, lam=1e-2, features=X, model="exact", num_rounds=2, student="pll")
     # two classes are fine for self-distillation, and three for the PLL student
@@ -188,9 +188,9 @@ def test_pll_student_bad_numbers_are_rejected_clearly():
     with pytest.raises(ValueError, match="num_rounds must be <= 100000"):
         sdtheory.pll_student(Y, lam=1e-2, gram=G, num_rounds=2**31)
     with pytest.raises(ValueError, match="num_rounds must be <= 100000"):
-        sdtheory.pll_student_block_model(Y, np.arange(12) % 3, c=0.4, d=0.1, lam=1e-2, num_rounds=10**6)
+        sdtheory.refine.pll_student_block_model(Y, np.arange(12) % 3, c=0.4, d=0.1, lam=1e-2, num_rounds=10**6)
     with pytest.raises(ValueError, match="lam must be a scalar"):
-        sdtheory.pll_student_block_model(Y, np.arange(12) % 3, c=0.4, d=0.1, lam=[1e-2, 1e-1])
+        sdtheory.refine.pll_student_block_model(Y, np.arange(12) % 3, c=0.4, d=0.1, lam=[1e-2, 1e-1])
     with pytest.raises(TypeError, match="tol"):
         sdtheory.pll_student(Y, lam=1e-2, features=X, model="exact", tol=True)
     with pytest.raises(TypeError, match="lam is a traced value.*pll_rounds_core"):

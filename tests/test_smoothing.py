@@ -37,7 +37,7 @@ def test_uniform_smoothing_never_changes_linearised_argmax(seed, eps, loglam):
     X, G, y = _problem(seed)
     lam = 10.0**loglam
     Y = np.eye(K)[y]
-    Ts = np.asarray(sdtheory.uniform_smoothing(Y, eps))
+    Ts = np.asarray(sdtheory.smoothing.uniform_smoothing(Y, eps))
     np.testing.assert_allclose(Ts, (1 - eps) * Y + eps / K, atol=1e-15)
     P = _sd_direct(G, Y, lam, 6)
     Ps = _sd_direct(G, Ts, lam, 6)
@@ -58,7 +58,7 @@ def test_mixed_target_closed_form_equals_iterated_recursion(seed, xi, loglam):
         p = _fit(G, t, lam)
         out.append(p)
         t = xi * p + (1 - xi) * Y
-    got = sdtheory.sd_mixed_outputs(Y, lam=lam, rounds=np.arange(7), xi=xi, gram=G)
+    got = sdtheory.closed_form.sd_mixed_outputs(Y, lam=lam, rounds=np.arange(7), xi=xi, gram=G)
     np.testing.assert_allclose(got, np.array(out), atol=1e-10)
 
 
@@ -69,7 +69,7 @@ def test_beta_smoothing_rank_matching_and_distribution():
     rng = np.random.default_rng(0)
     probs = rng.uniform(size=n)
     labels = rng.integers(0, k, n)
-    T = np.asarray(sdtheory.beta_smoothing(jax.random.PRNGKey(1), probs, labels, k, beta))
+    T = np.asarray(sdtheory.smoothing.beta_smoothing(jax.random.PRNGKey(1), probs, labels, k, beta))
     v = T[np.arange(n), labels]
     # Rank matched: the labelled-class value increases with the model's confidence.
     order = np.argsort(probs, kind="stable")
@@ -84,19 +84,19 @@ def test_beta_smoothing_rank_matching_and_distribution():
     # (N, K) probabilities: the labelled entry is used.
     P = rng.uniform(size=(n, k))
     P[np.arange(n), labels] = probs
-    np.testing.assert_array_equal(sdtheory.beta_smoothing(jax.random.PRNGKey(1), P, labels, k, beta), T)
+    np.testing.assert_array_equal(sdtheory.smoothing.beta_smoothing(jax.random.PRNGKey(1), P, labels, k, beta), T)
 
 
 def test_beta_smoothing_bad_input():
     key = jax.random.PRNGKey(0)
     with pytest.raises(ValueError, match="beta"):
-        sdtheory.beta_smoothing(key, np.ones(3) / 2, np.array([0, 1, 2]), 3, 0.0)
+        sdtheory.smoothing.beta_smoothing(key, np.ones(3) / 2, np.array([0, 1, 2]), 3, 0.0)
     with pytest.raises(ValueError, match=r"\[0, 2\]"):
-        sdtheory.beta_smoothing(key, np.ones(3) / 2, np.array([0, 1, 3]), 3, 1.0)
+        sdtheory.smoothing.beta_smoothing(key, np.ones(3) / 2, np.array([0, 1, 3]), 3, 1.0)
     with pytest.raises(ValueError, match="instances"):
-        sdtheory.beta_smoothing(key, np.ones(4) / 2, np.array([0, 1, 2]), 3, 1.0)
+        sdtheory.smoothing.beta_smoothing(key, np.ones(4) / 2, np.array([0, 1, 2]), 3, 1.0)
     with pytest.raises(ValueError, match="eps"):
-        sdtheory.uniform_smoothing(np.eye(3), 1.5)
+        sdtheory.smoothing.uniform_smoothing(np.eye(3), 1.5)
 
 
 def _diversity_loop(p):
@@ -118,14 +118,14 @@ def test_predictive_diversity_and_confidence(seed):
     P = rng.dirichlet(np.ones(4) * 0.5, size=10)
     P[0] = [1.0, 0.0, 0.0, 0.0]
     P[1] = [0.4, 0.2, 0.2, 0.2]
-    np.testing.assert_allclose(sdtheory.predictive_diversity(P), _diversity_loop(P), atol=1e-12)
+    np.testing.assert_allclose(sdtheory.smoothing.predictive_diversity(P), _diversity_loop(P), atol=1e-12)
     np.testing.assert_allclose(
-        sdtheory.predictive_diversity(P, normalize=True), _diversity_loop(P) / np.log(3), atol=1e-12
+        sdtheory.smoothing.predictive_diversity(P, normalize=True), _diversity_loop(P) / np.log(3), atol=1e-12
     )
-    assert float(sdtheory.predictive_diversity(P)[1]) == pytest.approx(np.log(3))
-    np.testing.assert_allclose(sdtheory.confidence(P), P.max(1), atol=0)
+    assert float(sdtheory.smoothing.predictive_diversity(P)[1]) == pytest.approx(np.log(3))
+    np.testing.assert_allclose(sdtheory.smoothing.confidence(P), P.max(1), atol=0)
     with pytest.raises(ValueError, match="negative"):
-        sdtheory.predictive_diversity(np.array([[1.2, -0.2]]))
+        sdtheory.smoothing.predictive_diversity(np.array([[1.2, -0.2]]))
 
 
 # --------------------------------------------------------------------------
@@ -185,7 +185,7 @@ def test_heldout_accuracy_matches_direct_linearised_weights():
     Ts = np.concatenate([Y[None], P[:-1]])
     # Linearised test outputs 1/K + G_test (T_r - P_r) / (K N lam).
     expected = [((1.0 / K + (Xt @ X.T) @ (Ts[r] - P[r]) / (K * N * lam)).argmax(1) == yt).mean() for r in range(4)]
-    got = sdtheory.heldout_accuracy(Y, yt, lam=lam, rounds=np.arange(4), features=X, test_features=Xt)
+    got = sdtheory.metrics.heldout_accuracy(Y, yt, lam=lam, rounds=np.arange(4), features=X, test_features=Xt)
     np.testing.assert_allclose(got, expected, atol=1e-15)
 
 
@@ -193,23 +193,23 @@ def test_smoothing_bools_and_strings_are_refused_by_name():
     key = jax.random.PRNGKey(0)
     labels = np.array([0, 1, 2])
     with pytest.raises(TypeError, match="eps"):
-        sdtheory.uniform_smoothing(np.eye(3), True)  # was eps = 1
+        sdtheory.smoothing.uniform_smoothing(np.eye(3), True)  # was eps = 1
     with pytest.raises(TypeError, match="targets"):
-        sdtheory.uniform_smoothing(np.eye(3, dtype=bool), 0.1)
+        sdtheory.smoothing.uniform_smoothing(np.eye(3, dtype=bool), 0.1)
     with pytest.raises(TypeError, match="beta"):
-        sdtheory.beta_smoothing(key, np.ones(3) / 2, labels, 3, True)  # was beta = 1
+        sdtheory.smoothing.beta_smoothing(key, np.ones(3) / 2, labels, 3, True)  # was beta = 1
     with pytest.raises(TypeError, match="label_probs"):
-        sdtheory.beta_smoothing(key, np.array(["a", "b", "c"]), labels, 3, 1.0)  # was a NumPy error
+        sdtheory.smoothing.beta_smoothing(key, np.array(["a", "b", "c"]), labels, 3, 1.0)  # was a NumPy error
     with pytest.raises(TypeError, match="label_probs"):
-        sdtheory.beta_smoothing(key, np.array([True, False, True]), labels, 3, 1.0)
+        sdtheory.smoothing.beta_smoothing(key, np.array([True, False, True]), labels, 3, 1.0)
     with pytest.raises(TypeError, match="key must be a jax.random key"):
-        sdtheory.beta_smoothing(0, np.ones(3) / 2, labels, 3, 1.0)
+        sdtheory.smoothing.beta_smoothing(0, np.ones(3) / 2, labels, 3, 1.0)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 1\].*num_classes = 2"):
-        sdtheory.beta_smoothing(key, np.ones(3) / 2, labels, 2, 1.0)
+        sdtheory.smoothing.beta_smoothing(key, np.ones(3) / 2, labels, 2, 1.0)
     with pytest.raises(TypeError, match="normalize"):
-        sdtheory.predictive_diversity(np.eye(3), normalize="no")  # was truthy
+        sdtheory.smoothing.predictive_diversity(np.eye(3), normalize="no")  # was truthy
     with pytest.raises(ValueError, match="outputs must be a rectangular array"):
-        sdtheory.confidence([[0.5, 0.5], [1.0]])
+        sdtheory.smoothing.confidence([[0.5, 0.5], [1.0]])
 
 
 # --------------------------------------------------------------------------
@@ -289,7 +289,7 @@ def test_beta_alpha_student_matches_scipy_on_the_mixed_objective(alpha):
     )
     np.testing.assert_allclose(res.outputs, expected, atol=1e-6)
     # the public function: the same target, and the same student
-    t = np.asarray(sdtheory.beta_smoothing(key, teacher, labels, k, beta, alpha))
+    t = np.asarray(sdtheory.smoothing.beta_smoothing(key, teacher, labels, k, beta, alpha))
     np.testing.assert_allclose(t, (1 - alpha) * y + alpha * t_beta, atol=1e-15)
     np.testing.assert_allclose(fit(t), expected, atol=1e-6)
 
@@ -299,11 +299,13 @@ def test_beta_alpha_one_is_the_beta_target_and_alpha_zero_the_hard_labels():
     n, k = 50, 4
     probs, labels = rng.uniform(size=n), rng.integers(0, k, n)
     key = jax.random.key(3)
-    before = np.asarray(sdtheory.beta_smoothing(key, probs, labels, k, 2.0))  # default: the Beta target alone
-    np.testing.assert_array_equal(np.asarray(sdtheory.beta_smoothing(key, probs, labels, k, 2.0, 1.0)), before)
+    before = np.asarray(sdtheory.smoothing.beta_smoothing(key, probs, labels, k, 2.0))  # default: the Beta target alone
+    np.testing.assert_array_equal(
+        np.asarray(sdtheory.smoothing.beta_smoothing(key, probs, labels, k, 2.0, 1.0)), before
+    )
     np.testing.assert_allclose(before, _beta_target_numpy(key, probs, labels, k, 2.0), atol=1e-15)
     np.testing.assert_array_equal(
-        np.asarray(sdtheory.beta_smoothing(key, probs, labels, k, 2.0, 0.0)), np.eye(k)[labels]
+        np.asarray(sdtheory.smoothing.beta_smoothing(key, probs, labels, k, 2.0, 0.0)), np.eye(k)[labels]
     )
 
 
@@ -315,6 +317,6 @@ def test_beta_alpha_bad_values_are_refused_by_name(alpha, exc):
 
     key, labels = jax.random.key(0), np.array([0, 1, 2])
     with pytest.raises(exc, match="alpha"):
-        sdtheory.beta_smoothing(key, np.ones(3) / 2, labels, 3, 1.0, alpha)
+        sdtheory.smoothing.beta_smoothing(key, np.ones(3) / 2, labels, 3, 1.0, alpha)
     with pytest.raises(exc, match="alpha"):
         beta_smoothing_fixed_point_core(lambda t: t, np.eye(3), key, labels, 3, 1.0, 1, alpha=alpha)

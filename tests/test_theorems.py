@@ -230,7 +230,7 @@ def test_window_search_agrees_with_direct_evaluation_over_long_ranges(data, shap
     f = np.asarray(counts / n, dtype=float)
     w = sdtheory.all_correct_rounds(f, c=c, d=d, lam=lam, per_class=n)
     rounds = np.arange(5000)
-    ok = np.asarray(sdtheory.all_correct_at(f, rounds, c=c, d=d, lam=lam, per_class=n))
+    ok = np.asarray(sdtheory.theorems.all_correct_at(f, rounds, c=c, d=d, lam=lam, per_class=n))
     if w.first < 0:
         assert not ok.any()
     else:
@@ -266,7 +266,7 @@ def test_min_rounds_population_worked_example():
 def test_no_noise_gives_round_zero_and_margin_inf():
     f = np.eye(4)
     assert sdtheory.min_rounds(f, c=0.5, d=0.1, lam=1e-3, per_class=10) == 0
-    assert sdtheory.margin(f) == float("inf")
+    assert sdtheory.theorems.margin(f) == float("inf")
     assert sdtheory.corruption_condition(f)
 
 
@@ -314,7 +314,7 @@ def test_condition_and_margin_match_loops(shape, data):
     cond = all(f[i, i] > f[i, j] for i in range(k) for j in range(k) if j != i)
     occ = [f[i, i] - f[i, j] for i in range(k) for j in range(k) if j != i and counts[i, j] > 0]
     assert sdtheory.corruption_condition(f) == cond
-    assert sdtheory.margin(f) == (min(occ) if occ else float("inf"))
+    assert sdtheory.theorems.margin(f) == (min(occ) if occ else float("inf"))
 
 
 def test_cores_vmap_over_fractions_and_lam():
@@ -330,11 +330,11 @@ def test_cores_vmap_over_fractions_and_lam():
             assert int(grid[i, j]) == sdtheory.min_rounds(C, c=c, d=d, lam=float(lams[j]), per_class=n)
             w = sdtheory.all_correct_rounds(C, c=c, d=d, lam=float(lams[j]), per_class=n)
             assert (int(win.first[i, j]), int(win.last[i, j])) == (w.first, w.last)
-    # Under jax.jit too, and with log-factors whose exp are sdtheory.block_factors.
+    # Under jax.jit too, and with log-factors whose exp are sdtheory.block.block_factors.
     jitted = jax.jit(jax.vmap(lambda l: sdtheory.min_rounds(Cs[3], c=c, d=d, lam=l, per_class=n)))(lams)
     np.testing.assert_array_equal(jitted, grid[3])
     logs = T.log_block_factors(per_class=n, num_classes=k, c=c, d=d, lam=1e-3)
-    a, b, g = sdtheory.block_factors(per_class=n, num_classes=k, c=c, d=d, lam=1e-3)
+    a, b, g = sdtheory.block.block_factors(per_class=n, num_classes=k, c=c, d=d, lam=1e-3)
     np.testing.assert_allclose(
         np.exp([logs.log_b, logs.log_b + logs.log_rho, logs.log_b + logs.log_gamma]), [b, a, g], rtol=1e-15
     )
@@ -440,7 +440,7 @@ def test_min_rounds_small_lam_matches_decimal(lam):
     assert sdtheory.min_rounds(C, lam=lam, **SYM3) == expected
     assert sdtheory.all_correct_rounds(C, lam=lam, **SYM3) == (expected, T.UNBOUNDED)
     rounds = [expected - 137, expected - 1, expected, expected + 1]
-    got = sdtheory.all_correct_at(C, rounds, lam=lam, **SYM3)
+    got = sdtheory.theorems.all_correct_at(C, rounds, lam=lam, **SYM3)
     np.testing.assert_array_equal(got, [False, False, True, True])
     np.testing.assert_array_equal(got, _dec_all_correct(C, k, SYM3["per_class"], SYM3["c"], SYM3["d"], lam, rounds))
 
@@ -454,7 +454,7 @@ def test_window_small_lam_with_global_term_matches_decimal():
     rounds = [w.first - 1, w.first, w.last, w.last + 1]
     np.testing.assert_array_equal(_dec_all_correct(f, k, n, c, d, lam, rounds), [False, True, True, False])
     np.testing.assert_array_equal(
-        sdtheory.all_correct_at(f, rounds, c=c, d=d, lam=lam, per_class=n), [False, True, True, False]
+        sdtheory.theorems.all_correct_at(f, rounds, c=c, d=d, lam=lam, per_class=n), [False, True, True, False]
     )
 
 
@@ -474,11 +474,11 @@ def test_huge_lam_matches_decimal(lam):
     assert sdtheory.all_correct_rounds(C, **kw) == (expected, T.UNBOUNDED)
     rounds = np.arange(20)
     ref = _dec_all_correct(C, k, n, c, d, lam, rounds)
-    np.testing.assert_array_equal(sdtheory.all_correct_at(C, rounds, **kw), ref)
+    np.testing.assert_array_equal(sdtheory.theorems.all_correct_at(C, rounds, **kw), ref)
     # a window that closes (unequal global frequencies), against the brute force round by round
     f = np.array([[0.75, 0.125, 0.125], [0.25, 0.625, 0.125], [0.25, 0.125, 0.625]])
     ref = _dec_all_correct(f, k, n, c, 0.05, lam, rounds)
-    got = sdtheory.all_correct_at(f, rounds, c=c, d=0.05, lam=lam, per_class=n)
+    got = sdtheory.theorems.all_correct_at(f, rounds, c=c, d=0.05, lam=lam, per_class=n)
     np.testing.assert_array_equal(got, ref)
     w = sdtheory.all_correct_rounds(f, c=c, d=0.05, lam=lam, per_class=n)
     np.testing.assert_array_equal(ref, [w.first <= r <= w.last for r in rounds])
@@ -539,7 +539,7 @@ def test_rounds_beyond_the_searched_range_raise_naming_lam():
     np.testing.assert_array_equal(got, [sdtheory.min_rounds(C, lam=1e-3, **kw), r_in, T.BEYOND_RANGE])
     # all_correct_at answers at any round, the decimal brute force agrees
     rounds = [r_out - 1, r_out]
-    np.testing.assert_array_equal(sdtheory.all_correct_at(C, rounds, lam=lam_out, **kw), [False, True])
+    np.testing.assert_array_equal(sdtheory.theorems.all_correct_at(C, rounds, lam=lam_out, **kw), [False, True])
     np.testing.assert_array_equal(_dec_all_correct(C, k, n, c, d, lam_out, rounds), [False, True])
 
 
@@ -564,7 +564,7 @@ def test_window_closing_beyond_the_range_is_reported():
     rounds = [first - 1, first, T.MAX_ROUND, 2**62]  # all correct at round 2**40 - 1, closed at 2**62
     ref = _dec_all_correct(f, k, n, c, d, lam, rounds)
     np.testing.assert_array_equal(ref, [False, True, True, False])
-    np.testing.assert_array_equal(sdtheory.all_correct_at(f, rounds, **kw), ref)
+    np.testing.assert_array_equal(sdtheory.theorems.all_correct_at(f, rounds, **kw), ref)
 
 
 @pytest.mark.parametrize("lam", [1e-6, 1e-3, 1.0, 1e305])
@@ -578,13 +578,15 @@ def test_all_correct_at_huge_round_indices_match_decimal(lam):
         np.array([[0.5, 0.5, 0.0], [0.0, 0.75, 0.25], [0.25, 0.0, 0.75]]),
     ]  # condition fails
     for f in cases:
-        got = sdtheory.all_correct_at(f, rounds, c=c, d=d, lam=lam, per_class=n)
+        got = sdtheory.theorems.all_correct_at(f, rounds, c=c, d=d, lam=lam, per_class=n)
         np.testing.assert_array_equal(got, _dec_all_correct(f, k, n, c, d, lam, rounds), err_msg=str(f))
-    np.testing.assert_array_equal(sdtheory.all_correct_at(cases[0], rounds, c=c, d=d, lam=lam, per_class=n)[-4:], True)
+    np.testing.assert_array_equal(
+        sdtheory.theorems.all_correct_at(cases[0], rounds, c=c, d=d, lam=lam, per_class=n)[-4:], True
+    )
     with pytest.raises(ValueError, match="rounds"):
-        sdtheory.all_correct_at(cases[0], [2**63], c=c, d=d, lam=lam, per_class=n)
+        sdtheory.theorems.all_correct_at(cases[0], [2**63], c=c, d=d, lam=lam, per_class=n)
     with pytest.raises(ValueError, match="rounds"):
-        sdtheory.all_correct_at(cases[0], np.array([2**63], dtype=np.uint64), c=c, d=d, lam=lam, per_class=n)
+        sdtheory.theorems.all_correct_at(cases[0], np.array([2**63], dtype=np.uint64), c=c, d=d, lam=lam, per_class=n)
 
 
 def test_non_scalar_lam_is_refused_with_a_clear_error():
@@ -596,7 +598,7 @@ def test_non_scalar_lam_is_refused_with_a_clear_error():
         sdtheory.max_rounds,
         sdtheory.pll_condition,
         sdtheory.pll_accuracy_prediction,
-        lambda f, **k: sdtheory.all_correct_at(f, [0, 1], **k),
+        lambda f, **k: sdtheory.theorems.all_correct_at(f, [0, 1], **k),
     ]
     for lam in (np.array([1e-3, 1e-2]), [1e-3], jnp.ones((2, 2)) * 1e-3):
         for fn in calls:
@@ -766,7 +768,7 @@ def test_theorem_bad_input():
     with pytest.raises(ValueError, match="row-stochastic"):
         sdtheory.corruption_condition(np.array([[0.5, 0.4], [0.5, 0.5]]))
     with pytest.raises(ValueError, match="square"):
-        sdtheory.margin(np.ones((2, 3)) / 3)
+        sdtheory.theorems.margin(np.ones((2, 3)) / 3)
     with pytest.raises(ValueError, match="rounds"):
         sdtheory.pll_accuracy_prediction(f, c=0.5, d=0.1, lam=1e-3, per_class=5, num_rounds=0)
     with pytest.raises(ValueError, match="needs num_rounds >= 2"):  # round 0 is the teacher, as everywhere
@@ -876,11 +878,11 @@ def test_condition_threshold_is_a_tie_and_just_inside_it_holds(kind, k, clusters
     assert _exact_margin(_exact_matrix(kind, k, exact_th, clusters)) == 0  # a tie, exactly
     C = sdtheory.corruption_matrix(kind, k, th, clusters=clusters)
     assert sdtheory.corruption_condition(C) is False
-    assert sdtheory.margin(C) == 0.0
+    assert sdtheory.theorems.margin(C) == 0.0
     assert sdtheory.min_rounds(C, **kw) == -1
     assert sdtheory.all_correct_rounds(C, **kw) == (-1, -1)
     assert sdtheory.max_rounds(C, **kw) == -1
-    assert not np.any(sdtheory.all_correct_at(C, [0, 1, 10, 10**6, 2**40], **kw))
+    assert not np.any(sdtheory.theorems.all_correct_at(C, [0, 1, 10, 10**6, 2**40], **kw))
     if 3 <= k <= 10:  # the PLL student needs K >= 3 (refused for K = 2)
         assert sdtheory.pll_condition(C, **kw) is False
 
@@ -889,7 +891,7 @@ def test_condition_threshold_is_a_tie_and_just_inside_it_holds(kind, k, clusters
     assert delta > 1e-8  # clearly above TIE_TOL
     C = sdtheory.corruption_matrix(kind, k, eta, clusters=clusters)
     assert sdtheory.corruption_condition(C) is True
-    assert sdtheory.margin(C) == pytest.approx(float(delta), rel=1e-7)
+    assert sdtheory.theorems.margin(C) == pytest.approx(float(delta), rel=1e-7)
     want = _decimal_first_round(Decimal(delta.numerator) / Decimal(delta.denominator), k, n, c, d, lam)
     assert sdtheory.min_rounds(C, **kw) == want
     assert sdtheory.all_correct_rounds(C, **kw).first == want
@@ -906,13 +908,13 @@ def test_gaps_within_tie_tol_are_ties_in_every_theorem_function(gap, tied):
     assert sdtheory.TIE_TOL == 1e-10
     if tied or gap < 0:
         assert sdtheory.corruption_condition(f) is False
-        assert sdtheory.margin(f) == (0.0 if tied else pytest.approx(gap, rel=1e-5))
+        assert sdtheory.theorems.margin(f) == (0.0 if tied else pytest.approx(gap, rel=1e-5))
         assert sdtheory.min_rounds(f, **kw) == -1
         assert sdtheory.all_correct_rounds(f, **kw) == (-1, -1)
-        assert not np.any(sdtheory.all_correct_at(f, [0, 100, 10**6], **kw))
+        assert not np.any(sdtheory.theorems.all_correct_at(f, [0, 100, 10**6], **kw))
         return
     assert sdtheory.corruption_condition(f) is True
-    assert sdtheory.margin(f) == pytest.approx(gap, rel=1e-5)
+    assert sdtheory.theorems.margin(f) == pytest.approx(gap, rel=1e-5)
     want = _decimal_first_round(Decimal(float(f[0, 0])) - Decimal(float(f[0, 1])), k, n, c, d, lam)
     assert sdtheory.min_rounds(f, **kw) == want
     assert sdtheory.all_correct_rounds(f, **kw).first == want
@@ -953,12 +955,14 @@ def _per_fractions_and_lam(fn):
 #: Every public function of sdtheory.theorems that the docs call traceable: (function of one element, batch).
 THEOREMS_TRACEABLE = {
     "corruption_condition": [(sdtheory.corruption_condition, _FRACS)],
-    "margin": [(sdtheory.margin, _FRACS)],
+    "margin": [(sdtheory.theorems.margin, _FRACS)],
     "min_rounds": _per_fractions_and_lam(lambda f, lam: sdtheory.min_rounds(f, lam=lam, **_KW))
     + [(lambda f: sdtheory.min_rounds(f, corr=_CORR, lam=1e-2, per_class=10, search_rounds=40), _FRACS)],
     "all_correct_rounds": _per_fractions_and_lam(lambda f, lam: sdtheory.all_correct_rounds(f, lam=lam, **_KW)),
     "max_rounds": _per_fractions_and_lam(lambda f, lam: sdtheory.max_rounds(f, lam=lam, **_KW)),
-    "all_correct_at": _per_fractions_and_lam(lambda f, lam: sdtheory.all_correct_at(f, [0, 3, 50], lam=lam, **_KW)),
+    "all_correct_at": _per_fractions_and_lam(
+        lambda f, lam: sdtheory.theorems.all_correct_at(f, [0, 3, 50], lam=lam, **_KW)
+    ),
     "pll_condition": _per_fractions_and_lam(lambda f, lam: sdtheory.pll_condition(f, lam=lam, **_KW)),
     "pll_accuracy_prediction": _per_fractions_and_lam(
         lambda f, lam: sdtheory.pll_accuracy_prediction(f, lam=lam, num_rounds=3, **_KW)
@@ -1119,7 +1123,7 @@ def test_negative_d_matches_numpy_eigh_of_the_explicit_gram(k, n, c, d, row, lam
     f = sdtheory.empirical_fractions(true, given_, k)
     P, s, margins = _numpy_closed_form(true, given_, k, c, d, lam, ROUNDS)
     # the spectrum: three eigenvalues with multiplicities K(n-1), K-1, 1; s_g < s_b because d < 0
-    s_w, s_b, s_g = sdtheory.balanced_block_eigenvalues(per_class=n, num_classes=k, c=c, d=d)
+    s_w, s_b, s_g = sdtheory.block.balanced_block_eigenvalues(per_class=n, num_classes=k, c=c, d=d)
     np.testing.assert_allclose(
         np.sort(s), np.sort(np.repeat([s_w, s_b, s_g], [k * (n - 1), k - 1, 1])), rtol=1e-10, atol=1e-12
     )
@@ -1134,10 +1138,10 @@ def test_negative_d_matches_numpy_eigh_of_the_explicit_gram(k, n, c, d, row, lam
     assert 0 < first < R - 1 and ok[first:].all()
     assert sdtheory.min_rounds(f, c=c, d=d, lam=lam, per_class=n) == first
     assert sdtheory.all_correct_rounds(f, c=c, d=d, lam=lam, per_class=n) == (first, T.UNBOUNDED)
-    np.testing.assert_array_equal(sdtheory.all_correct_at(f, ROUNDS, c=c, d=d, lam=lam, per_class=n), ok)
+    np.testing.assert_array_equal(sdtheory.theorems.all_correct_at(f, ROUNDS, c=c, d=d, lam=lam, per_class=n), ok)
     # r* = floor(log((1 + Delta)/Delta) / log(b/a)) with the factors of the eigh eigenvalues
     delta = min(counts[0, 0] - x for x in counts[0, 1:] if x > 0) / n
-    assert sdtheory.margin(f) == pytest.approx(delta, abs=1e-15)
+    assert sdtheory.theorems.margin(f) == pytest.approx(delta, abs=1e-15)
     # the eigh eigenvalues by multiplicity: K(n-1) times the within-class one, K-1 times the class one
     values, mult = np.unique(np.round(s, 9), return_counts=True)
     eig_w, eig_b = values[mult == k * (n - 1)][0], values[mult == k - 1][0]
@@ -1174,7 +1178,7 @@ def test_negative_d_window_closes_when_a_frequent_class_is_over_averaged(c, d, l
     probe = [window[0] - 1, window[0], window[1], window[1] + 1]
     np.testing.assert_array_equal(_dec_all_correct(f, k, n, c, d, lam, probe), [False, True, True, False])
     np.testing.assert_array_equal(
-        sdtheory.all_correct_at(f, probe, c=c, d=d, lam=lam, per_class=n), [False, True, True, False]
+        sdtheory.theorems.all_correct_at(f, probe, c=c, d=d, lam=lam, per_class=n), [False, True, True, False]
     )
 
 
@@ -1204,7 +1208,7 @@ def test_all_correct_window_matches_eigh_for_negative_d(data, shape, c, dneg, lo
     expected = np.array([w.first >= 0 and w.first <= r <= w.last for r in ROUNDS])
     event("empty window" if w.first < 0 else ("window closes before R" if w.last < R - 1 else "window open"))
     np.testing.assert_array_equal(margins > 0, expected)
-    np.testing.assert_array_equal(sdtheory.all_correct_at(f, ROUNDS, c=c, d=d, lam=lam, per_class=n), expected)
+    np.testing.assert_array_equal(sdtheory.theorems.all_correct_at(f, ROUNDS, c=c, d=d, lam=lam, per_class=n), expected)
 
 
 def test_negative_d_below_the_positive_definite_bound_is_refused_naming_d():
@@ -1221,7 +1225,7 @@ def test_negative_d_below_the_positive_definite_bound_is_refused_naming_d():
     calls = [
         lambda d: sdtheory.min_rounds(C, d=d, **kw),
         lambda d: sdtheory.all_correct_rounds(C, d=d, **kw),
-        lambda d: sdtheory.all_correct_at(C, [0, 1], d=d, **kw),
+        lambda d: sdtheory.theorems.all_correct_at(C, [0, 1], d=d, **kw),
         lambda d: sdtheory.pll_condition(C, d=d, **kw),
         lambda d: T.log_block_factors(per_class=n, num_classes=k, c=c, d=d, lam=1e-2),
     ]

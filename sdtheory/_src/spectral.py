@@ -380,7 +380,9 @@ def apply_spectral(
 def _check_apply(spec: Any, fn: Any, y: Any) -> jax.Array:
     """Validate the arguments of :func:`apply_spectral` (static checks; values too when concrete); returns ``y``."""
     if not isinstance(spec, Spectrum):
-        raise TypeError(f"spec must be a sdtheory.Spectrum (from sdtheory.spectrum), got {type(spec).__name__}")
+        raise TypeError(
+            f"spec must be a sdtheory.Spectrum (from sdtheory.spectral.spectrum), got {type(spec).__name__}"
+        )
     shapes = []
     for name, a, ndim in (("spec.eigvals", spec.eigvals, 1), ("spec.eigvecs", spec.eigvecs, 2)):
         if V.is_tracer(a):

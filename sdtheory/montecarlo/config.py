@@ -46,7 +46,7 @@ class SimConfig(NamedTuple):
       lam: default L2 weight ``> 0``; traced, sweepable.
       num_rounds: SD rounds ``0..num_rounds-1`` (round 0 is the teacher), at
         most :data:`sdtheory._validation.MAX_NUM_ROUNDS` (``10**5``).
-      noise: corruption family (a name from :data:`sdtheory.NOISE_KINDS`).
+      noise: corruption family (a name from :data:`sdtheory.noise.KINDS`).
       methods: subset of :data:`METHODS`.
       dim: ``None`` for the block Gram itself, else the feature dimension of
         the sampled Gaussian-mixture features.
