@@ -616,7 +616,11 @@ def run_protocol(
     (which needs unit-norm rows) is left out and its rows are absent.
     ``init``, ``solver``: the exact PLL students' start and the exact
     solver (:func:`run_cell`).
-    ``progress(done, total, seconds)`` is called after every computed cell.
+    ``progress(done, total, seconds)`` is called after every computed cell,
+    and once before the first cell of every feature map (``done`` = the
+    cells finished so far): the first cell compiles the solvers (about a
+    minute on two busy cores), and a run reports that it is under way
+    within seconds of starting.
 
     Resuming: a cell is identified by its key ``(feature_map, kind, rate,
     seed)`` (``rate`` a float, ``seed`` the seed index). ``on_cell(key,
@@ -669,6 +673,8 @@ def run_protocol(
             clusters = confusable_clusters(x, true)
             summaries[name]["cc_clusters"] = clusters
         t0 = time.perf_counter()
+        if progress is not None:  # before the first (compiling) cell of this feature map
+            progress(done, total, t0 - t_start)
         for ki, kind in enumerate(kinds):
             for ri, rate in enumerate(rates):
                 C = corruption_matrix(kind, k, rate, clusters=clusters if kind == "cc" else None)
