@@ -109,8 +109,11 @@ def lam_rule(c: float, num_instances: int, num_classes: int) -> float:
 
     ``c`` is the mean within-class cosine similarity of the training features
     (the fitted block model's ``c``); then the block model's within-class
-    shrink factor is ``a = s_w / (s_w + K N lam) = 1/2``. Uses the features
-    only, never the labels.
+    shrink factor is ``a = s_w / (s_w + K N lam) = 1/2``. ``c`` itself is
+    fitted with labels (the mean similarity of same-label pairs,
+    :func:`sdtheory.data.block_statistics`); :func:`prepare_feature_map` uses
+    the true training labels. Fitted with noisy labels, ``c`` is pulled
+    towards the across-class ``d`` and the rule's ``lam`` is too large.
     """
     c = V.check_real(c, "c")
     num_instances = V.check_size(num_instances, "num_instances", minimum=1)
