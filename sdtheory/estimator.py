@@ -13,6 +13,24 @@ For two classes scikit-learn keeps one weight vector ``w`` (logit ``w x``);
 ours keeps two, whose optimum is ``w_1 = -w_0 = w/2`` (the class gradients sum
 to zero), so ``||W||_F^2 = ||w||^2 / 2`` and the problems agree at
 ``C = 2 / (lam N)`` (docs/exact_solver.md, "The estimator").
+
+**Choosing the round from one fit.** One fit solves every round ``0..R-1``
+(one chain), so the round need not be a hyperparameter refitted per
+candidate. ``select_round="holdout"`` holds out a stratified part of the
+given labels, fits the chain on the rest and predicts with the round (and,
+with ``student="auto"``, the student) whose predictions agree most with the
+held-out labels. The given labels may be noisy: under symmetric noise at rate
+``eta`` (a label is kept with probability ``1 - eta``, else replaced by one
+of the other ``K - 1`` classes uniformly, independently of the features) a
+classifier of clean accuracy ``a`` agrees with the noisy labels with
+probability ``eta / (K - 1) + a (1 - eta K / (K - 1))``, increasing in ``a``
+for ``eta < (K - 1) / K``: the round that agrees most with held-out noisy
+labels is, up to sampling noise, the round of highest clean accuracy.
+(Under class-dependent noise the agreement is a class-weighted accuracy and
+the argument holds only approximately.) :func:`round_scorer` gives the same
+per-round scores to scikit-learn's model selection, so ``GridSearchCV`` over
+``lam`` fits one chain per candidate and fold, not one per ``num_rounds``
+(docs/practitioner.md).
 """
 
 from __future__ import annotations
@@ -29,7 +47,13 @@ from .exact import DEFAULT_MAX_ITER, DEFAULT_RTOL, DEFAULT_SOLVER, DEFAULT_TOL
 from .predictor import STUDENTS
 from .refine import check_init
 
-__all__ = ["SelfDistillationClassifier", "STUDENTS"]
+__all__ = ["SelfDistillationClassifier", "STUDENTS", "SELECT_ROUND", "round_scorer"]
+
+#: The ways :class:`SelfDistillationClassifier` chooses its prediction round (besides ``None``, the last
+#: round, and an integer, that round).
+SELECT_ROUND = ("holdout",)
+#: ``student="auto"`` fits both students' chains and keeps the better one (``select_round="holdout"``).
+AUTO_STUDENT = "auto"
 
 
 class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
@@ -60,12 +84,39 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
         (:func:`sdtheory.exact_outputs`, docs/variants.md): round ``r`` fits
         ``xi softmax(Z_{r-1}/temperature) + (1 - xi) Y`` (argmax one-hot rows
         when ``hard``). The defaults are plain SD.
+      select_round: the round predictions use. ``None`` (the default, and the
+        behaviour of earlier versions): the last, ``num_rounds - 1``, fitted on
+        all the data. An integer ``r`` in ``0..num_rounds-1``: round ``r`` (e.g.
+        the round a cross-validation with :func:`round_scorer` chose).
+        ``"holdout"``: a stratified ``validation_fraction`` of ``(X, y)`` is held
+        out, the chain is fitted on the rest (one fit), and predictions use the
+        round whose held-out predictions agree most with the held-out labels
+        (ties: the earliest round); the labels may be noisy (module docstring).
+      validation_fraction: the held-out share of each class for
+        ``select_round="holdout"`` (``floor(fraction * n_k)`` of class ``k``;
+        at least one instance in all).
+      random_state: seed (an integer) of the held-out split.
+      pickle_predictor: keep ``predictor_`` (the training features, targets and
+        solver state) in a pickle of the fitted estimator. By default a pickle
+        keeps only what prediction needs (``round_coefs_``,
+        ``round_intercepts_`` and the fit's diagnostics): the unpickled estimator
+        predicts the same numbers and has no ``predictor_``.
+
+    ``student="auto"`` (with ``select_round="holdout"``) fits the SD chain and
+    the PLL student's chain (``loss``, ``q``, ``init``; ``K >= 3`` classes) on the
+    same split and keeps the student and round of the highest held-out
+    agreement (ties: SD).
 
     Attributes (after ``fit``): ``classes_``, ``n_features_in_``, ``coef_``
     (``(K, d)``; ``(1, d)`` for two classes, as scikit-learn), ``intercept_``,
     ``round_coefs_`` ``(R, K, d)``, ``round_intercepts_`` ``(R, K)``,
     ``n_iter_`` ``(R,)``, ``kkt_`` ``(R,)`` (the scale-free stationarity of each round),
-    ``predictor_`` (the :class:`sdtheory.Predictor` of the fit).
+    ``predictor_`` (the :class:`sdtheory.Predictor` of the fit; not pickled unless
+    ``pickle_predictor``). With ``select_round`` set: ``best_round_`` (the round
+    predictions use); with ``"holdout"`` also ``round_scores_`` ``(R,)`` (held-out
+    agreement of every round of the kept student's chain), ``student_scores_``
+    (``{student: (R,) scores}`` of every student fitted), ``best_student_`` and
+    ``n_validation_`` (the held-out instances).
     """
 
     def __init__(
@@ -84,6 +135,10 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
         xi: float = 1.0,
         hard: bool = False,
         init: str = "teacher",
+        select_round: Any = None,
+        validation_fraction: float = 0.2,
+        random_state: int = 0,
+        pickle_predictor: bool = False,
     ):
         self.lam = lam
         self.num_rounds = num_rounds
@@ -99,6 +154,17 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
         self.xi = xi
         self.hard = hard
         self.init = init
+        self.select_round = select_round
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+        self.pickle_predictor = pickle_predictor
+
+    def __getstate__(self) -> dict:
+        """The state to pickle: without ``predictor_`` unless ``pickle_predictor`` (prediction does not use it)."""
+        state = dict(super().__getstate__())  # a copy: the base class may return the instance's own __dict__
+        if not self.pickle_predictor:
+            state.pop("predictor_", None)
+        return state
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -112,10 +178,9 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
         ``soft_targets`` (``(N, K)`` probability rows, class ``j`` = column
         ``j``) replaces ``y``; then ``classes_`` is ``0..K-1``.
         """
-        from .predictor import predictor
-
-        if self.student not in STUDENTS:
-            raise ValueError(f"student must be one of {STUDENTS}, got {self.student!r}")
+        students = (self.student,) if self.student != AUTO_STUDENT else STUDENTS
+        if self.student != AUTO_STUDENT and self.student not in STUDENTS:
+            raise ValueError(f"student must be one of {STUDENTS + (AUTO_STUDENT,)}, got {self.student!r}")
         check_init(self.init)
         if self.student == "sd" and self.init != "teacher":
             raise ValueError(
@@ -127,15 +192,30 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
                 f"loss={self.loss!r} is the PLL student's loss (student='pll'); student='sd' rounds fit the "
                 "previous round's soft outputs with cross-entropy (loss='ce')"
             )
+        variants = dict(temperature=self.temperature, xi=self.xi, hard=self.hard)
+        if self.student == "pll" and variants != dict(temperature=1.0, xi=1.0, hard=False):
+            raise ValueError(
+                f"temperature, xi and hard are variants of student='sd'; with student='pll' leave them at their "
+                f"defaults (got {variants})"
+            )
+        select = self._check_selection()
+        for name in ("best_round_", "round_scores_", "student_scores_", "best_student_", "n_validation_"):
+            self.__dict__.pop(name, None)  # a previous fit's selection
         if soft_targets is not None:
             if y is not None:
                 raise ValueError("pass y (labels) or soft_targets (N, K) probability rows, not both")
+            if select == "holdout":
+                raise ValueError(
+                    "select_round='holdout' scores the rounds by agreement with held-out labels: pass labels y, "
+                    "not soft_targets"
+                )
             X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
             V.check_targets(soft_targets, "soft_targets")  # real (not bool, string or object) probability rows
             t = np.asarray(soft_targets, dtype=float)
             if t.shape[0] != X.shape[0]:
                 raise ValueError(f"soft_targets must be (N, K) with N = {X.shape[0]} (the rows of X), got {t.shape}")
             self.classes_ = np.arange(t.shape[1])
+            enc = None
         else:
             if y is None:
                 raise ValueError(
@@ -151,47 +231,110 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
                     f"class {self.classes_[0]!r}"
                 )
             t = np.eye(self.classes_.size)[enc]
-        if self.student == "pll":
+        if "pll" in students:
             where = "the columns of soft_targets" if soft_targets is not None else "the classes in y"
             V.check_pll_classes(self.classes_.size, where)
-        opts = dict(
+        if select == "holdout":
+            assert enc is not None  # labels, checked above
+            train, val = _holdout_split(enc, self.validation_fraction, self.random_state)
+        else:
+            train = val = None
+        fits = {
+            s: self._fit_chain(X if train is None else X[train], t if train is None else t[train], s) for s in students
+        }
+        if select == "holdout":
+            assert enc is not None and val is not None
+            self.student_scores_ = {
+                s: _round_accuracies(X[val], enc[val], coefs, intercepts) for s, (_, coefs, intercepts) in fits.items()
+            }
+            # the highest agreement; ties: the earliest round, then SD (the order of STUDENTS)
+            best = max(
+                (
+                    (float(sc[r]), -r, -i, s, r)
+                    for i, (s, sc) in enumerate(self.student_scores_.items())
+                    for r in range(sc.size)
+                )
+            )
+            self.best_student_, self.best_round_ = best[3], int(best[4])
+            self.round_scores_ = self.student_scores_[self.best_student_]
+            self.n_validation_ = int(val.size)
+            kept = self.best_student_
+        else:
+            kept = students[0]
+            if select is not None:
+                self.best_round_ = select
+        fitted, self.round_coefs_, self.round_intercepts_ = fits[kept]
+        self.predictor_ = fitted
+        result = fitted.exact_result(num_rounds=fitted.num_rounds)
+        self.n_iter_ = np.asarray(result.iterations)
+        self.kkt_ = np.asarray(result.kkt)
+        w, b = self.round_coefs_[self._round], self.round_intercepts_[self._round]
+        if self.classes_.size == 2:  # one vector, as scikit-learn's binary model: logit of class 1 over class 0
+            self.coef_, self.intercept_ = (w[1] - w[0])[None, :], np.atleast_1d(b[1] - b[0])
+        else:
+            self.coef_, self.intercept_ = w, b
+        return self
+
+    def _check_selection(self) -> Any:
+        """``select_round`` validated: ``None``, ``"holdout"`` or a round index ``< num_rounds`` (a Python int)."""
+        sel = self.select_round
+        num_rounds = V.check_num_rounds(self.num_rounds)
+        if self.student == AUTO_STUDENT and sel != "holdout":
+            raise ValueError(
+                f"student='auto' chooses between the SD and PLL students on held-out labels: it needs "
+                f"select_round='holdout', got select_round={sel!r}"
+            )
+        if sel is None:
+            return None
+        if isinstance(sel, str):
+            if sel not in SELECT_ROUND:
+                raise ValueError(f"select_round must be None, a round index or one of {SELECT_ROUND}, got {sel!r}")
+            frac = V.check_real(self.validation_fraction, "validation_fraction")
+            if not 0.0 < frac < 1.0:
+                raise ValueError(f"validation_fraction must lie in (0, 1), got {self.validation_fraction!r}")
+            V.check_size(self.random_state, "random_state", minimum=0, maximum=V.MAX_SEED)
+            if num_rounds < 2:
+                raise ValueError(
+                    f"select_round='holdout' chooses among rounds: it needs num_rounds >= 2, got {num_rounds}"
+                )
+            return sel
+        if isinstance(sel, (bool, np.bool_)) or not isinstance(sel, (int, np.integer)):
+            raise TypeError(f"select_round must be None, a round index (int) or one of {SELECT_ROUND}, got {sel!r}")
+        if not 0 <= int(sel) < num_rounds:
+            raise ValueError(
+                f"select_round={int(sel)} is not a fitted round: it must lie in 0..num_rounds-1 = 0..{num_rounds - 1}"
+            )
+        return int(sel)
+
+    def _fit_chain(self, X: np.ndarray, t: np.ndarray, student: str) -> tuple:
+        """``(Predictor, round weights (R, K, d), round intercepts (R, K))`` of one student's chain on ``(X, t)``."""
+        from .predictor import predictor
+
+        opts: dict[str, Any] = dict(
             lam=self.lam,
             features=X,
             model="exact",
+            num_rounds=self.num_rounds,
+            student=student,
             tol=self.tol,
             rtol=self.rtol,
             max_iter=self.max_iter,
             solver=self.solver,
             fit_intercept=self.fit_intercept,
         )
-        variants = dict(temperature=self.temperature, xi=self.xi, hard=self.hard)
-        if self.student == "pll" and variants != dict(temperature=1.0, xi=1.0, hard=False):
-            raise ValueError(
-                f"temperature, xi and hard are variants of student='sd'; with student='pll' leave them at their "
-                f"defaults (got {variants})"
-            )
-        self.predictor_ = predictor(
-            t,
-            num_rounds=self.num_rounds,
-            student=self.student,
-            loss=self.loss,
-            q=self.q,
-            init=self.init,
-            **variants,
-            **opts,
-        )
-        fitted = self.predictor_
-        result = fitted.exact_result(num_rounds=fitted.num_rounds)
-        self.round_coefs_ = np.asarray(fitted.weights(num_rounds=fitted.num_rounds))
-        self.round_intercepts_ = np.asarray(fitted.intercepts(num_rounds=fitted.num_rounds))
-        self.n_iter_ = np.asarray(result.iterations)
-        self.kkt_ = np.asarray(result.kkt)
-        w, b = self.round_coefs_[-1], self.round_intercepts_[-1]
-        if self.classes_.size == 2:  # one vector, as scikit-learn's binary model: logit of class 1 over class 0
-            self.coef_, self.intercept_ = (w[1] - w[0])[None, :], np.atleast_1d(b[1] - b[0])
+        if student == "pll":
+            opts.update(loss=self.loss, q=self.q, init=self.init)
         else:
-            self.coef_, self.intercept_ = w, b
-        return self
+            opts.update(temperature=self.temperature, xi=self.xi, hard=self.hard)
+        fitted = predictor(t, **opts)
+        weights = np.asarray(fitted.weights(num_rounds=fitted.num_rounds))
+        intercepts = np.asarray(fitted.intercepts(num_rounds=fitted.num_rounds))
+        return fitted, weights, intercepts
+
+    @property
+    def _round(self) -> int:
+        """The round predictions use: ``best_round_`` when a round was selected, else the last."""
+        return getattr(self, "best_round_", -1)
 
     # ------------------------------------------------------------------ predict
     def _features(self, X: Any) -> np.ndarray:
@@ -199,17 +342,22 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         return validate_data(self, X, dtype=np.float64, reset=False)
 
-    def _logits(self, X: Any, round_index: int = -1) -> np.ndarray:
+    def _logits(self, X: Any) -> np.ndarray:
+        """Logits ``(N, K)`` of the prediction round (``select_round``; the last round by default)."""
         X = self._features(X)
-        return X @ self.round_coefs_[round_index].T + self.round_intercepts_[round_index]
+        return _round_logits(X, self.round_coefs_[self._round], self.round_intercepts_[self._round])
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """Logits ``(N, K)`` of the last round; for two classes the logit difference ``(N,)``."""
+        """Logits ``(N, K)`` of the prediction round; for two classes the logit difference ``(N,)``.
+
+        The prediction round is the last one unless ``select_round`` is set (then ``best_round_``);
+        the same for every prediction method below.
+        """
         z = self._logits(X)
         return z[:, 1] - z[:, 0] if self.classes_.size == 2 else z
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities ``(N, K)`` of the last round (columns in the order of ``classes_``)."""
+        """Class probabilities ``(N, K)`` of the prediction round (columns in the order of ``classes_``)."""
         return _softmax(self._logits(X))
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
@@ -219,7 +367,7 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
         return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
     def predict(self, X: Any) -> np.ndarray:
-        """The most probable class of the last round (ties to the first class in ``classes_``)."""
+        """The most probable class of the prediction round (ties to the first class in ``classes_``)."""
         z = self._logits(X)  # checks the fit first
         return self.classes_[np.argmax(z, axis=1)]
 
@@ -227,7 +375,70 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
         """Probabilities ``(R, N, K)`` of every round (round 0 = plain logistic regression)."""
         X = self._features(X)
         w, b = self.round_coefs_, self.round_intercepts_
-        return np.stack([_softmax(X @ w[r].T + b[r]) for r in range(w.shape[0])])
+        return np.stack([_softmax(_round_logits(X, w[r], b[r])) for r in range(w.shape[0])])
+
+    def round_score(self, X: Any, y: Any) -> np.ndarray:
+        """Accuracy ``(R,)`` of every round's predictions on ``(X, y)`` (round 0 = plain logistic regression).
+
+        Labels of classes not seen in the fit count as errors. With noisy ``y`` this is the agreement
+        that ``select_round="holdout"`` maximises; with clean ``y``, every round's clean accuracy.
+        """
+        X = self._features(X)
+        y = np.asarray(y)
+        if y.ndim != 1 or y.shape[0] != X.shape[0]:
+            raise ValueError(f"y must be a 1-D array of {X.shape[0]} labels (the rows of X), got shape {y.shape}")
+        pos = np.searchsorted(self.classes_, y).clip(0, self.classes_.size - 1)
+        enc = np.where(self.classes_[pos] == y, pos, -1)  # -1: a class the fit never saw
+        return _round_accuracies(X, enc, self.round_coefs_, self.round_intercepts_)
+
+
+def round_scorer(estimator: SelfDistillationClassifier, X: Any, y: Any) -> dict:
+    """A multi-metric scorer for scikit-learn's model selection: ``{"round_r": accuracy of round r}``.
+
+    ``GridSearchCV(SelfDistillationClassifier(num_rounds=R), {"lam": grid}, scoring=round_scorer,
+    refit=False)`` fits one chain per candidate ``lam`` and fold and reports ``mean_test_round_r`` for
+    every round ``r`` in ``cv_results_``: pick the ``(lam, r)`` of the highest mean, then fit
+    ``SelfDistillationClassifier(lam=lam, num_rounds=r + 1)`` (or ``select_round=r``) on all the data. With
+    noisy labels the scores are agreement with the noisy labels, maximised where clean accuracy is
+    under symmetric noise (module docstring). Keep ``num_rounds`` fixed across the candidates: the
+    metric names must be the same for every candidate.
+    """
+    if not isinstance(estimator, SelfDistillationClassifier):
+        raise TypeError(f"round_scorer scores a SelfDistillationClassifier, got {type(estimator).__name__}")
+    return {f"round_{r}": float(a) for r, a in enumerate(estimator.round_score(X, y))}
+
+
+def _round_logits(X: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Logits ``X W_r^T + b_r`` of one round: the exact test logits of :meth:`sdtheory.Predictor.test_outputs`."""
+    return X @ w.T + b
+
+
+def _round_accuracies(X: np.ndarray, enc: np.ndarray, coefs: np.ndarray, intercepts: np.ndarray) -> np.ndarray:
+    """Share ``(R,)`` of rows whose round-``r`` argmax equals the class index ``enc`` (``-1``: never)."""
+    hits = [np.argmax(_round_logits(X, w, b), axis=1) == enc for w, b in zip(coefs, intercepts, strict=True)]
+    return np.mean(hits, axis=1)
+
+
+def _holdout_split(enc: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, validation)`` sorted indices: ``floor(fraction * n_k)`` random instances of class ``k`` held out.
+
+    Every class keeps at least one training instance (the chain needs each class in its targets);
+    ``ValueError`` naming ``validation_fraction`` when nothing would be held out.
+    """
+    rng = np.random.default_rng(seed)
+    val = []
+    for k in np.unique(enc):
+        idx = np.flatnonzero(enc == k)
+        m = min(int(np.floor(fraction * idx.size)), idx.size - 1)
+        val.append(rng.permutation(idx)[:m])
+    held = np.sort(np.concatenate(val))
+    if held.size == 0:
+        raise ValueError(
+            f"validation_fraction={fraction!r} holds out no instance of these {enc.size} labels "
+            "(floor(fraction * n_k) per class); raise it or pass select_round=None or a round index"
+        )
+    train = np.setdiff1d(np.arange(enc.size), held)
+    return train, held
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

@@ -110,8 +110,11 @@ def lam_rule(c: float, num_instances: int, num_classes: int) -> float:
 
     ``c`` is the mean within-class cosine similarity of the training features
     (the fitted block model's ``c``); then the block model's within-class
-    shrink factor is ``a = s_w / (s_w + K N lam) = 1/2``. Uses the features
-    only, never the labels.
+    shrink factor is ``a = s_w / (s_w + K N lam) = 1/2``. ``c`` itself is
+    fitted with labels (the mean similarity of same-label pairs,
+    :func:`sdtheory.data.block_statistics`); :func:`prepare_feature_map` uses
+    the true training labels. Fitted with noisy labels, ``c`` is pulled
+    towards the across-class ``d`` and the rule's ``lam`` is too large.
     """
     c = V.check_real(c, "c")
     num_instances = V.check_size(num_instances, "num_instances", minimum=1)
@@ -617,7 +620,11 @@ def run_protocol(
     (which needs unit-norm rows) is left out and its rows are absent.
     ``init``, ``solver``: the exact PLL students' start and the exact
     solver (:func:`run_cell`).
-    ``progress(done, total, seconds)`` is called after every computed cell.
+    ``progress(done, total, seconds)`` is called after every computed cell,
+    and once before the first cell of every feature map (``done`` = the
+    cells finished so far): the first cell compiles the solvers (about a
+    minute on two busy cores), and a run reports that it is under way
+    within seconds of starting.
 
     Resuming: a cell is identified by its key ``(feature_map, kind, rate,
     seed)`` (``rate`` a float, ``seed`` the seed index). ``on_cell(key,
@@ -670,6 +677,8 @@ def run_protocol(
             clusters = confusable_clusters(x, true)
             summaries[name]["cc_clusters"] = clusters
         t0 = time.perf_counter()
+        if progress is not None:  # before the first (compiling) cell of this feature map
+            progress(done, total, t0 - t_start)
         for ki, kind in enumerate(kinds):
             for ri, rate in enumerate(rates):
                 C = corruption_matrix(kind, k, rate, clusters=clusters if kind == "cc" else None)

@@ -138,12 +138,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seeds", type=int_at_least(1), default=1, help="Monte Carlo draws per cell (default 1)")
     g.add_argument("--seed", type=int_at_least(0), default=0, help="PRNG seed (default 0)")
     g.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
+    g.add_argument(
+        "--quick",
+        action="store_true",
+        help="small run (about 15 CPU seconds, mostly compiling): the defaults become K=3, 6 per class, "
+        "3 lam values, 3 rounds (flags given "
+        "explicitly still win)",
+    )
     return p
+
+
+#: The defaults ``--quick`` sets (explicit flags override them).
+QUICK = {"classes": 3, "per_class": 6, "num_lam": 3, "num_rounds": 3}
 
 
 def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.quick:  # the quick values become the defaults; explicit flags still win
+        parser.set_defaults(**QUICK)
+        args = parser.parse_args(argv)
     if args.lam_max < args.lam_min:
         parser.error(f"argument --lam-max: must be >= --lam-min (got {args.lam_max:g} < {args.lam_min:g})")
     if args.num_lam == 1 and args.lam_max != args.lam_min:

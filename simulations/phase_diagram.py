@@ -260,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="grid cells per jitted call (default 64 with the exact solver, else 4096)",
     )
     g.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    g.add_argument(
+        "--quick",
+        action="store_true",
+        help="small run (about a minute of CPU, mostly compiling): the defaults become K=3, 6 per class, "
+        "4 noise rates up to 0.6, 4 rounds, "
+        "2 seeds, 8 theory draws, a 3-point phase map (with --preset paper: 20 per class, 4 rounds, 1 seed); "
+        "flags given explicitly still win",
+    )
     g = p.add_argument_group("preset")
     g.add_argument(
         "--preset",
@@ -305,6 +313,20 @@ def _preset_defaults(name: str) -> dict:
     }
 
 
+#: The defaults ``--quick`` sets (explicit flags override them); with ``--preset paper``, :data:`QUICK_PAPER`.
+QUICK = {
+    "classes": 3,
+    "per_class": 6,
+    "eta_steps": 4,
+    "eta_max": 0.6,
+    "num_rounds": 4,
+    "seeds": 2,
+    "theory_draws": 8,
+    "map_steps": 3,
+}
+QUICK_PAPER = {"per_class": 20, "num_rounds": 4, "seeds": 1, "theory_draws": 8, "map_steps": 3}
+
+
 def preset_etas(args) -> np.ndarray:
     """The noise rates of a run: evenly spaced; with a preset rounded to 12 digits (0.3, not 0.30000000000000004)."""
     etas = np.linspace(args.eta_min, args.eta_max, args.eta_steps)
@@ -314,10 +336,13 @@ def preset_etas(args) -> np.ndarray:
 def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.preset is not None:  # the preset's values become the defaults; explicit flags still win
-        parser.set_defaults(**_preset_defaults(args.preset))
+    if args.preset is not None or args.quick:  # the preset's / quick values become the defaults; explicit flags win
+        if args.preset is not None:
+            parser.set_defaults(**_preset_defaults(args.preset))
+        if args.quick:
+            parser.set_defaults(**(QUICK_PAPER if args.preset == "paper" else QUICK))
         args = parser.parse_args(argv)
-    elif args.epsilon is not None:
+    if args.preset is None and args.epsilon is not None:
         parser.error("argument --epsilon: only used with --preset paper")
     try:  # the library's one c/d rule, at these class sizes (and the sampler's, with sampled features)
         check_cd(args.c, args.d, per_class=args.per_class, num_classes=args.classes)

@@ -20,7 +20,8 @@ cells are checkpointed in ``<out>.work/`` and ``--resume`` continues an
 interrupted run. Ctrl-C exits with status 130, bad flags or input with 2.
 
 Run ``python simulations/real_data.py --help`` for the flags;
-``--quick`` runs a tiny subset in seconds.
+``--quick`` runs a tiny subset (about a minute, mostly compiling; the first
+progress line comes within seconds).
 
 Presets (``--preset``): ``package`` (the default: centred unit-norm
 features, ``K N lam = 1 - c``) and ``selfpll`` (the SelfPLL reference's

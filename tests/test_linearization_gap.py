@@ -167,3 +167,19 @@ def test_ctrl_c_leaves_out_unchanged(script, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt, match=f"interrupted; {out} was not changed"):
         script.main(TINY + ["--out", str(out)])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_quick_sets_small_defaults_and_explicit_flags_win(script):
+    _, args = script.parse_args(["--quick"])
+    for name, value in script.QUICK.items():
+        assert getattr(args, name) == value, name
+    _, plain = script.parse_args([])
+    assert (plain.classes, plain.num_lam) == (4, 15)  # the full run's defaults are unchanged
+    _, args = script.parse_args(["--quick", "--classes", "5"])
+    assert args.classes == 5 and args.num_lam == script.QUICK["num_lam"]
+
+
+@pytest.mark.slow  # compiles the exact solver (about 30 s on 2 busy cores)
+def test_quick_run_writes_its_files(script, tmp_path):
+    assert script.main(["--quick", "--out", str(tmp_path / "q")]) == 0
+    assert {"gap.csv", "params.json", "gap.png"} <= {p.name for p in (tmp_path / "q").iterdir()}

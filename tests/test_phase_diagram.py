@@ -618,3 +618,23 @@ def test_help_shows_one_default_per_flag_and_no_markup(name):
     flags = re.split(r"\n  (?=-)", out)  # one entry per flag
     assert all(entry.count("(default:") <= 1 for entry in flags), [e for e in flags if e.count("(default:") > 1]
     assert ":func:" not in out and ":mod:" not in out and "``" not in out, out
+
+
+def test_quick_sets_small_defaults_and_explicit_flags_win(script):
+    _, args = script.parse_args(["--quick"])
+    for name, value in script.QUICK.items():
+        assert getattr(args, name) == value, name
+    _, plain = script.parse_args([])
+    assert (plain.per_class, plain.seeds, plain.eta_steps) == (100, 32, 41)  # full-run defaults unchanged
+    _, args = script.parse_args(["--quick", "--seeds", "5"])
+    assert args.seeds == 5 and args.per_class == script.QUICK["per_class"]
+    _, paper = script.parse_args(["--quick", "--preset", "paper"])
+    for name, value in script.QUICK_PAPER.items():
+        assert getattr(paper, name) == value, name
+    assert paper.classes == 4 and paper.lam == 1e-5  # the preset's model, smaller
+
+
+@pytest.mark.slow  # compiles the exact solver and the theory (about a minute on 2 busy cores)
+def test_quick_run_writes_the_phase_diagram(script, tmp_path):
+    assert script.main(["--quick", "--quiet", "--out", str(tmp_path / "q")]) == 0
+    assert {"phase_diagram.png", "phase_diagram.csv", "summary.json"} <= {p.name for p in (tmp_path / "q").iterdir()}

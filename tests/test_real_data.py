@@ -522,3 +522,21 @@ def test_selfpll_preset_tiny_run_writes_its_table(tmp_path):
     key = ("exact", "sd", "0", 0.0)
     (teacher,) = {r["test_acc"] for r in rows if (r["solver"], r["method"], r["round"], float(r["rate"])) == key}
     assert float(teacher) == pytest.approx(expected, abs=1e-12)
+
+
+def test_protocol_reports_progress_before_the_first_compiling_cell(monkeypatch):
+    """A (0, total) progress call precedes the first cell (which compiles the solvers); then one per cell."""
+    ds = real_data.load_dataset(real_data.parse_args(QUICK))
+    monkeypatch.setattr(E, "run_cell", lambda *args, **kwargs: [])  # the order of the calls, not the cells' work
+    events = []
+    E.run_protocol(
+        ds,
+        feature_maps=["standardized"],
+        kinds=["symmetric"],
+        rates=[0.0, 0.6],
+        num_seeds=1,
+        num_rounds=3,
+        progress=lambda done, total, seconds: events.append(("progress", done, total)),
+        on_cell=lambda cell, rows: events.append(("cell", cell[2])),
+    )
+    assert events == [("progress", 0, 2), ("cell", 0.0), ("progress", 1, 2), ("cell", 0.6), ("progress", 2, 2)]
