@@ -44,7 +44,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _validation as V
 from .exact import DEFAULT_MAX_ITER, DEFAULT_RTOL, DEFAULT_SOLVER, DEFAULT_TOL
-from .predictor import STUDENTS
+from .predictor import STUDENTS, predictor
 from .refine import check_init
 
 __all__ = ["SelfDistillationClassifier", "STUDENTS", "SELECT_ROUND", "round_scorer"]
@@ -308,8 +308,6 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
 
     def _fit_chain(self, X: np.ndarray, t: np.ndarray, student: str) -> tuple:
         """``(Predictor, round weights (R, K, d), round intercepts (R, K))`` of one student's chain on ``(X, t)``."""
-        from .predictor import predictor
-
         opts: dict[str, Any] = dict(
             lam=self.lam,
             features=X,
