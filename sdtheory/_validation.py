@@ -94,27 +94,6 @@ def check_finite(x: Any, name: str) -> None:
         raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
 
 
-def check_ndim(x: Any, ndim: int, name: str) -> None:
-    shape = shape_of(x, name)
-    if len(shape) != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(shape)}")
-
-
-def check_positive_scalar(x: Any, name: str, *, allow_array: bool = True) -> None:
-    """``x`` must be finite and > 0 (elementwise when an array is allowed); not a bool."""
-    if is_tracer(x):
-        return
-    if isinstance(x, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a real number, got a bool ({x!r})")
-    arr = _as_numpy(x, name)
-    if not allow_array and arr.ndim != 0:
-        raise ValueError(f"{name} must be a scalar, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite, got {x!r}")
-    if not np.all(arr > 0):
-        raise ValueError(f"{name} must be > 0, got {x!r}")
-
-
 def check_lam(lam: Any, name: str = "lam") -> Any:
     """The L2 weight: one finite real number ``> 0`` (not a bool, not an array of values).
 
