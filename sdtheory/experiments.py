@@ -622,7 +622,7 @@ def run_protocol(
     solver (:func:`run_cell`).
     ``progress(done, total, seconds)`` is called after every computed cell,
     and once before the first cell of every feature map (``done`` = the
-    cells finished so far): the first cell compiles the solvers (about a
+    cells finished so far, those kept from a checkpoint included): the first cell compiles the solvers (about a
     minute on two busy cores), and a run reports that it is under way
     within seconds of starting.
 
@@ -677,8 +677,8 @@ def run_protocol(
             clusters = confusable_clusters(x, true)
             summaries[name]["cc_clusters"] = clusters
         t0 = time.perf_counter()
-        if progress is not None:  # before the first (compiling) cell of this feature map
-            progress(done, total, t0 - t_start)
+        if progress is not None:  # before the first (compiling) cell of this feature map, kept cells counted
+            progress(done + sum(1 for cell in completed if cell[0] == name), total, t0 - t_start)
         for ki, kind in enumerate(kinds):
             for ri, rate in enumerate(rates):
                 C = corruption_matrix(kind, k, rate, clusters=clusters if kind == "cc" else None)
