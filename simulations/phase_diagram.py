@@ -68,7 +68,7 @@ try:
     )
     from sdtheory import montecarlo as mc
     from sdtheory.noise import condition_threshold
-    from sdtheory.montecarlo.theory import REGIONS, phase_map, prediction_agreement, round_predictions
+    from sdtheory.montecarlo.theory import REGIONS, prediction_agreement, theory_predictions
     from sdtheory.paper import PAPER, matched_feature_dim, reference_perturbation_size
     from sdtheory.plots import paper_rounds_figure, phase_diagram_figure, phase_map_figure
 finally:
@@ -500,8 +500,22 @@ def main(argv=None) -> int:
                 )
             return 0
         t0 = time.perf_counter()
-        preds = round_predictions(config, etas, num_draws=args.theory_draws, seed=args.seed)
-        pmap = phase_map(config, etas, axis=args.map_axis, values=_map_values(args))
+        if not args.quiet:
+            print(
+                f"phase_diagram: theory: exact and linearised predictions on label types ({args.theory_draws} "
+                f"draws of the label counts per noise rate, phase map over {args.map_axis})",
+                file=sys.stderr,
+                flush=True,
+            )
+        preds, pmap = theory_predictions(
+            config,
+            etas,
+            num_draws=args.theory_draws,
+            seed=args.seed,
+            map_axis=args.map_axis,
+            map_values=_map_values(args),
+            progress=None if args.quiet else sio.progress_printer("phase_diagram theory"),
+        )
         t_theory = time.perf_counter() - t0
         written = _write_outputs(
             out,

@@ -335,11 +335,16 @@ def test_bad_out_is_an_argparse_error_before_computing(script, capsys, tmp_path,
         assert (out / "notes.txt").read_text() == "keep me"
 
 
-def _interrupt_after(monkeypatch, script, cells, calls=None):
-    """Progress callbacks that count calls and raise KeyboardInterrupt (as Ctrl-C would) once ``cells`` are done."""
+def _interrupt_after(monkeypatch, script, cells, calls=None, theory=None):
+    """Progress callbacks that count the simulation's calls and raise KeyboardInterrupt (as Ctrl-C would) once
+    ``cells`` are done; the theory's reports ``(done, total)`` go to ``theory``."""
 
     def printer(prefix, stream=None):
         def report(done, total, seconds):
+            if prefix != "phase_diagram":
+                if theory is not None:
+                    theory.append((prefix, done, total))
+                return
             if calls is not None:
                 calls.append(done)
             if cells is not None and done >= cells:
@@ -378,10 +383,12 @@ def test_interrupted_rerun_keeps_previous_set_and_resume_gives_identical_files(s
     assert "argument --resume: the checkpoint" in err and "etas" in err, err
 
     # resumed: only the 3 missing chunks run, and the files equal the uninterrupted run's
-    calls = []
-    _interrupt_after(monkeypatch, script, cells=None, calls=calls)
+    calls, theory = [], []
+    _interrupt_after(monkeypatch, script, cells=None, calls=calls, theory=theory)
     assert script.main(RESUMABLE + ["--resume", "--out", str(out)]) == 0
     assert calls == [8, 10, 12]
+    # the theory phase reports its progress too, up to all of its problems
+    assert theory and {t[0] for t in theory} == {"phase_diagram theory"} and theory[-1][1] == theory[-1][2]
     for name in ("phase_diagram.csv", "phase_diagram.png", "phase_diagram.pdf"):
         assert (out / name).read_bytes() == (ref / name).read_bytes(), name
     assert _summary_without_timing(out / "summary.json") == _summary_without_timing(ref / "summary.json")

@@ -21,8 +21,10 @@ model.
 
 from __future__ import annotations
 
+import time
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -32,12 +34,10 @@ from .._src.rules import correct_core
 from ..noise import corruption_matrix_core
 from ..reduced import (
     corr_from_cd,
-    finite_sample_core,
     label_types,
     reduced_closed_core,
     reduced_closed_fit,
     reduced_exact_core,
-    reduced_exact_fit,
     type_all_correct_core,
     type_spectrum_core,
 )
@@ -46,7 +46,17 @@ from ..refine import pll_rounds_core, round_fit
 from ..theorems import first_round_quantiles
 from .config import SimConfig
 
-__all__ = ["PhaseMap", "RoundPredictions", "phase_map", "prediction_agreement", "round_predictions"]
+__all__ = [
+    "PhaseMap",
+    "RoundPredictions",
+    "phase_map",
+    "prediction_agreement",
+    "round_predictions",
+    "theory_predictions",
+]
+
+#: A progress callback ``(done, total, seconds)`` (as :func:`sdtheory.montecarlo.run_grid` takes).
+Progress = Callable[[int, int, float], None]
 
 #: PLL classes of :class:`PhaseMap` ``region``.
 REGIONS = ("neither", "PLL student only", "SD only", "both")
@@ -94,66 +104,210 @@ def _cluster_ids(config: SimConfig):
     return None if config.clusters is None else jnp.asarray(np.asarray(config.clusters, dtype=np.int64))
 
 
-def _population(config: SimConfig, lam, c, d, eta):
-    """Population all-correct rounds (exact, linear) and exact PLL accuracy at one point (pure)."""
-    k, n, r = config.num_classes, config.per_class, config.num_rounds
-    C = corruption_matrix_core(config.noise, k, eta, _cluster_ids(config))
+class _Solved(NamedTuple):
+    """What the theory keeps of one type-level problem (leading axis: problems).
+
+    ``sd_exact`` / ``sd_linear``: ``(R,)`` every type correct at rounds
+    ``0..R-1``; ``pll_exact`` / ``pll_linear``: training accuracy of the
+    one-round PLL student; ``converged``: every exact round (SD and PLL)
+    reached the tolerance.
+    """
+
+    sd_exact: Any
+    sd_linear: Any
+    pll_exact: Any
+    pll_linear: Any
+    converged: Any
+
+
+def _problem(config: SimConfig, counts, corr, lam, teacher_start) -> _Solved:
+    """Exact and linearised SD rounds and PLL student of one type-level problem (pure).
+
+    ``counts``: ``(K^2,)`` label-type counts (population ``n C_kl`` or a
+    sampled draw); ``corr``: ``(K, K)``; ``teacher_start``: the exact PLL
+    student starts from the teacher's weights (the public rule, as the
+    population predictions use), else from zero weights (as
+    :func:`sdtheory.reduced.finite_sample_core`).
+    """
+    k, r = config.num_classes, config.num_rounds
     cls, tgt = label_types(k)
-    tgt = tgt.astype(C.dtype)
-    ts = type_spectrum_core(corr_from_cd(c, d, k), cls, (n * C).reshape(-1))
-    res = reduced_exact_core(ts, tgt, lam, r, loss="ce", **_solve(config))
-    ac_exact = type_all_correct_core(res.outputs, ts, config.tie_tol)
-    ac_lin = type_all_correct_core(reduced_closed_core(ts, tgt, lam, jnp.arange(r)), ts, config.tie_tol)
-    teacher = round_fit(res)  # SD round 0 is the PLL teacher; the student starts from its weights
-    fit = reduced_exact_fit(ts, lam, loss=config.pll_loss, q=config.pll_q, **_solve(config))
-    pll = pll_rounds_core(fit, teacher, 1, config.tie_tol, init="teacher")
-    right = correct_core(pll.outputs[0], ts.classes, config.tie_tol)
-    acc = jnp.sum(jnp.where(right, ts.counts, 0.0)) / jnp.sum(ts.counts)
+    tgt = tgt.astype(counts.dtype)
+    opts = _solve(config)
+    ts = type_spectrum_core(corr, cls, counts)
+    res = reduced_exact_core(ts, tgt, lam, r, loss="ce", **opts)
+    sd_x = type_all_correct_core(res.outputs, ts, config.tie_tol)
+    sd_l = type_all_correct_core(reduced_closed_core(ts, tgt, lam, jnp.arange(r)), ts, config.tie_tol)
+
+    def student(t, start):
+        # the start as reduced_exact_fit forms it (per-type coefficients), or zero weights
+        init = jnp.where(teacher_start, start.details.coef * ts.counts[:, None], 0.0)
+        return round_fit(
+            reduced_exact_core(ts, t, lam, 1, loss=config.pll_loss, q=config.pll_q, init_coef=init, **opts)
+        )
+
+    pll = pll_rounds_core(student, round_fit(res), 1, config.tie_tol, init="teacher")  # SD round 0 is the teacher
     lin_fit = reduced_closed_fit(ts, lam)
     lin = pll_rounds_core(lin_fit, lin_fit(tgt), 1, config.tie_tol)
-    right_lin = correct_core(lin.outputs[0], ts.classes, config.tie_tol)
-    acc_lin = jnp.sum(jnp.where(right_lin, ts.counts, 0.0)) / jnp.sum(ts.counts)
+
+    def accuracy(outputs):
+        # right / (right + wrong): exactly 1 when every instance is right and 0 when none is, whatever
+        # the order of the sums (right / total, with fractional population counts, came out 1 - 1e-16
+        # or 1 + 2e-16 depending on the program, and "100% correct", accuracy >= 1, with it)
+        right = correct_core(outputs, ts.classes, config.tie_tol)
+        good = jnp.sum(jnp.where(right, ts.counts, 0.0))
+        return good / (good + jnp.sum(jnp.where(right, 0.0, ts.counts)))
+
     conv = jnp.all(res.converged) & jnp.all(pll.converged)
-    return ac_exact, ac_lin, acc, acc_lin, conv
+    return _Solved(sd_x, sd_l, accuracy(pll.outputs[0]), accuracy(lin.outputs[0]), conv)
 
 
 @partial(jax.jit, static_argnames=("config",))
-def _population_etas(config, lam, c, d, etas):
-    return jax.vmap(lambda e: _population(config, lam, c, d, e))(etas)
+def _solve_chunk(config, counts, corr, lam, teacher_start):
+    return jax.vmap(partial(_problem, config))(counts, corr, lam, teacher_start)
 
 
-@partial(jax.jit, static_argnames=("config", "model"))
-def _finite_etas(config, model, keys, sizes, corr, lam, etas):
-    k = config.num_classes
+#: Problems per call of the compiled type-level program (:func:`_solve_chunk`): every call has this
+#: shape, so the program compiles once. Small enough that the vmapped solver's lockstep (each
+#: batched Newton and CG loop runs until the slowest problem of the chunk has converged) and its
+#: working set stay small, large enough to amortise the per-step overhead; measured in
+#: benchmarks/theory_step.py (one chunk of all 41 x 128 draws took about 2.5x the CPU time).
+CHUNK = 128
 
-    def one(eta):
-        C = corruption_matrix_core(config.noise, k, eta, _cluster_ids(config))
-        opts = _solve(config) if model == "exact" else {}
-        pll_loss = config.pll_loss if model == "exact" else "ce"
-        return finite_sample_core(
-            keys,
-            C,
-            sizes,
-            corr,
-            lam,
-            config.tie_tol,
-            model=model,
-            num_rounds=config.num_rounds,
-            pll_loss=pll_loss,
-            q=config.pll_q,
-            **opts,
+#: About how many progress reports :func:`_solve_problems` makes.
+PROGRESS_REPORTS = 20
+
+
+class _Problems(NamedTuple):
+    """A flat batch of type-level problems (leading axis ``P``), host arrays."""
+
+    counts: np.ndarray  # (P, K^2) label-type counts
+    corr: np.ndarray  # (P, K, K)
+    lam: np.ndarray  # (P,)
+    teacher_start: np.ndarray  # (P,) bool: the exact PLL student starts from the teacher
+
+
+def _concat(*problems: _Problems) -> _Problems:
+    return _Problems(*(np.concatenate(parts) for parts in zip(*problems, strict=True)))
+
+
+def _distinct(problems: _Problems) -> tuple:
+    """The bitwise-distinct problems in order of first occurrence: ``(index (U,), inverse (P,))``.
+
+    ``problems[index][inverse]`` is ``problems``; identical inputs give identical results, so each
+    distinct problem is solved once (e.g. every draw at ``eta = 0``, the population problems that
+    the phase map repeats).
+    """
+    p = problems.lam.shape[0]
+    rows = np.concatenate(
+        [
+            problems.counts.reshape(p, -1),
+            problems.corr.reshape(p, -1),
+            problems.lam.reshape(p, 1),
+            problems.teacher_start.reshape(p, 1).astype(problems.lam.dtype),
+        ],
+        axis=1,
+    ).astype(np.float64)
+    rows = np.ascontiguousarray(rows)
+    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # unique ids in order of first occurrence
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return first[order], rank[inverse.ravel()]
+
+
+def _solve_problems(config: SimConfig, problems: _Problems, *, progress=None, chunk: Optional[int] = None) -> _Solved:
+    """Solve every distinct problem once, ``chunk`` (default :data:`CHUNK`) at a time with one compiled program.
+
+    Returns NumPy arrays, per problem of ``problems``.
+
+    ``progress(done, total, seconds)``: ``done`` of the ``total`` distinct
+    problems solved, after about every 5% of them (and after the last chunk).
+    """
+    index, inverse = _distinct(problems)
+    total = index.size
+    size = min(CHUNK if chunk is None else chunk, total)
+    every = -(-total // (size * PROGRESS_REPORTS))  # report after every this many chunks
+    t0 = time.perf_counter()
+    parts = []
+    for i, start in enumerate(range(0, total, size)):
+        idx = index[start : start + size]
+        take = np.concatenate([idx, np.full(size - idx.size, idx[-1])])  # the last chunk repeats a problem
+        out = _solve_chunk(
+            config,
+            jnp.asarray(problems.counts[take]),
+            jnp.asarray(problems.corr[take]),
+            jnp.asarray(problems.lam[take]),
+            jnp.asarray(problems.teacher_start[take]),
         )
+        parts.append(_Solved(*(np.asarray(a)[: idx.size] for a in out)))
+        if progress is not None and ((i + 1) % every == 0 or start + size >= total):
+            progress(start + idx.size, total, time.perf_counter() - t0)
+    solved = _Solved(*(np.concatenate(a) for a in zip(*parts, strict=True)))
+    return _Solved(*(a[inverse] for a in solved))
 
-    return jax.vmap(one)(etas)
+
+@partial(jax.jit, static_argnames=("config",))
+def _population_counts(config, etas):
+    """``(E, K^2)`` population label-type counts ``n C_kl`` per eta."""
+    k = config.num_classes
+    C = jax.vmap(lambda e: corruption_matrix_core(config.noise, k, e, _cluster_ids(config)))(etas)
+    return (config.per_class * C).reshape(etas.shape[0], -1)
 
 
-@partial(jax.jit, static_argnames=("config", "axis"))
-def _phase_grid(config, axis, vals, etas, lam0, c0, d0):
-    def point(v, eta):
-        lam, c = (v, c0) if axis == "lam" else (lam0, v)
-        return _population(config, lam, c, d0, eta)
+@partial(jax.jit, static_argnames=("config",))
+def _sampled_counts(config, etas, keys):
+    """``(E, D, K^2)`` i.i.d. label-type counts: draw ``d`` at every eta from ``keys[d]``.
 
-    return jax.vmap(jax.vmap(point, in_axes=(None, 0)), in_axes=(0, None))(vals, etas)
+    The draws of :func:`sdtheory.reduced.sample_counts_core` (row ``k`` is
+    ``Multinomial(n, C_k)`` from the ``k``-th split of the key), one row at a
+    time under ``lax.map``: the vmapped sampler draws the same counts but
+    compiles 2-3x slower (its rejection loops become selects over the batch).
+    """
+    k, e, d = config.num_classes, etas.shape[0], keys.shape[0]
+    C = jax.vmap(lambda eta: corruption_matrix_core(config.noise, k, eta, _cluster_ids(config)))(etas)
+    row_keys = jax.vmap(lambda key: jax.random.split(key, k))(keys)  # (D, K)
+    row_keys = jnp.broadcast_to(row_keys[None], (e, d, k)).reshape(-1)
+    probs = jnp.broadcast_to(C[:, None], (e, d, k, k)).reshape(-1, k)
+    n = jnp.full(row_keys.shape, config.per_class, C.dtype)
+    rows = jax.lax.map(lambda a: jax.random.multinomial(a[0], a[1], a[2]), (row_keys, n, probs))
+    return rows.reshape(e, d, k * k)
+
+
+def _round_problems(config: SimConfig, etas, num_draws: int, seed: int) -> _Problems:
+    """Population problems (``E``, teacher start) then the draws (``E x D``, zero start, eta-major)."""
+    e, k = etas.shape[0], config.num_classes
+    corr = np.asarray(corr_from_cd(float(config.c), float(config.d), k), dtype=float)
+    pop = np.asarray(_population_counts(config, etas))
+    keys = jax.random.split(jax.random.key(seed), num_draws)
+    draws = np.asarray(_sampled_counts(config, etas, keys)).reshape(e * num_draws, -1)
+    p = e + draws.shape[0]
+    return _Problems(
+        np.concatenate([pop, draws]),
+        np.broadcast_to(corr, (p, k, k)),
+        np.full(p, float(config.lam)),
+        np.arange(p) < e,
+    )
+
+
+def _round_result(solved: _Solved, num_etas: int, num_draws: int) -> RoundPredictions:
+    e = num_etas
+    pop = _Solved(*(a[:e] for a in solved))
+    fin = _Solved(*(a[e:].reshape((e, num_draws) + a.shape[1:]) for a in solved))
+    med_x = first_round_quantiles(_first(fin.sd_exact), [0.5])[0]
+    med_l = first_round_quantiles(_first(fin.sd_linear), [0.5])[0]
+    return RoundPredictions(
+        exact_population_all_correct=pop.sd_exact,
+        exact_population_rstar=_first(pop.sd_exact),
+        linear_population_all_correct=pop.sd_linear,
+        exact_finite_p=fin.sd_exact.mean(axis=1),
+        linear_finite_p=fin.sd_linear.mean(axis=1),
+        exact_finite_median=med_x,
+        linear_finite_median=med_l,
+        exact_population_pll_accuracy=pop.pll_exact,
+        exact_finite_pll_p=(fin.pll_exact >= 1.0).mean(axis=1),
+        converged=bool(np.all(pop.converged) and np.all(fin.converged)),
+    )
 
 
 def _first(ac):
@@ -161,37 +315,19 @@ def _first(ac):
 
 
 @float64
-def round_predictions(config: SimConfig, etas: Any, *, num_draws: int = 256, seed: int = 0) -> RoundPredictions:
+def round_predictions(
+    config: SimConfig, etas: Any, *, num_draws: int = 256, seed: int = 0, progress: Optional[Progress] = None
+) -> RoundPredictions:
     """Exact population and finite-sample predictions for the grid ``etas`` at the config's ``(lam, c, d)``.
 
     ``num_draws`` draws of the per-class label counts per eta (the same
     keys for every eta), model as in :func:`sdtheory.finite_sample_prediction`.
+    ``progress``: optional callable ``(done, total, seconds)``, called after
+    each batch of type-level problems (:func:`theory_predictions`).
     """
     etas_a = jnp.asarray(np.asarray(etas, dtype=float))
-    lam, c, d = (jnp.asarray(v, dtype=float) for v in (config.lam, config.c, config.d))
-    k = config.num_classes
-    pop = _population_etas(config, lam, c, d, etas_a)
-    ac_exact, ac_lin, pll_acc, _, conv_pop = (np.asarray(x) for x in pop)
-    keys = jax.random.split(jax.random.key(seed), num_draws)
-    sizes = jnp.full((k,), config.per_class)
-    corr = corr_from_cd(c, d, k)
-
-    fx = _finite_etas(config, "exact", keys, sizes, corr, lam, etas_a)
-    fl = _finite_etas(config, "closed", keys, sizes, corr, lam, etas_a)
-    med_x = first_round_quantiles(np.asarray(fx.first), [0.5])[0]
-    med_l = first_round_quantiles(np.asarray(fl.first), [0.5])[0]
-    return RoundPredictions(
-        exact_population_all_correct=ac_exact,
-        exact_population_rstar=_first(ac_exact),
-        linear_population_all_correct=ac_lin,
-        exact_finite_p=np.asarray(fx.all_correct).mean(axis=1),
-        linear_finite_p=np.asarray(fl.all_correct).mean(axis=1),
-        exact_finite_median=med_x,
-        linear_finite_median=med_l,
-        exact_population_pll_accuracy=pll_acc,
-        exact_finite_pll_p=(np.asarray(fx.pll_accuracy) >= 1.0).mean(axis=1),
-        converged=bool(np.all(conv_pop) and np.all(np.asarray(fx.converged))),
-    )
+    solved = _solve_problems(config, _round_problems(config, etas_a, num_draws, seed), progress=progress)
+    return _round_result(solved, etas_a.shape[0], num_draws)
 
 
 class PhaseMap(NamedTuple):
@@ -218,25 +354,91 @@ class PhaseMap(NamedTuple):
 
 
 @float64
-def phase_map(config: SimConfig, etas: Any, *, axis: str = "lam", values: Any) -> PhaseMap:
+def phase_map(
+    config: SimConfig, etas: Any, *, axis: str = "lam", values: Any, progress: Optional[Progress] = None
+) -> PhaseMap:
     """Exact (and linearised) population phase map over ``(values of axis) x etas``, rounds ``0..R-1``.
 
     ``axis``: ``"lam"`` (the L2 weight) or ``"c"`` (within-class correlation,
     every value must exceed the config's ``d``); the other parameters are
-    the config's.
+    the config's. ``progress`` as in :func:`round_predictions`.
     """
+    vals = _check_axis(axis, values)
+    etas_a = jnp.asarray(np.asarray(etas, dtype=float))
+    solved = _solve_problems(config, _map_problems(config, etas_a, axis, vals), progress=progress)
+    return _map_result(solved, axis, vals, etas_a)
+
+
+@float64
+def theory_predictions(
+    config: SimConfig,
+    etas: Any,
+    *,
+    num_draws: int = 256,
+    seed: int = 0,
+    map_axis: str = "lam",
+    map_values: Any,
+    progress: Optional[Progress] = None,
+) -> tuple[RoundPredictions, PhaseMap]:
+    """:func:`round_predictions` and :func:`phase_map` together (the same results), from one batch of problems.
+
+    Every exact solve is a type-level problem (label-type counts, ``corr``,
+    ``lam``): the population problem at each eta, each draw of the counts,
+    each point of the map. They are solved together, each distinct one once
+    (the map repeats the population problems when its values contain the
+    config's, every draw at ``eta = 0`` is the same), a fixed number at a
+    time by one compiled program; ``progress(done, total, seconds)`` after
+    each batch, counting distinct problems.
+    """
+    vals = _check_axis(map_axis, map_values)
+    etas_a = jnp.asarray(np.asarray(etas, dtype=float))
+    rounds = _round_problems(config, etas_a, num_draws, seed)
+    solved = _solve_problems(config, _concat(rounds, _map_problems(config, etas_a, map_axis, vals)), progress=progress)
+    p = rounds.lam.shape[0]
+    preds = _round_result(_Solved(*(a[:p] for a in solved)), etas_a.shape[0], num_draws)
+    return preds, _map_result(_Solved(*(a[p:] for a in solved)), map_axis, vals, etas_a)
+
+
+def _check_axis(axis: str, values: Any) -> np.ndarray:
     if axis not in ("lam", "c"):
         raise ValueError(f"axis must be 'lam' or 'c', got {axis!r}")
-    vals = np.asarray(values, dtype=float)
-    etas_a = jnp.asarray(np.asarray(etas, dtype=float))
-    lam0, c0, d0 = (jnp.asarray(v, dtype=float) for v in (config.lam, config.c, config.d))
+    return np.asarray(values, dtype=float)
 
-    grid = _phase_grid(config, axis, jnp.asarray(vals), etas_a, lam0, c0, d0)
-    ac_exact, ac_lin, pll_acc, pll_lin, conv = (np.asarray(x) for x in grid)
-    sd_x, sd_l = np.asarray(ac_exact.any(axis=-1)), np.asarray(ac_lin.any(axis=-1))
-    pll_x, pll_l = np.asarray(pll_acc >= 1.0), np.asarray(pll_lin >= 1.0)
+
+def _map_problems(config: SimConfig, etas, axis: str, vals: np.ndarray) -> _Problems:
+    """The population problem at every ``(value, eta)``, value-major; the other parameters the config's."""
+    e, a, k = etas.shape[0], vals.shape[0], config.num_classes
+    pop = np.asarray(_population_counts(config, etas))
+    if axis == "lam":
+        corr = np.broadcast_to(np.asarray(corr_from_cd(float(config.c), float(config.d), k), dtype=float), (a, k, k))
+        lam = vals
+    else:
+        corr = np.stack([np.asarray(corr_from_cd(float(v), float(config.d), k), dtype=float) for v in vals])
+        lam = np.full(a, float(config.lam))
+    return _Problems(
+        np.broadcast_to(pop[None], (a,) + pop.shape).reshape(a * e, -1),
+        np.broadcast_to(corr[:, None], (a, e, k, k)).reshape(a * e, k, k),
+        np.repeat(lam, e),
+        np.ones(a * e, bool),
+    )
+
+
+def _map_result(solved: _Solved, axis: str, vals: np.ndarray, etas) -> PhaseMap:
+    shape = (vals.shape[0], etas.shape[0])
+    sd_x = solved.sd_exact.reshape(shape + (-1,)).any(axis=-1)
+    sd_l = solved.sd_linear.reshape(shape + (-1,)).any(axis=-1)
+    pll_x = solved.pll_exact.reshape(shape) >= 1.0
+    pll_l = solved.pll_linear.reshape(shape) >= 1.0
     return PhaseMap(
-        axis, vals, np.asarray(etas_a), sd_x, sd_l, pll_x, pll_l, 2 * sd_x.astype(int) + pll_x, bool(np.all(conv))
+        axis,
+        vals,
+        np.asarray(etas),
+        sd_x,
+        sd_l,
+        pll_x,
+        pll_l,
+        2 * sd_x.astype(int) + pll_x,
+        bool(np.all(solved.converged)),
     )
 
 
