@@ -15,6 +15,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from ..metrics import first_all_correct
+from ..theorems import BEYOND_RANGE
 from .config import SimConfig
 
 __all__ = [
@@ -372,7 +373,6 @@ def mean_empirical_rstar(result: SimResult) -> np.ndarray:
     A seed whose ``r*`` lies beyond the theorems' searched range
     (:data:`sdtheory.theorems.BEYOND_RANGE`) counts as having none.
     """
-    from ..theorems import BEYOND_RANGE
 
     _unswept(result, "mean_empirical_rstar")
     rstar_emp = result.theory.empirical_rstar

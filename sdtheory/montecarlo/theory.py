@@ -45,6 +45,7 @@ from .._x64 import float64
 from ..refine import pll_rounds_core, round_fit
 from ..theorems import first_round_quantiles
 from .config import SimConfig
+from .report import median_first_all_correct
 
 __all__ = [
     "PhaseMap",
@@ -471,7 +472,6 @@ def prediction_agreement(result: Any, preds: RoundPredictions, sd_method: str, p
     beyond the simulated ones count as "never"). PLL (``pll_method``): the
     same cell agreement for "the student is 100% correct".
     """
-    from .report import median_first_all_correct
 
     st = result.methods[sd_method]
     frac = st.all_correct.mean(axis=1)  # (E, R)
