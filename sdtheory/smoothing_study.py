@@ -61,7 +61,7 @@ from .smoothing import beta_smoothing_fixed_point_core, uniform_smoothing_core
 
 __all__ = [
     "FIELDNAMES",
-    "METHODS",
+    "STUDY_METHODS",
     "StudyResult",
     "aggregate",
     "markdown_table",
@@ -71,7 +71,7 @@ __all__ = [
 ]
 
 #: Methods of the study, in table order.
-METHODS = ("teacher", "uniform", "beta_one", "beta_fixed", "sd", "sd_tau", "pll")
+STUDY_METHODS = ("teacher", "uniform", "beta_one", "beta_fixed", "sd", "sd_tau", "pll")
 #: Columns of a result row.
 FIELDNAMES = (
     *E.CELL_COLUMNS,

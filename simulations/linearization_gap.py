@@ -71,7 +71,7 @@ finally:
 
 DEFAULT_OUT = os.path.join("results", "linearization_gap")
 DEFAULT_CD = "0.4,0.1;0.6,0.1;0.3,0.2"
-METHODS = ("sd_closed", "sd_exact")
+GAP_METHODS = ("sd_closed", "sd_exact")  # the montecarlo.METHODS this study compares
 SCRIPT = "simulations/linearization_gap.py"
 #: What a previous run leaves in --out (a run replaces the directory as a whole).
 OUTPUTS = ("gap.csv", "gap.csv.meta.json", "params.json", "gap.png", "gap.pdf")
@@ -182,7 +182,7 @@ def _config(parser, args, c, d, lam):
             lam=lam,
             num_rounds=args.num_rounds,
             noise="symmetric",
-            methods=METHODS,
+            methods=GAP_METHODS,
             dim=args.dim or None,
             exact_tol=args.tol,
             exact_max_iter=args.max_iter,
@@ -244,9 +244,9 @@ def _run(parser, args, out: Path, t_start: float) -> int:
         )
         # (L, E=1, S, R) -> (L, S, R)
         gap = [a[:, 0] for a in res.gap]
-        acc = {m: res.accuracy(m)[:, 0] for m in METHODS}
-        all_ok = {m: res.methods[m].all_correct[:, 0] for m in METHODS}
-        first = {m: mc.first_all_correct(all_ok[m], res.rounds) for m in METHODS}  # (L, S)
+        acc = {m: res.accuracy(m)[:, 0] for m in GAP_METHODS}
+        all_ok = {m: res.methods[m].all_correct[:, 0] for m in GAP_METHODS}
+        first = {m: mc.first_all_correct(all_ok[m], res.rounds) for m in GAP_METHODS}  # (L, S)
         exact = res.methods["sd_exact"]
         residual, converged = exact.residual[:, 0], exact.converged[:, 0]
         bad = int(np.sum(~converged))

@@ -54,7 +54,7 @@ def test_end_to_end_files_rows_and_reproducibility(tiny_run, tmp_path):
     # per cell, exact: teacher 1 + SD 2 + LS 1 + Beta one/fixed 2 + SD tau 2 + PLL 1; closed: LS 1 + tau 2
     assert len(rows) == 2 * 12
     assert all(r["converged"] == "true" for r in rows)
-    assert {r["method"] for r in rows} == set(sd.smoothing_study.METHODS)
+    assert {r["method"] for r in rows} == set(sd.smoothing_study.STUDY_METHODS)
     # same seed: the same CSV, byte for byte; another seed: other labels
     smoothing.main(TINY + ["--out", str(tmp_path / "a"), "--no-figures"])
     assert (tmp_path / "a" / "smoothing.csv").read_bytes() == (out / "smoothing.csv").read_bytes()
