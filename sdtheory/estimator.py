@@ -236,9 +236,10 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
             V.check_pll_classes(self.classes_.size, where)
         if select == "holdout":
             assert enc is not None  # labels, checked above
-            train, val = _holdout_split(enc, self.validation_fraction, self.random_state)
+            split: tuple = _holdout_split(enc, self.validation_fraction, self.random_state)
         else:
-            train = val = None
+            split = (None, None)
+        train, val = split
         fits = {
             s: self._fit_chain(X if train is None else X[train], t if train is None else t[train], s) for s in students
         }
