@@ -41,6 +41,7 @@ from . import (
     data,
     experiments,
     io,
+    losses,
     montecarlo,
     noise,
     plots,

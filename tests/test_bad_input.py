@@ -500,7 +500,7 @@ CASES = {
     ),
     "pll_accuracy_prediction[exact]": Case(
         sd.pll_accuracy_prediction,
-        lambda: dict(num_rounds=1, model="exact", loss="gce", q=0.7, **THEORY, **EXACT_FLAG),
+        lambda: dict(num_rounds=2, model="exact", loss="gce", q=0.7, **THEORY, **EXACT_FLAG),
         slow=True,
     ),
     "pll_accuracy_prediction": Case(sd.pll_accuracy_prediction, lambda: dict(num_rounds=2, tie_tol=1e-10, **THEORY)),
@@ -521,7 +521,7 @@ CASES = {
             model="exact",
             loss="gce",
             q=0.7,
-            num_rounds=1,
+            num_rounds=2,
             tol=1e-9,
             solver="lbfgs",
             init="zero",
@@ -531,7 +531,7 @@ CASES = {
     ),
     "pll_student_block_model": Case(
         sd.refine.pll_student_block_model,
-        lambda: dict(targets=Y, classes=CLASSES, c=0.4, d=0.1, lam=0.1, num_rounds=1, tie_tol=1e-10),
+        lambda: dict(targets=Y, classes=CLASSES, c=0.4, d=0.1, lam=0.1, num_rounds=2, tie_tol=1e-10),
     ),
     "top2_targets": Case(sd.top2_targets, lambda: dict(outputs=P, tie_tol=1e-10)),
     "beta_smoothing": Case(
