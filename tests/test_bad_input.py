@@ -667,12 +667,25 @@ def test_every_public_function_is_in_the_table():
     covered = [c.fn for c in CASES.values()]
     public = {n: getattr(sd, n) for n in sd.__all__}
     # the names that moved from the top level into their modules are public too
-    public.update(
-        {n: getattr(getattr(sd, where.split()[0]), n.replace("NOISE_", "")) for n, where in sd._MOVED.items()}
-    )
+    public.update({n: getattr(getattr(sd, path.split(".")[0]), path.split(".")[1]) for n, path in sd._MOVED.items()})
     functions = [n for n, f in public.items() if callable(f) and not isinstance(f, type)]
     missing = [n for n in functions if not any(public[n] is f for f in covered)]
     assert not missing, f"public functions without a bad-input table entry: {missing}"
+
+
+def test_a_moved_top_level_name_says_where_it_lives():
+    """Names that left the package face raise an AttributeError naming their module; the module has them."""
+    for name, path in (
+        ("margin", "theorems.margin"),
+        ("NOISE_KINDS", "noise.KINDS"),
+        ("run_grid", "montecarlo.run_grid"),
+    ):
+        with pytest.raises(AttributeError, match=rf"sdtheory\.{name} lives in its module now: sdtheory\.{path}$"):
+            getattr(sd, name)
+        module, attr = path.split(".")
+        assert hasattr(getattr(sd, module), attr)
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
+        _ = sd.no_such_name
 
 
 def test_baselines_are_valid():
