@@ -251,6 +251,17 @@ def type_all_correct_core(outputs: jax.Array, ts: TypeSpectrum, tie_tol: Any = T
     return jnp.all(correct | (ts.counts <= 0), axis=-1)
 
 
+def type_accuracy_core(outputs: jax.Array, ts: TypeSpectrum, tie_tol: Any = TIE_TOL) -> jax.Array:
+    """Training accuracy of ``(T, K)`` type outputs, weighted by the type counts: ``right / (right + wrong)``.
+
+    Exactly 1 when every instance is correct and exactly 0 when none is, also for fractional
+    (population) counts, where ``right / sum(counts)`` can miss 1 by roundoff; equal to it for integer counts.
+    """
+    right = correct_core(outputs, ts.classes, tie_tol)
+    good = jnp.sum(jnp.where(right, ts.counts, 0.0))
+    return good / (good + jnp.sum(jnp.where(right, 0.0, ts.counts)))
+
+
 @partial(jax.jit, static_argnames=("model", "search_rounds", "stop_at_first", "solver", "chunk"))
 def all_correct_search_core(
     ts: TypeSpectrum,
@@ -398,8 +409,7 @@ def finite_sample_core(
         ac = type_all_correct_core(outs, ts, tie_tol)
         first = jnp.where(jnp.any(ac), jnp.argmax(ac), -1)
         pll = pll_rounds_core(fit, teacher, 1, tie_tol)
-        right = correct_core(pll.outputs[0], ts.classes, tie_tol)
-        acc = jnp.sum(jnp.where(right, ts.counts, 0.0)) / jnp.sum(ts.counts)
+        acc = type_accuracy_core(pll.outputs[0], ts, tie_tol)
         return FiniteSampleDraws(ac, first, acc, conv & jnp.all(pll.converged))
 
     return jax.vmap(one)(keys)

@@ -30,7 +30,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._src.rules import correct_core
 from ..noise import corruption_matrix_core
 from ..reduced import (
     corr_from_cd,
@@ -38,6 +37,7 @@ from ..reduced import (
     reduced_closed_core,
     reduced_closed_fit,
     reduced_exact_core,
+    type_accuracy_core,
     type_all_correct_core,
     type_spectrum_core,
 )
@@ -150,16 +150,9 @@ def _problem(config: SimConfig, counts, corr, lam, teacher_start) -> _Solved:
     lin_fit = reduced_closed_fit(ts, lam)
     lin = pll_rounds_core(lin_fit, lin_fit(tgt), 1, config.tie_tol)
 
-    def accuracy(outputs):
-        # right / (right + wrong): exactly 1 when every instance is right and 0 when none is, whatever
-        # the order of the sums (right / total, with fractional population counts, came out 1 - 1e-16
-        # or 1 + 2e-16 depending on the program, and "100% correct", accuracy >= 1, with it)
-        right = correct_core(outputs, ts.classes, config.tie_tol)
-        good = jnp.sum(jnp.where(right, ts.counts, 0.0))
-        return good / (good + jnp.sum(jnp.where(right, 0.0, ts.counts)))
-
     conv = jnp.all(res.converged) & jnp.all(pll.converged)
-    return _Solved(sd_x, sd_l, accuracy(pll.outputs[0]), accuracy(lin.outputs[0]), conv)
+    pll_x, pll_l = (type_accuracy_core(p.outputs[0], ts, config.tie_tol) for p in (pll, lin))
+    return _Solved(sd_x, sd_l, pll_x, pll_l, conv)
 
 
 @partial(jax.jit, static_argnames=("config",))
