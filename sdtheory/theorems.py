@@ -1,25 +1,16 @@
-r"""The corruption condition, the margin, the minimum round and the PLL condition.
+r"""The corruption condition, the margin, the minimum round and the PLL condition (docs/theorems.md).
 
-Statements about the **linearised, balanced block model** (docs/theorems.md,
-sections 1-6 and 9-10): ``K`` classes of ``n = per_class`` instances, block
-Gram with correlations ``c`` (within a class) and ``d`` (across; ``d < c < 1``,
-the Gram positive definite), L2 weight ``lam``. An instance of true class
-``k`` with given label ``y`` has at round ``r`` (``e = r + 1``)
+Statements about the linearised, balanced block model (``K`` classes of
+``per_class`` instances, correlations ``c``, ``d``, L2 weight ``lam``), where
+an instance of true class ``k`` with label ``y`` scores at round ``r`` (``e = r + 1``)
 
 .. math:: \mathrm{score}_r(l) = a^e [y = l] + (b^e - a^e) f_k(l) + (g^e - b^e) f(l)
 
-and is correct when its true class beats every other class strictly (the
-package's one tie rule, :data:`sdtheory.TIE_TOL`). ``fractions`` is any
-``(K, K)`` row-stochastic matrix: the corruption matrix ``C`` (population) or
-``empirical_fractions(true, given, K)`` (exact for ``sd_outputs`` on
-``block_gram``).
-
-Each public function validates and calls a pure ``jnp`` core (``*_core``)
-taking ``(fractions, logs)``, ``logs`` the :class:`LogFactors` of
-:func:`log_block_factors` (computed in log space; docs/theorems.md section 9);
-the cores vmap over fractions and log-factors (``eta``, seeds, ``lam``).
-Rounds are resolved up to :data:`MAX_ROUND`; beyond it the cores return
-:data:`BEYOND_RANGE` and the public functions raise ``ValueError`` naming ``lam``.
+and is correct when its true class wins strictly. ``fractions`` is any
+``(K, K)`` row-stochastic matrix: ``C`` (population) or the sampled
+``empirical_fractions``. Each public function validates and calls a pure
+``*_core`` kernel taking ``(fractions, logs)`` (the :class:`LogFactors` of
+:func:`log_block_factors`), which vmaps over fractions and ``lam``.
 """
 
 from __future__ import annotations
@@ -583,24 +574,16 @@ def min_rounds(
     tie_tol: float = TIE_TOL,
     **exact_options: Any,
 ):
-    r"""First round ``r*`` (0 = teacher) at which every training instance is correct.
+    r"""First round ``r*`` (0 = teacher) at which every training instance is correct (docs/theorems.md section 4).
 
-    Linearised SD on the balanced block Gram (``per_class`` instances per
-    class, correlations ``c``, ``d``), exact for any fractions. With equal
-    global label frequencies it is the paper's
-    ``r* = floor(log((1 + Delta)/Delta) / log(b/a))``; otherwise the first
-    round of :func:`all_correct_rounds` (docs/theorems.md section 4).
+    With equal global label frequencies ``r* = floor(log((1 + Delta)/Delta) / log(b/a))``; otherwise the
+    first round of :func:`all_correct_rounds`. Returns an ``int``: ``-1`` if the corruption condition fails,
+    ``0`` if no label is corrupted (a traced array under ``jax.vmap``, :data:`BEYOND_RANGE` beyond
+    :data:`MAX_ROUND`, where the public function raises ``ValueError`` naming ``lam``).
 
-    Returns an ``int``: ``-1`` if the corruption condition fails, ``0`` if no
-    label is corrupted; a traced int array under ``jax.vmap`` (with
-    :data:`BEYOND_RANGE` where ``r* > MAX_ROUND``). Raises ``ValueError``
-    naming ``lam`` when ``r*`` exceeds :data:`MAX_ROUND` ``= 2**40 - 1``.
-
-    ``model="exact"`` (softmax) or a ``(K, K)`` class-correlation ``corr``
-    (in place of ``c``, ``d``): rounds ``0..search_rounds-1`` of the
-    population types of :mod:`sdtheory.reduced` are evaluated directly
-    ("correct" with ``tie_tol``; ``-1``: none of them); ``exact_options``:
-    ``tol``, ``max_iter``, ``on_failure``, ``solver`` (docs/theorems.md section 10).
+    ``model="exact"`` (softmax) or a ``(K, K)`` class-correlation ``corr`` (for ``c``, ``d``): rounds
+    ``0..search_rounds-1`` of the population types of :mod:`sdtheory.reduced`, evaluated directly with
+    ``tie_tol`` (``-1``: none); ``exact_options``: ``tol``, ``max_iter``, ``on_failure``, ``solver``.
     """
     if _uses_reduced(model, corr, c, d, exact_options):
         res = _reduced_search(fractions, c, d, corr, lam, per_class, model, search_rounds, tie_tol, True, exact_options)
