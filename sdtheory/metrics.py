@@ -163,8 +163,6 @@ def first_all_correct(all_correct: ArrayLike, rounds: Any) -> np.ndarray:
 
     ``all_correct``: bools ``(..., R)`` (or 0/1 numbers); ``rounds``: ``R`` round indices.
     """
-    if isinstance(all_correct, (str, bytes)):
-        raise TypeError(f"all_correct must be an array of bools, got the string {all_correct!r}")
     a = V.as_array(all_correct, "all_correct")
     if a.dtype != np.bool_:
         a = V.check_real_array(a, "all_correct")

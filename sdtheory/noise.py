@@ -361,11 +361,8 @@ def confusable_clusters(
         )
     xn = xs / norms
     if labels is not None:
-        lab = V.as_array(labels, "labels")
-        if lab.ndim != 1:
-            raise ValueError(f"labels must be a 1-D (N,) array of integer labels, got shape {lab.shape}")
+        lab = V.check_labels(labels, V.MAX_COUNT, "labels")
         V.check_same_n(x.shape[0], lab.shape[0], "labels", name)
-        lab = V.check_labels(lab, V.MAX_COUNT, "labels")
         k = int(lab.max()) + 1
         if k > lab.size:
             raise ValueError(

@@ -100,11 +100,8 @@ GLOBAL_TOL = 1e-12
 
 
 class RoundWindow(NamedTuple):
-    """The rounds ``first <= r <= last`` at which every training instance is correct.
-
-    ``first = last = -1`` when there is no such round; ``last = UNBOUNDED``
-    when the window never closes.
-    """
+    """The rounds ``first <= r <= last`` at which every training instance is correct (``-1, -1``: none;
+    ``last = UNBOUNDED``: the window never closes)."""
 
     first: Any
     last: Any
