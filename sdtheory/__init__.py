@@ -1,15 +1,9 @@
 """sdtheory: the theory of self-distillation for linear probing, in JAX.
 
-The package face: the names below, each validated at the boundary and
-computed by the pure kernels of :mod:`sdtheory._src`. Everything else lives
-in its module (``sdtheory.theorems.margin``, ``sdtheory.noise.max_eta``,
-``sdtheory.montecarlo.make_config``, ...); docs/glossary.md lists where.
-
-Importing the package changes nothing global: JAX's configuration, the
-matplotlib backend and the file system are left alone. Public functions
-compute in float64 inside a scoped ``jax.enable_x64(True)`` and return NumPy
-arrays; the pure ``*_core`` kernels compute in the dtype of their inputs
-(docs/glossary.md, "float64 policy").
+The package face: the names below, validated at the boundary and computed by the pure kernels of
+:mod:`sdtheory._src`; everything else lives in its module (docs/glossary.md lists where). Importing the
+package changes nothing global; public functions compute in float64 inside a scoped
+``jax.enable_x64(True)`` (docs/glossary.md, "float64 policy").
 """
 
 __version__ = "0.2.0"

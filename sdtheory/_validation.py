@@ -1,22 +1,14 @@
-"""Input validation shared by every public function.
+"""The package's one checks module: input validation shared by every public function.
 
-Checks run at the public boundary, outside ``jit``, on concrete values.
-Validating public functions refuse traced inputs: :func:`sdtheory._x64.float64`
-raises a ``TypeError`` naming the argument and the ``*_core`` kernel to
-transform instead, so a value check is never skipped silently. The few public
-functions designed to run under ``jax.vmap``/``jax.jit`` (the noise and theorem
-functions, over ``eta`` or ``lam``) reach these helpers with tracers; then only
-static properties (shape, dtype) are checked.
-
-Numeric arrays are real (integer or floating, never bool, string or object)
-and rectangular; scalars such as ``lam`` are single real numbers (a bool is not
-a number here). Round indices and counts are bounded (:data:`MAX_ROUND`,
-:data:`MAX_NUM_ROUNDS`) and checked as Python integers, before any conversion
-to a fixed-width NumPy integer could wrap them.
+Checks run at the public boundary on concrete values; under ``jax.vmap``/``jax.jit`` (noise and theorems,
+over ``eta`` or ``lam``) only static properties (shape, dtype) of tracers are checked. Arrays are real
+(integer or floating) and rectangular; counts and round indices are checked as Python integers before any
+fixed-width conversion; every message names the argument.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import Any, Optional
@@ -29,15 +21,10 @@ import numpy as np
 DEFAULT_RTOL = 1e-8
 #: Absolute tolerance on row sums of probability targets.
 PROB_ATOL = 1e-6
-#: Largest round index. The closed form evaluates ``q**(r + 1)`` in floating
-#: point (and the kernels take the indices as a device integer array), so round
-#: indices are bounded well inside both; beyond it every shrink factor
-#: ``q < 1`` has long reached its limit anyway.
+#: Largest round index (the closed form evaluates ``q**(r + 1)`` in floating point; the kernels take
+#: the indices as a device integer array).
 MAX_ROUND = 2**31 - 1
-#: Largest round count ``num_rounds``. A count materialises every round
-#: ``0..R-1``: the exact solver solves them one after another (a chain), the
-#: closed form returns ``R`` output arrays. Far rounds of the closed form are
-#: reached with ``rounds=`` (indices up to :data:`MAX_ROUND`) instead.
+#: Largest round count ``num_rounds`` (a count materialises every round ``0..R-1``).
 MAX_NUM_ROUNDS = 10**5
 #: Why counts are bounded (appended to the error message).
 NUM_ROUNDS_WHY = (
@@ -46,6 +33,11 @@ NUM_ROUNDS_WHY = (
 )
 #: Why round indices are bounded (appended to the error message).
 ROUND_WHY = "the closed form evaluates q**(r + 1) in floating point"
+#: Largest count (classes, instances per class, dimensions, seeds, chunk size): labels and
+#: indices are int32 on the device.
+MAX_COUNT = 2**31 - 1
+#: Largest PRNG seed (``jax.random.PRNGKey`` takes an int64).
+MAX_SEED = 2**63 - 1
 
 
 def is_tracer(x: Any) -> bool:
@@ -53,71 +45,40 @@ def is_tracer(x: Any) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
-def _as_numpy(x: Any, name: str) -> np.ndarray:
-    """A concrete real array: rectangular, integer or floating (not bool, string, object or complex)."""
-    if isinstance(x, (str, bytes)):
-        raise TypeError(f"{name} must be a numeric array, got the string {x!r}")
-    arr = as_array(x, name)
-    if arr.dtype == object:
-        raise TypeError(
-            f"{name} must be a numeric array, got an object array (mixed or non-numeric entries, or "
-            "integers too large for int64)"
-        )
-    if arr.dtype == np.bool_:
-        raise TypeError(
-            f"{name} must be real numbers, got a bool array (cast it, e.g. x.astype(float), if you mean 0/1)"
-        )
-    if np.iscomplexobj(arr):
-        raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")
-    if not np.issubdtype(arr.dtype, np.number):
-        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
-    return arr
-
-
 def shape_of(x: Any, name: str) -> tuple:
-    """The shape of a real array ``x``: a ragged, bool, string or object input is reported against ``name``.
-
-    Tracers: their static shape.
-    """
+    """The shape of a real array ``x`` (a tracer's static shape); a ragged, bool, string or object input is
+    reported against ``name``."""
     if is_tracer(x):
         return tuple(np.shape(x))
-    return tuple(_as_numpy(x, name).shape)
+    return tuple(check_real_array(x, name).shape)
 
 
 def check_finite(x: Any, name: str) -> None:
     """Raise ``ValueError`` if a concrete array contains NaN or inf."""
     if is_tracer(x):
         return
-    arr = _as_numpy(x, name)
+    arr = check_real_array(x, name)
     if not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
 
 
 def check_lam(lam: Any, name: str = "lam") -> Any:
-    """The L2 weight: one finite real number ``> 0`` (not a bool, not an array of values).
-
-    Returns it as a Python float. A traced ``lam`` (the theorems vmap over it)
-    is checked for being a scalar only and returned as it is.
-    """
-    grid = (
-        f"{name} must be a scalar (one L2 weight), got shape {{shape}}: an array of {name} values would "
-        f"broadcast against the eigenvalues. For a grid of {name}, jax.vmap a *_core kernel over it (e.g. "
-        f"sdtheory.closed_form.sd_outputs_core, sdtheory.exact.exact_outputs_core), call once per value, or "
-        f"sweep it with sdtheory.montecarlo.run_grid(lams=...)"
-    )
-    if is_tracer(lam):
-        if np.ndim(lam) != 0:
-            raise ValueError(grid.format(shape=tuple(np.shape(lam))))
-        return lam
+    """The L2 weight: one finite real number ``> 0``, as a Python float; a traced ``lam`` (the theorems
+    vmap over it) is checked for being a scalar only and returned as it is."""
     if isinstance(lam, (bool, np.bool_)):
         raise TypeError(f"{name} (the L2 weight) must be a real number > 0, got a bool ({lam!r})")
-    arr = _as_numpy(lam, name)
-    if arr.ndim != 0:
-        raise ValueError(grid.format(shape=arr.shape))
-    v = float(arr)
-    if not np.isfinite(v):
-        raise ValueError(f"{name} (the L2 weight) must be finite, got {v}")
+    shape = np.shape(lam) if is_tracer(lam) else check_real_array(lam, name).shape
+    if shape != ():
+        raise ValueError(
+            f"{name} must be a scalar (one L2 weight), got shape {tuple(shape)}: an array of {name} values would "
+            f"broadcast against the eigenvalues. For a grid of {name}, jax.vmap a *_core kernel over it (e.g. "
+            f"sdtheory.closed_form.sd_outputs_core, sdtheory.exact.exact_outputs_core), call once per value, or "
+            f"sweep it with sdtheory.montecarlo.run_grid(lams=...)"
+        )
+    if is_tracer(lam):
+        return lam
+    v = check_real(lam, f"{name} (the L2 weight)")
     if not v > 0:
         raise ValueError(f"{name} (the L2 weight) must be > 0, got {v:g}")
     return v
@@ -147,21 +108,15 @@ def _round_value(v: Any, name: str) -> int:
 
 
 def check_rounds(rounds: Any, *, name: str = "rounds", maximum: int = MAX_ROUND, why: str = ROUND_WHY) -> np.ndarray:
-    """Round indices: an int or 1-D sequence of ints in ``[0, maximum]`` (0 = teacher).
-
-    Returns a 1-D ``int64`` NumPy array. ``bool`` (alone or as an element) is
-    rejected on purpose. Python integers of any size are compared with the
-    bound before they are converted, so nothing wraps.
-    """
+    """Round indices: an int or 1-D sequence of ints (not bools) in ``[0, maximum]`` (0 = teacher), as a 1-D
+    ``int64`` array; Python integers of any size are compared with the bound before any conversion."""
     if is_tracer(rounds):
         raise TypeError(f"{name} must be concrete Python/NumPy integers, not a traced value")
-    if isinstance(rounds, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an int or a 1-D sequence of ints, got a bool")
     if isinstance(rounds, (str, bytes)):
         raise TypeError(f"{name} must be an int or a 1-D sequence of ints, got the string {rounds!r}")
     if isinstance(rounds, range):
         values = [rounds[0], rounds[-1]] if len(rounds) else []
-        arr = None
+        out = None  # made after the bound check
     elif isinstance(rounds, (np.ndarray, jax.Array)) and np.ndim(rounds) >= 1:
         if np.ndim(rounds) > 1:
             raise ValueError(f"{name} must be an int or a 1-D sequence, got shape {tuple(np.shape(rounds))}")
@@ -171,24 +126,19 @@ def check_rounds(rounds: Any, *, name: str = "rounds", maximum: int = MAX_ROUND,
             raise TypeError(f"{name} must be integers (round indices, 0 = teacher), got {kind}")
         arr = np.asarray(rounds)
         values = [int(arr.min()), int(arr.max())] if arr.size else []
-    elif isinstance(rounds, (list, tuple)):
-        values = [_round_value(v, name) for v in rounds]
-        arr = None
+        out = arr.astype(np.int64)
     else:
-        values = [_round_value(rounds, name)]
-        arr = None
+        values = [_round_value(v, name) for v in (rounds if isinstance(rounds, (list, tuple)) else [rounds])]
+        out = None
     if not values:
         raise ValueError(f"{name} must contain at least one round index")
-    lo, hi = min(values), max(values)
-    if lo < 0:
-        raise ValueError(f"{name} must be >= 0 (round 0 is the teacher), got {lo}")
-    if hi > maximum:
-        raise ValueError(f"{name} must be <= {maximum} ({why}), got {hi}")
+    if min(values) < 0:
+        raise ValueError(f"{name} must be >= 0 (round 0 is the teacher), got {min(values)}")
+    if max(values) > maximum:
+        raise ValueError(f"{name} must be <= {maximum} ({why}), got {max(values)}")
     if isinstance(rounds, range):
         return np.arange(rounds.start, rounds.stop, rounds.step, dtype=np.int64)
-    if arr is not None:
-        return arr.astype(np.int64)
-    return np.asarray(values, dtype=np.int64)
+    return np.asarray(values, dtype=np.int64) if out is None else out
 
 
 def check_int(
@@ -206,11 +156,9 @@ def check_int(
 
 
 def check_targets(targets: Any, name: str = "targets", *, atol: float = PROB_ATOL) -> tuple:
-    """Targets: (N, K) rows in the probability simplex, K >= 2.
-
-    Returns ``(N, K)``. Value checks are skipped for tracers.
-    """
-    arr = None if is_tracer(targets) else _as_numpy(targets, name)
+    """Targets: ``(N, K)`` rows in the probability simplex, ``K >= 2``; returns ``(N, K)`` (values of a
+    tracer are not checked)."""
+    arr = None if is_tracer(targets) else check_real_array(targets, name)
     shape = np.shape(targets) if arr is None else arr.shape
     if len(shape) != 2:
         raise ValueError(f"{name} must be a 2-D (N, K) array of probability rows, got shape {tuple(shape)}")
@@ -219,18 +167,28 @@ def check_targets(targets: Any, name: str = "targets", *, atol: float = PROB_ATO
         raise ValueError(f"{name} must have K >= 2 classes (columns), got K = {k}")
     if n < 1:
         raise ValueError(f"{name} must have at least one row (instance)")
-    if arr is None:
-        return n, k
+    if arr is not None:
+        check_stochastic_rows(arr, name, atol=atol, negative_atol=atol)
+    return n, k
+
+
+def check_stochastic_rows(
+    arr: np.ndarray, name: str, *, atol: float, negative_atol: float = 0.0, what: Optional[str] = None
+) -> None:
+    """Finite rows of entries ``>= -negative_atol`` summing to 1 within ``atol``; ``what``: the matrix in messages."""
+    what = what or name
     check_finite(arr, name)
-    if np.any(arr < -atol):
-        i = int(np.argwhere(arr < -atol)[0, 0])
-        raise ValueError(f"{name} has negative entries (first in row {i}: {arr[i].tolist()})")
+    if np.any(arr < -negative_atol):
+        i, j = np.argwhere(arr < -negative_atol)[0]
+        raise ValueError(f"{what} has a negative entry {name}[{i}, {j}] = {arr[i, j]:.6g}")
     sums = arr.sum(axis=1)
     bad = np.abs(sums - 1.0) > atol
     if np.any(bad):
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{name} rows must sum to 1 (probability vectors); row {i} sums to {sums[i]:.6g}")
-    return n, k
+        raise ValueError(
+            f"{what} is not row-stochastic: row {i} sums to {sums[i]:.17g}, not 1 (rows must sum to 1 within "
+            f"atol = {atol:g})"
+        )
 
 
 def check_labels(labels: Any, num_classes: Optional[int], name: str = "labels") -> np.ndarray:
@@ -251,29 +209,29 @@ def check_labels(labels: Any, num_classes: Optional[int], name: str = "labels") 
     return arr
 
 
-def check_class_indices(arr: np.ndarray, num_classes: Optional[int], name: str) -> None:
-    """Integer array (any shape) of class indices in ``[0, num_classes)``; ``>= 0`` when ``num_classes`` is None."""
+def check_class_indices(arr: np.ndarray, num_classes: Optional[int], name: str, source: str = "") -> None:
+    """Integer array (any shape) of class indices in ``[0, num_classes)``; ``>= 0`` when ``num_classes`` is None.
+
+    ``source``: where ``K`` comes from, appended to the message (e.g. ``"num_classes = 3"``).
+    """
     if not arr.size:
         return
+    where = f" ({source})" if source else ""
     if num_classes is None:
         if arr.min() < 0:
-            raise ValueError(f"{name} must be class indices >= 0, got values in [{arr.min()}, {arr.max()}]")
+            raise ValueError(f"{name} must be class indices >= 0, got values in [{arr.min()}, {arr.max()}]{where}")
         return
     if arr.min() < 0 or arr.max() >= num_classes:
         raise ValueError(
             f"{name} must lie in [0, {num_classes - 1}] for {num_classes} classes; "
-            f"got values in [{arr.min()}, {arr.max()}]"
+            f"got values in [{arr.min()}, {arr.max()}]{where}"
         )
 
 
 def check_gram(gram: Any, name: str = "gram", *, rtol: float = DEFAULT_RTOL) -> None:
-    """Square, non-empty, finite and symmetric within ``10 rtol max|G|`` (PSD is checked on the spectrum).
-
-    The tolerance is relative to the matrix's own scale ``max|G|``, with no
-    absolute floor: a Gram of entries ``1e-300`` is judged like one of
-    entries ``1`` (the closed form depends on ``G / lam`` only).
-    """
-    arr = None if is_tracer(gram) else _as_numpy(gram, name)
+    """Square, non-empty, finite and symmetric within ``10 rtol max|G|`` (relative to the matrix's own
+    scale, no absolute floor: the closed form depends on ``G / lam`` only); PSD is checked on the spectrum."""
+    arr = None if is_tracer(gram) else check_real_array(gram, name)
     shape = np.shape(gram) if arr is None else arr.shape
     if len(shape) != 2 or shape[0] != shape[1]:
         raise ValueError(f"{name} must be a square (N, N) matrix, got shape {tuple(shape)}")
@@ -314,7 +272,7 @@ def check_psd_eigenvalues(eigvals: Any, name: str = "gram", *, rtol: float = 1e-
 
 def check_features(features: Any, name: str = "features") -> tuple:
     """A finite real ``(N, d)`` array with ``N, d >= 1``; returns its shape."""
-    arr = None if is_tracer(features) else _as_numpy(features, name)
+    arr = None if is_tracer(features) else check_real_array(features, name)
     shape = np.shape(features) if arr is None else arr.shape
     if len(shape) != 2:
         raise ValueError(f"{name} must be a 2-D (N, d) array, got shape {tuple(shape)}")
@@ -336,19 +294,14 @@ def check_same_n(n_expected: int, n_got: int, what: str, against: str) -> None:
 
 
 def check_problem(targets: Any, lam: Any, gram: Any, features: Any, *, probability_targets: bool = True) -> int:
-    """The checks every training problem shares; returns ``N``.
-
-    Exactly one of ``gram``/``features``; targets ``(N, K)`` probability rows
-    (or, with ``probability_targets=False``, any finite ``(N,)``/``(N, K)``
-    array); a valid ``lam``; and as many rows in the matrix as in the targets.
-    The matrix's own contents (symmetry, PSD, finiteness) are checked where
-    its spectrum is computed.
-    """
+    """The checks every training problem shares; returns ``N``: exactly one of ``gram``/``features`` with as
+    many rows as the targets (``(N, K)`` probability rows, or with ``probability_targets=False`` any finite
+    ``(N,)``/``(N, K)`` array) and a valid ``lam``. The matrix's contents are checked with its spectrum."""
     one_of_gram_features(gram, features)
     if probability_targets:
         n, _ = check_targets(targets)
     else:
-        arr = _as_numpy(targets, "targets")
+        arr = check_real_array(targets, "targets")
         if arr.ndim not in (1, 2) or arr.shape[0] < 1 or (arr.ndim == 2 and arr.shape[1] < 1):
             raise ValueError(f"targets must be a non-empty (N,) or (N, K) array, got shape {arr.shape}")
         check_finite(arr, "targets")
@@ -382,11 +335,8 @@ def check_num_rounds(num_rounds: Any, name: str = "num_rounds") -> int:
 
 
 def check_pll_rounds(num_rounds: Any, maximum: int = MAX_NUM_ROUNDS, why: str = NUM_ROUNDS_WHY) -> int:
-    """The number of PLL student rounds in ``num_rounds = R`` (rounds ``0..R-1``, the teacher included): ``R - 1``.
-
-    ``num_rounds`` means rounds ``0..R-1`` everywhere in the package; the PLL
-    student needs the teacher and at least one student, so ``R >= 2``.
-    """
+    """The number of PLL student rounds in ``num_rounds = R`` (rounds ``0..R-1``, the teacher included):
+    ``R - 1``; the PLL student needs the teacher and a student, so ``R >= 2``."""
     if isinstance(num_rounds, numbers.Integral) and not isinstance(num_rounds, bool) and num_rounds == 1:
         raise ValueError(
             "num_rounds counts rounds 0..R-1 with the teacher as round 0 (as everywhere in sdtheory): the PLL "
@@ -396,11 +346,8 @@ def check_pll_rounds(num_rounds: Any, maximum: int = MAX_NUM_ROUNDS, why: str = 
 
 
 def resolve_rounds(rounds: Any, num_rounds: Any, *, maximum: int = MAX_ROUND, why: str = ROUND_WHY) -> np.ndarray:
-    """Round indices from exactly one of ``rounds`` (indices, 0 = teacher) or ``num_rounds`` (a count).
-
-    ``num_rounds = R`` means rounds ``0..R-1`` (``R <= MAX_NUM_ROUNDS``);
-    indices are at most ``maximum`` (``why`` says why). Returns a 1-D int64 array.
-    """
+    """Round indices (1-D int64) from exactly one of ``rounds`` (indices ``<= maximum``, ``why`` says why)
+    or ``num_rounds`` (a count ``R``: rounds ``0..R-1``, ``R <= MAX_NUM_ROUNDS``)."""
     if (rounds is None) == (num_rounds is None):
         raise ValueError(
             "pass exactly one of rounds= (round indices, 0 = teacher) or num_rounds= (a count R: rounds 0..R-1)"
@@ -414,22 +361,16 @@ def resolve_rounds(rounds: Any, num_rounds: Any, *, maximum: int = MAX_ROUND, wh
 
 
 def _cd_det(c: float, d: float, sizes: np.ndarray, counts: np.ndarray) -> float:
-    """``1 + d sum_k n_k / (1 - c + (c - d) n_k)`` (classes of size ``sizes[i]`` occur ``counts[i]`` times).
-
-    Divided through by ``c - d > 0`` so that no product overflows at any finite ``d``. It has the sign of
-    the smallest eigenvalue of the block Gram's class-level matrix (matrix determinant lemma) and
-    increases with ``d``.
-    """
+    """``1 + d sum_k n_k / (1 - c + (c - d) n_k)`` (``counts[i]`` classes of size ``sizes[i]``), divided
+    through by ``c - d`` (no overflow): the sign of the block Gram's smallest eigenvalue, increasing in ``d``."""
     return 1.0 + d / (c - d) * float(np.sum(counts * sizes / ((1.0 - c) / (c - d) + sizes)))
 
 
 def cd_lower_bound(c: float, class_sizes: Any = None, *, per_class: Any = None, num_classes: Any = None) -> float:
-    """The smallest ``d`` excluded by positive definiteness: the block Gram is positive definite iff
-    ``bound < d < c < 1``.
+    """The bound of the ``(c, d)`` domain: the block Gram is positive definite iff ``bound < d < c < 1``.
 
-    Balanced (``n`` per class, ``K`` classes): ``-(1 - c + n c) / (n (K - 1))``, where the eigenvalue
-    ``s_g = 1 - c + n (c - d) + n K d`` of the all-ones direction vanishes. Unequal sizes ``n_k``: the
-    root of ``1 + d sum_k n_k / (1 - c + (c - d) n_k)`` in ``d`` (bisection; ``-inf`` for one class).
+    Balanced: ``-(1 - c + n c) / (n (K - 1))``; unequal sizes: the root of :func:`_cd_det` in ``d``
+    (bisection; ``-inf`` for one class).
     """
     if per_class is not None:
         n, k = float(per_class), float(num_classes)
@@ -450,45 +391,16 @@ def cd_lower_bound(c: float, class_sizes: Any = None, *, per_class: Any = None, 
 
 
 def check_cd(c: Any, d: Any, *, class_sizes: Any = None, per_class: Any = None, num_classes: Any = None) -> tuple:
-    """The block model's correlations: the one domain every block-model function checks.
+    """The block model's correlations ``(c, d)``: the one domain every block-model function checks.
 
-    ``c`` is the correlation of two instances of the same class, ``d`` of two
-    different classes; both finite real scalars with ``d < c < 1`` and the
-    block Gram **positive definite** at the given class sizes (its
-    eigenvalues are positive, so the theorems' logs of them and of the shrink
-    factors are finite). ``d`` may be negative (block models fitted to
-    centred features have a slightly negative ``d``):
-
-    * balanced classes (``per_class = n``, ``num_classes = K``: the theorems,
-      the Monte Carlo engine): the eigenvalues are ``s_w = 1 - c``,
-      ``s_b = 1 - c + n (c - d)`` and ``s_g = s_b + n K d``, positive iff
-      ``d > -(1 - c + n c) / (n (K - 1))`` (``s_g > 0``);
-    * any class sizes ``n_k`` (``class_sizes``: :func:`sdtheory.block_gram`,
-      :func:`sdtheory.block_outputs`, ...): the class-level matrix
-      ``diag(1 - c + (c - d) n_k) + d sqrt(n) sqrt(n)^T`` is positive
-      definite iff ``1 + d sum_k n_k / (1 - c + (c - d) n_k) > 0``
-      (determinant lemma);
-    * no sizes (parsing a command-line flag before the sizes are known):
-      only ``-1 < d < c < 1``, necessary for every size; the entry point
-      that knows the sizes checks the rest.
-
-    Every ``d >= 0`` passes the size-dependent test. Traced values are not
-    inspected. Returns ``(c, d)`` (floats when concrete).
+    Finite real scalars with ``d < c < 1`` and the block Gram positive
+    definite at the given class sizes (docs/block_model.md, "The ``(c, d)``
+    domain"): balanced (``per_class``, ``num_classes``) ``d > -(1 - c + n c) / (n (K - 1))``;
+    any ``class_sizes`` ``1 + d sum_k n_k / (1 - c + (c - d) n_k) > 0``; no
+    sizes (a command-line flag): only ``-1 < d < c < 1``. Every ``d >= 0``
+    passes. Traced values are not inspected. Returns ``(c, d)`` (floats when concrete).
     """
-    out = []
-    for name, v in (("c", c), ("d", d)):
-        if is_tracer(v):
-            out.append(v)
-            continue
-        if isinstance(v, (bool, np.bool_)):
-            raise TypeError(f"{name} must be a real number, got a bool")
-        arr = _as_numpy(v, name)
-        if arr.ndim != 0:
-            raise ValueError(f"{name} must be a scalar, got shape {arr.shape}")
-        if not np.isfinite(arr):
-            raise ValueError(f"{name} must be finite, got {v!r}")
-        out.append(float(arr))
-    c, d = out
+    c, d = (v if is_tracer(v) else check_real(v, name) for name, v in (("c", c), ("d", d)))
     if is_tracer(c) or is_tracer(d):
         return c, d
     if not (d < c < 1.0):
@@ -528,18 +440,6 @@ def check_cd(c: Any, d: Any, *, class_sizes: Any = None, per_class: Any = None, 
     return c, d
 
 
-# --------------------------------------------------------------------------
-# Appended helpers (issue 12): numbers only (no bools or strings), arrays
-# that are not ragged, PRNG keys, bounded counts, short lists in messages.
-# --------------------------------------------------------------------------
-
-#: Largest count (classes, instances per class, dimensions, seeds, chunk size): labels and
-#: indices are int32 on the device.
-MAX_COUNT = 2**31 - 1
-#: Largest PRNG seed (``jax.random.PRNGKey`` takes an int64).
-MAX_SEED = 2**63 - 1
-
-
 def short_list(values: Any, limit: int = 8) -> str:
     """``values`` for an error message: all of them, or the first ``limit`` and how many there are."""
     arr = np.asarray(values).ravel()
@@ -561,22 +461,30 @@ def as_array(x: Any, name: str) -> np.ndarray:
 
 
 def check_real_array(x: Any, name: str) -> np.ndarray:
-    """A concrete array of real numbers (integer or floating dtype; not bool, string, object or complex)."""
+    """A concrete rectangular array of real numbers (integer or floating; not bool, string, object or complex)."""
     if isinstance(x, (str, bytes)):
-        raise TypeError(f"{name} must be numbers, got the string {x!r}")
+        raise TypeError(f"{name} must be a numeric array, got the string {x!r}")
     arr = as_array(x, name)
     if arr.dtype == np.bool_:
-        raise TypeError(f"{name} must be real numbers, got a bool array (cast it if you mean 0/1)")
+        raise TypeError(
+            f"{name} must be real numbers, got a bool array (cast it, e.g. x.astype(float), if you mean 0/1)"
+        )
+    if arr.dtype == object:
+        raise TypeError(
+            f"{name} must be a numeric array, got an object array (mixed or non-numeric entries, or "
+            "integers too large for int64)"
+        )
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise TypeError(f"{name} must be real numbers (int or float), got dtype {arr.dtype}")
     return arr
 
 
-def check_real(x: Any, name: str, *, minimum: Optional[float] = None, maximum: Optional[float] = None) -> float:
-    """A finite real scalar (Python/NumPy int or float, or a 0-d real array; not bool or str), optionally bounded.
+_as_numpy = check_real_array
 
-    Returns it as a Python float.
-    """
+
+def check_real(x: Any, name: str, *, minimum: Optional[float] = None, maximum: Optional[float] = None) -> float:
+    """A finite real scalar (Python/NumPy int or float, or a 0-d real array; not bool or str), optionally
+    bounded; a Python float."""
     if isinstance(x, (bool, np.bool_)):
         raise TypeError(f"{name} must be a real number, got a bool ({x!r})")
     arr = check_real_array(x, name)
@@ -594,10 +502,7 @@ def check_real(x: Any, name: str, *, minimum: Optional[float] = None, maximum: O
 
 def check_size(x: Any, name: str, *, minimum: int = 1, maximum: int = MAX_COUNT) -> int:
     """An int (not bool) in ``[minimum, maximum]`` (default ``maximum``: :data:`MAX_COUNT`)."""
-    n = check_int(x, name, minimum=minimum)
-    if n > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {n}")
-    return n
+    return check_int(x, name, minimum=minimum, maximum=maximum)
 
 
 def check_bool(x: Any, name: str) -> bool:
@@ -607,13 +512,9 @@ def check_bool(x: Any, name: str) -> bool:
     return bool(x)
 
 
-_RAW_KEY_SHAPE: list = []
-
-
+@functools.cache
 def _raw_key_shape() -> tuple:
-    if not _RAW_KEY_SHAPE:
-        _RAW_KEY_SHAPE.append(tuple(jax.eval_shape(lambda: jax.random.PRNGKey(0)).shape))
-    return _RAW_KEY_SHAPE[0]
+    return tuple(jax.eval_shape(lambda: jax.random.PRNGKey(0)).shape)
 
 
 def check_key(key: Any, name: str = "key") -> Any:
@@ -640,10 +541,8 @@ def check_key(key: Any, name: str = "key") -> Any:
 
 
 def check_labels_for(labels: Any, num_classes: int, name: str, source: str) -> Any:
-    """:func:`check_labels`, a ragged sequence reported against ``name`` and range errors saying where ``K``
-    comes from (``source``, e.g. ``"num_classes = 3"``), so a mismatch names both arguments."""
-    if not is_tracer(labels) and not isinstance(labels, (bool, np.bool_, str, bytes)):
-        labels = as_array(labels, name)
+    """:func:`check_labels`, its errors saying where ``K`` comes from (``source``, e.g. ``"num_classes = 3"``),
+    so a mismatch names both arguments."""
     try:
         return check_labels(labels, num_classes, name)
     except ValueError as exc:
@@ -661,12 +560,8 @@ def as_sequence(x: Any, name: str, expected: str) -> list:
 
 
 def check_pll_classes(num_classes: int, source: str = "targets") -> None:
-    """The PLL student needs ``K >= 3`` classes; ``source`` says where ``K`` comes from (for the message).
-
-    With two classes the top-2 rule always selects both, so every refined
-    target is ``(1/2, 1/2)``: the student learns nothing about the labels and
-    its predictions collapse to one class.
-    """
+    """The PLL student needs ``K >= 3`` classes (with two, every top-2 target is ``(1/2, 1/2)``); ``source``
+    says where ``K`` comes from."""
     if num_classes < 3:
         raise ValueError(
             f"the PLL student needs K >= 3 classes, got K = {num_classes} ({source}): its targets put 1/2 on each "
@@ -678,14 +573,12 @@ def check_pll_classes(num_classes: int, source: str = "targets") -> None:
 
 def check_tie_tol(tie_tol: Any) -> float:
     """One real number in ``[0, 0.1)`` (not a bool, not an array); a Python float."""
-    if isinstance(tie_tol, (bool, np.bool_)):
-        raise TypeError(f"tie_tol must be a float in [0, 0.1), got a bool ({tie_tol!r})")
     if is_tracer(tie_tol):
         raise TypeError("tie_tol must be a concrete float in [0, 0.1), not a traced value")
-    arr = _as_numpy(tie_tol, "tie_tol")
-    if arr.ndim != 0 or not np.isfinite(arr) or not (0.0 <= float(arr) < 0.1):
+    v = check_real(tie_tol, "tie_tol")
+    if not 0.0 <= v < 0.1:
         raise ValueError(f"tie_tol must be a float in [0, 0.1), got {tie_tol!r}")
-    return float(arr)
+    return v
 
 
 #: The two models of every output: the linearised closed form (the theorems' model) and the exact softmax solution.

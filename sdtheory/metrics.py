@@ -1,22 +1,11 @@
-"""Correctness and accuracy: the one rule every part of the package scores by.
+"""Correctness and accuracy: the one rule every part of the package scores by (docs/theorems.md section 8).
 
-**Correct.** An instance is correct when the output of its true class exceeds
-every other output by more than ``tie_tol`` (default :data:`TIE_TOL`). A tie
-is a failure: for outputs ``(0.5, 0.5, 0)`` and true class 0 the instance is
-*not* correct, whichever index ``argmax`` would return. The theorems are
-statements about strict inequalities, and classes that are tied in exact
-arithmetic (every wrong class at zero noise, for instance) would otherwise be
-ordered by floating-point roundoff, which changes with the device and the
-batch layout. The Monte Carlo engine, the real-data protocol, the theorems'
-type-level predictions and :func:`accuracy` all call :func:`correct_core`.
-
-Integer predictions (already an argmax) carry no tie information: they are
-correct when they equal the true label.
-
-Empty-group convention for :func:`split_accuracy`: the accuracy of an empty
-group (no clean or no corrupted instance) is NaN, never a vacuous 1.0; the
-counts are returned beside it so averages over seeds can be pooled
-(``sum correct / sum count``).
+An instance is correct when the output of its true class exceeds every other
+output by more than ``tie_tol`` (default :data:`TIE_TOL`): a tie is a failure,
+so for outputs ``(0.5, 0.5, 0)`` and true class 0 the instance is *not*
+correct. Integer predictions (already an argmax) are correct when they equal
+the true label. An empty group of :func:`split_accuracy` has accuracy NaN,
+returned beside its counts.
 """
 
 from __future__ import annotations
@@ -53,7 +42,7 @@ def _check_scored(x: Any, true_labels: Any, name: str, labels_name: str, num_cla
     Integer predictions are class indices: ``>= 0`` always, ``< K`` where ``K`` is known (the class axis of
     float outputs, or ``num_classes``). Returns ``(scores, labels, K or None)``.
     """
-    host = V._as_numpy(x, name)  # real numbers: not bool, string, object or ragged
+    host = V.check_real_array(x, name)
     shape = host.shape
     if host.ndim == 0:
         raise ValueError(f"{name} must be float (..., N, K) outputs or integer (..., N) predictions, got a scalar")
@@ -66,13 +55,8 @@ def _check_scored(x: Any, true_labels: Any, name: str, labels_name: str, num_cla
         if k_out is not None and k_out != num_classes:
             raise ValueError(f"{name} has K = {k_out} classes (its last axis) but num_classes = {num_classes}")
     k = k_out if k_out is not None else num_classes
-    source = f"K = {k}: the class axis of {name}" if k_out is not None else f"num_classes = {k}"
-    try:
-        t = V.check_labels(true_labels, k, labels_name)
-    except ValueError as exc:
-        if k is not None and "must lie in" in str(exc):
-            raise ValueError(f"{exc} ({source})") from None
-        raise
+    source = "" if k is None else f"K = {k}: the class axis of {name}" if k_out else f"num_classes = {k}"
+    t = V.check_labels_for(true_labels, k, labels_name, source) if k else V.check_labels(true_labels, k, labels_name)
     n = np.shape(t)[0]
     if n == 0:
         raise ValueError(f"{labels_name} is empty: an accuracy needs at least one instance")
@@ -86,31 +70,22 @@ def _check_scored(x: Any, true_labels: Any, name: str, labels_name: str, num_cla
                 f"got shape {tuple(shape)}{hint}"
             )
         V.check_finite(host, name)
-        arr = jnp.asarray(host, dtype=float)
-    elif len(shape) < 1 or shape[-1] != n:
+        return jnp.asarray(host, dtype=float), jnp.asarray(t), k
+    if len(shape) < 1 or shape[-1] != n:
         raise ValueError(
             f"{name}: integer predictions must be (..., N) with N = {n} (the length of {labels_name}), "
             f"got shape {tuple(shape)}"
         )
-    else:
-        try:
-            V.check_class_indices(host, k, f"{name} (integer predictions)")
-        except ValueError as exc:
-            if k is None:
-                raise
-            raise ValueError(f"{exc} ({source})") from None
-        arr = jnp.asarray(host)
-    return arr, jnp.asarray(t), k
+    V.check_class_indices(host, k, f"{name} (integer predictions)", source)
+    return jnp.asarray(host), jnp.asarray(t), k
 
 
 @float64
 def correct(outputs: ArrayLike, true_labels: ArrayLike, *, tie_tol: float = TIE_TOL) -> jax.Array:
-    """Per-instance correctness ``(..., N)`` of outputs ``(..., N, K)`` (ties are failures).
-
-    See the module docstring for the rule; ``tie_tol`` in ``[0, 0.1)``.
-    """
+    """Per-instance correctness ``(..., N)`` of float outputs ``(..., N, K)`` (ties are failures; ``tie_tol``
+    in ``[0, 0.1)``)."""
     tie_tol = V.check_tie_tol(tie_tol)
-    if not np.issubdtype(V._as_numpy(outputs, "outputs").dtype, np.floating):
+    if not np.issubdtype(V.check_real_array(outputs, "outputs").dtype, np.floating):
         raise TypeError("outputs must be floating (..., N, K) scores; integer predictions carry no tie information")
     x, t, _ = _check_scored(outputs, true_labels, "outputs", "true_labels")
     return correct_core(x, t, tie_tol)
@@ -125,12 +100,10 @@ def accuracy(
     Args:
       outputs_or_predictions: float ``(..., N, K)`` outputs, scored by the
         tie-aware rule (:func:`correct`), or integer ``(..., N)`` predictions
-        (class indices: a negative one is refused, and one ``>= K`` when
-        ``K`` is known).
+        (class indices in ``[0, K)``).
       true_labels: ``(N,)`` ints in ``[0, K)``.
       tie_tol: outputs closer than this are tied (a tie is a failure).
-      num_classes: ``K``, optional: for integer predictions it bounds the
-        predictions and labels; for outputs it must equal their class axis.
+      num_classes: ``K``, optional: bounds integer predictions; must equal the outputs' class axis.
 
     ``accuracy([[0.5, 0.5, 0.0]], [0]) == 0``.
     """
@@ -150,11 +123,8 @@ def split_accuracy(
 ) -> SplitAccuracy:
     """Accuracy on instances whose given label was clean and on those whose label was corrupted.
 
-    ``outputs_or_predictions`` are float ``(..., N, K)`` outputs (tie-aware
-    rule) or integer ``(..., N)`` predictions. An empty group has accuracy
-    NaN; the counts ``n_clean``, ``n_corrupted``, ``clean_correct`` and
-    ``corrupted_correct`` are returned so no information is hidden. Integer
-    predictions and ``num_classes`` as in :func:`accuracy`.
+    Arguments as in :func:`accuracy`; an empty group has accuracy NaN, and the
+    counts ``n_clean``, ``n_corrupted``, ``clean_correct``, ``corrupted_correct`` are returned beside it.
     """
     tie_tol = V.check_tie_tol(tie_tol)
     x, t, k = _check_scored(outputs_or_predictions, true_labels, "outputs_or_predictions", "true_labels", num_classes)
@@ -176,14 +146,8 @@ def heldout_accuracy(
     test_gram: ArrayLike | None = None,
     tie_tol: float = TIE_TOL,
 ) -> jax.Array:
-    """Held-out accuracy ``(R,)`` of the linearised SD rounds on new points.
-
-    A convenience over :func:`sdtheory.predictor`: fit the closed form on
-    ``targets`` (``features`` or ``gram``), evaluate ``rounds`` on the test
-    points (``test_features`` or the test-train ``test_gram``) and score them
-    against ``test_labels`` ``(N_test,)`` with the tie-aware rule.
-    """
-
+    """Held-out accuracy ``(R,)`` of the linearised SD rounds on new points: :func:`sdtheory.predictor` fitted
+    on ``targets``, its ``test_outputs`` at ``rounds`` scored against ``test_labels`` ``(N_test,)``."""
     p = predictor(targets, lam=lam, features=features, gram=gram)
     out = p.test_outputs(rounds=rounds, test_features=test_features, test_gram=test_gram)
     k = out.shape[-1]
@@ -199,11 +163,9 @@ def first_all_correct(all_correct: ArrayLike, rounds: Any) -> np.ndarray:
 
     ``all_correct``: bools ``(..., R)`` (or 0/1 numbers); ``rounds``: ``R`` round indices.
     """
-    if isinstance(all_correct, (str, bytes)):
-        raise TypeError(f"all_correct must be an array of bools, got the string {all_correct!r}")
     a = V.as_array(all_correct, "all_correct")
     if a.dtype != np.bool_:
-        a = V._as_numpy(a, "all_correct")
+        a = V.check_real_array(a, "all_correct")
         if not np.all((a == 0) | (a == 1)):
             raise ValueError("all_correct must be bools (or 0/1), got other values")
         a = a.astype(bool)

@@ -1,30 +1,15 @@
-r"""Label noise: corruption matrices, sampling noisy labels, empirical fractions.
+r"""Label noise: corruption matrices, sampling noisy labels, empirical fractions (docs/theorems.md section 2).
 
 A corruption matrix ``C`` is ``K x K`` and row-stochastic:
-``C[k, l] = P(given label l | true class k)`` (docs/theory.md section 4,
-docs/theorems.md). Families:
+``C[k, l] = P(given label l | true class k)``. Families (:data:`KINDS`):
+``"symmetric"``, ``"asymmetric"`` (SelfPLL's ``asym``), ``"pair"`` and
+``"cc"`` (confusable classes: a label moves uniformly to the other classes of
+its cluster; a class alone in its cluster keeps its label). Every family is
+row-stochastic exactly for ``0 <= eta <= 1``.
 
-* ``"symmetric"``: ``C = (1 - eta) I + eta/(K - 1) (11^T - I)``;
-* ``"asymmetric"`` (SelfPLL's ``asym``): diagonal ``1 - eta``, ``eta/K`` on
-  every off-diagonal entry, plus an extra ``eta/K`` on ``(k, (k + 1) mod K)``
-  (so that entry is ``2 eta / K``);
-* ``"pair"``: ``k -> (k + 1) mod K`` with probability ``eta``;
-* ``"cc"`` (confusable classes): classes are grouped into clusters; a label
-  moves with total probability ``eta``, uniformly to the *other* classes of
-  its cluster. A class alone in its cluster has nowhere to move and keeps its
-  label (row ``e_k``); this is our convention (SelfPLL divides by zero there).
-
-For every family the matrix is a valid row-stochastic matrix exactly for
-``0 <= eta <= 1`` (the diagonal ``1 - eta`` turns negative above 1), so the
-maximum ``eta`` is 1 for every kind; :func:`max_eta` returns it.
-:func:`condition_threshold` gives the (different) largest ``eta`` for which
-the corruption condition ``C_kk > C_kl`` still holds.
-
-All array functions have a pure ``jnp`` core (names ending in ``_core``) that
-does no validation and works under ``jax.jit`` and ``jax.vmap`` (over
-``eta``, keys, matrices). The public functions are traceable too
-(docs/theorems.md, section 11), except :func:`confusable_clusters`, which
-clusters on the host and refuses traced input.
+Every array function has a pure ``jnp`` core (``*_core``, no validation,
+``jit``/``vmap``-able over ``eta``, keys, matrices); the public functions are
+traceable too, except :func:`confusable_clusters` (host clustering).
 """
 
 from __future__ import annotations
@@ -68,11 +53,8 @@ _ALIASES = {"sym": "symmetric", "asym": "asymmetric", "pairflip": "pair", "pair_
 
 
 def canonical_kind(kind: Any, name: str = "kind") -> str:
-    """The canonical name of a corruption family (``"sym"`` -> ``"symmetric"``, ...).
-
-    Raises ``TypeError`` for a non-string and ``ValueError`` for an unknown kind;
-    the messages call the argument ``name`` (``"noise"`` in the Monte Carlo config).
-    """
+    """The canonical name of a corruption family (``"sym"`` -> ``"symmetric"``, ...); the messages call the
+    argument ``name``."""
     if not isinstance(kind, str):
         raise TypeError(f"{name} must be a string, one of {KINDS}, got {kind!r}")
     k = _ALIASES.get(kind.lower(), kind.lower())
@@ -105,15 +87,8 @@ def _clusters_for(kind: str, clusters: Any, k: int, *, required: bool = True):
 
 @float64
 def max_eta(kind: str, num_classes: int, *, clusters: Any = None) -> float:
-    """Largest ``eta`` for which ``corruption_matrix(kind, ...)`` is row-stochastic.
-
-    It is 1 for every kind: each row puts ``1 - eta`` on the diagonal and
-    ``eta`` in total on the off-diagonal entries, so the row always sums to 1
-    and the diagonal becomes negative (invalid probability) for ``eta > 1``.
-    ``clusters`` (kind ``"cc"`` only) is validated when given, though the
-    maximum does not depend on it; for another kind it is refused, as in
-    :func:`corruption_matrix`.
-    """
+    """Largest ``eta`` for which ``corruption_matrix(kind, ...)`` is row-stochastic: 1 for every kind (each
+    row puts ``1 - eta`` on the diagonal). ``clusters`` is validated as in :func:`corruption_matrix`."""
     kind = canonical_kind(kind)
     k = _check_num_classes(num_classes)
     _clusters_for(kind, clusters, k, required=False)  # validated when given; refused for other kinds
@@ -122,21 +97,12 @@ def max_eta(kind: str, num_classes: int, *, clusters: Any = None) -> float:
 
 @float64
 def condition_threshold(kind: str, num_classes: int, *, clusters: Any = None) -> float:
-    """Supremum of the ``eta`` values at which ``C`` satisfies the corruption condition.
+    """Supremum of the ``eta`` at which ``C`` satisfies the corruption condition ``C_kk > C_kl``.
 
-    The condition ``C_kk > C_kl`` (all ``l != k``) holds exactly for
-    ``eta < condition_threshold``; at the threshold a wrong label is exactly
-    as frequent as the true one (a tie: the theorem functions count gaps
-    within :data:`sdtheory.TIE_TOL` as ties, so there the condition is False
-    whatever the float roundoff of ``C``):
-
-    * symmetric: ``1 - eta > eta/(K-1)``  <=>  ``eta < (K-1)/K``;
-    * asymmetric: ``1 - eta > 2 eta/K``  <=>  ``eta < K/(K+2)``;
-    * pair: ``1 - eta > eta``  <=>  ``eta < 1/2``;
-    * cc: ``1 - eta > eta/(m-1)`` for the smallest cluster size ``m >= 2``
-      <=>  ``eta < (m-1)/m`` (1 if every cluster is a singleton).
-
-    ``clusters`` is required for ``"cc"`` and refused for the other kinds.
+    ``(K-1)/K`` (symmetric), ``K/(K+2)`` (asymmetric), ``1/2`` (pair),
+    ``(m-1)/m`` (cc, smallest cluster size ``m >= 2``; 1 if all are
+    singletons). At the threshold a wrong label ties the true one, so the
+    condition fails there. ``clusters`` is required for ``"cc"`` and refused otherwise.
     """
     kind = canonical_kind(kind)
     k = _check_num_classes(num_classes)
@@ -156,12 +122,8 @@ def condition_threshold(kind: str, num_classes: int, *, clusters: Any = None) ->
 
 
 def check_clusters(clusters: Any, num_classes: int) -> np.ndarray:
-    """Normalise ``clusters`` to a ``(K,)`` int array of cluster ids ``0..M-1``.
-
-    Accepts either a length-``K`` sequence of cluster ids (one per class) or a
-    sequence of groups (lists of class indices) that must partition
-    ``{0, ..., K-1}``: every class exactly once.
-    """
+    """Normalise ``clusters`` to a ``(K,)`` int array of cluster ids ``0..M-1``: from ``K`` cluster ids (one
+    per class) or a sequence of groups (lists of class indices) partitioning ``{0, ..., K-1}``."""
     if clusters is None:
         raise ValueError("kind 'cc' needs clusters= (a partition of the classes into groups of confusable classes)")
     if V.is_tracer(clusters):
@@ -206,13 +168,11 @@ def check_clusters(clusters: Any, num_classes: int) -> np.ndarray:
         raise TypeError(
             f"clusters must be K cluster ids or a sequence of class groups, got {type(clusters).__name__} {clusters!r}"
         ) from None
-    groups = []
+    ids = -np.ones(k, dtype=np.int64)
     for gi, g in enumerate(items):
         if isinstance(g, (str, bytes)):
             raise TypeError(f"clusters group {gi} must be a list of class indices, got {g!r}")
-        groups.append(list(V.as_array(g, f"clusters group {gi}").ravel()))
-    ids = -np.ones(k, dtype=np.int64)
-    for gi, g in enumerate(groups):
+        g = V.as_array(g, f"clusters group {gi}").ravel().tolist()
         if len(g) == 0:
             raise ValueError(f"clusters must not contain an empty group (group {gi})")
         for c in g:
@@ -239,11 +199,8 @@ def check_clusters(clusters: Any, num_classes: int) -> np.ndarray:
 def corruption_matrix_core(
     kind: str, num_classes: int, eta: jax.Array, cluster_ids: Optional[jax.Array] = None
 ) -> jax.Array:
-    """Pure core of :func:`corruption_matrix` (no validation; ``kind``/``num_classes`` static).
-
-    ``eta`` may be traced (vmap over ``eta``); ``cluster_ids`` is a ``(K,)``
-    int array for kind ``"cc"``.
-    """
+    """Pure core of :func:`corruption_matrix` (no validation; ``kind``/``num_classes`` static; ``eta`` may be
+    traced; ``cluster_ids`` ``(K,)`` for kind ``"cc"``)."""
     k = num_classes
     eta = jnp.asarray(eta, dtype=float)
     eye = jnp.eye(k)
@@ -273,18 +230,10 @@ def _check_eta(eta: Any, kind: str) -> None:
                 f"eta must be a scalar (vmap over a grid of rates), got a traced value of shape {np.shape(eta)}"
             )
         return
-    if isinstance(eta, (bool, np.bool_)):
-        raise TypeError(f"eta (noise rate) must be a real number in [0, 1], got a bool ({eta!r})")
-    arr = V.check_real_array(eta, "eta")
-    if arr.ndim != 0:
-        raise ValueError(f"eta must be a scalar (use jax.vmap for a grid of rates), got shape {arr.shape}")
-    if not np.isfinite(arr):
-        raise ValueError(f"eta (noise rate) must be finite, got {eta!r}")
-    if arr < 0:
-        raise ValueError(f"eta (noise rate) must lie in [0, 1], got {float(arr)}")
-    if arr > 1:
+    v = V.check_real(eta, "eta (noise rate)", minimum=0.0)
+    if v > 1:
         raise ValueError(
-            f"eta = {float(arr)} exceeds the maximum 1 for kind {kind!r}: the diagonal 1 - eta of the "
+            f"eta = {v} exceeds the maximum 1 for kind {kind!r}: the diagonal 1 - eta of the "
             "corruption matrix would be negative, so it would not be a row-stochastic matrix"
         )
 
@@ -294,19 +243,13 @@ def corruption_matrix(kind: str, num_classes: int, eta: Any, *, clusters: Any = 
     """The ``(K, K)`` corruption matrix ``C[k, l] = P(given l | true k)`` of a noise family.
 
     Args:
-      kind: ``"symmetric"``, ``"asymmetric"`` (SelfPLL's ``asym``), ``"pair"``
-        or ``"cc"`` (aliases ``"sym"``, ``"asym"``). See the module docstring.
+      kind: ``"symmetric"``, ``"asymmetric"``, ``"pair"`` or ``"cc"`` (aliases ``"sym"``, ``"asym"``, ...).
       num_classes: ``K >= 2``.
-      eta: noise rate in ``[0, 1]`` (probability that a label is moved). May
-        be a JAX tracer (``jax.vmap`` over ``eta``); then its value is not
-        checked.
-      clusters: for ``"cc"`` only: ``K`` cluster ids (one per class) or a
-        sequence of groups partitioning ``0..K-1``.
+      eta: noise rate in ``[0, 1]``; may be traced (``jax.vmap`` over ``eta``), then its value is not checked.
+      clusters: ``"cc"`` only: ``K`` cluster ids or groups partitioning ``0..K-1``.
 
-    Raises:
-      ValueError for an unknown kind, ``eta`` outside ``[0, 1]`` (1 is the
-      maximum of every kind, see :func:`max_eta`), clusters that do not
-      partition the classes or clusters given for another kind.
+    Raises ``ValueError`` for an unknown kind, ``eta`` outside ``[0, 1]``,
+    clusters that do not partition the classes or are given for another kind.
     """
     kind = canonical_kind(kind)
     k = _check_num_classes(num_classes)
@@ -317,37 +260,19 @@ def corruption_matrix(kind: str, num_classes: int, eta: Any, *, clusters: Any = 
 
 @float64
 def validate_corruption_matrix(C: Any, *, atol: float = 1e-8, name: str = "C") -> np.ndarray:
-    """Check a user corruption matrix; returns it as a float NumPy array.
-
-    Requirements: square ``(K, K)`` with ``K >= 2``, real (not bool), finite,
-    non-negative, each row summing to 1 within ``atol`` (a finite number
-    ``>= 0``). ``name`` is what the error messages call the matrix (the
-    theorems pass ``"fractions"``).
-    """
+    """Check a user corruption matrix: square ``(K, K)``, ``K >= 2``, real, finite, non-negative, rows summing
+    to 1 within ``atol`` (``>= 0``); a float NumPy array. ``name``: the matrix in the messages."""
     atol = V.check_real(atol, "atol", minimum=0.0)
     what = f"{name} (corruption matrix)"
+    shape = V.shape_of(C, name)
+    if len(shape) != 2 or shape[0] != shape[1]:
+        raise ValueError(f"{what} must be square (K, K), got shape {tuple(shape)}")
+    if shape[0] < 2:
+        raise ValueError(f"{what} must have K >= 2 classes, got K = {shape[0]}")
     if V.is_tracer(C):
-        shape = np.shape(C)
-        if len(shape) != 2 or shape[0] != shape[1] or shape[0] < 2:
-            raise ValueError(f"{what} must be square (K, K) with K >= 2, got shape {tuple(shape)}")
         return C
-    arr = V.check_real_array(C, name)
-    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
-        raise ValueError(f"{what} must be square (K, K), got shape {arr.shape}")
-    if arr.shape[0] < 2:
-        raise ValueError(f"{what} must have K >= 2 classes, got K = {arr.shape[0]}")
-    arr = arr.astype(float)
-    V.check_finite(arr, name)
-    if np.any(arr < 0):
-        i, j = np.argwhere(arr < 0)[0]
-        raise ValueError(f"{what} has a negative entry {name}[{i}, {j}] = {arr[i, j]:.6g}")
-    sums = arr.sum(axis=1)
-    bad = np.abs(sums - 1.0) > atol
-    if np.any(bad):
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"{what} is not row-stochastic: row {i} sums to {sums[i]:.17g}, not 1 (within atol = {atol:g})"
-        )
+    arr = V.check_real_array(C, name).astype(float)
+    V.check_stochastic_rows(arr, name, atol=atol, what=what)
     return arr
 
 
@@ -357,16 +282,10 @@ def validate_corruption_matrix(C: Any, *, atol: float = 1e-8, name: str = "C") -
 
 
 def _complete_linkage(dist: np.ndarray, num_clusters: Optional[int], threshold_ratio: float) -> np.ndarray:
-    """Agglomerative complete-linkage clustering on a ``(K, K)`` distance matrix.
-
-    Merges the two closest clusters (complete linkage: the largest pairwise
-    distance) until ``num_clusters`` remain, or (``num_clusters=None``) until
-    the next merge height exceeds ``threshold_ratio`` times the height of the
-    final merge. Ties merge the pair with the smallest indices first.
-    """
+    """Complete-linkage agglomerative clustering of a ``(K, K)`` distance matrix into ``num_clusters``, or
+    (``None``) cut at ``threshold_ratio`` times the final merge height; ties merge the lowest indices first."""
     k = dist.shape[0]
-    heights = []
-    merges = []
+    merges, heights = [], []
     d = dist.astype(float).copy()
     np.fill_diagonal(d, np.inf)
     active = list(range(k))
@@ -376,9 +295,8 @@ def _complete_linkage(dist: np.ndarray, num_clusters: Optional[int], threshold_r
         flat = int(np.argmin(sub))
         ia, ib = divmod(flat, len(active))
         a, b = active[min(ia, ib)], active[max(ia, ib)]
-        h = float(d[a, b])
         merges.append((a, b))
-        heights.append(h)
+        heights.append(float(d[a, b]))
         # Complete linkage update: merged cluster keeps index a.
         d[a, :] = np.maximum(d[a, :], d[b, :])
         d[:, a] = d[a, :]
@@ -392,16 +310,9 @@ def _complete_linkage(dist: np.ndarray, num_clusters: Optional[int], threshold_r
     else:
         cut = threshold_ratio * (height_arr.max() if height_arr.size else 0.0)
         n_merges = int(np.sum(height_arr <= cut))
-    parent = list(range(k))
-
-    def find(x):
-        while parent[x] != x:
-            x = parent[x]
-        return x
-
+    roots = np.arange(k)  # each class's cluster, named by its smallest class (a < b in every merge)
     for a, b in merges[:n_merges]:
-        parent[find(b)] = find(a)
-    roots = [find(i) for i in range(k)]
+        roots[roots == b] = a
     _, ids = np.unique(roots, return_inverse=True)
     return ids.astype(np.int64)
 
@@ -414,17 +325,11 @@ def confusable_clusters(
     *,
     threshold_ratio: float = 0.8,
 ) -> np.ndarray:
-    """Group classes whose features are similar (candidates for ``"cc"`` noise).
+    """Group classes whose features are similar (candidates for ``"cc"`` noise); docs/theorems.md section 2.
 
-    Class similarity is the mean cosine similarity between (L2-normalised)
-    instances of two classes, i.e. the inner product of the classes' mean
-    normalised features; distance ``1 - similarity``. Classes are grouped by
-    complete-linkage agglomerative clustering, either into exactly
-    ``num_clusters`` groups or, when ``num_clusters`` is None, by cutting the
-    dendrogram at ``threshold_ratio`` (default 0.8) times its largest merge
-    height. (SelfPLL also uses complete linkage on ``1 - mean correlation``
-    with a cut at 0.8 of the largest height; it passes the distance matrix to
-    SciPy as observations, which we do not replicate.)
+    Distance ``1 - s_kl``, ``s_kl`` the mean cosine similarity of instances of
+    classes ``k`` and ``l``; complete linkage into ``num_clusters`` groups, or
+    (``None``) cut at ``threshold_ratio`` of the top merge height (SelfPLL's rule).
 
     Args:
       class_means_or_features: ``(K, d)`` class means (``labels=None``) or
@@ -432,8 +337,7 @@ def confusable_clusters(
       labels: true labels of the instances, or None.
       num_clusters: number of clusters in ``[1, K]``, or None for the cut rule.
 
-    Returns:
-      ``(K,)`` int array of cluster ids ``0..M-1`` (pass as ``clusters=``).
+    Returns ``(K,)`` int cluster ids ``0..M-1`` (pass as ``clusters=``).
     """
     name = "class_means_or_features"
     for arg, value in ((name, class_means_or_features), ("labels", labels)):
@@ -457,11 +361,8 @@ def confusable_clusters(
         )
     xn = xs / norms
     if labels is not None:
-        lab = V.as_array(labels, "labels")
-        if lab.ndim != 1:
-            raise ValueError(f"labels must be a 1-D (N,) array of integer labels, got shape {lab.shape}")
+        lab = V.check_labels(labels, V.MAX_COUNT, "labels")
         V.check_same_n(x.shape[0], lab.shape[0], "labels", name)
-        lab = V.check_labels(lab, V.MAX_COUNT, "labels")
         k = int(lab.max()) + 1
         if k > lab.size:
             raise ValueError(
@@ -498,14 +399,8 @@ def confusable_clusters(
 
 @jax.jit
 def _largest_remainder_counts(sizes: jax.Array, C: jax.Array) -> jax.Array:
-    """``(K, K)`` integer counts ``m[k, l]`` with row sums ``sizes[k]``, closest to ``sizes[k] C[k, l]``.
-
-    Largest-remainder (Hamilton) rounding: take ``floor(n_k C_kl)`` and give the
-    ``n_k - sum_l floor`` leftover units to the entries with the largest
-    fractional parts, ties to the lower label index. Products within ``1e-9``
-    of an integer are snapped to it first, so exactly representable
-    fractions are reproduced exactly despite floating point.
-    """
+    """``(K, K)`` integer counts with row sums ``sizes[k]``, the largest-remainder rounding of
+    ``sizes[k] C[k, l]`` (ties to the lower label; products within ``1e-9`` of an integer snapped first)."""
     x = sizes[:, None] * C
     near = jnp.round(x)
     x = jnp.where(jnp.abs(x - near) <= 1e-9 * jnp.maximum(1.0, sizes[:, None]), near, x)
@@ -538,14 +433,8 @@ def sample_labels_iid_core(key: jax.Array, true_labels: jax.Array, C: jax.Array)
 
 @jax.jit
 def sample_labels_exact_core(key: jax.Array, true_labels: jax.Array, C: jax.Array) -> jax.Array:
-    """Exact-count sampling (no validation).
-
-    In each class ``k`` exactly ``m[k, l]`` instances (largest-remainder
-    rounding of ``n_k C[k, l]``) get label ``l``; which instances get which
-    label is a uniformly random assignment: instances are put in a random
-    order within their class and the first ``m[k, 0]`` get label 0, the next
-    ``m[k, 1]`` label 1, and so on.
-    """
+    """Exact-count sampling (no validation): in class ``k`` exactly ``m[k, l]`` (:func:`exact_counts`)
+    instances get label ``l``, assigned in a uniformly random order within the class."""
     k = C.shape[0]
     n = true_labels.shape[0]
     sizes = jnp.bincount(true_labels, length=k).astype(C.dtype)
@@ -568,14 +457,12 @@ def sample_labels(key: jax.Array, true_labels: ArrayLike, C: ArrayLike, *, exact
       key: a ``jax.random`` key. Same key, same labels.
       true_labels: ``(N,)`` ints in ``[0, K)``.
       C: ``(K, K)`` row-stochastic corruption matrix (validated unless traced).
-      exact: False: i.i.d., ``given_i ~ Categorical(C[true_i])``. True: in
-        every class ``k`` exactly ``m[k, l]`` instances get label ``l``, where
-        ``m`` is the largest-remainder rounding of ``n_k C[k, l]`` (equal to
-        it whenever ``n_k C[k, l]`` is an integer; row sums are ``n_k``);
-        the instances receiving each label are chosen uniformly at random.
+      exact: False: i.i.d. ``given_i ~ Categorical(C[true_i])``. True: in
+        class ``k`` exactly ``m[k, l]`` instances get label ``l``, the
+        largest-remainder rounding of ``n_k C[k, l]`` (:func:`exact_counts`),
+        chosen uniformly at random.
 
-    Works under ``jax.vmap`` over ``key`` and ``C`` (use the ``_core``
-    functions inside ``jit`` to skip validation).
+    Works under ``jax.vmap`` over ``key`` and ``C``.
     """
     exact = V.check_bool(exact, "exact")
     V.check_key(key, "key")
@@ -591,10 +478,8 @@ def sample_labels(key: jax.Array, true_labels: ArrayLike, C: ArrayLike, *, exact
 
 @partial(jax.jit, static_argnums=(2,))
 def empirical_fractions_core(true_labels: jax.Array, given_labels: jax.Array, num_classes: int) -> jax.Array:
-    """``f[k, l]`` = fraction of class-``k`` instances whose given label is ``l`` (no validation).
-
-    An empty class gets an all-zero row (the public function raises instead).
-    """
+    """``f[k, l]`` = fraction of class-``k`` instances whose given label is ``l`` (no validation; an empty
+    class gets an all-zero row)."""
     k = num_classes
     idx = true_labels * k + given_labels
     counts = jnp.bincount(idx, length=k * k).reshape(k, k).astype(float)
@@ -604,11 +489,8 @@ def empirical_fractions_core(true_labels: jax.Array, given_labels: jax.Array, nu
 
 @float64
 def empirical_fractions(true_labels: ArrayLike, given_labels: ArrayLike, num_classes: int) -> jax.Array:
-    """Empirical corruption fractions ``f_k(l)`` as a ``(K, K)`` row-stochastic matrix.
-
-    ``f[k, l]`` = (number of instances of true class ``k`` with given label
-    ``l``) / ``n_k``. Every class must have at least one instance.
-    """
+    """Empirical corruption fractions ``f_k(l)`` (``(K, K)``, row-stochastic): the fraction of true class
+    ``k`` with given label ``l``. Every class must have at least one instance."""
     k = _check_num_classes(num_classes)
     t = _labels(true_labels, k, "true_labels")
     g = _labels(given_labels, k, "given_labels")

@@ -38,11 +38,8 @@ def _over_seeds(num_seeds: int) -> str:
 
 
 def new_figure(**kwargs):
-    """A :class:`matplotlib.figure.Figure` not registered with pyplot: no backend, no global state.
-
-    Save it with :func:`sdtheory.io.write_figure`; it is freed when no longer
-    referenced (no ``plt.close`` needed).
-    """
+    """A :class:`matplotlib.figure.Figure` not registered with pyplot (no backend, no global state; freed when
+    no longer referenced); save it with :func:`sdtheory.io.write_figure`."""
     from matplotlib.figure import Figure
 
     return Figure(**kwargs)
@@ -58,10 +55,8 @@ def _edges(x: np.ndarray) -> np.ndarray:
 
 
 def _step_boundary(ax, etas, values, **kw):
-    """Draw ``values - 0.5`` (lower edge of the predicted all-correct region) as a step line.
-
-    NaN or negative values (no all-correct round) break the line.
-    """
+    """Draw ``values - 0.5`` (lower edge of the predicted all-correct region) as a step line; NaN or negative
+    values (no all-correct round) break the line."""
     v = np.asarray(values, dtype=float)
     v = np.where(v >= 0, v - 0.5, np.nan)
     edges = _edges(etas)
@@ -88,17 +83,9 @@ def phase_diagram_figure(
     num_classes: Optional[int] = None,
     extra_boundaries: Sequence[tuple] = (),
 ):
-    """Two-panel phase diagram.
-
-    Left: mean training accuracy of multi-round SD as a heat map over
-    (noise rate, round), with the theory's first all-correct round (population
-    ``r*(eta)``, solid; mean empirical, dashed) drawn as the lower edge of the
-    predicted 100% region, the observed first all-correct round (median over
-    seeds, dots) and the corruption threshold (vertical dotted line).
-
-    Right: accuracy against the noise rate for the curves in ``curves``
-    (e.g. the PLL student after one round, SD after one round, SD's best
-    round), with the same threshold line.
+    """Two-panel phase diagram: (a) mean training accuracy of multi-round SD over (noise rate, round) with the
+    theory's first all-correct round as the lower edge of the predicted 100% region, the observed first
+    all-correct round and the corruption threshold; (b) accuracy against the noise rate for ``curves``.
 
     Args:
       etas: ``(E,)`` noise rates; rounds: ``(R,)`` round indices.
@@ -107,9 +94,7 @@ def phase_diagram_figure(
       observed_first: ``(E,)`` median observed first all-correct round (NaN = never).
       threshold: noise rate where the population corruption condition stops holding.
       curves: label -> ``(E,)`` accuracy for the right panel.
-      extra_boundaries: more first-all-correct-round predictions for the
-        left panel, each ``(values (E,), label, line style dict)``
-        (``-1``/NaN/inf = never within the rounds).
+      extra_boundaries: more predictions for the left panel, each ``(values (E,), label, line style dict)``.
     """
     from matplotlib import patheffects as pe
 
@@ -130,54 +115,27 @@ def phase_diagram_figure(
     cb = fig.colorbar(mesh, ax=ax, pad=0.02)
     cb.set_label("mean training accuracy (true labels)")
 
+    population = "theory: first all-correct round $r^*(\\eta)$ (population, from the corruption matrix $C$)"
+    empirical = "theory: mean empirical $r^*$ (from each seed's label fractions)"
+    boundaries = [
+        (rstar_population, population, dict(color="white", lw=2.2, path_effects=stroke)),
+        (rstar_empirical_mean, empirical, dict(color="#ff7f0e", lw=1.8, ls="--")),
+        *extra_boundaries,
+    ]
     handles = []
-    handles += _step_boundary(
-        ax,
-        etas,
-        rstar_population,
-        color="white",
-        lw=2.2,
-        path_effects=stroke,
-        label="theory: first all-correct round $r^*(\\eta)$ (population, from the corruption matrix $C$)",
-    )
-    handles += _step_boundary(
-        ax,
-        etas,
-        rstar_empirical_mean,
-        color="#ff7f0e",
-        lw=1.8,
-        ls="--",
-        label="theory: mean empirical $r^*$ (from each seed's label fractions)",
-    )
-    for values, label, style in extra_boundaries:
+    for values, label, style in boundaries:  # -1, NaN or inf: never (no line)
         v = np.asarray(values, dtype=float)
         handles += _step_boundary(ax, etas, np.where(np.isfinite(v), v, -1.0), label=label, **style)
     if observed_first is not None:
         of = np.asarray(observed_first, dtype=float)
         ok = np.isfinite(of) & (of >= 0)
+        dots = dict(s=14, c="#d62728", edgecolors="white", linewidths=0.4, zorder=5)
         handles.append(
-            ax.scatter(
-                etas[ok],
-                of[ok],
-                s=14,
-                c="#d62728",
-                edgecolors="white",
-                linewidths=0.4,
-                zorder=5,
-                label="simulation: median observed first all-correct round",
-            )
+            ax.scatter(etas[ok], of[ok], label="simulation: median observed first all-correct round", **dots)
         )
     if threshold is not None and np.isfinite(threshold):
-        handles.append(
-            ax.axvline(
-                threshold,
-                color="white",
-                ls=(0, (1, 1.5)),
-                lw=2.0,
-                path_effects=stroke,
-                label=f"corruption threshold $\\eta_c$ = {threshold:.3g}",
-            )
-        )
+        label = f"corruption threshold $\\eta_c$ = {threshold:.3g}"
+        handles.append(ax.axvline(threshold, color="white", ls=(0, (1, 1.5)), lw=2.0, path_effects=stroke, label=label))
     ax.set_xlim(_edges(etas)[0], _edges(etas)[-1])
     ax.set_ylim(_edges(rounds)[0], _edges(rounds)[-1])
     ax.set_xlabel("label noise rate $\\eta$")
@@ -221,21 +179,17 @@ def linearization_gap_figure(
     num_rounds: int,
     title: Optional[str] = None,
 ):
-    """Closed form vs exact softmax outputs against ``lam``, one line per parameter point.
-
-    Used by simulations/linearization_gap.py.
+    """Closed form vs exact softmax outputs against ``lam``, one line per parameter point
+    (simulations/linearization_gap.py).
 
     Args:
       lams: ``(L,)`` L2 weights (log x axis).
-      labels: ``P`` legend labels, one per parameter point (e.g. ``"c=0.4, d=0.1"``).
-      gap_first: ``(P, L)`` max abs output gap at round 0.
-      gap_max: ``(P, L)`` max abs output gap over all rounds.
+      labels: ``P`` legend labels, one per parameter point.
+      gap_first, gap_max: ``(P, L)`` max abs output gap at round 0 and over all rounds.
       agreement_min: ``(P, L)`` smallest argmax agreement over rounds.
       decided_min: ``(P, L)`` one minus the largest near-tie fraction over rounds.
-      first_exact, first_closed: ``(P, L)`` first all-correct round of the
-        exact solver and the closed form (``-1``: none).
+      first_exact, first_closed: ``(P, L)`` first all-correct round, exact and closed form (``-1``: none).
       num_rounds: ``R`` (rounds ``0..R-1``), for the title of the last panel.
-      title: optional figure title.
     """
     lams = np.asarray(lams, dtype=float)
     fig = new_figure(figsize=(13, 3.8))
@@ -243,13 +197,11 @@ def linearization_gap_figure(
     for p, label in enumerate(labels):
         (line,) = axes[0].loglog(lams, np.asarray(gap_first[p], dtype=float), "o-", label=f"{label} (round 0)")
         color = line.get_color()
-        axes[0].loglog(
-            lams, np.asarray(gap_max[p], dtype=float), "s--", color=color, alpha=0.6, label=f"{label} (max over rounds)"
-        )
+        max_label = f"{label} (max over rounds)"
+        axes[0].loglog(lams, np.asarray(gap_max[p], dtype=float), "s--", color=color, alpha=0.6, label=max_label)
         axes[1].semilogx(lams, np.asarray(agreement_min[p], dtype=float), "o-", color=color, label=label)
-        axes[1].semilogx(
-            lams, np.asarray(decided_min[p], dtype=float), ":", color=color, label=f"{label}: 1 - near-tie fraction"
-        )
+        tie_label = f"{label}: 1 - near-tie fraction"
+        axes[1].semilogx(lams, np.asarray(decided_min[p], dtype=float), ":", color=color, label=tie_label)
         # "none within the rounds" (-1) is a gap in the line, not a point at round -1
         never = lambda v: np.where(np.asarray(v) >= 0, np.asarray(v, dtype=float), np.nan)  # noqa: E731
         axes[2].semilogx(lams, never(first_exact[p]), "o-", color=color, label=f"{label} exact")
@@ -286,11 +238,8 @@ def _metric_series(agg, fmap, kind, rates, solver, method, r, metric):
 
 def _accuracy_grid(agg: Mapping, *, feature_map: str, kinds, rates, series, band_alpha: float):
     """One row per noise kind: training-label recovery (left) and held-out accuracy (right) against eta.
-
-    ``series``: ``(solver, method, round, label, color, linestyle, marker)``;
-    solid lines get a mean +- std band; the fitted block model has no
-    held-out accuracy and is drawn on the left only.
-    """
+    ``series``: ``(solver, method, round, label, color, linestyle, marker)``; solid lines get a mean +- std
+    band; the fitted block model has no held-out accuracy."""
     rates_a = np.asarray(rates, dtype=float)
     fig = new_figure(figsize=(10, 3.1 * len(kinds)))
     axes = fig.subplots(len(kinds), 2, squeeze=False, sharey=True)
@@ -325,14 +274,9 @@ def accuracy_figure(
     num_seeds: int,
     dataset_name: str,
 ):
-    """Accuracy against the noise rate, one row of panels per noise kind (the papers' main figure).
-
-    Left: training-label recovery; right: held-out accuracy. Exact SD rounds
-    ``0..num_rounds-1`` and PLL students (solid, mean +- std band), the closed
-    form's last round and PLL student (dashed) and the fitted block model's
-    last round (dotted, training only). ``agg`` from
-    :func:`sdtheory.experiments.aggregate`.
-    """
+    """Accuracy against the noise rate, one row of panels per noise kind (the papers' main figure): exact SD
+    rounds and PLL students (solid), the closed form (dashed), the fitted block model (dotted, training
+    only). ``agg`` from :func:`sdtheory.experiments.aggregate`."""
     from matplotlib import colormaps
 
     blues = colormaps["Blues"]
@@ -381,33 +325,20 @@ def diversity_figure(agg: Mapping, *, feature_map: str, kind: str, rates: Sequen
 
 
 def spectrum_figure(spectra: Mapping[str, Mapping]):
-    """Eigenvalues of the empirical Gram and of the fitted block Gram, one panel per feature map.
-
-    ``spectra``: feature map -> dict with ``eigvals`` and ``block_eigvals``
-    (descending), ``c``, ``d``, ``ridge`` (``K N lam``), ``num_classes``,
-    ``n``, ``dim`` (:attr:`sdtheory.experiments.ProtocolResult.spectra`).
-    """
+    """Eigenvalues of the empirical Gram and of the fitted block Gram, one panel per feature map: ``spectra``
+    as :attr:`sdtheory.experiments.ProtocolResult.spectra`."""
     fig = new_figure(figsize=(4.6 * len(spectra), 3.4))
     axes = fig.subplots(1, len(spectra), squeeze=False)
     for ax, (fmap, info) in zip(axes[0], spectra.items(), strict=False):
         s = np.asarray(info["eigvals"], dtype=float)
         b = np.asarray(info["block_eigvals"], dtype=float)
         ax.semilogy(np.arange(1, s.size + 1), np.maximum(s, 1e-8), color="tab:blue", lw=1.5, label="empirical Gram")
-        ax.semilogy(
-            np.arange(1, b.size + 1),
-            np.maximum(b, 1e-8),
-            color="tab:gray",
-            ls="--",
-            lw=1.5,
-            label=f"fitted block model (c={info['c']:.2f}, d={info['d']:.2f})",
-        )
+        fitted = f"fitted block model (c={info['c']:.2f}, d={info['d']:.2f})"
+        ax.semilogy(np.arange(1, b.size + 1), np.maximum(b, 1e-8), color="tab:gray", ls="--", lw=1.5, label=fitted)
         ax.axhline(info["ridge"], color="tab:red", lw=1, ls=":", label="K N lam")
         ax.axvline(info["num_classes"], color="k", lw=0.6, alpha=0.5)
-        ax.set_xscale("log")
-        ax.set_xlabel("eigenvalue index")
-        ax.set_ylabel("eigenvalue")
+        ax.set(xscale="log", xlabel="eigenvalue index", ylabel="eigenvalue", ylim=(1e-4, None))
         ax.set_title(f"{fmap}: N={info['n']}, d={info['dim']}", fontsize=10)
-        ax.set_ylim(1e-4, None)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -415,12 +346,8 @@ def spectrum_figure(spectra: Mapping[str, Mapping]):
 
 
 def phase_map_figure(phase_map: Any, *, num_rounds: int, title: str = ""):
-    """2-D phase map of the exact block model (a :class:`sdtheory.montecarlo.theory.PhaseMap`).
-
-    Colour: where exact multi-round SD reaches 100% training accuracy within
-    rounds ``0..num_rounds-1``, where the one-round PLL student does, both or
-    neither; lines: the same two boundaries of the linearised model.
-    """
+    """2-D phase map of the exact block model (a :class:`sdtheory.montecarlo.theory.PhaseMap`): where exact
+    SD and/or the one-round PLL student reach 100% training accuracy; lines: the linearised boundaries."""
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
@@ -466,49 +393,28 @@ def smoothing_figure(
     num_seeds: int,
     dataset_name: str,
 ):
-    """Label smoothing vs self-distillation: accuracy against the noise rate, one row of panels per kind.
-
-    Left: training-label recovery; right: held-out accuracy (exact model,
-    mean +- std over seeds). ``agg`` from
-    :func:`sdtheory.smoothing_study.aggregate`.
-    """
+    """Label smoothing vs self-distillation: accuracy against the noise rate, one row of panels per kind
+    (exact model); ``agg`` from :func:`sdtheory.smoothing_study.aggregate`."""
     from matplotlib import colormaps
 
     greens, purples, oranges = colormaps["Greens"], colormaps["Purples"], colormaps["Oranges"]
     last = num_rounds - 1
+
+    def shade(cmap, i, values, lo, span):
+        return cmap(lo + span * i / max(1, len(values) - 1))
+
     series: list = [("teacher", 0, "teacher", "k", "-", "o")]
     series += [
-        (
-            method_label("uniform", e),
-            0,
-            f"uniform LS eps={e:g}",
-            greens(0.45 + 0.5 * i / max(1, len(eps) - 1)),
-            "--",
-            None,
-        )
+        (method_label("uniform", e), 0, f"uniform LS eps={e:g}", shade(greens, i, eps, 0.45, 0.5), "--", None)
         for i, e in enumerate(eps)
     ]
     series += [
-        (
-            method_label("beta_fixed", b),
-            1,
-            f"Beta({b:g}) smoothing",
-            purples(0.5 + 0.45 * i / max(1, len(betas) - 1)),
-            "-",
-            "v",
-        )
+        (method_label("beta_fixed", b), 1, f"Beta({b:g}) smoothing", shade(purples, i, betas, 0.5, 0.45), "-", "v")
         for i, b in enumerate(betas)
     ]
     series += [("sd", last, f"SD r{last}", "tab:blue", "-", "o")]
     series += [
-        (
-            method_label("sd_tau", t),
-            last,
-            f"SD tau={t:g} r{last}",
-            oranges(0.5 + 0.45 * i / max(1, len(taus) - 1)),
-            ":",
-            "x",
-        )
+        (method_label("sd_tau", t), last, f"SD tau={t:g} r{last}", shade(oranges, i, taus, 0.5, 0.45), ":", "x")
         for i, t in enumerate(taus)
     ]
     series += [("pll", 1, "PLL student", "tab:red", "-", "s")]
@@ -525,12 +431,8 @@ def smoothing_figure(
 
 
 def diversity_gain_figure(agg: Mapping, *, feature_map: str, kind: str, rates: Sequence[float], num_rounds: int):
-    """Predictive diversity of each exact SD round beside that round's gain in training-label recovery.
-
-    One line per noise rate; the gain of round ``r`` is its recovery minus
-    round ``r - 1``'s (percentage points). ``agg`` from
-    :func:`sdtheory.smoothing_study.aggregate`.
-    """
+    """Predictive diversity of each exact SD round beside its gain in training-label recovery over round
+    ``r - 1`` (percentage points), one line per noise rate; ``agg`` from :func:`sdtheory.smoothing_study.aggregate`."""
     from matplotlib import colormaps
 
     viridis = colormaps["viridis"]
@@ -585,21 +487,15 @@ def paper_rounds_figure(
     title: str = "",
     method_label: str = "exact softmax SD",
 ):
-    """Training accuracy against the round, one curve per noise rate, with the theory's ``r*`` marked.
-
-    Used by ``simulations/phase_diagram.py --preset paper``.
+    """Training accuracy against the round, one curve per noise rate, with the theory's ``r*`` marked
+    (``simulations/phase_diagram.py --preset paper``).
 
     Args:
-      rounds: ``(R,)`` SD rounds ``0..R-1`` (0 = teacher); the top axis shows
-        SelfPLL's step ``t = r + 1``.
+      rounds: ``(R,)`` SD rounds ``0..R-1`` (the top axis shows SelfPLL's step ``r + 1``).
       etas: ``(E,)`` noise rates, one curve each.
-      accuracy: ``(E, S, R)`` training accuracy in ``[0, 1]`` per seed; the
-        curve is the mean over seeds, the band its min..max.
-      rstar_linear, rstar_exact: ``(E,)`` the block model's first all-correct
-        round (``-1``: none), linearised and exact. Written beside the end of
-        each curve (``r* linear / exact``) and in the legend; a round within
-        the plotted range is also marked on the 100% line in the curve's colour.
-      title: figure title.
+      accuracy: ``(E, S, R)`` training accuracy per seed; curve: mean, band: min..max.
+      rstar_linear, rstar_exact: ``(E,)`` the block model's first all-correct round (``-1``: none),
+        written beside each curve end and marked on the 100% line.
       method_label: what the curves are (y-axis label).
     """
     rounds = np.asarray(rounds)

@@ -1,36 +1,15 @@
-r"""Partial-label refinement: the one top-2 rule and the one PLL pipeline.
+r"""Partial-label refinement: the one top-2 rule and the one PLL pipeline (docs/theorems.md section 6).
 
-The PLL student of Jeong & Chung (docs/theory.md section 8): fit the teacher
-(round 0) on the given targets; from its training outputs take every
-instance's two highest classes and make the target ``1/2`` on each (a partial
-label: "one of these two"); fit one student of the same form on these
-targets. ``num_rounds = R`` means rounds ``0..R-1`` as everywhere in the
-package: the teacher and ``R - 1`` students (default ``R = 2``, one student);
-student ``j`` is fit on the top-2 targets of student ``j - 1``'s outputs.
-
-**The top-2 rule** (:func:`top2_mask_core`, used by the public
-:func:`top2_targets`, every PLL pipeline, the Monte Carlo engine and the
-theorems' type-level prediction): scores are rounded to multiples of
-``tie_tol`` (default :data:`sdtheory.TIE_TOL`), so values that differ only by
-roundoff are tied; the first class is the highest, the second the highest of
-the rest, ties going to the **lower class index**.
-
-**The pipeline** (:func:`pll_rounds_core`) takes the one-round fit as a
-parameter: any function ``fit(targets) -> Fit`` (outputs, converged,
-residual). :func:`closed_fit`, :func:`block_fit` and :func:`exact_fit` build
-the fits of the linearised closed form, the block model and the exact solver
-(CE or GCE); the public :func:`pll_student` and :func:`pll_student_block_model`
-and the Monte Carlo engine all run the same pipeline.
-
-**The student's starting point** (``init``, :data:`PLL_INITS`): an exact
-student is an iterative fit, so it needs a start. ``"teacher"`` (the default
-of every public entry point, one rule for CE and GCE) starts student ``j``
-from the weights of the model whose top-2 classes it fits (the teacher for
-``j = 1``), as the SelfPLL reference code does; ``"zero"`` starts from zero
-weights. For CE the objective is strictly convex and both starts reach the
-same optimum (to the solver tolerance); GCE is not convex and the two starts
-may end at different stationary points. The closed form has no iterations
-and ignores ``init``.
+The PLL student of Jeong & Chung: fit the teacher (round 0) on the given
+targets, put ``1/2`` on each instance's two highest teacher outputs (the one
+top-2 rule, :func:`top2_targets`: scores rounded to multiples of ``tie_tol``,
+ties to the lower class index) and fit a student on these targets.
+``num_rounds = R`` means rounds ``0..R-1``: the teacher and ``R - 1``
+students, each fit on the top-2 of the previous one. The pipeline
+(:func:`pll_rounds_core`) takes the one-round fit as a parameter
+(:func:`closed_fit`, :func:`block_fit`, :func:`exact_fit`); an exact student
+starts (``init``, :data:`PLL_INITS`) from the weights of the model whose top 2
+it fits (``"teacher"``, as SelfPLL) or from zero.
 """
 
 from __future__ import annotations
@@ -84,13 +63,8 @@ __all__ = [
 
 @float64
 def top2_targets(outputs: ArrayLike, *, tie_tol: float = TIE_TOL) -> jax.Array:
-    """``(N, K)`` partial-label targets with ``1/2`` on each of the two highest classes.
-
-    ``outputs`` is ``(N, K)`` (any real scores: probabilities, linearised
-    outputs or logits; only the order matters), ``K >= 2``, finite. Values
-    within ``tie_tol`` (rounded to its multiples) are tied; ties go to the
-    lower class index.
-    """
+    """``(N, K)`` partial-label targets with ``1/2`` on each of the two highest classes of ``outputs``
+    ``(N, K)`` (any finite real scores, ``K >= 2``); values within ``tie_tol`` are tied, ties to the lower index."""
     arr = V._as_numpy(outputs, "outputs")
     if arr.ndim != 2 or arr.shape[0] < 1:
         raise ValueError(f"outputs must be a non-empty 2-D (N, K) array, got shape {arr.shape}")
@@ -127,25 +101,16 @@ def pll_student(
       lam: L2 weight, one real number ``> 0``.
       gram / features: exactly one of ``(N, N)`` Gram or ``(N, d)`` features.
       model: ``"closed"`` (linearised CE, the theorems' model) or ``"exact"``.
-      loss: student loss from :data:`sdtheory.LOSSES` (``"gce"``: exact only);
+      loss: student loss from :data:`sdtheory.LOSSES` (``"gce"``: exact only, with ``q`` in ``(0, 1]``);
         the teacher always uses CE.
-      q: GCE parameter in ``(0, 1]``.
-      num_rounds: ``R``, rounds ``0..R-1`` as everywhere in the package: the
-        teacher and ``R - 1`` student rounds (iterated refinement, one after
-        another), ``2 <= R <= 10^5``.
+      num_rounds: ``R`` in ``[2, 10^5]``: the teacher and ``R - 1`` student rounds.
       tie_tol: the top-2 tie tolerance.
-      init: the exact student's starting weights, ``"teacher"`` (each
-        student starts from the weights of the model whose top 2 it fits, as
-        the SelfPLL reference code) or ``"zero"``. CE reaches the same
-        optimum from either; GCE (not convex) may not. No effect on the
-        closed form.
-      exact_options: ``tol``, ``max_iter``, ``on_failure``, ``solver`` of the
-        exact solver.
+      init: the exact student's starting weights, ``"teacher"`` or ``"zero"`` (CE reaches the same optimum
+        from either; GCE, not convex, may not).
+      exact_options: ``tol``, ``max_iter``, ``on_failure``, ``solver`` of the exact solver.
 
-    Returns:
-      :class:`PLLResult`.
+    Returns a :class:`PLLResult`.
     """
-
     num_students = V.check_pll_rounds(num_rounds)
     init = check_init(init)
     model = V.check_model(model)
@@ -196,10 +161,8 @@ def pll_student_block_model(
     num_rounds: int = 2,
     tie_tol: float = TIE_TOL,
 ) -> PLLResult:
-    """Closed-form PLL pipeline on the block Gram of ``classes`` without forming it (``O(N K)`` per fit).
-
-    ``num_rounds = R``: the teacher and ``R - 1`` student rounds, as in :func:`pll_student`.
-    """
+    """Closed-form PLL pipeline on the block Gram of ``classes`` (``(N,)``; correlations ``c``, ``d``) without
+    forming it (``O(N K)`` per fit); the other arguments as in :func:`pll_student`."""
     num_students = V.check_pll_rounds(num_rounds)
     n, k = V.check_targets(targets)
     V.check_pll_classes(k, "the columns of targets")

@@ -1,53 +1,16 @@
-r"""The corruption condition, the margin, the minimum round and the PLL condition.
+r"""The corruption condition, the margin, the minimum round and the PLL condition (docs/theorems.md).
 
-Everything here is a statement about the **linearised, balanced block model**
-(docs/theory.md sections 3-5, docs/theorems.md): ``K`` classes of ``n`` instances
-(``per_class``), block Gram with within-class correlation ``c`` and
-between-class correlation ``d`` (``d < c < 1`` with a positive definite
-Gram, ``d > -(1 - c + n c) / (n (K - 1))``; ``d`` may be negative), L2
-weight ``lam``, and per-round shrink factors ``a < b`` and ``g`` of the three
-eigenspaces (:func:`sdtheory.block.block_factors`; ``g >= b`` for
-``d >= 0``, ``g < b`` for ``d < 0``). For an instance of true class ``k``
-with given label ``y`` the round-``r`` linearised output has, with
-``e = r + 1``,
+Statements about the linearised, balanced block model (``K`` classes of
+``per_class`` instances, correlations ``c``, ``d``, L2 weight ``lam``), where
+an instance of true class ``k`` with label ``y`` scores at round ``r`` (``e = r + 1``)
 
 .. math:: \mathrm{score}_r(l) = a^e [y = l] + (b^e - a^e) f_k(l) + (g^e - b^e) f(l)
 
-(own label, class average, global average), and the prediction is the
-argmax. **Ties count as failures**: an instance is "correct" only when its
-true class beats every other class strictly. Fractions within
-:data:`sdtheory.TIE_TOL` of each other are tied (the package's one tie
-rule), so at a noise family's ``condition_threshold`` the corruption
-condition fails whatever the float roundoff of ``C``.
-
-``fractions`` is any ``(K, K)`` row-stochastic matrix ``f``:
-
-* **population version**: pass the corruption matrix ``C`` (the limit
-  ``n -> infinity`` of the fractions);
-* **empirical version**: pass ``empirical_fractions(true, given, K)`` of the
-  sampled labels; then the statements are exact for ``sd_outputs`` on
-  ``block_gram`` with those labels (balanced classes).
-
-The global frequencies are ``f(l) = mean_k f_k(l)`` (balanced classes).
-:func:`min_rounds` assumes they are all equal (``C`` doubly stochastic, e.g.
-symmetric / asymmetric / pair / cc noise with exact counts), as the papers do;
-:func:`all_correct_rounds` is exact without that assumption.
-
-Each public function validates and calls a pure ``jnp`` core (``*_core``)
-that takes ``(fractions, logs)``, ``logs`` the :class:`LogFactors`
-``(log b, log(a/b), log(g/b))`` of :func:`log_block_factors`, and vmaps over
-fractions and log-factors (i.e. over ``eta``, seeds and ``lam``).
-
-Numerics (docs/theorems.md, "Numerics"). Everything is computed in log space
-from the eigenvalues ``s_w, s_b, s_g`` and the ridge ``K N lam``:
-``log b = -log1p(K N lam / s_b)``, and the ratios ``log(a/b)``, ``log(g/b)``
-directly (no difference of two logs), never from factors rounded to floats
-near 1 (small ``lam``: ``r*`` grows like ``1/lam``) or underflowing to 0
-(large ``lam``). Any finite scalar ``lam > 0`` is accepted. Round indices
-are resolved exactly up to :data:`MAX_ROUND` ``= 2**40 - 1``. A first
-all-correct round beyond it makes the public functions raise ``ValueError``
-naming ``lam`` (the cores return the sentinel :data:`BEYOND_RANGE`
-``= 2**40``); a window that closes beyond it has ``last = BEYOND_RANGE``.
+and is correct when its true class wins strictly. ``fractions`` is any
+``(K, K)`` row-stochastic matrix: ``C`` (population) or the sampled
+``empirical_fractions``. Each public function validates and calls a pure
+``*_core`` kernel taking ``(fractions, logs)`` (the :class:`LogFactors` of
+:func:`log_block_factors`), which vmaps over fractions and ``lam``.
 """
 
 from __future__ import annotations
@@ -120,37 +83,25 @@ UNBOUNDED = int(np.iinfo(np.int64).max)
 #: Largest exponent ``e = r + 1`` searched (rounds ``0..MAX_ROUND``).
 _EMAX = 2**40
 #: Largest round index the searches (``min_rounds``, ``all_correct_rounds``) resolve.
-#: Within it the answer is exact up to float64 roundoff of the boundary
-#: itself: a relative error of ~1e-15 in ``e log(b/a)``, below 1e-3 rounds.
 MAX_ROUND = _EMAX - 1
-#: Sentinel "beyond the searched range": a round ``> MAX_ROUND``. The kernels
-#: return it for ``r*`` / a window's ``first`` (where the public functions
-#: raise ``ValueError`` naming ``lam``) and for the ``last`` round of a window
-#: that closes after ``MAX_ROUND`` (returned by the public functions too).
+#: Sentinel "beyond the searched range" (a round ``> MAX_ROUND``) returned by the kernels.
 BEYOND_RANGE = _EMAX
 _SEARCH_STEPS = 44
-#: Refuse PLL type-level predictions needing more memory than this (bytes):
-#: the kernels hold ``(K, K, K)`` arrays, about ``24 K**3`` bytes (two float64
-#: temporaries and the bool top-2 sets, measured from XLA's memory analysis),
-#: so ``K <= PLL_MAX_CLASSES = 447``.
+#: Refuse PLL type-level predictions needing more memory than this (bytes): ``(K, K, K)`` arrays,
+#: about ``24 K**3`` bytes (measured from XLA's memory analysis).
 PLL_MEMORY_LIMIT = 2 * 2**30
 _PLL_BYTES_PER_ENTRY = 24
 #: Largest ``K`` with ``24 K**3 <= PLL_MEMORY_LIMIT`` (447).
 PLL_MAX_CLASSES = next(k for k in range(2, 10**4) if _PLL_BYTES_PER_ENTRY * (k + 1) ** 3 > PLL_MEMORY_LIMIT)
-#: Most PLL student rounds ``pll_accuracy_prediction`` takes: the rounds are
-#: unrolled in the compiled program (100 rounds: ~3 s to compile).
+#: Most PLL student rounds ``pll_accuracy_prediction`` takes (unrolled when compiled: 100 take ~3 s).
 PLL_MAX_ROUNDS = 100
-#: Global-frequency differences below this are treated as 0 (float roundoff of
-#: the column means of a doubly stochastic matrix).
+#: Global-frequency differences below this are 0 (roundoff of the column means of a doubly stochastic matrix).
 GLOBAL_TOL = 1e-12
 
 
 class RoundWindow(NamedTuple):
-    """The rounds ``first <= r <= last`` at which every training instance is correct.
-
-    ``first = last = -1`` when there is no such round; ``last = UNBOUNDED``
-    when the window never closes.
-    """
+    """The rounds ``first <= r <= last`` at which every training instance is correct (``-1, -1``: none;
+    ``last = UNBOUNDED``: the window never closes)."""
 
     first: Any
     last: Any
@@ -161,17 +112,10 @@ class LogFactors(NamedTuple):
 
     Attributes:
       log_b: ``log b``, ``b = s_b/(s_b + K N lam)`` (the class factor).
-      log_rho: ``log(a/b) <= 0`` (own label vs class average; ``0`` only when
-        ``lam`` is so small that ``K N lam / s`` underflows).
-      log_gamma: ``log(g/b)`` (global average vs class average): ``>= 0``
-        for ``d >= 0``, ``< 0`` for ``d < 0``.
+      log_rho: ``log(a/b) <= 0`` (own label vs class average).
+      log_gamma: ``log(g/b)`` (global vs class average): ``>= 0`` for ``d >= 0``, ``< 0`` for ``d < 0``.
 
-    ``log_gamma`` is negative when ``d < 0`` (then ``s_g < s_b``).
-
-    Built by :func:`log_block_factors`, each from the eigenvalues and the
-    ridge without cancellation (then ``a = exp(log_b + log_rho)``,
-    ``g = exp(log_b + log_gamma)``). A pytree: ``jax.vmap`` maps over its
-    fields (e.g. a grid of ``lam``).
+    Built by :func:`log_block_factors`; a pytree (``jax.vmap`` maps over its fields).
     """
 
     log_b: Any
@@ -189,15 +133,8 @@ def _offdiag(k):
 
 
 def _gaps(f):
-    """``D[k, l] = f_k(k) - f_k(l)``, with gaps within :data:`sdtheory.TIE_TOL` set to 0 (ties).
-
-    The package's one tie rule (:mod:`sdtheory.metrics`) applied to the
-    fractions: at a noise family's threshold (``condition_threshold``) a
-    wrong label is exactly as frequent as the true one, but the two entries
-    of ``C`` differ by float roundoff (``~1e-17``, of either sign). Two
-    empirical fractions ``m/n`` differ by at least ``1/n >= 2**-31``, far
-    above ``TIE_TOL = 1e-10``, so no genuine gap is removed.
-    """
+    """``D[k, l] = f_k(k) - f_k(l)``, with gaps within :data:`sdtheory.TIE_TOL` set to 0: ties (at a
+    noise family's threshold two entries of ``C`` differ by roundoff only; docs/theorems.md section 3)."""
     d = jnp.diagonal(f)[:, None] - f
     return jnp.where(jnp.abs(d) <= TIE_TOL, 0.0, d)
 
@@ -211,10 +148,8 @@ def corruption_condition_core(fractions: jax.Array) -> jax.Array:
 
 @jax.jit
 def margin_core(fractions: jax.Array) -> jax.Array:
-    """``Delta = min_{k, l != k, f_k(l) > 0} (f_k(k) - f_k(l))``; ``+inf`` when no label is corrupted.
-
-    Gaps within ``TIE_TOL`` are ties and count as 0 (:func:`corruption_condition_core`).
-    """
+    """``Delta = min_{k, l != k, f_k(l) > 0} (f_k(k) - f_k(l))`` (ties count as 0); ``+inf`` when no
+    label is corrupted."""
     f = jnp.asarray(fractions)
     occurs = _offdiag(f.shape[0]) & (f > 0)
     return jnp.min(jnp.where(occurs, _gaps(f), jnp.inf))
@@ -222,19 +157,12 @@ def margin_core(fractions: jax.Array) -> jax.Array:
 
 @jax.jit
 def min_rounds_core(fractions: jax.Array, logs: LogFactors) -> jax.Array:
-    r"""First all-correct round ``r*`` (no validation).
+    r"""First all-correct round ``r*`` (no validation; ``-1``: none, :data:`BEYOND_RANGE`: beyond ``MAX_ROUND``).
 
-    ``logs``: the :class:`LogFactors` of :func:`log_block_factors`. With
-    equal global label frequencies (``f`` doubly stochastic) only
-    ``log_rho = log(a/b)`` is used:
-    ``r* = floor(log((1 + Delta)/Delta) / log(b/a))`` computed, then corrected
-    by evaluating the defining inequality ``Delta - (1 + Delta) (a/b)^e > 0``
-    (``(a/b)^e = exp(e log_rho)``) at the neighbouring exponents so that
-    floating-point error in the floor cannot move it off the first round
-    where the inequality holds. ``-1`` if the corruption condition fails,
-    ``0`` if no label is corrupted, :data:`BEYOND_RANGE` if ``r* > MAX_ROUND``.
-    Otherwise the global term counts and the answer is the first round of
-    :func:`all_correct_rounds_core` (``-1``: no all-correct round).
+    Equal global label frequencies: ``r* = floor(log((1 + Delta)/Delta) / log(b/a))``,
+    corrected by evaluating ``Delta - (1 + Delta) (a/b)^e > 0`` at the
+    neighbouring exponents; otherwise the first round of
+    :func:`all_correct_rounds_core` (docs/theorems.md sections 4 and 9).
     """
     f = jnp.asarray(fractions)
     delta = margin_core(f)
@@ -263,17 +191,8 @@ def min_rounds_core(fractions: jax.Array, logs: LogFactors) -> jax.Array:
 
 
 def _constraint_terms(fractions):
-    """Per pair ``(k, l)``, ``l != k``: coefficients ``(D, F, nu)`` of the binding constraint.
-
-    The true class ``k`` must beat ``l`` for every instance of class ``k``.
-    Dividing ``score(k) - score(l)`` by ``b^e`` gives
-    ``h(e) = D (1 - rho^e) + F (gamma^e - 1) - nu rho^e`` with
-    ``rho = a/b``, ``gamma = g/b``, ``D = f_k(k) - f_k(l)``,
-    ``F = f(k) - f(l)`` and ``nu`` the own-label term of the hardest instance:
-    ``+1`` if some instance of class ``k`` carries label ``l``; else ``0`` if
-    class ``k`` has some other corrupted instance; else ``-1`` (class ``k``
-    is clean and its own label helps).
-    """
+    """Per pair ``(k, l)``: the coefficients ``(D, F, nu, mask)`` of the binding constraint
+    ``h(e) = D (1 - rho^e) + F (gamma^e - 1) - nu rho^e`` (docs/theorems.md section 5)."""
     f = jnp.asarray(fractions)
     k = f.shape[0]
     fg = jnp.mean(f, axis=0)
@@ -287,20 +206,9 @@ def _constraint_terms(fractions):
 
 
 def _h_of(fractions, logs):
-    """Per-pair constraint ``h(e)`` (see :func:`_constraint_terms`) from the :class:`LogFactors`.
-
-    ``log rho <= 0``; ``log gamma >= 0`` for ``d >= 0`` and ``< 0`` for
-    ``d < 0``. ``rho^e - 1`` and ``gamma^e - 1`` are ``expm1`` of ``e``
-    times them, so nothing is formed as a float close to 1 and nothing
-    overflows into a NaN (``gamma^e`` may be ``inf``, multiplied by a nonzero
-    ``F`` only). For ``log gamma < 0``, ``h(e) -> L = D - F`` as
-    ``e -> inf``; when ``L`` is 0 (within :data:`sdtheory.TIE_TOL`) the
-    returned value is ``h(e) / gamma^e = F - (D + nu) (rho/gamma)^e``, of the
-    same sign and without the cancellation of two vanishing terms. Returns
-    ``(D, F, nu, mask, lr, lgam, L, h)``; ``h`` has the sign of the
-    constraint (its value is only compared with 0 and, for pairs with a
-    finite peak, between exponents).
-    """
+    """Per-pair constraint ``h(e)`` from the :class:`LogFactors`, built from ``exp``/``expm1`` of ``e``
+    times the logs (nothing rounded near 1, no NaN). For ``log gamma < 0`` and ``L = D - F = 0`` it returns
+    ``h(e) / gamma^e`` (same sign, no cancellation). Returns ``(D, F, nu, mask, lr, lgam, L, h)``."""
     D, F, nu, mask = _constraint_terms(fractions)
     lr = logs.log_rho  # log rho <= 0
     lgam = logs.log_gamma  # log gamma: >= 0 for d >= 0, < 0 for d < 0
@@ -323,31 +231,12 @@ def _h_of(fractions, logs):
 def all_correct_rounds_core(fractions: jax.Array, logs: LogFactors) -> RoundWindow:
     """Exact window of all-correct rounds from the score formula (no validation).
 
-    ``logs``: the :class:`LogFactors` of :func:`log_block_factors`. The set
-    of integer ``e >= 1`` where a constraint ``h(e) > 0`` holds (see
-    :func:`_constraint_terms`) is an interval:
-
-    * ``d >= 0`` (``gamma >= 1``): ``h`` is increasing, or (``F < 0``)
-      increasing then decreasing to ``-inf``, so the interval *closes*;
-    * ``d < 0`` (``gamma < 1``): ``h(e) -> L = D - F`` and ``h(0) = -nu``.
-      ``h' = rho^e (up (-log rho) - F (-log gamma) (gamma/rho)^e)``,
-      ``up = D + nu >= 0``: for ``F <= 0`` ``h`` is increasing; for ``F > 0``
-      it is increasing then decreasing when ``gamma > rho``, and decreasing
-      then increasing from ``h(0) <= 0`` when ``gamma <= rho`` (or, with
-      ``up = 0``, decreasing from ``h(0) = 1`` to ``L >= 0``). Either way
-      ``{h > 0}`` is an interval, which closes iff ``F > 0`` and ``L < 0``
-      (and is then empty when ``gamma <= rho``).
-
-    It is found by locating the peak (analytically) and two integer
-    bisections over ``1 <= e <= 2**40`` (rounds ``0..MAX_ROUND``); for a
-    pair that does not close ``{h > 0}`` is upward closed in ``e``, so one
-    bisection over the whole range finds its start.
-    The window is the intersection over constraints. Returns int64
+    Each constraint holds on an interval of integer ``e``, found from its
+    peak (analytic) and two integer bisections over ``1 <= e <= 2**40``; the
+    window is their intersection (docs/theorems.md section 5). Returns int64
     ``RoundWindow(first, last)``: ``(-1, -1)`` if empty; ``last = UNBOUNDED``
-    if it never closes (no constraint with ``F < 0``); ``first`` or ``last``
-    ``= BEYOND_RANGE`` when that end lies beyond ``MAX_ROUND`` (with
-    ``first = BEYOND_RANGE``, ``last`` is ``UNBOUNDED`` or ``BEYOND_RANGE``:
-    whether a window opening beyond the range is empty is not decided).
+    if it never closes; an end beyond ``MAX_ROUND`` is ``BEYOND_RANGE``
+    (with ``first = BEYOND_RANGE`` whether the window is empty is not decided).
     """
     D, F, nu, mask, lr, lgam, L, h = _h_of(fractions, logs)
 
@@ -408,14 +297,8 @@ def all_correct_rounds_core(fractions: jax.Array, logs: LogFactors) -> RoundWind
 
 @jax.jit
 def all_correct_at_core(fractions: jax.Array, logs: LogFactors, rounds: jax.Array) -> jax.Array:
-    """Whether every training instance is correct at each of ``rounds`` (direct score evaluation).
-
-    ``logs``: the :class:`LogFactors` of :func:`log_block_factors`. Evaluates
-    the binding constraints at each round, in float64 at ``e = r + 1`` (exact
-    for ``r < 2**53``; larger round indices are rounded to the nearest
-    float64, a relative change below ``1.2e-16``); no unimodality is used,
-    any non-negative int64 round works. Shape ``rounds.shape``.
-    """
+    """Whether every training instance is correct at each of ``rounds`` (shape ``rounds.shape``): the
+    binding constraints evaluated directly at ``e = r + 1`` (no unimodality used; any int64 round)."""
     D, F, nu, mask, lr, lgam, L, h = _h_of(fractions, logs)
     e = (jnp.asarray(rounds).astype(D.dtype) + 1.0)[..., None, None]
     return jnp.all(jnp.where(mask, h(e) > 0, True), axis=(-2, -1))
@@ -426,11 +309,9 @@ class PLLPrediction(NamedTuple):
 
     Attributes:
       accuracy: ``(R - 1,)`` training accuracy of student rounds ``1..R-1`` (``num_rounds = R``).
-      correct: ``(R - 1, K, K)`` whether instances of type (true ``k``, given
-        ``y``) are strictly correct after each student round.
+      correct: ``(R - 1, K, K)`` whether type (true ``k``, given ``y``) is correct after each student round.
       top2: ``(K, K, K)`` bool, the teacher's top-2 set for type ``(k, y)``.
-      h: ``(K, K)`` ``h_k(l)``: fraction of class ``k`` whose teacher top-2
-        contains ``l``.
+      h: ``(K, K)`` ``h_k(l)``: fraction of class ``k`` whose teacher top-2 contains ``l``.
     """
 
     accuracy: jax.Array
@@ -440,12 +321,8 @@ class PLLPrediction(NamedTuple):
 
 
 def _type_scores(targets_kyl, f_types, a, b, g):
-    """Linearised one-round (``e = 1``) scores ``(K, K, K)`` of every type ``(k, y)`` for type-level targets.
-
-    ``targets_kyl[k, y]`` is the target row of the instances of type
-    ``(k, y)``; ``f_types[k, y]`` their fraction in class ``k``. The scores
-    are ``O(1)`` combinations of the factors; no cancellation to guard.
-    """
+    """One-round (``e = 1``) linearised scores ``(K, K, K)`` of every type ``(k, y)``: target row
+    ``targets_kyl[k, y]``, fraction ``f_types[k, y]`` of class ``k``."""
     tbar_k = jnp.einsum("ky,kyl->kl", f_types, targets_kyl)
     tbar = jnp.mean(tbar_k, axis=0)
     return a * targets_kyl + (b - a) * tbar_k[:, None, :] + (g - b) * tbar[None, None, :]
@@ -453,16 +330,11 @@ def _type_scores(targets_kyl, f_types, a, b, g):
 
 @partial(jax.jit, static_argnames=("num_rounds",))
 def pll_prediction_core(fractions: jax.Array, logs: LogFactors, num_rounds: int = 1, tie_tol=TIE_TOL) -> PLLPrediction:
-    """PLL student prediction from the fractions (no validation; ``num_rounds`` static).
+    """PLL student prediction from the fractions (no validation; ``num_rounds`` student rounds, static).
 
-    ``logs``: the :class:`LogFactors` of :func:`log_block_factors`; the
-    one-round factors are ``b = exp(log_b)``, ``a = exp(log_b + log_rho)``,
-    ``g = exp(log_b + log_gamma)``. Teacher: round 0 on the one-hot
-    given labels. Each student round ``j`` takes the top-2 classes of the
-    previous round's outputs (the package's one top-2 rule,
-    :func:`sdtheory._src.rules.top2_mask_core`), puts ``1/2`` on each and fits one
-    round (``e = 1``); a type is correct by the package's one rule
-    (:func:`sdtheory.metrics.correct_core`, ties are failures). Holds
+    Teacher: round 0 on the one-hot given labels; each student fits one round
+    (``e = 1``) on ``1/2`` on each of the previous round's top-2 classes
+    (the one top-2 and tie rules of :mod:`sdtheory._src.rules`). Holds
     ``(K, K, K)`` arrays, about ``24 K**3`` bytes (:data:`PLL_MEMORY_LIMIT`).
     """
     f = jnp.asarray(fractions)
@@ -488,8 +360,7 @@ def pll_prediction_core(fractions: jax.Array, logs: LogFactors, num_rounds: int 
 
 @jax.jit
 def pll_condition_core(fractions: jax.Array, logs: LogFactors) -> jax.Array:
-    """Corruption condition and ``h_k(l) < 1`` for all ``l != k`` (no validation; ``logs`` as in
-    :func:`pll_prediction_core`)."""
+    """Corruption condition and ``h_k(l) < 1`` for all ``l != k`` (no validation)."""
     f = jnp.asarray(fractions)
     pred = pll_prediction_core(f, logs, 1)
     hk = jnp.where(_offdiag(f.shape[0]), pred.h, 0.0)
@@ -512,47 +383,18 @@ def _pll_from_types(f, ts, res, tie_tol) -> PLLPrediction:
 
 
 def _scalar(x, cast):
-    """A 0-d kernel result as a Python ``cast`` (``bool``, ``int``, ``float``); a tracer (under
-    ``jax.vmap``/``jax.jit``) is returned as it is."""
+    """A 0-d kernel result as a Python ``cast``; a tracer (under ``jax.vmap``/``jax.jit``) as it is."""
     return x if V.is_tracer(x) else cast(x)
 
 
 def _check_fractions(fractions):
-    f = validate_corruption_matrix(fractions, name="fractions")
-    return jnp.asarray(f, dtype=float)
-
-
-def _check_scalar_lam(lam):
-    """``lam``: one finite positive L2 weight (a scalar tracer under ``jax.vmap`` is fine)."""
-    shape = V.shape_of(lam, "lam")
-    if shape != ():
-        raise ValueError(
-            f"lam must be a scalar (one L2 weight), got shape {tuple(shape)}; for a grid of lam values use "
-            "jax.vmap over the function, or the *_core kernels with log_block_factors"
-        )
-    V.check_lam(lam)
+    return jnp.asarray(validate_corruption_matrix(fractions, name="fractions"), dtype=float)
 
 
 def _log_factors_xp(xp, s_w, s_b, s_g, d_bw, d_gb, kn, lam):
-    """:class:`LogFactors` from the positive eigenvalues ``s_w < s_b`` and ``s_g``, their differences
-    ``d_bw = s_b - s_w = n (c - d) > 0`` and ``d_gb = s_g - s_b = N d`` (negative for ``d < 0``; given, not
-    recomputed: they may be tiny next to the eigenvalues), ``kn = K N`` and ``lam``, with ``xp`` NumPy
-    (concrete) or ``jax.numpy`` (traced).
-
-    With ``R = K N lam`` (it may overflow to inf; ``s / R`` then is 0):
-
-    * ``log b = -log1p(R/s_b)``; when ``R/s_b`` overflows, ``-softplus(t)``
-      with ``t = log(R/s_b)`` formed from ``log lam``;
-    * ``a/b = 1 - x``, ``x = (d_bw/s_b) / (1 + s_w/R)`` in ``[0, 1)``:
-      ``log1p(-x)``, or for ``x > 1/2`` (``a/b < 1/2``, large ``R``)
-      ``log(s_w/s_b) + log1p(d_bw/(s_w + R))``;
-    * ``g/b = 1 + y``, ``y = (d_gb/s_b) / (1 + s_g/R)`` in ``(-1, inf)``
-      (negative for ``d < 0``): ``log1p(y)``, or for ``y < -1/2``
-      (``g/b < 1/2``: ``s_g`` small, large ``R``)
-      ``log(s_g/s_b) + log1p(-d_gb/(s_g + R))``.
-
-    Each is accurate to a few ulps relative for every finite ``lam > 0``.
-    """
+    """:class:`LogFactors` from the eigenvalues, their differences ``d_bw = s_b - s_w``, ``d_gb = s_g - s_b``
+    (given: they may be tiny next to the eigenvalues), ``kn = K N`` and ``lam``; ``xp`` is NumPy or
+    ``jax.numpy``. The formulas and their accuracy: docs/theorems.md section 9."""
     R = kn * lam
     xb = R / s_b
     t = math.log(kn) - math.log(s_b) + xp.log(lam)
@@ -568,22 +410,16 @@ def _log_factors_xp(xp, s_w, s_b, s_g, d_bw, d_gb, kn, lam):
 def log_block_factors(*, per_class: int, num_classes: int, c: float, d: float, lam: Any) -> LogFactors:
     r"""Logs of the balanced block model's shrink factors: :class:`LogFactors` ``(log b, log(a/b), log(g/b))``.
 
-    ``(a, b, g) = s/(s + K N lam)`` for the eigenvalues ``(s_w, s_b, s_g)``
-    of :func:`sdtheory.block.balanced_block_eigenvalues`, ``N = K per_class``
-    (:func:`sdtheory.block.block_factors` gives the factors themselves). These are
-    the argument of the theorem kernels (``*_core``). Accurate to a few ulps
-    for every finite ``lam > 0``: at small ``lam`` the factors are floats
-    close to 1, and ``log a - log b`` formed from them (or from their logs)
-    loses most digits, while ``r*`` grows like ``1/lam``; at
-    ``lam >= ~1e305`` the factors underflow to 0 (``K N lam`` itself may
-    overflow) while these logs stay finite. ``c``, ``d`` must be concrete,
-    ``lam`` a scalar; a traced ``lam`` gives traced fields, concrete input
-    Python floats.
+    ``(a, b, g) = s/(s + K N lam)`` for the eigenvalues of
+    :func:`sdtheory.block.balanced_block_eigenvalues`; accurate to a few ulps
+    for every finite ``lam > 0`` (docs/theorems.md section 9). ``c``, ``d``
+    concrete, ``lam`` a scalar: a traced ``lam`` gives traced fields,
+    concrete input Python floats.
     """
     for name, v in (("c", c), ("d", d)):
         if V.is_tracer(v):
             raise TypeError(f"{name} must be a concrete float (vmap over lam and fractions, not {name})")
-    _check_scalar_lam(lam)
+    V.check_lam(lam)
     s_w, s_b, s_g = balanced_block_eigenvalues(per_class=per_class, num_classes=num_classes, c=c, d=d)
     n, k = int(per_class), int(num_classes)
     c, d = float(c), float(d)
@@ -623,17 +459,20 @@ def _check_pll_size(fractions):
         )
 
 
-def _reduced_problem(fractions, c, d, corr, per_class, num_rounds=1):
-    """Population types of the balanced block model: ``(f, TypeSpectrum, type targets)`` (counts ``n f``).
-
-    ``num_rounds``: the rounds kept or unrolled at once (the PLL student rounds), for the memory check.
-    """
-    f = _check_fractions(fractions)
-    k = int(f.shape[0])
-    check_type_problem(k * k, k, "fractions", num_rounds=num_rounds)
+def _check_per_class(per_class: Any, k: int) -> int:
     n = V.check_size(per_class, "per_class", minimum=1)
     if k * n > V.MAX_COUNT:
         raise ValueError(f"per_class * K (the number of instances N) must be at most {V.MAX_COUNT}, got {n} * {k}")
+    return n
+
+
+def _reduced_problem(fractions, c, d, corr, per_class, num_rounds=1):
+    """Population types of the balanced block model: ``(f, TypeSpectrum, type targets)`` (counts ``n f``);
+    ``num_rounds``: the rounds kept or unrolled at once, for the memory check."""
+    f = _check_fractions(fractions)
+    k = int(f.shape[0])
+    check_type_problem(k * k, k, "fractions", num_rounds=num_rounds)
+    n = _check_per_class(per_class, k)
     R = resolve_corr(c, d, corr, [n] * k)
     cls, tgt = label_types(k)
     return f, type_spectrum_core(jnp.asarray(R), cls, n * f.reshape(-1)), tgt
@@ -649,13 +488,13 @@ def _uses_reduced(model, corr, c, d, exact_options) -> bool:
     return model == "exact" or corr is not None
 
 
-def _check_exact_concrete(opts: dict, kernel: str, **values: Any) -> None:
-    """``TypeError`` when the exact model must check convergence (``on_failure="raise"``) on traced values.
+def _solver_kwargs(opts: dict) -> dict:
+    return {x: opts[x] for x in ("tol", "max_iter", "solver") if x in opts}
 
-    The check needs concrete results; under ``jax.vmap``/``jax.jit`` it could
-    only be skipped silently. ``values``: the arguments (or the result) to
-    look at, by name; ``kernel``: the pure kernel to transform instead.
-    """
+
+def _check_exact_concrete(opts: dict, kernel: str, **values: Any) -> None:
+    """``TypeError`` when the exact model must check convergence (``on_failure="raise"``) on traced
+    ``values`` (by name), which could only be skipped silently; ``kernel``: the pure kernel to transform."""
     if opts.get("on_failure") != "raise":
         return
     traced = [name for name, v in values.items() if any(V.is_tracer(x) for x in jax.tree_util.tree_leaves(v))]
@@ -672,15 +511,15 @@ def _check_exact_concrete(opts: dict, kernel: str, **values: Any) -> None:
 
 def _reduced_search(fractions, c, d, corr, lam, per_class, model, search_rounds, tie_tol, stop_at_first, options):
     """:class:`sdtheory.reduced.SearchResult` of the population rounds (validating; raises on solver failure)."""
-
     f, ts, tgt = _reduced_problem(fractions, c, d, corr, per_class)
-    _check_scalar_lam(lam)
+    V.check_lam(lam)
     search_rounds = V.check_int(
         search_rounds, "search_rounds", minimum=1, maximum=V.MAX_NUM_ROUNDS, why="the rounds are evaluated one by one"
     )
     tie_tol = V.check_tie_tol(tie_tol)
     opts = _exact_options("ce", 0.7, options) if model == "exact" else {}
-    _check_exact_concrete(opts, "sdtheory.reduced.all_correct_search_core", fractions=fractions, lam=lam)
+    kernel = "sdtheory.reduced.all_correct_search_core"
+    _check_exact_concrete(opts, kernel, fractions=fractions, lam=lam)
     out = all_correct_search_core(
         ts,
         tgt,
@@ -689,9 +528,9 @@ def _reduced_search(fractions, c, d, corr, lam, per_class, model, search_rounds,
         model=model,
         search_rounds=search_rounds,
         stop_at_first=stop_at_first,
-        **{x: opts[x] for x in ("tol", "max_iter", "solver") if x in opts},
+        **_solver_kwargs(opts),
     )
-    _check_exact_concrete(opts, "sdtheory.reduced.all_correct_search_core", result=out.converged)
+    _check_exact_concrete(opts, kernel, result=out.converged)
     if model == "exact" and opts["on_failure"] == "raise" and not out.converged:
         raise RuntimeError(
             f"exact solver did not reach tol={opts['tol']:g} in some round of the search (largest residual "
@@ -702,24 +541,19 @@ def _reduced_search(fractions, c, d, corr, lam, per_class, model, search_rounds,
 
 @float64
 def corruption_condition(fractions: ArrayLike) -> bool:
-    """The label-corruption condition ``f_k(k) > f_k(l)`` for all ``k``, ``l != k``.
+    """The label-corruption condition ``f_k(k) > f_k(l)`` for all ``k``, ``l != k`` (ties fail).
 
-    Population version: pass ``C``; empirical: pass the sampled fractions.
     In the linearised balanced block model with equal global label
     frequencies (or ``d = 0``) it is necessary and sufficient for some round
-    to classify every training instance correctly. Ties fail.
+    to classify every training instance correctly (docs/theorems.md section 3).
     """
     return _scalar(corruption_condition_core(_check_fractions(fractions)), bool)
 
 
 @float64
 def margin(fractions: ArrayLike) -> float:
-    """``Delta = min over k and labels l != k occurring in class k of f_k(k) - f_k(l)``.
-
-    "Occurring" means ``f_k(l) > 0``. ``inf`` when no label is corrupted.
-    Negative or zero exactly when some occurring wrong label is at least as
-    frequent as the true one.
-    """
+    """``Delta = min over k and labels l != k with f_k(l) > 0 of f_k(k) - f_k(l)``; ``inf`` when no
+    label is corrupted."""
     return _scalar(margin_core(_check_fractions(fractions)), float)
 
 
@@ -737,37 +571,16 @@ def min_rounds(
     tie_tol: float = TIE_TOL,
     **exact_options: Any,
 ):
-    r"""First round ``r*`` (0 = teacher) at which every training instance is correct.
+    r"""First round ``r*`` (0 = teacher) at which every training instance is correct (docs/theorems.md section 4).
 
-    Model: linearised SD on the balanced block Gram (``per_class`` instances
-    per class, correlations ``c``/``d``, ``d < c < 1``, the Gram positive
-    definite: ``d > -(1 - c + n c) / (n (K - 1))``), exact for any
-    fractions. With equal global label frequencies (``f`` doubly stochastic;
-    or ``d = 0``) it is the paper's formula: a corrupted instance (true
-    ``k``, label ``l``) is correct at round ``r`` iff
-    ``(a/b)^{r+1} < Delta_{kl}/(1 + Delta_{kl})`` and clean ones always are,
-    so ``r* = floor(log((1 + Delta)/Delta) / log(b/a))``. With unequal global
-    frequencies (sampled labels) the global term moves instances too, and
-    ``r*`` is the first round of :func:`all_correct_rounds` (the formula
-    alone was a round early in 17 of 1,052 cells of the main job).
+    With equal global label frequencies ``r* = floor(log((1 + Delta)/Delta) / log(b/a))``; otherwise the
+    first round of :func:`all_correct_rounds`. Returns an ``int``: ``-1`` if the corruption condition fails,
+    ``0`` if no label is corrupted (a traced array under ``jax.vmap``, :data:`BEYOND_RANGE` beyond
+    :data:`MAX_ROUND`, where the public function raises ``ValueError`` naming ``lam``).
 
-    Returns an ``int``: ``-1`` if the corruption condition fails (never all
-    correct), ``0`` if no label is corrupted. Any finite ``lam > 0`` (a
-    scalar) works: the factors are handled in log space
-    (:func:`log_block_factors`). ``r*`` grows like ``1/lam``; if it exceeds
-    :data:`MAX_ROUND` ``= 2**40 - 1`` (``lam`` below ~1e-15 for typical
-    ``c``, ``d``, ``n``) a ``ValueError`` naming ``lam`` is raised. Under
-    ``jax.vmap`` over ``lam`` or ``fractions`` it returns a traced int array
-    (with :data:`BEYOND_RANGE` there instead of raising).
-
-    ``model="exact"`` (the softmax model) or a general class-correlation
-    matrix ``corr`` (``(K, K)``, in place of ``c``, ``d``): the answer comes
-    from the population *types* of :mod:`sdtheory.reduced` (counts
-    ``per_class * fractions``, any ``n``, cost independent of ``n``),
-    evaluating rounds ``0..search_rounds-1`` directly (no closed-form
-    formula; "correct" by :func:`sdtheory.correct` with ``tie_tol``). ``-1``
-    then means "not all correct at any searched round". ``exact_options``:
-    ``tol``, ``max_iter``, ``on_failure``, ``solver`` of the exact solver.
+    ``model="exact"`` (softmax) or a ``(K, K)`` class-correlation ``corr`` (for ``c``, ``d``): rounds
+    ``0..search_rounds-1`` of the population types of :mod:`sdtheory.reduced`, evaluated directly with
+    ``tie_tol`` (``-1``: none); ``exact_options``: ``tol``, ``max_iter``, ``on_failure``, ``solver``.
     """
     if _uses_reduced(model, corr, c, d, exact_options):
         res = _reduced_search(fractions, c, d, corr, lam, per_class, model, search_rounds, tie_tol, True, exact_options)
@@ -797,45 +610,19 @@ def all_correct_rounds(
 ) -> RoundWindow:
     r"""Exact window ``first <= r <= last`` of all-correct rounds (global term included).
 
-    Model: linearised SD on the balanced block Gram; no assumption on the
-    global frequencies ``f(l) = mean_k f_k(l)``. For each pair ``(k, l)``
-    the hardest instance of class ``k`` must have ``score(k) > score(l)``,
-    i.e. (divided by ``b^e``, ``rho = a/b``, ``gamma = g/b``)
+    Every pair ``(k, l)`` must satisfy (divided by ``b^e``, ``rho = a/b``, ``gamma = g/b``)
 
     .. math:: h(e) = D (1 - \rho^e) + F (\gamma^e - 1) - \nu \rho^e > 0,
 
-    ``D = f_k(k) - f_k(l)``, ``F = f(k) - f(l)``, ``nu = 1`` if label ``l``
-    occurs in class ``k`` (else 0, or -1 if class ``k`` is clean). For
-    ``d >= 0`` (``gamma >= 1``) each ``h`` is increasing and then (if
-    ``F < 0``) decreasing in ``e``; ``F < 0`` for some constraint closes the
-    window: that is the upper end ``r_max`` (docs/theory.md section 4). For
-    ``d < 0`` (``gamma < 1``) ``h`` tends to ``D - F``, and a constraint
-    with ``F > 0`` and ``D - F < 0`` closes the window instead (the global
-    term now works against the more frequent class). Either way each
-    constraint holds on an interval of rounds
-    (:func:`all_correct_rounds_core`), so the window is an interval.
-
-    Returns ``RoundWindow(first, last)`` of ints; ``(-1, -1)`` if empty,
-    ``last = UNBOUNDED`` if it never closes. Rounds are resolved up to
-    :data:`MAX_ROUND` ``= 2**40 - 1``: ``last = BEYOND_RANGE`` ``= 2**40``
-    when the window closes, but after ``MAX_ROUND`` (every round
-    ``first..MAX_ROUND`` is all correct; e.g. tiny global differences or a
-    tiny ``d``); when it opens beyond ``MAX_ROUND`` a ``ValueError`` naming
-    ``lam`` is raised (under ``jax.vmap`` the traced ``first`` holds
-    ``BEYOND_RANGE`` instead; see :func:`all_correct_rounds_core`).
-    :func:`all_correct_at` answers for any given rounds.
-
-    ``model="exact"`` (the softmax model) or a general class-correlation
-    matrix ``corr`` (``(K, K)``, in place of ``c``, ``d``): the answer comes
-    from the population *types* of :mod:`sdtheory.reduced` (counts
-    ``per_class * fractions``, any ``n``, cost independent of ``n``),
-    evaluating rounds ``0..search_rounds-1`` directly (no closed-form
-    formula; "correct" by :func:`sdtheory.correct` with ``tie_tol``). ``-1``
-    then means "not all correct at any searched round". ``exact_options``:
-    ``tol``, ``max_iter``, ``on_failure``, ``solver`` of the exact solver.
-    In the reduced path the window is the run of all-correct rounds starting
-    at the first one; ``last = UNBOUNDED`` when it is still all correct at
-    round ``search_rounds - 1``.
+    ``D = f_k(k) - f_k(l)``, ``F = f(k) - f(l)``; each holds on an interval of
+    rounds, so the window is one (docs/theorems.md section 5). Returns
+    ``RoundWindow(first, last)`` of ints: ``(-1, -1)`` if empty,
+    ``last = UNBOUNDED`` if it never closes, ``last = BEYOND_RANGE`` when it
+    closes after :data:`MAX_ROUND`; a window opening beyond ``MAX_ROUND``
+    raises ``ValueError`` naming ``lam``. ``corr``, ``model``,
+    ``search_rounds``, ``tie_tol``, ``exact_options``: as in
+    :func:`min_rounds` (there the window is the run of all-correct rounds
+    from the first, ``last = UNBOUNDED`` when it lasts to the last searched round).
     """
     if _uses_reduced(model, corr, c, d, exact_options):
         res = _reduced_search(
@@ -869,17 +656,7 @@ def max_rounds(
     tie_tol: float = TIE_TOL,
     **exact_options: Any,
 ):
-    """Upper end ``r_max`` of the all-correct window (``all_correct_rounds(...).last``).
-
-    ``UNBOUNDED`` when no constraint closes the window (e.g. equal global
-    frequencies; for ``d >= 0`` every global difference ``f(k) - f(l)`` that
-    matters is ``>= 0``; for ``d < 0`` every ``f(k) - f(l) > 0`` is at most
-    ``f_k(k) - f_k(l)``); ``-1`` when no round is all
-    correct; :data:`BEYOND_RANGE` ``= 2**40`` when the window closes after
-    :data:`MAX_ROUND`. Raises ``ValueError`` naming ``lam`` when the window
-    opens beyond ``MAX_ROUND`` (as :func:`all_correct_rounds`). ``corr``,
-    ``model``, ``search_rounds``, ``tie_tol``, ``exact_options``: as there.
-    """
+    """Upper end ``r_max`` of the all-correct window: ``all_correct_rounds(...).last`` (same arguments)."""
     return all_correct_rounds(
         fractions,
         c=c,
@@ -898,12 +675,8 @@ def max_rounds(
 def all_correct_at(fractions: ArrayLike, rounds: Any, *, c: float, d: float, lam: Any, per_class: int) -> np.ndarray:
     """Bool per round: is every training instance correct there (score formula, global term included)?
 
-    ``rounds``: any non-negative round indices up to the int64 maximum
-    ``2**63 - 1``. Each round is evaluated directly in float64 at
-    ``e = r + 1`` from the log-factors, so the answer is exact except within
-    a relative ~1e-15 of a crossing of the constraints (as everywhere in
-    float64); indices above ``2**53`` are rounded to the nearest float64
-    (adjacent rounds there are evaluated at the same ``e``).
+    ``rounds``: round indices in ``[0, 2**63 - 1]``, each evaluated directly
+    in float64 at ``e = r + 1`` (indices above ``2**53`` are rounded to float64).
     """
     f = _check_fractions(fractions)
     r = V.check_rounds(rounds, maximum=UNBOUNDED, why="round indices are int64")
@@ -914,16 +687,10 @@ def all_correct_at(fractions: ArrayLike, rounds: Any, *, c: float, d: float, lam
 def pll_condition(fractions: ArrayLike, *, c: float, d: float, lam: Any, per_class: int) -> bool:
     r"""PLL one-round condition: the corruption condition and ``h_k(l) < 1`` for all ``l != k``.
 
-    ``h_k(l)`` is the fraction of class ``k`` whose linearised teacher top-2
-    (ties to the lower index) contains ``l``. Under the corruption condition
-    every top-2 contains the true class; the student trained on ``(1/2, 1/2)``
-    targets then has equal own-label terms for its two candidates and the
-    class term ``(b - a)(1 - h_k(l))/2`` breaks the tie toward ``k`` iff
-    ``h_k(l) < 1``. Exact when the global term vanishes (``d = 0``, then
-    ``g = b``); otherwise the global term of the refined targets can move
-    the answer, and :func:`pll_accuracy_prediction` is exact. ``K`` is
-    bounded by :data:`PLL_MEMORY_LIMIT` (``K <= 447``), as
-    :func:`pll_accuracy_prediction`.
+    ``h_k(l)``: the fraction of class ``k`` whose linearised teacher top-2
+    contains ``l``. Exact when the global term vanishes (``d = 0``);
+    otherwise :func:`pll_accuracy_prediction` is (docs/theorems.md section 6).
+    ``K <= PLL_MAX_CLASSES`` (447).
     """
     f = _check_fractions(fractions)
     _check_pll_size(f)
@@ -946,56 +713,40 @@ def pll_accuracy_prediction(
     q: float = 0.7,
     **exact_options: Any,
 ) -> PLLPrediction:
-    """Training accuracy of the (multi-round) PLL student in the linearised balanced block model.
+    """Training accuracy of the (multi-round) PLL student in the balanced block model (:class:`PLLPrediction`).
 
-    Exact for the model (global term included) at the level of instance
-    types (true ``k``, given ``y``): all instances of a type have identical
-    scores. Teacher top-2 by the package's one rule (:func:`sdtheory.refine.top2_targets`);
-    the student counts as correct by the one tie-aware rule (:func:`sdtheory.correct`). See :class:`PLLPrediction`.
-
-    The type-level arrays are ``(K, K, K)``, about ``24 K**3`` bytes: ``K``
-    above 447 (more than :data:`PLL_MEMORY_LIMIT` = 2 GiB) is refused with a
-    ``ValueError`` naming ``fractions``. ``num_rounds = R`` means rounds
-    ``0..R-1`` as everywhere in the package (the teacher and ``R - 1``
-    students, default 2), ``R - 1`` at most :data:`PLL_MAX_ROUNDS` ``= 100``
-    (the student rounds are unrolled when compiled).
-
-    ``model="exact"`` (softmax teacher and students, student ``loss`` ``"ce"``
-    or ``"gce"`` with ``q``) or a general ``corr``: the same prediction from
-    the population types of :mod:`sdtheory.reduced` (counts
-    ``per_class * fractions``) through the package's one PLL pipeline
-    (:func:`sdtheory.refine.pll_rounds_core`); ``exact_options``: ``tol``,
-    ``max_iter``, ``on_failure``, ``solver``.
+    Exact for the model at the level of instance types (true ``k``, given
+    ``y``), with the package's one top-2 and tie rules. ``num_rounds = R``:
+    the teacher and ``R - 1 <= PLL_MAX_ROUNDS`` students (unrolled when
+    compiled). ``K <= PLL_MAX_CLASSES`` (447; ``(K, K, K)`` arrays), else a
+    ``ValueError`` naming ``fractions``. ``model="exact"`` (student ``loss``
+    ``"ce"`` or ``"gce"`` with ``q``) or a general ``corr``: the population
+    types of :mod:`sdtheory.reduced` through the one PLL pipeline;
+    ``exact_options`` as in :func:`min_rounds`.
     """
-
     f = _check_fractions(fractions)
     _check_pll_size(f)
     num_students = V.check_pll_rounds(
         num_rounds, maximum=PLL_MAX_ROUNDS + 1, why="the student rounds are unrolled in the compiled program"
     )
-    if _uses_reduced(model, corr, c, d, exact_options):
-        if model == "closed" and loss != "ce":
-            raise ValueError("the linearised PLL student is the cross-entropy one; use model='exact' for loss='gce'")
-        _check_scalar_lam(lam)
-        opts = _exact_options(loss, q, exact_options) if model == "exact" else {}
-        _check_exact_concrete(opts, "sdtheory.reduced.type_pll_core", fractions=fractions, lam=lam)
-        f, ts, tgt = _reduced_problem(fractions, c, d, corr, per_class, num_students + 1)
-        res = type_pll_core(
-            ts,
-            tgt,
-            jnp.asarray(lam, dtype=float),
-            V.check_tie_tol(tie_tol),
-            model=model,
-            num_rounds=num_students,
-            loss=loss,
-            q=float(q),
-            **{x: opts[x] for x in ("tol", "max_iter", "solver") if x in opts},
-        )
-        _check_exact_concrete(opts, "sdtheory.reduced.type_pll_core", result=res.converged)
-        if model == "exact" and opts["on_failure"] == "raise":
-            raise_unconverged(res, opts["tol"], opts["max_iter"])
-        return _pll_from_types(f, ts, res, V.check_tie_tol(tie_tol))
-    return pll_prediction_core(f, _log_factors(f, c, d, lam, per_class), num_students, V.check_tie_tol(tie_tol))
+    if not _uses_reduced(model, corr, c, d, exact_options):
+        return pll_prediction_core(f, _log_factors(f, c, d, lam, per_class), num_students, V.check_tie_tol(tie_tol))
+    if model == "closed" and loss != "ce":
+        raise ValueError("the linearised PLL student is the cross-entropy one; use model='exact' for loss='gce'")
+    V.check_lam(lam)
+    opts = _exact_options(loss, q, exact_options) if model == "exact" else {}
+    kernel = "sdtheory.reduced.type_pll_core"
+    _check_exact_concrete(opts, kernel, fractions=fractions, lam=lam)
+    f, ts, tgt = _reduced_problem(fractions, c, d, corr, per_class, num_students + 1)
+    tie_tol = V.check_tie_tol(tie_tol)
+    lam_a = jnp.asarray(lam, dtype=float)
+    res = type_pll_core(
+        ts, tgt, lam_a, tie_tol, model=model, num_rounds=num_students, loss=loss, q=float(q), **_solver_kwargs(opts)
+    )
+    _check_exact_concrete(opts, kernel, result=res.converged)
+    if model == "exact" and opts["on_failure"] == "raise":
+        raise_unconverged(res, opts["tol"], opts["max_iter"])
+    return _pll_from_types(f, ts, res, tie_tol)
 
 
 class FiniteSamplePrediction(NamedTuple):
@@ -1003,16 +754,11 @@ class FiniteSamplePrediction(NamedTuple):
 
     Attributes:
       all_correct: ``(D, R)`` bools, per draw of the label counts and round.
-      first: ``(D,)`` first all-correct round per draw, ``-1`` if none of the
-        rounds ``0..R-1`` is.
+      first: ``(D,)`` first all-correct round per draw, ``-1`` if none of ``0..R-1`` is.
       pll_accuracy: ``(D,)`` one-round PLL student training accuracy per draw.
-      p_all_correct: ``(R,)`` probability that every instance is correct at
-        round ``r`` (the mean of ``all_correct`` over draws).
-      median_first: median of ``first``, counting ``-1`` as "after the last
-        round" (then ``inf`` if that is the median).
-      quantiles_first: ``(5,)`` the 10, 25, 50, 75 and 90% quantiles of
-        ``first`` in the same convention (lower empirical quantiles: values
-        taken by a draw).
+      p_all_correct: ``(R,)`` probability that every instance is correct at round ``r``.
+      median_first: median of ``first``, ``-1`` counted as "after the last round" (``inf``).
+      quantiles_first: ``(5,)`` the 10, 25, 50, 75 and 90% lower empirical quantiles of ``first``, same convention.
       converged: every exact solve of every draw reached ``tol``.
     """
 
@@ -1056,30 +802,22 @@ def finite_sample_prediction(
 ) -> FiniteSamplePrediction:
     """Distribution of the first all-correct round and of the PLL accuracy at finite ``n``, without instances.
 
-    Under i.i.d. labels ``y_i ~ C[k_i]`` the per-class label counts are
-    independent multinomials ``(n, C_k)``, and in the block model the outputs
-    depend on the labels only through these counts (:mod:`sdtheory.reduced`).
-    Each of ``num_draws`` draws samples the counts (``O(K^2)``) and evaluates
-    rounds ``0..num_rounds-1`` of SD and the one-round PLL student on the
-    types, linearised (``model="closed"``) or exact (``model="exact"``,
-    student loss ``pll_loss``; ``exact_options``: ``tol``, ``max_iter``,
-    ``on_failure``, ``solver``). This is the theory's prediction for an
-    instance-level Monte Carlo with ``per_class`` instances per class.
-
-    ``C``: ``(K, K)`` corruption matrix; ``(c, d)`` or ``corr`` as in
-    :func:`min_rounds`; ``seed``: the draws' random seed.
+    Under i.i.d. labels ``y_i ~ C[k_i]`` the block model's outputs depend on
+    the labels only through the per-class label counts (independent
+    multinomials). Each of ``num_draws`` draws (``seed``) samples them and
+    evaluates SD rounds ``0..num_rounds-1`` and the one-round PLL student
+    (loss ``pll_loss``) on the types, ``model="closed"`` or ``"exact"``
+    (docs/theorems.md section 10). ``C``: ``(K, K)`` corruption matrix;
+    ``(c, d)``, ``corr`` and ``exact_options`` as in :func:`min_rounds`.
     """
-
     Cv = validate_corruption_matrix(C, name="C")
     k = Cv.shape[0]
-    n = V.check_size(per_class, "per_class", minimum=1)
-    if k * n > V.MAX_COUNT:
-        raise ValueError(f"per_class * K (the number of instances N) must be at most {V.MAX_COUNT}, got {n} * {k}")
+    n = _check_per_class(per_class, k)
     model = V.check_model(model)
     get_loss(pll_loss, "pll_loss")
     if model == "closed" and (exact_options or pll_loss != "ce"):
         raise TypeError("the linearised model takes no exact-solver options and only pll_loss='ce'")
-    _check_scalar_lam(lam)
+    V.check_lam(lam)
     num_rounds = V.check_int(num_rounds, "num_rounds", minimum=1, maximum=V.MAX_NUM_ROUNDS, why="rounds are a chain")
     check_type_problem(k * k, k, "C", num_rounds=num_rounds + 2)  # one draw: the SD rounds, teacher and student
     num_draws = V.check_int(num_draws, "num_draws", minimum=1, maximum=10**7, why="the draws are held in memory")
@@ -1092,15 +830,9 @@ def finite_sample_prediction(
     # chunks of a power of two that keep one call within TYPE_MEMORY_LIMIT (each draw depends on its key only)
     per_draw = type_problem_bytes(k * k, k, num_rounds + 2)
     chunk = min(keys.shape[0], 1 << max(0, (TYPE_MEMORY_LIMIT // per_draw).bit_length() - 1))
-    args = (
-        jnp.asarray(Cv, dtype=float),
-        jnp.full((k,), n),
-        jnp.asarray(R),
-        jnp.asarray(lam, dtype=float),
-        V.check_tie_tol(tie_tol),
-    )
-    static = dict(model=model, num_rounds=num_rounds, pll_loss=pll_loss, q=float(q))
-    static.update({x: opts[x] for x in ("tol", "max_iter", "solver") if x in opts})
+    tie_tol = V.check_tie_tol(tie_tol)
+    args = (jnp.asarray(Cv, dtype=float), jnp.full((k,), n), jnp.asarray(R), jnp.asarray(lam, dtype=float), tie_tol)
+    static = dict(model=model, num_rounds=num_rounds, pll_loss=pll_loss, q=float(q), **_solver_kwargs(opts))
     parts = [
         jax.tree_util.tree_map(np.asarray, finite_sample_core(keys[i : i + chunk], *args, **static))
         for i in range(0, keys.shape[0], chunk)
