@@ -10,7 +10,9 @@ Feature files (:func:`load_features`, written by :func:`sdtheory.io.save_feature
     one archive with the arrays ``features`` ``(N, d)`` (any real numeric
     dtype) and ``labels`` ``(N,)`` (an integer dtype, values ``0 .. K-1``),
     and optionally ``test_features`` ``(M, d)`` with ``test_labels`` ``(M,)``
-    (both or neither). Other members are ignored.
+    (both or neither); for labels that are already noisy, optionally their
+    clean versions ``clean_labels`` ``(N,)`` / ``test_clean_labels`` ``(M,)``
+    (used only for evaluation). Other members are ignored.
 ``.npy`` (paired files)
     ``stem.npy`` holds the features ``(N, d)``; the labels are in the sibling
     file ``stem.labels.npy`` ``(N,)``. An optional held-out split lives in
@@ -101,6 +103,8 @@ class Dataset(NamedTuple):
       test_features: ``(M, d)`` float64 or ``None``.
       test_labels: ``(M,)`` int64 or ``None``.
       name: a short name (file stem or data set name).
+      clean_labels, test_clean_labels: ``(N,)`` / ``(M,)`` int64 clean labels
+        for evaluation when ``labels`` are noisy, or ``None``.
     """
 
     features: np.ndarray
@@ -109,6 +113,8 @@ class Dataset(NamedTuple):
     test_features: Optional[np.ndarray]
     test_labels: Optional[np.ndarray]
     name: str
+    clean_labels: Optional[np.ndarray] = None
+    test_clean_labels: Optional[np.ndarray] = None
 
 
 # --------------------------------------------------------------------------
@@ -157,7 +163,9 @@ def _check_label_array(arr: Any, src: str, what: str, n: int, n_what: str) -> np
     return arr.astype(np.int64)
 
 
-def validate_dataset(features, labels, test_features, test_labels, num_classes, src, name) -> Dataset:
+def validate_dataset(
+    features, labels, test_features, test_labels, num_classes, src, name, clean_labels=None, test_clean_labels=None
+) -> Dataset:
     x = _check_feature_array(features, src, "features")
     y = _check_label_array(labels, src, "labels", x.shape[0], "features")
     xt = yt = None
@@ -194,7 +202,20 @@ def validate_dataset(features, labels, test_features, test_labels, num_classes, 
                 raise ValueError(f"{src}: {what} must lie in [0, {k - 1}] for num_classes={k}; got a label {arr.max()}")
     if k < 2:
         raise ValueError(f"{src}: need at least K = 2 classes, the labels only contain class 0")
-    return Dataset(x, y, k, xt, yt, name)
+    clean = []
+    for arr, what, n_of in (
+        (clean_labels, "clean_labels", "labels"),
+        (test_clean_labels, "test_clean_labels", "test_labels"),
+    ):
+        if arr is not None:
+            ref = y if n_of == "labels" else yt
+            if ref is None:
+                raise ValueError(f"{src}: has {what} but no {n_of}")
+            arr = _check_label_array(arr, src, what, ref.size, n_of)
+            if arr.size and arr.max() >= k:
+                raise ValueError(f"{src}: {what} must lie in [0, {k - 1}]; got a label {arr.max()}")
+        clean.append(arr)
+    return Dataset(x, y, k, xt, yt, name, *clean)
 
 
 def _check_magic(path: Path, magic: bytes, kind: str) -> None:
@@ -253,7 +274,7 @@ def _read_npy(path: Path) -> np.ndarray:
         raise ValueError(f"{path}: not a readable .npy file (truncated or corrupt?): {exc}") from None
 
 
-_NPZ_KEYS = ("features", "labels", "test_features", "test_labels")
+_NPZ_KEYS = ("features", "labels", "test_features", "test_labels", "clean_labels", "test_clean_labels")
 
 
 @float64
@@ -325,6 +346,8 @@ def load_features(path: str | os.PathLike, *, num_classes: Optional[int] = None,
             num_classes,
             str(path),
             name,
+            arrays.get("clean_labels"),
+            arrays.get("test_clean_labels"),
         )
     stem = path.with_suffix("")
     lab_path = stem.with_name(stem.name + ".labels.npy")

@@ -39,7 +39,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -82,6 +82,8 @@ __all__ = [
     "feature_map_report",
     "lam_rule",
     "markdown_summary",
+    "noisy_feature_maps",
+    "noisy_label_c",
     "prepare_dataset",
     "prepare_feature_map",
     "run_cell",
@@ -101,6 +103,8 @@ SOLVER_COLUMNS = ("residual", "converged")
 #: Every column of a result row, in CSV order.
 FIELDNAMES = (*CELL_COLUMNS, "round", *METRIC_COLUMNS, "agree_exact", *SOLVER_COLUMNS)
 
+#: Nearest neighbours per instance in the noise estimate of :func:`noisy_label_c`.
+NEIGHBOURS = 3
 #: Exact-solver options of the protocol (the package defaults; L-BFGS).
 EXACT_OPTIONS = dict(tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, max_cg=DEFAULT_MAX_CG, solver="lbfgs")
 
@@ -122,6 +126,56 @@ def lam_rule(c: float, num_instances: int, num_classes: int) -> float:
     if not (c < 1.0):
         raise ValueError(f"within-class similarity c = {c} >= 1: the block rule K N lam = 1 - c needs c < 1")
     return (1.0 - c) / (num_classes * num_instances)
+
+
+@float64
+def noisy_label_c(
+    features: Any, labels: Any, num_classes: int, *, noise_rate: Optional[float] = None
+) -> tuple[float, float]:
+    r"""The clean within-class ``c`` of the block model fitted from *noisy* labels: ``(c, eta)``.
+
+    Under symmetric noise at rate ``eta`` (independent of the features;
+    balanced classes), similarity means by given label mix the classes:
+    ``c~ - d~ = rho^2 (c - d)`` with ``rho = 1 - eta K / (K - 1)``, while the
+    mean ``m`` of the ``K x K`` class-pair means does not change. So
+    ``c = m + (1 - 1/K) (c~ - d~) / rho^2`` (docs/real_data.md, "lam with
+    noisy labels"). The same factor shrinks the rate ``A`` at which an
+    instance's :data:`NEIGHBOURS` nearest neighbours (largest ``<x_i, x_j>``,
+    ``j != i``) have its given label: ``A = 1/K + rho^2 (p - 1/K)``, ``p`` the
+    rate for clean labels. Taking ``p = 1`` estimates ``rho^2 = (A - 1/K) / (1 - 1/K)`` and
+    ``eta``; for ``p < 1`` the estimate of ``rho^2`` is low by the factor
+    ``(p - 1/K) / (1 - 1/K)`` and ``c`` high.
+
+    Args:
+      features: ``(N, d)`` features (unit-norm rows: cosine similarities).
+      labels: ``(N,)`` given (noisy) labels in ``0..K-1``.
+      num_classes: ``K``.
+      noise_rate: a known symmetric rate ``eta`` in ``[0, (K-1)/K)``; default
+        the nearest-neighbour estimate.
+
+    Raises:
+      ValueError: bad arguments, or nearest neighbours that agree on their
+        labels no more often than chance (``rho^2 <= 0``: no class signal).
+    """
+    stats = block_statistics(features, labels, num_classes)
+    k, y = num_classes, np.asarray(labels)
+    if noise_rate is None:
+        x, same = np.asarray(features, dtype=float), 0
+        for s in range(0, y.size, 1024):  # rows of the Gram in blocks: O(1024 N) memory
+            g = x[s : s + 1024] @ x.T
+            g[np.arange(g.shape[0]), np.arange(s, s + g.shape[0])] = -np.inf
+            same += np.sum(y[np.argpartition(-g, NEIGHBOURS, axis=1)[:, :NEIGHBOURS]] == y[s : s + 1024, None])
+        rho2 = (same / (NEIGHBOURS * y.size) - 1 / k) / (1 - 1 / k)
+        if rho2 <= 0:
+            raise ValueError("nearest neighbours share their given labels no more often than chance: no class signal")
+        eta = (1 - np.sqrt(rho2)) * (k - 1) / k
+    else:
+        eta = V.check_real(noise_rate, "noise_rate")
+        if not 0 <= eta < (k - 1) / k:
+            raise ValueError(f"noise_rate must lie in [0, (K-1)/K) = [0, {(k - 1) / k:.4g}), got {noise_rate!r}")
+        rho2 = (1 - eta * k / (k - 1)) ** 2
+    m = float(np.mean(stats.class_means))
+    return float(m + (1 - 1 / k) * (stats.c - stats.d) / rho2), float(eta)
 
 
 # --------------------------------------------------------------------------
@@ -153,16 +207,35 @@ def prepare_dataset(
     master = jax.random.key(seed)
     if ds.test_features is None:
         tr, te = stratified_split(split_key(seed), ds.labels, test_fraction)
-        ds = Dataset(ds.features[tr], ds.labels[tr], ds.num_classes, ds.features[te], ds.labels[te], ds.name)
+        cl = ds.clean_labels
+        ds = Dataset(
+            ds.features[tr],
+            ds.labels[tr],
+            ds.num_classes,
+            ds.features[te],
+            ds.labels[te],
+            ds.name,
+            *_at(cl, tr, cl, te),
+        )
     if subset is not None:
         assert ds.test_features is not None and ds.test_labels is not None  # split above
-        n_train, n_test = subset
-        tr = stratified_subset(jax.random.fold_in(master, 2), ds.labels, n_train)
-        te = stratified_subset(jax.random.fold_in(master, 3), ds.test_labels, n_test)
+        tr = stratified_subset(jax.random.fold_in(master, 2), ds.labels, subset[0])
+        te = stratified_subset(jax.random.fold_in(master, 3), ds.test_labels, subset[1])
         ds = Dataset(
-            ds.features[tr], ds.labels[tr], ds.num_classes, ds.test_features[te], ds.test_labels[te], ds.name + "-quick"
+            ds.features[tr],
+            ds.labels[tr],
+            ds.num_classes,
+            ds.test_features[te],
+            ds.test_labels[te],
+            ds.name + "-quick",
+            *_at(ds.clean_labels, tr, ds.test_clean_labels, te),
         )
     return ds
+
+
+def _at(a, i, b, j) -> tuple:
+    """``(a[i], b[j])``, ``None`` for an absent array (the optional clean labels)."""
+    return (None if a is None else a[i]), (None if b is None else b[j])
 
 
 @dataclass(frozen=True, eq=False)
@@ -659,18 +732,10 @@ def run_protocol(
     t_start = time.perf_counter()
     for fi, name in enumerate(feature_maps):
         try:
-            x, xt = make_features(
-                name,
-                ds.features,
-                ds.test_features,
-                key=jax.random.fold_in(master, 10 + fi),
-                num_features=relu_dim,
-                center=center,
-                normalize=normalize,
-            )
+            x, xt = _map(ds, fi, name, seed, relu_dim, center, normalize)
             fm = prepare_feature_map(x, xt, true, k, lam=lam, name=name, block_model=normalize)
         except ValueError as exc:
-            raise FeatureMapError(f"feature_maps[{fi}] = {name!r} cannot be used on {ds.name}: {exc}") from None
+            raise _unusable(ds, fi, name, exc) from None
         summaries[name], spectra[name] = feature_map_report(fm)
         clusters = None
         if "cc" in kinds:
@@ -715,6 +780,56 @@ def run_protocol(
         timings[name] = time.perf_counter() - t0
     dataset = f"{ds.name}, N = {true.size} train / {ds.test_labels.size} held-out, K = {k}"
     return ProtocolResult(rows, dataset, summaries, spectra, timings)
+
+
+def _map(ds: Dataset, fi: int, name: str, seed: int, relu_dim: int, center: bool, normalize: bool) -> tuple:
+    """Feature map ``fi`` (``name``) of ``ds``: ``(x, xt)``; random weights from ``fold_in(key(seed), 10 + fi)``."""
+    key = jax.random.fold_in(jax.random.key(seed), 10 + fi)
+    return make_features(
+        name, ds.features, ds.test_features, key=key, num_features=relu_dim, center=center, normalize=normalize
+    )
+
+
+def _unusable(ds: Dataset, fi: int, name: str, exc: Exception) -> FeatureMapError:
+    return FeatureMapError(f"feature_maps[{fi}] = {name!r} cannot be used on {ds.name}: {exc}")
+
+
+def noisy_feature_maps(
+    ds: Dataset,
+    *,
+    feature_maps: Sequence[str],
+    lam: Optional[float] = None,
+    noise_rate: Optional[float] = None,
+    seed: int = 0,
+    relu_dim: int = 512,
+    center: bool = True,
+    normalize: bool = True,
+) -> Iterator[tuple]:
+    """The noisy-label mode's feature maps: yields ``(name, x, xt, info)`` per map, no noise drawn.
+
+    ``ds.labels`` are the given (noisy) labels; the features are those of
+    :func:`run_protocol` (same keys). ``lam`` defaults to :func:`lam_rule` on
+    :func:`noisy_label_c` (``noise_rate``: known, else estimated). ``info``:
+    ``lam``, ``lam_rule``, ``c`` (corrected), ``noise_rate`` (used or
+    estimated), ``c_given_labels`` (the uncorrected fit); with
+    ``ds.clean_labels``, for evaluation only, ``c_clean_labels`` and
+    ``realised_rate``. ``FeatureMapError`` when a map cannot be used.
+    """
+    if ds.test_features is None or ds.test_labels is None:
+        raise ValueError("the data set needs a held-out split; see prepare_dataset")
+    k, y, clean = ds.num_classes, ds.labels, ds.clean_labels
+    for fi, name in enumerate(feature_maps):
+        try:
+            x, xt = _map(ds, fi, name, seed, relu_dim, center, normalize)
+            info: dict = dict(lam=lam, lam_rule="given", c_given_labels=block_statistics(x, y, k).c)
+            if lam is None:
+                info["c"], info["noise_rate"] = noisy_label_c(x, y, k, noise_rate=noise_rate)
+                info.update(lam=lam_rule(info["c"], y.size, k), lam_rule="K N lam = 1 - c, c corrected for noise")
+            if clean is not None:
+                info.update(c_clean_labels=block_statistics(x, clean, k).c, realised_rate=float(np.mean(y != clean)))
+        except ValueError as exc:
+            raise _unusable(ds, fi, name, exc) from None
+        yield name, x, xt, info
 
 
 def _check_completed_cells(completed: Any, feature_maps, kinds, rates, num_seeds: int) -> dict:
