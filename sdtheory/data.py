@@ -355,9 +355,8 @@ def load_digits(*, key: Optional[jax.Array] = None, seed: int = 0, test_fraction
         key = jax.random.key(V.check_size(seed, "seed", minimum=0, maximum=V.MAX_SEED))
     else:
         key = V.check_key(key)
-    x, y = (
-        np.asarray(a, dtype=t) for a, t in zip(_sk_load_digits(return_X_y=True), (np.float64, np.int64), strict=True)
-    )
+    x, y = _sk_load_digits(return_X_y=True)
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.int64)
     tr, te = stratified_split(key, y, test_fraction)
     return Dataset(x[tr], y[tr], 10, x[te], y[te], "digits")
 
