@@ -135,17 +135,15 @@ def validate_dataset(
         cyt = _labels_in(test_clean_labels, src, "test_clean_labels", yt.size, "test_labels")
     if num_classes is None:
         k = int(max(y.max(), yt.max() if yt is not None and yt.size else 0)) + 1
-        if k > y.size:
-            raise ValueError(
-                f"{src}: labels go up to {k - 1} but there are only {y.size} training labels, so some classes "
-                "never occur in them (labels must be 0..K-1; re-index them or pass num_classes=)"
+        missing = np.setdiff1d(np.arange(k), y) if k <= y.size else None  # k > N: a huge range is never built
+        if missing is None or missing.size:
+            what = (
+                f"labels go up to {k - 1} but there are only {y.size} training labels, so some classes never occur "
+                "in them"
+                if missing is None
+                else f"classes {V.short_list(missing)} never occur in the training labels"
             )
-        missing = np.setdiff1d(np.arange(k), y)
-        if missing.size:
-            raise ValueError(
-                f"{src}: classes {V.short_list(missing)} never occur in the training labels "
-                "(labels must be 0..K-1; re-index them or pass num_classes=)"
-            )
+            raise ValueError(f"{src}: {what} (labels must be 0..K-1; re-index them or pass num_classes=)")
     else:
         try:
             k = V.check_size(num_classes, "num_classes", minimum=2)
