@@ -1,6 +1,20 @@
 #!/usr/bin/env python
 """Self-distillation and the PLL student on real features (the SelfPLL protocol).
 
+Two label modes (docs/real_data.md, "Which labels each mode uses"):
+
+* default (clean labels): the labels (the digits, or the ``--features``
+  file's) are the clean truth. Synthetic noise is drawn on top of them; the
+  lam rule fits ``c`` with them; recovery and held-out accuracy are scored
+  against them.
+* ``--noisy-labels`` (``--features`` only): the file's labels are already
+  noisy. No noise is drawn; lam comes from the noisy-label rule (``c``
+  corrected for the noise rate, estimated or ``--noise-rate``); the round and
+  student are chosen on held-out given labels
+  (``SelfDistillationClassifier(select_round="holdout", student="auto")``).
+  The file's optional ``clean_labels`` / ``test_clean_labels`` are used only
+  for the clean-accuracy columns.
+
 A thin script: flags -> data -> :func:`sdtheory.experiments.run_protocol` ->
 files. The protocol (exact SD rounds 0..R-1, exact PLL students with CE and
 GCE, the closed form from the empirical Gram and the fitted block model, under
@@ -14,7 +28,10 @@ per feature map, kind, rate, seed, solver, method, round), ``summary.md``
 (mean +- std over seeds), ``real_data.json`` (parameters, lam, fitted block
 statistics, spectra summaries, provenance, and the ``timing`` field), figures
 ``accuracy_<map>.png/.pdf``, ``diversity_<map>.png`` and ``spectrum.png``,
-and ``manifest.json`` (every file's SHA-256, the parameters). The set is
+and ``manifest.json`` (every file's SHA-256, the parameters); with
+``--noisy-labels`` one row per feature map, student and round
+(:data:`NOISY_FIELDNAMES`), the per-round table and the choice in
+``summary.md``, and no figures. The set is
 written as one unit (staged next to ``--out``, then swapped in); finished
 cells are checkpointed in ``<out>.work/`` and ``--resume`` continues an
 interrupted run. Ctrl-C exits with status 130, bad flags or input with 2.
@@ -55,6 +72,9 @@ try:
     from sdtheory import io as sio
     from sdtheory import plots
     from sdtheory import SOLVERS
+    from sdtheory.predictor import STUDENTS
+    import sdtheory as sd
+    import numpy as np
     from sdtheory.refine import PLL_INITS
     from sdtheory.cli import (
         add_data_arguments,
@@ -91,13 +111,29 @@ PRESETS = ("package", "selfpll")
 #: The SelfPLL reference's default weight decay (its per-data-set values: 5e-5 for CIFAR-100,
 #: Caltech-256, Food-101; 5e-4 for Caltech-101, StanfordCars, Flowers-102).
 SELFPLL_WEIGHT_DECAY = 5e-4
+#: The columns of a --noisy-labels row (one per feature map, student and round).
+NOISY_FIELDNAMES = (
+    "feature_map",
+    "lam",
+    "student",
+    "round",
+    "selected",
+    "val_agree",
+    "test_agree",
+    "train_acc",
+    "test_acc",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="real_data.py",
         description="Self-distillation and the PLL student on real features: exact solver vs closed form "
-        "vs fitted block model, under symmetric / asymmetric / cc label noise.",
+        "vs fitted block model, under symmetric / asymmetric / cc label noise. Labels: by default the labels "
+        "(digits or --features) are the clean truth: noise is drawn on top of them, and the lam rule and every "
+        "score use them. With --noisy-labels the file's labels are taken as already noisy: no noise is drawn, "
+        "lam and the choice of round use only them, and clean labels (the file's clean_labels / "
+        "test_clean_labels, optional) serve only the clean-accuracy columns.",
         epilog="The protocol and the lam rule: docs/real_data.md. Exit status: 0 done, 2 bad flags or input "
         "file, 130 interrupted (Ctrl-C).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -109,6 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
         choices=D.FEATURE_MAPS,
         default=None,
         help="feature maps to run (unset: standardized relu for digits, identity for --features)",
+    )
+    p.add_argument(
+        "--noisy-labels",
+        action="store_true",
+        help="the --features file's labels are already noisy: no synthetic noise (--kinds, --rates, --seeds do "
+        "not apply), lam from the noisy-label rule, the round and student chosen by held-out agreement with the "
+        "given labels; clean_labels / test_clean_labels in the file, if any, only for evaluation",
+    )
+    p.add_argument(
+        "--noise-rate",
+        type=float_in(0.0, 1.0, hi_open=True),
+        default=None,
+        help="with --noisy-labels: the known symmetric noise rate for the lam rule (unset: estimated from "
+        "nearest-neighbour label agreement)",
     )
     p.add_argument("--kinds", nargs="+", default=list(DEFAULT_KINDS), choices=NOISE_KINDS, help="label-noise kinds")
     p.add_argument(
@@ -190,6 +240,16 @@ def parse_args(argv=None, parser=None) -> argparse.Namespace:
     parser = parser or build_parser()
     args = parser.parse_args(argv)
     apply_preset(args, parser)
+    if args.noisy_labels:
+        if args.features is None:
+            parser.error("argument --noisy-labels: needs --features (the digits' labels are clean)")
+        for flag in ("kinds", "rates", "seeds"):
+            if getattr(args, flag) != parser.get_default(flag):
+                parser.error(f"argument --{flag}: draws synthetic noise; --noisy-labels uses the labels as given")
+        if args.resume:
+            parser.error("argument --resume: a --noisy-labels run has no cells to resume")
+    elif args.noise_rate is not None:
+        parser.error("argument --noise-rate: goes with --noisy-labels")
     if args.feature_maps is None:
         args.feature_maps = ["identity"] if args.features is not None else ["standardized", "relu"]
     if args.quick:
@@ -237,6 +297,11 @@ def load_dataset(args) -> D.Dataset:
     """Read the data (bundled digits or ``--features``) and prepare the protocol's split / quick subset."""
     if args.features is not None:
         ds = D.load_features(args.features)
+        if not args.noisy_labels and (ds.clean_labels is not None or ds.test_clean_labels is not None):
+            raise ValueError(
+                f"{args.features}: has clean labels, so its labels are noisy: pass --noisy-labels (the default "
+                "mode takes the labels as the clean truth and draws noise on top)"
+            )
     else:
         ds = D.load_digits(key=E.split_key(args.seed), test_fraction=args.test_fraction)
     return E.prepare_dataset(
@@ -253,6 +318,16 @@ def main(argv=None) -> dict:
     # the flags, without where the files go (--out) or how the run was started (--resume)
     params = run_parameters(args, exclude=("out", "resume"))
     metadata = {"script": SCRIPT, "parameters": params, **sio.provenance()}
+    try:
+        return (run_noisy if args.noisy_labels else run_clean)(parser, args, ds, out, params, metadata, t_start)
+    except E.FeatureMapError as exc:  # the data cannot be used with a feature map: its message, no traceback
+        parser.exit(1, f"{parser.prog}: error: {exc}\n")
+    except sio.OutputDirError as exc:  # the directory changed while computing
+        parser.error(f"argument --out: {exc}")
+
+
+def run_clean(parser, args, ds, out, params, metadata, t_start) -> dict:
+    """The default mode: synthetic noise on the clean labels, every method, scored against the clean labels."""
     checkpoint = sio.work_directory(out) / CHECKPOINT
     ckpt_params = {
         "parameters": {k: v for k, v in params.items() if k != "no_figures"},
@@ -358,16 +433,129 @@ def main(argv=None) -> dict:
             sio.write_json(stage / "real_data.json", summary, metadata=metadata)
     except KeyboardInterrupt:
         raise interrupted(out, checkpoint, saved, "cell") from None
-    except E.FeatureMapError as exc:  # the data cannot be used with a feature map: its message, no traceback
-        parser.exit(1, f"{parser.prog}: error: {exc}\n")
-    except sio.OutputDirError as exc:  # the directory changed while computing
-        parser.error(f"argument --out: {exc}")
     print(
         f"wrote {out}/ ({len(rows)} rows, {summary['timing']['total_seconds']:.0f}s, "
         f"{summary['exact_unconverged']} unconverged exact fits)",
         file=sys.stderr,
     )
     return {"rows": rows, "aggregate": agg, "summary": summary}
+
+
+def run_noisy(parser, args, ds, out, params, metadata, t_start) -> dict:
+    """--noisy-labels: per feature map, the estimator's held-out choice of student and round on the given labels."""
+    rows, maps = [], {}
+    progress = sio.progress_printer("real_data")
+    try:
+        fmaps = E.noisy_feature_maps(
+            ds,
+            feature_maps=args.feature_maps,
+            lam=args.lam,
+            noise_rate=args.noise_rate,
+            seed=args.seed,
+            relu_dim=args.relu_dim,
+            center=not args.no_center,
+            normalize=args.normalize,
+        )
+        for i, (name, x, xt, info) in enumerate(fmaps):
+            progress(i, len(args.feature_maps), time.perf_counter() - t_start)
+            fm_rows = selection_rows(name, x, xt, ds, info["lam"], args)
+            rows += fm_rows
+            maps[name] = {**info, **selection_summary(fm_rows)}
+        progress(len(args.feature_maps), len(args.feature_maps), time.perf_counter() - t_start)
+        k, n, m = ds.num_classes, ds.labels.size, ds.test_labels.size
+        summary = {"dataset": f"{ds.name}, N = {n} train / {m} held-out, K = {k}", "feature_maps": maps}
+        with sio.run_directory(out, script=SCRIPT, parameters=params, outputs=OUTPUTS) as stage:
+            sio.write_csv(stage / "real_data.csv", rows=rows, fieldnames=NOISY_FIELDNAMES, metadata=metadata)
+            sio.atomic_write_text(stage / "summary.md", noisy_markdown(summary, rows))
+            summary["timing"] = {"total_seconds": round(time.perf_counter() - t_start, 3)}
+            sio.write_json(stage / "real_data.json", summary, metadata=metadata)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"interrupted; {out} was not changed") from None
+    print(f"wrote {out}/ ({len(rows)} rows, {summary['timing']['total_seconds']:.0f}s)", file=sys.stderr)
+    return {"rows": rows, "summary": summary}
+
+
+def selection_rows(name, x, xt, ds, lam, args) -> list:
+    """One feature map's rows: every student's chain, fitted once on the given labels (80% of them).
+
+    ``val_agree``: agreement with the held-out 20% of the given labels, the
+    criterion of ``SelfDistillationClassifier(select_round="holdout",
+    student="auto")``, whose pick is the ``selected`` row; ``test_agree``:
+    agreement with the given held-out labels; ``train_acc`` / ``test_acc``:
+    clean accuracy against the file's clean labels (NaN without them).
+    """
+    opts = dict(lam=lam, num_rounds=args.num_rounds, select_round="holdout", solver=args.solver, random_state=args.seed)
+    opts["fit_intercept"] = False  # as the protocol's fits and the lam rule: centred features, no intercept
+    pll = dict(loss="gce", q=args.q, init=args.pll_init)  # SelfPLL's partial loss
+    auto = ds.num_classes >= 3  # the PLL student needs K >= 3
+    pick = sd.SelfDistillationClassifier(**(dict(student="auto", **pll) if auto else {}), **opts).fit(x, ds.labels)
+    chains = {pick.best_student_: pick}
+    for s in STUDENTS if auto else ():  # the other student's chain, same split: its scores = pick.student_scores_[s]
+        if s not in chains:
+            chains[s] = sd.SelfDistillationClassifier(student=s, **(pll if s == "pll" else {}), **opts).fit(
+                x, ds.labels
+            )
+    nan = np.full(args.num_rounds, np.nan)
+    rows = []
+    for s in (s for s in STUDENTS if s in chains):
+        est = chains[s]
+        cols = dict(
+            val_agree=est.round_scores_,
+            test_agree=est.round_score(xt, ds.test_labels),
+            train_acc=nan if ds.clean_labels is None else est.round_score(x, ds.clean_labels),
+            test_acc=nan if ds.test_clean_labels is None else est.round_score(xt, ds.test_clean_labels),
+        )
+        for r in range(args.num_rounds):
+            chosen = (s, r) == (pick.best_student_, pick.best_round_)
+            rows.append(dict(feature_map=name, lam=lam, student=s, round=r, selected=chosen))
+            rows[-1].update({c: float(v[r]) for c, v in cols.items()})
+    return rows
+
+
+def selection_summary(rows) -> dict:
+    """The pick and, with clean held-out labels, the oracle's best (student, round) and the gap in test accuracy."""
+    sel = next(r for r in rows if r["selected"])
+    out = {"selected": {k: sel[k] for k in ("student", "round", "val_agree", "test_acc")}}
+    if np.isfinite(sel["test_acc"]):
+        best = max(rows, key=lambda r: r["test_acc"])  # first of the ties
+        out["oracle"] = {k: best[k] for k in ("student", "round", "test_acc")}
+        out["oracle_gap"] = best["test_acc"] - sel["test_acc"]
+    return out
+
+
+def noisy_markdown(summary, rows) -> str:
+    """``summary.md`` of a --noisy-labels run: per feature map, lam, the choice and the per-round table (%)."""
+    lines = [
+        "# Real data, labels as given (--noisy-labels)",
+        "",
+        f"Data: {summary['dataset']}. No synthetic noise. Chains fitted on 80% of the given training labels; "
+        "held-out agreement = agreement with the other 20% (the selection criterion); test agreement = with "
+        "the given held-out labels; clean columns only from the file's clean labels ('-' without them).",
+        "",
+    ]
+    for name, info in summary["feature_maps"].items():
+        sel = info["selected"]
+        head = f"## `{name}`: lam = {info['lam']:.3g} ({info['lam_rule']})"
+        if "noise_rate" in info:
+            head += (
+                f", c = {info['c']:.3f} (given labels: {info['c_given_labels']:.3f}), eta = {info['noise_rate']:.3f}"
+            )
+        lines += [head, "", f"Selected: {sel['student']} round {sel['round']}."]
+        if "oracle" in info:
+            o = info["oracle"]
+            gap = 100 * info["oracle_gap"]
+            lines[-1] += f" Best by clean test accuracy: {o['student']} round {o['round']} (gap {gap:.1f} points)."
+        lines += [
+            "",
+            "| student | round | held-out agreement | test agreement | clean train acc | clean test acc |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in (r for r in rows if r["feature_map"] == name):
+            cells = [f"{100 * r[c]:.1f}" if np.isfinite(r[c]) else "-" for c in NOISY_FIELDNAMES[5:]]
+            mark = " (selected)" if r["selected"] else ""
+            lines.append(f"| {r['student']} | {r['round']}{mark} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -605,6 +605,10 @@ CASES = {
     # experiments: the simple ones
     "lam_rule": Case(E.lam_rule, lambda: dict(c=0.4, num_instances=6, num_classes=3)),
     "split_key": Case(E.split_key, lambda: dict(seed=0)),
+    "noisy_label_c": Case(E.noisy_label_c, lambda: dict(features=X, labels=CLASSES, num_classes=3, noise_rate=None)),
+    "noisy_label_c[rate]": Case(
+        E.noisy_label_c, lambda: dict(features=X, labels=CLASSES, num_classes=3, noise_rate=0.2)
+    ),
     # io: the simple ones
     "atomic_write_bytes": Case(
         sio.atomic_write_bytes, lambda: dict(path=WORK / "b.bin", data=b"abc"), name_is_value=("path",)

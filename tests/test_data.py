@@ -47,6 +47,32 @@ def test_npz_written_by_numpy_is_read(tmp_path):
     assert ds.test_features is None and ds.test_labels is None
 
 
+def test_npz_clean_labels_of_noisy_labels(tmp_path):
+    """Optional clean_labels / test_clean_labels (for files whose labels are noisy) are read and checked."""
+    x, y = _toy()
+    xt, yt = _toy(n=9, seed=1)
+    clean, test_clean = (y + 1) % 3, (yt + 2) % 3
+    p = tmp_path / "n.npz"
+    np.savez(
+        p, features=x, labels=y, test_features=xt, test_labels=yt, clean_labels=clean, test_clean_labels=test_clean
+    )
+    ds = D.load_features(p)
+    np.testing.assert_array_equal(ds.labels, y)  # the given labels stay as they are
+    np.testing.assert_array_equal(ds.clean_labels, clean)
+    np.testing.assert_array_equal(ds.test_clean_labels, test_clean)
+    assert ds.clean_labels.dtype == np.int64
+    assert D.load_features(sio.save_features(tmp_path / "c.npz", x, y)).clean_labels is None
+    for extra, pattern in (
+        (dict(clean_labels=clean[:-1]), "n.npz: clean_labels has 29 entries but labels has 30 rows"),
+        (dict(clean_labels=clean.astype(float)), "n.npz: clean_labels must have an integer dtype"),
+        (dict(clean_labels=clean + 3), r"n.npz: clean_labels must lie in \[0, 2\]"),
+        (dict(test_clean_labels=test_clean), "n.npz: has test_clean_labels but no test_labels"),
+    ):
+        np.savez(p, features=x, labels=y, **extra)
+        with pytest.raises((ValueError, TypeError), match=pattern):
+            D.load_features(p)
+
+
 def test_paired_npy_round_trip(tmp_path):
     x, y = _toy()
     xt, yt = _toy(n=6, seed=2)

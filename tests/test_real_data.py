@@ -540,3 +540,207 @@ def test_protocol_reports_progress_before_the_first_compiling_cell(monkeypatch):
         on_cell=lambda cell, rows: events.append(("cell", cell[2])),
     )
     assert events == [("progress", 0, 2), ("cell", 0.0), ("progress", 1, 2), ("cell", 0.6), ("progress", 2, 2)]
+
+
+# --------------------------------------------------------------------------
+# Labels that are already noisy: --noisy-labels and the noisy-label lam rule
+# --------------------------------------------------------------------------
+
+
+def _direct_c(x, y, k):
+    """The clean-label rule's c, directly: the mean over classes of the mean <x_i, x_j> over same-class i != j."""
+    g = x @ x.T
+    means = []
+    for a in range(k):
+        idx = np.flatnonzero(y == a)
+        block = g[np.ix_(idx, idx)]
+        means.append((block.sum() - np.trace(block)) / (idx.size * (idx.size - 1)))
+    return float(np.mean(means))
+
+
+@pytest.mark.parametrize("fmap", ["standardized", "relu"])
+def test_noisy_label_c_recovers_the_clean_label_rule_on_digits(fmap):
+    """On the digits with 30-50% symmetric noise, the corrected c gives the clean-label rule's lam within 15%.
+
+    Tolerance: the estimate takes an instance's 3 nearest neighbours to share its clean class; on these
+    features about 95% do, which biases rho^2 low by (0.95 - 1/K) / (1 - 1/K) and c up by about 0.02; the
+    labels of N = 1347 instances scatter c with a std of 0.01 (eta = 0.3) to 0.02 (eta = 0.5). Over 60 seeds
+    per rate and map the largest error in c was 0.078 and in lam 12%; hence |c_hat - c| <= 0.09 (the bias
+    plus 3.3 std) and lam within 15% (1 - c is about 0.63). The uncorrected rule (c fitted with the noisy
+    labels) gives a lam 26-60% too large at these rates, so the check tells the two apart. With the noise
+    rate known only the scatter remains.
+    """
+    ds = D.load_digits(key=E.split_key(0))
+    k, n = 10, ds.labels.size
+    x, _ = D.make_features(fmap, ds.features, ds.test_features, key=jax.random.key(3), num_features=256)
+    c_clean = _direct_c(x, ds.labels, k)
+    lam_clean = (1 - c_clean) / (k * n)
+    for i, eta in enumerate((0.3, 0.4, 0.5)):
+        for s in range(2):
+            noisy = np.asarray(
+                sd.sample_labels(jax.random.key(10 * i + s), ds.labels, sd.corruption_matrix("symmetric", k, eta))
+            )
+            realised = np.mean(noisy != ds.labels)
+            c_hat, eta_hat = E.noisy_label_c(x, noisy, k)
+            assert abs(c_hat - c_clean) <= 0.09 and abs(eta_hat - realised) <= 0.05, (eta, s, c_hat, eta_hat)
+            assert abs(E.lam_rule(c_hat, n, k) / lam_clean - 1) <= 0.15
+            assert E.lam_rule(_direct_c(x, noisy, k), n, k) / lam_clean - 1 > 0.2  # uncorrected: far off
+            c_known, eta_used = E.noisy_label_c(x, noisy, k, noise_rate=realised)  # the rate known: no NN bias
+            assert eta_used == realised and abs(c_known - c_clean) <= 0.05
+    assert E.noisy_label_c(x, ds.labels, k, noise_rate=0.0)[0] == pytest.approx(c_clean, abs=1e-12)
+
+
+def test_noisy_label_c_refuses_labels_without_class_signal():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20, 6))
+    x = np.concatenate([x, x + 1e-3 * rng.standard_normal(x.shape)])  # each row's nearest neighbour: its twin
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y = np.concatenate([np.arange(20) % 4, (np.arange(20) + 1) % 4])  # ... which never shares its label
+    with pytest.raises(
+        ValueError, match="labels: the 3 nearest neighbours .features. share their labels no more often"
+    ):
+        E.noisy_label_c(x, y, 4)
+    for bad in (-0.1, 0.75, float("nan")):
+        with pytest.raises(ValueError, match="noise_rate"):
+            E.noisy_label_c(x, y, 4, noise_rate=bad)
+
+
+def _noisy_file(path, ds, given, test_given, clean=None, test_clean=None):
+    extra = {} if clean is None else dict(clean_labels=clean, test_clean_labels=test_clean)
+    np.savez(path, features=ds.features, labels=given, test_features=ds.test_features, test_labels=test_given, **extra)
+    return str(path)
+
+
+def _flip(y, rate, seed):
+    rng = np.random.default_rng(seed)
+    out = y.copy()
+    flip = rng.random(y.size) < rate
+    out[flip] = (y[flip] + rng.integers(1, 10, flip.sum())) % 10
+    return out
+
+
+class _RecordingEstimator:
+    """Stands in for SelfDistillationClassifier: records what it is fitted on; scores = share of label 0."""
+
+    fits: list = []
+
+    def __init__(self, **params):
+        self.params = params
+
+    def fit(self, x, y):
+        _RecordingEstimator.fits.append((self.params, np.array(x), np.array(y)))
+        student = self.params.get("student", "sd")
+        self.best_student_, self.best_round_ = ("pll" if student == "pll" else "sd"), 1
+        self.round_scores_ = np.linspace(0.1, 0.5, self.params["num_rounds"]) + (student == "pll")
+        return self
+
+    def round_score(self, x, y):
+        return np.full(self.params["num_rounds"], np.mean(np.asarray(y) == 0) + x.shape[0])
+
+
+def test_noisy_labels_mode_passes_labels_through_and_uses_clean_labels_only_to_evaluate(tmp_path, monkeypatch):
+    ds, _, _ = _quick_data()
+    given, test_given = _flip(ds.labels, 0.4, 1), _flip(ds.test_labels, 0.4, 2)
+
+    def no_noise(*args, **kwargs):
+        raise AssertionError("--noisy-labels drew synthetic noise")
+
+    monkeypatch.setattr(E, "sample_labels", no_noise)
+    monkeypatch.setattr(E, "corruption_matrix", no_noise)
+    monkeypatch.setattr(real_data.sd, "SelfDistillationClassifier", _RecordingEstimator)
+    argv = ["--noisy-labels", "--feature-maps", "standardized", "--num-rounds", "3", "--no-figures"]
+    runs = {}
+    for case, clean in (("clean", ds.labels), ("none", None), ("other", np.roll(ds.labels, 7))):
+        test_clean = None if clean is None else ds.test_labels
+        path = _noisy_file(tmp_path / f"{case}.npz", ds, given, test_given, clean, test_clean)
+        _RecordingEstimator.fits = []
+        res = real_data.main(["--features", path, *argv, "--out", str(tmp_path / case)])
+        runs[case] = (_RecordingEstimator.fits, res)
+    fits, res = runs["clean"]
+    assert len(fits) == 2 and {f[0].get("student") for f in fits} == {"auto", "pll"}
+    for params, x, y in fits:
+        np.testing.assert_array_equal(y, given)  # the file's labels, unchanged
+        assert x.shape == ds.features.shape and params["select_round"] == "holdout"
+    rows = res["rows"]
+    assert [(r["student"], r["round"]) for r in rows] == [(s, r) for s in ("sd", "pll") for r in range(3)]
+    assert [r["selected"] for r in rows] == [False, True, False, False, False, False]
+    n, m = ds.labels.size, ds.test_labels.size
+    for r in rows:
+        assert r["test_agree"] == np.mean(test_given == 0) + m
+        assert r["train_acc"] == np.mean(ds.labels == 0) + n and r["test_acc"] == np.mean(ds.test_labels == 0) + m
+    info = res["summary"]["feature_maps"]["standardized"]
+    assert info["realised_rate"] == np.mean(given != ds.labels) and "oracle" in info
+    # without clean labels, or with other ones: the same fits (labels, lam) and the same label-based columns
+    for case in ("none", "other"):
+        other_fits, other = runs[case]
+        assert len(other_fits) == len(fits)
+        for (p, x, y), (p2, x2, y2) in zip(fits, other_fits, strict=True):
+            assert p == p2
+            np.testing.assert_array_equal(x, x2)
+            np.testing.assert_array_equal(y, y2)
+        for r, r2 in zip(rows, other["rows"], strict=True):
+            assert (r["lam"], r["val_agree"], r["test_agree"], r["selected"]) == (
+                r2["lam"],
+                r2["val_agree"],
+                r2["test_agree"],
+                r2["selected"],
+            )
+    assert all(np.isnan(r["train_acc"]) and np.isnan(r["test_acc"]) for r in runs["none"][1]["rows"])
+    assert "oracle" not in runs["none"][1]["summary"]["feature_maps"]["standardized"]
+    csv_rows = read_csv(tmp_path / "none" / "real_data.csv")
+    assert list(csv_rows[0]) == list(real_data.NOISY_FIELDNAMES) and csv_rows[0]["test_acc"] == "nan"
+    assert "| sd | 1 (selected) |" in (tmp_path / "none" / "summary.md").read_text()
+
+
+def test_noisy_labels_flags(tmp_path, capsys):
+    ds, _, _ = _quick_data()
+    path = _noisy_file(tmp_path / "n.npz", ds, ds.labels, ds.test_labels, ds.labels, ds.test_labels)
+    for bad, flag in (
+        (["--noisy-labels"], "--noisy-labels"),  # needs --features
+        (["--features", path, "--noisy-labels", "--rates", "0.3"], "--rates"),
+        (["--features", path, "--noisy-labels", "--kinds", "cc"], "--kinds"),
+        (["--features", path, "--noisy-labels", "--seeds", "2"], "--seeds"),
+        (["--features", path, "--noisy-labels", "--resume"], "--resume"),
+        (["--features", path, "--noise-rate", "0.3"], "--noise-rate"),
+        (["--features", path, "--noisy-labels", "--noise-rate", "1"], "--noise-rate"),
+        (["--features", path], "--features"),  # a file with clean labels is not taken as clean
+    ):
+        with pytest.raises(SystemExit) as e:
+            real_data.main([*bad, "--out", str(tmp_path / "o")])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument {flag}" in err, err
+    assert "has clean labels, so its labels are noisy: pass --noisy-labels" in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow  # about 45 s on two busy cores: it compiles both students' chains
+def test_noisy_labels_end_to_end_against_an_independent_teacher(tmp_path):
+    """A real --noisy-labels run: the teacher's columns against SciPy's primal fit on the same 80% split."""
+    ds, x, xt = _quick_data()
+    given, test_given = _flip(ds.labels, 0.4, 1), _flip(ds.test_labels, 0.4, 2)
+    path = _noisy_file(tmp_path / "n.npz", ds, given, test_given, ds.labels, ds.test_labels)
+    argv = ["--features", path, "--noisy-labels", "--feature-maps", "standardized", "--num-rounds", "2"]
+    res = real_data.main([*argv, "--no-figures", "--out", str(tmp_path / "o")])
+    rows, info = res["rows"], res["summary"]["feature_maps"]["standardized"]
+    n, k = given.size, 10
+    c, _ = E.noisy_label_c(x, given, k)
+    assert rows[0]["lam"] == info["lam"] == pytest.approx((1 - c) / (k * n), rel=1e-12)
+    # the estimator's split: floor(0.2 n_k) of each given class, drawn by default_rng(seed) per class
+    rng = np.random.default_rng(0)
+    val = []
+    for a in range(k):
+        idx = np.flatnonzero(given == a)
+        val.append(rng.permutation(idx)[: min(int(np.floor(0.2 * idx.size)), idx.size - 1)])
+    val = np.sort(np.concatenate(val))
+    fit = np.setdiff1d(np.arange(n), val)
+    w = _primal_softmax(x[fit], np.eye(k)[given[fit]], info["lam"])
+    for r in (r for r in rows if r["round"] == 0):  # both chains start from the same teacher
+        assert r["val_agree"] == pytest.approx(np.mean((x[val] @ w).argmax(1) == given[val]), abs=1e-12)
+        assert r["test_agree"] == pytest.approx(np.mean((xt @ w).argmax(1) == test_given), abs=1e-12)
+        assert r["test_acc"] == pytest.approx(np.mean((xt @ w).argmax(1) == ds.test_labels), abs=1e-12)
+        assert r["train_acc"] == pytest.approx(np.mean((x @ w).argmax(1) == ds.labels), abs=1e-12)
+    (sel,) = [r for r in rows if r["selected"]]
+    assert sel["val_agree"] == max(r["val_agree"] for r in rows)
+    best = max(rows, key=lambda r: r["test_acc"])
+    assert info["oracle_gap"] == pytest.approx(best["test_acc"] - sel["test_acc"], abs=1e-15)
