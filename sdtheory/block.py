@@ -61,23 +61,18 @@ def _check_classes(
 
     ``n``: the number of instances required; ``require_all``: every class non-empty.
     """
-    arr = V.as_array(classes, "classes")
-    if arr.ndim != 1:
-        raise ValueError(f"classes must be a 1-D (N,) array of integer classes, got shape {arr.shape}")
-    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"classes must have an integer dtype, got {arr.dtype}")
-    if n is not None and arr.shape[0] != n:
-        raise ValueError(f"classes has {arr.shape[0]} instances but targets has {n}")
     if num_classes is None:
+        arr = V.check_labels(classes, V.MAX_COUNT, "classes")
         if arr.size == 0:
             raise ValueError("classes must not be empty (the block model needs K >= 2 classes)")
-        arr = V.check_labels(arr, V.MAX_COUNT, "classes")
         k = int(arr.max()) + 1
         if k < 2:
             raise ValueError(f"classes must contain K >= 2 classes, got only class 0 (K = max(classes) + 1 = {k})")
     else:
         k = _check_num_classes(num_classes) if source == "num_classes" else num_classes
-        arr = V.check_labels_for(arr, k, "classes", f"{source} = {k}")
+        arr = V.check_labels_for(classes, k, "classes", f"{source} = {k}")
+    if n is not None and arr.shape[0] != n:
+        raise ValueError(f"classes has {arr.shape[0]} instances but targets has {n}")
     if require_all:
         if k > arr.size:
             raise ValueError(
@@ -99,9 +94,7 @@ def block_classes(class_sizes: Sequence[int]) -> np.ndarray:
     return np.repeat(np.arange(sizes.size), sizes)
 
 
-def sizes_from_classes(
-    classes: Any, num_classes: int, source: str = "K (the columns of targets)", *, n: int | None = None
-) -> np.ndarray:
+def sizes_from_classes(classes: Any, num_classes: int, source: str = _TARGET_K, *, n: int | None = None) -> np.ndarray:
     """Class sizes ``(K,)`` of 1-D integer ``classes`` in ``[0, K)``, every class non-empty (``n`` of them if given)."""
     classes, k = _check_classes(classes, num_classes, n=n, source=source)
     return np.bincount(classes, minlength=k)
@@ -244,14 +237,7 @@ def sample_block_features(
     V.check_key(key, "key")
     c, d = V.check_cd(c, d)
     dim = V.check_size(dim, "dim", minimum=1)
-    if V.is_tracer(classes):
-        if np.ndim(classes) != 1 or not jnp.issubdtype(classes.dtype, jnp.integer):
-            raise TypeError(f"classes must be 1-D integers, got a traced {classes.dtype} of shape {np.shape(classes)}")
-        if num_classes is None:
-            raise TypeError("pass num_classes= when classes is a traced value")
-        k = _check_num_classes(num_classes)
-    else:
-        classes, k = _check_classes(classes, num_classes, require_all=False)
+    classes, k = _check_classes(classes, num_classes, require_all=False)
     check_sampler_cd(c, d, k)
     return sample_block_features_core(key, jnp.asarray(classes), c, d, dim, k)
 

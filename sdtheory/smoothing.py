@@ -32,19 +32,9 @@ __all__ = [
 ]
 
 
-def _check_unit(x: Any, name: str) -> None:
-    if V.is_tracer(x):
-        if np.ndim(x) != 0:
-            raise ValueError(f"{name} must be a scalar in [0, 1], got a traced value of shape {np.shape(x)}")
-        return
-    V.check_real(x, name, minimum=0.0, maximum=1.0)
-
-
 def _check_probability_rows(x: Any, name: str) -> None:
     """``(N, K)`` probability rows of real numbers (bool, string and ragged input refused by name)."""
-    if not V.is_tracer(x):
-        x = V.check_real_array(x, name)
-    V.check_targets(x, name)
+    V.check_targets(V.check_real_array(x, name), name)
 
 
 def uniform_smoothing_core(targets: jax.Array, eps: jax.Array) -> jax.Array:
@@ -57,7 +47,7 @@ def uniform_smoothing_core(targets: jax.Array, eps: jax.Array) -> jax.Array:
 def uniform_smoothing(targets: ArrayLike, eps: Any) -> jax.Array:
     """Uniform label smoothing ``(1 - eps) T + eps/K`` of ``(N, K)`` probability targets, ``eps in [0, 1]``."""
     _check_probability_rows(targets, "targets")
-    _check_unit(eps, "eps")
+    V.check_real(eps, "eps", minimum=0.0, maximum=1.0)
     return uniform_smoothing_core(jnp.asarray(targets, dtype=float), jnp.asarray(eps, dtype=float))
 
 
@@ -105,14 +95,10 @@ def beta_smoothing(
     V.check_key(key, "key")
     k = V.check_size(num_classes, "num_classes", minimum=2)
     lab = V.check_labels_for(labels, k, "labels", f"num_classes = {k}")
-    if V.is_tracer(beta):
-        if np.ndim(beta) != 0:
-            raise ValueError(f"beta must be a scalar > 0, got a traced value of shape {np.shape(beta)}")
-    elif not V.check_real(beta, "beta") > 0:
+    if not V.check_real(beta, "beta") > 0:
         raise ValueError(f"beta must be > 0, got {beta!r}")
-    _check_unit(alpha, "alpha")
-    if not V.is_tracer(label_probs):
-        label_probs = V.check_real_array(label_probs, "label_probs")
+    V.check_real(alpha, "alpha", minimum=0.0, maximum=1.0)
+    label_probs = V.check_real_array(label_probs, "label_probs")
     p = jnp.asarray(label_probs, dtype=float)
     shape = np.shape(label_probs)
     if len(shape) == 2:
@@ -190,7 +176,7 @@ def beta_smoothing_fixed_point_core(
     """
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-    _check_unit(alpha, "alpha")
+    V.check_real(alpha, "alpha", minimum=0.0, maximum=1.0)
 
     def label_probs(p):
         return jnp.take_along_axis(p, labels[:, None], axis=1)[:, 0]

@@ -352,6 +352,21 @@ def markdown_table(
         f"the mixed target (1 - a) Y + a T_beta with a = alpha = {alpha:g}.",
         "",
     ]
+
+    def table(title, columns, solver, metric):
+        out = [
+            f"## {title}",
+            "",
+            "| kind | eta | " + " | ".join(c[2] for c in columns) + " |",
+            "|---|---|" + "---|" * len(columns),
+        ]
+        for kind in kinds:
+            for rate in rates:
+                key = (feature_map, kind, float(rate), solver)
+                cells = [_fmt(agg.get((*key, m, r), {}).get(metric)) for m, r, _ in columns]
+                out.append(f"| {kind} | {rate:g} | " + " | ".join(cells) + " |")
+        return out + [""]
+
     for metric, title in (
         ("train_acc", "Training-label recovery"),
         ("train_acc_corrupted", "Recovery on corrupted training instances"),
@@ -360,33 +375,9 @@ def markdown_table(
         ("diversity", "Mean normalised predictive diversity"),
         ("agree_ref", "Argmax agreement with the teacher (LS, Beta) or with plain SD of the same round (tau)"),
     ):
-        lines += [
-            f"## {title}",
-            "",
-            "| kind | eta | " + " | ".join(c[2] for c in cols) + " |",
-            "|---|---|" + "---|" * len(cols),
-        ]
-        for kind in kinds:
-            for rate in rates:
-                cells = [
-                    _fmt(agg.get((feature_map, kind, float(rate), "exact", m, r), {}).get(metric)) for m, r, _ in cols
-                ]
-                lines.append(f"| {kind} | {rate:g} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += table(title, cols, "exact", metric)
     ccols = [(method_label("uniform", e), 0, f"LS eps={e:g}") for e in eps]
     ccols += [(method_label("sd_tau", t), r, f"tau={t:g} r{r}") for t in taus for r in range(1, num_rounds)]
-    lines += [
-        "## Linearised model: argmax agreement with the unsmoothed teacher / plain SD (theory: 100)",
-        "",
-        "| kind | eta | " + " | ".join(c[2] for c in ccols) + " |",
-        "|---|---|" + "---|" * len(ccols),
-    ]
-    for kind in kinds:
-        for rate in rates:
-            cells = [
-                _fmt(agg.get((feature_map, kind, float(rate), "closed_form", m, r), {}).get("agree_ref"))
-                for m, r, _ in ccols
-            ]
-            lines.append(f"| {kind} | {rate:g} | " + " | ".join(cells) + " |")
-    lines.append("")
+    title = "Linearised model: argmax agreement with the unsmoothed teacher / plain SD (theory: 100)"
+    lines += table(title, ccols, "closed_form", "agree_ref")
     return "\n".join(lines) + "\n"
