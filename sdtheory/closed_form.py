@@ -27,7 +27,6 @@ from ._src.closed import (
     sd_outputs_core,
     sd_predictions_core,
     sd_test_outputs_core,
-    shrink_factors,
 )
 from ._src.spectral import _unit_lam, _unit_problem
 from .predictor import predictor
@@ -43,7 +42,6 @@ __all__ = [
     "sd_predictions_core",
     "sd_test_outputs",
     "sd_test_outputs_core",
-    "shrink_factors",
 ]
 
 

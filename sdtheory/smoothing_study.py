@@ -15,6 +15,7 @@ has the metrics of :func:`sdtheory.experiments.score_rounds`.
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any, NamedTuple, Optional
 from collections.abc import Callable, Sequence
@@ -250,41 +251,29 @@ def run_smoothing_study(
     if clusters is not None:
         summary["cc_clusters"] = clusters
     rows: list = []
-    total = len(kinds) * len(rates) * num_seeds
-    done = 0
+    cells = list(itertools.product(enumerate(kinds), enumerate(rates), range(num_seeds)))
     t0 = time.perf_counter()
-    for ki, kind in enumerate(kinds):
-        for ri, rate in enumerate(rates):
-            C = corruption_matrix(kind, k, rate, clusters=clusters if kind == "cc" else None)
-            for s in range(num_seeds):
-                key = jax.random.fold_in(
-                    jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(master, 100), ki), ri), s
-                )
-                given = np.asarray(sample_labels(key, true, C)).astype(np.int64)
-                base = dict(
-                    feature_map=feature_map,
-                    kind=kind,
-                    rate=float(rate),
-                    seed=s,
-                    realised_rate=float(np.mean(given != true)),
-                    lam=fm.lam,
-                )
-                cell = run_smoothing_cell(
-                    fm,
-                    given,
-                    ds.test_labels,
-                    num_rounds=num_rounds,
-                    eps=eps,
-                    betas=betas,
-                    taus=taus,
-                    key=jax.random.fold_in(key, 7),
-                    beta_max_iter=beta_max_iter,
-                    alpha=alpha,
-                )
-                rows += [{**base, **r} for r in cell]
-                done += 1
-                if progress is not None:
-                    progress(done, total, time.perf_counter() - t0)
+    for done, ((ki, kind), (ri, rate), s) in enumerate(cells, 1):
+        C = corruption_matrix(kind, k, rate, clusters=clusters if kind == "cc" else None)
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(master, 100), ki), ri), s)
+        given = np.asarray(sample_labels(key, true, C)).astype(np.int64)
+        realised = float(np.mean(given != true))
+        base = dict(feature_map=feature_map, kind=kind, rate=float(rate), seed=s, realised_rate=realised, lam=fm.lam)
+        cell = run_smoothing_cell(
+            fm,
+            given,
+            ds.test_labels,
+            num_rounds=num_rounds,
+            eps=eps,
+            betas=betas,
+            taus=taus,
+            key=jax.random.fold_in(key, 7),
+            beta_max_iter=beta_max_iter,
+            alpha=alpha,
+        )
+        rows += [{**base, **r} for r in cell]
+        if progress is not None:
+            progress(done, len(cells), time.perf_counter() - t0)
     dataset = (
         f"{ds.name}, N = {true.size} train / {0 if ds.test_labels is None else ds.test_labels.size} held-out, K = {k}"
     )

@@ -13,26 +13,16 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _validation as V
-from ._src.closed import (
-    Variant,
-    closed_variant_core,
-    linear_chain_core,
-    next_targets_core,
-    next_targets_linear_core,
-    target_multipliers_core,
-)
-from ._src.rules import TIE_TOL, hard_targets_core
+from ._src.closed import Variant, closed_variant_core, linear_chain_core, next_targets_core
+from ._src.rules import TIE_TOL
 
 __all__ = [
     "Variant",
     "check_variant",
     "closed_variant_core",
-    "hard_targets_core",
     "linear_chain_core",
     "next_targets_core",
-    "next_targets_linear_core",
     "resolve_lam",
-    "target_multipliers_core",
 ]
 
 

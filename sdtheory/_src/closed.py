@@ -96,14 +96,8 @@ def kernel_ridge_sd_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, rou
 
 
 class Variant(NamedTuple):
-    """How round ``r``'s targets come from round ``r - 1`` (the defaults are plain SD).
-
-    Attributes:
-      temperature: ``tau > 0``; the teacher's logits are divided by it.
-      xi: distillation weight in ``[0, 1]``; ``1 - xi`` of the given labels is mixed in.
-      hard: one-hot argmax targets instead of soft ones.
-      tie_tol: the tie tolerance of the argmax (:data:`sdtheory.TIE_TOL`).
-    """
+    """How round ``r``'s targets come from round ``r - 1``: teacher logits divided by ``temperature``, mixed
+    with the given labels by ``xi``, or ``hard`` argmax targets (tie tolerance ``tie_tol``); defaults: plain SD."""
 
     temperature: float = 1.0
     xi: float = 1.0

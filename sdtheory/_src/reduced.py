@@ -1,15 +1,11 @@
 r"""Exact theory of the class-structured block model by symmetry reduction (docs/block_model.md, "Label types").
 
-With a ``K x K`` class-correlation matrix ``R`` the Gram is
-``G_ij = [i = j] (1 - R_{k_i k_i}) + R_{k_i k_j}``. Instances with the same
-true class and target row (a *type*) have the same outputs in every round, so
-with ``T`` types of counts ``m_t`` (fractional allowed) everything follows
-from the eigendecomposition ``U diag(s) U^T`` of the weighted type Gram
-``sqrt(m_t m_t') R + [t = t'] (1 - R_kk)``: the solver coordinates
-``Phi = D^{-1/2} U diag(sqrt s)`` (``D = diag(m)``) for the package's one exact
-solver with count-weighted losses, and the linearised closed form
-``P_r - 1/K = D^{-1/2} U diag(q^{r+1}) U^T D^{1/2} (T - 1/K)``,
-``q = s/(s + K N lam)``. The cost depends on ``K`` and ``T`` only, never on ``n``.
+Gram ``G_ij = [i = j] (1 - R_{k_i k_i}) + R_{k_i k_j}`` for a ``K x K`` class-correlation
+matrix ``R``. Instances of the same true class and target row (a *type*) share their
+outputs, so ``T`` types of counts ``m_t`` need only the eigenpairs ``U diag(s) U^T``
+of the weighted type Gram ``sqrt(m_t m_t') R + [t = t'] (1 - R_kk)``: solver
+coordinates ``Phi = D^{-1/2} U diag(sqrt s)`` and the closed form
+``P_r - 1/K = D^{-1/2} U diag(q^{r+1}) U^T D^{1/2} (T - 1/K)``. The cost never depends on ``n``.
 """
 
 from __future__ import annotations
