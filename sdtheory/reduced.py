@@ -32,7 +32,6 @@ from ._src.reduced import (
     sample_counts_core,
     type_accuracy_core,
     type_all_correct_core,
-    type_features,
     type_pll_core,
     type_spectrum_core,
 )
@@ -63,7 +62,6 @@ __all__ = [
     "reduced_exact_core",
     "reduced_exact_fit",
     "resolve_corr",
-    "type_features",
     "type_problem_bytes",
     "type_spectrum_core",
 ]
