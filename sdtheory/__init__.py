@@ -103,7 +103,6 @@ _MOVED = {
     "apply_spectral": "spectral.apply_spectral",
     "spectrum": "spectral.spectrum",
     "kernel_ridge_sd": "closed_form.kernel_ridge_sd",
-    "sd_mixed_outputs": "closed_form.sd_mixed_outputs",
     "sd_test_outputs": "closed_form.sd_test_outputs",
     "BlockSpectrum": "block.BlockSpectrum",
     "balanced_block_eigenvalues": "block.balanced_block_eigenvalues",

@@ -1,23 +1,8 @@
-r"""The class-wise block model: analytic spectrum and O(N K) outputs.
+r"""The class-wise block model (docs/block_model.md): analytic spectrum, O(N K) outputs, sampled features.
 
-Normalised features with ``<x_i, x_i> = 1``, ``<x_i, x_j> = c`` when ``i, j``
-share a class and ``d`` otherwise:
-
-.. math:: G = (1 - c) I + (c - d) B + d\, 1 1^T,
-
-``B`` the block-diagonal all-ones matrix of the class partition. Its spectrum
-(docs/block_model.md):
-
-* ``1 - c`` on vectors that sum to zero inside every class (multiplicity
-  ``N - K``);
-* the ``K`` eigenvalues of the ``K x K`` matrix
-  ``M = diag(1 - c + (c - d) n_k) + d sqrt(n) sqrt(n)^T`` on class-constant
-  vectors (basis ``1_{C_k} / sqrt(n_k)``). Balanced classes (``n_k = n``):
-  ``s_b = 1 - c + n (c - d)`` (multiplicity ``K - 1``) and
-  ``s_g = s_b + N d`` (the all-ones vector).
-
-Instances are assigned to blocks by their *true* class ``classes[i]``; the
-targets may be anything (noisy one-hot labels, soft labels).
+Normalised features with ``<x_i, x_j> = c`` within a class and ``d`` across:
+``G = (1 - c) I + (c - d) B + d 1 1^T`` (``B`` the block-diagonal all-ones
+matrix of the true classes); the targets may be anything.
 """
 
 from __future__ import annotations
@@ -52,7 +37,7 @@ __all__ = [
 
 
 def _check_class_sizes(class_sizes: Any) -> np.ndarray:
-    """``K >= 2`` class sizes ``>= 1`` whose total ``N`` is at most :data:`sdtheory._validation.MAX_COUNT`."""
+    """``K >= 2`` class sizes ``>= 1`` adding up to at most ``MAX_COUNT``."""
     if V.is_tracer(class_sizes):
         raise TypeError("class_sizes must be concrete integers, not a traced value")
     sizes = V.check_sizes(V.as_array(class_sizes, "class_sizes"))
@@ -72,31 +57,22 @@ _TARGET_K = "K (the columns of targets)"
 def _check_classes(
     classes: Any, num_classes: Any, *, n: int | None = None, require_all: bool = True, source: str = "num_classes"
 ):
-    """Block membership: 1-D integer classes in ``[0, K)``; returns ``(classes, K)``.
+    """Block membership ``(classes, K)``: 1-D integers in ``[0, K)``, ``K = num_classes`` or ``max + 1``.
 
-    ``K`` is ``num_classes`` when given, else ``max(classes) + 1``. ``n``: the
-    number of instances the classes must have (rows of the targets).
-    ``require_all``: every class must have an instance (a class-level block
-    of the Gram is then never empty); checked before anything of size ``K``
-    is allocated.
+    ``n``: the number of instances required; ``require_all``: every class non-empty.
     """
-    arr = V.as_array(classes, "classes")
-    if arr.ndim != 1:
-        raise ValueError(f"classes must be a 1-D (N,) array of integer classes, got shape {arr.shape}")
-    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"classes must have an integer dtype, got {arr.dtype}")
-    if n is not None and arr.shape[0] != n:
-        raise ValueError(f"classes has {arr.shape[0]} instances but targets has {n}")
     if num_classes is None:
+        arr = V.check_labels(classes, V.MAX_COUNT, "classes")
         if arr.size == 0:
             raise ValueError("classes must not be empty (the block model needs K >= 2 classes)")
-        arr = V.check_labels(arr, V.MAX_COUNT, "classes")
         k = int(arr.max()) + 1
         if k < 2:
             raise ValueError(f"classes must contain K >= 2 classes, got only class 0 (K = max(classes) + 1 = {k})")
     else:
         k = _check_num_classes(num_classes) if source == "num_classes" else num_classes
-        arr = V.check_labels_for(arr, k, "classes", f"{source} = {k}")
+        arr = V.check_labels_for(classes, k, "classes", f"{source} = {k}")
+    if n is not None and arr.shape[0] != n:
+        raise ValueError(f"classes has {arr.shape[0]} instances but targets has {n}")
     if require_all:
         if k > arr.size:
             raise ValueError(
@@ -118,9 +94,7 @@ def block_classes(class_sizes: Sequence[int]) -> np.ndarray:
     return np.repeat(np.arange(sizes.size), sizes)
 
 
-def sizes_from_classes(
-    classes: Any, num_classes: int, source: str = "K (the columns of targets)", *, n: int | None = None
-) -> np.ndarray:
+def sizes_from_classes(classes: Any, num_classes: int, source: str = _TARGET_K, *, n: int | None = None) -> np.ndarray:
     """Class sizes ``(K,)`` of 1-D integer ``classes`` in ``[0, K)``, every class non-empty (``n`` of them if given)."""
     classes, k = _check_classes(classes, num_classes, n=n, source=source)
     return np.bincount(classes, minlength=k)
@@ -130,12 +104,8 @@ def sizes_from_classes(
 def block_spectrum(class_sizes: Sequence[int], *, c: float, d: float) -> BlockSpectrum:
     """Analytic spectrum of the block Gram for classes of the given sizes.
 
-    ``(c, d)`` must lie in the block model's domain
-    (:func:`sdtheory._validation.check_cd`): ``d < c < 1`` with a positive
-    definite Gram at these sizes, i.e.
-    ``1 + d sum_k n_k / (1 - c + (c - d) n_k) > 0`` (every ``0 <= d < c < 1``;
-    a negative ``d``, as fitted to centred features, down to the bound
-    :func:`sdtheory._validation.cd_lower_bound`).
+    ``(c, d)``: ``d < c < 1`` with a positive definite Gram at these sizes
+    (``d`` may be negative down to :func:`sdtheory._validation.cd_lower_bound`).
     """
     return checked_block_spectrum(class_sizes, c, d)
 
@@ -150,13 +120,10 @@ def checked_block_spectrum(class_sizes, c, d) -> BlockSpectrum:
 def block_gram(
     classes: ArrayLike, *, c: Any = None, d: Any = None, corr: Any = None, num_classes: int | None = None
 ) -> jax.Array:
-    """The ``(N, N)`` block Gram for true classes ``classes`` (any order).
+    """The ``(N, N)`` block Gram for true classes ``classes`` (any order, every class non-empty).
 
     Either ``(c, d)`` as in :func:`block_spectrum`, or ``corr``, a ``(K, K)``
-    class-correlation matrix ``R`` (:func:`sdtheory.reduced.check_corr`):
-    ``G_ij = R_{k_i k_j}`` off the diagonal, ``G_ii = 1``. ``num_classes``
-    (default ``max(classes) + 1``): ``K >= 2``; every class must have an
-    instance.
+    class-correlation matrix ``R``: ``G_ij = R_{k_i k_j}`` off the diagonal, ``G_ii = 1``.
     """
     classes_arr, k = _check_classes(classes, num_classes)
     sizes = np.bincount(classes_arr, minlength=k)
@@ -189,19 +156,14 @@ def block_outputs(
     q: float = 0.7,
     **exact_options: Any,
 ) -> jax.Array:
-    """SD outputs ``(R, N, K)`` for the block Gram, at a cost that does not grow with ``N`` beyond ``O(N K)``.
+    """SD outputs ``(R, N, K)`` for the block Gram of true ``classes``, in ``O(N K)`` beyond the types.
 
-    ``model="closed"`` (default) agrees with ``sd_outputs(targets, lam=lam,
-    rounds=rounds, gram=block_gram(classes, c=c, d=d))`` and
-    ``model="exact"`` with ``exact_outputs(..., gram=block_gram(...)).outputs``
-    (softmax, ``loss`` ``"ce"`` or ``"gce"``; ``exact_options``: ``tol``,
-    ``max_iter``, ``on_failure``, ``solver``), without forming the Gram:
-    instances of the same true class and the same target row share their
-    outputs (:mod:`sdtheory.reduced`), so the problem is solved once per
-    type. ``classes`` are the true classes (block membership) in ``[0, K)``;
-    every class must be non-empty. The Gram is given by ``(c, d)`` or by a
-    ``(K, K)`` class-correlation matrix ``corr``. Pass exactly one of
-    ``rounds`` (indices, 0 = teacher) or ``num_rounds`` (rounds ``0..R-1``).
+    The same as ``sd_outputs`` (``model="closed"``) or ``exact_outputs(...).outputs``
+    (``model="exact"``; ``loss``, ``q``, ``exact_options``: ``tol``, ``max_iter``,
+    ``on_failure``, ``solver``) on ``gram=block_gram(classes, ...)``, without forming
+    the Gram: the problem is solved once per (true class, target row) type
+    (:mod:`sdtheory.reduced`). Gram from ``(c, d)`` or ``corr``; exactly one of
+    ``rounds`` / ``num_rounds``.
     """
     n, k = V.check_targets(targets)
     classes, _ = _check_classes(classes, k, n=n, source=_TARGET_K)
@@ -225,25 +187,13 @@ def block_outputs(
         out = Rd.reduced_closed_core(ts, jnp.asarray(ttgt), lam_a, jnp.asarray(r))
         return out[:, jnp.asarray(index)]
     opts = Rd.exact_options(loss, q, exact_options)
-    res = Rd.reduced_exact_core(
-        ts,
-        jnp.asarray(ttgt),
-        lam_a,
-        int(r.max()) + 1,
-        loss=loss,
-        q=float(q),
-        **{x: opts[x] for x in ("tol", "max_iter", "solver")},
-    )
-    return Rd.chain_rounds(res, r, opts).outputs[:, index]
+    return Rd.chain_rounds(ts, jnp.asarray(ttgt), lam_a, r, loss, q, opts).outputs[:, index]
 
 
 def balanced_block_eigenvalues(*, per_class: int, num_classes: int, c: float, d: float) -> tuple:
-    """``(s_w, s_b, s_g)`` of the balanced block Gram, ``per_class`` instances per class (Python floats).
+    """``(s_w, s_b, s_g) = (1 - c, 1 - c + n (c - d), s_b + N d)`` of the balanced block Gram (Python floats).
 
-    ``s_w = 1 - c < s_b = 1 - c + n (c - d)``; ``s_g = s_b + N d`` is at least
-    ``s_b`` for ``d >= 0`` and below it for ``d < 0`` (then possibly even
-    below ``s_w``). All three are positive: ``(c, d)`` must satisfy
-    ``d > -(1 - c + n c) / (n (K - 1))`` (:func:`sdtheory._validation.check_cd`).
+    All positive: ``d > -(1 - c + n c) / (n (K - 1))`` (:func:`sdtheory._validation.check_cd`).
     """
     n = V.check_size(per_class, "per_class", minimum=1)
     k = _check_num_classes(num_classes)
@@ -266,11 +216,7 @@ def balanced_block_eigenvalues(*, per_class: int, num_classes: int, c: float, d:
 def block_factors(*, per_class: int, num_classes: int, c: float, d: float, lam: Any) -> tuple:
     """Per-round shrink factors ``(a, b, g) = s / (s + K N lam)`` of the balanced block model.
 
-    The one place the factors are computed (the theorems and the Monte Carlo
-    engine call it). ``c`` and ``d`` must be concrete; ``lam`` may be a
-    traced value (then the factors are traced too), so the theorems work under
-    ``jax.jit``/``jax.vmap`` over ``lam``. With concrete inputs the factors
-    are Python floats.
+    ``c``, ``d`` concrete; ``lam`` may be traced (then so are the factors), else Python floats.
     """
     V.check_lam(lam)
     s_vals = balanced_block_eigenvalues(per_class=per_class, num_classes=num_classes, c=c, d=d)
@@ -282,48 +228,22 @@ def block_factors(*, per_class: int, num_classes: int, c: float, d: float, lam: 
 def sample_block_features(
     key: jax.Array, classes: Any, *, c: float, d: float, dim: int, num_classes: int | None = None
 ) -> jax.Array:
-    r"""Gaussian-mixture features whose *expected* Gram is the block Gram.
+    r"""Gaussian-mixture features ``(N, dim)`` whose *expected* Gram is the block Gram.
 
-    ``x_i = mu_{k_i} + sqrt(1 - c) z_i`` with class means ``mu_k`` and
-    ``z_i`` i.i.d. ``N(0, I_dim / dim)``; for ``d >= 0``
-    ``mu_k = sqrt(d) g + sqrt(c - d) m_k``, for ``d < 0``
-    ``mu_k = alpha m_k + beta mbar`` (``mbar`` the mean of the ``K`` vectors
-    ``m_l``, ``alpha = sqrt(c - d)``, ``beta = sqrt(c - d + K d) - alpha``),
-    with ``g``, ``m_k`` i.i.d. ``N(0, I_dim / dim)``. Either way
-    ``E <mu_k, mu_l> = 1[k = l] (c - d) + d``, so
-    ``E <x_i, x_j> = 1[i = j] (1 - c) + 1[k_i = k_j] (c - d) + d``. The
-    empirical Gram fluctuates around the block Gram by ``O(1/sqrt(dim))``:
-    this is the "feature noise" of the Monte Carlo simulations.
-
-    Requires ``d < c < 1`` and, for ``d < 0``, ``d >= -c / (K - 1)``
-    (:func:`check_sampler_cd`): the ``K x K`` covariance
-    ``(c - d) I + d 1 1^T`` of the class means must be positive semidefinite.
-    The block Gram itself allows ``d`` down to
-    ``-(1 - c + n c) / (n (K - 1))``, slightly lower; use
-    :func:`block_gram` / :func:`block_outputs` (no sampled features) there.
-    Returns ``(N, dim)``.
+    ``x_i = mu_{k_i} + sqrt(1 - c) z_i``, ``z_i ~ N(0, I_dim / dim)``, class means with
+    ``E <mu_k, mu_l> = 1[k = l] (c - d) + d`` (docs/block_model.md, "Sampled features").
+    Requires ``d < c < 1`` and ``d >= -c / (K - 1)`` (:func:`check_sampler_cd`).
     """
     V.check_key(key, "key")
     c, d = V.check_cd(c, d)
     dim = V.check_size(dim, "dim", minimum=1)
-    if V.is_tracer(classes):
-        if np.ndim(classes) != 1 or not jnp.issubdtype(classes.dtype, jnp.integer):
-            raise TypeError(f"classes must be 1-D integers, got a traced {classes.dtype} of shape {np.shape(classes)}")
-        if num_classes is None:
-            raise TypeError("pass num_classes= when classes is a traced value")
-        k = _check_num_classes(num_classes)
-    else:
-        classes, k = _check_classes(classes, num_classes, require_all=False)
+    classes, k = _check_classes(classes, num_classes, require_all=False)
     check_sampler_cd(c, d, k)
     return sample_block_features_core(key, jnp.asarray(classes), c, d, dim, k)
 
 
 def check_sampler_cd(c: Any, d: Any, num_classes: int) -> None:
-    """``ValueError`` unless the Gaussian-mixture sampler can realise ``(c, d)`` with ``num_classes`` means.
-
-    For ``d < 0`` the class means' covariance ``(c - d) I + d 1 1^T`` needs
-    ``c + (K - 1) d >= 0``, i.e. ``d >= -c / (K - 1)``. Traced values pass.
-    """
+    """``ValueError`` unless ``d >= -c / (K - 1)``: the class means' covariance must be PSD (traced values pass)."""
     if V.is_tracer(c) or V.is_tracer(d) or d >= 0:
         return
     k = int(num_classes)

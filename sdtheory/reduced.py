@@ -1,9 +1,7 @@
-"""The block model on label types: validation and the public entry point (kernels in :mod:`sdtheory._src.reduced`).
+"""The block model on label types (docs/block_model.md, "Label types"): validation and the public entry point.
 
-Instances with the same true class and the same target row have the same
-outputs in every round, so the block model's exact and linearised problems
-are solved once per type, at a cost independent of the class sizes
-(docs/block_model.md, "Types", derives it).
+Instances of the same true class and target row share their outputs in every
+round, so the problems are solved once per type (kernels: :mod:`sdtheory._src.reduced`).
 """
 
 from __future__ import annotations
@@ -34,7 +32,6 @@ from ._src.reduced import (
     sample_counts_core,
     type_accuracy_core,
     type_all_correct_core,
-    type_features,
     type_pll_core,
     type_spectrum_core,
 )
@@ -65,30 +62,20 @@ __all__ = [
     "reduced_exact_core",
     "reduced_exact_fit",
     "resolve_corr",
-    "type_features",
     "type_problem_bytes",
     "type_spectrum_core",
 ]
 
 
-#: Refuse type-level problems needing more memory than this (bytes): see
-#: :func:`type_problem_bytes`. With the ``K**2`` label types of the theorems
-#: (``T = K**2``, about ``24 K**4 + 1024 K**3`` bytes) that allows ``K <=``
-#: :data:`TYPE_MAX_CLASSES` ``= 88``.
+#: Refuse type-level problems needing more memory than this (bytes, :func:`type_problem_bytes`).
 TYPE_MEMORY_LIMIT = 2 * 2**30
 
 
 def type_problem_bytes(num_types: int, num_classes: int, num_rounds: int = 1) -> int:
-    """Estimated peak memory (bytes) of the reduced problem of ``T = num_types`` types and ``K = num_classes``.
+    """Estimated peak memory ``24 T**2 + 768 T K + 256 T K R`` (bytes) of ``T`` types, ``K`` classes, ``R`` rounds.
 
-    ``24 T**2 + 768 T K + 256 T K R``: the type problem is dense, its weighted
-    type Gram, eigenvectors and solver coordinates ``(T, T)`` float64 arrays
-    (3 of them); the solver's states, targets and outputs are ``(T, K)``
-    (about 96 of them, the L-BFGS history included), plus ``32`` per round
-    of ``R`` kept or unrolled (the rounds of a chain, the PLL student
-    rounds). Fitted above XLA's memory analysis of the eigendecomposition,
-    the exact round search (L-BFGS and Newton-CG) and the exact PLL pipeline
-    (``R`` up to 5) at ``K = 3..64``; the ``T**2`` term dominates at large ``K``.
+    Three dense ``(T, T)`` float64 arrays, about 96 ``(T, K)`` solver arrays and 32 per
+    round kept; fitted above XLA's memory analysis at ``K = 3..64``.
     """
     t, k = int(num_types), int(num_classes)
     return 24 * t * t + 768 * t * k + 256 * t * k * int(num_rounds)
@@ -101,12 +88,7 @@ TYPE_MAX_CLASSES = next(k for k in range(2, 10**4) if type_problem_bytes((k + 1)
 def check_type_problem(
     num_types: int, num_classes: int, name: str, *, num_rounds: int = 1, label_types: bool = True
 ) -> None:
-    """``ValueError`` naming ``name`` when the reduced problem exceeds :data:`TYPE_MEMORY_LIMIT`.
-
-    Called before anything of that size is allocated. ``label_types``: the
-    problem is the ``K**2`` label types of ``K`` classes (else ``num_types``
-    distinct (true class, target row) types).
-    """
+    """``ValueError`` naming ``name`` when the problem exceeds :data:`TYPE_MEMORY_LIMIT` (``label_types``: ``K**2``)."""
     size = type_problem_bytes(num_types, num_classes, num_rounds)
     if size <= TYPE_MEMORY_LIMIT:
         return
@@ -123,15 +105,8 @@ def check_type_problem(
     )
 
 
-def check_counts(counts: Any, *, name: str = "counts", class_sizes: Any = None) -> np.ndarray:
-    """Label counts ``m[k, l]`` (``(K, K)``, ``K >= 2``): real, finite, ``>= 0``, every class non-empty.
-
-    Fractional counts are allowed (population counts ``n_k C_kl``). With
-    ``class_sizes`` the row sums must equal them (relative ``1e-9``).
-    Returns a float NumPy array.
-    """
-    if V.is_tracer(counts):
-        raise TypeError(f"{name} must be concrete, not a traced value; vmap the *_core kernels instead")
+def check_counts(counts: Any, *, name: str = "counts") -> np.ndarray:
+    """Label counts ``m[k, l]`` (``(K, K)``, ``K >= 2``, fractional allowed): finite, ``>= 0``, no empty class."""
     arr = V.check_real_array(counts, name)
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] < 2:
         raise ValueError(f"{name} must be a square (K, K) array of label counts with K >= 2, got shape {arr.shape}")
@@ -147,20 +122,14 @@ def check_counts(counts: Any, *, name: str = "counts", class_sizes: Any = None) 
         )
     if np.sum(rows) > V.MAX_COUNT:
         raise ValueError(f"{name} must add up to at most {V.MAX_COUNT} instances")
-    if class_sizes is not None:
-        sizes = np.asarray(class_sizes, dtype=float)
-        if sizes.shape != rows.shape or not np.allclose(rows, sizes, rtol=1e-9, atol=0):
-            raise ValueError(f"{name} rows must add up to the class sizes {sizes.tolist()}, got {rows.tolist()}")
     return arr
 
 
 def check_corr(corr: Any, class_sizes: Any, *, name: str = "corr") -> np.ndarray:
-    """The class-correlation matrix ``R`` of the generalised block model, for classes of ``class_sizes``.
+    """The class-correlation matrix ``R`` ``(K, K)`` for classes of ``class_sizes``, validated.
 
-    ``(K, K)`` real, finite, symmetric (to ``1e-12``), entries in
-    ``[-1, 1]``, own terms ``1 - R_kk > 0`` and the class-level matrix
-    ``diag(1 - R_kk) + sqrt(n_k n_l) R_kl`` positive semidefinite (together:
-    the block Gram is positive definite; sizes may be fractional).
+    Finite, symmetric (to ``1e-12``), entries in ``[-1, 1]``, ``R_kk < 1`` and
+    ``diag(1 - R_kk) + sqrt(n_k n_l) R_kl`` PSD: the block Gram is positive definite.
     """
     if V.is_tracer(corr):
         raise TypeError(f"{name} must be concrete, not a traced value; vmap the *_core kernels instead")
@@ -192,12 +161,7 @@ def check_corr(corr: Any, class_sizes: Any, *, name: str = "corr") -> np.ndarray
 
 
 def resolve_corr(c: Any, d: Any, corr: Any, class_sizes: Any) -> np.ndarray:
-    """Exactly one of ``(c, d)`` or ``corr``: the validated ``(K, K)`` class-correlation matrix.
-
-    ``(c, d)`` is the special case ``R_kk = c``, ``R_kl = d``, checked by
-    :func:`sdtheory._validation.check_cd` at ``class_sizes`` (``d < c < 1``,
-    the block Gram positive definite; ``d`` may be negative).
-    """
+    """The validated ``(K, K)`` class-correlation matrix from ``corr`` or ``(c, d)`` (``R_kk = c``, ``R_kl = d``)."""
     sizes = np.asarray(class_sizes, dtype=float)
     if corr is not None:
         if c is not None or d is not None:
@@ -222,17 +186,14 @@ def exact_options(loss: Any, q: Any, options: dict) -> dict:
     return opts
 
 
-def chain_rounds(res: ExactResult, rounds: Any, opts: dict) -> ExactResult:
-    """The requested ``rounds`` of an exact chain ``res`` solved for rounds ``0..max(rounds)`` (concrete).
+def chain_rounds(ts: TypeSpectrum, targets: Any, lam: Any, rounds: Any, loss: str, q: Any, opts: dict) -> ExactResult:
+    """Exact ``rounds`` on the types, rounds ``0..max(rounds)`` solved as one chain (``opts``: :func:`exact_options`).
 
-    Convergence is a property of the chain: round ``r`` is trained on round
-    ``r - 1``'s outputs, so an unconverged earlier round makes every later
-    round the answer to a different problem, however well that round itself
-    converged. So ``on_failure="raise"`` checks every round of the chain
-    (:func:`sdtheory.exact.raise_unconverged` names the rounds that missed
-    ``tol``), and ``converged[i]`` (from the kernel) is True only when rounds
-    ``0..rounds[i]`` all converged.
+    ``on_failure="raise"`` checks every round of the chain: an unconverged
+    earlier round makes every later one the answer to a different problem.
     """
+    solver = {x: opts[x] for x in ("tol", "max_iter", "solver")}
+    res = reduced_exact_core(ts, targets, lam, int(np.max(rounds)) + 1, loss=loss, q=float(q), **solver)
     if opts["on_failure"] == "raise":
         raise_unconverged(res, opts["tol"], opts["max_iter"], solver=opts["solver"])
     idx = np.asarray(rounds)
@@ -269,11 +230,9 @@ def block_type_outputs(
       exact_opts: ``tol``, ``max_iter``, ``on_failure``, ``solver``.
 
     Returns:
-      :class:`sdtheory.ExactResult` with ``outputs`` ``(R, K, K, K)``
-      (``[r, k, l]`` = outputs of instances of class ``k`` labelled ``l``;
-      empty types carry no meaning), ``coef`` ``(R, K, K, K)`` per-instance
-      dual coefficients, and the per-round residuals (0 for the closed form).
-      The cost does not depend on the counts' size ``N``.
+      :class:`sdtheory.ExactResult` with ``outputs`` and per-instance ``coef``
+      ``(R, K, K, K)`` (``[r, k, l]``: class ``k`` labelled ``l``; empty types carry
+      no meaning) and the residuals (0 for the closed form). The cost does not depend on ``N``.
     """
     arr = check_counts(counts)
     k = arr.shape[0]
@@ -301,9 +260,5 @@ def block_type_outputs(
             error_bounds=zeros,
             intercepts=jnp.zeros(rr.shape + (k,)),
         )
-    opts = exact_options(loss, q, exact_opts)
-    res = reduced_exact_core(
-        ts, tgt, lam_a, int(rr.max()) + 1, loss=loss, q=float(q), **{x: opts[x] for x in ("tol", "max_iter", "solver")}
-    )
-    res = chain_rounds(res, rr, opts)
+    res = chain_rounds(ts, tgt, lam_a, rr, loss, q, exact_options(loss, q, exact_opts))
     return res._replace(outputs=res.outputs.reshape(-1, k, k, k), coef=res.coef.reshape(-1, k, k, k))

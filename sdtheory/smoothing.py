@@ -1,25 +1,9 @@
-r"""Label smoothing and instance-specific smoothing (Zhang & Sabuncu 2020; docs/theory.md section 6).
+r"""Label smoothing and instance-specific smoothing (Zhang & Sabuncu 2020; docs/smoothing.md).
 
-* :func:`uniform_smoothing`: ``T = (1 - eps) Y + eps / K``. In the linearised
-  model ``P - 1/K = (1 - eps) S (Y - 1/K)``: the same argmax as the unsmoothed
-  teacher, so uniform smoothing cannot correct a label.
-* :func:`beta_smoothing`: Zhang & Sabuncu's Beta smoothing: rank instances by
-  the model's probability of their labelled class, draw one ``Beta(beta, 1)``
-  value per instance, sort the draws, give the smallest to the least confident
-  instance; target = draw on the labelled class, ``(1 - draw)/(K - 1)`` on
-  each other class. Their student loss is the mix
-  ``(1 - alpha) CE(y) + alpha CE(t_beta)`` (``alpha = 0.6`` in their
-  experiments); CE is linear in the target, so this is ``CE`` of the mixed
-  target ``(1 - alpha) y + alpha t_beta``, which is what ``alpha`` returns
-  (``alpha = 1``, the default here, is the Beta target alone).
-* :func:`beta_smoothing_fixed_point_core`: Beta smoothing for a model trained
-  to its optimum (a convex linear probe): rank, assign the sorted draws, refit,
-  re-rank, until the ranking stops changing (docs/smoothing.md).
-* :func:`predictive_diversity` and :func:`confidence`: how spread the
-  non-argmax probabilities of a prediction are, and its top probability.
-
-Mixed-target SD (``T_r = xi P_{r-1} + (1 - xi) Y``) is
-:func:`sdtheory.closed_form.sd_mixed_outputs`.
+Uniform smoothing ``T = (1 - eps) Y + eps / K`` (in the linearised model the
+teacher's argmax is unchanged), rank-matched Beta smoothing (one refit, or
+iterated to a fixed point of the ranking with a model trained to its optimum),
+and the predictive diversity and confidence of outputs.
 """
 
 from __future__ import annotations
@@ -48,19 +32,9 @@ __all__ = [
 ]
 
 
-def _check_unit(x: Any, name: str) -> None:
-    if V.is_tracer(x):
-        if np.ndim(x) != 0:
-            raise ValueError(f"{name} must be a scalar in [0, 1], got a traced value of shape {np.shape(x)}")
-        return
-    V.check_real(x, name, minimum=0.0, maximum=1.0)
-
-
 def _check_probability_rows(x: Any, name: str) -> None:
     """``(N, K)`` probability rows of real numbers (bool, string and ragged input refused by name)."""
-    if not V.is_tracer(x):
-        x = V.check_real_array(x, name)
-    V.check_targets(x, name)
+    V.check_targets(V.check_real_array(x, name), name)
 
 
 def uniform_smoothing_core(targets: jax.Array, eps: jax.Array) -> jax.Array:
@@ -73,7 +47,7 @@ def uniform_smoothing_core(targets: jax.Array, eps: jax.Array) -> jax.Array:
 def uniform_smoothing(targets: ArrayLike, eps: Any) -> jax.Array:
     """Uniform label smoothing ``(1 - eps) T + eps/K`` of ``(N, K)`` probability targets, ``eps in [0, 1]``."""
     _check_probability_rows(targets, "targets")
-    _check_unit(eps, "eps")
+    V.check_real(eps, "eps", minimum=0.0, maximum=1.0)
     return uniform_smoothing_core(jnp.asarray(targets, dtype=float), jnp.asarray(eps, dtype=float))
 
 
@@ -85,13 +59,11 @@ def beta_smoothing_core(
     beta: jax.Array,
     alpha: Any = 1.0,
 ) -> jax.Array:
-    """Rank-matched Beta smoothing (no validation); ``label_probs`` is ``(N,)``.
+    """Rank-matched Beta smoothing ``(1 - alpha) Y + alpha T_beta`` with ``label_probs`` ``(N,)``.
 
-    Instances are ranked by ``label_probs`` ascending (ties by index); the
-    ``N`` draws from ``Beta(beta, 1)`` are sorted ascending and the ``j``-th
-    smallest goes to the ``j``-th least confident instance. Returns the mixed
-    target ``(1 - alpha) Y + alpha T_beta`` (``Y`` one-hot; ``alpha = 1``: the
-    Beta target ``T_beta`` alone, bit for bit).
+    The ``j``-th smallest of ``N`` sorted ``Beta(beta, 1)`` draws goes to the
+    ``j``-th least confident instance (ties by index); ``T_beta`` is the draw on
+    the labelled class and ``(1 - draw)/(K - 1)`` on the others.
     """
     n = labels.shape[0]
     draws = jnp.sort(jax.random.beta(key, beta, 1.0, (n,), dtype=label_probs.dtype))
@@ -106,11 +78,9 @@ def beta_smoothing_core(
 def beta_smoothing(
     key: jax.Array, label_probs: ArrayLike, labels: ArrayLike, num_classes: int, beta: Any, alpha: Any = 1.0
 ) -> jax.Array:
-    """Zhang & Sabuncu's Beta smoothing targets ``(N, K)``, mixed with the hard labels by ``alpha``.
+    """Zhang & Sabuncu's Beta smoothing targets ``(N, K)``, ``(1 - alpha) Y + alpha T_beta``.
 
-    Returns ``(1 - alpha) Y + alpha T_beta``: since cross-entropy is linear in
-    the target, ``CE((1 - alpha) y + alpha t_beta) = (1 - alpha) CE(y) + alpha
-    CE(t_beta)``, so training on it is training on their mixed loss.
+    CE is linear in the target, so training on it is training on their mixed loss.
 
     Args:
       key: ``jax.random`` key.
@@ -119,23 +89,16 @@ def beta_smoothing(
         labelled entry is taken).
       labels: ``(N,)`` given labels in ``[0, K)``.
       num_classes: ``K >= 2``.
-      beta: ``> 0``, the first Beta parameter (``Beta(beta, 1)`` has mean
-        ``beta / (beta + 1)``).
-      alpha: weight of the Beta target in ``[0, 1]``: ``1`` (default) the
-        Beta target alone, ``0`` the hard labels; Zhang & Sabuncu use
-        ``0.6``.
+      beta: ``> 0``, the first Beta parameter.
+      alpha: weight of the Beta target in ``[0, 1]`` (Zhang & Sabuncu use ``0.6``).
     """
     V.check_key(key, "key")
     k = V.check_size(num_classes, "num_classes", minimum=2)
     lab = V.check_labels_for(labels, k, "labels", f"num_classes = {k}")
-    if V.is_tracer(beta):
-        if np.ndim(beta) != 0:
-            raise ValueError(f"beta must be a scalar > 0, got a traced value of shape {np.shape(beta)}")
-    elif not V.check_real(beta, "beta") > 0:
+    if not V.check_real(beta, "beta") > 0:
         raise ValueError(f"beta must be > 0, got {beta!r}")
-    _check_unit(alpha, "alpha")
-    if not V.is_tracer(label_probs):
-        label_probs = V.check_real_array(label_probs, "label_probs")
+    V.check_real(alpha, "alpha", minimum=0.0, maximum=1.0)
+    label_probs = V.check_real_array(label_probs, "label_probs")
     p = jnp.asarray(label_probs, dtype=float)
     shape = np.shape(label_probs)
     if len(shape) == 2:
@@ -153,12 +116,7 @@ def beta_smoothing(
 
 
 def predictive_diversity_core(outputs: jax.Array, normalize: bool = False) -> jax.Array:
-    """Entropy of the renormalised non-top probabilities (no validation).
-
-    Convention: a row whose non-top mass is 0 (a one-hot prediction) has
-    diversity 0. ``normalize=True`` divides by ``log(K - 1)`` (``[0, 1]``;
-    for ``K = 2`` the diversity is always 0).
-    """
+    """Entropy of the renormalised non-top probabilities (0 for a one-hot row; ``normalize``: ``/ log(K - 1)``)."""
     k = outputs.shape[-1]
     top = jax.nn.one_hot(jnp.argmax(outputs, axis=-1), k, dtype=bool)
     rest = jnp.where(top, 0.0, outputs)
@@ -172,10 +130,9 @@ def predictive_diversity_core(outputs: jax.Array, normalize: bool = False) -> ja
 
 @float64
 def predictive_diversity(outputs: ArrayLike, *, normalize: bool = False) -> jax.Array:
-    """Per-row entropy ``(N,)`` of the non-argmax probabilities, renormalised to sum to 1.
+    """Per-row entropy ``(N,)`` of the non-argmax probabilities of ``(N, K)`` probability rows, renormalised.
 
-    ``outputs`` are ``(N, K)`` probability rows (validated). A one-hot row
-    has diversity 0 by convention. See :func:`predictive_diversity_core`.
+    A one-hot row has diversity 0; ``normalize=True`` divides by ``log(K - 1)`` (0 for ``K = 2``).
     """
     _check_probability_rows(outputs, "outputs")
     normalize = V.check_bool(normalize, "normalize")
@@ -190,15 +147,8 @@ def confidence(outputs: ArrayLike) -> jax.Array:
 
 
 class BetaFixedPoint(NamedTuple):
-    """Result of :func:`beta_smoothing_fixed_point_core`.
-
-    Attributes:
-      targets: ``(N, K)`` the last Beta-smoothed targets.
-      outputs: ``(N, K)`` the model fitted on them.
-      iterations: how many refits were made (``>= 1``).
-      converged: whether the ranking, hence the targets, stopped changing
-        (``targets`` are then a fixed point: refitting gives the same ones).
-    """
+    """The last Beta-smoothed ``targets`` and the ``outputs`` fitted on them (``(N, K)``), the number of
+    refits ``iterations`` and whether the ranking stopped changing (``converged``: a fixed point)."""
 
     targets: jax.Array
     outputs: jax.Array
@@ -216,24 +166,17 @@ def beta_smoothing_fixed_point_core(
     max_iter: int = 20,
     alpha: Any = 1.0,
 ) -> BetaFixedPoint:
-    """Beta smoothing iterated with a model trained to its optimum (the adaptation to a convex probe).
+    """Beta smoothing iterated with a model trained to its optimum (docs/smoothing.md).
 
-    Start from ``outputs`` (the teacher's ``(N, K)`` probabilities); each
-    iteration ranks the instances by the current model's probability of
-    their labelled class, gives them the rank-matched ``Beta(beta, 1)`` targets
-    (:func:`beta_smoothing_core` with the *same* ``key``, so the sorted draws
-    are fixed and only their assignment moves) and refits, ``fit(targets) ->
-    outputs``. It stops when the ranking of the refitted model equals the one
-    its targets were made from (a fixed point) or after ``max_iter`` refits.
-    ``max_iter=1`` is the one-round version from the teacher. The targets are
-    mixed with the hard labels, ``(1 - alpha) Y + alpha T_beta`` (``alpha`` in
-    ``[0, 1]``, validated; ``1``: the Beta target alone); the ranking is that
-    of the model's labelled-class probability, whatever ``alpha``. Host loop
-    (``fit`` may be an exact solve); no other validation.
+    From the teacher's ``outputs`` ``(N, K)``: rank by the labelled-class
+    probability, assign the sorted draws of the *same* ``key``
+    (:func:`beta_smoothing_core`), refit with ``fit(targets) -> outputs``; stop
+    when the ranking no longer changes or after ``max_iter`` refits (1: one
+    refit). Host loop; only ``alpha`` and ``max_iter`` are validated.
     """
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-    _check_unit(alpha, "alpha")
+    V.check_real(alpha, "alpha", minimum=0.0, maximum=1.0)
 
     def label_probs(p):
         return jnp.take_along_axis(p, labels[:, None], axis=1)[:, 0]

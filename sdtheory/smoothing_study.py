@@ -1,45 +1,21 @@
-r"""The label-smoothing study: is self-distillation instance-specific label smoothing in a linear probe?
-
-Zhang & Sabuncu (2020) read self-distillation as label smoothing whose
-smoothing distribution is the teacher's prediction for each instance, and
-propose Beta smoothing; this module runs their comparison for the exact
-softmax linear probe on real features, under label noise (docs/smoothing.md).
+r"""The label-smoothing study (docs/smoothing.md): is self-distillation instance-specific label smoothing?
 
 For one noisy label vector (:func:`run_smoothing_cell`) every method is an
-exact fit (:func:`sdtheory.exact.exact_phi_core`, the protocol's solver
-options) on the same features and ``lam``:
-
-* ``teacher``: round 0 on the given one-hot labels;
-* ``uniform``: one fit on ``(1 - eps) Y + eps/K`` for each ``eps`` (param);
-* ``beta_one`` / ``beta_fixed``: Beta smoothing adapted to a model trained to
-  its optimum (:func:`sdtheory.smoothing.beta_smoothing_fixed_point_core`):
-  instances ranked by the teacher's probability of their labelled class, the
-  sorted ``Beta(beta, 1)`` draws assigned by rank, one refit (``beta_one``),
-  or re-ranking with the refitted model until the ranking stops changing
-  (``beta_fixed``; ``refits`` holds the number of refits, ``fixed_point``
-  is 1 if the ranking stopped changing within ``beta_max_iter`` refits, 0 if
-  it did not: then the last refit is reported). The fits use Zhang &
-  Sabuncu's mix of the Beta target with the hard labels, the target
-  ``(1 - alpha) Y + alpha T_beta`` (``alpha = 0.6``, their value, by default;
-  ``alpha = 1`` is the Beta target alone); column ``alpha`` records it
-  (NaN in the other methods' rows);
-* ``sd``: rounds ``0..R-1`` of self-distillation;
-* ``sd_tau``: rounds of self-distillation with temperature ``tau`` (param)
-  on the teacher's logits (:mod:`sdtheory.variants`);
-* ``pll``: the PLL student (CE) after one round.
-
-Closed-form rows (``solver="closed_form"``) record, for ``uniform`` and
-``sd_tau``, the linearised model's prediction: ``agree_ref`` = 1 means every
-training argmax equals the unsmoothed teacher's (``uniform``) or plain SD's of
-the same round (``sd_tau``). For the exact rows ``agree_ref`` is the same
-comparison in the exact model. Every row has the metrics of
-:func:`sdtheory.experiments.score_rounds` (recovery of the true training
-labels, clean / corrupted split, held-out accuracy, confidence, predictive
-diversity).
+exact fit on the same features and ``lam``: ``teacher`` (round 0);
+``uniform`` (one fit per ``eps``, the ``param``); ``beta_one`` / ``beta_fixed``
+(rank-matched Beta smoothing mixed with the hard labels by ``alpha``, one refit
+or iterated to a fixed point of the ranking: ``refits`` counts the refits,
+``fixed_point`` is 1 if the ranking stopped changing within ``beta_max_iter``);
+``sd`` (rounds ``0..R-1``); ``sd_tau`` (SD at temperature ``tau``, the ``param``);
+``pll`` (the PLL student). ``agree_ref`` is the argmax agreement with the
+teacher (``uniform``, Beta) or with plain SD of the same round (``sd_tau``);
+``solver="closed_form"`` rows give it for the linearised model. Every row
+has the metrics of :func:`sdtheory.experiments.score_rounds`.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any, NamedTuple, Optional
 from collections.abc import Callable, Sequence
@@ -114,9 +90,8 @@ def run_smoothing_cell(
 ) -> list:
     """All methods of the study for one noisy label vector (module docstring); rows without the cell keys.
 
-    ``key`` draws the Beta smoothing values (one fold per ``beta``); ``alpha``
-    in ``[0, 1]`` mixes the Beta target with the hard labels,
-    ``(1 - alpha) Y + alpha T_beta`` (Zhang & Sabuncu's ``0.6`` by default).
+    ``key`` draws the Beta values (one fold per ``beta``); ``alpha`` in ``[0, 1]``
+    weighs the Beta target against the hard labels.
     """
     alpha = V.check_real(alpha, "alpha", minimum=0.0, maximum=1.0)
     k = fm.num_classes
@@ -131,29 +106,33 @@ def run_smoothing_cell(
     def solve(t, rounds=1, **variant) -> ExactResult:
         return exact_phi_core(fm.phi, t, lam, rounds, loss="ce", **E.EXACT_OPTIONS, **variant)
 
-    def rows_of(method, param, res, reference, first_round=0):
-        test_out = exact_predict(res, test_features=xt, features=x)
-        scored = E.score_rounds(
-            res.outputs, true, given, test_outputs=test_out, test_labels=test_true, probabilities=True
-        )
+    nan = float("nan")
+
+    def make_rows(solver, method, param, outs, scored, reference, first_round=0, res=None):
         return [
             dict(
-                solver="exact",
+                solver=solver,
                 method=method,
                 param=param,
-                alpha=float("nan"),
+                alpha=nan,
                 round=first_round + r,
-                agree_ref=_agree(res.outputs[r], reference[r]) if reference is not None else float("nan"),
-                refits=float("nan"),
-                fixed_point=float("nan"),
-                residual=float(res.residuals[r]),
-                converged=bool(res.converged[r]),
+                agree_ref=nan if reference is None else _agree(outs[r], reference[r]),
+                refits=nan,
+                fixed_point=nan,
+                residual=nan if res is None else float(res.residuals[r]),
+                converged=True if res is None else bool(res.converged[r]),
                 **m,
             )
             for r, m in enumerate(scored)
         ]
 
-    nan = float("nan")
+    def rows_of(method, param, res, reference, first_round=0):
+        test_out = exact_predict(res, test_features=xt, features=x)
+        scored = E.score_rounds(
+            res.outputs, true, given, test_outputs=test_out, test_labels=test_true, probabilities=True
+        )
+        return make_rows("exact", method, param, res.outputs, scored, reference, first_round, res)
+
     out: list = []
     sd = solve(y, num_rounds)
     teacher = sd.outputs[:1]
@@ -185,7 +164,7 @@ def run_smoothing_cell(
             for r in rows:
                 r["alpha"] = alpha
                 r["refits"] = float(bfp.iterations)
-                r["fixed_point"] = float(bfp.converged) if method == "beta_fixed" else float("nan")
+                r["fixed_point"] = float(bfp.converged) if method == "beta_fixed" else nan
             out += rows
     for tau in taus:
         out += rows_of("sd_tau", float(tau), solve(y, num_rounds, temperature=float(tau)), sd.outputs)
@@ -194,23 +173,7 @@ def run_smoothing_cell(
 
     # the linearised model's prediction: uniform smoothing and temperature never change an argmax
     def closed_rows(method, param, outs, reference):
-        scored = E.score_rounds(outs, true, given)
-        return [
-            dict(
-                solver="closed_form",
-                method=method,
-                param=param,
-                alpha=nan,
-                round=r,
-                agree_ref=_agree(outs[r], reference[r]),
-                refits=nan,
-                fixed_point=nan,
-                residual=nan,
-                converged=True,
-                **m,
-            )
-            for r, m in enumerate(scored)
-        ]
+        return make_rows("closed_form", method, param, outs, E.score_rounds(outs, true, given), reference)
 
     cf_plain = predictor(y, lam=fm.lam, spectrum=fm.spectrum, features=x).train_outputs(num_rounds=num_rounds)
     for e in eps:
@@ -254,15 +217,9 @@ def run_smoothing_study(
 ) -> StudyResult:
     """The study over kinds x rates x seeds on one feature map of ``ds`` (with a held-out split).
 
-    Keys derive from ``jax.random.key(seed)`` as in
-    :func:`sdtheory.experiments.run_protocol` (feature map from
-    ``fold_in(master, 10)``, labels of (kind ``j``, rate ``l``, seed ``s``)
-    from ``fold_in`` of ``100``, ``j``, ``l``, ``s``); the Beta draws of a cell
-    from ``fold_in(label key, 7)``. ``lam`` defaults to
-    :func:`sdtheory.experiments.lam_rule`. ``alpha`` in ``[0, 1]``: the weight
-    of the Beta target in the Beta methods' mixed target ``(1 - alpha) Y +
-    alpha T_beta``; the default ``0.6`` is Zhang & Sabuncu's, ``1`` the Beta
-    target alone.
+    Keys derive from ``jax.random.key(seed)`` as in :func:`sdtheory.experiments.run_protocol`;
+    a cell's Beta draws from ``fold_in(label key, 7)``. ``lam`` defaults to
+    :func:`sdtheory.experiments.lam_rule`; ``alpha``: the Beta target's weight (Zhang & Sabuncu's ``0.6``).
     """
     if ds.test_features is None:
         raise ValueError("the data set needs a held-out split; see sdtheory.experiments.prepare_dataset")
@@ -294,41 +251,29 @@ def run_smoothing_study(
     if clusters is not None:
         summary["cc_clusters"] = clusters
     rows: list = []
-    total = len(kinds) * len(rates) * num_seeds
-    done = 0
+    cells = list(itertools.product(enumerate(kinds), enumerate(rates), range(num_seeds)))
     t0 = time.perf_counter()
-    for ki, kind in enumerate(kinds):
-        for ri, rate in enumerate(rates):
-            C = corruption_matrix(kind, k, rate, clusters=clusters if kind == "cc" else None)
-            for s in range(num_seeds):
-                key = jax.random.fold_in(
-                    jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(master, 100), ki), ri), s
-                )
-                given = np.asarray(sample_labels(key, true, C)).astype(np.int64)
-                base = dict(
-                    feature_map=feature_map,
-                    kind=kind,
-                    rate=float(rate),
-                    seed=s,
-                    realised_rate=float(np.mean(given != true)),
-                    lam=fm.lam,
-                )
-                cell = run_smoothing_cell(
-                    fm,
-                    given,
-                    ds.test_labels,
-                    num_rounds=num_rounds,
-                    eps=eps,
-                    betas=betas,
-                    taus=taus,
-                    key=jax.random.fold_in(key, 7),
-                    beta_max_iter=beta_max_iter,
-                    alpha=alpha,
-                )
-                rows += [{**base, **r} for r in cell]
-                done += 1
-                if progress is not None:
-                    progress(done, total, time.perf_counter() - t0)
+    for done, ((ki, kind), (ri, rate), s) in enumerate(cells, 1):
+        C = corruption_matrix(kind, k, rate, clusters=clusters if kind == "cc" else None)
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(master, 100), ki), ri), s)
+        given = np.asarray(sample_labels(key, true, C)).astype(np.int64)
+        realised = float(np.mean(given != true))
+        base = dict(feature_map=feature_map, kind=kind, rate=float(rate), seed=s, realised_rate=realised, lam=fm.lam)
+        cell = run_smoothing_cell(
+            fm,
+            given,
+            ds.test_labels,
+            num_rounds=num_rounds,
+            eps=eps,
+            betas=betas,
+            taus=taus,
+            key=jax.random.fold_in(key, 7),
+            beta_max_iter=beta_max_iter,
+            alpha=alpha,
+        )
+        rows += [{**base, **r} for r in cell]
+        if progress is not None:
+            progress(done, len(cells), time.perf_counter() - t0)
     dataset = (
         f"{ds.name}, N = {true.size} train / {0 if ds.test_labels is None else ds.test_labels.size} held-out, K = {k}"
     )
@@ -338,10 +283,7 @@ def run_smoothing_study(
 def aggregate(rows: Sequence[dict]) -> dict:
     """``(feature_map, kind, rate, solver, method label, round) -> {metric: (mean, std, n)}`` over seeds.
 
-    :func:`sdtheory.experiments.aggregate` with the method's parameter in its
-    label (:func:`method_label`). The Beta rows must share one ``alpha`` (the
-    label does not carry it): rows of runs at different ``alpha`` are
-    aggregated one run at a time.
+    The Beta rows must share one ``alpha`` (the :func:`method_label` does not carry it).
     """
     alphas = {float(r["alpha"]) for r in rows if r["method"] in ("beta_one", "beta_fixed") and "alpha" in r}
     if len(alphas) > 1:
@@ -399,6 +341,21 @@ def markdown_table(
         f"the mixed target (1 - a) Y + a T_beta with a = alpha = {alpha:g}.",
         "",
     ]
+
+    def table(title, columns, solver, metric):
+        out = [
+            f"## {title}",
+            "",
+            "| kind | eta | " + " | ".join(c[2] for c in columns) + " |",
+            "|---|---|" + "---|" * len(columns),
+        ]
+        for kind in kinds:
+            for rate in rates:
+                key = (feature_map, kind, float(rate), solver)
+                cells = [_fmt(agg.get((*key, m, r), {}).get(metric)) for m, r, _ in columns]
+                out.append(f"| {kind} | {rate:g} | " + " | ".join(cells) + " |")
+        return out + [""]
+
     for metric, title in (
         ("train_acc", "Training-label recovery"),
         ("train_acc_corrupted", "Recovery on corrupted training instances"),
@@ -407,33 +364,9 @@ def markdown_table(
         ("diversity", "Mean normalised predictive diversity"),
         ("agree_ref", "Argmax agreement with the teacher (LS, Beta) or with plain SD of the same round (tau)"),
     ):
-        lines += [
-            f"## {title}",
-            "",
-            "| kind | eta | " + " | ".join(c[2] for c in cols) + " |",
-            "|---|---|" + "---|" * len(cols),
-        ]
-        for kind in kinds:
-            for rate in rates:
-                cells = [
-                    _fmt(agg.get((feature_map, kind, float(rate), "exact", m, r), {}).get(metric)) for m, r, _ in cols
-                ]
-                lines.append(f"| {kind} | {rate:g} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += table(title, cols, "exact", metric)
     ccols = [(method_label("uniform", e), 0, f"LS eps={e:g}") for e in eps]
     ccols += [(method_label("sd_tau", t), r, f"tau={t:g} r{r}") for t in taus for r in range(1, num_rounds)]
-    lines += [
-        "## Linearised model: argmax agreement with the unsmoothed teacher / plain SD (theory: 100)",
-        "",
-        "| kind | eta | " + " | ".join(c[2] for c in ccols) + " |",
-        "|---|---|" + "---|" * len(ccols),
-    ]
-    for kind in kinds:
-        for rate in rates:
-            cells = [
-                _fmt(agg.get((feature_map, kind, float(rate), "closed_form", m, r), {}).get("agree_ref"))
-                for m, r, _ in ccols
-            ]
-            lines.append(f"| {kind} | {rate:g} | " + " | ".join(cells) + " |")
-    lines.append("")
+    title = "Linearised model: argmax agreement with the unsmoothed teacher / plain SD (theory: 100)"
+    lines += table(title, ccols, "closed_form", "agree_ref")
     return "\n".join(lines) + "\n"

@@ -1,30 +1,9 @@
 r"""Distillation variants: how round ``r``'s targets are made from round ``r - 1`` (docs/variants.md).
 
-Plain self-distillation fits round ``r`` on the previous round's outputs,
-``T_r = P_{r-1}``. Practitioners change that step; this module is the one
-place where the change is written, used by the closed form
-(:func:`sdtheory.sd_outputs`, :func:`sdtheory.predictor`) and by the exact
-solver's chain of rounds (:func:`sdtheory.exact_outputs`):
-
-* **temperature** ``tau > 0``: the teacher's outputs are softened,
-  ``softmax(Z_{r-1} / tau)`` (``Z`` the logits). Linearised at zero logits this
-  is ``1/K + (P_{r-1} - 1/K) / tau``;
-* **hard labels** (``hard=True``): the teacher's argmax as a one-hot target,
-  with the package's one tie rule (scores rounded to multiples of ``tie_tol``,
-  ties to the lower class index, as in :func:`sdtheory.top2_targets`);
-  temperature does not change an argmax, so it is ignored then;
-* **mixing** with the given labels, weight ``xi`` in ``[0, 1]``:
-  ``T_r = xi * teacher_r + (1 - xi) * Y`` (``xi = 1``: plain SD);
-* a **lam schedule**: one L2 weight per round (``lam_schedule=`` in place
-  of ``lam=``; ``lam_schedule[0]`` is the teacher's).
-
-Closed form (linearised, no ``hard``): the centred targets of round ``r`` are
-``c_r = U diag(m_r) U^T (Y - 1/K)`` (plus ``(1 - xi)`` times the null-space part)
-with ``m_0 = 1`` and ``m_r = (xi q_{r-1} / tau) m_{r-1} + (1 - xi)``, where
-``q_j = s / (s + K N lam_j)``; the outputs are ``1/K + U diag(q_r m_r) U^T (Y - 1/K)``.
-With one ``lam`` this is ``m_r = a^r + (1 - xi)(1 - a^r)/(1 - a)``,
-``a = xi q / tau``; with ``xi = 1`` the outputs are ``1/K + tau^{-r} S^{r+1} (Y - 1/K)``:
-temperature rescales the centred outputs and never changes a prediction.
+Temperature ``tau`` (the teacher's logits divided by it), mixing with the given
+labels (``T_r = xi * teacher_r + (1 - xi) * Y``), hard argmax targets, and one
+``lam`` per round (``lam_schedule``). The validated options live here; the
+kernels are in :mod:`sdtheory._src.closed`.
 """
 
 from __future__ import annotations
@@ -34,26 +13,16 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _validation as V
-from ._src.closed import (
-    Variant,
-    closed_variant_core,
-    linear_chain_core,
-    next_targets_core,
-    next_targets_linear_core,
-    target_multipliers_core,
-)
-from ._src.rules import TIE_TOL, hard_targets_core
+from ._src.closed import Variant, closed_variant_core, linear_chain_core, next_targets_core
+from ._src.rules import TIE_TOL
 
 __all__ = [
     "Variant",
     "check_variant",
     "closed_variant_core",
-    "hard_targets_core",
     "linear_chain_core",
     "next_targets_core",
-    "next_targets_linear_core",
     "resolve_lam",
-    "target_multipliers_core",
 ]
 
 
@@ -75,12 +44,9 @@ def check_variant(temperature: Any = 1.0, xi: Any = 1.0, hard: Any = False, tie_
 def resolve_lam(lam: Any, lam_schedule: Any, num_rounds: Optional[int] = None) -> tuple:
     """``(lam_0, schedule)`` from ``lam=`` (one L2 weight) or ``lam_schedule=`` (one per round).
 
-    ``lam_schedule`` is ``None`` (then ``lam`` is returned as given, for the
-    caller's usual ``lam`` checks, and ``schedule`` is ``None``) or a 1-D
-    sequence of L2 weights ``> 0``, one for each round ``0..num_rounds-1``
-    (``lam_schedule[0]`` is the teacher's; ``num_rounds=None`` accepts any
-    length ``>= 1``); ``lam`` must then be omitted. Returns ``lam_0`` and the
-    schedule as a float array.
+    Without a schedule ``(lam, None)`` (``lam`` unchecked). A schedule is a 1-D
+    sequence of L2 weights ``> 0`` for rounds ``0..num_rounds-1`` (any length
+    ``>= 1`` when ``num_rounds`` is None), returned as a float array.
     """
     if lam_schedule is None:
         return lam, None
@@ -104,13 +70,3 @@ def resolve_lam(lam: Any, lam_schedule: Any, num_rounds: Optional[int] = None) -
     if not np.all(np.isfinite(arr)) or not np.all(arr > 0):
         raise ValueError(f"lam_schedule: every L2 weight must be finite and > 0, got {V.short_list(arr)}")
     return float(arr[0]), arr
-
-
-# --------------------------------------------------------------------------
-# Target transforms (pure, jit-able; no validation)
-# --------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------
-# Closed form of the variants
-# --------------------------------------------------------------------------

@@ -348,9 +348,6 @@ CASES = {
         aliases={"lam_schedule": ("lam",), "num_rounds": ("lam_schedule",)},
         slow=True,
     ),
-    "sd_mixed_outputs": Case(
-        sd.closed_form.sd_mixed_outputs, lambda: dict(targets=Y, lam=0.1, xi=0.5, rounds=[0, 1], gram=G)
-    ),
     "sd_test_outputs[features]": Case(
         sd.closed_form.sd_test_outputs, lambda: dict(targets=Y, lam=0.1, rounds=[0, 1], features=X, test_features=XT)
     ),

@@ -185,9 +185,9 @@ def test_mixed_targets_extremes():
     rounds = np.arange(5)
     plain = np.asarray(sd.sd_outputs(y, lam=0.05, rounds=rounds, features=x))
     np.testing.assert_allclose(
-        np.asarray(sd.closed_form.sd_mixed_outputs(y, lam=0.05, rounds=rounds, xi=1.0, features=x)), plain, atol=1e-12
+        np.asarray(sd.sd_outputs(y, lam=0.05, rounds=rounds, xi=1.0, features=x)), plain, atol=1e-12
     )
-    refit = np.asarray(sd.closed_form.sd_mixed_outputs(y, lam=0.05, rounds=rounds, xi=0.0, features=x))
+    refit = np.asarray(sd.sd_outputs(y, lam=0.05, rounds=rounds, xi=0.0, features=x))
     np.testing.assert_allclose(refit, np.broadcast_to(plain[0], refit.shape), atol=1e-12)
 
 
@@ -274,7 +274,7 @@ def test_rejects_bad_matrices(small):
     with pytest.raises(ValueError, match="non-finite"):
         sd.sd_outputs(y, lam=0.1, rounds=1, features=bad)
     with pytest.raises(ValueError, match="xi"):
-        sd.closed_form.sd_mixed_outputs(y, lam=0.1, rounds=1, xi=1.5, features=x)
+        sd.sd_outputs(y, lam=0.1, rounds=1, xi=1.5, features=x)
     with pytest.raises(ValueError, match="test_features"):
         sd.closed_form.sd_test_outputs(y, lam=0.1, rounds=1, features=x, test_features=np.ones((2, 4)))
 
@@ -320,7 +320,7 @@ def test_lam_array_is_rejected_not_broadcast(lam):
 @pytest.mark.parametrize("xi", [np.array([0.1, 0.2]), [0.5], True, "0.5"])
 def test_xi_must_be_one_number(xi):
     with pytest.raises((ValueError, TypeError), match="xi"):
-        sd.closed_form.sd_mixed_outputs(T2, lam=0.1, xi=xi, rounds=[0], gram=G2)
+        sd.sd_outputs(T2, lam=0.1, xi=xi, rounds=[0], gram=G2)
 
 
 @pytest.mark.parametrize("lam", [True, False, np.bool_(True), "0.1", 1j])
@@ -399,8 +399,8 @@ def test_gram_of_any_scale_gives_the_outputs_of_g_over_lam(scale):
     got = sd.sd_outputs(t, lam=lam, num_rounds=4, gram=g * scale)
     assert np.all(np.isfinite(got))
     np.testing.assert_allclose(got, want, atol=1e-9)
-    mixed = sd.closed_form.sd_mixed_outputs(t, lam=lam, xi=1.0, num_rounds=4, gram=g * scale)
-    np.testing.assert_allclose(mixed, want, atol=1e-9)
+    mixed = sd.sd_outputs(t, lam=lam, xi=0.5, num_rounds=4, gram=g * scale)
+    np.testing.assert_allclose(mixed, sd.sd_outputs(t, lam=1e-2, xi=0.5, num_rounds=4, gram=g), atol=1e-9)
     krr = sd.closed_form.kernel_ridge_sd(t, lam=lam, num_rounds=2, gram=g * scale)
     np.testing.assert_allclose(krr, sd.closed_form.kernel_ridge_sd(t, lam=1e-2, num_rounds=2, gram=g), atol=1e-9)
 
@@ -564,10 +564,8 @@ def test_traced_inputs_are_refused_with_the_kernel_to_use():
         jax.vmap(lambda g: sd.sd_outputs(T2, lam=0.1, rounds=[0], gram=g))(jnp.stack([G2, G2]))
     with pytest.raises(TypeError, match="targets is a traced value"):
         jax.jit(lambda t: sd.sd_outputs(t, lam=0.1, rounds=[0], gram=G2))(T2)
-    with pytest.raises(TypeError, match="xi is a traced value.*sd_mixed_outputs_core"):
-        jax.vmap(lambda xi: sd.closed_form.sd_mixed_outputs(T2, lam=0.1, xi=xi, rounds=[0], gram=G2))(
-            jnp.array([0.1, 0.2])
-        )
+    with pytest.raises(TypeError, match="xi is a traced value"):
+        jax.vmap(lambda xi: sd.sd_outputs(T2, lam=0.1, xi=xi, rounds=[0], gram=G2))(jnp.array([0.1, 0.2]))
     with pytest.raises(TypeError, match="gram is a traced value.*eigh"):
         jax.jit(sd.gram_spectrum)(G2)
     with pytest.raises(TypeError, match="outputs is a traced value"):

@@ -58,7 +58,7 @@ def test_mixed_target_closed_form_equals_iterated_recursion(seed, xi, loglam):
         p = _fit(G, t, lam)
         out.append(p)
         t = xi * p + (1 - xi) * Y
-    got = sdtheory.closed_form.sd_mixed_outputs(Y, lam=lam, rounds=np.arange(7), xi=xi, gram=G)
+    got = sdtheory.sd_outputs(Y, lam=lam, rounds=np.arange(7), xi=xi, gram=G)
     np.testing.assert_allclose(got, np.array(out), atol=1e-10)
 
 

@@ -1,12 +1,9 @@
 r"""The class-wise block model's kernels: its analytic spectrum, O(N K) closed-form outputs and feature sampler.
 
-The block Gram of true classes with sizes ``n_k`` is
-``G = (1 - c) I + (c - d) B + d 1 1^T`` (``B`` the block-diagonal all-ones
-matrix of the classes). Its spectrum is ``1 - c`` on within-class zero-sum
-vectors and the eigenvalues of the ``K x K`` matrix
+The spectrum of ``G = (1 - c) I + (c - d) B + d 1 1^T`` is ``1 - c`` on
+within-class zero-sum vectors and the eigenvalues of
 ``M = diag(1 - c + (c - d) n_k) + d sqrt(n) sqrt(n)^T`` on class-constant
-vectors (docs/block_model.md). Pure; the validated entry points are in
-:mod:`sdtheory.block`.
+vectors (docs/block_model.md).
 """
 
 from __future__ import annotations
@@ -22,15 +19,8 @@ from .closed import shrink_factors
 
 
 class BlockSpectrum(NamedTuple):
-    """Spectrum of the block Gram in its natural bases.
-
-    Attributes:
-      within: scalar ``1 - c``, the eigenvalue on within-class zero-sum vectors.
-      class_eigvals: ``(K,)`` eigenvalues of the class-level matrix ``M``.
-      class_eigvecs: ``(K, K)`` eigenvectors of ``M`` in the orthonormal basis
-        ``1_{C_k}/sqrt(n_k)``.
-      sizes: ``(K,)`` class sizes ``n_k``.
-    """
+    """Spectrum of the block Gram: ``within = 1 - c``, the eigenpairs of ``M`` (``(K,)``, ``(K, K)`` in the
+    basis ``1_{C_k}/sqrt(n_k)``) and the class sizes ``(K,)``."""
 
     within: jax.Array
     class_eigvals: jax.Array

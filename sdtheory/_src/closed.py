@@ -1,19 +1,11 @@
 r"""The linearised closed form of multi-round self-distillation, every variant included (pure; no validation).
 
-Model (docs/theory.md sections 1-2, docs/closed_form.md, docs/variants.md):
-``N`` instances, ``K`` classes, Gram ``G = U diag(s) U^T``, targets ``T``
-(``N x K``), objective ``(1/N) sum_i CE(t_i, softmax(W x_i)) + (lam/2) ||W||^2``.
-Linearising the softmax at zero logits, round ``r`` (0 = the teacher) has
-outputs ``P_r - 1/K = S^{r+1} (T - 1/K)`` with ``S = G (G + K N lam I)^{-1}``:
-each round multiplies the centred labels along ``u_m`` by
-``q_m = s_m / (s_m + K N lam)``.
-
-The variants change how round ``r``'s targets come from round ``r - 1``
-(:class:`Variant`): temperature ``tau``, mixing weight ``xi`` with the given
-labels, hard (argmax) targets, and one ``lam`` per round. Their closed form
-is ``1/K + U diag(q_r m_r) U^T (Y - 1/K)`` with ``m_0 = 1`` and
-``m_r = (xi q_{r-1} / tau) m_{r-1} + (1 - xi)``; hard targets have no closed
-form and run as a chain of linearised rounds.
+Round ``r`` (0 = the teacher) has outputs ``P_r - 1/K = S^{r+1} (T - 1/K)``,
+``S = G (G + K N lam I)^{-1}``: along eigenvector ``u_m`` of ``G`` each round
+multiplies the centred labels by ``q_m = s_m / (s_m + K N lam)``. A variant
+(:class:`Variant`) multiplies them by ``q_r m_r`` with ``m_0 = 1``,
+``m_r = (xi q_{r-1} / tau) m_{r-1} + (1 - xi)``; hard targets run as a chain
+of linearised rounds. Derivations: docs/closed_form.md, docs/variants.md.
 """
 
 from __future__ import annotations
@@ -44,35 +36,27 @@ def _check_kernel_args(spec: Spectrum, targets: jax.Array, lam: jax.Array, round
     chex.assert_shape(spec.eigvecs, (targets.shape[0], spec.eigvals.shape[0]))
 
 
-@jax.jit
-def sd_outputs_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> jax.Array:
-    """Closed-form outputs ``(R, N, K)`` from a precomputed :class:`Spectrum`.
-
-    No validation: use :func:`sd_outputs` or :func:`sdtheory.predictor` at the
-    public boundary. Vmaps over ``targets`` and ``lam``; ``rounds`` is an
-    array of round indices (a batch of them is one call).
-    """
-    _check_kernel_args(spec, targets, lam, rounds)
-    n, k = targets.shape
-    ridge = k * n * lam
-    centred = targets - 1.0 / k
+def _powers(spec: Spectrum, y: jax.Array, ridge: jax.Array, rounds: jax.Array) -> jax.Array:
+    """``(G (G + ridge I)^{-1})^{r+1} y`` for every ``r`` in ``rounds``: ``(R, *y.shape)``."""
     exps = (jnp.asarray(rounds) + 1).astype(spec.eigvals.dtype)
 
     def fn(s):
         return shrink_factors(s, ridge)[None, :] ** exps[:, None]
 
-    return 1.0 / k + apply_spectral(spec, fn, centred, vanishes_at_zero=True)
+    return apply_spectral(spec, fn, y, vanishes_at_zero=True)
+
+
+@jax.jit
+def sd_outputs_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> jax.Array:
+    """Closed-form outputs ``(R, N, K)`` from a precomputed :class:`Spectrum` (vmaps over ``targets``, ``lam``)."""
+    _check_kernel_args(spec, targets, lam, rounds)
+    n, k = targets.shape
+    return 1.0 / k + _powers(spec, targets - 1.0 / k, k * n * lam, rounds)
 
 
 @jax.jit
 def sd_predictions_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> jax.Array:
-    """Predicted classes ``(R, N)`` of the closed-form rounds, in ``O(N K)`` memory.
-
-    Same numbers as ``argmax(sd_outputs_core(...), -1)`` but the rounds are
-    evaluated one at a time (``lax.map``), so the ``(R, N, K)`` outputs are never
-    held at once: use it at large ``N K R``. Only the eigen-directions matter
-    (the null space has factor 0 for every round).
-    """
+    """``argmax(sd_outputs_core(...), -1)``, ``(R, N)``, one round at a time: ``O(N K)`` memory at large ``R``."""
     n, k = targets.shape
     ridge = k * n * lam
     u = spec.eigvecs
@@ -86,38 +70,12 @@ def sd_predictions_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, roun
 
 
 @jax.jit
-def sd_mixed_outputs_core(
-    spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array, xi: jax.Array
-) -> jax.Array:
-    r"""Closed form for mixed targets ``T_r = xi P_{r-1} + (1 - xi) T`` (``T_0 = T``).
-
-    Per eigen-direction with ``q = s/(s + K N lam)`` the centred targets are
-    multiplied by ``m_r = (1 - xi) q (1 - (xi q)^r)/(1 - xi q) + xi^r q^{r+1}``,
-    the solution of ``m_0 = q``, ``m_r = q ((1 - xi) + xi m_{r-1})``.
-    """
-
-    n, k = targets.shape
-    ridge = k * n * lam
-
-    def fn(s):
-        q = shrink_factors(s, ridge)
-        return q[None, :] * target_multipliers_core(q, jnp.asarray(rounds), 1.0, xi)
-
-    return 1.0 / k + apply_spectral(spec, fn, targets - 1.0 / k, vanishes_at_zero=True)
-
-
-@jax.jit
 def sd_test_outputs_core(
     spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array, cross: jax.Array
 ) -> jax.Array:
-    r"""Linearised outputs of round ``r`` on new points, ``(R, N_test, K)``.
+    r"""Linearised outputs ``(R, N_test, K)`` on new points, ``cross = G_{test,train} U``.
 
-    The round-``r`` weights are ``W_r = (T_r - P_r)^T X / (N lam)`` so a new
-    point gets logits ``G_{test} (T_r - P_r) / (N lam)`` and linearised output
-    ``1/K + G_{test} (T_r - P_r) / (K N lam)``. In the eigenbasis
-    ``T_r - P_r`` has multiplier ``q^r - q^{r+1} = q^r K N lam / (s + K N lam)``,
-    so the output is ``1/K + cross diag(q^r / (s + K N lam)) U^T (T - 1/K)``
-    with ``cross = G_{test,train} U``.
+    ``1/K + G_test (T_r - P_r) / (K N lam) = 1/K + cross diag(q^r / (s + K N lam)) U^T (T - 1/K)``.
     """
     _check_kernel_args(spec, targets, lam, rounds)
     chex.assert_shape(cross, (None, spec.eigvals.shape[0]))
@@ -134,24 +92,12 @@ def sd_test_outputs_core(
 @jax.jit
 def kernel_ridge_sd_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> jax.Array:
     """Kernel-ridge (squared-loss) SD: ``f_r = (G (G + N lam I)^{-1})^{r+1} y``. Exact."""
-    n = targets.shape[0]
-    exps = (jnp.asarray(rounds) + 1).astype(spec.eigvals.dtype)
-
-    def fn(s):
-        return shrink_factors(s, n * lam)[None, :] ** exps[:, None]
-
-    return apply_spectral(spec, fn, targets, vanishes_at_zero=True)
+    return _powers(spec, targets, targets.shape[0] * lam, rounds)
 
 
 class Variant(NamedTuple):
-    """How round ``r``'s targets come from round ``r - 1`` (the defaults are plain SD).
-
-    Attributes:
-      temperature: ``tau > 0``; the teacher's logits are divided by it.
-      xi: distillation weight in ``[0, 1]``; ``1 - xi`` of the given labels is mixed in.
-      hard: one-hot argmax targets instead of soft ones.
-      tie_tol: the tie tolerance of the argmax (:data:`sdtheory.TIE_TOL`).
-    """
+    """How round ``r``'s targets come from round ``r - 1``: teacher logits divided by ``temperature``, mixed
+    with the given labels by ``xi``, or ``hard`` argmax targets (tie tolerance ``tie_tol``); defaults: plain SD."""
 
     temperature: float = 1.0
     xi: float = 1.0
@@ -177,11 +123,7 @@ def next_targets_core(
     hard: bool = False,
     tie_tol: Any = TIE_TOL,
 ) -> jax.Array:
-    """Exact model: round ``r``'s targets from round ``r - 1``'s outputs and logits ``(N, K)``.
-
-    ``hard`` is static (a Python bool). ``softmax(logits / tau)`` equals
-    ``softmax(log P / tau)``: the teacher's probabilities at temperature ``tau``.
-    """
+    """Exact model: round ``r``'s targets from round ``r - 1``'s outputs and logits ``(N, K)`` (``hard`` static)."""
     if hard:
         teacher = hard_targets_core(outputs, tie_tol)
     else:  # shift first: (z - max z) / tau cannot overflow to inf - inf at a small tau
@@ -199,12 +141,9 @@ def next_targets_linear_core(
 
 
 def target_multipliers_core(q: jax.Array, rounds: jax.Array, temperature, xi) -> jax.Array:
-    """Centred-target multipliers ``m_r`` ``(R, M)`` for one ``lam`` (``q = s/(s + K N lam)``, ``(M,)``).
+    """Centred-target multipliers ``m_r = a^r + (1 - xi)(1 - a^r)/(1 - a)``, ``a = xi q / tau``: ``(R, M)``.
 
-    ``m_r = a^r + (1 - xi)(1 - a^r)/(1 - a)`` with ``a = xi q / tau`` (the
-    geometric sum is written as ``r`` where ``a`` is within roundoff of 1);
-    round ``r``'s outputs are ``1/K + U diag(q m_r) U^T (T - 1/K)``. Also the
-    kernel of :func:`sdtheory.closed_form.sd_mixed_outputs_core` (``tau = 1``).
+    ``q = s/(s + K N lam)`` ``(M,)``; the geometric sum is ``r`` where ``a`` is within roundoff of 1.
     """
     r = rounds.astype(q.dtype)[:, None]
     a = (xi * q / temperature)[None, :]
@@ -237,13 +176,9 @@ def closed_variant_core(
 ) -> jax.Array:
     """Linearised outputs ``(R, N, K)`` of a variant (or ``(R, N_test, K)`` with ``cross = G_test,train U``).
 
-    ``lams`` is one ``lam`` (``schedule=False``) or one per round
-    ``0..len(lams)-1`` (``schedule=True``; then ``max(rounds) < len(lams)``).
-    Without ``hard`` the outputs are the closed form of the module
-    docstring; with ``hard`` (static) round ``r``'s targets are chained: each
-    round is the one-round closed form on the previous round's hard targets,
-    so rounds ``0..max(rounds)`` are computed. Not jitted (``rounds`` must be
-    concrete when ``hard`` or ``schedule``); no validation.
+    ``lams``: one ``lam``, or with ``schedule=True`` one per round (``max(rounds) < len(lams)``).
+    With ``hard`` (static) rounds ``0..max(rounds)`` are chained. Not jitted:
+    ``rounds`` must be concrete when ``hard`` or ``schedule``.
     """
     n, k = targets.shape
     given = targets
@@ -293,13 +228,10 @@ def linear_chain_core(
     hard: bool = False,
     tie_tol: Any = TIE_TOL,
 ) -> jax.Array:
-    """Outputs ``(num_rounds, N, K)`` of a variant chained through any one-round linearised fit.
+    """Outputs ``(num_rounds, N, K)`` of a variant chained through a one-round linearised fit.
 
-    ``fit(targets)`` returns a :class:`sdtheory.refine.Fit` (e.g.
-    :func:`sdtheory.refine.closed_fit` or :func:`sdtheory.refine.block_fit`);
-    round ``r``'s targets come from :func:`next_targets_linear_core`. Pure
-    and jit-able (``num_rounds`` and ``hard`` static); the Monte Carlo engine
-    uses it.
+    ``fit(targets)`` returns a :class:`sdtheory.refine.Fit` (e.g. ``closed_fit``,
+    ``block_fit``); ``num_rounds`` and ``hard`` are static.
     """
 
     def step(t, _):

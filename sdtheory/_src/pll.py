@@ -1,22 +1,15 @@
 r"""The PLL pipeline: teacher, top-2 refined targets, student rounds (pure; the one-round fit is a parameter).
 
-The PLL student of Jeong & Chung (docs/theory.md section 8): fit the teacher
-(round 0) on the given targets; from its training outputs take every
-instance's two highest classes (:func:`sdtheory._src.rules.top2_targets_core`)
-and make the target ``1/2`` on each; fit one student of the same form on
-these targets. With ``R > 1`` student rounds the refinement is iterated.
+The PLL student of Jeong & Chung (docs/theory.md section 8): the teacher
+(round 0) fits the given targets; each student fits ``1/2`` on each of the two
+highest classes of the previous round's training outputs. The one-round fit
+is a parameter, ``fit(targets, start=None) -> Fit`` (:func:`closed_fit`,
+:func:`block_fit`, :func:`exact_fit`).
 
-:func:`pll_rounds_core` takes the one-round fit as a parameter: any function
-``fit(targets, start=None) -> Fit``. :func:`closed_fit`, :func:`block_fit`
-and :func:`exact_fit` build the fits of the linearised closed form, the block
-model and the exact solver (CE or GCE).
-
-**The student's starting point** (``init``, :data:`PLL_INITS`): ``"teacher"``
-(the default of every public entry point) starts student ``j`` from the
-weights of the model whose top-2 classes it fits, as the SelfPLL reference
-code does; ``"zero"`` starts from zero weights. For CE the objective is
-strictly convex and both reach the same optimum; GCE is not convex and the
-two may end at different stationary points. The closed form ignores ``init``.
+``init`` (:data:`PLL_INITS`): ``"teacher"`` (the public default, as the SelfPLL
+reference code) starts each student from the weights of the model whose top 2
+it fits, ``"zero"`` from zero weights; the same optimum for the convex CE,
+possibly another stationary point for GCE. The closed form ignores it.
 """
 
 from __future__ import annotations
@@ -48,12 +41,8 @@ def check_init(init: Any) -> str:
 
 
 class Fit(NamedTuple):
-    """One fitted round: ``outputs`` ``(N, K)``, ``converged`` and ``residual`` scalars.
-
-    ``details``: the solver's own record of the round (for :func:`exact_fit`
-    the one-round :class:`sdtheory.ExactResult`: dual coefficients,
-    intercepts, iterations, ``kkt``), or ``None``.
-    """
+    """One fitted round: ``outputs`` ``(N, K)``, ``converged``, ``residual``; ``details`` the solver's
+    record (the one-round :class:`sdtheory.ExactResult` for exact fits) or ``None``."""
 
     outputs: jax.Array
     converged: jax.Array
@@ -68,13 +57,8 @@ class PLLResult(NamedTuple):
       teacher: ``(N, K)`` teacher outputs (round 0 on the given targets).
       targets: ``(S, N, K)`` refined top-2 targets of each student round.
       outputs: ``(S, N, K)`` outputs of student rounds ``1..S``.
-      converged: ``(S + 1,)`` solver convergence flags, teacher first
-        (always True for the closed form).
-      residuals: ``(S + 1,)`` exact solver fixed-point residuals, teacher
-        first (0 for the closed form).
-      fits: the fits' ``details`` stacked over the ``S + 1`` rounds, teacher
-        first (exact fits: an :class:`sdtheory.ExactResult` with leading axis
-        ``S + 1``, from which the weights of every round follow), or ``None``.
+      converged, residuals: ``(S + 1,)`` per round, teacher first (True / 0 for the closed form).
+      fits: the fits' ``details`` stacked over the ``S + 1`` rounds, or ``None``.
     """
 
     teacher: jax.Array
@@ -91,16 +75,13 @@ def _closed(outputs):
 
 
 def closed_fit(spec: Spectrum, lam: Any) -> Callable[..., Fit]:
-    """One round of the linearised closed form on a spectrum (pure; use inside jit/vmap).
-
-    The fit ``fit(targets, start=None)`` ignores ``start``: the closed form has no iterations.
-    """
+    """One round of the linearised closed form on a spectrum (``start`` is ignored)."""
     zero = jnp.zeros((1,), jnp.int32)
     return lambda t, start=None: _closed(sd_outputs_core(spec, t, lam, zero)[0])
 
 
 def block_fit(bspec: BlockSpectrum, classes: jax.Array, lam: Any) -> Callable[..., Fit]:
-    """One round of the linearised closed form on the block Gram, ``O(N K)`` (pure; ignores ``start``)."""
+    """One round of the linearised closed form on the block Gram, ``O(N K)`` (``start`` is ignored)."""
     zero = jnp.zeros((1,), jnp.int32)
     return lambda t, start=None: _closed(block_outputs_core(bspec, classes, t, lam, zero)[0])
 
@@ -113,17 +94,10 @@ def round_fit(result: Any, r: int = 0) -> Fit:
 
 
 def exact_fit(phi: Any, lam: Any, *, loss: str = "ce", q: Any = 0.7, **options: Any) -> Callable[..., Fit]:
-    """One exact round (CE or GCE) in the solver coordinates ``phi`` (pure; an array or
-    :class:`sdtheory._src.exact.Coordinates`, from :func:`sdtheory._src.exact.solver_features`).
+    """One exact round (CE or GCE) in the solver coordinates ``phi`` (:func:`sdtheory._src.exact.solver_features`).
 
-    ``options``: the solver options of :func:`sdtheory.exact.exact_phi_core`
-    (tol, max_iter, solver, rtol, fit_intercept). The fit's ``details`` is
-    the round's :class:`sdtheory.ExactResult`.
-
-    The fit is ``fit(targets, start=None)``: from zero weights, or from the
-    weights of ``start``, an exact :class:`Fit` on the same ``phi`` and
-    ``fit_intercept`` (its dual coefficients and intercepts; the kernel forms
-    the weights in its own coordinates).
+    ``options``: those of :func:`sdtheory.exact.exact_phi_core`. ``fit(targets, start=None)``
+    starts from zero weights or from those of ``start``, an exact :class:`Fit` on the same ``phi``.
     """
 
     def fit(t, start=None):
@@ -142,15 +116,11 @@ def pll_rounds_core(
     tie_tol: Any = TIE_TOL,
     init: str = "zero",
 ) -> PLLResult:
-    """The PLL pipeline after the teacher: ``num_students`` refinements (pure; ``num_students`` static).
+    """The PLL pipeline after the teacher: ``num_students`` (static) refinements.
 
-    Student ``j`` is ``fit_student(top2_targets_core(previous outputs))``,
-    the previous outputs being the teacher's for ``j = 1``. With
-    ``init="teacher"`` it is ``fit_student(targets, previous fit)``: each
-    student starts from the weights of the fit whose top 2 it learns (the
-    fits of :func:`exact_fit` take that start; the closed-form fits ignore
-    it). The kernel-level default ``"zero"`` keeps one-argument fits working;
-    the public entry points default to ``"teacher"`` (module docstring).
+    Student ``j`` is ``fit_student(top2_targets_core(previous outputs))``, with
+    ``init="teacher"`` ``fit_student(targets, previous fit)``. The kernel default
+    ``"zero"`` keeps one-argument fits working.
     """
     check_init(init)
     prev, prev_fit = teacher.outputs, teacher

@@ -1,42 +1,11 @@
-r"""Exact theory of the class-structured block model by symmetry reduction.
+r"""Exact theory of the class-structured block model by symmetry reduction (docs/block_model.md, "Label types").
 
-The generalised block model (docs/block_model.md, "Types"): ``K`` classes of
-sizes ``n_k``, normalised features whose Gram is
-
-.. math:: G_{ij} = [i = j] (1 - R_{k_i k_i}) + R_{k_i k_j}
-
-for a symmetric ``K x K`` *class-correlation matrix* ``R`` (``R_kk`` within
-class ``k``, ``R_kl`` between classes ``k`` and ``l``; the two-parameter model
-is ``R_kk = c``, ``R_kl = d``). Two instances with the same true class and the
-same target row are interchangeable (swapping them leaves ``G`` and the
-targets unchanged). The CE + L2 objective is strictly convex, so its unique
-minimiser is invariant under the swap: every instance of a *type* (true class,
-target row) has the same outputs, in every round (round ``r``'s targets are
-round ``r - 1``'s outputs, so the types persist) and for the PLL student
-(top-2 targets are per type). For GCE the solver starts at zero and its
-updates are equivariant, so the same holds for the stationary point it finds.
-
-With ``T`` types of counts ``m_t`` (``N = sum_t m_t``; counts may be
-fractional, e.g. the population counts ``n_k C_kl``) and per-type dual
-coefficients ``a_t``, the logits are ``z = G_T (m * a)`` with the ``T x T``
-*type Gram*
-
-.. math:: (G_T)_{tt'} = R_{k_t k_{t'}} + [t = t'] (1 - R_{k_t k_t}) / m_t
-
-and the objective becomes ``(1/N) sum_t m_t loss(t_t, z_t) + (lam/2) ||W||^2``.
-Everything is computed from the eigendecomposition of the *weighted type
-Gram* ``D^{1/2} G_T D^{1/2}`` (``D = diag(m)``; entries
-``sqrt(m_t m_t') R + [t = t'] (1 - R_kk)``, finite for empty types, which are
-masked out): the solver coordinates ``Phi = D^{-1/2} U diag(sqrt s)``
-(``Phi Phi^T = G_T``, and the zero-logit Hessian ``Phi^T D Phi / (N K)`` is
-diagonal) and the linearised closed form
-``P_r - 1/K = D^{-1/2} U diag(q^{r+1}) U^T D^{1/2} (T - 1/K)``,
-``q = s/(s + K N lam)``. The exact rounds run through the package's one exact
-solver (:func:`sdtheory.exact.exact_phi_core`) with count-weighted losses, so
-the fixed-point residual it certifies is exactly the N-instance solver's
-residual (every instance of type ``t`` has the logits ``z_t`` and the
-stationary logits ``(G_T D a)_t``). The cost depends on ``K`` and the number
-of types only, never on ``n``.
+Gram ``G_ij = [i = j] (1 - R_{k_i k_i}) + R_{k_i k_j}`` for a ``K x K`` class-correlation
+matrix ``R``. Instances of the same true class and target row (a *type*) share their
+outputs, so ``T`` types of counts ``m_t`` need only the eigenpairs ``U diag(s) U^T``
+of the weighted type Gram ``sqrt(m_t m_t') R + [t = t'] (1 - R_kk)``: solver
+coordinates ``Phi = D^{-1/2} U diag(sqrt s)`` and the closed form
+``P_r - 1/K = D^{-1/2} U diag(q^{r+1}) U^T D^{1/2} (T - 1/K)``. The cost never depends on ``n``.
 """
 
 from __future__ import annotations
@@ -56,15 +25,8 @@ from .rules import TIE_TOL, correct_core
 
 
 class TypeSpectrum(NamedTuple):
-    """The reduced problem of one training set: types, counts and the weighted type Gram's eigenpairs.
-
-    Attributes:
-      classes: ``(T,)`` int true class of every type.
-      counts: ``(T,)`` instance counts ``m_t >= 0`` (fractional allowed; a
-        zero count is an empty type, masked out).
-      eigvals, eigvecs: eigenpairs of ``D^{1/2} G_T D^{1/2}`` (``(T,)``,
-        ``(T, T)``).
-    """
+    """One training set's types: true ``classes`` ``(T,)``, ``counts`` ``(T,)`` (0: an empty type, masked
+    out) and the eigenpairs ``(T,)``, ``(T, T)`` of the weighted type Gram."""
 
     classes: jax.Array
     counts: jax.Array
@@ -94,11 +56,6 @@ def _weighted(base: Loss) -> Loss:
 #: Count-weighted versions of :data:`sdtheory.LOSSES` (row ``t`` weighted by
 #: ``T m_t / N``, so the solver's mean over rows is ``(1/N) sum_t m_t loss_t``).
 WEIGHTED_LOSSES: dict[str, Loss] = {name: _weighted(loss) for name, loss in LOSSES.items()}
-
-
-# --------------------------------------------------------------------------
-# Kernels (no validation; jit/vmap-able)
-# --------------------------------------------------------------------------
 
 
 @jax.jit
@@ -152,14 +109,11 @@ def reduced_exact_core(
     solver: str = "lbfgs",
     **chain: Any,
 ) -> ExactResult:
-    """Exact outputs of rounds ``0..num_rounds-1`` for every type (the package's one exact solver).
+    """Exact outputs of rounds ``0..num_rounds-1`` for every type: an :class:`sdtheory.ExactResult` over types.
 
-    Returns an :class:`sdtheory.ExactResult` over types: ``outputs``
-    ``(R, T, K)``, residuals (the N-instance fixed-point residual), and
-    ``coef`` the *per-instance* dual coefficients ``a_t`` of each type (0
-    for empty types). ``num_rounds``, ``loss`` and ``solver`` are static;
-    ``chain``: the distillation variant of :func:`sdtheory.exact.exact_phi_core`
-    (``temperature``, ``xi``, ``hard``, ``tie_tol``), applied per type.
+    ``outputs`` ``(R, T, K)``, the N-instance fixed-point residuals, ``coef`` the
+    per-instance dual coefficients of each type (0 if empty). ``num_rounds``, ``loss``,
+    ``solver`` static; ``chain``: the variant options of :func:`sdtheory.exact.exact_phi_core`.
     """
     counts = ts.counts
     res = exact_phi_core(
@@ -187,13 +141,9 @@ def reduced_closed_fit(ts: TypeSpectrum, lam: Any):
 
 
 def reduced_exact_fit(ts: TypeSpectrum, lam: Any, *, loss: str = "ce", q: Any = 0.7, **options: Any):
-    """One exact round (CE or GCE) on the types (pure; ``options``: tol, max_iter, solver).
+    """One exact round (CE or GCE) on the types, ``fit(targets, start=None)`` as :func:`sdtheory.refine.exact_fit`.
 
-    ``fit(targets, start=None)``: from zero weights, or from the weights of
-    ``start``, an exact :class:`Fit` on the same types (as
-    :func:`sdtheory.refine.exact_fit`; the PLL student's ``init="teacher"``).
-    The kernel's own dual coefficients are per type, the fit's per instance:
-    the start is scaled back by the type counts.
+    ``options``: tol, max_iter, solver. A start's per-instance coefficients are scaled back by the counts.
     """
 
     def fit(t, start=None):
@@ -212,11 +162,7 @@ def label_types(num_classes: int) -> tuple:
 
 
 def corr_from_cd(c: Any, d: Any, num_classes: int) -> jax.Array:
-    """The class-correlation matrix of the two-parameter block model: ``c`` on the diagonal, ``d`` off it.
-
-    A NumPy array for concrete ``c``, ``d`` (so the validating functions build it on the host, also
-    inside ``jax.jit``); a JAX array when either is traced.
-    """
+    """``c`` on the diagonal, ``d`` off it: NumPy for concrete ``c``, ``d``, JAX when either is traced."""
     eye = np.eye(num_classes)
     return c * eye + d * (1.0 - eye)
 
@@ -231,11 +177,9 @@ class SearchResult(NamedTuple):
 
     Attributes:
       first: first all-correct round, ``-1`` if none among the searched rounds.
-      last: last round of the all-correct run starting at ``first`` (valid
-        when ``closed``).
+      last: last round of the all-correct run from ``first`` (valid when ``closed``).
       closed: whether a failing round after ``first`` was found.
-      converged: every exact round solved to ``tol`` (True for the closed form).
-      residual: largest fixed-point residual of the exact rounds solved.
+      converged, residual: every exact round solved to ``tol``; the largest residual.
     """
 
     first: jax.Array
@@ -252,10 +196,9 @@ def type_all_correct_core(outputs: jax.Array, ts: TypeSpectrum, tie_tol: Any = T
 
 
 def type_accuracy_core(outputs: jax.Array, ts: TypeSpectrum, tie_tol: Any = TIE_TOL) -> jax.Array:
-    """Training accuracy of ``(T, K)`` type outputs, weighted by the type counts: ``right / (right + wrong)``.
+    """Count-weighted training accuracy ``right / (right + wrong)`` of ``(T, K)`` type outputs.
 
-    Exactly 1 when every instance is correct and exactly 0 when none is, also for fractional
-    (population) counts, where ``right / sum(counts)`` can miss 1 by roundoff; equal to it for integer counts.
+    Exactly 1 (0) when every (no) instance is correct, also for fractional counts.
     """
     right = correct_core(outputs, ts.classes, tie_tol)
     good = jnp.sum(jnp.where(right, ts.counts, 0.0))
@@ -279,10 +222,8 @@ def all_correct_search_core(
 ) -> SearchResult:
     """First all-correct round and the end of the all-correct run after it, among rounds ``0..search_rounds-1``.
 
-    The rounds are evaluated ``chunk`` at a time (the exact chain continues
-    from the last outputs of the previous chunk) and the search stops as soon
-    as the answer is known (``stop_at_first``: when the first all-correct round
-    is found), so its cost is that of the rounds it needs.
+    Rounds are evaluated ``chunk`` at a time; the search stops as soon as the
+    answer is known (``stop_at_first``: at the first all-correct round).
     """
     big = jnp.int64(search_rounds + chunk)
 
@@ -345,14 +286,8 @@ def type_pll_core(
 
 
 class FiniteSampleDraws(NamedTuple):
-    """Per draw of the label counts (leading axis ``D``) in :func:`finite_sample_core`.
-
-    Attributes:
-      all_correct: ``(D, R)`` every instance correct at rounds ``0..R-1``.
-      first: ``(D,)`` first all-correct round among them, ``-1`` if none.
-      pll_accuracy: ``(D,)`` training accuracy of the one-round PLL student.
-      converged: ``(D,)`` every exact round (SD and PLL) solved to ``tol``.
-    """
+    """Per draw ``D`` in :func:`finite_sample_core`: ``all_correct`` ``(D, R)``, ``first`` all-correct round
+    (``-1``: none), the one-round PLL student's ``pll_accuracy`` and ``converged`` (every exact round), ``(D,)``."""
 
     all_correct: jax.Array
     first: jax.Array
@@ -385,8 +320,7 @@ def finite_sample_core(
 ) -> FiniteSampleDraws:
     """One draw of i.i.d. label counts per key (``keys`` ``(D,)``), then SD rounds and the PLL student on the types.
 
-    Vmapped over the keys; vmap it again over ``C`` (e.g. ``eta``) or
-    ``lam``. Nothing here depends on the number of instances.
+    Vmap it again over ``C`` or ``lam``; nothing depends on the number of instances.
     """
     k = C.shape[0]
     cls, tgt = label_types(k)
@@ -413,13 +347,3 @@ def finite_sample_core(
         return FiniteSampleDraws(ac, first, acc, conv & jnp.all(pll.converged))
 
     return jax.vmap(one)(keys)
-
-
-# --------------------------------------------------------------------------
-# Validation
-# --------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------
-# Public
-# --------------------------------------------------------------------------

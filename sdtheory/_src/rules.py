@@ -1,11 +1,9 @@
 """The one tie rule: which instances are correct, and the top-1 / top-2 class masks (pure; no validation).
 
 An instance is correct when the output of its true class exceeds every other
-output by more than ``tie_tol`` (default :data:`TIE_TOL`); a tie is a failure.
-The top-k masks round the scores to multiples of ``tie_tol`` first, so values
-within it compare equal and the lower class index wins a tie. Every part of
-the package (metrics, the PLL targets, hard-target variants, the theorems'
-type-level predictions, the Monte Carlo engine) calls these functions.
+output by more than ``tie_tol``; a tie is a failure. The top-k masks round the
+scores to multiples of ``tie_tol`` first, so values within it compare equal
+and the lower class index wins a tie.
 """
 
 from __future__ import annotations
@@ -21,11 +19,7 @@ TIE_TOL = 1e-10
 
 
 class SplitAccuracy(NamedTuple):
-    """Accuracy on all instances and on the clean / corrupted groups.
-
-    ``clean`` / ``corrupted`` are NaN for an empty group (see module doc);
-    ``n_clean`` / ``n_corrupted`` and the ``*_correct`` counts are exact.
-    """
+    """Accuracy on all instances and on the clean / corrupted groups (NaN for an empty group), with the counts."""
 
     overall: jax.Array
     clean: jax.Array
@@ -37,11 +31,7 @@ class SplitAccuracy(NamedTuple):
 
 
 def correct_core(outputs: jax.Array, true_labels: jax.Array, tie_tol: Any = TIE_TOL) -> jax.Array:
-    """``outputs[..., i, true_i] > max_{l != true_i} outputs[..., i, l] + tie_tol`` (no validation).
-
-    ``outputs`` is ``(..., N, K)``; ``true_labels`` broadcasts against
-    ``outputs.shape[:-1]``. Returns bools of shape ``outputs.shape[:-1]``.
-    """
+    """``outputs[..., i, true_i] > max_{l != true_i} outputs[..., i, l] + tie_tol``: bools ``outputs.shape[:-1]``."""
     # Unrolled over the K classes: elementwise ops on (..., N) arrays fuse into one
     # loop, ~10x faster on CPU than one-hot masks reduced over a minor axis of size K.
     k = outputs.shape[-1]
@@ -62,11 +52,7 @@ def _correct_any(x: jax.Array, true_labels: jax.Array, tie_tol) -> jax.Array:
 
 
 def accuracy_core(outputs_or_predictions: jax.Array, true_labels: jax.Array, tie_tol: Any = TIE_TOL) -> jax.Array:
-    """Fraction correct over the instance axis (no validation; leading batch axes kept).
-
-    Floating inputs are ``(..., N, K)`` outputs scored by :func:`correct_core`;
-    integer inputs are ``(..., N)`` predictions.
-    """
+    """Fraction correct over the instance axis: ``(..., N, K)`` float outputs or ``(..., N)`` int predictions."""
     ok = _correct_any(outputs_or_predictions, true_labels, tie_tol)
     return jnp.mean(ok.astype(jnp.result_type(float)), axis=-1)
 
@@ -74,7 +60,7 @@ def accuracy_core(outputs_or_predictions: jax.Array, true_labels: jax.Array, tie
 def split_accuracy_core(
     outputs_or_predictions: jax.Array, true_labels: jax.Array, given_labels: jax.Array, tie_tol: Any = TIE_TOL
 ) -> SplitAccuracy:
-    """See :func:`split_accuracy` (no validation; batch axes in front of the instance axis)."""
+    """Kernel of :func:`sdtheory.metrics.split_accuracy` (batch axes in front of the instance axis)."""
     ok = _correct_any(outputs_or_predictions, true_labels, tie_tol)
     clean = given_labels == true_labels
     n_clean = jnp.sum(clean)
