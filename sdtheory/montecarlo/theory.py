@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from functools import partial
 from typing import Any, NamedTuple, Optional
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -210,35 +210,60 @@ def _distinct(problems: _Problems) -> tuple:
     return first[order], rank[inverse.ravel()]
 
 
-def _solve_problems(config: SimConfig, problems: _Problems, *, progress=None, chunk: Optional[int] = None) -> _Solved:
+def _solve_problems(
+    config: SimConfig,
+    problems: _Problems,
+    *,
+    progress=None,
+    chunk: Optional[int] = None,
+    completed: Optional[Mapping[int, Mapping[str, Any]]] = None,
+    on_chunk: Optional[Callable[[int, dict], None]] = None,
+) -> _Solved:
     """Solve every distinct problem once, ``chunk`` (default :data:`CHUNK`) at a time with one compiled program.
 
     Returns NumPy arrays, per problem of ``problems``.
 
     ``progress(done, total, seconds)``: ``done`` of the ``total`` distinct
     problems solved, after about every 5% of them (and after the last chunk).
+    ``on_chunk(start, result)``: after each computed chunk, ``start`` its first
+    distinct problem and ``result`` its :class:`_Solved` fields as a dict of
+    host arrays; ``completed`` (``start -> result``, as given to ``on_chunk``
+    by a call with the same arguments) are used instead of solving again.
     """
     index, inverse = _distinct(problems)
     total = index.size
     size = min(CHUNK if chunk is None else chunk, total)
     every = -(-total // (size * PROGRESS_REPORTS))  # report after every this many chunks
+    completed = {} if completed is None else completed
     t0 = time.perf_counter()
     parts = []
     for i, start in enumerate(range(0, total, size)):
         idx = index[start : start + size]
-        take = np.concatenate([idx, np.full(size - idx.size, idx[-1])])  # the last chunk repeats a problem
-        out = _solve_chunk(
-            config,
-            jnp.asarray(problems.counts[take]),
-            jnp.asarray(problems.corr[take]),
-            jnp.asarray(problems.lam[take]),
-            jnp.asarray(problems.teacher_start[take]),
-        )
-        parts.append(_Solved(*(np.asarray(a)[: idx.size] for a in out)))
+        if start in completed:
+            parts.append(_reuse(completed[start], start, idx.size))
+        else:
+            take = np.concatenate([idx, np.full(size - idx.size, idx[-1])])  # the last chunk repeats a problem
+            out = _solve_chunk(
+                config,
+                jnp.asarray(problems.counts[take]),
+                jnp.asarray(problems.corr[take]),
+                jnp.asarray(problems.lam[take]),
+                jnp.asarray(problems.teacher_start[take]),
+            )
+            parts.append(_Solved(*(np.asarray(a)[: idx.size] for a in out)))
+            if on_chunk is not None:
+                on_chunk(start, parts[-1]._asdict())
         if progress is not None and ((i + 1) % every == 0 or start + size >= total):
             progress(start + idx.size, total, time.perf_counter() - t0)
     solved = _Solved(*(np.concatenate(a) for a in zip(*parts, strict=True)))
     return _Solved(*(a[inverse] for a in solved))
+
+
+def _reuse(piece: Mapping[str, Any], start: int, size: int) -> _Solved:
+    """A completed chunk as :class:`_Solved`; ``ValueError`` if it is not one of ``size`` problems."""
+    if set(piece) != set(_Solved._fields) or any(np.shape(piece[f])[:1] != (size,) for f in _Solved._fields):
+        raise ValueError(f"completed[{start}] is not a theory chunk of this run: it comes from other arguments")
+    return _Solved(*(np.asarray(piece[f]) for f in _Solved._fields))
 
 
 @partial(jax.jit, static_argnames=("config",))
@@ -373,6 +398,8 @@ def theory_predictions(
     map_axis: str = "lam",
     map_values: Any,
     progress: Optional[Progress] = None,
+    completed: Optional[Mapping[int, Mapping[str, Any]]] = None,
+    on_chunk: Optional[Callable[[int, dict], None]] = None,
 ) -> tuple[RoundPredictions, PhaseMap]:
     """:func:`round_predictions` and :func:`phase_map` together (the same results), from one batch of problems.
 
@@ -383,11 +410,18 @@ def theory_predictions(
     config's, every draw at ``eta = 0`` is the same), a fixed number at a
     time by one compiled program; ``progress(done, total, seconds)`` after
     each batch, counting distinct problems.
+
+    ``on_chunk(start, result)`` is called after every solved batch (``result``:
+    a flat dict of host arrays); ``completed`` (``start -> result`` from a call
+    with the same arguments) resumes an interrupted call without solving those
+    batches again, with the same results bit for bit. ``ValueError`` if a
+    completed batch does not fit.
     """
     vals = _check_axis(map_axis, map_values)
     etas_a = jnp.asarray(np.asarray(etas, dtype=float))
     rounds = _round_problems(config, etas_a, num_draws, seed)
-    solved = _solve_problems(config, _concat(rounds, _map_problems(config, etas_a, map_axis, vals)), progress=progress)
+    problems = _concat(rounds, _map_problems(config, etas_a, map_axis, vals))
+    solved = _solve_problems(config, problems, progress=progress, completed=completed, on_chunk=on_chunk)
     p = rounds.lam.shape[0]
     preds = _round_result(_Solved(*(a[:p] for a in solved)), etas_a.shape[0], num_draws)
     return preds, _map_result(_Solved(*(a[p:] for a in solved)), map_axis, vals, etas_a)
