@@ -285,9 +285,8 @@ def write_figure(fig: Any, path: str | os.PathLike, *, metadata: Optional[Mappin
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in ("png", "pdf", "svg"):
         raise ValueError(f"figure path must end in .png, .pdf or .svg, got {path.name!r}")
-    meta: dict = {"png": {"Software": "sdtheory"}, "pdf": {"Creator": "sdtheory", "CreationDate": None}}.get(
-        fmt, {"Date": None}
-    )
+    defaults: dict[str, dict] = {"png": {"Software": "sdtheory"}, "pdf": {"Creator": "sdtheory", "CreationDate": None}}
+    meta = dict(defaults.get(fmt, {"Date": None}))
     if metadata is not None:
         meta["Subject" if fmt == "pdf" else "Description"] = json.dumps(
             to_jsonable(metadata), allow_nan=False, sort_keys=True
