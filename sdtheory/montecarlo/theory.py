@@ -4,15 +4,17 @@ The engine's cells hold the linearised theory (:mod:`sdtheory.theorems`). This
 module adds, for the same configuration, the predictions of the exact
 (softmax) block model computed on label types (:mod:`sdtheory.reduced`):
 
-* :func:`round_predictions`: per noise rate ``eta``, the population
+* :class:`RoundPredictions`: per noise rate ``eta``, the population
   all-correct rounds of the exact model (counts ``n C_kl``), the finite-sample
   probability that every instance is correct at each round under i.i.d.
   labels (linearised and exact, from sampled per-class multinomial counts),
   the finite-sample median first all-correct round and the population PLL
   accuracy of the exact model;
-* :func:`phase_map`: a 2-D map over ``(eta, lam)`` or ``(eta, c)`` of where
+* :class:`PhaseMap`: a 2-D map over ``(eta, lam)`` or ``(eta, c)`` of where
   exact multi-round SD reaches 100% within the simulated rounds, where the
-  one-round PLL student does, and the same for the linearised model.
+  one-round PLL student does, and the same for the linearised model;
+
+both from :func:`theory_predictions`.
 
 Every value is a prediction for the block Gram itself; with sampled features
 (``config.dim``) the simulation also has feature noise, which these do not
@@ -50,9 +52,7 @@ from .report import median_first_all_correct
 __all__ = [
     "PhaseMap",
     "RoundPredictions",
-    "phase_map",
     "prediction_agreement",
-    "round_predictions",
     "theory_predictions",
 ]
 
@@ -333,22 +333,6 @@ def _first(ac):
     return np.where(ac.any(axis=-1), np.argmax(ac, axis=-1), -1)
 
 
-@float64
-def round_predictions(
-    config: SimConfig, etas: Any, *, num_draws: int = 256, seed: int = 0, progress: Optional[Progress] = None
-) -> RoundPredictions:
-    """Exact population and finite-sample predictions for the grid ``etas`` at the config's ``(lam, c, d)``.
-
-    ``num_draws`` draws of the per-class label counts per eta (the same
-    keys for every eta), model as in :func:`sdtheory.finite_sample_prediction`.
-    ``progress``: optional callable ``(done, total, seconds)``, called after
-    each batch of type-level problems (:func:`theory_predictions`).
-    """
-    etas_a = jnp.asarray(np.asarray(etas, dtype=float))
-    solved = _solve_problems(config, _round_problems(config, etas_a, num_draws, seed), progress=progress)
-    return _round_result(solved, etas_a.shape[0], num_draws)
-
-
 class PhaseMap(NamedTuple):
     """Population phase map over ``(axis value, eta)`` (leading axes ``(A, E)``).
 
@@ -373,22 +357,6 @@ class PhaseMap(NamedTuple):
 
 
 @float64
-def phase_map(
-    config: SimConfig, etas: Any, *, axis: str = "lam", values: Any, progress: Optional[Progress] = None
-) -> PhaseMap:
-    """Exact (and linearised) population phase map over ``(values of axis) x etas``, rounds ``0..R-1``.
-
-    ``axis``: ``"lam"`` (the L2 weight) or ``"c"`` (within-class correlation,
-    every value must exceed the config's ``d``); the other parameters are
-    the config's. ``progress`` as in :func:`round_predictions`.
-    """
-    vals = _check_axis(axis, values)
-    etas_a = jnp.asarray(np.asarray(etas, dtype=float))
-    solved = _solve_problems(config, _map_problems(config, etas_a, axis, vals), progress=progress)
-    return _map_result(solved, axis, vals, etas_a)
-
-
-@float64
 def theory_predictions(
     config: SimConfig,
     etas: Any,
@@ -401,21 +369,29 @@ def theory_predictions(
     completed: Optional[Mapping[int, Mapping[str, Any]]] = None,
     on_chunk: Optional[Callable[[int, dict], None]] = None,
 ) -> tuple[RoundPredictions, PhaseMap]:
-    """:func:`round_predictions` and :func:`phase_map` together (the same results), from one batch of problems.
+    """Exact population and finite-sample predictions per noise rate, and the population phase map.
 
-    Every exact solve is a type-level problem (label-type counts, ``corr``,
-    ``lam``): the population problem at each eta, each draw of the counts,
-    each point of the map. They are solved together, each distinct one once
-    (the map repeats the population problems when its values contain the
-    config's, every draw at ``eta = 0`` is the same), a fixed number at a
-    time by one compiled program; ``progress(done, total, seconds)`` after
-    each batch, counting distinct problems.
+    Args:
+      config: the simulation's configuration (its ``lam``, ``c``, ``d``, rounds, solver options).
+      etas: ``(E,)`` noise rates.
+      num_draws: draws of the per-class label counts per eta (the same keys for every eta), as in
+        :func:`sdtheory.finite_sample_prediction`.
+      seed: PRNG seed of the draws.
+      map_axis, map_values: the map's second axis, ``"lam"`` (L2 weights) or ``"c"`` (within-class
+        correlations, each above the config's ``d``), and its values.
+      progress: optional callable ``(done, total, seconds)`` counting distinct problems solved.
+
+    Every exact solve is a type-level problem (label-type counts, ``corr``, ``lam``); each distinct one
+    is solved once, a fixed number at a time by one compiled program.
 
     ``on_chunk(start, result)`` is called after every solved batch (``result``:
     a flat dict of host arrays); ``completed`` (``start -> result`` from a call
     with the same arguments) resumes an interrupted call without solving those
     batches again, with the same results bit for bit. ``ValueError`` if a
-    completed batch does not fit.
+    completed batch does not fit, or ``map_axis`` is not ``"lam"`` or ``"c"``.
+
+    Returns:
+      ``(RoundPredictions, PhaseMap)``.
     """
     vals = _check_axis(map_axis, map_values)
     etas_a = jnp.asarray(np.asarray(etas, dtype=float))
