@@ -1,12 +1,6 @@
-"""Monte Carlo configuration: static shapes and options vs traced model parameters.
-
-:class:`SimConfig` holds everything that fixes the *shapes and the program*
-(number of classes, per-class count, rounds, methods, noise family, feature
-dimension, solver options): it is a static argument of the compiled cell, so a
-new config compiles a new program. The model parameters ``lam``, ``c`` and
-``d`` are *traced*: the config carries their default values, and
-:func:`sdtheory.montecarlo.run_grid` sweeps any of them (``lams=``, ``cs=``,
-``ds=``) with the same compiled program.
+"""Monte Carlo configuration: :class:`SimConfig` holds what fixes the compiled program (shapes and
+options: a new config compiles a new program); its ``lam``, ``c`` and ``d`` are defaults of traced
+parameters that :func:`sdtheory.montecarlo.run_grid` can sweep with the same program.
 """
 
 from __future__ import annotations
@@ -119,12 +113,8 @@ def make_config(
     xi: float = 1.0,
     hard: bool = False,
 ) -> SimConfig:
-    """Validated :class:`SimConfig`. Raises ``ValueError``/``TypeError`` naming the bad field.
-
-    The one place a configuration is checked: :func:`run_grid` re-runs these
-    checks on the fields of the config it is given (:func:`check_config`), so a
-    :class:`SimConfig` built by hand is held to the same rules.
-    """
+    """Validated :class:`SimConfig` (fields as documented there). Raises ``ValueError``/``TypeError``
+    naming the bad field; :func:`run_grid` runs the same checks on the config it gets."""
     k = V.check_size(num_classes, "num_classes", minimum=2)
     n = V.check_size(per_class, "per_class", minimum=1)
     if k * n > V.MAX_COUNT:
@@ -181,11 +171,8 @@ def make_config(
 
 
 def check_config(config: Any) -> SimConfig:
-    """``config`` re-validated by :func:`make_config`'s checks (one place); returns the validated config.
-
-    A :class:`SimConfig` built by hand (``SimConfig(...)`` or ``config._replace(...)``)
-    bypasses :func:`make_config`; the engine calls this before running it.
-    """
+    """``config`` (possibly built by hand) re-validated by :func:`make_config`; ``TypeError`` if it is not a
+    :class:`SimConfig`."""
     if not isinstance(config, SimConfig):
         raise TypeError(f"config must be a SimConfig (use make_config), got {type(config).__name__}")
     try:

@@ -97,43 +97,31 @@ class RoundPredictions(NamedTuple):
     converged: bool
 
 
-def _solve(config: SimConfig) -> dict:
-    return dict(tol=config.exact_tol, max_iter=config.exact_max_iter, solver=config.exact_solver)
-
-
 def _cluster_ids(config: SimConfig):
     return None if config.clusters is None else jnp.asarray(np.asarray(config.clusters, dtype=np.int64))
 
 
 class _Solved(NamedTuple):
-    """What the theory keeps of one type-level problem (leading axis: problems).
+    """What the theory keeps of one type-level problem (leading axis: problems)."""
 
-    ``sd_exact`` / ``sd_linear``: ``(R,)`` every type correct at rounds
-    ``0..R-1``; ``pll_exact`` / ``pll_linear``: training accuracy of the
-    one-round PLL student; ``converged``: every exact round (SD and PLL)
-    reached the tolerance.
-    """
-
-    sd_exact: Any
+    sd_exact: Any  # (R,) every type correct at rounds 0..R-1
     sd_linear: Any
-    pll_exact: Any
+    pll_exact: Any  # training accuracy of the one-round PLL student
     pll_linear: Any
-    converged: Any
+    converged: Any  # every exact round (SD and PLL) reached the tolerance
 
 
 def _problem(config: SimConfig, counts, corr, lam, teacher_start) -> _Solved:
     """Exact and linearised SD rounds and PLL student of one type-level problem (pure).
 
-    ``counts``: ``(K^2,)`` label-type counts (population ``n C_kl`` or a
-    sampled draw); ``corr``: ``(K, K)``; ``teacher_start``: the exact PLL
-    student starts from the teacher's weights (the public rule, as the
-    population predictions use), else from zero weights (as
-    :func:`sdtheory.reduced.finite_sample_core`).
+    ``counts``: ``(K^2,)`` label-type counts; ``teacher_start``: the exact PLL
+    student starts from the teacher's weights (the public rule), else from
+    zero weights (as :func:`sdtheory.reduced.finite_sample_core`).
     """
     k, r = config.num_classes, config.num_rounds
     cls, tgt = label_types(k)
     tgt = tgt.astype(counts.dtype)
-    opts = _solve(config)
+    opts: dict[str, Any] = dict(tol=config.exact_tol, max_iter=config.exact_max_iter, solver=config.exact_solver)
     ts = type_spectrum_core(corr, cls, counts)
     res = reduced_exact_core(ts, tgt, lam, r, loss="ce", **opts)
     sd_x = type_all_correct_core(res.outputs, ts, config.tie_tol)
@@ -160,11 +148,9 @@ def _solve_chunk(config, counts, corr, lam, teacher_start):
     return jax.vmap(partial(_problem, config))(counts, corr, lam, teacher_start)
 
 
-#: Problems per call of the compiled type-level program (:func:`_solve_chunk`): every call has this
-#: shape, so the program compiles once. Small enough that the vmapped solver's lockstep (each
-#: batched Newton and CG loop runs until the slowest problem of the chunk has converged) and its
-#: working set stay small, large enough to amortise the per-step overhead; measured in
-#: benchmarks/theory_step.py (one chunk of all 41 x 128 draws took about 2.5x the CPU time).
+#: Problems per call of the compiled type-level program (one shape: it compiles once). The vmapped
+#: solver runs each chunk until its slowest problem converges; 128 measured fastest
+#: (benchmarks/theory_step.py).
 CHUNK = 128
 
 #: About how many progress reports :func:`_solve_problems` makes.
@@ -185,12 +171,8 @@ def _concat(*problems: _Problems) -> _Problems:
 
 
 def _distinct(problems: _Problems) -> tuple:
-    """The bitwise-distinct problems in order of first occurrence: ``(index (U,), inverse (P,))``.
-
-    ``problems[index][inverse]`` is ``problems``; identical inputs give identical results, so each
-    distinct problem is solved once (e.g. every draw at ``eta = 0``, the population problems that
-    the phase map repeats).
-    """
+    """The bitwise-distinct problems in order of first occurrence: ``(index (U,), inverse (P,))``, with
+    ``problems[index][inverse] == problems`` (e.g. every draw at ``eta = 0`` is one problem)."""
     p = problems.lam.shape[0]
     rows = np.concatenate(
         [
@@ -219,16 +201,12 @@ def _solve_problems(
     completed: Optional[Mapping[int, Mapping[str, Any]]] = None,
     on_chunk: Optional[Callable[[int, dict], None]] = None,
 ) -> _Solved:
-    """Solve every distinct problem once, ``chunk`` (default :data:`CHUNK`) at a time with one compiled program.
+    """Solve every distinct problem once, ``chunk`` (default :data:`CHUNK`) at a time; NumPy results per problem.
 
-    Returns NumPy arrays, per problem of ``problems``.
-
-    ``progress(done, total, seconds)``: ``done`` of the ``total`` distinct
-    problems solved, after about every 5% of them (and after the last chunk).
-    ``on_chunk(start, result)``: after each computed chunk, ``start`` its first
-    distinct problem and ``result`` its :class:`_Solved` fields as a dict of
-    host arrays; ``completed`` (``start -> result``, as given to ``on_chunk``
-    by a call with the same arguments) are used instead of solving again.
+    ``progress(done, total, seconds)`` after about every 5% of the distinct
+    problems; ``on_chunk(start, fields)`` after each solved chunk (``start``:
+    its first distinct problem); ``completed`` (``start -> fields``) are
+    reused instead of solved.
     """
     index, inverse = _distinct(problems)
     total = index.size
@@ -278,10 +256,8 @@ def _population_counts(config, etas):
 def _sampled_counts(config, etas, keys):
     """``(E, D, K^2)`` i.i.d. label-type counts: draw ``d`` at every eta from ``keys[d]``.
 
-    The draws of :func:`sdtheory.reduced.sample_counts_core` (row ``k`` is
-    ``Multinomial(n, C_k)`` from the ``k``-th split of the key), one row at a
-    time under ``lax.map``: the vmapped sampler draws the same counts but
-    compiles 2-3x slower (its rejection loops become selects over the batch).
+    The draws of :func:`sdtheory.reduced.sample_counts_core`, one row at a time
+    under ``lax.map`` (vmapped, the same draws compile 2-3x slower).
     """
     k, e, d = config.num_classes, etas.shape[0], keys.shape[0]
     C = jax.vmap(lambda eta: corruption_matrix_core(config.noise, k, eta, _cluster_ids(config)))(etas)
@@ -371,27 +347,29 @@ def theory_predictions(
 ) -> tuple[RoundPredictions, PhaseMap]:
     """Exact population and finite-sample predictions per noise rate, and the population phase map.
 
+    Every exact solve is a type-level problem (label-type counts, ``corr``,
+    ``lam``); each distinct one is solved once, a fixed number at a time by
+    one compiled program.
+
     Args:
-      config: the simulation's configuration (its ``lam``, ``c``, ``d``, rounds, solver options).
+      config: the simulation's configuration (``lam``, ``c``, ``d``, rounds, solver options).
       etas: ``(E,)`` noise rates.
-      num_draws: draws of the per-class label counts per eta (the same keys for every eta), as in
-        :func:`sdtheory.finite_sample_prediction`.
+      num_draws: draws of the per-class label counts per eta (the same keys for
+        every eta), as in :func:`sdtheory.finite_sample_prediction`.
       seed: PRNG seed of the draws.
-      map_axis, map_values: the map's second axis, ``"lam"`` (L2 weights) or ``"c"`` (within-class
-        correlations, each above the config's ``d``), and its values.
+      map_axis, map_values: the map's second axis, ``"lam"`` or ``"c"`` (each
+        value above the config's ``d``), and its values.
       progress: optional callable ``(done, total, seconds)`` counting distinct problems solved.
-
-    Every exact solve is a type-level problem (label-type counts, ``corr``, ``lam``); each distinct one
-    is solved once, a fixed number at a time by one compiled program.
-
-    ``on_chunk(start, result)`` is called after every solved batch (``result``:
-    a flat dict of host arrays); ``completed`` (``start -> result`` from a call
-    with the same arguments) resumes an interrupted call without solving those
-    batches again, with the same results bit for bit. ``ValueError`` if a
-    completed batch does not fit, or ``map_axis`` is not ``"lam"`` or ``"c"``.
+      on_chunk: optional callable ``(start, result)`` after every solved batch
+        (``result``: a flat dict of host arrays).
+      completed: ``start -> result`` from a call with the same arguments: those
+        batches are reused, the results are bit for bit an uninterrupted call's.
 
     Returns:
       ``(RoundPredictions, PhaseMap)``.
+
+    Raises:
+      ValueError: ``map_axis`` is not ``"lam"`` or ``"c"``, or a completed batch does not fit.
     """
     vals = _check_axis(map_axis, map_values)
     etas_a = jnp.asarray(np.asarray(etas, dtype=float))
@@ -405,7 +383,7 @@ def theory_predictions(
 
 def _check_axis(axis: str, values: Any) -> np.ndarray:
     if axis not in ("lam", "c"):
-        raise ValueError(f"axis must be 'lam' or 'c', got {axis!r}")
+        raise ValueError(f"map_axis must be 'lam' or 'c', got {axis!r}")
     return np.asarray(values, dtype=float)
 
 
