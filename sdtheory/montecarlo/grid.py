@@ -83,21 +83,8 @@ def seed_keys(seed: int, num_seeds: int) -> jax.Array:
         return jax.random.split(jax.random.PRNGKey(seed), num_seeds)
 
 
-def _check_etas(etas: Any) -> np.ndarray:
-    if isinstance(etas, (bool, np.bool_)):
-        raise TypeError(f"etas must be noise rates (real numbers in [0, 1]), got a bool ({etas!r})")
-    arr = V.check_real_array(etas, "etas").astype(float)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"etas must be a non-empty 1-D array of noise rates, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)) or np.any(arr < 0) or np.any(arr > 1):
-        raise ValueError(f"etas: every noise rate eta must lie in [0, 1], got {V.short_list(arr)}")
-    return arr
-
-
-def _sweep(values: Any, default: float, name: str) -> tuple:
-    """(values as a list, swept?)."""
-    if values is None:
-        return [default], False
+def _real_values(values: Any, name: str) -> np.ndarray:
+    """A non-empty 1-D array of finite reals (no bools), or an error naming ``name``."""
     if isinstance(values, (bool, np.bool_)):
         raise TypeError(f"{name} must be real numbers, got a bool ({values!r})")
     arr = V.check_real_array(values, name).astype(float)
@@ -105,19 +92,18 @@ def _sweep(values: Any, default: float, name: str) -> tuple:
         raise ValueError(f"{name} must be a non-empty 1-D sequence, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite, got {V.short_list(arr)}")
-    return [float(v) for v in arr], True
+    return arr
+
+
+def _sweep(values: Any, default: float, name: str) -> tuple:
+    """(values as a list, swept?)."""
+    if values is None:
+        return [default], False
+    return [float(v) for v in _real_values(values, name)], True
 
 
 def _leaf_name(path) -> str:
-    parts = []
-    for k in path:
-        for attr in ("key", "idx", "name"):
-            if hasattr(k, attr):
-                parts.append(str(getattr(k, attr)))
-                break
-        else:  # pragma: no cover - other key kinds do not occur in a cell's output
-            parts.append(str(k))
-    return ".".join(parts)
+    return jax.tree_util.keystr(path, simple=True, separator=".")
 
 
 def _flatten_chunk(tree: Any) -> dict:
@@ -237,7 +223,9 @@ def run_grid(
         ``completed`` chunk that does not belong to this grid.
     """
     config = check_config(config)
-    etas_np = _check_etas(etas)
+    etas_np = _real_values(etas, "etas")
+    if np.any(etas_np < 0) or np.any(etas_np > 1):
+        raise ValueError(f"etas: every noise rate eta must lie in [0, 1], got {V.short_list(etas_np)}")
     num_seeds = V.check_size(num_seeds, "num_seeds", minimum=1)
     seed = V.check_size(seed, "seed", minimum=0, maximum=V.MAX_SEED)
     lam_list, lam_swept = (check_lam_values(lams), True) if lams is not None else ([config.lam], False)
