@@ -63,17 +63,21 @@ RESULTS = Path(__file__).parent / "results" / "theory_step.json"
 # --------------------------------------------------------------------------
 
 
+def _solve(config):
+    return dict(tol=config.exact_tol, max_iter=config.exact_max_iter, solver=config.exact_solver)
+
+
 def _old_population(config, lam, c, d, eta):
     k, n, r = config.num_classes, config.per_class, config.num_rounds
     C = corruption_matrix_core(config.noise, k, eta, th._cluster_ids(config))
     cls, tgt = label_types(k)
     tgt = tgt.astype(C.dtype)
     ts = type_spectrum_core(corr_from_cd(c, d, k), cls, (n * C).reshape(-1))
-    res = reduced_exact_core(ts, tgt, lam, r, loss="ce", **th._solve(config))
+    res = reduced_exact_core(ts, tgt, lam, r, loss="ce", **_solve(config))
     ac_exact = type_all_correct_core(res.outputs, ts, config.tie_tol)
     ac_lin = type_all_correct_core(reduced_closed_core(ts, tgt, lam, jnp.arange(r)), ts, config.tie_tol)
     teacher = round_fit(res)
-    fit = reduced_exact_fit(ts, lam, loss=config.pll_loss, q=config.pll_q, **th._solve(config))
+    fit = reduced_exact_fit(ts, lam, loss=config.pll_loss, q=config.pll_q, **_solve(config))
     pll = pll_rounds_core(fit, teacher, 1, config.tie_tol, init="teacher")
     right = correct_core(pll.outputs[0], ts.classes, config.tie_tol)
     acc = jnp.sum(jnp.where(right, ts.counts, 0.0)) / jnp.sum(ts.counts)
@@ -95,7 +99,7 @@ def _old_finite_etas(config, model, keys, sizes, corr, lam, etas):
 
     def one(eta):
         C = corruption_matrix_core(config.noise, k, eta, th._cluster_ids(config))
-        opts = th._solve(config) if model == "exact" else {}
+        opts = _solve(config) if model == "exact" else {}
         pll_loss = config.pll_loss if model == "exact" else "ce"
         return finite_sample_core(
             keys, C, sizes, corr, lam, config.tie_tol, model=model, num_rounds=config.num_rounds, pll_loss=pll_loss,

@@ -1,10 +1,9 @@
-"""Argument types shared by the command-line scripts in ``simulations/``.
+"""What the command-line scripts in ``simulations/`` share: argument types, the entry point, exit codes.
 
-Each factory returns an ``argparse`` ``type=`` callable that raises
-``argparse.ArgumentTypeError`` with a message; argparse then names the flag
-in its error and exits with status 2. :func:`run_main` is the scripts' entry
-point (Ctrl-C -> one line on stderr, exit status 130), :func:`exit_script` its
-``__main__`` call. No math and no files here.
+The argument types raise ``argparse.ArgumentTypeError``, so argparse names
+the flag and exits with status 2. :func:`run_main` turns Ctrl-C into one line
+and status 130, an :class:`sdtheory.io.OutputWriteError` into one line and
+status 1.
 """
 
 from __future__ import annotations
@@ -44,12 +43,10 @@ __all__ = [
     "run_main",
 ]
 
-#: Exit status of a script stopped by Ctrl-C (128 + SIGINT, the shell's convention).
+#: Exit status of a script stopped by Ctrl-C (128 + SIGINT).
 EXIT_INTERRUPTED = 130
-#: Exit status of a script whose outputs could not be written or committed (disk full, --out not replaceable).
+#: Exit status of a script whose outputs could not be written or committed.
 EXIT_NOT_WRITTEN = 1
-
-
 #: Environment variable naming a directory for JAX's persistent compilation cache (opt-in, scripts only).
 CACHE_ENV = "SDTHEORY_COMPILATION_CACHE"
 
@@ -57,11 +54,9 @@ CACHE_ENV = "SDTHEORY_COMPILATION_CACHE"
 def enable_compilation_cache(path: str | None = None) -> str | None:
     """Turn on JAX's persistent compilation cache in ``path`` (default: ``$SDTHEORY_COMPILATION_CACHE``).
 
-    Opt-in and for scripts: :func:`run_main` calls it, so a script started with
-    the variable set reuses compiled solvers across runs instead of compiling
-    them again (about 1-5 s per new problem shape). It changes JAX's
-    configuration for the process; importing ``sdtheory`` never does. Returns
-    the directory used, or ``None`` when none is set.
+    Opt-in, for scripts (:func:`run_main` calls it): it changes JAX's
+    configuration for the process, which importing ``sdtheory`` never does.
+    Returns the directory used, or ``None`` when none is set.
     """
     path = path or os.environ.get(CACHE_ENV) or None
     if path is None:
@@ -76,17 +71,13 @@ def enable_compilation_cache(path: str | None = None) -> str | None:
 
 
 def run_main(main, prog: str, argv=None) -> int:
-    """Call a script's ``main(argv)`` and turn Ctrl-C into a one-line message and exit status 130.
+    """Call a script's ``main(argv)``; return its exit status.
 
-    ``main`` may raise ``KeyboardInterrupt`` with a message (what was kept,
-    how to resume); it is printed as ``<prog>: <message>`` on stderr, without
-    a traceback. Outputs that could not be written or committed
-    (:class:`sdtheory.io.OutputWriteError`: disk full, ``--out`` could not be
-    replaced) are printed the same way, exit status :data:`EXIT_NOT_WRITTEN`.
-    A return value that is not an int (e.g. a result dict) means
-    success, 0. Argument errors keep argparse's ``SystemExit(2)``. With
-    ``$SDTHEORY_COMPILATION_CACHE`` set, compiled code is cached there
-    (:func:`enable_compilation_cache`).
+    A ``KeyboardInterrupt`` (its message: what was kept, how to resume) is
+    printed as ``<prog>: <message>`` on stderr, status 130; an
+    :class:`sdtheory.io.OutputWriteError` the same way, status 1. A return
+    value that is not an int means 0. Argument errors keep argparse's
+    ``SystemExit(2)``. Calls :func:`enable_compilation_cache`.
     """
     global _ctrl_c_pending
     enable_compilation_cache()
@@ -123,12 +114,8 @@ _ctrl_c_pending = False
 
 
 def _on_ctrl_c(signum, frame):
-    """Python's own SIGINT behaviour (raise ``KeyboardInterrupt``), remembered.
-
-    Python discards an exception raised inside a garbage-collector callback
-    (JAX registers one), so a Ctrl-C landing there would be lost and the run
-    would go on: the flag lets the next :func:`interruptible` callback raise it.
-    """
+    """Raise ``KeyboardInterrupt``, remembered: Python discards one raised inside a garbage-collector
+    callback (JAX has one), and :func:`interruptible` then raises it again."""
     global _ctrl_c_pending
     _ctrl_c_pending = True
     raise KeyboardInterrupt
@@ -156,9 +143,8 @@ def exit_script(main, prog: str) -> NoReturn:
     """A script's ``__main__`` entry: :func:`run_main`, then exit with its status.
 
     After Ctrl-C the process ends with ``os._exit(130)`` once the streams are
-    flushed: XLA may still be compiling in background threads, and the
-    interpreter's normal teardown can then crash (SIGSEGV). By then ``main``
-    has unwound, so staged outputs are removed and checkpoints are on disk.
+    flushed (a normal teardown can crash while XLA still compiles in the
+    background); ``main`` has unwound by then.
     """
     rc = run_main(main, prog)
     if rc == EXIT_INTERRUPTED:
@@ -212,14 +198,8 @@ def float_in(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = Fal
 
 
 def correlation(text: str) -> float:
-    """A ``--c``/``--d`` value: a finite float in ``(-1, 1)`` (``d`` may be negative).
-
-    The block model's full rule needs the class sizes
-    (:func:`sdtheory._validation.check_cd` with ``per_class``/``num_classes``);
-    a script checks it once its flags are parsed. ``--d -0.05`` parses as a
-    value: argparse treats a token that looks like a negative number as one
-    when the parser has no option that looks like a negative number.
-    """
+    """A ``--c``/``--d`` value: a finite float in ``(-1, 1)``; the scripts check the block model's rule,
+    which needs the class sizes, once the flags are parsed."""
     return float_in(-1.0, 1.0, lo_open=True, hi_open=True)(text)
 
 
@@ -232,13 +212,8 @@ def noise_kind(text: str) -> str:
 
 
 def cd_pairs(text: str) -> list:
-    """``"c,d;c,d;..."`` -> a list of distinct ``(c, d)`` pairs, each in the block model's one domain.
-
-    The sizes are not known here: each pair is checked for ``-1 < d < c < 1``
-    (:func:`sdtheory._validation.check_cd` without sizes; ``d`` may be
-    negative); the functions that get the class sizes check that the block
-    Gram is positive definite there.
-    """
+    """``"c,d;c,d;..."`` -> a list of distinct ``(c, d)`` pairs, each with ``-1 < d < c < 1`` (the class
+    sizes, and so the rest of the block model's rule, are checked where they are known)."""
     pairs = []
     for item in text.split(";"):
         try:
@@ -263,10 +238,10 @@ def output_dir_or_exit(parser, path, *, outputs):
 
 
 def interrupted(out, checkpoint, saved, what: str) -> KeyboardInterrupt:
-    """The one-line message of a Ctrl-C: whether ``out`` changed and what the checkpoint keeps.
+    """The one-line message of a Ctrl-C: whether ``out`` changed and what ``checkpoint`` keeps.
 
-    ``saved`` are the pieces (``what``: "chunk" or "cell") already in ``checkpoint``;
-    a checkpoint that no longer exists means the outputs were committed just before.
+    ``saved``: the pieces (``what``: "chunk" or "cell") in ``checkpoint`` (a file
+    or the work area); if it no longer exists, the outputs were committed.
     """
     if saved and not checkpoint.exists():  # Ctrl-C held back during the commit, delivered right after it
         return KeyboardInterrupt(f"interrupted after the outputs in {out} were complete")
@@ -284,11 +259,8 @@ def interrupted(out, checkpoint, saved, what: str) -> KeyboardInterrupt:
 
 
 def add_data_arguments(parser, *, datasets: dict) -> None:
-    """The flags that say which data a study runs on, the same in every real-data script.
-
-    ``--dataset`` (``datasets``: name -> help) or ``--features`` (the user's
-    file), ``--relu-dim``, ``--no-center`` and ``--test-fraction``.
-    """
+    """The data flags of the real-data scripts: ``--dataset`` (``datasets``: name -> help) or
+    ``--features``, ``--relu-dim``, ``--no-center`` and ``--test-fraction``."""
     src = parser.add_mutually_exclusive_group()
     src.add_argument(
         "--dataset",

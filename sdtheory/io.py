@@ -1,29 +1,14 @@
-"""Result files on disk: atomic CSV / JSON / NPZ / figure writers with provenance.
+"""Result files: atomic, deterministic CSV / JSON / NPZ / figure writers with provenance; run directories.
 
 Only scripts write files; the library's math returns arrays. Every writer
-
-* writes to a temporary file in the destination directory and moves it into
-  place with :func:`os.replace`, so an interrupted run never leaves a
-  half-written file under the final name;
-* is deterministic: the same data gives byte-identical CSV, JSON and NPZ files
-  (floats are written with Python's shortest round-trip ``repr``; JSON keys
-  keep their insertion order; NPZ members carry no timestamps that change);
-* records provenance. :func:`provenance` returns the package version, the git
-  revision of the checkout the package was imported from (``None`` outside a
-  git checkout), the JAX/NumPy versions and the Python version. JSON files and
-  NPZ archives embed it; CSV files get it in a sidecar ``<name>.meta.json``
-  when ``metadata=`` is given (so the CSV itself stays a plain table that any
-  reader loads); PNG files carry it as text chunks and PDF files in their
-  ``Subject``/``Keywords`` fields.
-
-A run's outputs are one unit: :func:`run_directory` stages them next to the
-output directory and replaces it as a whole, with a ``manifest.json`` (every
-file's SHA-256 and the parameters) written last; :func:`check_output_dir`
-checks the location (writable, and renamable as the commit needs) before
-anything is computed. A disk full while staging, or a commit whose renames
-fail, is an :class:`OutputWriteError` saying what is kept where. Checkpoints
-for ``--resume`` (:func:`write_checkpoint`, :func:`read_checkpoint`) live in
-the output directory's work area (:func:`work_directory`).
+writes a temporary file in the destination directory and moves it into place
+(:func:`os.replace`); the same data gives the same bytes (floats as Python's
+shortest round-trip ``repr``); provenance (:func:`provenance`) goes into JSON
+and NPZ files, a CSV's ``<name>.meta.json`` sidecar, PNG text chunks and PDF
+fields. A run's outputs are one unit (:func:`run_directory`, complete or
+absent, with a ``manifest.json``); :func:`write_checkpoint` /
+:func:`read_checkpoint` keep finished pieces for ``--resume`` in the work
+area (:func:`work_directory`). docs/simulation.md describes the guarantees.
 """
 
 from __future__ import annotations
@@ -39,8 +24,11 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -78,28 +66,15 @@ __all__ = [
 ]
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
-# --------------------------------------------------------------------------
-# Atomic primitives
-# --------------------------------------------------------------------------
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same dir + ``os.replace``).
-
-    Creates the parent directory. Returns the final :class:`~pathlib.Path`.
-    """
+    """Write ``data`` to ``path`` atomically (creating its directory); return the path."""
     path = _path_arg(path, file=True)
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"data must be bytes, got {type(data).__name__}")
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -124,39 +99,20 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-# --------------------------------------------------------------------------
-# Provenance
-# --------------------------------------------------------------------------
-
-
 def git_revision(path: str | os.PathLike | None = None) -> Optional[str]:
-    """``git rev-parse HEAD`` of the repository containing ``path``.
-
-    ``path`` defaults to this package's directory. Appends ``"+dirty"`` when
-    tracked files have uncommitted changes. Returns ``None`` when ``path`` is
-    not inside a git checkout or git is not installed.
-    """
-    path = None if path is None else _path_arg(path)
-    where = Path(path) if path is not None else Path(__file__).resolve().parent
+    """``git rev-parse HEAD`` of the checkout holding ``path`` (default: this package), ``"+dirty"`` appended
+    when tracked files changed; ``None`` outside a git checkout or without git."""
+    where = Path(__file__).resolve().parent if path is None else _path_arg(path)
     if where.is_file():
         where = where.parent
+    out = []
     try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=where,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        for cmd in (["rev-parse", "HEAD"], ["status", "--porcelain", "--untracked-files=no"]):
+            run = subprocess.run(["git", *cmd], cwd=where, capture_output=True, text=True, timeout=10, check=True)
+            out.append(run.stdout.strip())
     except (OSError, subprocess.SubprocessError):
         return None
-    if not rev:
-        return None
-    return rev + ("+dirty" if dirty else "")
+    return out[0] + ("+dirty" if out[1] else "") if out[0] else None
 
 
 def provenance() -> dict:
@@ -175,16 +131,10 @@ def provenance() -> dict:
     }
 
 
-# --------------------------------------------------------------------------
-# JSON
-# --------------------------------------------------------------------------
-
-
 def to_jsonable(obj: Any) -> Any:
-    """Convert NumPy/JAX scalars and arrays, tuples, Paths and NamedTuples to JSON types.
+    """NumPy/JAX scalars and arrays, tuples, paths and NamedTuples as JSON types (``TypeError`` otherwise).
 
-    Non-finite floats become the strings ``"nan"``, ``"inf"``, ``"-inf"`` (JSON
-    has no literal for them and we never write invalid JSON).
+    Non-finite floats become the strings ``"nan"``, ``"inf"``, ``"-inf"``.
     """
     if isinstance(obj, Mapping):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
@@ -194,7 +144,7 @@ def to_jsonable(obj: Any) -> Any:
         return obj
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
-    if isinstance(obj, (np.bool_,)):
+    if isinstance(obj, np.bool_):
         return bool(obj)
     if isinstance(obj, (int, np.integer)):
         return int(obj)
@@ -217,27 +167,13 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def write_json(path: str | os.PathLike, data: Mapping[str, Any], *, metadata: Optional[Mapping] = None) -> Path:
-    """Write ``data`` as indented JSON, atomically.
-
-    With ``metadata`` (e.g. :func:`provenance` plus run parameters) the file
-    holds ``{"metadata": metadata, **data}``.
-    """
+    """Write ``data`` as indented JSON, atomically; with ``metadata``: ``{"metadata": metadata, **data}``."""
     path = _path_arg(path, file=True)
     _json_arg(data, "data", mapping=True)
     _json_arg(metadata, "metadata")
-    if not isinstance(data, Mapping):
-        raise TypeError(f"data must be a mapping, got {type(data).__name__}")
-    payload = {}
-    if metadata is not None:
-        payload["metadata"] = metadata
-    payload.update(data)
+    payload = {**({} if metadata is None else {"metadata": metadata}), **data}
     text = json.dumps(to_jsonable(payload), indent=2, allow_nan=False) + "\n"
     return atomic_write_text(path, text)
-
-
-# --------------------------------------------------------------------------
-# CSV
-# --------------------------------------------------------------------------
 
 
 def _cell(v: Any) -> str:
@@ -270,7 +206,8 @@ def write_csv(
     Pass either ``columns`` (name -> equal-length 1-D sequences, in column
     order) or ``rows`` (mappings) with ``fieldnames``. Floats use the shortest
     round-trip representation, booleans ``true``/``false``. With ``metadata``
-    a sidecar ``<path>.meta.json`` is written (atomically) next to the CSV.
+    a sidecar ``<path>.meta.json`` is written next to the CSV.
+    Raises ``ValueError``/``TypeError`` naming the argument.
     """
     path = _path_arg(path, file=True)
     _json_arg(metadata, "metadata")
@@ -278,32 +215,25 @@ def write_csv(
         raise ValueError("pass exactly one of columns= or rows=")
     if columns is not None:
         _mapping_arg(columns, "columns")
-        names = list(columns.keys())
+        names = list(columns)
         if not names:
             raise ValueError("columns must contain at least one column")
-        bad = [
-            n
-            for n in names
-            if isinstance(columns[n], (str, bytes))
-            or not (hasattr(columns[n], "__array__") or hasattr(columns[n], "__iter__"))
-        ]
+        bad = [n for n in names if isinstance(columns[n], (str, bytes)) or not hasattr(columns[n], "__iter__")]
         if bad:
             raise TypeError(f"columns must map names to sequences; {bad[:3]} are not sequences")
         cols = [
             np.asarray(columns[n]).tolist() if hasattr(columns[n], "__array__") else list(columns[n]) for n in names
         ]
-        lengths = {len(c) for c in cols}
-        if len(lengths) != 1:
+        if len({len(c) for c in cols}) != 1:
             lens = dict(zip(names, map(len, cols), strict=True))
             raise ValueError(f"all columns must have the same length, got {lens}")
         body = list(zip(*cols, strict=True))
     else:
-        assert rows is not None  # exactly one of columns and rows
         if fieldnames is None:
             raise ValueError("rows= needs fieldnames=")
         names = list(fieldnames)
         body = []
-        for i, row in enumerate(rows):
+        for i, row in enumerate(rows or ()):
             missing = [n for n in names if n not in row]
             if missing:
                 raise ValueError(f"row {i} is missing column(s) {missing}")
@@ -311,25 +241,18 @@ def write_csv(
     buf = _io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(names)
-    for cells in body:
-        writer.writerow([_cell(v) for v in cells])
+    writer.writerows([_cell(v) for v in cells] for cells in body)
     out = atomic_write_text(path, buf.getvalue())
     if metadata is not None:
         write_json(str(out) + ".meta.json", {"file": out.name, "columns": names}, metadata=metadata)
     return out
 
 
-# --------------------------------------------------------------------------
-# NPZ
-# --------------------------------------------------------------------------
-
-
 def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any], *, metadata: Optional[Mapping] = None) -> Path:
-    """Save arrays as an uncompressed ``.npz``, atomically and deterministically.
+    """Save arrays as an uncompressed ``.npz``, atomically; identical arrays give identical bytes.
 
-    ``metadata`` is stored as the JSON string array ``__metadata__`` (read it
-    back with ``json.loads(str(np.load(path)["__metadata__"]))``). Members get
-    a fixed timestamp so identical arrays give identical bytes.
+    ``metadata`` is stored as the JSON string ``__metadata__``
+    (``json.loads(str(np.load(path)["__metadata__"]))``).
     """
     path = _path_arg(path, file=True)
     _mapping_arg(arrays, "arrays")
@@ -352,47 +275,29 @@ def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any], *, metadata: O
     return atomic_write_bytes(path, buf.getvalue())
 
 
-# --------------------------------------------------------------------------
-# Figures
-# --------------------------------------------------------------------------
-
-
 def write_figure(fig: Any, path: str | os.PathLike, *, metadata: Optional[Mapping] = None, dpi: int = 150) -> Path:
-    """Save a matplotlib figure atomically; the format follows the suffix (png, pdf, svg).
+    """Save a matplotlib figure atomically, as the suffix says (png, pdf, svg), with ``metadata`` in the file.
 
-    Provenance goes into the file: PNG text chunks (one per key), PDF
-    ``Subject`` (JSON) with a fixed ``CreationDate`` so reruns differ only if
-    the picture does.
+    PNG: text chunks; PDF: ``Subject`` (JSON) and a fixed ``CreationDate``, so
+    reruns differ only if the picture does. ``ValueError`` for another suffix.
     """
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in ("png", "pdf", "svg"):
         raise ValueError(f"figure path must end in .png, .pdf or .svg, got {path.name!r}")
-    meta: dict = {}
-    text = json.dumps(to_jsonable(metadata), allow_nan=False, sort_keys=True) if metadata is not None else None
-    if fmt == "png":
-        meta = {"Software": "sdtheory"}
-        if text is not None:
-            meta["Description"] = text
-    elif fmt == "pdf":
-        meta = {"Creator": "sdtheory", "CreationDate": None}
-        if text is not None:
-            meta["Subject"] = text
-    else:
-        meta = {"Date": None}
-        if text is not None:
-            meta["Description"] = text
+    defaults: dict[str, dict] = {"png": {"Software": "sdtheory"}, "pdf": {"Creator": "sdtheory", "CreationDate": None}}
+    meta = dict(defaults.get(fmt, {"Date": None}))
+    if metadata is not None:
+        meta["Subject" if fmt == "pdf" else "Description"] = json.dumps(
+            to_jsonable(metadata), allow_nan=False, sort_keys=True
+        )
     buf = _io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=dpi, metadata=meta, bbox_inches="tight")
     return atomic_write_bytes(path, buf.getvalue())
 
 
 def progress_printer(prefix: str, stream: Any = None):
-    """A progress callback ``(done, total, seconds)`` that prints one line per call on ``stream`` (stderr).
-
-    For scripts: the library never prints, it calls the callback it is given.
-    """
-    import sys
+    """A progress callback ``(done, total, seconds)`` printing one line per call on ``stream`` (stderr)."""
 
     def report(done: int, total: int, seconds: float) -> None:
         print(
@@ -413,15 +318,12 @@ def save_features(
     test_labels: Any = None,
     num_classes: Optional[int] = None,
 ) -> Path:
-    """Validate and write a ``.npz`` feature file that :func:`sdtheory.data.load_features` reads back.
+    """Write a ``.npz`` feature file that :func:`sdtheory.data.load_features` reads back; return the path.
 
-    The arrays go through the same checks as a loaded file (messages start
-    with ``path``); nothing is written if they fail. Written atomically
-    (:func:`write_npz`). Returns the path.
+    The arrays pass the checks of a loaded file first (messages start with
+    ``path``; nothing is written if they fail).
     """
     path = _path_arg(path, file=True)
-
-    path = Path(path)
     if path.suffix.lower() != ".npz":
         raise ValueError(f"{path}: save_features writes .npz files; give a path ending in .npz")
     ds = validate_dataset(features, labels, test_features, test_labels, num_classes, str(path), path.stem)
@@ -445,40 +347,24 @@ class OutputDirError(ValueError):
 
 
 class OutputWriteError(OSError):
-    """A run's outputs could not be written (disk full, ...) or moved into place; the message says what is kept, where.
+    """A run's outputs or checkpoint could not be written or moved into place; the message says what is kept, where.
 
-    Raised by :func:`run_directory` and :func:`write_checkpoint` from the
-    ``OSError`` that stopped them (its ``__cause__``); the scripts print the
-    message as one line (exit status 1, :func:`sdtheory.cli.run_main`).
+    Raised from the ``OSError`` that stopped the write (its ``__cause__``); the
+    scripts print it as one line, exit status 1 (:func:`sdtheory.cli.run_main`).
     """
 
 
-def _resolve(path: str | os.PathLike) -> Path:
-    text = os.fspath(path)
-    if not str(text).strip():
-        raise OutputDirError("the output directory must not be empty")
-    target = Path(text).expanduser().resolve()
-    if target.parent == target or not target.name:
-        raise OutputDirError(f"{target} is a file system root; give a directory below it")
-    return target
-
-
 def _probe_writable(directory: Path, what: str) -> None:
-    """Create and remove a directory in ``directory`` (a real test: permission bits lie for root, ro mounts)."""
+    """Create and remove a directory in ``directory`` (permission bits lie for root and read-only mounts)."""
     try:
-        probe = tempfile.mkdtemp(prefix=".sdtheory-probe-", dir=directory)
-        os.rmdir(probe)
+        os.rmdir(tempfile.mkdtemp(prefix=".sdtheory-probe-", dir=directory))
     except OSError as exc:
         raise OutputDirError(f"{what} {directory} is not writable ({exc.strerror or exc})") from None
 
 
 def _probe_replaceable(target: Path) -> None:
-    """Rename ``target`` aside and back, as a commit does: a mount point or busy directory refuses (``EBUSY``).
-
-    The aside name is the commit's own (``<name>.old-<pid>``), so if the
-    process dies between the two renames the next run moves it back
-    (:func:`_recover`).
-    """
+    """Rename ``target`` aside and back, as a commit does (a mount point refuses); a death in between is
+    undone by the next run (:func:`_recover`: the aside name is the commit's)."""
     aside = _sibling(target, "old", os.getpid())
     try:
         with _signals_deferred():
@@ -492,33 +378,23 @@ def _probe_replaceable(target: Path) -> None:
         ) from None
 
 
-def _manifest_files(directory: Path) -> set:
-    try:
-        data = json.loads((directory / MANIFEST).read_text())
-        return set(data.get("files", {}))
-    except (OSError, ValueError, AttributeError, TypeError):
-        return set()
-
-
 def check_output_dir(path: str | os.PathLike, *, outputs: Sequence[str] = ()) -> Path:
-    """Check that ``path`` can receive a run's outputs, before anything is computed; return it resolved.
+    """Check, before anything is computed, that ``path`` can receive a run's outputs; return it resolved.
 
-    The outputs replace the directory as a whole (:func:`run_directory`), so
     ``path`` must be absent, empty, or a previous run's directory: every entry
-    is listed in its :data:`MANIFEST` or matches one of the ``outputs`` glob
-    patterns (the script's output names, for directories written before
-    manifests existed). The nearest existing ancestor must be a writable
-    directory (the new set is staged next to ``path``), and an existing
-    ``path`` must be a writable directory that can be renamed (the commit
-    renames it aside; a mount point cannot be: it is renamed aside and back
-    here to find out). Entries of the work area (:func:`work_directory`) must
-    be files (checkpoints). Nothing is created.
+    listed in its :data:`MANIFEST` or matching one of the ``outputs`` glob
+    patterns. Its nearest existing ancestor must be writable, an existing
+    ``path`` writable and renamable (a mount point is not), and the entries
+    of its work area (:func:`work_directory`) files. Nothing is created.
 
-    Raises :class:`OutputDirError` (a ``ValueError``) with a message naming
-    the problem.
+    Raises :class:`OutputDirError` (a ``ValueError``) naming the problem.
     """
-    path = _path_arg(path)
-    target = _resolve(path)
+    text = os.fspath(_path_arg(path))
+    if not text.strip():
+        raise OutputDirError("the output directory must not be empty")
+    target = Path(text).expanduser().resolve()
+    if target.parent == target:
+        raise OutputDirError(f"{target} is a file system root; give a directory below it")
     if target.exists() and not target.is_dir():
         raise OutputDirError(f"{target} exists and is not a directory")
     ancestor = target.parent
@@ -530,18 +406,20 @@ def check_output_dir(path: str | os.PathLike, *, outputs: Sequence[str] = ()) ->
     work = work_directory(target)
     if work.exists() and not work.is_dir():
         raise OutputDirError(f"{work} (the work area of {target.name}) exists and is not a directory")
-    if work.is_dir():  # a run writes (and replaces) its checkpoint files there
-        odd = sorted(e.name for e in work.iterdir() if not e.is_file())
-        if odd:
-            raise OutputDirError(
-                f"{work / odd[0]} is not a file: the work area {work} holds only a run's checkpoint files; "
-                "remove it (or give another output directory)"
-            )
+    odd = sorted(e.name for e in work.iterdir() if not e.is_file()) if work.is_dir() else []
+    if odd:
+        raise OutputDirError(
+            f"{work / odd[0]} is not a file: the work area {work} holds only a run's checkpoint files; "
+            "remove it (or give another output directory)"
+        )
     if target.is_dir():
         _probe_writable(target, "output directory")
         _probe_replaceable(target)
-        listed = _manifest_files(target) | {MANIFEST}
-        patterns = tuple(outputs) + (".*.tmp",)  # .*.tmp: a half-written file of an older, non-atomic-set run
+        try:
+            listed = set(json.loads((target / MANIFEST).read_text()).get("files", {})) | {MANIFEST}
+        except (OSError, ValueError, AttributeError, TypeError):
+            listed = {MANIFEST}
+        patterns = (*outputs, ".*.tmp")  # .*.tmp: a half-written file of an older run
         foreign = sorted(
             e.name
             for e in target.iterdir()
@@ -557,13 +435,9 @@ def check_output_dir(path: str | os.PathLike, *, outputs: Sequence[str] = ()) ->
 
 
 def work_directory(path: str | os.PathLike) -> Path:
-    """The work area of an output directory: ``<path>.work`` next to it (checkpoints for ``--resume``).
-
-    It survives an interrupted run and is removed when a run's outputs are
-    committed (:func:`run_directory`).
-    """
-    path = _path_arg(path)
-    target = Path(path).expanduser().resolve()
+    """The work area of an output directory, ``<path>.work`` next to it: checkpoints for ``--resume``, removed
+    when a run's outputs are committed."""
+    target = _path_arg(path).expanduser().resolve()
     return target.with_name(target.name + ".work")
 
 
@@ -572,24 +446,21 @@ def _sibling(target: Path, kind: str, pid: int) -> Path:
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except OSError:  # exists, owned by someone else
-        return True
+        pass
     return True
 
 
 def _recover(target: Path) -> None:
     """Finish or undo what a killed run left next to ``target`` (``<name>.tmp-<pid>``, ``<name>.old-<pid>``).
 
-    A staging directory with a manifest is complete: if ``target`` is missing
-    (the run died between its two renames) it is moved into place; otherwise
-    the set aside previous directory is moved back. Then the dead run's
-    leftovers are removed. Directories of live processes are left alone.
+    If ``target`` is missing, a staging directory with a manifest (complete) is
+    moved into place, else the previous directory set aside is moved back;
+    the dead runs' other leftovers are removed.
     """
     if not target.parent.is_dir():
         return
@@ -597,16 +468,14 @@ def _recover(target: Path) -> None:
     dead: dict[str, list[Path]] = {"tmp": [], "old": []}
     for entry in target.parent.iterdir():
         m = pattern.fullmatch(entry.name)
-        if m and entry.is_dir() and not _pid_alive(int(m.group(2))):
+        if m and entry.is_dir() and int(m.group(2)) != os.getpid() and not _pid_alive(int(m.group(2))):
             dead[m.group(1)].append(entry)
     if not target.exists():
         complete = [d for d in dead["tmp"] if (d / MANIFEST).is_file()]
-        if complete:
-            os.rename(complete[0], target)
-            dead["tmp"].remove(complete[0])
-        elif dead["old"]:
-            os.rename(dead["old"][0], target)
-            dead["old"].pop(0)
+        back = complete[0] if complete else (dead["old"][0] if dead["old"] else None)
+        if back is not None:
+            os.rename(back, target)
+            dead["tmp" if complete else "old"].remove(back)
     for d in dead["tmp"] + dead["old"]:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -614,9 +483,6 @@ def _recover(target: Path) -> None:
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
     """Block SIGINT/SIGTERM for the few renames of a commit (delivered right after)."""
-    import signal
-    import threading
-
     if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -627,37 +493,12 @@ def _signals_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _write_manifest(directory: Path, *, script: str, parameters: Optional[Mapping]) -> Path:
-    files = {}
-    for f in sorted(p for p in directory.rglob("*") if p.is_file()):
-        name = f.relative_to(directory).as_posix()
-        if name == MANIFEST:
-            continue
-        files[name] = {"sha256": _sha256(f), "bytes": f.stat().st_size}
-    return write_json(
-        directory / MANIFEST, {"script": script, "parameters": parameters, "files": files}, metadata=provenance()
-    )
+def _files(directory: Path) -> list:
+    return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
 
 
 def verify_manifest(path: str | os.PathLike) -> dict:
@@ -666,20 +507,17 @@ def verify_manifest(path: str | os.PathLike) -> dict:
     Raises ``ValueError`` naming the first file that is missing, unlisted or
     whose SHA-256 differs.
     """
-    path = _path_arg(path)
-    directory = Path(path)
+    directory = _path_arg(path)
     if not (directory / MANIFEST).is_file():
         raise ValueError(f"path {directory} has no {MANIFEST}: not a complete run directory")
     manifest = json.loads((directory / MANIFEST).read_text())
     files = manifest["files"]
-    present = {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()} - {MANIFEST}
-    for name in sorted(present - set(files)):
+    for name in sorted(set(_files(directory)) - set(files) - {MANIFEST}):
         raise ValueError(f"{directory}: {name} is not listed in {MANIFEST}")
     for name, entry in files.items():
-        f = directory / name
-        if not f.is_file():
+        if not (directory / name).is_file():
             raise ValueError(f"{directory}: {name} is listed in {MANIFEST} but missing")
-        if _sha256(f) != entry["sha256"]:
+        if _sha256(directory / name) != entry["sha256"]:
             raise ValueError(f"{directory}: {name} does not match its SHA-256 in {MANIFEST}")
     return manifest
 
@@ -690,37 +528,30 @@ def run_directory(
 ) -> Iterator[Path]:
     """Write a run's outputs as one unit: yields a fresh staging directory, then replaces ``path`` with it.
 
-    ``with run_directory(out, script=..., parameters=...) as stage:`` write
-    every file into ``stage`` (``<out>.tmp-<pid>``, next to ``out``). When the
-    block ends normally, :data:`MANIFEST` is written last into ``stage``
-    (every file with its size and SHA-256, the ``parameters``, provenance);
-    then the previous ``out`` is renamed aside, ``stage`` renamed into its
-    place, and the previous directory and the work area
-    (:func:`work_directory`) removed. If the block raises (an error,
-    ``KeyboardInterrupt``), ``stage`` is removed and ``out`` is untouched. So
-    ``out`` always holds one complete set, the previous or the new one, never
-    a mix. A run killed outright (``SIGKILL``, power loss) leaves its staging
-    directory behind; the next run into ``out`` removes it (and, if the kill
-    fell between the two renames, finishes the commit).
+    Write every file into the yielded ``stage`` (``<out>.tmp-<pid>``). When the
+    block ends normally, :data:`MANIFEST` (every file's size and SHA-256, the
+    ``parameters``, provenance) is written last, the previous ``out`` is
+    renamed aside, ``stage`` renamed into its place, and the previous
+    directory and the work area removed. If the block raises, ``stage`` is
+    removed and ``out`` untouched. A run killed outright leaves its staging
+    directory; the next run into ``out`` removes it (or finishes the commit).
 
-    An ``OSError`` while staging (disk full, ...) removes ``stage`` and is
-    raised as :class:`OutputWriteError`; if the renames of the commit fail,
-    the complete new set is kept in ``<out>.unsaved-<pid>`` (out of the next
-    run's way) and :class:`OutputWriteError` says so. Either way ``out`` and
-    the work area are unchanged and the message says what is kept where.
-
-    ``path`` is checked with :func:`check_output_dir` (``outputs`` as there).
+    Raises :class:`OutputDirError` (``path`` checked by :func:`check_output_dir`,
+    ``outputs`` as there) and :class:`OutputWriteError`: an ``OSError`` while
+    staging, or a failed commit (the complete new set is then kept in
+    ``<out>.unsaved-<pid>``); the message says what is kept where.
     """
     target = check_output_dir(path, outputs=outputs)
     _recover(target)
     stage = _sibling(target, "tmp", os.getpid())
     try:
-        if stage.exists():
-            shutil.rmtree(stage)
+        shutil.rmtree(stage, ignore_errors=True)
         stage.mkdir(parents=True)
         yield stage
-        _write_manifest(stage, script=script, parameters=parameters)
-        _fsync_dir(stage)
+        names = [n for n in _files(stage) if n != MANIFEST]
+        files = {n: {"sha256": _sha256(stage / n), "bytes": (stage / n).stat().st_size} for n in names}
+        manifest = {"script": script, "parameters": parameters, "files": files}
+        write_json(stage / MANIFEST, manifest, metadata=provenance())
     except BaseException as exc:
         shutil.rmtree(stage, ignore_errors=True)
         if isinstance(exc, OSError) and not isinstance(exc, OutputWriteError):
@@ -742,17 +573,14 @@ def run_directory(
             unsaved = _sibling(target, "unsaved", os.getpid())
             with contextlib.suppress(OSError):
                 os.rename(stage, unsaved)  # out of the way of the next run's clean-up (_recover)
-            kept = unsaved if unsaved.is_dir() else stage
             raise OutputWriteError(
                 f"the outputs are complete but could not be moved into {target} ({exc.strerror or exc}); "
-                f"they are kept in {kept}; {_kept(target, old)}"
+                f"they are kept in {unsaved if unsaved.is_dir() else stage}; {_kept(target, old)}"
             ) from exc
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
-        _fsync_dir(target.parent)
-        if had_old:
-            shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
         shutil.rmtree(work_directory(target), ignore_errors=True)
 
 
@@ -779,34 +607,31 @@ def _canonical(parameters: Mapping) -> dict:
     return json.loads(json.dumps(to_jsonable(parameters), allow_nan=False, sort_keys=True))
 
 
+def _differences(a: Any, b: Any, prefix: str = "") -> list:
+    """``(dotted key, a value, b value)`` for every leaf where two JSON-like dicts differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [(prefix.rstrip("."), a, b)]
+
+
 def _short(v: Any) -> str:
     text = json.dumps(v)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _differences(a: Any, b: Any, prefix: str = "") -> list:
-    """``(dotted key, a value, b value)`` for every leaf where two JSON-like dicts differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _differences(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [(prefix.rstrip("."), a, b)]
-
-
 def write_checkpoint(path: str | os.PathLike, entries: Mapping[str, Mapping[str, Any]], *, parameters: Mapping) -> Path:
     """Write completed pieces of a run (``key -> {name: array}``) and their parameters to one ``.npz``, atomically.
 
-    Arrays are stored as written (dtype and bits), so they read back exactly
-    (:func:`read_checkpoint`). An ``OSError`` (disk full, ...) is raised as
-    :class:`OutputWriteError` saying what the previous checkpoint still holds.
+    Arrays read back bit for bit (:func:`read_checkpoint`). Raises
+    :class:`OutputWriteError` from an ``OSError`` (disk full, ...), saying what
+    the previous checkpoint still holds; ``ValueError``/``TypeError`` for bad
+    entries.
     """
     path = _path_arg(path, file=True)
     _mapping_arg(entries, "entries")
     _json_arg(parameters, "parameters")
     arrays = {}
     for key, piece in entries.items():
-        key = str(key)
         if "/" in key:
             raise ValueError(f"entries: checkpoint keys must not contain '/', got {key!r}")
         if not isinstance(piece, Mapping):
@@ -817,21 +642,19 @@ def write_checkpoint(path: str | os.PathLike, entries: Mapping[str, Mapping[str,
                     f"entries[{key!r}][{name!r}] must be a numeric/bool/str array, got {type(arr).__name__}"
                 )
             arrays[f"{key}/{name}"] = arr
-    meta = {"parameters": _canonical(parameters), "keys": [str(k) for k in entries]}
+    meta = {"parameters": _canonical(parameters), "keys": list(entries)}
     try:
         return write_npz(path, arrays, metadata=meta)
-    except OSError as exc:  # disk full, ...: the atomic write left the previous checkpoint as it was
-        kept = f"its previous version is unchanged ({_count(path)})" if Path(path).is_file() else "none was kept"
+    except OSError as exc:  # the atomic write left the previous checkpoint as it was
+        kept = "none was kept"
+        if path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    n = len(json.loads(str(z["__metadata__"])).get("keys", []))
+                kept = f"its previous version is unchanged ({n} finished piece(s); --resume continues from them)"
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+                kept = "its previous version is unchanged (unreadable)"
         raise OutputWriteError(f"writing the checkpoint {path} failed ({exc}); {kept}") from exc
-
-
-def _count(path: Path) -> str:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            n = len(json.loads(str(z["__metadata__"])).get("keys", []))
-        return f"{n} finished piece(s); --resume continues from them"
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-        return "unreadable"
 
 
 def read_checkpoint(path: str | os.PathLike, *, parameters: Mapping) -> Optional[dict]:
@@ -842,7 +665,6 @@ def read_checkpoint(path: str | os.PathLike, *, parameters: Mapping) -> Optional
     """
     path = _path_arg(path)
     _json_arg(parameters, "parameters")
-    path = Path(path)
     if not path.exists():
         return None
     try:
@@ -868,7 +690,14 @@ def read_checkpoint(path: str | os.PathLike, *, parameters: Mapping) -> Optional
 def rows_to_columns(rows: Sequence[Mapping[str, Any]], fieldnames: Sequence[str]) -> dict:
     """Rows (dicts of str/int/float/bool) -> ``{name: 1-D array}`` for :func:`write_checkpoint`."""
     _fieldnames_arg(fieldnames)
-    _rows_arg(rows, fieldnames)
+    if isinstance(rows, (str, bytes, Mapping)) or not isinstance(rows, (list, tuple)):
+        raise TypeError(f"rows must be a list of mappings, got {type(rows).__name__}")
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise TypeError(f"rows[{i}] must be a mapping, got {type(row).__name__}")
+        missing = [f for f in fieldnames if f not in row]
+        if missing:
+            raise ValueError(f"rows[{i}] lacks the fieldnames {missing[:8]}")
     return {name: np.asarray([row[name] for row in rows]) for name in fieldnames}
 
 
@@ -876,13 +705,15 @@ def columns_to_rows(columns: Mapping[str, Any], fieldnames: Sequence[str]) -> li
     """Inverse of :func:`rows_to_columns`: Python ``str``/``int``/``float``/``bool`` values, bit for bit."""
     _fieldnames_arg(fieldnames)
     _mapping_arg(columns, "columns")
-    _columns_arg(columns, fieldnames)
+    missing = [f for f in fieldnames if f not in columns]
+    if missing:
+        raise ValueError(f"columns lacks the fieldnames {missing[:8]}")
     cols = [np.asarray(columns[name]).tolist() for name in fieldnames]
     return [dict(zip(fieldnames, values, strict=True)) for values in zip(*cols, strict=True)]
 
 
 def fingerprint(*arrays: Any) -> str:
-    """SHA-256 of arrays (dtype, shape and bytes): identifies input data in checkpoint parameters."""
+    """SHA-256 of arrays (dtype, shape and bytes; ``None`` allowed): identifies input data in checkpoint parameters."""
     h = hashlib.sha256()
     for a in arrays:
         if a is None:
@@ -934,26 +765,5 @@ def _json_arg(x: Any, name: str, *, mapping: bool = False) -> None:
 
 
 def _fieldnames_arg(fieldnames: Any) -> None:
-    if (
-        isinstance(fieldnames, (str, bytes))
-        or not isinstance(fieldnames, (list, tuple))
-        or not all(isinstance(f, str) for f in fieldnames)
-    ):
+    if not isinstance(fieldnames, (list, tuple)) or not all(isinstance(f, str) for f in fieldnames):
         raise TypeError(f"fieldnames must be a list or tuple of str, got {fieldnames!r}")
-
-
-def _rows_arg(rows: Any, fieldnames: Sequence[str]) -> None:
-    if isinstance(rows, (str, bytes, Mapping)) or not isinstance(rows, (list, tuple)):
-        raise TypeError(f"rows must be a list of mappings, got {type(rows).__name__}")
-    for i, row in enumerate(rows):
-        if not isinstance(row, Mapping):
-            raise TypeError(f"rows[{i}] must be a mapping, got {type(row).__name__}")
-        missing = [f for f in fieldnames if f not in row]
-        if missing:
-            raise ValueError(f"rows[{i}] lacks the fieldnames {missing[:8]}")
-
-
-def _columns_arg(columns: Mapping, fieldnames: Sequence[str]) -> None:
-    missing = [f for f in fieldnames if f not in columns]
-    if missing:
-        raise ValueError(f"columns lacks the fieldnames {missing[:8]}")

@@ -22,8 +22,8 @@ explicit flags override its values) it writes paper.png / .pdf (training
 accuracy against the round per noise rate, the block model's r* marked),
 paper.csv (one row per (method, eta, seed or mean, round)), summary.json and
 manifest.json into --out (default results/paper/) instead.
-Finished chunks are checkpointed in <out>.work/; --resume continues an
-interrupted run from them. Ctrl-C exits with status 130, bad flags with 2.
+Finished simulation chunks and theory batches are checkpointed in <out>.work/;
+--resume continues an interrupted run from them. Ctrl-C exits with status 130, bad flags with 2.
 
 Column meanings: docs/simulation.md. Run with --help for every flag.
 """
@@ -87,6 +87,7 @@ OUTPUTS = (
     "summary.json",
 )
 CHECKPOINT = "phase_diagram.checkpoint.npz"
+THEORY_CHECKPOINT = "phase_diagram.theory.npz"
 PRESETS = ("paper",)
 PAPER_OUT = os.path.join("results", "paper")
 #: What a previous --preset paper run leaves in --out.
@@ -249,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--resume",
         action="store_true",
-        help="continue an interrupted run: reuse the finished chunks kept in <out>.work/ (refused if "
+        help="continue an interrupted run: reuse the finished simulation chunks and theory batches kept "
+        "in <out>.work/ (refused if "
         "they were computed with other parameters); the files are the same as an uninterrupted "
         "run's",
     )
@@ -433,27 +435,40 @@ def main(argv=None) -> int:
         "package_version": meta["package_version"],
         "git_revision": meta["git_revision"],
     }
+    # the theory's solved batches: a file of their own (small, rewritten after each batch)
+    theory_checkpoint = checkpoint.with_name(THEORY_CHECKPOINT)
+    theory_params = {**ckpt_params, "theory_draws": args.theory_draws, "map_axis": args.map_axis}
+    theory_params["map_values"] = _map_values(args)
     saved: dict = {}
+    saved_theory: dict = {}
     if args.resume:
         try:
             saved = sio.read_checkpoint(checkpoint, parameters=ckpt_params) or {}
+            if not paper:
+                saved_theory = sio.read_checkpoint(theory_checkpoint, parameters=theory_params) or {}
         except ValueError as exc:
             parser.error(f"argument --resume: {exc}")
         if not args.quiet:
             print(
-                f"phase_diagram: resuming: {len(saved)} finished chunk(s) in {checkpoint}"
-                if saved
-                else f"phase_diagram: --resume: no checkpoint in {checkpoint}, starting from the beginning",
+                f"phase_diagram: resuming: {len(saved)} finished chunk(s) and {len(saved_theory)} theory "
+                f"batch(es) in {checkpoint.parent}"
+                if saved or saved_theory
+                else f"phase_diagram: --resume: no checkpoint in {checkpoint.parent}, starting from the beginning",
                 file=sys.stderr,
                 flush=True,
             )
     else:
         _checkpoint_note(args, checkpoint)
-    resumed = len(saved)
+        theory_checkpoint.unlink(missing_ok=True)  # starting over: an earlier run's batches are not reused
+    resumed, resumed_theory = len(saved), len(saved_theory)
 
     def keep(start, chunk):
         saved[str(start)] = chunk
         sio.write_checkpoint(checkpoint, saved, parameters=ckpt_params)
+
+    def keep_theory(start, batch):
+        saved_theory[str(start)] = batch
+        sio.write_checkpoint(theory_checkpoint, saved_theory, parameters=theory_params)
 
     try:
         if not args.quiet:
@@ -515,6 +530,8 @@ def main(argv=None) -> int:
             map_axis=args.map_axis,
             map_values=_map_values(args),
             progress=None if args.quiet else sio.progress_printer("phase_diagram theory"),
+            completed={int(k): v for k, v in saved_theory.items()},
+            on_chunk=interruptible(keep_theory),
         )
         t_theory = time.perf_counter() - t0
         written = _write_outputs(
@@ -529,11 +546,12 @@ def main(argv=None) -> int:
             meta,
             preds,
             pmap,
-            timing=_timing(t_sim, t_theory, resumed),
+            timing=_timing(t_sim, t_theory, resumed, resumed_theory),
             t_start=t_start,
         )
     except KeyboardInterrupt:
-        raise interrupted(out, checkpoint, saved, "chunk") from None
+        kept = {**saved, **{f"theory-{k}": v for k, v in saved_theory.items()}}
+        raise interrupted(out, checkpoint.parent, kept, "chunk") from None
     except sio.OutputDirError as exc:  # the directory changed while computing
         parser.error(f"argument --out: {exc}")
     except (MemoryError, RuntimeError) as exc:  # NumPy's MemoryError; XLA's RESOURCE_EXHAUSTED (a RuntimeError)
@@ -747,12 +765,13 @@ def perturbation_sizes(config, *, num_seeds: int, seed: int) -> list:
     return sizes
 
 
-def _timing(t_sim, t_theory, resumed) -> dict:
+def _timing(t_sim, t_theory, resumed, resumed_theory=0) -> dict:
     """The run's ``summary.json`` timing: seconds by phase, resumed chunks, devices and the machine's load."""
     return {
         "simulation_seconds": round(t_sim, 3),
         "theory_seconds": round(t_theory, 3),
         "resumed_chunks": resumed,
+        "resumed_theory_batches": resumed_theory,
         "devices": _devices(),
         "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }

@@ -82,7 +82,7 @@ def together():
 
 
 def test_round_predictions_match_finite_sample_core_and_the_population_kernels(together):
-    preds = th.round_predictions(CONFIG, ETAS, num_draws=DRAWS, seed=3)
+    preds = together[0]
     k = CONFIG.num_classes
     keys = jax.random.split(jax.random.key(3), DRAWS)
     sizes = jnp.full((k,), CONFIG.per_class)
@@ -114,15 +114,15 @@ def test_round_predictions_match_finite_sample_core_and_the_population_kernels(t
     np.testing.assert_array_equal(preds.exact_population_rstar, rstar)
     conv = all(p[4] for p in pop) and all(bool(np.all(np.asarray(f.converged))) for f in fx)
     assert preds.converged == conv
-    # the combined call gives the same predictions
-    for name in preds._fields:
-        np.testing.assert_array_equal(getattr(together[0], name), getattr(preds, name), err_msg=name)
 
 
 @pytest.mark.parametrize("axis", ["lam", "c"])
 def test_phase_map_matches_the_population_kernels_point_by_point(axis, together):
     values = MAP_VALUES if axis == "lam" else np.array([0.3, 0.6])
-    pm = th.phase_map(CONFIG, ETAS, axis=axis, values=values)
+    if axis == "lam":
+        pm = together[1]
+    else:
+        pm = th.theory_predictions(CONFIG, ETAS, num_draws=1, seed=3, map_axis=axis, map_values=values)[1]
     for i, v in enumerate(values):
         lam, c = (v, CONFIG.c) if axis == "lam" else (CONFIG.lam, v)
         for j, eta in enumerate(ETAS):
@@ -131,9 +131,6 @@ def test_phase_map_matches_the_population_kernels_point_by_point(axis, together)
             assert pm.pll_exact[i, j] == pll_x and pm.pll_linear[i, j] == pll_l, (i, j)
             assert pm.region[i, j] == 2 * int(sd_x.any()) + int(pll_x)
             assert conv or not pm.converged
-    if axis == "lam":
-        for name in pm._fields:
-            np.testing.assert_array_equal(getattr(together[1], name), getattr(pm, name), err_msg=name)
 
 
 def test_sampled_counts_are_the_draws_of_sample_counts_core():
@@ -190,7 +187,7 @@ def test_distinct_problems_solved_once_equal_every_problem_solved(monkeypatch):
 def test_pll_accuracy_is_exactly_one_when_every_instance_is_right():
     """Fractional population counts: the "100% correct" test (accuracy >= 1) follows the outputs, not roundoff."""
     etas = np.linspace(0.0, 0.6, 13)
-    preds = th.round_predictions(CONFIG, etas, num_draws=1)
+    preds = th.theory_predictions(CONFIG, etas, num_draws=1, map_values=[CONFIG.lam])[0]
     for j, eta in enumerate(etas):
         pll_right = _population_reference(CONFIG, eta, CONFIG.lam, CONFIG.c)[2]
         acc = preds.exact_population_pll_accuracy[j]
@@ -198,7 +195,5 @@ def test_pll_accuracy_is_exactly_one_when_every_instance_is_right():
 
 
 def test_bad_axis_is_refused():
-    with pytest.raises(ValueError, match="axis"):
-        th.phase_map(CONFIG, ETAS, axis="d", values=[0.1])
     with pytest.raises(ValueError, match="axis"):
         th.theory_predictions(CONFIG, ETAS, map_axis="eta", map_values=[0.1])

@@ -335,15 +335,18 @@ def test_bad_out_is_an_argparse_error_before_computing(script, capsys, tmp_path,
         assert (out / "notes.txt").read_text() == "keep me"
 
 
-def _interrupt_after(monkeypatch, script, cells, calls=None, theory=None):
+def _interrupt_after(monkeypatch, script, cells, calls=None, theory=None, theory_reports=None):
     """Progress callbacks that count the simulation's calls and raise KeyboardInterrupt (as Ctrl-C would) once
-    ``cells`` are done; the theory's reports ``(done, total)`` go to ``theory``."""
+    ``cells`` are done; the theory's reports ``(done, total)`` go to ``theory``, and it is interrupted at its
+    ``theory_reports``-th report."""
 
     def printer(prefix, stream=None):
         def report(done, total, seconds):
             if prefix != "phase_diagram":
                 if theory is not None:
                     theory.append((prefix, done, total))
+                    if theory_reports is not None and len(theory) >= theory_reports:
+                        raise KeyboardInterrupt
                 return
             if calls is not None:
                 calls.append(done)
@@ -398,6 +401,46 @@ def test_interrupted_rerun_keeps_previous_set_and_resume_gives_identical_files(s
     )
     sio.verify_manifest(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "ref"]  # the work area is gone
+
+
+def test_ctrl_c_in_the_theory_phase_resumes_to_identical_files(script, tmp_path, monkeypatch, capsys):
+    """Interrupted after 2 of the theory's batches: --resume recomputes neither the simulation nor those batches,
+    and writes the files of an uninterrupted run."""
+    from sdtheory.montecarlo import theory as th
+
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    argv = RESUMABLE  # the theory: 4 + 4 x 128 + 17 x 4 problems, in batches of 128 (fewer distinct)
+    batches = []  # the theory's solved batches, counted where they are computed
+    real = th._solve_chunk
+    monkeypatch.setattr(th, "_solve_chunk", lambda *a: batches.append(1) or real(*a))
+    assert script.main(argv + ["--quiet", "--out", str(ref)]) == 0
+    total = len(batches)
+    assert total >= 3
+
+    batches.clear()
+    theory: list = []
+    _interrupt_after(monkeypatch, script, cells=None, theory=theory, theory_reports=2)
+    with pytest.raises(KeyboardInterrupt, match=r"was not changed; 8 finished chunk.s. are kept in .*--resume"):
+        script.main(argv + ["--out", str(out)])  # 6 simulation chunks and 2 theory batches
+    assert len(batches) == 2 and not out.exists()
+    assert (tmp_path / "out.work" / script.THEORY_CHECKPOINT).is_file()
+
+    with pytest.raises(SystemExit):  # the batches belong to these theory flags
+        script.main(RESUMABLE + ["--theory-draws", "8", "--resume", "--out", str(out)])
+    assert "theory_draws: 128 in the checkpoint, 8 now" in capsys.readouterr().err
+
+    batches.clear()
+    calls: list = []
+    _interrupt_after(monkeypatch, script, cells=None, calls=calls, theory=[])
+    assert script.main(argv + ["--resume", "--out", str(out)]) == 0
+    assert calls == [] and len(batches) == total - 2  # nothing solved twice
+    for name in ("phase_diagram.csv", "phase_diagram.png", "phase_diagram.pdf", "phase_map.png", "phase_map.pdf"):
+        assert (out / name).read_bytes() == (ref / name).read_bytes(), name
+    assert _summary_without_timing(out / "summary.json") == _summary_without_timing(ref / "summary.json")
+    timing = json.loads((out / "summary.json").read_text())["timing"]
+    assert (timing["resumed_chunks"], timing["resumed_theory_batches"]) == (6, 2)
+    sio.verify_manifest(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "ref"]
 
 
 def test_ctrl_c_exits_130_with_one_line_and_no_partial_files(tmp_path):

@@ -1,15 +1,8 @@
 """The Monte Carlo engine: theorems against simulation over grids of noise rates and model parameters.
 
-Split by role (docs/simulation.md):
-
-* :mod:`.config`: :class:`SimConfig`, the static shapes and options (a new
-  config compiles a new program) with the default traced parameters;
-* :mod:`.cell`: one (parameter point, lam, eta, seed) cell, a pure function;
-* :mod:`.grid`: :func:`run_grid`, chunking, sharding over devices, sweeps
-  over ``lam``, ``c`` and ``d`` in one compiled program, progress through a
-  callback;
-* :mod:`.report`: :class:`SimResult` and its reductions over seeds
-  (:func:`phase_table`, :func:`agreement`).
+:mod:`.config` (:class:`SimConfig`), :mod:`.cell` (one cell, pure), :mod:`.grid` (:func:`run_grid`),
+:mod:`.report` (:class:`SimResult` and its reductions), :mod:`.theory` (the exact theory on label
+types); docs/simulation.md.
 """
 
 from .cell import Point, Shared, make_point, make_shared, point_spectra, simulate_cell

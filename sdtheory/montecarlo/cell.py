@@ -1,40 +1,18 @@
 r"""One Monte Carlo cell: a pure function of (static config, parameter point, eta, seed key).
 
-A *parameter point* (:class:`Point`) holds the traced model parameters
-``(lam, c, d)`` and what depends only on them, computed on the host
-(:func:`make_point`; the spectra once per ``(c, d)``, reused for every lam):
-the block spectrum and the logs of the balanced shrink factors ``(a, b, g)``
-(:class:`sdtheory.theorems.LogFactors`, from
-:func:`sdtheory.theorems.log_block_factors`). Every point has
-the same shapes, so every point runs the same compiled program. A *cell* is
-one (point, eta, seed):
-
-1. the corruption matrix ``C = corruption_matrix(noise, K, eta)``;
-2. the given labels ``y ~ C[true class]`` drawn with the seed's label key (the
-   same key for every eta and every point: common random numbers);
-3. the instance: the block Gram itself (``dim=None``) or Gaussian-mixture
-   features of dimension ``dim`` drawn with the seed's feature key;
-4. the methods, scored against the *true* classes by the package's one rule
-   (:func:`sdtheory.metrics.correct_core`, ties are failures):
-
-   * ``"sd_closed"`` / ``"sd_exact"``: rounds ``0..R-1`` of multi-round SD,
-     linearised closed form or exact softmax solver (with the config's
-     distillation variant, :mod:`sdtheory.variants`: temperature, ``xi``,
-     hard labels; on the block Gram the exact rounds run on the label
-     types, :mod:`sdtheory.reduced`: the same outputs at a cost independent
-     of ``n``);
-   * ``"pll_closed"`` / ``"pll_exact"``: the PLL student after one round, by
-     the package's one PLL pipeline (:func:`sdtheory.refine.pll_rounds_core`)
-     with the closed-form / block fit or the exact fit (loss ``pll_loss``);
-     the exact student learns the exact SD teacher's top 2, starting from its
-     weights (``init="teacher"``, the public default);
-   * with both SD methods, the linearisation gap of every round;
-
-5. the theory: population (from ``C``) and empirical (this cell's label
-   fractions) corruption condition, margin, ``r*``, all-correct rounds and,
-   when a PLL method runs, the PLL prediction (:mod:`sdtheory.theorems`;
-   without one the PLL entries are NaN / ``False``: the type-level
-   prediction holds ``(K, K, K)`` arrays per cell).
+A *parameter point* (:class:`Point`) holds the traced ``(lam, c, d)`` and
+what depends only on them (host-side, :func:`make_point`), with the same
+shapes at every point, so every point runs the same compiled program. A
+*cell* (:func:`simulate_cell`) draws the labels ``y ~ C(eta)[true class]``
+with the seed's label key (common random numbers over eta and points), uses
+the block Gram or Gaussian-mixture features drawn with the seed's feature
+key, runs the config's methods (SD closed form / exact rounds ``0..R-1``,
+exact on the label types for the block Gram; the PLL student after one round
+by :func:`sdtheory.refine.pll_rounds_core`, the exact one starting from the
+teacher's weights), scores them against the true classes
+(:func:`sdtheory.metrics.correct_core`, ties are failures), and evaluates the
+theorems on ``C`` (population) and on the cell's label fractions
+(empirical). docs/simulation.md lists every output.
 """
 
 from __future__ import annotations
@@ -82,14 +60,10 @@ class Point(NamedTuple):
 
     Attributes:
       lam, c, d: scalars.
-      log_factors: :class:`sdtheory.theorems.LogFactors` ``(log b, log(a/b),
-        log(g/b))`` of the balanced shrink factors (scalars;
-        :func:`sdtheory.theorems.log_block_factors`: accurate for every
-        ``lam``, where ``a, b, g`` themselves round to 1 or underflow to 0).
+      log_factors: :class:`sdtheory.theorems.LogFactors` of the balanced
+        shrink factors (:func:`sdtheory.theorems.log_block_factors`).
       bspec: :class:`BlockSpectrum` of the block Gram at ``(c, d)``.
-      spec: always ``None`` (kept for the pytree layout): exact methods on
-        the block Gram run on the label types (:mod:`sdtheory.reduced`),
-        exact methods on sampled features on the features' spectrum.
+      spec: always ``None`` (kept for the pytree layout).
     """
 
     lam: jax.Array
@@ -107,11 +81,8 @@ def make_shared(config: SimConfig) -> Shared:
 
 
 def make_point(config: SimConfig, lam: float, c: float, d: float, spectra: Any = None) -> Point:
-    """Host-side precomputation for one (lam, c, d) (validated by the caller).
-
-    ``spectra`` is :func:`point_spectra` of ``(c, d)`` when the caller has it
-    (a sweep over lam reuses it); otherwise it is computed here.
-    """
+    """Host-side precomputation for one (lam, c, d) (validated by the caller); ``spectra``:
+    :func:`point_spectra` of ``(c, d)`` if the caller has it."""
     bspec, spec = point_spectra(config, c, d) if spectra is None else spectra
     logs = log_block_factors(per_class=config.per_class, num_classes=config.num_classes, c=c, d=d, lam=lam)
     return Point(
@@ -125,11 +96,7 @@ def make_point(config: SimConfig, lam: float, c: float, d: float, spectra: Any =
 
 
 def point_spectra(config: SimConfig, c: float, d: float) -> tuple:
-    """``(BlockSpectrum, None)`` of the block Gram at ``(c, d)``.
-
-    The exact methods on the block Gram need no ``N x N`` spectrum: they run on
-    the label types (:mod:`sdtheory.reduced`), at a cost independent of ``n``.
-    """
+    """``(BlockSpectrum, None)`` of the block Gram at ``(c, d)`` (the exact methods run on label types)."""
     sizes = [config.per_class] * config.num_classes
     bspec = _block_spectrum(jnp.asarray(sizes, dtype=float), c, d)
     return bspec, None
@@ -138,9 +105,8 @@ def point_spectra(config: SimConfig, c: float, d: float) -> tuple:
 def _stats(outputs, classes, clean, converged, residual, tie_tol):
     correct = correct_core(outputs, classes, tie_tol)  # (R, N)
     n = classes.shape[0]
-    # Both counts in one small matmul: XLA then materialises `correct` once
-    # instead of re-fusing the whole output computation into each reduction
-    # (measured 4x faster on CPU than three separate sums). Exact: 0/1 sums < 2^53.
+    # both counts in one small matmul: `correct` is materialised once (measured 4x faster on CPU than
+    # three sums); exact, 0/1 sums < 2^53
     weights = jnp.stack([jnp.ones_like(clean), clean], axis=-1).astype(outputs.dtype)  # (N, 2)
     counts = jnp.round(correct.astype(outputs.dtype) @ weights).astype(jnp.int32)  # (R, 2)
     num, num_clean = counts[..., 0], counts[..., 1]

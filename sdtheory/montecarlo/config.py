@@ -1,18 +1,11 @@
-"""Monte Carlo configuration: static shapes and options vs traced model parameters.
-
-:class:`SimConfig` holds everything that fixes the *shapes and the program*
-(number of classes, per-class count, rounds, methods, noise family, feature
-dimension, solver options): it is a static argument of the compiled cell, so a
-new config compiles a new program. The model parameters ``lam``, ``c`` and
-``d`` are *traced*: the config carries their default values, and
-:func:`sdtheory.montecarlo.run_grid` sweeps any of them (``lams=``, ``cs=``,
-``ds=``) with the same compiled program.
+"""Monte Carlo configuration: :class:`SimConfig` holds what fixes the compiled program (shapes and
+options: a new config compiles a new program); its ``lam``, ``c`` and ``d`` are defaults of traced
+parameters that :func:`sdtheory.montecarlo.run_grid` can sweep with the same program.
 """
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple, Optional
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -66,12 +59,12 @@ class SimConfig(NamedTuple):
         (``r*``, all-correct rounds) describe plain SD.
     """
 
-    num_classes: int
-    per_class: int
-    c: float
-    d: float
-    lam: float
-    num_rounds: int
+    num_classes: int = 4
+    per_class: int = 100
+    c: float = 0.4
+    d: float = 0.1
+    lam: float = 1e-4
+    num_rounds: int = 16
     noise: str = "symmetric"
     methods: tuple = ("sd_closed", "pll_closed")
     dim: Optional[int] = None
@@ -96,96 +89,54 @@ class SimConfig(NamedTuple):
         return any(m in self.methods for m in EXACT_METHODS)
 
 
-def make_config(
-    *,
-    num_classes: int = 4,
-    per_class: int = 100,
-    c: float = 0.4,
-    d: float = 0.1,
-    lam: float = 1e-4,
-    num_rounds: int = 16,
-    noise: str = "symmetric",
-    methods: Sequence[str] = ("sd_closed", "pll_closed"),
-    dim: Optional[int] = None,
-    exact_labels: bool = False,
-    exact_tol: float = DEFAULT_TOL,
-    exact_max_iter: int = DEFAULT_MAX_ITER,
-    exact_solver: str = "newton-cg",
-    pll_loss: str = "ce",
-    pll_q: float = 0.7,
-    clusters: Any = None,
-    tie_tol: float = TIE_TOL,
-    temperature: float = 1.0,
-    xi: float = 1.0,
-    hard: bool = False,
-) -> SimConfig:
-    """Validated :class:`SimConfig`. Raises ``ValueError``/``TypeError`` naming the bad field.
+def make_config(**fields: Any) -> SimConfig:
+    """Validated :class:`SimConfig` from keyword arguments: its fields, defaults as there.
 
-    The one place a configuration is checked: :func:`run_grid` re-runs these
-    checks on the fields of the config it is given (:func:`check_config`), so a
-    :class:`SimConfig` built by hand is held to the same rules.
+    Raises ``ValueError``/``TypeError`` naming the bad field (an unknown one
+    included); :func:`run_grid` runs the same checks on the config it gets.
     """
-    k = V.check_size(num_classes, "num_classes", minimum=2)
-    n = V.check_size(per_class, "per_class", minimum=1)
+    unknown = sorted(set(fields) - set(SimConfig._fields))
+    if unknown:
+        raise TypeError(f"make_config got unknown field(s) {unknown}; the fields are {list(SimConfig._fields)}")
+    v = {**SimConfig()._asdict(), **fields}
+    k = v["num_classes"] = V.check_size(v["num_classes"], "num_classes", minimum=2)
+    n = v["per_class"] = V.check_size(v["per_class"], "per_class", minimum=1)
     if k * n > V.MAX_COUNT:
         raise ValueError(
             f"num_classes * per_class (the number of instances) must be at most {V.MAX_COUNT}, got {k} * {n}"
         )
-    c, d = V.check_cd(c, d, per_class=n, num_classes=k)
-    lam = _check_lam_scalar(lam)
-    r = V.check_num_rounds(num_rounds, "num_rounds")  # the package's one bound (MAX_NUM_ROUNDS), before any array
-    methods = _check_methods(methods)
-    if any(m.startswith("pll") for m in methods):
+    c, d = v["c"], v["d"] = V.check_cd(v["c"], v["d"], per_class=n, num_classes=k)
+    v["lam"] = _check_lam_scalar(v["lam"])
+    v["num_rounds"] = V.check_num_rounds(v["num_rounds"], "num_rounds")  # before any array
+    v["methods"] = _check_methods(v["methods"])
+    if any(m.startswith("pll") for m in v["methods"]):
         V.check_pll_classes(k, "num_classes")
-    if dim is not None:
-        dim = V.check_size(dim, "dim", minimum=1)
+    if v["dim"] is not None:
+        v["dim"] = V.check_size(v["dim"], "dim", minimum=1)
         check_sampler_cd(c, d, k)
-    noise = canonical_kind(noise, "noise")
+    noise = v["noise"] = canonical_kind(v["noise"], "noise")
     if noise == "cc":
-        clusters = tuple(int(i) for i in check_clusters(clusters, k))
-    elif clusters is not None:
+        v["clusters"] = tuple(int(i) for i in check_clusters(v["clusters"], k))
+    elif v["clusters"] is not None:
         raise ValueError(f"clusters are only used by noise 'cc', not {noise!r}")
-    exact_tol = V.check_real(exact_tol, "exact_tol")
-    if not exact_tol > 0:
-        raise ValueError(f"exact_tol must be a positive finite float, got {exact_tol!r}")
-    exact_max_iter = V.check_size(exact_max_iter, "exact_max_iter", minimum=1)
-    if not isinstance(exact_solver, str) or exact_solver not in SOLVERS:
-        raise ValueError(f"exact_solver must be one of {sorted(SOLVERS)}, got {exact_solver!r}")
-    get_loss(pll_loss, "pll_loss")
-    pll_q = check_q(pll_q, "pll_q")
-    exact_labels = V.check_bool(exact_labels, "exact_labels")
-    tie_tol = V.check_tie_tol(tie_tol)
-    variant = check_variant(temperature, xi, hard)
-    return SimConfig(
-        k,
-        n,
-        c,
-        d,
-        lam,
-        r,
-        noise,
-        methods,
-        dim,
-        exact_labels,
-        exact_tol,
-        exact_max_iter,
-        exact_solver,
-        pll_loss,
-        pll_q,
-        clusters,
-        tie_tol,
-        variant.temperature,
-        variant.xi,
-        variant.hard,
-    )
+    v["exact_tol"] = V.check_real(v["exact_tol"], "exact_tol")
+    if not v["exact_tol"] > 0:
+        raise ValueError(f"exact_tol must be a positive finite float, got {v['exact_tol']!r}")
+    v["exact_max_iter"] = V.check_size(v["exact_max_iter"], "exact_max_iter", minimum=1)
+    if not isinstance(v["exact_solver"], str) or v["exact_solver"] not in SOLVERS:
+        raise ValueError(f"exact_solver must be one of {sorted(SOLVERS)}, got {v['exact_solver']!r}")
+    get_loss(v["pll_loss"], "pll_loss")
+    v["pll_q"] = check_q(v["pll_q"], "pll_q")
+    v["exact_labels"] = V.check_bool(v["exact_labels"], "exact_labels")
+    v["tie_tol"] = V.check_tie_tol(v["tie_tol"])
+    variant = check_variant(v["temperature"], v["xi"], v["hard"])
+    v.update(temperature=variant.temperature, xi=variant.xi, hard=variant.hard)
+    return SimConfig(**v)
 
 
 def check_config(config: Any) -> SimConfig:
-    """``config`` re-validated by :func:`make_config`'s checks (one place); returns the validated config.
-
-    A :class:`SimConfig` built by hand (``SimConfig(...)`` or ``config._replace(...)``)
-    bypasses :func:`make_config`; the engine calls this before running it.
-    """
+    """``config`` (possibly built by hand) re-validated by :func:`make_config`; ``TypeError`` if it is not a
+    :class:`SimConfig`."""
     if not isinstance(config, SimConfig):
         raise TypeError(f"config must be a SimConfig (use make_config), got {type(config).__name__}")
     try:

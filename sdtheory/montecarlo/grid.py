@@ -1,22 +1,11 @@
 """The grid: cells chunked, vmapped, sharded over devices; sweeps over lam, c and d.
 
-:func:`run_grid` lays the cells out as ``(lam, c, d) points x eta x seed``.
-Each point is one host-side precomputation (:func:`make_point`; spectra once
-per ``(c, d)``); its cells are flattened eta-major, cut into equal chunks to
-bound memory, and every chunk is one call of the same compiled program
-(:func:`cell_chunk`: ``jax.jit`` of ``jax.vmap`` of the cell), whatever the
-values of ``lam``, ``c``, ``d`` and ``eta``, which are traced. Every point is
-laid out exactly as a separate run with its values would be (same chunks,
-same program, same inputs), so a slice of a sweep equals that run bit for
-bit, exact-solver residuals included. With several devices the cell axis of
-every chunk is sharded over a 1-D :class:`jax.sharding.Mesh`; the counts do
-not depend on the number of devices or on the chunk size (solver residuals
-agree to roundoff).
-
-Nothing here prints or writes files: progress goes to an optional callback
-``progress(done, total, seconds)``, every finished chunk to an optional
-``on_chunk(start, result)``, and ``completed=`` (those results, kept by the
-caller) resumes an interrupted run without recomputing them.
+:func:`run_grid` lays the cells out as ``(lam, c, d) points x eta x seed``;
+every chunk of cells is one call of the same compiled program
+(:func:`cell_chunk`), whatever the traced values of ``lam``, ``c``, ``d`` and
+``eta``, so a slice of a sweep equals the separate run bit for bit. Nothing
+here prints or writes files: progress and finished chunks go to callbacks,
+and ``completed=`` resumes an interrupted run.
 """
 
 from __future__ import annotations
@@ -44,7 +33,7 @@ __all__ = ["cell_chunk", "run_grid", "seed_keys"]
 
 
 def _check_devices(devices: Any) -> list:
-    """``None`` (all of ``jax.devices()``) or a non-empty sequence of distinct :class:`jax.Device` objects."""
+    """``None`` (all devices) or a non-empty sequence of distinct :class:`jax.Device` objects."""
     if devices is None:
         return list(jax.devices())
     expected = "a sequence of jax.Device objects (e.g. jax.devices()[:2])"
@@ -71,27 +60,22 @@ def _mesh(devices: Optional[Sequence[Any]]) -> Mesh:
 def cell_chunk(
     config: SimConfig, shared: Shared, point: Point, etas: jax.Array, keys: jax.Array, cell_idx: jax.Array
 ) -> dict:
-    """Cells ``cell_idx`` (flat, eta-major indices into ``etas x keys``) of one point in one vmapped call.
-
-    Pure and jitted; when ``cell_idx`` is sharded over devices the whole
-    computation is partitioned along the cell axis.
-    """
+    """Cells ``cell_idx`` (flat, eta-major indices into ``etas x keys``) of one point in one vmapped call
+    (pure, jitted; partitioned over devices along a sharded ``cell_idx``)."""
     num_seeds = keys.shape[0]
     eta = etas[cell_idx // num_seeds]
     key = keys[cell_idx % num_seeds]
-    # lam enters every cell as a batched value, like eta: the program then computes each cell's
-    # numbers exactly as a per-cell constant would (measured: same bits as a compile-time lam),
-    # where an unbatched traced scalar lets XLA reassociate products with it.
+    # lam batched like eta: the same bits as a compile-time lam (an unbatched traced scalar lets XLA
+    # reassociate products with it)
     lam = jnp.broadcast_to(point.lam, cell_idx.shape)
     return jax.vmap(lambda l, e, k: simulate_cell(config, shared, point._replace(lam=l), e, k))(lam, eta, key)
 
 
 def seed_keys(seed: int, num_seeds: int) -> jax.Array:
-    """The ``num_seeds`` per-seed keys derived from the PRNG seed (``split(PRNGKey(seed))``).
+    """The ``num_seeds`` per-seed keys ``split(PRNGKey(seed))`` that :func:`run_grid` uses.
 
-    ``seed`` is an int in ``[0, 2**63 - 1]``, taken as an int64 whatever JAX's
-    mode (in 32-bit mode ``PRNGKey`` would drop its high 32 bits), so the keys
-    are those :func:`run_grid` uses.
+    ``seed``: an int in ``[0, 2**63 - 1]`` (taken as an int64 in any JAX mode).
+    Raises ``ValueError``/``TypeError`` naming the argument.
     """
     seed = V.check_size(seed, "seed", minimum=0, maximum=V.MAX_SEED)
     num_seeds = V.check_size(num_seeds, "num_seeds", minimum=1)
@@ -99,21 +83,8 @@ def seed_keys(seed: int, num_seeds: int) -> jax.Array:
         return jax.random.split(jax.random.PRNGKey(seed), num_seeds)
 
 
-def _check_etas(etas: Any) -> np.ndarray:
-    if isinstance(etas, (bool, np.bool_)):
-        raise TypeError(f"etas must be noise rates (real numbers in [0, 1]), got a bool ({etas!r})")
-    arr = V.check_real_array(etas, "etas").astype(float)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"etas must be a non-empty 1-D array of noise rates, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)) or np.any(arr < 0) or np.any(arr > 1):
-        raise ValueError(f"etas: every noise rate eta must lie in [0, 1], got {V.short_list(arr)}")
-    return arr
-
-
-def _sweep(values: Any, default: float, name: str) -> tuple:
-    """(values as a list, swept?)."""
-    if values is None:
-        return [default], False
+def _real_values(values: Any, name: str) -> np.ndarray:
+    """A non-empty 1-D array of finite reals (no bools), or an error naming ``name``."""
     if isinstance(values, (bool, np.bool_)):
         raise TypeError(f"{name} must be real numbers, got a bool ({values!r})")
     arr = V.check_real_array(values, name).astype(float)
@@ -121,19 +92,18 @@ def _sweep(values: Any, default: float, name: str) -> tuple:
         raise ValueError(f"{name} must be a non-empty 1-D sequence, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite, got {V.short_list(arr)}")
-    return [float(v) for v in arr], True
+    return arr
+
+
+def _sweep(values: Any, default: float, name: str) -> tuple:
+    """(values as a list, swept?)."""
+    if values is None:
+        return [default], False
+    return [float(v) for v in _real_values(values, name)], True
 
 
 def _leaf_name(path) -> str:
-    parts = []
-    for k in path:
-        for attr in ("key", "idx", "name"):
-            if hasattr(k, attr):
-                parts.append(str(getattr(k, attr)))
-                break
-        else:  # pragma: no cover - other key kinds do not occur in a cell's output
-            parts.append(str(k))
-    return ".".join(parts)
+    return jax.tree_util.keystr(path, simple=True, separator=".")
 
 
 def _flatten_chunk(tree: Any) -> dict:
@@ -237,24 +207,25 @@ def run_grid(
       devices: devices to shard over (default: all, ``jax.devices()``).
       progress: optional callable ``(done, total, seconds)`` called after
         every chunk.
-      completed: optional results of chunks already computed (resuming an
-        interrupted run): ``start -> chunk result`` as given to ``on_chunk``
-        by a run with the same arguments (and the same number of devices).
-        Those chunks are not recomputed; the result is bit for bit that of
-        an uninterrupted run.
-      on_chunk: optional callable ``(start, result)`` called after every
-        computed chunk, before ``progress``. ``start`` is the chunk's first
-        cell in the flat cell order (points, then eta-major cells of a point:
-        ``point_index * E * S + first cell``); ``result`` is a flat dict
-        ``name -> host array`` whose leading axis is the chunk's cells
-        (padding removed). The library never touches files: a script
-        persists these to resume later.
+      completed: ``start -> chunk result`` from a run with the same arguments
+        and number of devices (as given to ``on_chunk``): not recomputed; the
+        result is bit for bit an uninterrupted run's.
+      on_chunk: optional callable ``(start, result)`` after every computed
+        chunk, before ``progress``: ``start`` its first cell in the flat order
+        (``point_index * E * S + first cell``), ``result`` a flat dict
+        ``name -> host array`` over the chunk's cells.
 
     Returns:
       :class:`SimResult` whose arrays have shape ``(*sweep, E, S, ...)``.
+
+    Raises:
+      ValueError, TypeError: a bad argument (the message names it), or a
+        ``completed`` chunk that does not belong to this grid.
     """
     config = check_config(config)
-    etas_np = _check_etas(etas)
+    etas_np = _real_values(etas, "etas")
+    if np.any(etas_np < 0) or np.any(etas_np > 1):
+        raise ValueError(f"etas: every noise rate eta must lie in [0, 1], got {V.short_list(etas_np)}")
     num_seeds = V.check_size(num_seeds, "num_seeds", minimum=1)
     seed = V.check_size(seed, "seed", minimum=0, maximum=V.MAX_SEED)
     lam_list, lam_swept = (check_lam_values(lams), True) if lams is not None else ([config.lam], False)

@@ -61,24 +61,12 @@ class MethodStats(NamedTuple):
 class TheoryStats(NamedTuple):
     """The theorems' predictions for the grid (linearised balanced block model).
 
-    Population quantities use the corruption matrix ``C(eta)`` (shape
-    ``(E, ...)``); empirical ones use each cell's label fractions ``f_k(l)``
-    (shape ``(E, S, ...)``).
-
-    Attributes:
-      *_condition: the corruption condition ``f_k(k) > f_k(l)``
-        (:func:`sdtheory.theorems.corruption_condition_core`).
-      *_margin: ``Delta`` (``inf`` when no label is corrupted).
-      *_rstar: the first all-correct round
-        ``floor(log((1 + Delta)/Delta)/log(b/a))`` (``-1`` when the condition
-        fails; :func:`sdtheory.theorems.min_rounds_core`).
-      *_all_correct: ``(.., R)`` every training instance correct at each
-        round by the score formula with the global term
-        (:func:`sdtheory.theorems.all_correct_at_core`).
-      *_pll_accuracy: predicted training accuracy of the PLL student after
-        one round (:func:`sdtheory.theorems.pll_prediction_core`), rounded to
-        12 decimals (its last bits otherwise depend on the batch layout).
-      *_pll_condition: the PLL one-round condition.
+    ``population_*`` from ``C(eta)`` (shape ``(E, ...)``), ``empirical_*`` from
+    each cell's label fractions (``(E, S, ...)``): the corruption condition,
+    its margin ``Delta``, ``r*`` (``-1`` when the condition fails), the
+    all-correct rounds ``(.., R)``, the PLL student's predicted accuracy
+    (rounded to 12 decimals: its last bits depend on the batch layout) and
+    the PLL condition (:mod:`sdtheory.theorems`).
     """
 
     population_condition: np.ndarray
@@ -196,9 +184,7 @@ def assemble(config: SimConfig, etas: np.ndarray, num_seeds: int, grid: dict, sw
     seed_axis = len(keep) + 1
     pop = [np.take(shape(grid[f"pop_{n}"]), 0, axis=seed_axis) for n in names]  # identical over seeds
     emp = [shape(grid[f"emp_{n}"]) for n in names]
-    # The predicted PLL accuracy is a sum of fractions: its last bits depend on
-    # the batch shape (chunk size, devices). Round it to 12 decimals so that
-    # tables and "accuracy == 1" decisions do not change with the layout.
+    # a sum of fractions whose last bits depend on the batch shape: rounded, so "== 1" does not
     pop[4], emp[4] = np.round(pop[4], 12), np.round(emp[4], 12)
     theory = TheoryStats(*pop, *emp)
     gap = GapStats(*(shape(a) for a in grid["gap"])) if "gap" in grid else None
@@ -368,12 +354,8 @@ def agreement(result: SimResult) -> dict:
 
 
 def mean_empirical_rstar(result: SimResult) -> np.ndarray:
-    """``(E,)`` mean empirical ``r*`` over the seeds where it exists; NaN where most seeds have none.
-
-    A seed whose ``r*`` lies beyond the theorems' searched range
-    (:data:`sdtheory.theorems.BEYOND_RANGE`) counts as having none.
-    """
-
+    """``(E,)`` mean empirical ``r*`` over the seeds where it exists (within the theorems' searched
+    range); NaN where most seeds have none."""
     _unswept(result, "mean_empirical_rstar")
     rstar_emp = result.theory.empirical_rstar
     ok = (rstar_emp >= 0) & (rstar_emp < BEYOND_RANGE)
@@ -383,9 +365,7 @@ def mean_empirical_rstar(result: SimResult) -> np.ndarray:
 
 
 def median_first_all_correct(result: SimResult, method: str) -> np.ndarray:
-    """``(E,)`` median over seeds of the first all-correct round of an SD method.
-
-    NaN where most seeds never get there."""
+    """``(E,)`` median over seeds of an SD method's first all-correct round; NaN where most never get there."""
     _unswept(result, "median_first_all_correct")
     observed = first_all_correct(result.methods[method].all_correct, result.rounds).astype(float)
     observed = np.where(observed >= 0, observed, np.nan)

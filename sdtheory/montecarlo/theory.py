@@ -4,15 +4,17 @@ The engine's cells hold the linearised theory (:mod:`sdtheory.theorems`). This
 module adds, for the same configuration, the predictions of the exact
 (softmax) block model computed on label types (:mod:`sdtheory.reduced`):
 
-* :func:`round_predictions`: per noise rate ``eta``, the population
+* :class:`RoundPredictions`: per noise rate ``eta``, the population
   all-correct rounds of the exact model (counts ``n C_kl``), the finite-sample
   probability that every instance is correct at each round under i.i.d.
   labels (linearised and exact, from sampled per-class multinomial counts),
   the finite-sample median first all-correct round and the population PLL
   accuracy of the exact model;
-* :func:`phase_map`: a 2-D map over ``(eta, lam)`` or ``(eta, c)`` of where
+* :class:`PhaseMap`: a 2-D map over ``(eta, lam)`` or ``(eta, c)`` of where
   exact multi-round SD reaches 100% within the simulated rounds, where the
-  one-round PLL student does, and the same for the linearised model.
+  one-round PLL student does, and the same for the linearised model;
+
+both from :func:`theory_predictions`.
 
 Every value is a prediction for the block Gram itself; with sampled features
 (``config.dim``) the simulation also has feature noise, which these do not
@@ -24,7 +26,7 @@ from __future__ import annotations
 import time
 from functools import partial
 from typing import Any, NamedTuple, Optional
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -50,9 +52,7 @@ from .report import median_first_all_correct
 __all__ = [
     "PhaseMap",
     "RoundPredictions",
-    "phase_map",
     "prediction_agreement",
-    "round_predictions",
     "theory_predictions",
 ]
 
@@ -97,43 +97,31 @@ class RoundPredictions(NamedTuple):
     converged: bool
 
 
-def _solve(config: SimConfig) -> dict:
-    return dict(tol=config.exact_tol, max_iter=config.exact_max_iter, solver=config.exact_solver)
-
-
 def _cluster_ids(config: SimConfig):
     return None if config.clusters is None else jnp.asarray(np.asarray(config.clusters, dtype=np.int64))
 
 
 class _Solved(NamedTuple):
-    """What the theory keeps of one type-level problem (leading axis: problems).
+    """What the theory keeps of one type-level problem (leading axis: problems)."""
 
-    ``sd_exact`` / ``sd_linear``: ``(R,)`` every type correct at rounds
-    ``0..R-1``; ``pll_exact`` / ``pll_linear``: training accuracy of the
-    one-round PLL student; ``converged``: every exact round (SD and PLL)
-    reached the tolerance.
-    """
-
-    sd_exact: Any
+    sd_exact: Any  # (R,) every type correct at rounds 0..R-1
     sd_linear: Any
-    pll_exact: Any
+    pll_exact: Any  # training accuracy of the one-round PLL student
     pll_linear: Any
-    converged: Any
+    converged: Any  # every exact round (SD and PLL) reached the tolerance
 
 
 def _problem(config: SimConfig, counts, corr, lam, teacher_start) -> _Solved:
     """Exact and linearised SD rounds and PLL student of one type-level problem (pure).
 
-    ``counts``: ``(K^2,)`` label-type counts (population ``n C_kl`` or a
-    sampled draw); ``corr``: ``(K, K)``; ``teacher_start``: the exact PLL
-    student starts from the teacher's weights (the public rule, as the
-    population predictions use), else from zero weights (as
-    :func:`sdtheory.reduced.finite_sample_core`).
+    ``counts``: ``(K^2,)`` label-type counts; ``teacher_start``: the exact PLL
+    student starts from the teacher's weights (the public rule), else from
+    zero weights (as :func:`sdtheory.reduced.finite_sample_core`).
     """
     k, r = config.num_classes, config.num_rounds
     cls, tgt = label_types(k)
     tgt = tgt.astype(counts.dtype)
-    opts = _solve(config)
+    opts: dict[str, Any] = dict(tol=config.exact_tol, max_iter=config.exact_max_iter, solver=config.exact_solver)
     ts = type_spectrum_core(corr, cls, counts)
     res = reduced_exact_core(ts, tgt, lam, r, loss="ce", **opts)
     sd_x = type_all_correct_core(res.outputs, ts, config.tie_tol)
@@ -160,11 +148,9 @@ def _solve_chunk(config, counts, corr, lam, teacher_start):
     return jax.vmap(partial(_problem, config))(counts, corr, lam, teacher_start)
 
 
-#: Problems per call of the compiled type-level program (:func:`_solve_chunk`): every call has this
-#: shape, so the program compiles once. Small enough that the vmapped solver's lockstep (each
-#: batched Newton and CG loop runs until the slowest problem of the chunk has converged) and its
-#: working set stay small, large enough to amortise the per-step overhead; measured in
-#: benchmarks/theory_step.py (one chunk of all 41 x 128 draws took about 2.5x the CPU time).
+#: Problems per call of the compiled type-level program (one shape: it compiles once). The vmapped
+#: solver runs each chunk until its slowest problem converges; 128 measured fastest
+#: (benchmarks/theory_step.py).
 CHUNK = 128
 
 #: About how many progress reports :func:`_solve_problems` makes.
@@ -185,12 +171,8 @@ def _concat(*problems: _Problems) -> _Problems:
 
 
 def _distinct(problems: _Problems) -> tuple:
-    """The bitwise-distinct problems in order of first occurrence: ``(index (U,), inverse (P,))``.
-
-    ``problems[index][inverse]`` is ``problems``; identical inputs give identical results, so each
-    distinct problem is solved once (e.g. every draw at ``eta = 0``, the population problems that
-    the phase map repeats).
-    """
+    """The bitwise-distinct problems in order of first occurrence: ``(index (U,), inverse (P,))``, with
+    ``problems[index][inverse] == problems`` (e.g. every draw at ``eta = 0`` is one problem)."""
     p = problems.lam.shape[0]
     rows = np.concatenate(
         [
@@ -210,35 +192,56 @@ def _distinct(problems: _Problems) -> tuple:
     return first[order], rank[inverse.ravel()]
 
 
-def _solve_problems(config: SimConfig, problems: _Problems, *, progress=None, chunk: Optional[int] = None) -> _Solved:
-    """Solve every distinct problem once, ``chunk`` (default :data:`CHUNK`) at a time with one compiled program.
+def _solve_problems(
+    config: SimConfig,
+    problems: _Problems,
+    *,
+    progress=None,
+    chunk: Optional[int] = None,
+    completed: Optional[Mapping[int, Mapping[str, Any]]] = None,
+    on_chunk: Optional[Callable[[int, dict], None]] = None,
+) -> _Solved:
+    """Solve every distinct problem once, ``chunk`` (default :data:`CHUNK`) at a time; NumPy results per problem.
 
-    Returns NumPy arrays, per problem of ``problems``.
-
-    ``progress(done, total, seconds)``: ``done`` of the ``total`` distinct
-    problems solved, after about every 5% of them (and after the last chunk).
+    ``progress(done, total, seconds)`` after about every 5% of the distinct
+    problems; ``on_chunk(start, fields)`` after each solved chunk (``start``:
+    its first distinct problem); ``completed`` (``start -> fields``) are
+    reused instead of solved.
     """
     index, inverse = _distinct(problems)
     total = index.size
     size = min(CHUNK if chunk is None else chunk, total)
     every = -(-total // (size * PROGRESS_REPORTS))  # report after every this many chunks
+    completed = {} if completed is None else completed
     t0 = time.perf_counter()
     parts = []
     for i, start in enumerate(range(0, total, size)):
         idx = index[start : start + size]
-        take = np.concatenate([idx, np.full(size - idx.size, idx[-1])])  # the last chunk repeats a problem
-        out = _solve_chunk(
-            config,
-            jnp.asarray(problems.counts[take]),
-            jnp.asarray(problems.corr[take]),
-            jnp.asarray(problems.lam[take]),
-            jnp.asarray(problems.teacher_start[take]),
-        )
-        parts.append(_Solved(*(np.asarray(a)[: idx.size] for a in out)))
+        if start in completed:
+            parts.append(_reuse(completed[start], start, idx.size))
+        else:
+            take = np.concatenate([idx, np.full(size - idx.size, idx[-1])])  # the last chunk repeats a problem
+            out = _solve_chunk(
+                config,
+                jnp.asarray(problems.counts[take]),
+                jnp.asarray(problems.corr[take]),
+                jnp.asarray(problems.lam[take]),
+                jnp.asarray(problems.teacher_start[take]),
+            )
+            parts.append(_Solved(*(np.asarray(a)[: idx.size] for a in out)))
+            if on_chunk is not None:
+                on_chunk(start, parts[-1]._asdict())
         if progress is not None and ((i + 1) % every == 0 or start + size >= total):
             progress(start + idx.size, total, time.perf_counter() - t0)
     solved = _Solved(*(np.concatenate(a) for a in zip(*parts, strict=True)))
     return _Solved(*(a[inverse] for a in solved))
+
+
+def _reuse(piece: Mapping[str, Any], start: int, size: int) -> _Solved:
+    """A completed chunk as :class:`_Solved`; ``ValueError`` if it is not one of ``size`` problems."""
+    if set(piece) != set(_Solved._fields) or any(np.shape(piece[f])[:1] != (size,) for f in _Solved._fields):
+        raise ValueError(f"completed[{start}] is not a theory chunk of this run: it comes from other arguments")
+    return _Solved(*(np.asarray(piece[f]) for f in _Solved._fields))
 
 
 @partial(jax.jit, static_argnames=("config",))
@@ -253,10 +256,8 @@ def _population_counts(config, etas):
 def _sampled_counts(config, etas, keys):
     """``(E, D, K^2)`` i.i.d. label-type counts: draw ``d`` at every eta from ``keys[d]``.
 
-    The draws of :func:`sdtheory.reduced.sample_counts_core` (row ``k`` is
-    ``Multinomial(n, C_k)`` from the ``k``-th split of the key), one row at a
-    time under ``lax.map``: the vmapped sampler draws the same counts but
-    compiles 2-3x slower (its rejection loops become selects over the batch).
+    The draws of :func:`sdtheory.reduced.sample_counts_core`, one row at a time
+    under ``lax.map`` (vmapped, the same draws compile 2-3x slower).
     """
     k, e, d = config.num_classes, etas.shape[0], keys.shape[0]
     C = jax.vmap(lambda eta: corruption_matrix_core(config.noise, k, eta, _cluster_ids(config)))(etas)
@@ -308,22 +309,6 @@ def _first(ac):
     return np.where(ac.any(axis=-1), np.argmax(ac, axis=-1), -1)
 
 
-@float64
-def round_predictions(
-    config: SimConfig, etas: Any, *, num_draws: int = 256, seed: int = 0, progress: Optional[Progress] = None
-) -> RoundPredictions:
-    """Exact population and finite-sample predictions for the grid ``etas`` at the config's ``(lam, c, d)``.
-
-    ``num_draws`` draws of the per-class label counts per eta (the same
-    keys for every eta), model as in :func:`sdtheory.finite_sample_prediction`.
-    ``progress``: optional callable ``(done, total, seconds)``, called after
-    each batch of type-level problems (:func:`theory_predictions`).
-    """
-    etas_a = jnp.asarray(np.asarray(etas, dtype=float))
-    solved = _solve_problems(config, _round_problems(config, etas_a, num_draws, seed), progress=progress)
-    return _round_result(solved, etas_a.shape[0], num_draws)
-
-
 class PhaseMap(NamedTuple):
     """Population phase map over ``(axis value, eta)`` (leading axes ``(A, E)``).
 
@@ -348,22 +333,6 @@ class PhaseMap(NamedTuple):
 
 
 @float64
-def phase_map(
-    config: SimConfig, etas: Any, *, axis: str = "lam", values: Any, progress: Optional[Progress] = None
-) -> PhaseMap:
-    """Exact (and linearised) population phase map over ``(values of axis) x etas``, rounds ``0..R-1``.
-
-    ``axis``: ``"lam"`` (the L2 weight) or ``"c"`` (within-class correlation,
-    every value must exceed the config's ``d``); the other parameters are
-    the config's. ``progress`` as in :func:`round_predictions`.
-    """
-    vals = _check_axis(axis, values)
-    etas_a = jnp.asarray(np.asarray(etas, dtype=float))
-    solved = _solve_problems(config, _map_problems(config, etas_a, axis, vals), progress=progress)
-    return _map_result(solved, axis, vals, etas_a)
-
-
-@float64
 def theory_predictions(
     config: SimConfig,
     etas: Any,
@@ -373,21 +342,40 @@ def theory_predictions(
     map_axis: str = "lam",
     map_values: Any,
     progress: Optional[Progress] = None,
+    completed: Optional[Mapping[int, Mapping[str, Any]]] = None,
+    on_chunk: Optional[Callable[[int, dict], None]] = None,
 ) -> tuple[RoundPredictions, PhaseMap]:
-    """:func:`round_predictions` and :func:`phase_map` together (the same results), from one batch of problems.
+    """Exact population and finite-sample predictions per noise rate, and the population phase map.
 
     Every exact solve is a type-level problem (label-type counts, ``corr``,
-    ``lam``): the population problem at each eta, each draw of the counts,
-    each point of the map. They are solved together, each distinct one once
-    (the map repeats the population problems when its values contain the
-    config's, every draw at ``eta = 0`` is the same), a fixed number at a
-    time by one compiled program; ``progress(done, total, seconds)`` after
-    each batch, counting distinct problems.
+    ``lam``); each distinct one is solved once, a fixed number at a time by
+    one compiled program.
+
+    Args:
+      config: the simulation's configuration (``lam``, ``c``, ``d``, rounds, solver options).
+      etas: ``(E,)`` noise rates.
+      num_draws: draws of the per-class label counts per eta (the same keys for
+        every eta), as in :func:`sdtheory.finite_sample_prediction`.
+      seed: PRNG seed of the draws.
+      map_axis, map_values: the map's second axis, ``"lam"`` or ``"c"`` (each
+        value above the config's ``d``), and its values.
+      progress: optional callable ``(done, total, seconds)`` counting distinct problems solved.
+      on_chunk: optional callable ``(start, result)`` after every solved batch
+        (``result``: a flat dict of host arrays).
+      completed: ``start -> result`` from a call with the same arguments: those
+        batches are reused, the results are bit for bit an uninterrupted call's.
+
+    Returns:
+      ``(RoundPredictions, PhaseMap)``.
+
+    Raises:
+      ValueError: ``map_axis`` is not ``"lam"`` or ``"c"``, or a completed batch does not fit.
     """
     vals = _check_axis(map_axis, map_values)
     etas_a = jnp.asarray(np.asarray(etas, dtype=float))
     rounds = _round_problems(config, etas_a, num_draws, seed)
-    solved = _solve_problems(config, _concat(rounds, _map_problems(config, etas_a, map_axis, vals)), progress=progress)
+    problems = _concat(rounds, _map_problems(config, etas_a, map_axis, vals))
+    solved = _solve_problems(config, problems, progress=progress, completed=completed, on_chunk=on_chunk)
     p = rounds.lam.shape[0]
     preds = _round_result(_Solved(*(a[:p] for a in solved)), etas_a.shape[0], num_draws)
     return preds, _map_result(_Solved(*(a[p:] for a in solved)), map_axis, vals, etas_a)
@@ -395,7 +383,7 @@ def theory_predictions(
 
 def _check_axis(axis: str, values: Any) -> np.ndarray:
     if axis not in ("lam", "c"):
-        raise ValueError(f"axis must be 'lam' or 'c', got {axis!r}")
+        raise ValueError(f"map_axis must be 'lam' or 'c', got {axis!r}")
     return np.asarray(values, dtype=float)
 
 
