@@ -157,6 +157,16 @@ def exit_script(main, prog: str) -> NoReturn:
     sys.exit(rc)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: x)`` only where it says something: not for an unset (None) default or an off switch, whose
+    help text says what happens without the flag."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def int_at_least(lo: int, *, at_most: int | None = None, why: str | None = None):
     """An integer ``>= lo`` (and ``<= at_most`` when given; ``why`` explains that bound)."""
 

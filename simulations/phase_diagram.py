@@ -57,6 +57,7 @@ try:
     from sdtheory.block import check_sampler_cd
     from sdtheory.cli import (
         correlation,
+        HelpFormatter,
         exit_script,
         float_in,
         int_at_least,
@@ -118,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
             "41 steps, rounds 0..15, 32 seeds, exact softmax solver plus the linearised closed form."
         ),
         epilog="Output columns and the simulation model: docs/simulation.md.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     g = p.add_argument_group("model")
     g.add_argument("--classes", type=int_at_least(2), default=4, help="number of classes K")

@@ -79,6 +79,7 @@ try:
     from sdtheory.cli import (
         add_data_arguments,
         dataset_or_exit,
+        HelpFormatter,
         exit_script,
         float_in,
         int_at_least,
@@ -136,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         "test_clean_labels, optional) serve only the clean-accuracy columns.",
         epilog="The protocol and the lam rule: docs/real_data.md. Exit status: 0 done, 2 bad flags or input "
         "file, 130 interrupted (Ctrl-C).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_data_arguments(p, datasets={"digits": "scikit-learn's handwritten digits, bundled (no download)"})
     p.add_argument(

@@ -39,6 +39,7 @@ from sdtheory.cli import (
     add_data_arguments,
     cd_pairs,
     dataset_or_exit,
+    HelpFormatter,
     float_in,
     int_at_least,
     num_rounds_type,
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the PLL student, exact softmax linear probe, under label noise.",
         epilog="Methods and the Beta smoothing adaptation: docs/smoothing.md. Exit status: 0 done, 2 bad flags "
         "or input file, 130 interrupted (Ctrl-C).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     add_data_arguments(
         p,

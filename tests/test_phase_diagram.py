@@ -667,6 +667,8 @@ def test_help_shows_one_default_per_flag_and_no_markup(name):
     ).stdout
     flags = re.split(r"\n  (?=-)", out)  # one entry per flag
     assert all(entry.count("(default:") <= 1 for entry in flags), [e for e in flags if e.count("(default:") > 1]
+    # an unset default or an off switch is described by the help text, not as "None" / "False"
+    assert "(default: None)" not in out and "(default: False)" not in out, out
     assert ":func:" not in out and ":mod:" not in out and "``" not in out, out
 
 
