@@ -527,7 +527,10 @@ def block_statistics(features: Any, labels: Any, num_classes: int) -> BlockStati
     onehot = np.eye(k)[y]
     sizes = onehot.sum(axis=0)
     if np.any(sizes < 2):
-        raise ValueError(f"every class needs >= 2 instances, got class sizes {sizes.astype(int).tolist()}")
+        raise ValueError(
+            f"labels: every class needs >= 2 instances, got class sizes {sizes.astype(int).tolist()} "
+            f"for num_classes = {k}"
+        )
     sums = onehot.T @ x  # (K, d) class sums
     totals = sums @ sums.T - np.diag(onehot.T @ np.einsum("nd,nd->n", x, x))  # sum over i != j of <x_i, x_j>
     means = totals / (np.outer(sizes, sizes) - np.diag(sizes))

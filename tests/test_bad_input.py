@@ -58,6 +58,8 @@ _rng = np.random.default_rng(0)
 X = _rng.normal(size=(6, 4))
 XT = _rng.normal(size=(2, 4))
 G = X @ X.T
+CLUSTER_LABELS = np.repeat(np.arange(3), 4)
+CLUSTERED = np.eye(3)[CLUSTER_LABELS] + 0.1 * np.random.default_rng(1).normal(size=(12, 3))
 GT = XT @ X.T
 P = np.array([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.1, 0.7, 0.2], [0.3, 0.3, 0.4], [0.1, 0.2, 0.7], [0.5, 0.4, 0.1]])
 C = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])
@@ -602,7 +604,10 @@ CASES = {
     # experiments: the simple ones
     "lam_rule": Case(E.lam_rule, lambda: dict(c=0.4, num_instances=6, num_classes=3)),
     "split_key": Case(E.split_key, lambda: dict(seed=0)),
-    "noisy_label_c": Case(E.noisy_label_c, lambda: dict(features=X, labels=CLASSES, num_classes=3, noise_rate=None)),
+    # the estimated rate needs features whose nearest neighbours share labels more often than chance
+    "noisy_label_c": Case(
+        E.noisy_label_c, lambda: dict(features=CLUSTERED, labels=CLUSTER_LABELS, num_classes=3, noise_rate=None)
+    ),
     "noisy_label_c[rate]": Case(
         E.noisy_label_c, lambda: dict(features=X, labels=CLASSES, num_classes=3, noise_rate=0.2)
     ),
