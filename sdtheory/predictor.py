@@ -51,6 +51,8 @@ from ._src.exact import (
     DEFAULT_SOLVER,
     DEFAULT_TOL,
     ExactResult,
+    _pad,
+    bucket_rows,
     check_options,
     exact_phi_core,
     raise_unconverged,
@@ -138,7 +140,8 @@ class Predictor:
             self._proj = features.T @ spec.eigvecs
         self._weights = None
         if model == "exact" and features is not None:
-            self._weights = jnp.einsum("nd,rnk->rkd", features, result.coef)  # (R, K, d), unit scale
+            # W_r = A_r^T X (R, K, d), unit scale; on the host, as the fit's result (no compile per N)
+            self._weights = np.asarray(result.coef).transpose(0, 2, 1) @ np.asarray(features)
         # fit_intercept: ("features", mean) or ("gram", column means, overall mean) in the caller's units
         # (closed model: the training set was centred, and test inputs are centred the same way), or
         # ("exact",) (the exact solver centres internally and returns intercepts); None without intercept
@@ -556,8 +559,11 @@ def predictor(
     )
     if model == "closed":
         return Predictor(model="closed", num_rounds=None, result=None, **common)
-    # from a given spectrum the solver's coordinates are U diag(sqrt s): nothing is factorised again
-    phi = solver_features(gram=unit.gram, features=unit.features, spec=unit.spec)
+    # The instances are padded with zero rows to a bucket of sizes (bucket_rows), so that any N in a
+    # bucket reuses one compiled solver; from a given spectrum the coordinates are U diag(sqrt s).
+    n = t.shape[0]
+    rows = bucket_rows(n)
+    phi = solver_features(gram=unit.gram, features=unit.features, spec=unit.spec, rows=rows)
     assert num_rounds is not None  # checked above for the exact model
     solve: dict[str, Any] = dict(
         q=float(q),
@@ -566,14 +572,16 @@ def predictor(
         solver=solver,
         rtol=float(rtol),
         fit_intercept=bool(fit_intercept),
+        num_valid=n,
     )
+    t_pad = _pad(t, rows)
     if student == "pll":
         fit = partial(exact_fit, phi, lam_u, **solve)
-        res = pll_rounds_core(fit(loss=loss), fit(loss="ce")(t), num_rounds - 1, TIE_TOL, init).fits
+        res = pll_rounds_core(fit(loss=loss), fit(loss="ce")(t_pad), num_rounds - 1, TIE_TOL, init).fits
     else:
         res = exact_phi_core(
             phi,
-            t,
+            t_pad,
             lam_u,
             num_rounds,
             loss=loss,
@@ -585,6 +593,9 @@ def predictor(
             tie_tol=variant.tie_tol,
             **solve,
         )
+    # on the host, without the padding rows
+    res = jax.tree_util.tree_map(np.asarray, res)
+    res = res._replace(outputs=res.outputs[:, :n], coef=res.coef[:, :n])
     if on_failure == "raise":
         raise_unconverged(res, tol, max_iter, rtol=rtol, solver=solver)
     return Predictor(model="exact", num_rounds=num_rounds, result=res, **common)

@@ -59,7 +59,7 @@ from .. import _validation as V
 from .closed import next_targets_core
 from .losses import get_loss, softmax
 from .rules import TIE_TOL
-from .spectral import Spectrum, _spectrum as spectrum
+from .spectral import Spectrum
 
 __all__ = [
     "DEFAULT_MAX_CG",
@@ -69,6 +69,7 @@ __all__ = [
     "DEFAULT_TOL",
     "SOLVERS",
     "ExactResult",
+    "bucket_rows",
     "check_options",
     "exact_outputs_core",
     "exact_phi_core",
@@ -183,6 +184,8 @@ class _Ops(NamedTuple):
     colsq: jax.Array  # (M,) sum_i phi_im^2 (the eigenvalues s in the eigenbasis); in `basis` if given
     max_row: jax.Array  # max_i ||phi_i||: output error bounds
     basis: jax.Array | None = None  # (M, M) orthonormal R in which Phi^T Phi is ~diagonal (preconditioners)
+    count: Any = None  # the number of instances (the rows of Phi, or fewer when padded)
+    mask: jax.Array | None = None  # (N,) 1 on the instances, 0 on padding rows; None without padding
 
 
 class Coordinates(NamedTuple):
@@ -210,7 +213,7 @@ def _from_basis(ops, u):
     return u if ops.basis is None else u @ ops.basis.T
 
 
-def _operators(phi, basis=None, colsq=None):
+def _operators(phi, basis=None, colsq=None, count=None, mask=None):
     # Three separate passes: fused together, XLA's CPU backend materialises Phi * Phi and
     # took 14.5 ms at 20000 x 256 against 5.4 ms apart (optimization barriers keep them apart).
     barrier = jax.lax.optimization_barrier
@@ -219,7 +222,8 @@ def _operators(phi, basis=None, colsq=None):
         phi, colsq = barrier((phi, colsq))
     max_row = jnp.sqrt(jnp.max(jnp.sum(phi * phi, axis=1)))
     phi, max_row = barrier((phi, max_row))
-    return _Ops(phi, phi.astype(jnp.float32), colsq, max_row, basis)
+    count = phi.shape[0] if count is None else count
+    return _Ops(phi, phi.astype(jnp.float32), colsq, max_row, basis, count, mask)
 
 
 class _State(NamedTuple):
@@ -279,7 +283,14 @@ def _residual(ops, z, w, v, lam):
 
 def _data_grad(ops, t, z, loss, q):
     """``g(z) Phi / N`` (one pass over ``Phi``)."""
-    return loss.grad(t, z, q, axis=0) @ ops.phi / ops.phi.shape[0]
+    return loss.grad(t, z, q, axis=0) @ ops.phi / ops.count
+
+
+def _mean_rows(x, ops):
+    """The mean over the instances (the last axis) of a class-major array; padding rows excluded."""
+    if ops.mask is not None:
+        x = x * ops.mask.astype(x.dtype)
+    return jnp.sum(x, axis=-1) / ops.count
 
 
 #: ``Phi`` above this many bytes (beyond a typical last-level cache) is run over in row blocks by
@@ -305,7 +316,7 @@ def _row_block(phi, q):
     return 0 if per_row or n * row <= BLOCK_ABOVE_BYTES or n < 2 * nb else nb
 
 
-def _data_hvp(phi, t, z, d, loss, q, lin=None):
+def _data_hvp(phi, t, z, d, loss, q, count, lin=None):
     """The data part of a Hessian product, ``J(z)[d Phi^T] Phi / N`` (class-major ``(K, M)``).
 
     Large problems run it over blocks of rows, each read once for both of its
@@ -320,7 +331,9 @@ def _data_hvp(phi, t, z, d, loss, q, lin=None):
 
     if not nb:
         u = _logits(phi, d)
-        return (lin(u) if lin is not None else jax.jvp(lambda zz: loss.grad(t, zz, q, axis=0), (z,), (u,))[1]) @ phi / n
+        if lin is None:
+            lin = lambda u: jax.jvp(lambda zz: loss.grad(t, zz, q, axis=0), (z,), (u,))[1]  # noqa: E731
+        return lin(u) @ phi / count
 
     def body(i, acc):
         # the last block is clamped to end at row N and masked to the rows no other block has
@@ -332,7 +345,7 @@ def _data_hvp(phi, t, z, d, loss, q, lin=None):
         u = jnp.where(fresh, _logits(ph, d), 0.0)
         return acc + jax.jvp(lambda zz: loss.grad(tb, zz, q, axis=0), (zb,), (u,))[1] @ ph
 
-    return jax.lax.fori_loop(0, -(-n // nb), body, jnp.zeros_like(d)) / n
+    return jax.lax.fori_loop(0, -(-n // nb), body, jnp.zeros_like(d)) / count
 
 
 def _residual_bound(ops, w, v, lam):
@@ -358,8 +371,8 @@ def _evaluate(ops, t, lam, v, loss, q):
     return z, w, _residual(ops, z, w, v, lam)
 
 
-def _objective_along(t, lam, z, zd, v, d, alpha, loss, q):
-    data = jnp.mean(loss.value(t, z + alpha * zd, q, axis=0))
+def _objective_along(ops, t, lam, z, zd, v, d, alpha, loss, q):
+    data = _mean_rows(loss.value(t, z + alpha * zd, q, axis=0), ops)
     vv = v + alpha * d
     return data + 0.5 * _vdot(lam * vv, vv)
 
@@ -380,18 +393,18 @@ def _kron_preconditioner(ops, jvp32, curvature, z32, lam, dtype):
     loss only through ``Hbar`` (symmetrised, negative curvature of the non-convex
     GCE dropped).
     """
-    k, n = z32.shape
+    k = z32.shape[0]
     if curvature is not None:
-        hbar = curvature(z32).astype(dtype) / n
+        hbar = curvature(z32, None if ops.mask is None else ops.mask.astype(z32.dtype)).astype(dtype) / ops.count
     else:
         # column l of Hbar: the mean over instances of J(z_i) e_l (one linearised product per class)
-        mean_col = lambda e: jnp.mean(jvp32(jnp.broadcast_to(e[:, None], z32.shape)), axis=1)  # noqa: E731
+        mean_col = lambda e: _mean_rows(jvp32(jnp.broadcast_to(e[:, None], z32.shape)), ops)  # noqa: E731
         hbar = jax.lax.map(mean_col, jnp.eye(k, dtype=z32.dtype)).T.astype(dtype)
     hv, hq = jnp.linalg.eigh(0.5 * (hbar + hbar.T))
     # the all-ones class direction has curvature 0 (softmax is shift invariant): with an
     # unregularised bias that block is singular, and the gradient has no part in it
     hv = jnp.where(hv > 1e-6 * jnp.max(hv), hv, 0.0)
-    den = hv[:, None] * ops.colsq[None, :] / n + lam
+    den = hv[:, None] * ops.colsq[None, :] / ops.count + lam
     inv = jnp.where(den > 0, 1.0 / jnp.where(den > 0, den, 1.0), 0.0)
     return lambda r: _from_basis(ops, hq @ ((hq.T @ _to_basis(ops, r)) * inv))
 
@@ -428,7 +441,7 @@ def _newton_cg_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rt
     z0 = _logits(ops.phi, v0)
     w0 = _data_grad(ops, t, z0, loss, q)
     res0, exact0 = residual(z0, w0, v0)
-    f_init = _objective_along(t, lam, z0, z0, v0, v0, 0.0, loss, q)
+    f_init = _objective_along(ops, t, lam, z0, z0, v0, v0, 0.0, loss, q)
     init = (_State(v0, z0, w0, res0, jnp.zeros((), jnp.int32)), jnp.asarray(not mixed), exact0, f_init, False)
 
     def cond(c):
@@ -441,16 +454,16 @@ def _newton_cg_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rt
         gnorm = jnp.sqrt(_vdot(grad, grad))
         z32 = s.z.astype(lo)
         _, jvp32 = jax.linearize(gfun32, z32)
-        curv = None if loss.curvature is None else (lambda zz: loss.curvature(t32, zz, q, axis=0))
+        curv = None if loss.curvature is None else (lambda zz, w: loss.curvature(t32, zz, q, w, axis=0))
         pre = _kron_preconditioner(ops, jvp32, curv, z32, lam, dtype)
 
         def hvp64(d):
             # linearised inside the branch: with float32 products the float64 softmax is never formed
-            return _data_hvp(ops.phi, t, s.z, d, loss, q) + lam * d
+            return _data_hvp(ops.phi, t, s.z, d, loss, q, ops.count) + lam * d
 
         def hvp32(d):
             d32 = d.astype(lo)
-            return (_data_hvp(ops.phi32, t32, z32, d32, loss, q, jvp32) + lam_lo * d32).astype(dtype)
+            return (_data_hvp(ops.phi32, t32, z32, d32, loss, q, ops.count, jvp32) + lam_lo * d32).astype(dtype)
 
         hvp = hvp64 if not mixed else (lambda d: jax.lax.cond(hi, hvp64, hvp32, d))
         # Preconditioned CG on H x = -grad; scale-free forcing term: relative to the gradient's own
@@ -500,7 +513,7 @@ def _newton_cg_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rt
         slack = 100 * jnp.finfo(dtype).eps * (1.0 + jnp.abs(f0))
 
         def trial(a, j):
-            fa = _objective_along(t, lam, s.z, zd, s.v, d, a, loss, q)
+            fa = _objective_along(ops, t, lam, s.z, zd, s.v, d, a, loss, q)
             return a, j, fa, fa <= f0 + 1e-4 * a * slope + slack
 
         alpha, _, f_new, ok = jax.lax.while_loop(
@@ -529,12 +542,11 @@ def _optax_lbfgs_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, 
 
     del max_cg, rtol
     phi = ops.phi
-    n, k = phi.shape[0], t.shape[0]
-    scale = jnp.sqrt(ops.colsq[None, :] / (k * n) + lam)  # sqrt(s/(KN) + lam)
+    scale = jnp.sqrt(ops.colsq[None, :] / (t.shape[0] * ops.count) + lam)  # sqrt(s/(KN) + lam)
 
     def f(u):
         v = _from_basis(ops, u / scale)
-        return jnp.mean(loss.value(t, _logits(phi, v), q, axis=0)) + 0.5 * _vdot(lam * v, v)
+        return _mean_rows(loss.value(t, _logits(phi, v), q, axis=0), ops) + 0.5 * _vdot(lam * v, v)
 
     opt = optax.lbfgs()
     vg = optax.value_and_grad_from_state(f)
@@ -558,7 +570,7 @@ def _optax_lbfgs_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, 
     return _State(v, z, w, res, it), mem
 
 
-def _line_search(t, lam, z, zd, v, d, slope0, loss, q, max_ls):
+def _line_search(ops, t, lam, z, zd, v, d, slope0, loss, q, max_ls):
     """Safeguarded 1-D Newton/bisection for phi'(alpha) = 0 along ``d``.
 
     ``phi(alpha) = mean loss(t, z + alpha zd) + lam/2 |v + alpha d|^2``; each
@@ -568,7 +580,7 @@ def _line_search(t, lam, z, zd, v, d, slope0, loss, q, max_ls):
     for convex losses; a step that increases the objective is replaced by the
     left bracket.
     """
-    n = z.shape[1]
+    n = ops.count
     gfun = lambda zz: loss.grad(t, zz, q, axis=0)  # noqa: E731
     dd = _vdot(lam * d, d)  # lam may be a (1, M) row (intercept)
     vd = _vdot(lam * v, d)
@@ -600,8 +612,8 @@ def _line_search(t, lam, z, zd, v, d, slope0, loss, q, max_ls):
     a, lo, hi, der, _ = jax.lax.while_loop(
         cond, body, (one, jnp.zeros((), z.dtype), jnp.full((), jnp.inf, z.dtype), der1, 0)
     )
-    f0 = _objective_along(t, lam, z, zd, v, d, 0.0, loss, q)
-    fa = _objective_along(t, lam, z, zd, v, d, a, loss, q)
+    f0 = _objective_along(ops, t, lam, z, zd, v, d, 0.0, loss, q)
+    fa = _objective_along(ops, t, lam, z, zd, v, d, a, loss, q)
     slack = 100 * jnp.finfo(z.dtype).eps * (1.0 + jnp.abs(f0))
     return jnp.where(fa <= f0 + slack, a, jnp.where(lo > 0, lo, 0.0))
 
@@ -650,10 +662,10 @@ def _lbfgs_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=D
     """
     del max_cg
     phi = ops.phi
-    n, k = phi.shape[0], t.shape[0]
+    k = t.shape[0]
     dtype = phi.dtype
     memory = mem[0].shape[0]
-    scale = jnp.sqrt(ops.colsq[None, :] / (k * n) + lam)  # sqrt(s/(KN) + lam)
+    scale = jnp.sqrt(ops.colsq[None, :] / (k * ops.count) + lam)  # sqrt(s/(KN) + lam)
 
     def residual_and_zd(z, w, v, d):
         both = _logits(phi, jnp.concatenate([_implied(w, v, lam), d], axis=0))
@@ -665,7 +677,7 @@ def _lbfgs_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=D
         # known). From the previous round's optimum the new gradient is lam v0.
         w_pre = _data_grad(ops, t, z0, loss, q)
         slope_pre = _vdot(w_pre + lam * v0, -v0)
-        a_pre = jnp.where(slope_pre < 0, _line_search(t, lam, z0, -z0, v0, -v0, slope_pre, loss, q, max_ls), 0.0)
+        a_pre = jnp.where(slope_pre < 0, _line_search(ops, t, lam, z0, -z0, v0, -v0, slope_pre, loss, q, max_ls), 0.0)
         v0 = v0 * (1.0 - a_pre)
         z0 = z0 * (1.0 - a_pre)
     w0 = _data_grad(ops, t, z0, loss, q)
@@ -681,7 +693,7 @@ def _lbfgs_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=D
         v, z, w, gu, du, res, it, zd, _, S, Y, rho, count, gamma = c
         d = _from_basis(ops, du / scale)
         slope = _vdot(gu, du)
-        alpha = _line_search(t, lam, z, zd, v, d, slope, loss, q, max_ls)
+        alpha = _line_search(ops, t, lam, z, zd, v, d, slope, loss, q, max_ls)
         v_new = v + alpha * d
         z_new = z + alpha * zd
         w_new = _data_grad(ops, t, z_new, loss, q)
@@ -751,6 +763,7 @@ def exact_phi_core(
     fit_intercept=False,
     init_coef=None,
     init_intercepts=None,
+    num_valid=None,
 ):
     """Rounds ``0..num_rounds-1`` in the solver coordinates ``phi`` (jitted, no validation).
 
@@ -770,6 +783,14 @@ def exact_phi_core(
     in this call's own coordinates (rotated or not, with the bias coordinate),
     so the start is the same function whatever coordinates the kernel picks.
     Later rounds start from the previous round's weights.
+
+    ``num_valid`` (traced): only the first ``num_valid`` rows are instances;
+    the rest pad ``phi`` and ``targets`` to a shape that is compiled once for
+    many ``N`` (:func:`bucket_rows`). Padding rows must be zero in ``phi``
+    (and ``init_coef``); they get zero weight in the loss (their targets,
+    outputs' next targets, dual coefficients and preconditioner terms are
+    masked), so the solution on the instances is that of the unpadded
+    problem.
     """
     coords = phi if isinstance(phi, Coordinates) else None
     if coords is not None:
@@ -787,19 +808,24 @@ def exact_phi_core(
         else:
             basis, colsq = coords.basis, coords.colsq
     dtype = phi.dtype
-    targets = targets.astype(dtype)
+    count, mask = n, None
+    if num_valid is not None:
+        count = jnp.asarray(num_valid, dtype)
+        mask = (jnp.arange(n) < num_valid).astype(dtype)
+    keep = (lambda a: a) if mask is None else (lambda a: a * mask[:, None])  # zero on the padding rows
+    targets = keep(targets.astype(dtype))
     lam = jnp.asarray(lam, dtype)
-    mean = jnp.mean(phi, axis=0)
+    mean = jnp.sum(phi, axis=0) / count  # padding rows are zero
     if fit_intercept:
         # Unregularised bias: centred coordinates plus a constant one whose L2 weight is 0. The
         # constant is orthogonal to the centred columns, so the diagonal preconditioner still fits.
-        phi = jnp.concatenate([phi - mean, jnp.ones((n, 1), dtype)], axis=1)
+        phi = keep(jnp.concatenate([phi - mean, jnp.ones((n, 1), dtype)], axis=1))
 
     def reg(lam):
         """The L2 weight per coordinate: ``lam``, or a ``(1, M + 1)`` row with 0 on the bias."""
         return jnp.concatenate([jnp.full((1, m), lam), jnp.zeros((1, 1), dtype)], axis=1) if fit_intercept else lam
 
-    ops = _operators(phi, basis, colsq)
+    ops = _operators(phi, basis, colsq, count, mask)
     if init_coef is None:
         v0 = jnp.zeros((k, phi.shape[1]), dtype)  # class-major (K, M), as the solvers work
     else:
@@ -827,7 +853,7 @@ def exact_phi_core(
         s, _ = solve(ops, t.T, lam_c, v, mem0, loss=lossfn, q=q, tol=tol, max_iter=max_iter, max_cg=max_cg, rtol=rtol)
         z = s.z.T
         p = jax.nn.softmax(z, axis=-1)
-        coef = -lossfn.grad(t, z, q) / (n * lam)
+        coef = keep(-lossfn.grad(t, z, q) / (count * lam))
         grad = s.w + lam_c * s.v
         kkt = _kkt(s.w, s.v, lam_c)
         if fit_intercept:
@@ -841,7 +867,7 @@ def exact_phi_core(
         # unconverged earlier round makes every later one the answer to another problem
         conv = chain_ok & ((s.res <= tol) | (kkt <= rtol))
         out = (p, s.res, jnp.max(jnp.abs(grad)), s.it, conv, coef, kkt, bound, bias)
-        return (next_targets_core(p, z, targets, temperature, xi, hard, tie_tol), s.v, conv), out
+        return (keep(next_targets_core(p, z, targets, temperature, xi, hard, tie_tol)), s.v, conv), out
 
     _, outs = jax.lax.scan(one_round, (targets, v0, jnp.ones((), bool)), lams)
     return ExactResult(*outs)
@@ -975,23 +1001,55 @@ def _prepare_features(x):
     return Coordinates(x, r, jnp.maximum(s.astype(x.dtype), 0.0) * top**2)
 
 
-def solver_features(*, gram: Any = None, features: Any = None, spec: Spectrum | None = None) -> jax.Array | Coordinates:
-    """The solver's coordinates ``Phi`` (``Phi Phi^T = G``), computed once per training set.
+def bucket_rows(n: int) -> int:
+    """The padded row count of ``n`` instances: ``n`` up to 8, else the least ``m 2^e >= n`` with ``m`` in 5..8.
+
+    Four shapes per octave, at most 25% padding rows: the exact solver
+    compiles once per bucket, not once per ``N``.
+    """
+    e = max(0, (n - 1).bit_length() - 3)
+    return -(-n // (1 << e)) << e
+
+
+def _pad(a: Any, rows: int, cols: int | None = None) -> jax.Array:
+    """``a`` with zero rows (and columns) appended up to ``(rows, cols)``, padded on the host (no compile)."""
+    a = np.asarray(a, dtype=float)
+    cols = a.shape[1] if cols is None else cols
+    return jnp.asarray(np.pad(a, ((0, rows - a.shape[0]), (0, cols - a.shape[1]))))
+
+
+@jax.jit
+def _gram_factor(g):
+    """Eigenvalues ``s`` and ``Phi = U diag(sqrt s)`` of a symmetrised Gram (``eigh``: faster than a thin SVD here)."""
+    s, u = jnp.linalg.eigh(0.5 * (g + g.T))
+    return s, u * jnp.sqrt(jnp.maximum(s, 0.0))
+
+
+def solver_features(
+    *, gram: Any = None, features: Any = None, spec: Spectrum | None = None, rows: int | None = None
+) -> jax.Array | Coordinates:
+    """The solver's coordinates ``Phi`` (``Phi Phi^T = G``), computed once per training set (validated inputs).
 
     From features with ``d < N``: :class:`Coordinates` (``X`` and the
-    eigenbasis ``R`` of ``X^T X``, weight space; :func:`exact_phi_core` uses
-    ``Phi = X R`` or applies ``R`` in its preconditioners); with ``d >= N`` or a Gram: ``U diag(sqrt s)``
-    (eigh of the ``N x N`` Gram, measured faster than a thin SVD here). Inputs
-    are assumed validated.
+    eigenbasis ``R`` of ``X^T X``, weight space); with ``d >= N``, a Gram
+    (its eigenvalues checked ``>= 0``) or a spectrum: ``U diag(sqrt s)``.
+    ``rows``: pad with zero rows to this count (and the Gram's ``N``
+    coordinates to as many), as :func:`exact_phi_core` with ``num_valid``
+    expects; the eigendecomposition sees the instances only.
     """
-    if spec is not None:
-        return spectral_features(spec)
     if features is not None:
-        x = jnp.asarray(features, dtype=float)
-        if x.shape[1] < x.shape[0]:
-            return _prepare_features(x)
-        return spectral_features(spectrum(gram=x @ x.T, validate=False))
-    return spectral_features(spectrum(gram=gram))
+        features = jnp.asarray(features, dtype=float)
+        if features.shape[1] < features.shape[0]:
+            return _prepare_features(features if rows is None else _pad(features, rows))
+    if spec is not None:
+        u, s = np.asarray(spec.eigvecs), np.asarray(spec.eigvals)
+        phi = u * np.sqrt(np.maximum(s, 0.0))
+    else:
+        g = features @ features.T if features is not None else gram
+        s, phi = _gram_factor(jnp.asarray(g, dtype=float))
+        if gram is not None:
+            V.check_psd_eigenvalues(s)
+    return jnp.asarray(phi) if rows is None else _pad(phi, rows, bucket_rows(phi.shape[1]))
 
 
 def raise_unconverged(
