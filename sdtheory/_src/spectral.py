@@ -58,11 +58,6 @@ class Spectrum(NamedTuple):
     def num_instances(self) -> int:
         return self.eigvecs.shape[0]
 
-    @property
-    def complete(self) -> bool:
-        """True when ``U`` spans all of ``R^N`` (no implicit null space)."""
-        return self.eigvecs.shape[1] == self.eigvecs.shape[0]
-
 
 @jax.jit
 def _eigh_spectrum(gram: jax.Array) -> Spectrum:
