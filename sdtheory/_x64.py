@@ -1,27 +1,18 @@
 """The float64 policy (scoped, never global) and the concrete-input rule of the public boundary.
 
-Importing :mod:`sdtheory` leaves JAX's global configuration alone. Every
-public, validating function is decorated with :func:`float64`, which runs its
-body inside ``jax.enable_x64(True)``: its inputs are converted to float64, its
-jitted kernels are traced and cached in float64 mode, and its array results
-come back as NumPy arrays (float64 stays float64 whatever the caller's JAX
-mode; a float64 *JAX* array would break ``jnp`` operations of a caller running
-in JAX's default 32-bit mode). The pure kernels (``*_core``) compute in the
-dtype of their inputs; call them inside ``with jax.enable_x64(True):`` to get
-float64 (the theorems compare quantities like ``(a/b)^(r+1)`` with
-``Delta/(1 + Delta)`` that float32 cannot resolve).
+Importing :mod:`sdtheory` leaves JAX's configuration alone. Every public,
+validating function is decorated with :func:`float64`: its body runs inside
+``jax.enable_x64(True)`` and its array results come back as NumPy arrays
+(float64 whatever the caller's JAX mode). The pure kernels (``*_core``)
+compute in the dtype of their inputs: call them inside
+``with jax.enable_x64(True):`` for float64.
 
-**Concrete inputs only.** A validating function checks values (``lam > 0``,
-rows summing to 1, convergence of the exact solver), which a JAX tracer does
-not have. So :func:`float64` refuses to run such a function on a traced
-argument (inside ``jax.vmap``, ``jax.grad``, ...) or inside ``jax.jit``: it
-raises a ``TypeError`` naming the argument and the ``*_core`` kernel to
-transform instead, rather than skipping the checks. Functions written to run
-under transformations opt in with ``@float64(traceable=True)``; the
-public functions of :mod:`sdtheory.noise` and :mod:`sdtheory.theorems` (vmapped
-over ``eta`` and ``lam``) are traceable. Their traced real and signed-integer
-arguments are converted to float64 / int64 inside the scope
-(:func:`_widen_tracers`), whatever mode the caller traced them in.
+A validating function checks values, which a tracer does not have: on a
+traced argument or inside ``jax.jit`` it raises a ``TypeError`` naming the
+argument and the kernel to transform instead. Functions that run under
+transformations opt in with ``traceable=True`` (the public functions of
+:data:`TRACEABLE_MODULES`); their traced real and signed-integer arguments
+are widened to float64 / int64 in the scope (:func:`_widen_tracers`).
 """
 
 from __future__ import annotations
@@ -45,9 +36,7 @@ __all__ = ["TRACEABLE_MODULES", "float64", "to_host"]
 
 F = TypeVar("F", bound=Callable)
 
-#: Modules whose public functions are designed to run under ``jax.vmap``/``jax.jit`` (over ``eta``, ``lam``,
-#: keys) and check what a tracer allows themselves; there :func:`float64` lets tracers through. (Interim: the
-#: same as marking each of their functions ``@float64(traceable=True)``.)
+#: Modules whose public functions run under ``jax.vmap``/``jax.jit`` and check what a tracer allows themselves.
 TRACEABLE_MODULES = frozenset({"sdtheory.noise", "sdtheory.theorems"})
 
 
@@ -110,13 +99,9 @@ def _has_tracer(x: Any) -> bool:
 def _widen_tracers(tree):
     """Real and signed-integer tracers in ``tree`` as float64 / int64 (called inside the x64 scope).
 
-    A tracer made in JAX's 32-bit mode has a 32-bit type, but ``jax.vmap`` of
-    a NumPy float64 batch carries the float64 values themselves: operations
-    inside the float64 scope would compile for the one and receive the other
-    (an XLA ``RuntimeProgramInputMismatch``). Converting each tracer here binds
-    one conversion on the carried values, so the traceable function sees
-    consistent float64 / int64 tracers (keeping a float64 batch's digits).
-    Bools, unsigned integers (raw PRNG keys) and typed keys pass unchanged.
+    A tracer made in 32-bit mode may carry float64 values (``jax.vmap`` of a
+    NumPy batch); one conversion makes the types consistent (else XLA raises
+    ``RuntimeProgramInputMismatch``). Bools, unsigned integers and keys pass.
     """
 
     def widen(x):
@@ -180,13 +165,7 @@ def _refuse_traced(fn: Callable, kernel: Optional[str], args: tuple, kwargs: dic
 
 
 def to_host(tree):
-    """JAX arrays in ``tree`` as NumPy arrays, unless some leaf is a tracer.
-
-    Only pytree leaves are converted: objects that are not pytrees (such as a
-    :class:`sdtheory.Predictor`, which keeps its spectrum on the device) pass
-    through unchanged. Tracers come back only from traceable functions
-    (:func:`float64`).
-    """
+    """JAX arrays among the pytree leaves of ``tree`` as NumPy arrays, unless some leaf is a tracer."""
     leaves = jax.tree_util.tree_leaves(tree)
     if any(isinstance(x, jax.core.Tracer) for x in leaves):
         return tree

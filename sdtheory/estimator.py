@@ -1,36 +1,26 @@
-r"""A scikit-learn estimator for self-distilled linear probes.
+r"""A scikit-learn estimator for self-distilled linear probes (scikit-learn is an optional dependency).
 
 :class:`SelfDistillationClassifier` fits the exact softmax student of every
-self-distillation round (:func:`sdtheory.predictor` with ``model="exact"``)
-and predicts with the last one. scikit-learn is an optional dependency: this
-module imports it, and ``sdtheory`` imports this module only when
-``sdtheory.SelfDistillationClassifier`` is first used.
+round (:func:`sdtheory.predictor`, ``model="exact"``) and predicts with the
+last one (or a selected one). Our ``(1/N) sum_i CE + (lam/2) ||W||^2`` is
+scikit-learn's multinomial ``LogisticRegression`` at ``C = 1 / (lam N)``;
+``C = 2 / (lam N)`` for two classes, where scikit-learn keeps one vector
+``w = w_1 - w_0`` (docs/exact_solver.md, "The estimator").
 
-**lam and C.** Our objective is ``(1/N) sum_i CE(t_i, W x_i + b) + (lam/2) ||W||_F^2``;
-scikit-learn's multinomial ``LogisticRegression`` minimises
-``C sum_i CE + (1/2) ||W||_F^2``, the same problem at ``C = 1 / (lam N)``.
-For two classes scikit-learn keeps one weight vector ``w`` (logit ``w x``);
-ours keeps two, whose optimum is ``w_1 = -w_0 = w/2`` (the class gradients sum
-to zero), so ``||W||_F^2 = ||w||^2 / 2`` and the problems agree at
-``C = 2 / (lam N)`` (docs/exact_solver.md, "The estimator").
+**Choosing the round from one fit.** ``select_round="holdout"`` fits the
+chain on a stratified part of the labels and predicts with the round (and
+student) whose predictions agree most with the held-out labels. Under
+symmetric label noise at rate ``eta < (K - 1) / K`` the agreement
+``eta / (K - 1) + a (1 - eta K / (K - 1))`` increases with the clean accuracy
+``a``, so the most agreeing round is, up to sampling noise, the most accurate
+one. :func:`round_scorer` gives the per-round scores to scikit-learn's model
+selection (one chain per candidate ``lam`` and fold; docs/practitioner.md).
 
-**Choosing the round from one fit.** One fit solves every round ``0..R-1``
-(one chain), so the round need not be a hyperparameter refitted per
-candidate. ``select_round="holdout"`` holds out a stratified part of the
-given labels, fits the chain on the rest and predicts with the round (and,
-with ``student="auto"``, the student) whose predictions agree most with the
-held-out labels. The given labels may be noisy: under symmetric noise at rate
-``eta`` (a label is kept with probability ``1 - eta``, else replaced by one
-of the other ``K - 1`` classes uniformly, independently of the features) a
-classifier of clean accuracy ``a`` agrees with the noisy labels with
-probability ``eta / (K - 1) + a (1 - eta K / (K - 1))``, increasing in ``a``
-for ``eta < (K - 1) / K``: the round that agrees most with held-out noisy
-labels is, up to sampling noise, the round of highest clean accuracy.
-(Under class-dependent noise the agreement is a class-weighted accuracy and
-the argument holds only approximately.) :func:`round_scorer` gives the same
-per-round scores to scikit-learn's model selection, so ``GridSearchCV`` over
-``lam`` fits one chain per candidate and fold, not one per ``num_rounds``
-(docs/practitioner.md).
+**Compilation.** A fit pads the instances to a few bucket sizes, so new
+``N`` (folds, learning curves) reuse the compiled solver of their bucket.
+To keep compiled programs across processes, turn on JAX's persistent cache
+before fitting: ``jax.config.update("jax_compilation_cache_dir", "/some/dir")``
+(opt-in; the package never changes JAX's configuration itself).
 """
 
 from __future__ import annotations
@@ -38,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy.special import log_softmax, softmax  # type: ignore[import-untyped]
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -59,64 +50,40 @@ AUTO_STUDENT = "auto"
 class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
     """Multinomial logistic regression distilled into itself for ``num_rounds`` rounds.
 
-    Round 0 fits the labels (cross-entropy, L2 weight ``lam``, optional
-    unregularised intercept); each further round fits the training outputs of
-    the previous one (``student="sd"``) or ``1/2`` on each of its two highest
-    classes (``student="pll"``, with ``loss``). Predictions use the last round;
-    :meth:`round_proba` gives every round.
+    Round 0 fits the labels (CE, L2 weight ``lam``, optional unregularised
+    intercept); each further round fits the previous round's training outputs
+    (``student="sd"``) or ``1/2`` on its two highest classes (``student="pll"``,
+    with ``loss``). :meth:`round_proba` gives every round.
 
     Parameters:
-      lam: L2 weight of the mean loss (``C = 1/(lam N)`` in scikit-learn's
-        multinomial parametrisation, ``C = 2/(lam N)`` for two classes).
+      lam: L2 weight of the mean loss (``C = 1/(lam N)``; ``2/(lam N)`` for two classes).
       num_rounds: total rounds including round 0 (``1`` = plain logistic regression).
-      student: ``"sd"`` or ``"pll"``.
-      loss: the PLL student's loss for rounds ``>= 1`` (``"ce"`` or ``"gce"``); round 0 is
-        always CE, and ``student="sd"`` rounds fit soft outputs with CE (``loss="ce"``).
-      q: GCE exponent.
-      init: the PLL student's starting weights (``student="pll"``):
-        ``"teacher"`` (the weights of the round whose top 2 it fits, as the
-        SelfPLL reference code) or ``"zero"``; the same optimum for CE,
-        possibly another stationary point for GCE. ``student="sd"`` rounds
-        start from the previous round's weights (``"teacher"`` only).
+      student: ``"sd"``, ``"pll"``, or ``"auto"`` (with ``select_round="holdout"``:
+        fits both chains on the same split and keeps the better; ties: SD).
+      loss, q: the PLL student's loss for rounds ``>= 1`` (``"ce"`` or ``"gce"``
+        with exponent ``q``); ``student="sd"`` rounds use CE.
+      init: the PLL student's start, ``"teacher"`` (the weights of the round
+        whose top 2 it fits) or ``"zero"``; ``student="sd"``: ``"teacher"`` only.
       fit_intercept: unregularised bias (scikit-learn's default).
       tol, rtol, max_iter, solver: the exact solver's options (:func:`sdtheory.exact_outputs`).
-      temperature, xi, hard: the distillation variants of ``student="sd"``
-        (:func:`sdtheory.exact_outputs`, docs/variants.md): round ``r`` fits
-        ``xi softmax(Z_{r-1}/temperature) + (1 - xi) Y`` (argmax one-hot rows
-        when ``hard``). The defaults are plain SD.
-      select_round: the round predictions use. ``None`` (the default, and the
-        behaviour of earlier versions): the last, ``num_rounds - 1``, fitted on
-        all the data. An integer ``r`` in ``0..num_rounds-1``: round ``r`` (e.g.
-        the round a cross-validation with :func:`round_scorer` chose).
-        ``"holdout"``: a stratified ``validation_fraction`` of ``(X, y)`` is held
-        out, the chain is fitted on the rest (one fit), and predictions use the
-        round whose held-out predictions agree most with the held-out labels
-        (ties: the earliest round); the labels may be noisy (module docstring).
-      validation_fraction: the held-out share of each class for
-        ``select_round="holdout"`` (``floor(fraction * n_k)`` of class ``k``;
-        at least one instance in all).
+      temperature, xi, hard: ``student="sd"`` variants (docs/variants.md):
+        round ``r`` fits ``xi softmax(Z_{r-1}/temperature) + (1 - xi) Y``
+        (one-hot argmax rows when ``hard``).
+      select_round: the prediction round: ``None`` (the last), a round index,
+        or ``"holdout"`` (module docstring; ties: the earliest round).
+      validation_fraction: held-out share of each class for ``"holdout"``
+        (``floor(fraction * n_k)``; at least one instance in all).
       random_state: seed (an integer) of the held-out split.
-      pickle_predictor: keep ``predictor_`` (the training features, targets and
-        solver state) in a pickle of the fitted estimator. By default a pickle
-        keeps only what prediction needs (``round_coefs_``,
-        ``round_intercepts_`` and the fit's diagnostics): the unpickled estimator
-        predicts the same numbers and has no ``predictor_``.
-
-    ``student="auto"`` (with ``select_round="holdout"``) fits the SD chain and
-    the PLL student's chain (``loss``, ``q``, ``init``; ``K >= 3`` classes) on the
-    same split and keeps the student and round of the highest held-out
-    agreement (ties: SD).
+      pickle_predictor: keep ``predictor_`` in a pickle (by default only what
+        prediction needs is pickled).
 
     Attributes (after ``fit``): ``classes_``, ``n_features_in_``, ``coef_``
-    (``(K, d)``; ``(1, d)`` for two classes, as scikit-learn), ``intercept_``,
-    ``round_coefs_`` ``(R, K, d)``, ``round_intercepts_`` ``(R, K)``,
-    ``n_iter_`` ``(R,)``, ``kkt_`` ``(R,)`` (the scale-free stationarity of each round),
-    ``predictor_`` (the :class:`sdtheory.Predictor` of the fit; not pickled unless
-    ``pickle_predictor``). With ``select_round`` set: ``best_round_`` (the round
-    predictions use); with ``"holdout"`` also ``round_scores_`` ``(R,)`` (held-out
-    agreement of every round of the kept student's chain), ``student_scores_``
-    (``{student: (R,) scores}`` of every student fitted), ``best_student_`` and
-    ``n_validation_`` (the held-out instances).
+    (``(K, d)``; ``(1, d)`` for two classes), ``intercept_``, ``round_coefs_``
+    ``(R, K, d)``, ``round_intercepts_`` ``(R, K)``, ``n_iter_`` ``(R,)``,
+    ``kkt_`` ``(R,)``, ``predictor_``. With ``select_round`` set:
+    ``best_round_``; with ``"holdout"`` also ``round_scores_`` ``(R,)``,
+    ``student_scores_`` (``{student: (R,) scores}``), ``best_student_`` and
+    ``n_validation_``.
     """
 
     def __init__(
@@ -357,13 +324,11 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities ``(N, K)`` of the prediction round (columns in the order of ``classes_``)."""
-        return _softmax(self._logits(X))
+        return softmax(self._logits(X), axis=1)
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         """Log of :meth:`predict_proba` (computed stably)."""
-        z = self._logits(X)
-        z = z - z.max(axis=1, keepdims=True)
-        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return log_softmax(self._logits(X), axis=1)
 
     def predict(self, X: Any) -> np.ndarray:
         """The most probable class of the prediction round (ties to the first class in ``classes_``)."""
@@ -374,7 +339,7 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
         """Probabilities ``(R, N, K)`` of every round (round 0 = plain logistic regression)."""
         X = self._features(X)
         w, b = self.round_coefs_, self.round_intercepts_
-        return np.stack([_softmax(_round_logits(X, w[r], b[r])) for r in range(w.shape[0])])
+        return np.stack([softmax(_round_logits(X, w[r], b[r]), axis=1) for r in range(w.shape[0])])
 
     def round_score(self, X: Any, y: Any) -> np.ndarray:
         """Accuracy ``(R,)`` of every round's predictions on ``(X, y)`` (round 0 = plain logistic regression).
@@ -438,9 +403,3 @@ def _holdout_split(enc: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
         )
     train = np.setdiff1d(np.arange(enc.size), held)
     return train, held
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)

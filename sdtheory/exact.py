@@ -74,45 +74,32 @@ def exact_outputs(
     hard: Any = False,
     lam_schedule: Any = None,
 ) -> ExactResult:
-    r"""Exact softmax outputs of chained self-distillation rounds.
+    r"""Exact softmax outputs of chained self-distillation rounds (a thin wrapper over :func:`sdtheory.predictor`).
 
     Round 0 minimises ``(1/N) sum_i loss(t_i, W x_i) + (lam/2) ||W||_F^2`` on
     ``targets``; round ``r`` on the training outputs of round ``r - 1``
-    (warm-started from round ``r - 1``'s weights). A thin wrapper over
-    :func:`sdtheory.predictor` with ``model="exact"``.
+    (warm-started from its weights).
 
     Args:
-      targets: ``(N, K)`` probability rows (one-hot labels, soft labels or
-        ``(1/2, 1/2)`` top-2 candidate targets for ``loss="gce"``).
-      lam: L2 weight, one real number ``> 0`` (vmap :func:`exact_outputs_core`
-        for grids; traced values are refused, also under ``jax.jit``, where
-        ``on_failure="raise"`` could not raise).
-      rounds: round indices to return (0 = teacher; the chain is solved up to
-        the largest, so at most ``10^5 - 1``), or
+      targets: ``(N, K)`` probability rows (one-hot, soft, or top-2 candidates).
+      lam: L2 weight, one real number ``> 0`` (traced values are refused: vmap
+        :func:`exact_outputs_core` for grids).
+      rounds: round indices to return (0 = teacher; at most ``10^5 - 1``), or
       num_rounds: a count ``R <= 10^5``: rounds ``0..R-1``. Exactly one of the two.
-        The rounds are a chain solved one after another: the bound keeps a
-        mistyped count from running for days.
-      gram: ``(N, N)`` symmetric PSD Gram (representer/eigenbasis form), or
+      gram: ``(N, N)`` symmetric PSD Gram, or
       features: ``(N, d)`` features (weight space when ``d < N``).
-      loss: a name from :data:`sdtheory.LOSSES` (``"ce"`` or ``"gce"`` with
-        parameter ``q`` in ``(0, 1]``, not convex).
+      loss: ``"ce"`` or ``"gce"`` (exponent ``q`` in ``(0, 1]``, not convex).
       tol: stopping tolerance on the fixed-point residual (default 1e-9).
       max_iter: outer iterations per round (default 1000).
       on_failure: ``"raise"`` (RuntimeError if a round misses both ``tol``
-        and ``rtol``) or ``"flag"`` (return with ``converged=False``).
-      solver: a name from :data:`SOLVERS` (``"auto"``, the default: truncated
-        Newton with float32 Hessian products and a class-block preconditioner;
-        ``"lbfgs"``, ``"newton-cg"`` (float64 products) or ``"optax-lbfgs"``).
-      rtol: a round also stops when the scale-free stationarity
-        ``ExactResult.kkt`` is ``<= rtol`` (default 1e-13; 0 disables it).
-      fit_intercept: add an unregularised bias ``b`` to the logits
-        ``W x + b`` (``ExactResult.intercepts``), as scikit-learn's default.
-      temperature, xi, hard: distillation variants (:mod:`sdtheory.variants`):
-        round ``r`` fits ``xi * softmax(Z_{r-1}/temperature) + (1 - xi) * targets``,
-        or with ``hard=True`` the one-hot argmax of round ``r - 1`` in place of
-        the softened outputs.
-      lam_schedule: in place of ``lam``, a 1-D sequence with one L2 weight
-        for each round ``0..max(rounds)``.
+        and ``rtol``) or ``"flag"`` (``converged=False``).
+      solver: a name from :data:`SOLVERS` (default ``"auto"``: truncated Newton
+        with float32 Hessian products).
+      rtol: a round also stops when ``ExactResult.kkt <= rtol`` (default 1e-13; 0 disables it).
+      fit_intercept: an unregularised bias ``b`` in the logits ``W x + b``.
+      temperature, xi, hard: round ``r`` fits ``xi * softmax(Z_{r-1}/temperature)
+        + (1 - xi) * targets`` (one-hot argmax with ``hard``; :mod:`sdtheory.variants`).
+      lam_schedule: in place of ``lam``, one L2 weight per round ``0..max(rounds)``.
 
     Returns:
       :class:`ExactResult` with leading axis ``R`` (one entry per requested round).
@@ -156,16 +143,13 @@ def exact_predict(
     features: ArrayLike | None = None,
     intercepts: ArrayLike | None = None,
 ) -> jax.Array:
-    """Softmax outputs ``(R, N_test, K)`` of every round on new points.
+    """Softmax outputs ``(R, N_test, K)`` of every round on new points: logits ``G(test, train) @ A_r + b_r``.
 
-    Logits are ``G(test, train) @ A_r + b_r`` with the dual coefficients
-    ``A_r`` (``result.coef``) and the intercepts ``b_r`` (``result.intercepts``,
-    zeros for a fit without one). Pass an :class:`ExactResult` (both are taken
-    from it) or the coefficients with, for a ``fit_intercept=True`` fit, their
-    ``intercepts`` (``(K,)`` or ``(R, K)``, as the coefficients' rounds).
-    Pass ``test_gram`` (``(N_test, N)``) or ``test_features``
-    (``(N_test, d)``) together with the training ``features`` (``(N, d)``);
-    then ``G(test, train) = X_test X^T`` is never formed (``X_test (X^T A_r)``).
+    ``result_or_coef``: an :class:`ExactResult`, or dual coefficients ``(N, K)``
+    or ``(R, N, K)`` with, for a ``fit_intercept`` fit, their ``intercepts``
+    (``(K,)`` or ``(R, K)``). New points: ``test_gram`` ``(N_test, N)``, or
+    ``test_features`` ``(N_test, d)`` with the training ``features``
+    (``X_test (X^T A_r)``: the cross-Gram is never formed).
     """
     bias: Any = intercepts
     if isinstance(result_or_coef, ExactResult):

@@ -1,34 +1,23 @@
 r"""Fit once, evaluate many: the predictor of self-distillation rounds.
 
-In the style of Neural Tangents' ``predict`` functions: the expensive part of
-a training set (its spectrum, or the exact solution of a chain of rounds) is
-computed once by :func:`predictor`; the returned :class:`Predictor` then
-evaluates training outputs for any rounds, outputs on any number of new point
-sets, predictions, and (exact model) dual coefficients and primal weights,
-without recomputing it.
+:func:`predictor` computes the expensive part of a training set once (its
+spectrum, or the exact solution of a chain of rounds); the returned
+:class:`Predictor` evaluates training outputs for any rounds, outputs on new
+points, predictions, and (exact model) dual coefficients and weights.
 
-Two models:
-
-* ``model="closed"``: the linearised closed form
-  ``P_r = 1/K + S^{r+1} (T - 1/K)``, ``S = G (G + K N lam I)^{-1}``, for any
-  round (docs/closed_form.md). Only the spectrum is stored.
+* ``model="closed"``: ``P_r = 1/K + S^{r+1} (T - 1/K)``,
+  ``S = G (G + K N lam I)^{-1}``, any round (docs/closed_form.md).
 * ``model="exact"``: the exact softmax solution of rounds ``0..num_rounds-1``
-  (docs/exact_solver.md), solved at construction; the dual coefficients
-  ``A_r`` give logits ``G(x, train) A_r`` on any point.
+  (docs/exact_solver.md); logits ``G(x, train) A_r`` on any point. The
+  instances are padded to :func:`sdtheory._src.exact.bucket_rows` sizes with
+  zero-weight rows, so one compiled solver serves every ``N`` of a bucket.
 
-Every method validates its input and returns NumPy float64 arrays (the
-float64 policy of :mod:`sdtheory._x64`; traced inputs are refused: transform
-the ``*_core`` kernels instead). A predictor pickles its device arrays as
-NumPy arrays and restores them in float64, so an unpickled predictor computes
-the same numbers in any process, whatever JAX's x64 setting there.
-
-**Scale.** Both models depend on ``G / lam`` only. The predictor stores the
-training set at unit scale (``X / root`` or ``G / root^2`` and
-``lam / root^2``, ``root`` a power of two: exact arithmetic, see
-:mod:`sdtheory.spectral`), scales test inputs the same way, and returns dual
-coefficients, weights and the spectrum in the caller's units. Features of
-size ``1e160`` or ``1e-160`` therefore give the same outputs as features of
-size 1.
+Every method validates its input and returns NumPy float64 arrays
+(:mod:`sdtheory._x64`); a pickled predictor computes the same numbers in any
+process. Both models depend on ``G / lam`` only: the training set is stored
+at unit scale (``X / root``, ``lam / root^2``, ``root`` a power of two, exact;
+:mod:`sdtheory.spectral`), so features of size ``1e160`` or ``1e-160`` give
+the outputs of features of size 1.
 """
 
 from __future__ import annotations
@@ -51,6 +40,8 @@ from ._src.exact import (
     DEFAULT_SOLVER,
     DEFAULT_TOL,
     ExactResult,
+    _pad,
+    bucket_rows,
     check_options,
     exact_phi_core,
     raise_unconverged,
@@ -69,10 +60,8 @@ MODELS = V.MODELS
 #: student on the top-2 classes.
 STUDENTS = ("sd", "pll")
 
-#: A spectrum given with ``features=`` must reproduce their Gram: ``||X X^T v - U diag(s) U^T v||`` at most this
-#: times ``max(s) ||v||`` for one random vector ``v`` (:func:`_check_spectrum_features`). The package's own
-#: spectra reproduce it to about ``1e-10`` (:data:`sdtheory.spectral.GRAM_ROUTE_CUTOFF`); a float32
-#: eigendecomposition to about ``1e-7``; the spectrum of other features is off by order 1.
+#: A spectrum given with ``features=`` must reproduce their Gram along one random vector ``v``:
+#: ``||X X^T v - U diag(s) U^T v|| <= SPECTRUM_MATCH_RTOL max(s) ||v||`` (own spectra: ~1e-10; float32: ~1e-7).
 SPECTRUM_MATCH_RTOL = 1e-5
 
 _KERNELS = "sdtheory.closed_form.sd_outputs_core (model='closed') or sdtheory.exact.exact_outputs_core (model='exact')"
@@ -138,7 +127,8 @@ class Predictor:
             self._proj = features.T @ spec.eigvecs
         self._weights = None
         if model == "exact" and features is not None:
-            self._weights = jnp.einsum("nd,rnk->rkd", features, result.coef)  # (R, K, d), unit scale
+            # W_r = A_r^T X (R, K, d), unit scale; on the host, as the fit's result (no compile per N)
+            self._weights = np.asarray(result.coef).transpose(0, 2, 1) @ np.asarray(features)
         # fit_intercept: ("features", mean) or ("gram", column means, overall mean) in the caller's units
         # (closed model: the training set was centred, and test inputs are centred the same way), or
         # ("exact",) (the exact solver centres internally and returns intercepts); None without intercept
@@ -147,13 +137,7 @@ class Predictor:
 
     # ---------------------------------------------------------------- pickling
     def __getstate__(self) -> dict:
-        """The state with every device array as a NumPy array (marked :class:`_HostArray`).
-
-        A JAX array pickles by value but is rebuilt in the unpickling process's
-        JAX mode: float32 there unless x64 is on globally (the package never
-        turns it on). NumPy keeps float64, and :meth:`__setstate__` moves the
-        arrays back to the device inside the float64 scope.
-        """
+        """The state with every device array as a NumPy array (JAX would unpickle float32 without x64)."""
         return jax.tree_util.tree_map(
             lambda a: _HostArray(np.asarray(a)) if isinstance(a, jax.Array) else a, self.__dict__
         )
@@ -411,50 +395,35 @@ def predictor(
 
     Args:
       targets: ``(N, K)`` probability rows (the teacher's targets).
-      lam: L2 weight, one real number ``> 0`` (for a grid, vmap the
-        ``*_core`` kernels; traced values are refused).
-      features / gram / spectrum: exactly one of ``(N, d)`` features,
-        ``(N, N)`` Gram, or a precomputed :class:`Spectrum` of the Gram; a
-        spectrum may come with the ``features`` it was computed from (then
-        nothing is factorised again, and test features and primal weights
-        work; features that do not belong to the spectrum are refused: one
-        random probe of ``X X^T``, relative tolerance
-        :data:`SPECTRUM_MATCH_RTOL`). One spectrum serves any number of
-        label vectors.
+      lam: L2 weight, one real number ``> 0`` (traced values are refused: vmap
+        the ``*_core`` kernels).
+      features / gram / spectrum: exactly one of ``(N, d)`` features, an
+        ``(N, N)`` Gram, or a :class:`Spectrum` of the Gram, optionally with
+        the ``features`` it was computed from (checked along one random probe,
+        relative tolerance :data:`SPECTRUM_MATCH_RTOL`; then test features and
+        weights work and nothing is factorised again).
       model: ``"closed"`` (linearised closed form, any round) or ``"exact"``
         (exact softmax solution of rounds ``0..num_rounds-1``).
-      num_rounds: exact model: how many chained rounds to solve (default 1,
-        at most ``10^5``: they are solved one after another).
-      loss, q, tol, max_iter, on_failure, solver, rtol: exact model options (see
-        :func:`sdtheory.exact_outputs`); the closed form is the linearised
-        cross-entropy model (``loss="ce"``).
-      fit_intercept: add an unregularised bias to the logits (scikit-learn's
-        default). Exact model: solved with the weights (``intercepts()``).
-        Closed form: the instance mean of the targets passes through and the
-        rest is filtered by the centred Gram (docs/closed_form.md); needs
-        ``features=`` or ``gram=``, and plain SD (no variant, no schedule).
-      temperature, xi, hard: distillation variants (:mod:`sdtheory.variants`):
-        temperature ``> 0`` on the teacher's logits, mixing weight ``xi`` in
-        ``[0, 1]`` with the given targets, one-hot argmax targets.
-      lam_schedule: in place of ``lam``, a 1-D sequence with one L2 weight
-        per round (``lam_schedule[0]`` the teacher's; exact model:
-        ``num_rounds`` of them, which is then the default ``num_rounds``;
-        closed model: rounds ``0..len - 1`` can be evaluated).
+      num_rounds: exact model: chained rounds to solve (default 1, at most ``10^5``).
+      loss, q, tol, max_iter, on_failure, solver, rtol: exact model options
+        (:func:`sdtheory.exact_outputs`); the closed form is the linearised CE model.
+      fit_intercept: an unregularised bias (exact: solved with the weights;
+        closed: the mean of the targets passes through and the rest is
+        filtered by the centred Gram, docs/closed_form.md; needs ``features=``
+        or ``gram=`` and plain SD).
+      temperature, xi, hard: distillation variants (:mod:`sdtheory.variants`).
+      lam_schedule: in place of ``lam``, one L2 weight per round (exact: it
+        sets the default ``num_rounds``; closed: rounds ``0..len - 1``).
       student: ``"sd"`` (each round fits the previous round's outputs) or
-        ``"pll"`` (exact model: round 0 is the CE teacher, each further round
-        the PLL student of :mod:`sdtheory.refine` on the previous round's top-2
-        classes, fitted with ``loss``; the one pipeline
+        ``"pll"`` (exact model: each round after the CE teacher fits ``1/2`` on
+        the previous round's top-2 classes with ``loss``;
         :func:`sdtheory.refine.pll_rounds_core`).
-      init: ``student="pll"``: the starting weights of each student round,
-        ``"teacher"`` (the weights of the round whose top 2 it fits, as the
-        SelfPLL reference code) or ``"zero"`` (:data:`sdtheory.refine.PLL_INITS`;
-        the same optimum for CE, possibly another stationary point for the
-        non-convex GCE). ``student="sd"`` rounds always start from the
-        previous round's weights (``"teacher"``; ``"zero"`` is refused).
+      init: ``student="pll"``: each student starts from the weights of the
+        round whose top 2 it fits (``"teacher"``) or from zero (``"zero"``;
+        :data:`sdtheory.refine.PLL_INITS`). ``student="sd"``: ``"teacher"`` only.
 
     Returns:
-      :class:`Predictor`. Its spectrum (closed) or fit (exact) stays on the
-      device and is reused by every call.
+      :class:`Predictor`, reused by every call.
     """
     model = V.check_model(model)
     if not isinstance(student, str) or student not in STUDENTS:
@@ -541,7 +510,7 @@ def predictor(
     what = "spectrum" if spectrum is not None else ("gram" if gram is not None else "features")
     lam_u = _unit_lam(lam, unit.root, what)
     lams_u = None if schedule is None else jnp.stack([_unit_lam(v, unit.root, what) for v in schedule])
-    t = jnp.asarray(targets, dtype=float)
+    t = jax.device_put(np.asarray(targets, dtype=float))
     common = dict(
         targets=t,
         lam=float(lam),
@@ -556,8 +525,11 @@ def predictor(
     )
     if model == "closed":
         return Predictor(model="closed", num_rounds=None, result=None, **common)
-    # from a given spectrum the solver's coordinates are U diag(sqrt s): nothing is factorised again
-    phi = solver_features(gram=unit.gram, features=unit.features, spec=unit.spec)
+    # The instances are padded with zero rows to a bucket of sizes (bucket_rows), so that any N in a
+    # bucket reuses one compiled solver; from a given spectrum the coordinates are U diag(sqrt s).
+    n = t.shape[0]
+    rows = bucket_rows(n)
+    phi = solver_features(gram=unit.gram, features=unit.features, spec=unit.spec, rows=rows)
     assert num_rounds is not None  # checked above for the exact model
     solve: dict[str, Any] = dict(
         q=float(q),
@@ -566,14 +538,16 @@ def predictor(
         solver=solver,
         rtol=float(rtol),
         fit_intercept=bool(fit_intercept),
+        num_valid=n,
     )
+    t_pad = _pad(t, rows)
     if student == "pll":
         fit = partial(exact_fit, phi, lam_u, **solve)
-        res = pll_rounds_core(fit(loss=loss), fit(loss="ce")(t), num_rounds - 1, TIE_TOL, init).fits
+        res = pll_rounds_core(fit(loss=loss), fit(loss="ce")(t_pad), num_rounds - 1, TIE_TOL, init).fits
     else:
         res = exact_phi_core(
             phi,
-            t,
+            t_pad,
             lam_u,
             num_rounds,
             loss=loss,
@@ -585,6 +559,9 @@ def predictor(
             tie_tol=variant.tie_tol,
             **solve,
         )
+    # on the host, without the padding rows
+    res = jax.tree_util.tree_map(np.asarray, res)
+    res = res._replace(outputs=res.outputs[:, :n], coef=res.coef[:, :n])
     if on_failure == "raise":
         raise_unconverged(res, tol, max_iter, rtol=rtol, solver=solver)
     return Predictor(model="exact", num_rounds=num_rounds, result=res, **common)
@@ -602,12 +579,7 @@ def _check_spectrum(spec: Spectrum) -> None:
 
 
 def _check_spectrum_features(spec: Spectrum, x: jax.Array) -> None:
-    """``ValueError`` unless the spectrum is that of ``x``'s Gram, probed with one random vector (both unit scale).
-
-    ``O(N (d + M))``: compares ``X (X^T v)`` with ``U diag(s) (U^T v)`` for a fixed standard normal ``v``
-    (:data:`SPECTRUM_MATCH_RTOL` times ``max(s) ||v||``). A mismatch along a direction the probe misses
-    goes unnoticed; spectra of different features differ along almost every direction.
-    """
+    """``ValueError`` unless ``X (X^T v)`` matches ``U diag(s) (U^T v)`` for one fixed random ``v`` (unit scale)."""
     v = jnp.asarray(np.random.default_rng(0).standard_normal(x.shape[0]))
     direct = x @ (x.T @ v)
     via_spec = spec.eigvecs @ (spec.eigvals * (spec.eigvecs.T @ v))

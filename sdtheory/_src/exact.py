@@ -1,48 +1,22 @@
-r"""The exact (nonlinear softmax) solution of every self-distillation round.
+r"""The exact (nonlinear softmax) solution of every self-distillation round (docs/exact_solver.md).
 
-Model (docs/theory.md section 1, docs/exact_solver.md). ``N`` instances with Gram
-``G`` (``N x N``, or features ``X`` with ``G = X X^T``), targets ``T``
-(``N x K``), logits ``z_i = W x_i`` and the objective
+``N`` instances with Gram ``G`` (or features ``X``, ``G = X X^T``), targets
+``T`` ``(N, K)``, logits ``z_i = W x_i`` and the objective
 
 .. math:: L(W) = \frac1N \sum_i \ell(t_i, W x_i) + \frac{\lambda}{2} \|W\|_F^2
 
-with ``ell`` = cross-entropy (``loss="ce"``, convex, unique minimiser) or the
-generalised cross-entropy (``loss="gce"``, not convex: a stationary point is
-returned). Round 0 fits the given targets, round ``r`` fits the training
-outputs of round ``r - 1``.
-
-Coordinates. With ``G = U diag(s) U^T`` every instance gets the feature row
-``phi_i = sqrt(s) * U[i]`` (``M`` coordinates, ``Phi = U diag(sqrt s)``,
-``Phi Phi^T = G``), and ``W`` acts through ``V`` (``M x K``), logits
-``Z = Phi V``. Directions with ``s = 0`` have a zero column of ``Phi``: their
-coordinate of ``V`` has gradient ``lam V`` and stays at zero; nothing is
-divided by ``s``. From features with ``d < N`` the solver works in weight
-space, ``Phi = X R`` with ``R`` the eigenvectors of ``X^T X`` (a rotated
-orthonormal basis), or on ``X`` itself with ``R`` applied in the
-preconditioners (:class:`Coordinates`). Internally the solvers are
-class-major: ``V`` is ``K x M`` and ``Z = V Phi^T`` is ``K x N``.
-
-Stationarity: ``V = -Phi^T g / (N lam)`` with ``g = d ell / d z`` row-wise, so
-the logits are ``G A`` with dual coefficients ``A = -g / (N lam)`` (``N x K``);
-for CE ``A = (T - P) / (N lam)`` and the outputs solve the fixed point
-``P = softmax((T - P) G / (N lam))``. The solver stops when the *fixed-point
-residual* ``max |softmax(Z) - softmax(G A(Z))|`` is ``<= tol``.
-
-Algorithm (``solver="auto"``, chosen by measurement, docs/exact_solver.md):
-truncated Newton. Each Newton step solves ``H d = -grad`` by conjugate
-gradients preconditioned by the Kronecker-factored Hessian
-``diag(s)/N (x) Hbar + lam`` (``Hbar`` the mean softmax curvature, ``K x K``;
-exact at zero logits, and it keeps the coupling between classes), with the
-Hessian products in float32 (CG only needs the relative accuracy ``eta``; a
-step whose float32 CG misses it switches the round to float64 products) and
-the forcing term ``eta`` scale-free and no tighter than the stop needs.
-Gradients, the Armijo line search and the residual are float64, so the answer
-and its certificate are float64; the residual costs its pass over ``Phi``
-only once a free upper bound on it is within ``1e6 tol``. L-BFGS in the
-coordinates preconditioned by ``s/(K N) + lam`` (``solver="lbfgs"``, the
-Monte Carlo engine's choice; faster than Newton on easy rounds at large
-``lam``), float64 Newton-CG (``"newton-cg"``) and optax's L-BFGS
-(``"optax-lbfgs"``) are kept for comparison.
+(``ell`` = cross-entropy, convex, or the non-convex GCE). Round 0 fits the
+targets, round ``r`` the training outputs of round ``r - 1``. The solvers
+work in coordinates ``Phi`` with ``Phi Phi^T = G`` (``U diag(sqrt s)`` from a
+Gram; ``X R``, ``R`` the eigenbasis of ``X^T X``, from features with
+``d < N``), class-major (``V`` is ``K x M``, logits ``V Phi^T``). At a
+stationary point the logits are ``G A`` with dual coefficients
+``A = -(d ell / d z) / (N lam)``; a round stops when the fixed-point residual
+``max |softmax(Z) - softmax(G A(Z))|`` is ``<= tol`` or the scale-free
+stationarity ``kkt`` is ``<= rtol``. ``solver="auto"``: truncated Newton, CG
+preconditioned by the Kronecker-factored Hessian, Hessian products in
+float32 (gradients, line search and residual in float64); ``"newton-cg"``
+(float64 products), ``"lbfgs"`` and ``"optax-lbfgs"`` are the alternatives.
 """
 
 from __future__ import annotations
@@ -59,7 +33,7 @@ from .. import _validation as V
 from .closed import next_targets_core
 from .losses import get_loss, softmax
 from .rules import TIE_TOL
-from .spectral import Spectrum, _spectrum as spectrum
+from .spectral import Spectrum
 
 __all__ = [
     "DEFAULT_MAX_CG",
@@ -69,6 +43,7 @@ __all__ = [
     "DEFAULT_TOL",
     "SOLVERS",
     "ExactResult",
+    "bucket_rows",
     "check_options",
     "exact_outputs_core",
     "exact_phi_core",
@@ -79,9 +54,7 @@ __all__ = [
 
 #: Default stopping tolerance on the fixed-point residual (float64).
 DEFAULT_TOL = 1e-9
-#: Default tolerance on the scale-free stationarity measure ``kkt`` (relative
-#: gradient, see :class:`ExactResult`): a round also stops once its weights are
-#: stationary to about this relative accuracy (a few hundred ulps of float64).
+#: Default tolerance on the scale-free stationarity ``kkt`` (:class:`ExactResult`; a few hundred ulps).
 DEFAULT_RTOL = 1e-13
 #: The default algorithm (a name from :data:`SOLVERS`).
 DEFAULT_SOLVER = "auto"
@@ -91,7 +64,6 @@ DEFAULT_MAX_ITER = 1000
 DEFAULT_MAX_CG = 200
 #: L-BFGS memory (number of stored curvature pairs).
 MEMORY = 10
-RESCALE_WARM_START = True
 
 
 class ExactResult(NamedTuple):
@@ -99,34 +71,21 @@ class ExactResult(NamedTuple):
 
     Attributes:
       outputs: ``(R, N, K)`` softmax outputs on the training instances.
-      residuals: ``(R,)`` fixed-point residual ``max |P - softmax(G A)|`` with
-        ``A = -(1/(N lam)) d loss/d logits`` evaluated at ``P``; for CE this is
-        ``max |P - softmax((T - P) G / (N lam))|``.
-      grad_norms: ``(R,)`` max-abs gradient of the objective with respect to
-        the weights in the orthonormal coordinates ``V`` (for features: ``W``
-        rotated by an orthogonal matrix, so the 2-norm equals ``||dL/dW||``).
+      residuals: ``(R,)`` fixed-point residual ``max |P - softmax(G A)|``, ``A``
+        the dual coefficients at ``P`` (for CE ``A = (T - P) / (N lam)``).
+      grad_norms: ``(R,)`` max-abs gradient of the objective in the orthonormal
+        coordinates ``V`` (its 2-norm equals ``||dL/dW||``).
       iterations: ``(R,)`` outer (L-BFGS or Newton) iterations used.
-      converged: ``(R,)`` whether the residual (which covers every optimised
-        coordinate, the bias included) reached ``tol`` or ``kkt`` reached
-        ``rtol``, in this round and in every round before it (round ``r`` is
-        trained on round ``r - 1``'s outputs).
-      coef: ``(R, N, K)`` dual coefficients ``A_r``: logits on any point ``x``
-        are ``G(x, train) @ A_r``.
-      kkt: ``(R,)`` scale-free stationarity ``||dL/dW|| / (||lam W|| + ||dLoss/dW||)``
-        (Frobenius norms of the gradient and of its two terms, which cancel at
-        the optimum): the relative disagreement between the weights and the
-        weights implied by their own outputs. Unchanged when the features are
-        rescaled together with ``lam``; for CE it bounds the relative weight
-        error, ``||W - W*|| <= kkt (2 + kkt) ||W|| / (1 - kkt)``.
-      error_bounds: ``(R,)`` for CE a certified bound on the output error,
-        ``max_i |P_i - P*_i| <= error_bound`` (strong convexity:
-        ``||W - W*|| <= ||dL/dW|| / lam``, and softmax is 1/2-Lipschitz in the
-        max norm, so ``error_bound = max_i ||x_i|| ||dL/dW|| / (2 lam)``); a
-        new point ``x`` has error at most ``error_bound ||x|| / max_i ||x_i||``.
-        Not a bound for the non-convex GCE; ``inf`` with an intercept (the
-        bias is not regularised, so ``lam`` gives no strong convexity in it).
-      intercepts: ``(R, K)`` the unregularised bias ``b_r`` (``fit_intercept``;
-        zeros otherwise): logits on a point ``x`` are ``G(x, train) @ A_r + b_r``.
+      converged: ``(R,)`` whether the residual reached ``tol`` or ``kkt``
+        reached ``rtol``, in this round and every round before it.
+      coef: ``(R, N, K)`` dual coefficients ``A_r``: logits ``G(x, train) @ A_r``.
+      kkt: ``(R,)`` scale-free stationarity ``||dL/dW|| / (||lam W|| + ||dLoss/dW||)``;
+        for CE ``||W - W*|| <= kkt (2 + kkt) ||W|| / (1 - kkt)``.
+      error_bounds: ``(R,)`` CE: certified ``max_i |P_i - P*_i| <=
+        max_i ||x_i|| ||dL/dW|| / (2 lam)`` (strong convexity, softmax
+        1/2-Lipschitz); not a bound for GCE; ``inf`` with an intercept.
+      intercepts: ``(R, K)`` the unregularised bias ``b_r`` (zeros without
+        ``fit_intercept``): logits ``G(x, train) @ A_r + b_r``.
     """
 
     outputs: jax.Array
@@ -140,15 +99,9 @@ class ExactResult(NamedTuple):
     intercepts: jax.Array
 
 
-# --------------------------------------------------------------------------
-# Core: one round, feature matrix Phi (N, M) with Phi Phi^T = G.
-#
-# The solvers work class-major: weights v and gradients w are (K, M), logits z
-# and targets t are (K, N), so both products with the row-major Phi are plain
-# row-major matrix products, ``z = v Phi^T`` and ``w = g Phi / N``. The
-# ``(N, K)`` layout needs ``Phi^T g``, a transposed product that XLA's CPU
-# backend runs 1.5-6x slower (measured at N = 5000, M = 256, K = 10..50).
-# --------------------------------------------------------------------------
+# One round on Phi (N, M), class-major: weights v and gradients w are (K, M), logits z and targets t
+# (K, N), so z = v Phi^T and w = g Phi / N are row-major products (the (N, K) layout's Phi^T g ran
+# 1.5-6x slower on XLA's CPU backend).
 
 
 def _vdot(a, b):
@@ -156,11 +109,7 @@ def _vdot(a, b):
 
 
 def _kkt(w, v, lam):
-    """Scale-free stationarity ``||w + lam v|| / (||w|| + ||lam v||)`` (0 when both terms vanish).
-
-    ``lam`` is a scalar or, with an intercept, a ``(1, M)`` row that is 0
-    on the unregularised coordinate.
-    """
+    """Scale-free stationarity ``||w + lam v|| / (||w|| + ||lam v||)``; ``lam`` a scalar or a ``(1, M)`` row."""
     grad = w + lam * v
     lv = lam * v
     den = jnp.sqrt(_vdot(w, w)) + jnp.sqrt(_vdot(lv, lv))
@@ -173,27 +122,23 @@ def _running(res, w, v, lam, tol, rtol):
 
 
 class _Ops(NamedTuple):
-    """The solver coordinates of one training set, prepared once for every round and solver.
-
-    XLA dead-code-eliminates the members a solver does not use.
-    """
+    """The solver coordinates of one training set, prepared once for every round."""
 
     phi: jax.Array  # (N, M)
     phi32: jax.Array  # (N, M) float32 copy: Hessian products, which only need CG accuracy
     colsq: jax.Array  # (M,) sum_i phi_im^2 (the eigenvalues s in the eigenbasis); in `basis` if given
     max_row: jax.Array  # max_i ||phi_i||: output error bounds
     basis: jax.Array | None = None  # (M, M) orthonormal R in which Phi^T Phi is ~diagonal (preconditioners)
+    count: Any = None  # the number of instances (the rows of Phi, or fewer when padded)
+    mask: jax.Array | None = None  # (N,) 1 on the instances, 0 on padding rows; None without padding
 
 
 class Coordinates(NamedTuple):
-    """The solver coordinates of features with ``d < N``, computed once per training set.
+    """Features ``phi = X`` (``d < N``) with an orthonormal ``basis`` ``R`` nearly diagonalising ``X^T X``.
 
-    The features themselves, ``phi = X``, and an orthonormal ``basis`` ``R``
-    (``d x d``) in which ``X^T X`` is nearly diagonal, with ``colsq`` its
-    eigenvalues (float32 accuracy: only the preconditioners use them).
-    :func:`exact_phi_core` either rotates, ``Phi = X R`` (one ``N d^2``
-    product), or keeps ``X`` and applies ``R`` inside the preconditioners (two
-    ``K d^2`` products per application), whichever costs less.
+    ``colsq``: its eigenvalues (float32 accuracy, for the preconditioners).
+    :func:`exact_phi_core` rotates, ``Phi = X R``, or applies ``R`` in the
+    preconditioners, whichever costs less.
     """
 
     phi: jax.Array
@@ -210,16 +155,16 @@ def _from_basis(ops, u):
     return u if ops.basis is None else u @ ops.basis.T
 
 
-def _operators(phi, basis=None, colsq=None):
-    # Three separate passes: fused together, XLA's CPU backend materialises Phi * Phi and
-    # took 14.5 ms at 20000 x 256 against 5.4 ms apart (optimization barriers keep them apart).
+def _operators(phi, basis=None, colsq=None, count=None, mask=None):
+    # separate passes (barriers): fused, XLA's CPU backend materialised Phi * Phi (2.7x slower)
     barrier = jax.lax.optimization_barrier
     if colsq is None:
         colsq = jnp.sum(phi * phi, axis=0)
         phi, colsq = barrier((phi, colsq))
     max_row = jnp.sqrt(jnp.max(jnp.sum(phi * phi, axis=1)))
     phi, max_row = barrier((phi, max_row))
-    return _Ops(phi, phi.astype(jnp.float32), colsq, max_row, basis)
+    count = phi.shape[0] if count is None else count
+    return _Ops(phi, phi.astype(jnp.float32), colsq, max_row, basis, count, mask)
 
 
 class _State(NamedTuple):
@@ -231,23 +176,12 @@ class _State(NamedTuple):
 
 
 def _shift_free(d):
-    """``d`` without its all-classes part: the class-sum-zero directions the solvers move in.
-
-    Softmax losses are invariant to adding one vector to every class's
-    weights; the L2 term makes the optimum class-sum zero, but an
-    unregularised bias is flat along that shift, and roundoff in the steps
-    would let it drift there without bound (measured: both intercepts of a
-    two-class fit at lam = 1e-9 drifted to 427).
-    """
+    """``d`` without its all-classes part: an unregularised bias is flat along that shift and would drift."""
     return d - jnp.mean(d, axis=0, keepdims=True)
 
 
 def _implied(w, v, lam):
-    """Weights implied by stationarity, ``-w / lam`` (kept at ``v`` on an unregularised coordinate).
-
-    Their logits ``Phi (-w / lam) = G A`` (with an intercept: ``G_c A + b``)
-    are those of the fixed-point residual.
-    """
+    """Weights implied by stationarity, ``-w / lam`` (logits ``G A``; ``v`` on an unregularised coordinate)."""
     reg = lam > 0
     return jnp.where(reg, -w / jnp.where(reg, lam, 1.0), v)
 
@@ -258,12 +192,7 @@ def _logits(phi, v):
 
 
 def _bias_gap(w, lam):
-    """``max |dLoss/db|``: the stationarity of the unregularised coordinates (``lam == 0``; 0 when there are none).
-
-    For CE it is ``max_k |mean_i (p_ik - t_ik)|``, in the units of the outputs,
-    like the fixed-point gap: the implied weights ``-w / lam`` say nothing about
-    a coordinate without L2 weight, so its gradient is checked directly.
-    """
+    """``max |dLoss/db|`` over the unregularised coordinates (``lam == 0``; 0 when there are none)."""
     return jnp.max(jnp.where(lam > 0, 0.0, jnp.abs(w)))
 
 
@@ -279,25 +208,24 @@ def _residual(ops, z, w, v, lam):
 
 def _data_grad(ops, t, z, loss, q):
     """``g(z) Phi / N`` (one pass over ``Phi``)."""
-    return loss.grad(t, z, q, axis=0) @ ops.phi / ops.phi.shape[0]
+    return loss.grad(t, z, q, axis=0) @ ops.phi / ops.count
 
 
-#: ``Phi`` above this many bytes (beyond a typical last-level cache) is run over in row blocks by
-#: the Hessian product; measured at 5000 x 256, K = 10, float32 (5 MB), blocks made it slower
-#: (41 vs 33 ms), at 20000 x 256 (20 MB) faster (189 vs 207 ms).
+def _mean_rows(x, ops):
+    """The mean over the instances (the last axis) of a class-major array; padding rows excluded."""
+    if ops.mask is not None:
+        x = x * ops.mask.astype(x.dtype)
+    return jnp.sum(x, axis=-1) / ops.count
+
+
+#: ``Phi`` above this many bytes (beyond a last-level cache) is run over in row blocks by the
+#: Hessian product, :data:`ROW_BLOCK_BYTES` each (measured: slower at 5 MB, faster at 20 MB).
 BLOCK_ABOVE_BYTES = 1 << 24
-#: Bytes of ``Phi`` per row block (4 MiB: 189 ms against 195 ms for 2 MiB at 20000 x 256).
 ROW_BLOCK_BYTES = 1 << 22
 
 
 def _row_block(phi, q):
-    """Rows per block of :func:`_data_hvp`, or 0 for one unblocked product.
-
-    Blocking pays when ``Phi`` does not fit in the cache. It needs the loss's
-    parameters to be the same for every row (row-weighted losses, whose ``q``
-    holds per-row arrays, keep the unblocked product; they are small type-level
-    problems).
-    """
+    """Rows per block of :func:`_data_hvp`, or 0 for one product (also for row-weighted losses: per-row ``q``)."""
     n, m = phi.shape
     row = m * phi.dtype.itemsize
     nb = max(64, ROW_BLOCK_BYTES // row)
@@ -305,26 +233,25 @@ def _row_block(phi, q):
     return 0 if per_row or n * row <= BLOCK_ABOVE_BYTES or n < 2 * nb else nb
 
 
-def _data_hvp(phi, t, z, d, loss, q, lin=None):
+def _data_hvp(phi, t, z, d, loss, q, lin=None, count=None):
     """The data part of a Hessian product, ``J(z)[d Phi^T] Phi / N`` (class-major ``(K, M)``).
 
-    Large problems run it over blocks of rows, each read once for both of its
-    products while it is in cache, with the loss's logit Hessian recomputed per
-    block (it is per instance): measured in isolation at 20000 x 256, K = 10,
-    float32, 2.5 ms instead of 4.1 ms per product, and 5.9 instead of 13.5 ms
-    at N = 50000, where ``Phi`` no longer fits in the cache. Otherwise one
-    product, with the linearised gradient ``lin`` when given.
+    Large ``Phi`` is run over in row blocks, each read once for both products
+    while in cache (2.3x faster at N = 50000); otherwise one product, with the
+    linearised gradient ``lin`` when given. ``count``: ``N`` (without padding).
     """
     n = phi.shape[0]
+    count = n if count is None else count
     nb = _row_block(phi, q)
 
     if not nb:
         u = _logits(phi, d)
-        return (lin(u) if lin is not None else jax.jvp(lambda zz: loss.grad(t, zz, q, axis=0), (z,), (u,))[1]) @ phi / n
+        if lin is None:
+            lin = lambda u: jax.jvp(lambda zz: loss.grad(t, zz, q, axis=0), (z,), (u,))[1]  # noqa: E731
+        return lin(u) @ phi / count
 
     def body(i, acc):
         # the last block is clamped to end at row N and masked to the rows no other block has
-        # (a static tail slice was a copy per product)
         start = jnp.minimum(i * nb, n - nb)
         rows = lambda a, axis: jax.lax.dynamic_slice_in_dim(a, start, nb, axis)  # noqa: E731
         ph, tb, zb = rows(phi, 0), rows(t, 1), rows(z, 1)
@@ -332,22 +259,17 @@ def _data_hvp(phi, t, z, d, loss, q, lin=None):
         u = jnp.where(fresh, _logits(ph, d), 0.0)
         return acc + jax.jvp(lambda zz: loss.grad(tb, zz, q, axis=0), (zb,), (u,))[1] @ ph
 
-    return jax.lax.fori_loop(0, -(-n // nb), body, jnp.zeros_like(d)) / n
+    return jax.lax.fori_loop(0, -(-n // nb), body, jnp.zeros_like(d)) / count
 
 
 def _residual_bound(ops, w, v, lam):
-    """An upper bound on the fixed-point residual with no pass over ``Phi``.
-
-    The implied logits differ from the current ones by ``Phi u``, ``u = -w/lam - v``;
-    ``|phi_i . u_k| <= ||phi_i|| ||u_k||`` and softmax is 1/2-Lipschitz in the max norm.
-    """
+    """A residual bound without a pass over ``Phi``: ``max_i ||phi_i|| max_k ||u_k|| / 2``, ``u = -w/lam - v``."""
     u = _implied(w, v, lam) - v
     return jnp.maximum(0.5 * ops.max_row * jnp.sqrt(jnp.max(jnp.sum(u * u, axis=1))), _bias_gap(w, lam))
 
 
-#: The Newton solvers compute the exact residual (one pass over ``Phi``) only once its bound
-#: :func:`_residual_bound` is below this multiple of ``tol``; before, the bound stands in for it
-#: (a valid upper bound, so a stop on it is sound; measured ratios bound / residual are 1e1-1e4).
+#: The Newton solvers compute the exact residual (a pass over ``Phi``) once :func:`_residual_bound`
+#: is below this multiple of ``tol``; before, the bound (an upper bound) stands in for it.
 RESIDUAL_GATE = 1e6
 
 
@@ -358,8 +280,8 @@ def _evaluate(ops, t, lam, v, loss, q):
     return z, w, _residual(ops, z, w, v, lam)
 
 
-def _objective_along(t, lam, z, zd, v, d, alpha, loss, q):
-    data = jnp.mean(loss.value(t, z + alpha * zd, q, axis=0))
+def _objective_along(ops, t, lam, z, zd, v, d, alpha, loss, q):
+    data = _mean_rows(loss.value(t, z + alpha * zd, q, axis=0), ops)
     vv = v + alpha * d
     return data + 0.5 * _vdot(lam * vv, vv)
 
@@ -367,31 +289,25 @@ def _objective_along(t, lam, z, zd, v, d, alpha, loss, q):
 def _kron_preconditioner(ops, jvp32, curvature, z32, lam, dtype):
     """Inverse of the Kronecker-factored Hessian ``diag(s) / N (x) Hbar + lam`` (a function of the CG residual).
 
-    The softmax-CE Hessian in ``v`` is ``sum_i phi_i phi_i^T (x) J(z_i) / N + lam``
-    with ``J = diag(p) - p p^T`` (the loss's ``curvature`` when it has one, else
-    from the linearised logit gradient ``jvp32``; float32; row weights of a
-    weighted loss included). Replacing
-    each ``J(z_i)`` by their mean ``Hbar`` (``K x K``) leaves, in the
-    eigenbasis (``Phi^T Phi = diag(s)``), one ``K x K`` block per coordinate,
-    ``s_m Hbar / N + lam``: all inverted at once through ``Hbar = Q diag(h) Q^T``
-    at ``O(M K^2)`` per application. It keeps the coupling between classes,
-    which the Hessian's diagonal loses (measured: 40 % fewer CG iterations at
-    K = 50, 2-4x fewer on raw pixels). Exact at zero logits. It depends on the
-    loss only through ``Hbar`` (symmetrised, negative curvature of the non-convex
-    GCE dropped).
+    The Hessian ``sum_i phi_i phi_i^T (x) J(z_i) / N + lam`` with every logit
+    Hessian ``J(z_i)`` replaced by their mean ``Hbar`` (the loss's
+    ``curvature``, else ``K`` linearised products ``jvp32``; float32): in the
+    eigenbasis one ``K x K`` block ``s_m Hbar / N + lam`` per coordinate, all
+    inverted through ``Hbar = Q diag(h) Q^T``. Exact at zero logits; keeps the
+    coupling between classes; negative curvature (GCE) dropped.
     """
-    k, n = z32.shape
+    k = z32.shape[0]
     if curvature is not None:
-        hbar = curvature(z32).astype(dtype) / n
+        hbar = curvature(z32, None if ops.mask is None else ops.mask.astype(z32.dtype)).astype(dtype) / ops.count
     else:
         # column l of Hbar: the mean over instances of J(z_i) e_l (one linearised product per class)
-        mean_col = lambda e: jnp.mean(jvp32(jnp.broadcast_to(e[:, None], z32.shape)), axis=1)  # noqa: E731
+        mean_col = lambda e: _mean_rows(jvp32(jnp.broadcast_to(e[:, None], z32.shape)), ops)  # noqa: E731
         hbar = jax.lax.map(mean_col, jnp.eye(k, dtype=z32.dtype)).T.astype(dtype)
     hv, hq = jnp.linalg.eigh(0.5 * (hbar + hbar.T))
     # the all-ones class direction has curvature 0 (softmax is shift invariant): with an
     # unregularised bias that block is singular, and the gradient has no part in it
     hv = jnp.where(hv > 1e-6 * jnp.max(hv), hv, 0.0)
-    den = hv[:, None] * ops.colsq[None, :] / n + lam
+    den = hv[:, None] * ops.colsq[None, :] / ops.count + lam
     inv = jnp.where(den > 0, 1.0 / jnp.where(den > 0, den, 1.0), 0.0)
     return lambda r: _from_basis(ops, hq @ ((hq.T @ _to_basis(ops, r)) * inv))
 
@@ -404,14 +320,10 @@ ETA_FLOOR_MIXED = 1e-4
 def _newton_cg_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=DEFAULT_RTOL, mixed=False):
     """Truncated Newton: preconditioned CG on the Newton system, Armijo backtracking.
 
-    Two or three passes over ``Phi`` in float64 per Newton step (``Phi d`` for
-    the line search, ``Phi^T g`` for the gradient, and ``Phi (-w/lam)`` for the
-    residual once its bound is within :data:`RESIDUAL_GATE` ``tol``), plus two
-    per CG iteration. ``mixed=True`` (``solver="auto"``):
-    the Hessian products run in float32 (the CG only needs a relative accuracy
-    ``eta``; gradients, line search and residual stay float64), and a step
-    whose float32 CG misses its tolerance switches the round to float64
-    products for good.
+    ``mixed=True`` (``solver="auto"``): Hessian products in float32 (CG needs
+    only the relative accuracy ``eta``); a step whose float32 CG misses it
+    switches the round to float64 products. Gradients, line search and
+    residual are float64.
     """
     dtype = ops.phi.dtype
     lo = jnp.float32
@@ -428,7 +340,7 @@ def _newton_cg_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rt
     z0 = _logits(ops.phi, v0)
     w0 = _data_grad(ops, t, z0, loss, q)
     res0, exact0 = residual(z0, w0, v0)
-    f_init = _objective_along(t, lam, z0, z0, v0, v0, 0.0, loss, q)
+    f_init = _objective_along(ops, t, lam, z0, z0, v0, v0, 0.0, loss, q)
     init = (_State(v0, z0, w0, res0, jnp.zeros((), jnp.int32)), jnp.asarray(not mixed), exact0, f_init, False)
 
     def cond(c):
@@ -441,31 +353,26 @@ def _newton_cg_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rt
         gnorm = jnp.sqrt(_vdot(grad, grad))
         z32 = s.z.astype(lo)
         _, jvp32 = jax.linearize(gfun32, z32)
-        curv = None if loss.curvature is None else (lambda zz: loss.curvature(t32, zz, q, axis=0))
+        curv = None if loss.curvature is None else (lambda zz, w: loss.curvature(t32, zz, q, w, axis=0))
         pre = _kron_preconditioner(ops, jvp32, curv, z32, lam, dtype)
 
         def hvp64(d):
             # linearised inside the branch: with float32 products the float64 softmax is never formed
-            return _data_hvp(ops.phi, t, s.z, d, loss, q) + lam * d
+            return _data_hvp(ops.phi, t, s.z, d, loss, q, count=ops.count) + lam * d
 
         def hvp32(d):
             d32 = d.astype(lo)
-            return (_data_hvp(ops.phi32, t32, z32, d32, loss, q, jvp32) + lam_lo * d32).astype(dtype)
+            return (_data_hvp(ops.phi32, t32, z32, d32, loss, q, jvp32, ops.count) + lam_lo * d32).astype(dtype)
 
         hvp = hvp64 if not mixed else (lambda d: jax.lax.cond(hi, hvp64, hvp32, d))
-        # Preconditioned CG on H x = -grad; scale-free forcing term: relative to the gradient's own
-        # terms (kkt), not its absolute size
+        # Preconditioned CG on H x = -grad; scale-free forcing term (relative to kkt)
         b = -grad
         kkt = _kkt(s.w, s.v, lam)
         eta = jnp.minimum(0.5, jnp.sqrt(kkt))
-        # no tighter than the stop needs: the step's gradient is about eta times this one, and both
-        # measures scale with the gradient, so eta = tol / res (or rtol / kkt) would just reach the
-        # stop; a factor 10 of margin. The last step's CG then stops early instead of overshooting.
+        # no tighter than the stop needs (eta = tol / res would just reach it; a factor 10 of margin)
         enough = 0.1 * jnp.maximum(tol / jnp.maximum(s.res, tol), rtol / jnp.maximum(kkt, rtol))
         eta = jnp.maximum(eta, jnp.minimum(enough, 0.5))
-        # Close to the optimum (the step's quadratic remainder, ~kkt^2, is below the target
-        # enough * kkt) one step can reach the stop: solve to `enough` now rather than to
-        # sqrt(kkt) and then once more (measured: one Newton step fewer at K = 10).
+        # close to the optimum (kkt^2 below enough * kkt) one step can reach the stop: solve to `enough`
         eta = jnp.where(kkt <= enough, jnp.minimum(eta, enough), eta)
         if mixed:
             eta = jnp.where(hi, eta, jnp.maximum(eta, ETA_FLOOR_MIXED))
@@ -493,23 +400,20 @@ def _newton_cg_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rt
         d = _shift_free(cg[0])
         hi = hi | ~cg[7]  # float32 products did not reach eta: float64 from here on
 
-        # Armijo backtracking along d; Phi d computed once, each trial is O(N K); the objective at the
-        # accepted step is carried to the next step's test.
+        # Armijo backtracking along d (Phi d once; each trial O(N K)); the accepted objective is carried
         zd = _logits(ops.phi, d)
         slope = _vdot(grad, d)
         slack = 100 * jnp.finfo(dtype).eps * (1.0 + jnp.abs(f0))
 
         def trial(a, j):
-            fa = _objective_along(t, lam, s.z, zd, s.v, d, a, loss, q)
+            fa = _objective_along(ops, t, lam, s.z, zd, s.v, d, a, loss, q)
             return a, j, fa, fa <= f0 + 1e-4 * a * slope + slack
 
         alpha, _, f_new, ok = jax.lax.while_loop(
             lambda c: (~c[3]) & (c[1] < 60), lambda c: trial(0.5 * c[0], c[1] + 1), trial(jnp.ones((), dtype), 0)
         )
-        # No decrease within 60 halvings: the iterate is at the roundoff floor of the objective (or
-        # the direction is garbage there); taking the last trial anyway once threw a converged fit's
-        # bias to 1e12. Stay, and end the round: its measures say whether it converged.
-        # (a where on the iterate, not on alpha: 0 * d is NaN where CG broke down to a non-finite d)
+        # no decrease within 60 halvings (the roundoff floor): stay and end the round; a where on the
+        # iterate, not on alpha (0 * d is NaN where CG broke down to a non-finite d)
         f_new = jnp.where(ok, f_new, f0)
         v_new = jnp.where(ok, s.v + alpha * d, s.v)
         z = jnp.where(ok, s.z + alpha * zd, s.z)
@@ -529,12 +433,11 @@ def _optax_lbfgs_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, 
 
     del max_cg, rtol
     phi = ops.phi
-    n, k = phi.shape[0], t.shape[0]
-    scale = jnp.sqrt(ops.colsq[None, :] / (k * n) + lam)  # sqrt(s/(KN) + lam)
+    scale = jnp.sqrt(ops.colsq[None, :] / (t.shape[0] * ops.count) + lam)  # sqrt(s/(KN) + lam)
 
     def f(u):
         v = _from_basis(ops, u / scale)
-        return jnp.mean(loss.value(t, _logits(phi, v), q, axis=0)) + 0.5 * _vdot(lam * v, v)
+        return _mean_rows(loss.value(t, _logits(phi, v), q, axis=0), ops) + 0.5 * _vdot(lam * v, v)
 
     opt = optax.lbfgs()
     vg = optax.value_and_grad_from_state(f)
@@ -558,17 +461,13 @@ def _optax_lbfgs_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, 
     return _State(v, z, w, res, it), mem
 
 
-def _line_search(t, lam, z, zd, v, d, slope0, loss, q, max_ls):
-    """Safeguarded 1-D Newton/bisection for phi'(alpha) = 0 along ``d``.
+def _line_search(ops, t, lam, z, zd, v, d, slope0, loss, q, max_ls):
+    """Safeguarded 1-D Newton/bisection for ``phi'(alpha) = 0``, ``phi(alpha) = L(v + alpha d)`` (O(N K) a trial).
 
-    ``phi(alpha) = mean loss(t, z + alpha zd) + lam/2 |v + alpha d|^2``; each
-    trial costs O(N K^2) (no matmul). Stops when ``|phi'| <= 0.1 |phi'(0)|``
-    (a strong Wolfe point) or after ``max_ls`` trials; the returned step
-    always has ``phi'(alpha) < 0`` on its left bracket, so it is a descent step
-    for convex losses; a step that increases the objective is replaced by the
-    left bracket.
+    Stops at ``|phi'| <= 0.1 |phi'(0)|`` (strong Wolfe) or after ``max_ls``
+    trials; a step that increases the objective is replaced by the left bracket.
     """
-    n = z.shape[1]
+    n = ops.count
     gfun = lambda zz: loss.grad(t, zz, q, axis=0)  # noqa: E731
     dd = _vdot(lam * d, d)  # lam may be a (1, M) row (intercept)
     vd = _vdot(lam * v, d)
@@ -600,8 +499,8 @@ def _line_search(t, lam, z, zd, v, d, slope0, loss, q, max_ls):
     a, lo, hi, der, _ = jax.lax.while_loop(
         cond, body, (one, jnp.zeros((), z.dtype), jnp.full((), jnp.inf, z.dtype), der1, 0)
     )
-    f0 = _objective_along(t, lam, z, zd, v, d, 0.0, loss, q)
-    fa = _objective_along(t, lam, z, zd, v, d, a, loss, q)
+    f0 = _objective_along(ops, t, lam, z, zd, v, d, 0.0, loss, q)
+    fa = _objective_along(ops, t, lam, z, zd, v, d, a, loss, q)
     slack = 100 * jnp.finfo(z.dtype).eps * (1.0 + jnp.abs(f0))
     return jnp.where(fa <= f0 + slack, a, jnp.where(lo > 0, lo, 0.0))
 
@@ -642,32 +541,28 @@ def _init_memory(m_dim, k, dtype, memory=MEMORY):
 def _lbfgs_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=DEFAULT_RTOL, max_ls=20):
     """L-BFGS in preconditioned coordinates ``u = v * sqrt(h)``, ``h = s/(K N) + lam``.
 
-    Two passes over ``Phi`` per iteration (the products are memory-bound at
-    small ``K``): ``Phi^T g`` for the gradient, and one product
-    ``Phi [w | d]`` that gives both the residual of the current point and
-    ``Phi d`` for the next line search. Curvature pairs with ``s^T y <= 0``
-    (possible for GCE) are skipped.
+    Two passes over ``Phi`` per iteration: the gradient, and ``Phi [w | d]``
+    (the residual and the next line search's ``Phi d``). Pairs with
+    ``s^T y <= 0`` (GCE) are skipped.
     """
     del max_cg
     phi = ops.phi
-    n, k = phi.shape[0], t.shape[0]
+    k = t.shape[0]
     dtype = phi.dtype
     memory = mem[0].shape[0]
-    scale = jnp.sqrt(ops.colsq[None, :] / (k * n) + lam)  # sqrt(s/(KN) + lam)
+    scale = jnp.sqrt(ops.colsq[None, :] / (k * ops.count) + lam)  # sqrt(s/(KN) + lam)
 
     def residual_and_zd(z, w, v, d):
         both = _logits(phi, jnp.concatenate([_implied(w, v, lam), d], axis=0))
         return _gap(z, both[:k], w, lam), both[k:]
 
     z0 = _logits(phi, v0)
-    if RESCALE_WARM_START:
-        # Rescale the warm start along the ray through 0 (free: Phi v0 = z0 is
-        # known). From the previous round's optimum the new gradient is lam v0.
-        w_pre = _data_grad(ops, t, z0, loss, q)
-        slope_pre = _vdot(w_pre + lam * v0, -v0)
-        a_pre = jnp.where(slope_pre < 0, _line_search(t, lam, z0, -z0, v0, -v0, slope_pre, loss, q, max_ls), 0.0)
-        v0 = v0 * (1.0 - a_pre)
-        z0 = z0 * (1.0 - a_pre)
+    # rescale the warm start along the ray through 0 (free: Phi v0 = z0 is known)
+    w_pre = _data_grad(ops, t, z0, loss, q)
+    slope_pre = _vdot(w_pre + lam * v0, -v0)
+    a_pre = jnp.where(slope_pre < 0, _line_search(ops, t, lam, z0, -z0, v0, -v0, slope_pre, loss, q, max_ls), 0.0)
+    v0 = v0 * (1.0 - a_pre)
+    z0 = z0 * (1.0 - a_pre)
     w0 = _data_grad(ops, t, z0, loss, q)
     gu0 = _to_basis(ops, w0 + lam * v0) / scale
     du0 = _two_loop(gu0, *mem, memory)  # type: ignore[call-arg]  # mem is (S, Y, rho, count, gamma)
@@ -681,7 +576,7 @@ def _lbfgs_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=D
         v, z, w, gu, du, res, it, zd, _, S, Y, rho, count, gamma = c
         d = _from_basis(ops, du / scale)
         slope = _vdot(gu, du)
-        alpha = _line_search(t, lam, z, zd, v, d, slope, loss, q, max_ls)
+        alpha = _line_search(ops, t, lam, z, zd, v, d, slope, loss, q, max_ls)
         v_new = v + alpha * d
         z_new = z + alpha * zd
         w_new = _data_grad(ops, t, z_new, loss, q)
@@ -700,16 +595,13 @@ def _lbfgs_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=D
         bad = ~(_vdot(gu_new, du_new) < 0)
         du_new = _shift_free(jnp.where(bad, -gu_new, du_new))
         res_new, zd_new = residual_and_zd(z_new, w_new, v_new, _from_basis(ops, du_new / scale))
-        # no step (the line search found no decrease): the same point would come back every
-        # iteration until max_iter; end the round, its measures say whether it converged
+        # no step (no decrease): end the round; its measures say whether it converged
         stalled = alpha == 0
         return (v_new, z_new, w_new, gu_new, du_new, res_new, it + 1, zd_new, stalled, S, Y, rho, count, gamma)
 
     init = (v0, z0, w0, gu0, du0, res0, jnp.zeros((), jnp.int32), zd0, jnp.zeros((), bool)) + tuple(mem)
     out = jax.lax.while_loop(cond, body, init)
     v, z, w, _, _, res, it = out[:7]
-    # (P, A, residual) are evaluated at the running logits z, so they are
-    # mutually consistent; z equals Phi v up to accumulated roundoff.
     return _State(v, z, w, res, it), out[9:]
 
 
@@ -751,25 +643,20 @@ def exact_phi_core(
     fit_intercept=False,
     init_coef=None,
     init_intercepts=None,
+    num_valid=None,
 ):
     """Rounds ``0..num_rounds-1`` in the solver coordinates ``phi`` (jitted, no validation).
 
-    ``phi``: an ``(N, M)`` factor of the Gram, or the :class:`Coordinates` of
-    features (:func:`solver_features`).
-
-    Round ``r``'s targets come from round ``r - 1`` by
-    :func:`sdtheory.variants.next_targets_core` (``temperature``, ``xi``,
-    ``hard``; the defaults are plain SD, ``T_r = P_{r-1}``); ``lams``
-    ``(num_rounds,)`` is a lam schedule (default: ``lam`` every round).
-
-    Round 0 starts from zero weights, or, given ``init_coef`` ``(N, K)`` (and
-    ``init_intercepts`` ``(K,)`` with ``fit_intercept``), from the weights of
-    another fit on the same ``phi`` and ``fit_intercept``: its dual
-    coefficients and intercepts (an :class:`ExactResult` round's ``coef`` and
-    ``intercepts``), whose logits are ``G A + b``. The weights are formed here,
-    in this call's own coordinates (rotated or not, with the bias coordinate),
-    so the start is the same function whatever coordinates the kernel picks.
-    Later rounds start from the previous round's weights.
+    ``phi``: an ``(N, M)`` factor of the Gram or the :class:`Coordinates` of
+    features (:func:`solver_features`). Round ``r`` fits
+    :func:`sdtheory.variants.next_targets_core` of round ``r - 1``
+    (``temperature``, ``xi``, ``hard``; default plain SD); ``lams``
+    ``(num_rounds,)``: a lam schedule. Round 0 starts from zero weights or from
+    another fit's ``init_coef`` ``(N, K)`` and ``init_intercepts`` ``(K,)``
+    (same ``phi`` and ``fit_intercept``); later rounds from the previous one.
+    ``num_valid`` (traced): only the first rows are instances, the rest are
+    zero padding rows (:func:`bucket_rows`) with zero weight in the loss, so
+    the solution is that of the unpadded problem.
     """
     coords = phi if isinstance(phi, Coordinates) else None
     if coords is not None:
@@ -787,25 +674,28 @@ def exact_phi_core(
         else:
             basis, colsq = coords.basis, coords.colsq
     dtype = phi.dtype
-    targets = targets.astype(dtype)
+    count, mask = n, None
+    if num_valid is not None:
+        count = jnp.asarray(num_valid, dtype)
+        mask = (jnp.arange(n) < num_valid).astype(dtype)
+    keep = (lambda a: a) if mask is None else (lambda a: a * mask[:, None])  # zero on the padding rows
+    targets = keep(targets.astype(dtype))
     lam = jnp.asarray(lam, dtype)
-    mean = jnp.mean(phi, axis=0)
+    mean = jnp.sum(phi, axis=0) / count  # padding rows are zero
     if fit_intercept:
-        # Unregularised bias: centred coordinates plus a constant one whose L2 weight is 0. The
-        # constant is orthogonal to the centred columns, so the diagonal preconditioner still fits.
-        phi = jnp.concatenate([phi - mean, jnp.ones((n, 1), dtype)], axis=1)
+        # unregularised bias: centred coordinates plus a constant one with L2 weight 0
+        phi = keep(jnp.concatenate([phi - mean, jnp.ones((n, 1), dtype)], axis=1))
 
     def reg(lam):
         """The L2 weight per coordinate: ``lam``, or a ``(1, M + 1)`` row with 0 on the bias."""
         return jnp.concatenate([jnp.full((1, m), lam), jnp.zeros((1, 1), dtype)], axis=1) if fit_intercept else lam
 
-    ops = _operators(phi, basis, colsq)
+    ops = _operators(phi, basis, colsq, count, mask)
     if init_coef is None:
         v0 = jnp.zeros((k, phi.shape[1]), dtype)  # class-major (K, M), as the solvers work
     else:
-        # the start's weights W = A^T X in these coordinates (logits G A + b, as exact_predict); with an
-        # intercept the centred columns carry W and the constant one b + W mean (the bias formula below,
-        # inverted), W = A^T (X - mean) + (sum_i A_i) mean from the centred columns
+        # the start's weights W = A^T X in these coordinates; with an intercept the centred columns
+        # carry W = A^T (X - mean) + (sum_i A_i) mean and the constant one b + W mean
         a = jnp.asarray(init_coef, dtype)
         if fit_intercept:
             v0 = a.T @ phi[:, :m] + jnp.sum(a, axis=0)[:, None] * mean[None, :]
@@ -821,13 +711,12 @@ def exact_phi_core(
 
     def one_round(carry, lam):
         t, v, chain_ok = carry
-        # A fresh L-BFGS memory each round: carrying the previous round's pairs
-        # was measured to cost more iterations (docs/exact_solver.md).
+        # a fresh L-BFGS memory each round (carrying the pairs was measured to cost iterations)
         lam_c = reg(lam)
         s, _ = solve(ops, t.T, lam_c, v, mem0, loss=lossfn, q=q, tol=tol, max_iter=max_iter, max_cg=max_cg, rtol=rtol)
         z = s.z.T
         p = jax.nn.softmax(z, axis=-1)
-        coef = -lossfn.grad(t, z, q) / (n * lam)
+        coef = keep(-lossfn.grad(t, z, q) / (count * lam))
         grad = s.w + lam_c * s.v
         kkt = _kkt(s.w, s.v, lam_c)
         if fit_intercept:
@@ -837,11 +726,10 @@ def exact_phi_core(
         else:
             bias = jnp.zeros(k, dtype)
             bound = 0.5 * ops.max_row * jnp.sqrt(_vdot(grad, grad)) / lam
-        # convergence is a property of the chain: round r is trained on round r - 1's outputs, so an
-        # unconverged earlier round makes every later one the answer to another problem
+        # convergence is a property of the chain: round r is trained on round r - 1's outputs
         conv = chain_ok & ((s.res <= tol) | (kkt <= rtol))
         out = (p, s.res, jnp.max(jnp.abs(grad)), s.it, conv, coef, kkt, bound, bias)
-        return (next_targets_core(p, z, targets, temperature, xi, hard, tie_tol), s.v, conv), out
+        return (keep(next_targets_core(p, z, targets, temperature, xi, hard, tie_tol)), s.v, conv), out
 
     _, outs = jax.lax.scan(one_round, (targets, v0, jnp.ones((), bool)), lams)
     return ExactResult(*outs)
@@ -868,20 +756,12 @@ def exact_outputs_core(
     fit_intercept: bool = False,
     **variant: Any,
 ) -> ExactResult:
-    """Exact outputs of rounds ``0..num_rounds-1`` from a precomputed spectrum.
+    """Exact outputs of rounds ``0..num_rounds-1`` from a precomputed spectrum (jitted, no validation).
 
-    ``variant``: the round-chaining options of :func:`exact_phi_core`
-    (``lams``, ``temperature``, ``xi``, ``hard``, ``tie_tol``; module
-    :mod:`sdtheory.variants`).
-
-    Jitted, no validation (use :func:`exact_outputs` or
-    :func:`sdtheory.predictor` at the public boundary). Works under
-    ``jax.vmap`` over ``targets`` and ``lam`` (and ``spec``, ``q``, ``tol``);
-    ``num_rounds``, ``loss``, ``max_cg`` and ``solver`` are static (``q``,
-    ``tol``, ``rtol`` and ``max_iter`` are traced, so changing them does not
-    recompile). Unconverged rounds are reported by ``converged=False``; this
-    function never raises. The rounds are a chain, so this kernel takes a
-    count, not round indices.
+    ``variant``: ``lams``, ``temperature``, ``xi``, ``hard``, ``tie_tol`` of
+    :func:`exact_phi_core`. vmaps over ``targets``, ``lam``, ``spec``, ``q``,
+    ``tol``; ``num_rounds``, ``loss``, ``max_cg`` and ``solver`` are static.
+    Never raises: unconverged rounds have ``converged=False``.
     """
     return exact_phi_core(
         spectral_features(spec),
@@ -901,12 +781,7 @@ def exact_outputs_core(
 
 
 def _check_number(x, name, what):
-    """One real number (Python/NumPy int or float, 0-d array; not bool, str, array of values); a Python float."""
-    if V.is_tracer(x):
-        raise TypeError(
-            f"{name} is a traced value: the validating functions need a concrete number; vmap "
-            "sdtheory.exact.exact_outputs_core instead"
-        )
+    """One real number (not a bool, string or array of values) as a Python float; ``what`` names it in errors."""
     if isinstance(x, (bool, np.bool_)):
         raise TypeError(f"{name} ({what}) must be a real number, got a bool ({x!r})")
     arr = V._as_numpy(x, name)
@@ -919,23 +794,20 @@ def _check_number(x, name, what):
 
 
 def check_options(loss, q, tol, max_iter, on_failure, solver, rtol=DEFAULT_RTOL):
-    """Validate the exact solver's options (loss, ``q``, ``tol``, ``max_iter``, ``on_failure``, ``solver``, ``rtol``).
+    """``TypeError``/``ValueError`` naming the first bad option of the exact solver.
 
-    ``q``, ``tol`` and ``rtol`` are single real numbers (not bools); ``q`` in
-    ``(0, 1]`` (checked for ``loss="gce"``, the loss that uses it), ``tol``
-    finite and ``> 0``, ``rtol`` in ``[0, 1)``; ``max_iter`` an int in
-    ``[1, 2^31 - 1]`` (the iteration counters are int32).
+    ``q``, ``tol``, ``rtol``: real numbers, ``q`` in ``(0, 1]`` (for
+    ``loss="gce"``), ``tol > 0``, ``rtol`` in ``[0, 1)``; ``max_iter`` an int in
+    ``[1, 2^31 - 1]`` (int32 counters).
     """
-    lossfn = get_loss(loss)
-    del lossfn
+    get_loss(loss)
     qv = _check_number(q, "q", "GCE exponent")
     if loss == "gce" and not (0.0 < qv <= 1.0):
         raise ValueError(f"q (GCE exponent) must lie in (0, 1], got {q!r}")
     tv = _check_number(tol, "tol", "stopping tolerance on the fixed-point residual")
     if not (tv > 0 and np.isfinite(tv)):
         raise ValueError(f"tol must be a positive finite float, got {tol!r}")
-    rv = _check_number(rtol, "rtol", "stopping tolerance on the scale-free stationarity kkt")
-    if not (0.0 <= rv < 1.0):
+    if not 0.0 <= _check_number(rtol, "rtol", "stopping tolerance on the scale-free stationarity kkt") < 1.0:
         raise ValueError(f"rtol (stopping tolerance on the scale-free stationarity) must lie in [0, 1), got {rtol!r}")
     V.check_int(max_iter, "max_iter", minimum=1, maximum=2**31 - 1, why="the iteration counters are int32")
     if not isinstance(on_failure, str) or on_failure not in ("raise", "flag"):
@@ -944,26 +816,18 @@ def check_options(loss, q, tol, max_iter, on_failure, solver, rtol=DEFAULT_RTOL)
         raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
 
 
-#: With more than this many rows per class, features keep their own coordinates and the
-#: preconditioners apply the basis (``2 K d^2`` per application, some 10-50 per round) instead of
-#: rotating the features once (``N d^2``). Measured, solve with rotation, implicit vs explicit:
-#: 20000 x 256, K = 10: 165 vs 208 ms; 5000 x 256, K = 10: 53 vs 57 ms; 6000 x 256, K = 50
-#: (120 rows per class): 164 vs 159 ms; 5000 x 512, K = 100: 524 vs 501 ms.
+#: With more than this many rows per class, features keep their coordinates and the preconditioners
+#: apply the basis (``2 K d^2`` per application) instead of rotating once (``N d^2``; measured).
 IMPLICIT_ROWS_PER_CLASS = 200
 
 
 @jax.jit
 def _prepare_features(x):
-    """:class:`Coordinates` of features: ``R`` orthogonal and close to the eigenvectors of ``X^T X`` (``d < N``).
+    """:class:`Coordinates` of features (``d < N``): ``R`` orthogonal to float64 precision, near the eigenbasis.
 
-    ``R`` need only be orthogonal to float64 precision (then ``Phi Phi^T = X X^T``
-    and ``||Phi v|| = ||X R v||`` hold to roundoff and the problem is unchanged);
-    how well it diagonalises ``X^T X`` only sets the quality of the solvers'
-    diagonal and class-block preconditioners. So the eigenvectors come from a
-    float32 Gram (of ``X`` scaled to max 1, so no overflow) and are made
-    orthogonal in float64 by two Newton-Schulz steps, ``R (3 I - R^T R) / 2``,
-    each of which squares the orthogonality error ``||R^T R - I||`` (float32:
-    ~1e-6; after one step the Gram ``Phi Phi^T`` was still 1e-13 off).
+    Only the preconditioners depend on how well ``R`` diagonalises ``X^T X``:
+    float32 eigenvectors, made orthogonal in float64 by two Newton-Schulz
+    steps ``R (3 I - R^T R) / 2`` (each squares ``||R^T R - I||``).
     """
     top = jnp.max(jnp.abs(x))
     top = jnp.where(top > 0, top, 1.0)
@@ -975,23 +839,55 @@ def _prepare_features(x):
     return Coordinates(x, r, jnp.maximum(s.astype(x.dtype), 0.0) * top**2)
 
 
-def solver_features(*, gram: Any = None, features: Any = None, spec: Spectrum | None = None) -> jax.Array | Coordinates:
-    """The solver's coordinates ``Phi`` (``Phi Phi^T = G``), computed once per training set.
+def bucket_rows(n: int) -> int:
+    """The padded row count of ``n`` instances: ``n`` up to 8, else the least ``m 2^e >= n`` with ``m`` in 5..8.
+
+    Four shapes per octave, at most 25% padding rows: the exact solver
+    compiles once per bucket, not once per ``N``.
+    """
+    e = max(0, (n - 1).bit_length() - 3)
+    return -(-n // (1 << e)) << e
+
+
+def _pad(a: Any, rows: int, cols: int | None = None) -> jax.Array:
+    """``a`` with zero rows (and columns) appended up to ``(rows, cols)``, padded on the host (no compile)."""
+    a = np.asarray(a, dtype=float)
+    cols = a.shape[1] if cols is None else cols
+    return jax.device_put(np.pad(a, ((0, rows - a.shape[0]), (0, cols - a.shape[1]))))
+
+
+@jax.jit
+def _gram_factor(g):
+    """Eigenvalues ``s`` and ``Phi = U diag(sqrt s)`` of a symmetrised Gram (``eigh``: faster than a thin SVD here)."""
+    s, u = jnp.linalg.eigh(0.5 * (g + g.T))
+    return s, u * jnp.sqrt(jnp.maximum(s, 0.0))
+
+
+def solver_features(
+    *, gram: Any = None, features: Any = None, spec: Spectrum | None = None, rows: int | None = None
+) -> jax.Array | Coordinates:
+    """The solver's coordinates ``Phi`` (``Phi Phi^T = G``), computed once per training set (validated inputs).
 
     From features with ``d < N``: :class:`Coordinates` (``X`` and the
-    eigenbasis ``R`` of ``X^T X``, weight space; :func:`exact_phi_core` uses
-    ``Phi = X R`` or applies ``R`` in its preconditioners); with ``d >= N`` or a Gram: ``U diag(sqrt s)``
-    (eigh of the ``N x N`` Gram, measured faster than a thin SVD here). Inputs
-    are assumed validated.
+    eigenbasis ``R`` of ``X^T X``, weight space); with ``d >= N``, a Gram
+    (its eigenvalues checked ``>= 0``) or a spectrum: ``U diag(sqrt s)``.
+    ``rows``: pad with zero rows to this count (and the Gram's ``N``
+    coordinates to as many), as :func:`exact_phi_core` with ``num_valid``
+    expects; the eigendecomposition sees the instances only.
     """
+    if spec is None and features is not None:
+        features = jnp.asarray(features, dtype=float)
+        if features.shape[1] < features.shape[0]:
+            return _prepare_features(features if rows is None else _pad(features, rows))
     if spec is not None:
-        return spectral_features(spec)
-    if features is not None:
-        x = jnp.asarray(features, dtype=float)
-        if x.shape[1] < x.shape[0]:
-            return _prepare_features(x)
-        return spectral_features(spectrum(gram=x @ x.T, validate=False))
-    return spectral_features(spectrum(gram=gram))
+        u, s = np.asarray(spec.eigvecs), np.asarray(spec.eigvals)
+        phi = u * np.sqrt(np.maximum(s, 0.0))
+    else:
+        g = features @ features.T if features is not None else gram
+        s, phi = _gram_factor(jnp.asarray(g, dtype=float))
+        if gram is not None:
+            V.check_psd_eigenvalues(s)
+    return jnp.asarray(phi) if rows is None else _pad(phi, rows, bucket_rows(phi.shape[1]))
 
 
 def raise_unconverged(
@@ -999,10 +895,8 @@ def raise_unconverged(
 ) -> None:
     """``RuntimeError`` naming the rounds of ``res`` (ExactResult or PLLResult) that missed ``tol`` and ``rtol``.
 
-    Reports their measures (residual; for an ExactResult also ``kkt`` and the
-    error bound) and what would help; concrete results only. ``converged`` is
-    a property of the chain: a round that met the tolerances itself but follows
-    one that did not is unconverged too, and is counted as such, not named.
+    With their measures and what would help; rounds unconverged only through
+    an earlier round are counted, not named.
     """
     if V.is_tracer(res.converged) or bool(np.all(np.asarray(res.converged))):
         return

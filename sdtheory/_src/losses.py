@@ -1,35 +1,18 @@
 r"""Per-instance training losses of the softmax student, as functions of logits.
 
-Each loss is a pair of pure functions of a target row ``t`` (``(K,)``, a
-probability vector or candidate-label weights) and a logit row ``z``
-(``(K,)``), broadcast over the other axes:
+Each loss is a pair of pure functions of a target row ``t`` and a logit row
+``z``, broadcast over the other axes: ``value(t, z, q, axis=-1)`` (loss per
+instance) and ``grad(t, z, q, axis=-1)`` (``d loss / d z``). ``axis`` is the
+class axis: ``-1`` for ``(N, K)`` rows, ``0`` for the class-major ``(K, N)``
+layout of the exact solver. A new objective is two functions registered in
+:data:`LOSSES`.
 
-* ``value(t, z, q, axis=-1)`` -> loss per instance (the shape without ``axis``);
-* ``grad(t, z, q, axis=-1)``  -> ``d loss / d z``, same shape as ``z``.
-
-``axis`` is the class axis: ``-1`` for ``(N, K)`` rows, ``0`` for the
-class-major ``(K, N)`` layout in which the exact solver works (its products
-with ``Phi`` are then plain row-major matrix products, measured 1.5-6x faster
-on a CPU than the transposed ones).
-
-The exact solver (:mod:`sdtheory.exact`) only needs these two functions, so a
-new objective is added by writing them and registering them in
-:data:`LOSSES`; the solver itself is not copied.
-
-Available losses:
-
-``"ce"`` cross-entropy with probability targets,
-    :math:`\ell(t, z) = -\sum_l t_l \log \mathrm{softmax}(z)_l`,
-    gradient :math:`p - t`. Convex in ``z``.
-
-``"gce"`` generalised cross-entropy (Zhang & Sabuncu 2018) applied to every
-    candidate label and weighted by the target,
-    :math:`\ell(t, z) = \sum_l t_l (1 - p_l^q) / q`,
-    gradient :math:`-(t \odot p^q) + (t \cdot p^q)\, p`.
-    With a ``(1/2, 1/2)`` top-2 target this is the PLL student's loss of the
-    SelfPLL reference code (``util.partial_loss``: the mean over both
-    candidate labels of ``(1 - p_l^q)/q``). **Not convex** in ``z``; as
-    ``q -> 0`` it tends to ``"ce"`` for one-hot targets.
+* ``"ce"``: :math:`\ell(t, z) = -\sum_l t_l \log \mathrm{softmax}(z)_l`,
+  gradient :math:`p - t`; convex.
+* ``"gce"`` (Zhang & Sabuncu 2018, weighted by the target):
+  :math:`\ell(t, z) = \sum_l t_l (1 - p_l^q) / q`, gradient
+  :math:`-(t \odot p^q) + (t \cdot p^q)\, p`; with a ``(1/2, 1/2)`` top-2
+  target the PLL student's loss of the SelfPLL code; not convex.
 """
 
 from __future__ import annotations
@@ -65,13 +48,7 @@ def _class_major(x, axis):
 
 
 def class_sum(x, axis=-1, keepdims=False):
-    """Sum over the class axis.
-
-    Class-major (axis 0 of a 2-D array) it is a product with a ones vector:
-    XLA's CPU reduction over a leading axis measured 3-6x slower (a softmax
-    over 10 x 20000 logits: 2.8 ms against 1.0 ms in float64; 50 x 20000:
-    19 ms against 3.4 ms).
-    """
+    """Sum over the class axis (class-major: a product with ones; XLA's CPU leading-axis reduction was 3-6x slower)."""
     if _class_major(x, axis):
         s = jnp.ones((x.shape[0],), x.dtype) @ x
         return s[None, :] if keepdims else s
@@ -133,12 +110,7 @@ LOSSES: dict[str, Loss] = {
 
 
 def get_loss(name: str | Loss, arg: str = "loss") -> Loss:
-    """Look up a registered loss; ``TypeError`` for a non-string, ``ValueError`` for an unknown name.
-
-    ``arg`` is what the messages call the argument (``"pll_loss"`` in the Monte Carlo config).
-    A :class:`Loss` itself is returned as is (the kernels accept one, e.g. the
-    count-weighted losses of :mod:`sdtheory.reduced`).
-    """
+    """A registered loss by name (a :class:`Loss` passes as is); ``TypeError``/``ValueError`` naming ``arg``."""
     if isinstance(name, Loss):
         return name
     if not isinstance(name, str):

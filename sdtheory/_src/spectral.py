@@ -1,26 +1,18 @@
 """The spectrum of the training Gram matrix and functions of it.
 
-Every closed form in this package is a *function of the Gram matrix* applied
-to a label matrix: ``f(G) Y = U diag(f(s)) U^T Y + f(0) (I - U U^T) Y``. We
-compute the eigenpairs once (``eigh`` of the Gram; from features, ``eigh`` of
-the ``d x d`` matrix ``X^T X`` when ``d < N`` so that the ``N x N`` Gram is
-never formed, or a thin SVD on request) and evaluate any ``f`` in
-the eigenbasis, in ``O(N M K)`` for ``M`` retained eigenpairs.
+Every closed form here is a function of the Gram applied to a label matrix,
+``f(G) Y = U diag(f(s)) U^T Y + f(0) (I - U U^T) Y``, evaluated in the
+eigenbasis computed once (``eigh`` of the Gram, or of ``X^T X`` when
+``d < N``, or a thin SVD on request). ``features`` is ``(N, d)``, ``gram``
+``(N, N)``, targets ``(N, K)``.
 
-Conventions: ``features`` is ``(N, d)`` (one row per instance), ``gram`` is
-``(N, N)``, label/target matrices are ``(N, K)``.
-
-**Scale.** Concrete inputs are divided by a power of two before they are
-factorised (features by ``root ~ max|X|``, a Gram by ``root^2 ~ max|G|``),
-and the eigenvalues multiplied back. A power of two changes no digit, so
-ordinary inputs give the same numbers, while features of size ``1e160``
-(whose Gram overflows) or a Gram of size ``1e-300`` (whose symmetrisation and
-PSD test would underflow) are factorised as accurately as any other. The
-closed form depends on ``G / lam`` only: the package's own functions work
-with the rescaled spectrum and ``lam / root^2`` (:func:`_unit_problem`), so
-they also accept inputs whose eigenvalues are not representable; the public
-spectrum functions, which return the eigenvalues themselves, raise a
-``ValueError`` then.
+**Scale.** Inputs are divided by a power of two before they are factorised
+(features by ``root ~ max|X|``, a Gram by ``root^2``) and the eigenvalues
+multiplied back: no digit changes, and features of size ``1e160`` or a Gram
+of size ``1e-300`` are factorised as accurately as any other. The package
+works with the unit-scale spectrum and ``lam / root^2`` (:func:`_unit_problem`);
+the public spectrum functions raise a ``ValueError`` when the eigenvalues are
+not representable.
 """
 
 from __future__ import annotations
@@ -66,11 +58,6 @@ class Spectrum(NamedTuple):
     def num_instances(self) -> int:
         return self.eigvecs.shape[0]
 
-    @property
-    def complete(self) -> bool:
-        """True when ``U`` spans all of ``R^N`` (no implicit null space)."""
-        return self.eigvecs.shape[1] == self.eigvecs.shape[0]
-
 
 @jax.jit
 def _eigh_spectrum(gram: jax.Array) -> Spectrum:
@@ -107,8 +94,7 @@ def _small_gram_spectrum(features: jax.Array) -> Spectrum:
 
 @jax.jit
 def _large_gram_spectrum(features: jax.Array) -> Spectrum:
-    # d >= N: the N x N Gram is no larger than X itself; eigh it directly.
-    return _eigh_spectrum(features @ features.T)
+    return _eigh_spectrum(features @ features.T)  # d >= N: the Gram is no larger than X
 
 
 def _clean(spec: Spectrum) -> Spectrum:
@@ -134,11 +120,9 @@ def _max_abs(x: jax.Array) -> float:
 
 
 def _to_unit(x: Any, *, gram: bool) -> tuple:
-    """``(x / root^2 or x / root as a device array, root)``, ``root`` a power of two (exact).
+    """``(x / root^2 or x / root as a device array, root)``, ``root`` a power of two; tracers pass with ``root = 1``.
 
-    Scaled on the host: XLA on CPU flushes subnormal numbers to zero, so a
-    matrix of size ``1e-310`` must reach the device already rescaled.
-    Tracers (the engine's unvalidated calls) pass through with ``root = 1``.
+    Scaled on the host: XLA on CPU flushes subnormal numbers to zero.
     """
     if V.is_tracer(x):
         return jnp.asarray(x, dtype=float), 1.0
@@ -148,18 +132,16 @@ def _to_unit(x: Any, *, gram: bool) -> tuple:
     if root != 1.0:
         with np.errstate(under="ignore"):  # entries 2^-1022 below the largest one may become subnormal: harmless
             a = a / root / root if gram else a / root
-    return jnp.asarray(a), root
+    return jax.device_put(a), root  # device_put: jnp.asarray compiles a copy per shape
 
 
 def _scale_down(x: Any, root: float, power: int) -> jax.Array:
     """``x / root^power`` on the host (exact for a power of two; no flush of subnormal inputs), as a device array."""
-    if root == 1.0:
-        return jnp.asarray(x, dtype=float)
     a = np.asarray(x, dtype=float)
     with np.errstate(over="ignore", under="ignore"):  # the callers check that the result is finite
         for _ in range(power):
             a = a / root
-    return jnp.asarray(a)
+    return jax.device_put(a)
 
 
 def _rescaled_eigvals(spec: Spectrum, root: float, what: str, validate: bool) -> Spectrum:
@@ -232,20 +214,12 @@ def _unit_feature_spectrum(features: Any, *, method: str = "auto", validate: boo
 def _feature_spectrum(features: ArrayLike, *, method: str = "auto", validate: bool = True) -> Spectrum:
     """Spectrum of ``G = X X^T`` from ``(N, d)`` features, never forming ``G`` when ``d < N``.
 
-    Methods:
-      ``"auto"`` (default): for ``d < N`` the eigendecomposition of the
-        ``d x d`` matrix ``X^T X`` with ``U = X V diag(s)^{-1/2}`` (``M = d``
-        eigenpairs; the rest of ``R^N`` is the zero eigenspace; eigenvalues
-        below ``GRAM_ROUTE_CUTOFF * max(s)`` are set to 0); for ``d >= N``
-        ``eigh`` of the ``N x N`` Gram, which is then no larger than ``X``.
-        Squaring ``X`` costs accuracy only in directions with tiny ``s``,
-        where every self-distillation multiplier ``s/(s + K N lam)`` is tiny
-        too: the error on SD outputs is ``O(eps * max(s) / (K N lam))``.
-      ``"svd"``: a thin SVD (backward stable for any function of ``G``,
-        several times slower on CPU).
-    Correct for ``d < N``, ``d >= N`` and rank-deficient ``X``. Raises
-    ``ValueError`` when the eigenvalues of ``X X^T`` overflow or underflow
-    float64 (features beyond about ``1e154`` or below ``1e-154``).
+    ``method="auto"``: for ``d < N`` ``eigh`` of ``X^T X`` with
+    ``U = X V diag(s)^{-1/2}`` (``M = d``; eigenvalues below
+    ``GRAM_ROUTE_CUTOFF * max(s)`` set to 0: the error on SD outputs is
+    ``O(eps max(s) / (K N lam))``), else ``eigh`` of the Gram; ``"svd"``: a
+    thin SVD (backward stable, slower). ``ValueError`` when the eigenvalues
+    overflow or underflow float64 (features beyond about ``1e+-154``).
     """
     spec, root = _unit_feature_spectrum(features, method=method, validate=validate)
     return _rescaled_eigvals(spec, root, "features", validate)
@@ -260,12 +234,7 @@ def _spectrum(*, gram: Any = None, features: Any = None, validate: bool = True) 
 
 
 class UnitProblem(NamedTuple):
-    """A training matrix at unit scale: what every closed form and the exact solver need.
-
-    The closed form and the exact solution depend on ``G / lam`` only, so
-    with ``root`` a power of two (exact arithmetic) the problem
-    ``(G / root^2, lam / root^2)`` has the same outputs as ``(G, lam)``,
-    without overflow or underflow for any representable input.
+    """A training matrix at unit scale, ``(G / root^2, lam / root^2)`` (the outputs depend on ``G / lam`` only).
 
     Attributes:
       spec: spectrum of ``G / root^2`` (``None`` when not asked for).
@@ -285,11 +254,9 @@ def _unit_problem(
 ) -> UnitProblem:
     """Validate the training matrix and bring it to unit scale (:class:`UnitProblem`).
 
-    Exactly one of ``gram`` and ``features``, or a ``spectrum`` (already
-    validated: finite, ``(M,)`` and ``(N, M)``), optionally with the
-    ``features`` it was computed from. Without ``need_spectrum`` the
-    features/Gram are only validated and rescaled (the exact solver builds its
-    own coordinates from them).
+    Exactly one of ``gram`` and ``features``, or a validated ``spectrum``
+    (optionally with its ``features``). Without ``need_spectrum`` nothing is
+    factorised.
     """
     if spectrum is not None:
         eigvals, root = _to_unit(spectrum.eigvals, gram=True)
@@ -331,15 +298,11 @@ def _unit_lam(lam: Any, root: float, what: str) -> jax.Array:
     return jnp.asarray(lam_u, dtype=float)
 
 
-def _eigh_kernel_hint() -> str:
-    return "jax.numpy.linalg.eigh (of the Gram, or of X^T X for features)"
-
-
-# Public, float64 wrappers (results as NumPy arrays; the package itself calls the
-# underscored versions, which keep the spectrum on the device).
-gram_spectrum = float64(_gram_spectrum, kernel=_eigh_kernel_hint())
-feature_spectrum = float64(_feature_spectrum, kernel=_eigh_kernel_hint())
-spectrum = float64(_spectrum, kernel=_eigh_kernel_hint())
+# Public, float64 wrappers (NumPy results; the package calls the underscored versions)
+_EIGH = "jax.numpy.linalg.eigh (of the Gram, or of X^T X for features)"
+gram_spectrum = float64(_gram_spectrum, kernel=_EIGH)
+feature_spectrum = float64(_feature_spectrum, kernel=_EIGH)
+spectrum = float64(_spectrum, kernel=_EIGH)
 
 
 def apply_spectral(
@@ -351,15 +314,10 @@ def apply_spectral(
 ) -> jax.Array:
     """Apply ``f(G)`` to ``y`` (``(N,)`` or ``(N, K)``) through the eigenbasis.
 
-    ``fn`` maps eigenvalues ``(M,)`` to multipliers. It may return a batch of
-    multipliers with leading axes ``(..., M)``; the result then has shape
-    ``(..., N[, K])``. The zero eigenspace not covered by ``U`` gets ``fn(0)``,
-    unless the caller declares ``vanishes_at_zero=True`` (``f(0) = 0``, as for
-    every self-distillation filter ``(s/(s + ridge))^e``), which skips that
-    term: at large ``N K R`` it saves two passes over the output.
-    Pure and jit-able (``fn`` is applied to traced arrays). Shapes and types
-    are checked (at trace time inside ``jit``); concrete values are also
-    checked to be finite, multipliers included.
+    ``fn`` maps eigenvalues ``(M,)`` to multipliers ``(..., M)``; the result
+    is ``(..., N[, K])``. The zero eigenspace not covered by ``U`` gets
+    ``fn(0)`` unless ``vanishes_at_zero`` (every SD filter). Jit-able; shapes
+    are checked, and concrete values (multipliers included) to be finite.
     """
     y = _check_apply(spec, fn, y)
     if not isinstance(vanishes_at_zero, (bool, np.bool_)):
@@ -435,12 +393,7 @@ def apply_spectral_to(
     y: jax.Array,
     cross: jax.Array,
 ) -> jax.Array:
-    """Evaluate ``cross @ U diag(fn(s)) U^T y``, ``cross`` being ``G_test,train U``.
-
-    ``cross`` is ``(N_test, M)``. Used for predictions on new points, whose
-    cross-Gram annihilates the training null space when it comes from
-    features (or from any Gram consistent with the training one).
-    """
+    """``cross @ diag(fn(s)) U^T y`` with ``cross = G(test, train) U`` ``(N_test, M)`` (new points)."""
     coef = spec.eigvecs.T @ (y[:, None] if y.ndim == 1 else y)
     mult = fn(spec.eigvals)
     out = jnp.einsum("tm,...m,mk->...tk", cross, mult, coef)
