@@ -79,9 +79,10 @@ def fresh(x, y, tests, lam, num_rounds, layout):
 
 
 def _timed(fn):
-    t0 = time.perf_counter()
+    """``(output, wall s, CPU s)``."""
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn()  # public functions return NumPy arrays: the work is done
-    return out, time.perf_counter() - t0
+    return out, time.perf_counter() - t0, time.process_time() - c0
 
 
 def main(argv=None):
@@ -114,6 +115,7 @@ def main(argv=None):
             "repeats": a.repeats,
         },
         "cpu_count": os.cpu_count(),
+        "load_average_1min_at_start": os.getloadavg()[0],
     }
     for layout in ("per_round", "batched"):
         calls = a.num_rounds * (1 + a.test_sets) if layout == "per_round" else 1 + a.test_sets
@@ -121,12 +123,14 @@ def main(argv=None):
         base = lambda: fresh(x, y, tests, a.lam, a.num_rounds, layout)  # noqa: E731
         ours()  # compile
         base()
-        t_ours, t_base = [], []
+        t_ours, t_base, c_ours, c_base = [], [], [], []
         for _ in range(a.repeats):
-            out_p, t = _timed(ours)
+            out_p, t, c = _timed(ours)
             t_ours.append(t)
-            out_f, t = _timed(base)
+            c_ours.append(c)
+            out_f, t, c = _timed(base)
             t_base.append(t)
+            c_base.append(c)
         diff = max(float(np.max(np.abs(np.asarray(u) - np.asarray(v)))) for u, v in zip(out_p, out_f, strict=False))
         ratio = min(t_base) / min(t_ours)
         report[layout] = {
@@ -136,6 +140,7 @@ def main(argv=None):
             "ratio_fresh_over_predictor": ratio,
             "max_abs_diff": diff,
             "raw_seconds": {"predictor": t_ours, "fresh": t_base},
+            "raw_cpu_seconds": {"predictor": c_ours, "fresh": c_base},
         }
         print(
             f"{layout:>9s}: {calls:4d} evaluations (rounds 0..{a.num_rounds - 1}, train + {a.test_sets} test "
