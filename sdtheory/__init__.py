@@ -30,20 +30,17 @@ from .theorems import (
     pll_accuracy_prediction,
     pll_condition,
 )
+
+# the other submodules, so that sdtheory.<module> is an attribute (those above are bound by their imports)
 from . import (
-    closed_form,
     data,
     experiments,
     io,
     losses,
     montecarlo,
-    noise,
     plots,
-    refine,
     smoothing,
     smoothing_study,
-    spectral,
-    theorems,
     variants,
 )
 

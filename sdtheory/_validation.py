@@ -1,9 +1,8 @@
 """The package's one checks module: input validation shared by every public function.
 
-Checks run at the public boundary on concrete values; under ``jax.vmap``/``jax.jit`` (noise and theorems,
-over ``eta`` or ``lam``) only static properties (shape, dtype) of tracers are checked. Arrays are real
-(integer or floating) and rectangular; counts and round indices are checked as Python integers before any
-fixed-width conversion; every message names the argument.
+Concrete values are checked in full; of a tracer (noise and theorems vmap over ``eta`` or ``lam``) only the
+shape and dtype. Arrays are real and rectangular; counts and round indices are compared as Python integers
+before any fixed-width conversion; every message names the argument.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import functools
 import math
 import numbers
 from typing import Any, Optional
-from collections.abc import Sequence
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -21,8 +20,7 @@ import numpy as np
 DEFAULT_RTOL = 1e-8
 #: Absolute tolerance on row sums of probability targets.
 PROB_ATOL = 1e-6
-#: Largest round index (the closed form evaluates ``q**(r + 1)`` in floating point; the kernels take
-#: the indices as a device integer array).
+#: Largest round index (the kernels take the indices as a device integer array).
 MAX_ROUND = 2**31 - 1
 #: Largest round count ``num_rounds`` (a count materialises every round ``0..R-1``).
 MAX_NUM_ROUNDS = 10**5
@@ -33,8 +31,7 @@ NUM_ROUNDS_WHY = (
 )
 #: Why round indices are bounded (appended to the error message).
 ROUND_WHY = "the closed form evaluates q**(r + 1) in floating point"
-#: Largest count (classes, instances per class, dimensions, seeds, chunk size): labels and
-#: indices are int32 on the device.
+#: Largest count (classes, instances, dimensions, seeds, chunk size): labels and indices are int32 on the device.
 MAX_COUNT = 2**31 - 1
 #: Largest PRNG seed (``jax.random.PRNGKey`` takes an int64).
 MAX_SEED = 2**63 - 1
@@ -46,8 +43,7 @@ def is_tracer(x: Any) -> bool:
 
 
 def shape_of(x: Any, name: str) -> tuple:
-    """The shape of a real array ``x`` (a tracer's static shape); a ragged, bool, string or object input is
-    reported against ``name``."""
+    """The shape of a real array ``x`` (a tracer's static shape), checked as :func:`check_real_array`."""
     if is_tracer(x):
         return tuple(np.shape(x))
     return tuple(check_real_array(x, name).shape)
@@ -64,8 +60,8 @@ def check_finite(x: Any, name: str) -> None:
 
 
 def check_lam(lam: Any, name: str = "lam") -> Any:
-    """The L2 weight: one finite real number ``> 0``, as a Python float; a traced ``lam`` (the theorems
-    vmap over it) is checked for being a scalar only and returned as it is."""
+    """The L2 weight: one finite real number ``> 0``, as a Python float; a traced ``lam`` is checked for
+    being a scalar only and returned as it is."""
     if isinstance(lam, (bool, np.bool_)):
         raise TypeError(f"{name} (the L2 weight) must be a real number > 0, got a bool ({lam!r})")
     shape = np.shape(lam) if is_tracer(lam) else check_real_array(lam, name).shape
@@ -109,7 +105,7 @@ def _round_value(v: Any, name: str) -> int:
 
 def check_rounds(rounds: Any, *, name: str = "rounds", maximum: int = MAX_ROUND, why: str = ROUND_WHY) -> np.ndarray:
     """Round indices: an int or 1-D sequence of ints (not bools) in ``[0, maximum]`` (0 = teacher), as a 1-D
-    ``int64`` array; Python integers of any size are compared with the bound before any conversion."""
+    ``int64`` array."""
     if is_tracer(rounds):
         raise TypeError(f"{name} must be concrete Python/NumPy integers, not a traced value")
     if isinstance(rounds, (str, bytes)):
@@ -156,8 +152,7 @@ def check_int(
 
 
 def check_targets(targets: Any, name: str = "targets", *, atol: float = PROB_ATOL) -> tuple:
-    """Targets: ``(N, K)`` rows in the probability simplex, ``K >= 2``; returns ``(N, K)`` (values of a
-    tracer are not checked)."""
+    """Targets: ``(N, K)`` rows in the probability simplex, ``K >= 2``; returns ``(N, K)``."""
     arr = None if is_tracer(targets) else check_real_array(targets, name)
     shape = np.shape(targets) if arr is None else arr.shape
     if len(shape) != 2:
@@ -192,8 +187,7 @@ def check_stochastic_rows(
 
 
 def check_labels(labels: Any, num_classes: Optional[int], name: str = "labels") -> np.ndarray:
-    """Integer class labels in ``[0, num_classes)`` (``>= 0`` when ``num_classes`` is ``None``: ``K`` unknown);
-    returns a 1-D int array."""
+    """1-D integer class labels in ``[0, num_classes)`` (``>= 0`` when ``num_classes`` is ``None``)."""
     if is_tracer(labels):
         if len(np.shape(labels)) != 1:
             raise ValueError(f"{name} must be 1-D, got shape {np.shape(labels)}")
@@ -210,10 +204,8 @@ def check_labels(labels: Any, num_classes: Optional[int], name: str = "labels") 
 
 
 def check_class_indices(arr: np.ndarray, num_classes: Optional[int], name: str, source: str = "") -> None:
-    """Integer array (any shape) of class indices in ``[0, num_classes)``; ``>= 0`` when ``num_classes`` is None.
-
-    ``source``: where ``K`` comes from, appended to the message (e.g. ``"num_classes = 3"``).
-    """
+    """Integer array (any shape) of class indices in ``[0, num_classes)`` (``>= 0`` when ``num_classes`` is None);
+    ``source``: where ``K`` comes from, appended to the message (e.g. ``"num_classes = 3"``)."""
     if not arr.size:
         return
     where = f" ({source})" if source else ""
@@ -229,8 +221,8 @@ def check_class_indices(arr: np.ndarray, num_classes: Optional[int], name: str, 
 
 
 def check_gram(gram: Any, name: str = "gram", *, rtol: float = DEFAULT_RTOL) -> None:
-    """Square, non-empty, finite and symmetric within ``10 rtol max|G|`` (relative to the matrix's own
-    scale, no absolute floor: the closed form depends on ``G / lam`` only); PSD is checked on the spectrum."""
+    """Square, non-empty, finite and symmetric within ``10 rtol max|G|`` (no absolute floor: the closed form
+    depends on ``G / lam`` only); PSD is checked on the spectrum."""
     arr = None if is_tracer(gram) else check_real_array(gram, name)
     shape = np.shape(gram) if arr is None else arr.shape
     if len(shape) != 2 or shape[0] != shape[1]:
@@ -252,10 +244,8 @@ def check_gram(gram: Any, name: str = "gram", *, rtol: float = DEFAULT_RTOL) -> 
 
 
 def check_psd_eigenvalues(eigvals: Any, name: str = "gram", *, rtol: float = 1e-8, unit: float = 1.0) -> None:
-    """Reject a spectrum with an eigenvalue below ``-rtol * N * max|eigenvalue|`` (relative; no absolute floor).
-
-    ``unit``: the eigenvalues are those of ``G / unit`` (the message reports them in the units of ``G``).
-    """
+    """Reject a spectrum with an eigenvalue below ``-rtol * N * max|eigenvalue|``; ``unit``: the eigenvalues
+    are those of ``G / unit`` (the message reports them in the units of ``G``)."""
     if is_tracer(eigvals):
         return
     s = np.asarray(eigvals)
@@ -301,11 +291,8 @@ def check_problem(targets: Any, lam: Any, gram: Any, features: Any, *, probabili
     if probability_targets:
         n, _ = check_targets(targets)
     else:
-        arr = check_real_array(targets, "targets")
-        if arr.ndim not in (1, 2) or arr.shape[0] < 1 or (arr.ndim == 2 and arr.shape[1] < 1):
-            raise ValueError(f"targets must be a non-empty (N,) or (N, K) array, got shape {arr.shape}")
-        check_finite(arr, "targets")
-        n = arr.shape[0]
+        ok = lambda s: len(s) in (1, 2) and min(s) >= 1
+        n = check_array(targets, "targets", ok, "a non-empty (N,) or (N, K) array").shape[0]
     check_lam(lam)
     matrix, what = (gram, "gram") if gram is not None else (features, "features")
     shape = shape_of(matrix, what)
@@ -316,8 +303,11 @@ def check_problem(targets: Any, lam: Any, gram: Any, features: Any, *, probabili
     return n
 
 
-def check_sizes(sizes: Sequence[int] | np.ndarray, name: str = "class_sizes") -> np.ndarray:
-    arr = np.asarray(sizes)
+def check_sizes(sizes: Any, name: str = "class_sizes") -> np.ndarray:
+    """``K >= 2`` class sizes ``>= 1`` adding up to at most :data:`MAX_COUNT`, as ``int64``."""
+    if is_tracer(sizes):
+        raise TypeError(f"{name} must be concrete integers, not a traced value")
+    arr = as_array(sizes, name)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be a 1-D sequence of class sizes, got shape {arr.shape}")
     if arr.size < 2:
@@ -326,6 +316,9 @@ def check_sizes(sizes: Sequence[int] | np.ndarray, name: str = "class_sizes") ->
         raise TypeError(f"{name} must be integers, got {arr.dtype}")
     if np.any(arr < 1):
         raise ValueError(f"{name} must all be >= 1, got {arr.tolist()}")
+    total = int(np.sum(arr.astype(object)))  # Python ints: no int64 wrap-around
+    if total > MAX_COUNT:
+        raise ValueError(f"{name} must add up to at most {MAX_COUNT} instances, got {total}")
     return arr.astype(np.int64)
 
 
@@ -335,8 +328,8 @@ def check_num_rounds(num_rounds: Any, name: str = "num_rounds") -> int:
 
 
 def check_pll_rounds(num_rounds: Any, maximum: int = MAX_NUM_ROUNDS, why: str = NUM_ROUNDS_WHY) -> int:
-    """The number of PLL student rounds in ``num_rounds = R`` (rounds ``0..R-1``, the teacher included):
-    ``R - 1``; the PLL student needs the teacher and a student, so ``R >= 2``."""
+    """The number ``R - 1`` of PLL students in ``num_rounds = R`` (rounds ``0..R-1``, the teacher included;
+    ``R >= 2``)."""
     if isinstance(num_rounds, numbers.Integral) and not isinstance(num_rounds, bool) and num_rounds == 1:
         raise ValueError(
             "num_rounds counts rounds 0..R-1 with the teacher as round 0 (as everywhere in sdtheory): the PLL "
@@ -391,14 +384,12 @@ def cd_lower_bound(c: float, class_sizes: Any = None, *, per_class: Any = None, 
 
 
 def check_cd(c: Any, d: Any, *, class_sizes: Any = None, per_class: Any = None, num_classes: Any = None) -> tuple:
-    """The block model's correlations ``(c, d)``: the one domain every block-model function checks.
+    """The block model's correlations ``(c, d)``, the one domain every block-model function checks.
 
-    Finite real scalars with ``d < c < 1`` and the block Gram positive
-    definite at the given class sizes (docs/block_model.md, "The ``(c, d)``
-    domain"): balanced (``per_class``, ``num_classes``) ``d > -(1 - c + n c) / (n (K - 1))``;
-    any ``class_sizes`` ``1 + d sum_k n_k / (1 - c + (c - d) n_k) > 0``; no
-    sizes (a command-line flag): only ``-1 < d < c < 1``. Every ``d >= 0``
-    passes. Traced values are not inspected. Returns ``(c, d)`` (floats when concrete).
+    Finite real scalars with ``-1 < d < c < 1`` and the block Gram positive definite at the given sizes
+    (docs/block_model.md, "The ``(c, d)`` domain"): balanced ``d > -(1 - c + n c) / (n (K - 1))``, any
+    ``class_sizes`` ``1 + d sum_k n_k / (1 - c + (c - d) n_k) > 0``. Every ``d >= 0`` passes; traced
+    values are not inspected. Returns ``(c, d)`` (floats when concrete).
     """
     c, d = (v if is_tracer(v) else check_real(v, name) for name, v in (("c", c), ("d", d)))
     if is_tracer(c) or is_tracer(d):
@@ -415,24 +406,19 @@ def check_cd(c: Any, d: Any, *, class_sizes: Any = None, per_class: Any = None, 
             "(two instances of different classes have the 2 x 2 Gram [[1, d], [d, 1]]), and more at given "
             "sizes (every 0 <= d < c < 1 works)"
         )
-    if d >= 0:
+    balanced = per_class is not None and num_classes is not None
+    if d >= 0 or not (balanced or class_sizes is not None):
         return c, d
-    if per_class is not None and num_classes is not None:
+    if balanced:
         n, k = int(per_class), int(num_classes)
-        where = f"{k} classes of {n}"
         sizes, counts = np.array([float(n)]), np.array([float(k)])
-        bound = cd_lower_bound(c, per_class=n, num_classes=k)
-        rule = "d > -(1 - c + n c) / (n (K - 1))"
-    elif class_sizes is not None:
+        where, rule = f"{k} classes of {n}", "d > -(1 - c + n c) / (n (K - 1))"
+    else:
         sizes, counts = np.unique(np.asarray(class_sizes, dtype=float), return_counts=True)
         where = f"class sizes {short_list(np.asarray(class_sizes, dtype=int))}"
-        bound = None
         rule = "1 + d sum_k n_k / (1 - c + (c - d) n_k) > 0"
-    else:
-        return c, d
     if not _cd_det(c, d, sizes, counts) > 0:
-        if bound is None:
-            bound = cd_lower_bound(c, class_sizes)
+        bound = cd_lower_bound(c, per_class=n, num_classes=k) if balanced else cd_lower_bound(c, class_sizes)
         raise ValueError(
             f"d = {d:.10g} makes the block Gram with c = {c:g} not positive definite for {where}: it needs "
             f"d > {bound:.10g} ({rule}; every 0 <= d < c < 1 works)"
@@ -483,8 +469,7 @@ _as_numpy = check_real_array
 
 
 def check_real(x: Any, name: str, *, minimum: Optional[float] = None, maximum: Optional[float] = None) -> float:
-    """A finite real scalar (Python/NumPy int or float, or a 0-d real array; not bool or str), optionally
-    bounded; a Python float."""
+    """A finite real scalar (not bool or str), optionally bounded, as a Python float."""
     if isinstance(x, (bool, np.bool_)):
         raise TypeError(f"{name} must be a real number, got a bool ({x!r})")
     arr = check_real_array(x, name)
@@ -518,8 +503,7 @@ def _raw_key_shape() -> tuple:
 
 
 def check_key(key: Any, name: str = "key") -> Any:
-    """One ``jax.random`` key: a typed key (``jax.random.key(seed)``) or a raw ``uint32`` key
-    (``jax.random.PRNGKey(seed)``). Tracers are checked by dtype and shape. Returns ``key``."""
+    """One ``jax.random`` key, typed (``jax.random.key(seed)``) or raw ``uint32`` (``jax.random.PRNGKey(seed)``)."""
     usage = "jax.random.key(seed) or jax.random.PRNGKey(seed)"
     dtype = getattr(key, "dtype", None)
     if dtype is None or isinstance(key, (bool, np.bool_, numbers.Number, str, bytes)):
@@ -541,8 +525,7 @@ def check_key(key: Any, name: str = "key") -> Any:
 
 
 def check_labels_for(labels: Any, num_classes: int, name: str, source: str) -> Any:
-    """:func:`check_labels`, its errors saying where ``K`` comes from (``source``, e.g. ``"num_classes = 3"``),
-    so a mismatch names both arguments."""
+    """:func:`check_labels`, its errors saying where ``K`` comes from (``source``, e.g. ``"num_classes = 3"``)."""
     try:
         return check_labels(labels, num_classes, name)
     except ValueError as exc:
@@ -560,8 +543,7 @@ def as_sequence(x: Any, name: str, expected: str) -> list:
 
 
 def check_pll_classes(num_classes: int, source: str = "targets") -> None:
-    """The PLL student needs ``K >= 3`` classes (with two, every top-2 target is ``(1/2, 1/2)``); ``source``
-    says where ``K`` comes from."""
+    """The PLL student needs ``K >= 3`` classes; ``source`` says where ``K`` comes from."""
     if num_classes < 3:
         raise ValueError(
             f"the PLL student needs K >= 3 classes, got K = {num_classes} ({source}): its targets put 1/2 on each "
@@ -585,8 +567,47 @@ def check_tie_tol(tie_tol: Any) -> float:
 MODELS = ("closed", "exact")
 
 
+def check_choice(x: Any, name: str, choices: tuple) -> str:
+    """``x`` validated: one of the strings ``choices``."""
+    if not isinstance(x, str) or x not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {x!r}")
+    return x
+
+
 def check_model(model: Any) -> str:
     """``model`` validated: one of :data:`MODELS`."""
-    if not isinstance(model, str) or model not in MODELS:
-        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
-    return model
+    return check_choice(model, "model", MODELS)
+
+
+def check_closed_ce(model: str, loss: Any, options: dict) -> None:
+    """``model="closed"`` is the linearised cross-entropy model: no other ``loss``, no exact-solver ``options``."""
+    if model == "closed" and (loss != "ce" or options):
+        extra = f" and the exact-solver options {sorted(options)}" if options else ""
+        raise ValueError(
+            f"model='closed' is the linearised cross-entropy model; use model='exact' for loss={loss!r}{extra}"
+        )
+
+
+def check_array(x: Any, name: str, ok: Callable[[tuple], bool], expected: str) -> np.ndarray:
+    """A finite real array whose shape passes ``ok``; else ``ValueError``: ``name`` must be ``expected``."""
+    arr = check_real_array(x, name)
+    if not ok(arr.shape):
+        raise ValueError(f"{name} must be {expected}, got shape {arr.shape}")
+    check_finite(arr, name)
+    return arr
+
+
+def check_test_features(test_features: Any, dim: int) -> tuple:
+    """``test_features`` as :func:`check_features`, of the training features' dimension ``dim``; its shape."""
+    shape = check_features(test_features, "test_features")
+    if shape[1] != dim:
+        raise ValueError(f"test_features has dimension {shape[1]} but features has {dim}")
+    return shape
+
+
+def check_test_gram(test_gram: Any, n: int, whose: str = "") -> None:
+    """A finite ``(N_test, N)`` test-train Gram, ``N_test >= 1``; ``whose``: where ``N`` comes from."""
+    shape = shape_of(test_gram, "test_gram")
+    if len(shape) != 2 or shape[1] != n or shape[0] < 1:
+        raise ValueError(f"test_gram must be (N_test, N) with N_test >= 1 and N = {n}{whose}, got shape {shape}")
+    check_finite(test_gram, "test_gram")

@@ -36,31 +36,15 @@ __all__ = [
 ]
 
 
-def _check_class_sizes(class_sizes: Any) -> np.ndarray:
-    """``K >= 2`` class sizes ``>= 1`` adding up to at most ``MAX_COUNT``."""
-    if V.is_tracer(class_sizes):
-        raise TypeError("class_sizes must be concrete integers, not a traced value")
-    sizes = V.check_sizes(V.as_array(class_sizes, "class_sizes"))
-    total = int(np.sum(sizes.astype(object)))  # Python ints: no int64 wrap-around
-    if total > V.MAX_COUNT:
-        raise ValueError(f"class_sizes must add up to at most {V.MAX_COUNT} instances, got {total}")
-    return sizes
+#: Where ``K`` comes from when the targets set it (in messages).
+TARGET_K = "K (the columns of targets)"
 
 
-def _check_num_classes(num_classes: Any) -> int:
-    return V.check_size(num_classes, "num_classes", minimum=2)
-
-
-_TARGET_K = "K (the columns of targets)"
-
-
-def _check_classes(
+def check_classes(
     classes: Any, num_classes: Any, *, n: int | None = None, require_all: bool = True, source: str = "num_classes"
-):
-    """Block membership ``(classes, K)``: 1-D integers in ``[0, K)``, ``K = num_classes`` or ``max + 1``.
-
-    ``n``: the number of instances required; ``require_all``: every class non-empty.
-    """
+) -> tuple:
+    """Block membership ``(classes, K)``: 1-D integers in ``[0, K)``, ``K = num_classes`` or ``max + 1``;
+    ``n``: the number of instances required; ``require_all``: every class non-empty."""
     if num_classes is None:
         arr = V.check_labels(classes, V.MAX_COUNT, "classes")
         if arr.size == 0:
@@ -69,7 +53,7 @@ def _check_classes(
         if k < 2:
             raise ValueError(f"classes must contain K >= 2 classes, got only class 0 (K = max(classes) + 1 = {k})")
     else:
-        k = _check_num_classes(num_classes) if source == "num_classes" else num_classes
+        k = V.check_size(num_classes, "num_classes", minimum=2) if source == "num_classes" else num_classes
         arr = V.check_labels_for(classes, k, "classes", f"{source} = {k}")
     if n is not None and arr.shape[0] != n:
         raise ValueError(f"classes has {arr.shape[0]} instances but targets has {n}")
@@ -90,28 +74,20 @@ def _check_classes(
 
 def block_classes(class_sizes: Sequence[int]) -> np.ndarray:
     """Contiguous true-class vector ``[0]*n_0 + [1]*n_1 + ...`` for given sizes."""
-    sizes = _check_class_sizes(class_sizes)
+    sizes = V.check_sizes(class_sizes)
     return np.repeat(np.arange(sizes.size), sizes)
-
-
-def sizes_from_classes(classes: Any, num_classes: int, source: str = _TARGET_K, *, n: int | None = None) -> np.ndarray:
-    """Class sizes ``(K,)`` of 1-D integer ``classes`` in ``[0, K)``, every class non-empty (``n`` of them if given)."""
-    classes, k = _check_classes(classes, num_classes, n=n, source=source)
-    return np.bincount(classes, minlength=k)
 
 
 @float64
 def block_spectrum(class_sizes: Sequence[int], *, c: float, d: float) -> BlockSpectrum:
-    """Analytic spectrum of the block Gram for classes of the given sizes.
-
-    ``(c, d)``: ``d < c < 1`` with a positive definite Gram at these sizes
-    (``d`` may be negative down to :func:`sdtheory._validation.cd_lower_bound`).
-    """
+    """Analytic spectrum of the block Gram for classes of the given sizes (``d < c < 1``, ``d`` negative down
+    to :func:`sdtheory._validation.cd_lower_bound`)."""
     return checked_block_spectrum(class_sizes, c, d)
 
 
 def checked_block_spectrum(class_sizes, c, d) -> BlockSpectrum:
-    sizes = _check_class_sizes(class_sizes)
+    """:func:`block_spectrum` without the float64 scope (for callers inside one)."""
+    sizes = V.check_sizes(class_sizes)
     c, d = V.check_cd(c, d, class_sizes=sizes)
     return _block_spectrum(jnp.asarray(sizes, dtype=float), c, d)
 
@@ -125,7 +101,7 @@ def block_gram(
     Either ``(c, d)`` as in :func:`block_spectrum`, or ``corr``, a ``(K, K)``
     class-correlation matrix ``R``: ``G_ij = R_{k_i k_j}`` off the diagonal, ``G_ii = 1``.
     """
-    classes_arr, k = _check_classes(classes, num_classes)
+    classes_arr, k = check_classes(classes, num_classes)
     sizes = np.bincount(classes_arr, minlength=k)
     R = Rd.resolve_corr(c, d, corr, sizes)
     g = R[classes_arr][:, classes_arr]
@@ -159,21 +135,16 @@ def block_outputs(
     """SD outputs ``(R, N, K)`` for the block Gram of true ``classes``, in ``O(N K)`` beyond the types.
 
     The same as ``sd_outputs`` (``model="closed"``) or ``exact_outputs(...).outputs``
-    (``model="exact"``; ``loss``, ``q``, ``exact_options``: ``tol``, ``max_iter``,
-    ``on_failure``, ``solver``) on ``gram=block_gram(classes, ...)``, without forming
-    the Gram: the problem is solved once per (true class, target row) type
-    (:mod:`sdtheory.reduced`). Gram from ``(c, d)`` or ``corr``; exactly one of
-    ``rounds`` / ``num_rounds``.
+    (``model="exact"``; ``exact_options``: ``tol``, ``max_iter``, ``on_failure``, ``solver``)
+    on ``gram=block_gram(classes, ...)``, without forming the Gram: the problem is solved
+    once per (true class, target row) type (:mod:`sdtheory.reduced`).
     """
     n, k = V.check_targets(targets)
-    classes, _ = _check_classes(classes, k, n=n, source=_TARGET_K)
+    classes, _ = check_classes(classes, k, n=n, source=TARGET_K)
     sizes = np.bincount(classes, minlength=k)
     V.check_lam(lam)
     model = V.check_model(model)
-    if model == "closed" and (loss != "ce" or exact_options):
-        raise ValueError(
-            "model='closed' is the linearised cross-entropy model: loss and solver options need model='exact'"
-        )
+    V.check_closed_ce(model, loss, exact_options)
     r = V.resolve_rounds(rounds, num_rounds, maximum=(V.MAX_ROUND if model == "closed" else V.MAX_NUM_ROUNDS - 1))
     lam_a = jnp.asarray(lam, dtype=float)
     if model == "closed" and corr is None:
@@ -196,7 +167,7 @@ def balanced_block_eigenvalues(*, per_class: int, num_classes: int, c: float, d:
     All positive: ``d > -(1 - c + n c) / (n (K - 1))`` (:func:`sdtheory._validation.check_cd`).
     """
     n = V.check_size(per_class, "per_class", minimum=1)
-    k = _check_num_classes(num_classes)
+    k = V.check_size(num_classes, "num_classes", minimum=2)
     if n * k > V.MAX_COUNT:
         raise ValueError(
             f"per_class * num_classes (the number of instances N) must be at most {V.MAX_COUNT}, got {n} * {k}"
@@ -214,10 +185,8 @@ def balanced_block_eigenvalues(*, per_class: int, num_classes: int, c: float, d:
 
 
 def block_factors(*, per_class: int, num_classes: int, c: float, d: float, lam: Any) -> tuple:
-    """Per-round shrink factors ``(a, b, g) = s / (s + K N lam)`` of the balanced block model.
-
-    ``c``, ``d`` concrete; ``lam`` may be traced (then so are the factors), else Python floats.
-    """
+    """Per-round shrink factors ``(a, b, g) = s / (s + K N lam)`` of the balanced block model (``lam`` may be
+    traced; then so are the factors)."""
     V.check_lam(lam)
     s_vals = balanced_block_eigenvalues(per_class=per_class, num_classes=num_classes, c=c, d=d)
     ridge = num_classes * (per_class * num_classes) * lam
@@ -237,7 +206,7 @@ def sample_block_features(
     V.check_key(key, "key")
     c, d = V.check_cd(c, d)
     dim = V.check_size(dim, "dim", minimum=1)
-    classes, k = _check_classes(classes, num_classes, require_all=False)
+    classes, k = check_classes(classes, num_classes, require_all=False)
     check_sampler_cd(c, d, k)
     return sample_block_features_core(key, jnp.asarray(classes), c, d, dim, k)
 

@@ -7,8 +7,7 @@ round ``r - 1``. Linearising the softmax at zero logits gives
 .. math::  P_r - 1/K = S^{r+1} (T - 1/K),\qquad S = G (G + K N lam I)^{-1}.
 
 The public functions validate their input (concrete values only: for grids use
-the ``*_core`` kernels) and compute at unit scale, so any representable
-features or Gram work.
+the ``*_core`` kernels) and compute at unit scale (any representable features or Gram).
 """
 
 from __future__ import annotations
@@ -77,20 +76,12 @@ def sd_outputs(
     To evaluate many rounds or test sets, build a :func:`sdtheory.predictor` once.
     Raises ``ValueError`` / ``TypeError`` naming the invalid argument.
     """
+    options = dict(locals())  # the predictor's arguments, but the rounds
+    which = dict(rounds=options.pop("rounds"), num_rounds=options.pop("num_rounds"))
     schedule = resolve_lam(lam, lam_schedule)[1]
     if schedule is not None:
-        resolve_lam(None, schedule, int(V.resolve_rounds(rounds, num_rounds).max()) + 1)
-    p = predictor(
-        targets,
-        lam=lam,
-        gram=gram,
-        features=features,
-        temperature=temperature,
-        xi=xi,
-        hard=hard,
-        lam_schedule=lam_schedule,
-    )
-    return p.train_outputs(rounds=rounds, num_rounds=num_rounds)
+        resolve_lam(None, schedule, int(V.resolve_rounds(**which).max()) + 1)
+    return predictor(**options).train_outputs(**which)
 
 
 @float64
@@ -146,8 +137,6 @@ def predictions(outputs: ArrayLike) -> jax.Array:
 
     A prediction, not a score: :func:`sdtheory.correct` decides correctness (a tie is a failure).
     """
-    arr = V._as_numpy(outputs, "outputs")
-    if arr.ndim < 1 or arr.shape[-1] < 1:
-        raise ValueError(f"outputs must be a (..., K) array with a class axis of size K >= 1, got shape {arr.shape}")
-    V.check_finite(arr, "outputs")
+    ok = lambda s: len(s) >= 1 and s[-1] >= 1
+    arr = V.check_array(outputs, "outputs", ok, "a (..., K) array with a class axis of size K >= 1")
     return jnp.argmax(jnp.asarray(arr), axis=-1)

@@ -14,13 +14,8 @@ symmetric label noise at rate ``eta < (K - 1) / K`` the agreement
 ``eta / (K - 1) + a (1 - eta K / (K - 1))`` increases with the clean accuracy
 ``a``, so the most agreeing round is, up to sampling noise, the most accurate
 one. :func:`round_scorer` gives the per-round scores to scikit-learn's model
-selection (one chain per candidate ``lam`` and fold; docs/practitioner.md).
-
-**Compilation.** A fit pads the instances to a few bucket sizes, so new
-``N`` (folds, learning curves) reuse the compiled solver of their bucket.
-To keep compiled programs across processes, turn on JAX's persistent cache
-before fitting: ``jax.config.update("jax_compilation_cache_dir", "/some/dir")``
-(opt-in; the package never changes JAX's configuration itself).
+selection (docs/practitioner.md). Compilation: docs/exact_solver.md (bucketed
+``N``; JAX's opt-in persistent cache).
 """
 
 from __future__ import annotations
@@ -35,13 +30,11 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _validation as V
 from .exact import DEFAULT_MAX_ITER, DEFAULT_RTOL, DEFAULT_SOLVER, DEFAULT_TOL
-from .predictor import STUDENTS, predictor
-from .refine import check_init
+from .predictor import STUDENTS, check_student, predictor
 
 __all__ = ["SelfDistillationClassifier", "STUDENTS", "SELECT_ROUND", "round_scorer"]
 
-#: The ways :class:`SelfDistillationClassifier` chooses its prediction round (besides ``None``, the last
-#: round, and an integer, that round).
+#: The ways to choose the prediction round besides ``None`` (the last) and a round index.
 SELECT_ROUND = ("holdout",)
 #: ``student="auto"`` fits both students' chains and keeps the better one (``select_round="holdout"``).
 AUTO_STUDENT = "auto"
@@ -53,7 +46,7 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
     Round 0 fits the labels (CE, L2 weight ``lam``, optional unregularised
     intercept); each further round fits the previous round's training outputs
     (``student="sd"``) or ``1/2`` on its two highest classes (``student="pll"``,
-    with ``loss``). :meth:`round_proba` gives every round.
+    with ``loss``).
 
     Parameters:
       lam: L2 weight of the mean loss (``C = 1/(lam N)``; ``2/(lam N)`` for two classes).
@@ -74,8 +67,7 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
       validation_fraction: held-out share of each class for ``"holdout"``
         (``floor(fraction * n_k)``; at least one instance in all).
       random_state: seed (an integer) of the held-out split.
-      pickle_predictor: keep ``predictor_`` in a pickle (by default only what
-        prediction needs is pickled).
+      pickle_predictor: keep ``predictor_`` in a pickle (by default only what prediction needs).
 
     Attributes (after ``fit``): ``classes_``, ``n_features_in_``, ``coef_``
     (``(K, d)``; ``(1, d)`` for two classes), ``intercept_``, ``round_coefs_``
@@ -107,24 +99,7 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
         random_state: int = 0,
         pickle_predictor: bool = False,
     ):
-        self.lam = lam
-        self.num_rounds = num_rounds
-        self.student = student
-        self.loss = loss
-        self.q = q
-        self.fit_intercept = fit_intercept
-        self.tol = tol
-        self.rtol = rtol
-        self.max_iter = max_iter
-        self.solver = solver
-        self.temperature = temperature
-        self.xi = xi
-        self.hard = hard
-        self.init = init
-        self.select_round = select_round
-        self.validation_fraction = validation_fraction
-        self.random_state = random_state
-        self.pickle_predictor = pickle_predictor
+        self.__dict__.update({name: value for name, value in locals().items() if name != "self"})  # the parameters
 
     def __getstate__(self) -> dict:
         """The state to pickle: without ``predictor_`` unless ``pickle_predictor`` (prediction does not use it)."""
@@ -138,22 +113,14 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
         tags.input_tags.sparse = False
         return tags
 
-    # ------------------------------------------------------------------ fit
     def fit(self, X: Any, y: Any = None, *, soft_targets: Any = None) -> SelfDistillationClassifier:
         """Fit on features ``X`` ``(N, d)`` and labels ``y`` (any hashable labels), or on ``soft_targets``.
 
         ``soft_targets`` (``(N, K)`` probability rows, class ``j`` = column
         ``j``) replaces ``y``; then ``classes_`` is ``0..K-1``.
         """
+        check_student(self.student, self.init, STUDENTS + (AUTO_STUDENT,))
         students = (self.student,) if self.student != AUTO_STUDENT else STUDENTS
-        if self.student != AUTO_STUDENT and self.student not in STUDENTS:
-            raise ValueError(f"student must be one of {STUDENTS + (AUTO_STUDENT,)}, got {self.student!r}")
-        check_init(self.init)
-        if self.student == "sd" and self.init != "teacher":
-            raise ValueError(
-                f"init={self.init!r} is the PLL student's starting point (student='pll'); student='sd' rounds "
-                "start from the previous round's weights (init='teacher')"
-            )
         if self.student == "sd" and self.loss != "ce":
             raise ValueError(
                 f"loss={self.loss!r} is the PLL student's loss (student='pll'); student='sd' rounds fit the "
@@ -182,7 +149,7 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
             if t.shape[0] != X.shape[0]:
                 raise ValueError(f"soft_targets must be (N, K) with N = {X.shape[0]} (the rows of X), got {t.shape}")
             self.classes_ = np.arange(t.shape[1])
-            enc = None
+            enc: Any = None
         else:
             if y is None:
                 raise ValueError(
@@ -201,29 +168,17 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
         if "pll" in students:
             where = "the columns of soft_targets" if soft_targets is not None else "the classes in y"
             V.check_pll_classes(self.classes_.size, where)
+        train: Any = slice(None)  # every row
         if select == "holdout":
-            assert enc is not None  # labels, checked above
-            split: tuple = _holdout_split(enc, self.validation_fraction, self.random_state)
-        else:
-            split = (None, None)
-        train, val = split
-        fits = {
-            s: self._fit_chain(X if train is None else X[train], t if train is None else t[train], s) for s in students
-        }
+            train, val = _holdout_split(enc, self.validation_fraction, self.random_state)
+        fits = {s: self._fit_chain(X[train], t[train], s) for s in students}
         if select == "holdout":
-            assert enc is not None and val is not None
-            self.student_scores_ = {
-                s: _round_accuracies(X[val], enc[val], coefs, intercepts) for s, (_, coefs, intercepts) in fits.items()
-            }
+            scores = {s: _round_accuracies(X[val], enc[val], w, b) for s, (_, w, b) in fits.items()}
             # the highest agreement; ties: the earliest round, then SD (the order of STUDENTS)
-            best = max(
-                (
-                    (float(sc[r]), -r, -i, s, r)
-                    for i, (s, sc) in enumerate(self.student_scores_.items())
-                    for r in range(sc.size)
-                )
+            *_, self.best_student_, self.best_round_ = max(
+                (float(sc[r]), -r, -i, s, r) for i, (s, sc) in enumerate(scores.items()) for r in range(sc.size)
             )
-            self.best_student_, self.best_round_ = best[3], int(best[4])
+            self.student_scores_ = scores
             self.round_scores_ = self.student_scores_[self.best_student_]
             self.n_validation_ = int(val.size)
             kept = self.best_student_
@@ -302,7 +257,6 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
         """The round predictions use: ``best_round_`` when a round was selected, else the last."""
         return getattr(self, "best_round_", -1)
 
-    # ------------------------------------------------------------------ predict
     def _features(self, X: Any) -> np.ndarray:
         """``X`` validated against the fit (``NotFittedError`` before ``fit``); every prediction starts here."""
         check_is_fitted(self)

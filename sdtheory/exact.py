@@ -1,9 +1,7 @@
 """The exact (softmax) solution of chained self-distillation rounds: the validated public face.
 
-The solver itself (its algorithms, options and the chain of rounds) is
-:mod:`sdtheory._src.exact`; docs/exact_solver.md derives what it computes.
-:func:`exact_outputs` is a thin wrapper over :func:`sdtheory.predictor` with
-``model="exact"``; :func:`exact_predict` evaluates a fit on new points.
+The solver is :mod:`sdtheory._src.exact` (derivation: docs/exact_solver.md); :func:`exact_outputs` wraps
+:func:`sdtheory.predictor` with ``model="exact"``; :func:`exact_predict` evaluates a fit on new points.
 """
 
 from __future__ import annotations
@@ -82,20 +80,18 @@ def exact_outputs(
 
     Args:
       targets: ``(N, K)`` probability rows (one-hot, soft, or top-2 candidates).
-      lam: L2 weight, one real number ``> 0`` (traced values are refused: vmap
-        :func:`exact_outputs_core` for grids).
+      lam: L2 weight, one real number ``> 0`` (vmap :func:`exact_outputs_core` for grids).
       rounds: round indices to return (0 = teacher; at most ``10^5 - 1``), or
       num_rounds: a count ``R <= 10^5``: rounds ``0..R-1``. Exactly one of the two.
       gram: ``(N, N)`` symmetric PSD Gram, or
       features: ``(N, d)`` features (weight space when ``d < N``).
       loss: ``"ce"`` or ``"gce"`` (exponent ``q`` in ``(0, 1]``, not convex).
-      tol: stopping tolerance on the fixed-point residual (default 1e-9).
-      max_iter: outer iterations per round (default 1000).
+      tol: stopping tolerance on the fixed-point residual.
+      max_iter: outer iterations per round.
       on_failure: ``"raise"`` (RuntimeError if a round misses both ``tol``
         and ``rtol``) or ``"flag"`` (``converged=False``).
-      solver: a name from :data:`SOLVERS` (default ``"auto"``: truncated Newton
-        with float32 Hessian products).
-      rtol: a round also stops when ``ExactResult.kkt <= rtol`` (default 1e-13; 0 disables it).
+      solver: a name from :data:`SOLVERS` (``"auto"``: truncated Newton with float32 Hessian products).
+      rtol: a round also stops when ``ExactResult.kkt <= rtol`` (0 disables it).
       fit_intercept: an unregularised bias ``b`` in the logits ``W x + b``.
       temperature, xi, hard: round ``r`` fits ``xi * softmax(Z_{r-1}/temperature)
         + (1 - xi) * targets`` (one-hot argmax with ``hard``; :mod:`sdtheory.variants`).
@@ -104,34 +100,10 @@ def exact_outputs(
     Returns:
       :class:`ExactResult` with leading axis ``R`` (one entry per requested round).
     """
-
-    r = V.resolve_rounds(
-        rounds,
-        num_rounds,
-        maximum=V.MAX_NUM_ROUNDS - 1,
-        why="the exact solver solves the chain of rounds 0..max(rounds) one after another",
-    )
-    p = predictor(
-        targets,
-        lam=lam,
-        gram=gram,
-        features=features,
-        model="exact",
-        num_rounds=int(r.max()) + 1,
-        loss=loss,
-        q=q,
-        tol=tol,
-        max_iter=max_iter,
-        on_failure=on_failure,
-        solver=solver,
-        rtol=rtol,
-        fit_intercept=fit_intercept,
-        temperature=temperature,
-        xi=xi,
-        hard=hard,
-        lam_schedule=lam_schedule,
-    )
-    return p.exact_result(rounds=r)
+    options = dict(locals())  # the predictor's arguments, but the rounds
+    why = "the exact solver solves the chain of rounds 0..max(rounds) one after another"
+    r = V.resolve_rounds(options.pop("rounds"), options.pop("num_rounds"), maximum=V.MAX_NUM_ROUNDS - 1, why=why)
+    return predictor(model="exact", num_rounds=int(r.max()) + 1, **options).exact_result(rounds=r)
 
 
 @float64(kernel="jax.nn.softmax(jnp.einsum('tn,rnk->rtk', test_gram, coef))")
@@ -155,17 +127,10 @@ def exact_predict(
     if isinstance(result_or_coef, ExactResult):
         if intercepts is not None:
             raise ValueError("intercepts= goes with bare coefficients; an ExactResult carries its own")
-        bias = result_or_coef.intercepts
-    coef: Any = V._as_numpy(
-        result_or_coef.coef if isinstance(result_or_coef, ExactResult) else result_or_coef, "result_or_coef"
-    )
+        result_or_coef, bias = result_or_coef.coef, result_or_coef.intercepts
+    expected = "a non-empty (N, K) or (R, N, K) array of dual coefficients (or an ExactResult)"
+    coef: Any = V.check_array(result_or_coef, "result_or_coef", lambda s: len(s) in (2, 3) and 0 not in s, expected)
     cshape = coef.shape
-    if len(cshape) not in (2, 3) or 0 in cshape:
-        raise ValueError(
-            f"result_or_coef must be a non-empty (N, K) or (R, N, K) array of dual coefficients (or an "
-            f"ExactResult), got shape {tuple(cshape)}"
-        )
-    V.check_finite(coef, "result_or_coef")
     if intercepts is not None:
         bshape = V._as_numpy(intercepts, "intercepts").shape
         want = cshape[:-2] + cshape[-1:]
@@ -180,22 +145,14 @@ def exact_predict(
     if test_gram is not None:
         if test_features is not None or features is not None:
             raise ValueError("pass either test_gram=, or test_features= with features=, not both")
-        gshape = V.shape_of(test_gram, "test_gram")
-        if len(gshape) != 2 or gshape[1] != n or gshape[0] < 1:
-            raise ValueError(
-                f"test_gram must be (N_test, N) with N_test >= 1 and N = {n} (the instances of "
-                f"result_or_coef), got shape {gshape}"
-            )
-        V.check_finite(test_gram, "test_gram")
+        V.check_test_gram(test_gram, n, " (the instances of result_or_coef)")
         logits = jnp.einsum("tn,...nk->...tk", jnp.asarray(test_gram, dtype=float), coef)
     else:
         if test_features is None or features is None:
             raise ValueError("pass test_gram= (N_test, N), or test_features= (N_test, d) with features= (N, d)")
         fshape = V.check_features(features)
-        tshape = V.check_features(test_features, "test_features")
+        V.check_test_features(test_features, fshape[1])
         V.check_same_n(n, fshape[0], "features", "result_or_coef")
-        if tshape[1] != fshape[1]:
-            raise ValueError(f"test_features has dimension {tshape[1]} but features has {fshape[1]}")
         x = jnp.asarray(features, dtype=float)
         w = jnp.einsum("nd,...nk->...dk", x, coef)
         logits = jnp.einsum("td,...dk->...tk", jnp.asarray(test_features, dtype=float), w)

@@ -1,23 +1,19 @@
 r"""Fit once, evaluate many: the predictor of self-distillation rounds.
 
-:func:`predictor` computes the expensive part of a training set once (its
-spectrum, or the exact solution of a chain of rounds); the returned
-:class:`Predictor` evaluates training outputs for any rounds, outputs on new
+:func:`predictor` computes the expensive part of a training set once (its spectrum, or the exact solution
+of a chain of rounds); the :class:`Predictor` evaluates training outputs for any rounds, outputs on new
 points, predictions, and (exact model) dual coefficients and weights.
 
-* ``model="closed"``: ``P_r = 1/K + S^{r+1} (T - 1/K)``,
-  ``S = G (G + K N lam I)^{-1}``, any round (docs/closed_form.md).
-* ``model="exact"``: the exact softmax solution of rounds ``0..num_rounds-1``
-  (docs/exact_solver.md); logits ``G(x, train) A_r`` on any point. The
-  instances are padded to :func:`sdtheory._src.exact.bucket_rows` sizes with
-  zero-weight rows, so one compiled solver serves every ``N`` of a bucket.
+* ``model="closed"``: ``P_r = 1/K + S^{r+1} (T - 1/K)``, ``S = G (G + K N lam I)^{-1}``, any round
+  (docs/closed_form.md).
+* ``model="exact"``: the exact softmax solution of rounds ``0..num_rounds-1`` (docs/exact_solver.md);
+  logits ``G(x, train) A_r`` on any point. The instances are padded with zero-weight rows to
+  :func:`sdtheory._src.exact.bucket_rows` sizes: one compiled solver serves every ``N`` of a bucket.
 
-Every method validates its input and returns NumPy float64 arrays
-(:mod:`sdtheory._x64`); a pickled predictor computes the same numbers in any
-process. Both models depend on ``G / lam`` only: the training set is stored
-at unit scale (``X / root``, ``lam / root^2``, ``root`` a power of two, exact;
-:mod:`sdtheory.spectral`), so features of size ``1e160`` or ``1e-160`` give
-the outputs of features of size 1.
+Every method validates its input and returns NumPy float64 arrays; a pickled predictor computes the same
+numbers in any process. Both models depend on ``G / lam`` only: the training set is stored at unit scale
+(``X / root``, ``lam / root^2``, ``root`` a power of two, exact; :mod:`sdtheory.spectral`), so features of
+size ``1e160`` or ``1e-160`` give the outputs of features of size 1.
 """
 
 from __future__ import annotations
@@ -35,7 +31,6 @@ from ._x64 import _enable_x64, float64
 from ._src.closed import Variant, closed_variant_core, sd_outputs_core, sd_test_outputs_core
 from ._src.exact import (
     DEFAULT_MAX_ITER,
-    DEFAULT_MAX_CG,
     DEFAULT_RTOL,
     DEFAULT_SOLVER,
     DEFAULT_TOL,
@@ -52,10 +47,8 @@ from ._src.pll import check_init, exact_fit, pll_rounds_core
 from ._src.spectral import Spectrum, _scale_down, _unit_lam, _unit_problem
 from .variants import check_variant, resolve_lam
 
-__all__ = ["MODELS", "Predictor", "predictor"]
+__all__ = ["Predictor", "predictor"]
 
-#: The models a predictor can fit.
-MODELS = V.MODELS
 #: The students of the rounds after the teacher: self-distillation on the outputs, or the PLL
 #: student on the top-2 classes.
 STUDENTS = ("sd", "pll")
@@ -63,6 +56,19 @@ STUDENTS = ("sd", "pll")
 #: A spectrum given with ``features=`` must reproduce their Gram along one random vector ``v``:
 #: ``||X X^T v - U diag(s) U^T v|| <= SPECTRUM_MATCH_RTOL max(s) ||v||`` (own spectra: ~1e-10; float32: ~1e-7).
 SPECTRUM_MATCH_RTOL = 1e-5
+
+
+def check_student(student: Any, init: Any, choices: tuple = STUDENTS) -> str:
+    """``init`` validated for ``student`` (one of ``choices``): ``student="sd"`` starts from the teacher only."""
+    V.check_choice(student, "student", choices)
+    init = check_init(init)
+    if student == "sd" and init != "teacher":
+        raise ValueError(
+            f"init={init!r} is the PLL student's starting point (student='pll'); student='sd' rounds start "
+            "from the previous round's weights (init='teacher')"
+        )
+    return init
+
 
 _KERNELS = "sdtheory.closed_form.sd_outputs_core (model='closed') or sdtheory.exact.exact_outputs_core (model='exact')"
 
@@ -81,14 +87,12 @@ class Predictor:
       model: ``"closed"`` or ``"exact"``.
       lam: the L2 weight (a Python float).
       num_instances, num_classes: ``N`` and ``K``.
-      num_rounds: exact model: the rounds fitted (``0..num_rounds-1``);
-        ``None`` for the closed form (any round).
-      spectrum: the :class:`Spectrum` of the training Gram (closed model, or
-        when one was given), or ``None``.
-      variant: the :class:`sdtheory.variants.Variant` of the rounds
-        (temperature, xi, hard labels; the default is plain SD).
-      lam_schedule: the L2 weight of each round (a tuple) when ``lam`` was
-        given as a schedule, else ``None``; ``lam`` is then the teacher's.
+      num_rounds: exact model: the rounds fitted (``0..num_rounds-1``); ``None`` for the closed form.
+      spectrum: the :class:`Spectrum` of the training Gram (closed model, or when one was given), or ``None``.
+      variant: the :class:`sdtheory.variants.Variant` of the rounds (default: plain SD).
+      lam_schedule: the L2 weight of each round (a tuple) when ``lam`` was given as a schedule, else
+        ``None``; ``lam`` is then the teacher's.
+      fit_intercept: whether the fit has an unregularised bias.
     """
 
     def __init__(
@@ -135,7 +139,6 @@ class Predictor:
         self._centring = centring
         self.fit_intercept = centring is not None
 
-    # ---------------------------------------------------------------- pickling
     def __getstate__(self) -> dict:
         """The state with every device array as a NumPy array (JAX would unpickle float32 without x64)."""
         return jax.tree_util.tree_map(
@@ -156,13 +159,7 @@ class Predictor:
         """The :class:`Spectrum` of the training Gram in the caller's units (``ValueError`` if it overflows)."""
         if self._spec is None:
             return None
-        with np.errstate(over="ignore", under="ignore"):  # on the host: no flush of subnormal results to zero
-            s = np.asarray(self._spec.eigvals) * self._root * self._root
-        if not np.all(np.isfinite(s)):
-            raise ValueError(
-                "the eigenvalues of this training Gram overflow float64; the predictor works at unit "
-                "scale (G / lam only) and does not need them"
-            )
+        s = np.asarray(self._to_caller(self._spec.eigvals, 2, "eigenvalues"))
         return Spectrum(s, self._spec.eigvecs)  # type: ignore[arg-type]  # host arrays, as every public Spectrum
 
     def __repr__(self) -> str:
@@ -187,7 +184,6 @@ class Predictor:
             )
         return out
 
-    # ---------------------------------------------------------------- rounds
     def _rounds(self, rounds, num_rounds) -> np.ndarray:
         r = V.resolve_rounds(rounds, num_rounds)
         if self.lam_schedule is not None and int(r.max()) >= len(self.lam_schedule):
@@ -207,7 +203,6 @@ class Predictor:
             )
         return r
 
-    # ---------------------------------------------------------------- outputs
     @float64(kernel=_KERNELS)
     def train_outputs(self, *, rounds: Any = None, num_rounds: Any = None) -> np.ndarray:
         """Outputs ``(R, N, K)`` on the training instances for round indices ``rounds`` (or ``0..num_rounds-1``)."""
@@ -230,22 +225,13 @@ class Predictor:
 
     def _closed_variant(self, r, cross=None):
         """Closed-form outputs of a variant (:func:`sdtheory.variants.closed_variant_core`)."""
-        v = self.variant
+        lams, schedule = (self._lam, False) if self._lams is None else (self._lams, True)
         out = closed_variant_core(
-            self._spec,
-            self._targets,
-            self._lam if self._lams is None else self._lams,
-            jnp.asarray(r),
-            v.temperature,
-            v.xi,
-            v.hard,
-            v.tie_tol,
-            cross=cross,
-            schedule=self._lams is not None,
+            self._spec, self._targets, lams, jnp.asarray(r), cross=cross, schedule=schedule, **self.variant._asdict()
         )
         if not bool(jnp.all(jnp.isfinite(out))):
             raise ValueError(
-                f"the linearised outputs overflow float64 at temperature={v.temperature:g}: the closed form "
+                f"the linearised outputs overflow float64 at temperature={self.variant.temperature:g}: the closed form "
                 "multiplies the centred outputs of round r by about temperature^-r (docs/variants.md); use fewer "
                 "rounds or a larger temperature"
             )
@@ -253,7 +239,6 @@ class Predictor:
 
     def _cross(self, test_features, test_gram):
         """Validated test inputs at the training set's unit scale: ``("features", X_test)`` or ``("gram", G_test)``."""
-        n = self.num_instances
         if (test_features is None) == (test_gram is None):
             raise ValueError("pass exactly one of test_features= (N_test, d) or test_gram= (N_test, N)")
         if test_features is not None:
@@ -262,19 +247,13 @@ class Predictor:
                     "test_features= needs a predictor fitted on features=; pass test_gram= (the "
                     "test-train Gram) instead"
                 )
-            shape = V.check_features(test_features, "test_features")
-            d = self._features.shape[1]
-            if shape[1] != d:
-                raise ValueError(f"test_features has dimension {shape[1]} but features has {d}")
+            V.check_test_features(test_features, self._features.shape[1])
             if self._centring is not None and self._centring[0] == "features":
                 test_features = np.asarray(test_features, dtype=float) - self._centring[1]
             x = _scale_down(test_features, self._root, 1)
             what = "test_features"
         else:
-            shape = V.shape_of(test_gram, "test_gram")
-            if len(shape) != 2 or shape[1] != n or shape[0] < 1:
-                raise ValueError(f"test_gram must be (N_test, N) with N = {n} and N_test >= 1, got shape {shape}")
-            V.check_finite(test_gram, "test_gram")
+            V.check_test_gram(test_gram, self.num_instances)
             if self._centring is not None and self._centring[0] == "gram":
                 g = np.asarray(test_gram, dtype=float)
                 test_gram = g - g.mean(axis=1, keepdims=True) - self._centring[1][None, :] + self._centring[2]
@@ -327,7 +306,6 @@ class Predictor:
             )
         return np.argmax(out, axis=-1)
 
-    # ---------------------------------------------------------------- exact only
     def _need_exact(self, what):
         if self.model != "exact":
             raise ValueError(f"{what} is defined for the exact model; build the predictor with model='exact'")
@@ -395,92 +373,66 @@ def predictor(
 
     Args:
       targets: ``(N, K)`` probability rows (the teacher's targets).
-      lam: L2 weight, one real number ``> 0`` (traced values are refused: vmap
-        the ``*_core`` kernels).
-      features / gram / spectrum: exactly one of ``(N, d)`` features, an
-        ``(N, N)`` Gram, or a :class:`Spectrum` of the Gram, optionally with
-        the ``features`` it was computed from (checked along one random probe,
-        relative tolerance :data:`SPECTRUM_MATCH_RTOL`; then test features and
-        weights work and nothing is factorised again).
-      model: ``"closed"`` (linearised closed form, any round) or ``"exact"``
-        (exact softmax solution of rounds ``0..num_rounds-1``).
+      lam: L2 weight, one real number ``> 0`` (traced values are refused: vmap the ``*_core`` kernels).
+      features / gram / spectrum: exactly one of ``(N, d)`` features, an ``(N, N)`` Gram, or a
+        :class:`Spectrum` of the Gram, optionally with the ``features`` it was computed from (checked along
+        one random probe, relative tolerance :data:`SPECTRUM_MATCH_RTOL`; then test features and weights
+        work and nothing is factorised again).
+      model: ``"closed"`` (linearised closed form, any round) or ``"exact"`` (exact softmax solution of
+        rounds ``0..num_rounds-1``).
       num_rounds: exact model: chained rounds to solve (default 1, at most ``10^5``).
-      loss, q, tol, max_iter, on_failure, solver, rtol: exact model options
-        (:func:`sdtheory.exact_outputs`); the closed form is the linearised CE model.
-      fit_intercept: an unregularised bias (exact: solved with the weights;
-        closed: the mean of the targets passes through and the rest is
-        filtered by the centred Gram, docs/closed_form.md; needs ``features=``
-        or ``gram=`` and plain SD).
+      loss, q, tol, max_iter, on_failure, solver, rtol: exact model options (:func:`sdtheory.exact_outputs`).
+      fit_intercept: an unregularised bias (exact: solved with the weights; closed, from ``features=`` or
+        ``gram=`` and plain SD: the mean of the targets passes through, the rest is filtered by the centred
+        Gram, docs/closed_form.md).
       temperature, xi, hard: distillation variants (:mod:`sdtheory.variants`).
-      lam_schedule: in place of ``lam``, one L2 weight per round (exact: it
-        sets the default ``num_rounds``; closed: rounds ``0..len - 1``).
-      student: ``"sd"`` (each round fits the previous round's outputs) or
-        ``"pll"`` (exact model: each round after the CE teacher fits ``1/2`` on
-        the previous round's top-2 classes with ``loss``;
+      lam_schedule: in place of ``lam``, one L2 weight per round (exact: it sets the default
+        ``num_rounds``; closed: rounds ``0..len - 1``).
+      student: ``"sd"`` (each round fits the previous round's outputs) or ``"pll"`` (exact model: each round
+        after the CE teacher fits ``1/2`` on the previous round's top-2 classes with ``loss``;
         :func:`sdtheory.refine.pll_rounds_core`).
-      init: ``student="pll"``: each student starts from the weights of the
-        round whose top 2 it fits (``"teacher"``) or from zero (``"zero"``;
-        :data:`sdtheory.refine.PLL_INITS`). ``student="sd"``: ``"teacher"`` only.
+      init: ``student="pll"``: each student starts from the weights of the round whose top 2 it fits
+        (``"teacher"``) or from zero (``"zero"``). ``student="sd"``: ``"teacher"`` only.
 
     Returns:
       :class:`Predictor`, reused by every call.
     """
     model = V.check_model(model)
-    if not isinstance(student, str) or student not in STUDENTS:
-        raise ValueError(f"student must be one of {STUDENTS}, got {student!r}")
-    init = check_init(init)
-    if student != "pll" and init != "teacher":
-        raise ValueError(
-            f"init={init!r} is the PLL student's starting point (student='pll'); student='sd' rounds start "
-            "from the previous round's weights (init='teacher')"
-        )
-    if not isinstance(fit_intercept, (bool, np.bool_)):
-        raise TypeError(f"fit_intercept must be True or False, got {fit_intercept!r}")
-    if fit_intercept and spectrum is not None and model == "closed":
-        raise ValueError(
-            "fit_intercept=True with the closed form needs features= or gram= (it uses the spectrum of the "
-            "centred Gram), not spectrum="
-        )
+    init = check_student(student, init)
+    V.check_bool(fit_intercept, "fit_intercept")
     variant = check_variant(temperature, xi, hard)
     lam, schedule = resolve_lam(lam, lam_schedule)
-    if student == "pll" and (model != "exact" or not variant.is_plain or schedule is not None):
+    plain = variant.is_plain and schedule is None
+    if student == "pll" and (model != "exact" or not plain):
         raise ValueError(
             "student='pll' is built for model='exact' with plain rounds: no temperature, xi, hard or "
             "lam_schedule (for the closed-form PLL student use sdtheory.pll_student)"
         )
-    if fit_intercept and model == "closed" and not (variant.is_plain and schedule is None):
+    if fit_intercept and model == "closed" and (spectrum is not None or not plain):
         raise ValueError(
-            "fit_intercept=True with the closed form is derived for plain SD; use model='exact' for "
-            "temperature, xi, hard or lam_schedule with an intercept"
+            "fit_intercept=True with the closed form is derived for plain SD from features= or gram= (the spectrum "
+            "of the centred Gram); use model='exact' for spectrum=, temperature, xi, hard or lam_schedule"
         )
-    if spectrum is not None and gram is not None:
-        raise ValueError("pass spectrum= alone or with the features= it was computed from, not with gram=")
-    if spectrum is None and (features is None) == (gram is None):
+    if (gram is not None) + (spectrum is not None) + (features is not None and spectrum is None) != 1:
         raise ValueError(
             "pass exactly one of features= (N, d), gram= (N, N) or spectrum= (a Spectrum, optionally "
             "with the features= it was computed from)"
         )
     if spectrum is not None:
-        if not isinstance(spectrum, Spectrum):
-            raise TypeError(f"spectrum must be a sdtheory.Spectrum, got {type(spectrum).__name__}")
         n, _ = V.check_targets(targets)
         V.check_lam(lam)
-        _check_spectrum(spectrum)
-        V.check_same_n(np.shape(spectrum.eigvecs)[0], n, "targets", "spectrum")
+        m = _check_spectrum(spectrum)
+        V.check_same_n(m, n, "targets", "spectrum")
         if features is not None:
-            V.check_same_n(np.shape(spectrum.eigvecs)[0], V.check_features(features)[0], "features", "spectrum")
+            V.check_same_n(m, V.check_features(features)[0], "features", "spectrum")
     else:
         V.check_problem(targets, lam, gram, features)
     if student == "pll":
         V.check_pll_classes(V.shape_of(targets, "targets")[1], "the columns of targets")
-    if model == "closed":
-        if num_rounds is not None:
-            raise ValueError("num_rounds is for model='exact'; the closed form evaluates any round")
-        if loss != "ce":
-            raise ValueError(
-                f"the closed form is the linearised cross-entropy model; use model='exact' for loss={loss!r}"
-            )
-    else:
+    V.check_closed_ce(model, loss, {})
+    if model == "closed" and num_rounds is not None:
+        raise ValueError("num_rounds is for model='exact'; the closed form evaluates any round")
+    if model == "exact":
         if num_rounds is None:
             num_rounds = 1 if schedule is None else len(schedule)
         num_rounds = V.check_num_rounds(num_rounds)
@@ -545,20 +497,7 @@ def predictor(
         fit = partial(exact_fit, phi, lam_u, **solve)
         res = pll_rounds_core(fit(loss=loss), fit(loss="ce")(t_pad), num_rounds - 1, TIE_TOL, init).fits
     else:
-        res = exact_phi_core(
-            phi,
-            t_pad,
-            lam_u,
-            num_rounds,
-            loss=loss,
-            max_cg=DEFAULT_MAX_CG,
-            lams=lams_u,
-            temperature=variant.temperature,
-            xi=variant.xi,
-            hard=variant.hard,
-            tie_tol=variant.tie_tol,
-            **solve,
-        )
+        res = exact_phi_core(phi, t_pad, lam_u, num_rounds, loss=loss, lams=lams_u, **variant._asdict(), **solve)
     # on the host, without the padding rows
     res = jax.tree_util.tree_map(np.asarray, res)
     res = res._replace(outputs=res.outputs[:, :n], coef=res.coef[:, :n])
@@ -567,8 +506,11 @@ def predictor(
     return Predictor(model="exact", num_rounds=num_rounds, result=res, **common)
 
 
-def _check_spectrum(spec: Spectrum) -> None:
-    """A given spectrum: ``(M,)`` finite eigenvalues ``>= 0`` (roundoff negatives allowed), ``(N, M)`` eigenvectors."""
+def _check_spectrum(spec: Any) -> int:
+    """A given :class:`Spectrum`: ``(M,)`` finite eigenvalues ``>= 0`` (up to roundoff), ``(N, M)`` eigenvectors;
+    returns ``N``."""
+    if not isinstance(spec, Spectrum):
+        raise TypeError(f"spectrum must be a sdtheory.Spectrum, got {type(spec).__name__}")
     s = V._as_numpy(spec.eigvals, "spectrum.eigvals")
     u = V._as_numpy(spec.eigvecs, "spectrum.eigvecs")
     if s.ndim != 1 or u.ndim != 2 or u.shape[1] != s.shape[0] or u.shape[0] < 1:
@@ -576,6 +518,7 @@ def _check_spectrum(spec: Spectrum) -> None:
     V.check_finite(s, "spectrum.eigvals")
     V.check_finite(u, "spectrum.eigvecs")
     V.check_psd_eigenvalues(s, "spectrum")
+    return u.shape[0]
 
 
 def _check_spectrum_features(spec: Spectrum, x: jax.Array) -> None:

@@ -18,7 +18,6 @@ from ._src.exact import DEFAULT_MAX_ITER, DEFAULT_TOL, ExactResult, check_option
 from ._src.reduced import (
     SEARCH_ROUNDS,
     WEIGHTED_LOSSES,
-    FiniteSampleDraws,
     SearchResult,
     TypeSpectrum,
     all_correct_search_core,
@@ -39,11 +38,9 @@ from ._src.reduced import (
 __all__ = [
     "SEARCH_ROUNDS",
     "SearchResult",
-    "TypeSpectrum",
     "TYPE_MAX_CLASSES",
     "TYPE_MEMORY_LIMIT",
     "WEIGHTED_LOSSES",
-    "FiniteSampleDraws",
     "all_correct_search_core",
     "finite_sample_core",
     "sample_counts_core",
@@ -72,11 +69,8 @@ TYPE_MEMORY_LIMIT = 2 * 2**30
 
 
 def type_problem_bytes(num_types: int, num_classes: int, num_rounds: int = 1) -> int:
-    """Estimated peak memory ``24 T**2 + 768 T K + 256 T K R`` (bytes) of ``T`` types, ``K`` classes, ``R`` rounds.
-
-    Three dense ``(T, T)`` float64 arrays, about 96 ``(T, K)`` solver arrays and 32 per
-    round kept; fitted above XLA's memory analysis at ``K = 3..64``.
-    """
+    """Estimated peak memory ``24 T**2 + 768 T K + 256 T K R`` (bytes) of ``T`` types, ``K`` classes, ``R`` rounds:
+    three ``(T, T)`` float64 arrays, ~96 ``(T, K)`` solver arrays and 32 per round (fitted above XLA's analysis)."""
     t, k = int(num_types), int(num_classes)
     return 24 * t * t + 768 * t * k + 256 * t * k * int(num_rounds)
 
@@ -107,12 +101,8 @@ def check_type_problem(
 
 def check_counts(counts: Any, *, name: str = "counts") -> np.ndarray:
     """Label counts ``m[k, l]`` (``(K, K)``, ``K >= 2``, fractional allowed): finite, ``>= 0``, no empty class."""
-    arr = V.check_real_array(counts, name)
-    if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] < 2:
-        raise ValueError(f"{name} must be a square (K, K) array of label counts with K >= 2, got shape {arr.shape}")
-    arr = arr.astype(float)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite")
+    square = lambda s: len(s) == 2 and s[0] == s[1] >= 2
+    arr = V.check_array(counts, name, square, "a square (K, K) array of label counts with K >= 2").astype(float)
     if np.any(arr < 0):
         raise ValueError(f"{name} must be non-negative (m[k, l] instances of class k labelled l)")
     rows = arr.sum(axis=1)
@@ -126,21 +116,15 @@ def check_counts(counts: Any, *, name: str = "counts") -> np.ndarray:
 
 
 def check_corr(corr: Any, class_sizes: Any, *, name: str = "corr") -> np.ndarray:
-    """The class-correlation matrix ``R`` ``(K, K)`` for classes of ``class_sizes``, validated.
-
-    Finite, symmetric (to ``1e-12``), entries in ``[-1, 1]``, ``R_kk < 1`` and
-    ``diag(1 - R_kk) + sqrt(n_k n_l) R_kl`` PSD: the block Gram is positive definite.
-    """
+    """The class-correlation matrix ``R`` ``(K, K)`` for classes of ``class_sizes``, validated: finite,
+    symmetric (to ``1e-12``), entries in ``[-1, 1]``, ``R_kk < 1`` and ``diag(1 - R_kk) + sqrt(n_k n_l) R_kl``
+    PSD (the block Gram is positive definite)."""
     if V.is_tracer(corr):
         raise TypeError(f"{name} must be concrete, not a traced value; vmap the *_core kernels instead")
-    arr = V.check_real_array(corr, name)
     sizes = np.asarray(class_sizes, dtype=float)
     k = sizes.size
-    if arr.shape != (k, k):
-        raise ValueError(f"{name} must be a (K, K) class-correlation matrix with K = {k}, got shape {arr.shape}")
-    arr = arr.astype(float)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite")
+    expected = f"a (K, K) class-correlation matrix with K = {k}"
+    arr = V.check_array(corr, name, lambda s: s == (k, k), expected).astype(float)
     if not np.allclose(arr, arr.T, rtol=0, atol=1e-12):
         raise ValueError(f"{name} must be symmetric (R_kl = R_lk), max |R - R^T| = {np.max(np.abs(arr - arr.T)):.3g}")
     arr = 0.5 * (arr + arr.T)
@@ -173,9 +157,9 @@ def resolve_corr(c: Any, d: Any, corr: Any, class_sizes: Any) -> np.ndarray:
     return np.asarray(corr_from_cd(c, d, sizes.size), dtype=float)
 
 
-def exact_options(loss: Any, q: Any, options: dict) -> dict:
+def exact_options(loss: Any, q: Any, options: dict, solver: str = "lbfgs") -> dict:
     """Validated exact-solver options (``tol``, ``max_iter``, ``on_failure``, ``solver``) with defaults."""
-    opts: dict[str, Any] = dict(tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, on_failure="raise", solver="lbfgs")
+    opts: dict[str, Any] = dict(tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, on_failure="raise", solver=solver)
     unknown = sorted(set(options) - set(opts))
     if unknown:
         raise TypeError(f"unexpected keyword arguments for the exact solver: {unknown}")
@@ -187,11 +171,8 @@ def exact_options(loss: Any, q: Any, options: dict) -> dict:
 
 
 def chain_rounds(ts: TypeSpectrum, targets: Any, lam: Any, rounds: Any, loss: str, q: Any, opts: dict) -> ExactResult:
-    """Exact ``rounds`` on the types, rounds ``0..max(rounds)`` solved as one chain (``opts``: :func:`exact_options`).
-
-    ``on_failure="raise"`` checks every round of the chain: an unconverged
-    earlier round makes every later one the answer to a different problem.
-    """
+    """Exact ``rounds`` on the types, rounds ``0..max(rounds)`` solved as one chain (``opts``: :func:`exact_options`);
+    ``on_failure="raise"`` checks every round of the chain (each later round depends on the earlier ones)."""
     solver = {x: opts[x] for x in ("tol", "max_iter", "solver")}
     res = reduced_exact_core(ts, targets, lam, int(np.max(rounds)) + 1, loss=loss, q=float(q), **solver)
     if opts["on_failure"] == "raise":
@@ -218,14 +199,12 @@ def block_type_outputs(
     """SD outputs of every label type ``(k, l)`` of the block model, from the label counts alone.
 
     Args:
-      counts: ``(K, K)`` label counts ``m[k, l]`` (class ``k`` labelled
-        ``l``); fractional counts (population: ``n_k C_kl``) are fine.
+      counts: ``(K, K)`` label counts ``m[k, l]`` (class ``k`` labelled ``l``); fractional counts
+        (population: ``n_k C_kl``) are fine.
       lam: L2 weight ``> 0``.
-      c, d / corr: the two-parameter block model or a ``(K, K)``
-        class-correlation matrix (:func:`check_corr`).
+      c, d / corr: the two-parameter block model or a ``(K, K)`` class-correlation matrix (:func:`check_corr`).
       rounds / num_rounds: exactly one (round indices, 0 = teacher, or a count).
-      model: ``"exact"`` (softmax, the package's exact solver on the types)
-        or ``"closed"`` (linearised).
+      model: ``"exact"`` (softmax, the exact solver on the types) or ``"closed"`` (linearised).
       loss, q: loss of every round (exact only for ``"gce"``).
       exact_opts: ``tol``, ``max_iter``, ``on_failure``, ``solver``.
 
@@ -238,6 +217,7 @@ def block_type_outputs(
     k = arr.shape[0]
     lam = V.check_lam(lam)
     model = V.check_model(model)
+    V.check_closed_ce(model, loss, exact_opts)
     rr = V.resolve_rounds(rounds, num_rounds, maximum=V.MAX_NUM_ROUNDS - 1, why="the rounds are a chain")
     check_type_problem(k * k, k, "counts", num_rounds=int(rr.max()) + 1)
     R = resolve_corr(c, d, corr, arr.sum(axis=1))
@@ -245,19 +225,12 @@ def block_type_outputs(
     ts = type_spectrum_core(jnp.asarray(R), cls, jnp.asarray(arr.reshape(-1)))
     lam_a = jnp.asarray(lam, dtype=float)
     if model == "closed":
-        if loss != "ce" or exact_opts:
-            raise ValueError("the closed form is the linearised cross-entropy model: no loss or exact-solver options")
         out = reduced_closed_core(ts, tgt, lam_a, jnp.asarray(rr))
-        zeros = jnp.zeros(rr.shape)
-        return ExactResult(
-            out.reshape(-1, k, k, k),
-            zeros,
-            zeros,
-            jnp.zeros(rr.shape, jnp.int32),
-            jnp.ones(rr.shape, bool),
-            zeros,
-            kkt=zeros,
-            error_bounds=zeros,
+        zeros = jnp.zeros(rr.shape)  # every diagnostic of a closed form
+        return ExactResult(*[zeros] * 9)._replace(
+            outputs=out.reshape(-1, k, k, k),
+            iterations=jnp.zeros(rr.shape, jnp.int32),
+            converged=jnp.ones(rr.shape, bool),
             intercepts=jnp.zeros(rr.shape + (k,)),
         )
     res = chain_rounds(ts, tgt, lam_a, rr, loss, q, exact_options(loss, q, exact_opts))

@@ -1,15 +1,12 @@
 r"""Partial-label refinement: the one top-2 rule and the one PLL pipeline (docs/theorems.md section 6).
 
-The PLL student of Jeong & Chung: fit the teacher (round 0) on the given
-targets, put ``1/2`` on each instance's two highest teacher outputs (the one
-top-2 rule, :func:`top2_targets`: scores rounded to multiples of ``tie_tol``,
-ties to the lower class index) and fit a student on these targets.
-``num_rounds = R`` means rounds ``0..R-1``: the teacher and ``R - 1``
-students, each fit on the top-2 of the previous one. The pipeline
-(:func:`pll_rounds_core`) takes the one-round fit as a parameter
-(:func:`closed_fit`, :func:`block_fit`, :func:`exact_fit`); an exact student
-starts (``init``, :data:`PLL_INITS`) from the weights of the model whose top 2
-it fits (``"teacher"``, as SelfPLL) or from zero.
+The PLL student of Jeong & Chung: fit the teacher (round 0) on the given targets, put ``1/2`` on each
+instance's two highest teacher outputs (:func:`top2_targets`: scores rounded to multiples of ``tie_tol``,
+ties to the lower class index) and fit a student on these targets; ``num_rounds = R``: the teacher and
+``R - 1`` students, each fit on the top 2 of the previous one. The pipeline (:func:`pll_rounds_core`)
+takes the one-round fit as a parameter (:func:`closed_fit`, :func:`block_fit`, :func:`exact_fit`); an
+exact student starts (``init``, :data:`PLL_INITS`) from the weights of the model whose top 2 it fits
+(``"teacher"``, as SelfPLL) or from zero.
 """
 
 from __future__ import annotations
@@ -19,10 +16,11 @@ from typing import Any
 import jax
 from jax.typing import ArrayLike
 import jax.numpy as jnp
+import numpy as np
 
 from . import _validation as V
 from ._x64 import float64
-from ._src.exact import DEFAULT_MAX_ITER, DEFAULT_SOLVER, DEFAULT_TOL, check_options, raise_unconverged, solver_features
+from ._src.exact import DEFAULT_SOLVER, raise_unconverged, solver_features
 from ._src.losses import get_loss
 from ._src.pll import (
     PLL_INITS,
@@ -37,7 +35,8 @@ from ._src.pll import (
 )
 from ._src.rules import TIE_TOL, top2_targets_core
 from ._src.spectral import _unit_lam, _unit_problem
-from .block import checked_block_spectrum, sizes_from_classes
+from .block import TARGET_K, check_classes, checked_block_spectrum
+from .reduced import exact_options as check_exact_options
 
 __all__ = [
     "PLL_INITS",
@@ -56,27 +55,13 @@ __all__ = [
 ]
 
 
-# --------------------------------------------------------------------------
-# The top-2 rule
-# --------------------------------------------------------------------------
-
-
 @float64
 def top2_targets(outputs: ArrayLike, *, tie_tol: float = TIE_TOL) -> jax.Array:
     """``(N, K)`` partial-label targets with ``1/2`` on each of the two highest classes of ``outputs``
     ``(N, K)`` (any finite real scores, ``K >= 2``); values within ``tie_tol`` are tied, ties to the lower index."""
-    arr = V._as_numpy(outputs, "outputs")
-    if arr.ndim != 2 or arr.shape[0] < 1:
-        raise ValueError(f"outputs must be a non-empty 2-D (N, K) array, got shape {arr.shape}")
-    if arr.shape[1] < 2:
-        raise ValueError(f"outputs must have K >= 2 classes, got K = {arr.shape[1]}")
-    V.check_finite(arr, "outputs")
+    ok = lambda s: len(s) == 2 and s[0] >= 1 and s[1] >= 2
+    arr = V.check_array(outputs, "outputs", ok, "a non-empty 2-D (N, K) array with K >= 2 classes")
     return top2_targets_core(jnp.asarray(arr, dtype=float), V.check_tie_tol(tie_tol))
-
-
-# --------------------------------------------------------------------------
-# One-round fits and the pipeline
-# --------------------------------------------------------------------------
 
 
 @float64(kernel="sdtheory.refine.pll_rounds_core with sdtheory.refine.closed_fit / exact_fit")
@@ -101,24 +86,21 @@ def pll_student(
       lam: L2 weight, one real number ``> 0``.
       gram / features: exactly one of ``(N, N)`` Gram or ``(N, d)`` features.
       model: ``"closed"`` (linearised CE, the theorems' model) or ``"exact"``.
-      loss: student loss from :data:`sdtheory.LOSSES` (``"gce"``: exact only, with ``q`` in ``(0, 1]``);
+      loss: student loss from :data:`sdtheory.LOSSES` (``"gce"``: exact only, exponent ``q`` in ``(0, 1]``);
         the teacher always uses CE.
       num_rounds: ``R`` in ``[2, 10^5]``: the teacher and ``R - 1`` student rounds.
       tie_tol: the top-2 tie tolerance.
       init: the exact student's starting weights, ``"teacher"`` or ``"zero"`` (CE reaches the same optimum
         from either; GCE, not convex, may not).
       exact_options: ``tol``, ``max_iter``, ``on_failure``, ``solver`` of the exact solver.
-
-    Returns a :class:`PLLResult`.
     """
     num_students = V.check_pll_rounds(num_rounds)
     init = check_init(init)
     model = V.check_model(model)
     get_loss(loss)
-    if model == "closed" and loss != "ce":
-        raise ValueError("the closed form is the linearised cross-entropy student; use model='exact' for loss='gce'")
     if exact_options and model != "exact":
         raise TypeError(f"unexpected keyword arguments for the closed form: {sorted(exact_options)}")
+    V.check_closed_ce(model, loss, exact_options)
     tie_tol = V.check_tie_tol(tie_tol)
     V.check_problem(targets, lam, gram, features)
     V.check_pll_classes(V.shape_of(targets, "targets")[1], "the columns of targets")
@@ -130,14 +112,9 @@ def pll_student(
         assert unit.spec is not None  # need_spectrum
         fit = closed_fit(unit.spec, lam_a)
         return pll_rounds_core(fit, fit(t), num_students, tie_tol)
-    opts: dict[str, Any] = dict(tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, on_failure="raise", solver=DEFAULT_SOLVER)
-    unknown = sorted(set(exact_options) - set(opts))
-    if unknown:
-        raise TypeError(f"unexpected keyword arguments for the exact solver: {unknown}")
-    opts.update(exact_options)
-    check_options(loss, q, opts["tol"], opts["max_iter"], opts["on_failure"], opts["solver"])
+    opts = check_exact_options(loss, q, exact_options, solver=DEFAULT_SOLVER)
     phi = solver_features(gram=unit.gram, features=unit.features)
-    solve = dict(tol=float(opts["tol"]), max_iter=int(opts["max_iter"]), solver=opts["solver"])
+    solve = {x: opts[x] for x in ("tol", "max_iter", "solver")}
     result = pll_rounds_core(
         exact_fit(phi, lam_a, loss=loss, q=float(q), **solve),
         exact_fit(phi, lam_a, loss="ce", q=float(q), **solve)(t),
@@ -166,8 +143,8 @@ def pll_student_block_model(
     num_students = V.check_pll_rounds(num_rounds)
     n, k = V.check_targets(targets)
     V.check_pll_classes(k, "the columns of targets")
-    classes = V.as_array(classes, "classes")
-    sizes = sizes_from_classes(classes, k, n=n)
+    classes, _ = check_classes(classes, k, n=n, source=TARGET_K)
+    sizes = np.bincount(classes, minlength=k)
     lam = V.check_lam(lam)
     bspec = checked_block_spectrum(sizes, c, d)
     fit = block_fit(bspec, jnp.asarray(classes), jnp.asarray(lam, dtype=float))
