@@ -96,43 +96,21 @@ __all__ = [
 ]
 
 #: Names that moved from the top level into their modules: where each lives now (``module.name``).
-_MOVED = {
-    "apply_spectral": "spectral.apply_spectral",
-    "spectrum": "spectral.spectrum",
-    "kernel_ridge_sd": "closed_form.kernel_ridge_sd",
-    "sd_test_outputs": "closed_form.sd_test_outputs",
-    "BlockSpectrum": "block.BlockSpectrum",
-    "balanced_block_eigenvalues": "block.balanced_block_eigenvalues",
-    "block_factors": "block.block_factors",
-    "block_spectrum": "block.block_spectrum",
-    "NOISE_KINDS": "noise.KINDS",
-    "confusable_clusters": "noise.confusable_clusters",
-    "exact_counts": "noise.exact_counts",
-    "max_eta": "noise.max_eta",
-    "validate_corruption_matrix": "noise.validate_corruption_matrix",
-    "SplitAccuracy": "metrics.SplitAccuracy",
-    "first_all_correct": "metrics.first_all_correct",
-    "heldout_accuracy": "metrics.heldout_accuracy",
-    "BEYOND_RANGE": "theorems.BEYOND_RANGE",
-    "MAX_ROUND": "theorems.MAX_ROUND",
-    "LogFactors": "theorems.LogFactors",
-    "log_block_factors": "theorems.log_block_factors",
-    "PLLPrediction": "theorems.PLLPrediction",
-    "RoundWindow": "theorems.RoundWindow",
-    "all_correct_at": "theorems.all_correct_at",
-    "FiniteSamplePrediction": "theorems.FiniteSamplePrediction",
-    "margin": "theorems.margin",
-    "PLLResult": "refine.PLLResult",
-    "pll_student_block_model": "refine.pll_student_block_model",
-    "beta_smoothing": "smoothing.beta_smoothing",
-    "confidence": "smoothing.confidence",
-    "predictive_diversity": "smoothing.predictive_diversity",
-    "uniform_smoothing": "smoothing.uniform_smoothing",
-    "METHODS": "montecarlo.METHODS",
-    "SimConfig": "montecarlo.SimConfig",
-    "SimResult": "montecarlo.SimResult",
-    "make_config": "montecarlo.make_config",
-    "run_grid": "montecarlo.run_grid",
+_MOVED = {"NOISE_KINDS": "noise.KINDS"} | {
+    name: f"{module}.{name}"
+    for module, names in (
+        ("spectral", "apply_spectral spectrum"),
+        ("closed_form", "kernel_ridge_sd sd_test_outputs"),
+        ("block", "BlockSpectrum balanced_block_eigenvalues block_factors block_spectrum"),
+        ("noise", "confusable_clusters exact_counts max_eta validate_corruption_matrix"),
+        ("metrics", "SplitAccuracy first_all_correct heldout_accuracy"),
+        ("theorems", "BEYOND_RANGE MAX_ROUND LogFactors log_block_factors PLLPrediction RoundWindow all_correct_at"),
+        ("theorems", "FiniteSamplePrediction margin"),
+        ("refine", "PLLResult pll_student_block_model"),
+        ("smoothing", "beta_smoothing confidence predictive_diversity uniform_smoothing"),
+        ("montecarlo", "METHODS SimConfig SimResult make_config run_grid"),
+    )
+    for name in names.split()
 }
 
 

@@ -64,7 +64,7 @@ def check_lam(lam: Any, name: str = "lam") -> Any:
     being a scalar only and returned as it is."""
     if isinstance(lam, (bool, np.bool_)):
         raise TypeError(f"{name} (the L2 weight) must be a real number > 0, got a bool ({lam!r})")
-    shape = np.shape(lam) if is_tracer(lam) else check_real_array(lam, name).shape
+    shape = shape_of(lam, name)
     if shape != ():
         raise ValueError(
             f"{name} must be a scalar (one L2 weight), got shape {tuple(shape)}: an array of {name} values would "
@@ -152,19 +152,12 @@ def check_int(
 
 
 def check_targets(targets: Any, name: str = "targets", *, atol: float = PROB_ATOL) -> tuple:
-    """Targets: ``(N, K)`` rows in the probability simplex, ``K >= 2``; returns ``(N, K)``."""
-    arr = None if is_tracer(targets) else check_real_array(targets, name)
-    shape = np.shape(targets) if arr is None else arr.shape
-    if len(shape) != 2:
-        raise ValueError(f"{name} must be a 2-D (N, K) array of probability rows, got shape {tuple(shape)}")
-    n, k = shape
-    if k < 2:
-        raise ValueError(f"{name} must have K >= 2 classes (columns), got K = {k}")
-    if n < 1:
-        raise ValueError(f"{name} must have at least one row (instance)")
-    if arr is not None:
+    """Targets: ``(N, K)`` rows in the probability simplex, ``N >= 1``, ``K >= 2``; returns ``(N, K)``."""
+    ok = lambda s: len(s) == 2 and s[0] >= 1 and s[1] >= 2
+    arr = check_array(targets, name, ok, "a 2-D (N, K) array of probability rows with N >= 1 and K >= 2 classes")
+    if not is_tracer(arr):
         check_stochastic_rows(arr, name, atol=atol, negative_atol=atol)
-    return n, k
+    return tuple(arr.shape)
 
 
 def check_stochastic_rows(
@@ -223,15 +216,9 @@ def check_class_indices(arr: np.ndarray, num_classes: Optional[int], name: str, 
 def check_gram(gram: Any, name: str = "gram", *, rtol: float = DEFAULT_RTOL) -> None:
     """Square, non-empty, finite and symmetric within ``10 rtol max|G|`` (no absolute floor: the closed form
     depends on ``G / lam`` only); PSD is checked on the spectrum."""
-    arr = None if is_tracer(gram) else check_real_array(gram, name)
-    shape = np.shape(gram) if arr is None else arr.shape
-    if len(shape) != 2 or shape[0] != shape[1]:
-        raise ValueError(f"{name} must be a square (N, N) matrix, got shape {tuple(shape)}")
-    if shape[0] < 1:
-        raise ValueError(f"{name} must be non-empty, got shape {tuple(shape)}")
-    if arr is None:
+    arr = check_array(gram, name, lambda s: len(s) == 2 and s[0] == s[1] >= 1, "a non-empty square (N, N) matrix")
+    if is_tracer(arr):
         return
-    check_finite(arr, name)
     scale = float(np.max(np.abs(arr)))
     if scale == 0.0:
         return
@@ -262,15 +249,8 @@ def check_psd_eigenvalues(eigvals: Any, name: str = "gram", *, rtol: float = 1e-
 
 def check_features(features: Any, name: str = "features") -> tuple:
     """A finite real ``(N, d)`` array with ``N, d >= 1``; returns its shape."""
-    arr = None if is_tracer(features) else check_real_array(features, name)
-    shape = np.shape(features) if arr is None else arr.shape
-    if len(shape) != 2:
-        raise ValueError(f"{name} must be a 2-D (N, d) array, got shape {tuple(shape)}")
-    if shape[0] < 1 or shape[1] < 1:
-        raise ValueError(f"{name} must be non-empty, got shape {tuple(shape)}")
-    if arr is not None:
-        check_finite(arr, name)
-    return tuple(shape)
+    ok = lambda s: len(s) == 2 and min(s) >= 1
+    return tuple(check_array(features, name, ok, "a 2-D (N, d) array with N, d >= 1").shape)
 
 
 def one_of_gram_features(gram: Any, features: Any) -> None:
@@ -360,11 +340,8 @@ def _cd_det(c: float, d: float, sizes: np.ndarray, counts: np.ndarray) -> float:
 
 
 def cd_lower_bound(c: float, class_sizes: Any = None, *, per_class: Any = None, num_classes: Any = None) -> float:
-    """The bound of the ``(c, d)`` domain: the block Gram is positive definite iff ``bound < d < c < 1``.
-
-    Balanced: ``-(1 - c + n c) / (n (K - 1))``; unequal sizes: the root of :func:`_cd_det` in ``d``
-    (bisection; ``-inf`` for one class).
-    """
+    """The bound of the ``(c, d)`` domain: the block Gram is positive definite iff ``bound < d < c < 1``; balanced
+    ``-(1 - c + n c) / (n (K - 1))``, else the root of :func:`_cd_det` in ``d`` (bisection; ``-inf`` for one class)."""
     if per_class is not None:
         n, k = float(per_class), float(num_classes)
         return -(1.0 - c + n * c) / (n * (k - 1.0)) if k > 1 else -math.inf
@@ -588,11 +565,12 @@ def check_closed_ce(model: str, loss: Any, options: dict) -> None:
         )
 
 
-def check_array(x: Any, name: str, ok: Callable[[tuple], bool], expected: str) -> np.ndarray:
-    """A finite real array whose shape passes ``ok``; else ``ValueError``: ``name`` must be ``expected``."""
-    arr = check_real_array(x, name)
-    if not ok(arr.shape):
-        raise ValueError(f"{name} must be {expected}, got shape {arr.shape}")
+def check_array(x: Any, name: str, ok: Callable[[tuple], bool], expected: str) -> Any:
+    """A finite real array (of a tracer, the shape only) whose shape passes ``ok``; else ``ValueError``: ``name``
+    must be ``expected``."""
+    arr = x if is_tracer(x) else check_real_array(x, name)
+    if not ok(tuple(np.shape(arr))):
+        raise ValueError(f"{name} must be {expected}, got shape {tuple(np.shape(arr))}")
     check_finite(arr, name)
     return arr
 
@@ -607,7 +585,5 @@ def check_test_features(test_features: Any, dim: int) -> tuple:
 
 def check_test_gram(test_gram: Any, n: int, whose: str = "") -> None:
     """A finite ``(N_test, N)`` test-train Gram, ``N_test >= 1``; ``whose``: where ``N`` comes from."""
-    shape = shape_of(test_gram, "test_gram")
-    if len(shape) != 2 or shape[1] != n or shape[0] < 1:
-        raise ValueError(f"test_gram must be (N_test, N) with N_test >= 1 and N = {n}{whose}, got shape {shape}")
-    check_finite(test_gram, "test_gram")
+    ok = lambda s: len(s) == 2 and s[1] == n and s[0] >= 1
+    check_array(test_gram, "test_gram", ok, f"(N_test, N) with N_test >= 1 and N = {n}{whose}")

@@ -1,8 +1,7 @@
 r"""The class-wise block model (docs/block_model.md): analytic spectrum, O(N K) outputs, sampled features.
 
-Normalised features with ``<x_i, x_j> = c`` within a class and ``d`` across:
-``G = (1 - c) I + (c - d) B + d 1 1^T`` (``B`` the block-diagonal all-ones
-matrix of the true classes); the targets may be anything.
+Normalised features with ``<x_i, x_j> = c`` within a class and ``d`` across: ``G = (1 - c) I + (c - d) B + d 1 1^T``
+(``B`` the block-diagonal all-ones matrix of the true classes); the targets may be anything.
 """
 
 from __future__ import annotations
@@ -96,11 +95,9 @@ def checked_block_spectrum(class_sizes, c, d) -> BlockSpectrum:
 def block_gram(
     classes: ArrayLike, *, c: Any = None, d: Any = None, corr: Any = None, num_classes: int | None = None
 ) -> jax.Array:
-    """The ``(N, N)`` block Gram for true classes ``classes`` (any order, every class non-empty).
-
-    Either ``(c, d)`` as in :func:`block_spectrum`, or ``corr``, a ``(K, K)``
-    class-correlation matrix ``R``: ``G_ij = R_{k_i k_j}`` off the diagonal, ``G_ii = 1``.
-    """
+    """The ``(N, N)`` block Gram for true classes ``classes`` (any order, every class non-empty) from ``(c, d)``
+    as in :func:`block_spectrum`, or ``corr``, a ``(K, K)`` class-correlation matrix ``R``: ``G_ij = R_{k_i k_j}``
+    off the diagonal, ``G_ii = 1``."""
     classes_arr, k = check_classes(classes, num_classes)
     sizes = np.bincount(classes_arr, minlength=k)
     R = Rd.resolve_corr(c, d, corr, sizes)
@@ -134,10 +131,9 @@ def block_outputs(
 ) -> jax.Array:
     """SD outputs ``(R, N, K)`` for the block Gram of true ``classes``, in ``O(N K)`` beyond the types.
 
-    The same as ``sd_outputs`` (``model="closed"``) or ``exact_outputs(...).outputs``
-    (``model="exact"``; ``exact_options``: ``tol``, ``max_iter``, ``on_failure``, ``solver``)
-    on ``gram=block_gram(classes, ...)``, without forming the Gram: the problem is solved
-    once per (true class, target row) type (:mod:`sdtheory.reduced`).
+    The same as ``sd_outputs`` (``model="closed"``) or ``exact_outputs(...).outputs`` (``model="exact"``;
+    ``exact_options``: ``tol``, ``max_iter``, ``on_failure``, ``solver``) on ``gram=block_gram(classes, ...)``,
+    without forming the Gram: the problem is solved once per (true class, target row) type (:mod:`sdtheory.reduced`).
     """
     n, k = V.check_targets(targets)
     classes, _ = check_classes(classes, k, n=n, source=TARGET_K)
@@ -162,10 +158,8 @@ def block_outputs(
 
 
 def balanced_block_eigenvalues(*, per_class: int, num_classes: int, c: float, d: float) -> tuple:
-    """``(s_w, s_b, s_g) = (1 - c, 1 - c + n (c - d), s_b + N d)`` of the balanced block Gram (Python floats).
-
-    All positive: ``d > -(1 - c + n c) / (n (K - 1))`` (:func:`sdtheory._validation.check_cd`).
-    """
+    """``(s_w, s_b, s_g) = (1 - c, 1 - c + n (c - d), s_b + N d)`` of the balanced block Gram (Python floats), all
+    positive: ``d > -(1 - c + n c) / (n (K - 1))`` (:func:`sdtheory._validation.check_cd`)."""
     n = V.check_size(per_class, "per_class", minimum=1)
     k = V.check_size(num_classes, "num_classes", minimum=2)
     if n * k > V.MAX_COUNT:
@@ -199,9 +193,8 @@ def sample_block_features(
 ) -> jax.Array:
     r"""Gaussian-mixture features ``(N, dim)`` whose *expected* Gram is the block Gram.
 
-    ``x_i = mu_{k_i} + sqrt(1 - c) z_i``, ``z_i ~ N(0, I_dim / dim)``, class means with
-    ``E <mu_k, mu_l> = 1[k = l] (c - d) + d`` (docs/block_model.md, "Sampled features").
-    Requires ``d < c < 1`` and ``d >= -c / (K - 1)`` (:func:`check_sampler_cd`).
+    ``x_i = mu_{k_i} + sqrt(1 - c) z_i``, ``z_i ~ N(0, I_dim / dim)``, class means with ``E <mu_k, mu_l> =
+    1[k = l] (c - d) + d`` (docs/block_model.md, "Sampled features"); ``d < c < 1``, ``d >= -c / (K - 1)``.
     """
     V.check_key(key, "key")
     c, d = V.check_cd(c, d)

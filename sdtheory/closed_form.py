@@ -1,13 +1,12 @@
 r"""Linearised closed form of multi-round self-distillation (derivation: docs/closed_form.md).
 
-Objective ``(1/N) sum_i CE(t_i, softmax(W x_i)) + (lam/2) ||W||_F^2``; round 0
-(the teacher) fits the given targets, round ``r >= 1`` the training outputs of
-round ``r - 1``. Linearising the softmax at zero logits gives
+Objective ``(1/N) sum_i CE(t_i, softmax(W x_i)) + (lam/2) ||W||_F^2``; round 0 (the teacher) fits the given
+targets, round ``r >= 1`` the training outputs of round ``r - 1``. Linearising the softmax at zero logits gives
 
 .. math::  P_r - 1/K = S^{r+1} (T - 1/K),\qquad S = G (G + K N lam I)^{-1}.
 
-The public functions validate their input (concrete values only: for grids use
-the ``*_core`` kernels) and compute at unit scale (any representable features or Gram).
+The public functions validate their input (concrete values only: for grids use the ``*_core`` kernels) and
+compute at unit scale (any representable features or Gram).
 """
 
 from __future__ import annotations
@@ -63,13 +62,12 @@ def sd_outputs(
     Args:
       targets: ``(N, K)`` probability rows (one-hot for hard labels), the teacher's targets.
       lam: L2 weight, one real number ``> 0``.
-      rounds: an int or 1-D sequence of round indices in ``0..2^31 - 1`` (0 is
-        the teacher), or num_rounds: a count ``R <= 10^5`` (rounds ``0..R-1``). Exactly one.
+      rounds: an int or 1-D sequence of round indices in ``0..2^31 - 1`` (0 is the teacher), or
+        num_rounds: a count ``R <= 10^5`` (rounds ``0..R-1``). Exactly one.
       gram: ``(N, N)`` symmetric PSD Gram, or features: ``(N, d)``. Exactly one.
-      temperature, xi, hard: the variant (docs/variants.md; defaults: plain SD):
-        round ``r`` fits ``xi * teacher + (1 - xi) * targets``, the teacher
-        being round ``r - 1``'s outputs at ``temperature`` or, with ``hard``,
-        their one-hot argmax.
+      temperature, xi, hard: the variant (docs/variants.md; defaults: plain SD): round ``r`` fits
+        ``xi * teacher + (1 - xi) * targets``, the teacher being round ``r - 1``'s outputs at
+        ``temperature`` or, with ``hard``, their one-hot argmax.
       lam_schedule: in place of ``lam``, one L2 weight per round ``0..max(rounds)``.
 
     Returns ``P_r = 1/K + S^{r+1} (T - 1/K)`` for plain SD (rows sum to 1).
@@ -96,12 +94,9 @@ def sd_test_outputs(
     gram: ArrayLike | None = None,
     test_gram: ArrayLike | None = None,
 ) -> jax.Array:
-    """Linearised outputs ``(R, N_test, K)`` of each round on new points.
-
-    ``features`` ``(N, d)`` with ``test_features`` ``(N_test, d)``, or ``gram``
-    ``(N, N)`` with ``test_gram`` ``(N_test, N)``; the same as
-    ``predictor(targets, lam=lam, ...).test_outputs(...)``.
-    """
+    """Linearised outputs ``(R, N_test, K)`` of each round on new points: ``features`` ``(N, d)`` with
+    ``test_features`` ``(N_test, d)``, or ``gram`` ``(N, N)`` with ``test_gram`` ``(N_test, N)``; the same as
+    ``predictor(targets, lam=lam, ...).test_outputs(...)``."""
     if features is not None and test_gram is not None:
         raise ValueError("with features= pass test_features= (and not test_gram=)")
     p = predictor(targets, lam=lam, gram=gram, features=features)
@@ -120,9 +115,8 @@ def kernel_ridge_sd(
 ) -> jax.Array:
     """Squared-loss (kernel ridge) self-distillation, exact: ``f_r = (G (G + N lam I)^{-1})^{r+1} y``.
 
-    Each round minimises ``(1/N) sum_i ||f(x_i) - t_i||^2 / 2 + (lam/2)||W||^2``
-    on the previous round's fitted values. ``targets``: any real ``(N,)`` or
-    ``(N, K)`` array. Returns ``(R, N[, K])``.
+    Each round minimises ``(1/N) sum_i ||f(x_i) - t_i||^2 / 2 + (lam/2)||W||^2`` on the previous round's
+    fitted values. ``targets``: any real ``(N,)`` or ``(N, K)`` array. Returns ``(R, N[, K])``.
     """
     V.check_problem(targets, lam, gram, features, probability_targets=False)
     r = V.resolve_rounds(rounds, num_rounds)

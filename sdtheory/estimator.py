@@ -1,21 +1,16 @@
 r"""A scikit-learn estimator for self-distilled linear probes (scikit-learn is an optional dependency).
 
-:class:`SelfDistillationClassifier` fits the exact softmax student of every
-round (:func:`sdtheory.predictor`, ``model="exact"``) and predicts with the
-last one (or a selected one). Our ``(1/N) sum_i CE + (lam/2) ||W||^2`` is
-scikit-learn's multinomial ``LogisticRegression`` at ``C = 1 / (lam N)``;
-``C = 2 / (lam N)`` for two classes, where scikit-learn keeps one vector
-``w = w_1 - w_0`` (docs/exact_solver.md, "The estimator").
+:class:`SelfDistillationClassifier` fits the exact softmax student of every round (:func:`sdtheory.predictor`,
+``model="exact"``) and predicts with the last one (or a selected one). Our ``(1/N) sum_i CE + (lam/2) ||W||^2``
+is scikit-learn's multinomial ``LogisticRegression`` at ``C = 1 / (lam N)``; ``C = 2 / (lam N)`` for two
+classes, where scikit-learn keeps one vector ``w = w_1 - w_0`` (docs/exact_solver.md, "The estimator").
 
-**Choosing the round from one fit.** ``select_round="holdout"`` fits the
-chain on a stratified part of the labels and predicts with the round (and
-student) whose predictions agree most with the held-out labels. Under
-symmetric label noise at rate ``eta < (K - 1) / K`` the agreement
-``eta / (K - 1) + a (1 - eta K / (K - 1))`` increases with the clean accuracy
-``a``, so the most agreeing round is, up to sampling noise, the most accurate
-one. :func:`round_scorer` gives the per-round scores to scikit-learn's model
-selection (docs/practitioner.md). Compilation: docs/exact_solver.md (bucketed
-``N``; JAX's opt-in persistent cache).
+**Choosing the round from one fit.** ``select_round="holdout"`` fits the chain on a stratified part of the
+labels and predicts with the round (and student) whose predictions agree most with the held-out labels. Under
+symmetric label noise at rate ``eta < (K - 1) / K`` the agreement ``eta / (K - 1) + a (1 - eta K / (K - 1))``
+increases with the clean accuracy ``a``, so the most agreeing round is, up to sampling noise, the most
+accurate one. :func:`round_scorer` gives the per-round scores to scikit-learn's model selection
+(docs/practitioner.md). Compilation: docs/exact_solver.md (bucketed ``N``; JAX's opt-in persistent cache).
 """
 
 from __future__ import annotations
@@ -43,38 +38,33 @@ AUTO_STUDENT = "auto"
 class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
     """Multinomial logistic regression distilled into itself for ``num_rounds`` rounds.
 
-    Round 0 fits the labels (CE, L2 weight ``lam``, optional unregularised
-    intercept); each further round fits the previous round's training outputs
-    (``student="sd"``) or ``1/2`` on its two highest classes (``student="pll"``,
-    with ``loss``).
+    Round 0 fits the labels (CE, L2 weight ``lam``, optional unregularised intercept); each further round fits
+    the previous round's training outputs (``student="sd"``) or ``1/2`` on its two highest classes
+    (``student="pll"``, with ``loss``).
 
     Parameters:
       lam: L2 weight of the mean loss (``C = 1/(lam N)``; ``2/(lam N)`` for two classes).
       num_rounds: total rounds including round 0 (``1`` = plain logistic regression).
-      student: ``"sd"``, ``"pll"``, or ``"auto"`` (with ``select_round="holdout"``:
-        fits both chains on the same split and keeps the better; ties: SD).
-      loss, q: the PLL student's loss for rounds ``>= 1`` (``"ce"`` or ``"gce"``
-        with exponent ``q``); ``student="sd"`` rounds use CE.
-      init: the PLL student's start, ``"teacher"`` (the weights of the round
-        whose top 2 it fits) or ``"zero"``; ``student="sd"``: ``"teacher"`` only.
+      student: ``"sd"``, ``"pll"``, or ``"auto"`` (with ``select_round="holdout"``: fits both chains on the
+        same split and keeps the better; ties: SD).
+      loss, q: the PLL student's loss for rounds ``>= 1`` (``"ce"`` or ``"gce"`` with exponent ``q``).
+      init: the PLL student's start, ``"teacher"`` (the weights of the round whose top 2 it fits) or
+        ``"zero"``; ``student="sd"``: ``"teacher"`` only.
       fit_intercept: unregularised bias (scikit-learn's default).
       tol, rtol, max_iter, solver: the exact solver's options (:func:`sdtheory.exact_outputs`).
-      temperature, xi, hard: ``student="sd"`` variants (docs/variants.md):
-        round ``r`` fits ``xi softmax(Z_{r-1}/temperature) + (1 - xi) Y``
-        (one-hot argmax rows when ``hard``).
-      select_round: the prediction round: ``None`` (the last), a round index,
-        or ``"holdout"`` (module docstring; ties: the earliest round).
-      validation_fraction: held-out share of each class for ``"holdout"``
-        (``floor(fraction * n_k)``; at least one instance in all).
+      temperature, xi, hard: ``student="sd"`` variants (docs/variants.md): round ``r`` fits
+        ``xi softmax(Z_{r-1}/temperature) + (1 - xi) Y`` (one-hot argmax rows when ``hard``).
+      select_round: the prediction round: ``None`` (the last), a round index, or ``"holdout"`` (module
+        docstring; ties: the earliest round).
+      validation_fraction: held-out share of each class for ``"holdout"`` (``floor(fraction * n_k)``; at
+        least one instance in all).
       random_state: seed (an integer) of the held-out split.
       pickle_predictor: keep ``predictor_`` in a pickle (by default only what prediction needs).
 
-    Attributes (after ``fit``): ``classes_``, ``n_features_in_``, ``coef_``
-    (``(K, d)``; ``(1, d)`` for two classes), ``intercept_``, ``round_coefs_``
-    ``(R, K, d)``, ``round_intercepts_`` ``(R, K)``, ``n_iter_`` ``(R,)``,
-    ``kkt_`` ``(R,)``, ``predictor_``. With ``select_round`` set:
-    ``best_round_``; with ``"holdout"`` also ``round_scores_`` ``(R,)``,
-    ``student_scores_`` (``{student: (R,) scores}``), ``best_student_`` and
+    Attributes (after ``fit``): ``classes_``, ``n_features_in_``, ``coef_`` (``(K, d)``; ``(1, d)`` for two
+    classes), ``intercept_``, ``round_coefs_`` ``(R, K, d)``, ``round_intercepts_`` ``(R, K)``, ``n_iter_``
+    ``(R,)``, ``kkt_`` ``(R,)``, ``predictor_``. With ``select_round`` set: ``best_round_``; with ``"holdout"``
+    also ``round_scores_`` ``(R,)``, ``student_scores_`` (``{student: (R,) scores}``), ``best_student_`` and
     ``n_validation_``.
     """
 
@@ -114,11 +104,8 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
     def fit(self, X: Any, y: Any = None, *, soft_targets: Any = None) -> SelfDistillationClassifier:
-        """Fit on features ``X`` ``(N, d)`` and labels ``y`` (any hashable labels), or on ``soft_targets``.
-
-        ``soft_targets`` (``(N, K)`` probability rows, class ``j`` = column
-        ``j``) replaces ``y``; then ``classes_`` is ``0..K-1``.
-        """
+        """Fit on features ``X`` ``(N, d)`` and labels ``y`` (any hashable labels), or on ``soft_targets``
+        (``(N, K)`` probability rows, class ``j`` = column ``j``; then ``classes_`` is ``0..K-1``)."""
         check_student(self.student, self.init, STUDENTS + (AUTO_STUDENT,))
         students = (self.student,) if self.student != AUTO_STUDENT else STUDENTS
         if self.student == "sd" and self.loss != "ce":
@@ -231,23 +218,12 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
 
     def _fit_chain(self, X: np.ndarray, t: np.ndarray, student: str) -> tuple:
         """``(Predictor, round weights (R, K, d), round intercepts (R, K))`` of one student's chain on ``(X, t)``."""
-        opts: dict[str, Any] = dict(
-            lam=self.lam,
-            features=X,
-            model="exact",
-            num_rounds=self.num_rounds,
-            student=student,
-            tol=self.tol,
-            rtol=self.rtol,
-            max_iter=self.max_iter,
-            solver=self.solver,
-            fit_intercept=self.fit_intercept,
+        names = ("tol", "rtol", "max_iter", "solver", "fit_intercept")
+        names += ("loss", "q", "init") if student == "pll" else ("temperature", "xi", "hard")
+        opts = {name: getattr(self, name) for name in names}
+        fitted = predictor(
+            t, lam=self.lam, features=X, model="exact", num_rounds=self.num_rounds, student=student, **opts
         )
-        if student == "pll":
-            opts.update(loss=self.loss, q=self.q, init=self.init)
-        else:
-            opts.update(temperature=self.temperature, xi=self.xi, hard=self.hard)
-        fitted = predictor(t, **opts)
         weights = np.asarray(fitted.weights(num_rounds=fitted.num_rounds))
         intercepts = np.asarray(fitted.intercepts(num_rounds=fitted.num_rounds))
         return fitted, weights, intercepts
@@ -268,11 +244,8 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
         return _round_logits(X, self.round_coefs_[self._round], self.round_intercepts_[self._round])
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """Logits ``(N, K)`` of the prediction round; for two classes the logit difference ``(N,)``.
-
-        The prediction round is the last one unless ``select_round`` is set (then ``best_round_``);
-        the same for every prediction method below.
-        """
+        """Logits ``(N, K)`` of the prediction round (the last, or ``best_round_`` when ``select_round`` is set,
+        as for every prediction method); for two classes the logit difference ``(N,)``."""
         z = self._logits(X)
         return z[:, 1] - z[:, 0] if self.classes_.size == 2 else z
 
@@ -314,12 +287,9 @@ def round_scorer(estimator: SelfDistillationClassifier, X: Any, y: Any) -> dict:
     """A multi-metric scorer for scikit-learn's model selection: ``{"round_r": accuracy of round r}``.
 
     ``GridSearchCV(SelfDistillationClassifier(num_rounds=R), {"lam": grid}, scoring=round_scorer,
-    refit=False)`` fits one chain per candidate ``lam`` and fold and reports ``mean_test_round_r`` for
-    every round ``r`` in ``cv_results_``: pick the ``(lam, r)`` of the highest mean, then fit
-    ``SelfDistillationClassifier(lam=lam, num_rounds=r + 1)`` (or ``select_round=r``) on all the data. With
-    noisy labels the scores are agreement with the noisy labels, maximised where clean accuracy is
-    under symmetric noise (module docstring). Keep ``num_rounds`` fixed across the candidates: the
-    metric names must be the same for every candidate.
+    refit=False)`` fits one chain per candidate ``lam`` and fold and reports ``mean_test_round_r`` in
+    ``cv_results_``: fit the ``(lam, r)`` of the highest mean with ``num_rounds=r + 1`` (or
+    ``select_round=r``) on all the data. Keep ``num_rounds`` fixed across the candidates (the metric names).
     """
     if not isinstance(estimator, SelfDistillationClassifier):
         raise TypeError(f"round_scorer scores a SelfDistillationClassifier, got {type(estimator).__name__}")
@@ -338,11 +308,8 @@ def _round_accuracies(X: np.ndarray, enc: np.ndarray, coefs: np.ndarray, interce
 
 
 def _holdout_split(enc: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(train, validation)`` sorted indices: ``floor(fraction * n_k)`` random instances of class ``k`` held out.
-
-    Every class keeps at least one training instance (the chain needs each class in its targets);
-    ``ValueError`` naming ``validation_fraction`` when nothing would be held out.
-    """
+    """``(train, validation)`` sorted indices: ``floor(fraction * n_k)`` random instances of class ``k`` held out,
+    at least one kept for training; ``ValueError`` naming ``validation_fraction`` when nothing would be held out."""
     rng = np.random.default_rng(seed)
     val = []
     for k in np.unique(enc):

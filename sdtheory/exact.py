@@ -15,36 +15,30 @@ import jax.numpy as jnp
 from . import _validation as V
 from ._x64 import float64
 from ._src.exact import (
-    DEFAULT_MAX_CG,
     DEFAULT_MAX_ITER,
     DEFAULT_RTOL,
     DEFAULT_SOLVER,
     DEFAULT_TOL,
     SOLVERS,
     ExactResult,
-    check_options,
     exact_outputs_core,
     exact_phi_core,
-    raise_unconverged,
     solver_features,
     spectral_features,
 )
 from .predictor import predictor
 
 __all__ = [
-    "DEFAULT_MAX_CG",
     "DEFAULT_MAX_ITER",
     "DEFAULT_RTOL",
     "DEFAULT_SOLVER",
     "DEFAULT_TOL",
     "SOLVERS",
     "ExactResult",
-    "check_options",
     "exact_outputs",
     "exact_outputs_core",
     "exact_phi_core",
     "exact_predict",
-    "raise_unconverged",
     "solver_features",
     "spectral_features",
 ]
@@ -74,9 +68,8 @@ def exact_outputs(
 ) -> ExactResult:
     r"""Exact softmax outputs of chained self-distillation rounds (a thin wrapper over :func:`sdtheory.predictor`).
 
-    Round 0 minimises ``(1/N) sum_i loss(t_i, W x_i) + (lam/2) ||W||_F^2`` on
-    ``targets``; round ``r`` on the training outputs of round ``r - 1``
-    (warm-started from its weights).
+    Round 0 minimises ``(1/N) sum_i loss(t_i, W x_i) + (lam/2) ||W||_F^2`` on ``targets``; round ``r`` on the
+    training outputs of round ``r - 1`` (warm-started from its weights).
 
     Args:
       targets: ``(N, K)`` probability rows (one-hot, soft, or top-2 candidates).
@@ -88,13 +81,12 @@ def exact_outputs(
       loss: ``"ce"`` or ``"gce"`` (exponent ``q`` in ``(0, 1]``, not convex).
       tol: stopping tolerance on the fixed-point residual.
       max_iter: outer iterations per round.
-      on_failure: ``"raise"`` (RuntimeError if a round misses both ``tol``
-        and ``rtol``) or ``"flag"`` (``converged=False``).
+      on_failure: ``"raise"`` (RuntimeError if a round misses both ``tol`` and ``rtol``) or ``"flag"``.
       solver: a name from :data:`SOLVERS` (``"auto"``: truncated Newton with float32 Hessian products).
       rtol: a round also stops when ``ExactResult.kkt <= rtol`` (0 disables it).
       fit_intercept: an unregularised bias ``b`` in the logits ``W x + b``.
-      temperature, xi, hard: round ``r`` fits ``xi * softmax(Z_{r-1}/temperature)
-        + (1 - xi) * targets`` (one-hot argmax with ``hard``; :mod:`sdtheory.variants`).
+      temperature, xi, hard: round ``r`` fits ``xi * softmax(Z_{r-1}/temperature) + (1 - xi) * targets``
+        (one-hot argmax with ``hard``; :mod:`sdtheory.variants`).
       lam_schedule: in place of ``lam``, one L2 weight per round ``0..max(rounds)``.
 
     Returns:
@@ -117,11 +109,10 @@ def exact_predict(
 ) -> jax.Array:
     """Softmax outputs ``(R, N_test, K)`` of every round on new points: logits ``G(test, train) @ A_r + b_r``.
 
-    ``result_or_coef``: an :class:`ExactResult`, or dual coefficients ``(N, K)``
-    or ``(R, N, K)`` with, for a ``fit_intercept`` fit, their ``intercepts``
-    (``(K,)`` or ``(R, K)``). New points: ``test_gram`` ``(N_test, N)``, or
-    ``test_features`` ``(N_test, d)`` with the training ``features``
-    (``X_test (X^T A_r)``: the cross-Gram is never formed).
+    ``result_or_coef``: an :class:`ExactResult`, or dual coefficients ``(N, K)`` or ``(R, N, K)`` with, for a
+    ``fit_intercept`` fit, their ``intercepts`` (``(K,)`` or ``(R, K)``). New points: ``test_gram``
+    ``(N_test, N)``, or ``test_features`` ``(N_test, d)`` with the training ``features`` (``X_test (X^T A_r)``:
+    the cross-Gram is never formed).
     """
     bias: Any = intercepts
     if isinstance(result_or_coef, ExactResult):

@@ -28,7 +28,7 @@ import numpy as np
 
 from . import _validation as V
 from ._x64 import _enable_x64, float64
-from ._src.closed import Variant, closed_variant_core, sd_outputs_core, sd_test_outputs_core
+from ._src.closed import closed_variant_core, sd_outputs_core, sd_test_outputs_core
 from ._src.exact import (
     DEFAULT_MAX_ITER,
     DEFAULT_RTOL,
@@ -101,27 +101,25 @@ class Predictor:
         model,
         targets,
         lam,
-        spec,
-        features,
+        unit,
         num_rounds,
         result,
-        root=1.0,
-        lam_unit=None,
-        variant=None,
-        lam_schedule=None,
-        lams_unit=None,
-        centring=None,
+        lam_unit,
+        variant,
+        lam_schedule,
+        lams_unit,
+        centring,
     ):
-        # spec, features, result and lam_unit are at unit scale (G / root^2, X / root, lam / root^2)
+        # unit (the training matrix), result and lam_unit are at unit scale (G / root^2, X / root, lam / root^2)
         self.model = model
         self._targets = targets
         self.lam = float(lam)
-        self._lam = jnp.asarray(self.lam if lam_unit is None else lam_unit, dtype=float)
-        self._root = float(root)
-        self._spec = spec
-        self._features = features  # (N, d) device array at unit scale, or None
+        self._lam = jnp.asarray(lam_unit, dtype=float)
+        self._root = float(unit.root)
+        self._spec = spec = unit.spec
+        self._features = features = unit.features  # (N, d) device array at unit scale, or None
         self.num_rounds = num_rounds
-        self.variant = Variant() if variant is None else variant
+        self.variant = variant
         self.lam_schedule = None if lam_schedule is None else tuple(float(v) for v in lam_schedule)
         self._lams = lams_unit  # (len(schedule),) at unit scale, or None
         self._result = result  # ExactResult over rounds 0..num_rounds-1 (exact model), unit scale
@@ -466,9 +464,7 @@ def predictor(
     common = dict(
         targets=t,
         lam=float(lam),
-        spec=unit.spec,
-        features=unit.features,
-        root=unit.root,
+        unit=unit,
         lam_unit=lam_u,
         centring=centring,
         variant=variant,

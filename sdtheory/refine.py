@@ -79,7 +79,7 @@ def pll_student(
     init: str = "teacher",
     **exact_options: Any,
 ) -> PLLResult:
-    """The PLL student: teacher on ``targets``, top-2 refined targets, student round(s).
+    """The PLL student: teacher on ``targets``, top-2 refined targets, student round(s); a :class:`PLLResult`.
 
     Args:
       targets: ``(N, K)`` teacher targets (one-hot given labels).

@@ -6,20 +6,16 @@ a label matrix, evaluated in the eigenbasis computed once: see
 """
 
 from ._src.spectral import (
-    GRAM_ROUTE_CUTOFF,
     Spectrum,
     apply_spectral,
-    apply_spectral_to,
     feature_spectrum,
     gram_spectrum,
     spectrum,
 )
 
 __all__ = [
-    "GRAM_ROUTE_CUTOFF",
     "Spectrum",
     "apply_spectral",
-    "apply_spectral_to",
     "feature_spectrum",
     "gram_spectrum",
     "spectrum",
