@@ -218,8 +218,8 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
 
     def _fit_chain(self, X: np.ndarray, t: np.ndarray, student: str) -> tuple:
         """``(Predictor, round weights (R, K, d), round intercepts (R, K))`` of one student's chain on ``(X, t)``."""
-        names = ("tol", "rtol", "max_iter", "solver", "fit_intercept")
-        names += ("loss", "q", "init") if student == "pll" else ("temperature", "xi", "hard")
+        own = ("loss", "q", "init") if student == "pll" else ("temperature", "xi", "hard")
+        names = ("tol", "rtol", "max_iter", "solver", "fit_intercept", *own)
         opts = {name: getattr(self, name) for name in names}
         fitted = predictor(
             t, lam=self.lam, features=X, model="exact", num_rounds=self.num_rounds, student=student, **opts
