@@ -32,17 +32,7 @@ from .theorems import (
 )
 
 # the other submodules, so that sdtheory.<module> is an attribute (those above are bound by their imports)
-from . import (
-    data,
-    experiments,
-    io,
-    losses,
-    montecarlo,
-    plots,
-    smoothing,
-    smoothing_study,
-    variants,
-)
+from . import data, experiments, io, losses, montecarlo, plots, smoothing, smoothing_study, variants
 
 __all__ = [
     # outputs: the predictor and its conveniences

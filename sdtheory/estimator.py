@@ -133,8 +133,7 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
             X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
             V.check_targets(soft_targets, "soft_targets")  # real (not bool, string or object) probability rows
             t = np.asarray(soft_targets, dtype=float)
-            if t.shape[0] != X.shape[0]:
-                raise ValueError(f"soft_targets must be (N, K) with N = {X.shape[0]} (the rows of X), got {t.shape}")
+            V.check_same_n(X.shape[0], t.shape[0], "soft_targets", "X")
             self.classes_ = np.arange(t.shape[1])
             enc: Any = None
         else:

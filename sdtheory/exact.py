@@ -74,13 +74,12 @@ def exact_outputs(
     Args:
       targets: ``(N, K)`` probability rows (one-hot, soft, or top-2 candidates).
       lam: L2 weight, one real number ``> 0`` (vmap :func:`exact_outputs_core` for grids).
-      rounds: round indices to return (0 = teacher; at most ``10^5 - 1``), or
-      num_rounds: a count ``R <= 10^5``: rounds ``0..R-1``. Exactly one of the two.
-      gram: ``(N, N)`` symmetric PSD Gram, or
-      features: ``(N, d)`` features (weight space when ``d < N``).
+      rounds / num_rounds: exactly one: round indices to return (0 = teacher; at most ``10^5 - 1``), or a
+        count ``R <= 10^5`` (rounds ``0..R-1``).
+      gram / features: exactly one: an ``(N, N)`` symmetric PSD Gram or ``(N, d)`` features (weight space when
+        ``d < N``).
       loss: ``"ce"`` or ``"gce"`` (exponent ``q`` in ``(0, 1]``, not convex).
-      tol: stopping tolerance on the fixed-point residual.
-      max_iter: outer iterations per round.
+      tol, max_iter: stopping tolerance on the fixed-point residual; outer iterations per round.
       on_failure: ``"raise"`` (RuntimeError if a round misses both ``tol`` and ``rtol``) or ``"flag"``.
       solver: a name from :data:`SOLVERS` (``"auto"``: truncated Newton with float32 Hessian products).
       rtol: a round also stops when ``ExactResult.kkt <= rtol`` (0 disables it).

@@ -49,8 +49,7 @@ from .variants import check_variant, resolve_lam
 
 __all__ = ["Predictor", "predictor"]
 
-#: The students of the rounds after the teacher: self-distillation on the outputs, or the PLL
-#: student on the top-2 classes.
+#: The students of the rounds after the teacher: self-distillation on the outputs, or PLL on the top-2 classes.
 STUDENTS = ("sd", "pll")
 
 #: A spectrum given with ``features=`` must reproduce their Gram along one random vector ``v``:
@@ -206,7 +205,7 @@ class Predictor:
         """Outputs ``(R, N, K)`` on the training instances for round indices ``rounds`` (or ``0..num_rounds-1``)."""
         r = self._rounds(rounds, num_rounds)
         if self.model == "closed":
-            if self._closed_is_plain:
+            if self.variant.is_plain and self._lams is None:
                 return sd_outputs_core(self._spec, self._targets, self._lam, jnp.asarray(r)) + self._offset()
             return self._closed_variant(r)
         return self._result.outputs[r]
@@ -216,10 +215,6 @@ class Predictor:
         if self._centring is None:
             return 0.0
         return jnp.mean(self._targets, axis=0) - 1.0 / self.num_classes
-
-    @property
-    def _closed_is_plain(self) -> bool:
-        return self.variant.is_plain and self._lams is None
 
     def _closed_variant(self, r, cross=None):
         """Closed-form outputs of a variant (:func:`sdtheory.variants.closed_variant_core`)."""
@@ -270,14 +265,13 @@ class Predictor:
     ) -> np.ndarray:
         """Outputs ``(R, N_test, K)`` on new points: ``test_features`` ``(N_test, d)`` or ``test_gram`` ``(N_test, N)``.
 
-        Closed model: the linearised output ``1/K + G_test (T_r - P_r)/(K N lam)``
-        of the round-``r`` weights. Exact model: ``softmax(G_test A_r)``.
+        Closed model: ``1/K + G_test (T_r - P_r)/(K N lam)`` (the round-``r`` weights); exact: ``softmax(G_test A_r)``.
         """
         r = self._rounds(rounds, num_rounds)
         kind, x = self._cross(test_features, test_gram)
         if self.model == "closed":
             cross = x @ self._proj if kind == "features" else x @ self._spec.eigvecs
-            if not self._closed_is_plain:
+            if not (self.variant.is_plain and self._lams is None):
                 return self._closed_variant(r, cross)
             return sd_test_outputs_core(self._spec, self._targets, self._lam, jnp.asarray(r), cross) + self._offset()
         if kind == "features":
@@ -291,11 +285,8 @@ class Predictor:
     def predictions(
         self, *, rounds: Any = None, num_rounds: Any = None, test_features: Any = None, test_gram: Any = None
     ) -> np.ndarray:
-        """Argmax classes ``(R, N)`` on the training set, or ``(R, N_test)`` when test points are given.
-
-        A prediction, not a score: use :func:`sdtheory.correct` (ties are
-        failures) to decide whether an instance is classified correctly.
-        """
+        """Argmax classes ``(R, N)`` on the training set, or ``(R, N_test)`` when test points are given; a
+        prediction, not a score: :func:`sdtheory.correct` (ties are failures) decides correctness."""
         if test_features is None and test_gram is None:
             out = self.train_outputs(rounds=rounds, num_rounds=num_rounds)
         else:
@@ -473,8 +464,7 @@ def predictor(
     )
     if model == "closed":
         return Predictor(model="closed", num_rounds=None, result=None, **common)
-    # The instances are padded with zero rows to a bucket of sizes (bucket_rows), so that any N in a
-    # bucket reuses one compiled solver; from a given spectrum the coordinates are U diag(sqrt s).
+    # zero rows pad N to a bucket (module docstring); from a given spectrum the coordinates are U diag(sqrt s)
     n = t.shape[0]
     rows = bucket_rows(n)
     phi = solver_features(gram=unit.gram, features=unit.features, spec=unit.spec, rows=rows)

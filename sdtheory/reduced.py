@@ -51,7 +51,6 @@ __all__ = [
     "chain_rounds",
     "check_corr",
     "check_type_problem",
-    "check_counts",
     "corr_from_cd",
     "label_types",
     "reduced_closed_core",
@@ -209,9 +208,9 @@ def block_type_outputs(
       exact_opts: ``tol``, ``max_iter``, ``on_failure``, ``solver``.
 
     Returns:
-      :class:`sdtheory.ExactResult` with ``outputs`` and per-instance ``coef``
-      ``(R, K, K, K)`` (``[r, k, l]``: class ``k`` labelled ``l``; empty types carry
-      no meaning) and the residuals (0 for the closed form). The cost does not depend on ``N``.
+      :class:`sdtheory.ExactResult` with ``outputs`` and per-instance ``coef`` ``(R, K, K, K)`` (``[r, k, l]``:
+      class ``k`` labelled ``l``; empty types carry no meaning) and the residuals (0 for the closed form). The
+      cost does not depend on ``N``.
     """
     arr = check_counts(counts)
     k = arr.shape[0]

@@ -11,6 +11,7 @@ exact student starts (``init``, :data:`PLL_INITS`) from the weights of the model
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import jax
@@ -114,14 +115,8 @@ def pll_student(
         return pll_rounds_core(fit, fit(t), num_students, tie_tol)
     opts = check_exact_options(loss, q, exact_options, solver=DEFAULT_SOLVER)
     phi = solver_features(gram=unit.gram, features=unit.features)
-    solve = {x: opts[x] for x in ("tol", "max_iter", "solver")}
-    result = pll_rounds_core(
-        exact_fit(phi, lam_a, loss=loss, q=float(q), **solve),
-        exact_fit(phi, lam_a, loss="ce", q=float(q), **solve)(t),
-        num_students,
-        tie_tol,
-        init,
-    )
+    fit = partial(exact_fit, phi, lam_a, q=float(q), tol=opts["tol"], max_iter=opts["max_iter"], solver=opts["solver"])
+    result = pll_rounds_core(fit(loss=loss), fit(loss="ce")(t), num_students, tie_tol, init)
     if opts["on_failure"] == "raise":
         raise_unconverged(result, opts["tol"], opts["max_iter"])
     return result
