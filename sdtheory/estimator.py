@@ -172,9 +172,8 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
             kept = students[0]
             if select is not None:
                 self.best_round_ = select
-        fitted, self.round_coefs_, self.round_intercepts_ = fits[kept]
-        self.predictor_ = fitted
-        result = fitted.exact_result(num_rounds=fitted.num_rounds)
+        self.predictor_, self.round_coefs_, self.round_intercepts_ = fits[kept]
+        result = self.predictor_.exact_result(num_rounds=self.predictor_.num_rounds)
         self.n_iter_ = np.asarray(result.iterations)
         self.kkt_ = np.asarray(result.kkt)
         w, b = self.round_coefs_[self._round], self.round_intercepts_[self._round]

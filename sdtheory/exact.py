@@ -143,8 +143,7 @@ def exact_predict(
         fshape = V.check_features(features)
         V.check_test_features(test_features, fshape[1])
         V.check_same_n(n, fshape[0], "features", "result_or_coef")
-        x = jnp.asarray(features, dtype=float)
-        w = jnp.einsum("nd,...nk->...dk", x, coef)
+        w = jnp.einsum("nd,...nk->...dk", jnp.asarray(features, dtype=float), coef)
         logits = jnp.einsum("td,...dk->...tk", jnp.asarray(test_features, dtype=float), w)
     if bias is not None:
         logits = logits + jnp.asarray(bias, dtype=float)[..., None, :]
