@@ -62,12 +62,10 @@ def _check_scored(x: Any, true_labels: Any, name: str, labels_name: str, num_cla
         raise ValueError(f"{labels_name} is empty: an accuracy needs at least one instance")
     if floating:
         if len(shape) < 2 or shape[-2] != n:
-            hint = ""
-            if shape[-1] == n:
-                hint = "; predictions (class indices) must have an integer dtype (cast them with .astype(int))"
+            hint = "; predictions (class indices) must have an integer dtype (cast them with .astype(int))"
             raise ValueError(
                 f"{name}: float outputs must be (..., N, K) with N = {n} (the length of {labels_name}), "
-                f"got shape {tuple(shape)}{hint}"
+                f"got shape {tuple(shape)}{hint if shape[-1] == n else ''}"
             )
         V.check_finite(host, name)
         return jnp.asarray(host, dtype=float), jnp.asarray(t), k
