@@ -211,8 +211,7 @@ _NPZ_KEYS = ("features", "labels", "test_features", "test_labels", "clean_labels
 def load_features(path: str | os.PathLike, *, num_classes: Optional[int] = None, name: Optional[str] = None) -> Dataset:
     """Load and validate user features and labels (``.npz`` or paired ``.npy``; the module docstring).
 
-    ``name``: default the file stem; ``num_classes``: default ``max(label) + 1``
-    (then every class must occur in the training labels).
+    ``name``: default the file stem; ``num_classes``: default ``max(label) + 1`` (then every class must occur).
 
     Raises:
       FileNotFoundError: the file (or a required sibling ``.labels.npy``) is missing.
@@ -412,12 +411,9 @@ def random_relu_features(
 @float64
 def normalize_rows(train: Any, test: Any = None, *, center: bool = False) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """Optionally subtract the training mean, then scale every row to unit norm (scale-safe: rows divided
-    by :func:`pow2_scale` first).
-
-    A zero row is a ``ValueError``: without centring exactly zero; after
-    centring, of norm at most ``1e-12`` times the largest training row norm
-    before centring (zero up to the roundoff of the subtraction).
-    """
+    by :func:`pow2_scale` first). A zero row is a ``ValueError``: without centring exactly zero; after
+    centring, of norm at most ``1e-12`` times the largest training row norm before centring (zero up to the
+    roundoff of the subtraction)."""
     center = V.check_bool(center, "center")
     x, xt = _check_pair(train, test)
 

@@ -352,15 +352,14 @@ def run_cell(
         pt = exact_predict(jax.tree_util.tree_map(lambda a: a[1:], pll.fits), test_features=xt, features=x)
         out += _rows("exact", f"pll_{loss}", score(pll.outputs, pt, True)[:1], first=1, res=pll)
     # closed form from the empirical Gram (linearised): one predictor per label vector, from the map's spectrum
-    cf_model = predictor(t, lam=fm.lam, spectrum=fm.spectrum, features=x)
+    model = functools.partial(predictor, lam=fm.lam, spectrum=fm.spectrum, features=x)
+    cf_model = model(t)
     cf = cf_model.train_outputs(num_rounds=num_rounds)
     cft = cf_model.test_outputs(num_rounds=num_rounds, test_features=xt)
     out += _rows("closed_form", "sd", score(cf, cft), agree=_agree(cf, exact_pred))
     fit = closed_fit(fm.spectrum, lam)
     pc = pll_rounds_core(fit, fit(t), 1, TIE_TOL)
-    pct = predictor(pc.targets[0], lam=fm.lam, spectrum=fm.spectrum, features=x).test_outputs(
-        rounds=0, test_features=xt
-    )
+    pct = model(pc.targets[0]).test_outputs(rounds=0, test_features=xt)
     out += _rows(
         "closed_form", "pll_ce", score(pc.outputs, pct)[:1], first=1, agree=_agree(pc.outputs[:1], pll_pred["ce"])
     )

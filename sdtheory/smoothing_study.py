@@ -12,6 +12,7 @@ the metrics of :func:`sdtheory.experiments.score_rounds`.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple, Optional
 from collections.abc import Callable, Sequence
 
@@ -96,25 +97,22 @@ def run_smoothing_cell(
     nan = float("nan")
     blank = dict(agree_key="agree_ref", alpha=nan, refits=nan, fixed_point=nan)
 
-    def agree(outs, reference):
-        return None if reference is None else E._agree(outs, np.argmax(np.asarray(reference), -1))
-
-    def rows_of(method, param, res, reference, first=0):
+    def rows_of(method, param, res, reference, first=0):  # reference: the argmaxes ``agree_ref`` compares with
         part = jax.tree_util.tree_map(lambda a: a[first:], res)  # the record's rounds from ``first`` on
         test_out = exact_predict(part, test_features=xt, features=x)
         scored = E.score_rounds(
             part.outputs, true, given, test_outputs=test_out, test_labels=test_true, probabilities=True
         )
-        agreed = agree(part.outputs, reference)
+        agreed = None if reference is None else E._agree(part.outputs, reference)
         return E._rows("exact", method, scored, first=first, agree=agreed, res=res, param=param, **blank)
 
     out: list = []
     sd = solve(y, num_rounds)
-    teacher = sd.outputs[:1]
+    sd_pred = np.asarray(sd.outputs).argmax(-1)  # (R, N)
     out += rows_of("teacher", nan, jax.tree_util.tree_map(lambda a: a[:1], sd), None)
     out += rows_of("sd", nan, sd, None)
     for e in eps:
-        out += rows_of("uniform", float(e), solve(uniform_smoothing_core(y, jnp.asarray(float(e)))), teacher)
+        out += rows_of("uniform", float(e), solve(uniform_smoothing_core(y, jnp.asarray(float(e)))), sd_pred[:1])
     for i, beta in enumerate(betas):
         for method, max_iter in (("beta_one", 1), ("beta_fixed", beta_max_iter)):
             kept: list = []
@@ -128,24 +126,25 @@ def run_smoothing_cell(
             bfp = beta_smoothing_fixed_point_core(fit, *args, alpha=alpha)
             fp = float(bfp.converged) if method == "beta_fixed" else nan
             extra = dict(round=1, alpha=alpha, refits=float(bfp.iterations), fixed_point=fp)
-            out += [{**r, **extra} for r in rows_of(method, float(beta), kept[-1], teacher)]
+            out += [{**r, **extra} for r in rows_of(method, float(beta), kept[-1], sd_pred[:1])]
     for tau in taus:
-        out += rows_of("sd_tau", float(tau), solve(y, num_rounds, temperature=float(tau)), sd.outputs)
+        out += rows_of("sd_tau", float(tau), solve(y, num_rounds, temperature=float(tau)), sd_pred)
     pll = pll_rounds_core(exact_fit(fm.phi, lam, loss="ce", **E.EXACT_OPTIONS), round_fit(sd), 1, TIE_TOL)
     out += rows_of("pll", nan, pll.fits, None, first=1)
 
     # the linearised model's prediction: uniform smoothing and temperature never change an argmax
     def closed_rows(method, param, outs, reference):
         scored = E.score_rounds(outs, true, given)
-        return E._rows("closed_form", method, scored, agree=agree(outs, reference), param=param, **blank)
+        return E._rows("closed_form", method, scored, agree=E._agree(outs, reference), param=param, **blank)
 
-    cf_plain = predictor(y, lam=fm.lam, spectrum=fm.spectrum, features=x).train_outputs(num_rounds=num_rounds)
+    model = functools.partial(predictor, lam=fm.lam, spectrum=fm.spectrum, features=x)
+    cf_pred = np.asarray(model(y).train_outputs(num_rounds=num_rounds)).argmax(-1)
     for e in eps:
-        cf = predictor(uniform_smoothing_core(y, jnp.asarray(float(e))), lam=fm.lam, spectrum=fm.spectrum, features=x)
-        out += closed_rows("uniform", float(e), cf.train_outputs(rounds=0), cf_plain[:1])
+        cf = model(uniform_smoothing_core(y, jnp.asarray(float(e))))
+        out += closed_rows("uniform", float(e), cf.train_outputs(rounds=0), cf_pred[:1])
     for tau in taus:
-        cf = predictor(y, lam=fm.lam, spectrum=fm.spectrum, features=x, temperature=float(tau))
-        out += closed_rows("sd_tau", float(tau), cf.train_outputs(num_rounds=num_rounds), cf_plain)
+        cf = model(y, temperature=float(tau))
+        out += closed_rows("sd_tau", float(tau), cf.train_outputs(num_rounds=num_rounds), cf_pred)
     return out
 
 
