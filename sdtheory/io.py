@@ -135,10 +135,7 @@ def to_jsonable(obj: Any) -> Any:
         return [to_jsonable(v) for v in obj]
     if hasattr(obj, "__array__"):
         return to_jsonable(np.asarray(obj).tolist())
-    raise TypeError(
-        f"obj: cannot convert {type(obj).__name__} to JSON (mappings, sequences, numbers, "
-        "str, bool, None, paths and arrays are allowed)"
-    )
+    raise TypeError(f"obj: cannot convert {type(obj).__name__} to JSON")
 
 
 def write_json(path: str | os.PathLike, data: Mapping[str, Any], *, metadata: Optional[Mapping] = None) -> Path:
@@ -538,9 +535,7 @@ def write_checkpoint(path: str | os.PathLike, entries: Mapping[str, Mapping[str,
             raise TypeError(f"entries[{key!r}] must be a mapping of array names to arrays, got {type(piece).__name__}")
         for name, arr in piece.items():
             if np.asarray(arr).dtype == object:
-                raise TypeError(
-                    f"entries[{key!r}][{name!r}] must be a numeric/bool/str array, got {type(arr).__name__}"
-                )
+                raise TypeError(f"entries[{key!r}][{name!r}] must be a numeric, bool or str array")
             arrays[f"{key}/{name}"] = arr
     meta = {"parameters": _canonical(parameters), "keys": list(entries)}
     try:

@@ -20,7 +20,7 @@ import numpy as np
 
 from .._src.block import BlockSpectrum, _block_spectrum, block_outputs_core, sample_block_features_core
 from ..block import block_classes
-from .._src.closed import sd_outputs_core
+from .._src.closed import Variant, linear_chain_core, sd_outputs_core
 from .._src.exact import exact_outputs_core, spectral_features
 from .._src.rules import correct_core
 from ..noise import corruption_matrix_core, empirical_fractions_core, sample_labels_exact_core, sample_labels_iid_core
@@ -37,7 +37,6 @@ from ..theorems import (
     pll_condition_core,
     pll_prediction_core,
 )
-from .._src.closed import Variant, linear_chain_core
 from .config import SimConfig
 
 __all__ = ["Point", "Shared", "make_point", "make_shared", "point_spectra", "simulate_cell"]
