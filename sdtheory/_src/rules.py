@@ -1,9 +1,8 @@
 """The one tie rule: which instances are correct, and the top-1 / top-2 class masks (pure; no validation).
 
-An instance is correct when the output of its true class exceeds every other
-output by more than ``tie_tol``; a tie is a failure. The top-k masks round the
-scores to multiples of ``tie_tol`` first, so values within it compare equal
-and the lower class index wins a tie.
+An instance is correct when the output of its true class exceeds every other output by more than ``tie_tol``; a tie is a
+failure. The top-k masks round the scores to multiples of ``tie_tol`` first, so values within it compare equal and the
+lower class index wins a tie.
 """
 
 from __future__ import annotations
