@@ -140,13 +140,6 @@ def target_multipliers_core(q: jax.Array, rounds: jax.Array, temperature, xi) ->
     return ar + (1.0 - xi) * geo
 
 
-def _scheduled_multipliers(qs: jax.Array, temperature, xi) -> jax.Array:
-    """A schedule: ``m_0 = 1``, ``m_r = (xi q_{r-1}/tau) m_{r-1} + (1 - xi)``; ``qs`` ``(R, M)`` -> ``(R, M)``."""
-    step = lambda m, q: ((xi * q / temperature) * m + (1.0 - xi), m)
-    _, ms = jax.lax.scan(step, jnp.ones_like(qs[0]), qs)
-    return ms
-
-
 def closed_variant_core(
     spec: Spectrum,
     targets: jax.Array,
@@ -174,8 +167,9 @@ def closed_variant_core(
         ridges = k * n * lam_r  # (R_all,)
     if not hard:
         if schedule:
-            qs = s[None, :] / (s[None, :] + ridges[:, None])
-            m = _scheduled_multipliers(qs, temperature, xi)[rounds]
+            qs = s[None, :] / (s[None, :] + ridges[:, None])  # (R_all, M)
+            step = lambda m, q: ((xi * q / temperature) * m + (1.0 - xi), m)  # m_0 = 1, m_r from m_{r-1}, q_{r-1}
+            m = jax.lax.scan(step, jnp.ones_like(qs[0]), qs)[1][rounds]
             ridge_r = ridges[rounds][:, None]
         else:
             ridge = k * n * lams

@@ -125,17 +125,6 @@ def _from_basis(ops, u):
     return u if ops.basis is None else u @ ops.basis.T
 
 
-def _operators(phi, basis, colsq, count, mask):
-    # separate passes (barriers): fused, XLA's CPU backend materialised Phi * Phi (2.7x slower)
-    barrier = jax.lax.optimization_barrier
-    if colsq is None:
-        colsq = jnp.sum(phi * phi, axis=0)
-        phi, colsq = barrier((phi, colsq))
-    max_row = jnp.sqrt(jnp.max(jnp.sum(phi * phi, axis=1)))
-    phi, max_row = barrier((phi, max_row))
-    return _Ops(phi, phi.astype(jnp.float32), colsq, max_row, basis, count, mask)
-
-
 class _State(NamedTuple):
     v: jax.Array  # (K, M) weights
     z: jax.Array  # (K, N) logits v Phi^T
@@ -230,14 +219,8 @@ def _data_hvp(phi, t, z, d, loss, q, lin=None, count=None):
     return jax.lax.fori_loop(0, -(-n // nb), body, jnp.zeros_like(d)) / count
 
 
-def _residual_bound(ops, w, v, lam):
-    """A residual bound without a pass over ``Phi``: ``max_i ||phi_i|| max_k ||u_k|| / 2``, ``u = -w/lam - v``."""
-    u = _implied(w, v, lam) - v
-    return jnp.maximum(0.5 * ops.max_row * jnp.sqrt(jnp.max(jnp.sum(u * u, axis=1))), _bias_gap(w, lam))
-
-
-#: The Newton solvers compute the exact residual (a pass over ``Phi``) once :func:`_residual_bound`
-#: is below this multiple of ``tol``; before, the bound (an upper bound) stands in for it.
+#: The Newton solvers compute the exact residual (a pass over ``Phi``) once its upper bound (no pass) is below this
+#: multiple of ``tol``; before, the bound stands in for it.
 RESIDUAL_GATE = 1e6
 
 
@@ -290,8 +273,10 @@ def _newton_cg_round(ops, t, lam, v0, *, loss, q, tol, max_iter, max_cg, rtol, m
     lam_lo = jnp.asarray(lam).astype(lo)
 
     def residual(z, w, v):
-        """The exact residual, or its bound while that is far above ``tol``; and whether it is exact."""
-        bound = _residual_bound(ops, w, v, lam)
+        """The exact residual, or while far above ``tol`` its bound ``max_i ||phi_i|| max_k ||u_k|| / 2``,
+        ``u = -w/lam - v`` (no pass over ``Phi``); and whether it is exact."""
+        u = _implied(w, v, lam) - v
+        bound = jnp.maximum(0.5 * ops.max_row * jnp.sqrt(jnp.max(jnp.sum(u * u, axis=1))), _bias_gap(w, lam))
         near = bound <= RESIDUAL_GATE * tol
         return jax.lax.cond(near, lambda: _residual(ops, z, w, v, lam), lambda: bound), near
 
@@ -557,8 +542,7 @@ def exact_phi_core(
     (:func:`bucket_rows`) with zero weight in the loss, so the solution is that of the unpadded problem.
     """
     coords = phi if isinstance(phi, Coordinates) else None
-    if coords is not None:
-        phi = coords.phi
+    phi = phi if coords is None else coords.phi
     chex.assert_rank([phi, targets, lam], [2, 2, 0])  # Phi (N, M), T (N, K), one lam
     chex.assert_equal_shape_prefix([phi, targets], 1)
     lossfn = get_loss(loss)
@@ -588,7 +572,14 @@ def exact_phi_core(
         """The L2 weight per coordinate: ``lam``, or a ``(1, M + 1)`` row with 0 on the bias."""
         return jnp.concatenate([jnp.full((1, m), lam), jnp.zeros((1, 1), dtype)], axis=1) if fit_intercept else lam
 
-    ops = _operators(phi, basis, colsq, count, mask)
+    # separate passes (barriers): fused, XLA's CPU backend materialised Phi * Phi (2.7x slower)
+    ph = phi
+    if colsq is None:
+        colsq = jnp.sum(ph * ph, axis=0)
+        ph, colsq = jax.lax.optimization_barrier((ph, colsq))
+    max_row = jnp.sqrt(jnp.max(jnp.sum(ph * ph, axis=1)))
+    ph, max_row = jax.lax.optimization_barrier((ph, max_row))
+    ops = _Ops(ph, ph.astype(jnp.float32), colsq, max_row, basis, count, mask)
     if init_coef is None:
         v0 = jnp.zeros((k, phi.shape[1]), dtype)  # class-major (K, M), as the solvers work
     else:
@@ -772,12 +763,10 @@ def raise_unconverged(
 
     With their measures and what would help; rounds unconverged only through an earlier round are counted, not named.
     """
-    if V.is_tracer(res.converged) or bool(np.all(np.asarray(res.converged))):
+    if V.is_tracer(res.converged) or bool(np.all(conv := np.asarray(res.converged))):
         return
-    conv = np.asarray(res.converged)
-    own = np.asarray(res.residuals) <= tol
-    if hasattr(res, "kkt"):
-        own = own | (np.asarray(res.kkt) <= rtol)
+    has_kkt = hasattr(res, "kkt")  # an ExactResult (the PLL pipeline reports residuals only)
+    own = (np.asarray(res.residuals) <= tol) | (has_kkt and np.asarray(res.kkt) <= rtol)
     bad_pos = np.flatnonzero(~conv & ~own)
     if bad_pos.size == 0:  # tolerances other than the solve's: name every unconverged round
         bad_pos = np.flatnonzero(~conv)
@@ -786,7 +775,7 @@ def raise_unconverged(
     fmt = lambda a: "[" + ", ".join(f"{float(x):.2g}" for x in a) + "]"  # noqa: E731
     measures = f"residuals {fmt(np.asarray(res.residuals)[bad_pos])}"
     worst = 1.0
-    if hasattr(res, "kkt"):  # an ExactResult (the PLL pipeline reports residuals only)
+    if has_kkt:
         kkt = np.asarray(res.kkt)[bad_pos]
         worst = float(np.max(kkt))
         measures += f", kkt {fmt(kkt)}, certified output error bounds {fmt(np.asarray(res.error_bounds)[bad_pos])}"

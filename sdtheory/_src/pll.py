@@ -105,11 +105,7 @@ def exact_fit(phi: Any, lam: Any, *, loss: str = "ce", q: Any = 0.7, **options: 
 
 
 def pll_rounds_core(
-    fit_student: Callable[..., Fit],
-    teacher: Fit,
-    num_students: int,
-    tie_tol: Any = TIE_TOL,
-    init: str = "zero",
+    fit_student: Callable[..., Fit], teacher: Fit, num_students: int, tie_tol: Any = TIE_TOL, init: str = "zero"
 ) -> PLLResult:
     """The PLL pipeline after the teacher: ``num_students`` (static) refinements.
 

@@ -299,8 +299,7 @@ def finite_sample_core(
 
     Vmap it again over ``C`` or ``lam``; nothing depends on the number of instances.
     """
-    k = C.shape[0]
-    cls, tgt = label_types(k)
+    cls, tgt = label_types(C.shape[0])
     tgt = tgt.astype(C.dtype)
     rounds = jnp.arange(num_rounds)
 

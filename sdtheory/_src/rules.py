@@ -45,9 +45,7 @@ def correct_core(outputs: jax.Array, true_labels: jax.Array, tie_tol: Any = TIE_
 
 
 def _correct_any(x: jax.Array, true_labels: jax.Array, tie_tol) -> jax.Array:
-    if jnp.issubdtype(x.dtype, jnp.floating):
-        return correct_core(x, true_labels, tie_tol)
-    return x == true_labels
+    return correct_core(x, true_labels, tie_tol) if jnp.issubdtype(x.dtype, jnp.floating) else x == true_labels
 
 
 def accuracy_core(outputs_or_predictions: jax.Array, true_labels: jax.Array, tie_tol: Any = TIE_TOL) -> jax.Array:

@@ -42,8 +42,7 @@ class Spectrum(NamedTuple):
 
 @jax.jit
 def _eigh_spectrum(gram: jax.Array) -> Spectrum:
-    gram = 0.5 * (gram + gram.T)
-    s, u = jnp.linalg.eigh(gram)
+    s, u = jnp.linalg.eigh(0.5 * (gram + gram.T))
     return Spectrum(s, u)
 
 
@@ -253,11 +252,7 @@ spectrum = float64(_spectrum, kernel=_EIGH)
 
 
 def apply_spectral(
-    spec: Spectrum,
-    fn: Callable[[jax.Array], jax.Array],
-    y: jax.Array,
-    *,
-    vanishes_at_zero: bool = False,
+    spec: Spectrum, fn: Callable[[jax.Array], jax.Array], y: jax.Array, *, vanishes_at_zero: bool = False
 ) -> jax.Array:
     """Apply ``f(G)`` to ``y`` (``(N,)`` or ``(N, K)``) through the eigenbasis.
 
@@ -289,11 +284,10 @@ def _check_apply(spec: Any, fn: Any, y: Any) -> jax.Array:
         )
     shapes = []
     for name, a, ndim in (("spec.eigvals", spec.eigvals, 1), ("spec.eigvecs", spec.eigvecs, 2)):
-        if V.is_tracer(a):
-            if not jnp.issubdtype(a.dtype, jnp.floating):
-                raise TypeError(f"{name} must be floating, got dtype {a.dtype}")
-        else:
+        if not V.is_tracer(a):
             V.check_finite(a, name)
+        elif not jnp.issubdtype(a.dtype, jnp.floating):
+            raise TypeError(f"{name} must be floating, got dtype {a.dtype}")
         shape = V.shape_of(a, name)
         if len(shape) != ndim:
             raise ValueError(f"{name} must be {ndim}-D, got shape {shape}")
@@ -334,10 +328,7 @@ def _multipliers(fn: Callable, s: jax.Array) -> jax.Array:
 
 
 def apply_spectral_to(
-    spec: Spectrum,
-    fn: Callable[[jax.Array], jax.Array],
-    y: jax.Array,
-    cross: jax.Array,
+    spec: Spectrum, fn: Callable[[jax.Array], jax.Array], y: jax.Array, cross: jax.Array
 ) -> jax.Array:
     """``cross @ diag(fn(s)) U^T y`` with ``cross = G(test, train) U`` ``(N_test, M)`` (new points)."""
     coef = spec.eigvecs.T @ (y[:, None] if y.ndim == 1 else y)
