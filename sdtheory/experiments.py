@@ -22,8 +22,8 @@ import numpy as np
 from . import _validation as V
 from ._x64 import float64
 from .data import BlockStatistics, Dataset, block_statistics, make_features, stratified_split, stratified_subset
-from ._src.exact import DEFAULT_MAX_CG, DEFAULT_MAX_ITER, DEFAULT_TOL, Coordinates, ExactResult, check_options
-from ._src.exact import exact_phi_core, solver_features
+from ._src.exact import DEFAULT_MAX_CG, DEFAULT_MAX_ITER, DEFAULT_SOLVER, DEFAULT_TOL, Coordinates, ExactResult
+from ._src.exact import check_options, exact_phi_core, solver_features
 from .exact import exact_predict
 from ._src.losses import LOSSES
 from .metrics import TIE_TOL, accuracy, split_accuracy
@@ -72,7 +72,7 @@ FIELDNAMES = (*CELL_COLUMNS, "round", *METRIC_COLUMNS, "agree_exact", *SOLVER_CO
 #: Nearest neighbours per instance in the noise estimate of :func:`noisy_label_c`.
 NEIGHBOURS = 3
 #: Exact-solver options of the protocol (the package defaults; L-BFGS).
-EXACT_OPTIONS = dict(tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, max_cg=DEFAULT_MAX_CG, solver="lbfgs")
+EXACT_OPTIONS = dict(tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, max_cg=DEFAULT_MAX_CG, solver=DEFAULT_SOLVER)
 
 
 def lam_rule(c: float, num_instances: int, num_classes: int) -> float:
@@ -313,7 +313,7 @@ def run_cell(
     num_rounds: int,
     q: float = 0.7,
     init: str = "teacher",
-    solver: str = "lbfgs",
+    solver: str = DEFAULT_SOLVER,
 ) -> list:
     """All methods for one noisy label vector; rows without the cell keys (feature map, kind, rate, seed).
 
@@ -436,7 +436,7 @@ def run_protocol(
     center: bool = True,
     normalize: bool = True,
     init: str = "teacher",
-    solver: str = "lbfgs",
+    solver: str = DEFAULT_SOLVER,
     progress: Optional[Callable[[int, int, float], None]] = None,
     completed: Optional[Mapping[tuple, Sequence[Mapping]]] = None,
     on_cell: Optional[Callable[[tuple, list], None]] = None,

@@ -5,9 +5,9 @@ GCE) on targets ``T`` ``(N, K)``, round ``r`` on the training outputs of round `
 (``V`` ``K x M``, logits ``V Phi^T``) in coordinates ``Phi Phi^T = G``: ``U diag(sqrt s)`` of a Gram, or ``X R`` (``R``
 the eigenbasis of ``X^T X``) for features with ``d < N``. At a stationary point the logits are ``G A``,
 ``A = -(d ell / d z) / (N lam)``; a round stops when the fixed-point residual ``max |softmax(Z) - softmax(G A(Z))|`` is
-``<= tol`` or the scale-free stationarity ``kkt`` is ``<= rtol``. ``solver="auto"``: truncated Newton, CG preconditioned
-by the Kronecker-factored Hessian, Hessian products in float32 (the rest float64); ``"newton-cg"`` (float64 products)
-and ``"lbfgs"`` are the alternatives.
+``<= tol`` or the scale-free stationarity ``kkt`` is ``<= rtol``. ``solver="auto"`` (the default everywhere):
+truncated Newton, CG preconditioned by the Kronecker-factored Hessian, Hessian products in float32 (the rest float64);
+``"newton-cg"`` (float64 products) and ``"lbfgs"`` are the alternatives.
 """
 
 from __future__ import annotations

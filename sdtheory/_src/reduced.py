@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .closed import shrink_factors
-from .exact import DEFAULT_MAX_ITER, DEFAULT_TOL, ExactResult, exact_phi_core
+from .exact import DEFAULT_MAX_ITER, DEFAULT_SOLVER, DEFAULT_TOL, ExactResult, exact_phi_core
 from .losses import LOSSES, Loss
 from .pll import PLLResult, _closed, pll_rounds_core, round_fit
 from .rules import TIE_TOL, correct_core
@@ -96,7 +96,7 @@ def reduced_exact_core(
     q: Any = 0.7,
     tol: Any = DEFAULT_TOL,
     max_iter: Any = DEFAULT_MAX_ITER,
-    solver: str = "lbfgs",
+    solver: str = DEFAULT_SOLVER,
     **chain: Any,
 ) -> ExactResult:
     """Exact outputs of rounds ``0..num_rounds-1`` for every type: an :class:`sdtheory.ExactResult` over types.
@@ -194,7 +194,7 @@ def all_correct_search_core(
     stop_at_first: bool = False,
     tol: Any = DEFAULT_TOL,
     max_iter: Any = DEFAULT_MAX_ITER,
-    solver: str = "lbfgs",
+    solver: str = DEFAULT_SOLVER,
     chunk: int = _CHUNK,
 ) -> SearchResult:
     """First all-correct round and the end of the all-correct run after it, among rounds ``0..search_rounds-1``.
@@ -250,7 +250,7 @@ def type_pll_core(
     q: Any = 0.7,
     tol: Any = DEFAULT_TOL,
     max_iter: Any = DEFAULT_MAX_ITER,
-    solver: str = "lbfgs",
+    solver: str = DEFAULT_SOLVER,
 ) -> PLLResult:
     """The PLL pipeline (:func:`sdtheory.refine.pll_rounds_core`) on the types: CE teacher, ``loss`` students."""
     if model == "exact":
@@ -293,7 +293,7 @@ def finite_sample_core(
     q: Any = 0.7,
     tol: Any = DEFAULT_TOL,
     max_iter: Any = DEFAULT_MAX_ITER,
-    solver: str = "lbfgs",
+    solver: str = DEFAULT_SOLVER,
 ) -> FiniteSampleDraws:
     """One draw of i.i.d. label counts per key (``keys`` ``(D,)``), then SD rounds and the PLL student on the types.
 

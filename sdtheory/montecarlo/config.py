@@ -7,7 +7,7 @@ from typing import Any, NamedTuple, Optional
 
 from .. import _validation as V
 from ..block import check_sampler_cd
-from .._src.exact import DEFAULT_MAX_ITER, DEFAULT_TOL, SOLVERS
+from .._src.exact import DEFAULT_MAX_ITER, DEFAULT_SOLVER, DEFAULT_TOL, SOLVERS
 from .._src.losses import check_q, get_loss
 from .._src.rules import TIE_TOL
 from ..noise import canonical_kind, check_clusters
@@ -56,7 +56,7 @@ class SimConfig(NamedTuple):
     exact_labels: bool = False
     exact_tol: float = DEFAULT_TOL
     exact_max_iter: int = DEFAULT_MAX_ITER
-    exact_solver: str = "newton-cg"
+    exact_solver: str = DEFAULT_SOLVER
     pll_loss: str = "ce"
     pll_q: float = 0.7
     clusters: Optional[tuple] = None
