@@ -3,13 +3,12 @@ r"""Real data: user feature files, the bundled handwritten digits, feature maps 
 Everything returns NumPy ``float64`` / ``int64`` arrays; randomness (splits, random features) comes from
 explicit ``jax.random`` keys: same key, same data.
 
-Feature files (:func:`load_features`; :func:`sdtheory.io.save_features` writes them): ``.npz`` with
-``features`` ``(N, d)`` (real numeric), ``labels`` ``(N,)`` (integers ``0..K-1``), optionally
-``test_features`` / ``test_labels`` (both or neither) and, for noisy labels, ``clean_labels`` /
-``test_clean_labels`` (only to evaluate); or paired ``stem.npy`` + ``stem.labels.npy`` (and
-``stem.test.npy`` + ``stem.test.labels.npy``). Read with ``allow_pickle=False``; every ``.npy`` header is
-checked against the bytes that hold the data and :data:`MAX_ARRAY_BYTES` before anything is allocated; every
-problem raises an error whose message starts with the file name.
+Feature files (:func:`load_features`; :func:`sdtheory.io.save_features` writes them): ``.npz`` with ``features``
+``(N, d)`` (real numeric), ``labels`` ``(N,)`` (integers ``0..K-1``), optionally ``test_features`` / ``test_labels``
+(both or neither) and, for noisy labels, ``clean_labels`` / ``test_clean_labels`` (only to evaluate); or paired
+``stem.npy`` + ``stem.labels.npy`` (and ``stem.test.npy`` + ``stem.test.labels.npy``). Read with ``allow_pickle=False``;
+every ``.npy`` header is checked against the bytes that hold the data and :data:`MAX_ARRAY_BYTES` before anything is
+allocated; every problem raises an error whose message starts with the file name.
 
 Feature maps (:func:`make_features`): ``"identity"``; ``"standardized"`` (columns by the training mean and
 std); ``"relu"`` (``max(0, z W + b)`` of the standardised inputs, ``W ~ N(0, 1/d)``, ``b ~ N(0, 1)``); then,

@@ -95,14 +95,11 @@ def noisy_label_c(
 ) -> tuple[float, float]:
     r"""The clean within-class ``c`` of the block model, fitted from *noisy* labels: ``(c, eta)``.
 
-    Symmetric noise at rate ``eta`` (balanced classes, independent of the
-    features) gives ``c~ - d~ = rho^2 (c - d)``, ``rho = 1 - eta K/(K-1)``, and
-    keeps the mean ``m`` of the class-pair means, so ``c = m + (1 - 1/K)(c~ -
-    d~)/rho^2``. ``rho^2`` comes from ``noise_rate`` (in ``[0, (K-1)/K)``) or
-    from the rate ``A = 1/K + rho^2 (p - 1/K)`` at which the :data:`NEIGHBOURS`
-    nearest neighbours (by ``<x_i, x_j>``) share an instance's given label,
-    taking ``p = 1`` (``p < 1`` biases ``c`` up). docs/real_data.md, "lam
-    with noisy labels".
+    Symmetric noise at rate ``eta`` (balanced classes, independent of the features) gives ``c~ - d~ = rho^2 (c - d)``,
+    ``rho = 1 - eta K/(K-1)``, and keeps the mean ``m`` of the class-pair means, so
+    ``c = m + (1 - 1/K)(c~ - d~)/rho^2``. ``rho^2`` comes from ``noise_rate`` (in ``[0, (K-1)/K)``) or from the rate
+    ``A = 1/K + rho^2 (p - 1/K)`` at which the :data:`NEIGHBOURS` nearest neighbours (by ``<x_i, x_j>``) share an
+    instance's given label, taking ``p = 1`` (``p < 1`` biases ``c`` up). docs/real_data.md, "lam with noisy labels".
 
     Raises:
       ValueError: bad arguments, or neighbours that share labels no more often than chance.
@@ -542,10 +539,9 @@ def noisy_feature_maps(
 ) -> Iterator[tuple]:
     """The noisy-label mode: per feature map ``(name, x, xt, info)``; no noise drawn, ``ds.labels`` as given.
 
-    Features as in :func:`run_protocol`; ``lam``: default :func:`lam_rule` on :func:`noisy_label_c`
-    (``noise_rate``: known, else estimated). ``info``: ``lam``, ``lam_rule``, ``c``, ``noise_rate``,
-    ``c_given_labels`` (the uncorrected fit) and, from ``ds.clean_labels`` for evaluation only,
-    ``c_clean_labels`` and ``realised_rate``.
+    Features as in :func:`run_protocol`; ``lam``: default :func:`lam_rule` on :func:`noisy_label_c` (``noise_rate``:
+    known, else estimated). ``info``: ``lam``, ``lam_rule``, ``c``, ``noise_rate``, ``c_given_labels`` (the uncorrected
+    fit) and, from ``ds.clean_labels`` for evaluation only, ``c_clean_labels`` and ``realised_rate``.
     """
     if ds.test_features is None or ds.test_labels is None:
         raise ValueError("the data set needs a held-out split; see prepare_dataset")

@@ -3,13 +3,11 @@ r"""Label noise: corruption matrices, sampling noisy labels, empirical fractions
 A corruption matrix ``C`` is ``K x K`` and row-stochastic:
 ``C[k, l] = P(given label l | true class k)``. Families (:data:`KINDS`):
 ``"symmetric"``, ``"asymmetric"`` (SelfPLL's ``asym``), ``"pair"`` and
-``"cc"`` (confusable classes: a label moves uniformly to the other classes of
-its cluster; a class alone in its cluster keeps its label). Every family is
-row-stochastic exactly for ``0 <= eta <= 1``.
+``"cc"`` (confusable classes: a label moves uniformly to the other classes of its cluster; a class alone in its cluster
+keeps its label). Every family is row-stochastic exactly for ``0 <= eta <= 1``.
 
-Every array function has a pure ``jnp`` core (``*_core``, no validation,
-``jit``/``vmap``-able over ``eta``, keys, matrices); the public functions are
-traceable too, except :func:`confusable_clusters` (host clustering).
+Every array function has a pure ``jnp`` core (``*_core``, no validation, ``jit``/``vmap``-able over ``eta``, keys,
+matrices); the public functions are traceable too, except :func:`confusable_clusters` (host clustering).
 """
 
 from __future__ import annotations
@@ -82,10 +80,9 @@ def max_eta(kind: str, num_classes: int, *, clusters: Any = None) -> float:
 def condition_threshold(kind: str, num_classes: int, *, clusters: Any = None) -> float:
     """Supremum of the ``eta`` at which ``C`` satisfies the corruption condition ``C_kk > C_kl``.
 
-    ``(K-1)/K`` (symmetric), ``K/(K+2)`` (asymmetric), ``1/2`` (pair),
-    ``(m-1)/m`` (cc, smallest cluster size ``m >= 2``; 1 if all are
-    singletons). At the threshold a wrong label ties the true one, so the
-    condition fails there. ``clusters`` is required for ``"cc"`` and refused otherwise.
+    ``(K-1)/K`` (symmetric), ``K/(K+2)`` (asymmetric), ``1/2`` (pair), ``(m-1)/m`` (cc, smallest cluster size
+    ``m >= 2``; 1 if all are singletons). At the threshold a wrong label ties the true one, so the condition fails
+    there. ``clusters`` is required for ``"cc"`` and refused otherwise.
     """
     kind = canonical_kind(kind)
     k = V.check_size(num_classes, "num_classes", minimum=2)
@@ -284,9 +281,8 @@ def confusable_clusters(
 ) -> np.ndarray:
     """Group classes whose features are similar (candidates for ``"cc"`` noise); docs/theorems.md section 2.
 
-    Distance ``1 - s_kl``, ``s_kl`` the mean cosine similarity of instances of
-    classes ``k`` and ``l``; complete linkage into ``num_clusters`` groups, or
-    (``None``) cut at ``threshold_ratio`` of the top merge height (SelfPLL's rule).
+    Distance ``1 - s_kl``, ``s_kl`` the mean cosine similarity of instances of classes ``k`` and ``l``; complete linkage
+    into ``num_clusters`` groups, or (``None``) cut at ``threshold_ratio`` of the top merge height (SelfPLL's rule).
 
     Args:
       class_means_or_features: ``(K, d)`` class means (``labels=None``) or
@@ -415,9 +411,8 @@ def sample_labels(key: jax.Array, true_labels: ArrayLike, C: ArrayLike, *, exact
       true_labels: ``(N,)`` ints in ``[0, K)``.
       C: ``(K, K)`` row-stochastic corruption matrix (validated unless traced).
       exact: False: i.i.d. ``given_i ~ Categorical(C[true_i])``. True: in
-        class ``k`` exactly ``m[k, l]`` instances get label ``l``, the
-        largest-remainder rounding of ``n_k C[k, l]`` (:func:`exact_counts`),
-        chosen uniformly at random.
+        class ``k`` exactly ``m[k, l]`` instances get label ``l``, the largest-remainder rounding of ``n_k C[k, l]``
+        (:func:`exact_counts`), chosen uniformly at random.
 
     Works under ``jax.vmap`` over ``key`` and ``C``.
     """

@@ -2,11 +2,10 @@
 paper's synthetic experiment").
 
 The reference perturbs the block Gram ``G`` with i.i.d. uniform noise in
-``[-epsilon, epsilon]`` off the diagonal: neither symmetric nor PSD, so the
-package refuses it. The valid equivalent here is the Gram ``X X^T`` of the
-Gaussian-mixture features of :func:`sdtheory.block.sample_block_features`
-(expectation ``G``), whose dimension makes ``E ||X X^T - G||_F^2 = (N^2 + ||G||_F^2) / dim``
-equal the reference's ``N (N - 1) epsilon^2 / 3`` (:func:`matched_feature_dim`).
+``[-epsilon, epsilon]`` off the diagonal: neither symmetric nor PSD, so the package refuses it. The valid equivalent
+here is the Gram ``X X^T`` of the Gaussian-mixture features of :func:`sdtheory.block.sample_block_features` (expectation
+``G``), whose dimension makes ``E ||X X^T - G||_F^2 = (N^2 + ||G||_F^2) / dim`` equal the reference's
+``N (N - 1) epsilon^2 / 3`` (:func:`matched_feature_dim`).
 """
 
 from __future__ import annotations

@@ -154,9 +154,8 @@ def margin_core(fractions: jax.Array) -> jax.Array:
 def min_rounds_core(fractions: jax.Array, logs: LogFactors) -> jax.Array:
     r"""First all-correct round ``r*`` (no validation; ``-1``: none, :data:`BEYOND_RANGE`: beyond ``MAX_ROUND``).
 
-    Equal global label frequencies: ``r* = floor(log((1 + Delta)/Delta) / log(b/a))``,
-    corrected by evaluating ``Delta - (1 + Delta) (a/b)^e > 0`` at the
-    neighbouring exponents; otherwise the first round of
+    Equal global label frequencies: ``r* = floor(log((1 + Delta)/Delta) / log(b/a))``, corrected by evaluating
+    ``Delta - (1 + Delta) (a/b)^e > 0`` at the neighbouring exponents; otherwise the first round of
     :func:`all_correct_rounds_core` (docs/theorems.md sections 4 and 9).
     """
     f = jnp.asarray(fractions)
@@ -219,12 +218,10 @@ def _h_of(fractions, logs):
 def all_correct_rounds_core(fractions: jax.Array, logs: LogFactors) -> RoundWindow:
     """Exact window of all-correct rounds from the score formula (no validation).
 
-    Each constraint holds on an interval of integer ``e``, found from its
-    peak (analytic) and two integer bisections over ``1 <= e <= 2**40``; the
-    window is their intersection (docs/theorems.md section 5). Returns int64
-    ``RoundWindow(first, last)``: ``(-1, -1)`` if empty; ``last = UNBOUNDED``
-    if it never closes; an end beyond ``MAX_ROUND`` is ``BEYOND_RANGE``
-    (with ``first = BEYOND_RANGE`` whether the window is empty is not decided).
+    Each constraint holds on an interval of integer ``e``, found from its peak (analytic) and two integer bisections
+    over ``1 <= e <= 2**40``; the window is their intersection (docs/theorems.md section 5). Returns int64
+    ``RoundWindow(first, last)``: ``(-1, -1)`` if empty; ``last = UNBOUNDED`` if it never closes; an end beyond
+    ``MAX_ROUND`` is ``BEYOND_RANGE`` (with ``first = BEYOND_RANGE`` whether the window is empty is not decided).
     """
     D, F, nu, mask, lr, lgam, L, h = _h_of(fractions, logs)
 
@@ -318,10 +315,9 @@ def _type_scores(targets_kyl, f_types, a, b, g):
 def pll_prediction_core(fractions: jax.Array, logs: LogFactors, num_rounds: int = 1, tie_tol=TIE_TOL) -> PLLPrediction:
     """PLL student prediction from the fractions (no validation; ``num_rounds`` student rounds, static).
 
-    Teacher: round 0 on the one-hot given labels; each student fits one round
-    (``e = 1``) on ``1/2`` on each of the previous round's top-2 classes
-    (the one top-2 and tie rules of :mod:`sdtheory._src.rules`). Holds
-    ``(K, K, K)`` arrays, about ``24 K**3`` bytes (:data:`PLL_MEMORY_LIMIT`).
+    Teacher: round 0 on the one-hot given labels; each student fits one round (``e = 1``) on ``1/2`` on each of the
+    previous round's top-2 classes (the one top-2 and tie rules of :mod:`sdtheory._src.rules`). Holds ``(K, K, K)``
+    arrays, about ``24 K**3`` bytes (:data:`PLL_MEMORY_LIMIT`).
     """
     f = jnp.asarray(fractions)
     k = f.shape[0]
@@ -391,8 +387,7 @@ def log_block_factors(*, per_class: int, num_classes: int, c: float, d: float, l
     ``(a, b, g) = s/(s + K N lam)`` for the eigenvalues of
     :func:`sdtheory.block.balanced_block_eigenvalues`; accurate to a few ulps
     for every finite ``lam > 0`` (docs/theorems.md section 9). ``c``, ``d``
-    concrete, ``lam`` a scalar: a traced ``lam`` gives traced fields,
-    concrete input Python floats.
+    concrete, ``lam`` a scalar: a traced ``lam`` gives traced fields, concrete input Python floats.
     """
     for name, v in (("c", c), ("d", d)):
         if V.is_tracer(v):
@@ -521,9 +516,8 @@ def _rounds(first_only, fractions, c, d, lam, per_class, corr, model, search_rou
 def corruption_condition(fractions: ArrayLike) -> bool:
     """The label-corruption condition ``f_k(k) > f_k(l)`` for all ``k``, ``l != k`` (ties fail).
 
-    In the linearised balanced block model with equal global label
-    frequencies (or ``d = 0``) it is necessary and sufficient for some round
-    to classify every training instance correctly (docs/theorems.md section 3).
+    In the linearised balanced block model with equal global label frequencies (or ``d = 0``) it is necessary and
+    sufficient for some round to classify every training instance correctly (docs/theorems.md section 3).
     """
     return _scalar(corruption_condition_core(_check_fractions(fractions)), bool)
 
@@ -630,9 +624,8 @@ def all_correct_at(fractions: ArrayLike, rounds: Any, *, c: float, d: float, lam
 def pll_condition(fractions: ArrayLike, *, c: float, d: float, lam: Any, per_class: int) -> bool:
     r"""PLL one-round condition: the corruption condition and ``h_k(l) < 1`` for all ``l != k``.
 
-    ``h_k(l)``: the fraction of class ``k`` whose linearised teacher top-2
-    contains ``l``. Exact when the global term vanishes (``d = 0``);
-    otherwise :func:`pll_accuracy_prediction` is (docs/theorems.md section 6).
+    ``h_k(l)``: the fraction of class ``k`` whose linearised teacher top-2 contains ``l``. Exact when the global term
+    vanishes (``d = 0``); otherwise :func:`pll_accuracy_prediction` is (docs/theorems.md section 6).
     ``K <= PLL_MAX_CLASSES`` (447).
     """
     f = _check_fractions(fractions)
@@ -658,14 +651,11 @@ def pll_accuracy_prediction(
 ) -> PLLPrediction:
     """Training accuracy of the (multi-round) PLL student in the balanced block model (:class:`PLLPrediction`).
 
-    Exact for the model at the level of instance types (true ``k``, given
-    ``y``), with the package's one top-2 and tie rules. ``num_rounds = R``:
-    the teacher and ``R - 1 <= PLL_MAX_ROUNDS`` students (unrolled when
-    compiled). ``K <= PLL_MAX_CLASSES`` (447; ``(K, K, K)`` arrays), else a
-    ``ValueError`` naming ``fractions``. ``model="exact"`` (student ``loss``
-    ``"ce"`` or ``"gce"`` with ``q``) or a general ``corr``: the population
-    types of :mod:`sdtheory.reduced` through the one PLL pipeline;
-    ``exact_options`` as in :func:`min_rounds`.
+    Exact for the model at the level of instance types (true ``k``, given ``y``), with the package's one top-2 and tie
+    rules. ``num_rounds = R``: the teacher and ``R - 1 <= PLL_MAX_ROUNDS`` students (unrolled when compiled).
+    ``K <= PLL_MAX_CLASSES`` (447; ``(K, K, K)`` arrays), else a ``ValueError`` naming ``fractions``. ``model="exact"``
+    (student ``loss`` ``"ce"`` or ``"gce"`` with ``q``) or a general ``corr``: the population types of
+    :mod:`sdtheory.reduced` through the one PLL pipeline; ``exact_options`` as in :func:`min_rounds`.
     """
     f = _check_fractions(fractions)
     _check_pll_size(f)
@@ -739,13 +729,11 @@ def finite_sample_prediction(
 ) -> FiniteSamplePrediction:
     """Distribution of the first all-correct round and of the PLL accuracy at finite ``n``, without instances.
 
-    Under i.i.d. labels ``y_i ~ C[k_i]`` the block model's outputs depend on
-    the labels only through the per-class label counts (independent
-    multinomials). Each of ``num_draws`` draws (``seed``) samples them and
-    evaluates SD rounds ``0..num_rounds-1`` and the one-round PLL student
-    (loss ``pll_loss``) on the types, ``model="closed"`` or ``"exact"``
-    (docs/theorems.md section 10). ``C``: ``(K, K)`` corruption matrix;
-    ``(c, d)``, ``corr`` and ``exact_options`` as in :func:`min_rounds`.
+    Under i.i.d. labels ``y_i ~ C[k_i]`` the block model's outputs depend on the labels only through the per-class label
+    counts (independent multinomials). Each of ``num_draws`` draws (``seed``) samples them and evaluates SD rounds
+    ``0..num_rounds-1`` and the one-round PLL student (loss ``pll_loss``) on the types, ``model="closed"`` or
+    ``"exact"`` (docs/theorems.md section 10). ``C``: ``(K, K)`` corruption matrix; ``(c, d)``, ``corr`` and
+    ``exact_options`` as in :func:`min_rounds`.
     """
     Cv = validate_corruption_matrix(C, name="C")
     k = Cv.shape[0]

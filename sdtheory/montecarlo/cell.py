@@ -1,13 +1,12 @@
 r"""One Monte Carlo cell: a pure function of (static config, parameter point, eta, seed key).
 
-A *point* (:class:`Point`, host-side :func:`make_point`) holds the traced ``(lam, c, d)`` and what depends
-only on them, with the same shapes at every point (one compiled program). A *cell* (:func:`simulate_cell`)
-draws the labels ``y ~ C(eta)[true class]`` with the seed's label key (common random numbers over eta and
-points), uses the block Gram or Gaussian-mixture features drawn with the seed's feature key, runs the
-config's methods (SD closed form / exact rounds ``0..R-1``, exact on the label types for the block Gram;
-the PLL student after one round, the exact one starting from the teacher's weights), scores them against
-the true classes (ties are failures) and evaluates the theorems on ``C`` (population) and on the cell's
-label fractions (empirical). docs/simulation.md lists every output.
+A *point* (:class:`Point`, host-side :func:`make_point`) holds the traced ``(lam, c, d)`` and what depends only on them,
+with the same shapes at every point (one compiled program). A *cell* (:func:`simulate_cell`) draws the labels
+``y ~ C(eta)[true class]`` with the seed's label key (common random numbers over eta and points), uses the block Gram or
+Gaussian-mixture features drawn with the seed's feature key, runs the config's methods (SD closed form / exact rounds
+``0..R-1``, exact on the label types for the block Gram; the PLL student after one round, the exact one starting from
+the teacher's weights), scores them against the true classes (ties are failures) and evaluates the theorems on ``C``
+(population) and on the cell's label fractions (empirical). docs/simulation.md lists every output.
 """
 
 from __future__ import annotations

@@ -257,9 +257,8 @@ class PhaseMap(NamedTuple):
     """Population phase map over ``(axis value, eta)`` (leading axes ``(A, E)``).
 
     Attributes:
-      axis: ``"lam"`` or ``"c"``; values: ``(A,)`` its values; etas: ``(E,)``.
-      sd_exact / sd_linear: SD all correct at some round ``0..R-1``.
-      pll_exact / pll_linear: the one-round PLL student all correct.
+      axis: ``"lam"`` or ``"c"``; values: ``(A,)`` its values; etas: ``(E,)``. sd_exact / sd_linear: SD all correct at
+      some round ``0..R-1``. pll_exact / pll_linear: the one-round PLL student all correct.
       region: ``(A, E)`` index into :data:`REGIONS` of the exact model (``2 * sd + pll``).
       converged: every exact solve reached the tolerance.
     """
