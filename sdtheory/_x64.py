@@ -1,18 +1,14 @@
 """The float64 policy (scoped, never global) and the concrete-input rule of the public boundary.
 
-Importing :mod:`sdtheory` leaves JAX's configuration alone. Every public,
-validating function is decorated with :func:`float64`: its body runs inside
-``jax.enable_x64(True)`` and its array results come back as NumPy arrays
-(float64 whatever the caller's JAX mode). The pure kernels (``*_core``)
-compute in the dtype of their inputs: call them inside
+Importing :mod:`sdtheory` leaves JAX's configuration alone. Every public, validating function is decorated with
+:func:`float64`: its body runs inside ``jax.enable_x64(True)`` and its array results come back as NumPy arrays (float64
+whatever the caller's JAX mode). The pure kernels (``*_core``) compute in the dtype of their inputs: call them inside
 ``with jax.enable_x64(True):`` for float64.
 
-A validating function checks values, which a tracer does not have: on a
-traced argument or inside ``jax.jit`` it raises a ``TypeError`` naming the
-argument and the kernel to transform instead. Functions that run under
-transformations opt in with ``traceable=True`` (the public functions of
-:data:`TRACEABLE_MODULES`); their traced real and signed-integer arguments
-are widened to float64 / int64 in the scope (:func:`_widen_tracers`).
+A validating function checks values, which a tracer does not have: on a traced argument or inside ``jax.jit`` it raises
+a ``TypeError`` naming the argument and the kernel to transform instead. Functions that run under transformations opt in
+with ``traceable=True`` (the public functions of :data:`TRACEABLE_MODULES`); their traced real and signed-integer
+arguments are widened to float64 / int64 in the scope (:func:`_widen_tracers`).
 """
 
 from __future__ import annotations
@@ -32,8 +28,6 @@ _enable_x64: Any = getattr(jax, "enable_x64", None)
 if _enable_x64 is None:  # pragma: no cover - older JAX
     from jax.experimental import enable_x64 as _enable_x64  # type: ignore[attr-defined,no-redef]
 
-__all__ = ["TRACEABLE_MODULES", "float64", "to_host"]
-
 F = TypeVar("F", bound=Callable)
 
 #: Modules whose public functions run under ``jax.vmap``/``jax.jit`` and check what a tracer allows themselves.
@@ -46,12 +40,10 @@ def float64(fn: Optional[F] = None, *, kernel: Optional[str] = None, traceable: 
     Use as ``@float64`` or ``@float64(kernel=..., traceable=...)``.
 
     Args:
-      kernel: the pure kernel to transform instead (named in the error for a
-        traced argument); default ``<module>.<name>_core`` when the module
-        has one, else the module's ``*_core`` kernels.
-      traceable: let traced arguments through (the function checks what it
-        can of a tracer itself). Default: ``True`` for the functions of
-        :data:`TRACEABLE_MODULES`, ``False`` for every other function.
+      kernel: the pure kernel to transform instead (named in the error for a traced argument); default
+        ``<module>.<name>_core`` when the module has one, else the module's ``*_core`` kernels.
+      traceable: let traced arguments through (the function checks what it can of a tracer itself). Default: ``True``
+        for the functions of :data:`TRACEABLE_MODULES`, ``False`` for every other function.
     """
     if fn is None:
         return functools.partial(float64, kernel=kernel, traceable=traceable)
@@ -69,25 +61,6 @@ def float64(fn: Optional[F] = None, *, kernel: Optional[str] = None, traceable: 
     return wrapper
 
 
-def _public_name(fn: Callable) -> str:
-    """``sdtheory.<name>`` when the package exports it (``sdtheory.Predictor.train_outputs``), else the full path."""
-    name = fn.__qualname__.lstrip("_")
-    package = sys.modules.get("sdtheory")
-    if fn.__module__.startswith("sdtheory.") and package is not None and hasattr(package, name.split(".")[0]):
-        return f"sdtheory.{name}"
-    return f"{fn.__module__}.{name}"
-
-
-def _kernel_hint(fn: Callable, kernel: Optional[str]) -> str:
-    if kernel is not None:
-        return kernel
-    module = sys.modules.get(fn.__module__)
-    core = fn.__name__.lstrip("_") + "_core"
-    if module is not None and hasattr(module, core):
-        return f"{fn.__module__}.{core}"
-    return f"the pure *_core kernels of {fn.__module__}"
-
-
 def _has_tracer(x: Any) -> bool:
     if isinstance(x, jax.core.Tracer):
         return True
@@ -99,9 +72,8 @@ def _has_tracer(x: Any) -> bool:
 def _widen_tracers(tree):
     """Real and signed-integer tracers in ``tree`` as float64 / int64 (called inside the x64 scope).
 
-    A tracer made in 32-bit mode may carry float64 values (``jax.vmap`` of a
-    NumPy batch); one conversion makes the types consistent (else XLA raises
-    ``RuntimeProgramInputMismatch``). Bools, unsigned integers and keys pass.
+    A tracer made in 32-bit mode may carry float64 values (``jax.vmap`` of a NumPy batch); one conversion makes the
+    types consistent (else XLA raises ``RuntimeProgramInputMismatch``). Bools, unsigned integers and keys pass.
     """
 
     def widen(x):
@@ -137,29 +109,28 @@ def _refuse_traced(fn: Callable, kernel: Optional[str], args: tuple, kwargs: dic
     traced_kw = [k for k, v in kwargs.items() if _has_tracer(v)]
     if not traced and not traced_kw and not _tracing():
         return
-    hint = _kernel_hint(fn, kernel)
-    name = _public_name(fn)
+    if kernel is None:  # <module>.<name>_core when the module has one, else the module's *_core kernels
+        core = fn.__name__.lstrip("_") + "_core"
+        kernel = f"the pure *_core kernels of {fn.__module__}"
+        if hasattr(sys.modules.get(fn.__module__), core):
+            kernel = f"{fn.__module__}.{core}"
+    # sdtheory.<name> when the package exports it (sdtheory.Predictor.train_outputs), else the full path
+    name = fn.__qualname__.lstrip("_")
+    package = sys.modules.get("sdtheory")
+    exported = fn.__module__.startswith("sdtheory.") and hasattr(package, name.split(".")[0])
+    name = f"sdtheory.{name}" if exported else f"{fn.__module__}.{name}"
     if traced or traced_kw:
-        if traced_kw:
-            arg = traced_kw[0]
-        else:
-            try:
-                params = [
-                    p
-                    for p in inspect.signature(fn).parameters.values()
-                    if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-                ]
-                arg = params[traced[0]].name if traced[0] < len(params) else f"argument {traced[0]}"
-            except (TypeError, ValueError):  # pragma: no cover
-                arg = f"argument {traced[0]}"
+        kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        params = [p.name for p in inspect.signature(fn).parameters.values() if p.kind in kinds]
+        arg = traced_kw[0] if traced_kw else params[traced[0]] if traced[0] < len(params) else f"argument {traced[0]}"
         raise TypeError(
             f"{arg} is a traced value (inside jax.jit/vmap/grad): {name} validates its input and "
-            f"needs concrete values; transform {hint} instead (no validation: check the values "
+            f"needs concrete values; transform {kernel} instead (no validation: check the values "
             "yourself)"
         )
     raise TypeError(
         f"{name} was called inside jax.jit: it validates its input and needs concrete values (its "
-        f"checks and errors cannot run on traced results); call it outside jit, or jit {hint} "
+        f"checks and errors cannot run on traced results); call it outside jit, or jit {kernel} "
         "instead (no validation: check the values yourself)"
     )
 
@@ -167,8 +138,6 @@ def _refuse_traced(fn: Callable, kernel: Optional[str], args: tuple, kwargs: dic
 def to_host(tree):
     """JAX arrays among the pytree leaves of ``tree`` as NumPy arrays, unless some leaf is a tracer."""
     leaves = jax.tree_util.tree_leaves(tree)
-    if any(isinstance(x, jax.core.Tracer) for x in leaves):
-        return tree
-    if not any(isinstance(x, jax.Array) for x in leaves):
+    if any(isinstance(x, jax.core.Tracer) for x in leaves) or not any(isinstance(x, jax.Array) for x in leaves):
         return tree
     return jax.tree_util.tree_map(lambda x: np.asarray(x) if isinstance(x, jax.Array) else x, tree)

@@ -1,14 +1,12 @@
-"""What the command-line scripts in ``simulations/`` share: argument types, the entry point, exit codes.
-
-The argument types raise ``argparse.ArgumentTypeError``, so argparse names
-the flag and exits with status 2. :func:`run_main` turns Ctrl-C into one line
-and status 130, an :class:`sdtheory.io.OutputWriteError` into one line and
-status 1.
+"""What the scripts in ``simulations/`` share: argument types (``argparse.ArgumentTypeError``: argparse names
+the flag, exit status 2), the entry point :func:`run_main` (Ctrl-C: one line, status 130; an
+:class:`sdtheory.io.OutputWriteError`: one line, status 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import re
@@ -52,12 +50,9 @@ CACHE_ENV = "SDTHEORY_COMPILATION_CACHE"
 
 
 def enable_compilation_cache(path: str | None = None) -> str | None:
-    """Turn on JAX's persistent compilation cache in ``path`` (default: ``$SDTHEORY_COMPILATION_CACHE``).
-
-    Opt-in, for scripts (:func:`run_main` calls it): it changes JAX's
-    configuration for the process, which importing ``sdtheory`` never does.
-    Returns the directory used, or ``None`` when none is set.
-    """
+    """Turn on JAX's persistent compilation cache in ``path`` (default: ``$SDTHEORY_COMPILATION_CACHE``); return
+    the directory, or ``None`` when none is set. For scripts (:func:`run_main` calls it): importing ``sdtheory``
+    never changes JAX's configuration."""
     path = path or os.environ.get(CACHE_ENV) or None
     if path is None:
         return None
@@ -71,13 +66,11 @@ def enable_compilation_cache(path: str | None = None) -> str | None:
 
 
 def run_main(main, prog: str, argv=None) -> int:
-    """Call a script's ``main(argv)``; return its exit status.
+    """Call a script's ``main(argv)``; return its exit status (a return value that is not an int means 0).
 
-    A ``KeyboardInterrupt`` (its message: what was kept, how to resume) is
-    printed as ``<prog>: <message>`` on stderr, status 130; an
-    :class:`sdtheory.io.OutputWriteError` the same way, status 1. A return
-    value that is not an int means 0. Argument errors keep argparse's
-    ``SystemExit(2)``. Calls :func:`enable_compilation_cache`.
+    A ``KeyboardInterrupt`` (its message: what was kept, how to resume) is printed as ``<prog>: <message>``
+    on stderr, status 130; an :class:`sdtheory.io.OutputWriteError` the same way, status 1; argument
+    errors keep argparse's ``SystemExit(2)``. Calls :func:`enable_compilation_cache`.
     """
     global _ctrl_c_pending
     enable_compilation_cache()
@@ -89,12 +82,10 @@ def run_main(main, prog: str, argv=None) -> int:
     sys.unraisablehook = _quiet_lost_ctrl_c
     try:
         rc = main(argv)
-    except KeyboardInterrupt as exc:
-        _say(prog, " ".join(str(exc).split()) or "interrupted")
-        return EXIT_INTERRUPTED
-    except sio.OutputWriteError as exc:  # its message says what is kept, and where
-        _say(prog, " ".join(str(exc).split()))
-        return EXIT_NOT_WRITTEN
+    except (KeyboardInterrupt, sio.OutputWriteError) as exc:  # the message says what is kept, and where
+        with contextlib.suppress(OSError, ValueError):  # stderr closed: the exit status still tells
+            print(f"{prog}: {' '.join(str(exc).split()) or 'interrupted'}", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_NOT_WRITTEN
     finally:
         sys.unraisablehook = unraisable
         if previous is not None:
@@ -102,20 +93,12 @@ def run_main(main, prog: str, argv=None) -> int:
     return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
 
 
-def _say(prog: str, msg: str) -> None:
-    try:
-        print(f"{prog}: {msg}", file=sys.stderr, flush=True)
-    except (OSError, ValueError):  # stderr closed: the exit status still tells
-        pass
-
-
 #: Set by a Ctrl-C during :func:`run_main`; :func:`interruptible` callbacks raise it again if it was lost.
 _ctrl_c_pending = False
 
 
 def _on_ctrl_c(signum, frame):
-    """Raise ``KeyboardInterrupt``, remembered: Python discards one raised inside a garbage-collector
-    callback (JAX has one), and :func:`interruptible` then raises it again."""
+    """``KeyboardInterrupt``, remembered: Python discards one raised in a gc callback (JAX has one)."""
     global _ctrl_c_pending
     _ctrl_c_pending = True
     raise KeyboardInterrupt
@@ -140,26 +123,19 @@ def interruptible(callback):
 
 
 def exit_script(main, prog: str) -> NoReturn:
-    """A script's ``__main__`` entry: :func:`run_main`, then exit with its status.
-
-    After Ctrl-C the process ends with ``os._exit(130)`` once the streams are
-    flushed (a normal teardown can crash while XLA still compiles in the
-    background); ``main`` has unwound by then.
-    """
+    """A script's ``__main__`` entry: :func:`run_main`, then exit with its status; after Ctrl-C with
+    ``os._exit(130)`` once the streams are flushed (a normal teardown can crash while XLA still compiles)."""
     rc = run_main(main, prog)
     if rc == EXIT_INTERRUPTED:
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 stream.flush()
-            except (OSError, ValueError):
-                pass
         os._exit(rc)
     sys.exit(rc)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows ``(default: x)`` only where it says something: not for an unset (None) default or an off switch, whose
-    help text says what happens without the flag."""
+    """``(default: x)`` only where it says something: not for a ``None`` default or an off switch."""
 
     def _get_help_string(self, action):
         if action.default is None or action.default is False:
@@ -185,7 +161,7 @@ def int_at_least(lo: int, *, at_most: int | None = None, why: str | None = None)
 
 
 def num_rounds_type(lo: int = 1):
-    """A round count ``R`` in ``[lo, MAX_NUM_ROUNDS]``: the library's one bound (``10**5``), checked by argparse."""
+    """A round count ``R`` in ``[lo, MAX_NUM_ROUNDS]`` (the library's one bound, ``10**5``)."""
     return int_at_least(lo, at_most=MAX_NUM_ROUNDS, why="every round 0..R-1 is computed and kept")
 
 
@@ -208,8 +184,7 @@ def float_in(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = Fal
 
 
 def correlation(text: str) -> float:
-    """A ``--c``/``--d`` value: a finite float in ``(-1, 1)``; the scripts check the block model's rule,
-    which needs the class sizes, once the flags are parsed."""
+    """A ``--c``/``--d`` value in ``(-1, 1)`` (the block model's rule needs the class sizes: checked later)."""
     return float_in(-1.0, 1.0, lo_open=True, hi_open=True)(text)
 
 
@@ -222,8 +197,8 @@ def noise_kind(text: str) -> str:
 
 
 def cd_pairs(text: str) -> list:
-    """``"c,d;c,d;..."`` -> a list of distinct ``(c, d)`` pairs, each with ``-1 < d < c < 1`` (the class
-    sizes, and so the rest of the block model's rule, are checked where they are known)."""
+    """``"c,d;c,d;..."`` -> a list of distinct ``(c, d)`` pairs, each with ``-1 < d < c < 1`` (the rest of
+    the block model's rule needs the class sizes)."""
     pairs = []
     for item in text.split(";"):
         try:
@@ -248,29 +223,20 @@ def output_dir_or_exit(parser, path, *, outputs):
 
 
 def interrupted(out, checkpoint, saved, what: str) -> KeyboardInterrupt:
-    """The one-line message of a Ctrl-C: whether ``out`` changed and what ``checkpoint`` keeps.
-
-    ``saved``: the pieces (``what``: "chunk" or "cell") in ``checkpoint`` (a file
-    or the work area); if it no longer exists, the outputs were committed.
-    """
-    if saved and not checkpoint.exists():  # Ctrl-C held back during the commit, delivered right after it
+    """The one-line message of a Ctrl-C: whether ``out`` changed and what ``checkpoint`` (a file or the work
+    area) keeps of the ``saved`` pieces (``what``: "chunk" or "cell"); without it, the outputs were committed."""
+    if saved and not checkpoint.exists():  # Ctrl-C right after the commit
         return KeyboardInterrupt(f"interrupted after the outputs in {out} were complete")
-    kept = (
-        f"{len(saved)} finished {what}(s) are kept in {checkpoint}: rerun with --resume to continue"
-        if saved
-        else "nothing was kept"
-    )
-    return KeyboardInterrupt(f"interrupted; {out} was not changed; {kept}")
+    kept = f"{len(saved)} finished {what}(s) are kept in {checkpoint}: rerun with --resume to continue"
+    return KeyboardInterrupt(f"interrupted; {out} was not changed; {kept if saved else 'nothing was kept'}")
 
 
-# --------------------------------------------------------------------------
 # The data flags and loading of the real-data scripts (real_data.py, smoothing.py)
-# --------------------------------------------------------------------------
 
 
 def add_data_arguments(parser, *, datasets: dict) -> None:
-    """The data flags of the real-data scripts: ``--dataset`` (``datasets``: name -> help) or
-    ``--features``, ``--relu-dim``, ``--no-center`` and ``--test-fraction``."""
+    """``--dataset`` (``datasets``: name -> help) or ``--features``, ``--relu-dim``, ``--no-center``,
+    ``--test-fraction``."""
     src = parser.add_mutually_exclusive_group()
     src.add_argument(
         "--dataset",

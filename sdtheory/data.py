@@ -1,23 +1,18 @@
 r"""Real data: user feature files, the bundled handwritten digits, feature maps (docs/real_data.md).
 
-Everything returns NumPy ``float64`` / ``int64`` arrays; randomness (splits,
-random features) comes from explicit ``jax.random`` keys: same key, same data.
+Everything returns NumPy ``float64`` / ``int64`` arrays; randomness (splits, random features) comes from
+explicit ``jax.random`` keys: same key, same data.
 
-Feature files (:func:`load_features`; :func:`sdtheory.io.save_features` writes them):
-``.npz`` with ``features`` ``(N, d)`` (real numeric), ``labels`` ``(N,)``
-(integers ``0..K-1``), optionally ``test_features`` / ``test_labels`` (both or
-neither) and, for noisy labels, ``clean_labels`` / ``test_clean_labels`` (only
-to evaluate); or paired ``stem.npy`` + ``stem.labels.npy`` (and
-``stem.test.npy`` + ``stem.test.labels.npy``). Read with
-``allow_pickle=False``; every ``.npy`` header is checked against the bytes
-that hold the data and :data:`MAX_ARRAY_BYTES` before anything is allocated;
-every problem raises an error whose message starts with the file name.
+Feature files (:func:`load_features`; :func:`sdtheory.io.save_features` writes them): ``.npz`` with ``features``
+``(N, d)`` (real numeric), ``labels`` ``(N,)`` (integers ``0..K-1``), optionally ``test_features`` / ``test_labels``
+(both or neither) and, for noisy labels, ``clean_labels`` / ``test_clean_labels`` (only to evaluate); or paired
+``stem.npy`` + ``stem.labels.npy`` (and ``stem.test.npy`` + ``stem.test.labels.npy``). Read with ``allow_pickle=False``;
+every ``.npy`` header is checked against the bytes that hold the data and :data:`MAX_ARRAY_BYTES` before anything is
+allocated; every problem raises an error whose message starts with the file name.
 
-Feature maps (:func:`make_features`): ``"identity"``; ``"standardized"``
-(columns by the training mean and std); ``"relu"`` (``max(0, z W + b)`` of
-the standardised inputs, ``W ~ N(0, 1/d)``, ``b ~ N(0, 1)``); then, as in the
-theory (``<x_i, x_i> = 1``), optionally centred by the training mean and
-scaled to unit-norm rows.
+Feature maps (:func:`make_features`): ``"identity"``; ``"standardized"`` (columns by the training mean and
+std); ``"relu"`` (``max(0, z W + b)`` of the standardised inputs, ``W ~ N(0, 1/d)``, ``b ~ N(0, 1)``); then,
+as in the theory (``<x_i, x_i> = 1``), optionally centred by the training mean and scaled to unit-norm rows.
 """
 
 from __future__ import annotations
@@ -83,8 +78,7 @@ def _features_in(arr: Any, src: str, what: str) -> np.ndarray:
     """A loaded feature array: real numeric, finite, ``(N, d)``; errors prefixed with the file."""
     try:
         arr = V.as_array(arr, what)
-        real = np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
-        if arr.dtype.names is not None or arr.dtype == np.bool_ or not real:
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):  # not bool either
             raise TypeError(f"{what} must have a real numeric dtype (int or float), got {arr.dtype}")
         V.check_features(arr, what)
     except (ValueError, TypeError) as exc:
@@ -199,8 +193,7 @@ def _unreadable(path: Path, kind: str, exc: Exception) -> Exception:
 
 
 def _read_npy(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
+    """An existing ``.npy`` file's array, header checked first."""
     _check_magic(path, b"\x93NUMPY", ".npy")
     with open(path, "rb") as fh:
         _check_npy_header(fh, os.fstat(fh.fileno()).st_size, str(path))
@@ -217,8 +210,7 @@ _NPZ_KEYS = ("features", "labels", "test_features", "test_labels", "clean_labels
 def load_features(path: str | os.PathLike, *, num_classes: Optional[int] = None, name: Optional[str] = None) -> Dataset:
     """Load and validate user features and labels (``.npz`` or paired ``.npy``; the module docstring).
 
-    ``name``: default the file stem; ``num_classes``: default ``max(label) + 1``
-    (then every class must occur in the training labels).
+    ``name``: default the file stem; ``num_classes``: default ``max(label) + 1`` (then every class must occur).
 
     Raises:
       FileNotFoundError: the file (or a required sibling ``.labels.npy``) is missing.
@@ -236,11 +228,11 @@ def load_features(path: str | os.PathLike, *, num_classes: Optional[int] = None,
     suffix = path.suffix.lower()
     if suffix not in (".npz", ".npy"):
         raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .npz or .npy (see sdtheory.data)")
-    if name is None:
-        name = path.name[: -len(path.suffix)]
+    stem = path.name[: -len(path.suffix)]
+    name = stem if name is None else name
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
     if suffix == ".npz":
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: file not found")
         _check_magic(path, b"PK", ".npz (zip)")
         try:  # every member to be read: its .npy header against its (uncompressed) size, before np.load allocates
             with zipfile.ZipFile(path) as zf:
@@ -265,7 +257,6 @@ def load_features(path: str | os.PathLike, *, num_classes: Optional[int] = None,
                 )
         x, y, tx, ty, cy, cty = (arrays.get(key) for key in _NPZ_KEYS)
         return validate_dataset(x, y, tx, ty, num_classes, str(path), name, cy, cty)
-    stem = path.name[: -len(path.suffix)]
     lab_path, tx_path, ty_path = (
         path.with_name(stem + tail) for tail in (".labels.npy", ".test.npy", ".test.labels.npy")
     )
@@ -349,10 +340,7 @@ def load_digits(*, key: Optional[jax.Array] = None, seed: int = 0, test_fraction
         raise ImportError(
             "load_digits needs scikit-learn: pip install 'sdtheory[data]' (or pip install scikit-learn)"
         ) from exc
-    if key is None:
-        key = jax.random.key(V.check_size(seed, "seed", minimum=0, maximum=V.MAX_SEED))
-    else:
-        key = V.check_key(key)
+    key = jax.random.key(V.check_size(seed, "seed", minimum=0, maximum=V.MAX_SEED)) if key is None else V.check_key(key)
     x, y = _sk_load_digits(return_X_y=True)
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.int64)
     tr, te = stratified_split(key, y, test_fraction)
@@ -395,8 +383,7 @@ def standardize(train: Any, test: Any = None) -> tuple[np.ndarray, Optional[np.n
     x, xt = _check_pair(train, test)
     p = pow2_scale(x, axis=0)
     xs = x / p
-    mu = xs.mean(axis=0)
-    sd = xs.std(axis=0)
+    mu, sd = xs.mean(axis=0), xs.std(axis=0)
     varies = sd > 0
     scale = np.where(varies, sd, 1.0)
 
@@ -423,12 +410,9 @@ def random_relu_features(
 @float64
 def normalize_rows(train: Any, test: Any = None, *, center: bool = False) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """Optionally subtract the training mean, then scale every row to unit norm (scale-safe: rows divided
-    by :func:`pow2_scale` first).
-
-    A zero row is a ``ValueError``: without centring exactly zero; after
-    centring, of norm at most ``1e-12`` times the largest training row norm
-    before centring (zero up to the roundoff of the subtraction).
-    """
+    by :func:`pow2_scale` first). A zero row is a ``ValueError``: without centring exactly zero; after
+    centring, of norm at most ``1e-12`` times the largest training row norm before centring (zero up to the
+    roundoff of the subtraction)."""
     center = V.check_bool(center, "center")
     x, xt = _check_pair(train, test)
 

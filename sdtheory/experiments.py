@@ -1,14 +1,10 @@
 r"""Experiment protocols (pure: no I/O, no printing): the real-data protocol, the lam rule, aggregation.
 
-The real-data protocol (docs/real_data.md): for every feature map, noise kind,
-rate and seed, corrupt the training labels (:mod:`sdtheory.noise`), fit exact
-SD rounds and the exact PLL students (CE, GCE) from the exact teacher's top 2,
-and alongside the closed form from the empirical Gram and the block models
-fitted to the features; score every round against the true labels with the
-one correctness rule (ties are failures). What a feature map's cells share is
-computed once (:func:`prepare_feature_map`); a cell (:func:`run_cell`) costs
-the exact fits and a few products. Files are written by the caller
-(``simulations/real_data.py``).
+The real-data protocol (docs/real_data.md): for every feature map, noise kind, rate and seed, corrupt the
+training labels (:mod:`sdtheory.noise`), fit exact SD rounds and the exact PLL students (CE, GCE) from the
+teacher's top 2, the closed form from the empirical Gram and the block models fitted to the features; score
+every round against the true labels (ties are failures). A feature map's shared work is done once
+(:func:`prepare_feature_map`), a cell is :func:`run_cell`; ``simulations/real_data.py`` writes the files.
 """
 
 from __future__ import annotations
@@ -26,8 +22,8 @@ import numpy as np
 from . import _validation as V
 from ._x64 import float64
 from .data import BlockStatistics, Dataset, block_statistics, make_features, stratified_split, stratified_subset
-from ._src.exact import DEFAULT_MAX_CG, DEFAULT_MAX_ITER, DEFAULT_TOL, Coordinates, ExactResult, check_options
-from ._src.exact import exact_phi_core, solver_features
+from ._src.exact import DEFAULT_MAX_CG, DEFAULT_MAX_ITER, DEFAULT_SOLVER, DEFAULT_TOL, Coordinates, ExactResult
+from ._src.exact import check_options, exact_phi_core, solver_features
 from .exact import exact_predict
 from ._src.losses import LOSSES
 from .metrics import TIE_TOL, accuracy, split_accuracy
@@ -73,12 +69,10 @@ SOLVER_COLUMNS = ("residual", "converged")
 #: Every column of a result row, in CSV order.
 FIELDNAMES = (*CELL_COLUMNS, "round", *METRIC_COLUMNS, "agree_exact", *SOLVER_COLUMNS)
 
-#: The block models' rows (``solver``) and their headings in ``summary.md``.
-BLOCK_HEADINGS = (("block", "block"), ("block_corr", "block-R"), ("block_corr_exact", "block-R exact"))
 #: Nearest neighbours per instance in the noise estimate of :func:`noisy_label_c`.
 NEIGHBOURS = 3
 #: Exact-solver options of the protocol (the package defaults; L-BFGS).
-EXACT_OPTIONS = dict(tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, max_cg=DEFAULT_MAX_CG, solver="lbfgs")
+EXACT_OPTIONS = dict(tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, max_cg=DEFAULT_MAX_CG, solver=DEFAULT_SOLVER)
 
 
 def lam_rule(c: float, num_instances: int, num_classes: int) -> float:
@@ -101,14 +95,11 @@ def noisy_label_c(
 ) -> tuple[float, float]:
     r"""The clean within-class ``c`` of the block model, fitted from *noisy* labels: ``(c, eta)``.
 
-    Symmetric noise at rate ``eta`` (balanced classes, independent of the
-    features) gives ``c~ - d~ = rho^2 (c - d)``, ``rho = 1 - eta K/(K-1)``, and
-    keeps the mean ``m`` of the class-pair means, so ``c = m + (1 - 1/K)(c~ -
-    d~)/rho^2``. ``rho^2`` comes from ``noise_rate`` (in ``[0, (K-1)/K)``) or
-    from the rate ``A = 1/K + rho^2 (p - 1/K)`` at which the :data:`NEIGHBOURS`
-    nearest neighbours (by ``<x_i, x_j>``) share an instance's given label,
-    taking ``p = 1`` (``p < 1`` biases ``c`` up). docs/real_data.md, "lam
-    with noisy labels".
+    Symmetric noise at rate ``eta`` (balanced classes, independent of the features) gives ``c~ - d~ = rho^2 (c - d)``,
+    ``rho = 1 - eta K/(K-1)``, and keeps the mean ``m`` of the class-pair means, so
+    ``c = m + (1 - 1/K)(c~ - d~)/rho^2``. ``rho^2`` comes from ``noise_rate`` (in ``[0, (K-1)/K)``) or from the rate
+    ``A = 1/K + rho^2 (p - 1/K)`` at which the :data:`NEIGHBOURS` nearest neighbours (by ``<x_i, x_j>``) share an
+    instance's given label, taking ``p = 1`` (``p < 1`` biases ``c`` up). docs/real_data.md, "lam with noisy labels".
 
     Raises:
       ValueError: bad arguments, or neighbours that share labels no more often than chance.
@@ -146,13 +137,9 @@ def split_key(seed: int) -> jax.Array:
 def prepare_dataset(
     ds: Dataset, *, seed: int = 0, test_fraction: float = 0.25, subset: Optional[tuple] = None
 ) -> Dataset:
-    """The protocol's data set: a held-out split and an optional stratified subset.
-
-    Without a held-out split in ``ds``, a stratified ``test_fraction`` split
-    from :func:`split_key`; ``subset=(n_train, n_test)`` keeps that many random
-    instances of every class on each side (keys ``fold_in(key(seed), 2)`` and
-    ``3``) and appends ``"-quick"`` to the name. Clean labels follow their rows.
-    """
+    """The protocol's data set: a stratified ``test_fraction`` split from :func:`split_key` unless ``ds`` has
+    one; ``subset=(n_train, n_test)`` keeps that many random instances of every class on each side (keys
+    ``fold_in(key(seed), 2)`` and ``3``) and appends ``"-quick"`` to the name. Clean labels follow their rows."""
     if ds.test_features is None:
         tr, te = stratified_split(split_key(seed), ds.labels, test_fraction)
         ds = _take(ds, tr, te, ds.features, ds.labels, ds.clean_labels)
@@ -210,21 +197,17 @@ def prepare_feature_map(
 ) -> FeatureMap:
     """Compute once what every cell of a feature map reuses (spectra, solver coordinates, lam).
 
-    Args:
-      features, test_features: ``(N, d)`` / ``(M, d)`` mapped features (:func:`sdtheory.data.make_features`).
-      labels: ``(N,)`` true training labels in ``0..K-1``; num_classes: ``K``.
-      lam: the L2 weight; default :func:`lam_rule` on the fitted ``c``.
-      name: the feature map's name.
-      block_model: fit the block model (unit-norm rows: its Gram has a unit diagonal).
+    ``features``, ``test_features``: ``(N, d)`` / ``(M, d)`` mapped features (:func:`sdtheory.data.make_features`);
+    ``labels``: ``(N,)`` true training labels; ``lam``: default :func:`lam_rule` on the fitted ``c``;
+    ``block_model``: fit the block model (unit-norm rows: its Gram has a unit diagonal).
 
     Raises:
       ValueError: bad arguments, or a fitted ``(c, d)`` outside the block model's domain.
     """
-    V.check_features(features)
-    V.check_features(test_features, "test_features")
+    (n_x, d), (_, d_t) = V.check_features(features), V.check_features(test_features, "test_features")
     k = V.check_int(num_classes, "num_classes", minimum=2)
     y = V.check_labels(labels, k)
-    n, (n_x, d), (_, d_t) = y.shape[0], np.shape(features), np.shape(test_features)
+    n = y.shape[0]
     V.check_same_n(n_x, n, "labels", "features")
     if d_t != d:
         raise ValueError(f"test_features has dimension {d_t} but features has {d}")
@@ -301,12 +284,10 @@ def score_rounds(
 ) -> list:
     """Per-round metric dicts (:data:`METRIC_COLUMNS`) for outputs ``(R, N, K)``.
 
-    Accuracies by the one correctness rule (:data:`sdtheory.TIE_TOL`: a tie
-    with the true class fails): ``train_acc`` and its clean / corrupted split
-    (groups by ``given_labels``; an empty group is NaN) against
-    ``true_labels``; ``test_acc`` on ``test_outputs`` ``(R, M, K)`` (NaN
-    without). ``probabilities``: the outputs are probability rows; record the
-    mean confidence and normalised predictive diversity (NaN otherwise).
+    Accuracies by the one correctness rule (:data:`sdtheory.TIE_TOL`: a tie with the true class fails) against
+    ``true_labels``: ``train_acc`` and its clean / corrupted split (groups by ``given_labels``; an empty group
+    is NaN); ``test_acc`` on ``test_outputs`` ``(R, M, K)`` (NaN without). ``probabilities``: the outputs are
+    probability rows; record the mean confidence and normalised predictive diversity (NaN otherwise).
     """
     out = np.asarray(outputs, dtype=float)
     if out.ndim != 3:
@@ -329,16 +310,14 @@ def run_cell(
     num_rounds: int,
     q: float = 0.7,
     init: str = "teacher",
-    solver: str = "lbfgs",
+    solver: str = DEFAULT_SOLVER,
 ) -> list:
     """All methods for one noisy label vector; rows without the cell keys (feature map, kind, rate, seed).
 
-    ``(solver, method, round)``: exact SD rounds; exact PLL students
-    ``pll_ce``, ``pll_gce`` (``q``, start ``init``) from the exact teacher's
-    top 2 (round 1); closed-form SD and PLL; the fitted block models' SD
-    (``block``: ``(c, d)``; ``block_corr`` / ``block_corr_exact``: class-pair
-    means, linearised / exact; training set only). ``agree_exact``: the share
-    of training argmaxes equal to the exact fit's of the same round.
+    ``(solver, method, round)``: exact SD rounds; exact PLL students ``pll_ce``, ``pll_gce`` (``q``, start
+    ``init``) from the exact teacher's top 2 (round 1); closed-form SD and PLL; the fitted block models' SD
+    (``block``: ``(c, d)``; ``block_corr`` / ``block_corr_exact``: class-pair means, linearised / exact;
+    training set only). ``agree_exact``: the share of training argmaxes equal to the exact fit's of the round.
     """
     num_rounds = V.check_num_rounds(num_rounds, "num_rounds")
     init = check_init(init)
@@ -357,9 +336,6 @@ def run_cell(
             outputs, true, given, test_outputs=test_outputs, test_labels=test_true, probabilities=probabilities
         )
 
-    def agree(outputs, reference) -> list:
-        return [float(np.mean(np.asarray(o).argmax(-1) == f)) for o, f in zip(outputs, reference, strict=True)]
-
     # exact SD, rounds 0..R-1, in the solver coordinates computed once per feature map
     res: ExactResult = exact_phi_core(fm.phi, t, lam, num_rounds, loss="ce", q=q, **opts)
     exact_pred = np.asarray(res.outputs).argmax(-1)  # (R, N): reference of the agreement columns
@@ -373,23 +349,22 @@ def run_cell(
         pt = exact_predict(jax.tree_util.tree_map(lambda a: a[1:], pll.fits), test_features=xt, features=x)
         out += _rows("exact", f"pll_{loss}", score(pll.outputs, pt, True)[:1], first=1, res=pll)
     # closed form from the empirical Gram (linearised): one predictor per label vector, from the map's spectrum
-    cf_model = predictor(t, lam=fm.lam, spectrum=fm.spectrum, features=x)
+    model = functools.partial(predictor, lam=fm.lam, spectrum=fm.spectrum, features=x)
+    cf_model = model(t)
     cf = cf_model.train_outputs(num_rounds=num_rounds)
     cft = cf_model.test_outputs(num_rounds=num_rounds, test_features=xt)
-    out += _rows("closed_form", "sd", score(cf, cft), agree=agree(cf, exact_pred))
+    out += _rows("closed_form", "sd", score(cf, cft), agree=_agree(cf, exact_pred))
     fit = closed_fit(fm.spectrum, lam)
     pc = pll_rounds_core(fit, fit(t), 1, TIE_TOL)
-    pct = predictor(pc.targets[0], lam=fm.lam, spectrum=fm.spectrum, features=x).test_outputs(
-        rounds=0, test_features=xt
-    )
+    pct = model(pc.targets[0]).test_outputs(rounds=0, test_features=xt)
     out += _rows(
-        "closed_form", "pll_ce", score(pc.outputs, pct)[:1], first=1, agree=agree(pc.outputs[:1], pll_pred["ce"])
+        "closed_form", "pll_ce", score(pc.outputs, pct)[:1], first=1, agree=_agree(pc.outputs[:1], pll_pred["ce"])
     )
     if fm.block_spectrum is None:  # raw features: no block model
         return out
     # block model fitted to the features (c, d); training instances only
     bo = block_outputs_core(fm.block_spectrum, jnp.asarray(true), t, lam, jnp.arange(num_rounds))
-    out += _rows("block", "sd", score(bo), agree=agree(bo, exact_pred))
+    out += _rows("block", "sd", score(bo), agree=_agree(bo, exact_pred))
     # the block model with the class-pair means R, on label types: linearised and exact softmax
     tcls, ttgt = label_types(k)
     tidx = jnp.asarray(true * k + given)
@@ -398,22 +373,29 @@ def run_cell(
     bx = reduced_exact_core(
         ts, ttgt.astype(float), lam, num_rounds, loss="ce", tol=opts["tol"], max_iter=opts["max_iter"], solver=solver
     )
-    out += _rows("block_corr", "sd", score(br), agree=agree(br, exact_pred))
+    out += _rows("block_corr", "sd", score(br), agree=_agree(br, exact_pred))
     bxo = bx.outputs[:, tidx]
-    return out + _rows("block_corr_exact", "sd", score(bxo), agree=agree(bxo, exact_pred), res=bx)
+    return out + _rows("block_corr_exact", "sd", score(bxo), agree=_agree(bxo, exact_pred), res=bx)
 
 
-def _rows(solver: str, method: str, metrics: list, *, first: int = 0, agree: Any = None, res: Any = None) -> list:
-    """Rows of one method from per-round metrics; ``res``: the solver record (its round ``first + r``)."""
-    nan = [float("nan")] * len(metrics)
+def _agree(outputs: Any, reference: Any) -> list:
+    """Per round, the share of argmaxes of ``outputs`` ``(R, N, K)`` equal to ``reference`` ``(R, N)``."""
+    return [float(np.mean(np.asarray(o).argmax(-1) == f)) for o, f in zip(outputs, reference, strict=True)]
+
+
+def _rows(solver, method, metrics, *, first=0, agree=None, res=None, agree_key="agree_exact", **extra) -> list:
+    """Rows of one method from per-round metrics: ``agree`` per round under ``agree_key``, the solver record
+    ``res`` of round ``first + r`` and ``extra`` columns."""
+    nan = float("nan")
     return [
         dict(
             solver=solver,
             method=method,
             round=first + r,
-            agree_exact=(nan if agree is None else agree)[r],
-            residual=float("nan") if res is None else float(res.residuals[first + r]),
+            residual=nan if res is None else float(res.residuals[first + r]),
             converged=True if res is None else bool(res.converged[first + r]),
+            **{agree_key: nan if agree is None else agree[r]},
+            **extra,
             **m,
         )
         for r, m in enumerate(metrics)
@@ -451,7 +433,7 @@ def run_protocol(
     center: bool = True,
     normalize: bool = True,
     init: str = "teacher",
-    solver: str = "lbfgs",
+    solver: str = DEFAULT_SOLVER,
     progress: Optional[Callable[[int, int, float], None]] = None,
     completed: Optional[Mapping[tuple, Sequence[Mapping]]] = None,
     on_cell: Optional[Callable[[tuple, list], None]] = None,
@@ -480,6 +462,16 @@ def run_protocol(
     if on_cell is not None and not callable(on_cell):
         raise TypeError("on_cell must be a callable (key, rows) or None")
     completed = _check_completed_cells(completed, feature_maps, kinds, rates, num_seeds)
+    opts = dict(num_rounds=num_rounds, q=q, init=init, solver=solver)
+    fit = lambda fm, given, key: run_cell(fm, given, ds.test_labels, **opts)
+    maps = (feature_maps, seed, relu_dim, center, normalize, lam)
+    return _grid(ds, maps, kinds, rates, num_seeds, fit, progress, completed, on_cell)
+
+
+def _grid(ds, maps, kinds, rates, num_seeds, fit, progress, completed, on_cell) -> ProtocolResult:
+    """:func:`run_protocol`'s loop over checked arguments; ``maps``: ``(feature_maps, seed, relu_dim, center,
+    normalize, lam)``; ``fit(fm, given labels, their key)``: the rows of a cell."""
+    feature_maps, seed, relu_dim, center, normalize, lam = maps
     master, k, true = jax.random.key(seed), ds.num_classes, ds.labels
     rows: list = []
     summaries, spectra, timings = {}, {}, {}
@@ -491,9 +483,8 @@ def run_protocol(
         except ValueError as exc:
             raise _unusable(ds, fi, name, exc) from None
         summaries[name], spectra[name] = feature_map_report(fm)
-        clusters = confusable_clusters(x, true) if "cc" in kinds else None
-        if clusters is not None:
-            summaries[name]["cc_clusters"] = clusters
+        if "cc" in kinds:  # (the only kind that reads the clusters)
+            summaries[name]["cc_clusters"] = clusters = confusable_clusters(x, true)
         t0 = time.perf_counter()
         if progress is not None:  # before the first (compiling) cell of this feature map, kept cells counted
             progress(done + sum(1 for cell in completed if cell[0] == name), total, t0 - t_start)
@@ -512,8 +503,7 @@ def run_protocol(
                     head = dict(
                         feature_map=name, kind=kind, rate=float(rate), seed=s, realised_rate=realised, lam=fm.lam
                     )
-                    opts = dict(num_rounds=num_rounds, q=q, init=init, solver=solver)
-                    cell_rows = [{**head, **row} for row in run_cell(fm, given, ds.test_labels, **opts)]
+                    cell_rows = [{**head, **row} for row in fit(fm, given, key)]
                     rows.extend(cell_rows)
                     if on_cell is not None:
                         on_cell(cell, [dict(r) for r in cell_rows])
@@ -549,11 +539,9 @@ def noisy_feature_maps(
 ) -> Iterator[tuple]:
     """The noisy-label mode: per feature map ``(name, x, xt, info)``; no noise drawn, ``ds.labels`` as given.
 
-    Features as in :func:`run_protocol`; ``lam``: default :func:`lam_rule` on
-    :func:`noisy_label_c` (``noise_rate``: known, else estimated). ``info``:
-    ``lam``, ``lam_rule``, ``c``, ``noise_rate``, ``c_given_labels`` (the
-    uncorrected fit) and, from ``ds.clean_labels`` for evaluation only,
-    ``c_clean_labels`` and ``realised_rate``.
+    Features as in :func:`run_protocol`; ``lam``: default :func:`lam_rule` on :func:`noisy_label_c` (``noise_rate``:
+    known, else estimated). ``info``: ``lam``, ``lam_rule``, ``c``, ``noise_rate``, ``c_given_labels`` (the uncorrected
+    fit) and, from ``ds.clean_labels`` for evaluation only, ``c_clean_labels`` and ``realised_rate``.
     """
     if ds.test_features is None or ds.test_labels is None:
         raise ValueError("the data set needs a held-out split; see prepare_dataset")
@@ -633,19 +621,20 @@ def _cell_text(v, digits: int = 1) -> str:
     return f"{100 * v[0]:.1f} ({100 * v[1]:.1f})" if digits == 1 else f"{100 * v[0]:.2f}±{100 * v[1]:.2f}"
 
 
-def _table(agg: Mapping, fmap: str, kinds: Sequence, rates: Sequence, cols: list, metric: str, title: str) -> list:
-    """One ``summary.md`` table: a row per (kind, rate), a column per ``(solver, method, round, heading)``."""
-    lines = [
-        f"### {title}",
-        "",
-        "| kind | eta | " + " | ".join(c[3] for c in cols) + " |",
-        "|---|---|" + "---|" * len(cols),
+def _markdown(heading: str, head: Sequence[str], body: Sequence[Sequence[str]]) -> list:
+    """Lines of ``heading``, a blank line, the table (header ``head``, rows ``body``) and a blank line."""
+    line = lambda cells: "| " + " | ".join(cells) + " |"
+    return [heading, "", line(head), "|" + "---|" * len(head), *map(line, body), ""]
+
+
+def _table(agg: Mapping, fmap: str, kinds: Sequence, rates: Sequence, cols: list, metric: str, heading: str) -> list:
+    """A summary table of ``metric``: a row per (kind, rate), a column per ``(solver, method, round, title)``."""
+    body = [
+        [kind, f"{rate:g}", *(_cell_text(agg.get((fmap, kind, rate, *c[:3]), {}).get(metric)) for c in cols)]
+        for kind in kinds
+        for rate in rates
     ]
-    for kind in kinds:
-        for rate in rates:
-            cells = [_cell_text(agg.get((fmap, kind, rate, s, m, r), {}).get(metric)) for s, m, r, _ in cols]
-            lines.append(f"| {kind} | {rate:g} | " + " | ".join(cells) + " |")
-    return lines + [""]
+    return _markdown(heading, ["kind", "eta", *(c[3] for c in cols)], body)
 
 
 def markdown_summary(
@@ -679,7 +668,8 @@ def markdown_summary(
         ("closed_form", "sd", 0, "CF teacher"),
     ]
     cols += [("closed_form", "sd", last, f"CF SD r{last}"), ("closed_form", "pll_ce", 1, "CF PLL")]
-    cols += [(s, "sd", last, f"{h} SD r{last}") for s, h in BLOCK_HEADINGS]
+    cols += [(s, "sd", last, f"{h} SD r{last}") for s, h in (("block", "block"), ("block_corr", "block-R"))]
+    cols += [("block_corr_exact", "sd", last, f"block-R exact SD r{last}")]
     agree = [("closed_form", "sd", 0, "CF teacher"), ("closed_form", "sd", last, f"CF SD r{last}")]
     agree += [("closed_form", "pll_ce", 1, "CF PLL vs exact PLL-CE"), ("block", "sd", 0, "block teacher")]
     agree += [("block", "sd", last, f"block SD r{last}"), ("block_corr", "sd", last, f"block-R SD r{last}")]
@@ -696,8 +686,8 @@ def markdown_summary(
             ("test_acc", "Held-out accuracy"),
         ):
             use = [c for c in cols if not (metric == "test_acc" and c[0].startswith("block"))]
-            lines += _table(agg, fmap, kinds, rates, use, metric, title)
-        title = "Agreement with the exact solution (same round, training-set argmax)"
+            lines += _table(agg, fmap, kinds, rates, use, metric, f"### {title}")
+        title = "### Agreement with the exact solution (same round, training-set argmax)"
         lines += _table(agg, fmap, kinds, rates, agree, "agree_exact", title)
     return "\n".join(lines) + "\n"
 
@@ -728,16 +718,7 @@ def selfpll_table(
     ]
     for fmap in feature_maps:
         for kind in kinds:
-            lines += [
-                f"## `{fmap}`, {kind} noise",
-                "",
-                "| Distillation Step | " + " | ".join(f"{r:g}" for r in rates) + " |",
-                "|---|" + "---|" * len(rates),
-            ]
-            for label, method, r in rows:
-                cells = [
-                    _cell_text(agg.get((fmap, kind, rate, "exact", method, r), {}).get("test_acc"), 2) for rate in rates
-                ]
-                lines.append(f"| {label} | " + " | ".join(cells) + " |")
-            lines.append("")
+            cell = lambda m, r, rate: _cell_text(agg.get((fmap, kind, rate, "exact", m, r), {}).get("test_acc"), 2)
+            body = [[label, *(cell(m, r, rate) for rate in rates)] for label, m, r in rows]
+            lines += _markdown(f"## `{fmap}`, {kind} noise", ["Distillation Step", *(f"{r:g}" for r in rates)], body)
     return "\n".join(lines) + "\n"

@@ -1,14 +1,9 @@
 """Result files: atomic, deterministic CSV / JSON / NPZ / figure writers with provenance; run directories.
 
-Only scripts write files; the library's math returns arrays. Every writer
-writes a temporary file in the destination directory and moves it into place
-(:func:`os.replace`); the same data gives the same bytes (floats as Python's
-shortest round-trip ``repr``); provenance (:func:`provenance`) goes into JSON
-and NPZ files, a CSV's ``<name>.meta.json`` sidecar, PNG text chunks and PDF
-fields. A run's outputs are one unit (:func:`run_directory`, complete or
-absent, with a ``manifest.json``); :func:`write_checkpoint` /
-:func:`read_checkpoint` keep finished pieces for ``--resume`` in the work
-area (:func:`work_directory`). docs/simulation.md describes the guarantees.
+Every writer writes a temporary file next to its destination and moves it into place (:func:`os.replace`);
+the same data gives the same bytes. A run's outputs are one unit (:func:`run_directory`: complete or absent,
+with a ``manifest.json``); :func:`write_checkpoint` / :func:`read_checkpoint` keep finished pieces for
+``--resume`` in :func:`work_directory`. docs/simulation.md describes the guarantees.
 """
 
 from __future__ import annotations
@@ -24,11 +19,9 @@ import os
 import platform
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import zipfile
 from pathlib import Path
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -66,34 +59,24 @@ __all__ = [
 ]
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (creating its directory); return the path."""
     path = _path_arg(path, file=True)
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"data must be bytes, got {type(data).__name__}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file normal permissions
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        tmp.write_bytes(data)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """UTF-8 text version of :func:`atomic_write_bytes` (``\\n`` line endings)."""
-    path = _path_arg(path, file=True)
     if not isinstance(text, str):
         raise TypeError(f"text must be str, got {type(text).__name__}")
     return atomic_write_bytes(path, text.encode("utf-8"))
@@ -126,49 +109,37 @@ def provenance() -> dict:
         "jax_version": jax.__version__,
         "numpy_version": np.__version__,
         "python_version": platform.python_version(),
-        # the package's results are float64 whatever the caller's JAX mode (scoped jax.enable_x64)
         "dtype_policy": "float64 (scoped jax.enable_x64 in every public function)",
     }
 
 
 def to_jsonable(obj: Any) -> Any:
-    """NumPy/JAX scalars and arrays, tuples, paths and NamedTuples as JSON types (``TypeError`` otherwise).
-
-    Non-finite floats become the strings ``"nan"``, ``"inf"``, ``"-inf"``.
-    """
+    """NumPy/JAX scalars and arrays, tuples, paths and NamedTuples as JSON types (``TypeError`` otherwise);
+    non-finite floats as the strings ``"nan"``, ``"inf"``, ``"-inf"``."""
     if isinstance(obj, Mapping):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if hasattr(obj, "_asdict") and callable(obj._asdict):  # NamedTuple
         return to_jsonable(obj._asdict())
-    if isinstance(obj, (str, bool)) or obj is None:
+    if isinstance(obj, str) or obj is None:
         return obj
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
-    if isinstance(obj, np.bool_):
+    if isinstance(obj, (bool, np.bool_)):
         return bool(obj)
     if isinstance(obj, (int, np.integer)):
         return int(obj)
     if isinstance(obj, (float, np.floating)):
         f = float(obj)
-        if math.isfinite(f):
-            return f
-        return "nan" if math.isnan(f) else ("inf" if f > 0 else "-inf")
+        return f if math.isfinite(f) else repr(f)
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v) for v in obj]
     if hasattr(obj, "__array__"):
-        arr = np.asarray(obj)
-        if arr.ndim == 0:
-            return to_jsonable(arr.item())
-        return [to_jsonable(v) for v in arr.tolist()]
-    raise TypeError(
-        f"obj: cannot convert {type(obj).__name__} to JSON (mappings, sequences, numbers, "
-        "str, bool, None, paths and arrays are allowed)"
-    )
+        return to_jsonable(np.asarray(obj).tolist())
+    raise TypeError(f"obj: cannot convert {type(obj).__name__} to JSON")
 
 
 def write_json(path: str | os.PathLike, data: Mapping[str, Any], *, metadata: Optional[Mapping] = None) -> Path:
     """Write ``data`` as indented JSON, atomically; with ``metadata``: ``{"metadata": metadata, **data}``."""
-    path = _path_arg(path, file=True)
     _json_arg(data, "data", mapping=True)
     _json_arg(metadata, "metadata")
     payload = {**({} if metadata is None else {"metadata": metadata}), **data}
@@ -182,15 +153,8 @@ def _cell(v: Any) -> str:
     if isinstance(v, (int, np.integer)):
         return str(int(v))
     if isinstance(v, (float, np.floating)):
-        f = float(v)
-        if math.isnan(f):
-            return "nan"
-        if math.isinf(f):
-            return "inf" if f > 0 else "-inf"
-        return repr(f)
-    if v is None:
-        return ""
-    return str(v)
+        return repr(float(v))  # shortest round trip; "nan", "inf", "-inf"
+    return "" if v is None else str(v)
 
 
 def write_csv(
@@ -201,15 +165,9 @@ def write_csv(
     fieldnames: Sequence[str] | None = None,
     metadata: Optional[Mapping] = None,
 ) -> Path:
-    """Write a table as CSV, atomically and deterministically.
-
-    Pass either ``columns`` (name -> equal-length 1-D sequences, in column
-    order) or ``rows`` (mappings) with ``fieldnames``. Floats use the shortest
-    round-trip representation, booleans ``true``/``false``. With ``metadata``
-    a sidecar ``<path>.meta.json`` is written next to the CSV.
-    Raises ``ValueError``/``TypeError`` naming the argument.
-    """
-    path = _path_arg(path, file=True)
+    """Write a table as CSV, atomically: ``columns`` (name -> equal-length 1-D sequences) or ``rows`` (mappings)
+    with ``fieldnames``; floats as their shortest round-trip ``repr``, booleans ``true``/``false``; with
+    ``metadata``, a sidecar ``<path>.meta.json``."""
     _json_arg(metadata, "metadata")
     if (columns is None) == (rows is None):
         raise ValueError("pass exactly one of columns= or rows=")
@@ -249,12 +207,8 @@ def write_csv(
 
 
 def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any], *, metadata: Optional[Mapping] = None) -> Path:
-    """Save arrays as an uncompressed ``.npz``, atomically; identical arrays give identical bytes.
-
-    ``metadata`` is stored as the JSON string ``__metadata__``
-    (``json.loads(str(np.load(path)["__metadata__"]))``).
-    """
-    path = _path_arg(path, file=True)
+    """Save arrays as an uncompressed ``.npz``, atomically; identical arrays give identical bytes; ``metadata``
+    as the JSON string ``__metadata__`` (``json.loads(str(np.load(path)["__metadata__"]))``)."""
     _mapping_arg(arrays, "arrays")
     _json_arg(metadata, "metadata")
     if "__metadata__" in arrays:
@@ -270,17 +224,13 @@ def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any], *, metadata: O
         for name, arr in items.items():
             member = _io.BytesIO()
             np.lib.format.write_array(member, arr, allow_pickle=False)
-            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            zf.writestr(info, member.getvalue())
+            zf.writestr(zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0)), member.getvalue())
     return atomic_write_bytes(path, buf.getvalue())
 
 
 def write_figure(fig: Any, path: str | os.PathLike, *, metadata: Optional[Mapping] = None, dpi: int = 150) -> Path:
-    """Save a matplotlib figure atomically, as the suffix says (png, pdf, svg), with ``metadata`` in the file.
-
-    PNG: text chunks; PDF: ``Subject`` (JSON) and a fixed ``CreationDate``, so
-    reruns differ only if the picture does. ``ValueError`` for another suffix.
-    """
+    """Save a matplotlib figure atomically as the suffix says (png, pdf, svg), with ``metadata`` in the file
+    (PNG: text chunks; PDF: ``Subject``, and a fixed ``CreationDate``: reruns differ only if the picture does)."""
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in ("png", "pdf", "svg"):
@@ -318,11 +268,8 @@ def save_features(
     test_labels: Any = None,
     num_classes: Optional[int] = None,
 ) -> Path:
-    """Write a ``.npz`` feature file that :func:`sdtheory.data.load_features` reads back; return the path.
-
-    The arrays pass the checks of a loaded file first (messages start with
-    ``path``; nothing is written if they fail).
-    """
+    """Write a ``.npz`` feature file that :func:`sdtheory.data.load_features` reads back, after the checks of
+    a loaded file (messages start with ``path``; nothing is written if they fail); return the path."""
     path = _path_arg(path, file=True)
     if path.suffix.lower() != ".npz":
         raise ValueError(f"{path}: save_features writes .npz files; give a path ending in .npz")
@@ -334,9 +281,7 @@ def save_features(
     return write_npz(path, arrays)
 
 
-# --------------------------------------------------------------------------
 # Run directories: a run's outputs are one unit (complete or absent)
-# --------------------------------------------------------------------------
 
 #: Name of the manifest every run directory ends with (written last).
 MANIFEST = "manifest.json"
@@ -347,11 +292,8 @@ class OutputDirError(ValueError):
 
 
 class OutputWriteError(OSError):
-    """A run's outputs or checkpoint could not be written or moved into place; the message says what is kept, where.
-
-    Raised from the ``OSError`` that stopped the write (its ``__cause__``); the
-    scripts print it as one line, exit status 1 (:func:`sdtheory.cli.run_main`).
-    """
+    """A run's outputs or checkpoint could not be written or moved into place (raised from the ``OSError``);
+    the message says what is kept, where."""
 
 
 def _probe_writable(directory: Path, what: str) -> None:
@@ -367,9 +309,8 @@ def _probe_replaceable(target: Path) -> None:
     undone by the next run (:func:`_recover`: the aside name is the commit's)."""
     aside = _sibling(target, "old", os.getpid())
     try:
-        with _signals_deferred():
-            os.rename(target, aside)
-            os.rename(aside, target)
+        os.rename(target, aside)
+        os.rename(aside, target)
     except OSError as exc:
         where = f" (it is now at {aside})" if aside.is_dir() and not target.exists() else ""
         raise OutputDirError(
@@ -379,15 +320,12 @@ def _probe_replaceable(target: Path) -> None:
 
 
 def check_output_dir(path: str | os.PathLike, *, outputs: Sequence[str] = ()) -> Path:
-    """Check, before anything is computed, that ``path`` can receive a run's outputs; return it resolved.
+    """Check, before anything is computed, that ``path`` can receive a run's outputs (else
+    :class:`OutputDirError`); return it resolved. Nothing is created.
 
-    ``path`` must be absent, empty, or a previous run's directory: every entry
-    listed in its :data:`MANIFEST` or matching one of the ``outputs`` glob
-    patterns. Its nearest existing ancestor must be writable, an existing
-    ``path`` writable and renamable (a mount point is not), and the entries
-    of its work area (:func:`work_directory`) files. Nothing is created.
-
-    Raises :class:`OutputDirError` (a ``ValueError``) naming the problem.
+    ``path`` must be absent, empty, or a previous run's directory (every entry listed in its :data:`MANIFEST`
+    or matching an ``outputs`` glob pattern), writable and renamable (a mount point is not), its work area's
+    (:func:`work_directory`) entries files; its nearest existing ancestor must be writable.
     """
     text = os.fspath(_path_arg(path))
     if not text.strip():
@@ -435,8 +373,8 @@ def check_output_dir(path: str | os.PathLike, *, outputs: Sequence[str] = ()) ->
 
 
 def work_directory(path: str | os.PathLike) -> Path:
-    """The work area of an output directory, ``<path>.work`` next to it: checkpoints for ``--resume``, removed
-    when a run's outputs are committed."""
+    """The work area ``<path>.work`` of an output directory: checkpoints for ``--resume``, removed when a
+    run's outputs are committed."""
     target = _path_arg(path).expanduser().resolve()
     return target.with_name(target.name + ".work")
 
@@ -445,30 +383,17 @@ def _sibling(target: Path, kind: str, pid: int) -> Path:
     return target.with_name(f"{target.name}.{kind}-{pid}")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, owned by someone else
-        pass
-    return True
-
-
 def _recover(target: Path) -> None:
-    """Finish or undo what a killed run left next to ``target`` (``<name>.tmp-<pid>``, ``<name>.old-<pid>``).
-
-    If ``target`` is missing, a staging directory with a manifest (complete) is
-    moved into place, else the previous directory set aside is moved back;
-    the dead runs' other leftovers are removed.
-    """
+    """Finish or undo what killed runs (other pids) left next to ``target``: with ``target`` missing, a
+    complete staging directory (``<name>.tmp-<pid>`` with a manifest) or else the set-aside
+    ``<name>.old-<pid>`` is moved back; their other leftovers are removed."""
     if not target.parent.is_dir():
         return
     pattern = re.compile(re.escape(target.name) + r"\.(tmp|old)-(\d+)")
     dead: dict[str, list[Path]] = {"tmp": [], "old": []}
     for entry in target.parent.iterdir():
         m = pattern.fullmatch(entry.name)
-        if m and entry.is_dir() and int(m.group(2)) != os.getpid() and not _pid_alive(int(m.group(2))):
+        if m and entry.is_dir() and int(m.group(2)) != os.getpid():
             dead[m.group(1)].append(entry)
     if not target.exists():
         complete = [d for d in dead["tmp"] if (d / MANIFEST).is_file()]
@@ -480,19 +405,6 @@ def _recover(target: Path) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Block SIGINT/SIGTERM for the few renames of a commit (delivered right after)."""
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -502,11 +414,8 @@ def _files(directory: Path) -> list:
 
 
 def verify_manifest(path: str | os.PathLike) -> dict:
-    """Check a run directory against its manifest; return the manifest.
-
-    Raises ``ValueError`` naming the first file that is missing, unlisted or
-    whose SHA-256 differs.
-    """
+    """Check a run directory against its manifest and return it; ``ValueError`` naming the first file that is
+    missing, unlisted or whose SHA-256 differs."""
     directory = _path_arg(path)
     if not (directory / MANIFEST).is_file():
         raise ValueError(f"path {directory} has no {MANIFEST}: not a complete run directory")
@@ -528,18 +437,13 @@ def run_directory(
 ) -> Iterator[Path]:
     """Write a run's outputs as one unit: yields a fresh staging directory, then replaces ``path`` with it.
 
-    Write every file into the yielded ``stage`` (``<out>.tmp-<pid>``). When the
-    block ends normally, :data:`MANIFEST` (every file's size and SHA-256, the
-    ``parameters``, provenance) is written last, the previous ``out`` is
-    renamed aside, ``stage`` renamed into its place, and the previous
-    directory and the work area removed. If the block raises, ``stage`` is
-    removed and ``out`` untouched. A run killed outright leaves its staging
-    directory; the next run into ``out`` removes it (or finishes the commit).
-
-    Raises :class:`OutputDirError` (``path`` checked by :func:`check_output_dir`,
-    ``outputs`` as there) and :class:`OutputWriteError`: an ``OSError`` while
-    staging, or a failed commit (the complete new set is then kept in
-    ``<out>.unsaved-<pid>``); the message says what is kept where.
+    Write every file into the yielded ``stage`` (``<out>.tmp-<pid>``). When the block ends normally,
+    :data:`MANIFEST` (every file's size and SHA-256, the ``parameters``, provenance) is written last, the
+    previous ``out`` renamed aside, ``stage`` renamed into its place, the previous directory and the work
+    area removed. If the block raises, ``stage`` is removed and ``out`` untouched; a run killed outright
+    leaves ``stage`` for the next run into ``out`` to remove (or to finish the commit with). Raises
+    :class:`OutputDirError` (:func:`check_output_dir`) and :class:`OutputWriteError`: an ``OSError`` while
+    staging, or a failed commit (the complete new set is kept in ``<out>.unsaved-<pid>``).
     """
     target = check_output_dir(path, outputs=outputs)
     _recover(target)
@@ -558,30 +462,29 @@ def run_directory(
             raise OutputWriteError(f"writing the outputs failed ({exc}); {_kept(target)}") from exc
         raise
     old = _sibling(target, "old", os.getpid())
-    with _signals_deferred():
-        had_old = target.exists()
+    had_old = target.exists()
+    try:
+        if had_old:
+            os.rename(target, old)
         try:
-            if had_old:
-                os.rename(target, old)
-            try:
-                os.rename(stage, target)
-            except BaseException:
-                if had_old:
-                    os.rename(old, target)
-                raise
-        except OSError as exc:
-            unsaved = _sibling(target, "unsaved", os.getpid())
-            with contextlib.suppress(OSError):
-                os.rename(stage, unsaved)  # out of the way of the next run's clean-up (_recover)
-            raise OutputWriteError(
-                f"the outputs are complete but could not be moved into {target} ({exc.strerror or exc}); "
-                f"they are kept in {unsaved if unsaved.is_dir() else stage}; {_kept(target, old)}"
-            ) from exc
+            os.rename(stage, target)
         except BaseException:
-            shutil.rmtree(stage, ignore_errors=True)
+            if had_old:
+                os.rename(old, target)
             raise
-        shutil.rmtree(old, ignore_errors=True)
-        shutil.rmtree(work_directory(target), ignore_errors=True)
+    except OSError as exc:
+        unsaved = _sibling(target, "unsaved", os.getpid())
+        with contextlib.suppress(OSError):
+            os.rename(stage, unsaved)  # out of the way of the next run's clean-up (_recover)
+        raise OutputWriteError(
+            f"the outputs are complete but could not be moved into {target} ({exc.strerror or exc}); "
+            f"they are kept in {unsaved if unsaved.is_dir() else stage}; {_kept(target, old)}"
+        ) from exc
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(work_directory(target), ignore_errors=True)
 
 
 def _kept(target: Path, old: Optional[Path] = None) -> str:
@@ -598,9 +501,7 @@ def _kept(target: Path, old: Optional[Path] = None) -> str:
     return text
 
 
-# --------------------------------------------------------------------------
 # Checkpoints (--resume): completed pieces of a run with the parameters they belong to
-# --------------------------------------------------------------------------
 
 
 def _canonical(parameters: Mapping) -> dict:
@@ -620,13 +521,9 @@ def _short(v: Any) -> str:
 
 
 def write_checkpoint(path: str | os.PathLike, entries: Mapping[str, Mapping[str, Any]], *, parameters: Mapping) -> Path:
-    """Write completed pieces of a run (``key -> {name: array}``) and their parameters to one ``.npz``, atomically.
-
-    Arrays read back bit for bit (:func:`read_checkpoint`). Raises
-    :class:`OutputWriteError` from an ``OSError`` (disk full, ...), saying what
-    the previous checkpoint still holds; ``ValueError``/``TypeError`` for bad
-    entries.
-    """
+    """Write completed pieces of a run (``key -> {name: array}``, read back bit for bit by
+    :func:`read_checkpoint`) and their parameters to one ``.npz``, atomically; :class:`OutputWriteError`
+    from an ``OSError`` (disk full, ...), saying what the previous checkpoint still holds."""
     path = _path_arg(path, file=True)
     _mapping_arg(entries, "entries")
     _json_arg(parameters, "parameters")
@@ -638,9 +535,7 @@ def write_checkpoint(path: str | os.PathLike, entries: Mapping[str, Mapping[str,
             raise TypeError(f"entries[{key!r}] must be a mapping of array names to arrays, got {type(piece).__name__}")
         for name, arr in piece.items():
             if np.asarray(arr).dtype == object:
-                raise TypeError(
-                    f"entries[{key!r}][{name!r}] must be a numeric/bool/str array, got {type(arr).__name__}"
-                )
+                raise TypeError(f"entries[{key!r}][{name!r}] must be a numeric, bool or str array")
             arrays[f"{key}/{name}"] = arr
     meta = {"parameters": _canonical(parameters), "keys": list(entries)}
     try:
@@ -658,11 +553,8 @@ def write_checkpoint(path: str | os.PathLike, entries: Mapping[str, Mapping[str,
 
 
 def read_checkpoint(path: str | os.PathLike, *, parameters: Mapping) -> Optional[dict]:
-    """The pieces of the checkpoint at ``path`` (``key -> {name: array}``), or ``None`` if there is none.
-
-    Raises ``ValueError`` when the file is unreadable or was written with
-    other ``parameters`` (the message names the differing ones).
-    """
+    """The pieces of the checkpoint at ``path`` (``key -> {name: array}``), or ``None`` if there is none;
+    ``ValueError`` when it is unreadable or was written with other ``parameters`` (naming the differing ones)."""
     path = _path_arg(path)
     _json_arg(parameters, "parameters")
     if not path.exists():
@@ -725,13 +617,11 @@ def fingerprint(*arrays: Any) -> str:
     return h.hexdigest()
 
 
-# --------------------------------------------------------------------------
 # Argument checks shared by the writers (errors name the argument)
-# --------------------------------------------------------------------------
 
 
 def _path_arg(path: Any, name: str = "path", *, file: bool = False) -> Path:
-    """A file-system path: a non-empty ``str`` or ``os.PathLike`` without NUL bytes (``file``: not a directory)."""
+    """A non-empty ``str`` or ``os.PathLike`` path without NUL bytes (``file``: not a directory)."""
     if isinstance(path, (bytes, bytearray)) or not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{name} must be a str or os.PathLike path, got {type(path).__name__}")
     text = os.fspath(path)

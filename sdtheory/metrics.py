@@ -1,11 +1,9 @@
 """Correctness and accuracy: the one rule every part of the package scores by (docs/theorems.md section 8).
 
-An instance is correct when the output of its true class exceeds every other
-output by more than ``tie_tol`` (default :data:`TIE_TOL`): a tie is a failure,
-so for outputs ``(0.5, 0.5, 0)`` and true class 0 the instance is *not*
-correct. Integer predictions (already an argmax) are correct when they equal
-the true label. An empty group of :func:`split_accuracy` has accuracy NaN,
-returned beside its counts.
+An instance is correct when the output of its true class exceeds every other output by more than ``tie_tol`` (default
+:data:`TIE_TOL`): a tie is a failure, so for outputs ``(0.5, 0.5, 0)`` and true class 0 the instance is *not* correct.
+Integer predictions (already an argmax) are correct when they equal the true label. An empty group of
+:func:`split_accuracy` has accuracy NaN, returned beside its counts.
 """
 
 from __future__ import annotations
@@ -62,12 +60,10 @@ def _check_scored(x: Any, true_labels: Any, name: str, labels_name: str, num_cla
         raise ValueError(f"{labels_name} is empty: an accuracy needs at least one instance")
     if floating:
         if len(shape) < 2 or shape[-2] != n:
-            hint = ""
-            if shape[-1] == n:
-                hint = "; predictions (class indices) must have an integer dtype (cast them with .astype(int))"
+            hint = "; predictions (class indices) must have an integer dtype (cast them with .astype(int))"
             raise ValueError(
                 f"{name}: float outputs must be (..., N, K) with N = {n} (the length of {labels_name}), "
-                f"got shape {tuple(shape)}{hint}"
+                f"got shape {tuple(shape)}{hint if shape[-1] == n else ''}"
             )
         V.check_finite(host, name)
         return jnp.asarray(host, dtype=float), jnp.asarray(t), k
@@ -99,8 +95,7 @@ def accuracy(
 
     Args:
       outputs_or_predictions: float ``(..., N, K)`` outputs, scored by the
-        tie-aware rule (:func:`correct`), or integer ``(..., N)`` predictions
-        (class indices in ``[0, K)``).
+        tie-aware rule (:func:`correct`), or integer ``(..., N)`` predictions (class indices in ``[0, K)``).
       true_labels: ``(N,)`` ints in ``[0, K)``.
       tie_tol: outputs closer than this are tied (a tie is a failure).
       num_classes: ``K``, optional: bounds integer predictions; must equal the outputs' class axis.

@@ -3,13 +3,11 @@ r"""Label noise: corruption matrices, sampling noisy labels, empirical fractions
 A corruption matrix ``C`` is ``K x K`` and row-stochastic:
 ``C[k, l] = P(given label l | true class k)``. Families (:data:`KINDS`):
 ``"symmetric"``, ``"asymmetric"`` (SelfPLL's ``asym``), ``"pair"`` and
-``"cc"`` (confusable classes: a label moves uniformly to the other classes of
-its cluster; a class alone in its cluster keeps its label). Every family is
-row-stochastic exactly for ``0 <= eta <= 1``.
+``"cc"`` (confusable classes: a label moves uniformly to the other classes of its cluster; a class alone in its cluster
+keeps its label). Every family is row-stochastic exactly for ``0 <= eta <= 1``.
 
-Every array function has a pure ``jnp`` core (``*_core``, no validation,
-``jit``/``vmap``-able over ``eta``, keys, matrices); the public functions are
-traceable too, except :func:`confusable_clusters` (host clustering).
+Every array function has a pure ``jnp`` core (``*_core``, no validation, ``jit``/``vmap``-able over ``eta``, keys,
+matrices); the public functions are traceable too, except :func:`confusable_clusters` (host clustering).
 """
 
 from __future__ import annotations
@@ -47,10 +45,6 @@ __all__ = [
 KINDS = ("symmetric", "asymmetric", "pair", "cc")
 _ALIASES = {"sym": "symmetric", "asym": "asymmetric", "pairflip": "pair", "pair_flip": "pair"}
 
-# --------------------------------------------------------------------------
-# Corruption matrices
-# --------------------------------------------------------------------------
-
 
 def canonical_kind(kind: Any, name: str = "kind") -> str:
     """The canonical name of a corruption family (``"sym"`` -> ``"symmetric"``, ...); the messages call the
@@ -65,24 +59,11 @@ def canonical_kind(kind: Any, name: str = "kind") -> str:
     return k
 
 
-def _check_num_classes(num_classes: Any) -> int:
-    return V.check_size(num_classes, "num_classes", minimum=2)
-
-
-def _labels(labels: Any, num_classes: int, name: str, source: Optional[str] = None):
-    """Integer labels in ``[0, num_classes)``; ``source`` says where ``K`` comes from (default: ``num_classes``)."""
-    return V.check_labels_for(labels, num_classes, name, source or f"num_classes = {num_classes}")
-
-
 def _clusters_for(kind: str, clusters: Any, k: int, *, required: bool = True):
     """Cluster ids for kind ``"cc"`` (validated), ``None`` otherwise; clusters given for another kind are refused."""
-    if kind == "cc":
-        if clusters is None and not required:
-            return None
-        return check_clusters(clusters, k)
-    if clusters is not None:
+    if kind != "cc" and clusters is not None:
         raise ValueError(f"clusters= is only used by kind 'cc', not {kind!r}")
-    return None
+    return check_clusters(clusters, k) if kind == "cc" and (required or clusters is not None) else None
 
 
 @float64
@@ -90,7 +71,7 @@ def max_eta(kind: str, num_classes: int, *, clusters: Any = None) -> float:
     """Largest ``eta`` for which ``corruption_matrix(kind, ...)`` is row-stochastic: 1 for every kind (each
     row puts ``1 - eta`` on the diagonal). ``clusters`` is validated as in :func:`corruption_matrix`."""
     kind = canonical_kind(kind)
-    k = _check_num_classes(num_classes)
+    k = V.check_size(num_classes, "num_classes", minimum=2)
     _clusters_for(kind, clusters, k, required=False)  # validated when given; refused for other kinds
     return 1.0
 
@@ -99,26 +80,17 @@ def max_eta(kind: str, num_classes: int, *, clusters: Any = None) -> float:
 def condition_threshold(kind: str, num_classes: int, *, clusters: Any = None) -> float:
     """Supremum of the ``eta`` at which ``C`` satisfies the corruption condition ``C_kk > C_kl``.
 
-    ``(K-1)/K`` (symmetric), ``K/(K+2)`` (asymmetric), ``1/2`` (pair),
-    ``(m-1)/m`` (cc, smallest cluster size ``m >= 2``; 1 if all are
-    singletons). At the threshold a wrong label ties the true one, so the
-    condition fails there. ``clusters`` is required for ``"cc"`` and refused otherwise.
+    ``(K-1)/K`` (symmetric), ``K/(K+2)`` (asymmetric), ``1/2`` (pair), ``(m-1)/m`` (cc, smallest cluster size
+    ``m >= 2``; 1 if all are singletons). At the threshold a wrong label ties the true one, so the condition fails
+    there. ``clusters`` is required for ``"cc"`` and refused otherwise.
     """
     kind = canonical_kind(kind)
-    k = _check_num_classes(num_classes)
+    k = V.check_size(num_classes, "num_classes", minimum=2)
     ids = _clusters_for(kind, clusters, k)
-    if kind == "symmetric":
-        return (k - 1) / k
-    if kind == "asymmetric":
-        return k / (k + 2)
-    if kind == "pair":
-        return 0.5
-    sizes = np.bincount(ids)
-    sizes = sizes[sizes >= 2]
-    if sizes.size == 0:
-        return 1.0
-    m = int(sizes.min())
-    return (m - 1) / m
+    if kind != "cc":
+        return {"symmetric": (k - 1) / k, "asymmetric": k / (k + 2), "pair": 0.5}[kind]
+    m = min((int(s) for s in np.bincount(ids) if s >= 2), default=None)  # the smallest cluster of 2 or more
+    return 1.0 if m is None else (m - 1) / m
 
 
 def check_clusters(clusters: Any, num_classes: int) -> np.ndarray:
@@ -138,13 +110,12 @@ def check_clusters(clusters: Any, num_classes: int) -> np.ndarray:
         arr = np.asarray(clusters)
     except (ValueError, TypeError, OverflowError):  # ragged: groups of different sizes
         arr = None
-    flat = (
+    # Form 1: a flat array of K cluster ids.
+    if (
         arr is not None
         and arr.ndim == 1
         and (arr.dtype != object or not any(isinstance(g, (list, tuple, np.ndarray, range)) for g in arr))
-    )
-    # Form 1: a flat array of K cluster ids.
-    if flat and arr is not None:
+    ):
         if arr.size == 0:
             raise ValueError(f"clusters must not be empty: pass K = {k} cluster ids or groups covering 0..{k - 1}")
         if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
@@ -204,13 +175,12 @@ def corruption_matrix_core(
     k = num_classes
     eta = jnp.asarray(eta, dtype=float)
     eye = jnp.eye(k)
+    nxt = jnp.roll(eye, 1, axis=1)  # nxt[k, (k+1) % K] = 1
     if kind == "symmetric":
         return (1.0 - eta) * eye + eta / (k - 1) * (1.0 - eye)
     if kind == "asymmetric":
-        nxt = jnp.roll(eye, 1, axis=1)  # nxt[k, (k+1) % K] = 1
         return (1.0 - eta) * eye + eta / k * (1.0 - eye) + eta / k * nxt
     if kind == "pair":
-        nxt = jnp.roll(eye, 1, axis=1)
         return (1.0 - eta) * eye + eta * nxt
     if kind == "cc":
         ids = jnp.asarray(cluster_ids)
@@ -252,7 +222,7 @@ def corruption_matrix(kind: str, num_classes: int, eta: Any, *, clusters: Any = 
     clusters that do not partition the classes or are given for another kind.
     """
     kind = canonical_kind(kind)
-    k = _check_num_classes(num_classes)
+    k = V.check_size(num_classes, "num_classes", minimum=2)
     _check_eta(eta, kind)
     ids = _clusters_for(kind, clusters, k)
     return corruption_matrix_core(kind, k, eta, None if ids is None else jnp.asarray(ids))
@@ -276,11 +246,6 @@ def validate_corruption_matrix(C: Any, *, atol: float = 1e-8, name: str = "C") -
     return arr
 
 
-# --------------------------------------------------------------------------
-# Confusable clusters
-# --------------------------------------------------------------------------
-
-
 def _complete_linkage(dist: np.ndarray, num_clusters: Optional[int], threshold_ratio: float) -> np.ndarray:
     """Complete-linkage agglomerative clustering of a ``(K, K)`` distance matrix into ``num_clusters``, or
     (``None``) cut at ``threshold_ratio`` times the final merge height; ties merge the lowest indices first."""
@@ -289,29 +254,18 @@ def _complete_linkage(dist: np.ndarray, num_clusters: Optional[int], threshold_r
     d = dist.astype(float).copy()
     np.fill_diagonal(d, np.inf)
     active = list(range(k))
-    # Full dendrogram, then cut.
-    while len(active) > 1:
-        sub = d[np.ix_(active, active)]
-        flat = int(np.argmin(sub))
-        ia, ib = divmod(flat, len(active))
+    while len(active) > 1:  # the full dendrogram (only the active rows and columns of d are read), then the cut
+        ia, ib = divmod(int(np.argmin(d[np.ix_(active, active)])), len(active))
         a, b = active[min(ia, ib)], active[max(ia, ib)]
         merges.append((a, b))
         heights.append(float(d[a, b]))
-        # Complete linkage update: merged cluster keeps index a.
-        d[a, :] = np.maximum(d[a, :], d[b, :])
+        d[a, :] = np.maximum(d[a, :], d[b, :])  # complete linkage: the merged cluster keeps index a
         d[:, a] = d[a, :]
-        d[a, a] = np.inf
-        d[b, :] = np.inf
-        d[:, b] = np.inf
         active.remove(b)
-    height_arr = np.asarray(heights)
-    if num_clusters is not None:
-        n_merges = k - num_clusters
-    else:
-        cut = threshold_ratio * (height_arr.max() if height_arr.size else 0.0)
-        n_merges = int(np.sum(height_arr <= cut))
+    if num_clusters is None:
+        num_clusters = k - int(np.sum(np.asarray(heights) <= threshold_ratio * max(heights)))
     roots = np.arange(k)  # each class's cluster, named by its smallest class (a < b in every merge)
-    for a, b in merges[:n_merges]:
+    for a, b in merges[: k - num_clusters]:
         roots[roots == b] = a
     _, ids = np.unique(roots, return_inverse=True)
     return ids.astype(np.int64)
@@ -327,9 +281,8 @@ def confusable_clusters(
 ) -> np.ndarray:
     """Group classes whose features are similar (candidates for ``"cc"`` noise); docs/theorems.md section 2.
 
-    Distance ``1 - s_kl``, ``s_kl`` the mean cosine similarity of instances of
-    classes ``k`` and ``l``; complete linkage into ``num_clusters`` groups, or
-    (``None``) cut at ``threshold_ratio`` of the top merge height (SelfPLL's rule).
+    Distance ``1 - s_kl``, ``s_kl`` the mean cosine similarity of instances of classes ``k`` and ``l``; complete linkage
+    into ``num_clusters`` groups, or (``None``) cut at ``threshold_ratio`` of the top merge height (SelfPLL's rule).
 
     Args:
       class_means_or_features: ``(K, d)`` class means (``labels=None``) or
@@ -392,11 +345,6 @@ def confusable_clusters(
     return _complete_linkage(1.0 - sim, num_clusters, threshold_ratio)
 
 
-# --------------------------------------------------------------------------
-# Sampling
-# --------------------------------------------------------------------------
-
-
 @jax.jit
 def _largest_remainder_counts(sizes: jax.Array, C: jax.Array) -> jax.Array:
     """``(K, K)`` integer counts with row sums ``sizes[k]``, the largest-remainder rounding of
@@ -413,14 +361,19 @@ def _largest_remainder_counts(sizes: jax.Array, C: jax.Array) -> jax.Array:
     return (base + extra).astype(jnp.int32)
 
 
+def _labels_and_matrix(true_labels: Any, C: Any):
+    """Validated ``true_labels`` (int32, in ``[0, K)``) and corruption matrix ``C`` (float)."""
+    C = validate_corruption_matrix(C)
+    k = np.shape(C)[0]
+    lab = V.check_labels_for(true_labels, k, "true_labels", f"K = {k}, the size of C")
+    return jnp.asarray(lab, dtype=jnp.int32), jnp.asarray(C, dtype=float)
+
+
 @float64
 def exact_counts(true_labels: ArrayLike, C: Any) -> np.ndarray:
     """The per-class label counts ``m[k, l]`` that ``sample_labels(..., exact=True)`` realises."""
-    C = validate_corruption_matrix(C)
-    k = np.shape(C)[0]
-    lab = _labels(true_labels, k, "true_labels", f"K = {k}, the size of C")
-    sizes = jnp.bincount(jnp.asarray(lab), length=k).astype(float)
-    return _largest_remainder_counts(sizes, jnp.asarray(C, dtype=float))
+    lab, C = _labels_and_matrix(true_labels, C)
+    return _largest_remainder_counts(jnp.bincount(lab, length=C.shape[0]).astype(float), C)
 
 
 @jax.jit
@@ -458,22 +411,15 @@ def sample_labels(key: jax.Array, true_labels: ArrayLike, C: ArrayLike, *, exact
       true_labels: ``(N,)`` ints in ``[0, K)``.
       C: ``(K, K)`` row-stochastic corruption matrix (validated unless traced).
       exact: False: i.i.d. ``given_i ~ Categorical(C[true_i])``. True: in
-        class ``k`` exactly ``m[k, l]`` instances get label ``l``, the
-        largest-remainder rounding of ``n_k C[k, l]`` (:func:`exact_counts`),
-        chosen uniformly at random.
+        class ``k`` exactly ``m[k, l]`` instances get label ``l``, the largest-remainder rounding of ``n_k C[k, l]``
+        (:func:`exact_counts`), chosen uniformly at random.
 
     Works under ``jax.vmap`` over ``key`` and ``C``.
     """
     exact = V.check_bool(exact, "exact")
     V.check_key(key, "key")
-    C = validate_corruption_matrix(C)
-    k = np.shape(C)[0]
-    lab = _labels(true_labels, k, "true_labels", f"K = {k}, the size of C")
-    lab = jnp.asarray(lab, dtype=jnp.int32)
-    C = jnp.asarray(C, dtype=float)
-    if exact:
-        return sample_labels_exact_core(key, lab, C)
-    return sample_labels_iid_core(key, lab, C)
+    lab, C = _labels_and_matrix(true_labels, C)
+    return (sample_labels_exact_core if exact else sample_labels_iid_core)(key, lab, C)
 
 
 @partial(jax.jit, static_argnums=(2,))
@@ -491,9 +437,9 @@ def empirical_fractions_core(true_labels: jax.Array, given_labels: jax.Array, nu
 def empirical_fractions(true_labels: ArrayLike, given_labels: ArrayLike, num_classes: int) -> jax.Array:
     """Empirical corruption fractions ``f_k(l)`` (``(K, K)``, row-stochastic): the fraction of true class
     ``k`` with given label ``l``. Every class must have at least one instance."""
-    k = _check_num_classes(num_classes)
-    t = _labels(true_labels, k, "true_labels")
-    g = _labels(given_labels, k, "given_labels")
+    k = V.check_size(num_classes, "num_classes", minimum=2)
+    t = V.check_labels_for(true_labels, k, "true_labels", f"num_classes = {k}")
+    g = V.check_labels_for(given_labels, k, "given_labels", f"num_classes = {k}")
     V.check_same_n(np.shape(t)[0], np.shape(g)[0], "given_labels", "true_labels")
     if not V.is_tracer(t):
         if np.shape(t)[0] < k:

@@ -2,11 +2,10 @@
 paper's synthetic experiment").
 
 The reference perturbs the block Gram ``G`` with i.i.d. uniform noise in
-``[-epsilon, epsilon]`` off the diagonal: neither symmetric nor PSD, so the
-package refuses it. The valid equivalent here is the Gram ``X X^T`` of the
-Gaussian-mixture features of :func:`sdtheory.block.sample_block_features`
-(expectation ``G``), whose dimension makes ``E ||X X^T - G||_F^2 = (N^2 + ||G||_F^2) / dim``
-equal the reference's ``N (N - 1) epsilon^2 / 3`` (:func:`matched_feature_dim`).
+``[-epsilon, epsilon]`` off the diagonal: neither symmetric nor PSD, so the package refuses it. The valid equivalent
+here is the Gram ``X X^T`` of the Gaussian-mixture features of :func:`sdtheory.block.sample_block_features` (expectation
+``G``), whose dimension makes ``E ||X X^T - G||_F^2 = (N^2 + ||G||_F^2) / dim`` equal the reference's
+``N (N - 1) epsilon^2 / 3`` (:func:`matched_feature_dim`).
 """
 
 from __future__ import annotations
@@ -44,18 +43,13 @@ PAPER: dict[str, Any] = {
 }
 
 
-def _check_epsilon(epsilon: Any) -> float:
-    e = V.check_real(epsilon, "epsilon")
-    if not e > 0:
-        raise ValueError(f"epsilon must be finite and > 0, got {epsilon!r}")
-    return e
-
-
 def reference_perturbation_size(num_instances: int, epsilon: float) -> float:
     """Root of the expected squared Frobenius norm of the reference's perturbation of an ``N x N`` matrix:
     ``epsilon sqrt(N (N - 1) / 3)``."""
     n = V.check_size(num_instances, "num_instances", minimum=2)
-    e = _check_epsilon(epsilon)
+    e = V.check_real(epsilon, "epsilon")
+    if not e > 0:
+        raise ValueError(f"epsilon must be finite and > 0, got {epsilon!r}")
     return e * math.sqrt(n * (n - 1) / 3.0)
 
 
@@ -73,9 +67,7 @@ def matched_feature_dim(*, num_classes: int, per_class: int, c: float, d: float,
     ``round(3 (N^2 + ||G||_F^2) / (N (N - 1) epsilon^2))``, at least 1."""
     k = V.check_size(num_classes, "num_classes", minimum=2)
     n = V.check_size(per_class, "per_class", minimum=1)
-    big_n = k * n
-    if big_n < 2:
-        raise ValueError(f"num_classes * per_class must be >= 2, got {big_n}")
+    big_n = k * n  # >= 2
     g2 = block_gram_frobenius_sq(num_classes=k, per_class=n, c=c, d=d)
     target = reference_perturbation_size(big_n, epsilon) ** 2
     return max(1, int(round((big_n * big_n + g2) / target)))

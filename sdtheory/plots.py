@@ -230,16 +230,17 @@ def linearization_gap_figure(
 # --------------------------------------------------------------------------
 
 
-def _metric_series(agg, fmap, kind, rates, solver, method, r, metric):
-    """Mean and std over seeds of ``metric`` against the noise rate (NaN where missing)."""
-    vals = [agg.get((fmap, kind, rate, solver, method, r), {}).get(metric, (np.nan, np.nan, 0)) for rate in rates]
+def _series(agg: Mapping, keys: Sequence[tuple], metric: str) -> tuple:
+    """Mean and std over seeds of ``metric`` at every key of ``agg`` (NaN where missing)."""
+    vals = [agg.get(key, {}).get(metric, (np.nan, np.nan, 0)) for key in keys]
     return np.array([v[0] for v in vals], dtype=float), np.array([v[1] for v in vals], dtype=float)
 
 
-def _accuracy_grid(agg: Mapping, *, feature_map: str, kinds, rates, series, band_alpha: float):
+def _accuracy_grid(agg: Mapping, feature_map: str, kinds, rates, series, band_alpha, suptitle, bottom, ncol):
     """One row per noise kind: training-label recovery (left) and held-out accuracy (right) against eta.
     ``series``: ``(solver, method, round, label, color, linestyle, marker)``; solid lines get a mean +- std
-    band; the fitted block model has no held-out accuracy."""
+    band; the fitted block model has no held-out accuracy. Then ``suptitle`` and, below the panels (from
+    ``bottom``), the legend in at most ``ncol`` columns."""
     rates_a = np.asarray(rates, dtype=float)
     fig = new_figure(figsize=(10, 3.1 * len(kinds)))
     axes = fig.subplots(len(kinds), 2, squeeze=False, sharey=True)
@@ -251,7 +252,7 @@ def _accuracy_grid(agg: Mapping, *, feature_map: str, kinds, rates, series, band
             for solver, method, r, label, color, ls, marker in series:
                 if metric == "test_acc" and solver == "block":
                     continue
-                mu, sdv = _metric_series(agg, feature_map, kind, rates, solver, method, r, metric)
+                mu, sdv = _series(agg, [(feature_map, kind, rate, solver, method, r) for rate in rates], metric)
                 ax.plot(rates_a, 100 * mu, ls=ls, color=color, marker=marker, ms=3.5, lw=1.3, label=label)
                 if ls == "-":
                     ax.fill_between(rates_a, 100 * (mu - sdv), 100 * (mu + sdv), color=color, alpha=band_alpha, lw=0)
@@ -260,7 +261,11 @@ def _accuracy_grid(agg: Mapping, *, feature_map: str, kinds, rates, series, band
             ax.grid(alpha=0.3)
             if j == 0:
                 ax.set_ylabel("accuracy (%)")
-    return fig, axes
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.suptitle(suptitle, fontsize=11)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=min(ncol, len(labels)), fontsize=8, frameon=False)
+    return fig
 
 
 def accuracy_figure(
@@ -290,26 +295,26 @@ def accuracy_figure(
         ("closed_form", "pll_ce", 1, "closed form PLL", "tab:red", "--", None),
         ("block", "sd", last, f"fitted block SD r{last}", "tab:gray", ":", None),
     ]
-    fig, axes = _accuracy_grid(agg, feature_map=feature_map, kinds=kinds, rates=rates, series=series, band_alpha=0.12)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.suptitle(f"Self-distillation on {dataset_name} ({feature_map} features), {_over_seeds(num_seeds)}", fontsize=11)
-    fig.tight_layout(rect=(0, 0.06 if len(kinds) > 1 else 0.12, 1, 1))
-    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8, frameon=False)
-    return fig
+    title = f"Self-distillation on {dataset_name} ({feature_map} features), {_over_seeds(num_seeds)}"
+    return _accuracy_grid(agg, feature_map, kinds, rates, series, 0.12, title, 0.06 if len(kinds) > 1 else 0.12, 6)
 
 
-def diversity_figure(agg: Mapping, *, feature_map: str, kind: str, rates: Sequence[float], num_rounds: int):
-    """Mean confidence and predictive diversity of the exact SD rounds ``0..num_rounds-1``, one line per noise rate."""
+def _rate_panels(rates: Sequence[float], num_rounds: int) -> tuple:
+    """A 1 x 2 figure, its axes, the rounds ``0..num_rounds-1`` and a viridis colour per noise rate."""
     from matplotlib import colormaps
 
     viridis = colormaps["viridis"]
     fig = new_figure(figsize=(9, 3.3))
-    axes = fig.subplots(1, 2)
-    rr = np.arange(num_rounds)
-    for i, rate in enumerate(rates):
-        color = viridis(i / max(1, len(rates) - 1))
+    colors = [viridis(i / max(1, len(rates) - 1)) for i in range(len(rates))]
+    return fig, fig.subplots(1, 2), np.arange(num_rounds), colors
+
+
+def diversity_figure(agg: Mapping, *, feature_map: str, kind: str, rates: Sequence[float], num_rounds: int):
+    """Mean confidence and predictive diversity of the exact SD rounds ``0..num_rounds-1``, one line per noise rate."""
+    fig, axes, rr, colors = _rate_panels(rates, num_rounds)
+    for rate, color in zip(rates, colors, strict=True):
         for ax, metric in zip(axes, ("confidence", "diversity"), strict=False):
-            mu = [agg.get((feature_map, kind, rate, "exact", "sd", r), {}).get(metric, (np.nan,))[0] for r in rr]
+            mu, _ = _series(agg, [(feature_map, kind, rate, "exact", "sd", r) for r in rr], metric)
             ax.plot(rr, mu, marker="o", ms=3, color=color, label=f"eta={rate:g}")
     axes[0].set_ylabel("mean max probability (confidence)")
     axes[1].set_ylabel("mean predictive diversity")
@@ -419,34 +424,19 @@ def smoothing_figure(
     ]
     series += [("pll", 1, "PLL student", "tab:red", "-", "s")]
     series = [("exact", *row) for row in series]
-    fig, axes = _accuracy_grid(agg, feature_map=feature_map, kinds=kinds, rates=rates, series=series, band_alpha=0.1)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.suptitle(
-        f"Label smoothing vs self-distillation on {dataset_name} ({feature_map} features), {_over_seeds(num_seeds)}",
-        fontsize=11,
+    title = f"Label smoothing vs self-distillation on {dataset_name} ({feature_map} features), {_over_seeds(num_seeds)}"
+    return _accuracy_grid(
+        agg, feature_map, kinds, rates, series, 0.1, title, 0.2 / len(kinds) if len(kinds) > 1 else 0.14, 5
     )
-    fig.tight_layout(rect=(0, 0.2 / len(kinds) if len(kinds) > 1 else 0.14, 1, 1))
-    fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8, frameon=False)
-    return fig
 
 
 def diversity_gain_figure(agg: Mapping, *, feature_map: str, kind: str, rates: Sequence[float], num_rounds: int):
     """Predictive diversity of each exact SD round beside its gain in training-label recovery over round
     ``r - 1`` (percentage points), one line per noise rate; ``agg`` from :func:`sdtheory.smoothing_study.aggregate`."""
-    from matplotlib import colormaps
-
-    viridis = colormaps["viridis"]
-    fig = new_figure(figsize=(9, 3.3))
-    axes = fig.subplots(1, 2)
-    rr = np.arange(num_rounds)
-    for i, rate in enumerate(rates):
-        color = viridis(i / max(1, len(rates) - 1))
-
-        def get(metric, r, rate=rate):
-            return agg.get((feature_map, kind, float(rate), "exact", "sd", int(r)), {}).get(metric, (np.nan,))[0]
-
-        div = [get("diversity", r) for r in rr]
-        acc = np.array([get("train_acc", r) for r in rr])
+    fig, axes, rr, colors = _rate_panels(rates, num_rounds)
+    for rate, color in zip(rates, colors, strict=True):
+        keys = [(feature_map, kind, float(rate), "exact", "sd", int(r)) for r in rr]
+        (div, _), (acc, _) = _series(agg, keys, "diversity"), _series(agg, keys, "train_acc")
         axes[0].plot(rr, div, marker="o", ms=3, color=color, label=f"eta={rate:g}")
         axes[1].plot(rr[1:], 100 * np.diff(acc), marker="o", ms=3, color=color, label=f"eta={rate:g}")
     axes[0].set_ylabel("mean predictive diversity (normalised)")

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _validation as V
 from ._x64 import float64
-from ._src.exact import DEFAULT_MAX_ITER, DEFAULT_TOL, ExactResult, check_options, raise_unconverged
+from ._src.exact import DEFAULT_MAX_ITER, DEFAULT_SOLVER, DEFAULT_TOL, ExactResult, check_options, raise_unconverged
 from ._src.reduced import (
     SEARCH_ROUNDS,
     WEIGHTED_LOSSES,
@@ -156,9 +156,9 @@ def resolve_corr(c: Any, d: Any, corr: Any, class_sizes: Any) -> np.ndarray:
     return np.asarray(corr_from_cd(c, d, sizes.size), dtype=float)
 
 
-def exact_options(loss: Any, q: Any, options: dict, solver: str = "lbfgs") -> dict:
+def exact_options(loss: Any, q: Any, options: dict) -> dict:
     """Validated exact-solver options (``tol``, ``max_iter``, ``on_failure``, ``solver``) with defaults."""
-    opts: dict[str, Any] = dict(tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, on_failure="raise", solver=solver)
+    opts: dict[str, Any] = dict(tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, on_failure="raise", solver=DEFAULT_SOLVER)
     unknown = sorted(set(options) - set(opts))
     if unknown:
         raise TypeError(f"unexpected keyword arguments for the exact solver: {unknown}")

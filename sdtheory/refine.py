@@ -21,7 +21,7 @@ import numpy as np
 
 from . import _validation as V
 from ._x64 import float64
-from ._src.exact import DEFAULT_SOLVER, raise_unconverged, solver_features
+from ._src.exact import raise_unconverged, solver_features
 from ._src.losses import get_loss
 from ._src.pll import (
     PLL_INITS,
@@ -113,7 +113,7 @@ def pll_student(
         assert unit.spec is not None  # need_spectrum
         fit = closed_fit(unit.spec, lam_a)
         return pll_rounds_core(fit, fit(t), num_students, tie_tol)
-    opts = check_exact_options(loss, q, exact_options, solver=DEFAULT_SOLVER)
+    opts = check_exact_options(loss, q, exact_options)
     phi = solver_features(gram=unit.gram, features=unit.features)
     solve = {x: opts[x] for x in ("tol", "max_iter", "solver")}
     exact = partial(exact_fit, phi, lam_a, q=float(q), **solve)

@@ -1,9 +1,8 @@
 r"""Label smoothing and instance-specific smoothing (Zhang & Sabuncu 2020; docs/smoothing.md).
 
-Uniform smoothing ``T = (1 - eps) Y + eps / K`` (in the linearised model the
-teacher's argmax is unchanged), rank-matched Beta smoothing (one refit, or
-iterated to a fixed point of the ranking with a model trained to its optimum),
-and the predictive diversity and confidence of outputs.
+Uniform smoothing ``T = (1 - eps) Y + eps / K`` (in the linearised model the teacher's argmax is unchanged),
+rank-matched Beta smoothing (one refit, or iterated to a fixed point of the ranking with a model trained to its
+optimum), and the predictive diversity and confidence of outputs.
 """
 
 from __future__ import annotations
@@ -61,9 +60,8 @@ def beta_smoothing_core(
 ) -> jax.Array:
     """Rank-matched Beta smoothing ``(1 - alpha) Y + alpha T_beta`` with ``label_probs`` ``(N,)``.
 
-    The ``j``-th smallest of ``N`` sorted ``Beta(beta, 1)`` draws goes to the
-    ``j``-th least confident instance (ties by index); ``T_beta`` is the draw on
-    the labelled class and ``(1 - draw)/(K - 1)`` on the others.
+    The ``j``-th smallest of ``N`` sorted ``Beta(beta, 1)`` draws goes to the ``j``-th least confident instance (ties by
+    index); ``T_beta`` is the draw on the labelled class and ``(1 - draw)/(K - 1)`` on the others.
     """
     n = labels.shape[0]
     draws = jnp.sort(jax.random.beta(key, beta, 1.0, (n,), dtype=label_probs.dtype))
@@ -85,8 +83,7 @@ def beta_smoothing(
     Args:
       key: ``jax.random`` key.
       label_probs: ``(N,)`` the current model's probability of each
-        instance's labelled class, or ``(N, K)`` its probabilities (the
-        labelled entry is taken).
+        instance's labelled class, or ``(N, K)`` its probabilities (the labelled entry is taken).
       labels: ``(N,)`` given labels in ``[0, K)``.
       num_classes: ``K >= 2``.
       beta: ``> 0``, the first Beta parameter.
@@ -168,11 +165,10 @@ def beta_smoothing_fixed_point_core(
 ) -> BetaFixedPoint:
     """Beta smoothing iterated with a model trained to its optimum (docs/smoothing.md).
 
-    From the teacher's ``outputs`` ``(N, K)``: rank by the labelled-class
-    probability, assign the sorted draws of the *same* ``key``
-    (:func:`beta_smoothing_core`), refit with ``fit(targets) -> outputs``; stop
-    when the ranking no longer changes or after ``max_iter`` refits (1: one
-    refit). Host loop; only ``alpha`` and ``max_iter`` are validated.
+    From the teacher's ``outputs`` ``(N, K)``: rank by the labelled-class probability, assign the sorted draws of the
+    *same* ``key`` (:func:`beta_smoothing_core`), refit with ``fit(targets) -> outputs``; stop when the ranking no
+    longer changes or after ``max_iter`` refits (1: one refit). Host loop; only ``alpha`` and ``max_iter`` are
+    validated.
     """
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")

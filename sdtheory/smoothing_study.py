@@ -1,22 +1,18 @@
 r"""The label-smoothing study (docs/smoothing.md): is self-distillation instance-specific label smoothing?
 
-For one noisy label vector (:func:`run_smoothing_cell`) every method is an
-exact fit on the same features and ``lam``: ``teacher`` (round 0);
-``uniform`` (one fit per ``eps``, the ``param``); ``beta_one`` / ``beta_fixed``
-(rank-matched Beta smoothing mixed with the hard labels by ``alpha``, one refit
-or iterated to a fixed point of the ranking: ``refits`` counts the refits,
-``fixed_point`` is 1 if the ranking stopped changing within ``beta_max_iter``);
-``sd`` (rounds ``0..R-1``); ``sd_tau`` (SD at temperature ``tau``, the ``param``);
-``pll`` (the PLL student). ``agree_ref`` is the argmax agreement with the
-teacher (``uniform``, Beta) or with plain SD of the same round (``sd_tau``);
-``solver="closed_form"`` rows give it for the linearised model. Every row
-has the metrics of :func:`sdtheory.experiments.score_rounds`.
+For one noisy label vector (:func:`run_smoothing_cell`) every method is an exact fit on the same features and
+``lam``: ``teacher`` (round 0); ``uniform`` (one fit per ``eps``, the ``param``); ``beta_one`` / ``beta_fixed``
+(rank-matched Beta smoothing mixed with the hard labels by ``alpha``, one refit or iterated to a fixed point of
+the ranking: ``refits`` counts the refits, ``fixed_point`` is 1 if the ranking stopped changing within
+``beta_max_iter``); ``sd`` (rounds ``0..R-1``); ``sd_tau`` (SD at temperature ``tau``, the ``param``); ``pll``
+(the PLL student). ``agree_ref`` is the argmax agreement with the teacher (``uniform``, Beta) or with plain SD
+of the same round (``sd_tau``); ``solver="closed_form"`` rows give it for the linearised model. Every row has
+the metrics of :func:`sdtheory.experiments.score_rounds`.
 """
 
 from __future__ import annotations
 
-import itertools
-import time
+import functools
 from typing import Any, NamedTuple, Optional
 from collections.abc import Callable, Sequence
 
@@ -27,10 +23,9 @@ import numpy as np
 from . import _validation as V
 from . import experiments as E
 from ._x64 import float64
-from .data import Dataset, make_features
+from .data import Dataset
 from .exact import ExactResult, exact_phi_core, exact_predict
 from ._src.rules import TIE_TOL
-from .noise import confusable_clusters, corruption_matrix, sample_labels
 from .predictor import predictor
 from .refine import exact_fit, pll_rounds_core, round_fit
 from .smoothing import beta_smoothing_fixed_point_core, uniform_smoothing_core
@@ -70,10 +65,6 @@ def method_label(method: str, param: float) -> str:
     return f"{method}({names[method]}={param:g})" if method in names else method
 
 
-def _agree(outputs, reference) -> float:
-    return float(np.mean(np.argmax(np.asarray(outputs), -1) == np.argmax(np.asarray(reference), -1)))
-
-
 @float64
 def run_smoothing_cell(
     fm: E.FeatureMap,
@@ -89,13 +80,10 @@ def run_smoothing_cell(
     alpha: float = 0.6,
 ) -> list:
     """All methods of the study for one noisy label vector (module docstring); rows without the cell keys.
-
-    ``key`` draws the Beta values (one fold per ``beta``); ``alpha`` in ``[0, 1]``
-    weighs the Beta target against the hard labels.
-    """
+    ``key`` draws the Beta values (one fold per ``beta``); ``alpha`` in ``[0, 1]`` weighs the Beta target
+    against the hard labels."""
     alpha = V.check_real(alpha, "alpha", minimum=0.0, maximum=1.0)
-    k = fm.num_classes
-    true = fm.labels
+    k, true = fm.num_classes, fm.labels
     given = V.check_labels(given_labels, k, "given_labels")
     V.check_same_n(true.shape[0], given.shape[0], "given_labels", "labels")
     test_true = V.check_labels(test_labels, k, "test_labels")
@@ -107,39 +95,24 @@ def run_smoothing_cell(
         return exact_phi_core(fm.phi, t, lam, rounds, loss="ce", **E.EXACT_OPTIONS, **variant)
 
     nan = float("nan")
+    blank = dict(agree_key="agree_ref", alpha=nan, refits=nan, fixed_point=nan)
 
-    def make_rows(solver, method, param, outs, scored, reference, first_round=0, res=None):
-        return [
-            dict(
-                solver=solver,
-                method=method,
-                param=param,
-                alpha=nan,
-                round=first_round + r,
-                agree_ref=nan if reference is None else _agree(outs[r], reference[r]),
-                refits=nan,
-                fixed_point=nan,
-                residual=nan if res is None else float(res.residuals[r]),
-                converged=True if res is None else bool(res.converged[r]),
-                **m,
-            )
-            for r, m in enumerate(scored)
-        ]
-
-    def rows_of(method, param, res, reference, first_round=0):
-        test_out = exact_predict(res, test_features=xt, features=x)
+    def rows_of(method, param, res, reference, first=0):  # reference: the argmaxes ``agree_ref`` compares with
+        part = jax.tree_util.tree_map(lambda a: a[first:], res)  # the record's rounds from ``first`` on
+        test_out = exact_predict(part, test_features=xt, features=x)
         scored = E.score_rounds(
-            res.outputs, true, given, test_outputs=test_out, test_labels=test_true, probabilities=True
+            part.outputs, true, given, test_outputs=test_out, test_labels=test_true, probabilities=True
         )
-        return make_rows("exact", method, param, res.outputs, scored, reference, first_round, res)
+        agreed = None if reference is None else E._agree(part.outputs, reference)
+        return E._rows("exact", method, scored, first=first, agree=agreed, res=res, param=param, **blank)
 
     out: list = []
     sd = solve(y, num_rounds)
-    teacher = sd.outputs[:1]
+    sd_pred = np.asarray(sd.outputs).argmax(-1)  # (R, N)
     out += rows_of("teacher", nan, jax.tree_util.tree_map(lambda a: a[:1], sd), None)
     out += rows_of("sd", nan, sd, None)
     for e in eps:
-        out += rows_of("uniform", float(e), solve(uniform_smoothing_core(y, jnp.asarray(float(e)))), teacher)
+        out += rows_of("uniform", float(e), solve(uniform_smoothing_core(y, jnp.asarray(float(e)))), sd_pred[:1])
     for i, beta in enumerate(betas):
         for method, max_iter in (("beta_one", 1), ("beta_fixed", beta_max_iter)):
             kept: list = []
@@ -149,39 +122,29 @@ def run_smoothing_cell(
                 kept.append(res)
                 return res.outputs[0]
 
-            bfp = beta_smoothing_fixed_point_core(
-                fit,
-                sd.outputs[0],
-                jax.random.fold_in(key, i),
-                jnp.asarray(given),
-                k,
-                float(beta),
-                max_iter,
-                alpha=alpha,
-            )
-            res = kept[-1]
-            rows = rows_of(method, float(beta), res, teacher, first_round=1)
-            for r in rows:
-                r["alpha"] = alpha
-                r["refits"] = float(bfp.iterations)
-                r["fixed_point"] = float(bfp.converged) if method == "beta_fixed" else nan
-            out += rows
+            args = (sd.outputs[0], jax.random.fold_in(key, i), jnp.asarray(given), k, float(beta), max_iter)
+            bfp = beta_smoothing_fixed_point_core(fit, *args, alpha=alpha)
+            fp = float(bfp.converged) if method == "beta_fixed" else nan
+            extra = dict(round=1, alpha=alpha, refits=float(bfp.iterations), fixed_point=fp)
+            out += [{**r, **extra} for r in rows_of(method, float(beta), kept[-1], sd_pred[:1])]
     for tau in taus:
-        out += rows_of("sd_tau", float(tau), solve(y, num_rounds, temperature=float(tau)), sd.outputs)
+        out += rows_of("sd_tau", float(tau), solve(y, num_rounds, temperature=float(tau)), sd_pred)
     pll = pll_rounds_core(exact_fit(fm.phi, lam, loss="ce", **E.EXACT_OPTIONS), round_fit(sd), 1, TIE_TOL)
-    out += rows_of("pll", nan, jax.tree_util.tree_map(lambda a: a[1:], pll.fits), None, first_round=1)
+    out += rows_of("pll", nan, pll.fits, None, first=1)
 
     # the linearised model's prediction: uniform smoothing and temperature never change an argmax
     def closed_rows(method, param, outs, reference):
-        return make_rows("closed_form", method, param, outs, E.score_rounds(outs, true, given), reference)
+        scored = E.score_rounds(outs, true, given)
+        return E._rows("closed_form", method, scored, agree=E._agree(outs, reference), param=param, **blank)
 
-    cf_plain = predictor(y, lam=fm.lam, spectrum=fm.spectrum, features=x).train_outputs(num_rounds=num_rounds)
+    model = functools.partial(predictor, lam=fm.lam, spectrum=fm.spectrum, features=x)
+    cf_pred = np.asarray(model(y).train_outputs(num_rounds=num_rounds)).argmax(-1)
     for e in eps:
-        cf = predictor(uniform_smoothing_core(y, jnp.asarray(float(e))), lam=fm.lam, spectrum=fm.spectrum, features=x)
-        out += closed_rows("uniform", float(e), cf.train_outputs(rounds=0), cf_plain[:1])
+        cf = model(uniform_smoothing_core(y, jnp.asarray(float(e))))
+        out += closed_rows("uniform", float(e), cf.train_outputs(rounds=0), cf_pred[:1])
     for tau in taus:
-        cf = predictor(y, lam=fm.lam, spectrum=fm.spectrum, features=x, temperature=float(tau))
-        out += closed_rows("sd_tau", float(tau), cf.train_outputs(num_rounds=num_rounds), cf_plain)
+        cf = model(y, temperature=float(tau))
+        out += closed_rows("sd_tau", float(tau), cf.train_outputs(num_rounds=num_rounds), cf_pred)
     return out
 
 
@@ -217,11 +180,11 @@ def run_smoothing_study(
 ) -> StudyResult:
     """The study over kinds x rates x seeds on one feature map of ``ds`` (with a held-out split).
 
-    Keys derive from ``jax.random.key(seed)`` as in :func:`sdtheory.experiments.run_protocol`;
-    a cell's Beta draws from ``fold_in(label key, 7)``. ``lam`` defaults to
-    :func:`sdtheory.experiments.lam_rule`; ``alpha``: the Beta target's weight (Zhang & Sabuncu's ``0.6``).
+    Keys derive from ``jax.random.key(seed)`` as in :func:`sdtheory.experiments.run_protocol`; a cell's Beta
+    draws from ``fold_in(label key, 7)``. ``lam`` defaults to :func:`sdtheory.experiments.lam_rule`;
+    ``alpha``: the Beta target's weight (Zhang & Sabuncu's ``0.6``).
     """
-    if ds.test_features is None:
+    if ds.test_features is None or ds.test_labels is None:
         raise ValueError("the data set needs a held-out split; see sdtheory.experiments.prepare_dataset")
     num_seeds = V.check_int(num_seeds, "num_seeds", minimum=1)
     num_rounds = V.check_int(num_rounds, "num_rounds", minimum=2, maximum=V.MAX_NUM_ROUNDS, why=V.NUM_ROUNDS_WHY)
@@ -234,85 +197,25 @@ def run_smoothing_study(
             raise ValueError(f"eps must lie in [0, 1), got {V.short_list(arr)}")
         if not lo_ok and not np.all(arr > 0):
             raise ValueError(f"{name} must be > 0, got {V.short_list(arr)}")
-    master = jax.random.key(seed)
-    k = ds.num_classes
-    true = ds.labels
-    x, xt = make_features(
-        feature_map,
-        ds.features,
-        ds.test_features,
-        key=jax.random.fold_in(master, 10),
-        num_features=relu_dim,
-        center=center,
-    )
-    fm = E.prepare_feature_map(x, xt, true, k, lam=lam, name=feature_map)
-    summary, _ = E.feature_map_report(fm)
-    clusters = confusable_clusters(x, true) if "cc" in kinds else None
-    if clusters is not None:
-        summary["cc_clusters"] = clusters
-    rows: list = []
-    cells = list(itertools.product(enumerate(kinds), enumerate(rates), range(num_seeds)))
-    t0 = time.perf_counter()
-    for done, ((ki, kind), (ri, rate), s) in enumerate(cells, 1):
-        C = corruption_matrix(kind, k, rate, clusters=clusters if kind == "cc" else None)
-        key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(master, 100), ki), ri), s)
-        given = np.asarray(sample_labels(key, true, C)).astype(np.int64)
-        realised = float(np.mean(given != true))
-        base = dict(feature_map=feature_map, kind=kind, rate=float(rate), seed=s, realised_rate=realised, lam=fm.lam)
-        cell = run_smoothing_cell(
-            fm,
-            given,
-            ds.test_labels,
-            num_rounds=num_rounds,
-            eps=eps,
-            betas=betas,
-            taus=taus,
-            key=jax.random.fold_in(key, 7),
-            beta_max_iter=beta_max_iter,
-            alpha=alpha,
-        )
-        rows += [{**base, **r} for r in cell]
-        if progress is not None:
-            progress(done, len(cells), time.perf_counter() - t0)
-    dataset = (
-        f"{ds.name}, N = {true.size} train / {0 if ds.test_labels is None else ds.test_labels.size} held-out, K = {k}"
-    )
-    return StudyResult(rows, dataset, summary, time.perf_counter() - t0)
+    if lam is not None:
+        V.check_lam(lam)
+    relu_dim = V.check_int(relu_dim, "relu_dim", minimum=1)
+    opts = dict(num_rounds=num_rounds, eps=eps, betas=betas, taus=taus, beta_max_iter=beta_max_iter, alpha=alpha)
+    fit = lambda fm, given, key: run_smoothing_cell(fm, given, ds.test_labels, key=jax.random.fold_in(key, 7), **opts)
+    maps = ([feature_map], seed, relu_dim, center, True, lam)
+    res = E._grid(ds, maps, kinds, rates, num_seeds, fit, progress, {}, None)
+    return StudyResult(res.rows, res.dataset, res.feature_maps[feature_map], res.timings[feature_map])
 
 
 def aggregate(rows: Sequence[dict]) -> dict:
-    """``(feature_map, kind, rate, solver, method label, round) -> {metric: (mean, std, n)}`` over seeds.
+    """``(feature_map, kind, rate, solver, method label, round) -> {metric: (mean, std, n)}`` over seeds; the
+    Beta rows must share one ``alpha`` (the :func:`method_label` does not carry it)."""
 
-    The Beta rows must share one ``alpha`` (the :func:`method_label` does not carry it).
-    """
     alphas = {float(r["alpha"]) for r in rows if r["method"] in ("beta_one", "beta_fixed") and "alpha" in r}
     if len(alphas) > 1:
         raise ValueError(f"the Beta rows mix alpha = {V.short_list(sorted(alphas))}; aggregate one alpha at a time")
     keyed = [{**r, "method": method_label(r["method"], r["param"])} for r in rows]
     return E.aggregate(keyed, metrics=AGG_METRICS)
-
-
-def _fmt(v, pct=True) -> str:
-    if v is None or not np.isfinite(v[0]):
-        return "-"
-    return f"{100 * v[0]:.1f} ({100 * v[1]:.1f})" if pct else f"{v[0]:.3f}"
-
-
-def table_methods(num_rounds: int, eps, betas, taus, alpha: Optional[float] = None) -> list:
-    """``(method label, round, column title)`` of the summary table, in order (``alpha`` in the Beta titles)."""
-    mix = "" if alpha is None else f" a={alpha:g}"
-    last = num_rounds - 1
-    cols = [("teacher", 0, "teacher")]
-    cols += [(method_label("uniform", e), 0, f"LS eps={e:g}") for e in eps]
-    for b in betas:
-        cols += [
-            (method_label("beta_one", b), 1, f"Beta({b:g}){mix} 1 refit"),
-            (method_label("beta_fixed", b), 1, f"Beta({b:g}){mix} fixed pt"),
-        ]
-    cols += [("sd", r, f"SD r{r}") for r in range(1, num_rounds)]
-    cols += [(method_label("sd_tau", t), last, f"SD tau={t:g} r{last}") for t in taus]
-    cols += [("pll", 1, "PLL")]
-    return cols
 
 
 def markdown_table(
@@ -331,7 +234,17 @@ def markdown_table(
     alpha: float = 0.6,
 ) -> str:
     """``smoothing.md``: mean (std) over seeds, in %, per metric; then the closed form's agreement rows."""
-    cols = table_methods(num_rounds, eps, betas, taus, alpha)
+    mix, last = f" a={alpha:g}", num_rounds - 1
+    cols = [("exact", "teacher", 0, "teacher")]
+    cols += [("exact", method_label("uniform", e), 0, f"LS eps={e:g}") for e in eps]
+    for b in betas:
+        cols += [
+            ("exact", method_label("beta_one", b), 1, f"Beta({b:g}){mix} 1 refit"),
+            ("exact", method_label("beta_fixed", b), 1, f"Beta({b:g}){mix} fixed pt"),
+        ]
+    cols += [("exact", "sd", r, f"SD r{r}") for r in range(1, num_rounds)]
+    cols += [("exact", method_label("sd_tau", t), last, f"SD tau={t:g} r{last}") for t in taus]
+    cols += [("exact", "pll", 1, "PLL")]
     lines = [
         "# Label smoothing vs self-distillation (exact softmax linear probe)",
         "",
@@ -341,21 +254,6 @@ def markdown_table(
         f"the mixed target (1 - a) Y + a T_beta with a = alpha = {alpha:g}.",
         "",
     ]
-
-    def table(title, columns, solver, metric):
-        out = [
-            f"## {title}",
-            "",
-            "| kind | eta | " + " | ".join(c[2] for c in columns) + " |",
-            "|---|---|" + "---|" * len(columns),
-        ]
-        for kind in kinds:
-            for rate in rates:
-                key = (feature_map, kind, float(rate), solver)
-                cells = [_fmt(agg.get((*key, m, r), {}).get(metric)) for m, r, _ in columns]
-                out.append(f"| {kind} | {rate:g} | " + " | ".join(cells) + " |")
-        return out + [""]
-
     for metric, title in (
         ("train_acc", "Training-label recovery"),
         ("train_acc_corrupted", "Recovery on corrupted training instances"),
@@ -364,9 +262,11 @@ def markdown_table(
         ("diversity", "Mean normalised predictive diversity"),
         ("agree_ref", "Argmax agreement with the teacher (LS, Beta) or with plain SD of the same round (tau)"),
     ):
-        lines += table(title, cols, "exact", metric)
-    ccols = [(method_label("uniform", e), 0, f"LS eps={e:g}") for e in eps]
-    ccols += [(method_label("sd_tau", t), r, f"tau={t:g} r{r}") for t in taus for r in range(1, num_rounds)]
-    title = "Linearised model: argmax agreement with the unsmoothed teacher / plain SD (theory: 100)"
-    lines += table(title, ccols, "closed_form", "agree_ref")
+        lines += E._table(agg, feature_map, kinds, rates, cols, metric, f"## {title}")
+    ccols = [("closed_form", method_label("uniform", e), 0, f"LS eps={e:g}") for e in eps]
+    ccols += [
+        ("closed_form", method_label("sd_tau", t), r, f"tau={t:g} r{r}") for t in taus for r in range(1, num_rounds)
+    ]
+    title = "## Linearised model: argmax agreement with the unsmoothed teacher / plain SD (theory: 100)"
+    lines += E._table(agg, feature_map, kinds, rates, ccols, "agree_ref", title)
     return "\n".join(lines) + "\n"

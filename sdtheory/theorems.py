@@ -123,11 +123,6 @@ class LogFactors(NamedTuple):
     log_gamma: Any
 
 
-# --------------------------------------------------------------------------
-# Pure cores
-# --------------------------------------------------------------------------
-
-
 def _offdiag(k):
     return ~jnp.eye(k, dtype=bool)
 
@@ -159,9 +154,8 @@ def margin_core(fractions: jax.Array) -> jax.Array:
 def min_rounds_core(fractions: jax.Array, logs: LogFactors) -> jax.Array:
     r"""First all-correct round ``r*`` (no validation; ``-1``: none, :data:`BEYOND_RANGE`: beyond ``MAX_ROUND``).
 
-    Equal global label frequencies: ``r* = floor(log((1 + Delta)/Delta) / log(b/a))``,
-    corrected by evaluating ``Delta - (1 + Delta) (a/b)^e > 0`` at the
-    neighbouring exponents; otherwise the first round of
+    Equal global label frequencies: ``r* = floor(log((1 + Delta)/Delta) / log(b/a))``, corrected by evaluating
+    ``Delta - (1 + Delta) (a/b)^e > 0`` at the neighbouring exponents; otherwise the first round of
     :func:`all_correct_rounds_core` (docs/theorems.md sections 4 and 9).
     """
     f = jnp.asarray(fractions)
@@ -190,26 +184,19 @@ def min_rounds_core(fractions: jax.Array, logs: LogFactors) -> jax.Array:
     return jnp.where(equal, formula, all_correct_rounds_core(f, logs).first)
 
 
-def _constraint_terms(fractions):
-    """Per pair ``(k, l)``: the coefficients ``(D, F, nu, mask)`` of the binding constraint
-    ``h(e) = D (1 - rho^e) + F (gamma^e - 1) - nu rho^e`` (docs/theorems.md section 5)."""
+def _h_of(fractions, logs):
+    """Per pair ``(k, l)`` the binding constraint ``h(e) = D (1 - rho^e) + F (gamma^e - 1) - nu rho^e``
+    (docs/theorems.md section 5), built from ``exp``/``expm1`` of ``e`` times the logs (nothing rounded near
+    1, no NaN). For ``log gamma < 0`` and ``L = D - F = 0`` it returns ``h(e) / gamma^e`` (same sign, no
+    cancellation). Returns ``(D, F, nu, mask, lr, lgam, L, h)``."""
     f = jnp.asarray(fractions)
-    k = f.shape[0]
     fg = jnp.mean(f, axis=0)
     D = _gaps(f)
     F = fg[:, None] - fg[None, :]
     F = jnp.where(jnp.abs(F) <= GLOBAL_TOL, 0.0, F)
     clean_class = (jnp.diagonal(f) >= 1.0)[:, None]
     nu = jnp.where(f > 0, 1.0, jnp.where(clean_class, -1.0, 0.0))
-    mask = _offdiag(k)
-    return D, F, nu, mask
-
-
-def _h_of(fractions, logs):
-    """Per-pair constraint ``h(e)`` from the :class:`LogFactors`, built from ``exp``/``expm1`` of ``e``
-    times the logs (nothing rounded near 1, no NaN). For ``log gamma < 0`` and ``L = D - F = 0`` it returns
-    ``h(e) / gamma^e`` (same sign, no cancellation). Returns ``(D, F, nu, mask, lr, lgam, L, h)``."""
-    D, F, nu, mask = _constraint_terms(fractions)
+    mask = _offdiag(f.shape[0])
     lr = logs.log_rho  # log rho <= 0
     lgam = logs.log_gamma  # log gamma: >= 0 for d >= 0, < 0 for d < 0
     F = jnp.where(lgam != 0, F, 0.0)
@@ -231,12 +218,10 @@ def _h_of(fractions, logs):
 def all_correct_rounds_core(fractions: jax.Array, logs: LogFactors) -> RoundWindow:
     """Exact window of all-correct rounds from the score formula (no validation).
 
-    Each constraint holds on an interval of integer ``e``, found from its
-    peak (analytic) and two integer bisections over ``1 <= e <= 2**40``; the
-    window is their intersection (docs/theorems.md section 5). Returns int64
-    ``RoundWindow(first, last)``: ``(-1, -1)`` if empty; ``last = UNBOUNDED``
-    if it never closes; an end beyond ``MAX_ROUND`` is ``BEYOND_RANGE``
-    (with ``first = BEYOND_RANGE`` whether the window is empty is not decided).
+    Each constraint holds on an interval of integer ``e``, found from its peak (analytic) and two integer bisections
+    over ``1 <= e <= 2**40``; the window is their intersection (docs/theorems.md section 5). Returns int64
+    ``RoundWindow(first, last)``: ``(-1, -1)`` if empty; ``last = UNBOUNDED`` if it never closes; an end beyond
+    ``MAX_ROUND`` is ``BEYOND_RANGE`` (with ``first = BEYOND_RANGE`` whether the window is empty is not decided).
     """
     D, F, nu, mask, lr, lgam, L, h = _h_of(fractions, logs)
 
@@ -288,11 +273,9 @@ def all_correct_rounds_core(fractions: jax.Array, logs: LogFactors) -> RoundWind
     first_e = jnp.max(jnp.where(mask, e_lo, 1))
     last_e = jnp.min(jnp.where(mask, e_hi, never_e))
     nonempty = ok_pair & (first_e <= last_e)
-    first = jnp.where(first_e > emax, BEYOND_RANGE, first_e - 1)
+    first = jnp.where(nonempty, jnp.where(first_e > emax, BEYOND_RANGE, first_e - 1), -1)
     last = jnp.where(last_e == never_e, UNBOUNDED, jnp.where(last_e > emax, BEYOND_RANGE, last_e - 1))
-    first = jnp.where(nonempty, first, -1)
-    last = jnp.where(nonempty, last, -1)
-    return RoundWindow(first.astype(jnp.int64), last.astype(jnp.int64))
+    return RoundWindow(first.astype(jnp.int64), jnp.where(nonempty, last, -1).astype(jnp.int64))
 
 
 @jax.jit
@@ -332,25 +315,21 @@ def _type_scores(targets_kyl, f_types, a, b, g):
 def pll_prediction_core(fractions: jax.Array, logs: LogFactors, num_rounds: int = 1, tie_tol=TIE_TOL) -> PLLPrediction:
     """PLL student prediction from the fractions (no validation; ``num_rounds`` student rounds, static).
 
-    Teacher: round 0 on the one-hot given labels; each student fits one round
-    (``e = 1``) on ``1/2`` on each of the previous round's top-2 classes
-    (the one top-2 and tie rules of :mod:`sdtheory._src.rules`). Holds
-    ``(K, K, K)`` arrays, about ``24 K**3`` bytes (:data:`PLL_MEMORY_LIMIT`).
+    Teacher: round 0 on the one-hot given labels; each student fits one round (``e = 1``) on ``1/2`` on each of the
+    previous round's top-2 classes (the one top-2 and tie rules of :mod:`sdtheory._src.rules`). Holds ``(K, K, K)``
+    arrays, about ``24 K**3`` bytes (:data:`PLL_MEMORY_LIMIT`).
     """
     f = jnp.asarray(fractions)
     k = f.shape[0]
     a, b, g = (jnp.exp(logs.log_b + logs.log_rho), jnp.exp(logs.log_b), jnp.exp(logs.log_b + logs.log_gamma))
-    eye = jnp.eye(k, dtype=f.dtype)
-    t = jnp.broadcast_to(eye[None, :, :], (k, k, k))  # type (k, y) has one-hot target e_y
-    scores = _type_scores(t, f, a, b, g)
-    teacher_top2 = top2_mask_core(scores, tie_tol)
+    t = jnp.broadcast_to(jnp.eye(k, dtype=f.dtype)[None, :, :], (k, k, k))  # type (k, y) has one-hot target e_y
+    teacher_top2 = top2_mask_core(_type_scores(t, f, a, b, g), tie_tol)
     true_class = jnp.arange(k)[:, None]  # type (k, y) has true class k
     h = jnp.einsum("ky,kyl->kl", f, teacher_top2.astype(f.dtype))
     accs, corrects = [], []
     mask = teacher_top2
     for _ in range(num_rounds):
-        t = mask.astype(f.dtype) / 2.0
-        scores = _type_scores(t, f, a, b, g)
+        scores = _type_scores(mask.astype(f.dtype) / 2.0, f, a, b, g)
         correct = correct_core(scores, true_class, tie_tol)
         corrects.append(correct)
         accs.append(jnp.sum(jnp.where(correct, f, 0.0)) / k)
@@ -375,11 +354,6 @@ def _pll_from_types(f, ts, res, tie_tol) -> PLLPrediction:
     h = jnp.einsum("ky,kyl->kl", f, top2.astype(f.dtype))
     acc = jnp.sum(jnp.where(correct, f[None], 0.0), axis=(1, 2)) / k
     return PLLPrediction(acc, correct, top2, h)
-
-
-# --------------------------------------------------------------------------
-# Validating public API
-# --------------------------------------------------------------------------
 
 
 def _scalar(x, cast):
@@ -413,8 +387,7 @@ def log_block_factors(*, per_class: int, num_classes: int, c: float, d: float, l
     ``(a, b, g) = s/(s + K N lam)`` for the eigenvalues of
     :func:`sdtheory.block.balanced_block_eigenvalues`; accurate to a few ulps
     for every finite ``lam > 0`` (docs/theorems.md section 9). ``c``, ``d``
-    concrete, ``lam`` a scalar: a traced ``lam`` gives traced fields,
-    concrete input Python floats.
+    concrete, ``lam`` a scalar: a traced ``lam`` gives traced fields, concrete input Python floats.
     """
     for name, v in (("c", c), ("d", d)):
         if V.is_tracer(v):
@@ -440,14 +413,6 @@ def _log_factors(fractions, c, d, lam, per_class):
     return LogFactors(*(jnp.asarray(x, dtype=float) for x in logs))
 
 
-def _beyond(what: str, lam: Any) -> ValueError:
-    return ValueError(
-        f"{what} lies beyond round MAX_ROUND = 2**40 - 1, the range the theorem functions resolve, at "
-        f"lam = {float(lam):.6g} (the rounds needed grow like 1/lam as lam -> 0); increase lam, or use the *_core "
-        f"kernels, which return the sentinel BEYOND_RANGE = 2**40 there"
-    )
-
-
 def _check_pll_size(fractions):
     k = int(np.shape(fractions)[0])
     V.check_pll_classes(k, "the classes of fractions")
@@ -464,18 +429,6 @@ def _check_per_class(per_class: Any, k: int) -> int:
     if k * n > V.MAX_COUNT:
         raise ValueError(f"per_class * K (the number of instances N) must be at most {V.MAX_COUNT}, got {n} * {k}")
     return n
-
-
-def _reduced_problem(fractions, c, d, corr, per_class, num_rounds=1):
-    """Population types of the balanced block model: ``(f, TypeSpectrum, type targets)`` (counts ``n f``);
-    ``num_rounds``: the rounds kept or unrolled at once, for the memory check."""
-    f = _check_fractions(fractions)
-    k = int(f.shape[0])
-    check_type_problem(k * k, k, "fractions", num_rounds=num_rounds)
-    n = _check_per_class(per_class, k)
-    R = resolve_corr(c, d, corr, [n] * k)
-    cls, tgt = label_types(k)
-    return f, type_spectrum_core(jnp.asarray(R), cls, n * f.reshape(-1)), tgt
 
 
 def _uses_reduced(model, corr, c, d, exact_options) -> bool:
@@ -509,43 +462,62 @@ def _check_exact_concrete(opts: dict, kernel: str, **values: Any) -> None:
         )
 
 
-def _reduced_search(fractions, c, d, corr, lam, per_class, model, search_rounds, tie_tol, stop_at_first, options):
-    """:class:`sdtheory.reduced.SearchResult` of the population rounds (validating; raises on solver failure)."""
-    f, ts, tgt = _reduced_problem(fractions, c, d, corr, per_class)
+def _on_types(kernel, opts, fractions, c, d, corr, lam, per_class, tie_tol, kept_rounds=1, **static):
+    """``kernel(ts, targets, lam, tie_tol, **static)`` of :mod:`sdtheory.reduced` with the solver ``opts`` on
+    the population types of the balanced block model (counts ``n f``), validating; ``kept_rounds``: the rounds
+    kept or unrolled at once, for the memory check. Refuses traced input whose convergence it must check
+    (:func:`_check_exact_concrete`). Returns ``(f, ts, tie_tol, result)``."""
+    f = _check_fractions(fractions)
+    k = int(f.shape[0])
+    check_type_problem(k * k, k, "fractions", num_rounds=kept_rounds)
+    n = _check_per_class(per_class, k)
+    R = resolve_corr(c, d, corr, [n] * k)
     V.check_lam(lam)
+    tie_tol = V.check_tie_tol(tie_tol)
+    cls, tgt = label_types(k)
+    ts = type_spectrum_core(jnp.asarray(R), cls, n * f.reshape(-1))
+    name = f"sdtheory.reduced.{kernel.__name__}"
+    _check_exact_concrete(opts, name, fractions=fractions, lam=lam)
+    res = kernel(ts, tgt, jnp.asarray(lam, dtype=float), tie_tol, **static, **_solver_kwargs(opts))
+    _check_exact_concrete(opts, name, result=res.converged)
+    return f, ts, tie_tol, res
+
+
+def _rounds(first_only, fractions, c, d, lam, per_class, corr, model, search_rounds, tie_tol, options) -> RoundWindow:
+    """:func:`min_rounds` (``first_only``: ``last`` is not computed) and :func:`all_correct_rounds`."""
+    if not _uses_reduced(model, corr, c, d, options):
+        f = _check_fractions(fractions)
+        logs = _log_factors(f, c, d, lam, per_class)
+        w = RoundWindow(min_rounds_core(f, logs), -1) if first_only else all_correct_rounds_core(f, logs)
+        if not V.is_tracer(w.first) and int(w.first) == BEYOND_RANGE:
+            raise ValueError(
+                f"the first all-correct round{' r*' if first_only else ''} lies beyond round MAX_ROUND = 2**40 - 1, "
+                f"the range the theorem functions resolve, at lam = {float(lam):.6g} (the rounds needed grow like "
+                "1/lam as lam -> 0); increase lam, or use the *_core kernels, which return the sentinel "
+                "BEYOND_RANGE = 2**40 there"
+            )
+        return w if V.is_tracer(w.first) else RoundWindow(int(w.first), int(w.last))
     search_rounds = V.check_int(
         search_rounds, "search_rounds", minimum=1, maximum=V.MAX_NUM_ROUNDS, why="the rounds are evaluated one by one"
     )
-    tie_tol = V.check_tie_tol(tie_tol)
     opts = _exact_options("ce", 0.7, options) if model == "exact" else {}
-    kernel = "sdtheory.reduced.all_correct_search_core"
-    _check_exact_concrete(opts, kernel, fractions=fractions, lam=lam)
-    out = all_correct_search_core(
-        ts,
-        tgt,
-        jnp.asarray(lam, dtype=float),
-        tie_tol,
-        model=model,
-        search_rounds=search_rounds,
-        stop_at_first=stop_at_first,
-        **_solver_kwargs(opts),
-    )
-    _check_exact_concrete(opts, kernel, result=out.converged)
-    if model == "exact" and opts["on_failure"] == "raise" and not out.converged:
+    static = dict(model=model, search_rounds=search_rounds, stop_at_first=first_only)
+    res = _on_types(all_correct_search_core, opts, fractions, c, d, corr, lam, per_class, tie_tol, **static)[3]
+    if model == "exact" and opts["on_failure"] == "raise" and not res.converged:
         raise RuntimeError(
             f"exact solver did not reach tol={opts['tol']:g} in some round of the search (largest residual "
-            f"{float(out.residual):.3g}); raise max_iter or tol, or pass on_failure='flag'"
+            f"{float(res.residual):.3g}); raise max_iter or tol, or pass on_failure='flag'"
         )
-    return out
+    last = -1 if first_only else jnp.where(res.first < 0, -1, jnp.where(res.closed, res.last, UNBOUNDED))
+    return RoundWindow(res.first, last) if V.is_tracer(res.first) else RoundWindow(int(res.first), int(last))
 
 
 @float64
 def corruption_condition(fractions: ArrayLike) -> bool:
     """The label-corruption condition ``f_k(k) > f_k(l)`` for all ``k``, ``l != k`` (ties fail).
 
-    In the linearised balanced block model with equal global label
-    frequencies (or ``d = 0``) it is necessary and sufficient for some round
-    to classify every training instance correctly (docs/theorems.md section 3).
+    In the linearised balanced block model with equal global label frequencies (or ``d = 0``) it is necessary and
+    sufficient for some round to classify every training instance correctly (docs/theorems.md section 3).
     """
     return _scalar(corruption_condition_core(_check_fractions(fractions)), bool)
 
@@ -582,16 +554,7 @@ def min_rounds(
     ``0..search_rounds-1`` of the population types of :mod:`sdtheory.reduced`, evaluated directly with
     ``tie_tol`` (``-1``: none); ``exact_options``: ``tol``, ``max_iter``, ``on_failure``, ``solver``.
     """
-    if _uses_reduced(model, corr, c, d, exact_options):
-        res = _reduced_search(fractions, c, d, corr, lam, per_class, model, search_rounds, tie_tol, True, exact_options)
-        return _scalar(res.first, int)
-    f = _check_fractions(fractions)
-    out = min_rounds_core(f, _log_factors(f, c, d, lam, per_class))
-    if V.is_tracer(out):
-        return out
-    if int(out) == BEYOND_RANGE:
-        raise _beyond("the first all-correct round r*", lam)
-    return int(out)
+    return _rounds(True, fractions, c, d, lam, per_class, corr, model, search_rounds, tie_tol, exact_options).first
 
 
 @float64
@@ -624,22 +587,7 @@ def all_correct_rounds(
     :func:`min_rounds` (there the window is the run of all-correct rounds
     from the first, ``last = UNBOUNDED`` when it lasts to the last searched round).
     """
-    if _uses_reduced(model, corr, c, d, exact_options):
-        res = _reduced_search(
-            fractions, c, d, corr, lam, per_class, model, search_rounds, tie_tol, False, exact_options
-        )
-        last_r = jnp.where(res.first < 0, -1, jnp.where(res.closed, res.last, UNBOUNDED))
-        if V.is_tracer(res.first):
-            return RoundWindow(res.first, last_r)
-        return RoundWindow(int(res.first), int(last_r))
-    f = _check_fractions(fractions)
-    w = all_correct_rounds_core(f, _log_factors(f, c, d, lam, per_class))
-    if V.is_tracer(w.first):
-        return w
-    first, last = int(w.first), int(w.last)
-    if first == BEYOND_RANGE:
-        raise _beyond("the first all-correct round", lam)
-    return RoundWindow(first, last)
+    return _rounds(False, fractions, c, d, lam, per_class, corr, model, search_rounds, tie_tol, exact_options)
 
 
 @float64
@@ -657,18 +605,7 @@ def max_rounds(
     **exact_options: Any,
 ):
     """Upper end ``r_max`` of the all-correct window: ``all_correct_rounds(...).last`` (same arguments)."""
-    return all_correct_rounds(
-        fractions,
-        c=c,
-        d=d,
-        lam=lam,
-        per_class=per_class,
-        corr=corr,
-        model=model,
-        search_rounds=search_rounds,
-        tie_tol=tie_tol,
-        **exact_options,
-    ).last
+    return _rounds(False, fractions, c, d, lam, per_class, corr, model, search_rounds, tie_tol, exact_options).last
 
 
 @float64
@@ -687,9 +624,8 @@ def all_correct_at(fractions: ArrayLike, rounds: Any, *, c: float, d: float, lam
 def pll_condition(fractions: ArrayLike, *, c: float, d: float, lam: Any, per_class: int) -> bool:
     r"""PLL one-round condition: the corruption condition and ``h_k(l) < 1`` for all ``l != k``.
 
-    ``h_k(l)``: the fraction of class ``k`` whose linearised teacher top-2
-    contains ``l``. Exact when the global term vanishes (``d = 0``);
-    otherwise :func:`pll_accuracy_prediction` is (docs/theorems.md section 6).
+    ``h_k(l)``: the fraction of class ``k`` whose linearised teacher top-2 contains ``l``. Exact when the global term
+    vanishes (``d = 0``); otherwise :func:`pll_accuracy_prediction` is (docs/theorems.md section 6).
     ``K <= PLL_MAX_CLASSES`` (447).
     """
     f = _check_fractions(fractions)
@@ -715,14 +651,11 @@ def pll_accuracy_prediction(
 ) -> PLLPrediction:
     """Training accuracy of the (multi-round) PLL student in the balanced block model (:class:`PLLPrediction`).
 
-    Exact for the model at the level of instance types (true ``k``, given
-    ``y``), with the package's one top-2 and tie rules. ``num_rounds = R``:
-    the teacher and ``R - 1 <= PLL_MAX_ROUNDS`` students (unrolled when
-    compiled). ``K <= PLL_MAX_CLASSES`` (447; ``(K, K, K)`` arrays), else a
-    ``ValueError`` naming ``fractions``. ``model="exact"`` (student ``loss``
-    ``"ce"`` or ``"gce"`` with ``q``) or a general ``corr``: the population
-    types of :mod:`sdtheory.reduced` through the one PLL pipeline;
-    ``exact_options`` as in :func:`min_rounds`.
+    Exact for the model at the level of instance types (true ``k``, given ``y``), with the package's one top-2 and tie
+    rules. ``num_rounds = R``: the teacher and ``R - 1 <= PLL_MAX_ROUNDS`` students (unrolled when compiled).
+    ``K <= PLL_MAX_CLASSES`` (447; ``(K, K, K)`` arrays), else a ``ValueError`` naming ``fractions``. ``model="exact"``
+    (student ``loss`` ``"ce"`` or ``"gce"`` with ``q``) or a general ``corr``: the population types of
+    :mod:`sdtheory.reduced` through the one PLL pipeline; ``exact_options`` as in :func:`min_rounds`.
     """
     f = _check_fractions(fractions)
     _check_pll_size(f)
@@ -733,17 +666,11 @@ def pll_accuracy_prediction(
         return pll_prediction_core(f, _log_factors(f, c, d, lam, per_class), num_students, V.check_tie_tol(tie_tol))
     if model == "closed" and loss != "ce":
         raise ValueError("the linearised PLL student is the cross-entropy one; use model='exact' for loss='gce'")
-    V.check_lam(lam)
     opts = _exact_options(loss, q, exact_options) if model == "exact" else {}
-    kernel = "sdtheory.reduced.type_pll_core"
-    _check_exact_concrete(opts, kernel, fractions=fractions, lam=lam)
-    f, ts, tgt = _reduced_problem(fractions, c, d, corr, per_class, num_students + 1)
-    tie_tol = V.check_tie_tol(tie_tol)
-    lam_a = jnp.asarray(lam, dtype=float)
-    res = type_pll_core(
-        ts, tgt, lam_a, tie_tol, model=model, num_rounds=num_students, loss=loss, q=float(q), **_solver_kwargs(opts)
+    static = dict(model=model, num_rounds=num_students, loss=loss, q=float(q))
+    f, ts, tie_tol, res = _on_types(
+        type_pll_core, opts, fractions, c, d, corr, lam, per_class, tie_tol, num_students + 1, **static
     )
-    _check_exact_concrete(opts, kernel, result=res.converged)
     if model == "exact" and opts["on_failure"] == "raise":
         raise_unconverged(res, opts["tol"], opts["max_iter"])
     return _pll_from_types(f, ts, res, tie_tol)
@@ -802,13 +729,11 @@ def finite_sample_prediction(
 ) -> FiniteSamplePrediction:
     """Distribution of the first all-correct round and of the PLL accuracy at finite ``n``, without instances.
 
-    Under i.i.d. labels ``y_i ~ C[k_i]`` the block model's outputs depend on
-    the labels only through the per-class label counts (independent
-    multinomials). Each of ``num_draws`` draws (``seed``) samples them and
-    evaluates SD rounds ``0..num_rounds-1`` and the one-round PLL student
-    (loss ``pll_loss``) on the types, ``model="closed"`` or ``"exact"``
-    (docs/theorems.md section 10). ``C``: ``(K, K)`` corruption matrix;
-    ``(c, d)``, ``corr`` and ``exact_options`` as in :func:`min_rounds`.
+    Under i.i.d. labels ``y_i ~ C[k_i]`` the block model's outputs depend on the labels only through the per-class label
+    counts (independent multinomials). Each of ``num_draws`` draws (``seed``) samples them and evaluates SD rounds
+    ``0..num_rounds-1`` and the one-round PLL student (loss ``pll_loss``) on the types, ``model="closed"`` or
+    ``"exact"`` (docs/theorems.md section 10). ``C``: ``(K, K)`` corruption matrix; ``(c, d)``, ``corr`` and
+    ``exact_options`` as in :func:`min_rounds`.
     """
     Cv = validate_corruption_matrix(C, name="C")
     k = Cv.shape[0]

@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="tolerance on the fixed-point residual (default 1e-9)",
     )
     g.add_argument("--max-iter", type=int_at_least(1), default=2000, help="iterations per round (default 2000)")
-    g.add_argument("--solver", choices=sorted(sdtheory.SOLVERS), default="lbfgs", help="algorithm (default lbfgs)")
+    g.add_argument("--solver", choices=sorted(sdtheory.SOLVERS), default="auto", help="algorithm (default auto)")
     g = p.add_argument_group("seeds and output")
     g.add_argument("--seeds", type=int_at_least(1), default=1, help="Monte Carlo draws per cell (default 1)")
     g.add_argument("--seed", type=int_at_least(0), default=0, help="PRNG seed (default 0)")

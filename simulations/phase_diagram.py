@@ -224,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--solver",
         choices=sorted(SOLVERS),
-        default="newton-cg",
-        help="exact solver algorithm (newton-cg measured fastest under vmap)",
+        default="auto",
+        help="exact solver algorithm",
     )
     g.add_argument(
         "--pll-loss",

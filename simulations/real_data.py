@@ -194,9 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--solver",
         choices=tuple(SOLVERS),
-        default=None,
-        help="exact solver (unset: lbfgs; auto, truncated Newton, with --preset selfpll: the Gram of raw "
-        "features is ill-conditioned)",
+        default="auto",
+        help="exact solver (default auto, truncated Newton)",
     )
     p.add_argument(
         "--preset",
@@ -267,8 +266,7 @@ def apply_preset(args, parser) -> None:
 
     ``selfpll``: raw features (no centring, no unit norm: ``no_center``,
     ``normalize=False``), ``lam`` = ``--weight-decay`` (default
-    :data:`SELFPLL_WEIGHT_DECAY`), ``pll_init="teacher"``, ``solver="auto"``
-    (unless ``--solver`` is given), feature map
+    :data:`SELFPLL_WEIGHT_DECAY`), ``pll_init="teacher"``, feature map
     ``identity`` unless ``--feature-maps`` is given, and the SelfPLL table.
     Flags that contradict it (``--lam``, ``--pll-init zero``) are refused.
     """
@@ -281,7 +279,6 @@ def apply_preset(args, parser) -> None:
         args.lam = args.weight_decay
         args.no_center, args.normalize = True, False
         args.pll_init = "teacher"
-        args.solver = "auto" if args.solver is None else args.solver
         if args.feature_maps is None:
             args.feature_maps = ["identity"]
         args.table = "selfpll"
@@ -290,7 +287,6 @@ def apply_preset(args, parser) -> None:
             parser.error("argument --weight-decay: goes with --preset selfpll (the package preset uses --lam)")
         args.normalize = True
         args.pll_init = "teacher" if args.pll_init is None else args.pll_init
-        args.solver = "lbfgs" if args.solver is None else args.solver
         args.table = "package"
 
 

@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: Examples that run a Monte Carlo grid or a study: the thorough profile (``-m slow``) runs them.
-SLOW = {"smoothing.md#0", "real_data.md#0", "simulation.md#0"}
+SLOW = {"smoothing.md#0", "real_data.md#0", "real_data.md#1", "simulation.md#0"}
 
 
 def _blocks():

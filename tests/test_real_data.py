@@ -475,7 +475,7 @@ def test_selfpll_preset_resolves_its_parameters(capsys):
     assert real_data.parse_args(["--preset", "selfpll"]).lam == 5e-4  # SelfPLL's default weight decay
     d = real_data.parse_args([])  # the package's own protocol is unchanged
     assert (d.preset, d.no_center, d.normalize, d.lam, d.weight_decay) == ("package", False, True, None, None)
-    assert (d.pll_init, d.solver, d.table) == ("teacher", "lbfgs", "package")
+    assert (d.pll_init, d.solver, d.table) == ("teacher", "auto", "package")
     assert real_data.parse_args(["--pll-init", "zero"]).pll_init == "zero"
     for bad, flag in (
         (["--preset", "selfpll", "--lam", "1e-3"], "--lam"),

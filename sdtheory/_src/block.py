@@ -1,9 +1,7 @@
 r"""The class-wise block model's kernels: its analytic spectrum, O(N K) closed-form outputs and feature sampler.
 
-The spectrum of ``G = (1 - c) I + (c - d) B + d 1 1^T`` is ``1 - c`` on
-within-class zero-sum vectors and the eigenvalues of
-``M = diag(1 - c + (c - d) n_k) + d sqrt(n) sqrt(n)^T`` on class-constant
-vectors (docs/block_model.md).
+The spectrum of ``G = (1 - c) I + (c - d) B + d 1 1^T`` is ``1 - c`` on within-class zero-sum vectors and the
+eigenvalues of ``M = diag(1 - c + (c - d) n_k) + d sqrt(n) sqrt(n)^T`` on class-constant vectors (docs/block_model.md).
 """
 
 from __future__ import annotations
@@ -28,14 +26,10 @@ class BlockSpectrum(NamedTuple):
     sizes: jax.Array
 
 
-def _class_matrix(sizes: jax.Array, c, d) -> jax.Array:
-    sq = jnp.sqrt(sizes)
-    return jnp.diag(1.0 - c + (c - d) * sizes) + d * jnp.outer(sq, sq)
-
-
 @jax.jit
 def _block_spectrum(sizes: jax.Array, c, d) -> BlockSpectrum:
-    mu, e = jnp.linalg.eigh(_class_matrix(sizes, c, d))
+    sq = jnp.sqrt(sizes)
+    mu, e = jnp.linalg.eigh(jnp.diag(1.0 - c + (c - d) * sizes) + d * jnp.outer(sq, sq))
     return BlockSpectrum(jnp.asarray(1.0 - c, dtype=sizes.dtype), mu, e, sizes)
 
 

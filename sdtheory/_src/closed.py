@@ -1,11 +1,9 @@
 r"""The linearised closed form of multi-round self-distillation, every variant included (pure; no validation).
 
-Round ``r`` (0 = the teacher) has outputs ``P_r - 1/K = S^{r+1} (T - 1/K)``,
-``S = G (G + K N lam I)^{-1}``: along eigenvector ``u_m`` of ``G`` each round
-multiplies the centred labels by ``q_m = s_m / (s_m + K N lam)``. A variant
-(:class:`Variant`) multiplies them by ``q_r m_r`` with ``m_0 = 1``,
-``m_r = (xi q_{r-1} / tau) m_{r-1} + (1 - xi)``; hard targets run as a chain
-of linearised rounds. Derivations: docs/closed_form.md, docs/variants.md.
+Round ``r`` (0 = the teacher) has outputs ``P_r - 1/K = S^{r+1} (T - 1/K)``, ``S = G (G + K N lam I)^{-1}``: along
+eigenvector ``u_m`` of ``G`` each round multiplies the centred labels by ``q_m = s_m / (s_m + K N lam)``. A variant
+(:class:`Variant`) multiplies them by ``q_r m_r`` with ``m_0 = 1``, ``m_r = (xi q_{r-1} / tau) m_{r-1} + (1 - xi)``;
+hard targets run as a chain of linearised rounds. Derivations: docs/closed_form.md, docs/variants.md.
 """
 
 from __future__ import annotations
@@ -39,11 +37,7 @@ def _check_kernel_args(spec: Spectrum, targets: jax.Array, lam: jax.Array, round
 def _powers(spec: Spectrum, y: jax.Array, ridge: jax.Array, rounds: jax.Array) -> jax.Array:
     """``(G (G + ridge I)^{-1})^{r+1} y`` for every ``r`` in ``rounds``: ``(R, *y.shape)``."""
     exps = (jnp.asarray(rounds) + 1).astype(spec.eigvals.dtype)
-
-    def fn(s):
-        return shrink_factors(s, ridge)[None, :] ** exps[:, None]
-
-    return apply_spectral(spec, fn, y, vanishes_at_zero=True)
+    return apply_spectral(spec, lambda s: shrink_factors(s, ridge)[None, :] ** exps[:, None], y, vanishes_at_zero=True)
 
 
 @jax.jit
@@ -62,10 +56,7 @@ def sd_predictions_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, roun
     u = spec.eigvecs
     coef = u.T @ (targets - 1.0 / k)
     q = shrink_factors(spec.eigvals, ridge)
-
-    def one(r):
-        return jnp.argmax(u @ (q[:, None] ** (r + 1.0) * coef), axis=-1)
-
+    one = lambda r: jnp.argmax(u @ (q[:, None] ** (r + 1.0) * coef), axis=-1)
     return jax.lax.map(one, jnp.asarray(rounds).astype(q.dtype))
 
 
@@ -82,10 +73,7 @@ def sd_test_outputs_core(
     n, k = targets.shape
     ridge = k * n * lam
     exps = jnp.asarray(rounds).astype(spec.eigvals.dtype)
-
-    def fn(s):
-        return shrink_factors(s, ridge)[None, :] ** exps[:, None] / (s + ridge)[None, :]
-
+    fn = lambda s: shrink_factors(s, ridge)[None, :] ** exps[:, None] / (s + ridge)[None, :]
     return 1.0 / k + apply_spectral_to(spec, fn, targets - 1.0 / k, cross)
 
 
@@ -152,16 +140,6 @@ def target_multipliers_core(q: jax.Array, rounds: jax.Array, temperature, xi) ->
     return ar + (1.0 - xi) * geo
 
 
-def _scheduled_multipliers(qs: jax.Array, temperature, xi) -> jax.Array:
-    """A schedule: ``m_0 = 1``, ``m_r = (xi q_{r-1}/tau) m_{r-1} + (1 - xi)``; ``qs`` ``(R, M)`` -> ``(R, M)``."""
-
-    def step(m, q):
-        return (xi * q / temperature) * m + (1.0 - xi), m
-
-    _, ms = jax.lax.scan(step, jnp.ones_like(qs[0]), qs)
-    return ms
-
-
 def closed_variant_core(
     spec: Spectrum,
     targets: jax.Array,
@@ -176,12 +154,10 @@ def closed_variant_core(
 ) -> jax.Array:
     """Linearised outputs ``(R, N, K)`` of a variant (or ``(R, N_test, K)`` with ``cross = G_test,train U``).
 
-    ``lams``: one ``lam``, or with ``schedule=True`` one per round (``max(rounds) < len(lams)``).
-    With ``hard`` (static) rounds ``0..max(rounds)`` are chained. Not jitted:
-    ``rounds`` must be concrete when ``hard`` or ``schedule``.
+    ``lams``: one ``lam``, or with ``schedule=True`` one per round (``max(rounds) < len(lams)``). With ``hard`` (static)
+    rounds ``0..max(rounds)`` are chained. Not jitted: ``rounds`` must be concrete when ``hard`` or ``schedule``.
     """
     n, k = targets.shape
-    given = targets
     c0 = targets - 1.0 / k
     s = spec.eigvals
     rounds = jnp.asarray(rounds)
@@ -191,8 +167,9 @@ def closed_variant_core(
         ridges = k * n * lam_r  # (R_all,)
     if not hard:
         if schedule:
-            qs = s[None, :] / (s[None, :] + ridges[:, None])
-            m = _scheduled_multipliers(qs, temperature, xi)[rounds]
+            qs = s[None, :] / (s[None, :] + ridges[:, None])  # (R_all, M)
+            step = lambda m, q: ((xi * q / temperature) * m + (1.0 - xi), m)  # m_0 = 1, m_r from m_{r-1}, q_{r-1}
+            m = jax.lax.scan(step, jnp.ones_like(qs[0]), qs)[1][rounds]
             ridge_r = ridges[rounds][:, None]
         else:
             ridge = k * n * lams
@@ -208,14 +185,13 @@ def closed_variant_core(
 
     def one_round(t, ridge):
         out = 1.0 / k + u @ ((s / (s + ridge))[:, None] * (u.T @ (t - 1.0 / k)))
-        nxt = next_targets_linear_core(out, given, temperature, xi, True, tie_tol)
+        nxt = next_targets_linear_core(out, targets, temperature, xi, True, tie_tol)
         return nxt, (t, out)
 
     _, (ts, outs) = jax.lax.scan(one_round, targets, ridges)
     if cross is None:
         return outs[rounds]
-    ts = ts[rounds]
-    coef = jnp.einsum("nm,rnk->rmk", u, ts - 1.0 / k)
+    coef = jnp.einsum("nm,rnk->rmk", u, ts[rounds] - 1.0 / k)
     return 1.0 / k + jnp.einsum("tm,rm,rmk->rtk", cross, 1.0 / (s[None, :] + ridges[rounds][:, None]), coef)
 
 
@@ -230,8 +206,8 @@ def linear_chain_core(
 ) -> jax.Array:
     """Outputs ``(num_rounds, N, K)`` of a variant chained through a one-round linearised fit.
 
-    ``fit(targets)`` returns a :class:`sdtheory.refine.Fit` (e.g. ``closed_fit``,
-    ``block_fit``); ``num_rounds`` and ``hard`` are static.
+    ``fit(targets)`` returns a :class:`sdtheory.refine.Fit` (e.g. ``closed_fit``, ``block_fit``); ``num_rounds`` and
+    ``hard`` are static.
     """
 
     def step(t, _):

@@ -1,28 +1,20 @@
 r"""The exact (nonlinear softmax) solution of every self-distillation round (docs/exact_solver.md).
 
-``N`` instances with Gram ``G`` (or features ``X``, ``G = X X^T``), targets
-``T`` ``(N, K)``, logits ``z_i = W x_i`` and the objective
-
-.. math:: L(W) = \frac1N \sum_i \ell(t_i, W x_i) + \frac{\lambda}{2} \|W\|_F^2
-
-(``ell`` = cross-entropy, convex, or the non-convex GCE). Round 0 fits the
-targets, round ``r`` the training outputs of round ``r - 1``. The solvers
-work in coordinates ``Phi`` with ``Phi Phi^T = G`` (``U diag(sqrt s)`` from a
-Gram; ``X R``, ``R`` the eigenbasis of ``X^T X``, from features with
-``d < N``), class-major (``V`` is ``K x M``, logits ``V Phi^T``). At a
-stationary point the logits are ``G A`` with dual coefficients
-``A = -(d ell / d z) / (N lam)``; a round stops when the fixed-point residual
-``max |softmax(Z) - softmax(G A(Z))|`` is ``<= tol`` or the scale-free
-stationarity ``kkt`` is ``<= rtol``. ``solver="auto"``: truncated Newton, CG
-preconditioned by the Kronecker-factored Hessian, Hessian products in
-float32 (gradients, line search and residual in float64); ``"newton-cg"``
-(float64 products), ``"lbfgs"`` and ``"optax-lbfgs"`` are the alternatives.
+Round 0 minimises ``L(W) = (1/N) sum_i ell(t_i, W x_i) + (lam/2) ||W||_F^2`` (``ell``: CE, convex, or the non-convex
+GCE) on targets ``T`` ``(N, K)``, round ``r`` on the training outputs of round ``r - 1``. The solvers work class-major
+(``V`` ``K x M``, logits ``V Phi^T``) in coordinates ``Phi Phi^T = G``: ``U diag(sqrt s)`` of a Gram, or ``X R`` (``R``
+the eigenbasis of ``X^T X``) for features with ``d < N``. At a stationary point the logits are ``G A``,
+``A = -(d ell / d z) / (N lam)``; a round stops when the fixed-point residual ``max |softmax(Z) - softmax(G A(Z))|`` is
+``<= tol`` or the scale-free stationarity ``kkt`` is ``<= rtol``. ``solver="auto"`` (the default everywhere):
+truncated Newton, CG preconditioned by the Kronecker-factored Hessian, Hessian products in float32 (the rest float64);
+``"newton-cg"`` (float64 products) and ``"lbfgs"`` are the alternatives.
 """
 
 from __future__ import annotations
 
 from functools import partial
 from typing import Any, NamedTuple
+from collections.abc import Callable
 
 import chex
 import jax
@@ -34,23 +26,6 @@ from .closed import next_targets_core
 from .losses import get_loss, softmax
 from .rules import TIE_TOL
 from .spectral import Spectrum
-
-__all__ = [
-    "DEFAULT_MAX_CG",
-    "DEFAULT_MAX_ITER",
-    "DEFAULT_RTOL",
-    "DEFAULT_SOLVER",
-    "DEFAULT_TOL",
-    "SOLVERS",
-    "ExactResult",
-    "bucket_rows",
-    "check_options",
-    "exact_outputs_core",
-    "exact_phi_core",
-    "raise_unconverged",
-    "solver_features",
-    "spectral_features",
-]
 
 #: Default stopping tolerance on the fixed-point residual (float64).
 DEFAULT_TOL = 1e-9
@@ -81,9 +56,8 @@ class ExactResult(NamedTuple):
       coef: ``(R, N, K)`` dual coefficients ``A_r``: logits ``G(x, train) @ A_r``.
       kkt: ``(R,)`` scale-free stationarity ``||dL/dW|| / (||lam W|| + ||dLoss/dW||)``;
         for CE ``||W - W*|| <= kkt (2 + kkt) ||W|| / (1 - kkt)``.
-      error_bounds: ``(R,)`` CE: certified ``max_i |P_i - P*_i| <=
-        max_i ||x_i|| ||dL/dW|| / (2 lam)`` (strong convexity, softmax
-        1/2-Lipschitz); not a bound for GCE; ``inf`` with an intercept.
+      error_bounds: ``(R,)`` CE: certified ``max_i |P_i - P*_i| <= max_i ||x_i|| ||dL/dW|| / (2 lam)`` (strong
+        convexity, softmax 1/2-Lipschitz); not a bound for GCE; ``inf`` with an intercept.
       intercepts: ``(R, K)`` the unregularised bias ``b_r`` (zeros without
         ``fit_intercept``): logits ``G(x, train) @ A_r + b_r``.
     """
@@ -99,9 +73,8 @@ class ExactResult(NamedTuple):
     intercepts: jax.Array
 
 
-# One round on Phi (N, M), class-major: weights v and gradients w are (K, M), logits z and targets t
-# (K, N), so z = v Phi^T and w = g Phi / N are row-major products (the (N, K) layout's Phi^T g ran
-# 1.5-6x slower on XLA's CPU backend).
+# One round on Phi (N, M), class-major: weights v and gradients w are (K, M), logits z and targets t (K, N), so z = v
+# Phi^T and w = g Phi / N are row-major products (the (N, K) layout's Phi^T g ran 1.5-6x slower on XLA's CPU backend).
 
 
 def _vdot(a, b):
@@ -110,8 +83,8 @@ def _vdot(a, b):
 
 def _kkt(w, v, lam):
     """Scale-free stationarity ``||w + lam v|| / (||w|| + ||lam v||)``; ``lam`` a scalar or a ``(1, M)`` row."""
-    grad = w + lam * v
     lv = lam * v
+    grad = w + lv
     den = jnp.sqrt(_vdot(w, w)) + jnp.sqrt(_vdot(lv, lv))
     return jnp.sqrt(_vdot(grad, grad)) / jnp.where(den > 0, den, 1.0)
 
@@ -134,12 +107,9 @@ class _Ops(NamedTuple):
 
 
 class Coordinates(NamedTuple):
-    """Features ``phi = X`` (``d < N``) with an orthonormal ``basis`` ``R`` nearly diagonalising ``X^T X``.
-
-    ``colsq``: its eigenvalues (float32 accuracy, for the preconditioners).
-    :func:`exact_phi_core` rotates, ``Phi = X R``, or applies ``R`` in the
-    preconditioners, whichever costs less.
-    """
+    """Features ``phi = X`` (``d < N``), an orthonormal ``basis`` ``R`` nearly diagonalising ``X^T X`` and its
+    eigenvalues ``colsq`` (float32 accuracy); :func:`exact_phi_core` rotates, ``Phi = X R``, or applies ``R`` in
+    the preconditioners, whichever costs less."""
 
     phi: jax.Array
     basis: jax.Array
@@ -147,24 +117,12 @@ class Coordinates(NamedTuple):
 
 
 def _to_basis(ops, g):
-    """A class-major ``(K, M)`` array in the coordinates of ``ops.basis`` (the identity when there is none)."""
+    """A class-major ``(K, M)`` array in the coordinates of ``ops.basis`` (if any)."""
     return g if ops.basis is None else g @ ops.basis
 
 
 def _from_basis(ops, u):
     return u if ops.basis is None else u @ ops.basis.T
-
-
-def _operators(phi, basis=None, colsq=None, count=None, mask=None):
-    # separate passes (barriers): fused, XLA's CPU backend materialised Phi * Phi (2.7x slower)
-    barrier = jax.lax.optimization_barrier
-    if colsq is None:
-        colsq = jnp.sum(phi * phi, axis=0)
-        phi, colsq = barrier((phi, colsq))
-    max_row = jnp.sqrt(jnp.max(jnp.sum(phi * phi, axis=1)))
-    phi, max_row = barrier((phi, max_row))
-    count = phi.shape[0] if count is None else count
-    return _Ops(phi, phi.astype(jnp.float32), colsq, max_row, basis, count, mask)
 
 
 class _State(NamedTuple):
@@ -236,9 +194,8 @@ def _row_block(phi, q):
 def _data_hvp(phi, t, z, d, loss, q, lin=None, count=None):
     """The data part of a Hessian product, ``J(z)[d Phi^T] Phi / N`` (class-major ``(K, M)``).
 
-    Large ``Phi`` is run over in row blocks, each read once for both products
-    while in cache (2.3x faster at N = 50000); otherwise one product, with the
-    linearised gradient ``lin`` when given. ``count``: ``N`` (without padding).
+    Large ``Phi`` is run over in row blocks, each read once for both products while in cache (2.3x faster at N = 50000);
+    otherwise one product, with the linearised gradient ``lin`` when given. ``count``: ``N`` (without padding).
     """
     n = phi.shape[0]
     count = n if count is None else count
@@ -262,22 +219,9 @@ def _data_hvp(phi, t, z, d, loss, q, lin=None, count=None):
     return jax.lax.fori_loop(0, -(-n // nb), body, jnp.zeros_like(d)) / count
 
 
-def _residual_bound(ops, w, v, lam):
-    """A residual bound without a pass over ``Phi``: ``max_i ||phi_i|| max_k ||u_k|| / 2``, ``u = -w/lam - v``."""
-    u = _implied(w, v, lam) - v
-    return jnp.maximum(0.5 * ops.max_row * jnp.sqrt(jnp.max(jnp.sum(u * u, axis=1))), _bias_gap(w, lam))
-
-
-#: The Newton solvers compute the exact residual (a pass over ``Phi``) once :func:`_residual_bound`
-#: is below this multiple of ``tol``; before, the bound (an upper bound) stands in for it.
+#: The Newton solvers compute the exact residual (a pass over ``Phi``) once its upper bound (no pass) is below this
+#: multiple of ``tol``; before, the bound stands in for it.
 RESIDUAL_GATE = 1e6
-
-
-def _evaluate(ops, t, lam, v, loss, q):
-    """Logits, data gradient ``g Phi / N`` and fixed-point residual at ``v`` (class-major)."""
-    z = _logits(ops.phi, v)
-    w = _data_grad(ops, t, z, loss, q)
-    return z, w, _residual(ops, z, w, v, lam)
 
 
 def _objective_along(ops, t, lam, z, zd, v, d, alpha, loss, q):
@@ -289,12 +233,10 @@ def _objective_along(ops, t, lam, z, zd, v, d, alpha, loss, q):
 def _kron_preconditioner(ops, jvp32, curvature, z32, lam, dtype):
     """Inverse of the Kronecker-factored Hessian ``diag(s) / N (x) Hbar + lam`` (a function of the CG residual).
 
-    The Hessian ``sum_i phi_i phi_i^T (x) J(z_i) / N + lam`` with every logit
-    Hessian ``J(z_i)`` replaced by their mean ``Hbar`` (the loss's
-    ``curvature``, else ``K`` linearised products ``jvp32``; float32): in the
-    eigenbasis one ``K x K`` block ``s_m Hbar / N + lam`` per coordinate, all
-    inverted through ``Hbar = Q diag(h) Q^T``. Exact at zero logits; keeps the
-    coupling between classes; negative curvature (GCE) dropped.
+    The Hessian ``sum_i phi_i phi_i^T (x) J(z_i) / N + lam`` with every logit Hessian ``J(z_i)`` replaced by their mean
+    ``Hbar`` (the loss's ``curvature``, else ``K`` linearised products ``jvp32``; float32): in the eigenbasis one
+    ``K x K`` block ``s_m Hbar / N + lam`` per coordinate, all inverted through ``Hbar = Q diag(h) Q^T``. Exact at zero
+    logits; keeps the coupling between classes; negative curvature (GCE) dropped.
     """
     k = z32.shape[0]
     if curvature is not None:
@@ -317,13 +259,12 @@ def _kron_preconditioner(ops, jvp32, curvature, z32, lam, dtype):
 ETA_FLOOR_MIXED = 1e-4
 
 
-def _newton_cg_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=DEFAULT_RTOL, mixed=False):
+def _newton_cg_round(ops, t, lam, v0, *, loss, q, tol, max_iter, max_cg, rtol, mixed=False):
     """Truncated Newton: preconditioned CG on the Newton system, Armijo backtracking.
 
-    ``mixed=True`` (``solver="auto"``): Hessian products in float32 (CG needs
-    only the relative accuracy ``eta``); a step whose float32 CG misses it
-    switches the round to float64 products. Gradients, line search and
-    residual are float64.
+    ``mixed=True`` (``solver="auto"``): Hessian products in float32 (CG needs only the relative accuracy ``eta``); a
+    step whose float32 CG misses it switches the round to float64 products. Gradients, line search and residual are
+    float64.
     """
     dtype = ops.phi.dtype
     lo = jnp.float32
@@ -332,8 +273,10 @@ def _newton_cg_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rt
     lam_lo = jnp.asarray(lam).astype(lo)
 
     def residual(z, w, v):
-        """The exact residual, or its bound while that is far above ``tol``; and whether it is exact."""
-        bound = _residual_bound(ops, w, v, lam)
+        """The exact residual, or while far above ``tol`` its bound ``max_i ||phi_i|| max_k ||u_k|| / 2``,
+        ``u = -w/lam - v`` (no pass over ``Phi``); and whether it is exact."""
+        u = _implied(w, v, lam) - v
+        bound = jnp.maximum(0.5 * ops.max_row * jnp.sqrt(jnp.max(jnp.sum(u * u, axis=1))), _bias_gap(w, lam))
         near = bound <= RESIDUAL_GATE * tol
         return jax.lax.cond(near, lambda: _residual(ops, z, w, v, lam), lambda: bound), near
 
@@ -424,48 +367,14 @@ def _newton_cg_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rt
     s, _, exact, _, _ = jax.lax.while_loop(cond, body, init)
     # stopped on kkt or max_iter with the bound in place of the residual: report the residual itself
     res = jax.lax.cond(exact, lambda: s.res, lambda: _residual(ops, s.z, s.w, s.v, lam))
-    return s._replace(res=res), mem
-
-
-def _optax_lbfgs_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=DEFAULT_RTOL):
-    """Preconditioned optax L-BFGS (zoom line search); kept for the comparison (stops on the residual only)."""
-    import optax
-
-    del max_cg, rtol
-    phi = ops.phi
-    scale = jnp.sqrt(ops.colsq[None, :] / (t.shape[0] * ops.count) + lam)  # sqrt(s/(KN) + lam)
-
-    def f(u):
-        v = _from_basis(ops, u / scale)
-        return _mean_rows(loss.value(t, _logits(phi, v), q, axis=0), ops) + 0.5 * _vdot(lam * v, v)
-
-    opt = optax.lbfgs()
-    vg = optax.value_and_grad_from_state(f)
-    u0 = _to_basis(ops, v0) * scale
-    z0, w0, res0 = _evaluate(ops, t, lam, v0, loss, q)
-
-    def cond(c):
-        return (c[3] > tol) & (c[2] < max_iter)
-
-    def body(c):
-        u, st, it, _ = c
-        val, g = vg(u, state=st)
-        upd, st = opt.update(g, st, u, value=val, grad=g, value_fn=f)
-        u = _shift_free(optax.apply_updates(u, upd))
-        res = _evaluate(ops, t, lam, _from_basis(ops, u / scale), loss, q)[2]
-        return (u, st, it + 1, res)
-
-    u, _, it, _ = jax.lax.while_loop(cond, body, (u0, opt.init(u0), jnp.zeros((), jnp.int32), res0))
-    v = _from_basis(ops, u / scale)
-    z, w, res = _evaluate(ops, t, lam, v, loss, q)
-    return _State(v, z, w, res, it), mem
+    return s._replace(res=res)
 
 
 def _line_search(ops, t, lam, z, zd, v, d, slope0, loss, q, max_ls):
     """Safeguarded 1-D Newton/bisection for ``phi'(alpha) = 0``, ``phi(alpha) = L(v + alpha d)`` (O(N K) a trial).
 
-    Stops at ``|phi'| <= 0.1 |phi'(0)|`` (strong Wolfe) or after ``max_ls``
-    trials; a step that increases the objective is replaced by the left bracket.
+    Stops at ``|phi'| <= 0.1 |phi'(0)|`` (strong Wolfe) or after ``max_ls`` trials; a step that increases the objective
+    is replaced by the left bracket.
     """
     n = ops.count
     gfun = lambda zz: loss.grad(t, zz, q, axis=0)  # noqa: E731
@@ -478,8 +387,7 @@ def _line_search(ops, t, lam, z, zd, v, d, slope0, loss, q, max_ls):
         return _vdot(g, zd) / n + (vd + a * dd), _vdot(jg, zd) / n + dd
 
     def cond(c):
-        a, lo, hi, der, j = c
-        return (jnp.abs(der) > 0.1 * jnp.abs(slope0)) & (j < max_ls)
+        return (jnp.abs(c[3]) > 0.1 * jnp.abs(slope0)) & (c[4] < max_ls)
 
     def body(c):
         a, lo, hi, der, j = c
@@ -491,14 +399,11 @@ def _line_search(ops, t, lam, z, zd, v, d, slope0, loss, q, max_ls):
         fallback = jnp.where(jnp.isfinite(hi), 0.5 * (lo + hi), 2.0 * jnp.maximum(lo, a))
         ok = (d2 > 0) & (newton > lo) & (newton < hi) & jnp.isfinite(newton)
         a_new = jnp.where(ok, newton, fallback)
-        der_new = dphi(a_new)[0]
-        return (a_new, lo, hi, der_new, j + 1)
+        return a_new, lo, hi, dphi(a_new)[0], j + 1
 
     one = jnp.ones((), z.dtype)
-    der1 = dphi(one)[0]
-    a, lo, hi, der, _ = jax.lax.while_loop(
-        cond, body, (one, jnp.zeros((), z.dtype), jnp.full((), jnp.inf, z.dtype), der1, 0)
-    )
+    init = (one, jnp.zeros((), z.dtype), jnp.full((), jnp.inf, z.dtype), dphi(one)[0], 0)
+    a, lo, _, _, _ = jax.lax.while_loop(cond, body, init)
     f0 = _objective_along(ops, t, lam, z, zd, v, d, 0.0, loss, q)
     fa = _objective_along(ops, t, lam, z, zd, v, d, a, loss, q)
     slack = 100 * jnp.finfo(z.dtype).eps * (1.0 + jnp.abs(f0))
@@ -527,29 +432,17 @@ def _two_loop(gu, S, Y, rho, count, gamma, memory):
     return -r
 
 
-def _init_memory(m_dim, k, dtype, memory=MEMORY):
-    """Empty L-BFGS memory ``(S, Y, rho, count, gamma)``."""
-    return (
-        jnp.zeros((memory, k, m_dim), dtype),
-        jnp.zeros((memory, k, m_dim), dtype),
-        jnp.zeros((memory,), dtype),
-        jnp.zeros((), jnp.int32),
-        jnp.ones((), dtype),
-    )
-
-
-def _lbfgs_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=DEFAULT_RTOL, max_ls=20):
+def _lbfgs_round(ops, t, lam, v0, *, loss, q, tol, max_iter, max_cg, rtol, max_ls=20, memory=MEMORY):
     """L-BFGS in preconditioned coordinates ``u = v * sqrt(h)``, ``h = s/(K N) + lam``.
 
-    Two passes over ``Phi`` per iteration: the gradient, and ``Phi [w | d]``
-    (the residual and the next line search's ``Phi d``). Pairs with
-    ``s^T y <= 0`` (GCE) are skipped.
+    Two passes over ``Phi`` per iteration: the gradient, and ``Phi [w | d]`` (the residual and the next line search's
+    ``Phi d``). Pairs with ``s^T y <= 0`` (GCE) are skipped. A fresh memory each round (carrying the pairs was measured
+    to cost iterations).
     """
     del max_cg
     phi = ops.phi
     k = t.shape[0]
     dtype = phi.dtype
-    memory = mem[0].shape[0]
     scale = jnp.sqrt(ops.colsq[None, :] / (k * ops.count) + lam)  # sqrt(s/(KN) + lam)
 
     def residual_and_zd(z, w, v, d):
@@ -565,7 +458,9 @@ def _lbfgs_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=D
     z0 = z0 * (1.0 - a_pre)
     w0 = _data_grad(ops, t, z0, loss, q)
     gu0 = _to_basis(ops, w0 + lam * v0) / scale
-    du0 = _two_loop(gu0, *mem, memory)  # type: ignore[call-arg]  # mem is (S, Y, rho, count, gamma)
+    zeros = jnp.zeros((memory, k, v0.shape[1]), dtype)
+    mem = (zeros, zeros, jnp.zeros((memory,), dtype), jnp.zeros((), jnp.int32), jnp.ones((), dtype))  # empty
+    du0 = _two_loop(gu0, *mem, memory)
     du0 = _shift_free(jnp.where(_vdot(gu0, du0) < 0, du0, -gu0))
     res0, zd0 = residual_and_zd(z0, w0, v0, _from_basis(ops, du0 / scale))
 
@@ -599,25 +494,17 @@ def _lbfgs_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=D
         stalled = alpha == 0
         return (v_new, z_new, w_new, gu_new, du_new, res_new, it + 1, zd_new, stalled, S, Y, rho, count, gamma)
 
-    init = (v0, z0, w0, gu0, du0, res0, jnp.zeros((), jnp.int32), zd0, jnp.zeros((), bool)) + tuple(mem)
+    init = (v0, z0, w0, gu0, du0, res0, jnp.zeros((), jnp.int32), zd0, jnp.zeros((), bool)) + mem
     out = jax.lax.while_loop(cond, body, init)
     v, z, w, _, _, res, it = out[:7]
-    return _State(v, z, w, res, it), out[9:]
-
-
-def _auto_round(ops, t, lam, v0, mem, *, loss, q, tol, max_iter, max_cg, rtol=DEFAULT_RTOL):
-    """Truncated Newton with float32 Hessian products (float64 everywhere the answer is decided)."""
-    return _newton_cg_round(
-        ops, t, lam, v0, mem, loss=loss, q=q, tol=tol, max_iter=max_iter, max_cg=max_cg, rtol=rtol, mixed=True
-    )
+    return _State(v, z, w, res, it)
 
 
 #: The exact solvers by name (one round each; the registry the CLIs offer as choices).
-SOLVERS = {
-    "auto": _auto_round,
+SOLVERS: dict[str, Callable[..., _State]] = {
+    "auto": partial(_newton_cg_round, mixed=True),
     "lbfgs": _lbfgs_round,
     "newton-cg": _newton_cg_round,
-    "optax-lbfgs": _optax_lbfgs_round,
 }
 
 
@@ -647,20 +534,15 @@ def exact_phi_core(
 ):
     """Rounds ``0..num_rounds-1`` in the solver coordinates ``phi`` (jitted, no validation).
 
-    ``phi``: an ``(N, M)`` factor of the Gram or the :class:`Coordinates` of
-    features (:func:`solver_features`). Round ``r`` fits
-    :func:`sdtheory.variants.next_targets_core` of round ``r - 1``
-    (``temperature``, ``xi``, ``hard``; default plain SD); ``lams``
-    ``(num_rounds,)``: a lam schedule. Round 0 starts from zero weights or from
-    another fit's ``init_coef`` ``(N, K)`` and ``init_intercepts`` ``(K,)``
-    (same ``phi`` and ``fit_intercept``); later rounds from the previous one.
-    ``num_valid`` (traced): only the first rows are instances, the rest are
-    zero padding rows (:func:`bucket_rows`) with zero weight in the loss, so
-    the solution is that of the unpadded problem.
+    ``phi``: an ``(N, M)`` factor of the Gram or the :class:`Coordinates` of features (:func:`solver_features`). Round
+    ``r`` fits :func:`sdtheory.variants.next_targets_core` of round ``r - 1`` (``temperature``, ``xi``, ``hard``;
+    default plain SD); ``lams`` ``(num_rounds,)``: a lam schedule. Round 0 starts from zero weights or from another
+    fit's ``init_coef`` ``(N, K)`` and ``init_intercepts`` ``(K,)`` (same ``phi`` and ``fit_intercept``); later rounds
+    from the previous one. ``num_valid`` (traced): only the first rows are instances, the rest are zero padding rows
+    (:func:`bucket_rows`) with zero weight in the loss, so the solution is that of the unpadded problem.
     """
     coords = phi if isinstance(phi, Coordinates) else None
-    if coords is not None:
-        phi = coords.phi
+    phi = phi if coords is None else coords.phi
     chex.assert_rank([phi, targets, lam], [2, 2, 0])  # Phi (N, M), T (N, K), one lam
     chex.assert_equal_shape_prefix([phi, targets], 1)
     lossfn = get_loss(loss)
@@ -690,7 +572,14 @@ def exact_phi_core(
         """The L2 weight per coordinate: ``lam``, or a ``(1, M + 1)`` row with 0 on the bias."""
         return jnp.concatenate([jnp.full((1, m), lam), jnp.zeros((1, 1), dtype)], axis=1) if fit_intercept else lam
 
-    ops = _operators(phi, basis, colsq, count, mask)
+    # separate passes (barriers): fused, XLA's CPU backend materialised Phi * Phi (2.7x slower)
+    ph = phi
+    if colsq is None:
+        colsq = jnp.sum(ph * ph, axis=0)
+        ph, colsq = jax.lax.optimization_barrier((ph, colsq))
+    max_row = jnp.sqrt(jnp.max(jnp.sum(ph * ph, axis=1)))
+    ph, max_row = jax.lax.optimization_barrier((ph, max_row))
+    ops = _Ops(ph, ph.astype(jnp.float32), colsq, max_row, basis, count, mask)
     if init_coef is None:
         v0 = jnp.zeros((k, phi.shape[1]), dtype)  # class-major (K, M), as the solvers work
     else:
@@ -704,16 +593,14 @@ def exact_phi_core(
         else:
             v0 = a.T @ phi
 
-    mem0 = _init_memory(phi.shape[1], k, dtype)
     rtol = jnp.asarray(rtol, dtype)
 
     lams = jnp.broadcast_to(lam, (num_rounds,)) if lams is None else jnp.asarray(lams, dtype)
 
     def one_round(carry, lam):
         t, v, chain_ok = carry
-        # a fresh L-BFGS memory each round (carrying the pairs was measured to cost iterations)
         lam_c = reg(lam)
-        s, _ = solve(ops, t.T, lam_c, v, mem0, loss=lossfn, q=q, tol=tol, max_iter=max_iter, max_cg=max_cg, rtol=rtol)
+        s = solve(ops, t.T, lam_c, v, loss=lossfn, q=q, tol=tol, max_iter=max_iter, max_cg=max_cg, rtol=rtol)
         z = s.z.T
         p = jax.nn.softmax(z, axis=-1)
         coef = keep(-lossfn.grad(t, z, q) / (count * lam))
@@ -746,38 +633,22 @@ def exact_outputs_core(
     lam: jax.Array,
     num_rounds: int,
     *,
-    loss: str = "ce",
-    q: float = 0.7,
-    tol: float = DEFAULT_TOL,
-    max_iter: int = DEFAULT_MAX_ITER,
+    q: Any = 0.7,
+    tol: Any = DEFAULT_TOL,
+    max_iter: Any = DEFAULT_MAX_ITER,
     max_cg: int = DEFAULT_MAX_CG,
-    solver: str = DEFAULT_SOLVER,
-    rtol: float = DEFAULT_RTOL,
-    fit_intercept: bool = False,
-    **variant: Any,
+    rtol: Any = DEFAULT_RTOL,
+    **options: Any,
 ) -> ExactResult:
     """Exact outputs of rounds ``0..num_rounds-1`` from a precomputed spectrum (jitted, no validation).
 
-    ``variant``: ``lams``, ``temperature``, ``xi``, ``hard``, ``tie_tol`` of
-    :func:`exact_phi_core`. vmaps over ``targets``, ``lam``, ``spec``, ``q``,
-    ``tol``; ``num_rounds``, ``loss``, ``max_cg`` and ``solver`` are static.
-    Never raises: unconverged rounds have ``converged=False``.
+    ``options``: the others of :func:`exact_phi_core` (``loss``, ``solver``, ``fit_intercept``, the variant's ``lams``,
+    ``temperature``, ``xi``, ``hard``, ``tie_tol``); ``q``, ``tol``, ``max_iter``, ``rtol`` are always passed on as
+    traced values. vmaps over ``targets``, ``lam``, ``spec``, ``q``, ``tol``; ``num_rounds``, ``loss``, ``max_cg`` and
+    ``solver`` are static. Never raises: unconverged rounds have ``converged=False``.
     """
-    return exact_phi_core(
-        spectral_features(spec),
-        targets,
-        lam,
-        num_rounds,
-        loss=loss,
-        q=q,
-        tol=tol,
-        max_iter=max_iter,
-        max_cg=int(max_cg),
-        solver=solver,
-        rtol=rtol,
-        fit_intercept=fit_intercept,
-        **variant,
-    )
+    traced = dict(q=q, tol=tol, max_iter=max_iter, rtol=rtol)
+    return exact_phi_core(spectral_features(spec), targets, lam, num_rounds, max_cg=int(max_cg), **traced, **options)
 
 
 def _check_number(x, name, what):
@@ -796,9 +667,8 @@ def _check_number(x, name, what):
 def check_options(loss, q, tol, max_iter, on_failure, solver, rtol=DEFAULT_RTOL):
     """``TypeError``/``ValueError`` naming the first bad option of the exact solver.
 
-    ``q``, ``tol``, ``rtol``: real numbers, ``q`` in ``(0, 1]`` (for
-    ``loss="gce"``), ``tol > 0``, ``rtol`` in ``[0, 1)``; ``max_iter`` an int in
-    ``[1, 2^31 - 1]`` (int32 counters).
+    ``q``, ``tol``, ``rtol``: real numbers, ``q`` in ``(0, 1]`` (for ``loss="gce"``), ``tol > 0``, ``rtol`` in
+    ``[0, 1)``; ``max_iter`` an int in ``[1, 2^31 - 1]`` (int32 counters).
     """
     get_loss(loss)
     qv = _check_number(q, "q", "GCE exponent")
@@ -825,9 +695,8 @@ IMPLICIT_ROWS_PER_CLASS = 200
 def _prepare_features(x):
     """:class:`Coordinates` of features (``d < N``): ``R`` orthogonal to float64 precision, near the eigenbasis.
 
-    Only the preconditioners depend on how well ``R`` diagonalises ``X^T X``:
-    float32 eigenvectors, made orthogonal in float64 by two Newton-Schulz
-    steps ``R (3 I - R^T R) / 2`` (each squares ``||R^T R - I||``).
+    Only the preconditioners depend on how well ``R`` diagonalises ``X^T X``: float32 eigenvectors, made orthogonal in
+    float64 by two Newton-Schulz steps ``R (3 I - R^T R) / 2`` (each squares ``||R^T R - I||``).
     """
     top = jnp.max(jnp.abs(x))
     top = jnp.where(top > 0, top, 1.0)
@@ -842,8 +711,7 @@ def _prepare_features(x):
 def bucket_rows(n: int) -> int:
     """The padded row count of ``n`` instances: ``n`` up to 8, else the least ``m 2^e >= n`` with ``m`` in 5..8.
 
-    Four shapes per octave, at most 25% padding rows: the exact solver
-    compiles once per bucket, not once per ``N``.
+    Four shapes per octave, at most 25% padding rows: the exact solver compiles once per bucket, not once per ``N``.
     """
     e = max(0, (n - 1).bit_length() - 3)
     return -(-n // (1 << e)) << e
@@ -868,11 +736,9 @@ def solver_features(
 ) -> jax.Array | Coordinates:
     """The solver's coordinates ``Phi`` (``Phi Phi^T = G``), computed once per training set (validated inputs).
 
-    From features with ``d < N``: :class:`Coordinates` (``X`` and the
-    eigenbasis ``R`` of ``X^T X``, weight space); with ``d >= N``, a Gram
-    (its eigenvalues checked ``>= 0``) or a spectrum: ``U diag(sqrt s)``.
-    ``rows``: pad with zero rows to this count (and the Gram's ``N``
-    coordinates to as many), as :func:`exact_phi_core` with ``num_valid``
+    From features with ``d < N``: :class:`Coordinates` (``X`` and the eigenbasis ``R`` of ``X^T X``, weight space); with
+    ``d >= N``, a Gram (its eigenvalues checked ``>= 0``) or a spectrum: ``U diag(sqrt s)``. ``rows``: pad with zero
+    rows to this count (and the Gram's ``N`` coordinates to as many), as :func:`exact_phi_core` with ``num_valid``
     expects; the eigendecomposition sees the instances only.
     """
     if spec is None and features is not None:
@@ -895,15 +761,12 @@ def raise_unconverged(
 ) -> None:
     """``RuntimeError`` naming the rounds of ``res`` (ExactResult or PLLResult) that missed ``tol`` and ``rtol``.
 
-    With their measures and what would help; rounds unconverged only through
-    an earlier round are counted, not named.
+    With their measures and what would help; rounds unconverged only through an earlier round are counted, not named.
     """
-    if V.is_tracer(res.converged) or bool(np.all(np.asarray(res.converged))):
+    if V.is_tracer(res.converged) or bool(np.all(conv := np.asarray(res.converged))):
         return
-    conv = np.asarray(res.converged)
-    own = np.asarray(res.residuals) <= tol
-    if hasattr(res, "kkt"):
-        own = own | (np.asarray(res.kkt) <= rtol)
+    has_kkt = hasattr(res, "kkt")  # an ExactResult (the PLL pipeline reports residuals only)
+    own = (np.asarray(res.residuals) <= tol) | (has_kkt and np.asarray(res.kkt) <= rtol)
     bad_pos = np.flatnonzero(~conv & ~own)
     if bad_pos.size == 0:  # tolerances other than the solve's: name every unconverged round
         bad_pos = np.flatnonzero(~conv)
@@ -912,7 +775,7 @@ def raise_unconverged(
     fmt = lambda a: "[" + ", ".join(f"{float(x):.2g}" for x in a) + "]"  # noqa: E731
     measures = f"residuals {fmt(np.asarray(res.residuals)[bad_pos])}"
     worst = 1.0
-    if hasattr(res, "kkt"):  # an ExactResult (the PLL pipeline reports residuals only)
+    if has_kkt:
         kkt = np.asarray(res.kkt)[bad_pos]
         worst = float(np.max(kkt))
         measures += f", kkt {fmt(kkt)}, certified output error bounds {fmt(np.asarray(res.error_bounds)[bad_pos])}"

@@ -1,11 +1,9 @@
 r"""Per-instance training losses of the softmax student, as functions of logits.
 
-Each loss is a pair of pure functions of a target row ``t`` and a logit row
-``z``, broadcast over the other axes: ``value(t, z, q, axis=-1)`` (loss per
-instance) and ``grad(t, z, q, axis=-1)`` (``d loss / d z``). ``axis`` is the
-class axis: ``-1`` for ``(N, K)`` rows, ``0`` for the class-major ``(K, N)``
-layout of the exact solver. A new objective is two functions registered in
-:data:`LOSSES`.
+Each loss is a pair of pure functions of a target row ``t`` and a logit row ``z``, broadcast over the other axes:
+``value(t, z, q, axis=-1)`` (loss per instance) and ``grad(t, z, q, axis=-1)`` (``d loss / d z``). ``axis`` is the class
+axis: ``-1`` for ``(N, K)`` rows, ``0`` for the class-major ``(K, N)`` layout of the exact solver. A new objective is
+two functions registered in :data:`LOSSES`.
 
 * ``"ce"``: :math:`\ell(t, z) = -\sum_l t_l \log \mathrm{softmax}(z)_l`,
   gradient :math:`p - t`; convex.
@@ -25,16 +23,13 @@ import jax.numpy as jnp
 
 from .. import _validation as V
 
-__all__ = ["LOSSES", "Loss", "check_q", "get_loss"]
-
 
 class Loss(NamedTuple):
     """A per-instance loss and its logit gradient (pure functions).
 
-    ``curvature(t, z, q, w, axis=-1)`` (optional): for 2-D ``t`` and ``z``, the
-    row-weighted sum of the logit Hessians, ``sum_i w_i d^2 loss / dz^2 (t_i, z_i)``
-    (``K x K``; ``w=None`` for unit weights), which the exact solver's preconditioner uses; without
-    it the solver forms the sum from ``K`` linearised gradient products.
+    ``curvature(t, z, q, w, axis=-1)`` (optional): for 2-D ``t`` and ``z``, the row-weighted sum of the logit Hessians,
+    ``sum_i w_i d^2 loss / dz^2 (t_i, z_i)`` (``K x K``; ``w=None`` for unit weights), which the exact solver's
+    preconditioner uses; without it the solver forms the sum from ``K`` linearised gradient products.
     """
 
     value: Callable[..., jax.Array]  # (t, z, q, axis=-1)
@@ -72,18 +67,15 @@ def softmax(z, axis=-1):
 
 
 def _ce_value(t, z, q, axis=-1):
-    del q
     return -class_sum(t * log_softmax(z, axis), axis)
 
 
 def _ce_grad(t, z, q, axis=-1):
-    del q
     return softmax(z, axis) - t
 
 
 def _ce_curvature(t, z, q, w=None, axis=-1):
     """``sum_i w_i (diag(p_i) - p_i p_i^T)``: the CE Hessian does not depend on the target."""
-    del t, q
     p = softmax(z, axis)
     pw = p if w is None else jnp.expand_dims(w, axis) * p
     rows = 1 if _class_major(z, axis) else 0  # the instance axis of the 2-D z

@@ -1,15 +1,12 @@
 r"""The PLL pipeline: teacher, top-2 refined targets, student rounds (pure; the one-round fit is a parameter).
 
-The PLL student of Jeong & Chung (docs/theory.md section 8): the teacher
-(round 0) fits the given targets; each student fits ``1/2`` on each of the two
-highest classes of the previous round's training outputs. The one-round fit
-is a parameter, ``fit(targets, start=None) -> Fit`` (:func:`closed_fit`,
-:func:`block_fit`, :func:`exact_fit`).
+The PLL student of Jeong & Chung (docs/theory.md section 8): the teacher (round 0) fits the given targets; each student
+fits ``1/2`` on each of the two highest classes of the previous round's training outputs. The one-round fit is a
+parameter, ``fit(targets, start=None) -> Fit`` (:func:`closed_fit`, :func:`block_fit`, :func:`exact_fit`).
 
-``init`` (:data:`PLL_INITS`): ``"teacher"`` (the public default, as the SelfPLL
-reference code) starts each student from the weights of the model whose top 2
-it fits, ``"zero"`` from zero weights; the same optimum for the convex CE,
-possibly another stationary point for GCE. The closed form ignores it.
+``init`` (:data:`PLL_INITS`): ``"teacher"`` (the public default, as the SelfPLL reference code) starts each student from
+the weights of the model whose top 2 it fits, ``"zero"`` from zero weights; the same optimum for the convex CE, possibly
+another stationary point for GCE. The closed form ignores it.
 """
 
 from __future__ import annotations
@@ -96,31 +93,24 @@ def round_fit(result: Any, r: int = 0) -> Fit:
 def exact_fit(phi: Any, lam: Any, *, loss: str = "ce", q: Any = 0.7, **options: Any) -> Callable[..., Fit]:
     """One exact round (CE or GCE) in the solver coordinates ``phi`` (:func:`sdtheory._src.exact.solver_features`).
 
-    ``options``: those of :func:`sdtheory.exact.exact_phi_core`. ``fit(targets, start=None)``
-    starts from zero weights or from those of ``start``, an exact :class:`Fit` on the same ``phi``.
+    ``options``: those of :func:`sdtheory.exact.exact_phi_core`. ``fit(targets, start=None)`` starts from zero weights
+    or from those of ``start``, an exact :class:`Fit` on the same ``phi``.
     """
 
     def fit(t, start=None):
-        warm = {}
-        if start is not None:
-            warm = dict(init_coef=start.details.coef, init_intercepts=start.details.intercepts)
+        warm = {} if start is None else dict(init_coef=start.details.coef, init_intercepts=start.details.intercepts)
         return round_fit(exact_phi_core(phi, t, lam, 1, loss=loss, q=q, **options, **warm))
 
     return fit
 
 
 def pll_rounds_core(
-    fit_student: Callable[..., Fit],
-    teacher: Fit,
-    num_students: int,
-    tie_tol: Any = TIE_TOL,
-    init: str = "zero",
+    fit_student: Callable[..., Fit], teacher: Fit, num_students: int, tie_tol: Any = TIE_TOL, init: str = "zero"
 ) -> PLLResult:
     """The PLL pipeline after the teacher: ``num_students`` (static) refinements.
 
-    Student ``j`` is ``fit_student(top2_targets_core(previous outputs))``, with
-    ``init="teacher"`` ``fit_student(targets, previous fit)``. The kernel default
-    ``"zero"`` keeps one-argument fits working.
+    Student ``j`` is ``fit_student(top2_targets_core(previous outputs))``, with ``init="teacher"``
+    ``fit_student(targets, previous fit)``. The kernel default ``"zero"`` keeps one-argument fits working.
     """
     check_init(init)
     prev, prev_fit = teacher.outputs, teacher

@@ -1,11 +1,10 @@
 r"""Exact theory of the class-structured block model by symmetry reduction (docs/block_model.md, "Label types").
 
-Gram ``G_ij = [i = j] (1 - R_{k_i k_i}) + R_{k_i k_j}`` for a ``K x K`` class-correlation
-matrix ``R``. Instances of the same true class and target row (a *type*) share their
-outputs, so ``T`` types of counts ``m_t`` need only the eigenpairs ``U diag(s) U^T``
-of the weighted type Gram ``sqrt(m_t m_t') R + [t = t'] (1 - R_kk)``: solver
-coordinates ``Phi = D^{-1/2} U diag(sqrt s)`` and the closed form
-``P_r - 1/K = D^{-1/2} U diag(q^{r+1}) U^T D^{1/2} (T - 1/K)``. The cost never depends on ``n``.
+Gram ``G_ij = [i = j] (1 - R_{k_i k_i}) + R_{k_i k_j}`` for a ``K x K`` class-correlation matrix ``R``. Instances of the
+same true class and target row (a *type*) share their outputs, so ``T`` types of counts ``m_t`` need only the eigenpairs
+``U diag(s) U^T`` of the weighted type Gram ``sqrt(m_t m_t') R + [t = t'] (1 - R_kk)``: solver coordinates
+``Phi = D^{-1/2} U diag(sqrt s)`` and the closed form ``P_r - 1/K = D^{-1/2} U diag(q^{r+1}) U^T D^{1/2} (T - 1/K)``.
+The cost never depends on ``n``.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .closed import shrink_factors
-from .exact import DEFAULT_MAX_ITER, DEFAULT_TOL, ExactResult, exact_phi_core
+from .exact import DEFAULT_MAX_ITER, DEFAULT_SOLVER, DEFAULT_TOL, ExactResult, exact_phi_core
 from .losses import LOSSES, Loss
 from .pll import PLLResult, _closed, pll_rounds_core, round_fit
 from .rules import TIE_TOL, correct_core
@@ -75,11 +74,6 @@ def _inv_sqrt_counts(counts):
     return jnp.where(occ, 1.0 / jnp.sqrt(jnp.where(occ, counts, 1.0)), 0.0)
 
 
-def type_features(ts: TypeSpectrum) -> jax.Array:
-    """Solver coordinates ``Phi = D^{-1/2} U diag(sqrt s)`` (``(T, T)``; rows of empty types are 0)."""
-    return _inv_sqrt_counts(ts.counts)[:, None] * ts.eigvecs * jnp.sqrt(jnp.maximum(ts.eigvals, 0.0))[None, :]
-
-
 @jax.jit
 def reduced_closed_core(ts: TypeSpectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> jax.Array:
     """Linearised outputs ``(R, T, K)`` of every type at ``rounds`` (empty types get ``1/K``)."""
@@ -92,10 +86,6 @@ def reduced_closed_core(ts: TypeSpectrum, targets: jax.Array, lam: jax.Array, ro
     return 1.0 / k + _inv_sqrt_counts(ts.counts)[None, :, None] * out
 
 
-def _row_weights(counts):
-    return counts * counts.shape[0] / jnp.sum(counts)
-
-
 def reduced_exact_core(
     ts: TypeSpectrum,
     targets: jax.Array,
@@ -106,28 +96,20 @@ def reduced_exact_core(
     q: Any = 0.7,
     tol: Any = DEFAULT_TOL,
     max_iter: Any = DEFAULT_MAX_ITER,
-    solver: str = "lbfgs",
+    solver: str = DEFAULT_SOLVER,
     **chain: Any,
 ) -> ExactResult:
     """Exact outputs of rounds ``0..num_rounds-1`` for every type: an :class:`sdtheory.ExactResult` over types.
 
-    ``outputs`` ``(R, T, K)``, the N-instance fixed-point residuals, ``coef`` the
-    per-instance dual coefficients of each type (0 if empty). ``num_rounds``, ``loss``,
-    ``solver`` static; ``chain``: the variant options of :func:`sdtheory.exact.exact_phi_core`.
+    ``outputs`` ``(R, T, K)``, the N-instance fixed-point residuals, ``coef`` the per-instance dual coefficients of each
+    type (0 if empty). ``num_rounds``, ``loss``, ``solver`` static; ``chain``: the variant options of
+    :func:`sdtheory.exact.exact_phi_core`. Solver coordinates ``Phi = D^{-1/2} U diag(sqrt s)`` (rows of empty types 0).
     """
     counts = ts.counts
-    res = exact_phi_core(
-        type_features(ts),
-        targets,
-        lam,
-        num_rounds,
-        loss=WEIGHTED_LOSSES[loss],
-        q=(jnp.asarray(q, counts.dtype), _row_weights(counts)),
-        tol=tol,
-        max_iter=max_iter,
-        solver=solver,
-        **chain,
-    )
+    phi = _inv_sqrt_counts(counts)[:, None] * ts.eigvecs * jnp.sqrt(jnp.maximum(ts.eigvals, 0.0))[None, :]
+    qw = (jnp.asarray(q, counts.dtype), counts * counts.shape[0] / jnp.sum(counts))  # row weights T m_t / N
+    opts = dict(loss=WEIGHTED_LOSSES[loss], q=qw, tol=tol, max_iter=max_iter, solver=solver)
+    res = exact_phi_core(phi, targets, lam, num_rounds, **opts, **chain)
     occ = counts > 0
     coef = jnp.where(occ[None, :, None], res.coef / jnp.where(occ, counts, 1.0)[None, :, None], 0.0)
     return res._replace(coef=coef)
@@ -136,7 +118,6 @@ def reduced_exact_core(
 def reduced_closed_fit(ts: TypeSpectrum, lam: Any):
     """One linearised round on the types (a :class:`sdtheory.refine.Fit` maker for the PLL pipeline)."""
     zero = jnp.zeros((1,), jnp.int32)
-
     return lambda t: _closed(reduced_closed_core(ts, t, lam, zero)[0])
 
 
@@ -155,10 +136,7 @@ def reduced_exact_fit(ts: TypeSpectrum, lam: Any, *, loss: str = "ce", q: Any = 
 
 def label_types(num_classes: int) -> tuple:
     """The ``K^2`` one-hot label types ``(k, l)``, ``t = k K + l``: ``(classes (T,), targets (T, K))``."""
-    k = num_classes
-    cls = jnp.repeat(jnp.arange(k), k)
-    tgt = jnp.tile(jnp.eye(k), (k, 1))
-    return cls, tgt
+    return jnp.repeat(jnp.arange(num_classes), num_classes), jnp.tile(jnp.eye(num_classes), (num_classes, 1))
 
 
 def corr_from_cd(c: Any, d: Any, num_classes: int) -> jax.Array:
@@ -191,8 +169,7 @@ class SearchResult(NamedTuple):
 
 def type_all_correct_core(outputs: jax.Array, ts: TypeSpectrum, tie_tol: Any = TIE_TOL) -> jax.Array:
     """Whether every instance (every non-empty type) is correct: ``(..., T, K)`` outputs -> ``(...)`` bools."""
-    correct = correct_core(outputs, ts.classes, tie_tol)
-    return jnp.all(correct | (ts.counts <= 0), axis=-1)
+    return jnp.all(correct_core(outputs, ts.classes, tie_tol) | (ts.counts <= 0), axis=-1)
 
 
 def type_accuracy_core(outputs: jax.Array, ts: TypeSpectrum, tie_tol: Any = TIE_TOL) -> jax.Array:
@@ -217,13 +194,13 @@ def all_correct_search_core(
     stop_at_first: bool = False,
     tol: Any = DEFAULT_TOL,
     max_iter: Any = DEFAULT_MAX_ITER,
-    solver: str = "lbfgs",
+    solver: str = DEFAULT_SOLVER,
     chunk: int = _CHUNK,
 ) -> SearchResult:
     """First all-correct round and the end of the all-correct run after it, among rounds ``0..search_rounds-1``.
 
-    Rounds are evaluated ``chunk`` at a time; the search stops as soon as the
-    answer is known (``stop_at_first``: at the first all-correct round).
+    Rounds are evaluated ``chunk`` at a time; the search stops as soon as the answer is known (``stop_at_first``: at the
+    first all-correct round).
     """
     big = jnp.int64(search_rounds + chunk)
 
@@ -273,7 +250,7 @@ def type_pll_core(
     q: Any = 0.7,
     tol: Any = DEFAULT_TOL,
     max_iter: Any = DEFAULT_MAX_ITER,
-    solver: str = "lbfgs",
+    solver: str = DEFAULT_SOLVER,
 ) -> PLLResult:
     """The PLL pipeline (:func:`sdtheory.refine.pll_rounds_core`) on the types: CE teacher, ``loss`` students."""
     if model == "exact":
@@ -316,14 +293,13 @@ def finite_sample_core(
     q: Any = 0.7,
     tol: Any = DEFAULT_TOL,
     max_iter: Any = DEFAULT_MAX_ITER,
-    solver: str = "lbfgs",
+    solver: str = DEFAULT_SOLVER,
 ) -> FiniteSampleDraws:
     """One draw of i.i.d. label counts per key (``keys`` ``(D,)``), then SD rounds and the PLL student on the types.
 
     Vmap it again over ``C`` or ``lam``; nothing depends on the number of instances.
     """
-    k = C.shape[0]
-    cls, tgt = label_types(k)
+    cls, tgt = label_types(C.shape[0])
     tgt = tgt.astype(C.dtype)
     rounds = jnp.arange(num_rounds)
 

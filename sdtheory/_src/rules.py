@@ -1,9 +1,8 @@
 """The one tie rule: which instances are correct, and the top-1 / top-2 class masks (pure; no validation).
 
-An instance is correct when the output of its true class exceeds every other
-output by more than ``tie_tol``; a tie is a failure. The top-k masks round the
-scores to multiples of ``tie_tol`` first, so values within it compare equal
-and the lower class index wins a tie.
+An instance is correct when the output of its true class exceeds every other output by more than ``tie_tol``; a tie is a
+failure. The top-k masks round the scores to multiples of ``tie_tol`` first, so values within it compare equal and the
+lower class index wins a tie.
 """
 
 from __future__ import annotations
@@ -46,9 +45,7 @@ def correct_core(outputs: jax.Array, true_labels: jax.Array, tie_tol: Any = TIE_
 
 
 def _correct_any(x: jax.Array, true_labels: jax.Array, tie_tol) -> jax.Array:
-    if jnp.issubdtype(x.dtype, jnp.floating):
-        return correct_core(x, true_labels, tie_tol)
-    return x == true_labels
+    return correct_core(x, true_labels, tie_tol) if jnp.issubdtype(x.dtype, jnp.floating) else x == true_labels
 
 
 def accuracy_core(outputs_or_predictions: jax.Array, true_labels: jax.Array, tie_tol: Any = TIE_TOL) -> jax.Array:

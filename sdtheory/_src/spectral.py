@@ -1,17 +1,14 @@
 """The spectrum of the training Gram matrix and functions of it.
 
 Every closed form here is a function of the Gram applied to a label matrix,
-``f(G) Y = U diag(f(s)) U^T Y + f(0) (I - U U^T) Y``, evaluated in the
-eigenbasis computed once (``eigh`` of the Gram, or of ``X^T X`` when
-``d < N``, or a thin SVD on request). ``features`` is ``(N, d)``, ``gram``
-``(N, N)``, targets ``(N, K)``.
+``f(G) Y = U diag(f(s)) U^T Y + f(0) (I - U U^T) Y``, evaluated in the eigenbasis computed once (``eigh`` of the Gram,
+or of ``X^T X`` when ``d < N``, or a thin SVD on request). ``features`` is ``(N, d)``, ``gram`` ``(N, N)``, targets
+``(N, K)``.
 
-**Scale.** Inputs are divided by a power of two before they are factorised
-(features by ``root ~ max|X|``, a Gram by ``root^2``) and the eigenvalues
-multiplied back: no digit changes, and features of size ``1e160`` or a Gram
-of size ``1e-300`` are factorised as accurately as any other. The package
-works with the unit-scale spectrum and ``lam / root^2`` (:func:`_unit_problem`);
-the public spectrum functions raise a ``ValueError`` when the eigenvalues are
+**Scale.** Inputs are divided by a power of two before they are factorised (features by ``root ~ max|X|``, a Gram by
+``root^2``) and the eigenvalues multiplied back: no digit changes, and features of size ``1e160`` or a Gram of size
+``1e-300`` are factorised as accurately as any other. The package works with the unit-scale spectrum and
+``lam / root^2`` (:func:`_unit_problem`); the public spectrum functions raise a ``ValueError`` when the eigenvalues are
 not representable.
 """
 
@@ -29,40 +26,23 @@ import numpy as np
 from .. import _validation as V
 from .._x64 import float64
 
-__all__ = [
-    "GRAM_ROUTE_CUTOFF",
-    "Spectrum",
-    "apply_spectral",
-    "apply_spectral_to",
-    "feature_spectrum",
-    "gram_spectrum",
-    "spectrum",
-]
-
 
 class Spectrum(NamedTuple):
     """Eigenpairs of ``G = X X^T`` (or of a given Gram).
 
     Attributes:
-      eigvals: ``(M,)`` non-negative eigenvalues ``s`` (roundoff negatives set to 0
-        after the PSD check).
-      eigvecs: ``(N, M)`` orthonormal eigenvectors ``U``. ``M = N`` for a Gram,
-        ``M = min(N, d)`` for features; the orthogonal complement of ``U``
-        belongs to the eigenvalue 0.
+      eigvals: ``(M,)`` non-negative eigenvalues ``s`` (roundoff negatives set to 0 after the PSD check).
+      eigvecs: ``(N, M)`` orthonormal eigenvectors ``U``. ``M = N`` for a Gram, ``M = min(N, d)`` for features; the
+        orthogonal complement of ``U`` belongs to the eigenvalue 0.
     """
 
     eigvals: jax.Array
     eigvecs: jax.Array
 
-    @property
-    def num_instances(self) -> int:
-        return self.eigvecs.shape[0]
-
 
 @jax.jit
 def _eigh_spectrum(gram: jax.Array) -> Spectrum:
-    gram = 0.5 * (gram + gram.T)
-    s, u = jnp.linalg.eigh(gram)
+    s, u = jnp.linalg.eigh(0.5 * (gram + gram.T))
     return Spectrum(s, u)
 
 
@@ -73,18 +53,16 @@ def _svd_spectrum(features: jax.Array) -> Spectrum:
     return Spectrum(sig**2, u)
 
 
-#: Relative cut-off below which the "gram" route treats an eigenvalue of
-#: ``X^T X`` as zero (its left singular vector cannot be recovered as
-#: ``X v / sqrt(s)`` to useful accuracy).
+#: Relative cut-off below which the "gram" route treats an eigenvalue of ``X^T X`` as zero (its left singular vector
+#: cannot be recovered as ``X v / sqrt(s)`` to useful accuracy).
 GRAM_ROUTE_CUTOFF = 1e-10
 
 
 @jax.jit
 def _small_gram_spectrum(features: jax.Array) -> Spectrum:
-    # d < N: X^T X = V diag(s) V^T (d x d) and U = X V diag(s)^{-1/2}; O(N d^2)
-    # in two matrix products and a d x d eigh (several times faster than a
-    # thin SVD on CPU). Directions with s <= cutoff * max(s) get a zero column
-    # and s = 0, i.e. they join the null space of G.
+    # d < N: X^T X = V diag(s) V^T (d x d) and U = X V diag(s)^{-1/2}; O(N d^2) in two matrix products and a d x d eigh
+    # (several times faster than a thin SVD on CPU). Directions with s <= cutoff * max(s) get a zero column and s = 0,
+    # i.e. they join the null space of G.
     s, v = jnp.linalg.eigh(features.T @ features)
     s = jnp.maximum(s, 0.0)
     keep = s > GRAM_ROUTE_CUTOFF * jnp.max(s)
@@ -101,47 +79,25 @@ def _clean(spec: Spectrum) -> Spectrum:
     return Spectrum(jnp.maximum(spec.eigvals, 0.0), spec.eigvecs)
 
 
-def _pow2_below(m: float) -> float:
-    """The power of two ``p`` with ``m / p`` in ``[1, 2)`` (``1.0`` for ``m = 0``)."""
-    if not m > 0:
-        return 1.0
-    return math.ldexp(1.0, math.frexp(m)[1] - 1)
-
-
-def _pow2_sqrt(m: float) -> float:
-    """A power of two ``p`` with ``m / p^2`` in ``[1, 4)`` (``1.0`` for ``m = 0``; ``p^2`` may not be representable)."""
-    if not m > 0:
-        return 1.0
-    return math.ldexp(1.0, (math.frexp(m)[1] - 1) // 2)
-
-
-def _max_abs(x: jax.Array) -> float:
-    return float(jnp.max(jnp.abs(x))) if x.size else 0.0
-
-
-def _to_unit(x: Any, *, gram: bool) -> tuple:
-    """``(x / root^2 or x / root as a device array, root)``, ``root`` a power of two; tracers pass with ``root = 1``.
-
-    Scaled on the host: XLA on CPU flushes subnormal numbers to zero.
-    """
-    if V.is_tracer(x):
-        return jnp.asarray(x, dtype=float), 1.0
-    a = np.asarray(x, dtype=float)
-    m = float(np.max(np.abs(a))) if a.size else 0.0
-    root = _pow2_sqrt(m) if gram else _pow2_below(m)
-    if root != 1.0:
-        with np.errstate(under="ignore"):  # entries 2^-1022 below the largest one may become subnormal: harmless
-            a = a / root / root if gram else a / root
-    return jax.device_put(a), root  # device_put: jnp.asarray compiles a copy per shape
-
-
 def _scale_down(x: Any, root: float, power: int) -> jax.Array:
     """``x / root^power`` on the host (exact for a power of two; no flush of subnormal inputs), as a device array."""
     a = np.asarray(x, dtype=float)
     with np.errstate(over="ignore", under="ignore"):  # the callers check that the result is finite
         for _ in range(power):
             a = a / root
-    return jax.device_put(a)
+    return jax.device_put(a)  # device_put: jnp.asarray compiles a copy per shape
+
+
+def _to_unit(x: Any, *, gram: bool) -> tuple:
+    """``(x / root^2, root)`` for a Gram, ``(x / root, root)`` else: ``max|x| / root^2`` in ``[1, 4)``, resp.
+    ``max|x| / root`` in ``[1, 2)``; ``root = 1`` for zeros and tracers (on the host: XLA's CPU flushes subnormals)."""
+    if V.is_tracer(x):
+        return jnp.asarray(x, dtype=float), 1.0
+    a = np.asarray(x, dtype=float)
+    m = float(np.max(np.abs(a))) if a.size else 0.0
+    e = math.frexp(m)[1] - 1 if m > 0 else 0
+    root = math.ldexp(1.0, e // 2 if gram else e)
+    return _scale_down(a, root, 2 if gram else 1), root
 
 
 def _rescaled_eigvals(spec: Spectrum, root: float, what: str, validate: bool) -> Spectrum:
@@ -150,17 +106,11 @@ def _rescaled_eigvals(spec: Spectrum, root: float, what: str, validate: bool) ->
         return spec
     s = spec.eigvals * root * root
     if validate:
-        top = _max_abs(spec.eigvals)
-        big = _max_abs(s)
-        if not math.isfinite(big):
+        top, big = (float(jnp.max(jnp.abs(x))) if x.size else 0.0 for x in (spec.eigvals, s))
+        if not math.isfinite(big) or (top > 0 and big < np.finfo(float).tiny):
+            size, flow = ("large", "overflow") if not math.isfinite(big) else ("small", "underflow")
             raise ValueError(
-                f"{what} is too large: the eigenvalues of its Gram overflow float64 (about "
-                f"2^{math.log2(top) + 2 * math.log2(root):.0f}). Rescale it; sdtheory.predictor and the "
-                "closed-form functions accept it as it is (they depend on G / lam only)"
-            )
-        if top > 0 and big < np.finfo(float).tiny:
-            raise ValueError(
-                f"{what} is too small: the eigenvalues of its Gram underflow float64 (about "
+                f"{what} is too {size}: the eigenvalues of its Gram {flow} float64 (about "
                 f"2^{math.log2(top) + 2 * math.log2(root):.0f}). Rescale it; sdtheory.predictor and the "
                 "closed-form functions accept it as it is (they depend on G / lam only)"
             )
@@ -187,10 +137,9 @@ def _unit_gram_spectrum(gram: Any, *, validate: bool = True) -> tuple:
 def _gram_spectrum(gram: ArrayLike, *, validate: bool = True) -> Spectrum:
     """Spectrum of a symmetric PSD Gram matrix via ``eigh``.
 
-    Raises ``ValueError`` for a non-square, non-finite, non-symmetric or
-    non-PSD matrix (symmetric within ``1e-7 max|G|``, PSD within
-    ``1e-8 N max|s|``: relative to the matrix's scale), and for a Gram whose
-    eigenvalues overflow or underflow float64.
+    Raises ``ValueError`` for a non-square, non-finite, non-symmetric or non-PSD matrix (symmetric within
+    ``1e-7 max|G|``, PSD within ``1e-8 N max|s|``: relative to the matrix's scale), and for a Gram whose eigenvalues
+    overflow or underflow float64.
     """
     spec, root = _unit_gram_spectrum(gram, validate=validate)
     return _rescaled_eigvals(spec, root, "gram", validate)
@@ -214,12 +163,10 @@ def _unit_feature_spectrum(features: Any, *, method: str = "auto", validate: boo
 def _feature_spectrum(features: ArrayLike, *, method: str = "auto", validate: bool = True) -> Spectrum:
     """Spectrum of ``G = X X^T`` from ``(N, d)`` features, never forming ``G`` when ``d < N``.
 
-    ``method="auto"``: for ``d < N`` ``eigh`` of ``X^T X`` with
-    ``U = X V diag(s)^{-1/2}`` (``M = d``; eigenvalues below
-    ``GRAM_ROUTE_CUTOFF * max(s)`` set to 0: the error on SD outputs is
-    ``O(eps max(s) / (K N lam))``), else ``eigh`` of the Gram; ``"svd"``: a
-    thin SVD (backward stable, slower). ``ValueError`` when the eigenvalues
-    overflow or underflow float64 (features beyond about ``1e+-154``).
+    ``method="auto"``: for ``d < N`` ``eigh`` of ``X^T X`` with ``U = X V diag(s)^{-1/2}`` (``M = d``; eigenvalues below
+    ``GRAM_ROUTE_CUTOFF * max(s)`` set to 0: the error on SD outputs is ``O(eps max(s) / (K N lam))``), else ``eigh`` of
+    the Gram; ``"svd"``: a thin SVD (backward stable, slower). ``ValueError`` when the eigenvalues overflow or underflow
+    float64 (features beyond about ``1e+-154``).
     """
     spec, root = _unit_feature_spectrum(features, method=method, validate=validate)
     return _rescaled_eigvals(spec, root, "features", validate)
@@ -254,9 +201,8 @@ def _unit_problem(
 ) -> UnitProblem:
     """Validate the training matrix and bring it to unit scale (:class:`UnitProblem`).
 
-    Exactly one of ``gram`` and ``features``, or a validated ``spectrum``
-    (optionally with its ``features``). Without ``need_spectrum`` nothing is
-    factorised.
+    Exactly one of ``gram`` and ``features``, or a validated ``spectrum`` (optionally with its ``features``). Without
+    ``need_spectrum`` nothing is factorised.
     """
     if spectrum is not None:
         eigvals, root = _to_unit(spectrum.eigvals, gram=True)
@@ -306,18 +252,13 @@ spectrum = float64(_spectrum, kernel=_EIGH)
 
 
 def apply_spectral(
-    spec: Spectrum,
-    fn: Callable[[jax.Array], jax.Array],
-    y: jax.Array,
-    *,
-    vanishes_at_zero: bool = False,
+    spec: Spectrum, fn: Callable[[jax.Array], jax.Array], y: jax.Array, *, vanishes_at_zero: bool = False
 ) -> jax.Array:
     """Apply ``f(G)`` to ``y`` (``(N,)`` or ``(N, K)``) through the eigenbasis.
 
-    ``fn`` maps eigenvalues ``(M,)`` to multipliers ``(..., M)``; the result
-    is ``(..., N[, K])``. The zero eigenspace not covered by ``U`` gets
-    ``fn(0)`` unless ``vanishes_at_zero`` (every SD filter). Jit-able; shapes
-    are checked, and concrete values (multipliers included) to be finite.
+    ``fn`` maps eigenvalues ``(M,)`` to multipliers ``(..., M)``; the result is ``(..., N[, K])``. The zero eigenspace
+    not covered by ``U`` gets ``fn(0)`` unless ``vanishes_at_zero`` (every SD filter). Jit-able; shapes are checked, and
+    concrete values (multipliers included) to be finite.
     """
     y = _check_apply(spec, fn, y)
     if not isinstance(vanishes_at_zero, (bool, np.bool_)):
@@ -343,11 +284,10 @@ def _check_apply(spec: Any, fn: Any, y: Any) -> jax.Array:
         )
     shapes = []
     for name, a, ndim in (("spec.eigvals", spec.eigvals, 1), ("spec.eigvecs", spec.eigvecs, 2)):
-        if V.is_tracer(a):
-            if not jnp.issubdtype(a.dtype, jnp.floating):
-                raise TypeError(f"{name} must be floating, got dtype {a.dtype}")
-        else:
+        if not V.is_tracer(a):
             V.check_finite(a, name)
+        elif not jnp.issubdtype(a.dtype, jnp.floating):
+            raise TypeError(f"{name} must be floating, got dtype {a.dtype}")
         shape = V.shape_of(a, name)
         if len(shape) != ndim:
             raise ValueError(f"{name} must be {ndim}-D, got shape {shape}")
@@ -388,10 +328,7 @@ def _multipliers(fn: Callable, s: jax.Array) -> jax.Array:
 
 
 def apply_spectral_to(
-    spec: Spectrum,
-    fn: Callable[[jax.Array], jax.Array],
-    y: jax.Array,
-    cross: jax.Array,
+    spec: Spectrum, fn: Callable[[jax.Array], jax.Array], y: jax.Array, cross: jax.Array
 ) -> jax.Array:
     """``cross @ diag(fn(s)) U^T y`` with ``cross = G(test, train) U`` ``(N_test, M)`` (new points)."""
     coef = spec.eigvecs.T @ (y[:, None] if y.ndim == 1 else y)

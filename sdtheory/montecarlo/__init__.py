@@ -1,9 +1,6 @@
-"""The Monte Carlo engine: theorems against simulation over grids of noise rates and model parameters.
-
-:mod:`.config` (:class:`SimConfig`), :mod:`.cell` (one cell, pure), :mod:`.grid` (:func:`run_grid`),
-:mod:`.report` (:class:`SimResult` and its reductions), :mod:`.theory` (the exact theory on label
-types); docs/simulation.md.
-"""
+"""The Monte Carlo engine: theorems against simulation over grids of noise rates and model parameters:
+:mod:`.config`, :mod:`.cell` (one cell, pure), :mod:`.grid` (:func:`run_grid`), :mod:`.report` (:class:`SimResult`
+and its reductions), :mod:`.theory` (the exact theory on label types); docs/simulation.md."""
 
 from .cell import Point, Shared, make_point, make_shared, point_spectra, simulate_cell
 from .config import EXACT_METHODS, METHODS, SimConfig, make_config

@@ -1,18 +1,12 @@
 r"""One Monte Carlo cell: a pure function of (static config, parameter point, eta, seed key).
 
-A *parameter point* (:class:`Point`) holds the traced ``(lam, c, d)`` and
-what depends only on them (host-side, :func:`make_point`), with the same
-shapes at every point, so every point runs the same compiled program. A
-*cell* (:func:`simulate_cell`) draws the labels ``y ~ C(eta)[true class]``
-with the seed's label key (common random numbers over eta and points), uses
-the block Gram or Gaussian-mixture features drawn with the seed's feature
-key, runs the config's methods (SD closed form / exact rounds ``0..R-1``,
-exact on the label types for the block Gram; the PLL student after one round
-by :func:`sdtheory.refine.pll_rounds_core`, the exact one starting from the
-teacher's weights), scores them against the true classes
-(:func:`sdtheory.metrics.correct_core`, ties are failures), and evaluates the
-theorems on ``C`` (population) and on the cell's label fractions
-(empirical). docs/simulation.md lists every output.
+A *point* (:class:`Point`, host-side :func:`make_point`) holds the traced ``(lam, c, d)`` and what depends only on them,
+with the same shapes at every point (one compiled program). A *cell* (:func:`simulate_cell`) draws the labels
+``y ~ C(eta)[true class]`` with the seed's label key (common random numbers over eta and points), uses the block Gram or
+Gaussian-mixture features drawn with the seed's feature key, runs the config's methods (SD closed form / exact rounds
+``0..R-1``, exact on the label types for the block Gram; the PLL student after one round, the exact one starting from
+the teacher's weights), scores them against the true classes (ties are failures) and evaluates the theorems on ``C``
+(population) and on the cell's label fractions (empirical). docs/simulation.md lists every output.
 """
 
 from __future__ import annotations
@@ -25,7 +19,7 @@ import numpy as np
 
 from .._src.block import BlockSpectrum, _block_spectrum, block_outputs_core, sample_block_features_core
 from ..block import block_classes
-from .._src.closed import sd_outputs_core
+from .._src.closed import Variant, linear_chain_core, sd_outputs_core
 from .._src.exact import exact_outputs_core, spectral_features
 from .._src.rules import correct_core
 from ..noise import corruption_matrix_core, empirical_fractions_core, sample_labels_exact_core, sample_labels_iid_core
@@ -42,7 +36,6 @@ from ..theorems import (
     pll_condition_core,
     pll_prediction_core,
 )
-from .._src.closed import Variant, linear_chain_core
 from .config import SimConfig
 
 __all__ = ["Point", "Shared", "make_point", "make_shared", "point_spectra", "simulate_cell"]
@@ -56,15 +49,9 @@ class Shared(NamedTuple):
 
 
 class Point(NamedTuple):
-    """One (lam, c, d) point: traced parameters and what depends only on them.
-
-    Attributes:
-      lam, c, d: scalars.
-      log_factors: :class:`sdtheory.theorems.LogFactors` of the balanced
-        shrink factors (:func:`sdtheory.theorems.log_block_factors`).
-      bspec: :class:`BlockSpectrum` of the block Gram at ``(c, d)``.
-      spec: always ``None`` (kept for the pytree layout).
-    """
+    """One (lam, c, d) point: the traced scalars ``lam``, ``c``, ``d``, the :class:`LogFactors` of the balanced
+    shrink factors (:func:`sdtheory.theorems.log_block_factors`), the :class:`BlockSpectrum` ``bspec`` of the
+    block Gram at ``(c, d)``, and ``spec`` (always ``None``, kept for the pytree layout)."""
 
     lam: jax.Array
     c: jax.Array
@@ -81,8 +68,8 @@ def make_shared(config: SimConfig) -> Shared:
 
 
 def make_point(config: SimConfig, lam: float, c: float, d: float, spectra: Any = None) -> Point:
-    """Host-side precomputation for one (lam, c, d) (validated by the caller); ``spectra``:
-    :func:`point_spectra` of ``(c, d)`` if the caller has it."""
+    """Host-side precomputation for one (lam, c, d) (validated by the caller); ``spectra``: its
+    :func:`point_spectra`, if known."""
     bspec, spec = point_spectra(config, c, d) if spectra is None else spectra
     logs = log_block_factors(per_class=config.per_class, num_classes=config.num_classes, c=c, d=d, lam=lam)
     return Point(
@@ -126,10 +113,9 @@ def _gap(closed, exact, classes, tie_tol):
 def simulate_cell(config: SimConfig, shared: Shared, point: Point, eta: jax.Array, key: jax.Array) -> dict:
     """Everything for one (point, eta, seed) cell; pure and jit/vmap-able (no validation).
 
-    Returns a dict of arrays: per method a 6-tuple of ``(R_m,)`` arrays
-    (num_correct, num_correct_clean, num_correct_noisy, all_correct,
-    converged, residual), ``num_noisy``, the theory values and, with both SD
-    methods, the gap ``(max_abs_diff, argmax_agreement, near_tie_frac)``.
+    Returns a dict of arrays: per method a 6-tuple of ``(R_m,)`` arrays (num_correct, num_correct_clean,
+    num_correct_noisy, all_correct, converged, residual), ``num_noisy``, the theory values and, with both
+    SD methods, the gap ``(max_abs_diff, argmax_agreement, near_tie_frac)``.
     """
     k = config.num_classes
     r = config.num_rounds

@@ -1,17 +1,13 @@
-"""Monte Carlo configuration: :class:`SimConfig` holds what fixes the compiled program (shapes and
-options: a new config compiles a new program); its ``lam``, ``c`` and ``d`` are defaults of traced
-parameters that :func:`sdtheory.montecarlo.run_grid` can sweep with the same program.
-"""
+"""Monte Carlo configuration: :class:`SimConfig` fixes the compiled program (shapes and options); its ``lam``,
+``c`` and ``d`` are defaults of traced parameters that :func:`sdtheory.montecarlo.run_grid` can sweep."""
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple, Optional
 
-import numpy as np
-
 from .. import _validation as V
 from ..block import check_sampler_cd
-from .._src.exact import DEFAULT_MAX_ITER, DEFAULT_TOL, SOLVERS
+from .._src.exact import DEFAULT_MAX_ITER, DEFAULT_SOLVER, DEFAULT_TOL, SOLVERS
 from .._src.losses import check_q, get_loss
 from .._src.rules import TIE_TOL
 from ..noise import canonical_kind, check_clusters
@@ -30,33 +26,22 @@ class SimConfig(NamedTuple):
     Attributes:
       num_classes: ``K >= 2``.
       per_class: ``n`` instances per class (``N = K n``).
-      c, d: default within-class and across-class feature correlation of the
-        block model: ``d < c < 1`` with a positive definite block Gram,
-        ``d > -(1 - c + n c) / (n (K - 1))`` (``d`` may be negative), and
-        with sampled features (``dim``) ``d >= -c / (K - 1)``
-        (:func:`sdtheory._validation.check_cd`,
-        :func:`sdtheory.block.check_sampler_cd`); traced, sweepable.
+      c, d: default within- and across-class feature correlation of the block model: ``d < c < 1``,
+        ``d > -(1 - c + n c) / (n (K - 1))`` (a positive definite block Gram; ``d`` may be negative) and,
+        with sampled features (``dim``), ``d >= -c / (K - 1)``; traced, sweepable.
       lam: default L2 weight ``> 0``; traced, sweepable.
-      num_rounds: SD rounds ``0..num_rounds-1`` (round 0 is the teacher), at
-        most :data:`sdtheory._validation.MAX_NUM_ROUNDS` (``10**5``).
+      num_rounds: SD rounds ``0..num_rounds-1`` (round 0 is the teacher), at most ``MAX_NUM_ROUNDS`` (``10**5``).
       noise: corruption family (a name from :data:`sdtheory.noise.KINDS`).
       methods: subset of :data:`METHODS`.
-      dim: ``None`` for the block Gram itself, else the feature dimension of
-        the sampled Gaussian-mixture features.
-      exact_labels: draw labels with exactly ``round(n C_kl)`` per type
-        (``sample_labels(..., exact=True)``) instead of i.i.d.
-      exact_tol, exact_max_iter, exact_solver: exact-solver options
-        (``exact_solver`` from :data:`sdtheory.SOLVERS`).
-      pll_loss, pll_q: loss of the exact PLL student (from
-        :data:`sdtheory.LOSSES`) and the GCE exponent.
+      dim: ``None`` for the block Gram itself, else the dimension of sampled Gaussian-mixture features.
+      exact_labels: exactly ``round(n C_kl)`` labels per type (``sample_labels(..., exact=True)``), not i.i.d.
+      exact_tol, exact_max_iter, exact_solver: exact-solver options (``exact_solver`` from ``sdtheory.SOLVERS``).
+      pll_loss, pll_q: loss of the exact PLL student (from ``sdtheory.LOSSES``) and the GCE exponent.
       clusters: for ``noise="cc"``: the cluster id of every class (tuple).
-      tie_tol: the package's tie tolerance (:data:`sdtheory.TIE_TOL`): an
-        instance is correct only if its true class beats every other class by
-        more than ``tie_tol`` (:func:`sdtheory.correct`), and the top-2 rule
-        of the PLL student treats values within it as tied.
-      temperature, xi, hard: the distillation variant of the SD methods
-        (:mod:`sdtheory.variants`; defaults: plain SD). The theory columns
-        (``r*``, all-correct rounds) describe plain SD.
+      tie_tol: the tie tolerance (:data:`sdtheory.TIE_TOL`): an instance is correct only if its true class
+        beats every other by more than ``tie_tol``; the PLL student's top-2 rule treats values within it as tied.
+      temperature, xi, hard: the distillation variant of the SD methods (:mod:`sdtheory.variants`; default
+        plain SD). The theory columns (``r*``, all-correct rounds) describe plain SD.
     """
 
     num_classes: int = 4
@@ -71,7 +56,7 @@ class SimConfig(NamedTuple):
     exact_labels: bool = False
     exact_tol: float = DEFAULT_TOL
     exact_max_iter: int = DEFAULT_MAX_ITER
-    exact_solver: str = "newton-cg"
+    exact_solver: str = DEFAULT_SOLVER
     pll_loss: str = "ce"
     pll_q: float = 0.7
     clusters: Optional[tuple] = None
@@ -90,11 +75,8 @@ class SimConfig(NamedTuple):
 
 
 def make_config(**fields: Any) -> SimConfig:
-    """Validated :class:`SimConfig` from keyword arguments: its fields, defaults as there.
-
-    Raises ``ValueError``/``TypeError`` naming the bad field (an unknown one
-    included); :func:`run_grid` runs the same checks on the config it gets.
-    """
+    """Validated :class:`SimConfig` from its fields as keyword arguments; ``ValueError``/``TypeError`` naming
+    a bad (or unknown) field. :func:`run_grid` runs the same checks on the config it gets."""
     unknown = sorted(set(fields) - set(SimConfig._fields))
     if unknown:
         raise TypeError(f"make_config got unknown field(s) {unknown}; the fields are {list(SimConfig._fields)}")
@@ -102,11 +84,9 @@ def make_config(**fields: Any) -> SimConfig:
     k = v["num_classes"] = V.check_size(v["num_classes"], "num_classes", minimum=2)
     n = v["per_class"] = V.check_size(v["per_class"], "per_class", minimum=1)
     if k * n > V.MAX_COUNT:
-        raise ValueError(
-            f"num_classes * per_class (the number of instances) must be at most {V.MAX_COUNT}, got {k} * {n}"
-        )
+        raise ValueError(f"num_classes * per_class (instances) must be at most {V.MAX_COUNT}, got {k} * {n}")
     c, d = v["c"], v["d"] = V.check_cd(v["c"], v["d"], per_class=n, num_classes=k)
-    v["lam"] = _check_lam_scalar(v["lam"])
+    v["lam"] = V.check_lam(v["lam"])
     v["num_rounds"] = V.check_num_rounds(v["num_rounds"], "num_rounds")  # before any array
     v["methods"] = _check_methods(v["methods"])
     if any(m.startswith("pll") for m in v["methods"]):
@@ -135,22 +115,13 @@ def make_config(**fields: Any) -> SimConfig:
 
 
 def check_config(config: Any) -> SimConfig:
-    """``config`` (possibly built by hand) re-validated by :func:`make_config`; ``TypeError`` if it is not a
-    :class:`SimConfig`."""
+    """``config`` (possibly built by hand) re-validated by :func:`make_config`."""
     if not isinstance(config, SimConfig):
         raise TypeError(f"config must be a SimConfig (use make_config), got {type(config).__name__}")
     try:
         return make_config(**config._asdict())
     except (ValueError, TypeError) as exc:
         raise type(exc)(f"config: {exc}") from None
-
-
-def _check_lam_scalar(lam: Any) -> float:
-    if isinstance(lam, (bool, np.bool_)):
-        raise TypeError(f"lam must be a real number > 0, got a bool ({lam!r})")
-    if V.as_array(lam, "lam").ndim != 0:
-        _scalar_error("lam", lam)
-    return check_lam_values(lam, "lam")[0]
 
 
 def _check_methods(methods: Any) -> tuple:
@@ -166,19 +137,3 @@ def _check_methods(methods: Any) -> tuple:
     if len(set(methods)) != len(methods):
         raise ValueError(f"methods must not repeat, got {methods}")
     return tuple(m for m in METHODS if m in methods)
-
-
-def _scalar_error(name, v):
-    raise ValueError(f"{name} must be a scalar, got shape {np.shape(v)}; sweep it with run_grid({name}s=...)")
-
-
-def check_lam_values(values: Any, name: str = "lams") -> list:
-    """A non-empty 1-D list of L2 weights, each a finite real number ``> 0`` (no bools or strings)."""
-    if isinstance(values, (bool, np.bool_)):
-        raise TypeError(f"{name} must be real numbers > 0, got a bool ({values!r})")
-    arr = np.atleast_1d(V.check_real_array(values, name)).astype(float)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{name} must be a scalar or a non-empty 1-D sequence, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)) or not np.all(arr > 0):
-        raise ValueError(f"{name} must be finite and > 0, got {V.short_list(arr)}")
-    return [float(v) for v in arr]

@@ -1,11 +1,8 @@
 """The grid: cells chunked, vmapped, sharded over devices; sweeps over lam, c and d.
 
-:func:`run_grid` lays the cells out as ``(lam, c, d) points x eta x seed``;
-every chunk of cells is one call of the same compiled program
-(:func:`cell_chunk`), whatever the traced values of ``lam``, ``c``, ``d`` and
-``eta``, so a slice of a sweep equals the separate run bit for bit. Nothing
-here prints or writes files: progress and finished chunks go to callbacks,
-and ``completed=`` resumes an interrupted run.
+:func:`run_grid` lays the cells out as ``(lam, c, d) points x eta x seed``; every chunk of cells is one
+call of the same compiled program (:func:`cell_chunk`), so a slice of a sweep equals the separate run bit
+for bit. Progress and finished chunks go to callbacks; ``completed=`` resumes an interrupted run.
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ from .. import _validation as V
 from ..block import check_sampler_cd
 from .._x64 import float64
 from .cell import Point, Shared, make_point, make_shared, point_spectra, simulate_cell
-from .config import SimConfig, check_config, check_lam_values
+from .config import SimConfig, check_config
 from .report import SimResult, assemble
 
 __all__ = ["cell_chunk", "run_grid", "seed_keys"]
@@ -36,17 +33,12 @@ def _check_devices(devices: Any) -> list:
     """``None`` (all devices) or a non-empty sequence of distinct :class:`jax.Device` objects."""
     if devices is None:
         return list(jax.devices())
-    expected = "a sequence of jax.Device objects (e.g. jax.devices()[:2])"
-    if isinstance(devices, jax.Device):
-        raise TypeError(f"devices must be {expected}, got {devices!r}")
-    devs = V.as_sequence(devices, "devices", expected)
+    devs = V.as_sequence(devices, "devices", "a sequence of jax.Device objects (e.g. jax.devices()[:2])")
     if not devs:
         raise ValueError("devices must contain at least one device")
     bad = [d for d in devs if not isinstance(d, jax.Device)]
     if bad:
-        raise TypeError(
-            f"devices must be jax.Device objects (from jax.devices()), got {bad[0]!r} ({type(bad[0]).__name__})"
-        )
+        raise TypeError(f"devices must be jax.Device objects (from jax.devices()), got {bad[0]!r}")
     if len(set(devs)) != len(devs):
         raise ValueError(f"devices must not repeat, got {devs}")
     return devs
@@ -61,7 +53,7 @@ def cell_chunk(
     config: SimConfig, shared: Shared, point: Point, etas: jax.Array, keys: jax.Array, cell_idx: jax.Array
 ) -> dict:
     """Cells ``cell_idx`` (flat, eta-major indices into ``etas x keys``) of one point in one vmapped call
-    (pure, jitted; partitioned over devices along a sharded ``cell_idx``)."""
+    (pure, jitted; partitioned along a sharded ``cell_idx``)."""
     num_seeds = keys.shape[0]
     eta = etas[cell_idx // num_seeds]
     key = keys[cell_idx % num_seeds]
@@ -72,26 +64,23 @@ def cell_chunk(
 
 
 def seed_keys(seed: int, num_seeds: int) -> jax.Array:
-    """The ``num_seeds`` per-seed keys ``split(PRNGKey(seed))`` that :func:`run_grid` uses.
-
-    ``seed``: an int in ``[0, 2**63 - 1]`` (taken as an int64 in any JAX mode).
-    Raises ``ValueError``/``TypeError`` naming the argument.
-    """
+    """The ``num_seeds`` per-seed keys ``split(PRNGKey(seed))`` of :func:`run_grid` (``seed``: an int in
+    ``[0, 2**63 - 1]``, taken as an int64 in any JAX mode)."""
     seed = V.check_size(seed, "seed", minimum=0, maximum=V.MAX_SEED)
     num_seeds = V.check_size(num_seeds, "num_seeds", minimum=1)
     with jax.enable_x64(True):
         return jax.random.split(jax.random.PRNGKey(seed), num_seeds)
 
 
-def _real_values(values: Any, name: str) -> np.ndarray:
-    """A non-empty 1-D array of finite reals (no bools), or an error naming ``name``."""
-    if isinstance(values, (bool, np.bool_)):
-        raise TypeError(f"{name} must be real numbers, got a bool ({values!r})")
+def _real_values(values: Any, name: str, *, positive: bool = False) -> np.ndarray:
+    """A non-empty 1-D array of finite reals (``positive``: each ``> 0``, a scalar allowed), or an error
+    naming ``name``."""
     arr = V.check_real_array(values, name).astype(float)
+    arr = np.atleast_1d(arr) if positive else arr
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-D sequence, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must be finite, got {V.short_list(arr)}")
+    if not np.all(np.isfinite(arr)) or (positive and not np.all(arr > 0)):
+        raise ValueError(f"{name} must be finite{' and > 0' if positive else ''}, got {V.short_list(arr)}")
     return arr
 
 
@@ -99,7 +88,7 @@ def _sweep(values: Any, default: float, name: str) -> tuple:
     """(values as a list, swept?)."""
     if values is None:
         return [default], False
-    return [float(v) for v in _real_values(values, name)], True
+    return [float(v) for v in _real_values(values, name, positive=name == "lams")], True
 
 
 def _leaf_name(path) -> str:
@@ -122,20 +111,14 @@ def _chunk_layout(fn: Callable, *args: Any) -> tuple:
 
 def _unflatten_chunk(flat: Mapping[str, Any], layout: tuple, valid: int, key: int) -> Any:
     names, treedef, specs = layout
+    other = "it was produced by another configuration"
     if set(flat) != set(names):
-        raise ValueError(
-            f"completed[{key}] has arrays {sorted(flat)}, expected {sorted(names)}: it was "
-            "produced by another configuration"
-        )
-    leaves = []
-    for name, (shape, dtype) in zip(names, specs, strict=True):
-        a = np.asarray(flat[name])
+        raise ValueError(f"completed[{key}] has arrays {sorted(flat)}, expected {sorted(names)}: {other}")
+    leaves = [np.asarray(flat[name]) for name in names]
+    for name, a, (shape, dtype) in zip(names, leaves, specs, strict=True):
         if a.shape != (valid, *shape) or a.dtype != dtype:
-            raise ValueError(
-                f"completed[{key}][{name!r}] has shape {a.shape} and dtype {a.dtype}, expected "
-                f"{(valid, *shape)} and {dtype}: it was produced by another configuration"
-            )
-        leaves.append(a)
+            want = f"{(valid, *shape)} and {dtype}"
+            raise ValueError(f"completed[{key}][{name!r}] has shape {a.shape} and dtype {a.dtype}, not {want}: {other}")
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
@@ -189,38 +172,25 @@ def run_grid(
     """Run every method of ``config`` on the grid ``[lams x cs x ds x] etas x range(num_seeds)``.
 
     Args:
-      config: from :func:`make_config`; its ``lam``, ``c`` and ``d`` are the
-        values used for an axis that is not swept.
+      config: from :func:`make_config`; its ``lam``, ``c`` and ``d`` are used for an axis that is not swept.
       etas: ``(E,)`` noise rates in ``[0, 1]``.
-      lams, cs, ds: optional 1-D sequences of values to sweep (every
-        combination must lie in the block model's domain at the config's
-        ``num_classes`` and ``per_class``, as in :func:`make_config`); each given axis
-        appears in the results, in the order ``lam, c, d``, before ``eta``.
-      num_seeds: ``S >= 1`` Monte Carlo repetitions per cell; seed ``s``
-        uses key ``split(PRNGKey(seed), S)[s]`` for every eta and every
-        parameter value (common random numbers).
-      seed: the PRNG seed.
-      chunk_size: at most this many cells per compiled call (default 64 with
-        an exact method, else 4096); the ``E x S`` cells of a point are cut into equal
-        chunks, each a multiple of the number of devices (the last one padded
-        by repeating its final cell).
+      lams, cs, ds: optional 1-D sequences of values to sweep (every combination in the block model's
+        domain, as in :func:`make_config`); the given axes lead the results' shapes, in this order.
+      num_seeds, seed: ``S >= 1`` repetitions per cell; seed ``s`` uses key ``split(PRNGKey(seed), S)[s]``
+        for every eta and parameter value (common random numbers).
+      chunk_size: at most this many cells per compiled call (default 64 with an exact method, else 4096);
+        the ``E x S`` cells of a point are cut into equal chunks, each a multiple of the number of devices
+        (the last one padded by repeating its final cell).
       devices: devices to shard over (default: all, ``jax.devices()``).
-      progress: optional callable ``(done, total, seconds)`` called after
-        every chunk.
-      completed: ``start -> chunk result`` from a run with the same arguments
-        and number of devices (as given to ``on_chunk``): not recomputed; the
-        result is bit for bit an uninterrupted run's.
-      on_chunk: optional callable ``(start, result)`` after every computed
-        chunk, before ``progress``: ``start`` its first cell in the flat order
-        (``point_index * E * S + first cell``), ``result`` a flat dict
-        ``name -> host array`` over the chunk's cells.
+      progress: optional callable ``(done, total, seconds)`` called after every chunk.
+      completed: ``start -> chunk result`` (as given to ``on_chunk``) from a run with the same arguments
+        and number of devices: not recomputed; the result is bit for bit an uninterrupted run's.
+      on_chunk: optional callable ``(start, result)`` after every computed chunk, before ``progress``:
+        ``start`` its first cell in the flat order (``point_index * E * S + first cell``), ``result`` a
+        flat dict ``name -> host array`` over the chunk's cells.
 
-    Returns:
-      :class:`SimResult` whose arrays have shape ``(*sweep, E, S, ...)``.
-
-    Raises:
-      ValueError, TypeError: a bad argument (the message names it), or a
-        ``completed`` chunk that does not belong to this grid.
+    Returns a :class:`SimResult` whose arrays have shape ``(*sweep, E, S, ...)``. Raises ``ValueError`` or
+    ``TypeError`` naming a bad argument, or for a ``completed`` chunk that does not belong to this grid.
     """
     config = check_config(config)
     etas_np = _real_values(etas, "etas")
@@ -228,7 +198,7 @@ def run_grid(
         raise ValueError(f"etas: every noise rate eta must lie in [0, 1], got {V.short_list(etas_np)}")
     num_seeds = V.check_size(num_seeds, "num_seeds", minimum=1)
     seed = V.check_size(seed, "seed", minimum=0, maximum=V.MAX_SEED)
-    lam_list, lam_swept = (check_lam_values(lams), True) if lams is not None else ([config.lam], False)
+    lam_list, lam_swept = _sweep(lams, config.lam, "lams")
     c_list, c_swept = _sweep(cs, config.c, "cs")
     d_list, d_swept = _sweep(ds, config.d, "ds")
     swept = " and ".join(n for n, s in (("cs", c_swept), ("ds", d_swept)) if s) or "config"
@@ -239,8 +209,9 @@ def run_grid(
                 check_sampler_cd(c, d, config.num_classes)
         except ValueError as exc:
             raise ValueError(f"{swept}: {exc}") from None
-    if progress is not None and not callable(progress):
-        raise TypeError("progress must be a callable (done, total, seconds) or None")
+    for name, fn in (("progress", progress), ("on_chunk", on_chunk)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name} must be a callable or None")
     if chunk_size is None:
         chunk_size = 64 if config.has_exact else 4096
     chunk_size = V.check_size(chunk_size, "chunk_size", minimum=1)
@@ -263,8 +234,6 @@ def run_grid(
     spectra = {(c, d): point_spectra(config, c, d) for c, d in itertools.product(c_list, d_list)}
     points = list(itertools.product(lam_list, c_list, d_list))
     total = per_point * len(points)
-    if on_chunk is not None and not callable(on_chunk):
-        raise TypeError("on_chunk must be a callable (start, result) or None")
     completed = _check_completed(completed, per_point, chunk_size, len(points))
     layout = None  # (leaf names, treedef, leaf shapes) of a chunk result, for completed chunks
     done = 0
@@ -279,15 +248,14 @@ def run_grid(
             idx = np.minimum(idx, per_point - 1)  # pad the last chunk by repeating the last cell
             idx_dev = jax.make_array_from_callback(idx.shape, cell_sharding, idx.__getitem__)
             key = p * per_point + start
+            done += valid
             if key in completed:
                 if layout is None:
                     layout = _chunk_layout(partial(cell_chunk, static), shared, point, etas_dev, keys, idx_dev)
                 pieces.append(_unflatten_chunk(completed[key], layout, valid, key))
-                done += valid
                 continue
             out = cell_chunk(static, shared, point, etas_dev, keys, idx_dev)
             pieces.append(jax.tree_util.tree_map(lambda a, v=valid: _gather(a)[:v], out))
-            done += valid
             if on_chunk is not None:
                 on_chunk(key, _flatten_chunk(pieces[-1]))
             if progress is not None:

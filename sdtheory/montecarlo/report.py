@@ -1,11 +1,6 @@
-"""The report: results of a grid as arrays, and their reductions over seeds.
-
-:class:`SimResult` holds every measurement with shape ``(*sweep, E, S, ...)``
-(``sweep`` the swept axes among ``lam``, ``c``, ``d``, in that order);
-:meth:`SimResult.select` takes one value of each swept axis and returns an
-unswept result. :func:`phase_table` and :func:`agreement` reduce an unswept
-result over seeds (host-side NumPy) into the phase-diagram table and the
-theory-vs-simulation agreement.
+"""The report: a grid's results as arrays (:class:`SimResult`, shapes ``(*sweep, E, S, ...)``, the swept axes
+among ``lam``, ``c``, ``d`` in that order) and their reductions over seeds (host-side NumPy) of an unswept
+result (:meth:`SimResult.select`): the phase-diagram table, the theory-vs-simulation agreement.
 """
 
 from __future__ import annotations
@@ -37,16 +32,12 @@ class MethodStats(NamedTuple):
     """Per-cell outcome of one method; arrays ``(E, S, R)`` (``R = len(rounds)``).
 
     Attributes:
-      rounds: ``(R,)`` the round index of each slice (PLL: ``[1]``, the student
-        after one round; round 0 is the teacher).
+      rounds: ``(R,)`` the round of each slice (PLL: ``[1]``, the student after one round).
       num_correct: instances whose true class has the strictly largest output.
-      num_correct_clean: the same among instances whose given label is the
-        true class.
-      num_correct_noisy: the same among instances whose given label is wrong.
+      num_correct_clean, num_correct_noisy: the same among instances whose given label is right / wrong.
       all_correct: ``num_correct == N``.
-      converged: exact solver reached its tolerance (always ``True`` for the
-        closed form).
-      residual: exact solver's fixed-point residual (0 for the closed form).
+      converged, residual: the exact solver reached its tolerance, its fixed-point residual (closed form:
+        ``True``, 0).
     """
 
     rounds: np.ndarray
@@ -59,14 +50,12 @@ class MethodStats(NamedTuple):
 
 
 class TheoryStats(NamedTuple):
-    """The theorems' predictions for the grid (linearised balanced block model).
+    """The theorems' predictions (linearised balanced block model, :mod:`sdtheory.theorems`).
 
-    ``population_*`` from ``C(eta)`` (shape ``(E, ...)``), ``empirical_*`` from
-    each cell's label fractions (``(E, S, ...)``): the corruption condition,
-    its margin ``Delta``, ``r*`` (``-1`` when the condition fails), the
-    all-correct rounds ``(.., R)``, the PLL student's predicted accuracy
-    (rounded to 12 decimals: its last bits depend on the batch layout) and
-    the PLL condition (:mod:`sdtheory.theorems`).
+    ``population_*`` from ``C(eta)`` (``(E, ...)``), ``empirical_*`` from each cell's label fractions
+    (``(E, S, ...)``): the corruption condition, its margin ``Delta``, ``r*`` (``-1`` when the condition
+    fails), the all-correct rounds ``(.., R)``, the PLL student's predicted accuracy (rounded to 12
+    decimals: its last bits depend on the batch layout) and the PLL condition.
     """
 
     population_condition: np.ndarray
@@ -89,8 +78,8 @@ class GapStats(NamedTuple):
     Attributes:
       max_abs_diff: ``max |P_exact - P_closed|`` over instances and classes.
       argmax_agreement: fraction of instances whose argmax is the same.
-      near_tie_frac: fraction of instances whose closed-form top-2 margin is
-        below twice their output gap (the linearisation cannot decide them).
+      near_tie_frac: fraction of instances whose closed-form top-2 margin is below twice their output gap
+        (the linearisation cannot decide them).
     """
 
     max_abs_diff: np.ndarray
@@ -109,10 +98,8 @@ class SimResult(NamedTuple):
       methods: ``{name: MethodStats}`` for the methods that were run.
       theory: :class:`TheoryStats`.
       gap: :class:`GapStats` when both SD methods ran, else ``None``.
-      sweep: ``{axis: values}`` for the swept axes (``"lam"``, ``"c"``,
-        ``"d"``, in array order); empty for a run without sweeps.
-      params: ``{"lam": ..., "c": ..., "d": ...}`` the values of the axes that
-        were not swept.
+      sweep: ``{axis: values}`` for the swept axes (``"lam"``, ``"c"``, ``"d"``, in array order).
+      params: ``{axis: value}`` of the axes that were not swept.
     """
 
     etas: np.ndarray
@@ -126,11 +113,8 @@ class SimResult(NamedTuple):
     params: dict = {}
 
     def select(self, **values: float) -> SimResult:
-        """The unswept result at one value of each swept axis, e.g. ``select(lam=1e-3)``.
-
-        Every swept axis must be given (by value, matched exactly); the
-        result equals a separate :func:`run_grid` with those values.
-        """
+        """The unswept result at one value (matched exactly) of every swept axis, e.g. ``select(lam=1e-3)``:
+        a separate :func:`run_grid` with those values."""
         missing = [a for a in self.sweep if a not in values]
         unknown = [a for a in values if a not in self.sweep]
         if missing or unknown:
@@ -233,33 +217,32 @@ def _unswept(result: SimResult, what: str) -> None:
 
 
 def phase_table(result: SimResult) -> dict:
-    """One row per (eta, round, method), as columns (see :data:`TABLE_COLUMNS` and docs/simulation.md).
+    """One row per (eta, round, method), as columns (:data:`TABLE_COLUMNS`, docs/simulation.md).
 
-    SD methods have a row for every round; PLL methods one row (round 1,
-    the student after one round). ``theory_all_correct`` is the population
-    theorem's prediction for that cell (SD: every instance correct at that
-    round; PLL: predicted student accuracy 1), ``agree`` compares it with the
-    majority outcome over seeds (``frac_all_correct > 1/2``).
+    SD methods have a row for every round; PLL methods one (round 1, the student after one round).
+    ``theory_all_correct`` is the population theorem's prediction for that cell (SD: every instance correct
+    at that round; PLL: predicted student accuracy 1), ``agree`` compares it with the majority outcome over
+    seeds (``frac_all_correct > 1/2``).
     """
     _unswept(result, "phase_table")
     th = result.theory
     cols: dict = {name: [] for name in TABLE_COLUMNS}
     e_count = result.etas.size
+    pll_emp = th.empirical_pll_accuracy
     for m, st in result.methods.items():
+        sd = m.startswith("sd_")
         acc = result.accuracy(m)  # (E, S, R')
         n_clean = result.num_instances - result.num_noisy
         for j, r in enumerate(st.rounds):
             a = acc[:, :, j]
             frac_all = st.all_correct[:, :, j].mean(axis=1)
             majority = frac_all > 0.5
-            if m.startswith("sd_"):
+            if sd:
                 pred = th.population_all_correct[:, j]
                 pred_emp = th.empirical_all_correct[:, :, j].mean(axis=1)
-                rstar = th.population_rstar
             else:
                 pred = th.population_pll_accuracy >= 1.0
-                pred_emp = (th.empirical_pll_accuracy >= 1.0).mean(axis=1)
-                rstar = np.full(e_count, -1)
+                pred_emp = (pll_emp >= 1.0).mean(axis=1)
             clean = _pooled(st.num_correct_clean[:, :, j], n_clean)
             noisy = _pooled(st.num_correct_noisy[:, :, j], result.num_noisy)
             for i in range(e_count):
@@ -275,14 +258,10 @@ def phase_table(result: SimResult) -> dict:
                 cols["frac_all_correct"].append(float(frac_all[i]))
                 cols["majority_all_correct"].append(bool(majority[i]))
                 cols["theory_all_correct"].append(bool(pred[i]))
-                cols["theory_rstar"].append(int(rstar[i]) if m.startswith("sd_") else None)
+                cols["theory_rstar"].append(int(th.population_rstar[i]) if sd else None)
                 cols["frac_theory_empirical_all_correct"].append(float(pred_emp[i]))
-                cols["theory_pll_accuracy"].append(
-                    None if m.startswith("sd_") else float(th.population_pll_accuracy[i])
-                )
-                cols["mean_theory_empirical_pll_accuracy"].append(
-                    None if m.startswith("sd_") else float(th.empirical_pll_accuracy[i].mean())
-                )
+                cols["theory_pll_accuracy"].append(None if sd else float(th.population_pll_accuracy[i]))
+                cols["mean_theory_empirical_pll_accuracy"].append(None if sd else float(pll_emp[i].mean()))
                 cols["agree"].append(bool(pred[i] == majority[i]))
                 cols["frac_converged"].append(float(st.converged[i, :, j].mean()))
                 cols["max_residual"].append(float(st.residual[i, :, j].max()))
@@ -308,15 +287,11 @@ def _offsets(predicted: np.ndarray, observed: np.ndarray) -> dict:
 def agreement(result: SimResult) -> dict:
     """Theory vs simulation, per method (JSON-able dict; see docs/simulation.md).
 
-    For SD methods: the fraction of (eta, round) cells where the population
-    prediction equals the majority outcome over seeds, the fraction of
-    (eta, seed, round) cells where the empirical prediction equals the
-    outcome, and the distribution of the offset between the observed and
-    predicted first all-correct round (population ``r*`` and each seed's
-    empirical ``r*``; only rounds inside the simulated range can be
-    observed, so predictions beyond it count as "predicted but never
-    observed"). For PLL methods: the same two agreement fractions for
-    "student accuracy is 1".
+    SD methods: the fraction of (eta, round) cells where the population prediction equals the majority
+    outcome over seeds, of (eta, seed, round) cells where the empirical prediction equals the outcome, and
+    the distribution of the offset between the observed and predicted first all-correct round (population
+    ``r*`` and each seed's empirical ``r*``; a prediction beyond the simulated rounds counts as "predicted
+    but never observed"). PLL methods: the two agreement fractions for "student accuracy is 1".
     """
     _unswept(result, "agreement")
     th = result.theory
@@ -354,8 +329,8 @@ def agreement(result: SimResult) -> dict:
 
 
 def mean_empirical_rstar(result: SimResult) -> np.ndarray:
-    """``(E,)`` mean empirical ``r*`` over the seeds where it exists (within the theorems' searched
-    range); NaN where most seeds have none."""
+    """``(E,)`` mean empirical ``r*`` over the seeds where it exists (in the searched range); NaN where most
+    seeds have none."""
     _unswept(result, "mean_empirical_rstar")
     rstar_emp = result.theory.empirical_rstar
     ok = (rstar_emp >= 0) & (rstar_emp < BEYOND_RANGE)
@@ -376,11 +351,8 @@ def median_first_all_correct(result: SimResult, method: str) -> np.ndarray:
 
 
 def accuracy_curves(result: SimResult, sd_method: str, pll_method: str) -> dict:
-    """Mean accuracy against eta ``(E,)`` of the PLL student, SD round 1, SD's best round and the teacher.
-
-    Keys are descriptive labels (in the phase diagram's legend order); the
-    last entry is the theory's mean empirical PLL prediction.
-    """
+    """Mean accuracy against eta ``(E,)`` of the PLL student, SD round 1, SD's best round, the teacher and
+    the theory's mean empirical PLL prediction, keyed by legend labels (in the phase diagram's order)."""
     _unswept(result, "accuracy_curves")
     sd_acc = result.accuracy(sd_method).mean(axis=1)  # (E, R)
     last = int(result.rounds[-1])

@@ -1,24 +1,10 @@
-r"""Exact and finite-sample theory of a simulation's block model, over the noise grid (no instances).
+r"""Exact and finite-sample theory of a simulation's block model over the noise grid, on label types
+(:mod:`sdtheory.reduced`; the cells hold the linearised theory, :mod:`sdtheory.theorems`).
 
-The engine's cells hold the linearised theory (:mod:`sdtheory.theorems`). This
-module adds, for the same configuration, the predictions of the exact
-(softmax) block model computed on label types (:mod:`sdtheory.reduced`):
-
-* :class:`RoundPredictions`: per noise rate ``eta``, the population
-  all-correct rounds of the exact model (counts ``n C_kl``), the finite-sample
-  probability that every instance is correct at each round under i.i.d.
-  labels (linearised and exact, from sampled per-class multinomial counts),
-  the finite-sample median first all-correct round and the population PLL
-  accuracy of the exact model;
-* :class:`PhaseMap`: a 2-D map over ``(eta, lam)`` or ``(eta, c)`` of where
-  exact multi-round SD reaches 100% within the simulated rounds, where the
-  one-round PLL student does, and the same for the linearised model;
-
-both from :func:`theory_predictions`.
-
-Every value is a prediction for the block Gram itself; with sampled features
-(``config.dim``) the simulation also has feature noise, which these do not
-model.
+:func:`theory_predictions` returns :class:`RoundPredictions` (per ``eta``: population and finite-sample
+all-correct rounds, exact and linearised, and the PLL accuracy) and :class:`PhaseMap` (where SD and the
+one-round PLL student reach 100% over ``(eta, lam)`` or ``(eta, c)``). Every value is a prediction for the
+block Gram itself: with sampled features (``config.dim``) the simulation also has feature noise.
 """
 
 from __future__ import annotations
@@ -49,15 +35,7 @@ from ..theorems import first_round_quantiles
 from .config import SimConfig
 from .report import median_first_all_correct
 
-__all__ = [
-    "PhaseMap",
-    "RoundPredictions",
-    "prediction_agreement",
-    "theory_predictions",
-]
-
-#: A progress callback ``(done, total, seconds)`` (as :func:`sdtheory.montecarlo.run_grid` takes).
-Progress = Callable[[int, int, float], None]
+__all__ = ["PhaseMap", "RoundPredictions", "prediction_agreement", "theory_predictions"]
 
 #: PLL classes of :class:`PhaseMap` ``region``.
 REGIONS = ("neither", "PLL student only", "SD only", "both")
@@ -67,21 +45,14 @@ class RoundPredictions(NamedTuple):
     """Predictions per noise rate (leading axis ``E``) for rounds ``0..R-1``.
 
     Attributes:
-      exact_population_all_correct: ``(E, R)`` exact model, population counts.
-      exact_population_rstar: ``(E,)`` first all-correct round of it, ``-1``
-        if none within the rounds.
-      linear_population_all_correct: ``(E, R)`` linearised model, population
-        counts (evaluated on the types; equals the closed-form theorems).
-      exact_finite_p: ``(E, R)`` P(all correct at round r) under i.i.d.
-        labels, exact model.
-      linear_finite_p: ``(E, R)`` the same, linearised model.
-      exact_finite_median: ``(E,)`` median first all-correct round, exact
-        model (``inf`` when most draws never get there within the rounds).
-      linear_finite_median: ``(E,)`` the same, linearised model.
-      exact_population_pll_accuracy: ``(E,)`` one-round PLL student, exact
-        model, population counts.
-      exact_finite_pll_p: ``(E,)`` P(PLL student all correct), exact model,
-        i.i.d. labels.
+      exact_population_all_correct: ``(E, R)`` exact model, population counts ``n C_kl``.
+      exact_population_rstar: ``(E,)`` its first all-correct round, ``-1`` if none within the rounds.
+      linear_population_all_correct: ``(E, R)`` linearised model (equals the closed-form theorems).
+      exact_finite_p, linear_finite_p: ``(E, R)`` P(all correct at round r) under i.i.d. labels.
+      exact_finite_median, linear_finite_median: ``(E,)`` median first all-correct round (``inf`` when
+        most draws never get there within the rounds).
+      exact_population_pll_accuracy: ``(E,)`` one-round PLL student, exact model, population counts.
+      exact_finite_pll_p: ``(E,)`` P(PLL student all correct), exact model, i.i.d. labels.
       converged: every exact solve reached the configured tolerance.
     """
 
@@ -112,12 +83,9 @@ class _Solved(NamedTuple):
 
 
 def _problem(config: SimConfig, counts, corr, lam, teacher_start) -> _Solved:
-    """Exact and linearised SD rounds and PLL student of one type-level problem (pure).
-
-    ``counts``: ``(K^2,)`` label-type counts; ``teacher_start``: the exact PLL
-    student starts from the teacher's weights (the public rule), else from
-    zero weights (as :func:`sdtheory.reduced.finite_sample_core`).
-    """
+    """Exact and linearised SD rounds and PLL student of one type-level problem (pure); ``counts``: ``(K^2,)``
+    label-type counts; ``teacher_start``: the exact PLL student starts from the teacher's weights (the public
+    rule), else from zero weights (as :func:`sdtheory.reduced.finite_sample_core`)."""
     k, r = config.num_classes, config.num_rounds
     cls, tgt = label_types(k)
     tgt = tgt.astype(counts.dtype)
@@ -148,9 +116,8 @@ def _solve_chunk(config, counts, corr, lam, teacher_start):
     return jax.vmap(partial(_problem, config))(counts, corr, lam, teacher_start)
 
 
-#: Problems per call of the compiled type-level program (one shape: it compiles once). The vmapped
-#: solver runs each chunk until its slowest problem converges; 128 measured fastest
-#: (benchmarks/theory_step.py).
+#: Problems per call of the compiled type-level program (one shape: one compile); 128 measured fastest
+#: (benchmarks/theory_step.py): each vmapped chunk runs until its slowest problem converges.
 CHUNK = 128
 
 #: About how many progress reports :func:`_solve_problems` makes.
@@ -171,19 +138,10 @@ def _concat(*problems: _Problems) -> _Problems:
 
 
 def _distinct(problems: _Problems) -> tuple:
-    """The bitwise-distinct problems in order of first occurrence: ``(index (U,), inverse (P,))``, with
-    ``problems[index][inverse] == problems`` (e.g. every draw at ``eta = 0`` is one problem)."""
+    """The bitwise-distinct problems in order of first occurrence: ``(index (U,), inverse (P,))`` with
+    ``problems[index][inverse] == problems``."""
     p = problems.lam.shape[0]
-    rows = np.concatenate(
-        [
-            problems.counts.reshape(p, -1),
-            problems.corr.reshape(p, -1),
-            problems.lam.reshape(p, 1),
-            problems.teacher_start.reshape(p, 1).astype(problems.lam.dtype),
-        ],
-        axis=1,
-    ).astype(np.float64)
-    rows = np.ascontiguousarray(rows)
+    rows = np.ascontiguousarray(np.concatenate([np.reshape(a, (p, -1)).astype(np.float64) for a in problems], axis=1))
     keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
     _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
     order = np.argsort(first)  # unique ids in order of first occurrence
@@ -203,10 +161,8 @@ def _solve_problems(
 ) -> _Solved:
     """Solve every distinct problem once, ``chunk`` (default :data:`CHUNK`) at a time; NumPy results per problem.
 
-    ``progress(done, total, seconds)`` after about every 5% of the distinct
-    problems; ``on_chunk(start, fields)`` after each solved chunk (``start``:
-    its first distinct problem); ``completed`` (``start -> fields``) are
-    reused instead of solved.
+    ``progress(done, total, seconds)`` after about every 5% of the distinct problems; ``on_chunk(start,
+    fields)`` after each solved chunk (``start``: its first distinct problem); ``completed`` chunks are reused.
     """
     index, inverse = _distinct(problems)
     total = index.size
@@ -221,13 +177,7 @@ def _solve_problems(
             parts.append(_reuse(completed[start], start, idx.size))
         else:
             take = np.concatenate([idx, np.full(size - idx.size, idx[-1])])  # the last chunk repeats a problem
-            out = _solve_chunk(
-                config,
-                jnp.asarray(problems.counts[take]),
-                jnp.asarray(problems.corr[take]),
-                jnp.asarray(problems.lam[take]),
-                jnp.asarray(problems.teacher_start[take]),
-            )
+            out = _solve_chunk(config, *(jnp.asarray(a[take]) for a in problems))
             parts.append(_Solved(*(np.asarray(a)[: idx.size] for a in out)))
             if on_chunk is not None:
                 on_chunk(start, parts[-1]._asdict())
@@ -254,11 +204,8 @@ def _population_counts(config, etas):
 
 @partial(jax.jit, static_argnames=("config",))
 def _sampled_counts(config, etas, keys):
-    """``(E, D, K^2)`` i.i.d. label-type counts: draw ``d`` at every eta from ``keys[d]``.
-
-    The draws of :func:`sdtheory.reduced.sample_counts_core`, one row at a time
-    under ``lax.map`` (vmapped, the same draws compile 2-3x slower).
-    """
+    """``(E, D, K^2)`` i.i.d. label-type counts, draw ``d`` at every eta from ``keys[d]``: those of
+    :func:`sdtheory.reduced.sample_counts_core`, one row at a time under ``lax.map`` (vmapped: 2-3x slower)."""
     k, e, d = config.num_classes, etas.shape[0], keys.shape[0]
     C = jax.vmap(lambda eta: corruption_matrix_core(config.noise, k, eta, _cluster_ids(config)))(etas)
     row_keys = jax.vmap(lambda key: jax.random.split(key, k))(keys)  # (D, K)
@@ -285,20 +232,17 @@ def _round_problems(config: SimConfig, etas, num_draws: int, seed: int) -> _Prob
     )
 
 
-def _round_result(solved: _Solved, num_etas: int, num_draws: int) -> RoundPredictions:
-    e = num_etas
+def _round_result(solved: _Solved, e: int, num_draws: int) -> RoundPredictions:
     pop = _Solved(*(a[:e] for a in solved))
     fin = _Solved(*(a[e:].reshape((e, num_draws) + a.shape[1:]) for a in solved))
-    med_x = first_round_quantiles(_first(fin.sd_exact), [0.5])[0]
-    med_l = first_round_quantiles(_first(fin.sd_linear), [0.5])[0]
     return RoundPredictions(
         exact_population_all_correct=pop.sd_exact,
         exact_population_rstar=_first(pop.sd_exact),
         linear_population_all_correct=pop.sd_linear,
         exact_finite_p=fin.sd_exact.mean(axis=1),
         linear_finite_p=fin.sd_linear.mean(axis=1),
-        exact_finite_median=med_x,
-        linear_finite_median=med_l,
+        exact_finite_median=first_round_quantiles(_first(fin.sd_exact), [0.5])[0],
+        linear_finite_median=first_round_quantiles(_first(fin.sd_linear), [0.5])[0],
         exact_population_pll_accuracy=pop.pll_exact,
         exact_finite_pll_p=(fin.pll_exact >= 1.0).mean(axis=1),
         converged=bool(np.all(pop.converged) and np.all(fin.converged)),
@@ -313,11 +257,9 @@ class PhaseMap(NamedTuple):
     """Population phase map over ``(axis value, eta)`` (leading axes ``(A, E)``).
 
     Attributes:
-      axis: ``"lam"`` or ``"c"``; values: ``(A,)`` its values; etas: ``(E,)``.
-      sd_exact / sd_linear: SD all correct at some round ``0..R-1``.
-      pll_exact / pll_linear: the one-round PLL student all correct.
-      region: ``(A, E)`` int index into :data:`REGIONS` of the exact model
-        (``2 * sd + pll``).
+      axis: ``"lam"`` or ``"c"``; values: ``(A,)`` its values; etas: ``(E,)``. sd_exact / sd_linear: SD all correct at
+      some round ``0..R-1``. pll_exact / pll_linear: the one-round PLL student all correct.
+      region: ``(A, E)`` index into :data:`REGIONS` of the exact model (``2 * sd + pll``).
       converged: every exact solve reached the tolerance.
     """
 
@@ -341,37 +283,33 @@ def theory_predictions(
     seed: int = 0,
     map_axis: str = "lam",
     map_values: Any,
-    progress: Optional[Progress] = None,
+    progress: Optional[Callable[[int, int, float], None]] = None,
     completed: Optional[Mapping[int, Mapping[str, Any]]] = None,
     on_chunk: Optional[Callable[[int, dict], None]] = None,
 ) -> tuple[RoundPredictions, PhaseMap]:
     """Exact population and finite-sample predictions per noise rate, and the population phase map.
 
-    Every exact solve is a type-level problem (label-type counts, ``corr``,
-    ``lam``); each distinct one is solved once, a fixed number at a time by
-    one compiled program.
+    Every exact solve is a type-level problem (label-type counts, ``corr``, ``lam``); each distinct one is
+    solved once, a fixed number at a time by one compiled program.
 
     Args:
-      config: the simulation's configuration (``lam``, ``c``, ``d``, rounds, solver options).
-      etas: ``(E,)`` noise rates.
-      num_draws: draws of the per-class label counts per eta (the same keys for
-        every eta), as in :func:`sdtheory.finite_sample_prediction`.
-      seed: PRNG seed of the draws.
-      map_axis, map_values: the map's second axis, ``"lam"`` or ``"c"`` (each
-        value above the config's ``d``), and its values.
+      config, etas: the simulation's configuration (``lam``, ``c``, ``d``, rounds, solver options) and
+        ``(E,)`` noise rates.
+      num_draws: draws of the per-class label counts per eta (the same keys for every eta), as in
+        :func:`sdtheory.finite_sample_prediction`; ``seed``: their PRNG seed.
+      map_axis, map_values: the map's second axis, ``"lam"`` or ``"c"`` (each value above the config's
+        ``d``), and its values.
       progress: optional callable ``(done, total, seconds)`` counting distinct problems solved.
-      on_chunk: optional callable ``(start, result)`` after every solved batch
-        (``result``: a flat dict of host arrays).
-      completed: ``start -> result`` from a call with the same arguments: those
-        batches are reused, the results are bit for bit an uninterrupted call's.
+      on_chunk: optional callable ``(start, result)`` after every solved batch (a flat dict of host arrays).
+      completed: ``start -> result`` from a call with the same arguments: those batches are reused, the
+        results are bit for bit an uninterrupted call's.
 
-    Returns:
-      ``(RoundPredictions, PhaseMap)``.
-
-    Raises:
-      ValueError: ``map_axis`` is not ``"lam"`` or ``"c"``, or a completed batch does not fit.
+    Returns ``(RoundPredictions, PhaseMap)``; raises ``ValueError`` for a ``map_axis`` other than ``"lam"``
+    or ``"c"``, or a completed batch that does not fit.
     """
-    vals = _check_axis(map_axis, map_values)
+    if map_axis not in ("lam", "c"):
+        raise ValueError(f"map_axis must be 'lam' or 'c', got {map_axis!r}")
+    vals = np.asarray(map_values, dtype=float)
     etas_a = jnp.asarray(np.asarray(etas, dtype=float))
     rounds = _round_problems(config, etas_a, num_draws, seed)
     problems = _concat(rounds, _map_problems(config, etas_a, map_axis, vals))
@@ -379,12 +317,6 @@ def theory_predictions(
     p = rounds.lam.shape[0]
     preds = _round_result(_Solved(*(a[:p] for a in solved)), etas_a.shape[0], num_draws)
     return preds, _map_result(_Solved(*(a[p:] for a in solved)), map_axis, vals, etas_a)
-
-
-def _check_axis(axis: str, values: Any) -> np.ndarray:
-    if axis not in ("lam", "c"):
-        raise ValueError(f"map_axis must be 'lam' or 'c', got {axis!r}")
-    return np.asarray(values, dtype=float)
 
 
 def _map_problems(config: SimConfig, etas, axis: str, vals: np.ndarray) -> _Problems:
@@ -407,21 +339,10 @@ def _map_problems(config: SimConfig, etas, axis: str, vals: np.ndarray) -> _Prob
 
 def _map_result(solved: _Solved, axis: str, vals: np.ndarray, etas) -> PhaseMap:
     shape = (vals.shape[0], etas.shape[0])
-    sd_x = solved.sd_exact.reshape(shape + (-1,)).any(axis=-1)
-    sd_l = solved.sd_linear.reshape(shape + (-1,)).any(axis=-1)
-    pll_x = solved.pll_exact.reshape(shape) >= 1.0
-    pll_l = solved.pll_linear.reshape(shape) >= 1.0
-    return PhaseMap(
-        axis,
-        vals,
-        np.asarray(etas),
-        sd_x,
-        sd_l,
-        pll_x,
-        pll_l,
-        2 * sd_x.astype(int) + pll_x,
-        bool(np.all(solved.converged)),
-    )
+    sd_x, sd_l = (a.reshape(shape + (-1,)).any(axis=-1) for a in (solved.sd_exact, solved.sd_linear))
+    pll_x, pll_l = (a.reshape(shape) >= 1.0 for a in (solved.pll_exact, solved.pll_linear))
+    region = 2 * sd_x.astype(int) + pll_x
+    return PhaseMap(axis, vals, np.asarray(etas), sd_x, sd_l, pll_x, pll_l, region, bool(np.all(solved.converged)))
 
 
 def _never_as_nan(first, last_round):
@@ -444,16 +365,12 @@ def _first_agreement(predicted, observed) -> dict:
 def prediction_agreement(result: Any, preds: RoundPredictions, sd_method: str, pll_method: str) -> dict:
     """Each prediction against the simulation, per cell (JSON-able; see docs/simulation.md).
 
-    SD (``sd_method``): per (eta, round) cell, the fraction of cells where the
-    prediction "every instance correct" equals the majority outcome over
-    seeds (population predictions directly, finite-sample ones as
-    ``P(all correct) > 1/2``), the mean absolute difference between the
-    finite-sample probability and the observed fraction of seeds, and per
-    eta the first all-correct round against the observed median (rounds
-    beyond the simulated ones count as "never"). PLL (``pll_method``): the
-    same cell agreement for "the student is 100% correct".
+    SD (``sd_method``): the fraction of (eta, round) cells where the prediction "every instance correct"
+    equals the majority outcome over seeds (finite-sample ones as ``P(all correct) > 1/2``), the mean
+    absolute difference between the finite-sample probability and the observed fraction of seeds, and per
+    eta the first all-correct round against the observed median (beyond the simulated rounds: "never").
+    PLL (``pll_method``): the same cell agreement for "the student is 100% correct".
     """
-
     st = result.methods[sd_method]
     frac = st.all_correct.mean(axis=1)  # (E, R)
     majority = frac > 0.5
@@ -480,8 +397,4 @@ def prediction_agreement(result: Any, preds: RoundPredictions, sd_method: str, p
         "exact_population": float(np.mean((preds.exact_population_pll_accuracy >= 1.0) == pll_major)),
         "exact_finite_sample": float(np.mean((preds.exact_finite_pll_p > 0.5) == pll_major)),
     }
-    return {
-        sd_method: sd_out,
-        pll_method: {"etas_vs_majority": pll_out},
-        "theory_converged": preds.converged,
-    }
+    return {sd_method: sd_out, pll_method: {"etas_vs_majority": pll_out}, "theory_converged": preds.converged}
