@@ -2,17 +2,6 @@ r"""Real data: user feature files, the bundled handwritten digits, feature maps 
 
 Everything returns NumPy ``float64`` / ``int64`` arrays; randomness (splits, random features) comes from
 explicit ``jax.random`` keys: same key, same data.
-
-Feature files (:func:`load_features`; :func:`sdtheory.io.save_features` writes them): ``.npz`` with ``features``
-``(N, d)`` (real numeric), ``labels`` ``(N,)`` (integers ``0..K-1``), optionally ``test_features`` / ``test_labels``
-(both or neither) and, for noisy labels, ``clean_labels`` / ``test_clean_labels`` (only to evaluate); or paired
-``stem.npy`` + ``stem.labels.npy`` (and ``stem.test.npy`` + ``stem.test.labels.npy``). Read with ``allow_pickle=False``;
-every ``.npy`` header is checked against the bytes that hold the data and :data:`MAX_ARRAY_BYTES` before anything is
-allocated; every problem raises an error whose message starts with the file name.
-
-Feature maps (:func:`make_features`): ``"identity"``; ``"standardized"`` (columns by the training mean and
-std); ``"relu"`` (``max(0, z W + b)`` of the standardised inputs, ``W ~ N(0, 1/d)``, ``b ~ N(0, 1)``); then,
-as in the theory (``<x_i, x_i> = 1``), optionally centred by the training mean and scaled to unit-norm rows.
 """
 
 from __future__ import annotations
@@ -161,8 +150,7 @@ def _check_magic(path: Path, magic: bytes, kind: str) -> None:
 
 
 def _check_npy_header(fh: Any, size: int, where: str) -> None:
-    """Refuse a ``.npy`` stream whose header declares other than its ``size`` bytes, or too much, reading
-    only the header (an allocation never happens); object dtypes are left to ``np.load``."""
+    """Refuse a ``.npy`` stream whose header declares other than its ``size`` bytes, or too much."""
     fmt = np.lib.format
     try:
         version = fmt.read_magic(fh)
@@ -208,8 +196,11 @@ _NPZ_KEYS = ("features", "labels", "test_features", "test_labels", "clean_labels
 
 @float64
 def load_features(path: str | os.PathLike, *, num_classes: Optional[int] = None, name: Optional[str] = None) -> Dataset:
-    """Load and validate user features and labels (``.npz`` or paired ``.npy``; the module docstring).
+    """Load and validate user features and labels (docs/real_data.md), read with ``allow_pickle=False``.
 
+    ``path``: ``.npz`` with ``features`` ``(N, d)`` (real numeric), ``labels`` ``(N,)`` (integers ``0..K-1``),
+    optionally ``test_features`` / ``test_labels`` (both or neither), ``clean_labels`` / ``test_clean_labels``
+    (only to evaluate); or ``stem.npy`` + ``stem.labels.npy`` (and ``stem.test.npy`` + ``stem.test.labels.npy``).
     ``name``: default the file stem; ``num_classes``: default ``max(label) + 1`` (then every class must occur).
 
     Raises:
@@ -488,8 +479,8 @@ def _column_mean(x: np.ndarray) -> np.ndarray:
 
 
 class BlockStatistics(NamedTuple):
-    """Class-pair means of ``<x_i, x_j>``: ``class_means`` ``(K, K)`` (``i != j`` on the diagonal), their
-    diagonal mean ``c`` (within-class), off-diagonal mean ``d`` (across classes), ``class_sizes`` ``(K,)``."""
+    """Class-pair means of ``<x_i, x_j>`` ``(K, K)`` (``i != j`` on the diagonal); ``c``: their diagonal mean,
+    ``d``: off-diagonal mean, ``class_sizes`` ``(K,)``."""
 
     class_means: np.ndarray
     c: float

@@ -305,17 +305,15 @@ def _probe_writable(directory: Path, what: str) -> None:
 
 
 def _probe_replaceable(target: Path) -> None:
-    """Rename ``target`` aside and back, as a commit does (a mount point refuses); a death in between is
-    undone by the next run (:func:`_recover`: the aside name is the commit's)."""
+    """Rename ``target`` aside and back, as a commit does (a mount point refuses; :func:`_recover` undoes a death)."""
     aside = _sibling(target, "old", os.getpid())
     try:
         os.rename(target, aside)
         os.rename(aside, target)
     except OSError as exc:
-        where = f" (it is now at {aside})" if aside.is_dir() and not target.exists() else ""
         raise OutputDirError(
             f"{target} cannot be replaced by a run's outputs: renaming it failed ({exc.strerror or exc}; a mount "
-            f"point?){where}; give a directory below it or another path"
+            "point?); give a directory below it or another path"
         ) from None
 
 
@@ -327,10 +325,7 @@ def check_output_dir(path: str | os.PathLike, *, outputs: Sequence[str] = ()) ->
     or matching an ``outputs`` glob pattern), writable and renamable (a mount point is not), its work area's
     (:func:`work_directory`) entries files; its nearest existing ancestor must be writable.
     """
-    text = os.fspath(_path_arg(path))
-    if not text.strip():
-        raise OutputDirError("the output directory must not be empty")
-    target = Path(text).expanduser().resolve()
+    target = _path_arg(path).expanduser().resolve()
     if target.parent == target:
         raise OutputDirError(f"{target} is a file system root; give a directory below it")
     if target.exists() and not target.is_dir():
@@ -342,8 +337,6 @@ def check_output_dir(path: str | os.PathLike, *, outputs: Sequence[str] = ()) ->
         raise OutputDirError(f"{ancestor} is not a directory, so {target} cannot be created")
     _probe_writable(ancestor, "directory")
     work = work_directory(target)
-    if work.exists() and not work.is_dir():
-        raise OutputDirError(f"{work} (the work area of {target.name}) exists and is not a directory")
     odd = sorted(e.name for e in work.iterdir() if not e.is_file()) if work.is_dir() else []
     if odd:
         raise OutputDirError(
@@ -384,9 +377,7 @@ def _sibling(target: Path, kind: str, pid: int) -> Path:
 
 
 def _recover(target: Path) -> None:
-    """Finish or undo what killed runs (other pids) left next to ``target``: with ``target`` missing, a
-    complete staging directory (``<name>.tmp-<pid>`` with a manifest) or else the set-aside
-    ``<name>.old-<pid>`` is moved back; their other leftovers are removed."""
+    """Finish or undo what killed runs (other pids) left next to ``target`` (docs/simulation.md)."""
     if not target.parent.is_dir():
         return
     pattern = re.compile(re.escape(target.name) + r"\.(tmp|old)-(\d+)")
@@ -437,13 +428,10 @@ def run_directory(
 ) -> Iterator[Path]:
     """Write a run's outputs as one unit: yields a fresh staging directory, then replaces ``path`` with it.
 
-    Write every file into the yielded ``stage`` (``<out>.tmp-<pid>``). When the block ends normally,
-    :data:`MANIFEST` (every file's size and SHA-256, the ``parameters``, provenance) is written last, the
-    previous ``out`` renamed aside, ``stage`` renamed into its place, the previous directory and the work
-    area removed. If the block raises, ``stage`` is removed and ``out`` untouched; a run killed outright
-    leaves ``stage`` for the next run into ``out`` to remove (or to finish the commit with). Raises
-    :class:`OutputDirError` (:func:`check_output_dir`) and :class:`OutputWriteError`: an ``OSError`` while
-    staging, or a failed commit (the complete new set is kept in ``<out>.unsaved-<pid>``).
+    When the block ends normally, :data:`MANIFEST` (every file's size and SHA-256, the ``parameters``,
+    provenance) is written last and the stage replaces ``path`` (docs/simulation.md); if it raises, ``path``
+    is untouched. Raises :class:`OutputDirError` (:func:`check_output_dir`) and :class:`OutputWriteError`: an
+    ``OSError`` while staging, or a failed commit (the complete new set is kept in ``<out>.unsaved-<pid>``).
     """
     target = check_output_dir(path, outputs=outputs)
     _recover(target)
@@ -488,7 +476,7 @@ def run_directory(
 
 
 def _kept(target: Path, old: Optional[Path] = None) -> str:
-    """What a run that could not commit leaves: the previous outputs, the checkpoints (one clause)."""
+    """What a run that could not commit leaves: the previous outputs, the checkpoints."""
     if target.exists():
         text = f"the previous outputs in {target} are unchanged"
     elif old is not None and old.is_dir():
