@@ -1,7 +1,6 @@
 """What the scripts in ``simulations/`` share: argument types (``argparse.ArgumentTypeError``: argparse names
 the flag, exit status 2), the entry point :func:`run_main` (Ctrl-C: one line, status 130; an
-:class:`sdtheory.io.OutputWriteError`: one line, status 1).
-"""
+:class:`sdtheory.io.OutputWriteError`: one line, status 1)."""
 
 from __future__ import annotations
 
@@ -51,8 +50,7 @@ CACHE_ENV = "SDTHEORY_COMPILATION_CACHE"
 
 def enable_compilation_cache(path: str | None = None) -> str | None:
     """Turn on JAX's persistent compilation cache in ``path`` (default: ``$SDTHEORY_COMPILATION_CACHE``); return
-    the directory, or ``None`` when none is set. For scripts (:func:`run_main` calls it): importing ``sdtheory``
-    never changes JAX's configuration."""
+    the directory, or ``None`` when none is set. For scripts: importing ``sdtheory`` never changes JAX's config."""
     path = path or os.environ.get(CACHE_ENV) or None
     if path is None:
         return None

@@ -1,10 +1,6 @@
-"""Result files: atomic, deterministic CSV / JSON / NPZ / figure writers with provenance; run directories.
-
-Every writer writes a temporary file next to its destination and moves it into place (:func:`os.replace`);
-the same data gives the same bytes. A run's outputs are one unit (:func:`run_directory`: complete or absent,
-with a ``manifest.json``); :func:`write_checkpoint` / :func:`read_checkpoint` keep finished pieces for
-``--resume`` in :func:`work_directory`. docs/simulation.md describes the guarantees.
-"""
+"""Result files: atomic, deterministic CSV / JSON / NPZ / figure writers with provenance (same data, same
+bytes); run directories, complete or absent (:func:`run_directory`); checkpoints for ``--resume``
+(docs/simulation.md)."""
 
 from __future__ import annotations
 
@@ -238,9 +234,8 @@ def write_figure(fig: Any, path: str | os.PathLike, *, metadata: Optional[Mappin
     defaults: dict[str, dict] = {"png": {"Software": "sdtheory"}, "pdf": {"Creator": "sdtheory", "CreationDate": None}}
     meta = dict(defaults.get(fmt, {"Date": None}))
     if metadata is not None:
-        meta["Subject" if fmt == "pdf" else "Description"] = json.dumps(
-            to_jsonable(metadata), allow_nan=False, sort_keys=True
-        )
+        text = json.dumps(to_jsonable(metadata), allow_nan=False, sort_keys=True)
+        meta["Subject" if fmt == "pdf" else "Description"] = text
     buf = _io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=dpi, metadata=meta, bbox_inches="tight")
     return atomic_write_bytes(path, buf.getvalue())
@@ -250,11 +245,8 @@ def progress_printer(prefix: str, stream: Any = None):
     """A progress callback ``(done, total, seconds)`` printing one line per call on ``stream`` (stderr)."""
 
     def report(done: int, total: int, seconds: float) -> None:
-        print(
-            f"[{prefix}] {done}/{total} ({100.0 * done / max(total, 1):5.1f}%) {seconds:7.1f} s",
-            file=stream if stream is not None else sys.stderr,
-            flush=True,
-        )
+        line = f"[{prefix}] {done}/{total} ({100.0 * done / max(total, 1):5.1f}%) {seconds:7.1f} s"
+        print(line, file=stream if stream is not None else sys.stderr, flush=True)
 
     return report
 
@@ -292,8 +284,7 @@ class OutputDirError(ValueError):
 
 
 class OutputWriteError(OSError):
-    """A run's outputs or checkpoint could not be written or moved into place (raised from the ``OSError``);
-    the message says what is kept, where."""
+    """A run's outputs or checkpoint could not be written or moved into place; the message says what is kept."""
 
 
 def _probe_writable(directory: Path, what: str) -> None:
@@ -570,7 +561,7 @@ def read_checkpoint(path: str | os.PathLike, *, parameters: Mapping) -> Optional
 def rows_to_columns(rows: Sequence[Mapping[str, Any]], fieldnames: Sequence[str]) -> dict:
     """Rows (dicts of str/int/float/bool) -> ``{name: 1-D array}`` for :func:`write_checkpoint`."""
     _fieldnames_arg(fieldnames)
-    if isinstance(rows, (str, bytes, Mapping)) or not isinstance(rows, (list, tuple)):
+    if not isinstance(rows, (list, tuple)):
         raise TypeError(f"rows must be a list of mappings, got {type(rows).__name__}")
     for i, row in enumerate(rows):
         if not isinstance(row, Mapping):

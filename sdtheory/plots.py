@@ -57,11 +57,7 @@ def _step_boundary(ax, etas, values, **kw):
     """``values - 0.5`` as a step line (the lower edge of the all-correct region); negatives break it."""
     v = np.asarray(values, dtype=float)
     v = np.where(v >= 0, v - 0.5, np.nan)
-    edges = _edges(etas)
-    xs, ys = [], []
-    for i in range(v.size):
-        xs += [edges[i], edges[i + 1]]
-        ys += [v[i], v[i]]
+    xs, ys = list(np.repeat(_edges(etas), 2)[1:-1]), list(np.repeat(v, 2))  # (edge i, edge i + 1) at height v[i]
     return ax.plot(xs, ys, **kw)
 
 
