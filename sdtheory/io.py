@@ -310,12 +310,10 @@ def _probe_replaceable(target: Path) -> None:
 
 def check_output_dir(path: str | os.PathLike, *, outputs: Sequence[str] = ()) -> Path:
     """Check, before anything is computed, that ``path`` can receive a run's outputs (else
-    :class:`OutputDirError`); return it resolved. Nothing is created.
-
-    ``path`` must be absent, empty, or a previous run's directory (every entry listed in its :data:`MANIFEST`
-    or matching an ``outputs`` glob pattern), writable and renamable (a mount point is not), its work area's
-    (:func:`work_directory`) entries files; its nearest existing ancestor must be writable.
-    """
+    :class:`OutputDirError`); return it resolved. Nothing is created. ``path`` must be absent, empty, or a
+    previous run's directory (entries listed in its :data:`MANIFEST` or matching an ``outputs`` glob), writable
+    and renamable (not a mount point), its work area holding only files; its nearest existing ancestor writable
+    (docs/simulation.md)."""
     target = _path_arg(path).expanduser().resolve()
     if target.parent == target:
         raise OutputDirError(f"{target} is a file system root; give a directory below it")
