@@ -136,7 +136,8 @@ def to_jsonable(obj: Any) -> Any:
 
 def write_json(path: str | os.PathLike, data: Mapping[str, Any], *, metadata: Optional[Mapping] = None) -> Path:
     """Write ``data`` as indented JSON, atomically; with ``metadata``: ``{"metadata": metadata, **data}``."""
-    _json_arg(data, "data", mapping=True)
+    _mapping_arg(data, "data")
+    _json_arg(data, "data")
     _json_arg(metadata, "metadata")
     payload = {**({} if metadata is None else {"metadata": metadata}), **data}
     text = json.dumps(to_jsonable(payload), indent=2, allow_nan=False) + "\n"
@@ -597,17 +598,17 @@ def fingerprint(*arrays: Any) -> str:
 # Argument checks shared by the writers (errors name the argument)
 
 
-def _path_arg(path: Any, name: str = "path", *, file: bool = False) -> Path:
+def _path_arg(path: Any, *, file: bool = False) -> Path:
     """A non-empty ``str`` or ``os.PathLike`` path without NUL bytes (``file``: not a directory)."""
     if isinstance(path, (bytes, bytearray)) or not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a str or os.PathLike path, got {type(path).__name__}")
+        raise TypeError(f"path must be a str or os.PathLike path, got {type(path).__name__}")
     text = os.fspath(path)
     if not isinstance(text, str) or text == "":
-        raise ValueError(f"{name} must be a non-empty path, got {path!r}")
+        raise ValueError(f"path must be a non-empty path, got {path!r}")
     if "\x00" in text:
-        raise ValueError(f"{name} must not contain NUL bytes, got {path!r}")
+        raise ValueError(f"path must not contain NUL bytes, got {path!r}")
     if file and os.path.isdir(text):
-        raise ValueError(f"{name} is a directory, not a file path: {text}")
+        raise ValueError(f"path is a directory, not a file path: {text}")
     return Path(text)
 
 
@@ -619,12 +620,10 @@ def _mapping_arg(x: Any, name: str) -> None:
         raise TypeError(f"{name} must have str keys, got {bad[:3]!r}")
 
 
-def _json_arg(x: Any, name: str, *, mapping: bool = False) -> None:
-    """``x`` (``None`` allowed unless ``mapping``) must convert to strict JSON (no NaN/inf)."""
-    if x is None and not mapping:
+def _json_arg(x: Any, name: str) -> None:
+    """``x`` (``None`` allowed) must convert to strict JSON (no NaN/inf)."""
+    if x is None:
         return
-    if mapping:
-        _mapping_arg(x, name)
     try:
         json.dumps(to_jsonable(x), allow_nan=False)
     except (TypeError, ValueError) as exc:
