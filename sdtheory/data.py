@@ -418,9 +418,7 @@ def normalize_rows(train: Any, test: Any = None, *, center: bool = False) -> tup
     floor = -np.inf  # log of the largest norm that counts as zero
     if center:
         floor = np.log(1e-12) + float(np.max(scaled(x)[2]))
-        mu = _column_mean(x)
-        x = x - mu
-        xt = None if xt is None else xt - mu
+        x, xt = _centre(x, xt)
 
     def unit(a: np.ndarray, norms: np.ndarray, log_norms: np.ndarray, what: str) -> np.ndarray:
         tiny = (norms == 0) | (log_norms <= floor)
@@ -466,16 +464,14 @@ def make_features(
         x, xt = random_relu_features(key, x, num_features, xt)
     if normalize:
         return normalize_rows(x, xt, center=center)
-    if center:
-        mu = _column_mean(x)
-        return x - mu, (None if xt is None else xt - mu)
-    return x, xt
+    return _centre(x, xt) if center else (x, xt)
 
 
-def _column_mean(x: np.ndarray) -> np.ndarray:
-    """Training column means, scale-safe (same bits as ``x.mean(0)`` for ordinary data)."""
+def _centre(x: np.ndarray, xt: Optional[np.ndarray]) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """``(x, xt)`` minus the training column means, scale-safe (same bits as ``x.mean(0)`` for ordinary data)."""
     p = pow2_scale(x, axis=0)
-    return (x / p).mean(axis=0) * p[0]
+    mu = (x / p).mean(axis=0) * p[0]
+    return x - mu, (None if xt is None else xt - mu)
 
 
 class BlockStatistics(NamedTuple):
