@@ -265,8 +265,9 @@ def load_features(path: str | os.PathLike, *, num_classes: Optional[int] = None,
     return validate_dataset(x, y, tx, ty, num_classes, str(path), name)
 
 
-def _split_labels(labels: Any) -> np.ndarray:
-    """Non-empty 1-D integer labels ``>= 0`` (the splits stratify by them)."""
+def _shuffled(key: jax.Array, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Non-empty 1-D integer labels ``>= 0`` (the splits stratify by them) and a permutation from ``key``."""
+    key = V.check_key(key)
     y = V.as_array(labels, "labels")
     if y.ndim != 1 or y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
         raise TypeError(f"labels must be a 1-D integer array, got dtype {y.dtype} and shape {y.shape}")
@@ -274,7 +275,7 @@ def _split_labels(labels: Any) -> np.ndarray:
         raise ValueError("labels must not be empty")
     if y.min() < 0:
         raise ValueError(f"labels must be >= 0 (classes 0..K-1), got minimum {y.min()}")
-    return y
+    return y, np.argsort(np.asarray(jax.random.uniform(key, (y.size,), dtype=np.float64)), kind="stable")
 
 
 def pow2_scale(a: np.ndarray, axis: int) -> np.ndarray:
@@ -285,20 +286,14 @@ def pow2_scale(a: np.ndarray, axis: int) -> np.ndarray:
     return np.where(peak > 0, np.ldexp(1.0, exponent - 1), 1.0)
 
 
-def _shuffle(key: jax.Array, n: int) -> np.ndarray:
-    return np.argsort(np.asarray(jax.random.uniform(key, (n,), dtype=np.float64)), kind="stable")
-
-
 @float64
 def stratified_split(key: jax.Array, labels: Any, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """Stratified split ``(train_idx, test_idx)``, both sorted: ``round(test_fraction * n_k)`` of class ``k``
     (clipped to ``[1, n_k - 1]``) go to the test side, the first of the class in one permutation from ``key``."""
-    key = V.check_key(key)
-    y = _split_labels(labels)
+    y, order = _shuffled(key, labels)
     tf = V.check_real(test_fraction, "test_fraction")
     if not (0.0 < tf < 1.0):
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
-    order = _shuffle(key, y.size)
     train, test = [], []
     for k in np.unique(y):
         idx = order[y[order] == k]  # class k in random order
@@ -313,10 +308,8 @@ def stratified_split(key: jax.Array, labels: Any, test_fraction: float) -> tuple
 @float64
 def stratified_subset(key: jax.Array, labels: Any, per_class: int) -> np.ndarray:
     """Sorted indices of ``min(per_class, n_k)`` random instances of every class."""
-    key = V.check_key(key)
     per_class = V.check_size(per_class, "per_class", minimum=1)
-    y = _split_labels(labels)
-    order = _shuffle(key, y.size)
+    y, order = _shuffled(key, labels)
     out = [order[y[order] == k][:per_class] for k in np.unique(y)]
     return np.sort(np.concatenate(out))
 
