@@ -82,10 +82,7 @@ def _labels_in(arr: Any, src: str, what: str, n: int, n_what: str) -> np.ndarray
         if arr.ndim != 1:
             raise ValueError(f"{what} must be a 1-D (N,) array of integer labels, got shape {arr.shape}")
         if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-            raise TypeError(
-                f"{what} must have an integer dtype, got {arr.dtype} (cast to int before saving if the values are "
-                "whole numbers)"
-            )
+            raise TypeError(f"{what} must have an integer dtype, got {arr.dtype} (cast whole numbers to int first)")
         if arr.shape[0] != n:
             raise ValueError(f"{what} has {arr.shape[0]} entries but {n_what} has {n} rows")
         if arr.size and arr.min() < 0:
@@ -121,8 +118,7 @@ def validate_dataset(
         missing = np.setdiff1d(np.arange(k), y) if k <= y.size else None  # k > N: a huge range is never built
         if missing is None or missing.size:
             what = (
-                f"labels go up to {k - 1} but there are only {y.size} training labels, so some classes never occur "
-                "in them"
+                f"labels go up to {k - 1} but there are only {y.size} training labels, so some classes never occur"
                 if missing is None
                 else f"classes {V.short_list(missing)} never occur in the training labels"
             )
@@ -144,9 +140,7 @@ def _check_magic(path: Path, magic: bytes, kind: str) -> None:
     with open(path, "rb") as fh:
         head = fh.read(len(magic))
     if head != magic:
-        raise ValueError(
-            f"{path}: not a {kind} file (wrong header: corrupt, or a different format saved under this name)"
-        )
+        raise ValueError(f"{path}: not a {kind} file (wrong header: corrupt, or another format under this name)")
 
 
 def _check_npy_header(fh: Any, size: int, where: str) -> None:
