@@ -330,8 +330,7 @@ def check_output_dir(path: str | os.PathLike, *, outputs: Sequence[str] = ()) ->
     odd = sorted(e.name for e in work.iterdir() if not e.is_file()) if work.is_dir() else []
     if odd:
         raise OutputDirError(
-            f"{work / odd[0]} is not a file: the work area {work} holds only a run's checkpoint files; "
-            "remove it (or give another output directory)"
+            f"{work / odd[0]} is not a file: the work area {work} holds only checkpoint files; remove it"
         )
     if target.is_dir():
         _probe_writable(target, "output directory")
