@@ -1,7 +1,6 @@
 """What the scripts in ``simulations/`` share: argument types (``argparse.ArgumentTypeError``: argparse names
 the flag, exit status 2), the entry point :func:`run_main` (Ctrl-C: one line, status 130; an
-:class:`sdtheory.io.OutputWriteError`: one line, status 1).
-"""
+:class:`sdtheory.io.OutputWriteError`: one line, status 1)."""
 
 from __future__ import annotations
 
@@ -51,8 +50,7 @@ CACHE_ENV = "SDTHEORY_COMPILATION_CACHE"
 
 def enable_compilation_cache(path: str | None = None) -> str | None:
     """Turn on JAX's persistent compilation cache in ``path`` (default: ``$SDTHEORY_COMPILATION_CACHE``); return
-    the directory, or ``None`` when none is set. For scripts (:func:`run_main` calls it): importing ``sdtheory``
-    never changes JAX's configuration."""
+    the directory, or ``None`` when none is set. For scripts: importing ``sdtheory`` never changes JAX's config."""
     path = path or os.environ.get(CACHE_ENV) or None
     if path is None:
         return None
@@ -66,12 +64,8 @@ def enable_compilation_cache(path: str | None = None) -> str | None:
 
 
 def run_main(main, prog: str, argv=None) -> int:
-    """Call a script's ``main(argv)``; return its exit status (a return value that is not an int means 0).
-
-    A ``KeyboardInterrupt`` (its message: what was kept, how to resume) is printed as ``<prog>: <message>``
-    on stderr, status 130; an :class:`sdtheory.io.OutputWriteError` the same way, status 1; argument
-    errors keep argparse's ``SystemExit(2)``. Calls :func:`enable_compilation_cache`.
-    """
+    """Call a script's ``main(argv)``; return its exit status (a non-int return means 0). A ``KeyboardInterrupt``
+    or :class:`sdtheory.io.OutputWriteError` is printed as ``<prog>: <message>`` (the module docstring)."""
     global _ctrl_c_pending
     enable_compilation_cache()
     _ctrl_c_pending = False
@@ -93,8 +87,7 @@ def run_main(main, prog: str, argv=None) -> int:
     return rc if isinstance(rc, int) and not isinstance(rc, bool) else 0
 
 
-#: Set by a Ctrl-C during :func:`run_main`; :func:`interruptible` callbacks raise it again if it was lost.
-_ctrl_c_pending = False
+_ctrl_c_pending = False  # set by a Ctrl-C during run_main; interruptible() raises it again if it was lost
 
 
 def _on_ctrl_c(signum, frame):

@@ -2,17 +2,6 @@ r"""Real data: user feature files, the bundled handwritten digits, feature maps 
 
 Everything returns NumPy ``float64`` / ``int64`` arrays; randomness (splits, random features) comes from
 explicit ``jax.random`` keys: same key, same data.
-
-Feature files (:func:`load_features`; :func:`sdtheory.io.save_features` writes them): ``.npz`` with ``features``
-``(N, d)`` (real numeric), ``labels`` ``(N,)`` (integers ``0..K-1``), optionally ``test_features`` / ``test_labels``
-(both or neither) and, for noisy labels, ``clean_labels`` / ``test_clean_labels`` (only to evaluate); or paired
-``stem.npy`` + ``stem.labels.npy`` (and ``stem.test.npy`` + ``stem.test.labels.npy``). Read with ``allow_pickle=False``;
-every ``.npy`` header is checked against the bytes that hold the data and :data:`MAX_ARRAY_BYTES` before anything is
-allocated; every problem raises an error whose message starts with the file name.
-
-Feature maps (:func:`make_features`): ``"identity"``; ``"standardized"`` (columns by the training mean and
-std); ``"relu"`` (``max(0, z W + b)`` of the standardised inputs, ``W ~ N(0, 1/d)``, ``b ~ N(0, 1)``); then,
-as in the theory (``<x_i, x_i> = 1``), optionally centred by the training mean and scaled to unit-norm rows.
 """
 
 from __future__ import annotations
@@ -93,10 +82,7 @@ def _labels_in(arr: Any, src: str, what: str, n: int, n_what: str) -> np.ndarray
         if arr.ndim != 1:
             raise ValueError(f"{what} must be a 1-D (N,) array of integer labels, got shape {arr.shape}")
         if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-            raise TypeError(
-                f"{what} must have an integer dtype, got {arr.dtype} (cast to int before saving if the values are "
-                "whole numbers)"
-            )
+            raise TypeError(f"{what} must have an integer dtype, got {arr.dtype} (cast whole numbers to int first)")
         if arr.shape[0] != n:
             raise ValueError(f"{what} has {arr.shape[0]} entries but {n_what} has {n} rows")
         if arr.size and arr.min() < 0:
@@ -132,8 +118,7 @@ def validate_dataset(
         missing = np.setdiff1d(np.arange(k), y) if k <= y.size else None  # k > N: a huge range is never built
         if missing is None or missing.size:
             what = (
-                f"labels go up to {k - 1} but there are only {y.size} training labels, so some classes never occur "
-                "in them"
+                f"labels go up to {k - 1} but there are only {y.size} training labels, so some classes never occur"
                 if missing is None
                 else f"classes {V.short_list(missing)} never occur in the training labels"
             )
@@ -155,14 +140,11 @@ def _check_magic(path: Path, magic: bytes, kind: str) -> None:
     with open(path, "rb") as fh:
         head = fh.read(len(magic))
     if head != magic:
-        raise ValueError(
-            f"{path}: not a {kind} file (wrong header: corrupt, or a different format saved under this name)"
-        )
+        raise ValueError(f"{path}: not a {kind} file (wrong header: corrupt, or another format under this name)")
 
 
 def _check_npy_header(fh: Any, size: int, where: str) -> None:
-    """Refuse a ``.npy`` stream whose header declares other than its ``size`` bytes, or too much, reading
-    only the header (an allocation never happens); object dtypes are left to ``np.load``."""
+    """Refuse a ``.npy`` stream whose header declares other than its ``size`` bytes, or too much."""
     fmt = np.lib.format
     try:
         version = fmt.read_magic(fh)
@@ -208,8 +190,11 @@ _NPZ_KEYS = ("features", "labels", "test_features", "test_labels", "clean_labels
 
 @float64
 def load_features(path: str | os.PathLike, *, num_classes: Optional[int] = None, name: Optional[str] = None) -> Dataset:
-    """Load and validate user features and labels (``.npz`` or paired ``.npy``; the module docstring).
+    """Load and validate user features and labels (docs/real_data.md), read with ``allow_pickle=False``.
 
+    ``path``: ``.npz`` with ``features`` ``(N, d)`` (real numeric), ``labels`` ``(N,)`` (integers ``0..K-1``),
+    optionally ``test_features`` / ``test_labels`` (both or neither), ``clean_labels`` / ``test_clean_labels``
+    (only to evaluate); or ``stem.npy`` + ``stem.labels.npy`` (and ``stem.test.npy`` + ``stem.test.labels.npy``).
     ``name``: default the file stem; ``num_classes``: default ``max(label) + 1`` (then every class must occur).
 
     Raises:
@@ -274,8 +259,9 @@ def load_features(path: str | os.PathLike, *, num_classes: Optional[int] = None,
     return validate_dataset(x, y, tx, ty, num_classes, str(path), name)
 
 
-def _split_labels(labels: Any) -> np.ndarray:
-    """Non-empty 1-D integer labels ``>= 0`` (the splits stratify by them)."""
+def _shuffled(key: jax.Array, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Non-empty 1-D integer labels ``>= 0`` (the splits stratify by them) and a permutation from ``key``."""
+    key = V.check_key(key)
     y = V.as_array(labels, "labels")
     if y.ndim != 1 or y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
         raise TypeError(f"labels must be a 1-D integer array, got dtype {y.dtype} and shape {y.shape}")
@@ -283,7 +269,7 @@ def _split_labels(labels: Any) -> np.ndarray:
         raise ValueError("labels must not be empty")
     if y.min() < 0:
         raise ValueError(f"labels must be >= 0 (classes 0..K-1), got minimum {y.min()}")
-    return y
+    return y, np.argsort(np.asarray(jax.random.uniform(key, (y.size,), dtype=np.float64)), kind="stable")
 
 
 def pow2_scale(a: np.ndarray, axis: int) -> np.ndarray:
@@ -294,20 +280,14 @@ def pow2_scale(a: np.ndarray, axis: int) -> np.ndarray:
     return np.where(peak > 0, np.ldexp(1.0, exponent - 1), 1.0)
 
 
-def _shuffle(key: jax.Array, n: int) -> np.ndarray:
-    return np.argsort(np.asarray(jax.random.uniform(key, (n,), dtype=np.float64)), kind="stable")
-
-
 @float64
 def stratified_split(key: jax.Array, labels: Any, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """Stratified split ``(train_idx, test_idx)``, both sorted: ``round(test_fraction * n_k)`` of class ``k``
     (clipped to ``[1, n_k - 1]``) go to the test side, the first of the class in one permutation from ``key``."""
-    key = V.check_key(key)
-    y = _split_labels(labels)
+    y, order = _shuffled(key, labels)
     tf = V.check_real(test_fraction, "test_fraction")
     if not (0.0 < tf < 1.0):
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
-    order = _shuffle(key, y.size)
     train, test = [], []
     for k in np.unique(y):
         idx = order[y[order] == k]  # class k in random order
@@ -322,10 +302,8 @@ def stratified_split(key: jax.Array, labels: Any, test_fraction: float) -> tuple
 @float64
 def stratified_subset(key: jax.Array, labels: Any, per_class: int) -> np.ndarray:
     """Sorted indices of ``min(per_class, n_k)`` random instances of every class."""
-    key = V.check_key(key)
     per_class = V.check_size(per_class, "per_class", minimum=1)
-    y = _split_labels(labels)
-    order = _shuffle(key, y.size)
+    y, order = _shuffled(key, labels)
     out = [order[y[order] == k][:per_class] for k in np.unique(y)]
     return np.sort(np.concatenate(out))
 
@@ -427,9 +405,7 @@ def normalize_rows(train: Any, test: Any = None, *, center: bool = False) -> tup
     floor = -np.inf  # log of the largest norm that counts as zero
     if center:
         floor = np.log(1e-12) + float(np.max(scaled(x)[2]))
-        mu = _column_mean(x)
-        x = x - mu
-        xt = None if xt is None else xt - mu
+        x, xt = _centre(x, xt)
 
     def unit(a: np.ndarray, norms: np.ndarray, log_norms: np.ndarray, what: str) -> np.ndarray:
         tiny = (norms == 0) | (log_norms <= floor)
@@ -475,21 +451,19 @@ def make_features(
         x, xt = random_relu_features(key, x, num_features, xt)
     if normalize:
         return normalize_rows(x, xt, center=center)
-    if center:
-        mu = _column_mean(x)
-        return x - mu, (None if xt is None else xt - mu)
-    return x, xt
+    return _centre(x, xt) if center else (x, xt)
 
 
-def _column_mean(x: np.ndarray) -> np.ndarray:
-    """Training column means, scale-safe (same bits as ``x.mean(0)`` for ordinary data)."""
+def _centre(x: np.ndarray, xt: Optional[np.ndarray]) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """``(x, xt)`` minus the training column means, scale-safe (same bits as ``x.mean(0)`` for ordinary data)."""
     p = pow2_scale(x, axis=0)
-    return (x / p).mean(axis=0) * p[0]
+    mu = (x / p).mean(axis=0) * p[0]
+    return x - mu, (None if xt is None else xt - mu)
 
 
 class BlockStatistics(NamedTuple):
-    """Class-pair means of ``<x_i, x_j>``: ``class_means`` ``(K, K)`` (``i != j`` on the diagonal), their
-    diagonal mean ``c`` (within-class), off-diagonal mean ``d`` (across classes), ``class_sizes`` ``(K,)``."""
+    """Class-pair means of ``<x_i, x_j>`` ``(K, K)`` (``i != j`` on the diagonal); ``c``: their diagonal mean,
+    ``d``: off-diagonal mean, ``class_sizes`` ``(K,)``."""
 
     class_means: np.ndarray
     c: float

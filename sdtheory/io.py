@@ -1,10 +1,6 @@
-"""Result files: atomic, deterministic CSV / JSON / NPZ / figure writers with provenance; run directories.
-
-Every writer writes a temporary file next to its destination and moves it into place (:func:`os.replace`);
-the same data gives the same bytes. A run's outputs are one unit (:func:`run_directory`: complete or absent,
-with a ``manifest.json``); :func:`write_checkpoint` / :func:`read_checkpoint` keep finished pieces for
-``--resume`` in :func:`work_directory`. docs/simulation.md describes the guarantees.
-"""
+"""Result files: atomic, deterministic CSV / JSON / NPZ / figure writers with provenance (same data, same
+bytes); run directories, complete or absent (:func:`run_directory`); checkpoints for ``--resume``
+(docs/simulation.md)."""
 
 from __future__ import annotations
 
@@ -140,7 +136,8 @@ def to_jsonable(obj: Any) -> Any:
 
 def write_json(path: str | os.PathLike, data: Mapping[str, Any], *, metadata: Optional[Mapping] = None) -> Path:
     """Write ``data`` as indented JSON, atomically; with ``metadata``: ``{"metadata": metadata, **data}``."""
-    _json_arg(data, "data", mapping=True)
+    _mapping_arg(data, "data")
+    _json_arg(data, "data")
     _json_arg(metadata, "metadata")
     payload = {**({} if metadata is None else {"metadata": metadata}), **data}
     text = json.dumps(to_jsonable(payload), indent=2, allow_nan=False) + "\n"
@@ -238,9 +235,8 @@ def write_figure(fig: Any, path: str | os.PathLike, *, metadata: Optional[Mappin
     defaults: dict[str, dict] = {"png": {"Software": "sdtheory"}, "pdf": {"Creator": "sdtheory", "CreationDate": None}}
     meta = dict(defaults.get(fmt, {"Date": None}))
     if metadata is not None:
-        meta["Subject" if fmt == "pdf" else "Description"] = json.dumps(
-            to_jsonable(metadata), allow_nan=False, sort_keys=True
-        )
+        text = json.dumps(to_jsonable(metadata), allow_nan=False, sort_keys=True)
+        meta["Subject" if fmt == "pdf" else "Description"] = text
     buf = _io.BytesIO()
     fig.savefig(buf, format=fmt, dpi=dpi, metadata=meta, bbox_inches="tight")
     return atomic_write_bytes(path, buf.getvalue())
@@ -250,11 +246,8 @@ def progress_printer(prefix: str, stream: Any = None):
     """A progress callback ``(done, total, seconds)`` printing one line per call on ``stream`` (stderr)."""
 
     def report(done: int, total: int, seconds: float) -> None:
-        print(
-            f"[{prefix}] {done}/{total} ({100.0 * done / max(total, 1):5.1f}%) {seconds:7.1f} s",
-            file=stream if stream is not None else sys.stderr,
-            flush=True,
-        )
+        line = f"[{prefix}] {done}/{total} ({100.0 * done / max(total, 1):5.1f}%) {seconds:7.1f} s"
+        print(line, file=stream if stream is not None else sys.stderr, flush=True)
 
     return report
 
@@ -292,8 +285,7 @@ class OutputDirError(ValueError):
 
 
 class OutputWriteError(OSError):
-    """A run's outputs or checkpoint could not be written or moved into place (raised from the ``OSError``);
-    the message says what is kept, where."""
+    """A run's outputs or checkpoint could not be written or moved into place; the message says what is kept."""
 
 
 def _probe_writable(directory: Path, what: str) -> None:
@@ -305,32 +297,25 @@ def _probe_writable(directory: Path, what: str) -> None:
 
 
 def _probe_replaceable(target: Path) -> None:
-    """Rename ``target`` aside and back, as a commit does (a mount point refuses); a death in between is
-    undone by the next run (:func:`_recover`: the aside name is the commit's)."""
+    """Rename ``target`` aside and back, as a commit does (a mount point refuses; :func:`_recover` undoes a death)."""
     aside = _sibling(target, "old", os.getpid())
     try:
         os.rename(target, aside)
         os.rename(aside, target)
     except OSError as exc:
-        where = f" (it is now at {aside})" if aside.is_dir() and not target.exists() else ""
         raise OutputDirError(
             f"{target} cannot be replaced by a run's outputs: renaming it failed ({exc.strerror or exc}; a mount "
-            f"point?){where}; give a directory below it or another path"
+            "point?); give a directory below it or another path"
         ) from None
 
 
 def check_output_dir(path: str | os.PathLike, *, outputs: Sequence[str] = ()) -> Path:
     """Check, before anything is computed, that ``path`` can receive a run's outputs (else
-    :class:`OutputDirError`); return it resolved. Nothing is created.
-
-    ``path`` must be absent, empty, or a previous run's directory (every entry listed in its :data:`MANIFEST`
-    or matching an ``outputs`` glob pattern), writable and renamable (a mount point is not), its work area's
-    (:func:`work_directory`) entries files; its nearest existing ancestor must be writable.
-    """
-    text = os.fspath(_path_arg(path))
-    if not text.strip():
-        raise OutputDirError("the output directory must not be empty")
-    target = Path(text).expanduser().resolve()
+    :class:`OutputDirError`); return it resolved. Nothing is created. ``path`` must be absent, empty, or a
+    previous run's directory (entries listed in its :data:`MANIFEST` or matching an ``outputs`` glob), writable
+    and renamable (not a mount point), its work area holding only files; its nearest existing ancestor writable
+    (docs/simulation.md)."""
+    target = _path_arg(path).expanduser().resolve()
     if target.parent == target:
         raise OutputDirError(f"{target} is a file system root; give a directory below it")
     if target.exists() and not target.is_dir():
@@ -342,13 +327,10 @@ def check_output_dir(path: str | os.PathLike, *, outputs: Sequence[str] = ()) ->
         raise OutputDirError(f"{ancestor} is not a directory, so {target} cannot be created")
     _probe_writable(ancestor, "directory")
     work = work_directory(target)
-    if work.exists() and not work.is_dir():
-        raise OutputDirError(f"{work} (the work area of {target.name}) exists and is not a directory")
     odd = sorted(e.name for e in work.iterdir() if not e.is_file()) if work.is_dir() else []
     if odd:
         raise OutputDirError(
-            f"{work / odd[0]} is not a file: the work area {work} holds only a run's checkpoint files; "
-            "remove it (or give another output directory)"
+            f"{work / odd[0]} is not a file: the work area {work} holds only checkpoint files; remove it"
         )
     if target.is_dir():
         _probe_writable(target, "output directory")
@@ -384,9 +366,7 @@ def _sibling(target: Path, kind: str, pid: int) -> Path:
 
 
 def _recover(target: Path) -> None:
-    """Finish or undo what killed runs (other pids) left next to ``target``: with ``target`` missing, a
-    complete staging directory (``<name>.tmp-<pid>`` with a manifest) or else the set-aside
-    ``<name>.old-<pid>`` is moved back; their other leftovers are removed."""
+    """Finish or undo what killed runs (other pids) left next to ``target`` (docs/simulation.md)."""
     if not target.parent.is_dir():
         return
     pattern = re.compile(re.escape(target.name) + r"\.(tmp|old)-(\d+)")
@@ -437,13 +417,10 @@ def run_directory(
 ) -> Iterator[Path]:
     """Write a run's outputs as one unit: yields a fresh staging directory, then replaces ``path`` with it.
 
-    Write every file into the yielded ``stage`` (``<out>.tmp-<pid>``). When the block ends normally,
-    :data:`MANIFEST` (every file's size and SHA-256, the ``parameters``, provenance) is written last, the
-    previous ``out`` renamed aside, ``stage`` renamed into its place, the previous directory and the work
-    area removed. If the block raises, ``stage`` is removed and ``out`` untouched; a run killed outright
-    leaves ``stage`` for the next run into ``out`` to remove (or to finish the commit with). Raises
-    :class:`OutputDirError` (:func:`check_output_dir`) and :class:`OutputWriteError`: an ``OSError`` while
-    staging, or a failed commit (the complete new set is kept in ``<out>.unsaved-<pid>``).
+    When the block ends normally, :data:`MANIFEST` (every file's size and SHA-256, the ``parameters``,
+    provenance) is written last and the stage replaces ``path`` (docs/simulation.md); if it raises, ``path``
+    is untouched. Raises :class:`OutputDirError` (:func:`check_output_dir`) and :class:`OutputWriteError`: an
+    ``OSError`` while staging, or a failed commit (the complete new set is kept in ``<out>.unsaved-<pid>``).
     """
     target = check_output_dir(path, outputs=outputs)
     _recover(target)
@@ -488,7 +465,7 @@ def run_directory(
 
 
 def _kept(target: Path, old: Optional[Path] = None) -> str:
-    """What a run that could not commit leaves: the previous outputs, the checkpoints (one clause)."""
+    """What a run that could not commit leaves: the previous outputs, the checkpoints."""
     if target.exists():
         text = f"the previous outputs in {target} are unchanged"
     elif old is not None and old.is_dir():
@@ -582,7 +559,7 @@ def read_checkpoint(path: str | os.PathLike, *, parameters: Mapping) -> Optional
 def rows_to_columns(rows: Sequence[Mapping[str, Any]], fieldnames: Sequence[str]) -> dict:
     """Rows (dicts of str/int/float/bool) -> ``{name: 1-D array}`` for :func:`write_checkpoint`."""
     _fieldnames_arg(fieldnames)
-    if isinstance(rows, (str, bytes, Mapping)) or not isinstance(rows, (list, tuple)):
+    if not isinstance(rows, (list, tuple)):
         raise TypeError(f"rows must be a list of mappings, got {type(rows).__name__}")
     for i, row in enumerate(rows):
         if not isinstance(row, Mapping):
@@ -620,17 +597,17 @@ def fingerprint(*arrays: Any) -> str:
 # Argument checks shared by the writers (errors name the argument)
 
 
-def _path_arg(path: Any, name: str = "path", *, file: bool = False) -> Path:
+def _path_arg(path: Any, *, file: bool = False) -> Path:
     """A non-empty ``str`` or ``os.PathLike`` path without NUL bytes (``file``: not a directory)."""
     if isinstance(path, (bytes, bytearray)) or not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a str or os.PathLike path, got {type(path).__name__}")
+        raise TypeError(f"path must be a str or os.PathLike path, got {type(path).__name__}")
     text = os.fspath(path)
     if not isinstance(text, str) or text == "":
-        raise ValueError(f"{name} must be a non-empty path, got {path!r}")
+        raise ValueError(f"path must be a non-empty path, got {path!r}")
     if "\x00" in text:
-        raise ValueError(f"{name} must not contain NUL bytes, got {path!r}")
+        raise ValueError(f"path must not contain NUL bytes, got {path!r}")
     if file and os.path.isdir(text):
-        raise ValueError(f"{name} is a directory, not a file path: {text}")
+        raise ValueError(f"path is a directory, not a file path: {text}")
     return Path(text)
 
 
@@ -642,12 +619,10 @@ def _mapping_arg(x: Any, name: str) -> None:
         raise TypeError(f"{name} must have str keys, got {bad[:3]!r}")
 
 
-def _json_arg(x: Any, name: str, *, mapping: bool = False) -> None:
-    """``x`` (``None`` allowed unless ``mapping``) must convert to strict JSON (no NaN/inf)."""
-    if x is None and not mapping:
+def _json_arg(x: Any, name: str) -> None:
+    """``x`` (``None`` allowed) must convert to strict JSON (no NaN/inf)."""
+    if x is None:
         return
-    if mapping:
-        _mapping_arg(x, name)
     try:
         json.dumps(to_jsonable(x), allow_nan=False)
     except (TypeError, ValueError) as exc:

@@ -38,8 +38,7 @@ def _over_seeds(num_seeds: int) -> str:
 
 
 def new_figure(**kwargs):
-    """A :class:`matplotlib.figure.Figure` not registered with pyplot (no backend, no global state; freed when
-    no longer referenced); save it with :func:`sdtheory.io.write_figure`."""
+    """A :class:`matplotlib.figure.Figure` not registered with pyplot (no backend, no global state)."""
     from matplotlib.figure import Figure
 
     return Figure(**kwargs)
@@ -55,15 +54,10 @@ def _edges(x: np.ndarray) -> np.ndarray:
 
 
 def _step_boundary(ax, etas, values, **kw):
-    """Draw ``values - 0.5`` (lower edge of the predicted all-correct region) as a step line; NaN or negative
-    values (no all-correct round) break the line."""
+    """``values - 0.5`` as a step line (the lower edge of the all-correct region); negatives break it."""
     v = np.asarray(values, dtype=float)
     v = np.where(v >= 0, v - 0.5, np.nan)
-    edges = _edges(etas)
-    xs, ys = [], []
-    for i in range(v.size):
-        xs += [edges[i], edges[i + 1]]
-        ys += [v[i], v[i]]
+    xs, ys = list(np.repeat(_edges(etas), 2)[1:-1]), list(np.repeat(v, 2))  # (edge i, edge i + 1) at height v[i]
     return ax.plot(xs, ys, **kw)
 
 
@@ -202,7 +196,6 @@ def linearization_gap_figure(
         axes[1].semilogx(lams, np.asarray(agreement_min[p], dtype=float), "o-", color=color, label=label)
         tie_label = f"{label}: 1 - near-tie fraction"
         axes[1].semilogx(lams, np.asarray(decided_min[p], dtype=float), ":", color=color, label=tie_label)
-        # "none within the rounds" (-1) is a gap in the line, not a point at round -1
         never = lambda v: np.where(np.asarray(v) >= 0, np.asarray(v, dtype=float), np.nan)  # noqa: E731
         axes[2].semilogx(lams, never(first_exact[p]), "o-", color=color, label=f"{label} exact")
         axes[2].semilogx(lams, never(first_closed[p]), "x:", color=color, label=f"{label} closed form")
@@ -225,22 +218,17 @@ def linearization_gap_figure(
     return fig
 
 
-# --------------------------------------------------------------------------
 # Real data (simulations/real_data.py): figures of sdtheory.experiments results
-# --------------------------------------------------------------------------
 
 
 def _series(agg: Mapping, keys: Sequence[tuple], metric: str) -> tuple:
-    """Mean and std over seeds of ``metric`` at every key of ``agg`` (NaN where missing)."""
+    """Mean and std over seeds of ``metric`` at ``keys`` (NaN where missing)."""
     vals = [agg.get(key, {}).get(metric, (np.nan, np.nan, 0)) for key in keys]
     return np.array([v[0] for v in vals], dtype=float), np.array([v[1] for v in vals], dtype=float)
 
 
 def _accuracy_grid(agg: Mapping, feature_map: str, kinds, rates, series, band_alpha, suptitle, bottom, ncol):
-    """One row per noise kind: training-label recovery (left) and held-out accuracy (right) against eta.
-    ``series``: ``(solver, method, round, label, color, linestyle, marker)``; solid lines get a mean +- std
-    band; the fitted block model has no held-out accuracy. Then ``suptitle`` and, below the panels (from
-    ``bottom``), the legend in at most ``ncol`` columns."""
+    """Per noise kind, recovery and held-out accuracy against eta; ``series``: (solver, method, r, label, style)."""
     rates_a = np.asarray(rates, dtype=float)
     fig = new_figure(figsize=(10, 3.1 * len(kinds)))
     axes = fig.subplots(len(kinds), 2, squeeze=False, sharey=True)
@@ -456,9 +444,7 @@ def diversity_gain_figure(agg: Mapping, *, feature_map: str, kind: str, rates: S
     return fig
 
 
-# --------------------------------------------------------------------------
 # The paper's synthetic experiment (simulations/phase_diagram.py --preset paper)
-# --------------------------------------------------------------------------
 
 
 def _rstar_text(r: int, num_rounds: int) -> str:
