@@ -46,20 +46,17 @@ class ExactResult(NamedTuple):
 
     Attributes:
       outputs: ``(R, N, K)`` softmax outputs on the training instances.
-      residuals: ``(R,)`` fixed-point residual ``max |P - softmax(G A)|``, ``A``
-        the dual coefficients at ``P`` (for CE ``A = (T - P) / (N lam)``).
-      grad_norms: ``(R,)`` max-abs gradient of the objective in the orthonormal
-        coordinates ``V`` (its 2-norm equals ``||dL/dW||``).
+      residuals: ``(R,)`` fixed-point residual ``max |P - softmax(G A)|``, ``A`` the dual coefficients at ``P``
+        (for CE ``A = (T - P) / (N lam)``).
+      grad_norms: ``(R,)`` max-abs gradient in the orthonormal coordinates ``V`` (its 2-norm equals ``||dL/dW||``).
       iterations: ``(R,)`` outer (L-BFGS or Newton) iterations used.
-      converged: ``(R,)`` whether the residual reached ``tol`` or ``kkt``
-        reached ``rtol``, in this round and every round before it.
+      converged: ``(R,)`` the residual reached ``tol`` or ``kkt`` reached ``rtol``, in this round and every one before.
       coef: ``(R, N, K)`` dual coefficients ``A_r``: logits ``G(x, train) @ A_r``.
-      kkt: ``(R,)`` scale-free stationarity ``||dL/dW|| / (||lam W|| + ||dLoss/dW||)``;
-        for CE ``||W - W*|| <= kkt (2 + kkt) ||W|| / (1 - kkt)``.
+      kkt: ``(R,)`` scale-free stationarity ``||dL/dW|| / (||lam W|| + ||dLoss/dW||)``; for CE
+        ``||W - W*|| <= kkt (2 + kkt) ||W|| / (1 - kkt)``.
       error_bounds: ``(R,)`` CE: certified ``max_i |P_i - P*_i| <= max_i ||x_i|| ||dL/dW|| / (2 lam)`` (strong
         convexity, softmax 1/2-Lipschitz); not a bound for GCE; ``inf`` with an intercept.
-      intercepts: ``(R, K)`` the unregularised bias ``b_r`` (zeros without
-        ``fit_intercept``): logits ``G(x, train) @ A_r + b_r``.
+      intercepts: ``(R, K)`` the unregularised bias ``b_r`` (zeros without ``fit_intercept``): logits ``... + b_r``.
     """
 
     outputs: jax.Array
