@@ -444,9 +444,8 @@ def _check_exact_concrete(opts: dict, kernel: str, **values: Any) -> None:
             "the computation is traced (inside jax.jit)" if traced == ["result"] else f"{traced[0]} is a traced value"
         )
         raise TypeError(
-            f"model='exact' checks that the exact solver converged (on_failure='raise'), which needs concrete "
-            f"values, but {what}; pass on_failure='flag' to skip the check under jax.vmap/jax.jit, or transform "
-            f"{kernel} instead (its result carries converged)"
+            f"model='exact' checks convergence (on_failure='raise') on concrete values, but {what}; pass "
+            f"on_failure='flag' under jax.vmap/jax.jit, or transform {kernel} instead (its result carries converged)"
         )
 
 
@@ -477,10 +476,8 @@ def _rounds(first_only, fractions, c, d, lam, per_class, corr, model, search_rou
         w = RoundWindow(min_rounds_core(f, logs), -1) if first_only else all_correct_rounds_core(f, logs)
         if not V.is_tracer(w.first) and int(w.first) == BEYOND_RANGE:
             raise ValueError(
-                f"the first all-correct round{' r*' if first_only else ''} lies beyond round MAX_ROUND = 2**40 - 1, "
-                f"the range the theorem functions resolve, at lam = {float(lam):.6g} (the rounds needed grow like "
-                "1/lam as lam -> 0); increase lam, or use the *_core kernels, which return the sentinel "
-                "BEYOND_RANGE = 2**40 there"
+                f"the first all-correct round{' r*' if first_only else ''} lies beyond round MAX_ROUND = 2**40 - 1 at "
+                f"lam = {float(lam):.6g}; increase lam, or use the *_core kernels (they return BEYOND_RANGE there)"
             )
         return w if V.is_tracer(w.first) else RoundWindow(int(w.first), int(w.last))
     search_rounds = V.check_int(

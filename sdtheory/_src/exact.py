@@ -257,12 +257,8 @@ ETA_FLOOR_MIXED = 1e-4
 
 
 def _newton_cg_round(ops, t, lam, v0, *, loss, q, tol, max_iter, max_cg, rtol, mixed=False):
-    """Truncated Newton: preconditioned CG on the Newton system, Armijo backtracking.
-
-    ``mixed=True`` (``solver="auto"``): Hessian products in float32 (CG needs only the relative accuracy ``eta``); a
-    step whose float32 CG misses it switches the round to float64 products. Gradients, line search and residual are
-    float64.
-    """
+    """Truncated Newton: preconditioned CG on the Newton system, Armijo backtracking; ``mixed=True``: Hessian products
+    in float32 until a step's CG misses ``eta``, then float64 (docs/exact_solver.md)."""
     dtype = ops.phi.dtype
     lo = jnp.float32
     t32 = t.astype(lo)
@@ -270,8 +266,7 @@ def _newton_cg_round(ops, t, lam, v0, *, loss, q, tol, max_iter, max_cg, rtol, m
     lam_lo = jnp.asarray(lam).astype(lo)
 
     def residual(z, w, v):
-        """The exact residual, or while far above ``tol`` its bound ``max_i ||phi_i|| max_k ||u_k|| / 2``,
-        ``u = -w/lam - v`` (no pass over ``Phi``); and whether it is exact."""
+        """The exact residual, or far above ``tol`` its bound (``u = -w/lam - v``, no pass); and whether exact."""
         u = _implied(w, v, lam) - v
         bound = jnp.maximum(0.5 * ops.max_row * jnp.sqrt(jnp.max(jnp.sum(u * u, axis=1))), _bias_gap(w, lam))
         near = bound <= RESIDUAL_GATE * tol
@@ -368,11 +363,8 @@ def _newton_cg_round(ops, t, lam, v0, *, loss, q, tol, max_iter, max_cg, rtol, m
 
 
 def _line_search(ops, t, lam, z, zd, v, d, slope0, loss, q, max_ls):
-    """Safeguarded 1-D Newton/bisection for ``phi'(alpha) = 0``, ``phi(alpha) = L(v + alpha d)`` (O(N K) a trial).
-
-    Stops at ``|phi'| <= 0.1 |phi'(0)|`` (strong Wolfe) or after ``max_ls`` trials; a step that increases the objective
-    is replaced by the left bracket.
-    """
+    """Safeguarded 1-D Newton/bisection for ``phi'(alpha) = 0``, ``phi(alpha) = L(v + alpha d)``, to
+    ``|phi'| <= 0.1 |phi'(0)|`` or ``max_ls`` trials; a step that increases the objective gives the left bracket."""
     n = ops.count
     gfun = lambda zz: loss.grad(t, zz, q, axis=0)  # noqa: E731
     dd = _vdot(lam * d, d)  # lam may be a (1, M) row (intercept)
@@ -430,12 +422,8 @@ def _two_loop(gu, S, Y, rho, count, gamma, memory):
 
 
 def _lbfgs_round(ops, t, lam, v0, *, loss, q, tol, max_iter, max_cg, rtol, max_ls=20, memory=MEMORY):
-    """L-BFGS in preconditioned coordinates ``u = v * sqrt(h)``, ``h = s/(K N) + lam``.
-
-    Two passes over ``Phi`` per iteration: the gradient, and ``Phi [w | d]`` (the residual and the next line search's
-    ``Phi d``). Pairs with ``s^T y <= 0`` (GCE) are skipped. A fresh memory each round (carrying the pairs was measured
-    to cost iterations).
-    """
+    """L-BFGS in preconditioned coordinates ``u = v * sqrt(h)``, ``h = s/(K N) + lam``; two passes over ``Phi`` per
+    iteration (gradient, ``Phi [w | d]``); pairs with ``s^T y <= 0`` (GCE) skipped; a fresh memory each round."""
     del max_cg
     phi = ops.phi
     k = t.shape[0]
@@ -591,7 +579,6 @@ def exact_phi_core(
             v0 = a.T @ phi
 
     rtol = jnp.asarray(rtol, dtype)
-
     lams = jnp.broadcast_to(lam, (num_rounds,)) if lams is None else jnp.asarray(lams, dtype)
 
     def one_round(carry, lam):
@@ -662,11 +649,7 @@ def _check_number(x, name, what):
 
 
 def check_options(loss, q, tol, max_iter, on_failure, solver, rtol=DEFAULT_RTOL):
-    """``TypeError``/``ValueError`` naming the first bad option of the exact solver.
-
-    ``q``, ``tol``, ``rtol``: real numbers, ``q`` in ``(0, 1]`` (for ``loss="gce"``), ``tol > 0``, ``rtol`` in
-    ``[0, 1)``; ``max_iter`` an int in ``[1, 2^31 - 1]`` (int32 counters).
-    """
+    """``TypeError``/``ValueError`` naming the first bad option of the exact solver."""
     get_loss(loss)
     qv = _check_number(q, "q", "GCE exponent")
     if loss == "gce" and not (0.0 < qv <= 1.0):
@@ -690,11 +673,8 @@ IMPLICIT_ROWS_PER_CLASS = 200
 
 @jax.jit
 def _prepare_features(x):
-    """:class:`Coordinates` of features (``d < N``): ``R`` orthogonal to float64 precision, near the eigenbasis.
-
-    Only the preconditioners depend on how well ``R`` diagonalises ``X^T X``: float32 eigenvectors, made orthogonal in
-    float64 by two Newton-Schulz steps ``R (3 I - R^T R) / 2`` (each squares ``||R^T R - I||``).
-    """
+    """:class:`Coordinates` of features (``d < N``): float32 eigenvectors of ``X^T X`` made orthogonal in float64 by
+    two Newton-Schulz steps ``R (3 I - R^T R) / 2`` (each squares ``||R^T R - I||``)."""
     top = jnp.max(jnp.abs(x))
     top = jnp.where(top > 0, top, 1.0)
     x32 = (x / top).astype(jnp.float32)
@@ -756,10 +736,7 @@ def solver_features(
 def raise_unconverged(
     res: Any, tol: float, max_iter: int, rounds: Any = None, rtol: float = DEFAULT_RTOL, solver: str = ""
 ) -> None:
-    """``RuntimeError`` naming the rounds of ``res`` (ExactResult or PLLResult) that missed ``tol`` and ``rtol``.
-
-    With their measures and what would help; rounds unconverged only through an earlier round are counted, not named.
-    """
+    """``RuntimeError`` naming the rounds of ``res`` (ExactResult or PLLResult) that missed ``tol`` and ``rtol``."""
     if V.is_tracer(res.converged) or bool(np.all(conv := np.asarray(res.converged))):
         return
     has_kkt = hasattr(res, "kkt")  # an ExactResult (the PLL pipeline reports residuals only)
