@@ -166,10 +166,7 @@ def check_stochastic_rows(
     bad = np.abs(sums - 1.0) > atol
     if np.any(bad):
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"{what} is not row-stochastic: row {i} sums to {sums[i]:.17g}, not 1 (rows must sum to 1 within "
-            f"atol = {atol:g})"
-        )
+        raise ValueError(f"{what} is not row-stochastic: row {i} sums to {sums[i]:.17g}, not 1 (atol = {atol:g})")
 
 
 def check_labels(labels: Any, num_classes: Optional[int], name: str = "labels") -> np.ndarray:
@@ -216,9 +213,7 @@ def check_gram(gram: Any, name: str = "gram", *, rtol: float = DEFAULT_RTOL) -> 
     unit = arr / scale  # relative, and no overflow in the difference
     asym = float(np.max(np.abs(unit - unit.T)))
     if asym > 10 * rtol:
-        raise ValueError(
-            f"{name} is not symmetric: max |G - G^T| / max |G| = {asym:.3g} > {10 * rtol:g} (max |G| = {scale:.3g})"
-        )
+        raise ValueError(f"{name} is not symmetric: max |G - G^T| / max |G| = {asym:.3g} > {10 * rtol:g}")
 
 
 def check_psd_eigenvalues(eigvals: Any, name: str = "gram", *, rtol: float = 1e-8, unit: float = 1.0) -> None:
@@ -400,9 +395,7 @@ def check_real_array(x: Any, name: str) -> np.ndarray:
         raise TypeError(f"{name} must be a numeric array, got the string {x!r}")
     arr = as_array(x, name)
     if arr.dtype == np.bool_:
-        raise TypeError(
-            f"{name} must be real numbers, got a bool array (cast it, e.g. x.astype(float), if you mean 0/1)"
-        )
+        raise TypeError(f"{name} must be real numbers, got a bool array (cast it with x.astype(float) for 0/1)")
     if arr.dtype == object:
         raise TypeError(
             f"{name} must be a numeric array, got an object array (mixed or non-numeric entries, or "

@@ -407,9 +407,8 @@ def _check_pll_size(fractions):
     V.check_pll_classes(k, "the classes of fractions")
     if k > PLL_MAX_CLASSES:
         raise ValueError(
-            f"fractions has K = {k} classes: the type-level PLL prediction holds (K, K, K) arrays, about "
-            f"{_PLL_BYTES_PER_ENTRY * k**3 / 2**30:.3g} GiB, above PLL_MEMORY_LIMIT = {PLL_MEMORY_LIMIT / 2**30:g} "
-            f"GiB; it supports K <= {PLL_MAX_CLASSES}"
+            f"fractions has K = {k} classes: the (K, K, K) arrays need {_PLL_BYTES_PER_ENTRY * k**3 / 2**30:.3g} GiB "
+            f"> PLL_MEMORY_LIMIT; it supports K <= {PLL_MAX_CLASSES}"
         )
 
 

@@ -189,11 +189,8 @@ def _row_block(phi, q):
 
 
 def _data_hvp(phi, t, z, d, loss, q, lin=None, count=None):
-    """The data part of a Hessian product, ``J(z)[d Phi^T] Phi / N`` (class-major ``(K, M)``).
-
-    Large ``Phi`` is run over in row blocks, each read once for both products while in cache (2.3x faster at N = 50000);
-    otherwise one product, with the linearised gradient ``lin`` when given. ``count``: ``N`` (without padding).
-    """
+    """The data part of a Hessian product, ``J(z)[d Phi^T] Phi / N`` (class-major ``(K, M)``), in row blocks for
+    large ``Phi`` (:func:`_row_block`), else with the linearised gradient ``lin`` when given; ``count``: ``N``."""
     n = phi.shape[0]
     count = n if count is None else count
     nb = _row_block(phi, q)
@@ -626,10 +623,8 @@ def exact_outputs_core(
 ) -> ExactResult:
     """Exact outputs of rounds ``0..num_rounds-1`` from a precomputed spectrum (jitted, no validation).
 
-    ``options``: the others of :func:`exact_phi_core` (``loss``, ``solver``, ``fit_intercept``, the variant's ``lams``,
-    ``temperature``, ``xi``, ``hard``, ``tie_tol``); ``q``, ``tol``, ``max_iter``, ``rtol`` are always passed on as
-    traced values. vmaps over ``targets``, ``lam``, ``spec``, ``q``, ``tol``; ``num_rounds``, ``loss``, ``max_cg`` and
-    ``solver`` are static. Never raises: unconverged rounds have ``converged=False``.
+    ``options``: the others of :func:`exact_phi_core`. vmaps over ``targets``, ``lam``, ``spec``, ``q``, ``tol``;
+    ``num_rounds``, ``loss``, ``max_cg`` and ``solver`` are static. Never raises: unconverged rounds are flagged.
     """
     traced = dict(q=q, tol=tol, max_iter=max_iter, rtol=rtol)
     return exact_phi_core(spectral_features(spec), targets, lam, num_rounds, max_cg=int(max_cg), **traced, **options)
