@@ -25,7 +25,7 @@ MAX_ROUND = 2**31 - 1
 #: Largest round count ``num_rounds`` (a count materialises every round ``0..R-1``).
 MAX_NUM_ROUNDS = 10**5
 #: Why counts are bounded (appended to the error message).
-NUM_ROUNDS_WHY = "a count materialises every round 0..R-1; pass rounds= with the indices you need"
+NUM_ROUNDS_WHY = "a count materialises rounds 0..R-1, solved one after another; pass rounds= with the indices you need"
 #: Why round indices are bounded (appended to the error message).
 ROUND_WHY = "the closed form evaluates q**(r + 1) in floating point"
 #: Largest count (classes, instances, dimensions, seeds, chunk size): labels and indices are int32 on the device.
