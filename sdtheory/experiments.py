@@ -113,7 +113,10 @@ def noisy_label_c(
             same += np.sum(y[np.argpartition(-g, NEIGHBOURS, axis=1)[:, :NEIGHBOURS]] == y[s : s + 1024, None])
         rho2 = (same / (NEIGHBOURS * y.size) - 1 / k) / (1 - 1 / k)
         if rho2 <= 0:
-            raise ValueError(f"labels: the {NEIGHBOURS} nearest neighbours share labels no more often than chance")
+            raise ValueError(
+                f"labels: the {NEIGHBOURS} nearest neighbours (features) share their labels no more often than "
+                f"chance (num_classes = {k}): no class signal"
+            )
         eta = (1 - np.sqrt(rho2)) * (k - 1) / k
     else:
         eta = V.check_real(noise_rate, "noise_rate")

@@ -173,8 +173,7 @@ def _mean_rows(x, ops):
     return jnp.sum(x, axis=-1) / ops.count
 
 
-#: ``Phi`` above this many bytes (beyond a last-level cache) is run over in row blocks by the
-#: Hessian product, :data:`ROW_BLOCK_BYTES` each (measured: slower at 5 MB, faster at 20 MB).
+#: ``Phi`` above this many bytes (beyond a last-level cache; measured) is run over in row blocks of ROW_BLOCK_BYTES.
 BLOCK_ABOVE_BYTES = 1 << 24
 ROW_BLOCK_BYTES = 1 << 22
 
@@ -213,8 +212,7 @@ def _data_hvp(phi, t, z, d, loss, q, lin=None, count=None):
     return jax.lax.fori_loop(0, -(-n // nb), body, jnp.zeros_like(d)) / count
 
 
-#: The Newton solvers compute the exact residual (a pass over ``Phi``) once its upper bound (no pass) is below this
-#: multiple of ``tol``; before, the bound stands in for it.
+#: The Newton solvers compute the exact residual (a pass over ``Phi``) once its bound is below this multiple of tol.
 RESIDUAL_GATE = 1e6
 
 
@@ -248,8 +246,7 @@ def _kron_preconditioner(ops, jvp32, curvature, z32, lam, dtype):
     return lambda r: _from_basis(ops, hq @ ((hq.T @ _to_basis(ops, r)) * inv))
 
 
-#: Floor of the CG forcing term for float32 Hessian products (their relative error is ~1e-7 times
-#: the preconditioned condition number): Newton then converges linearly at about this rate.
+#: Floor of the CG forcing term for float32 Hessian products: Newton then converges linearly at about this rate.
 ETA_FLOOR_MIXED = 1e-4
 
 
@@ -661,8 +658,7 @@ def check_options(loss, q, tol, max_iter, on_failure, solver, rtol=DEFAULT_RTOL)
         raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
 
 
-#: With more than this many rows per class, features keep their coordinates and the preconditioners
-#: apply the basis (``2 K d^2`` per application) instead of rotating once (``N d^2``; measured).
+#: Above this many rows per class the preconditioners apply the basis (``2 K d^2`` each) instead of rotating once.
 IMPLICIT_ROWS_PER_CLASS = 200
 
 
