@@ -166,7 +166,9 @@ def check_stochastic_rows(
     bad = np.abs(sums - 1.0) > atol
     if np.any(bad):
         i = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{what} is not row-stochastic: row {i} sums to {sums[i]:.17g}, not 1 (atol = {atol:g})")
+        raise ValueError(
+            f"{what} is not row-stochastic: row {i} sums to {sums[i]:.17g} (rows must sum to 1 within atol = {atol:g})"
+        )
 
 
 def check_labels(labels: Any, num_classes: Optional[int], name: str = "labels") -> np.ndarray:
