@@ -64,7 +64,8 @@ def check_lam(lam: Any, name: str = "lam") -> Any:
     if shape != ():
         raise ValueError(
             f"{name} must be a scalar (one L2 weight), got shape {tuple(shape)}; for a grid of {name}, jax.vmap a "
-            f"*_core kernel over it, or sweep it with sdtheory.montecarlo.run_grid(lams=...)"
+            f"*_core kernel over it (sdtheory.closed_form.sd_outputs_core, sdtheory.exact.exact_outputs_core), or "
+            f"sweep it with sdtheory.montecarlo.run_grid(lams=...)"
         )
     if is_tracer(lam):
         return lam
