@@ -374,7 +374,6 @@ def _line_search(ops, t, lam, z, zd, v, d, slope0, loss, q, max_ls):
 
     def body(c):
         a, lo, hi, der, j = c
-        # der is phi'(a): update the bracket
         lo = jnp.where(der < 0, a, lo)
         hi = jnp.where(der > 0, a, hi)
         d1, d2 = dphi(a)
