@@ -25,10 +25,7 @@ MAX_ROUND = 2**31 - 1
 #: Largest round count ``num_rounds`` (a count materialises every round ``0..R-1``).
 MAX_NUM_ROUNDS = 10**5
 #: Why counts are bounded (appended to the error message).
-NUM_ROUNDS_WHY = (
-    "a count materialises every round 0..R-1: the exact solver solves them one after another "
-    "and the closed form returns R output arrays; pass rounds= with the indices you need"
-)
+NUM_ROUNDS_WHY = "a count materialises rounds 0..R-1, solved one after another; pass rounds= with the indices you need"
 #: Why round indices are bounded (appended to the error message).
 ROUND_WHY = "the closed form evaluates q**(r + 1) in floating point"
 #: Largest count (classes, instances, dimensions, seeds, chunk size): labels and indices are int32 on the device.
@@ -60,16 +57,14 @@ def check_finite(x: Any, name: str) -> None:
 
 
 def check_lam(lam: Any, name: str = "lam") -> Any:
-    """The L2 weight: one finite real number ``> 0``, as a Python float; a traced ``lam`` is checked for
-    being a scalar only and returned as it is."""
+    """The L2 weight: a finite real ``> 0`` as a Python float (a tracer: checked for being a scalar only)."""
     if isinstance(lam, (bool, np.bool_)):
         raise TypeError(f"{name} (the L2 weight) must be a real number > 0, got a bool ({lam!r})")
     shape = shape_of(lam, name)
     if shape != ():
         raise ValueError(
-            f"{name} must be a scalar (one L2 weight), got shape {tuple(shape)}: an array of {name} values would "
-            f"broadcast against the eigenvalues. For a grid of {name}, jax.vmap a *_core kernel over it (e.g. "
-            f"sdtheory.closed_form.sd_outputs_core, sdtheory.exact.exact_outputs_core), call once per value, or "
+            f"{name} must be a scalar (one L2 weight), got shape {tuple(shape)}; for a grid of {name}, jax.vmap a "
+            f"*_core kernel over it (sdtheory.closed_form.sd_outputs_core, sdtheory.exact.exact_outputs_core), or "
             f"sweep it with sdtheory.montecarlo.run_grid(lams=...)"
         )
     if is_tracer(lam):
@@ -104,8 +99,7 @@ def _round_value(v: Any, name: str) -> int:
 
 
 def check_rounds(rounds: Any, *, name: str = "rounds", maximum: int = MAX_ROUND, why: str = ROUND_WHY) -> np.ndarray:
-    """Round indices: an int or 1-D sequence of ints (not bools) in ``[0, maximum]`` (0 = teacher), as a 1-D
-    ``int64`` array."""
+    """Round indices: an int or 1-D sequence of ints in ``[0, maximum]`` (0 = teacher), as 1-D ``int64``."""
     if is_tracer(rounds):
         raise TypeError(f"{name} must be concrete Python/NumPy integers, not a traced value")
     if isinstance(rounds, (str, bytes)):
@@ -174,8 +168,7 @@ def check_stochastic_rows(
     if np.any(bad):
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(
-            f"{what} is not row-stochastic: row {i} sums to {sums[i]:.17g}, not 1 (rows must sum to 1 within "
-            f"atol = {atol:g})"
+            f"{what} is not row-stochastic: row {i} sums to {sums[i]:.17g} (rows must sum to 1 within atol = {atol:g})"
         )
 
 
@@ -197,8 +190,7 @@ def check_labels(labels: Any, num_classes: Optional[int], name: str = "labels") 
 
 
 def check_class_indices(arr: np.ndarray, num_classes: Optional[int], name: str, source: str = "") -> None:
-    """Integer array (any shape) of class indices in ``[0, num_classes)`` (``>= 0`` when ``num_classes`` is None);
-    ``source``: where ``K`` comes from, appended to the message (e.g. ``"num_classes = 3"``)."""
+    """Class indices in ``[0, num_classes)`` (``>= 0`` for ``None``); ``source``: where ``K`` comes from."""
     if not arr.size:
         return
     where = f" ({source})" if source else ""
@@ -214,8 +206,7 @@ def check_class_indices(arr: np.ndarray, num_classes: Optional[int], name: str, 
 
 
 def check_gram(gram: Any, name: str = "gram", *, rtol: float = DEFAULT_RTOL) -> None:
-    """Square, non-empty, finite and symmetric within ``10 rtol max|G|`` (no absolute floor: the closed form
-    depends on ``G / lam`` only); PSD is checked on the spectrum."""
+    """Square, non-empty, finite, symmetric within ``10 rtol max|G|`` (PSD: checked on the spectrum)."""
     arr = check_array(gram, name, lambda s: len(s) == 2 and s[0] == s[1] >= 1, "a non-empty square (N, N) matrix")
     if is_tracer(arr):
         return
@@ -225,14 +216,11 @@ def check_gram(gram: Any, name: str = "gram", *, rtol: float = DEFAULT_RTOL) -> 
     unit = arr / scale  # relative, and no overflow in the difference
     asym = float(np.max(np.abs(unit - unit.T)))
     if asym > 10 * rtol:
-        raise ValueError(
-            f"{name} is not symmetric: max |G - G^T| / max |G| = {asym:.3g} > {10 * rtol:g} (max |G| = {scale:.3g})"
-        )
+        raise ValueError(f"{name} is not symmetric: max |G - G^T| / max |G| = {asym:.3g} > {10 * rtol:g}")
 
 
 def check_psd_eigenvalues(eigvals: Any, name: str = "gram", *, rtol: float = 1e-8, unit: float = 1.0) -> None:
-    """Reject a spectrum with an eigenvalue below ``-rtol * N * max|eigenvalue|``; ``unit``: the eigenvalues
-    are those of ``G / unit`` (the message reports them in the units of ``G``)."""
+    """Reject an eigenvalue below ``-rtol * N * max|eigenvalue|``; the eigenvalues are those of ``G / unit``."""
     if is_tracer(eigvals):
         return
     s = np.asarray(eigvals)
@@ -264,9 +252,7 @@ def check_same_n(n_expected: int, n_got: int, what: str, against: str) -> None:
 
 
 def check_problem(targets: Any, lam: Any, gram: Any, features: Any, *, probability_targets: bool = True) -> int:
-    """The checks every training problem shares; returns ``N``: exactly one of ``gram``/``features`` with as
-    many rows as the targets (``(N, K)`` probability rows, or with ``probability_targets=False`` any finite
-    ``(N,)``/``(N, K)`` array) and a valid ``lam``. The matrix's contents are checked with its spectrum."""
+    """The checks every training problem shares (targets, ``lam``, one of ``gram``/``features`` with N rows); ``N``."""
     one_of_gram_features(gram, features)
     if probability_targets:
         n, _ = check_targets(targets)
@@ -308,8 +294,7 @@ def check_num_rounds(num_rounds: Any, name: str = "num_rounds") -> int:
 
 
 def check_pll_rounds(num_rounds: Any, maximum: int = MAX_NUM_ROUNDS, why: str = NUM_ROUNDS_WHY) -> int:
-    """The number ``R - 1`` of PLL students in ``num_rounds = R`` (rounds ``0..R-1``, the teacher included;
-    ``R >= 2``)."""
+    """The number ``R - 1`` of PLL students in ``num_rounds = R >= 2`` (rounds ``0..R-1``, teacher included)."""
     if isinstance(num_rounds, numbers.Integral) and not isinstance(num_rounds, bool) and num_rounds == 1:
         raise ValueError(
             "num_rounds counts rounds 0..R-1 with the teacher as round 0 (as everywhere in sdtheory): the PLL "
@@ -319,8 +304,7 @@ def check_pll_rounds(num_rounds: Any, maximum: int = MAX_NUM_ROUNDS, why: str = 
 
 
 def resolve_rounds(rounds: Any, num_rounds: Any, *, maximum: int = MAX_ROUND, why: str = ROUND_WHY) -> np.ndarray:
-    """Round indices (1-D int64) from exactly one of ``rounds`` (indices ``<= maximum``, ``why`` says why)
-    or ``num_rounds`` (a count ``R``: rounds ``0..R-1``, ``R <= MAX_NUM_ROUNDS``)."""
+    """Round indices (1-D int64) from exactly one of ``rounds`` (``<= maximum``) or ``num_rounds`` (``0..R-1``)."""
     if (rounds is None) == (num_rounds is None):
         raise ValueError(
             "pass exactly one of rounds= (round indices, 0 = teacher) or num_rounds= (a count R: rounds 0..R-1)"
@@ -334,14 +318,12 @@ def resolve_rounds(rounds: Any, num_rounds: Any, *, maximum: int = MAX_ROUND, wh
 
 
 def _cd_det(c: float, d: float, sizes: np.ndarray, counts: np.ndarray) -> float:
-    """``1 + d sum_k n_k / (1 - c + (c - d) n_k)`` (``counts[i]`` classes of size ``sizes[i]``), divided
-    through by ``c - d`` (no overflow): the sign of the block Gram's smallest eigenvalue, increasing in ``d``."""
+    """``1 + d sum_k n_k / (1 - c + (c - d) n_k)`` (divided through by ``c - d``): the sign of the block Gram."""
     return 1.0 + d / (c - d) * float(np.sum(counts * sizes / ((1.0 - c) / (c - d) + sizes)))
 
 
 def cd_lower_bound(c: float, class_sizes: Any = None, *, per_class: Any = None, num_classes: Any = None) -> float:
-    """The bound of the ``(c, d)`` domain: the block Gram is positive definite iff ``bound < d < c < 1``; balanced
-    ``-(1 - c + n c) / (n (K - 1))``, else the root of :func:`_cd_det` in ``d`` (bisection; ``-inf`` for one class)."""
+    """The bound of the ``(c, d)`` domain: the block Gram is positive definite iff ``bound < d < c < 1``."""
     if per_class is not None:
         n, k = float(per_class), float(num_classes)
         return -(1.0 - c + n * c) / (n * (k - 1.0)) if k > 1 else -math.inf
@@ -361,28 +343,15 @@ def cd_lower_bound(c: float, class_sizes: Any = None, *, per_class: Any = None, 
 
 
 def check_cd(c: Any, d: Any, *, class_sizes: Any = None, per_class: Any = None, num_classes: Any = None) -> tuple:
-    """The block model's correlations ``(c, d)``, the one domain every block-model function checks.
-
-    Finite real scalars with ``-1 < d < c < 1`` and the block Gram positive definite at the given sizes
-    (docs/block_model.md, "The ``(c, d)`` domain"): balanced ``d > -(1 - c + n c) / (n (K - 1))``, any
-    ``class_sizes`` ``1 + d sum_k n_k / (1 - c + (c - d) n_k) > 0``. Every ``d >= 0`` passes; traced
-    values are not inspected. Returns ``(c, d)`` (floats when concrete).
-    """
+    """The block model's ``(c, d)``: finite, ``-1 < d < c < 1``, the block Gram positive definite at the given
+    sizes (docs/block_model.md, "The ``(c, d)`` domain"); tracers pass unchecked. Returns ``(c, d)``."""
     c, d = (v if is_tracer(v) else check_real(v, name) for name, v in (("c", c), ("d", d)))
     if is_tracer(c) or is_tracer(d):
         return c, d
     if not (d < c < 1.0):
-        raise ValueError(
-            f"the block model needs d < c < 1 (d: correlation across classes, c: within a class; every "
-            f"0 <= d < c < 1 works, and a negative d down to a bound set by the class sizes), "
-            f"got c = {c:g}, d = {d:g}"
-        )
+        raise ValueError(f"the block model needs d < c < 1 (every 0 <= d < c < 1 works), got c = {c:g}, d = {d:g}")
     if not d > -1.0:
-        raise ValueError(
-            f"d = {d:g} makes the block Gram not positive definite for any class sizes: it needs d > -1 "
-            "(two instances of different classes have the 2 x 2 Gram [[1, d], [d, 1]]), and more at given "
-            "sizes (every 0 <= d < c < 1 works)"
-        )
+        raise ValueError(f"d = {d:g} makes the block Gram not positive definite for any class sizes: it needs d > -1")
     balanced = per_class is not None and num_classes is not None
     if d >= 0 or not (balanced or class_sizes is not None):
         return c, d
@@ -424,14 +393,12 @@ def as_array(x: Any, name: str) -> np.ndarray:
 
 
 def check_real_array(x: Any, name: str) -> np.ndarray:
-    """A concrete rectangular array of real numbers (integer or floating; not bool, string, object or complex)."""
+    """A concrete rectangular array of real numbers (integer or floating)."""
     if isinstance(x, (str, bytes)):
         raise TypeError(f"{name} must be a numeric array, got the string {x!r}")
     arr = as_array(x, name)
     if arr.dtype == np.bool_:
-        raise TypeError(
-            f"{name} must be real numbers, got a bool array (cast it, e.g. x.astype(float), if you mean 0/1)"
-        )
+        raise TypeError(f"{name} must be real numbers, got a bool array (cast it with x.astype(float) for 0/1)")
     if arr.dtype == object:
         raise TypeError(
             f"{name} must be a numeric array, got an object array (mixed or non-numeric entries, or "
@@ -523,10 +490,8 @@ def check_pll_classes(num_classes: int, source: str = "targets") -> None:
     """The PLL student needs ``K >= 3`` classes; ``source`` says where ``K`` comes from."""
     if num_classes < 3:
         raise ValueError(
-            f"the PLL student needs K >= 3 classes, got K = {num_classes} ({source}): its targets put 1/2 on each "
-            "of the two highest classes, and with two classes those are both classes, so every target would be "
-            "(1/2, 1/2) and carry no label information; use self-distillation (student='sd', or the sd_* methods "
-            "of a Monte Carlo config) for two classes"
+            f"the PLL student needs K >= 3 classes, got K = {num_classes} ({source}): with two classes every "
+            "target is (1/2, 1/2); use self-distillation (student='sd') for two classes"
         )
 
 
@@ -545,7 +510,7 @@ MODELS = ("closed", "exact")
 
 
 def check_choice(x: Any, name: str, choices: tuple) -> str:
-    """``x`` validated: one of the strings ``choices``."""
+    """One of the strings ``choices``."""
     if not isinstance(x, str) or x not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {x!r}")
     return x

@@ -78,8 +78,7 @@ EXACT_OPTIONS = dict(tol=DEFAULT_TOL, max_iter=DEFAULT_MAX_ITER, max_cg=DEFAULT_
 def lam_rule(c: float, num_instances: int, num_classes: int) -> float:
     """``K N lam = 1 - c``: the block model's within-class shrink factor ``a = s_w / (s_w + K N lam)`` is 1/2.
 
-    ``c``: the mean within-class cosine similarity (:func:`sdtheory.data.block_statistics`
-    with clean labels, or :func:`noisy_label_c` with noisy ones); ``c < 1``.
+    ``c < 1``: mean within-class cosine similarity (:func:`sdtheory.data.block_statistics` or :func:`noisy_label_c`).
     """
     c = V.check_real(c, "c")
     num_instances = V.check_size(num_instances, "num_instances", minimum=1)
@@ -166,10 +165,8 @@ def _take(ds: Dataset, tr: np.ndarray, te: np.ndarray, xt: Any, yt: Any, ct: Any
 
 @dataclass(frozen=True, eq=False)
 class FeatureMap:
-    """One feature map and what every cell reuses (:func:`prepare_feature_map`), in float64: the fitted
-    block ``stats``, the Gram's ``spectrum``, the exact solver's coordinates ``phi`` and the fitted block
-    Gram's ``block_spectrum`` (``None`` without the block model); ``lam_rule``: ``"K N lam = 1 - c"`` or
-    ``"given"``."""
+    """One feature map and what every cell reuses (:func:`prepare_feature_map`), in float64; ``block_spectrum``:
+    ``None`` without the block model; ``lam_rule``: ``"K N lam = 1 - c"`` or ``"given"``."""
 
     name: str
     features: jax.Array
@@ -204,13 +201,12 @@ def prepare_feature_map(
     Raises:
       ValueError: bad arguments, or a fitted ``(c, d)`` outside the block model's domain.
     """
-    (n_x, d), (_, d_t) = V.check_features(features), V.check_features(test_features, "test_features")
+    n_x, d = V.check_features(features)
+    V.check_test_features(test_features, d)
     k = V.check_int(num_classes, "num_classes", minimum=2)
     y = V.check_labels(labels, k)
     n = y.shape[0]
     V.check_same_n(n_x, n, "labels", "features")
-    if d_t != d:
-        raise ValueError(f"test_features has dimension {d_t} but features has {d}")
     stats = block_statistics(features, y, k)
     if lam is None:
         lam, rule = lam_rule(stats.c, n, k), "K N lam = 1 - c"
@@ -384,8 +380,7 @@ def _agree(outputs: Any, reference: Any) -> list:
 
 
 def _rows(solver, method, metrics, *, first=0, agree=None, res=None, agree_key="agree_exact", **extra) -> list:
-    """Rows of one method from per-round metrics: ``agree`` per round under ``agree_key``, the solver record
-    ``res`` of round ``first + r`` and ``extra`` columns."""
+    """Rows of one method from per-round metrics, ``agree``, the solver record ``res`` (round ``first + r``)."""
     nan = float("nan")
     return [
         dict(
@@ -469,8 +464,7 @@ def run_protocol(
 
 
 def _grid(ds, maps, kinds, rates, num_seeds, fit, progress, completed, on_cell) -> ProtocolResult:
-    """:func:`run_protocol`'s loop over checked arguments; ``maps``: ``(feature_maps, seed, relu_dim, center,
-    normalize, lam)``; ``fit(fm, given labels, their key)``: the rows of a cell."""
+    """:func:`run_protocol`'s loop over checked arguments; ``fit(fm, given labels, their key)``: a cell's rows."""
     feature_maps, seed, relu_dim, center, normalize, lam = maps
     master, k, true = jax.random.key(seed), ds.num_classes, ds.labels
     rows: list = []

@@ -1,16 +1,13 @@
 r"""The corruption condition, the margin, the minimum round and the PLL condition (docs/theorems.md).
 
-Statements about the linearised, balanced block model (``K`` classes of
-``per_class`` instances, correlations ``c``, ``d``, L2 weight ``lam``), where
-an instance of true class ``k`` with label ``y`` scores at round ``r`` (``e = r + 1``)
+Statements about the linearised, balanced block model (``K`` classes of ``per_class`` instances, correlations ``c``,
+``d``, L2 weight ``lam``), where an instance of true class ``k`` with label ``y`` scores at round ``r`` (``e = r + 1``)
 
 .. math:: \mathrm{score}_r(l) = a^e [y = l] + (b^e - a^e) f_k(l) + (g^e - b^e) f(l)
 
-and is correct when its true class wins strictly. ``fractions`` is any
-``(K, K)`` row-stochastic matrix: ``C`` (population) or the sampled
-``empirical_fractions``. Each public function validates and calls a pure
-``*_core`` kernel taking ``(fractions, logs)`` (the :class:`LogFactors` of
-:func:`log_block_factors`), which vmaps over fractions and ``lam``.
+and is correct when its true class wins strictly. ``fractions`` is any ``(K, K)`` row-stochastic matrix (``C`` or the
+sampled ``empirical_fractions``). Each public function validates and calls a pure ``*_core`` kernel taking
+``(fractions, logs)`` (:class:`LogFactors`), which vmaps over fractions and ``lam``.
 """
 
 from __future__ import annotations
@@ -114,8 +111,6 @@ class LogFactors(NamedTuple):
       log_b: ``log b``, ``b = s_b/(s_b + K N lam)`` (the class factor).
       log_rho: ``log(a/b) <= 0`` (own label vs class average).
       log_gamma: ``log(g/b)`` (global vs class average): ``>= 0`` for ``d >= 0``, ``< 0`` for ``d < 0``.
-
-    Built by :func:`log_block_factors`; a pytree (``jax.vmap`` maps over its fields).
     """
 
     log_b: Any
@@ -128,8 +123,7 @@ def _offdiag(k):
 
 
 def _gaps(f):
-    """``D[k, l] = f_k(k) - f_k(l)``, with gaps within :data:`sdtheory.TIE_TOL` set to 0: ties (at a
-    noise family's threshold two entries of ``C`` differ by roundoff only; docs/theorems.md section 3)."""
+    """``D[k, l] = f_k(k) - f_k(l)``, gaps within :data:`sdtheory.TIE_TOL` set to 0 (docs/theorems.md section 3)."""
     d = jnp.diagonal(f)[:, None] - f
     return jnp.where(jnp.abs(d) <= TIE_TOL, 0.0, d)
 
@@ -185,10 +179,8 @@ def min_rounds_core(fractions: jax.Array, logs: LogFactors) -> jax.Array:
 
 
 def _h_of(fractions, logs):
-    """Per pair ``(k, l)`` the binding constraint ``h(e) = D (1 - rho^e) + F (gamma^e - 1) - nu rho^e``
-    (docs/theorems.md section 5), built from ``exp``/``expm1`` of ``e`` times the logs (nothing rounded near
-    1, no NaN). For ``log gamma < 0`` and ``L = D - F = 0`` it returns ``h(e) / gamma^e`` (same sign, no
-    cancellation). Returns ``(D, F, nu, mask, lr, lgam, L, h)``."""
+    """Per pair ``(k, l)`` the constraint ``h(e)`` of docs/theorems.md section 5 (``h(e) / gamma^e`` for
+    ``log gamma < 0``, ``L = D - F = 0``); returns ``(D, F, nu, mask, lr, lgam, L, h)``."""
     f = jnp.asarray(fractions)
     fg = jnp.mean(f, axis=0)
     D = _gaps(f)
@@ -304,8 +296,7 @@ class PLLPrediction(NamedTuple):
 
 
 def _type_scores(targets_kyl, f_types, a, b, g):
-    """One-round (``e = 1``) linearised scores ``(K, K, K)`` of every type ``(k, y)``: target row
-    ``targets_kyl[k, y]``, fraction ``f_types[k, y]`` of class ``k``."""
+    """One-round (``e = 1``) linearised scores ``(K, K, K)`` of every type ``(k, y)`` (targets ``targets_kyl``)."""
     tbar_k = jnp.einsum("ky,kyl->kl", f_types, targets_kyl)
     tbar = jnp.mean(tbar_k, axis=0)
     return a * targets_kyl + (b - a) * tbar_k[:, None, :] + (g - b) * tbar[None, None, :]
@@ -366,9 +357,8 @@ def _check_fractions(fractions):
 
 
 def _log_factors_xp(xp, s_w, s_b, s_g, d_bw, d_gb, kn, lam):
-    """:class:`LogFactors` from the eigenvalues, their differences ``d_bw = s_b - s_w``, ``d_gb = s_g - s_b``
-    (given: they may be tiny next to the eigenvalues), ``kn = K N`` and ``lam``; ``xp`` is NumPy or
-    ``jax.numpy``. The formulas and their accuracy: docs/theorems.md section 9."""
+    """:class:`LogFactors` from the eigenvalues, ``d_bw = s_b - s_w``, ``d_gb = s_g - s_b``, ``kn = K N``, ``lam``
+    (``xp``: NumPy or ``jax.numpy``; docs/theorems.md section 9)."""
     R = kn * lam
     xb = R / s_b
     t = math.log(kn) - math.log(s_b) + xp.log(lam)
@@ -384,10 +374,9 @@ def _log_factors_xp(xp, s_w, s_b, s_g, d_bw, d_gb, kn, lam):
 def log_block_factors(*, per_class: int, num_classes: int, c: float, d: float, lam: Any) -> LogFactors:
     r"""Logs of the balanced block model's shrink factors: :class:`LogFactors` ``(log b, log(a/b), log(g/b))``.
 
-    ``(a, b, g) = s/(s + K N lam)`` for the eigenvalues of
-    :func:`sdtheory.block.balanced_block_eigenvalues`; accurate to a few ulps
-    for every finite ``lam > 0`` (docs/theorems.md section 9). ``c``, ``d``
-    concrete, ``lam`` a scalar: a traced ``lam`` gives traced fields, concrete input Python floats.
+    ``(a, b, g) = s/(s + K N lam)`` for the eigenvalues of :func:`sdtheory.block.balanced_block_eigenvalues`; accurate
+    to a few ulps for every finite ``lam > 0`` (docs/theorems.md section 9). ``c``, ``d`` concrete; a traced ``lam``
+    gives traced fields, concrete input Python floats.
     """
     for name, v in (("c", c), ("d", d)):
         if V.is_tracer(v):
@@ -418,9 +407,8 @@ def _check_pll_size(fractions):
     V.check_pll_classes(k, "the classes of fractions")
     if k > PLL_MAX_CLASSES:
         raise ValueError(
-            f"fractions has K = {k} classes: the type-level PLL prediction holds (K, K, K) arrays, about "
-            f"{_PLL_BYTES_PER_ENTRY * k**3 / 2**30:.3g} GiB, above PLL_MEMORY_LIMIT = {PLL_MEMORY_LIMIT / 2**30:g} "
-            f"GiB; it supports K <= {PLL_MAX_CLASSES}"
+            f"fractions has K = {k} classes: the (K, K, K) arrays need {_PLL_BYTES_PER_ENTRY * k**3 / 2**30:.3g} GiB "
+            f"> PLL_MEMORY_LIMIT; it supports K <= {PLL_MAX_CLASSES}"
         )
 
 
@@ -446,8 +434,7 @@ def _solver_kwargs(opts: dict) -> dict:
 
 
 def _check_exact_concrete(opts: dict, kernel: str, **values: Any) -> None:
-    """``TypeError`` when the exact model must check convergence (``on_failure="raise"``) on traced
-    ``values`` (by name), which could only be skipped silently; ``kernel``: the pure kernel to transform."""
+    """``TypeError`` when ``on_failure="raise"`` must check convergence on traced ``values`` (by name)."""
     if opts.get("on_failure") != "raise":
         return
     traced = [name for name, v in values.items() if any(V.is_tracer(x) for x in jax.tree_util.tree_leaves(v))]
@@ -456,17 +443,14 @@ def _check_exact_concrete(opts: dict, kernel: str, **values: Any) -> None:
             "the computation is traced (inside jax.jit)" if traced == ["result"] else f"{traced[0]} is a traced value"
         )
         raise TypeError(
-            f"model='exact' checks that the exact solver converged (on_failure='raise'), which needs concrete "
-            f"values, but {what}; pass on_failure='flag' to skip the check under jax.vmap/jax.jit, or transform "
-            f"{kernel} instead (its result carries converged)"
+            f"model='exact' checks convergence (on_failure='raise') on concrete values, but {what}; pass "
+            f"on_failure='flag' under jax.vmap/jax.jit, or transform {kernel} instead (its result carries converged)"
         )
 
 
 def _on_types(kernel, opts, fractions, c, d, corr, lam, per_class, tie_tol, kept_rounds=1, **static):
-    """``kernel(ts, targets, lam, tie_tol, **static)`` of :mod:`sdtheory.reduced` with the solver ``opts`` on
-    the population types of the balanced block model (counts ``n f``), validating; ``kept_rounds``: the rounds
-    kept or unrolled at once, for the memory check. Refuses traced input whose convergence it must check
-    (:func:`_check_exact_concrete`). Returns ``(f, ts, tie_tol, result)``."""
+    """Validated ``kernel(ts, targets, lam, tie_tol, **static)`` of :mod:`sdtheory.reduced` on the population types
+    (``kept_rounds``: for the memory check); returns ``(f, ts, tie_tol, result)``."""
     f = _check_fractions(fractions)
     k = int(f.shape[0])
     check_type_problem(k * k, k, "fractions", num_rounds=kept_rounds)
@@ -491,10 +475,8 @@ def _rounds(first_only, fractions, c, d, lam, per_class, corr, model, search_rou
         w = RoundWindow(min_rounds_core(f, logs), -1) if first_only else all_correct_rounds_core(f, logs)
         if not V.is_tracer(w.first) and int(w.first) == BEYOND_RANGE:
             raise ValueError(
-                f"the first all-correct round{' r*' if first_only else ''} lies beyond round MAX_ROUND = 2**40 - 1, "
-                f"the range the theorem functions resolve, at lam = {float(lam):.6g} (the rounds needed grow like "
-                "1/lam as lam -> 0); increase lam, or use the *_core kernels, which return the sentinel "
-                "BEYOND_RANGE = 2**40 there"
+                f"the first all-correct round{' r*' if first_only else ''} lies beyond round MAX_ROUND = 2**40 - 1 at "
+                f"lam = {float(lam):.6g}; increase lam, or use the *_core kernels (they return BEYOND_RANGE there)"
             )
         return w if V.is_tracer(w.first) else RoundWindow(int(w.first), int(w.last))
     search_rounds = V.check_int(
@@ -577,15 +559,11 @@ def all_correct_rounds(
 
     .. math:: h(e) = D (1 - \rho^e) + F (\gamma^e - 1) - \nu \rho^e > 0,
 
-    ``D = f_k(k) - f_k(l)``, ``F = f(k) - f(l)``; each holds on an interval of
-    rounds, so the window is one (docs/theorems.md section 5). Returns
-    ``RoundWindow(first, last)`` of ints: ``(-1, -1)`` if empty,
-    ``last = UNBOUNDED`` if it never closes, ``last = BEYOND_RANGE`` when it
-    closes after :data:`MAX_ROUND`; a window opening beyond ``MAX_ROUND``
-    raises ``ValueError`` naming ``lam``. ``corr``, ``model``,
-    ``search_rounds``, ``tie_tol``, ``exact_options``: as in
-    :func:`min_rounds` (there the window is the run of all-correct rounds
-    from the first, ``last = UNBOUNDED`` when it lasts to the last searched round).
+    ``D = f_k(k) - f_k(l)``, ``F = f(k) - f(l)``; each holds on an interval of rounds, so the window is one
+    (docs/theorems.md section 5). Returns ``RoundWindow(first, last)`` of ints: ``(-1, -1)`` if empty, ``last =
+    UNBOUNDED`` if it never closes, ``last = BEYOND_RANGE`` when it closes after :data:`MAX_ROUND`; a window opening
+    beyond ``MAX_ROUND`` raises ``ValueError`` naming ``lam``. ``corr``, ``model``, ``search_rounds``, ``tie_tol``,
+    ``exact_options``: as in :func:`min_rounds` (there the window is the run of all-correct rounds from the first).
     """
     return _rounds(False, fractions, c, d, lam, per_class, corr, model, search_rounds, tie_tol, exact_options)
 
@@ -612,8 +590,7 @@ def max_rounds(
 def all_correct_at(fractions: ArrayLike, rounds: Any, *, c: float, d: float, lam: Any, per_class: int) -> np.ndarray:
     """Bool per round: is every training instance correct there (score formula, global term included)?
 
-    ``rounds``: round indices in ``[0, 2**63 - 1]``, each evaluated directly
-    in float64 at ``e = r + 1`` (indices above ``2**53`` are rounded to float64).
+    ``rounds``: indices in ``[0, 2**63 - 1]``, evaluated in float64 at ``e = r + 1`` (above ``2**53`` rounded).
     """
     f = _check_fractions(fractions)
     r = V.check_rounds(rounds, maximum=UNBOUNDED, why="round indices are int64")

@@ -46,20 +46,17 @@ class ExactResult(NamedTuple):
 
     Attributes:
       outputs: ``(R, N, K)`` softmax outputs on the training instances.
-      residuals: ``(R,)`` fixed-point residual ``max |P - softmax(G A)|``, ``A``
-        the dual coefficients at ``P`` (for CE ``A = (T - P) / (N lam)``).
-      grad_norms: ``(R,)`` max-abs gradient of the objective in the orthonormal
-        coordinates ``V`` (its 2-norm equals ``||dL/dW||``).
+      residuals: ``(R,)`` fixed-point residual ``max |P - softmax(G A)|``, ``A`` the dual coefficients at ``P``
+        (for CE ``A = (T - P) / (N lam)``).
+      grad_norms: ``(R,)`` max-abs gradient in the orthonormal coordinates ``V`` (its 2-norm equals ``||dL/dW||``).
       iterations: ``(R,)`` outer (L-BFGS or Newton) iterations used.
-      converged: ``(R,)`` whether the residual reached ``tol`` or ``kkt``
-        reached ``rtol``, in this round and every round before it.
+      converged: ``(R,)`` the residual reached ``tol`` or ``kkt`` reached ``rtol``, in this round and every one before.
       coef: ``(R, N, K)`` dual coefficients ``A_r``: logits ``G(x, train) @ A_r``.
-      kkt: ``(R,)`` scale-free stationarity ``||dL/dW|| / (||lam W|| + ||dLoss/dW||)``;
-        for CE ``||W - W*|| <= kkt (2 + kkt) ||W|| / (1 - kkt)``.
+      kkt: ``(R,)`` scale-free stationarity ``||dL/dW|| / (||lam W|| + ||dLoss/dW||)``; for CE
+        ``||W - W*|| <= kkt (2 + kkt) ||W|| / (1 - kkt)``.
       error_bounds: ``(R,)`` CE: certified ``max_i |P_i - P*_i| <= max_i ||x_i|| ||dL/dW|| / (2 lam)`` (strong
         convexity, softmax 1/2-Lipschitz); not a bound for GCE; ``inf`` with an intercept.
-      intercepts: ``(R, K)`` the unregularised bias ``b_r`` (zeros without
-        ``fit_intercept``): logits ``G(x, train) @ A_r + b_r``.
+      intercepts: ``(R, K)`` the unregularised bias ``b_r`` (zeros without ``fit_intercept``): logits ``... + b_r``.
     """
 
     outputs: jax.Array
@@ -176,8 +173,7 @@ def _mean_rows(x, ops):
     return jnp.sum(x, axis=-1) / ops.count
 
 
-#: ``Phi`` above this many bytes (beyond a last-level cache) is run over in row blocks by the
-#: Hessian product, :data:`ROW_BLOCK_BYTES` each (measured: slower at 5 MB, faster at 20 MB).
+#: ``Phi`` above this many bytes (beyond a last-level cache; measured) is run over in row blocks of ROW_BLOCK_BYTES.
 BLOCK_ABOVE_BYTES = 1 << 24
 ROW_BLOCK_BYTES = 1 << 22
 
@@ -192,11 +188,8 @@ def _row_block(phi, q):
 
 
 def _data_hvp(phi, t, z, d, loss, q, lin=None, count=None):
-    """The data part of a Hessian product, ``J(z)[d Phi^T] Phi / N`` (class-major ``(K, M)``).
-
-    Large ``Phi`` is run over in row blocks, each read once for both products while in cache (2.3x faster at N = 50000);
-    otherwise one product, with the linearised gradient ``lin`` when given. ``count``: ``N`` (without padding).
-    """
+    """The data part of a Hessian product, ``J(z)[d Phi^T] Phi / N`` (class-major ``(K, M)``), in row blocks for
+    large ``Phi`` (:func:`_row_block`), else with the linearised gradient ``lin`` when given; ``count``: ``N``."""
     n = phi.shape[0]
     count = n if count is None else count
     nb = _row_block(phi, q)
@@ -219,8 +212,7 @@ def _data_hvp(phi, t, z, d, loss, q, lin=None, count=None):
     return jax.lax.fori_loop(0, -(-n // nb), body, jnp.zeros_like(d)) / count
 
 
-#: The Newton solvers compute the exact residual (a pass over ``Phi``) once its upper bound (no pass) is below this
-#: multiple of ``tol``; before, the bound stands in for it.
+#: The Newton solvers compute the exact residual (a pass over ``Phi``) once its bound is below this multiple of tol.
 RESIDUAL_GATE = 1e6
 
 
@@ -254,18 +246,13 @@ def _kron_preconditioner(ops, jvp32, curvature, z32, lam, dtype):
     return lambda r: _from_basis(ops, hq @ ((hq.T @ _to_basis(ops, r)) * inv))
 
 
-#: Floor of the CG forcing term for float32 Hessian products (their relative error is ~1e-7 times
-#: the preconditioned condition number): Newton then converges linearly at about this rate.
+#: Floor of the CG forcing term for float32 Hessian products: Newton then converges linearly at about this rate.
 ETA_FLOOR_MIXED = 1e-4
 
 
 def _newton_cg_round(ops, t, lam, v0, *, loss, q, tol, max_iter, max_cg, rtol, mixed=False):
-    """Truncated Newton: preconditioned CG on the Newton system, Armijo backtracking.
-
-    ``mixed=True`` (``solver="auto"``): Hessian products in float32 (CG needs only the relative accuracy ``eta``); a
-    step whose float32 CG misses it switches the round to float64 products. Gradients, line search and residual are
-    float64.
-    """
+    """Truncated Newton: preconditioned CG on the Newton system, Armijo backtracking; ``mixed=True``: Hessian products
+    in float32 until a step's CG misses ``eta``, then float64 (docs/exact_solver.md)."""
     dtype = ops.phi.dtype
     lo = jnp.float32
     t32 = t.astype(lo)
@@ -273,8 +260,7 @@ def _newton_cg_round(ops, t, lam, v0, *, loss, q, tol, max_iter, max_cg, rtol, m
     lam_lo = jnp.asarray(lam).astype(lo)
 
     def residual(z, w, v):
-        """The exact residual, or while far above ``tol`` its bound ``max_i ||phi_i|| max_k ||u_k|| / 2``,
-        ``u = -w/lam - v`` (no pass over ``Phi``); and whether it is exact."""
+        """The exact residual, or far above ``tol`` its bound (``u = -w/lam - v``, no pass); and whether exact."""
         u = _implied(w, v, lam) - v
         bound = jnp.maximum(0.5 * ops.max_row * jnp.sqrt(jnp.max(jnp.sum(u * u, axis=1))), _bias_gap(w, lam))
         near = bound <= RESIDUAL_GATE * tol
@@ -371,11 +357,8 @@ def _newton_cg_round(ops, t, lam, v0, *, loss, q, tol, max_iter, max_cg, rtol, m
 
 
 def _line_search(ops, t, lam, z, zd, v, d, slope0, loss, q, max_ls):
-    """Safeguarded 1-D Newton/bisection for ``phi'(alpha) = 0``, ``phi(alpha) = L(v + alpha d)`` (O(N K) a trial).
-
-    Stops at ``|phi'| <= 0.1 |phi'(0)|`` (strong Wolfe) or after ``max_ls`` trials; a step that increases the objective
-    is replaced by the left bracket.
-    """
+    """Safeguarded 1-D Newton/bisection for ``phi'(alpha) = 0``, ``phi(alpha) = L(v + alpha d)``, to
+    ``|phi'| <= 0.1 |phi'(0)|`` or ``max_ls`` trials; a step that increases the objective gives the left bracket."""
     n = ops.count
     gfun = lambda zz: loss.grad(t, zz, q, axis=0)  # noqa: E731
     dd = _vdot(lam * d, d)  # lam may be a (1, M) row (intercept)
@@ -391,7 +374,6 @@ def _line_search(ops, t, lam, z, zd, v, d, slope0, loss, q, max_ls):
 
     def body(c):
         a, lo, hi, der, j = c
-        # der is phi'(a): update the bracket
         lo = jnp.where(der < 0, a, lo)
         hi = jnp.where(der > 0, a, hi)
         d1, d2 = dphi(a)
@@ -433,12 +415,8 @@ def _two_loop(gu, S, Y, rho, count, gamma, memory):
 
 
 def _lbfgs_round(ops, t, lam, v0, *, loss, q, tol, max_iter, max_cg, rtol, max_ls=20, memory=MEMORY):
-    """L-BFGS in preconditioned coordinates ``u = v * sqrt(h)``, ``h = s/(K N) + lam``.
-
-    Two passes over ``Phi`` per iteration: the gradient, and ``Phi [w | d]`` (the residual and the next line search's
-    ``Phi d``). Pairs with ``s^T y <= 0`` (GCE) are skipped. A fresh memory each round (carrying the pairs was measured
-    to cost iterations).
-    """
+    """L-BFGS in preconditioned coordinates ``u = v * sqrt(h)``, ``h = s/(K N) + lam``; two passes over ``Phi`` per
+    iteration (gradient, ``Phi [w | d]``); pairs with ``s^T y <= 0`` (GCE) skipped; a fresh memory each round."""
     del max_cg
     phi = ops.phi
     k = t.shape[0]
@@ -594,7 +572,6 @@ def exact_phi_core(
             v0 = a.T @ phi
 
     rtol = jnp.asarray(rtol, dtype)
-
     lams = jnp.broadcast_to(lam, (num_rounds,)) if lams is None else jnp.asarray(lams, dtype)
 
     def one_round(carry, lam):
@@ -642,10 +619,8 @@ def exact_outputs_core(
 ) -> ExactResult:
     """Exact outputs of rounds ``0..num_rounds-1`` from a precomputed spectrum (jitted, no validation).
 
-    ``options``: the others of :func:`exact_phi_core` (``loss``, ``solver``, ``fit_intercept``, the variant's ``lams``,
-    ``temperature``, ``xi``, ``hard``, ``tie_tol``); ``q``, ``tol``, ``max_iter``, ``rtol`` are always passed on as
-    traced values. vmaps over ``targets``, ``lam``, ``spec``, ``q``, ``tol``; ``num_rounds``, ``loss``, ``max_cg`` and
-    ``solver`` are static. Never raises: unconverged rounds have ``converged=False``.
+    ``options``: the others of :func:`exact_phi_core`. vmaps over ``targets``, ``lam``, ``spec``, ``q``, ``tol``;
+    ``num_rounds``, ``loss``, ``max_cg`` and ``solver`` are static. Never raises: unconverged rounds are flagged.
     """
     traced = dict(q=q, tol=tol, max_iter=max_iter, rtol=rtol)
     return exact_phi_core(spectral_features(spec), targets, lam, num_rounds, max_cg=int(max_cg), **traced, **options)
@@ -665,11 +640,7 @@ def _check_number(x, name, what):
 
 
 def check_options(loss, q, tol, max_iter, on_failure, solver, rtol=DEFAULT_RTOL):
-    """``TypeError``/``ValueError`` naming the first bad option of the exact solver.
-
-    ``q``, ``tol``, ``rtol``: real numbers, ``q`` in ``(0, 1]`` (for ``loss="gce"``), ``tol > 0``, ``rtol`` in
-    ``[0, 1)``; ``max_iter`` an int in ``[1, 2^31 - 1]`` (int32 counters).
-    """
+    """``TypeError``/``ValueError`` naming the first bad option of the exact solver."""
     get_loss(loss)
     qv = _check_number(q, "q", "GCE exponent")
     if loss == "gce" and not (0.0 < qv <= 1.0):
@@ -686,18 +657,14 @@ def check_options(loss, q, tol, max_iter, on_failure, solver, rtol=DEFAULT_RTOL)
         raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
 
 
-#: With more than this many rows per class, features keep their coordinates and the preconditioners
-#: apply the basis (``2 K d^2`` per application) instead of rotating once (``N d^2``; measured).
+#: Above this many rows per class the preconditioners apply the basis (``2 K d^2`` each) instead of rotating once.
 IMPLICIT_ROWS_PER_CLASS = 200
 
 
 @jax.jit
 def _prepare_features(x):
-    """:class:`Coordinates` of features (``d < N``): ``R`` orthogonal to float64 precision, near the eigenbasis.
-
-    Only the preconditioners depend on how well ``R`` diagonalises ``X^T X``: float32 eigenvectors, made orthogonal in
-    float64 by two Newton-Schulz steps ``R (3 I - R^T R) / 2`` (each squares ``||R^T R - I||``).
-    """
+    """:class:`Coordinates` of features (``d < N``): float32 eigenvectors of ``X^T X`` made orthogonal in float64 by
+    two Newton-Schulz steps ``R (3 I - R^T R) / 2`` (each squares ``||R^T R - I||``)."""
     top = jnp.max(jnp.abs(x))
     top = jnp.where(top > 0, top, 1.0)
     x32 = (x / top).astype(jnp.float32)
@@ -759,10 +726,7 @@ def solver_features(
 def raise_unconverged(
     res: Any, tol: float, max_iter: int, rounds: Any = None, rtol: float = DEFAULT_RTOL, solver: str = ""
 ) -> None:
-    """``RuntimeError`` naming the rounds of ``res`` (ExactResult or PLLResult) that missed ``tol`` and ``rtol``.
-
-    With their measures and what would help; rounds unconverged only through an earlier round are counted, not named.
-    """
+    """``RuntimeError`` naming the rounds of ``res`` (ExactResult or PLLResult) that missed ``tol`` and ``rtol``."""
     if V.is_tracer(res.converged) or bool(np.all(conv := np.asarray(res.converged))):
         return
     has_kkt = hasattr(res, "kkt")  # an ExactResult (the PLL pipeline reports residuals only)
