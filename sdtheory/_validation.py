@@ -409,9 +409,6 @@ def check_real_array(x: Any, name: str) -> np.ndarray:
     return arr
 
 
-_as_numpy = check_real_array
-
-
 def check_real(x: Any, name: str, *, minimum: Optional[float] = None, maximum: Optional[float] = None) -> float:
     """A finite real scalar (not bool or str), optionally bounded, as a Python float."""
     if isinstance(x, (bool, np.bool_)):

@@ -122,7 +122,7 @@ def exact_predict(
     coef: Any = V.check_array(result_or_coef, "result_or_coef", lambda s: len(s) in (2, 3) and 0 not in s, expected)
     cshape = coef.shape
     if intercepts is not None:
-        bshape = V._as_numpy(intercepts, "intercepts").shape
+        bshape = V.check_real_array(intercepts, "intercepts").shape
         want = cshape[:-2] + cshape[-1:]
         if bshape != want:
             raise ValueError(

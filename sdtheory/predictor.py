@@ -497,8 +497,8 @@ def _check_spectrum(spec: Any) -> int:
     returns ``N``."""
     if not isinstance(spec, Spectrum):
         raise TypeError(f"spectrum must be a sdtheory.Spectrum, got {type(spec).__name__}")
-    s = V._as_numpy(spec.eigvals, "spectrum.eigvals")
-    u = V._as_numpy(spec.eigvecs, "spectrum.eigvecs")
+    s = V.check_real_array(spec.eigvals, "spectrum.eigvals")
+    u = V.check_real_array(spec.eigvecs, "spectrum.eigvecs")
     if s.ndim != 1 or u.ndim != 2 or u.shape[1] != s.shape[0] or u.shape[0] < 1:
         raise ValueError(f"spectrum must hold eigvals (M,) and eigvecs (N, M), got shapes {s.shape} and {u.shape}")
     V.check_finite(s, "spectrum.eigvals")

@@ -630,7 +630,7 @@ def _check_number(x, name, what):
     """One real number (not a bool, string or array of values) as a Python float; ``what`` names it in errors."""
     if isinstance(x, (bool, np.bool_)):
         raise TypeError(f"{name} ({what}) must be a real number, got a bool ({x!r})")
-    arr = V._as_numpy(x, name)
+    arr = V.check_real_array(x, name)
     if arr.ndim != 0:
         raise ValueError(
             f"{name} ({what}) must be a scalar, got shape {arr.shape}; for a grid of {name}, vmap "

@@ -305,7 +305,7 @@ def _check_apply(spec: Any, fn: Any, y: Any) -> jax.Array:
         yy = y
     else:
         V.check_finite(y, "y")
-        yy = jnp.asarray(V._as_numpy(y, "y"))
+        yy = jnp.asarray(V.check_real_array(y, "y"))
     if yy.ndim not in (1, 2) or yy.shape[0] != n or (yy.ndim == 2 and yy.shape[1] < 1):
         raise ValueError(f"y must be (N,) or (N, K) with N = {n} (the instances of spec), got shape {tuple(yy.shape)}")
     return yy

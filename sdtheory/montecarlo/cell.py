@@ -50,15 +50,14 @@ class Shared(NamedTuple):
 
 class Point(NamedTuple):
     """One (lam, c, d) point: the traced scalars ``lam``, ``c``, ``d``, the :class:`LogFactors` of the balanced
-    shrink factors (:func:`sdtheory.theorems.log_block_factors`), the :class:`BlockSpectrum` ``bspec`` of the
-    block Gram at ``(c, d)``, and ``spec`` (always ``None``, kept for the pytree layout)."""
+    shrink factors (:func:`sdtheory.theorems.log_block_factors`) and the :class:`BlockSpectrum` ``bspec`` of the
+    block Gram at ``(c, d)``."""
 
     lam: jax.Array
     c: jax.Array
     d: jax.Array
     log_factors: LogFactors
     bspec: BlockSpectrum
-    spec: Any
 
 
 def make_shared(config: SimConfig) -> Shared:
@@ -70,7 +69,7 @@ def make_shared(config: SimConfig) -> Shared:
 def make_point(config: SimConfig, lam: float, c: float, d: float, spectra: Any = None) -> Point:
     """Host-side precomputation for one (lam, c, d) (validated by the caller); ``spectra``: its
     :func:`point_spectra`, if known."""
-    bspec, spec = point_spectra(config, c, d) if spectra is None else spectra
+    bspec = point_spectra(config, c, d) if spectra is None else spectra
     logs = log_block_factors(per_class=config.per_class, num_classes=config.num_classes, c=c, d=d, lam=lam)
     return Point(
         jnp.asarray(lam, dtype=float),
@@ -78,15 +77,13 @@ def make_point(config: SimConfig, lam: float, c: float, d: float, spectra: Any =
         jnp.asarray(d, dtype=float),
         LogFactors(*(jnp.asarray(x, dtype=float) for x in logs)),
         bspec,
-        spec,
     )
 
 
-def point_spectra(config: SimConfig, c: float, d: float) -> tuple:
-    """``(BlockSpectrum, None)`` of the block Gram at ``(c, d)`` (the exact methods run on label types)."""
+def point_spectra(config: SimConfig, c: float, d: float) -> BlockSpectrum:
+    """The :class:`BlockSpectrum` of the block Gram at ``(c, d)`` (the exact methods run on label types)."""
     sizes = [config.per_class] * config.num_classes
-    bspec = _block_spectrum(jnp.asarray(sizes, dtype=float), c, d)
-    return bspec, None
+    return _block_spectrum(jnp.asarray(sizes, dtype=float), c, d)
 
 
 def _stats(outputs, classes, clean, converged, residual, tie_tol):
