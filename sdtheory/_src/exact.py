@@ -653,8 +653,7 @@ def check_options(loss, q, tol, max_iter, on_failure, solver, rtol=DEFAULT_RTOL)
     V.check_int(max_iter, "max_iter", minimum=1, maximum=2**31 - 1, why="the iteration counters are int32")
     if not isinstance(on_failure, str) or on_failure not in ("raise", "flag"):
         raise ValueError(f"on_failure must be 'raise' or 'flag', got {on_failure!r}")
-    if not isinstance(solver, str) or solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
+    V.check_choice(solver, "solver", tuple(sorted(SOLVERS)))
 
 
 #: Above this many rows per class the preconditioners apply the basis (``2 K d^2`` each) instead of rotating once.

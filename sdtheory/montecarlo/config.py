@@ -103,8 +103,7 @@ def make_config(**fields: Any) -> SimConfig:
     if not v["exact_tol"] > 0:
         raise ValueError(f"exact_tol must be a positive finite float, got {v['exact_tol']!r}")
     v["exact_max_iter"] = V.check_size(v["exact_max_iter"], "exact_max_iter", minimum=1)
-    if not isinstance(v["exact_solver"], str) or v["exact_solver"] not in SOLVERS:
-        raise ValueError(f"exact_solver must be one of {sorted(SOLVERS)}, got {v['exact_solver']!r}")
+    V.check_choice(v["exact_solver"], "exact_solver", tuple(sorted(SOLVERS)))
     get_loss(v["pll_loss"], "pll_loss")
     v["pll_q"] = check_q(v["pll_q"], "pll_q")
     v["exact_labels"] = V.check_bool(v["exact_labels"], "exact_labels")
