@@ -77,25 +77,17 @@ def check_lam(lam: Any, name: str = "lam") -> Any:
 
 def _round_value(v: Any, name: str) -> int:
     """One round index as a Python int (any size: checked before any fixed-width conversion)."""
-    if isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name} must be integers (round indices, 0 = teacher), got a bool ({v!r})")
     if is_tracer(v):
         raise TypeError(f"{name} must be concrete Python/NumPy integers, not a traced value")
-    if isinstance(v, numbers.Integral):
-        return int(v)
     if isinstance(v, (np.ndarray, jax.Array)) and np.ndim(v) == 0:
-        dt = np.dtype(v.dtype)
-        if dt == np.bool_:
-            raise TypeError(f"{name} must be integers (round indices, 0 = teacher), got a bool array")
-        if np.issubdtype(dt, np.integer):
-            return int(v)
+        v = v.item()
     if isinstance(v, (list, tuple, np.ndarray, jax.Array, range)):
         raise ValueError(f"{name} must be an int or a 1-D sequence of ints, got a nested sequence")
-    if isinstance(v, (numbers.Real, np.floating)) or (
-        isinstance(v, (np.ndarray, jax.Array)) and np.issubdtype(np.dtype(v.dtype), np.floating)
-    ):
-        raise TypeError(f"{name} must be integers (round indices, 0 = teacher), got the float {v!r}")
-    raise TypeError(f"{name} must be integers (round indices, 0 = teacher), got {v!r} ({type(v).__name__})")
+    if isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)):
+        return int(v)
+    what = f"the float {v!r}" if isinstance(v, (numbers.Real, np.floating)) else f"{v!r} ({type(v).__name__})"
+    what = f"a bool ({v!r})" if isinstance(v, (bool, np.bool_)) else what
+    raise TypeError(f"{name} must be integers (round indices, 0 = teacher), got {what}")
 
 
 def check_rounds(rounds: Any, *, name: str = "rounds", maximum: int = MAX_ROUND, why: str = ROUND_WHY) -> np.ndarray:
