@@ -31,7 +31,7 @@ from ..reduced import (
     type_spectrum_core,
 )
 from .._x64 import float64
-from ..refine import pll_rounds_core, top2_targets_core
+from ..refine import top2_targets_core
 from ..theorems import first_round_quantiles
 from .config import SimConfig
 from .report import median_first_all_correct
@@ -122,9 +122,9 @@ def _problem(config: SimConfig, counts, corr, lam, teacher_start) -> _Solved:
         student, _, student_conv = fit(top2_targets_core(teacher[0], config.tie_tol), start, config.pll_loss)
     sd_x = type_all_correct_core(outs[:r], ts, config.tie_tol)
     sd_l = type_all_correct_core(reduced_closed_core(ts, tgt, lam, jnp.arange(r)), ts, config.tie_tol)
-    lin_fit = reduced_closed_fit(ts, lam)
-    lin = pll_rounds_core(lin_fit, lin_fit(tgt), 1, config.tie_tol)
-    pll_x, pll_l = (type_accuracy_core(o, ts, config.tie_tol) for o in (student, lin.outputs[0]))
+    lin_fit = reduced_closed_fit(ts, lam)  # the linearised PLL student
+    lin = lin_fit(top2_targets_core(lin_fit(tgt).outputs, config.tie_tol)).outputs
+    pll_x, pll_l = (type_accuracy_core(o, ts, config.tie_tol) for o in (student, lin))
     return _Solved(sd_x, sd_l, pll_x, pll_l, jnp.all(conv) & student_conv)
 
 
@@ -142,7 +142,8 @@ def _program(config: SimConfig, size: int, x64: bool) -> Future:
             real, k = jnp.dtype("float64" if x64 else "float32"), config.num_classes
             shapes = (((k * k,), real), ((k, k), real), ((), real), ((), bool))
             args = [jax.ShapeDtypeStruct((size,) + shape, dtype) for shape, dtype in shapes]
-            return jax.jit(_solve, static_argnums=0).lower(config, *args).compile({"xla_backend_optimization_level": 1})
+            lowered = jax.jit(_solve, static_argnums=0).lower(config, *args)
+            return lowered.compile({"xla_backend_optimization_level": "1"})
 
     pool = ThreadPoolExecutor(max_workers=1)
     future = pool.submit(build)
