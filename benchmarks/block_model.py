@@ -48,7 +48,7 @@ def main(argv=None) -> dict:
     p.add_argument("--per-class", type=int, default=200)
     p.add_argument("--num-rounds", type=int, default=6)
     p.add_argument("--eta", type=float, default=0.3, help="symmetric label noise rate")
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--no-save", action="store_true", help="print only, do not write the results file")
     args = p.parse_args(argv)
     k, n, c, d, lam = 4, args.per_class, 0.4, 0.1, 1e-4
