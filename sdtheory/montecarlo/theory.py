@@ -128,10 +128,6 @@ def _problem(config: SimConfig, counts, corr, lam, teacher_start) -> _Solved:
     return _Solved(sd_x, sd_l, pll_x, pll_l, jnp.all(conv) & student_conv)
 
 
-def _solve(config, *arrays):
-    return jax.vmap(partial(_problem, config))(*arrays)
-
-
 @lru_cache(maxsize=8)
 def _program(config: SimConfig, size: int, x64: bool) -> Future:
     """The solver program for ``size`` problems, compiled in a thread of its own (a future): the theory starts it
@@ -142,7 +138,7 @@ def _program(config: SimConfig, size: int, x64: bool) -> Future:
             real, k = jnp.dtype("float64" if x64 else "float32"), config.num_classes
             shapes = (((k * k,), real), ((k, k), real), ((), real), ((), bool))
             args = [jax.ShapeDtypeStruct((size,) + shape, dtype) for shape, dtype in shapes]
-            lowered = jax.jit(_solve, static_argnums=0).lower(config, *args)
+            lowered = jax.jit(jax.vmap(partial(_problem, config))).lower(*args)
             return lowered.compile({"xla_backend_optimization_level": "1"})
 
     pool = ThreadPoolExecutor(max_workers=1)
@@ -168,7 +164,7 @@ def _solve_chunk(config, *arrays) -> _Solved:
     return _Solved(*(np.concatenate([np.asarray(o) for o in a]) for a in zip(*outs, strict=True)))
 
 
-#: Problems per call of the compiled type-level program (one shape: one compile); 128 measured fastest
+#: Problems per chunk (:data:`PARTS` calls of the compiled type-level program, one shape: one compile); 128 fastest
 #: (benchmarks/theory_step.py): each vmapped chunk runs until its slowest problem converges.
 CHUNK = 128
 
