@@ -12,7 +12,9 @@ the script's defaults that is 41 + 41 x 128 + 17 x 41 problems.
   them;
 * **after**: :func:`sdtheory.montecarlo.theory.theory_predictions`: the counts
   sampled once (``lax.map``), every distinct problem solved once, 128 at a
-  time by one compiled program.
+  time (two parallel calls of 64) by one compiled program in which the SD
+  rounds and the CE PLL student share one solver (here compiled at first
+  use; the theory step compiles it in a thread while the counts are drawn).
 
 Each piece is timed as compile (``lower().compile()``; for the batched
 solver: its first call minus its second) and run, in wall and process CPU

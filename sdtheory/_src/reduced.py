@@ -86,6 +86,7 @@ def reduced_closed_core(ts: TypeSpectrum, targets: jax.Array, lam: jax.Array, ro
     return 1.0 / k + _inv_sqrt_counts(ts.counts)[None, :, None] * out
 
 
+@partial(jax.jit, static_argnames=("num_rounds", "loss", "solver", "max_cg", "hard", "fit_intercept"))
 def reduced_exact_core(
     ts: TypeSpectrum,
     targets: jax.Array,
