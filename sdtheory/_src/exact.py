@@ -684,10 +684,12 @@ def bucket_rows(n: int) -> int:
 
 
 def _pad(a: Any, rows: int, cols: int | None = None) -> jax.Array:
-    """``a`` with zero rows (and columns) appended up to ``(rows, cols)``, padded on the host (no compile)."""
-    a = np.asarray(a, dtype=float)
+    """``a`` (float64) with zero rows (and columns) appended up to ``(rows, cols)``, padded on the host (no compile);
+    ``a`` itself when no padding is needed."""
     cols = a.shape[1] if cols is None else cols
-    return jax.device_put(np.pad(a, ((0, rows - a.shape[0]), (0, cols - a.shape[1]))))
+    if a.shape != (rows, cols):
+        a = np.pad(np.asarray(a), ((0, rows - a.shape[0]), (0, cols - a.shape[1])))
+    return jax.device_put(a)
 
 
 @jax.jit
