@@ -126,7 +126,7 @@ class Predictor:
         self._proj = None  # X^T U (closed model, from features): test cross-Gram in O(N_test d M)
         if model == "closed" and features is not None:
             self._proj = features.T @ spec.eigvecs
-        self._weights: Optional[np.ndarray] = None  # W_r = A_r^T X (R, K, d), unit scale: :meth:`_primal`
+        self._weights: Optional[np.ndarray] = None  # the primal weights once asked for (:meth:`_primal`)
         # fit_intercept: ("features", mean) or ("gram", column means, overall mean) in the caller's units
         # (closed model: the training set was centred, and test inputs are centred the same way), or
         # ("exact",) (the exact solver centres internally and returns intercepts); None without intercept
@@ -292,11 +292,9 @@ class Predictor:
         return np.argmax(out, axis=-1)
 
     def _primal(self) -> np.ndarray:
-        """The primal weights at unit scale, formed on first use, on the host (no compile per ``N``)."""
+        """``W_r = A_r^T X`` ``(R, K, d)`` at unit scale, formed on first use on the host (no compile per ``N``)."""
         if self._weights is None:
-            coef = np.asarray(self._result.coef)  # (R, N, K): one (R K, N) @ (N, d) product
-            (r, n, k), x = coef.shape, np.asarray(self._features)
-            self._weights = (coef.transpose(0, 2, 1).reshape(r * k, n) @ x).reshape(r, k, -1)
+            self._weights = np.asarray(self._result.coef).transpose(0, 2, 1) @ np.asarray(self._features)
         return self._weights
 
     def _need_exact(self, what):

@@ -684,8 +684,7 @@ def bucket_rows(n: int) -> int:
 
 
 def _pad(a: Any, rows: int, cols: int | None = None) -> jax.Array:
-    """``a`` (float64) with zero rows (and columns) appended up to ``(rows, cols)``, padded on the host (no compile);
-    ``a`` itself when no padding is needed."""
+    """``a`` (float64) zero-padded to ``(rows, cols)`` on the host (no compile); ``a`` itself at that shape."""
     cols = a.shape[1] if cols is None else cols
     if a.shape != (rows, cols):
         a = np.pad(np.asarray(a), ((0, rows - a.shape[0]), (0, cols - a.shape[1])))
@@ -695,7 +694,7 @@ def _pad(a: Any, rows: int, cols: int | None = None) -> jax.Array:
 @jax.jit
 def _gram_factor(g):
     """Eigenvalues ``s`` and ``Phi = U diag(sqrt s)`` of a symmetrised Gram (``eigh``: faster than a thin SVD here)."""
-    s, u = jnp.linalg.eigh(0.5 * (g + g.T))
+    s, u = jnp.linalg.eigh(0.5 * (g + g.T), symmetrize_input=False)
     return s, u * jnp.sqrt(jnp.maximum(s, 0.0))
 
 
