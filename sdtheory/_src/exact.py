@@ -686,9 +686,8 @@ def bucket_rows(n: int) -> int:
 def _pad(a: Any, rows: int, cols: int | None = None) -> jax.Array:
     """``a`` (float64) zero-padded to ``(rows, cols)`` on the host (no compile); ``a`` itself at that shape."""
     cols = a.shape[1] if cols is None else cols
-    if a.shape != (rows, cols):
-        a = np.pad(np.asarray(a), ((0, rows - a.shape[0]), (0, cols - a.shape[1])))
-    return jax.device_put(a)
+    pad = ((0, rows - a.shape[0]), (0, cols - a.shape[1]))
+    return jax.device_put(a if a.shape == (rows, cols) else np.pad(np.asarray(a), pad))
 
 
 @jax.jit
