@@ -10,10 +10,14 @@ lam = 1e-5, symmetric label noise eta = 0.5 (sampled with NumPy), 3 rounds
 (``--num-rounds``: rounds 0..R-1).
 
 Ours: the public :func:`sdtheory.exact_outputs` from the features
-(``num_rounds=3``, the default ``solver="lbfgs"``), all 3 rounds, timed after
+(``num_rounds=3``, the default ``solver="auto"``), all 3 rounds, timed after
 a warm-up call that compiles. The spectrum is included:
 ``eigh`` of the N x N Gram when dim >= N, of the dim x dim matrix ``X^T X``
 (weight space) when dim < N.
+
+Issue 21's measure (``gram`` in the JSON): ``exact_outputs(gram=G)`` on the
+same Gram against one ``numpy.linalg.eigh(G)``, interleaved in this run, with
+the factor (eigh of the Gram, padded ``Phi``) and the rounds timed apart.
 
 Reference (SelfPLL ``numerical_solving.py``, re-implemented here in JAX from
 its description): Adam with lr 1e-3 on ``||P - softmax((T - P) G / (N lam))||_F^2``
@@ -50,6 +54,8 @@ import numpy as np
 import optax
 
 import sdtheory as sd
+from sdtheory._src import exact as E  # internals: the gram breakdown's parts
+from sdtheory._src.spectral import _to_unit
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -99,6 +105,38 @@ def residual(gram, targets, p, lam):
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return float(np.max(np.abs(p - e / e.sum(axis=1, keepdims=True))))
+
+
+def gram_breakdown(gram, t, lam, num_rounds, repeats):
+    """Issue 21: ``exact_outputs(gram=G)`` against one ``numpy.linalg.eigh(G)``, same run, interleaved, compile
+    excluded; with its parts as the predictor runs them (factor: eigh of the unit-scale Gram and the padded
+    ``Phi``; solve: the rounds on the padded ``Phi``)."""
+    gu, root = _to_unit(gram, gram=True)
+    n = t.shape[0]
+    rows = E.bucket_rows(n)
+    phi = E.solver_features(gram=gu, rows=rows)
+    tp, lam_u = E._pad(jnp.asarray(t), rows), jnp.asarray(lam / root**2)
+    parts = {
+        "exact_outputs_gram": lambda: sd.exact_outputs(t, lam=lam, num_rounds=num_rounds, gram=gram, on_failure="flag"),
+        "numpy_eigh": lambda: np.linalg.eigh(gram),
+        "factor": lambda: E.solver_features(gram=gu, rows=rows),
+        "solve": lambda: E.exact_phi_core(phi, tp, lam_u, num_rounds, num_valid=n),
+    }
+    for f in parts.values():
+        jax.block_until_ready(f())
+    times = {k: [] for k in parts}
+    for _ in range(repeats):
+        for k, f in parts.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(f())
+            times[k].append(time.perf_counter() - t0)
+    best = {k: min(v) for k, v in times.items()}
+    ratio = best["exact_outputs_gram"] / best["numpy_eigh"]
+    print(
+        f"gram=G: exact_outputs {best['exact_outputs_gram']:.3f} s = {ratio:.2f} x numpy eigh "
+        f"({best['numpy_eigh']:.3f} s); factor {best['factor']:.3f} s, {num_rounds} rounds {best['solve']:.3f} s"
+    )
+    return {"min_seconds": best, "ratio_to_numpy_eigh": ratio, "raw_seconds": times}
 
 
 def main(argv=None):
@@ -160,6 +198,7 @@ def run(args):
         jax.block_until_ready(spec_fn())
         eig_times.append(time.perf_counter() - t0)
     ours_total, ref_time, ours_eigh = min(times), min(ref_times), min(eig_times)
+    gram_parts = gram_breakdown(gram, t, lam, args.num_rounds, args.repeats)
     outs = np.asarray(res.outputs)
     targets_r = np.concatenate([t[None], outs[:-1]])
     indep_res = [residual(gram, targets_r[r], outs[r], lam) for r in range(args.num_rounds)]
@@ -206,6 +245,7 @@ def run(args):
         },
         "ratio_projected_reference_over_ours": ref_projected / ours_total,
         "ratio_of_medians": median_ratio,
+        "gram": gram_parts,
         "raw_seconds": {"ours": times, "reference_steps_run": ref_times, "spectrum_only": eig_times},
         "raw_cpu_seconds": {"ours": cpu, "reference_steps_run": ref_cpu},
         "load_average_1min_at_start": load_start,

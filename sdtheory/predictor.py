@@ -126,10 +126,7 @@ class Predictor:
         self._proj = None  # X^T U (closed model, from features): test cross-Gram in O(N_test d M)
         if model == "closed" and features is not None:
             self._proj = features.T @ spec.eigvecs
-        self._weights = None
-        if model == "exact" and features is not None:
-            # W_r = A_r^T X (R, K, d), unit scale; on the host, as the fit's result (no compile per N)
-            self._weights = np.asarray(result.coef).transpose(0, 2, 1) @ np.asarray(features)
+        self._weights: Optional[np.ndarray] = None  # the primal weights once asked for (:meth:`_primal`)
         # fit_intercept: ("features", mean) or ("gram", column means, overall mean) in the caller's units
         # (closed model: the training set was centred, and test inputs are centred the same way), or
         # ("exact",) (the exact solver centres internally and returns intercepts); None without intercept
@@ -275,8 +272,7 @@ class Predictor:
                 return self._closed_variant(r, cross)
             return sd_test_outputs_core(self._spec, self._targets, self._lam, jnp.asarray(r), cross) + self._offset()
         if kind == "features":
-            assert self._weights is not None  # exact model fitted on features
-            logits = jnp.einsum("td,rkd->rtk", x, self._weights[r])
+            logits = jnp.einsum("td,rkd->rtk", x, self._primal()[r])
         else:
             logits = jnp.einsum("tn,rnk->rtk", x, self._result.coef[r])
         return np.asarray(jax.nn.softmax(logits + self._result.intercepts[r][:, None, :], axis=-1))
@@ -294,6 +290,12 @@ class Predictor:
                 rounds=rounds, num_rounds=num_rounds, test_features=test_features, test_gram=test_gram
             )
         return np.argmax(out, axis=-1)
+
+    def _primal(self) -> np.ndarray:
+        """``W_r = A_r^T X`` ``(R, K, d)`` at unit scale, formed on first use on the host (no compile per ``N``)."""
+        if self._weights is None:
+            self._weights = np.asarray(self._result.coef).transpose(0, 2, 1) @ np.asarray(self._features)
+        return self._weights
 
     def _need_exact(self, what):
         if self.model != "exact":
@@ -322,9 +324,9 @@ class Predictor:
     def weights(self, *, rounds: Any = None, num_rounds: Any = None) -> np.ndarray:
         """Primal weights ``W_r = A_r^T X`` ``(R, K, d)`` (logits ``W_r x``); needs ``features=``."""
         self._need_exact("weights")
-        if self._weights is None:
+        if self._features is None:
             raise ValueError("weights need the training features: build the predictor with features=")
-        return self._to_caller(self._weights[self._rounds(rounds, num_rounds)], -1, "primal weights")
+        return self._to_caller(self._primal()[self._rounds(rounds, num_rounds)], -1, "primal weights")
 
     @float64(kernel="sdtheory.exact.exact_outputs_core")
     def intercepts(self, *, rounds: Any = None, num_rounds: Any = None) -> np.ndarray:

@@ -684,16 +684,16 @@ def bucket_rows(n: int) -> int:
 
 
 def _pad(a: Any, rows: int, cols: int | None = None) -> jax.Array:
-    """``a`` with zero rows (and columns) appended up to ``(rows, cols)``, padded on the host (no compile)."""
-    a = np.asarray(a, dtype=float)
+    """``a`` (float64) zero-padded to ``(rows, cols)`` on the host (no compile); ``a`` itself at that shape."""
     cols = a.shape[1] if cols is None else cols
-    return jax.device_put(np.pad(a, ((0, rows - a.shape[0]), (0, cols - a.shape[1]))))
+    pad = ((0, rows - a.shape[0]), (0, cols - a.shape[1]))
+    return jax.device_put(a if a.shape == (rows, cols) else np.pad(np.asarray(a), pad))
 
 
 @jax.jit
 def _gram_factor(g):
     """Eigenvalues ``s`` and ``Phi = U diag(sqrt s)`` of a symmetrised Gram (``eigh``: faster than a thin SVD here)."""
-    s, u = jnp.linalg.eigh(0.5 * (g + g.T))
+    s, u = jnp.linalg.eigh(0.5 * (g + g.T), symmetrize_input=False)
     return s, u * jnp.sqrt(jnp.maximum(s, 0.0))
 
 

@@ -83,7 +83,7 @@ def _scale_down(x: Any, root: float, power: int) -> jax.Array:
     """``x / root^power`` on the host (exact for a power of two; no flush of subnormal inputs), as a device array."""
     a = np.asarray(x, dtype=float)
     with np.errstate(over="ignore", under="ignore"):  # the callers check that the result is finite
-        for _ in range(power):
+        for _ in range(power if root != 1.0 else 0):
             a = a / root
     return jax.device_put(a)  # device_put: jnp.asarray compiles a copy per shape
 
@@ -241,7 +241,7 @@ def _unit_lam(lam: Any, root: float, what: str) -> jax.Array:
             f"2^{2 * math.log2(root):.0f}): the outputs depend on G / lam only, and lam / max|G| (about "
             f"2^{ratio:.0f}) is {kind}; rescale {what} or lam"
         )
-    return jnp.asarray(lam_u, dtype=float)
+    return jax.device_put(np.float64(lam_u))  # jnp.asarray of a Python float compiles a conversion
 
 
 # Public, float64 wrappers (NumPy results; the package calls the underscored versions)
