@@ -32,12 +32,12 @@ F = TypeVar("F", bound=Callable)
 
 #: Modules whose public functions run under ``jax.vmap``/``jax.jit`` and check what a tracer allows themselves.
 TRACEABLE_MODULES = frozenset({"sdtheory.noise", "sdtheory.theorems"})
+_WIDE = ((jnp.floating, jnp.float64), (jnp.signedinteger, jnp.int64), (jnp.complexfloating, jnp.complex128))
 
 
 def float64(fn: Optional[F] = None, *, kernel: Optional[str] = None, traceable: Optional[bool] = None):
-    """Run ``fn`` inside ``jax.enable_x64(True)`` (a scoped, thread-local setting); NumPy results.
-
-    Use as ``@float64`` or ``@float64(kernel=..., traceable=...)``.
+    """Run ``fn`` inside ``jax.enable_x64(True)`` (a scoped, thread-local setting); NumPy results. Use as ``@float64``
+    or ``@float64(kernel=..., traceable=...)``.
 
     Args:
       kernel: the pure kernel to transform instead (named in the error for a traced argument); default
@@ -70,22 +70,16 @@ def _has_tracer(x: Any) -> bool:
 
 
 def _widen_tracers(tree):
-    """Real and signed-integer tracers in ``tree`` as float64 / int64 (called inside the x64 scope).
+    """Real, signed-integer and complex tracers in ``tree`` widened to 64 bits (called inside the x64 scope).
 
     A tracer made in 32-bit mode may carry float64 values (``jax.vmap`` of a NumPy batch); one conversion makes the
-    types consistent (else XLA raises ``RuntimeProgramInputMismatch``). Bools, unsigned integers and keys pass.
-    """
+    types consistent (else XLA raises ``RuntimeProgramInputMismatch``). Bools, unsigned integers and keys pass."""
 
     def widen(x):
-        if not isinstance(x, jax.core.Tracer):
-            return x
-        for kind, wide in (
-            (jnp.floating, jnp.float64),
-            (jnp.signedinteger, jnp.int64),
-            (jnp.complexfloating, jnp.complex128),
-        ):
-            if jnp.issubdtype(x.dtype, kind):
-                return jax.lax.convert_element_type(x, wide)
+        if isinstance(x, jax.core.Tracer):
+            for kind, wide in _WIDE:
+                if jnp.issubdtype(x.dtype, kind):
+                    return jax.lax.convert_element_type(x, wide)
         return x
 
     return jax.tree_util.tree_map(widen, tree)
@@ -111,9 +105,8 @@ def _refuse_traced(fn: Callable, kernel: Optional[str], args: tuple, kwargs: dic
         return
     if kernel is None:  # <module>.<name>_core when the module has one, else the module's *_core kernels
         core = fn.__name__.lstrip("_") + "_core"
-        kernel = f"the pure *_core kernels of {fn.__module__}"
-        if hasattr(sys.modules.get(fn.__module__), core):
-            kernel = f"{fn.__module__}.{core}"
+        own = hasattr(sys.modules.get(fn.__module__), core)
+        kernel = f"{fn.__module__}.{core}" if own else f"the pure *_core kernels of {fn.__module__}"
     # sdtheory.<name> when the package exports it (sdtheory.Predictor.train_outputs), else the full path
     name = fn.__qualname__.lstrip("_")
     package = sys.modules.get("sdtheory")

@@ -127,10 +127,8 @@ def kernel_ridge_sd(
 
 @float64(kernel="jax.numpy.argmax(outputs, axis=-1)")
 def predictions(outputs: ArrayLike) -> jax.Array:
-    """Argmax class of outputs ``(..., K)``, ties to the lowest index.
-
-    A prediction, not a score: :func:`sdtheory.correct` decides correctness (a tie is a failure).
-    """
+    """Argmax class of outputs ``(..., K)``, ties to the lowest index: a prediction, not a score
+    (:func:`sdtheory.correct` decides correctness, where a tie is a failure)."""
     ok = lambda s: len(s) >= 1 and s[-1] >= 1
     arr = V.check_array(outputs, "outputs", ok, "a (..., K) array with a class axis of size K >= 1")
     return jnp.argmax(jnp.asarray(arr), axis=-1)

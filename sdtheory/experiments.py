@@ -99,9 +99,7 @@ def noisy_label_c(
     ``c = m + (1 - 1/K)(c~ - d~)/rho^2``. ``rho^2`` comes from ``noise_rate`` (in ``[0, (K-1)/K)``) or from the rate
     ``A = 1/K + rho^2 (p - 1/K)`` at which the :data:`NEIGHBOURS` nearest neighbours (by ``<x_i, x_j>``) share an
     instance's given label, taking ``p = 1`` (``p < 1`` biases ``c`` up). docs/real_data.md, "lam with noisy labels".
-
-    Raises:
-      ValueError: bad arguments, or neighbours that share labels no more often than chance.
+    Raises ``ValueError`` for bad arguments, or neighbours that share labels no more often than chance.
     """
     stats = block_statistics(features, labels, num_classes)
     k, y = num_classes, np.asarray(labels)
@@ -196,10 +194,8 @@ def prepare_feature_map(
 
     ``features``, ``test_features``: ``(N, d)`` / ``(M, d)`` mapped features (:func:`sdtheory.data.make_features`);
     ``labels``: ``(N,)`` true training labels; ``lam``: default :func:`lam_rule` on the fitted ``c``;
-    ``block_model``: fit the block model (unit-norm rows: its Gram has a unit diagonal).
-
-    Raises:
-      ValueError: bad arguments, or a fitted ``(c, d)`` outside the block model's domain.
+    ``block_model``: fit the block model (unit-norm rows: its Gram has a unit diagonal). Raises ``ValueError`` for
+    bad arguments, or a fitted ``(c, d)`` outside the block model's domain.
     """
     n_x, d = V.check_features(features)
     V.check_test_features(test_features, d)
@@ -262,10 +258,9 @@ def feature_map_report(fm: FeatureMap) -> tuple:
             "eigvals_above_ridge": int(np.sum(eig > ridge)),
         },
     }
-    curves = dict(
+    return summary, dict(
         eigvals=eig, block_eigvals=block_eig, c=fm.stats.c, d=fm.stats.d, ridge=ridge, num_classes=k, n=n, dim=dim
     )
-    return summary, curves
 
 
 @float64

@@ -35,11 +35,8 @@ __all__ = [
 
 
 def _check_scored(x: Any, true_labels: Any, name: str, labels_name: str, num_classes: Any = None):
-    """Validate outputs ``(..., N, K)`` or integer predictions ``(..., N)`` against labels ``(N,)`` (``N >= 1``).
-
-    Integer predictions are class indices: ``>= 0`` always, ``< K`` where ``K`` is known (the class axis of
-    float outputs, or ``num_classes``). Returns ``(scores, labels, K or None)``.
-    """
+    """``(scores, labels, K or None)`` from outputs ``(..., N, K)`` or integer predictions ``(..., N)`` (class indices
+    ``>= 0``, ``< K`` where ``K`` is known) and labels ``(N,)``, ``N >= 1``."""
     host = V.check_real_array(x, name)
     shape = host.shape
     if host.ndim == 0:
@@ -116,11 +113,9 @@ def split_accuracy(
     tie_tol: float = TIE_TOL,
     num_classes: Any = None,
 ) -> SplitAccuracy:
-    """Accuracy on instances whose given label was clean and on those whose label was corrupted.
-
-    Arguments as in :func:`accuracy`; an empty group has accuracy NaN, and the
-    counts ``n_clean``, ``n_corrupted``, ``clean_correct``, ``corrupted_correct`` are returned beside it.
-    """
+    """Accuracy on instances whose given label was clean and on those whose label was corrupted (arguments as in
+    :func:`accuracy`); an empty group has accuracy NaN, beside the counts ``n_clean``, ``n_corrupted``,
+    ``clean_correct``, ``corrupted_correct``."""
     tie_tol = V.check_tie_tol(tie_tol)
     x, t, k = _check_scored(outputs_or_predictions, true_labels, "outputs_or_predictions", "true_labels", num_classes)
     g = V.check_labels(given_labels, k, "given_labels")
@@ -154,10 +149,8 @@ def heldout_accuracy(
 
 
 def first_all_correct(all_correct: ArrayLike, rounds: Any) -> np.ndarray:
-    """First round (value from ``rounds``) whose ``all_correct`` is true along the last axis; ``-1`` if none.
-
-    ``all_correct``: bools ``(..., R)`` (or 0/1 numbers); ``rounds``: ``R`` round indices.
-    """
+    """First round (value from ``rounds``, ``R`` round indices) whose ``all_correct`` (bools ``(..., R)``, or 0/1
+    numbers) is true along the last axis; ``-1`` if none."""
     a = V.as_array(all_correct, "all_correct")
     if a.dtype != np.bool_:
         a = V.check_real_array(a, "all_correct")

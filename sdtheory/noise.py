@@ -1,10 +1,9 @@
 r"""Label noise: corruption matrices, sampling noisy labels, empirical fractions (docs/theorems.md section 2).
 
-A corruption matrix ``C`` is ``K x K`` and row-stochastic:
-``C[k, l] = P(given label l | true class k)``. Families (:data:`KINDS`):
-``"symmetric"``, ``"asymmetric"`` (SelfPLL's ``asym``), ``"pair"`` and
-``"cc"`` (confusable classes: a label moves uniformly to the other classes of its cluster; a class alone in its cluster
-keeps its label). Every family is row-stochastic exactly for ``0 <= eta <= 1``.
+A corruption matrix ``C`` is ``K x K`` and row-stochastic: ``C[k, l] = P(given label l | true class k)``. Families
+(:data:`KINDS`): ``"symmetric"``, ``"asymmetric"`` (SelfPLL's ``asym``), ``"pair"`` and ``"cc"`` (confusable classes:
+a label moves uniformly to the other classes of its cluster; a class alone in its cluster keeps its label). Every
+family is row-stochastic exactly for ``0 <= eta <= 1``.
 
 Every array function has a pure ``jnp`` core (``*_core``, no validation, ``jit``/``vmap``-able over ``eta``, keys,
 matrices); the public functions are traceable too, except :func:`confusable_clusters` (host clustering).
@@ -47,8 +46,7 @@ _ALIASES = {"sym": "symmetric", "asym": "asymmetric", "pairflip": "pair", "pair_
 
 
 def canonical_kind(kind: Any, name: str = "kind") -> str:
-    """The canonical name of a corruption family (``"sym"`` -> ``"symmetric"``, ...); the messages call the
-    argument ``name``."""
+    """Canonical name of a corruption family (``"sym"``: ``"symmetric"``, ...); messages call the argument ``name``."""
     if not isinstance(kind, str):
         raise TypeError(f"{name} must be a string, one of {KINDS}, got {kind!r}")
     k = _ALIASES.get(kind.lower(), kind.lower())
@@ -410,9 +408,8 @@ def sample_labels(key: jax.Array, true_labels: ArrayLike, C: ArrayLike, *, exact
       key: a ``jax.random`` key. Same key, same labels.
       true_labels: ``(N,)`` ints in ``[0, K)``.
       C: ``(K, K)`` row-stochastic corruption matrix (validated unless traced).
-      exact: False: i.i.d. ``given_i ~ Categorical(C[true_i])``. True: in
-        class ``k`` exactly ``m[k, l]`` instances get label ``l``, the largest-remainder rounding of ``n_k C[k, l]``
-        (:func:`exact_counts`), chosen uniformly at random.
+      exact: False: i.i.d. ``given_i ~ Categorical(C[true_i])``. True: in class ``k`` exactly ``m[k, l]`` instances
+        get label ``l`` (the largest-remainder rounding of ``n_k C[k, l]``, :func:`exact_counts`), chosen uniformly.
 
     Works under ``jax.vmap`` over ``key`` and ``C``.
     """

@@ -115,8 +115,7 @@ def pll_student(
         return pll_rounds_core(fit, fit(t), num_students, tie_tol)
     opts = check_exact_options(loss, q, exact_options)
     phi = solver_features(gram=unit.gram, features=unit.features)
-    solve = {x: opts[x] for x in ("tol", "max_iter", "solver")}
-    exact = partial(exact_fit, phi, lam_a, q=float(q), **solve)
+    exact = partial(exact_fit, phi, lam_a, q=float(q), **{x: opts[x] for x in ("tol", "max_iter", "solver")})
     result = pll_rounds_core(exact(loss=loss), exact(loss="ce")(t), num_students, tie_tol, init)
     if opts["on_failure"] == "raise":
         raise_unconverged(result, opts["tol"], opts["max_iter"])

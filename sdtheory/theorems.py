@@ -137,8 +137,7 @@ def corruption_condition_core(fractions: jax.Array) -> jax.Array:
 
 @jax.jit
 def margin_core(fractions: jax.Array) -> jax.Array:
-    """``Delta = min_{k, l != k, f_k(l) > 0} (f_k(k) - f_k(l))`` (ties count as 0); ``+inf`` when no
-    label is corrupted."""
+    """``Delta = min_{k, l != k, f_k(l) > 0} (f_k(k) - f_k(l))`` (ties count 0); ``+inf`` if no label is corrupted."""
     f = jnp.asarray(fractions)
     occurs = _offdiag(f.shape[0]) & (f > 0)
     return jnp.min(jnp.where(occurs, _gaps(f), jnp.inf))
@@ -179,8 +178,7 @@ def min_rounds_core(fractions: jax.Array, logs: LogFactors) -> jax.Array:
 
 
 def _h_of(fractions, logs):
-    """Per pair ``(k, l)`` the constraint ``h(e)`` of docs/theorems.md section 5 (``h(e) / gamma^e`` for
-    ``log gamma < 0``, ``L = D - F = 0``); returns ``(D, F, nu, mask, lr, lgam, L, h)``."""
+    """Per pair ``(k, l)``, ``h(e)`` of docs/theorems.md section 5; returns ``(D, F, nu, mask, lr, lgam, L, h)``."""
     f = jnp.asarray(fractions)
     fg = jnp.mean(f, axis=0)
     D = _gaps(f)
@@ -195,7 +193,7 @@ def _h_of(fractions, logs):
     L = D - F
     L = jnp.where(jnp.abs(L) <= TIE_TOL, 0.0, L)
     up = D + nu
-    scaled = (lgam < 0) & (L == 0) & (F != 0)
+    scaled = (lgam < 0) & (L == 0) & (F != 0)  # here h is h(e) / gamma^e
 
     def h(e):
         glob = jnp.where(F == 0, 0.0, F * jnp.expm1(e * lgam))
@@ -357,8 +355,7 @@ def _check_fractions(fractions):
 
 
 def _log_factors_xp(xp, s_w, s_b, s_g, d_bw, d_gb, kn, lam):
-    """:class:`LogFactors` from the eigenvalues, ``d_bw = s_b - s_w``, ``d_gb = s_g - s_b``, ``kn = K N``, ``lam``
-    (``xp``: NumPy or ``jax.numpy``; docs/theorems.md section 9)."""
+    """:class:`LogFactors` (docs/theorems.md section 9); ``d_bw = s_b - s_w``, ``d_gb = s_g - s_b``, ``kn = K N``."""
     R = kn * lam
     xb = R / s_b
     t = math.log(kn) - math.log(s_b) + xp.log(lam)
@@ -397,19 +394,20 @@ def log_block_factors(*, per_class: int, num_classes: int, c: float, d: float, l
 
 def _log_factors(fractions, c, d, lam, per_class):
     """:class:`LogFactors` as float arrays for the kernels (``lam`` may be traced; ``c``, ``d`` concrete)."""
-    k = int(np.shape(fractions)[0])
-    logs = log_block_factors(per_class=per_class, num_classes=k, c=c, d=d, lam=lam)
+    logs = log_block_factors(per_class=per_class, num_classes=int(np.shape(fractions)[0]), c=c, d=d, lam=lam)
     return LogFactors(*(jnp.asarray(x, dtype=float) for x in logs))
 
 
-def _check_pll_size(fractions):
-    k = int(np.shape(fractions)[0])
+def _check_pll_fractions(fractions):
+    f = _check_fractions(fractions)
+    k = int(f.shape[0])
     V.check_pll_classes(k, "the classes of fractions")
     if k > PLL_MAX_CLASSES:
         raise ValueError(
             f"fractions has K = {k} classes: the (K, K, K) arrays need {_PLL_BYTES_PER_ENTRY * k**3 / 2**30:.3g} GiB "
             f"> PLL_MEMORY_LIMIT; it supports K <= {PLL_MAX_CLASSES}"
         )
+    return f
 
 
 def _check_per_class(per_class: Any, k: int) -> int:
@@ -435,10 +433,8 @@ def _solver_kwargs(opts: dict) -> dict:
 
 def _check_exact_concrete(opts: dict, kernel: str, **values: Any) -> None:
     """``TypeError`` when ``on_failure="raise"`` must check convergence on traced ``values`` (by name)."""
-    if opts.get("on_failure") != "raise":
-        return
     traced = [name for name, v in values.items() if any(V.is_tracer(x) for x in jax.tree_util.tree_leaves(v))]
-    if traced:
+    if traced and opts.get("on_failure") == "raise":
         what = (
             "the computation is traced (inside jax.jit)" if traced == ["result"] else f"{traced[0]} is a traced value"
         )
@@ -449,8 +445,7 @@ def _check_exact_concrete(opts: dict, kernel: str, **values: Any) -> None:
 
 
 def _on_types(kernel, opts, fractions, c, d, corr, lam, per_class, tie_tol, kept_rounds=1, **static):
-    """Validated ``kernel(ts, targets, lam, tie_tol, **static)`` of :mod:`sdtheory.reduced` on the population types
-    (``kept_rounds``: for the memory check); returns ``(f, ts, tie_tol, result)``."""
+    """``(f, ts, tie_tol, kernel(ts, targets, lam, tie_tol, **static))`` on the population types, validated."""
     f = _check_fractions(fractions)
     k = int(f.shape[0])
     check_type_problem(k * k, k, "fractions", num_rounds=kept_rounds)
@@ -496,11 +491,9 @@ def _rounds(first_only, fractions, c, d, lam, per_class, corr, model, search_rou
 
 @float64
 def corruption_condition(fractions: ArrayLike) -> bool:
-    """The label-corruption condition ``f_k(k) > f_k(l)`` for all ``k``, ``l != k`` (ties fail).
-
-    In the linearised balanced block model with equal global label frequencies (or ``d = 0``) it is necessary and
-    sufficient for some round to classify every training instance correctly (docs/theorems.md section 3).
-    """
+    """The label-corruption condition ``f_k(k) > f_k(l)`` for all ``k``, ``l != k`` (ties fail): in the linearised
+    balanced block model with equal global label frequencies (or ``d = 0``), necessary and sufficient for some round
+    to classify every training instance correctly (docs/theorems.md section 3)."""
     return _scalar(corruption_condition_core(_check_fractions(fractions)), bool)
 
 
@@ -588,10 +581,8 @@ def max_rounds(
 
 @float64
 def all_correct_at(fractions: ArrayLike, rounds: Any, *, c: float, d: float, lam: Any, per_class: int) -> np.ndarray:
-    """Bool per round: is every training instance correct there (score formula, global term included)?
-
-    ``rounds``: indices in ``[0, 2**63 - 1]``, evaluated in float64 at ``e = r + 1`` (above ``2**53`` rounded).
-    """
+    """Bool per round: is every training instance correct there (score formula, global term included)? ``rounds``:
+    indices in ``[0, 2**63 - 1]``, evaluated in float64 at ``e = r + 1`` (above ``2**53`` rounded)."""
     f = _check_fractions(fractions)
     r = V.check_rounds(rounds, maximum=UNBOUNDED, why="round indices are int64")
     return all_correct_at_core(f, _log_factors(f, c, d, lam, per_class), jnp.asarray(r, dtype=jnp.int64))
@@ -605,8 +596,7 @@ def pll_condition(fractions: ArrayLike, *, c: float, d: float, lam: Any, per_cla
     vanishes (``d = 0``); otherwise :func:`pll_accuracy_prediction` is (docs/theorems.md section 6).
     ``K <= PLL_MAX_CLASSES`` (447).
     """
-    f = _check_fractions(fractions)
-    _check_pll_size(f)
+    f = _check_pll_fractions(fractions)
     return _scalar(pll_condition_core(f, _log_factors(f, c, d, lam, per_class)), bool)
 
 
@@ -634,8 +624,7 @@ def pll_accuracy_prediction(
     (student ``loss`` ``"ce"`` or ``"gce"`` with ``q``) or a general ``corr``: the population types of
     :mod:`sdtheory.reduced` through the one PLL pipeline; ``exact_options`` as in :func:`min_rounds`.
     """
-    f = _check_fractions(fractions)
-    _check_pll_size(f)
+    f = _check_pll_fractions(fractions)
     num_students = V.check_pll_rounds(
         num_rounds, maximum=PLL_MAX_ROUNDS + 1, why="the student rounds are unrolled in the compiled program"
     )
@@ -746,7 +735,5 @@ def finite_sample_prediction(
             f"exact solver did not reach tol={opts['tol']:g} in {int(np.sum(~np.asarray(out.converged)))} of "
             f"{num_draws} draws; raise max_iter or tol, or pass on_failure='flag'"
         )
-    first = np.asarray(out.first)
-    qs = first_round_quantiles(first)
-    ac = np.asarray(out.all_correct)
-    return FiniteSamplePrediction(ac, first, np.asarray(out.pll_accuracy), ac.mean(axis=0), float(qs[2]), qs, converged)
+    qs, ac = first_round_quantiles(out.first), out.all_correct
+    return FiniteSamplePrediction(ac, out.first, out.pll_accuracy, ac.mean(axis=0), float(qs[2]), qs, converged)

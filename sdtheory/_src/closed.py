@@ -52,10 +52,9 @@ def sd_outputs_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: 
 def sd_predictions_core(spec: Spectrum, targets: jax.Array, lam: jax.Array, rounds: jax.Array) -> jax.Array:
     """``argmax(sd_outputs_core(...), -1)``, ``(R, N)``, one round at a time: ``O(N K)`` memory at large ``R``."""
     n, k = targets.shape
-    ridge = k * n * lam
     u = spec.eigvecs
     coef = u.T @ (targets - 1.0 / k)
-    q = shrink_factors(spec.eigvals, ridge)
+    q = shrink_factors(spec.eigvals, k * n * lam)
     one = lambda r: jnp.argmax(u @ (q[:, None] ** (r + 1.0) * coef), axis=-1)
     return jax.lax.map(one, jnp.asarray(rounds).astype(q.dtype))
 
@@ -98,10 +97,6 @@ class Variant(NamedTuple):
         return self.temperature == 1.0 and self.xi == 1.0 and not self.hard
 
 
-def _mix(teacher, given, xi):
-    return xi * teacher + (1.0 - xi) * given
-
-
 def next_targets_core(
     outputs: jax.Array,
     logits: jax.Array,
@@ -116,7 +111,7 @@ def next_targets_core(
         teacher = hard_targets_core(outputs, tie_tol)
     else:  # shift first: (z - max z) / tau cannot overflow to inf - inf at a small tau
         teacher = jax.nn.softmax((logits - jnp.max(logits, axis=-1, keepdims=True)) / temperature, axis=-1)
-    return _mix(teacher, given, xi)
+    return xi * teacher + (1.0 - xi) * given
 
 
 def next_targets_linear_core(
@@ -125,19 +120,7 @@ def next_targets_linear_core(
     """Linearised model: as :func:`next_targets_core` with ``softmax(Z/tau)`` linearised, ``1/K + (P - 1/K)/tau``."""
     k = outputs.shape[-1]
     teacher = hard_targets_core(outputs, tie_tol) if hard else 1.0 / k + (outputs - 1.0 / k) / temperature
-    return _mix(teacher, given, xi)
-
-
-def target_multipliers_core(q: jax.Array, rounds: jax.Array, temperature, xi) -> jax.Array:
-    """Centred-target multipliers ``m_r = a^r + (1 - xi)(1 - a^r)/(1 - a)``, ``a = xi q / tau``: ``(R, M)``.
-
-    ``q = s/(s + K N lam)`` ``(M,)``; the geometric sum is ``r`` where ``a`` is within roundoff of 1.
-    """
-    r = rounds.astype(q.dtype)[:, None]
-    a = (xi * q / temperature)[None, :]
-    ar = a**r
-    geo = jnp.where(jnp.abs(1.0 - a) > 1e-12, (1.0 - ar) / jnp.where(jnp.abs(1.0 - a) > 1e-12, 1.0 - a, 1.0), r)
-    return ar + (1.0 - xi) * geo
+    return xi * teacher + (1.0 - xi) * given
 
 
 def closed_variant_core(
@@ -173,7 +156,12 @@ def closed_variant_core(
             ridge_r = ridges[rounds][:, None]
         else:
             ridge = k * n * lams
-            m = target_multipliers_core(s / (s + ridge), rounds, temperature, xi)
+            # m_r = a^r + (1 - xi)(1 - a^r)/(1 - a), a = xi q / tau; the geometric sum is r where a is 1 to roundoff
+            q = s / (s + ridge)
+            r = rounds.astype(q.dtype)[:, None]
+            a = (xi * q / temperature)[None, :]
+            ar, far = a**r, jnp.abs(1.0 - a) > 1e-12
+            m = ar + (1.0 - xi) * jnp.where(far, (1.0 - ar) / jnp.where(far, 1.0 - a, 1.0), r)
             ridge_r = jnp.full((rounds.shape[0], 1), ridge, s.dtype)
         if cross is None:
             return 1.0 / k + apply_spectral(
@@ -204,11 +192,8 @@ def linear_chain_core(
     hard: bool = False,
     tie_tol: Any = TIE_TOL,
 ) -> jax.Array:
-    """Outputs ``(num_rounds, N, K)`` of a variant chained through a one-round linearised fit.
-
-    ``fit(targets)`` returns a :class:`sdtheory.refine.Fit` (e.g. ``closed_fit``, ``block_fit``); ``num_rounds`` and
-    ``hard`` are static.
-    """
+    """Outputs ``(num_rounds, N, K)`` of a variant chained through a one-round linearised fit: ``fit(targets)``, a
+    :class:`sdtheory.refine.Fit` (e.g. ``closed_fit``, ``block_fit``); ``num_rounds`` and ``hard`` are static."""
 
     def step(t, _):
         p = fit(t).outputs
