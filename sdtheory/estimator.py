@@ -238,8 +238,7 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
 
     def _logits(self, X: Any) -> np.ndarray:
         """Logits ``(N, K)`` of the prediction round (``select_round``; the last round by default)."""
-        X = self._features(X)
-        return _round_logits(X, self.round_coefs_[self._round], self.round_intercepts_[self._round])
+        return _round_logits(self._features(X), self.round_coefs_[self._round], self.round_intercepts_[self._round])
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Logits ``(N, K)`` of the prediction round (the last, or ``best_round_`` when ``select_round`` is set,
@@ -257,8 +256,7 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         """The most probable class of the prediction round (ties to the first class in ``classes_``)."""
-        z = self._logits(X)  # checks the fit first
-        return self.classes_[np.argmax(z, axis=1)]
+        return self.classes_[np.argmax(self._logits(X), axis=1)]
 
     def round_proba(self, X: Any) -> np.ndarray:
         """Probabilities ``(R, N, K)`` of every round (round 0 = plain logistic regression)."""

@@ -297,6 +297,17 @@ def _rate_panels(rates: Sequence[float], num_rounds: int) -> tuple:
     return fig, fig.subplots(1, 2), np.arange(num_rounds), colors
 
 
+def _finish_rate_panels(fig, axes, title: str):
+    """Round axes, grids, the legend and ``title`` of a :func:`_rate_panels` figure."""
+    for ax in axes:
+        ax.set_xlabel("SD " + ROUND_LABEL)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def diversity_figure(agg: Mapping, *, feature_map: str, kind: str, rates: Sequence[float], num_rounds: int):
     """Mean confidence and predictive diversity of the exact SD rounds ``0..num_rounds-1``, one line per noise rate."""
     fig, axes, rr, colors = _rate_panels(rates, num_rounds)
@@ -306,15 +317,8 @@ def diversity_figure(agg: Mapping, *, feature_map: str, kind: str, rates: Sequen
             ax.plot(rr, mu, marker="o", ms=3, color=color, label=f"eta={rate:g}")
     axes[0].set_ylabel("mean max probability (confidence)")
     axes[1].set_ylabel("mean predictive diversity")
-    for ax in axes:
-        ax.set_xlabel("SD " + ROUND_LABEL)
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, ncol=2)
-    fig.suptitle(
-        f"Confidence and predictive diversity of each round ({kind} noise, {feature_map} features)", fontsize=10
-    )
-    fig.tight_layout()
-    return fig
+    title = f"Confidence and predictive diversity of each round ({kind} noise, {feature_map} features)"
+    return _finish_rate_panels(fig, axes, title)
 
 
 def spectrum_figure(spectra: Mapping[str, Mapping]):
@@ -430,18 +434,10 @@ def diversity_gain_figure(agg: Mapping, *, feature_map: str, kind: str, rates: S
     axes[0].set_ylabel("mean predictive diversity (normalised)")
     axes[1].set_ylabel("gain of the round (points of recovery)")
     axes[1].axhline(0.0, color="k", lw=0.6)
-    axes[0].set_xlabel("SD " + ROUND_LABEL)
-    axes[1].set_xlabel("SD " + ROUND_LABEL)
     axes[0].set_xticks(rr)
     axes[1].set_xticks(rr[1:])
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, ncol=2)
-    fig.suptitle(
-        f"Does predictive diversity track the gains of SD? ({kind} noise, {feature_map} features)", fontsize=10
-    )
-    fig.tight_layout()
-    return fig
+    title = f"Does predictive diversity track the gains of SD? ({kind} noise, {feature_map} features)"
+    return _finish_rate_panels(fig, axes, title)
 
 
 # The paper's synthetic experiment (simulations/phase_diagram.py --preset paper)

@@ -33,6 +33,7 @@ from ..reduced import (
 from .._x64 import float64
 from ..refine import top2_targets_core
 from ..theorems import first_round_quantiles
+from .cell import make_shared
 from .config import SimConfig
 from .report import median_first_all_correct
 
@@ -67,10 +68,6 @@ class RoundPredictions(NamedTuple):
     exact_population_pll_accuracy: np.ndarray
     exact_finite_pll_p: np.ndarray
     converged: bool
-
-
-def _cluster_ids(config: SimConfig):
-    return None if config.clusters is None else jnp.asarray(np.asarray(config.clusters, dtype=np.int64))
 
 
 class _Solved(NamedTuple):
@@ -246,7 +243,7 @@ def _reuse(piece: Mapping[str, Any], start: int, size: int) -> _Solved:
 def _population_counts(config, etas):
     """``(E, K^2)`` population label-type counts ``n C_kl`` per eta."""
     k = config.num_classes
-    C = jax.vmap(lambda e: corruption_matrix_core(config.noise, k, e, _cluster_ids(config)))(etas)
+    C = jax.vmap(lambda e: corruption_matrix_core(config.noise, k, e, make_shared(config).cluster_ids))(etas)
     return (config.per_class * C).reshape(etas.shape[0], -1)
 
 
@@ -255,7 +252,7 @@ def _sampled_counts(config, etas, keys):
     """``(E, D, K^2)`` i.i.d. label-type counts, draw ``d`` at every eta from ``keys[d]``: those of
     :func:`sdtheory.reduced.sample_counts_core`, one row at a time under ``lax.map`` (vmapped: 2-3x slower)."""
     k, e, d = config.num_classes, etas.shape[0], keys.shape[0]
-    C = jax.vmap(lambda eta: corruption_matrix_core(config.noise, k, eta, _cluster_ids(config)))(etas)
+    C = jax.vmap(lambda eta: corruption_matrix_core(config.noise, k, eta, make_shared(config).cluster_ids))(etas)
     row_keys = jax.vmap(lambda key: jax.random.split(key, k))(keys)  # (D, K)
     row_keys = jnp.broadcast_to(row_keys[None], (e, d, k)).reshape(-1)
     probs = jnp.broadcast_to(C[:, None], (e, d, k, k)).reshape(-1, k)
@@ -372,12 +369,9 @@ def _map_problems(config: SimConfig, etas, axis: str, vals: np.ndarray) -> _Prob
     """The population problem at every ``(value, eta)``, value-major; the other parameters the config's."""
     e, a, k = etas.shape[0], vals.shape[0], config.num_classes
     pop = np.asarray(_population_counts(config, etas))
-    if axis == "lam":
-        corr = np.broadcast_to(np.asarray(corr_from_cd(float(config.c), float(config.d), k), dtype=float), (a, k, k))
-        lam = vals
-    else:
-        corr = np.stack([np.asarray(corr_from_cd(float(v), float(config.d), k), dtype=float) for v in vals])
-        lam = np.full(a, float(config.lam))
+    cs = vals if axis == "c" else np.full(a, float(config.c))
+    corr = np.stack([np.asarray(corr_from_cd(float(v), float(config.d), k), dtype=float) for v in cs])
+    lam = vals if axis == "lam" else np.full(a, float(config.lam))
     return _Problems(
         np.broadcast_to(pop[None], (a,) + pop.shape).reshape(a * e, -1),
         np.broadcast_to(corr[:, None], (a, e, k, k)).reshape(a * e, k, k),
