@@ -33,7 +33,6 @@ from ..reduced import (
 from .._x64 import float64
 from ..refine import top2_targets_core
 from ..theorems import first_round_quantiles
-from .cell import make_shared
 from .config import SimConfig
 from .report import median_first_all_correct
 
@@ -68,6 +67,10 @@ class RoundPredictions(NamedTuple):
     exact_population_pll_accuracy: np.ndarray
     exact_finite_pll_p: np.ndarray
     converged: bool
+
+
+def _cluster_ids(config: SimConfig):
+    return None if config.clusters is None else jnp.asarray(np.asarray(config.clusters, dtype=np.int64))
 
 
 class _Solved(NamedTuple):
@@ -243,7 +246,7 @@ def _reuse(piece: Mapping[str, Any], start: int, size: int) -> _Solved:
 def _population_counts(config, etas):
     """``(E, K^2)`` population label-type counts ``n C_kl`` per eta."""
     k = config.num_classes
-    C = jax.vmap(lambda e: corruption_matrix_core(config.noise, k, e, make_shared(config).cluster_ids))(etas)
+    C = jax.vmap(lambda e: corruption_matrix_core(config.noise, k, e, _cluster_ids(config)))(etas)
     return (config.per_class * C).reshape(etas.shape[0], -1)
 
 
@@ -252,7 +255,7 @@ def _sampled_counts(config, etas, keys):
     """``(E, D, K^2)`` i.i.d. label-type counts, draw ``d`` at every eta from ``keys[d]``: those of
     :func:`sdtheory.reduced.sample_counts_core`, one row at a time under ``lax.map`` (vmapped: 2-3x slower)."""
     k, e, d = config.num_classes, etas.shape[0], keys.shape[0]
-    C = jax.vmap(lambda eta: corruption_matrix_core(config.noise, k, eta, make_shared(config).cluster_ids))(etas)
+    C = jax.vmap(lambda eta: corruption_matrix_core(config.noise, k, eta, _cluster_ids(config)))(etas)
     row_keys = jax.vmap(lambda key: jax.random.split(key, k))(keys)  # (D, K)
     row_keys = jnp.broadcast_to(row_keys[None], (e, d, k)).reshape(-1)
     probs = jnp.broadcast_to(C[:, None], (e, d, k, k)).reshape(-1, k)
