@@ -348,21 +348,20 @@ def phase_map_figure(phase_map: Any, *, num_rounds: int, title: str = ""):
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    pm = phase_map
-    etas = np.asarray(pm.etas, dtype=float)
-    vals = np.asarray(pm.values, dtype=float)
-    log_y = pm.axis == "lam"
+    etas = np.asarray(phase_map.etas, dtype=float)
+    vals = np.asarray(phase_map.values, dtype=float)
+    log_y = phase_map.axis == "lam"
     yc = np.log10(vals) if log_y else vals
     colours = ["#d9d9d9", "#9ecae1", "#fdae6b", "#74c476"]
     fig = new_figure(figsize=(8.0, 6.0))
     ax = fig.subplots()
     ax.pcolormesh(
-        _edges(etas), _edges(yc), pm.region, cmap=ListedColormap(colours), vmin=-0.5, vmax=3.5, shading="flat"
+        _edges(etas), _edges(yc), phase_map.region, cmap=ListedColormap(colours), vmin=-0.5, vmax=3.5, shading="flat"
     )
     handles = [Patch(color=col, label=f"exact: {name}") for col, name in zip(colours, REGIONS, strict=True)]
     for field, colour, label in (
-        (pm.sd_linear, "k", f"linearised: SD 100% within rounds 0..{num_rounds - 1} (boundary)"),
-        (pm.pll_linear, "#08519c", "linearised: one-round PLL student 100% (boundary)"),
+        (phase_map.sd_linear, "k", f"linearised: SD 100% within rounds 0..{num_rounds - 1} (boundary)"),
+        (phase_map.pll_linear, "#08519c", "linearised: one-round PLL student 100% (boundary)"),
     ):
         if np.any(field) and not np.all(field):
             cs = ax.contour(etas, yc, field.astype(float), levels=[0.5], colors=colour, linewidths=1.8)
