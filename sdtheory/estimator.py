@@ -256,7 +256,8 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         """The most probable class of the prediction round (ties to the first class in ``classes_``)."""
-        return self.classes_[np.argmax(self._logits(X), axis=1)]
+        z = self._logits(X)  # checks the fit first
+        return self.classes_[np.argmax(z, axis=1)]
 
     def round_proba(self, X: Any) -> np.ndarray:
         """Probabilities ``(R, N, K)`` of every round (round 0 = plain logistic regression)."""
