@@ -238,8 +238,7 @@ class SelfDistillationClassifier(ClassifierMixin, BaseEstimator):
 
     def _logits(self, X: Any) -> np.ndarray:
         """Logits ``(N, K)`` of the prediction round (``select_round``; the last round by default)."""
-        X = self._features(X)
-        return _round_logits(X, self.round_coefs_[self._round], self.round_intercepts_[self._round])
+        return _round_logits(self._features(X), self.round_coefs_[self._round], self.round_intercepts_[self._round])
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Logits ``(N, K)`` of the prediction round (the last, or ``best_round_`` when ``select_round`` is set,

@@ -137,11 +137,10 @@ def to_jsonable(obj: Any) -> Any:
 def write_json(path: str | os.PathLike, data: Mapping[str, Any], *, metadata: Optional[Mapping] = None) -> Path:
     """Write ``data`` as indented JSON, atomically; with ``metadata``: ``{"metadata": metadata, **data}``."""
     _mapping_arg(data, "data")
-    _json_arg(data, "data")
-    _json_arg(metadata, "metadata")
-    payload = {**({} if metadata is None else {"metadata": metadata}), **data}
-    text = json.dumps(to_jsonable(payload), indent=2, allow_nan=False) + "\n"
-    return atomic_write_text(path, text)
+    payload = _json_arg(data, "data")
+    if metadata is not None:
+        payload = {"metadata": _json_arg(metadata, "metadata"), **payload}
+    return atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
 
 
 def _cell(v: Any) -> str:
@@ -207,7 +206,7 @@ def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any], *, metadata: O
     """Save arrays as an uncompressed ``.npz``, atomically; identical arrays give identical bytes; ``metadata``
     as the JSON string ``__metadata__`` (``json.loads(str(np.load(path)["__metadata__"]))``)."""
     _mapping_arg(arrays, "arrays")
-    _json_arg(metadata, "metadata")
+    meta = _json_arg(metadata, "metadata")
     if "__metadata__" in arrays:
         raise ValueError("'__metadata__' is reserved for the metadata member")
     items = {k: np.asarray(v) for k, v in arrays.items()}
@@ -215,7 +214,7 @@ def write_npz(path: str | os.PathLike, arrays: Mapping[str, Any], *, metadata: O
         if v.dtype == object:
             raise TypeError(f"array {k!r} has dtype object; only numeric/bool/str arrays are written")
     if metadata is not None:
-        items["__metadata__"] = np.asarray(json.dumps(to_jsonable(metadata), allow_nan=False))
+        items["__metadata__"] = np.asarray(json.dumps(meta, allow_nan=False))
     buf = _io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
         for name, arr in items.items():
@@ -269,8 +268,7 @@ def save_features(
     ds = validate_dataset(features, labels, test_features, test_labels, num_classes, str(path), path.stem)
     arrays: dict[str, Any] = {"features": ds.features, "labels": ds.labels}
     if ds.test_features is not None:
-        arrays["test_features"] = ds.test_features
-        arrays["test_labels"] = ds.test_labels
+        arrays.update(test_features=ds.test_features, test_labels=ds.test_labels)
     return write_npz(path, arrays)
 
 
@@ -619,12 +617,10 @@ def _mapping_arg(x: Any, name: str) -> None:
         raise TypeError(f"{name} must have str keys, got {bad[:3]!r}")
 
 
-def _json_arg(x: Any, name: str) -> None:
-    """``x`` (``None`` allowed) must convert to strict JSON (no NaN/inf)."""
-    if x is None:
-        return
+def _json_arg(x: Any, name: str) -> Any:
+    """``x`` (``None`` allowed) as JSON types (:func:`to_jsonable`: strict JSON, non-finite floats as strings)."""
     try:
-        json.dumps(to_jsonable(x), allow_nan=False)
+        return to_jsonable(x)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{name} cannot be written as JSON: {exc}") from None
 

@@ -297,6 +297,17 @@ def _rate_panels(rates: Sequence[float], num_rounds: int) -> tuple:
     return fig, fig.subplots(1, 2), np.arange(num_rounds), colors
 
 
+def _finish_rate_panels(fig, axes, title: str):
+    """Round axes, grids, the legend and ``title`` of a :func:`_rate_panels` figure."""
+    for ax in axes:
+        ax.set_xlabel("SD " + ROUND_LABEL)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def diversity_figure(agg: Mapping, *, feature_map: str, kind: str, rates: Sequence[float], num_rounds: int):
     """Mean confidence and predictive diversity of the exact SD rounds ``0..num_rounds-1``, one line per noise rate."""
     fig, axes, rr, colors = _rate_panels(rates, num_rounds)
@@ -306,15 +317,8 @@ def diversity_figure(agg: Mapping, *, feature_map: str, kind: str, rates: Sequen
             ax.plot(rr, mu, marker="o", ms=3, color=color, label=f"eta={rate:g}")
     axes[0].set_ylabel("mean max probability (confidence)")
     axes[1].set_ylabel("mean predictive diversity")
-    for ax in axes:
-        ax.set_xlabel("SD " + ROUND_LABEL)
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, ncol=2)
-    fig.suptitle(
-        f"Confidence and predictive diversity of each round ({kind} noise, {feature_map} features)", fontsize=10
-    )
-    fig.tight_layout()
-    return fig
+    title = f"Confidence and predictive diversity of each round ({kind} noise, {feature_map} features)"
+    return _finish_rate_panels(fig, axes, title)
 
 
 def spectrum_figure(spectra: Mapping[str, Mapping]):
@@ -344,21 +348,20 @@ def phase_map_figure(phase_map: Any, *, num_rounds: int, title: str = ""):
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
-    pm = phase_map
-    etas = np.asarray(pm.etas, dtype=float)
-    vals = np.asarray(pm.values, dtype=float)
-    log_y = pm.axis == "lam"
+    etas = np.asarray(phase_map.etas, dtype=float)
+    vals = np.asarray(phase_map.values, dtype=float)
+    log_y = phase_map.axis == "lam"
     yc = np.log10(vals) if log_y else vals
     colours = ["#d9d9d9", "#9ecae1", "#fdae6b", "#74c476"]
     fig = new_figure(figsize=(8.0, 6.0))
     ax = fig.subplots()
     ax.pcolormesh(
-        _edges(etas), _edges(yc), pm.region, cmap=ListedColormap(colours), vmin=-0.5, vmax=3.5, shading="flat"
+        _edges(etas), _edges(yc), phase_map.region, cmap=ListedColormap(colours), vmin=-0.5, vmax=3.5, shading="flat"
     )
     handles = [Patch(color=col, label=f"exact: {name}") for col, name in zip(colours, REGIONS, strict=True)]
     for field, colour, label in (
-        (pm.sd_linear, "k", f"linearised: SD 100% within rounds 0..{num_rounds - 1} (boundary)"),
-        (pm.pll_linear, "#08519c", "linearised: one-round PLL student 100% (boundary)"),
+        (phase_map.sd_linear, "k", f"linearised: SD 100% within rounds 0..{num_rounds - 1} (boundary)"),
+        (phase_map.pll_linear, "#08519c", "linearised: one-round PLL student 100% (boundary)"),
     ):
         if np.any(field) and not np.all(field):
             cs = ax.contour(etas, yc, field.astype(float), levels=[0.5], colors=colour, linewidths=1.8)
@@ -430,18 +433,10 @@ def diversity_gain_figure(agg: Mapping, *, feature_map: str, kind: str, rates: S
     axes[0].set_ylabel("mean predictive diversity (normalised)")
     axes[1].set_ylabel("gain of the round (points of recovery)")
     axes[1].axhline(0.0, color="k", lw=0.6)
-    axes[0].set_xlabel("SD " + ROUND_LABEL)
-    axes[1].set_xlabel("SD " + ROUND_LABEL)
     axes[0].set_xticks(rr)
     axes[1].set_xticks(rr[1:])
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, ncol=2)
-    fig.suptitle(
-        f"Does predictive diversity track the gains of SD? ({kind} noise, {feature_map} features)", fontsize=10
-    )
-    fig.tight_layout()
-    return fig
+    title = f"Does predictive diversity track the gains of SD? ({kind} noise, {feature_map} features)"
+    return _finish_rate_panels(fig, axes, title)
 
 
 # The paper's synthetic experiment (simulations/phase_diagram.py --preset paper)

@@ -164,9 +164,7 @@ def exact_options(loss: Any, q: Any, options: dict) -> dict:
         raise TypeError(f"unexpected keyword arguments for the exact solver: {unknown}")
     opts.update(options)
     check_options(loss, q, opts["tol"], opts["max_iter"], opts["on_failure"], opts["solver"])
-    opts["tol"] = float(opts["tol"])
-    opts["max_iter"] = int(opts["max_iter"])
-    return opts
+    return {**opts, "tol": float(opts["tol"]), "max_iter": int(opts["max_iter"])}
 
 
 def chain_rounds(ts: TypeSpectrum, targets: Any, lam: Any, rounds: Any, loss: str, q: Any, opts: dict) -> ExactResult:

@@ -31,11 +31,6 @@ __all__ = [
 ]
 
 
-def _check_probability_rows(x: Any, name: str) -> None:
-    """``(N, K)`` probability rows of real numbers (bool, string and ragged input refused by name)."""
-    V.check_targets(V.check_real_array(x, name), name)
-
-
 def uniform_smoothing_core(targets: jax.Array, eps: jax.Array) -> jax.Array:
     """``(1 - eps) T + eps / K`` (no validation)."""
     k = targets.shape[-1]
@@ -45,7 +40,7 @@ def uniform_smoothing_core(targets: jax.Array, eps: jax.Array) -> jax.Array:
 @float64
 def uniform_smoothing(targets: ArrayLike, eps: Any) -> jax.Array:
     """Uniform label smoothing ``(1 - eps) T + eps/K`` of ``(N, K)`` probability targets, ``eps in [0, 1]``."""
-    _check_probability_rows(targets, "targets")
+    V.check_targets(targets, "targets")
     V.check_real(eps, "eps", minimum=0.0, maximum=1.0)
     return uniform_smoothing_core(jnp.asarray(targets, dtype=float), jnp.asarray(eps, dtype=float))
 
@@ -131,7 +126,7 @@ def predictive_diversity(outputs: ArrayLike, *, normalize: bool = False) -> jax.
 
     A one-hot row has diversity 0; ``normalize=True`` divides by ``log(K - 1)`` (0 for ``K = 2``).
     """
-    _check_probability_rows(outputs, "outputs")
+    V.check_targets(outputs, "outputs")
     normalize = V.check_bool(normalize, "normalize")
     return predictive_diversity_core(jnp.asarray(outputs, dtype=float), normalize)
 
@@ -139,7 +134,7 @@ def predictive_diversity(outputs: ArrayLike, *, normalize: bool = False) -> jax.
 @float64
 def confidence(outputs: ArrayLike) -> jax.Array:
     """Top probability ``max_l p_l`` per row, ``(N,)``, of ``(N, K)`` probability rows."""
-    _check_probability_rows(outputs, "outputs")
+    V.check_targets(outputs, "outputs")
     return jnp.max(jnp.asarray(outputs, dtype=float), axis=-1)
 
 

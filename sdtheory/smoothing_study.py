@@ -210,7 +210,6 @@ def run_smoothing_study(
 def aggregate(rows: Sequence[dict]) -> dict:
     """``(feature_map, kind, rate, solver, method label, round) -> {metric: (mean, std, n)}`` over seeds; the
     Beta rows must share one ``alpha`` (the :func:`method_label` does not carry it)."""
-
     alphas = {float(r["alpha"]) for r in rows if r["method"] in ("beta_one", "beta_fixed") and "alpha" in r}
     if len(alphas) > 1:
         raise ValueError(f"the Beta rows mix alpha = {V.short_list(sorted(alphas))}; aggregate one alpha at a time")

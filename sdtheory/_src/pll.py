@@ -73,14 +73,12 @@ def _closed(outputs):
 
 def closed_fit(spec: Spectrum, lam: Any) -> Callable[..., Fit]:
     """One round of the linearised closed form on a spectrum (``start`` is ignored)."""
-    zero = jnp.zeros((1,), jnp.int32)
-    return lambda t, start=None: _closed(sd_outputs_core(spec, t, lam, zero)[0])
+    return lambda t, start=None: _closed(sd_outputs_core(spec, t, lam, jnp.zeros((1,), jnp.int32))[0])
 
 
 def block_fit(bspec: BlockSpectrum, classes: jax.Array, lam: Any) -> Callable[..., Fit]:
     """One round of the linearised closed form on the block Gram, ``O(N K)`` (``start`` is ignored)."""
-    zero = jnp.zeros((1,), jnp.int32)
-    return lambda t, start=None: _closed(block_outputs_core(bspec, classes, t, lam, zero)[0])
+    return lambda t, start=None: _closed(block_outputs_core(bspec, classes, t, lam, jnp.zeros((1,), jnp.int32))[0])
 
 
 def round_fit(result: Any, r: int = 0) -> Fit:
@@ -91,11 +89,9 @@ def round_fit(result: Any, r: int = 0) -> Fit:
 
 
 def exact_fit(phi: Any, lam: Any, *, loss: str = "ce", q: Any = 0.7, **options: Any) -> Callable[..., Fit]:
-    """One exact round (CE or GCE) in the solver coordinates ``phi`` (:func:`sdtheory._src.exact.solver_features`).
-
-    ``options``: those of :func:`sdtheory.exact.exact_phi_core`. ``fit(targets, start=None)`` starts from zero weights
-    or from those of ``start``, an exact :class:`Fit` on the same ``phi``.
-    """
+    """One exact round (CE or GCE) in the solver coordinates ``phi`` (:func:`sdtheory._src.exact.solver_features`),
+    ``options`` those of :func:`sdtheory.exact.exact_phi_core`; ``fit(targets, start=None)`` starts from zero weights
+    or from those of ``start``, an exact :class:`Fit` on the same ``phi``."""
 
     def fit(t, start=None):
         warm = {} if start is None else dict(init_coef=start.details.coef, init_intercepts=start.details.intercepts)
@@ -107,24 +103,16 @@ def exact_fit(phi: Any, lam: Any, *, loss: str = "ce", q: Any = 0.7, **options: 
 def pll_rounds_core(
     fit_student: Callable[..., Fit], teacher: Fit, num_students: int, tie_tol: Any = TIE_TOL, init: str = "zero"
 ) -> PLLResult:
-    """The PLL pipeline after the teacher: ``num_students`` (static) refinements.
-
-    Student ``j`` is ``fit_student(top2_targets_core(previous outputs))``, with ``init="teacher"``
-    ``fit_student(targets, previous fit)``. The kernel default ``"zero"`` keeps one-argument fits working.
-    """
+    """The PLL pipeline after the teacher: ``num_students`` (static) refinements; student ``j`` is
+    ``fit_student(top2_targets_core(previous outputs))``, with ``init="teacher"`` ``fit_student(targets, previous)``
+    (``previous``: the previous fit). The kernel default ``"zero"`` keeps one-argument fits working."""
     check_init(init)
-    prev, prev_fit = teacher.outputs, teacher
-    ts, outs, conv, res, details = [], [], [teacher.converged], [teacher.residual], [teacher.details]
+    fits, targets = [teacher], []
     for _ in range(num_students):
-        t = top2_targets_core(prev, tie_tol)
-        f = fit_student(t, prev_fit) if init == "teacher" else fit_student(t)
-        prev, prev_fit = f.outputs, f
-        ts.append(t)
-        outs.append(f.outputs)
-        conv.append(f.converged)
-        res.append(f.residual)
-        details.append(f.details)
-    fits = None
-    if all(d is not None for d in details):
-        fits = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *details)
-    return PLLResult(teacher.outputs, jnp.stack(ts), jnp.stack(outs), jnp.stack(conv), jnp.stack(res), fits)
+        targets.append(top2_targets_core(fits[-1].outputs, tie_tol))
+        fits.append(fit_student(targets[-1], fits[-1]) if init == "teacher" else fit_student(targets[-1]))
+    details = [f.details for f in fits]
+    record = None if any(d is None for d in details) else jax.tree_util.tree_map(lambda *a: jnp.stack(a), *details)
+    conv, res = (jnp.stack([getattr(f, name) for f in fits]) for name in ("converged", "residual"))
+    outs = jnp.stack([f.outputs for f in fits[1:]])
+    return PLLResult(teacher.outputs, jnp.stack(targets), outs, conv, res, record)

@@ -118,15 +118,12 @@ def reduced_exact_core(
 
 def reduced_closed_fit(ts: TypeSpectrum, lam: Any):
     """One linearised round on the types (a :class:`sdtheory.refine.Fit` maker for the PLL pipeline)."""
-    zero = jnp.zeros((1,), jnp.int32)
-    return lambda t: _closed(reduced_closed_core(ts, t, lam, zero)[0])
+    return lambda t: _closed(reduced_closed_core(ts, t, lam, jnp.zeros((1,), jnp.int32))[0])
 
 
 def reduced_exact_fit(ts: TypeSpectrum, lam: Any, *, loss: str = "ce", q: Any = 0.7, **options: Any):
-    """One exact round (CE or GCE) on the types, ``fit(targets, start=None)`` as :func:`sdtheory.refine.exact_fit`.
-
-    ``options``: tol, max_iter, solver. A start's per-instance coefficients are scaled back by the counts.
-    """
+    """One exact round (CE or GCE) on the types, ``fit(targets, start=None)`` as :func:`sdtheory.refine.exact_fit`
+    (``options``: tol, max_iter, solver); a start's per-instance coefficients are scaled back by the counts."""
 
     def fit(t, start=None):
         warm = {} if start is None else dict(init_coef=start.details.coef * ts.counts[:, None])
@@ -174,10 +171,8 @@ def type_all_correct_core(outputs: jax.Array, ts: TypeSpectrum, tie_tol: Any = T
 
 
 def type_accuracy_core(outputs: jax.Array, ts: TypeSpectrum, tie_tol: Any = TIE_TOL) -> jax.Array:
-    """Count-weighted training accuracy ``right / (right + wrong)`` of ``(T, K)`` type outputs.
-
-    Exactly 1 (0) when every (no) instance is correct, also for fractional counts.
-    """
+    """Count-weighted training accuracy ``right / (right + wrong)`` of ``(T, K)`` type outputs: exactly 1 (0) when
+    every (no) instance is correct, also for fractional counts."""
     right = correct_core(outputs, ts.classes, tie_tol)
     good = jnp.sum(jnp.where(right, ts.counts, 0.0))
     return good / (good + jnp.sum(jnp.where(right, 0.0, ts.counts)))
@@ -198,11 +193,8 @@ def all_correct_search_core(
     solver: str = DEFAULT_SOLVER,
     chunk: int = _CHUNK,
 ) -> SearchResult:
-    """First all-correct round and the end of the all-correct run after it, among rounds ``0..search_rounds-1``.
-
-    Rounds are evaluated ``chunk`` at a time; the search stops as soon as the answer is known (``stop_at_first``: at the
-    first all-correct round).
-    """
+    """First all-correct round and the end of the all-correct run after it, among rounds ``0..search_rounds-1``
+    evaluated ``chunk`` at a time; it stops as soon as the answer is known (``stop_at_first``: at the first one)."""
     big = jnp.int64(search_rounds + chunk)
 
     def step(carry):
@@ -296,13 +288,10 @@ def finite_sample_core(
     max_iter: Any = DEFAULT_MAX_ITER,
     solver: str = DEFAULT_SOLVER,
 ) -> FiniteSampleDraws:
-    """One draw of i.i.d. label counts per key (``keys`` ``(D,)``), then SD rounds and the PLL student on the types.
-
-    Vmap it again over ``C`` or ``lam``; nothing depends on the number of instances.
-    """
+    """One draw of i.i.d. label counts per key (``keys`` ``(D,)``), then SD rounds and the PLL student on the types;
+    vmap it again over ``C`` or ``lam`` (nothing depends on the number of instances)."""
     cls, tgt = label_types(C.shape[0])
     tgt = tgt.astype(C.dtype)
-    rounds = jnp.arange(num_rounds)
 
     def one(key):
         counts = sample_counts_core(key, C, sizes)
@@ -314,7 +303,7 @@ def finite_sample_core(
             teacher = round_fit(res)
             fit = reduced_exact_fit(ts, lam, loss=pll_loss, q=q, **opts)
         else:
-            outs, conv = reduced_closed_core(ts, tgt, lam, rounds), jnp.ones((), bool)
+            outs, conv = reduced_closed_core(ts, tgt, lam, jnp.arange(num_rounds)), jnp.ones((), bool)
             fit = reduced_closed_fit(ts, lam)
             teacher = fit(tgt)
         ac = type_all_correct_core(outs, ts, tie_tol)

@@ -129,18 +129,12 @@ def simulate_cell(config: SimConfig, shared: Shared, point: Point, eta: jax.Arra
     frac = empirical_fractions_core(classes, given, k)
 
     if config.dim is None:
-
-        def closed(targets, rr):
-            return block_outputs_core(point.bspec, classes, targets, lam, rr)
-
+        closed = lambda targets, rr: block_outputs_core(point.bspec, classes, targets, lam, rr)  # noqa: E731
         fit_closed = block_fit(point.bspec, classes, lam)
     else:
         x = sample_block_features_core(feature_key, classes, point.c, point.d, config.dim, k)
         spec = feature_spectrum(x, validate=False)
-
-        def closed(targets, rr):
-            return sd_outputs_core(spec, targets, lam, rr)
-
+        closed = lambda targets, rr: sd_outputs_core(spec, targets, lam, rr)  # noqa: E731
         fit_closed = closed_fit(spec, lam)
 
     solve: dict[str, Any] = dict(tol=config.exact_tol, max_iter=config.exact_max_iter, solver=config.exact_solver)

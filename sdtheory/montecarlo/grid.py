@@ -73,8 +73,7 @@ def seed_keys(seed: int, num_seeds: int) -> jax.Array:
 
 
 def _real_values(values: Any, name: str, *, positive: bool = False) -> np.ndarray:
-    """A non-empty 1-D array of finite reals (``positive``: each ``> 0``, a scalar allowed), or an error
-    naming ``name``."""
+    """A non-empty 1-D array of finite reals (``positive``: each ``> 0``, a scalar allowed); errors name ``name``."""
     arr = V.check_real_array(values, name).astype(float)
     arr = np.atleast_1d(arr) if positive else arr
     if arr.ndim != 1 or arr.size == 0:

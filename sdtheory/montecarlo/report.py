@@ -5,7 +5,7 @@ result (:meth:`SimResult.select`): the phase-diagram table, the theory-vs-simula
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -127,8 +127,7 @@ class SimResult(NamedTuple):
             if not hits:
                 raise ValueError(f"{axis} = {values[axis]!r} is not one of the swept values {list(vals)}")
             index.append(hits[0])
-        idx = tuple(index)
-        pick = lambda a: a[idx]  # noqa: E731
+        pick = lambda a: a[tuple(index)]  # noqa: E731
         methods = {m: MethodStats(st.rounds, *(pick(a) for a in st[1:])) for m, st in self.methods.items()}
         theory = TheoryStats(*(pick(a) for a in self.theory))
         gap = None if self.gap is None else GapStats(*(pick(a) for a in self.gap))
@@ -144,8 +143,7 @@ class SimResult(NamedTuple):
     def clean_accuracy(self, method: str) -> np.ndarray:
         """Accuracy on instances with a correct given label; NaN where there are none."""
         den = (self.num_instances - self.num_noisy)[..., None]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(den > 0, self.methods[method].num_correct_clean / np.maximum(den, 1), np.nan)
+        return np.where(den > 0, self.methods[method].num_correct_clean / np.maximum(den, 1), np.nan)
 
     def noisy_accuracy(self, method: str) -> np.ndarray:
         """Accuracy on instances with a corrupted label; NaN where there are none."""
@@ -159,11 +157,10 @@ def assemble(config: SimConfig, etas: np.ndarray, num_seeds: int, grid: dict, sw
     drop = tuple(i for i in range(3) if i not in keep)
     shape = lambda a: np.squeeze(a, axis=drop)  # noqa: E731
     rounds = np.arange(config.num_rounds)
-    methods = {}
-    for m in config.methods:
-        num, cl, no, allc, conv, res = (shape(a) for a in grid[m])
-        mrounds = rounds if m.startswith("sd_") else np.array([1])
-        methods[m] = MethodStats(mrounds, num, cl, no, allc, conv, res)
+    methods = {
+        m: MethodStats(rounds if m.startswith("sd_") else np.array([1]), *(shape(a) for a in grid[m]))
+        for m in config.methods
+    }
     names = ("condition", "margin", "rstar", "all_correct", "pll_accuracy", "pll_condition")
     seed_axis = len(keep) + 1
     pop = [np.take(shape(grid[f"pop_{n}"]), 0, axis=seed_axis) for n in names]  # identical over seeds
@@ -227,7 +224,6 @@ def phase_table(result: SimResult) -> dict:
     _unswept(result, "phase_table")
     th = result.theory
     cols: dict = {name: [] for name in TABLE_COLUMNS}
-    e_count = result.etas.size
     pll_emp = th.empirical_pll_accuracy
     for m, st in result.methods.items():
         sd = m.startswith("sd_")
@@ -245,7 +241,7 @@ def phase_table(result: SimResult) -> dict:
                 pred_emp = (pll_emp >= 1.0).mean(axis=1)
             clean = _pooled(st.num_correct_clean[:, :, j], n_clean)
             noisy = _pooled(st.num_correct_noisy[:, :, j], result.num_noisy)
-            for i in range(e_count):
+            for i in range(result.etas.size):
                 cols["eta"].append(float(result.etas[i]))
                 cols["round"].append(int(r))
                 cols["method"].append(m)
@@ -298,30 +294,24 @@ def agreement(result: SimResult) -> dict:
     out = {}
     for m, st in result.methods.items():
         majority = st.all_correct.mean(axis=1) > 0.5  # (E, R')
-        if m.startswith("sd_"):
-            pred_pop, pred_emp = th.population_all_correct, th.empirical_all_correct
+        sd = m.startswith("sd_")
+        pred_pop = th.population_all_correct if sd else (th.population_pll_accuracy >= 1.0)[:, None]
+        pred_emp = th.empirical_all_correct if sd else (th.empirical_pll_accuracy >= 1.0)[..., None]
+        entry: dict[str, Any] = {
+            "cells_population_vs_majority": float(np.mean(pred_pop == majority)),
+            "cells_empirical_vs_outcome": float(np.mean(pred_emp == st.all_correct)),
+        }
+        if sd:
             obs_first = first_all_correct(st.all_correct, st.rounds)  # (E, S)
             r_max = int(st.rounds[-1])
             clip = lambda r: np.where(r > r_max, -1, r)  # noqa: E731  beyond the simulated rounds
-            entry = {
-                "cells_population_vs_majority": float(np.mean(pred_pop == majority)),
-                "cells_empirical_vs_outcome": float(np.mean(pred_emp == st.all_correct)),
-                "first_round_offset_vs_population": _offsets(
-                    clip(np.broadcast_to(th.population_rstar[:, None], obs_first.shape)), obs_first
-                ),
-                "first_round_offset_vs_empirical": _offsets(clip(th.empirical_rstar), obs_first),
-                "predicted_beyond_simulated_rounds_population": int(np.sum(th.population_rstar > r_max)),
-            }
+            rstar_pop = np.broadcast_to(th.population_rstar[:, None], obs_first.shape)
+            entry["first_round_offset_vs_population"] = _offsets(clip(rstar_pop), obs_first)
+            entry["first_round_offset_vs_empirical"] = _offsets(clip(th.empirical_rstar), obs_first)
+            entry["predicted_beyond_simulated_rounds_population"] = int(np.sum(th.population_rstar > r_max))
         else:
-            pred_pop = (th.population_pll_accuracy >= 1.0)[:, None]
-            pred_emp = (th.empirical_pll_accuracy >= 1.0)[..., None]
-            entry = {
-                "cells_population_vs_majority": float(np.mean(pred_pop == majority)),
-                "cells_empirical_vs_outcome": float(np.mean(pred_emp == st.all_correct)),
-                "mean_abs_accuracy_error_empirical": float(
-                    np.mean(np.abs(result.accuracy(m)[..., 0] - th.empirical_pll_accuracy))
-                ),
-            }
+            error = np.abs(result.accuracy(m)[..., 0] - th.empirical_pll_accuracy)
+            entry["mean_abs_accuracy_error_empirical"] = float(np.mean(error))
         entry["all_converged"] = bool(np.all(st.converged))
         entry["max_residual"] = float(np.max(st.residual))
         out[m] = entry

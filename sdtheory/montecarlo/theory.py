@@ -372,12 +372,9 @@ def _map_problems(config: SimConfig, etas, axis: str, vals: np.ndarray) -> _Prob
     """The population problem at every ``(value, eta)``, value-major; the other parameters the config's."""
     e, a, k = etas.shape[0], vals.shape[0], config.num_classes
     pop = np.asarray(_population_counts(config, etas))
-    if axis == "lam":
-        corr = np.broadcast_to(np.asarray(corr_from_cd(float(config.c), float(config.d), k), dtype=float), (a, k, k))
-        lam = vals
-    else:
-        corr = np.stack([np.asarray(corr_from_cd(float(v), float(config.d), k), dtype=float) for v in vals])
-        lam = np.full(a, float(config.lam))
+    cs = vals if axis == "c" else np.full(a, float(config.c))
+    corr = np.stack([np.asarray(corr_from_cd(float(v), float(config.d), k), dtype=float) for v in cs])
+    lam = vals if axis == "lam" else np.full(a, float(config.lam))
     return _Problems(
         np.broadcast_to(pop[None], (a,) + pop.shape).reshape(a * e, -1),
         np.broadcast_to(corr[:, None], (a, e, k, k)).reshape(a * e, k, k),
