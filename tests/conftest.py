@@ -1,4 +1,4 @@
-"""Test configuration: float64 for the tests' own JAX code, and hypothesis profiles.
+"""Test configuration: float64 for the tests' own JAX code, hypothesis profiles, and compilation settings.
 
 The package itself leaves JAX's configuration alone (its public functions run
 in a scoped float64 context); the tests turn float64 on for their own
@@ -9,17 +9,34 @@ marked ``slow`` (Monte Carlo, end-to-end scripts, scikit-learn's estimator
 checks); the default ``ci`` profile keeps the suite fast on 2 cores and skips
 them, unless ``-m`` selects them (``-m slow`` runs only those).
 
-Compiled programs are dropped after every test module (``jax.clear_caches``):
-each XLA:CPU executable keeps its own memory mappings, and the whole suite in
-one process compiles enough of them to reach Linux's default limit of 65530
-mappings per process (``vm.max_map_count``), where compilation aborts.
+Test-harness settings of XLA (this file only; importing ``sdtheory`` sets
+nothing): nearly all of the suite's time is XLA compiling many small
+programs, so the tests compile with XLA's backend optimisations off
+(``XLA_FLAGS=--xla_backend_optimization_level=0
+--xla_llvm_disable_expensive_passes=true``, a third less compile time). The
+operations are the same (results may differ in the last bits, as where LLVM
+fuses a multiply-add; every tolerance holds as before); the programs only run
+slower, which the tests' small problems do not notice. A user's own
+``XLA_FLAGS`` is left as it is; ``SDTHEORY_TEST_XLA_OPT=1`` keeps XLA's defaults.
+
+Compiled programs are kept across test modules (shared shapes compile once
+per process) until the process holds many memory mappings: each XLA:CPU
+executable keeps its own, and the whole suite in one process compiles
+enough of them to reach Linux's default limit of 65530 mappings per process
+(``vm.max_map_count``), where compilation aborts. After a module, when
+``/proc/self/maps`` lists more than ``MAX_MAPPINGS`` of them (or cannot be
+read), ``jax.clear_caches()`` drops them all.
 """
 
 import os
 
-import jax
-import pytest
-from hypothesis import HealthCheck, settings
+if "XLA_FLAGS" not in os.environ and os.environ.get("SDTHEORY_TEST_XLA_OPT") != "1":
+    # before JAX creates its CPU client (the flags are read then); subprocesses of the tests inherit it
+    os.environ["XLA_FLAGS"] = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
@@ -39,6 +56,10 @@ settings.register_profile(
 PROFILE = os.environ.get("SDTHEORY_HYPOTHESIS_PROFILE", "ci")
 settings.load_profile(PROFILE)
 
+#: Memory mappings of this process above which the compiled programs are dropped after a module: under
+#: half of Linux's default ``vm.max_map_count`` (65530), as one module can add several thousand.
+MAX_MAPPINGS = 30_000
+
 
 def pytest_collection_modifyitems(config, items):
     """Skip the ``slow`` tests outside the thorough profile, unless ``-m`` names them."""
@@ -50,8 +71,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def memory_mappings():
+    """The number of memory mappings of this process (``/proc/self/maps`` lines), None where unreadable."""
+    try:
+        with open("/proc/self/maps", "rb") as fh:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+    except OSError:
+        return None
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _drop_compiled_programs():
-    """Release the module's compiled executables (and their memory mappings) when it is done."""
+    """After the module, release every compiled executable (and its mappings) when the process holds many."""
     yield
-    jax.clear_caches()
+    count = memory_mappings()
+    if count is None or count > MAX_MAPPINGS:
+        jax.clear_caches()
