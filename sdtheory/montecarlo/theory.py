@@ -130,24 +130,21 @@ def _problem(config: SimConfig, counts, corr, lam, teacher_start) -> _Solved:
 
 @lru_cache(maxsize=8)
 def _program(config: SimConfig, size: int, x64: bool) -> Future:
-    """The solver program for ``size`` problems, compiled in a thread of its own (a future): the theory starts it
-    before drawing the label counts. LLVM at -O1: ~20% less compile time than -O3, as fast a program (measured)."""
-
-    def build():
-        with jax.enable_x64(x64):  # thread-local
-            real, k = jnp.dtype("float64" if x64 else "float32"), config.num_classes
-            shapes = (((k * k,), real), ((k, k), real), ((), real), ((), bool))
-            args = [jax.ShapeDtypeStruct((size,) + shape, dtype) for shape, dtype in shapes]
-            lowered = jax.jit(jax.vmap(partial(_problem, config))).lower(*args)
-            return lowered.compile({"xla_backend_optimization_level": "1"})
-
+    """The solver program for ``size`` problems: traced here (the GIL: not beside the label counts' tracing), compiled
+    in a thread of its own (a future) while the theory draws the label counts. LLVM at -O1: ~20% less compile time
+    than -O3, as fast a program (measured)."""
+    with jax.enable_x64(x64):  # thread-local
+        real, k = jnp.dtype("float64" if x64 else "float32"), config.num_classes
+        shapes = (((k * k,), real), ((k, k), real), ((), real), ((), bool))
+        args = [jax.ShapeDtypeStruct((size,) + shape, dtype) for shape, dtype in shapes]
+        lowered = jax.jit(jax.vmap(partial(_problem, config))).lower(*args)
     pool = ThreadPoolExecutor(max_workers=1)
-    future = pool.submit(build)
+    future = pool.submit(lowered.compile, {"xla_backend_optimization_level": "1"})
     pool.shutdown(wait=False)  # the thread ends when the program is built
     return future
 
 
-#: A chunk runs as this many calls at once (XLA's CPU client runs independent calls in parallel, one per core).
+#: A chunk runs as this many calls at once, a thread each (calls dispatched from one thread ran one at a time).
 PARTS = 2
 
 
@@ -156,12 +153,17 @@ def _part_size(size: int) -> int:
 
 
 def _solve_chunk(config, *arrays) -> _Solved:
-    """One chunk of problems (device arrays) as :data:`PARTS` calls of the compiled program; host arrays."""
-    n = arrays[0].shape[0]
+    """One chunk of problems as :data:`PARTS` calls of the compiled program in parallel threads; host arrays."""
+    n, x64 = arrays[0].shape[0], arrays[0].dtype == np.float64
     h = _part_size(n)
-    program = _program(config, h, arrays[0].dtype == np.float64).result()
-    outs = [program(*(a[i : i + h] for a in arrays)) for i in range(0, n, h)]  # all dispatched, then waited for
-    return _Solved(*(np.concatenate([np.asarray(o) for o in a]) for a in zip(*outs, strict=True)))
+    program = _program(config, h, x64).result()
+
+    def call(i):
+        with jax.enable_x64(x64):  # thread-local
+            return jax.device_get(program(*(a[i : i + h] for a in arrays)))
+
+    with ThreadPoolExecutor(max_workers=PARTS) as pool:
+        return _Solved(*map(np.concatenate, zip(*pool.map(call, range(0, n, h)), strict=True)))
 
 
 #: Problems per chunk (:data:`PARTS` calls of the compiled type-level program, one shape: one compile); 128 fastest
@@ -225,7 +227,7 @@ def _solve_problems(
             parts.append(_reuse(completed[start], start, idx.size))
         else:
             take = np.concatenate([idx, np.full(size - idx.size, idx[-1])])  # the last chunk repeats a problem
-            out = _solve_chunk(config, *(jnp.asarray(a[take]) for a in problems))
+            out = _solve_chunk(config, *(a[take] for a in problems))
             parts.append(_Solved(*(np.asarray(a)[: idx.size] for a in out)))
             if on_chunk is not None:
                 on_chunk(start, parts[-1]._asdict())
