@@ -101,6 +101,7 @@ class _Ops(NamedTuple):
     basis: jax.Array | None = None  # (M, M) orthonormal R in which Phi^T Phi is ~diagonal (preconditioners)
     count: Any = None  # the number of instances (the rows of Phi, or fewer when padded)
     mask: jax.Array | None = None  # (N,) 1 on the instances, 0 on padding rows; None without padding
+    search: bool = False  # features (weight space), solver "auto": a float32 start and line search (issue 21)
 
 
 class Coordinates(NamedTuple):
@@ -248,14 +249,26 @@ def _kron_preconditioner(ops, jvp32, curvature, z32, lam, dtype):
 
 #: Floor of the CG forcing term for float32 Hessian products: Newton then converges linearly at about this rate.
 ETA_FLOOR_MIXED = 1e-4
+#: ``ops.search``: the mixed solver's steps run all in float32 until ``kkt`` reaches this (at most START32_ITER).
+START32_KKT, START32_ITER = 1e-4, 30
 
 
 def _newton_cg_round(ops, t, lam, v0, *, loss, q, tol, max_iter, max_cg, rtol, mixed=False):
     """Truncated Newton: preconditioned CG on the Newton system, Armijo backtracking; ``mixed=True``: Hessian products
-    in float32 until a step's CG misses ``eta``, then float64 (docs/exact_solver.md)."""
+    in float32 until a step's CG misses ``eta``, then float64 (docs/exact_solver.md); ``ops.search``: whole float32
+    steps first (to ``kkt <= START32_KKT``), the first trial step from a line search while ``kkt > 0.1``."""
     dtype = ops.phi.dtype
     lo = jnp.float32
     t32 = t.astype(lo)
+    it0 = jnp.zeros((), jnp.int32)
+    if mixed and ops.search:
+        # a float32 start (every pass half the float64 cost), its iterations counted with the round's
+        to32 = lambda x: jax.tree_util.tree_map(lambda a: jnp.asarray(a, lo), x)  # noqa: E731
+        opt = dict(loss=loss, q=to32(q), tol=0.0, max_iter=jnp.minimum(max_iter, START32_ITER), rtol=START32_KKT)
+        s32 = _newton_cg_round(
+            to32(ops._replace(phi=ops.phi32))._replace(search=True), t32, to32(lam), to32(v0), max_cg=max_cg, **opt
+        )
+        v0, it0 = _shift_free(s32.v.astype(dtype)), s32.it  # the shift float32 left would stay (lam v)
     gfun32 = lambda zz: loss.grad(t32, zz, q, axis=0).astype(lo)  # noqa: E731
     lam_lo = jnp.asarray(lam).astype(lo)
 
@@ -270,7 +283,7 @@ def _newton_cg_round(ops, t, lam, v0, *, loss, q, tol, max_iter, max_cg, rtol, m
     w0 = _data_grad(ops, t, z0, loss, q)
     res0, exact0 = residual(z0, w0, v0)
     f_init = _objective_along(ops, t, lam, z0, z0, v0, v0, 0.0, loss, q)
-    init = (_State(v0, z0, w0, res0, jnp.zeros((), jnp.int32)), jnp.asarray(not mixed), exact0, f_init, False)
+    init = (_State(v0, z0, w0, res0, it0), jnp.asarray(not mixed), exact0, f_init, False)
 
     def cond(c):
         s, stalled = c[0], c[4]
@@ -294,10 +307,11 @@ def _newton_cg_round(ops, t, lam, v0, *, loss, q, tol, max_iter, max_cg, rtol, m
             return (_data_hvp(ops.phi32, t32, z32, d32, loss, q, jvp32, ops.count) + lam_lo * d32).astype(dtype)
 
         hvp = hvp64 if not mixed else (lambda d: jax.lax.cond(hi, hvp64, hvp32, d))
+        hvp = hvp32 if ops.search and dtype == lo else hvp  # the float32 start: products linearised once a step
         # Preconditioned CG on H x = -grad; scale-free forcing term (relative to kkt)
         b = -grad
         kkt = _kkt(s.w, s.v, lam)
-        eta = jnp.minimum(0.5, jnp.sqrt(kkt))
+        eta = jnp.minimum(0.2 if ops.search else 0.5, jnp.sqrt(kkt))
         # no tighter than the stop needs (eta = tol / res would just reach it; a factor 10 of margin)
         enough = 0.1 * jnp.maximum(tol / jnp.maximum(s.res, tol), rtol / jnp.maximum(kkt, rtol))
         eta = jnp.maximum(eta, jnp.minimum(enough, 0.5))
@@ -307,9 +321,6 @@ def _newton_cg_round(ops, t, lam, v0, *, loss, q, tol, max_iter, max_cg, rtol, m
             eta = jnp.where(hi, eta, jnp.maximum(eta, ETA_FLOOR_MIXED))
         zc0 = pre(b)
         cg0 = (jnp.zeros_like(b), b, zc0, zc0, _vdot(b, zc0), jnp.zeros((), jnp.int32), jnp.zeros((), bool), False)
-
-        def cg_cond(c):
-            return (~c[6]) & (c[5] < max_cg)
 
         def cg_body(c):
             x, r, zc, p, rz, k, _, _ = c
@@ -325,7 +336,7 @@ def _newton_cg_round(ops, t, lam, v0, *, loss, q, tol, max_iter, max_cg, rtol, m
             p_new = zc_new + (rz_new / jnp.where(rz == 0, 1.0, rz)) * p
             return (x_new, r_new, zc_new, p_new, rz_new, k + 1, neg | small, small)
 
-        cg = jax.lax.while_loop(cg_cond, cg_body, cg0)
+        cg = jax.lax.while_loop(lambda c: (~c[6]) & (c[5] < max_cg), cg_body, cg0)
         d = _shift_free(cg[0])
         hi = hi | ~cg[7]  # float32 products did not reach eta: float64 from here on
 
@@ -338,8 +349,12 @@ def _newton_cg_round(ops, t, lam, v0, *, loss, q, tol, max_iter, max_cg, rtol, m
             fa = _objective_along(ops, t, lam, s.z, zd, s.v, d, a, loss, q)
             return a, j, fa, fa <= f0 + 1e-4 * a * slope + slack
 
+        a1 = jnp.ones((), dtype)
+        if ops.search:  # far from the optimum (kkt > 0.1) the first trial from a 1-D Newton line search
+            a_ls = _line_search(ops, t, lam, s.z, zd, s.v, d, slope, loss, q, 5)
+            a1 = jnp.where((kkt > 0.1) & (a_ls > 0), a_ls, a1)
         alpha, _, f_new, ok = jax.lax.while_loop(
-            lambda c: (~c[3]) & (c[1] < 60), lambda c: trial(0.5 * c[0], c[1] + 1), trial(jnp.ones((), dtype), 0)
+            lambda c: (~c[3]) & (c[1] < 60), lambda c: trial(0.5 * c[0], c[1] + 1), trial(a1, 0)
         )
         # no decrease within 60 halvings (the roundoff floor): stay and end the round; a where on the
         # iterate, not on alpha (0 * d is NaN where CG broke down to a non-finite d)
@@ -369,9 +384,6 @@ def _line_search(ops, t, lam, z, zd, v, d, slope0, loss, q, max_ls):
         g, jg = jax.jvp(gfun, (za,), (zd,))
         return _vdot(g, zd) / n + (vd + a * dd), _vdot(jg, zd) / n + dd
 
-    def cond(c):
-        return (jnp.abs(c[3]) > 0.1 * jnp.abs(slope0)) & (c[4] < max_ls)
-
     def body(c):
         a, lo, hi, der, j = c
         lo = jnp.where(der < 0, a, lo)
@@ -385,7 +397,8 @@ def _line_search(ops, t, lam, z, zd, v, d, slope0, loss, q, max_ls):
 
     one = jnp.ones((), z.dtype)
     init = (one, jnp.zeros((), z.dtype), jnp.full((), jnp.inf, z.dtype), dphi(one)[0], 0)
-    a, lo, _, _, _ = jax.lax.while_loop(cond, body, init)
+    going = lambda c: (jnp.abs(c[3]) > 0.1 * jnp.abs(slope0)) & (c[4] < max_ls)  # noqa: E731
+    a, lo, _, _, _ = jax.lax.while_loop(going, body, init)
     f0 = _objective_along(ops, t, lam, z, zd, v, d, 0.0, loss, q)
     fa = _objective_along(ops, t, lam, z, zd, v, d, a, loss, q)
     slack = 100 * jnp.finfo(z.dtype).eps * (1.0 + jnp.abs(f0))
@@ -432,8 +445,7 @@ def _lbfgs_round(ops, t, lam, v0, *, loss, q, tol, max_iter, max_cg, rtol, max_l
     w_pre = _data_grad(ops, t, z0, loss, q)
     slope_pre = _vdot(w_pre + lam * v0, -v0)
     a_pre = jnp.where(slope_pre < 0, _line_search(ops, t, lam, z0, -z0, v0, -v0, slope_pre, loss, q, max_ls), 0.0)
-    v0 = v0 * (1.0 - a_pre)
-    z0 = z0 * (1.0 - a_pre)
+    v0, z0 = v0 * (1.0 - a_pre), z0 * (1.0 - a_pre)
     w0 = _data_grad(ops, t, z0, loss, q)
     gu0 = _to_basis(ops, w0 + lam * v0) / scale
     zeros = jnp.zeros((memory, k, v0.shape[1]), dtype)
@@ -557,19 +569,17 @@ def exact_phi_core(
         ph, colsq = jax.lax.optimization_barrier((ph, colsq))
     max_row = jnp.sqrt(jnp.max(jnp.sum(ph * ph, axis=1)))
     ph, max_row = jax.lax.optimization_barrier((ph, max_row))
-    ops = _Ops(ph, ph.astype(jnp.float32), colsq, max_row, basis, count, mask)
+    ops = _Ops(ph, ph.astype(jnp.float32), colsq, max_row, basis, count, mask, coords is not None and solver == "auto")
     if init_coef is None:
         v0 = jnp.zeros((k, phi.shape[1]), dtype)  # class-major (K, M), as the solvers work
+    elif not fit_intercept:
+        v0 = jnp.asarray(init_coef, dtype).T @ phi  # the start's weights W = A^T X in these coordinates
     else:
-        # the start's weights W = A^T X in these coordinates; with an intercept the centred columns
-        # carry W = A^T (X - mean) + (sum_i A_i) mean and the constant one b + W mean
+        # the centred columns carry W = A^T (X - mean) + (sum_i A_i) mean and the constant one b + W mean
         a = jnp.asarray(init_coef, dtype)
-        if fit_intercept:
-            v0 = a.T @ phi[:, :m] + jnp.sum(a, axis=0)[:, None] * mean[None, :]
-            b = jnp.zeros(k, dtype) if init_intercepts is None else jnp.asarray(init_intercepts, dtype)
-            v0 = jnp.concatenate([v0, (b + v0 @ mean)[:, None]], axis=1)
-        else:
-            v0 = a.T @ phi
+        v0 = a.T @ phi[:, :m] + jnp.sum(a, axis=0)[:, None] * mean[None, :]
+        b = jnp.zeros(k, dtype) if init_intercepts is None else jnp.asarray(init_intercepts, dtype)
+        v0 = jnp.concatenate([v0, (b + v0 @ mean)[:, None]], axis=1)
 
     rtol = jnp.asarray(rtol, dtype)
     lams = jnp.broadcast_to(lam, (num_rounds,)) if lams is None else jnp.asarray(lams, dtype)
@@ -583,13 +593,9 @@ def exact_phi_core(
         coef = keep(-lossfn.grad(t, z, q) / (count * lam))
         grad = s.w + lam_c * s.v
         kkt = _kkt(s.w, s.v, lam_c)
-        if fit_intercept:
-            # logits (x - mean) V + b' = G(x, train) A + (b' - mean V): the sum of A over instances is 0
-            bias = s.v[:, m] - s.v[:, :m] @ mean
-            bound = jnp.full((), jnp.inf, dtype)
-        else:
-            bias = jnp.zeros(k, dtype)
-            bound = 0.5 * ops.max_row * jnp.sqrt(_vdot(grad, grad)) / lam
+        # with an intercept logits (x - mean) V + b' = G(x, train) A + (b' - mean V) (the sum of A over instances is 0)
+        bias = s.v[:, m] - s.v[:, :m] @ mean if fit_intercept else jnp.zeros(k, dtype)
+        bound = jnp.full((), jnp.inf, dtype) if fit_intercept else 0.5 * ops.max_row * jnp.sqrt(_vdot(grad, grad)) / lam
         # convergence is a property of the chain: round r is trained on round r - 1's outputs
         conv = chain_ok & ((s.res <= tol) | (kkt <= rtol))
         out = (p, s.res, jnp.max(jnp.abs(grad)), s.it, conv, coef, kkt, bound, bias)
