@@ -35,8 +35,12 @@ import os
 
 if "XLA_FLAGS" not in os.environ and os.environ.get("SDTHEORY_TEST_XLA_OPT") != "1":
     # before JAX creates its CPU client (the flags are read then); subprocesses of the tests inherit it
-    os.environ["XLA_FLAGS"] = (
-        "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true --xla_cpu_use_fusion_emitters=false"
+    os.environ["XLA_FLAGS"] = " ".join(
+        [
+            "--xla_backend_optimization_level=0",
+            "--xla_llvm_disable_expensive_passes=true",
+            "--xla_cpu_use_fusion_emitters=false",
+        ]
     )
 
 import jax  # noqa: E402
