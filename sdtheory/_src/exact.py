@@ -268,7 +268,8 @@ def _newton_cg_round(ops, t, lam, v0, *, loss, q, tol, max_iter, max_cg, rtol, m
         s32 = _newton_cg_round(
             to32(ops._replace(phi=ops.phi32))._replace(search=True), t32, to32(lam), to32(v0), max_cg=max_cg, **opt
         )
-        v0, it0 = _shift_free(s32.v.astype(dtype)), s32.it  # the shift float32 left would stay (lam v)
+        # the shift float32 left would stay (lam v); no float32 step taken (max_iter 0, or converged): v0 unrounded
+        v0, it0 = jnp.where(s32.it > 0, _shift_free(s32.v.astype(dtype)), v0), s32.it
     gfun32 = lambda zz: loss.grad(t32, zz, q, axis=0).astype(lo)  # noqa: E731
     lam_lo = jnp.asarray(lam).astype(lo)
 
