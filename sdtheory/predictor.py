@@ -8,7 +8,8 @@ points, predictions, and (exact model) dual coefficients and weights.
   (docs/closed_form.md).
 * ``model="exact"``: the exact softmax solution of rounds ``0..num_rounds-1`` (docs/exact_solver.md);
   logits ``G(x, train) A_r`` on any point. The instances are padded with zero-weight rows to
-  :func:`sdtheory._src.exact.bucket_rows` sizes: one compiled solver serves every ``N`` of a bucket.
+  :func:`sdtheory._src.exact.bucket_rows` sizes and the chain to :func:`sdtheory._src.exact.bucket_rounds`
+  rounds (the rest skipped): one compiled solver serves every ``N`` and every ``num_rounds`` of a bucket.
 
 Every method validates its input and returns NumPy float64 arrays; a pickled predictor computes the same
 numbers in any process. Both models depend on ``G / lam`` only: the training set is stored at unit scale
@@ -36,6 +37,7 @@ from ._src.exact import (
     DEFAULT_TOL,
     ExactResult,
     _pad,
+    bucket_rounds,
     bucket_rows,
     check_options,
     exact_phi_core,
@@ -485,9 +487,14 @@ def predictor(
         fit = partial(exact_fit, phi, lam_u, **solve)
         res = pll_rounds_core(fit(loss=loss), fit(loss="ce")(t_pad), num_rounds - 1, TIE_TOL, init).fits
     else:
-        res = exact_phi_core(phi, t_pad, lam_u, num_rounds, loss=loss, lams=lams_u, **variant._asdict(), **solve)
-    # on the host, without the padding rows
-    res = jax.tree_util.tree_map(np.asarray, res)
+        # the chain compiled at a bucketed length, the rounds past num_rounds skipped (one program for 1-4 rounds)
+        length = bucket_rounds(num_rounds)
+        lams_b = None if schedule is None else np.asarray(lams_u)[np.minimum(np.arange(length), num_rounds - 1)]
+        res = exact_phi_core(
+            phi, t_pad, lam_u, length, loss=loss, lams=lams_b, num_active=num_rounds, **variant._asdict(), **solve
+        )
+    # on the host, without the skipped rounds and the padding rows
+    res = jax.tree_util.tree_map(lambda a: np.asarray(a)[:num_rounds], res)
     res = res._replace(outputs=res.outputs[:, :n], coef=res.coef[:, :n])
     if on_failure == "raise":
         raise_unconverged(res, tol, max_iter, rtol=rtol, solver=solver)

@@ -18,7 +18,7 @@ import pytest
 
 import sdtheory
 from sdtheory import exact_outputs, predictor
-from sdtheory._src.exact import bucket_rows, exact_phi_core, solver_features
+from sdtheory._src.exact import bucket_rounds, bucket_rows, exact_phi_core, solver_features
 
 TOL = 1e-12
 #: Tight stopping tolerances, so both solves end at the optimum (not at two iterates within 1e-9 of it).
@@ -143,3 +143,19 @@ def test_one_compile_per_bucket():
     for n in (38, 40):
         exact_outputs(t[:n], lam=1e-2, num_rounds=2, features=x[:n])
     assert exact_phi_core._cache_size() == before
+
+
+def test_one_compile_for_one_to_four_rounds():
+    # num_rounds 1..4 share the chain length bucket_rounds = 4 (later rounds skipped): one compile, and each
+    # chain's numbers are those of the kernel's plain scan over exactly num_rounds rounds
+    assert [bucket_rounds(r) for r in (1, 2, 3, 4, 5, 9, 11)] == [4, 4, 4, 4, 5, 10, 12]
+    x, t = _problem(30, d=4)
+    phi = solver_features(features=jnp.asarray(x))
+    predictor(t, lam=1e-2, features=x, model="exact", num_rounds=1, **TIGHT)
+    before = exact_phi_core._cache_size()
+    fitted = {r: predictor(t, lam=1e-2, features=x, model="exact", num_rounds=r, **TIGHT) for r in (2, 3, 4)}
+    assert exact_phi_core._cache_size() == before
+    for r, fit in fitted.items():
+        ref = _unpadded(phi, t, 1e-2, r, **TIGHT)
+        np.testing.assert_allclose(fit.train_outputs(num_rounds=r), ref.outputs, rtol=0, atol=TOL)
+        np.testing.assert_array_equal(fit.exact_result(num_rounds=r).iterations, ref.iterations)

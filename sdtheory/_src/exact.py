@@ -522,6 +522,7 @@ def exact_phi_core(
     init_coef=None,
     init_intercepts=None,
     num_valid=None,
+    num_active=None,
 ):
     """Rounds ``0..num_rounds-1`` in the solver coordinates ``phi`` (jitted, no validation).
 
@@ -531,6 +532,8 @@ def exact_phi_core(
     fit's ``init_coef`` ``(N, K)`` and ``init_intercepts`` ``(K,)`` (same ``phi`` and ``fit_intercept``); later rounds
     from the previous one. ``num_valid`` (traced): only the first rows are instances, the rest are zero padding rows
     (:func:`bucket_rows`) with zero weight in the loss, so the solution is that of the unpadded problem.
+    ``num_active`` (traced): solve only rounds ``0..num_active-1`` (a loop of that many rounds; the later entries are
+    zeros), so one program serves every chain length up to ``num_rounds`` (:func:`bucket_rounds`).
     """
     coords = phi if isinstance(phi, Coordinates) else None
     phi = phi if coords is None else coords.phi
@@ -602,7 +605,18 @@ def exact_phi_core(
         out = (p, s.res, jnp.max(jnp.abs(grad)), s.it, conv, coef, kkt, bound, bias)
         return (keep(next_targets_core(p, z, targets, temperature, xi, hard, tie_tol)), s.v, conv), out
 
-    _, outs = jax.lax.scan(one_round, (targets, v0, jnp.ones((), bool)), lams)
+    carry0 = (targets, v0, jnp.ones((), bool))
+    if num_active is None:
+        _, outs = jax.lax.scan(one_round, carry0, lams)
+    else:
+        shapes = jax.eval_shape(one_round, carry0, lam)[1]
+        outs = jax.tree_util.tree_map(lambda a: jnp.zeros((num_rounds, *a.shape), a.dtype), shapes)
+
+        def active_round(r, state):
+            carry, outs = one_round(state[0], lams[r])
+            return carry, jax.tree_util.tree_map(lambda a, o: a.at[r].set(o), state[1], outs)
+
+        _, outs = jax.lax.fori_loop(0, num_active, active_round, (carry0, outs))
     return ExactResult(*outs)
 
 
@@ -679,6 +693,11 @@ def _prepare_features(x):
     for _ in range(2):
         r = r @ (1.5 * jnp.eye(r.shape[0], dtype=x.dtype) - 0.5 * (r.T @ r))
     return Coordinates(x, r, jnp.maximum(s.astype(x.dtype), 0.0) * top**2)
+
+
+def bucket_rounds(r: int) -> int:
+    """The compiled chain length for ``r`` rounds: at least 4, then as :func:`bucket_rows` (at most 25% more)."""
+    return max(4, bucket_rows(r))
 
 
 def bucket_rows(n: int) -> int:
