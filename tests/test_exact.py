@@ -794,3 +794,29 @@ def test_kernel_started_at_an_optimum_stays_there(fit_intercept):
     logits = x @ (np.asarray(cold.coef[0]).T @ x).T + np.asarray(cold.intercepts[0])  # by NumPy
     p = np.exp(logits - logits.max(1, keepdims=True))
     np.testing.assert_allclose(np.asarray(warm.outputs[0]), p / p.sum(1, keepdims=True), rtol=0, atol=1e-9)
+
+
+def test_float32_start_on_large_features_reaches_the_float64_optimum():
+    # features with N d K >= START32_MIN_WORK: solver="auto" starts with whole float32 Newton steps. Its outputs are
+    # the float64 solver's ("newton-cg", no float32 at all) and a fixed point checked in NumPy; max_iter=0 from
+    # a fit returns that start unrounded
+    from sdtheory._src.exact import START32_MIN_WORK
+    from sdtheory.exact import solver_features
+    from sdtheory.refine import exact_fit
+
+    n, d, k, lam = 1800, 120, 10, 1e-4
+    assert n * d * k >= START32_MIN_WORK  # unpadded (the kernel below) and padded (the public face)
+    x, t = problem(3, n, d, k)
+    x = x + np.eye(k)[t.argmax(1)] @ np.random.default_rng(4).normal(size=(k, d))  # separable-ish classes
+    auto = sd.exact_outputs(t, lam=lam, num_rounds=1, features=x)
+    plain = sd.exact_outputs(t, lam=lam, num_rounds=1, features=x, solver="newton-cg")
+    assert bool(auto.converged[0]) and bool(plain.converged[0])
+    p = np.asarray(auto.outputs[0])
+    np.testing.assert_allclose(p, np.asarray(plain.outputs[0]), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(softmax_np((x @ x.T) @ (t - p) / (n * lam)), p, rtol=0, atol=1e-8)
+    phi = solver_features(features=jnp.asarray(x))
+    opts = dict(tol=1e-10, solver="auto")
+    fit = exact_fit(phi, jnp.asarray(lam), loss="ce", max_iter=1000, **opts)(jnp.asarray(t))
+    again = exact_fit(phi, jnp.asarray(lam), loss="ce", max_iter=0, **opts)(jnp.asarray(t), fit)
+    w = np.asarray(fit.details.coef).T @ x  # the start's weights W = A^T X, by NumPy (float32 would leave ~1e-7)
+    np.testing.assert_allclose(np.asarray(again.outputs), softmax_np(x @ w.T), rtol=0, atol=1e-12)
