@@ -256,10 +256,10 @@ START32_KKT, START32_ITER = 1e-4, 30
 START32_MIN_WORK = 1 << 21
 
 
-def _newton_cg_round(ops, t, lam, v0, *, loss, q, tol, max_iter, max_cg, rtol, mixed=False):
+def _newton_cg_round(ops, t, lam, v0, *, loss, q, tol, max_iter, max_cg, rtol, mixed=False, start=False):
     """Truncated Newton: preconditioned CG on the Newton system, Armijo backtracking; ``mixed=True``: Hessian products
-    in float32 until a step's CG misses ``eta``, then float64 (docs/exact_solver.md); ``ops.search``: whole float32
-    steps first (to ``kkt <= START32_KKT``), the first trial step from a line search while ``kkt > 0.1``."""
+    in float32 until a step's CG misses ``eta``, then float64 (docs/exact_solver.md); ``ops.search``: a float32 stage
+    first (``start=True``, to ``kkt <= START32_KKT``), the first trial step from a line search while ``kkt > 0.1``."""
     dtype = ops.phi.dtype
     lo = jnp.float32
     t32 = t.astype(lo)
@@ -267,7 +267,9 @@ def _newton_cg_round(ops, t, lam, v0, *, loss, q, tol, max_iter, max_cg, rtol, m
     if mixed and ops.search:
         # a float32 start (every pass half the float64 cost), its iterations counted with the round's
         to32 = lambda x: jax.tree_util.tree_map(lambda a: jnp.asarray(a, lo), x)  # noqa: E731
-        opt = dict(loss=loss, q=to32(q), tol=0.0, max_iter=jnp.minimum(max_iter, START32_ITER), rtol=START32_KKT)
+        opt = dict(
+            loss=loss, q=to32(q), tol=0.0, max_iter=jnp.minimum(max_iter, START32_ITER), rtol=START32_KKT, start=True
+        )
         s32 = _newton_cg_round(
             to32(ops._replace(phi=ops.phi32))._replace(search=True), t32, to32(lam), to32(v0), max_cg=max_cg, **opt
         )
@@ -311,7 +313,7 @@ def _newton_cg_round(ops, t, lam, v0, *, loss, q, tol, max_iter, max_cg, rtol, m
             return (_data_hvp(ops.phi32, t32, z32, d32, loss, q, jvp32, ops.count) + lam_lo * d32).astype(dtype)
 
         hvp = hvp64 if not mixed else (lambda d: jax.lax.cond(hi, hvp64, hvp32, d))
-        hvp = hvp32 if ops.search and dtype == lo else hvp  # the float32 start: products linearised once a step
+        hvp = hvp32 if start else hvp  # the float32 start: products linearised once a step
         # Preconditioned CG on H x = -grad; scale-free forcing term (relative to kkt)
         b = -grad
         kkt = _kkt(s.w, s.v, lam)
