@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/main_job.py              # one run into a temporary directory
     python benchmarks/main_job.py --repeats 2  # the least wall time of two runs is reported first
-    python benchmarks/main_job.py --reference /work/pd_ref/phase_diagram.csv  # and compare each CSV with it
+    python benchmarks/main_job.py --reference old/phase_diagram.csv  # and compare each CSV with it, byte for byte
 
 Each run is a fresh process (compilation included, no persistent compilation
 cache). Recorded per run: wall seconds, the child's CPU seconds (user + system,
